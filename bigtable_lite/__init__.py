@@ -1,0 +1,48 @@
+"""bigtable_lite: a multi-version tablet store on LevelDB, served over gRPC.
+
+A table is a sorted map (row, column, ts) -> value with atomic single-row
+check-and-mutate.  Use :class:`LocalStore` in-process or :class:`RemoteStore` over
+gRPC; both implement :class:`TabletStore`.
+"""
+
+from .encoding import MAX_TS
+from .errors import (
+    DataCorruption,
+    InvalidArgument,
+    LimitExceeded,
+    StorageError,
+    StoreClosed,
+    StoreLocked,
+    Unavailable,
+    WrongTablet,
+)
+from .local import LocalStore
+from .model import (
+    ALL_TIME,
+    DEFAULT_LIMITS,
+    Cell,
+    Condition,
+    DeleteRange,
+    DeleteVersion,
+    Limits,
+    Mutation,
+    MutationResult,
+    NoVersionIn,
+    Put,
+    Row,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    TabletInfo,
+    TimeRange,
+    VersionAt,
+)
+from .store import StoreOps, TabletStore
+
+__all__ = [
+    "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "Cell", "Condition", "DataCorruption",
+    "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
+    "Mutation", "MutationResult", "NoVersionIn", "Put", "Row", "RowMutation", "RowRead",
+    "ScanRequest", "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo",
+    "TabletStore", "TimeRange", "Unavailable", "VersionAt", "WrongTablet",
+]

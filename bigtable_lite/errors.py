@@ -1,0 +1,50 @@
+"""Errors of the tablet store.
+
+The hierarchy, closed and small (each maps to exactly one gRPC status code in
+``bigtable_lite.status``)::
+
+    StorageError
+    ├── InvalidArgument        (also ValueError)  caller sent something malformed
+    ├── LimitExceeded          (also ValueError)  a row/column/value/batch over its limit
+    ├── WrongTablet                               row not in a tablet this server hosts
+    ├── StoreLocked                               another process owns the data directory
+    ├── StoreClosed                               the store was closed
+    ├── Unavailable                               the server could not be reached
+    └── DataCorruption                            bytes on disk do not decode
+
+Expected outcomes ("condition not met") are *results*, never exceptions.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every error raised by bigtable_lite."""
+
+
+class InvalidArgument(StorageError, ValueError):
+    """A request is malformed: empty row, wrong type, inverted range, ..."""
+
+
+class LimitExceeded(StorageError, ValueError):
+    """A row, column, value or batch is larger than the configured limit."""
+
+
+class WrongTablet(StorageError):
+    """The row belongs to no tablet hosted by this server."""
+
+
+class StoreLocked(StorageError):
+    """Another process (or another store in this process) owns the data directory."""
+
+
+class StoreClosed(StorageError):
+    """The store has been closed."""
+
+
+class Unavailable(StorageError):
+    """The remote store could not be reached or timed out; the call may be retried."""
+
+
+class DataCorruption(StorageError):
+    """Stored bytes could not be decoded."""

@@ -1,0 +1,77 @@
+"""LocalStore: the tablet store in-process, on one LevelDB data directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+from .engine import Engine, SyncMode
+from .model import DEFAULT_LIMITS, Cell, Limits, MutationResult, Row, RowMutation, RowRead, \
+    ScanRequest, TabletInfo
+from .store import StoreOps
+from .tablets import TabletMap
+from .validation import check_batch, check_key, check_reads, check_scan
+
+
+class LocalStore(StoreOps):
+    """Validates every request against ``limits``, then serves it from the engine.
+
+    Only one LocalStore (in any process) may own a data directory at a time; a second
+    raises :class:`~bigtable_lite.errors.StoreLocked`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: SyncMode = "none",
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self.engine = Engine(path, sync=sync)
+        try:
+            self.tablets = TabletMap(self.engine)
+        except BaseException:
+            self.engine.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        return str(self.engine.path)
+
+    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
+        check_reads(reads, self.limits)
+        return self.engine.read_rows(reads)
+
+    def scan(self, request: ScanRequest) -> Iterator[Row]:
+        check_scan(request, self.limits)
+        return self.engine.scan(request)
+
+    def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                    ) -> list[MutationResult]:
+        check_batch(mutations, self.limits)
+        note = self.tablets.note_table
+        for m in mutations:
+            note(m.table)
+        return self.engine.mutate(mutations, sync=sync)
+
+    def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
+        if table is not None:
+            check_key(table, "table", self.limits.max_table_bytes)
+        return self.tablets.list(table)
+
+    def split_tablet(self, table: bytes, row: bytes) -> list[TabletInfo]:
+        check_key(table, "table", self.limits.max_table_bytes)
+        check_key(row, "row", self.limits.max_row_bytes)
+        return self.tablets.split(table, row)
+
+    def compact_table(self, table: bytes) -> None:
+        """Drop deleted entries of a table from disk (after heavy churn, e.g. notifications)."""
+        from .encoding import after_table, table_prefix
+
+        tpfx = table_prefix(table)
+        self.engine.compact_range(tpfx, after_table(tpfx))
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "LocalStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,182 @@
+"""Value types of the tablet store's data model: cells, reads, conditions, mutations, results.
+
+A table is a sorted map (row, column, ts) -> value.  Rows and columns are bytes
+(the convenience methods of :class:`bigtable_lite.store.StoreOps` also accept str),
+timestamps are unsigned 64-bit ints chosen by the caller, versions newest first.
+All time ranges are inclusive on both ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from .encoding import MAX_TS
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One version of one cell."""
+
+    column: bytes
+    ts: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A row with the cells a read or scan selected, by column ascending then ts descending."""
+
+    row: bytes
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """Inclusive range of timestamps [min_ts, max_ts]."""
+
+    min_ts: int = 0
+    max_ts: int = MAX_TS
+
+
+ALL_TIME = TimeRange()
+
+
+@dataclass(frozen=True, slots=True)
+class RowRead:
+    """Read one row: which columns, which versions.
+
+    ``columns`` selects exact columns, ``column_prefixes`` columns starting with any
+    prefix; both empty means every column.  ``max_versions`` caps versions per column
+    (0 = all in ``time_range``); ``max_versions=1`` with ``TimeRange(0, ts)`` reads the
+    newest version at or below ``ts``.
+    """
+
+    table: bytes
+    row: bytes
+    columns: tuple[bytes, ...] = ()
+    column_prefixes: tuple[bytes, ...] = ()
+    time_range: TimeRange = ALL_TIME
+    max_versions: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRequest:
+    """Scan rows in [start_row, end_row) of a table; None means unbounded; limit counts rows (0 = all)."""
+
+    table: bytes
+    start_row: bytes | None = None
+    end_row: bytes | None = None
+    columns: tuple[bytes, ...] = ()
+    column_prefixes: tuple[bytes, ...] = ()
+    time_range: TimeRange = ALL_TIME
+    max_versions: int = 0
+    limit: int = 0
+
+
+# --- conditions of a check-and-mutate -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NoVersionIn:
+    """Holds when ``column`` has no version with ts in [min_ts, max_ts]."""
+
+    column: bytes
+    min_ts: int = 0
+    max_ts: int = MAX_TS
+
+
+@dataclass(frozen=True, slots=True)
+class VersionAt:
+    """Holds when ``column`` has a version exactly at ``ts`` (with ``value``, if given)."""
+
+    column: bytes
+    ts: int
+    value: bytes | None = None
+
+
+Condition = Union[NoVersionIn, VersionAt]
+
+
+# --- mutations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    column: bytes
+    ts: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteVersion:
+    column: bytes
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRange:
+    """Delete every version of ``column`` with ts in [min_ts, max_ts]."""
+
+    column: bytes
+    min_ts: int = 0
+    max_ts: int = MAX_TS
+
+
+Mutation = Union[Put, DeleteVersion, DeleteRange]
+
+
+@dataclass(frozen=True, slots=True)
+class RowMutation:
+    """An atomic check-and-mutate of one row: all mutations apply iff every condition holds."""
+
+    table: bytes
+    row: bytes
+    mutations: tuple[Mutation, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MutationResult:
+    """Outcome of one RowMutation.
+
+    When not applied, ``failed_condition`` is the index of the first condition that did
+    not hold and ``found`` the version that broke it (None for a missing VersionAt).
+    """
+
+    applied: bool
+    failed_condition: int = -1
+    found: Cell | None = None
+
+
+APPLIED = MutationResult(True)
+
+
+@dataclass(frozen=True, slots=True)
+class TabletInfo:
+    """A tablet: rows [start_row, end_row) of a table; end_row None means unbounded."""
+
+    table: bytes
+    start_row: bytes
+    end_row: bytes | None
+    approximate_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits; oversize input is refused before anything is written.
+
+    Defaults follow Bigtable's spirit, sized for one machine: keys small, values up to
+    a few MiB, a batch bounded so one call cannot monopolise the server.
+    """
+
+    max_table_bytes: int = 256
+    max_row_bytes: int = 4 * 1024
+    max_column_bytes: int = 4 * 1024
+    max_value_bytes: int = 4 * 1024 * 1024
+    max_batch_rows: int = 10_000
+    max_items_per_row: int = 1_000
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()

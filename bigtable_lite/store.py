@@ -1,0 +1,113 @@
+"""The tablet store interface, shared by the in-process and the gRPC implementation.
+
+``TabletStore`` is the seam every layer above uses: ``LocalStore`` (in-process, on
+LevelDB) and ``RemoteStore`` (a gRPC client) both implement it, so transaction code
+runs unchanged against either.  ``StoreOps`` adds convenience methods, written once
+on top of the batch primitives, that also accept ``str`` for rows and columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from .encoding import MAX_TS
+from .model import (
+    ALL_TIME,
+    Cell,
+    Condition,
+    Mutation,
+    MutationResult,
+    Put,
+    Row,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    TabletInfo,
+    TimeRange,
+)
+from .validation import as_bytes
+
+
+@runtime_checkable
+class TabletStore(Protocol):
+    """Operations with identical semantics in-process and over gRPC."""
+
+    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
+        """Read each row; all reads of one call see one consistent snapshot of a server."""
+        ...
+
+    def scan(self, request: ScanRequest) -> Iterator[Row]:
+        """Stream the non-empty rows of a row range, ascending, from one snapshot."""
+        ...
+
+    def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                    ) -> list[MutationResult]:
+        """Check-and-mutate each row atomically; one result per row, in order.
+
+        ``sync=True`` fsyncs before acknowledging, whatever the store's sync mode.
+        """
+        ...
+
+    def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
+        ...
+
+    def split_tablet(self, table: bytes, row: bytes) -> list[TabletInfo]:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class StoreOps:
+    """Convenience methods over the TabletStore primitives (str accepted, one row at a time)."""
+
+    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
+        raise NotImplementedError
+
+    def scan(self, request: ScanRequest) -> Iterator[Row]:
+        raise NotImplementedError
+
+    def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                    ) -> list[MutationResult]:
+        raise NotImplementedError
+
+    def read_row(self, table: bytes | str, row: bytes | str, *,
+                 columns: Iterable[bytes | str] = (), column_prefixes: Iterable[bytes | str] = (),
+                 time_range: TimeRange = ALL_TIME, max_versions: int = 0) -> list[Cell]:
+        read = RowRead(as_bytes(table, "table"), as_bytes(row, "row"),
+                       tuple(as_bytes(c, "column") for c in columns),
+                       tuple(as_bytes(p, "column prefix") for p in column_prefixes),
+                       time_range, max_versions)
+        return self.read_rows([read])[0]
+
+    def get(self, table: bytes | str, row: bytes | str, column: bytes | str,
+            ts: int = MAX_TS) -> Cell | None:
+        """The newest version of one cell at or below ``ts``, or None."""
+        cells = self.read_row(table, row, columns=[column], time_range=TimeRange(0, ts),
+                              max_versions=1)
+        return cells[0] if cells else None
+
+    def check_and_mutate(self, table: bytes | str, row: bytes | str,
+                         conditions: Sequence[Condition], mutations: Sequence[Mutation]
+                         ) -> MutationResult:
+        m = RowMutation(as_bytes(table, "table"), as_bytes(row, "row"),
+                        tuple(mutations), tuple(conditions))
+        return self.mutate_rows([m])[0]
+
+    def put(self, table: bytes | str, row: bytes | str, column: bytes | str, ts: int,
+            value: bytes | str) -> None:
+        self.check_and_mutate(table, row, (), [Put(as_bytes(column, "column"), ts,
+                                                   as_bytes(value, "value"))])
+
+    def scan_rows(self, table: bytes | str, start_row: bytes | str | None = None,
+                  end_row: bytes | str | None = None, *, columns: Iterable[bytes | str] = (),
+                  column_prefixes: Iterable[bytes | str] = (), time_range: TimeRange = ALL_TIME,
+                  max_versions: int = 0, limit: int = 0) -> Iterator[Row]:
+        return self.scan(ScanRequest(
+            as_bytes(table, "table"),
+            None if start_row is None else as_bytes(start_row, "start_row"),
+            None if end_row is None else as_bytes(end_row, "end_row"),
+            tuple(as_bytes(c, "column") for c in columns),
+            tuple(as_bytes(p, "column prefix") for p in column_prefixes),
+            time_range, max_versions, limit))

@@ -1,0 +1,161 @@
+"""Validation of requests against types and :class:`Limits`, before any I/O.
+
+Shared by the in-process store and the gRPC service so both refuse the same input
+with the same error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .encoding import MAX_TS
+from .errors import InvalidArgument, LimitExceeded
+from .model import (
+    DeleteRange,
+    DeleteVersion,
+    Limits,
+    NoVersionIn,
+    Put,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    TimeRange,
+    VersionAt,
+)
+
+
+def as_bytes(value: bytes | str, what: str) -> bytes:
+    """Accept bytes or str (UTF-8 encoded); anything else is a TypeError."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
+
+
+def check_key(value: object, what: str, limit: int) -> None:
+    if type(value) is not bytes:
+        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
+    if not value:
+        raise InvalidArgument(f"{what} must not be empty")
+    if len(value) > limit:
+        raise LimitExceeded(f"{what} is {len(value)} bytes; the limit is {limit}")
+
+
+def check_ts(ts: object, what: str = "timestamp") -> None:
+    if type(ts) is not int:
+        raise TypeError(f"{what} must be an int, not {type(ts).__name__}")
+    if ts < 0 or ts > MAX_TS:
+        raise InvalidArgument(f"{what} {ts} is outside the unsigned 64-bit range")
+
+
+def check_range(min_ts: int, max_ts: int) -> None:
+    check_ts(min_ts, "min_ts")
+    check_ts(max_ts, "max_ts")
+    if min_ts > max_ts:
+        raise InvalidArgument(f"time range is inverted: min_ts {min_ts} > max_ts {max_ts}")
+
+
+def check_value(value: object, limits: Limits) -> None:
+    if type(value) is not bytes:
+        raise TypeError(f"value must be bytes, not {type(value).__name__}")
+    if len(value) > limits.max_value_bytes:
+        raise LimitExceeded(
+            f"value is {len(value)} bytes; the limit is {limits.max_value_bytes}"
+        )
+
+
+def check_row_mutation(m: RowMutation, limits: Limits) -> None:
+    if type(m) is not RowMutation:
+        raise TypeError(f"expected RowMutation, not {type(m).__name__}")
+    check_key(m.table, "table", limits.max_table_bytes)
+    check_key(m.row, "row", limits.max_row_bytes)
+    if len(m.conditions) + len(m.mutations) > limits.max_items_per_row:
+        raise LimitExceeded(
+            f"row mutation has {len(m.conditions) + len(m.mutations)} conditions and"
+            f" mutations; the limit is {limits.max_items_per_row}"
+        )
+    col_limit = limits.max_column_bytes
+    for c in m.conditions:
+        if type(c) is NoVersionIn:
+            check_key(c.column, "column", col_limit)
+            check_range(c.min_ts, c.max_ts)
+        elif type(c) is VersionAt:
+            check_key(c.column, "column", col_limit)
+            check_ts(c.ts)
+            if c.value is not None:
+                check_value(c.value, limits)
+        else:
+            raise TypeError(f"unknown condition type {type(c).__name__}")
+    for mut in m.mutations:
+        if type(mut) is Put:
+            check_key(mut.column, "column", col_limit)
+            check_ts(mut.ts)
+            check_value(mut.value, limits)
+        elif type(mut) is DeleteVersion:
+            check_key(mut.column, "column", col_limit)
+            check_ts(mut.ts)
+        elif type(mut) is DeleteRange:
+            check_key(mut.column, "column", col_limit)
+            check_range(mut.min_ts, mut.max_ts)
+        else:
+            raise TypeError(f"unknown mutation type {type(mut).__name__}")
+
+
+def check_batch(mutations: Sequence[RowMutation], limits: Limits) -> None:
+    if len(mutations) > limits.max_batch_rows:
+        raise LimitExceeded(
+            f"batch has {len(mutations)} rows; the limit is {limits.max_batch_rows}"
+        )
+    for m in mutations:
+        check_row_mutation(m, limits)
+
+
+def _check_filter(
+    columns: Sequence[bytes], prefixes: Sequence[bytes], time_range: TimeRange, max_versions: int,
+    limits: Limits,
+) -> None:
+    for c in columns:
+        check_key(c, "column", limits.max_column_bytes)
+    for p in prefixes:
+        if type(p) is not bytes:
+            raise TypeError(f"column prefix must be bytes, not {type(p).__name__}")
+        if len(p) > limits.max_column_bytes:
+            raise LimitExceeded(f"column prefix is {len(p)} bytes; the limit is {limits.max_column_bytes}")
+    if columns and prefixes:
+        raise InvalidArgument("give exact columns or column prefixes, not both")
+    if type(time_range) is not TimeRange:
+        raise TypeError("time_range must be a TimeRange")
+    check_range(time_range.min_ts, time_range.max_ts)
+    if type(max_versions) is not int or max_versions < 0:
+        raise InvalidArgument("max_versions must be a non-negative int (0 = all)")
+
+
+def check_read(r: RowRead, limits: Limits) -> None:
+    if type(r) is not RowRead:
+        raise TypeError(f"expected RowRead, not {type(r).__name__}")
+    check_key(r.table, "table", limits.max_table_bytes)
+    check_key(r.row, "row", limits.max_row_bytes)
+    _check_filter(r.columns, r.column_prefixes, r.time_range, r.max_versions, limits)
+
+
+def check_reads(reads: Sequence[RowRead], limits: Limits) -> None:
+    if len(reads) > limits.max_batch_rows:
+        raise LimitExceeded(f"batch has {len(reads)} reads; the limit is {limits.max_batch_rows}")
+    for r in reads:
+        check_read(r, limits)
+
+
+def check_scan(s: ScanRequest, limits: Limits) -> None:
+    if type(s) is not ScanRequest:
+        raise TypeError(f"expected ScanRequest, not {type(s).__name__}")
+    check_key(s.table, "table", limits.max_table_bytes)
+    if s.start_row is not None:
+        check_key(s.start_row, "start_row", limits.max_row_bytes)
+    if s.end_row is not None:
+        check_key(s.end_row, "end_row", limits.max_row_bytes)
+    if s.start_row is not None and s.end_row is not None and s.start_row > s.end_row:
+        raise InvalidArgument("scan range is inverted: start_row > end_row")
+    _check_filter(s.columns, s.column_prefixes, s.time_range, s.max_versions, limits)
+    if type(s.limit) is not int or s.limit < 0:
+        raise InvalidArgument("limit must be a non-negative int (0 = unlimited)")
