@@ -1,0 +1,91 @@
+"""Test helpers for real processes: a `percolator serve` subprocess and friends."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+START_TIMEOUT = 30.0
+
+
+def percolator_command(*args: str) -> list[str]:
+    """The `percolator` console script, run through this interpreter."""
+    return [sys.executable, "-m", "percolator", *args]
+
+
+class ServerProcess:
+    """`percolator serve` on 127.0.0.1 port 0 in a subprocess; learns its port from stdout."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *extra_args: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.extra_args: Sequence[str] = extra_args
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.address = ""
+        self.port = 0
+        self.output: list[str] = []
+
+    def start(self, timeout: float = START_TIMEOUT) -> "ServerProcess":
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self.output = []
+        self.proc = subprocess.Popen(
+            percolator_command("serve", "--data-dir", str(self.data_dir),
+                               "--listen", "127.0.0.1:0", *self.extra_args),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line)
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        while True:
+            try:
+                line = lines.get(timeout=timeout)
+            except queue.Empty:
+                self.kill()
+                raise TimeoutError(f"server did not start in {timeout}s: {''.join(self.output)}")
+            if line is None:
+                raise RuntimeError(f"server exited during start-up: {''.join(self.output)}")
+            match = LISTENING.search(line)
+            if match:
+                self.port = int(match.group(2))
+                self.address = f"127.0.0.1:{self.port}"
+                return self
+
+    def kill(self) -> None:
+        """kill -9: no cleanup at all."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait (bounded) for a graceful exit; return the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
