@@ -37,12 +37,13 @@ from .model import (
     TimeRange,
     VersionAt,
 )
+from .remote import RemoteStore
 from .store import StoreOps, TabletStore
 
 __all__ = [
     "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "Cell", "Condition", "DataCorruption",
     "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
-    "Mutation", "MutationResult", "NoVersionIn", "Put", "Row", "RowMutation", "RowRead",
-    "ScanRequest", "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo",
+    "Mutation", "MutationResult", "NoVersionIn", "Put", "RemoteStore", "Row", "RowMutation",
+    "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo",
     "TabletStore", "TimeRange", "Unavailable", "VersionAt", "WrongTablet",
 ]

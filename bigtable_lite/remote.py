@@ -1,0 +1,159 @@
+"""RemoteStore: the tablet store over gRPC, with the same contract as LocalStore.
+
+Arguments are checked client-side with the same ``validation`` functions as the
+in-process store, so caller mistakes raise ValueError/TypeError before any I/O.  Every
+grpc.RpcError is translated at this boundary by ``bigtable_lite.status``; none leaks.
+
+A mutation that fails with :class:`Unavailable` (deadline, lost connection) has an
+unknown outcome: it may have been applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grpc
+
+from . import wire
+from .errors import StorageError, StoreClosed
+from .model import DEFAULT_LIMITS, Cell, Limits, MutationResult, Row, RowMutation, RowRead, \
+    ScanRequest, TabletInfo
+from .service import SERVICE_NAME
+from .status import error_from_rpc
+from .store import StoreOps
+from .v1 import tablet_pb2 as pb
+from .validation import check_batch, check_key, check_reads, check_scan
+
+__all__ = ["RemoteStore", "channel_options"]
+
+
+def channel_options(limits: Limits) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+    ]
+
+
+def _method(channel: grpc.Channel, name: str, response: Any, stream: bool = False) -> Any:
+    path = f"/{SERVICE_NAME}/{name}"
+    make = channel.unary_stream if stream else channel.unary_unary
+    return make(path, request_serializer=_serialize, response_deserializer=response.FromString,
+                _registered_method=True)
+
+
+def _serialize(msg: Any) -> bytes:
+    data: bytes = msg.SerializeToString()
+    return data
+
+
+class RemoteStore(StoreOps):
+    """A TabletStore client.  ``address`` is "HOST:PORT" or an existing grpc.Channel.
+
+    A channel passed in stays the caller's: ``close()`` does not close it.  ``limits``
+    should match the server's; they bound message sizes and client-side validation
+    (the server checks again with its own).  ``timeout`` (seconds) bounds every call,
+    a whole scan included.
+    """
+
+    def __init__(self, address: str | grpc.Channel, *, timeout: float = 30.0,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        if isinstance(address, grpc.Channel):
+            self._channel = address
+            self._owns_channel = False
+        elif isinstance(address, str):
+            self._channel = grpc.insecure_channel(address, options=channel_options(limits))
+            self._owns_channel = True
+        else:
+            raise TypeError(f"address must be str or grpc.Channel, not {type(address).__name__}")
+        self.address = address if isinstance(address, str) else ""
+        self.limits = limits
+        self.timeout = timeout
+        self._closed = False
+        ch = self._channel
+        self._read_rows = _method(ch, "ReadRows", pb.ReadRowsResponse)
+        self._scan = _method(ch, "Scan", pb.ScanResponse, stream=True)
+        self._mutate_rows = _method(ch, "MutateRows", pb.MutateRowsResponse)
+        self._list_tablets = _method(ch, "ListTablets", pb.ListTabletsResponse)
+        self._split_tablet = _method(ch, "SplitTablet", pb.SplitTabletResponse)
+
+    def _call(self, method: Any, request: Any) -> Any:
+        if self._closed:
+            raise StoreClosed("RemoteStore is closed")
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
+            if self._closed:
+                raise StoreClosed("RemoteStore is closed") from exc
+            raise
+
+    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
+        check_reads(reads, self.limits)
+        resp = self._call(self._read_rows, wire.read_request_to_pb(reads))
+        rows = wire.read_response_from_pb(resp)
+        _check_count(len(reads), len(rows))
+        return rows
+
+    def scan(self, request: ScanRequest) -> Iterator[Row]:
+        check_scan(request, self.limits)
+        if self._closed:
+            raise StoreClosed("RemoteStore is closed")
+        return self._stream_scan(wire.scan_request_to_pb(request))
+
+    def _stream_scan(self, msg: pb.ScanRequest) -> Iterator[Row]:
+        try:
+            call = self._scan(msg, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        try:
+            for resp in call:
+                yield from wire.scan_response_from_pb(resp)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        finally:
+            call.cancel()  # the consumer may stop early; free the server's snapshot now
+
+    def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                    ) -> list[MutationResult]:
+        check_batch(mutations, self.limits)
+        resp = self._call(self._mutate_rows, wire.mutate_request_to_pb(mutations, bool(sync)))
+        results = wire.mutate_response_from_pb(resp)
+        _check_count(len(mutations), len(results))
+        return results
+
+    def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
+        req = pb.ListTabletsRequest()
+        if table is not None:
+            check_key(table, "table", self.limits.max_table_bytes)
+            req.table = table
+        return wire.tablets_from_pb(self._call(self._list_tablets, req).tablets)
+
+    def split_tablet(self, table: bytes, row: bytes) -> list[TabletInfo]:
+        check_key(table, "table", self.limits.max_table_bytes)
+        check_key(row, "row", self.limits.max_row_bytes)
+        req = pb.SplitTabletRequest()
+        req.table = table
+        req.row = row
+        return wire.tablets_from_pb(self._call(self._split_tablet, req).tablets)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> "RemoteStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_count(sent: int, got: int) -> None:
+    if sent != got:
+        raise StorageError(f"protocol error: server answered {got} results for {sent} requests")

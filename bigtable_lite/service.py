@@ -1,0 +1,151 @@
+"""TabletService: the gRPC servicer over a LocalStore.
+
+Each handler takes the raw request bytes and returns raw response bytes, so that
+parsing, validation and serialisation all fail inside the handler and are answered
+through the one status table in ``bigtable_lite.status`` (a request that does not
+parse is INVALID_ARGUMENT, not the INTERNAL grpc would give for a failing
+deserializer).  Order inside every handler: parse -> convert (``wire``) -> validate
+(inside ``LocalStore``) -> touch the engine, so bad input never writes anything.
+
+Expected outcomes (a condition that did not hold) are fields of the reply; a status
+code means the call itself failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import NoReturn, TypeVar
+
+import grpc
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
+
+from . import wire
+from .errors import InvalidArgument
+from .local import LocalStore
+from .model import Row
+from .status import ERROR_KEY, error_name, status_for
+from .v1 import tablet_pb2 as pb
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["TabletService"].full_name
+
+SCAN_CHUNK_ROWS = 256
+"""Most rows in one ScanResponse."""
+SCAN_CHUNK_BYTES = 1 << 20
+"""A ScanResponse is sent once its rows reach about this many bytes (a single larger row
+still goes alone, up to the message size limit)."""
+
+_CELL_OVERHEAD = 16  # ts and field tags, roughly, per cell
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+
+def _parse(cls: type[M], raw: bytes) -> M:
+    """Parse a request; refuse fields this server does not know.
+
+    Refusing unknown top-level fields turns bytes of another message type sent to the
+    wrong method into INVALID_ARGUMENT, and keeps a newer client's request from being
+    half-understood by an older server.
+    """
+    msg = cls.FromString(raw)
+    if len(unknown_fields.UnknownFieldSet(msg)):
+        raise InvalidArgument(f"request has fields unknown to {cls.DESCRIPTOR.full_name}")
+    return msg
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    code, message = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("internal error serving a request", exc_info=exc)
+    name = error_name(exc)
+    if name:
+        context.set_trailing_metadata(((ERROR_KEY, name),))
+    context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _row_bytes(row: Row) -> int:
+    return len(row.row) + sum([len(c.column) + len(c.value) + _CELL_OVERHEAD for c in row.cells])
+
+
+class TabletService:
+    """Serves one LocalStore.  Thread-safe: the store is."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self._store = store
+
+    def ReadRows(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
+            return wire.read_response_to_pb(self._store.read_rows(reads)).SerializeToString()
+        except Exception as exc:
+            _abort(context, exc)
+
+    def Scan(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            request = wire.scan_request_from_pb(_parse(pb.ScanRequest, raw))
+            rows = self._store.scan(request)
+            try:
+                chunk: list[Row] = []
+                size = 0
+                for row in rows:
+                    chunk.append(row)
+                    size += _row_bytes(row)
+                    if len(chunk) >= SCAN_CHUNK_ROWS or size >= SCAN_CHUNK_BYTES:
+                        yield wire.scan_response_to_pb(chunk).SerializeToString()
+                        chunk = []
+                        size = 0
+                if chunk:
+                    yield wire.scan_response_to_pb(chunk).SerializeToString()
+            finally:
+                close = getattr(rows, "close", None)
+                if close is not None:
+                    close()  # release the snapshot now, also when the client went away
+        except Exception as exc:
+            _abort(context, exc)
+
+    def MutateRows(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            req = _parse(pb.MutateRowsRequest, raw)
+            results = self._store.mutate_rows(wire.mutate_request_from_pb(req), sync=req.sync)
+            return wire.mutate_response_to_pb(results).SerializeToString()
+        except Exception as exc:
+            _abort(context, exc)
+
+    def ListTablets(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            req = _parse(pb.ListTabletsRequest, raw)
+            resp = pb.ListTabletsResponse()
+            wire.tablets_to_pb(resp.tablets, self._store.list_tablets(req.table or None))
+            return resp.SerializeToString()
+        except Exception as exc:
+            _abort(context, exc)
+
+    def SplitTablet(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            req = _parse(pb.SplitTabletRequest, raw)
+            resp = pb.SplitTabletResponse()
+            wire.tablets_to_pb(resp.tablets, self._store.split_tablet(req.table, req.row))
+            return resp.SerializeToString()
+        except Exception as exc:
+            _abort(context, exc)
+
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """Handlers by method name, on raw bytes (no grpc-level (de)serialisers)."""
+        unary: Callable[..., grpc.RpcMethodHandler] = grpc.unary_unary_rpc_method_handler
+        return {
+            "ReadRows": unary(self.ReadRows),
+            "Scan": grpc.unary_stream_rpc_method_handler(self.Scan),
+            "MutateRows": unary(self.MutateRows),
+            "ListTablets": unary(self.ListTablets),
+            "SplitTablet": unary(self.SplitTablet),
+        }
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        handlers = self.method_handlers()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME,
+                                                                              handlers),))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)

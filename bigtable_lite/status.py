@@ -1,0 +1,111 @@
+"""Status mapping: the one table between bigtable_lite errors and gRPC status codes, per direction.
+
+Server side, an exception becomes (code, message) and its class name travels in the
+trailing metadata key ``bigtable-lite-error``, so the client can restore the exact
+class where a code is shared (``LimitExceeded`` and ``InvalidArgument`` are both
+INVALID_ARGUMENT).  Client side, the code decides the class; the metadata only
+refines it within that code.  No error message is ever parsed.
+
+=========================  ======================  ====================================
+server raises              status code             client raises
+=========================  ======================  ====================================
+InvalidArgument            INVALID_ARGUMENT        InvalidArgument
+LimitExceeded              INVALID_ARGUMENT        LimitExceeded
+ValueError, TypeError      INVALID_ARGUMENT        InvalidArgument
+DecodeError (bad bytes)    INVALID_ARGUMENT        InvalidArgument
+(message over size limit)  RESOURCE_EXHAUSTED      LimitExceeded
+WrongTablet                FAILED_PRECONDITION     WrongTablet
+StoreClosed, Unavailable   UNAVAILABLE             Unavailable
+(deadline passed)          DEADLINE_EXCEEDED       Unavailable
+(call cancelled)           CANCELLED               Unavailable
+DataCorruption             DATA_LOSS               DataCorruption
+anything else              INTERNAL                StorageError
+(any other code)           ...                     StorageError
+=========================  ======================  ====================================
+
+For a mutation, ``Unavailable`` means the outcome is unknown: the request may or may
+not have been applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from .errors import (
+    DataCorruption,
+    InvalidArgument,
+    LimitExceeded,
+    StorageError,
+    StoreClosed,
+    Unavailable,
+    WrongTablet,
+)
+
+ERROR_KEY = "bigtable-lite-error"
+"""Trailing metadata key naming the server-side error class."""
+
+Code = grpc.StatusCode
+
+# Server -> wire.  First match wins, so subclasses come before their bases.
+TO_STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (LimitExceeded, Code.INVALID_ARGUMENT),
+    (InvalidArgument, Code.INVALID_ARGUMENT),
+    (WrongTablet, Code.FAILED_PRECONDITION),
+    (StoreClosed, Code.UNAVAILABLE),
+    (Unavailable, Code.UNAVAILABLE),
+    (DataCorruption, Code.DATA_LOSS),
+    (DecodeError, Code.INVALID_ARGUMENT),
+    (ValueError, Code.INVALID_ARGUMENT),
+    (TypeError, Code.INVALID_ARGUMENT),
+)
+
+# Wire -> client.
+FROM_STATUS: dict[grpc.StatusCode, type[StorageError]] = {
+    Code.INVALID_ARGUMENT: InvalidArgument,
+    Code.RESOURCE_EXHAUSTED: LimitExceeded,
+    Code.FAILED_PRECONDITION: WrongTablet,
+    Code.UNAVAILABLE: Unavailable,
+    Code.DEADLINE_EXCEEDED: Unavailable,
+    Code.CANCELLED: Unavailable,
+    Code.DATA_LOSS: DataCorruption,
+}
+
+# Where a code is shared, the class named in the metadata picks among these.
+REFINE: dict[tuple[grpc.StatusCode, str], type[StorageError]] = {
+    (Code.INVALID_ARGUMENT, "LimitExceeded"): LimitExceeded,
+}
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a server answers with for ``exc``."""
+    for cls, code in TO_STATUS:
+        if isinstance(exc, cls):
+            return code, str(exc) or type(exc).__name__
+    return Code.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def error_name(exc: BaseException) -> str:
+    """Value of the ``bigtable-lite-error`` trailer for ``exc``."""
+    return type(exc).__name__ if isinstance(exc, StorageError) else ""
+
+
+def error_for(code: grpc.StatusCode | None, details: str | None,
+              trailers: Sequence[tuple[str, str | bytes]] | None = None) -> StorageError:
+    """The exception a client raises for a failed call."""
+    cls = FROM_STATUS.get(code, StorageError) if code is not None else StorageError
+    for key, value in trailers or ():
+        if key == ERROR_KEY and isinstance(value, str) and code is not None:
+            cls = REFINE.get((code, value), cls)
+    name = code.name if code is not None else "UNKNOWN"
+    return cls(f"{name}: {details or 'no details'}")
+
+
+def error_from_rpc(exc: grpc.RpcError) -> StorageError:
+    """Translate a grpc.RpcError (a grpc.Call) into our hierarchy."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    trailers = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+    return error_for(code, details, trailers)
