@@ -1,0 +1,186 @@
+"""Client: begins transactions against a store and an oracle, embedded or over gRPC.
+
+``Client.embedded(path)`` runs the store and the oracle in this process (one process
+owns ``path``); ``Client.connect(address)`` talks to a ``percolator serve`` node.
+Both share every line of transaction code: they differ only in the TabletStore and
+TimestampSource behind them, and in committing secondaries inline (embedded: one
+cheap local call) or in the background (remote: batched across transactions).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from bigtable_lite import DEFAULT_LIMITS, Limits, LocalStore, TabletStore
+from bigtable_lite.engine import SyncMode
+
+from .batching import CoalescingStore
+from .clock import Clock, SystemClock
+from .context import TxnContext
+from .errors import CommitConflict, TransactionError
+from .heartbeat import LockKeeper
+from .layout import DEFAULT_TABLE
+from .oracle import Oracle, TimestampSource
+from .resolve import LockResolver
+from .secondaries import SecondaryCommitter
+from .transaction import Transaction
+
+T = TypeVar("T")
+
+DEFAULT_LOCK_TTL = 3.0
+
+
+class Client:
+    """Thread-safe: share one Client between threads; give each thread its own transactions."""
+
+    def __init__(self, store: TabletStore, oracle: TimestampSource, *,
+                 table: bytes = DEFAULT_TABLE, lock_ttl: float = DEFAULT_LOCK_TTL,
+                 lock_wait_timeout: float | None = None, clock: Clock | None = None,
+                 limits: Limits = DEFAULT_LIMITS, background_secondaries: bool = False,
+                 owned: Iterable[object] = ()) -> None:
+        if not lock_ttl > 0:
+            raise ValueError("lock_ttl must be positive")
+        self.store = store
+        self.oracle = oracle
+        self.table = table
+        self.clock = clock or SystemClock()
+        self._observed: frozenset[bytes] = frozenset()
+        self._owned = list(owned)
+        self._closed = False
+        keeper = LockKeeper(store, table, self.clock, lock_ttl)
+        self.resolver = LockResolver(store, table, self.clock)
+        self.ctx = TxnContext(
+            store=store, table=table, oracle=oracle, resolver=self.resolver, keeper=keeper,
+            clock=self.clock, limits=limits, lock_ttl=lock_ttl,
+            lock_wait_timeout=lock_wait_timeout if lock_wait_timeout is not None
+            else max(30.0, 4 * lock_ttl),
+            secondaries=SecondaryCommitter(store) if background_secondaries else None,
+            is_observed=self._is_observed)
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def embedded(cls, path: str | os.PathLike[str], *, sync: SyncMode = "none",
+                 lock_ttl: float = DEFAULT_LOCK_TTL, clock: Clock | None = None,
+                 table: bytes = DEFAULT_TABLE) -> "Client":
+        """Store and oracle in this process, on the data directory ``path``."""
+        store = LocalStore(path, sync=sync)
+        try:
+            oracle = Oracle(store)
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, oracle, table=table, lock_ttl=lock_ttl, clock=clock,
+                   limits=store.limits, owned=[oracle, store])
+
+    @classmethod
+    def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,
+                timeout: float = 30.0, clock: Clock | None = None,
+                table: bytes = DEFAULT_TABLE) -> "Client":
+        """A running ``percolator serve`` node at ``HOST:PORT``."""
+        import grpc
+
+        from bigtable_lite.remote import RemoteStore, channel_options
+
+        from .oracle_client import RemoteOracle
+
+        channel = grpc.insecure_channel(address, options=channel_options(DEFAULT_LIMITS))
+        remote = RemoteStore(channel, timeout=timeout)
+        oracle = RemoteOracle(channel, timeout=timeout)
+        store = CoalescingStore(remote)
+        return cls(store, oracle, table=table, lock_ttl=lock_ttl, clock=clock,
+                   background_secondaries=True, owned=[oracle, remote, channel])
+
+    # --- observers' hook ------------------------------------------------------------------
+
+    def _is_observed(self, column: bytes) -> bool:
+        return column in self._observed
+
+    def set_observed_columns(self, columns: Iterable[bytes]) -> None:
+        """Columns whose writes leave a notification for observers (set by the observers layer)."""
+        self._observed = frozenset(columns)
+
+    @property
+    def observed_columns(self) -> frozenset[bytes]:
+        return self._observed
+
+    # --- transactions ---------------------------------------------------------------------
+
+    def begin(self) -> Transaction:
+        """A new transaction whose snapshot is every commit acknowledged before this call."""
+        if self._closed:
+            raise TransactionError("client is closed")
+        return Transaction(self.ctx, self.oracle.get_timestamp())
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Commits on normal exit, rolls back on an exception."""
+        txn = self.begin()
+        try:
+            yield txn
+        except BaseException:
+            txn.rollback()
+            raise
+        if txn.active:
+            txn.commit()
+
+    def run(self, fn: Callable[[Transaction], T], max_attempts: int = 10) -> T:
+        """fn(txn) in a fresh transaction, re-run from scratch on CommitConflict.
+
+        At most ``max_attempts`` runs in all, then the last CommitConflict is re-raised.
+        Other exceptions propagate at once.  Writes are never replayed: each attempt
+        is a new snapshot and a new run of ``fn``.
+        """
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        last: CommitConflict | None = None
+        for attempt in range(max_attempts):
+            txn = self.begin()
+            try:
+                result = fn(txn)
+            except BaseException:
+                txn.rollback()
+                raise
+            try:
+                if txn.active:
+                    txn.commit()
+                return result
+            except CommitConflict as exc:
+                last = exc
+                if attempt + 1 < max_attempts:
+                    self.clock.sleep(random.uniform(0, 0.002 * (2 ** min(attempt, 6))))
+        assert last is not None
+        raise last
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until background commits of secondaries are written."""
+        if self.ctx.secondaries is None:
+            return True
+        return self.ctx.secondaries.flush(timeout)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.ctx.secondaries is not None:
+            self.ctx.secondaries.close()
+        self.ctx.keeper.close()
+        for resource in self._owned:
+            close = getattr(resource, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+

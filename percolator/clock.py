@@ -1,0 +1,43 @@
+"""Wall clock for lock TTLs, behind a seam so tests expire locks without sleeping."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        ...
+
+
+class SystemClock:
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class FakeClock:
+    """A clock that moves only when told to; ``sleep`` advances it instead of waiting."""
+
+    def __init__(self, start_ms: int = 1_000_000) -> None:
+        self._now = start_ms
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += int(seconds * 1000)
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)

@@ -1,0 +1,224 @@
+"""Two-phase commit: the steps of Percolator 2.2, chained in one visible place.
+
+    lock_primary -> lock_secondaries + write_notifications -> get commit_ts
+        -> commit_primary (the commit point) -> commit_secondaries
+
+Why this order:
+* The primary is locked first, so every other trace of the transaction (secondary
+  locks, notifications) points at a primary that already exists: a reader who meets
+  one can always learn the transaction's fate from the primary.
+* Notifications are written before the commit point, never after: a client that
+  dies after committing must not lose them (Apache Fluo lost work when it wrote
+  them afterwards).  A notification of a transaction that then aborts is dropped by
+  the worker once it sees the rolled-back primary.
+* commit_ts is taken after every lock is in place, so any reader whose start_ts is
+  above commit_ts is sure to meet either a lock or the write record.
+* Only the primary's commit is conditional (on its own lock): it is the commit
+  point.  Secondaries follow; a crash before they land is repaired by readers, who
+  roll them forward through the primary.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bigtable_lite import Put, RowMutation, StorageError, Unavailable
+
+from . import failpoints, layout, mutations, records
+from .context import TxnContext
+from .errors import CommitConflict, CommitUndetermined, TransactionError
+from .mutations import CellWrite
+from .resolve import FoundLock
+from .txn_status import COMMITTED, ROLLED_BACK, TxnStatus, check_txn_status, read_primary
+
+log = logging.getLogger(__name__)
+
+Key = tuple[bytes, bytes]
+_MAX_LOCK_RESOLUTIONS = 3
+
+
+@dataclass(slots=True)
+class CommitPlan:
+    start_ts: int
+    primary: Key
+    rows: dict[bytes, list[CellWrite]]  # the primary's row first
+    notifications: list[RowMutation]
+    expires_at_ms: int
+
+
+def plan(ctx: TxnContext, start_ts: int, writes: dict[Key, tuple[bytes, bytes | None]],
+         weak: set[Key]) -> CommitPlan:
+    primary = min(writes)
+    rows: dict[bytes, list[CellWrite]] = {primary[0]: []}
+    for (row, col), (op, value) in sorted(writes.items()):
+        rows.setdefault(row, []).append(CellWrite(col, op, value))
+    notify = [key for key in writes if ctx.is_observed(key[1])]
+    notes = []
+    ntable = layout.notify_table(ctx.table)
+    for keys, weak_flag in ((notify, False), (sorted(weak - set(notify)), True)):
+        for row, col in keys:
+            record = records.encode_notification(records.Notification(primary[0], primary[1],
+                                                                      weak_flag))
+            notes.append(RowMutation(ntable, row, (Put(col, start_ts, record),)))
+    return CommitPlan(start_ts, primary, rows, notes, ctx.keeper.expiry())
+
+
+def commit_transaction(ctx: TxnContext, start_ts: int,
+                       writes: dict[Key, tuple[bytes, bytes | None]], weak: set[Key]) -> int:
+    """Run two-phase commit; return commit_ts.  Raises CommitConflict or CommitUndetermined."""
+    p = plan(ctx, start_ts, writes, weak)
+    prow, pcol = p.primary
+    primary_lock = records.Lock(writes[p.primary][0], prow, pcol, p.expires_at_ms, True, None)
+    ctx.keeper.hold(prow, pcol, start_ts, primary_lock)
+    locked: list[bytes] = []
+    try:
+        lock_rows(ctx, p, [prow], locked)
+        failpoints.hit("commit.after_prewrite_primary")
+        lock_rows(ctx, p, [row for row in p.rows if row != prow], locked, p.notifications)
+        failpoints.hit("commit.after_prewrite")
+        commit_ts = ctx.oracle.get_timestamp()
+        commit_primary(ctx, p, commit_ts)
+    except CommitConflict:
+        abort(ctx, p, locked)
+        raise
+    except (StorageError, TransactionError, failpoints.FailpointError) as exc:
+        if not isinstance(exc, CommitUndetermined):
+            abort(ctx, p, locked)
+        raise
+    finally:
+        ctx.keeper.release(start_ts)
+    failpoints.hit("commit.after_commit_primary")
+    commit_secondaries(ctx, p, commit_ts)
+    return commit_ts
+
+
+def lock_rows(ctx: TxnContext, p: CommitPlan, rows: list[bytes], locked: list[bytes],
+              also: list[RowMutation] | None = None) -> None:
+    """Prewrite rows (one batched call); resolve dead locks in the way, else raise CommitConflict."""
+    todo = rows
+    extra = list(also or ())
+    for _ in range(_MAX_LOCK_RESOLUTIONS + 1):
+        if not todo and not extra:
+            return
+        batch = [mutations.prewrite(ctx.table, row, p.rows[row], p.start_ts, p.primary,
+                                    p.expires_at_ms) for row in todo]
+        results = ctx.store.mutate_rows(batch + extra)
+        extra = []
+        blocked: list[FoundLock] = []
+        retry: list[bytes] = []
+        for row, result in zip(todo, results):
+            if result.applied:
+                locked.append(row)
+                continue
+            cells = p.rows[row]
+            index = result.failed_condition
+            if index >= 2 * len(cells):
+                raise CommitConflict(f"transaction {p.start_ts} was rolled back by another"
+                                     " client (its lock TTL expired)", row=row)
+            column = cells[index // 2].column
+            found = result.found
+            if index % 2 == 0 or found is None:
+                raise CommitConflict(
+                    f"write-write conflict on ({row!r}, {column!r}): committed at"
+                    f" {found.ts if found else '?'} after this transaction's start"
+                    f" {p.start_ts}", row=row, column=column)
+            blocked.append(FoundLock(row, column, found.ts, records.decode_lock(found.value)))
+            retry.append(row)
+        if blocked and ctx.resolver.resolve(blocked):
+            f = blocked[0]
+            raise CommitConflict(f"({f.row!r}, {f.column!r}) is locked by live transaction"
+                                 f" {f.start_ts}", row=f.row, column=f.column)
+        todo = retry
+    raise CommitConflict(f"cells of transaction {p.start_ts} stayed locked by others")
+
+
+def commit_primary(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
+    """The commit point: write records for the primary's row, iff its lock is still ours."""
+    prow, pcol = p.primary
+    cells = [(c.column, c.op, c.value) for c in p.rows[prow]]
+    m = mutations.commit(ctx.table, prow, cells, p.start_ts, commit_ts, primary_column=pcol)
+    try:
+        applied = ctx.store.mutate_rows([m])[0].applied
+    except Unavailable as exc:
+        status = _learn_outcome(ctx, p)
+        if status is None:
+            raise CommitUndetermined(
+                f"commit of transaction {p.start_ts} was sent but its outcome is unknown: {exc}"
+            ) from exc
+        applied = status.state == COMMITTED and status.commit_ts == commit_ts
+        if not applied and status.state == COMMITTED:
+            raise CommitUndetermined(f"transaction {p.start_ts} committed at an unexpected"
+                                     f" {status.commit_ts}") from exc
+    if not applied:
+        raise CommitConflict(f"transaction {p.start_ts} was rolled back by another client"
+                             " before its commit (its lock TTL expired)", row=prow, column=pcol)
+    ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(COMMITTED, commit_ts))
+
+
+def _learn_outcome(ctx: TxnContext, p: CommitPlan) -> TxnStatus | None:
+    """After a lost commit reply: the decided status, deciding it (rollback) if still locked."""
+    prow, pcol = p.primary
+    for attempt in range(5):
+        try:
+            status = read_primary(ctx.store, ctx.table, prow, pcol, p.start_ts)
+            if status is not None and status.final:
+                return status
+            # Still locked: our commit did not land (yet).  Decide by rolling back ourselves.
+            status = check_txn_status(ctx.store, ctx.table, prow, pcol, p.start_ts,
+                                      now_ms=2**63, roll_back_expired=True)
+            return status
+        except Unavailable:
+            ctx.clock.sleep(0.05 * (2 ** attempt))
+    return None
+
+
+def commit_secondaries(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
+    prow = p.primary[0]
+    commits = [mutations.commit(ctx.table, row, [(c.column, c.op, c.value) for c in cells],
+                                p.start_ts, commit_ts)
+               for row, cells in p.rows.items() if row != prow]
+    if not commits:
+        return
+    if ctx.secondaries is not None:
+        ctx.secondaries.submit(commits)
+        return
+    try:
+        ctx.store.mutate_rows(commits)
+    except StorageError as exc:
+        # The transaction is committed; readers roll the remaining locks forward.
+        log.warning("secondaries of %d not committed (%s); readers will roll them forward",
+                    p.start_ts, exc)
+        return
+    failpoints.hit("commit.after_commit_secondary")
+
+
+def abort(ctx: TxnContext, p: CommitPlan, locked: list[bytes]) -> None:
+    """Undo a transaction that did not reach its commit point (best effort: TTLs cover the rest)."""
+    prow, pcol = p.primary
+    try:
+        if prow in locked:
+            rolled = ctx.store.mutate_rows([mutations.rollback_primary(
+                ctx.table, prow, pcol, p.start_ts, if_locked=True)])[0].applied
+            if not rolled:
+                return  # someone else decided the primary already
+            ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(ROLLED_BACK))
+        secondary = [mutations.rollback_secondary(ctx.table, row, [c.column for c in p.rows[row]],
+                                                  p.start_ts)
+                     for row in locked if row != prow]
+        others = [c.column for c in p.rows[prow] if c.column != pcol]
+        if prow in locked and others:
+            secondary.append(mutations.rollback_secondary(ctx.table, prow, others, p.start_ts))
+        if secondary:
+            ctx.store.mutate_rows(secondary)
+    except StorageError as exc:
+        log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
+                    " TTL", p.start_ts, exc)
+
+
+def write_unconditional_notifications(ctx: TxnContext, start_ts: int, weak: set[Key]) -> None:
+    """Weak notifications of a transaction that writes nothing: valid at once (no primary)."""
+    record = records.encode_notification(records.Notification(b"", b"", True))
+    ntable = layout.notify_table(ctx.table)
+    ctx.store.mutate_rows([RowMutation(ntable, row, (Put(col, start_ts, record),))
+                           for row, col in sorted(weak)])

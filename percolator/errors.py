@@ -1,0 +1,52 @@
+"""Errors of the transaction layer.
+
+::
+
+    PercolatorError
+    ├── TransactionError            misuse of a transaction, or it could not commit
+    │   ├── CommitConflict          write-write conflict: retry in a new transaction
+    │   ├── CommitUndetermined      the primary's commit reply was lost: outcome unknown
+    │   └── LockWaitTimeout         a lock stayed unresolved past the read's deadline
+    └── OracleError                 the timestamp oracle failed
+
+Storage failures arrive as ``bigtable_lite.errors.StorageError`` (e.g. ``Unavailable``).
+Caller mistakes (bad rows, columns, values) raise ``ValueError``/``TypeError`` before any I/O.
+"""
+
+from __future__ import annotations
+
+
+class PercolatorError(Exception):
+    """Base of every error raised by the transaction layer."""
+
+
+class TransactionError(PercolatorError):
+    """A transaction was misused (e.g. used after commit) or could not commit."""
+
+
+class CommitConflict(TransactionError):
+    """Another transaction wrote (or holds a live lock on) a cell this one writes.
+
+    Nothing of this transaction is visible; re-run it in a fresh transaction
+    (``Client.run`` does so).
+    """
+
+    def __init__(self, message: str, *, row: bytes = b"", column: bytes = b"") -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column
+
+
+class CommitUndetermined(TransactionError):
+    """The commit of the primary was sent but its outcome could not be learned.
+
+    The transaction may or may not have committed; it is never reported as either.
+    """
+
+
+class LockWaitTimeout(TransactionError):
+    """A read met a lock whose owner stayed alive and undecided past the wait limit."""
+
+
+class OracleError(PercolatorError):
+    """The timestamp oracle could not hand out timestamps."""

@@ -1,0 +1,94 @@
+"""Heartbeat: keep the primary lock of a long commit alive (refresh its TTL).
+
+Locks expire ``lock_ttl`` seconds after they were written, so a crashed client
+blocks nobody for longer than that.  A live commit that takes longer (many
+secondaries, a slow store) must push its primary's expiry forward, or readers would
+roll it back under it.  One daemon thread per client refreshes every registered
+primary older than a third of the TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+
+from bigtable_lite import StorageError, TabletStore
+
+from . import mutations
+from .clock import Clock
+from .records import Lock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Held:
+    row: bytes
+    column: bytes
+    start_ts: int
+    lock: Lock
+    refreshed_ms: int
+
+
+class LockKeeper:
+    def __init__(self, store: TabletStore, table: bytes, clock: Clock, lock_ttl: float) -> None:
+        self._store = store
+        self._table = table
+        self._clock = clock
+        self._ttl_ms = int(lock_ttl * 1000)
+        self._held: dict[int, _Held] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.refreshes = 0
+
+    def expiry(self) -> int:
+        return self._clock.now_ms() + self._ttl_ms
+
+    def hold(self, row: bytes, column: bytes, start_ts: int, lock: Lock) -> None:
+        with self._cond:
+            self._held[start_ts] = _Held(row, column, start_ts, lock, self._clock.now_ms())
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="percolator-heartbeat",
+                                                daemon=True)
+                self._thread.start()
+
+    def release(self, start_ts: int) -> None:
+        with self._cond:
+            self._held.pop(start_ts, None)
+
+    def refresh_due(self) -> None:
+        """Refresh every held primary whose last refresh is older than a third of the TTL."""
+        now = self._clock.now_ms()
+        with self._cond:
+            due = [h for h in self._held.values() if now - h.refreshed_ms >= self._ttl_ms // 3]
+        for h in due:
+            lock = replace(h.lock, expires_at_ms=now + self._ttl_ms)
+            try:
+                applied = self._store.mutate_rows([mutations.refresh_lock(
+                    self._table, h.row, h.column, h.start_ts, lock)])[0].applied
+            except StorageError as exc:
+                log.warning("heartbeat for transaction %d failed: %s", h.start_ts, exc)
+                continue
+            self.refreshes += 1
+            with self._cond:
+                if applied and h.start_ts in self._held:
+                    h.lock = lock
+                    h.refreshed_ms = now
+
+    def _run(self) -> None:
+        interval = max(self._ttl_ms / 3000.0 / 2, 0.005)
+        while True:
+            with self._cond:
+                self._cond.wait(timeout=interval)
+                if self._closed:
+                    return
+            self.refresh_due()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,60 @@
+"""Layout: where a transaction's cells live in the tablet store (the one owner of column names).
+
+Every user cell (row, column) of a Percolator table is stored in the same store row,
+under columns named by a one-byte kind prefix followed by the user column::
+
+    b"d" + column   data    at start_ts   values too long to inline in the write record
+    b"l" + column   lock    at start_ts   a records.Lock while a transaction commits
+    b"w" + column   write   at commit_ts  a records.Write: the commit of a put or a delete
+    b"r" + column   rollback marker at start_ts, on primaries only: a rolled-back primary
+                    can never be prewritten or committed again
+
+The kind bytes are persisted: do not renumber.  Notifications for observers live in
+a second table, ``<table>.notify`` (row, column, ts = the writer's start_ts, empty
+value), so workers scan only pending work, never the data (Percolator keeps them in
+a separate locality group for the same reason).
+
+User columns starting with ``SYSTEM_PREFIX`` are reserved for the system (e.g. the
+observers' acknowledgement cells); they are transactional like any other column but
+hidden from scans that do not ask for them.
+"""
+
+from __future__ import annotations
+
+DATA = b"d"  # do not renumber
+LOCK = b"l"  # do not renumber
+WRITE = b"w"  # do not renumber
+ROLLBACK = b"r"  # do not renumber
+
+DEFAULT_TABLE = b"percolator"
+NOTIFY_SUFFIX = b".notify"
+SYSTEM_PREFIX = b"\x00"
+
+
+def notify_table(table: bytes) -> bytes:
+    return table + NOTIFY_SUFFIX
+
+
+def data_column(column: bytes) -> bytes:
+    return DATA + column
+
+
+def lock_column(column: bytes) -> bytes:
+    return LOCK + column
+
+
+def write_column(column: bytes) -> bytes:
+    return WRITE + column
+
+
+def rollback_column(column: bytes) -> bytes:
+    return ROLLBACK + column
+
+
+def user_column(stored: bytes) -> tuple[bytes, bytes]:
+    """Split a stored column into (kind, user column)."""
+    return stored[:1], stored[1:]
+
+
+def is_system(column: bytes) -> bool:
+    return column.startswith(SYSTEM_PREFIX)

@@ -1,0 +1,113 @@
+"""The store mutations of each protocol step, built in one place per step.
+
+Percolator section 2.2, with TiKV's refinements:
+
+* prewrite  -- lock a row's cells at start_ts if no write after start_ts and no lock
+               at any timestamp exists (and, for the primary, no rollback marker at
+               start_ts: a delayed prewrite of a rolled-back primary must fail);
+* commit    -- write records at commit_ts and erase the locks; the primary's commit is
+               conditional on its own lock still being there (the commit point);
+* rollback  -- erase a lock and its data; the primary also gets a rollback marker.
+
+Secondaries are committed and rolled back without conditions: both are idempotent,
+and only the primary's fate (already decided when they run) chooses between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bigtable_lite import MAX_TS, DeleteVersion, Mutation, NoVersionIn, Put, RowMutation, VersionAt
+from bigtable_lite.model import Condition
+
+from . import layout, records
+from .records import INLINE_VALUE_MAX, Lock, Write
+
+
+@dataclass(frozen=True, slots=True)
+class CellWrite:
+    """One buffered write of a transaction: put (value) or delete (value None)."""
+
+    column: bytes
+    op: bytes  # records.PUT or records.DELETE
+    value: bytes | None
+
+
+def _inline(value: bytes | None) -> bool:
+    return value is not None and len(value) <= INLINE_VALUE_MAX
+
+
+def prewrite(table: bytes, row: bytes, cells: Sequence[CellWrite], start_ts: int,
+             primary: tuple[bytes, bytes], expires_at_ms: int) -> RowMutation:
+    """Lock every cell of one row; conditions 2i and 2i+1 guard cell i (write, lock)."""
+    conditions: list[Condition] = []
+    mutations: list[Mutation] = []
+    prow, pcol = primary
+    for cell in cells:
+        c = cell.column
+        conditions.append(NoVersionIn(layout.write_column(c), start_ts, MAX_TS))
+        conditions.append(NoVersionIn(layout.lock_column(c), 0, MAX_TS))
+        is_primary = row == prow and c == pcol
+        inline = _inline(cell.value)
+        lock = Lock(cell.op, prow, pcol, expires_at_ms, is_primary,
+                    cell.value if inline else None)
+        mutations.append(Put(layout.lock_column(c), start_ts, records.encode_lock(lock)))
+        if cell.value is not None and not inline:
+            mutations.append(Put(layout.data_column(c), start_ts, cell.value))
+    if row == prow:
+        conditions.append(NoVersionIn(layout.rollback_column(pcol), start_ts, start_ts))
+    return RowMutation(table, row, tuple(mutations), tuple(conditions))
+
+
+def write_record(cell_op: bytes, value: bytes | None, start_ts: int) -> bytes:
+    """The write record committing a lock (same bytes whoever writes it: idempotent)."""
+    inline = value if cell_op == records.PUT and _inline(value) else None
+    return records.encode_write(Write(cell_op, start_ts, inline))
+
+
+def commit(table: bytes, row: bytes, cells: Sequence[tuple[bytes, bytes, bytes | None]],
+           start_ts: int, commit_ts: int, *, primary_column: bytes | None = None) -> RowMutation:
+    """Commit cells (column, op, value) of one row; conditional on the primary lock if given."""
+    mutations: list[Mutation] = []
+    for column, op, value in cells:
+        mutations.append(Put(layout.write_column(column), commit_ts,
+                             write_record(op, value, start_ts)))
+        mutations.append(DeleteVersion(layout.lock_column(column), start_ts))
+    conditions: tuple[Condition, ...] = ()
+    if primary_column is not None:
+        conditions = (VersionAt(layout.lock_column(primary_column), start_ts),)
+    return RowMutation(table, row, tuple(mutations), conditions)
+
+
+def rollback_primary(table: bytes, row: bytes, column: bytes, start_ts: int,
+                     *, if_locked: bool) -> RowMutation:
+    """Roll back a primary: marker at start_ts, lock and data erased.
+
+    ``if_locked`` makes it conditional on the lock being present (the usual case);
+    otherwise it is conditional on no lock at start_ts (sealing a primary that was
+    never locked, so a delayed prewrite of it fails).
+    """
+    cond: Condition = (VersionAt(layout.lock_column(column), start_ts) if if_locked
+                       else NoVersionIn(layout.lock_column(column), start_ts, start_ts))
+    return RowMutation(table, row, (
+        Put(layout.rollback_column(column), start_ts, b""),
+        DeleteVersion(layout.lock_column(column), start_ts),
+        DeleteVersion(layout.data_column(column), start_ts),
+    ), (cond,))
+
+
+def rollback_secondary(table: bytes, row: bytes, columns: Sequence[bytes],
+                       start_ts: int) -> RowMutation:
+    mutations: list[Mutation] = []
+    for column in columns:
+        mutations.append(DeleteVersion(layout.lock_column(column), start_ts))
+        mutations.append(DeleteVersion(layout.data_column(column), start_ts))
+    return RowMutation(table, row, tuple(mutations))
+
+
+def refresh_lock(table: bytes, row: bytes, column: bytes, start_ts: int, lock: Lock) -> RowMutation:
+    """Heartbeat: rewrite the primary's lock with a later expiry, if it is still there."""
+    return RowMutation(table, row,
+                       (Put(layout.lock_column(column), start_ts, records.encode_lock(lock)),),
+                       (VersionAt(layout.lock_column(column), start_ts),))

@@ -1,0 +1,209 @@
+"""Transaction: a snapshot at start_ts plus buffered writes, committed by two-phase commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from bigtable_lite.validation import as_bytes
+
+from . import committer, reads, records
+from .context import TxnContext
+from .errors import TransactionError
+from .layout import SYSTEM_PREFIX
+
+Key = tuple[bytes, bytes]
+
+_ACTIVE = "active"
+_COMMITTED = "committed"
+_ROLLED_BACK = "rolled back"
+_FAILED = "failed"
+
+
+class Transaction:
+    """Snapshot-isolated reads at ``start_ts``; writes buffered until :meth:`commit`.
+
+    Reads see this transaction's own buffered writes.  A Transaction belongs to one
+    thread; its Client may be shared.  Rows, columns and values are bytes (str is
+    accepted and UTF-8 encoded); bad arguments raise before any I/O.
+    """
+
+    __slots__ = ("start_ts", "_ctx", "_writes", "_weak", "_state", "commit_ts")
+
+    def __init__(self, ctx: TxnContext, start_ts: int) -> None:
+        self.start_ts = start_ts
+        self.commit_ts: int | None = None
+        self._ctx = ctx
+        self._writes: dict[Key, tuple[bytes, bytes | None]] = {}
+        self._weak: set[Key] = set()
+        self._state = _ACTIVE
+
+    # --- argument checks ------------------------------------------------------------------
+
+    def _check_active(self) -> None:
+        if self._state is not _ACTIVE:
+            raise TransactionError(f"transaction {self.start_ts} is already {self._state}")
+
+    def _key(self, row: bytes | str, column: bytes | str, system: bool = False) -> Key:
+        r = row if type(row) is bytes else as_bytes(row, "row")
+        c = column if type(column) is bytes else as_bytes(column, "column")
+        limits = self._ctx.limits
+        if not r:
+            raise ValueError("row must not be empty")
+        if not c:
+            raise ValueError("column must not be empty")
+        if len(r) > limits.max_row_bytes:
+            raise ValueError(f"row is {len(r)} bytes; the limit is {limits.max_row_bytes}")
+        if len(c) >= limits.max_column_bytes:
+            raise ValueError(f"column is {len(c)} bytes; the limit is"
+                             f" {limits.max_column_bytes - 1}")
+        if not system and c.startswith(SYSTEM_PREFIX):
+            raise ValueError("columns starting with 0x00 are reserved for the system")
+        return r, c
+
+    def _value(self, value: bytes | str) -> bytes:
+        if type(value) is bytes:
+            v = value
+        elif type(value) is str:
+            v = value.encode("utf-8")
+        else:
+            raise TypeError(f"value must be bytes or str, not {type(value).__name__}")
+        if len(v) > self._ctx.limits.max_value_bytes:
+            raise ValueError(f"value is {len(v)} bytes; the limit is"
+                             f" {self._ctx.limits.max_value_bytes}")
+        return v
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get(self, row: bytes | str, column: bytes | str) -> bytes | None:
+        """The cell's value in this snapshot (or as this transaction wrote it); None if absent."""
+        self._check_active()
+        key = self._key(row, column)
+        return self._get(key)
+
+    def _get(self, key: Key) -> bytes | None:
+        own = self._writes.get(key)
+        if own is not None:
+            return own[1]
+        return reads.read_cells(self._ctx, self.start_ts, [key])[key]
+
+    def get_many(self, cells: Iterable[tuple[bytes | str, bytes | str]]
+                 ) -> dict[Key, bytes | None]:
+        """Several cells in one batched read; keys of the result are (row, column) as bytes."""
+        self._check_active()
+        keys = [self._key(r, c) for r, c in cells]
+        missing = [k for k in keys if k not in self._writes]
+        found = reads.read_cells(self._ctx, self.start_ts, missing) if missing else {}
+        return {k: self._writes[k][1] if k in self._writes else found[k] for k in keys}
+
+    def scan(self, start_row: bytes | str | None = None, end_row: bytes | str | None = None,
+             columns: Iterable[bytes | str] | None = None) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """(row, column, value) of live cells with start_row <= row < end_row, ascending."""
+        self._check_active()
+        start = None if start_row is None else as_bytes(start_row, "start_row")
+        end = None if end_row is None else as_bytes(end_row, "end_row")
+        cols = None if columns is None else sorted({self._key(b"r", c)[1] for c in columns})
+        return self._scan(start, end, cols, include_system=False)
+
+    def _scan(self, start: bytes | None, end: bytes | None, cols: list[bytes] | None,
+              include_system: bool) -> Iterator[tuple[bytes, bytes, bytes]]:
+        wanted = set(cols) if cols is not None else None
+        own = sorted(
+            (key, value) for key, (_, value) in self._writes.items()
+            if (start is None or key[0] >= start) and (end is None or key[0] < end)
+            and (wanted is None or key[1] in wanted)
+            and (include_system or not key[1].startswith(SYSTEM_PREFIX)))
+        i = 0
+        for row, col, value in reads.scan(self._ctx, self.start_ts, start, end, cols,
+                                          include_system):
+            key = (row, col)
+            while i < len(own) and own[i][0] < key:
+                if own[i][1] is not None:
+                    yield own[i][0][0], own[i][0][1], own[i][1]  # type: ignore[misc]
+                i += 1
+            if i < len(own) and own[i][0] == key:
+                if own[i][1] is not None:
+                    yield row, col, own[i][1]  # type: ignore[misc]
+                i += 1
+                continue
+            yield row, col, value
+        for (row, col), value in own[i:]:
+            if value is not None:
+                yield row, col, value
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def set(self, row: bytes | str, column: bytes | str, value: bytes | str) -> None:
+        self._check_active()
+        key = self._key(row, column)
+        self._writes[key] = (records.PUT, self._value(value))
+
+    def delete(self, row: bytes | str, column: bytes | str) -> None:
+        self._check_active()
+        self._writes[self._key(row, column)] = (records.DELETE, None)
+
+    def notify(self, row: bytes | str, column: bytes | str) -> None:
+        """Weak notification: run the column's observer for this cell after commit, no write."""
+        self._check_active()
+        self._weak.add(self._key(row, column))
+
+    # System cells (column starting 0x00): transactional state of layers above, e.g.
+    # the observers' acknowledgements.  Not for application data.
+    def get_system(self, row: bytes, column: bytes) -> bytes | None:
+        self._check_active()
+        return self._get(self._key(row, SYSTEM_PREFIX + column, system=True))
+
+    def set_system(self, row: bytes, column: bytes, value: bytes) -> None:
+        self._check_active()
+        self._writes[self._key(row, SYSTEM_PREFIX + column, system=True)] = (
+            records.PUT, self._value(value))
+
+    @property
+    def writes(self) -> int:
+        """Number of buffered cell writes."""
+        return len(self._writes)
+
+    # --- outcome --------------------------------------------------------------------------
+
+    def commit(self) -> int:
+        """Commit; return commit_ts (start_ts for a read-only transaction, which is free).
+
+        Raises CommitConflict (nothing visible; retry in a new transaction) or
+        CommitUndetermined (outcome unknown).
+        """
+        self._check_active()
+        if not self._writes and not self._weak:
+            self._state = _COMMITTED
+            self.commit_ts = self.start_ts
+            return self.start_ts
+        if not self._writes:
+            # Only weak notifications: nothing to make atomic, no primary to decide them.
+            self._state = _FAILED
+            committer.write_unconditional_notifications(self._ctx, self.start_ts, self._weak)
+            self._state = _COMMITTED
+            self.commit_ts = self.start_ts
+            return self.start_ts
+        self._state = _FAILED
+        self.commit_ts = committer.commit_transaction(self._ctx, self.start_ts, self._writes,
+                                                      self._weak)
+        self._state = _COMMITTED
+        return self.commit_ts
+
+    def rollback(self) -> None:
+        """Discard buffered writes (nothing was written to the store before commit)."""
+        if self._state is _ACTIVE:
+            self._state = _ROLLED_BACK
+
+    @property
+    def active(self) -> bool:
+        return self._state is _ACTIVE
+
+    def __enter__(self) -> "Transaction":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._state is not _ACTIVE:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
