@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from bigtable_lite import DEFAULT_LIMITS, Limits, LocalStore, TabletStore
+from bigtable_lite import DEFAULT_LIMITS, Limits, LocalStore, Put, RowMutation, RowRead, \
+    TabletStore
 from bigtable_lite.engine import SyncMode
 
+from . import layout
 from .batching import CoalescingStore
 from .clock import Clock, SystemClock
 from .context import TxnContext
@@ -33,6 +36,7 @@ from .transaction import Transaction
 T = TypeVar("T")
 
 DEFAULT_LOCK_TTL = 3.0
+OBSERVED_REFRESH = 1.0  # seconds between re-reads of the observed-column set
 
 
 class Client:
@@ -50,6 +54,7 @@ class Client:
         self.table = table
         self.clock = clock or SystemClock()
         self._observed: frozenset[bytes] = frozenset()
+        self._observed_at = -OBSERVED_REFRESH - 1.0
         self._owned = list(owned)
         self._closed = False
         keeper = LockKeeper(store, table, self.clock, lock_ttl)
@@ -101,9 +106,28 @@ class Client:
     def _is_observed(self, column: bytes) -> bool:
         return column in self._observed
 
-    def set_observed_columns(self, columns: Iterable[bytes]) -> None:
-        """Columns whose writes leave a notification for observers (set by the observers layer)."""
-        self._observed = frozenset(columns)
+    def register_observed_columns(self, columns: Iterable[bytes]) -> None:
+        """Record in the store that writes to ``columns`` must leave notifications.
+
+        Every client learns the set at start and re-reads it every
+        ``OBSERVED_REFRESH`` seconds; register observers (``percolator worker`` does)
+        before writers start, so no write goes unnoticed.
+        """
+        cols = sorted(set(columns))
+        for c in cols:
+            if type(c) is not bytes or not c:
+                raise ValueError("observed columns must be non-empty bytes")
+        if cols:
+            self.store.mutate_rows([RowMutation(
+                layout.config_table(self.table), layout.OBSERVED_ROW,
+                tuple(Put(c, 0, b"") for c in cols))], sync=True)
+        self.refresh_observed_columns()
+
+    def refresh_observed_columns(self) -> None:
+        cells = self.store.read_rows([RowRead(layout.config_table(self.table),
+                                              layout.OBSERVED_ROW)])[0]
+        self._observed = frozenset(c.column for c in cells)
+        self._observed_at = time.monotonic()
 
     @property
     def observed_columns(self) -> frozenset[bytes]:
@@ -115,6 +139,8 @@ class Client:
         """A new transaction whose snapshot is every commit acknowledged before this call."""
         if self._closed:
             raise TransactionError("client is closed")
+        if time.monotonic() - self._observed_at > OBSERVED_REFRESH:
+            self.refresh_observed_columns()
         return Transaction(self.ctx, self.oracle.get_timestamp())
 
     @contextmanager

@@ -28,11 +28,18 @@ ROLLBACK = b"r"  # do not renumber
 
 DEFAULT_TABLE = b"percolator"
 NOTIFY_SUFFIX = b".notify"
+CONFIG_SUFFIX = b".config"
+OBSERVED_ROW = b"observed_columns"  # in the config table: one store column per observed column
 SYSTEM_PREFIX = b"\x00"
 
 
 def notify_table(table: bytes) -> bytes:
     return table + NOTIFY_SUFFIX
+
+
+def config_table(table: bytes) -> bytes:
+    """Small, rarely written settings every client reads, e.g. the observed columns."""
+    return table + CONFIG_SUFFIX
 
 
 def data_column(column: bytes) -> bytes:
