@@ -49,9 +49,11 @@ from bigtable_lite import (
     VersionAt,
 )
 
+from .errors import OracleError
+
 __all__ = [
     "DEFAULT_BLOCK_SIZE", "FIRST_TIMESTAMP", "MAX_COUNT", "ORACLE_TABLE", "Oracle",
-    "OracleConflict", "OracleError", "OracleExhausted", "OracleStats", "TimestampSource",
+    "OracleConflict", "OracleExhausted", "OracleStats", "TimestampSource",
     "check_count",
 ]
 
@@ -73,10 +75,6 @@ ORACLE_TABLE = b"_oracle"
 _ROW = b"high_water"
 _COLUMN = b"mark"
 _U64 = struct.Struct(">Q")
-
-
-class OracleError(Exception):
-    """Base of errors specific to the oracle (store errors come from ``bigtable_lite``)."""
 
 
 class OracleExhausted(OracleError):

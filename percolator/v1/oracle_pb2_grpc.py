@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class TimestampOracleStub(object):
-    """Missing associated documentation comment in .proto file."""
+    """Served by `percolator serve` beside the tablet service; see percolator/oracle.py
+    for durability and percolator/oracle_client.py for client-side batching.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -47,19 +49,23 @@ class TimestampOracleStub(object):
 
 
 class TimestampOracleServicer(object):
-    """Missing associated documentation comment in .proto file."""
+    """Served by `percolator serve` beside the tablet service; see percolator/oracle.py
+    for durability and percolator/oracle_client.py for client-side batching.
+    """
 
     def GetTimestamps(self, request, context):
         """A contiguous range [first, first + count) of fresh timestamps, each greater
-        than every timestamp handed out before this call arrived.
-        INVALID_ARGUMENT when count is 0 or above the server's documented maximum.
+        than every timestamp handed out before this call arrived.  Timestamps start at 1.
+        INVALID_ARGUMENT when count is 0 or above 65536 (percolator.oracle.MAX_COUNT);
+        OUT_OF_RANGE when the range would pass 2**64 - 1; UNAVAILABLE while shutting down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetOracleStats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The oracle's own figures since the server started.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -86,7 +92,9 @@ def add_TimestampOracleServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TimestampOracle(object):
-    """Missing associated documentation comment in .proto file."""
+    """Served by `percolator serve` beside the tablet service; see percolator/oracle.py
+    for durability and percolator/oracle_client.py for client-side batching.
+    """
 
     @staticmethod
     def GetTimestamps(request,

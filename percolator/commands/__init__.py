@@ -1,0 +1,1 @@
+"""Subcommands of the `percolator` CLI, one module each (see ``percolator.cli.COMMANDS``)."""

@@ -1,0 +1,99 @@
+"""The timestamp oracle over gRPC: the servicer, its registration, its status mapping.
+
+``percolator.v1.TimestampOracle`` serves an in-process :class:`~percolator.oracle.Oracle`
+(any :class:`~percolator.oracle.TimestampSource`) from the ``percolator serve`` node,
+beside the tablet service.  Errors are translated here, once per direction: the
+servicer turns exceptions into status codes, :func:`error_from_rpc` turns a client's
+``grpc.RpcError`` back into the same exceptions.  Codes of the oracle's own errors
+are listed below; every other code follows ``bigtable_lite.status``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+
+from bigtable_lite import status
+from bigtable_lite.server import ServiceRegistration
+
+from .oracle import OracleConflict, OracleExhausted, TimestampSource
+from .v1 import oracle_pb2, oracle_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SERVICE_NAME", "OracleServicer", "error_from_rpc", "registration", "status_for"]
+
+SERVICE_NAME: str = oracle_pb2.DESCRIPTOR.services_by_name["TimestampOracle"].full_name
+
+# Oracle errors <-> status codes (unambiguous within this service).
+_ORACLE_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (OracleExhausted, grpc.StatusCode.OUT_OF_RANGE),          # past 2**64 - 1
+    (OracleConflict, grpc.StatusCode.FAILED_PRECONDITION),    # two oracles on one store
+)
+_ORACLE_ERRORS: dict[grpc.StatusCode, type[Exception]] = {
+    code: cls for cls, code in _ORACLE_CODES}
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and details a servicer sends for ``exc``."""
+    for cls, code in _ORACLE_CODES:
+        if isinstance(exc, cls):
+            return code, str(exc)
+    return status.status_for(exc)
+
+
+def error_from_rpc(exc: grpc.RpcError) -> Exception:
+    """The exception a client raises for a failed oracle RPC (``raise ... from exc``)."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    cls = _ORACLE_ERRORS.get(code) if code is not None else None
+    if cls is not None:
+        return cls(f"{code.name}: {exc.details() or 'no details'}")
+    return status.error_from_rpc(exc)
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    code, message = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("internal error serving the timestamp oracle", exc_info=exc)
+    name = status.error_name(exc)
+    if name:  # lets the client tell errors that share a code apart
+        context.set_trailing_metadata(((status.ERROR_KEY, name),))
+    context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+class OracleServicer(oracle_pb2_grpc.TimestampOracleServicer):  # type: ignore[misc]
+    """Hands out ranges from one in-process oracle; the count is validated by the oracle."""
+
+    def __init__(self, oracle: TimestampSource) -> None:
+        self._oracle = oracle
+
+    def GetTimestamps(self, request: oracle_pb2.GetTimestampsRequest,
+                      context: grpc.ServicerContext) -> oracle_pb2.GetTimestampsResponse:
+        count = request.count
+        try:
+            first = self._oracle.get_timestamps(count)
+        except Exception as exc:  # translated to a status once, here
+            _abort(context, exc)
+        return oracle_pb2.GetTimestampsResponse(first=first, count=count)
+
+    def GetOracleStats(self, request: oracle_pb2.GetOracleStatsRequest,
+                       context: grpc.ServicerContext) -> oracle_pb2.OracleStats:
+        try:
+            s = self._oracle.stats()
+        except Exception as exc:
+            _abort(context, exc)
+        return oracle_pb2.OracleStats(timestamps_served=s.timestamps_served,
+                                      requests=s.requests,
+                                      persisted_high_water=s.persisted_high_water)
+
+
+def add_to_server(oracle: TimestampSource, server: grpc.Server) -> None:
+    oracle_pb2_grpc.add_TimestampOracleServicer_to_server(OracleServicer(oracle), server)
+
+
+def registration(oracle: TimestampSource) -> ServiceRegistration:
+    """The oracle service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
+    return ServiceRegistration(SERVICE_NAME, lambda server: add_to_server(oracle, server))
