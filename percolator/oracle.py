@@ -49,6 +49,7 @@ from bigtable_lite import (
     VersionAt,
 )
 
+from . import failpoints
 from .errors import OracleError
 
 __all__ = [
@@ -216,10 +217,12 @@ class Oracle:
             guard: NoVersionIn | VersionAt = NoVersionIn(_COLUMN)
         else:
             guard = VersionAt(_COLUMN, 0, self._raw)
+        failpoints.hit("oracle.before_persist_mark")
         # sync=True: the mark must be on disk before any timestamp below it is returned,
         # or a power loss could roll the mark back under timestamps already in use.
         result = self._store.mutate_rows(
             [RowMutation(ORACLE_TABLE, _ROW, (Put(_COLUMN, 0, raw),), (guard,))], sync=True)[0]
+        failpoints.hit("oracle.after_persist_mark")  # a crash here wastes the whole block
         if not result.applied:
             raise OracleConflict(
                 "the persisted timestamp high-water mark changed under this oracle;"

@@ -33,8 +33,8 @@ from bigtable_lite import MAX_TS, StoreClosed, Unavailable
 
 from .errors import OracleError
 from .oracle import MAX_COUNT, OracleStats, check_count
-from .oracle_service import error_from_rpc
-from .v1 import oracle_pb2, oracle_pb2_grpc
+from .oracle_service import error_from_rpc, method_path
+from .v1 import oracle_pb2
 
 __all__ = ["DEFAULT_TIMEOUT", "RemoteOracle"]
 
@@ -80,9 +80,16 @@ class RemoteOracle:
             self._channel = target
             self._owns_channel = False
         self.timeout = timeout
-        stub = oracle_pb2_grpc.TimestampOracleStub(self._channel)
-        self._get = stub.GetTimestamps
-        self._get_stats = stub.GetOracleStats
+        self._get = self._channel.unary_unary(
+            method_path("GetTimestamps"),
+            request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
+            response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
+            _registered_method=True)
+        self._get_stats = self._channel.unary_unary(
+            method_path("GetOracleStats"),
+            request_serializer=oracle_pb2.GetOracleStatsRequest.SerializeToString,
+            response_deserializer=oracle_pb2.OracleStats.FromString,
+            _registered_method=True)
         self._lock = threading.Lock()
         # Callers outside the wake-up chain wait here for ``batch.settled``.
         self._settled = threading.Condition(self._lock)
@@ -142,6 +149,11 @@ class RemoteOracle:
         """Client-side figures: timestamps returned to callers, RPCs sent."""
         with self._lock:
             return OracleStats(self._served, self._requests)
+
+    @property
+    def queued(self) -> int:
+        """Timestamps asked for by callers waiting for the next request (not yet sent)."""
+        return self._pending.count
 
     def server_stats(self) -> OracleStats:
         """The server oracle's own figures (one RPC)."""

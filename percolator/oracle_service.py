@@ -19,11 +19,12 @@ from bigtable_lite import status
 from bigtable_lite.server import ServiceRegistration
 
 from .oracle import OracleConflict, OracleExhausted, TimestampSource
-from .v1 import oracle_pb2, oracle_pb2_grpc
+from .v1 import oracle_pb2
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SERVICE_NAME", "OracleServicer", "error_from_rpc", "registration", "status_for"]
+__all__ = ["SERVICE_NAME", "OracleServicer", "add_to_server", "error_from_rpc", "method_path",
+           "registration", "status_for"]
 
 SERVICE_NAME: str = oracle_pb2.DESCRIPTOR.services_by_name["TimestampOracle"].full_name
 
@@ -46,10 +47,11 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 def error_from_rpc(exc: grpc.RpcError) -> Exception:
     """The exception a client raises for a failed oracle RPC (``raise ... from exc``)."""
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    cls = _ORACLE_ERRORS.get(code) if code is not None else None
-    if cls is not None:
-        return cls(f"{code.name}: {exc.details() or 'no details'}")
+    if isinstance(exc, grpc.Call):
+        code: grpc.StatusCode = exc.code()
+        cls = _ORACLE_ERRORS.get(code)
+        if cls is not None:
+            return cls(f"{code.name}: {exc.details() or 'no details'}")
     return status.error_from_rpc(exc)
 
 
@@ -64,7 +66,7 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
-class OracleServicer(oracle_pb2_grpc.TimestampOracleServicer):  # type: ignore[misc]
+class OracleServicer:
     """Hands out ranges from one in-process oracle; the count is validated by the oracle."""
 
     def __init__(self, oracle: TimestampSource) -> None:
@@ -91,7 +93,25 @@ class OracleServicer(oracle_pb2_grpc.TimestampOracleServicer):  # type: ignore[m
 
 
 def add_to_server(oracle: TimestampSource, server: grpc.Server) -> None:
-    oracle_pb2_grpc.add_TimestampOracleServicer_to_server(OracleServicer(oracle), server)
+    """Add the oracle service (handlers built here: the generated grpc module is untyped)."""
+    servicer = OracleServicer(oracle)
+    handlers = {
+        "GetTimestamps": grpc.unary_unary_rpc_method_handler(
+            servicer.GetTimestamps,
+            request_deserializer=oracle_pb2.GetTimestampsRequest.FromString,
+            response_serializer=oracle_pb2.GetTimestampsResponse.SerializeToString),
+        "GetOracleStats": grpc.unary_unary_rpc_method_handler(
+            servicer.GetOracleStats,
+            request_deserializer=oracle_pb2.GetOracleStatsRequest.FromString,
+            response_serializer=oracle_pb2.OracleStats.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def method_path(name: str) -> str:
+    """The full path of a method of the oracle service, for ``channel.unary_unary``."""
+    return f"/{SERVICE_NAME}/{name}"
 
 
 def registration(oracle: TimestampSource) -> ServiceRegistration:

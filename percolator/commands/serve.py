@@ -13,6 +13,7 @@ import sys
 from bigtable_lite.engine import SYNC_MODES, SyncMode
 
 from ..node import DEFAULT_GRACE, Node
+from ..oracle import DEFAULT_BLOCK_SIZE
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -25,6 +26,13 @@ def listen_address(value: str) -> str:
     return value
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
+    return int(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", required=True, metavar="DIR",
                         help="data directory (created if missing; one server per directory)")
@@ -35,8 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fsync every write (always) or rely on the OS (none: survives"
                         " kill -9, not power loss); the oracle fsyncs its blocks either way"
                         " (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=32, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=32, metavar="N",
                         help="gRPC worker threads (default %(default)s)")
+    parser.add_argument("--oracle-block", type=positive_int, default=DEFAULT_BLOCK_SIZE,
+                        metavar="N", help="timestamps the oracle reserves per fsync; a crash"
+                        " skips at most this many (default %(default)s)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
 
@@ -48,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         sync: SyncMode = args.sync
-        node = Node(args.data_dir, args.listen, sync, max_workers=args.workers)
+        node = Node(args.data_dir, args.listen, sync, max_workers=args.workers,
+                    oracle_block_size=args.oracle_block)
         try:
             node.start()
             print(f"percolator serve: listening on {node.address}"
