@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bigtable_lite import Put, RowMutation, StorageError, Unavailable
+from bigtable_lite import MutationResult, Put, RowMutation, StorageError, Unavailable
 
 from . import failpoints, layout, mutations, records
 from .context import TxnContext
@@ -35,14 +35,20 @@ from .txn_status import COMMITTED, ROLLED_BACK, TxnStatus, check_txn_status, rea
 log = logging.getLogger(__name__)
 
 Key = tuple[bytes, bytes]
+Part = tuple[bytes, list[CellWrite]]  # some cells of one row, prewritten in one row mutation
 _MAX_LOCK_RESOLUTIONS = 3
+# A row mutation of a prewrite carries 2-3 conditions and 1-2 mutations per cell; keep it
+# well inside the store's max_items_per_row by splitting rows with very many cells.
+CELLS_PER_PART = 200
+# Bytes of values per store call, well below the default 64 MiB message limit.
+BYTES_PER_CALL = 16 << 20
 
 
 @dataclass(slots=True)
 class CommitPlan:
     start_ts: int
     primary: Key
-    rows: dict[bytes, list[CellWrite]]  # the primary's row first
+    parts: list[Part]  # parts[0] holds the primary cell
     notifications: list[RowMutation]
     expires_at_ms: int
 
@@ -50,9 +56,17 @@ class CommitPlan:
 def plan(ctx: TxnContext, start_ts: int, writes: dict[Key, tuple[bytes, bytes | None]],
          weak: set[Key]) -> CommitPlan:
     primary = min(writes)
-    rows: dict[bytes, list[CellWrite]] = {primary[0]: []}
+    by_row: dict[bytes, list[CellWrite]] = {}
     for (row, col), (op, value) in sorted(writes.items()):
-        rows.setdefault(row, []).append(CellWrite(col, op, value))
+        by_row.setdefault(row, []).append(CellWrite(col, op, value))
+    parts: list[Part] = []
+    for row, cells in by_row.items():
+        for i in range(0, len(cells), CELLS_PER_PART):
+            part = (row, cells[i:i + CELLS_PER_PART])
+            if row == primary[0] and i == 0:  # sorted, so the primary is the row's first cell
+                parts.insert(0, part)
+            else:
+                parts.append(part)
     notify = [key for key in writes if ctx.is_observed(key[1])]
     notes = []
     ntable = layout.notify_table(ctx.table)
@@ -61,7 +75,7 @@ def plan(ctx: TxnContext, start_ts: int, writes: dict[Key, tuple[bytes, bytes | 
             record = records.encode_notification(records.Notification(primary[0], primary[1],
                                                                       weak_flag))
             notes.append(RowMutation(ntable, row, (Put(col, start_ts, record),)))
-    return CommitPlan(start_ts, primary, rows, notes, ctx.keeper.expiry())
+    return CommitPlan(start_ts, primary, parts, notes, ctx.keeper.expiry())
 
 
 def commit_transaction(ctx: TxnContext, start_ts: int,
@@ -71,11 +85,11 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
     prow, pcol = p.primary
     primary_lock = records.Lock(writes[p.primary][0], prow, pcol, p.expires_at_ms, True, None)
     ctx.keeper.hold(prow, pcol, start_ts, primary_lock)
-    locked: list[bytes] = []
+    locked: list[int] = []  # indices of parts locked
     try:
-        lock_rows(ctx, p, [prow], locked)
+        lock_parts(ctx, p, [0], locked)
         failpoints.hit("commit.after_prewrite_primary")
-        lock_rows(ctx, p, [row for row in p.rows if row != prow], locked, p.notifications)
+        lock_parts(ctx, p, list(range(1, len(p.parts))), locked, p.notifications)
         failpoints.hit("commit.after_prewrite")
         commit_ts = ctx.oracle.get_timestamp()
         commit_primary(ctx, p, commit_ts)
@@ -93,25 +107,39 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
     return commit_ts
 
 
-def lock_rows(ctx: TxnContext, p: CommitPlan, rows: list[bytes], locked: list[bytes],
-              also: list[RowMutation] | None = None) -> None:
-    """Prewrite rows (one batched call); resolve dead locks in the way, else raise CommitConflict."""
-    todo = rows
+def mutate_in_calls(ctx: TxnContext, batch: list[RowMutation]) -> list[MutationResult]:
+    """mutate_rows in as few calls as the store's batch and message limits allow."""
+    results: list[MutationResult] = []
+    start, size = 0, 0
+    for i, m in enumerate(batch):
+        weight = sum(len(getattr(x, "value", b"")) for x in m.mutations) + 64
+        if i > start and (i - start >= ctx.limits.max_batch_rows or size + weight > BYTES_PER_CALL):
+            results += ctx.store.mutate_rows(batch[start:i])
+            start, size = i, 0
+        size += weight
+    if start < len(batch):
+        results += ctx.store.mutate_rows(batch[start:])
+    return results
+
+
+def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int],
+               also: list[RowMutation] | None = None) -> None:
+    """Prewrite parts (batched); resolve dead locks in the way, else raise CommitConflict."""
     extra = list(also or ())
     for _ in range(_MAX_LOCK_RESOLUTIONS + 1):
         if not todo and not extra:
             return
-        batch = [mutations.prewrite(ctx.table, row, p.rows[row], p.start_ts, p.primary,
-                                    p.expires_at_ms) for row in todo]
-        results = ctx.store.mutate_rows(batch + extra)
+        batch = [mutations.prewrite(ctx.table, p.parts[i][0], p.parts[i][1], p.start_ts,
+                                    p.primary, p.expires_at_ms) for i in todo]
+        results = mutate_in_calls(ctx, batch + extra)
         extra = []
         blocked: list[FoundLock] = []
-        retry: list[bytes] = []
-        for row, result in zip(todo, results):
+        retry: list[int] = []
+        for i, result in zip(todo, results):
             if result.applied:
-                locked.append(row)
+                locked.append(i)
                 continue
-            cells = p.rows[row]
+            row, cells = p.parts[i]
             index = result.failed_condition
             if index >= 2 * len(cells):
                 raise CommitConflict(f"transaction {p.start_ts} was rolled back by another"
@@ -124,7 +152,7 @@ def lock_rows(ctx: TxnContext, p: CommitPlan, rows: list[bytes], locked: list[by
                     f" {found.ts if found else '?'} after this transaction's start"
                     f" {p.start_ts}", row=row, column=column)
             blocked.append(FoundLock(row, column, found.ts, records.decode_lock(found.value)))
-            retry.append(row)
+            retry.append(i)
         if blocked and ctx.resolver.resolve(blocked):
             f = blocked[0]
             raise CommitConflict(f"({f.row!r}, {f.column!r}) is locked by live transaction"
@@ -136,7 +164,7 @@ def lock_rows(ctx: TxnContext, p: CommitPlan, rows: list[bytes], locked: list[by
 def commit_primary(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
     """The commit point: write records for the primary's row, iff its lock is still ours."""
     prow, pcol = p.primary
-    cells = [(c.column, c.op, c.value) for c in p.rows[prow]]
+    cells = [(c.column, c.op, c.value) for c in p.parts[0][1]]
     m = mutations.commit(ctx.table, prow, cells, p.start_ts, commit_ts, primary_column=pcol)
     try:
         applied = ctx.store.mutate_rows([m])[0].applied
@@ -174,17 +202,16 @@ def _learn_outcome(ctx: TxnContext, p: CommitPlan) -> TxnStatus | None:
 
 
 def commit_secondaries(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
-    prow = p.primary[0]
     commits = [mutations.commit(ctx.table, row, [(c.column, c.op, c.value) for c in cells],
                                 p.start_ts, commit_ts)
-               for row, cells in p.rows.items() if row != prow]
+               for row, cells in p.parts[1:]]
     if not commits:
         return
     if ctx.secondaries is not None:
         ctx.secondaries.submit(commits)
         return
     try:
-        ctx.store.mutate_rows(commits)
+        mutate_in_calls(ctx, commits)
     except StorageError as exc:
         # The transaction is committed; readers roll the remaining locks forward.
         log.warning("secondaries of %d not committed (%s); readers will roll them forward",
@@ -193,24 +220,24 @@ def commit_secondaries(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
     failpoints.hit("commit.after_commit_secondary")
 
 
-def abort(ctx: TxnContext, p: CommitPlan, locked: list[bytes]) -> None:
+def abort(ctx: TxnContext, p: CommitPlan, locked: list[int]) -> None:
     """Undo a transaction that did not reach its commit point (best effort: TTLs cover the rest)."""
     prow, pcol = p.primary
     try:
-        if prow in locked:
+        if 0 in locked:
             rolled = ctx.store.mutate_rows([mutations.rollback_primary(
                 ctx.table, prow, pcol, p.start_ts, if_locked=True)])[0].applied
             if not rolled:
                 return  # someone else decided the primary already
             ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(ROLLED_BACK))
-        secondary = [mutations.rollback_secondary(ctx.table, row, [c.column for c in p.rows[row]],
-                                                  p.start_ts)
-                     for row in locked if row != prow]
-        others = [c.column for c in p.rows[prow] if c.column != pcol]
-        if prow in locked and others:
+        secondary = [mutations.rollback_secondary(ctx.table, p.parts[i][0],
+                                                  [c.column for c in p.parts[i][1]], p.start_ts)
+                     for i in locked if i != 0]
+        others = [c.column for c in p.parts[0][1] if c.column != pcol]
+        if 0 in locked and others:
             secondary.append(mutations.rollback_secondary(ctx.table, prow, others, p.start_ts))
         if secondary:
-            ctx.store.mutate_rows(secondary)
+            mutate_in_calls(ctx, secondary)
     except StorageError as exc:
         log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
                     " TTL", p.start_ts, exc)
@@ -220,5 +247,5 @@ def write_unconditional_notifications(ctx: TxnContext, start_ts: int, weak: set[
     """Weak notifications of a transaction that writes nothing: valid at once (no primary)."""
     record = records.encode_notification(records.Notification(b"", b"", True))
     ntable = layout.notify_table(ctx.table)
-    ctx.store.mutate_rows([RowMutation(ntable, row, (Put(col, start_ts, record),))
-                           for row, col in sorted(weak)])
+    mutate_in_calls(ctx, [RowMutation(ntable, row, (Put(col, start_ts, record),))
+                          for row, col in sorted(weak)])
