@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
+from .encoding import after_table, table_prefix
 from .engine import Engine, SyncMode
 from .model import DEFAULT_LIMITS, Cell, Limits, MutationResult, Row, RowMutation, RowRead, \
     ScanRequest, TabletInfo
@@ -47,7 +48,8 @@ class LocalStore(StoreOps):
         check_batch(mutations, self.limits)
         note = self.tablets.note_table
         for m in mutations:
-            note(m.table)
+            if m.mutations:  # a row that can write nothing does not create its table
+                note(m.table)
         return self.engine.mutate(mutations, sync=sync)
 
     def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
@@ -62,8 +64,7 @@ class LocalStore(StoreOps):
 
     def compact_table(self, table: bytes) -> None:
         """Drop deleted entries of a table from disk (after heavy churn, e.g. notifications)."""
-        from .encoding import after_table, table_prefix
-
+        check_key(table, "table", self.limits.max_table_bytes)
         tpfx = table_prefix(table)
         self.engine.compact_range(tpfx, after_table(tpfx))
 

@@ -8,12 +8,42 @@ All time ranges are inclusive on both ends.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, TypeVar, Union
 
 from .encoding import MAX_TS
 
+_T = TypeVar("_T")
 
+
+def _fast_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen slots dataclass an __init__ that sets slots through their descriptors.
+
+    Why: these values are built once per cell and per mutation on every hot path, and
+    the generated frozen __init__ (``object.__setattr__`` per field) measured ~1.7x
+    slower.  Semantics are unchanged: same signature and defaults, still frozen.
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    env: dict[str, Any] = {}
+    params = []
+    for f in fields:
+        env[f"_set_{f.name}"] = getattr(cls, f.name).__set__
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            env[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _set_{f.name}(self, {f.name})\n" for f in fields)
+    exec(f"def __init__(self, {', '.join(params)}):\n{body}", env)  # noqa: S102
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Cell:
     """One version of one cell."""
@@ -23,6 +53,7 @@ class Cell:
     value: bytes
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Row:
     """A row with the cells a read or scan selected, by column ascending then ts descending."""
@@ -31,6 +62,7 @@ class Row:
     cells: tuple[Cell, ...]
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class TimeRange:
     """Inclusive range of timestamps [min_ts, max_ts]."""
@@ -42,6 +74,7 @@ class TimeRange:
 ALL_TIME = TimeRange()
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class RowRead:
     """Read one row: which columns, which versions.
@@ -60,6 +93,7 @@ class RowRead:
     max_versions: int = 0
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class ScanRequest:
     """Scan rows in [start_row, end_row) of a table; None means unbounded; limit counts rows (0 = all)."""
@@ -77,6 +111,7 @@ class ScanRequest:
 # --- conditions of a check-and-mutate -------------------------------------------------
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class NoVersionIn:
     """Holds when ``column`` has no version with ts in [min_ts, max_ts]."""
@@ -86,6 +121,7 @@ class NoVersionIn:
     max_ts: int = MAX_TS
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class VersionAt:
     """Holds when ``column`` has a version exactly at ``ts`` (with ``value``, if given)."""
@@ -101,6 +137,7 @@ Condition = Union[NoVersionIn, VersionAt]
 # --- mutations ------------------------------------------------------------------------
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Put:
     column: bytes
@@ -108,12 +145,14 @@ class Put:
     value: bytes
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class DeleteVersion:
     column: bytes
     ts: int
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class DeleteRange:
     """Delete every version of ``column`` with ts in [min_ts, max_ts]."""
@@ -126,6 +165,7 @@ class DeleteRange:
 Mutation = Union[Put, DeleteVersion, DeleteRange]
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class RowMutation:
     """An atomic check-and-mutate of one row: all mutations apply iff every condition holds."""
@@ -136,6 +176,7 @@ class RowMutation:
     conditions: tuple[Condition, ...] = ()
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class MutationResult:
     """Outcome of one RowMutation.
@@ -152,6 +193,7 @@ class MutationResult:
 APPLIED = MutationResult(True)
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class TabletInfo:
     """A tablet: rows [start_row, end_row) of a table; end_row None means unbounded."""

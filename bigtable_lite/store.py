@@ -76,22 +76,26 @@ class StoreOps:
                  columns: Iterable[bytes | str] = (), column_prefixes: Iterable[bytes | str] = (),
                  time_range: TimeRange = ALL_TIME, max_versions: int = 0) -> list[Cell]:
         read = RowRead(as_bytes(table, "table"), as_bytes(row, "row"),
-                       tuple(as_bytes(c, "column") for c in columns),
-                       tuple(as_bytes(p, "column prefix") for p in column_prefixes),
+                       tuple([as_bytes(c, "column") for c in columns]),
+                       tuple([as_bytes(p, "column prefix") for p in column_prefixes]),
                        time_range, max_versions)
         return self.read_rows([read])[0]
 
     def get(self, table: bytes | str, row: bytes | str, column: bytes | str,
             ts: int = MAX_TS) -> Cell | None:
         """The newest version of one cell at or below ``ts``, or None."""
-        cells = self.read_row(table, row, columns=[column], time_range=TimeRange(0, ts),
-                              max_versions=1)
+        read = RowRead(table if type(table) is bytes else as_bytes(table, "table"),
+                       row if type(row) is bytes else as_bytes(row, "row"),
+                       (column if type(column) is bytes else as_bytes(column, "column"),),
+                       (), TimeRange(0, ts), 1)
+        cells = self.read_rows([read])[0]
         return cells[0] if cells else None
 
     def check_and_mutate(self, table: bytes | str, row: bytes | str,
                          conditions: Sequence[Condition], mutations: Sequence[Mutation]
                          ) -> MutationResult:
-        m = RowMutation(as_bytes(table, "table"), as_bytes(row, "row"),
+        m = RowMutation(table if type(table) is bytes else as_bytes(table, "table"),
+                        row if type(row) is bytes else as_bytes(row, "row"),
                         tuple(mutations), tuple(conditions))
         return self.mutate_rows([m])[0]
 

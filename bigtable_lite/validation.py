@@ -24,6 +24,10 @@ from .model import (
 )
 
 
+MAX_VERSIONS = (1 << 32) - 1
+"""Largest max_versions (a uint32 on the wire)."""
+
+
 def as_bytes(value: bytes | str, what: str) -> bytes:
     """Accept bytes or str (UTF-8 encoded); anything else is a TypeError."""
     if isinstance(value, bytes):
@@ -65,19 +69,55 @@ def check_value(value: object, limits: Limits) -> None:
         )
 
 
+def _key_ok(value: object, limit: int) -> bool:
+    return type(value) is bytes and 0 < len(value) <= limit
+
+
+def _ts_ok(ts: object) -> bool:
+    return type(ts) is int and 0 <= ts <= MAX_TS
+
+
 def check_row_mutation(m: RowMutation, limits: Limits) -> None:
+    """Check one row mutation.
+
+    Each item is first tested with one cheap expression and only on failure re-checked
+    field by field for the precise error: this runs once per row on every write.
+    """
     if type(m) is not RowMutation:
         raise TypeError(f"expected RowMutation, not {type(m).__name__}")
-    check_key(m.table, "table", limits.max_table_bytes)
-    check_key(m.row, "row", limits.max_row_bytes)
+    if not _key_ok(m.table, limits.max_table_bytes):
+        check_key(m.table, "table", limits.max_table_bytes)
+    if not _key_ok(m.row, limits.max_row_bytes):
+        check_key(m.row, "row", limits.max_row_bytes)
     if len(m.conditions) + len(m.mutations) > limits.max_items_per_row:
         raise LimitExceeded(
             f"row mutation has {len(m.conditions) + len(m.mutations)} conditions and"
             f" mutations; the limit is {limits.max_items_per_row}"
         )
     col_limit = limits.max_column_bytes
+    value_limit = limits.max_value_bytes
+    for mut in m.mutations:
+        if type(mut) is Put:
+            value = mut.value
+            if (type(value) is bytes and len(value) <= value_limit
+                    and _key_ok(mut.column, col_limit) and _ts_ok(mut.ts)):
+                continue
+            check_key(mut.column, "column", col_limit)
+            check_ts(mut.ts)
+            check_value(value, limits)
+        elif type(mut) is DeleteVersion:
+            check_key(mut.column, "column", col_limit)
+            check_ts(mut.ts)
+        elif type(mut) is DeleteRange:
+            check_key(mut.column, "column", col_limit)
+            check_range(mut.min_ts, mut.max_ts)
+        else:
+            raise TypeError(f"unknown mutation type {type(mut).__name__}")
     for c in m.conditions:
         if type(c) is NoVersionIn:
+            if (_key_ok(c.column, col_limit) and _ts_ok(c.min_ts) and _ts_ok(c.max_ts)
+                    and c.min_ts <= c.max_ts):
+                continue
             check_key(c.column, "column", col_limit)
             check_range(c.min_ts, c.max_ts)
         elif type(c) is VersionAt:
@@ -87,19 +127,6 @@ def check_row_mutation(m: RowMutation, limits: Limits) -> None:
                 check_value(c.value, limits)
         else:
             raise TypeError(f"unknown condition type {type(c).__name__}")
-    for mut in m.mutations:
-        if type(mut) is Put:
-            check_key(mut.column, "column", col_limit)
-            check_ts(mut.ts)
-            check_value(mut.value, limits)
-        elif type(mut) is DeleteVersion:
-            check_key(mut.column, "column", col_limit)
-            check_ts(mut.ts)
-        elif type(mut) is DeleteRange:
-            check_key(mut.column, "column", col_limit)
-            check_range(mut.min_ts, mut.max_ts)
-        else:
-            raise TypeError(f"unknown mutation type {type(mut).__name__}")
 
 
 def check_batch(mutations: Sequence[RowMutation], limits: Limits) -> None:
@@ -127,8 +154,10 @@ def _check_filter(
     if type(time_range) is not TimeRange:
         raise TypeError("time_range must be a TimeRange")
     check_range(time_range.min_ts, time_range.max_ts)
-    if type(max_versions) is not int or max_versions < 0:
-        raise InvalidArgument("max_versions must be a non-negative int (0 = all)")
+    if type(max_versions) is not int:
+        raise TypeError(f"max_versions must be an int, not {type(max_versions).__name__}")
+    if not 0 <= max_versions <= MAX_VERSIONS:
+        raise InvalidArgument(f"max_versions must be in [0, {MAX_VERSIONS}] (0 = all)")
 
 
 def check_read(r: RowRead, limits: Limits) -> None:
@@ -157,5 +186,7 @@ def check_scan(s: ScanRequest, limits: Limits) -> None:
     if s.start_row is not None and s.end_row is not None and s.start_row > s.end_row:
         raise InvalidArgument("scan range is inverted: start_row > end_row")
     _check_filter(s.columns, s.column_prefixes, s.time_range, s.max_versions, limits)
-    if type(s.limit) is not int or s.limit < 0:
-        raise InvalidArgument("limit must be a non-negative int (0 = unlimited)")
+    if type(s.limit) is not int:
+        raise TypeError(f"limit must be an int, not {type(s.limit).__name__}")
+    if not 0 <= s.limit <= MAX_TS:
+        raise InvalidArgument("limit must be a non-negative 64-bit int (0 = unlimited)")
