@@ -83,7 +83,7 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
     """Run two-phase commit; return commit_ts.  Raises CommitConflict or CommitUndetermined."""
     p = plan(ctx, start_ts, writes, weak)
     prow, pcol = p.primary
-    primary_lock = records.Lock(writes[p.primary][0], prow, pcol, p.expires_at_ms, True, None)
+    primary_lock = mutations.lock_record(p.parts[0][1][0], p.primary, p.expires_at_ms, True)
     ctx.keeper.hold(prow, pcol, start_ts, primary_lock)
     locked: list[int] = []  # indices of parts locked
     try:
@@ -181,7 +181,8 @@ def commit_primary(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
     if not applied:
         raise CommitConflict(f"transaction {p.start_ts} was rolled back by another client"
                              " before its commit (its lock TTL expired)", row=prow, column=pcol)
-    ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(COMMITTED, commit_ts))
+    if ctx.secondaries is not None:  # our own readers may meet the pending secondaries
+        ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(COMMITTED, commit_ts))
 
 
 def _learn_outcome(ctx: TxnContext, p: CommitPlan) -> TxnStatus | None:

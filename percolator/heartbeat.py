@@ -32,6 +32,9 @@ class _Held:
 
 
 class LockKeeper:
+    # _held is shared with committing threads without a lock: single dict operations
+    # are atomic in CPython, and the heartbeat thread iterates over a copy.
+
     def __init__(self, store: TabletStore, table: bytes, clock: Clock, lock_ttl: float) -> None:
         self._store = store
         self._table = table
@@ -47,22 +50,22 @@ class LockKeeper:
         return self._clock.now_ms() + self._ttl_ms
 
     def hold(self, row: bytes, column: bytes, start_ts: int, lock: Lock) -> None:
-        with self._cond:
-            self._held[start_ts] = _Held(row, column, start_ts, lock, self._clock.now_ms())
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._run, name="percolator-heartbeat",
-                                                daemon=True)
-                self._thread.start()
+        """Keep this primary lock alive until :meth:`release` (cheap: on every commit's path)."""
+        self._held[start_ts] = _Held(row, column, start_ts, lock, lock.expires_at_ms - self._ttl_ms)
+        if self._thread is None:
+            with self._cond:
+                if self._thread is None and not self._closed:
+                    self._thread = threading.Thread(target=self._run, daemon=True,
+                                                    name="percolator-heartbeat")
+                    self._thread.start()
 
     def release(self, start_ts: int) -> None:
-        with self._cond:
-            self._held.pop(start_ts, None)
+        self._held.pop(start_ts, None)
 
     def refresh_due(self) -> None:
         """Refresh every held primary whose last refresh is older than a third of the TTL."""
         now = self._clock.now_ms()
-        with self._cond:
-            due = [h for h in self._held.values() if now - h.refreshed_ms >= self._ttl_ms // 3]
+        due = [h for h in list(self._held.values()) if now - h.refreshed_ms >= self._ttl_ms // 3]
         for h in due:
             lock = replace(h.lock, expires_at_ms=now + self._ttl_ms)
             try:
@@ -72,10 +75,9 @@ class LockKeeper:
                 log.warning("heartbeat for transaction %d failed: %s", h.start_ts, exc)
                 continue
             self.refreshes += 1
-            with self._cond:
-                if applied and h.start_ts in self._held:
-                    h.lock = lock
-                    h.refreshed_ms = now
+            if applied:
+                h.lock = lock
+                h.refreshed_ms = now
 
     def _run(self) -> None:
         interval = max(self._ttl_ms / 3000.0 / 2, 0.005)

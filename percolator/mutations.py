@@ -38,6 +38,13 @@ def _inline(value: bytes | None) -> bool:
     return value is not None and len(value) <= INLINE_VALUE_MAX
 
 
+def lock_record(cell: CellWrite, primary: tuple[bytes, bytes], expires_at_ms: int,
+                is_primary: bool) -> Lock:
+    """The lock a prewrite puts for ``cell`` (heartbeats rewrite it with a later expiry)."""
+    value = cell.value if _inline(cell.value) else None
+    return Lock(cell.op, primary[0], primary[1], expires_at_ms, is_primary, value)
+
+
 def prewrite(table: bytes, row: bytes, cells: Sequence[CellWrite], start_ts: int,
              primary: tuple[bytes, bytes], expires_at_ms: int) -> RowMutation:
     """Lock every cell of one row; conditions 2i and 2i+1 guard cell i (write, lock)."""
@@ -48,12 +55,9 @@ def prewrite(table: bytes, row: bytes, cells: Sequence[CellWrite], start_ts: int
         c = cell.column
         conditions.append(NoVersionIn(layout.write_column(c), start_ts, MAX_TS))
         conditions.append(NoVersionIn(layout.lock_column(c), 0, MAX_TS))
-        is_primary = row == prow and c == pcol
-        inline = _inline(cell.value)
-        lock = Lock(cell.op, prow, pcol, expires_at_ms, is_primary,
-                    cell.value if inline else None)
+        lock = lock_record(cell, primary, expires_at_ms, row == prow and c == pcol)
         mutations.append(Put(layout.lock_column(c), start_ts, records.encode_lock(lock)))
-        if cell.value is not None and not inline:
+        if cell.value is not None and lock.value is None:
             mutations.append(Put(layout.data_column(c), start_ts, cell.value))
     if row == prow:
         conditions.append(NoVersionIn(layout.rollback_column(pcol), start_ts, start_ts))
