@@ -1,0 +1,126 @@
+"""Lock resolution, driven phase by phase: roll forward, roll back, seal, batch, wait."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from percolator import Client, LockWaitTimeout, committer, mutations, records
+from percolator.clock import FakeClock
+from percolator.committer import CommitPlan
+from percolator.txn_status import COMMITTED, ROLLED_BACK, check_txn_status
+
+ROWS = [b"row%04d" % i for i in range(1000)]
+TTL = 2.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def client(tmp_path: Path, clock: FakeClock) -> Client:
+    with Client.embedded(tmp_path / "d", lock_ttl=TTL, clock=clock) as c:
+        yield c
+
+
+def locked_transaction(client: Client, rows: list[bytes], value: bytes = b"v"
+                       ) -> tuple[CommitPlan, list[int]]:
+    """Prewrite every row of a transaction, as a client that then stalls or dies would."""
+    start_ts = client.oracle.get_timestamp()
+    writes = {(row, b"c"): (records.PUT, value) for row in rows}
+    plan = committer.plan(client.ctx, start_ts, writes, set())
+    locked: list[int] = []
+    committer.lock_parts(client.ctx, plan, [0], locked)
+    committer.lock_parts(client.ctx, plan, list(range(1, len(plan.parts))), locked)
+    assert len(locked) == len(plan.parts)
+    return plan, locked
+
+
+def scan_values(client: Client) -> dict[bytes, bytes]:
+    return {row: value for row, _, value in client.begin().scan(columns=[b"c"])}
+
+
+def test_thousand_stranded_locks_of_a_dead_transaction_cost_one_status_check(
+        client: Client, clock: FakeClock) -> None:
+    locked_transaction(client, ROWS)
+    clock.advance(TTL + 1)  # the owner died: its primary lock expires
+    checks = client.resolver.status_checks
+    assert scan_values(client) == {}
+    assert client.resolver.status_checks - checks == 1
+    assert client.resolver.resolved_locks >= len(ROWS) - 1
+    with client.transaction() as txn:  # the cells can be written again
+        txn.set(ROWS[500], b"c", b"again")
+    assert scan_values(client) == {ROWS[500]: b"again"}
+
+
+def test_committed_primary_rolls_all_secondaries_forward(client: Client) -> None:
+    plan, _ = locked_transaction(client, ROWS, b"x" * 300)  # values in the data column
+    committer.commit_primary(client.ctx, plan, client.oracle.get_timestamp())
+    # The client "dies" before its secondaries: readers roll them forward, no waiting.
+    checks = client.resolver.status_checks
+    values = scan_values(client)
+    assert values == {row: b"x" * 300 for row in ROWS}
+    assert client.resolver.status_checks - checks <= 1
+    assert scan_values(client) == values  # and they stay committed
+
+
+def test_delayed_prewrite_and_commit_of_a_rolled_back_primary_fail(
+        client: Client, clock: FakeClock) -> None:
+    plan, _ = locked_transaction(client, ROWS[:2])
+    prow, pcol = plan.primary
+    clock.advance(TTL + 1)
+    status = check_txn_status(client.store, client.table, prow, pcol, plan.start_ts,
+                              clock.now_ms())
+    assert status.state == ROLLED_BACK
+    # The dead client's requests arrive late: neither may succeed.
+    again = mutations.prewrite(client.table, prow, plan.parts[0][1], plan.start_ts, plan.primary,
+                               clock.now_ms() + 10_000)
+    assert not client.store.mutate_rows([again])[0].applied
+    late_commit = mutations.commit(client.table, prow, [(pcol, records.PUT, b"v")],
+                                   plan.start_ts, client.oracle.get_timestamp(),
+                                   primary_column=pcol)
+    assert not client.store.mutate_rows([late_commit])[0].applied
+    assert scan_values(client) == {}
+
+
+def test_a_primary_never_locked_is_sealed(client: Client, clock: FakeClock) -> None:
+    start_ts = client.oracle.get_timestamp()
+    status = check_txn_status(client.store, client.table, b"p", b"c", start_ts, clock.now_ms())
+    assert status.state == ROLLED_BACK
+    cell = mutations.CellWrite(b"c", records.PUT, b"v")
+    late = mutations.prewrite(client.table, b"p", [cell], start_ts, (b"p", b"c"),
+                              clock.now_ms() + 10_000)
+    assert not client.store.mutate_rows([late])[0].applied
+
+
+def test_commit_is_idempotent_and_status_is_cached(client: Client) -> None:
+    plan, _ = locked_transaction(client, ROWS[:3])
+    commit_ts = client.oracle.get_timestamp()
+    committer.commit_primary(client.ctx, plan, commit_ts)
+    committer.commit_secondaries(client.ctx, plan, commit_ts)
+    committer.commit_secondaries(client.ctx, plan, commit_ts)  # a retry changes nothing
+    status = client.resolver.status(*plan.primary, plan.start_ts)
+    assert (status.state, status.commit_ts) == (COMMITTED, commit_ts)
+    checks = client.resolver.status_checks
+    client.resolver.status(*plan.primary, plan.start_ts)
+    assert client.resolver.status_checks == checks
+    assert scan_values(client) == {row: b"v" for row in ROWS[:3]}
+
+
+def test_reader_gives_up_on_a_live_lock_after_its_wait_limit(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with Client.embedded(tmp_path / "d", lock_ttl=60.0, clock=clock) as client:
+        client.ctx.lock_wait_timeout = 1.0
+        plan, _ = locked_transaction(client, ROWS[:2])
+        client.ctx.keeper.hold(plan.primary[0], plan.primary[1], plan.start_ts,
+                               mutations.lock_record(plan.parts[0][1][0], plan.primary,
+                                                     plan.expires_at_ms, True))
+        with pytest.raises(LockWaitTimeout):
+            client.begin().get(ROWS[1], b"c")
+        # Nothing was rolled back: the owner can still commit.
+        commit_ts = client.oracle.get_timestamp()
+        committer.commit_primary(client.ctx, plan, commit_ts)
+        assert client.begin().get(ROWS[1], b"c") == b"v"
