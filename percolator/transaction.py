@@ -99,10 +99,23 @@ class Transaction:
              columns: Iterable[bytes | str] | None = None) -> Iterator[tuple[bytes, bytes, bytes]]:
         """(row, column, value) of live cells with start_row <= row < end_row, ascending."""
         self._check_active()
-        start = None if start_row is None else as_bytes(start_row, "start_row")
-        end = None if end_row is None else as_bytes(end_row, "end_row")
+        start = None if start_row is None else self._bound(start_row, "start_row")
+        end = None if end_row is None else self._bound(end_row, "end_row")
+        if start is not None and end is not None and start > end:
+            raise ValueError(f"scan range is inverted: start_row {start!r} > end_row {end!r}")
         cols = None if columns is None else sorted({self._key(b"r", c)[1] for c in columns})
+        if cols == []:
+            return iter(())  # an empty column filter selects nothing
         return self._scan(start, end, cols, include_system=False)
+
+    def _bound(self, row: bytes | str, what: str) -> bytes:
+        r = as_bytes(row, what)
+        if not r:
+            raise ValueError(f"{what} must not be empty (use None for unbounded)")
+        if len(r) > self._ctx.limits.max_row_bytes:
+            raise ValueError(f"{what} is {len(r)} bytes; the limit is"
+                             f" {self._ctx.limits.max_row_bytes}")
+        return r
 
     def _scan(self, start: bytes | None, end: bytes | None, cols: list[bytes] | None,
               include_system: bool) -> Iterator[tuple[bytes, bytes, bytes]]:

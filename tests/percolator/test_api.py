@@ -159,8 +159,6 @@ def test_inverted_scan_range_raises_value_error(client: Client) -> None:
         list(txn.scan(b"c", b"a"))
 
 
-@pytest.mark.xfail(strict=True, reason="scan() checks its column filter at once but leaves its"
-                   " row bounds to the store, which raises on the first next()")
 def test_bad_scan_range_raises_before_any_io(counted: tuple[Client, CountingStore]) -> None:
     client, store = counted
     txn = client.begin()
@@ -482,9 +480,6 @@ def test_scan_ranges_and_column_filters(client: Client) -> None:
     assert all(value == row + b"/" + col for row, col, value in reader.scan())
 
 
-@pytest.mark.xfail(strict=True, reason="reads.scan treats an empty column filter as no filter,"
-                   " Transaction._scan as a filter matching nothing: stored cells of every"
-                   " column come back, the transaction's own writes do not")
 def test_scan_with_an_empty_column_filter_selects_nothing(client: Client) -> None:
     load(client, {(b"a", b"x"): b"stored"})
     txn = client.begin()
