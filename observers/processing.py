@@ -1,0 +1,148 @@
+"""Processing: the per-cell protocol that makes observer effects exactly-once.
+
+For a cell (row, column) with pending notification versions N1..Nk (ts = writer's
+start_ts), in three steps, each callable on its own so tests can stop between them:
+
+1. :func:`decide` -- learn each writer's fate through its primary (an empty primary
+   means an unconditional weak notification, committed at Ni): COMMITTED at Ci,
+   ROLLED_BACK, or LOCKED (writer alive: that version is left for later).
+2. :func:`run_observer` -- if some Ni committed, begin the observer transaction O.
+   Its start_ts S exceeds every Ci, because it is taken after they were learned, so
+   O sees every change it is asked about.  ack = O.get_system(row, b"ack:"+column).
+   If max(Ci) > ack: run the observer in O, set ack = S, commit O.  Otherwise an
+   earlier observer transaction already saw these changes (a re-delivery after a
+   crash, or a notification coalesced into an earlier run): skip.
+3. :func:`finish` -- delete exactly the decided versions (committed and rolled back),
+   by DeleteVersion, never by range, so a notification written meanwhile survives.
+
+Why exactly-once: two observer commits for one change Ci both read an ack below Ci
+and both wrote the ack cell, so under snapshot isolation their lifetimes cannot
+overlap (write-write conflict); the later one then starts after the earlier one's
+commit and reads ack = S_earlier > Ci, so it skips.  Why at-least-once: a version
+is deleted only after an O with S > Ci committed (ours now, or the one whose S is
+the ack), and it was written before the writer's commit point.  A crash between
+O's commit and step 3 leaves the versions, whose re-delivery is a skip.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+
+from percolator import Client, records
+from percolator.failpoints import hit
+from percolator.layout import notify_table
+from percolator.txn_status import COMMITTED, ROLLED_BACK
+
+from . import layout
+from .notifications import PendingCell, delete_versions
+from .registry import Observer
+
+
+class Outcome(enum.Enum):
+    PROCESSED = "processed"  # the observer ran and its transaction committed
+    SKIPPED = "skipped"      # already covered by an earlier observer commit (ack)
+    DROPPED = "dropped"      # every decided writer rolled back: nothing to observe
+    WAITING = "waiting"      # every writer still undecided (alive): try again later
+
+
+class MalformedNotification(ValueError):
+    """A notification record does not decode; it is parked at once, never dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Fate of each pending version of a cell."""
+
+    committed: tuple[tuple[int, int], ...]  # (notification ts, writer's commit_ts)
+    rolled_back: tuple[int, ...]
+    locked: tuple[int, ...]
+
+    @property
+    def max_commit_ts(self) -> int:
+        return max((c for _, c in self.committed), default=0)
+
+    @property
+    def decided(self) -> tuple[int, ...]:
+        """Versions to delete once the observer committed or was skipped."""
+        return tuple(ts for ts, _ in self.committed) + self.rolled_back
+
+
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    outcome: Outcome
+    decision: Decision
+    start_ts: int = 0          # of the observer transaction, if one began
+    commit_ts: int = 0         # of the observer transaction, if it committed
+    wrote: int = 0             # cells the observer transaction wrote (ack included)
+    observer_seconds: float = 0.0  # observer run + commit
+
+
+def decide(client: Client, cell: PendingCell) -> Decision:
+    """Step 1: each version's writer status (rolls back expired writers, as any reader would)."""
+    committed: list[tuple[int, int]] = []
+    rolled_back: list[int] = []
+    locked: list[int] = []
+    for ts, raw in cell.versions:
+        try:
+            note = records.decode_notification(raw)
+        except ValueError as exc:
+            raise MalformedNotification(
+                f"notification of ({cell.row!r}, {cell.column!r}) at {ts}: {exc}") from exc
+        if not note.primary_row:
+            committed.append((ts, ts))  # unconditional: valid from its ts on
+            continue
+        status = client.resolver.status(note.primary_row, note.primary_column, ts)
+        if status.state == COMMITTED:
+            committed.append((ts, status.commit_ts))
+        elif status.state == ROLLED_BACK:
+            rolled_back.append(ts)
+        else:
+            locked.append(ts)
+    return Decision(tuple(committed), tuple(rolled_back), tuple(locked))
+
+
+def run_observer(client: Client, obs: Observer, cell: PendingCell, decision: Decision
+                 ) -> CellResult:
+    """Step 2: run the observer in a transaction that also acknowledges the changes, or skip.
+
+    Exceptions of the observer and CommitConflict propagate (nothing is written then).
+    """
+    if not decision.committed:
+        outcome = Outcome.DROPPED if decision.rolled_back else Outcome.WAITING
+        return CellResult(outcome, decision)
+    began = time.perf_counter()
+    txn = client.begin()
+    try:
+        ack_col = layout.ack_column(cell.column)
+        ack = layout.decode_ack(txn.get_system(cell.row, ack_col))
+        if decision.max_commit_ts <= ack:
+            txn.rollback()
+            return CellResult(Outcome.SKIPPED, decision, txn.start_ts)
+        obs.process(txn, cell.row, cell.column)
+        txn.set_system(cell.row, ack_col, layout.encode_ack(txn.start_ts))
+        wrote = txn.writes
+        commit_ts = txn.commit()
+    except BaseException:
+        txn.rollback()
+        raise
+    return CellResult(Outcome.PROCESSED, decision, txn.start_ts, commit_ts, wrote,
+                      time.perf_counter() - began)
+
+
+def finish(client: Client, cell: PendingCell, decision: Decision) -> None:
+    """Step 3: delete exactly the decided versions (a crash before this only causes a skip)."""
+    delete_versions(client.store, notify_table(client.table),
+                    [(cell.row, cell.column, decision.decided)])
+
+
+def process_cell(client: Client, obs: Observer, cell: PendingCell) -> CellResult:
+    """The three steps; failpoint ``worker.after_observer`` sits between commit and delete."""
+    decision = decide(client, cell)
+    result = run_observer(client, obs, cell, decision)
+    if result.outcome is Outcome.PROCESSED:
+        hit("worker.after_observer")
+    if decision.decided:
+        finish(client, cell, decision)
+    return result

@@ -1,0 +1,149 @@
+"""Registry: observers and the columns they observe, at most one observer per column.
+
+An observer is user code that runs in a transaction whenever a committed transaction
+changed the cell (row, column) it observes (Percolator 2.4).  Write one as a function::
+
+    @observer("paper:refs")
+    def on_refs(txn, row, column): ...
+
+or as a class with lifecycle hooks::
+
+    class CountRefs(Observer):
+        column = b"paper:refs"
+        def setup(self, client): ...          # worker start
+        def process(self, txn, row, column): ...
+        def close(self): ...                  # worker stop
+
+One column, one observer: with two, a notification could be acknowledged by either
+and the other would silently miss changes, so a second registration is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from percolator.layout import SYSTEM_PREFIX
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from percolator import Client, Transaction
+
+ObserverFn = Callable[["Transaction", bytes, bytes], None]
+
+
+def as_column(column: bytes | str) -> bytes:
+    """An observed column as bytes (str is UTF-8 encoded); raises ConfigurationError if unusable."""
+    if isinstance(column, str):
+        column = column.encode("utf-8")
+    if not isinstance(column, bytes):
+        raise ConfigurationError(f"observed column must be bytes or str, not"
+                                 f" {type(column).__name__}")
+    if not column:
+        raise ConfigurationError("observed column must not be empty")
+    if column.startswith(SYSTEM_PREFIX):
+        raise ConfigurationError("columns starting with 0x00 are reserved for the system")
+    return column
+
+
+class Observer:
+    """Base of observers: subclass it and override :meth:`process`.
+
+    ``column`` (a class attribute or the constructor argument) is the observed
+    column.  A worker calls :meth:`setup` before its first notification and
+    :meth:`close` after its last; :meth:`process` may run on several threads at once
+    (for different cells), so keep shared state thread-safe.
+    """
+
+    column: bytes | str = b""
+
+    def __init__(self, column: bytes | str | None = None, *, name: str | None = None) -> None:
+        if column is not None:
+            self.column = column
+        self.column = as_column(self.column)
+        self.name = name or type(self).__qualname__
+
+    def setup(self, client: Client) -> None:
+        """Called once when a worker starts, before any :meth:`process`."""
+
+    def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
+        """React to a change of (row, column); everything done through ``txn`` commits atomically
+        with the acknowledgement of the change."""
+        raise NotImplementedError(f"{type(self).__name__} must override process()")
+
+    def committed(self, row: bytes, column: bytes, commit_ts: int) -> None:
+        """Called after the observer's transaction for (row, column) committed (metrics, tests)."""
+
+    def close(self) -> None:
+        """Called once when the worker stops, after its last :meth:`process`."""
+
+    def __repr__(self) -> str:
+        return f"<observer {self.name} on {self.column!r}>"
+
+
+class FunctionObserver(Observer):
+    """An observer made of one function by :func:`observer`; still callable as the function."""
+
+    def __init__(self, fn: ObserverFn, column: bytes | str, *, name: str | None = None) -> None:
+        super().__init__(column, name=name or getattr(fn, "__qualname__", repr(fn)))
+        self.fn = fn
+
+    def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
+        self.fn(txn, row, column)
+
+    def __call__(self, txn: Transaction, row: bytes, column: bytes) -> None:
+        self.fn(txn, row, column)
+
+
+def observer(column: bytes | str, *, name: str | None = None
+             ) -> Callable[[ObserverFn], FunctionObserver]:
+    """Decorator: make ``fn(txn, row, column)`` the observer of ``column``."""
+    col = as_column(column)
+
+    def wrap(fn: ObserverFn) -> FunctionObserver:
+        if not callable(fn):
+            raise ConfigurationError(f"@observer needs a function, not {type(fn).__name__}")
+        return FunctionObserver(fn, col, name=name)
+
+    return wrap
+
+
+class ObserverRegistry:
+    """Column -> observer.  Registering a second, different observer on a column raises
+    ConfigurationError naming both; registering the same object again is a no-op."""
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self._by_column: dict[bytes, Observer] = {}
+        for obs in observers:
+            self.add(obs)
+
+    def add(self, obs: Observer) -> None:
+        if not isinstance(obs, Observer):
+            raise ConfigurationError(f"not an observer: {obs!r} (use @observer or subclass"
+                                     " observers.Observer)")
+        column = as_column(obs.column)
+        existing = self._by_column.get(column)
+        if existing is obs:
+            return
+        if existing is not None:
+            raise ConfigurationError(
+                f"two observers registered on column {column!r}: {existing.name} and"
+                f" {obs.name}; a column has at most one observer")
+        self._by_column[column] = obs
+
+    def get(self, column: bytes) -> Observer | None:
+        return self._by_column.get(column)
+
+    @property
+    def columns(self) -> frozenset[bytes]:
+        return frozenset(self._by_column)
+
+    def __iter__(self) -> Iterator[Observer]:
+        return iter(self._by_column.values())
+
+    def __len__(self) -> int:
+        return len(self._by_column)
+
+    def __contains__(self, column: object) -> bool:
+        return column in self._by_column

@@ -1,0 +1,109 @@
+"""Stats: a worker's counters and observer latency, read from Python and persisted for others.
+
+``Worker.stats()`` returns a :class:`WorkerStats` snapshot.  Every worker also writes
+its snapshot, as JSON, to its row of ``<table>.workers`` (column ``stats``) every
+``stats_interval`` seconds and when it stops, so ``percolator status`` can show
+every worker of a cluster, including ones in other processes.
+
+Counters count cells (one cell may carry several coalesced notification versions):
+
+    found       cells taken from the notify table into this worker's queue
+    processed   observer transactions committed
+    skipped     cells already covered by an earlier observer commit (the ack)
+    dropped     cells whose every writer rolled back: nothing to observe
+    conflicts   observer transactions that lost a write-write conflict (retried)
+    retries     other setbacks not counted as failures: live writers, store errors
+    failures    observer runs that raised (retried with backoff)
+    parked      cells moved to the parking table after max_failures
+    backlog     cells of this worker's share pending at its last full scan
+    latency     observer run + commit, milliseconds (p50, p99 over the last 10,000)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+LATENCY_SAMPLES = 10_000
+
+COUNTERS = ("found", "processed", "skipped", "dropped", "conflicts", "retries", "failures",
+            "parked", "deleted")
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """Nearest-rank percentile of ``samples`` (0.0 when empty)."""
+    if not samples:
+        return 0.0
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(p / 100.0 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """One worker's counters at one moment."""
+
+    worker: str
+    state: str = "running"       # running | stopped
+    threads: int = 0
+    found: int = 0
+    processed: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    conflicts: int = 0
+    retries: int = 0
+    failures: int = 0
+    parked: int = 0
+    deleted: int = 0             # notification versions deleted
+    backlog: int = 0
+    queued: int = 0
+    in_flight: int = 0
+    backing_off: int = 0         # cells waiting out a backoff
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    compactions: int = 0
+    started_ms: int = 0
+    updated_ms: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.as_dict(), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> WorkerStats:
+        """Decode; unknown keys (from newer workers) are ignored, missing ones default."""
+        d = json.loads(raw)
+        if not isinstance(d, dict):
+            raise ValueError("malformed worker stats: not an object")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class Counters:
+    """Thread-safe counters and a latency reservoir of one worker."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.compactions = 0
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def latency(self, seconds: float) -> None:
+        with self._lock:
+            self._latency.append(seconds * 1000.0)
+
+    def get(self, name: str) -> int:
+        return self._counts[name]
+
+    def snapshot(self) -> tuple[dict[str, int], list[float]]:
+        with self._lock:
+            return dict(self._counts), list(self._latency)
