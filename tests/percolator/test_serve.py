@@ -46,9 +46,10 @@ def health(address: str, service: str, timeout: float = WAIT) -> int:
 
 def accepts_calls(address: str) -> bool:
     try:
-        return health(address, "", timeout=1.0) == health_pb2.HealthCheckResponse.SERVING
+        status = health(address, "", timeout=1.0)
     except grpc.RpcError:
         return False
+    return status == int(health_pb2.HealthCheckResponse.SERVING)
 
 
 def wait_until(predicate: Callable[[], bool], what: str) -> None:
@@ -148,7 +149,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["--help"])
     assert info.value.code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps long lines
     for name, _, summary in cli.COMMANDS:
         assert name in out and summary in out
 
