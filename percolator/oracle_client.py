@@ -199,7 +199,8 @@ class RemoteOracle:
             batch.first = reply.first
             ok = True
         except grpc.RpcError as exc:
-            batch.error = error_from_rpc(exc)
+            batch.error = StoreClosed("the oracle client is closed") if self._closed \
+                else error_from_rpc(exc)
             batch.error.__cause__ = exc
         except (StoreClosed, OracleError) as exc:
             batch.error = exc

@@ -4,8 +4,21 @@
 (any :class:`~percolator.oracle.TimestampSource`) from the ``percolator serve`` node,
 beside the tablet service.  Errors are translated here, once per direction: the
 servicer turns exceptions into status codes, :func:`error_from_rpc` turns a client's
-``grpc.RpcError`` back into the same exceptions.  Codes of the oracle's own errors
-are listed below; every other code follows ``bigtable_lite.status``.
+``grpc.RpcError`` back into the same exceptions.  The oracle's own errors have codes
+of their own (unambiguous within this service); every other error follows the table
+in ``bigtable_lite.status``:
+
+=========================  ======================  ====================================
+server raises              status code             client raises
+=========================  ======================  ====================================
+InvalidArgument (count)    INVALID_ARGUMENT        InvalidArgument
+OracleExhausted            OUT_OF_RANGE            OracleExhausted
+OracleConflict             FAILED_PRECONDITION     OracleConflict
+StoreClosed (shutdown)     UNAVAILABLE             Unavailable
+(server unreachable)       UNAVAILABLE             Unavailable
+(deadline passed)          DEADLINE_EXCEEDED       Unavailable
+anything else              INTERNAL                StorageError
+=========================  ======================  ====================================
 """
 
 from __future__ import annotations
