@@ -237,7 +237,7 @@ class Worker:
             while True:
                 self._raise_if_failed()
                 if self._idle():
-                    return self.stats()
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     s = self.stats()
@@ -252,6 +252,7 @@ class Worker:
         finally:
             if started_here:
                 self.stop()
+        return self.stats()
 
     def _idle(self) -> bool:
         """Nothing queued or in flight, before and after a fresh probe that found nothing."""
@@ -262,7 +263,10 @@ class Worker:
         if notifications.has_pending(self.client.store, self.table, self.columns):
             return False
         with self._cond:
-            return not self._queue and not self._inflight and self._started == marker
+            if self._queue or self._inflight or self._started != marker:
+                return False
+            self._backlog.clear()
+            return True
 
     def _raise_if_failed(self) -> None:
         if self._failed is not None:

@@ -27,6 +27,12 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     # (name, module, one-line summary)
     ("serve", "percolator.commands.serve",
      "run a node: the tablet store and the timestamp oracle over gRPC"),
+    ("worker", "percolator.commands.worker",
+     "run observers on the notifications of a cluster (or a data directory)"),
+    ("status", "percolator.commands.status",
+     "show observer workers' counters, pending and parked notifications"),
+    ("notifications", "percolator.commands.notifications",
+     "list or replay parked notifications; compact the notify table"),
 )
 
 EXIT_FAILURE = 1

@@ -1,0 +1,48 @@
+"""`percolator notifications`: list or replay parked notifications; compact the notify table.
+
+``replay`` moves parked notifications back into the notify table (all, or one cell
+with ``--row``/``--column``); a running worker then processes them as usual.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .client_args import add_target_arguments, open_client
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "replay", "compact"),
+                        help="list parked notifications, replay them, or compact the notify"
+                        " table (embedded only until the store has a compaction RPC)")
+    add_target_arguments(parser)
+    parser.add_argument("--row", default=None, help="with replay: only this row")
+    parser.add_argument("--column", default=None, help="with replay: only this column")
+
+
+def run(args: argparse.Namespace) -> int:
+    from observers import compact_notifications, list_parked, replay_parked
+
+    from ..cli import CommandError
+
+    if (args.row is None) != (args.column is None):
+        raise CommandError("--row and --column go together")
+    client = open_client(args)
+    try:
+        if args.action == "list":
+            parked = list_parked(client)
+            for p in parked:
+                why = f"{p.info.failures} failures: {p.info.error}" if p.info else "no note"
+                print(f"({p.row!r}, {p.column!r}) {len(p.versions)} versions -- {why}")
+            print(f"{len(parked)} parked cells", flush=True)
+        elif args.action == "replay":
+            cells = None if args.row is None else [(args.row.encode(), args.column.encode())]
+            print(f"replayed {replay_parked(client, cells)} cells", flush=True)
+        else:
+            if not compact_notifications(client):
+                raise CommandError("this store cannot compact on request (remote: no"
+                                   " CompactTable RPC yet); LevelDB compacts by itself")
+            print("compacted the notify table", flush=True)
+    finally:
+        client.close()
+    return 0

@@ -1,0 +1,276 @@
+"""The per-cell protocol driven step by step: decide, run (or skip), delete exactly the decided.
+
+These tests stop between steps to show what a crash there leaves and why the next
+delivery neither loses nor doubles an observer's effect.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from bigtable_lite import Put, RowMutation, RowRead
+from observers import Observer, observer
+from observers import layout as olayout
+from observers.notifications import PendingCell, cells_of
+from observers.processing import (
+    MalformedNotification,
+    Outcome,
+    decide,
+    finish,
+    process_cell,
+    run_observer,
+)
+from percolator import Client, CommitConflict, Transaction, failpoints, layout
+from percolator.clock import FakeClock
+
+COL = b"watched"
+
+
+def pending(client: Client, row: bytes, column: bytes = COL) -> PendingCell:
+    """The cell's notification versions as a scan would hand them to a worker."""
+    cells = client.store.read_rows([RowRead(layout.notify_table(client.table), row,
+                                            (column,))])[0]
+    return PendingCell(row, column, tuple((c.ts, c.value) for c in cells))
+
+
+def must_have_no_notification(client: Client, row: bytes, column: bytes = COL) -> None:
+    assert pending(client, row, column).versions == ()
+
+
+class Counting(Observer):
+    """Counts its runs in the store (row, b"runs") and in memory."""
+
+    column = COL
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
+        self.calls += 1
+        runs = int(txn.get(row, b"runs") or b"0")
+        txn.set(row, b"runs", b"%d" % (runs + 1))
+
+
+def runs(client: Client, row: bytes) -> int:
+    txn = client.begin()
+    return int(txn.get(row, b"runs") or b"0")
+
+
+@pytest.fixture(name="fake_clock")
+def fake_clock_fixture() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(name="embedded")
+def embedded_fixture(tmp_path: Path, fake_clock: FakeClock) -> Client:
+    client = Client.embedded(tmp_path / "data", lock_ttl=1.0, clock=fake_clock)
+    client.register_observed_columns([COL])
+    yield client  # type: ignore[misc]
+    client.close()
+
+
+def test_committed_write_is_observed_acknowledged_and_deleted(embedded: Client) -> None:
+    with embedded.transaction() as txn:
+        txn.set(b"r", COL, b"v1")
+    cell = pending(embedded, b"r")
+    assert len(cell.versions) == 1
+    obs = Counting()
+    decision = decide(embedded, cell)
+    assert decision.committed and not decision.rolled_back and not decision.locked
+    result = run_observer(embedded, obs, cell, decision)
+    assert result.outcome is Outcome.PROCESSED
+    ack = olayout.decode_ack(embedded.begin().get_system(b"r", olayout.ack_column(COL)))
+    assert ack == result.start_ts > decision.max_commit_ts
+    finish(embedded, cell, decision)
+    must_have_no_notification(embedded, b"r")
+    assert runs(embedded, b"r") == 1
+
+
+def test_crash_between_commit_and_delete_is_a_skip_on_redelivery(embedded: Client) -> None:
+    with embedded.transaction() as txn:
+        txn.set(b"r", COL, b"v1")
+    obs = Counting()
+    failpoints.enable("worker.after_observer", "raise")
+    with pytest.raises(failpoints.FailpointError):
+        process_cell(embedded, obs, pending(embedded, b"r"))
+    failpoints.reset()
+    cell = pending(embedded, b"r")
+    assert len(cell.versions) == 1, "the notification must outlive the crash"
+    again = process_cell(embedded, obs, cell)
+    assert again.outcome is Outcome.SKIPPED
+    must_have_no_notification(embedded, b"r")
+    assert (obs.calls, runs(embedded, b"r")) == (1, 1)
+
+
+def test_rolled_back_writer_leaves_nothing_to_observe(embedded: Client) -> None:
+    txn = embedded.begin()
+    txn.set(b"r", COL, b"never")
+    txn.set(b"s", b"other", b"x")
+    failpoints.enable("commit.after_prewrite", "raise")
+    with pytest.raises(failpoints.FailpointError):
+        txn.commit()
+    failpoints.reset()
+    cell = pending(embedded, b"r")
+    assert len(cell.versions) == 1, "notifications are written before the commit point"
+    obs = Counting()
+    result = process_cell(embedded, obs, cell)
+    assert result.outcome is Outcome.DROPPED and obs.calls == 0
+    must_have_no_notification(embedded, b"r")
+
+
+class HeldOracle:
+    """Hands out timestamps, but the call after ``hold()`` blocks until ``release()``.
+
+    A writer whose commit_ts request is held is a live writer stuck between its
+    prewrite (locks and notifications written) and its commit point.
+    """
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.armed = False
+        self.waiting = threading.Event()
+        self.go = threading.Event()
+
+    def get_timestamp(self) -> int:
+        if self.armed:
+            self.armed = False
+            self.waiting.set()
+            assert self.go.wait(30), "never released"
+        return self.inner.get_timestamp()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_live_writer_is_waited_for_then_rolled_back_after_its_ttl(
+        embedded: Client, fake_clock: FakeClock) -> None:
+    oracle = HeldOracle(embedded.oracle)
+    writer = Client(embedded.store, oracle, lock_ttl=1.0, clock=FakeClock())  # type: ignore[arg-type]
+    txn = writer.begin()
+    txn.set(b"r", COL, b"v")
+    oracle.armed = True
+    outcome: list[BaseException] = []
+
+    def commit() -> None:
+        try:
+            txn.commit()
+        except CommitConflict as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    try:
+        assert oracle.waiting.wait(30)
+        cell = pending(embedded, b"r")
+        obs = Counting()
+        waiting = process_cell(embedded, obs, cell)
+        assert waiting.outcome is Outcome.WAITING and waiting.decision.locked
+        assert len(pending(embedded, b"r").versions) == 1, "a live writer's notification stays"
+        fake_clock.advance(2.0)  # past the writer's lock TTL: the status check rolls it back
+        dropped = process_cell(embedded, obs, pending(embedded, b"r"))
+        assert dropped.outcome is Outcome.DROPPED and obs.calls == 0
+        must_have_no_notification(embedded, b"r")
+    finally:
+        oracle.go.set()
+        thread.join(30)
+        writer.ctx.keeper.close()
+    assert len(outcome) == 1, "the writer, rolled back by the worker, cannot commit"
+
+
+def test_two_racing_observer_transactions_commit_once(embedded: Client) -> None:
+    with embedded.transaction() as txn:
+        txn.set(b"r", COL, b"v")
+    both_inside = threading.Barrier(2, timeout=30)
+    calls: list[int] = []
+
+    @observer(COL)
+    def racing(txn: Transaction, row: bytes, column: bytes) -> None:
+        calls.append(1)
+        both_inside.wait()  # both have read the old ack before either commits
+        txn.set(row, b"effect", b"%d" % txn.start_ts)
+
+    cell = pending(embedded, b"r")
+    outcomes: list[object] = []
+
+    def run() -> None:
+        try:
+            outcomes.append(run_observer(embedded, racing, cell, decide(embedded, cell)).outcome)
+        except CommitConflict as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(type(o).__name__ for o in outcomes) == ["CommitConflict", "Outcome"]
+    assert Outcome.PROCESSED in outcomes
+    # The loser retries from scratch: it now reads an ack that covers the change.
+    retried = run_observer(embedded, racing, cell, decide(embedded, cell))
+    assert retried.outcome is Outcome.SKIPPED and len(calls) == 2
+
+
+def test_notification_written_meanwhile_survives_and_is_then_a_skip(embedded: Client) -> None:
+    with embedded.transaction() as txn:
+        txn.set(b"r", COL, b"v1")
+    stale = pending(embedded, b"r")  # what a scan saw before the second write
+    with embedded.transaction() as txn:
+        txn.set(b"r", COL, b"v2")
+    obs = Counting()
+    seen: list[bytes | None] = []
+
+    @observer(COL)
+    def mirror(txn: Transaction, row: bytes, column: bytes) -> None:
+        seen.append(txn.get(row, column))
+
+    assert process_cell(embedded, mirror, stale).outcome is Outcome.PROCESSED
+    assert seen == [b"v2"], "the observer's snapshot includes every change committed before it"
+    left = pending(embedded, b"r")
+    assert len(left.versions) == 1 and left.versions[0][0] != stale.versions[0][0]
+    assert process_cell(embedded, obs, left).outcome is Outcome.SKIPPED
+    must_have_no_notification(embedded, b"r")
+
+
+def test_coalesced_versions_are_one_run(embedded: Client) -> None:
+    for i in range(5):
+        with embedded.transaction() as txn:
+            txn.set(b"r", COL, b"v%d" % i)
+    cell = pending(embedded, b"r")
+    assert len(cell.versions) == 5
+    obs = Counting()
+    assert process_cell(embedded, obs, cell).outcome is Outcome.PROCESSED
+    assert obs.calls == 1
+    must_have_no_notification(embedded, b"r")
+
+
+def test_weak_notification_without_writes_is_unconditional(embedded: Client) -> None:
+    txn = embedded.begin()
+    txn.notify(b"r", COL)
+    txn.commit()
+    cell = pending(embedded, b"r")
+    decision = decide(embedded, cell)
+    assert decision.committed == ((cell.versions[0][0], cell.versions[0][0]),)
+    obs = Counting()
+    assert process_cell(embedded, obs, cell).outcome is Outcome.PROCESSED
+    assert runs(embedded, b"r") == 1
+
+
+def test_malformed_notification_is_reported_not_dropped(embedded: Client) -> None:
+    embedded.store.mutate_rows([RowMutation(layout.notify_table(embedded.table), b"r",
+                                            (Put(COL, 7, b"\x01"),))])
+    with pytest.raises(MalformedNotification):
+        process_cell(embedded, Counting(), pending(embedded, b"r"))
+    assert len(pending(embedded, b"r").versions) == 1
+
+
+def test_cells_of_groups_versions_by_column(embedded: Client) -> None:
+    with embedded.transaction() as txn:
+        txn.set(b"r", COL, b"1")
+        txn.notify(b"r", b"other")
+    with embedded.transaction() as txn:
+        txn.set(b"r", COL, b"2")
+    row = next(iter(embedded.store.scan_rows(layout.notify_table(embedded.table))))
+    cells = cells_of(row)
+    assert [(c.column, len(c.versions)) for c in cells] == [(b"other", 1), (COL, 2)]
+    assert cells[1].versions[0][0] > cells[1].versions[1][0], "newest first"
