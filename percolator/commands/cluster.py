@@ -1,0 +1,102 @@
+"""`percolator cluster`: the demo cluster of docker-compose.yml, as plain local processes.
+
+Starts the node, then the workers, then each one-shot service in order (load, verify),
+all on 127.0.0.1; prints where the node listens; with ``--keep-running`` it then serves
+until Ctrl-C, otherwise it stops everything once the one-shots are done and exits with
+the first non-zero status among them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from ..cli import CommandError
+from ..cluster import DEMO_PAPERS, TOPOLOGY, Service
+
+_LISTENING = re.compile(r"listening on (\S+:\d+)")
+_START_TIMEOUT = 60.0
+_ONESHOT_TIMEOUT = 3600.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, metavar="DIR", help="data root")
+    parser.add_argument("--papers", type=int, default=DEMO_PAPERS,
+                        help="papers the loader generates (default %(default)s)")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="keep the node and workers up after the one-shots, until Ctrl-C")
+
+
+def _command(s: Service, values: dict[str, str], papers: int) -> list[str]:
+    argv = s.render(**values)
+    if s.name == "loader":
+        argv[argv.index("--generate") + 1] = str(papers)
+    return [sys.executable, "-m", "percolator", *argv]
+
+
+def _start_node(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None, text=True)
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(f"[node] {line}")
+            match = _LISTENING.search(line)
+            if match and not found:
+                found.append(match.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(_START_TIMEOUT) or not found:
+        proc.kill()
+        raise CommandError("the node did not start")
+    return proc, found[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    values = {"data": str(root), "listen": "127.0.0.1:0", "node": ""}
+    running: list[subprocess.Popen[str]] = []
+    status = 0
+    try:
+        node, address = _start_node(_command(TOPOLOGY[0], values, args.papers))
+        running.append(node)
+        values["node"] = address
+        print(f"percolator cluster: node listening on {address}", flush=True)
+        for s in TOPOLOGY[1:]:
+            argv = _command(s, values, args.papers)
+            if not s.oneshot:
+                for i in range(s.replicas):
+                    running.append(subprocess.Popen(argv, text=True))
+                    print(f"percolator cluster: started {s.name} {i + 1}/{s.replicas}",
+                          flush=True)
+                continue
+            print(f"percolator cluster: running {s.name}: {' '.join(argv[2:])}", flush=True)
+            code = subprocess.run(argv, timeout=_ONESHOT_TIMEOUT).returncode
+            if code != 0:
+                print(f"percolator cluster: {s.name} exited with {code}", file=sys.stderr)
+                status = status or code
+                break
+        if args.keep_running and status == 0:
+            print("percolator cluster: up; Ctrl-C to stop", flush=True)
+            node.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in reversed(running):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return status
