@@ -57,7 +57,8 @@ def encode_ts(ts: int) -> bytes:
 
 
 def decode_ts(raw: bytes) -> int:
-    return MAX_TS - _TS.unpack(raw)[0]
+    inverted: int = _TS.unpack(raw)[0]
+    return MAX_TS - inverted
 
 
 def table_prefix(table: bytes) -> bytes:

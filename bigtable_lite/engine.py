@@ -177,8 +177,7 @@ class Engine:
                     raise StoreClosed(str(exc)) from exc
                 finally:
                     self._exit()
-                for row in chunk:
-                    yield row
+                yield from chunk
                 if remaining > 0:
                     remaining -= len(chunk)
                 if not position:
@@ -363,7 +362,7 @@ class Engine:
 
 def _take_ownership(path: Path) -> IO[str]:
     """Hold an exclusive flock on DIR/OWNER so a second store on DIR fails cleanly."""
-    owner = open(path / OWNER_FILE, "a+")
+    owner = open(path / OWNER_FILE, "a+")  # noqa: SIM115 - held open: the flock lives with it
     try:
         fcntl.flock(owner.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from typing import Self
 
 from .encoding import after_table, table_prefix
 from .engine import Engine, SyncMode
-from .model import DEFAULT_LIMITS, Cell, Limits, MutationResult, Row, RowMutation, RowRead, \
-    ScanRequest, TabletInfo
+from .model import (
+    DEFAULT_LIMITS,
+    Cell,
+    Limits,
+    MutationResult,
+    Row,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    TabletInfo,
+)
 from .store import StoreOps
 from .tablets import TabletMap
 from .validation import check_batch, check_key, check_reads, check_scan
@@ -71,7 +81,7 @@ class LocalStore(StoreOps):
     def close(self) -> None:
         self.engine.close()
 
-    def __enter__(self) -> "LocalStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from .encoding import MAX_TS
 
@@ -39,7 +39,7 @@ def _fast_init(cls: type[_T]) -> type[_T]:
     init = env["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init  # type: ignore[misc]
+    setattr(cls, "__init__", init)  # noqa: B010 - assigning a method directly upsets mypy
     return cls
 
 
@@ -131,7 +131,7 @@ class VersionAt:
     value: bytes | None = None
 
 
-Condition = Union[NoVersionIn, VersionAt]
+Condition = NoVersionIn | VersionAt
 
 
 # --- mutations ------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class DeleteRange:
     max_ts: int = MAX_TS
 
 
-Mutation = Union[Put, DeleteVersion, DeleteRange]
+Mutation = Put | DeleteVersion | DeleteRange
 
 
 @_fast_init

@@ -11,14 +11,23 @@ unknown outcome: it may have been applied.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
 from . import wire
 from .errors import StorageError, StoreClosed
-from .model import DEFAULT_LIMITS, Cell, Limits, MutationResult, Row, RowMutation, RowRead, \
-    ScanRequest, TabletInfo
+from .model import (
+    DEFAULT_LIMITS,
+    Cell,
+    Limits,
+    MutationResult,
+    Row,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    TabletInfo,
+)
 from .service import SERVICE_NAME
 from .status import error_from_rpc
 from .store import StoreOps
@@ -147,7 +156,7 @@ class RemoteStore(StoreOps):
         if self._owns_channel:
             self._channel.close()
 
-    def __enter__(self) -> "RemoteStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -50,7 +50,7 @@ def _parse(cls: type[M], raw: bytes) -> M:
     wrong method into INVALID_ARGUMENT, and keeps a newer client's request from being
     half-understood by an older server.
     """
-    msg = cls.FromString(raw)
+    msg: M = cls.FromString(raw)
     if len(unknown_fields.UnknownFieldSet(msg)):
         raise InvalidArgument(f"request has fields unknown to {cls.DESCRIPTOR.full_name}")
     return msg
@@ -67,85 +67,98 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
+def _serialize(msg: Message) -> bytes:
+    data: bytes = msg.SerializeToString()
+    return data
+
+
 def _row_bytes(row: Row) -> int:
     return len(row.row) + sum([len(c.column) + len(c.value) + _CELL_OVERHEAD for c in row.cells])
 
 
+def _unary(handler: Callable[[bytes], bytes]) -> grpc.RpcMethodHandler:
+    def call(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return handler(raw)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status, here, once
+            _abort(context, exc)
+
+    return grpc.unary_unary_rpc_method_handler(call)
+
+
+def _stream(handler: Callable[[bytes], Iterator[bytes]]) -> grpc.RpcMethodHandler:
+    def call(raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            yield from handler(raw)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status, here, once
+            _abort(context, exc)
+
+    return grpc.unary_stream_rpc_method_handler(call)
+
+
 class TabletService:
-    """Serves one LocalStore.  Thread-safe: the store is."""
+    """Serves one LocalStore.  Thread-safe: the store is.
+
+    Methods map request bytes to reply bytes and raise on failure; ``method_handlers``
+    wraps them so a failure becomes a status (``bigtable_lite.status``).
+    """
 
     def __init__(self, store: LocalStore) -> None:
         self._store = store
 
-    def ReadRows(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
-            return wire.read_response_to_pb(self._store.read_rows(reads)).SerializeToString()
-        except Exception as exc:
-            _abort(context, exc)
+    def ReadRows(self, raw: bytes) -> bytes:
+        reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
+        return _serialize(wire.read_response_to_pb(self._store.read_rows(reads)))
 
-    def Scan(self, raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def Scan(self, raw: bytes) -> Iterator[bytes]:
+        request = wire.scan_request_from_pb(_parse(pb.ScanRequest, raw))
+        rows = self._store.scan(request)
         try:
-            request = wire.scan_request_from_pb(_parse(pb.ScanRequest, raw))
-            rows = self._store.scan(request)
-            try:
-                chunk: list[Row] = []
-                size = 0
-                for row in rows:
-                    chunk.append(row)
-                    size += _row_bytes(row)
-                    if len(chunk) >= SCAN_CHUNK_ROWS or size >= SCAN_CHUNK_BYTES:
-                        yield wire.scan_response_to_pb(chunk).SerializeToString()
-                        chunk = []
-                        size = 0
-                if chunk:
-                    yield wire.scan_response_to_pb(chunk).SerializeToString()
-            finally:
-                close = getattr(rows, "close", None)
-                if close is not None:
-                    close()  # release the snapshot now, also when the client went away
-        except Exception as exc:
-            _abort(context, exc)
+            chunk: list[Row] = []
+            size = 0
+            for row in rows:
+                chunk.append(row)
+                size += _row_bytes(row)
+                if len(chunk) >= SCAN_CHUNK_ROWS or size >= SCAN_CHUNK_BYTES:
+                    yield _serialize(wire.scan_response_to_pb(chunk))
+                    chunk = []
+                    size = 0
+            if chunk:
+                yield _serialize(wire.scan_response_to_pb(chunk))
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()  # release the snapshot now, also when the client went away
 
-    def MutateRows(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            req = _parse(pb.MutateRowsRequest, raw)
-            results = self._store.mutate_rows(wire.mutate_request_from_pb(req), sync=req.sync)
-            return wire.mutate_response_to_pb(results).SerializeToString()
-        except Exception as exc:
-            _abort(context, exc)
+    def MutateRows(self, raw: bytes) -> bytes:
+        req = _parse(pb.MutateRowsRequest, raw)
+        results = self._store.mutate_rows(wire.mutate_request_from_pb(req), sync=req.sync)
+        return _serialize(wire.mutate_response_to_pb(results))
 
-    def ListTablets(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            req = _parse(pb.ListTabletsRequest, raw)
-            resp = pb.ListTabletsResponse()
-            wire.tablets_to_pb(resp.tablets, self._store.list_tablets(req.table or None))
-            return resp.SerializeToString()
-        except Exception as exc:
-            _abort(context, exc)
+    def ListTablets(self, raw: bytes) -> bytes:
+        req = _parse(pb.ListTabletsRequest, raw)
+        resp = pb.ListTabletsResponse()
+        wire.tablets_to_pb(resp.tablets, self._store.list_tablets(req.table or None))
+        return _serialize(resp)
 
-    def SplitTablet(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            req = _parse(pb.SplitTabletRequest, raw)
-            resp = pb.SplitTabletResponse()
-            wire.tablets_to_pb(resp.tablets, self._store.split_tablet(req.table, req.row))
-            return resp.SerializeToString()
-        except Exception as exc:
-            _abort(context, exc)
+    def SplitTablet(self, raw: bytes) -> bytes:
+        req = _parse(pb.SplitTabletRequest, raw)
+        resp = pb.SplitTabletResponse()
+        wire.tablets_to_pb(resp.tablets, self._store.split_tablet(req.table, req.row))
+        return _serialize(resp)
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Handlers by method name, on raw bytes (no grpc-level (de)serialisers)."""
-        unary: Callable[..., grpc.RpcMethodHandler] = grpc.unary_unary_rpc_method_handler
         return {
-            "ReadRows": unary(self.ReadRows),
-            "Scan": grpc.unary_stream_rpc_method_handler(self.Scan),
-            "MutateRows": unary(self.MutateRows),
-            "ListTablets": unary(self.ListTablets),
-            "SplitTablet": unary(self.SplitTablet),
+            "ReadRows": _unary(self.ReadRows),
+            "Scan": _stream(self.Scan),
+            "MutateRows": _unary(self.MutateRows),
+            "ListTablets": _unary(self.ListTablets),
+            "SplitTablet": _unary(self.SplitTablet),
         }
 
     def add_to_server(self, server: grpc.Server) -> None:
         handlers = self.method_handlers()
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME,
-                                                                              handlers),))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -23,7 +23,6 @@ from .model import (
     VersionAt,
 )
 
-
 MAX_VERSIONS = (1 << 32) - 1
 """Largest max_versions (a uint32 on the wire)."""
 

@@ -102,7 +102,7 @@ def read_request_to_pb(reads: Sequence[RowRead]) -> pb.ReadRowsRequest:
 
 
 def read_request_from_pb(req: pb.ReadRowsRequest) -> list[RowRead]:
-    out = []
+    out: list[RowRead] = []
     for m in req.reads:
         f = m.filter
         out.append(RowRead(m.table, m.row, tuple(f.columns), tuple(f.prefixes),
@@ -255,7 +255,7 @@ def _mutation_from_pb(x: pb.Mutation) -> Mutation:
 
 
 def mutate_request_from_pb(req: pb.MutateRowsRequest) -> list[RowMutation]:
-    out = []
+    out: list[RowMutation] = []
     append = out.append
     for r in req.rows:
         conditions = r.conditions
@@ -285,7 +285,7 @@ def mutate_response_to_pb(results: Sequence[MutationResult]) -> pb.MutateRowsRes
 
 
 def mutate_response_from_pb(resp: pb.MutateRowsResponse) -> list[MutationResult]:
-    out = []
+    out: list[MutationResult] = []
     for m in resp.results:
         if m.applied:
             out.append(APPLIED)

@@ -13,10 +13,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bigtable_lite import DEFAULT_LIMITS, Limits, LocalStore, RemoteStore, StoreOps
+from bigtable_lite import DEFAULT_LIMITS, Limits, LocalStore, RemoteStore
 from bigtable_lite.server import build_server, stop_server
 
 CALL_TIMEOUT = 10.0
+
+Store = LocalStore | RemoteStore
+"""What the parametrised ``store`` fixture gives."""
 
 
 @dataclass
@@ -70,7 +73,7 @@ def remote_store(served: Served) -> Iterator[RemoteStore]:
 
 
 @pytest.fixture(params=["local", "remote"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOps]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """The same tests against LocalStore and against RemoteStore over a real server."""
     if request.param == "local":
         with LocalStore(tmp_path / "local") as local:

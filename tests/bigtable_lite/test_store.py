@@ -7,6 +7,7 @@ import pytest
 from bigtable_lite import (
     MAX_TS,
     Cell,
+    Condition,
     DeleteRange,
     DeleteVersion,
     InvalidArgument,
@@ -18,37 +19,38 @@ from bigtable_lite import (
     RowMutation,
     RowRead,
     ScanRequest,
-    StoreOps,
     TabletStore,
     TimeRange,
     VersionAt,
 )
 
+from .conftest import Store
+
 T = b"t"
 
 
-def must_put(store: StoreOps, row: bytes, column: bytes, ts: int, value: bytes) -> None:
+def must_put(store: Store, row: bytes, column: bytes, ts: int, value: bytes) -> None:
     assert store.check_and_mutate(T, row, (), [Put(column, ts, value)]).applied
 
 
-def must_see(store: StoreOps, row: bytes, column: bytes, ts: int, value: bytes | None) -> None:
+def must_see(store: Store, row: bytes, column: bytes, ts: int, value: bytes | None) -> None:
     cell = store.get(T, row, column, ts)
     assert (cell.value if cell else None) == value
 
 
-def rows_of(store: StoreOps, start: bytes | None = None, end: bytes | None = None,
+def rows_of(store: Store, start: bytes | None = None, end: bytes | None = None,
             **kwargs: object) -> list[bytes]:
     return [r.row for r in store.scan_rows(T, start, end, **kwargs)]  # type: ignore[arg-type]
 
 
-def test_implements_the_protocol(store: StoreOps) -> None:
+def test_implements_the_protocol(store: Store) -> None:
     assert isinstance(store, TabletStore)
 
 
 # --- reads ------------------------------------------------------------------------------
 
 
-def test_get_returns_newest_version_at_or_below_ts(store: StoreOps) -> None:
+def test_get_returns_newest_version_at_or_below_ts(store: Store) -> None:
     for ts in (10, 20, 30):
         must_put(store, b"r", b"c", ts, b"v%d" % ts)
     must_see(store, b"r", b"c", 9, None)
@@ -59,7 +61,7 @@ def test_get_returns_newest_version_at_or_below_ts(store: StoreOps) -> None:
     assert store.get(T, b"absent", b"c") is None
 
 
-def test_timestamp_extremes(store: StoreOps) -> None:
+def test_timestamp_extremes(store: Store) -> None:
     must_put(store, b"r", b"c", 0, b"zero")
     must_put(store, b"r", b"c", MAX_TS, b"max")
     must_see(store, b"r", b"c", 0, b"zero")
@@ -67,7 +69,7 @@ def test_timestamp_extremes(store: StoreOps) -> None:
     must_see(store, b"r", b"c", MAX_TS, b"max")
 
 
-def test_read_row_columns_prefixes_and_versions(store: StoreOps) -> None:
+def test_read_row_columns_prefixes_and_versions(store: Store) -> None:
     for column in (b"a", b"ab", b"abc", b"b", b"b\x00", b"b\xff"):
         for ts in (1, 2, 3):
             must_put(store, b"r", column, ts, column + b"@%d" % ts)
@@ -87,7 +89,7 @@ def test_read_row_columns_prefixes_and_versions(store: StoreOps) -> None:
     assert store.read_row(T, b"r", column_prefixes=[b"z"]) == []
 
 
-def test_read_rows_in_one_call(store: StoreOps) -> None:
+def test_read_rows_in_one_call(store: Store) -> None:
     must_put(store, b"r1", b"c", 1, b"one")
     must_put(store, b"r2", b"c", 1, b"two")
     got = store.read_rows([RowRead(T, b"r2"), RowRead(T, b"missing"), RowRead(T, b"r1"),
@@ -96,24 +98,24 @@ def test_read_rows_in_one_call(store: StoreOps) -> None:
     assert store.read_rows([]) == []
 
 
-def test_values_are_kept_exactly(store: StoreOps) -> None:
+def test_values_are_kept_exactly(store: Store) -> None:
     values = [b"", b"\x00", b"\xff" * 1000, bytes(range(256)) * 64]
     for i, value in enumerate(values):
         must_put(store, b"r", b"c%d" % i, 5, value)
     assert [c.value for c in store.read_row(T, b"r")] == values
 
 
-def test_str_is_accepted_as_utf8(store: StoreOps) -> None:
+def test_str_is_accepted_as_utf8(store: Store) -> None:
     store.put("t", "zeile-ü", "spalte", 3, "wert")
-    assert store.get(T, "zeile-ü".encode(), b"spalte") == Cell("spalte".encode(), 3, "wert".encode())
-    assert store.get("t", "zeile-ü", "spalte", 3) == Cell(b"spalte", 3, "wert".encode())
+    assert store.get(T, "zeile-ü".encode(), b"spalte") == Cell(b"spalte", 3, b"wert")
+    assert store.get("t", "zeile-ü", "spalte", 3) == Cell(b"spalte", 3, b"wert")
     assert [r.row for r in store.scan_rows("t", "zeile", "zeilf")] == ["zeile-ü".encode()]
 
 
 # --- scans ------------------------------------------------------------------------------
 
 
-def test_scan_ranges_are_start_inclusive_end_exclusive(store: StoreOps) -> None:
+def test_scan_ranges_are_start_inclusive_end_exclusive(store: Store) -> None:
     for row in (b"a", b"b", b"c", b"d"):
         must_put(store, row, b"c", 1, row)
     assert rows_of(store) == [b"a", b"b", b"c", b"d"]
@@ -126,7 +128,7 @@ def test_scan_ranges_are_start_inclusive_end_exclusive(store: StoreOps) -> None:
     assert rows == [Row(b"a", (Cell(b"c", 1, b"a"),))]
 
 
-def test_scan_rows_with_zero_and_ff_bytes_and_prefix_rows(store: StoreOps) -> None:
+def test_scan_rows_with_zero_and_ff_bytes_and_prefix_rows(store: Store) -> None:
     rows = [b"\x00", b"\x00\x00", b"\x00\x01", b"\x00\xff", b"a", b"a\x00", b"a\x00b", b"ab",
             b"\xff", b"\xff\xff"]
     for row in reversed(rows):
@@ -141,7 +143,7 @@ def test_scan_rows_with_zero_and_ff_bytes_and_prefix_rows(store: StoreOps) -> No
     assert rows_of(store) == sorted(rows)
 
 
-def test_scan_filters_and_skips_rows_without_selected_cells(store: StoreOps) -> None:
+def test_scan_filters_and_skips_rows_without_selected_cells(store: Store) -> None:
     must_put(store, b"r1", b"lock", 5, b"L")
     must_put(store, b"r1", b"data", 5, b"D")
     must_put(store, b"r2", b"data", 7, b"D")
@@ -154,7 +156,7 @@ def test_scan_filters_and_skips_rows_without_selected_cells(store: StoreOps) -> 
     assert [(r.row, [c.ts for c in r.cells]) for r in newest] == [(b"r1", [5]), (b"r2", [9])]
 
 
-def test_scan_limit_and_many_rows_in_order(store: StoreOps) -> None:
+def test_scan_limit_and_many_rows_in_order(store: Store) -> None:
     n = 700  # more than one engine chunk and one ScanResponse
     store.mutate_rows([RowMutation(T, b"row%05d" % i, (Put(b"c", 1, b"v"),)) for i in range(n)])
     all_rows = rows_of(store)
@@ -164,7 +166,7 @@ def test_scan_limit_and_many_rows_in_order(store: StoreOps) -> None:
     assert len(rows_of(store, limit=n + 5)) == n
 
 
-def test_scan_is_lazy_and_can_stop_early(store: StoreOps) -> None:
+def test_scan_is_lazy_and_can_stop_early(store: Store) -> None:
     store.mutate_rows([RowMutation(T, b"r%04d" % i, (Put(b"c", 1, b"v"),)) for i in range(600)])
     it = store.scan_rows(T)
     first = [next(it).row for _ in range(3)]
@@ -173,7 +175,7 @@ def test_scan_is_lazy_and_can_stop_early(store: StoreOps) -> None:
     assert len(rows_of(store, limit=1)) == 1  # nothing was left stuck
 
 
-def test_scan_reads_one_snapshot(store: StoreOps) -> None:
+def test_scan_reads_one_snapshot(store: Store) -> None:
     store.mutate_rows([RowMutation(T, b"r%04d" % i, (Put(b"c", 1, b"v"),)) for i in range(600)])
     it = store.scan_rows(T)
     first = next(it)
@@ -187,7 +189,7 @@ def test_scan_reads_one_snapshot(store: StoreOps) -> None:
 # --- conditions -------------------------------------------------------------------------
 
 
-def test_no_version_in(store: StoreOps) -> None:
+def test_no_version_in(store: Store) -> None:
     must_put(store, b"r", b"c", 10, b"v")
     cam = store.check_and_mutate
     assert cam(T, b"r", [NoVersionIn(b"c", 11)], [Put(b"x", 1, b"1")]).applied
@@ -199,14 +201,14 @@ def test_no_version_in(store: StoreOps) -> None:
     must_see(store, b"r", b"x", MAX_TS, b"3")
 
 
-def test_no_version_in_reports_the_newest_version_in_range(store: StoreOps) -> None:
+def test_no_version_in_reports_the_newest_version_in_range(store: Store) -> None:
     for ts in (5, 8, 12):
         must_put(store, b"r", b"c", ts, b"v%d" % ts)
     res = store.check_and_mutate(T, b"r", [NoVersionIn(b"c", 0, 10)], [Put(b"x", 1, b"")])
     assert res.found == Cell(b"c", 8, b"v8")
 
 
-def test_version_at(store: StoreOps) -> None:
+def test_version_at(store: Store) -> None:
     must_put(store, b"r", b"c", 10, b"v")
     cam = store.check_and_mutate
     assert cam(T, b"r", [VersionAt(b"c", 10)], [Put(b"x", 1, b"1")]).applied
@@ -219,16 +221,17 @@ def test_version_at(store: StoreOps) -> None:
     must_see(store, b"r", b"x", MAX_TS, b"2")
 
 
-def test_first_failing_condition_is_reported_and_nothing_applies(store: StoreOps) -> None:
+def test_first_failing_condition_is_reported_and_nothing_applies(store: Store) -> None:
     must_put(store, b"r", b"a", 1, b"A")
-    conditions = [VersionAt(b"a", 1), NoVersionIn(b"b"), NoVersionIn(b"a"), VersionAt(b"z", 1)]
+    conditions: list[Condition] = [VersionAt(b"a", 1), NoVersionIn(b"b"), NoVersionIn(b"a"),
+                                   VersionAt(b"z", 1)]
     res = store.check_and_mutate(T, b"r", conditions,
                                  [Put(b"b", 2, b"B"), DeleteVersion(b"a", 1)])
     assert res == MutationResult(False, 2, Cell(b"a", 1, b"A"))
     assert store.read_row(T, b"r") == [Cell(b"a", 1, b"A")]
 
 
-def test_conditions_only_see_their_own_row(store: StoreOps) -> None:
+def test_conditions_only_see_their_own_row(store: Store) -> None:
     must_put(store, b"r", b"c", 1, b"v")
     assert store.check_and_mutate(T, b"r\x00", [NoVersionIn(b"c")], [Put(b"c", 1, b"")]).applied
     assert store.check_and_mutate(T, b"s", [NoVersionIn(b"c")], [Put(b"c", 1, b"")]).applied
@@ -238,13 +241,13 @@ def test_conditions_only_see_their_own_row(store: StoreOps) -> None:
 # --- mutations --------------------------------------------------------------------------
 
 
-def test_put_overwrites_same_version(store: StoreOps) -> None:
+def test_put_overwrites_same_version(store: Store) -> None:
     must_put(store, b"r", b"c", 1, b"old")
     must_put(store, b"r", b"c", 1, b"new")
     assert store.read_row(T, b"r") == [Cell(b"c", 1, b"new")]
 
 
-def test_delete_version(store: StoreOps) -> None:
+def test_delete_version(store: Store) -> None:
     for ts in (1, 2, 3):
         must_put(store, b"r", b"c", ts, b"v")
     assert store.check_and_mutate(T, b"r", (), [DeleteVersion(b"c", 2),
@@ -252,7 +255,7 @@ def test_delete_version(store: StoreOps) -> None:
     assert [c.ts for c in store.read_row(T, b"r")] == [3, 1]
 
 
-def test_delete_range_is_inclusive_and_stays_in_its_column(store: StoreOps) -> None:
+def test_delete_range_is_inclusive_and_stays_in_its_column(store: Store) -> None:
     for column in (b"c", b"c\x00", b"cc"):
         for ts in range(1, 7):
             must_put(store, b"r", column, ts, b"v")
@@ -265,20 +268,20 @@ def test_delete_range_is_inclusive_and_stays_in_its_column(store: StoreOps) -> N
     must_see(store, b"r\x00", b"c", MAX_TS, b"v")
 
 
-def test_mutations_of_a_row_apply_in_order(store: StoreOps) -> None:
+def test_mutations_of_a_row_apply_in_order(store: Store) -> None:
     res = store.check_and_mutate(T, b"r", (), [Put(b"c", 1, b"a"), DeleteVersion(b"c", 1),
                                                Put(b"c", 2, b"b"), Put(b"d", 1, b"d")])
     assert res.applied
     assert store.read_row(T, b"r") == [Cell(b"c", 2, b"b"), Cell(b"d", 1, b"d")]
 
 
-def test_empty_mutation_is_a_no_op(store: StoreOps) -> None:
+def test_empty_mutation_is_a_no_op(store: Store) -> None:
     assert store.check_and_mutate(T, b"r", (), ()).applied
     assert store.mutate_rows([]) == []
     assert list(store.scan_rows(T)) == []
 
 
-def test_batch_results_are_independent_and_in_order(store: StoreOps) -> None:
+def test_batch_results_are_independent_and_in_order(store: Store) -> None:
     must_put(store, b"b", b"c", 1, b"taken")
     results = store.mutate_rows([
         RowMutation(T, b"a", (Put(b"c", 2, b"A"),), (NoVersionIn(b"c"),)),
@@ -291,7 +294,7 @@ def test_batch_results_are_independent_and_in_order(store: StoreOps) -> None:
     must_see(store, b"b", b"c", MAX_TS, b"taken")
 
 
-def test_batch_with_repeated_rows_applies_them_in_order(store: StoreOps) -> None:
+def test_batch_with_repeated_rows_applies_them_in_order(store: Store) -> None:
     results = store.mutate_rows([
         RowMutation(T, b"r", (Put(b"lock", 5, b"first"),), (NoVersionIn(b"lock"),)),
         RowMutation(T, b"other", (Put(b"c", 1, b"x"),)),
@@ -304,7 +307,7 @@ def test_batch_with_repeated_rows_applies_them_in_order(store: StoreOps) -> None
     assert store.read_row(T, b"r") == [Cell(b"lock", 7, b"third")]
 
 
-def test_sync_writes(store: StoreOps) -> None:
+def test_sync_writes(store: Store) -> None:
     assert store.mutate_rows([RowMutation(T, b"r", (Put(b"c", 1, b"v"),))], sync=True)[0].applied
     must_see(store, b"r", b"c", 1, b"v")
 
@@ -312,7 +315,7 @@ def test_sync_writes(store: StoreOps) -> None:
 # --- tablets ----------------------------------------------------------------------------
 
 
-def test_split_and_list_tablets(store: StoreOps) -> None:
+def test_split_and_list_tablets(store: Store) -> None:
     store.put(T, b"a", b"c", 1, b"v")
     store.put(b"u", b"a", b"c", 1, b"v")
     assert [(t.table, t.start_row, t.end_row) for t in store.list_tablets()] == [
@@ -332,7 +335,7 @@ def test_split_and_list_tablets(store: StoreOps) -> None:
 # --- caller mistakes --------------------------------------------------------------------
 
 
-def scan_all(store: StoreOps) -> list[Row]:
+def scan_all(store: Store) -> list[Row]:
     return list(store.scan_rows(T)) + list(store.scan_rows(b"t2"))
 
 
@@ -351,7 +354,7 @@ def scan_all(store: StoreOps) -> list[Row]:
     (RowMutation(T, b"r", (Put(b"c", 1, b"v"),), (NoVersionIn(b"c", 5, 4),)), InvalidArgument),
     (RowMutation(T, b"r", (Put(b"c", 1, b"v"),), (VersionAt(b"", 1),)), InvalidArgument),
 ])
-def test_bad_mutations_are_refused_and_nothing_is_written(store: StoreOps, mutation: RowMutation,
+def test_bad_mutations_are_refused_and_nothing_is_written(store: Store, mutation: RowMutation,
                                                           error: type[Exception]) -> None:
     good = RowMutation(b"t2", b"fine", (Put(b"c", 1, b"v"),))
     with pytest.raises(error):
@@ -359,7 +362,7 @@ def test_bad_mutations_are_refused_and_nothing_is_written(store: StoreOps, mutat
     assert scan_all(store) == []
 
 
-def test_oversize_batch_is_refused(store: StoreOps) -> None:
+def test_oversize_batch_is_refused(store: Store) -> None:
     batch = [RowMutation(T, b"r%05d" % i, (Put(b"c", 1, b"v"),)) for i in range(10_001)]
     with pytest.raises(LimitExceeded):
         store.mutate_rows(batch)
@@ -378,12 +381,12 @@ def test_oversize_batch_is_refused(store: StoreOps) -> None:
     lambda s: s.mutate_rows([RowMutation(T, b"r", (Put(b"c", 1, "v"),))]),  # type: ignore[arg-type]
     lambda s: s.mutate_rows([RowMutation(T, b"r", ("put",))]),  # type: ignore[arg-type]
     lambda s: s.mutate_rows([RowMutation(T, b"r", (), ("cond",))]),  # type: ignore[arg-type]
-    lambda s: s.mutate_rows([(T, b"r")]),  # type: ignore[list-item]
+    lambda s: s.mutate_rows([(T, b"r")]),
     lambda s: s.read_rows([RowRead(T, bytearray(b"r"))]),  # type: ignore[arg-type]
     lambda s: s.scan(ScanRequest("t")),  # type: ignore[arg-type]
-    lambda s: s.read_row(T, b"r", time_range=(0, 5)),  # type: ignore[arg-type]
+    lambda s: s.read_row(T, b"r", time_range=(0, 5)),
 ])
-def test_wrong_types_raise_type_error_before_any_io(store: StoreOps, call: object) -> None:
+def test_wrong_types_raise_type_error_before_any_io(store: Store, call: object) -> None:
     with pytest.raises(TypeError):
         call(store)  # type: ignore[operator]
     assert scan_all(store) == []
@@ -405,6 +408,6 @@ def test_wrong_types_raise_type_error_before_any_io(store: StoreOps, call: objec
     lambda s: s.split_tablet(T, b""),
     lambda s: s.list_tablets(b""),
 ])
-def test_bad_reads_raise_value_error(store: StoreOps, call: object) -> None:
+def test_bad_reads_raise_value_error(store: Store, call: object) -> None:
     with pytest.raises(ValueError):
         call(store)  # type: ignore[operator]

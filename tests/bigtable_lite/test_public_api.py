@@ -1,0 +1,41 @@
+"""The public surface of bigtable_lite is pinned: changing it must be a deliberate edit here."""
+
+from __future__ import annotations
+
+import inspect
+
+import bigtable_lite
+from bigtable_lite import server
+
+PUBLIC = {
+    "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "Cell", "Condition", "DataCorruption",
+    "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
+    "Mutation", "MutationResult", "NoVersionIn", "Put", "RemoteStore", "Row", "RowMutation",
+    "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked", "StoreOps",
+    "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "VersionAt", "WrongTablet",
+}
+
+
+def test_package_exports() -> None:
+    assert set(bigtable_lite.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(bigtable_lite, name)
+
+
+def test_both_stores_implement_the_interface() -> None:
+    ops = {"read_rows", "scan", "mutate_rows", "list_tablets", "split_tablet", "close", "get",
+           "put", "check_and_mutate", "read_row", "scan_rows"}
+    for cls in (bigtable_lite.LocalStore, bigtable_lite.RemoteStore):
+        assert ops <= set(dir(cls)), cls
+
+
+def test_server_api() -> None:
+    assert set(server.__all__) == {"ServiceRegistration", "build_server", "server_options",
+                                   "set_not_serving", "stop_server"}
+    params = inspect.signature(server.build_server).parameters
+    assert list(params) == ["store", "listen", "extra", "max_workers"]
+    assert params["extra"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["max_workers"].default == 32
+    assert [f for f in server.ServiceRegistration.__dataclass_fields__] == ["name", "add"]
+    remote = inspect.signature(bigtable_lite.RemoteStore).parameters
+    assert list(remote) == ["address", "timeout", "limits"] and remote["timeout"].default == 30.0
