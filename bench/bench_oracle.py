@@ -28,11 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import grpc  # noqa: E402
+import grpc
 
-from bigtable_lite import LocalStore  # noqa: E402
-from percolator.oracle import Oracle  # noqa: E402
-from percolator.oracle_client import RemoteOracle  # noqa: E402
+from bigtable_lite import LocalStore
+from percolator.oracle import Oracle
+from percolator.oracle_client import RemoteOracle
 
 TARGET_GRPC_64 = 100_000
 TARGET_IN_PROCESS = 1_000_000
@@ -55,7 +55,7 @@ class Figure:
     def batch(self) -> float:
         return self.timestamps / self.rpcs if self.rpcs else 0.0
 
-    def __add__(self, other: "Figure") -> "Figure":  # processes measured side by side
+    def __add__(self, other: Figure) -> Figure:  # processes measured side by side
         seconds = max(self.seconds, other.seconds)
         return Figure(self.timestamps + other.timestamps, self.rpcs + other.rpcs, seconds,
                       self.cpu_seconds + other.cpu_seconds)

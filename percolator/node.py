@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Self
 
 import grpc
 
@@ -55,7 +56,7 @@ class Node:
         """``HOST:PORT`` with the real port, also when 0 was asked for."""
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "Node":
+    def start(self) -> Self:
         self.server.start()
         return self
 
@@ -74,7 +75,7 @@ class Node:
                 self.oracle.close()
                 self.store.close()
 
-    def __enter__(self) -> "Node":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

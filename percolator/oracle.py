@@ -34,7 +34,7 @@ from __future__ import annotations
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from bigtable_lite import (
     MAX_TS,
@@ -196,7 +196,7 @@ class Oracle:
             self._closed = True
             self._limit = -1  # every request now takes the slow path, which refuses it
 
-    def __enter__(self) -> "Oracle":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import _thread
 import threading
+from typing import Self
 
 import grpc
 
@@ -53,7 +54,7 @@ class _Batch:
     request in flight before this batch returns.
     """
 
-    __slots__ = ("count", "first", "error", "settled", "waiters", "turn")
+    __slots__ = ("count", "error", "first", "settled", "turn", "waiters")
 
     def __init__(self) -> None:
         self.count = 0
@@ -176,7 +177,7 @@ class RemoteOracle:
         if self._owns_channel:
             self._channel.close()
 
-    def __enter__(self) -> "RemoteOracle":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -90,7 +90,7 @@ class OracleServicer:
         count = request.count
         try:
             first = self._oracle.get_timestamps(count)
-        except Exception as exc:  # translated to a status once, here
+        except Exception as exc:  # noqa: BLE001 -- every error becomes a status, once, here
             _abort(context, exc)
         return oracle_pb2.GetTimestampsResponse(first=first, count=count)
 
@@ -98,7 +98,7 @@ class OracleServicer:
                        context: grpc.ServicerContext) -> oracle_pb2.OracleStats:
         try:
             s = self._oracle.stats()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- as above
             _abort(context, exc)
         return oracle_pb2.OracleStats(timestamps_served=s.timestamps_served,
                                       requests=s.requests,

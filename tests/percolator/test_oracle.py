@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -59,7 +60,7 @@ class CountingStore:
 
 
 def must_increase(values: Sequence[int]) -> None:
-    assert all(a < b for a, b in zip(values, values[1:])), "not strictly increasing"
+    assert all(a < b for a, b in itertools.pairwise(values)), "not strictly increasing"
 
 
 def test_timestamps_start_at_one_and_strictly_increase(store: LocalStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def must_increase(values: list[int]) -> None:
-    assert all(a < b for a, b in zip(values, values[1:])), "a thread's timestamps went backwards"
+    assert all(a < b for a, b in itertools.pairwise(values)), "a thread's timestamps went backwards"
 
 
 def test_threads_and_processes_get_unique_increasing_timestamps(server: ServerProcess) -> None:

@@ -182,18 +182,16 @@ def test_server_errors_arrive_as_our_errors(fake: tuple[RecordingSource, str],
                                             raised: Exception, expected: type[Exception]) -> None:
     source, address = fake
     source.error = raised
-    with RemoteOracle(address, timeout=WAIT) as c:
-        with pytest.raises(expected) as info:
-            c.get_timestamp()
+    with RemoteOracle(address, timeout=WAIT) as c, pytest.raises(expected) as info:
+        c.get_timestamp()
     assert not isinstance(info.value, grpc.RpcError)
 
 
 def test_unreachable_server_is_unavailable(tmp_path: Path) -> None:
     with Node(tmp_path / "data", "127.0.0.1:0") as n:
         address = n.address
-    with RemoteOracle(address, timeout=2.0) as c:
-        with pytest.raises(Unavailable):
-            c.get_timestamp()
+    with RemoteOracle(address, timeout=2.0) as c, pytest.raises(Unavailable):
+        c.get_timestamp()
 
 
 def test_closed_client_refuses(node: Node) -> None:
@@ -263,7 +261,7 @@ def test_no_caller_gets_a_number_fetched_before_it_asked(fake: tuple[RecordingSo
         run_threads(24, take)
         stats = c.stats()
     for got, when in zip(per_thread, asked):
-        assert all(a < b for a, b in zip(got, got[1:]))
+        assert all(a < b for a, b in itertools.pairwise(got))
         for ts, asked_at in zip(got, when):
             assert source.request_of(ts).seq > asked_at, "number from a range fetched earlier"
     everything = [ts for got in per_thread for ts in got]
@@ -285,7 +283,7 @@ def test_batches_never_exceed_the_maximum_count(fake: tuple[RecordingSource, str
         run_threads(4, take)
     assert max(r.count for r in source.requests) <= MAX_COUNT
     covered = sorted(ranges)
-    for (a, n), (b, _) in zip(covered, covered[1:]):
+    for (a, n), (b, _) in itertools.pairwise(covered):
         assert a + n <= b, "ranges overlap"
 
 
