@@ -12,6 +12,10 @@ import itertools
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
+from bigtable_lite import Unavailable
+from percolator.failpoints import FAILPOINT_EXIT_CODE
 from percolator.oracle_client import RemoteOracle
 from tests.percolator.oracle_procs import WAIT, ChildProcess
 from tests.procs import ServerProcess
@@ -20,6 +24,7 @@ CLIENTS = 2
 THREADS = 4
 CRASHES = 2
 LINES_PER_ROUND = 400
+BLOCK = 200
 
 
 def read_stream(children: list[ChildProcess], lines: int) -> None:
@@ -30,7 +35,7 @@ def read_stream(children: list[ChildProcess], lines: int) -> None:
 
 
 def test_kill_9_while_clients_take_timestamps(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", "--oracle-block", "200").start()
+    server = ServerProcess(tmp_path / "data", "--oracle-block", str(BLOCK)).start()
     children = [ChildProcess("stream", server.address, str(THREADS)) for _ in range(CLIENTS)]
     probes: list[tuple[int, int]] = []  # (incarnation, timestamp) taken by this test
     try:
@@ -71,3 +76,24 @@ def test_kill_9_while_clients_take_timestamps(tmp_path: Path) -> None:
             f"restart {k + 1} handed out a timestamp at or below one from before the crash"
     for seq in by_thread.values():
         assert all(a < b for a, b in itertools.pairwise(seq)), "a thread's timestamps went backwards"
+
+
+@pytest.mark.parametrize("failpoint,first_after_restart", [
+    ("oracle.before_persist_mark", 1),      # nothing persisted, nothing handed out
+    ("oracle.after_persist_mark", BLOCK + 2),  # mark 1 + BLOCK on disk: start above it
+])
+def test_crash_at_the_persist_of_a_block(tmp_path: Path, failpoint: str,
+                                         first_after_restart: int) -> None:
+    data = tmp_path / "data"
+    server = ServerProcess(data, "--oracle-block", str(BLOCK),
+                           env={"PERCOLATOR_FAILPOINTS": f"{failpoint}=exit"}).start()
+    try:
+        with RemoteOracle(server.address, timeout=WAIT) as client, pytest.raises(Unavailable):
+            client.get_timestamp()  # the server dies at the failpoint, before answering
+        assert server.proc is not None
+        assert server.proc.wait(timeout=WAIT) == FAILPOINT_EXIT_CODE
+    finally:
+        server.kill()
+    with ServerProcess(data, "--oracle-block", str(BLOCK)) as restarted, \
+            RemoteOracle(restarted.address, timeout=WAIT) as client:
+        assert client.get_timestamp() == first_after_restart
