@@ -56,6 +56,11 @@ class CommitPlan:
 def plan(ctx: TxnContext, start_ts: int, writes: dict[Key, tuple[bytes, bytes | None]],
          weak: set[Key]) -> CommitPlan:
     primary = min(writes)
+    notes = _notifications(ctx, start_ts, primary, writes, weak)
+    if len(writes) == 1:
+        op, value = writes[primary]
+        return CommitPlan(start_ts, primary, [(primary[0], [CellWrite(primary[1], op, value)])],
+                          notes, ctx.keeper.expiry())
     by_row: dict[bytes, list[CellWrite]] = {}
     for (row, col), (op, value) in sorted(writes.items()):
         by_row.setdefault(row, []).append(CellWrite(col, op, value))
@@ -67,15 +72,25 @@ def plan(ctx: TxnContext, start_ts: int, writes: dict[Key, tuple[bytes, bytes | 
                 parts.insert(0, part)
             else:
                 parts.append(part)
-    notify = [key for key in writes if ctx.is_observed(key[1])]
+    return CommitPlan(start_ts, primary, parts, notes, ctx.keeper.expiry())
+
+
+def _notifications(ctx: TxnContext, start_ts: int, primary: Key,
+                   writes: dict[Key, tuple[bytes, bytes | None]], weak: set[Key]
+                   ) -> list[RowMutation]:
+    """A notification for each written observed column and each weak notification."""
+    is_observed = ctx.is_observed
+    notify = [key for key in writes if is_observed(key[1])]
+    if not notify and not weak:
+        return []
     notes = []
     ntable = layout.notify_table(ctx.table)
     for keys, weak_flag in ((notify, False), (sorted(weak - set(notify)), True)):
+        record = records.encode_notification(records.Notification(primary[0], primary[1],
+                                                                  weak_flag))
         for row, col in keys:
-            record = records.encode_notification(records.Notification(primary[0], primary[1],
-                                                                      weak_flag))
             notes.append(RowMutation(ntable, row, (Put(col, start_ts, record),)))
-    return CommitPlan(start_ts, primary, parts, notes, ctx.keeper.expiry())
+    return notes
 
 
 def commit_transaction(ctx: TxnContext, start_ts: int,
@@ -109,6 +124,8 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
 
 def mutate_in_calls(ctx: TxnContext, batch: list[RowMutation]) -> list[MutationResult]:
     """mutate_rows in as few calls as the store's batch and message limits allow."""
+    if len(batch) == 1:
+        return ctx.store.mutate_rows(batch)
     results: list[MutationResult] = []
     start, size = 0, 0
     for i, m in enumerate(batch):
