@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from percolator import Client, records
@@ -137,8 +138,15 @@ def finish(client: Client, cell: PendingCell, decision: Decision) -> None:
                     [(cell.row, cell.column, decision.decided)])
 
 
-def process_cell(client: Client, obs: Observer, cell: PendingCell) -> CellResult:
-    """The three steps; failpoint ``worker.after_observer`` sits between commit and delete."""
+Finish = Callable[[Client, PendingCell, Decision], None]
+
+
+def process_cell(client: Client, obs: Observer, cell: PendingCell, *,
+                 finish: Finish = finish) -> CellResult:
+    """The three steps; failpoint ``worker.after_observer`` sits between commit and delete.
+
+    A worker passes its own ``finish`` that deletes in the background (observers.deleter).
+    """
     decision = decide(client, cell)
     result = run_observer(client, obs, cell, decision)
     if result.outcome is Outcome.PROCESSED:

@@ -36,11 +36,12 @@ from percolator.layout import notify_table
 
 from . import notifications, parking
 from .compaction import DEFAULT_COMPACT_EVERY, CompactionPolicy
+from .deleter import Deleter, Item
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
 from .layout import STATS_COLUMN, ParkInfo, workers_table
 from .membership import DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, Membership
 from .notifications import PendingCell, Range
-from .processing import CellResult, MalformedNotification, Outcome, process_cell
+from .processing import CellResult, Decision, MalformedNotification, Outcome, process_cell
 from .registry import Observer, ObserverRegistry
 from .retry import DEFAULT_BACKOFF, Backoff, RetryBook
 from .stats import Counters, WorkerStats, percentile
@@ -52,6 +53,7 @@ Key = tuple[bytes, bytes]
 DEFAULT_POLL_INTERVAL = 0.01
 _SPAN_REFRESH = 1.0   # seconds between re-reads of the notify table's tablets
 _WAIT_SLICE = 0.5     # longest single wait of a thread, so stop() is noticed promptly
+_DELETING = 2**63     # scan stamp of a version whose delete is still queued: always ignored
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -112,6 +114,7 @@ class Worker:
                                      self.clock, ttl=lease_ttl, threads=threads)
         self.compaction = CompactionPolicy(client.store, self.table, compact_every)
         self.counters = Counters()
+        self.deleter = Deleter(client.store, self.table, self._deleted)
         client.register_observed_columns(self.columns)
 
         self._cond = threading.Condition()
@@ -149,6 +152,7 @@ class Worker:
             self._failed = None
             self._started_ms = self.clock.now_ms()
             self.membership.heartbeat()
+            self.deleter.start()
             self._threads = (
                 [self._spawn(f"processor-{i}", self._process_loop) for i in range(self.threads)]
                 + [self._spawn(f"scanner-{k}", self._scan_loop, k)
@@ -190,10 +194,12 @@ class Worker:
                 if thread.is_alive():
                     stuck.append(thread.name)
             self._threads = []
+            self.deleter.close(max(1.0, deadline - time.monotonic()))
             self._running = False
             with self._cond:
                 self._queue.clear()
                 self._queued.clear()
+                self._done = {v: d for v, d in self._done.items() if d != _DELETING}
             try:
                 self._persist_stats("stopped")
                 self.membership.leave()
@@ -255,11 +261,14 @@ class Worker:
         return self.stats()
 
     def _idle(self) -> bool:
-        """Nothing queued or in flight, before and after a fresh probe that found nothing."""
+        """Nothing queued, in flight or being deleted, before and after a fresh probe that
+        found nothing."""
         with self._cond:
             if self._queue or self._inflight:
                 return False
             marker = self._started
+        if self.deleter.pending:
+            return False
         if notifications.has_pending(self.client.store, self.table, self.columns):
             return False
         with self._cond:
@@ -385,11 +394,25 @@ class Worker:
             self.counters.add("found", new)
         return new, seen
 
-    def _note_done(self, cell: PendingCell, stamps: Iterable[int]) -> None:
+    def _note_done(self, row: bytes, column: bytes, stamps: Iterable[int],
+                   mark: int | None = None) -> None:
         with self._cond:
-            mark = self._epoch
+            stamp = self._epoch if mark is None else mark
             for ts in stamps:
-                self._done[(cell.row, cell.column, ts)] = mark
+                self._done[(row, column, ts)] = stamp
+
+    def _finish_later(self, client: Client, cell: PendingCell, decision: Decision) -> None:
+        """Step 3 in the background: the versions are ignored by scans until deleted."""
+        self._note_done(cell.row, cell.column, decision.decided, _DELETING)
+        self.deleter.submit(cell.row, cell.column, decision.decided)
+
+    def _deleted(self, batch: list[Item]) -> None:
+        n = 0
+        for row, column, stamps in batch:
+            self._note_done(row, column, stamps)
+            n += len(stamps)
+        self.counters.add("deleted", n)
+        self.compaction.note_deleted(n)
 
     # --- processing -------------------------------------------------------------------------
 
@@ -420,7 +443,7 @@ class Worker:
         obs = self.registry.get(cell.column)
         assert obs is not None, "scans only ask for observed columns"
         try:
-            result = process_cell(self.client, obs, cell)
+            result = process_cell(self.client, obs, cell, finish=self._finish_later)
         except MalformedNotification as exc:
             self._park(cell, str(exc), 1)
             return
@@ -441,10 +464,6 @@ class Worker:
     def _account(self, cell: PendingCell, obs: Observer, result: CellResult) -> None:
         key = cell.key
         decision = result.decision
-        if decision.decided:
-            self._note_done(cell, decision.decided)
-            self.counters.add("deleted", len(decision.decided))
-            self.compaction.note_deleted(len(decision.decided))
         if result.outcome is Outcome.PROCESSED:
             self.counters.add("processed")
             self.counters.latency(result.observer_seconds)
@@ -478,7 +497,7 @@ class Worker:
         info = ParkInfo(failures, error[:4000], self.clock.now_ms(), self.id)
         parking.park(self.client.store, self.client.table, cell.row, cell.column,
                      cell.versions, info)
-        self._note_done(cell, [ts for ts, _ in cell.versions])
+        self._note_done(cell.row, cell.column, [ts for ts, _ in cell.versions])
         self.retry.forget(cell.key)
         self.counters.add("parked")
         log.error("worker %s: parked notification of (%r, %r) after %d failures: %s",

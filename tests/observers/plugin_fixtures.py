@@ -1,0 +1,38 @@
+"""Observers in the shapes a plugin spec may name (see observers.plugins)."""
+
+from __future__ import annotations
+
+from observers import Observer, observer
+from percolator import Transaction
+
+
+@observer("plug:one")
+def one(txn: Transaction, row: bytes, column: bytes) -> None:
+    txn.set(row, b"plug:seen", b"one")
+
+
+@observer("plug:two")
+def two(txn: Transaction, row: bytes, column: bytes) -> None:
+    txn.set(row, b"plug:seen", b"two")
+
+
+@observer("plug:one")
+def one_again(txn: Transaction, row: bytes, column: bytes) -> None:
+    """A second observer of plug:one: loading it beside ``one`` is a configuration error."""
+
+
+class Three(Observer):
+    column = "plug:three"
+
+    def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
+        txn.set(row, b"plug:seen", b"three")
+
+
+LIST = [one, two]
+
+
+def factory() -> list[Observer]:
+    return [Three()]
+
+
+NOT_AN_OBSERVER = 42

@@ -1,0 +1,109 @@
+"""Defining and registering observers; plugin specs and entry points; the public API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import observers
+from observers import ConfigurationError, FunctionObserver, Observer, ObserverRegistry, \
+    PluginError, Worker, load_entry_points, load_registry, load_spec, observer
+from percolator import Client, Transaction
+
+from . import plugin_fixtures
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(observers.__all__) == sorted([
+        "ENTRY_POINT_GROUP", "Backoff", "ClusterStatus", "ConfigurationError",
+        "FunctionObserver", "Observer", "ObserverError", "ObserverRegistry", "ParkInfo",
+        "ParkedNotification", "PluginError", "Worker", "WorkerError", "WorkerFailed",
+        "WorkerStats", "WorkerStatus", "WorkerTimeout", "cluster_status",
+        "compact_notifications", "format_status", "list_parked", "load_entry_points",
+        "load_registry", "load_spec", "observer", "replay_parked"])
+    for name in observers.__all__:
+        assert getattr(observers, name) is not None
+
+
+def test_decorated_function_is_an_observer_and_still_callable() -> None:
+    calls: list[tuple[bytes, bytes]] = []
+
+    @observer("paper:refs")
+    def on_refs(txn: Transaction, row: bytes, column: bytes) -> None:
+        calls.append((row, column))
+
+    assert isinstance(on_refs, FunctionObserver) and on_refs.column == b"paper:refs"
+    assert "on_refs" in on_refs.name
+    on_refs(None, b"r", b"c")  # type: ignore[arg-type]
+    assert calls == [(b"r", b"c")]
+
+
+def test_class_observer_takes_its_column_from_the_class_or_the_constructor() -> None:
+    assert plugin_fixtures.Three().column == b"plug:three"
+    assert plugin_fixtures.Three("elsewhere").column == b"elsewhere"
+    with pytest.raises(NotImplementedError):
+        Observer("c").process(None, b"r", b"c")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("column", [b"", "", b"\x00ack", 5])
+def test_bad_columns_are_refused(column: object) -> None:
+    with pytest.raises(ConfigurationError):
+        observer(column)  # type: ignore[arg-type]
+
+
+def test_two_observers_on_one_column_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="two observers registered on column b'plug:one'"
+                       ".*one.*one_again"):
+        ObserverRegistry([plugin_fixtures.one, plugin_fixtures.one_again])
+    with Client.embedded(tmp_path / "data") as client:
+        with pytest.raises(ConfigurationError, match="two observers"):
+            Worker(client, [plugin_fixtures.one, plugin_fixtures.one_again])
+        assert client.observed_columns == frozenset(), "nothing registered on a bad config"
+        with pytest.raises(ConfigurationError, match="at least one observer"):
+            Worker(client, [])
+
+
+def test_the_same_observer_twice_is_harmless() -> None:
+    registry = ObserverRegistry([plugin_fixtures.one, plugin_fixtures.one])
+    assert len(registry) == 1 and registry.get(b"plug:one") is plugin_fixtures.one
+
+
+def test_plugin_specs_in_every_shape() -> None:
+    mod = "tests.observers.plugin_fixtures"
+    assert load_spec(f"{mod}:one") == [plugin_fixtures.one]
+    assert load_spec(f"{mod}:LIST") == [plugin_fixtures.one, plugin_fixtures.two]
+    [three] = load_spec(f"{mod}:factory")
+    assert isinstance(three, plugin_fixtures.Three)
+    [made] = load_spec(f"{mod}:Three")  # a class is a factory too
+    assert isinstance(made, plugin_fixtures.Three)
+    registry = load_registry([f"{mod}:LIST", f"{mod}:factory"])
+    assert registry.columns == {b"plug:one", b"plug:two", b"plug:three"}
+    with pytest.raises(ConfigurationError, match="two observers"):
+        load_registry([f"{mod}:one", f"{mod}:one_again"])
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("tests.observers.plugin_fixtures:NOT_AN_OBSERVER", "not an observer"),
+    ("tests.observers.plugin_fixtures:missing", "no attribute"),
+    ("tests.observers.no_such_module:x", "cannot import"),
+    (":x", "pkg.module:name"),
+    ("no-such-entry-point", "no entry point"),
+])
+def test_bad_plugin_specs_say_why(spec: str, match: str) -> None:
+    with pytest.raises(PluginError, match=match):
+        load_spec(spec)
+
+
+def test_entry_points_of_the_group_are_loaded(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "fake_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[percolator.observers]\n"
+        "fixtures = tests.observers.plugin_fixtures:LIST\n"
+        "three = tests.observers.plugin_fixtures:factory\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_entry_points(["fixtures"]) == [plugin_fixtures.one, plugin_fixtures.two]
+    assert {o.column for o in load_spec("three")} == {b"plug:three"}
