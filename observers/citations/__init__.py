@@ -19,6 +19,7 @@ from .graph import (
     generate_graph,
     make_id,
 )
+from .recount import Counts, Recount, Timing, diff_counts, expected_counts, recount
 from .schema import (
     CITED_BY,
     REF_COUNT,
@@ -30,10 +31,12 @@ from .schema import (
     paper_id,
     row_key,
 )
+from .snap import SnapFormatError, iter_snap_edges, load_snap
 
 __all__ = [
-    "CITED_BY", "REFS", "REF_COUNT", "AddPaper", "ChangeRefs", "CiteMissing", "DeleteRefs",
-    "Edit", "EditMix", "GraphParams", "ReaddRefs", "apply_edit", "decode_count", "decode_refs",
-    "edit_stream", "encode_count", "encode_refs", "generate_graph", "make_id", "paper_id",
-    "row_key",
+    "CITED_BY", "REFS", "REF_COUNT", "AddPaper", "ChangeRefs", "CiteMissing", "Counts",
+    "DeleteRefs", "Edit", "EditMix", "GraphParams", "ReaddRefs", "Recount", "SnapFormatError",
+    "Timing", "apply_edit", "decode_count", "decode_refs", "diff_counts", "edit_stream",
+    "encode_count", "encode_refs", "expected_counts", "generate_graph", "iter_snap_edges",
+    "load_snap", "make_id", "paper_id", "recount", "row_key",
 ]

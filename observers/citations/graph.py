@@ -316,9 +316,9 @@ def _edits(refs_of: dict[str, list[str]], n_edits: int, rnd: random.Random,
             present.add(paper)
         elif kind == "readd":
             paper = deleted.pick(rnd)
+            edit = ReaddRefs(paper, tuple(new_ref() for _ in range(_out_degree(rnd, params))))
             deleted.remove(paper)
             present.add(paper)
-            edit = ReaddRefs(paper, tuple(new_ref() for _ in range(_out_degree(rnd, params))))
         elif kind == "delete":
             paper = present.pick(rnd)
             present.remove(paper)
