@@ -34,9 +34,11 @@ from percolator.clock import Clock
 
 from . import layout
 from .layout import Lease
+from .stats import WorkerStats
 
 DEFAULT_LEASE_TTL = 5.0
 DEFAULT_HEARTBEAT = 1.0
+FORGET_AFTER = 3600.0  # seconds a gone worker's row stays visible to `percolator status`
 
 
 def shard(row: bytes, n: int) -> int:
@@ -55,6 +57,30 @@ def read_leases(store: TabletStore, table: bytes) -> list[Lease]:
             except (ValueError, KeyError):
                 continue  # a malformed lease claims nothing
     return out
+
+
+def forget_gone_workers(store: TabletStore, table: bytes, now_ms: int,
+                        after: float = FORGET_AFTER) -> int:
+    """Delete rows of workers neither alive nor reporting for ``after`` seconds; return how many."""
+    wtable = layout.workers_table(table)
+    cutoff = now_ms - int(after * 1000)
+    gone: list[RowMutation] = []
+    for row in store.scan(ScanRequest(wtable, max_versions=1)):
+        last = 0
+        for cell in row.cells:
+            try:
+                if cell.column == layout.LEASE_COLUMN:
+                    last = max(last, layout.decode_lease("", cell.value).expires_ms)
+                elif cell.column == layout.STATS_COLUMN:
+                    last = max(last, WorkerStats.from_json(cell.value).updated_ms)
+            except (ValueError, KeyError, TypeError):
+                continue
+        if last < cutoff:
+            gone.append(RowMutation(wtable, row.row, tuple(
+                DeleteVersion(cell.column, cell.ts) for cell in row.cells)))
+    if gone:
+        store.mutate_rows(gone)
+    return len(gone)
 
 
 class Membership:

@@ -39,7 +39,7 @@ from .compaction import DEFAULT_COMPACT_EVERY, CompactionPolicy
 from .deleter import Deleter, Item
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
 from .layout import STATS_COLUMN, ParkInfo, workers_table
-from .membership import DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, Membership
+from .membership import DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, Membership, forget_gone_workers
 from .notifications import PendingCell, Range
 from .processing import CellResult, Decision, MalformedNotification, Outcome, process_cell
 from .registry import Observer, ObserverRegistry
@@ -53,6 +53,7 @@ Key = tuple[bytes, bytes]
 DEFAULT_POLL_INTERVAL = 0.01
 _SPAN_REFRESH = 1.0   # seconds between re-reads of the notify table's tablets
 _WAIT_SLICE = 0.5     # longest single wait of a thread, so stop() is noticed promptly
+_FORGET_EVERY = 60.0  # seconds between clean-ups of long-gone workers' rows
 _DELETING = 2**63     # scan stamp of a version whose delete is still queued: always ignored
 
 
@@ -512,10 +513,15 @@ class Worker:
     def _maintenance_loop(self) -> None:
         next_beat = time.monotonic() + self.heartbeat_interval
         next_stats = time.monotonic()
+        next_forget = time.monotonic() + _FORGET_EVERY
         step = min(self.heartbeat_interval, self.stats_interval, _WAIT_SLICE)
         while not self._stopping.wait(step):
             now = time.monotonic()
             try:
+                if now >= next_forget:
+                    forget_gone_workers(self.client.store, self.client.table,
+                                        self.clock.now_ms())
+                    next_forget = now + _FORGET_EVERY
                 if now >= next_beat:
                     self.membership.heartbeat()
                     next_beat = now + self.heartbeat_interval

@@ -82,3 +82,19 @@ def test_a_crashed_workers_share_waits_for_its_lease_then_moves(tmp_path: Path) 
             assert stats.processed == len(rows)
         finally:
             worker.stop()
+
+
+def test_long_gone_workers_are_forgotten(tmp_path: Path) -> None:
+    from observers.membership import forget_gone_workers, read_leases
+
+    clock = FakeClock()
+    with Client.embedded(tmp_path / "data", clock=clock) as client:
+        worker = Worker(client, [mark], threads=1, worker_id="old", clock=clock)
+        worker.run_until_idle(timeout=30)  # leaves its stats row behind
+        table = olayout.workers_table(client.table)
+        assert [r.row for r in client.store.scan_rows(table)] == [b"old"]
+        assert forget_gone_workers(client.store, client.table, clock.now_ms()) == 0
+        clock.advance(3601.0)
+        assert forget_gone_workers(client.store, client.table, clock.now_ms()) == 1
+        assert list(client.store.scan_rows(table)) == [] and read_leases(client.store,
+                                                                         client.table) == []

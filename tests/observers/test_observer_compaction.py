@@ -1,0 +1,42 @@
+"""The notify table is compacted after heavy churn (embedded); remote stores say they cannot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bigtable_lite import DeleteVersion, Put, RowMutation, ScanRequest
+from observers import Worker, compact_notifications, observer
+from percolator import Client, Transaction, layout
+
+from .observer_fixtures import eventually, running_node, write_cells
+
+
+@observer(b"churn")
+def nop(txn: Transaction, row: bytes, column: bytes) -> None:
+    pass
+
+
+def test_worker_compacts_the_notify_table_after_many_deletes(tmp_path: Path) -> None:
+    with Client.embedded(tmp_path / "data") as client:
+        worker = Worker(client, [nop], threads=2, compact_every=100, stats_interval=0.05)
+        write_cells(client, {(b"c%04d" % i, b"churn"): b"x" for i in range(300)}, per_txn=100)
+        with worker:
+            eventually(lambda: worker.stats().deleted == 300, "all processed and deleted")
+            eventually(lambda: worker.stats().compactions >= 1, "a compaction")
+
+
+def test_compaction_keeps_data_and_drops_tombstones(tmp_path: Path) -> None:
+    with Client.embedded(tmp_path / "data") as client:
+        table = layout.notify_table(client.table)
+        rows = [b"n%05d" % i for i in range(2000)]
+        client.store.mutate_rows([RowMutation(table, r, (Put(b"c", 1, b"v"),)) for r in rows])
+        client.store.mutate_rows([RowMutation(table, r, (DeleteVersion(b"c", 1),))
+                                  for r in rows[1:]])
+        assert compact_notifications(client)
+        left = list(client.store.scan(ScanRequest(table)))
+        assert [r.row for r in left] == rows[:1]
+
+
+def test_remote_store_cannot_compact_on_request(tmp_path: Path) -> None:
+    with running_node(tmp_path / "data") as address, Client.connect(address) as client:
+        assert not compact_notifications(client)

@@ -1,0 +1,92 @@
+"""`percolator worker`, `percolator status` and `percolator notifications` as an operator uses them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from observers import Backoff, Worker, observer
+from percolator import Client, Transaction
+
+from . import sum_observers
+from .observer_fixtures import REPO, WAIT, eventually, running_node, write_cells
+from .worker_procs import SUM_OBSERVERS, WorkerProcess
+
+
+def percolator(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("PERCOLATOR_FAILPOINTS", None)
+    return subprocess.run([sys.executable, "-m", "percolator", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=WAIT)
+
+
+@observer(b"fragile")
+def fragile(txn: Transaction, row: bytes, column: bytes) -> None:
+    if row == b"bad":
+        raise ValueError("cannot handle bad")
+    txn.set(row, b"ok", b"1")
+
+
+def test_status_and_parked_notifications_of_a_data_directory(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Client.embedded(data) as client:
+        worker = Worker(client, [fragile], threads=1, max_failures=2, backoff=Backoff(0.0),
+                        worker_id="cli-worker")
+        write_cells(client, {(b"good", b"fragile"): b"1", (b"bad", b"fragile"): b"1"})
+        worker.run_until_idle(timeout=30)
+    text = percolator("status", "--data-dir", str(data))
+    assert text.returncode == 0, text.stderr
+    assert "pending notifications: 0 cells" in text.stdout
+    assert "parked notifications: 1 cells" in text.stdout
+    [line] = [ln for ln in text.stdout.splitlines() if ln.startswith("cli-worker")]
+    state, _found, processed, skipped, conflicts, failures, parked = line.split()[1:8]
+    assert (state, processed, skipped, conflicts, failures, parked) == (
+        "stopped", "1", "0", "0", "2", "1")
+    assert "cannot handle bad" in text.stdout
+    as_json = json.loads(percolator("status", "--data-dir", str(data), "--json").stdout)
+    assert as_json["workers"][0]["stats"]["processed"] == 1
+    assert as_json["parked"][0]["row"] == "bad"
+
+    listed = percolator("notifications", "list", "--data-dir", str(data))
+    assert listed.returncode == 0 and "(b'bad', b'fragile')" in listed.stdout
+    replayed = percolator("notifications", "replay", "--data-dir", str(data), "--row", "bad",
+                          "--column", "fragile")
+    assert replayed.stdout.strip() == "replayed 1 cells", replayed.stderr
+    assert "pending notifications: 1 cells" in percolator("status", "--data-dir",
+                                                          str(data)).stdout
+    compacted = percolator("notifications", "compact", "--data-dir", str(data))
+    assert compacted.returncode == 0, compacted.stderr
+
+
+def test_worker_command_runs_until_sigterm_and_status_sees_it_alive(tmp_path: Path) -> None:
+    with running_node(tmp_path / "data") as address, Client.connect(address) as client:
+        with WorkerProcess("--connect", address, "--observers", SUM_OBSERVERS,
+                           "--worker-id", "svc", "--threads", "2") as proc:
+            proc.wait_for("running as svc")
+            write_cells(client, {(b"r%d" % i, sum_observers.VALUE): b"2" for i in range(20)})
+            # The worker persists its stats every second; wait for the work and a report.
+            def reported() -> bool:
+                out = json.loads(percolator("status", "--connect", address, "--json").stdout)
+                return any(w["alive"] and w["stats"] and w["stats"]["processed"] == 20
+                           for w in out["workers"])
+
+            eventually(reported, "the worker reports its work", timeout=WAIT)
+            assert proc.terminate() == 0, proc.stderr()
+            assert proc.stats()["processed"] == 20
+        assert sum_observers.total(client) == 40
+        text = percolator("status", "--connect", address).stdout
+        assert "svc" in text and "stopped" in text
+        refused = percolator("notifications", "compact", "--connect", address)
+        assert refused.returncode == 1 and "cannot compact" in refused.stderr
+
+
+def test_worker_command_reports_bad_specs_in_one_line(tmp_path: Path) -> None:
+    bad = percolator("worker", "--data-dir", str(tmp_path / "d"), "--observers",
+                     "tests.observers.plugin_fixtures:one,tests.observers.plugin_fixtures:"
+                     "one_again", "--until-idle")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("percolator worker: error: two observers registered")
+    assert len(bad.stderr.strip().splitlines()) == 1
