@@ -17,7 +17,9 @@ missing count cell reads as 0 (see :mod:`observers.citations.schema`).
 Map and reduce run in a ``fork`` multiprocessing pool; tiny inputs (where starting
 processes costs more than it saves), ``workers=1`` and platforms without ``fork`` run the
 very same functions in this process.  Fork is used because workers need nothing but
-these functions and start in milliseconds; pass ``start_method`` to choose another.
+these functions and start in milliseconds; they run only pure-Python code from this
+module and leave with ``os._exit``, so threads of the caller (gRPC channels) are not
+touched in the child.  Pass ``start_method="forkserver"`` to avoid fork altogether.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def diff_counts(a: Counts, b: Counts, names: tuple[str, str] = ("a", "b")) -> li
 def recount(papers: Iterable[tuple[str, Sequence[str]]], *,
             workers: int | None = None,
             partitions: int | None = None,
-            chunk_size: int = 2_000,
+            chunk_size: int = 10_000,
             min_parallel: int = 20_000,
             start_method: str | None = None) -> Recount:
     """Counts of ``(paper id, refs)`` pairs, e.g. decoded from a store snapshot.
