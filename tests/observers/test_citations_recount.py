@@ -36,7 +36,7 @@ def must_use_pool(result: Recount) -> None:
     assert os.getpid() not in result.timing.worker_pids
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(graphs, st.integers(min_value=1, max_value=5), st.integers(min_value=1, max_value=7))
 def test_inline_recount_matches_definition(papers: dict[str, list[str]], partitions: int,
                                            chunk_size: int) -> None:
