@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,40 +34,29 @@ from bigtable_lite.server import build_server
 
 VALUE = b"v" * 32
 BATCH = 100
+ROUNDS = 5
 TARGET_CAM_RATIO = 0.25      # in-process check-and-mutate vs raw plyvel put
 TARGET_GRPC_BATCHED = 50_000  # rows/s over gRPC, one client process
 
-
-ROUNDS = 3
-
-
-def measure(op: Callable[[int], object], seconds: float, block: int = 100) -> float:
-    """Run op(0), op(1), ... for about ``seconds``; return calls per second.
-
-    The time is split into ROUNDS rounds and the best round counts, so a burst of
-    unrelated load on a shared machine does not decide the figure.
-    """
-    op(0)  # warm up
-    done = 1
-    best = 0.0
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        deadline = start + seconds / ROUNDS
-        count = 0
-        while True:
-            for i in range(done, done + block):
-                op(i)
-            done += block
-            count += block
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        best = max(best, count / (now - start))
-    return best
+Op = Callable[[int], object]
 
 
-def measure_threads(op: Callable[[int, int], object], threads: int, seconds: float) -> float:
-    """Like measure, with ``threads`` threads each calling op(thread, i); total calls/s."""
+def timed(op: Op, seconds: float, start: int, block: int) -> tuple[float, int]:
+    """Call op(start), op(start + 1), ... for about ``seconds``; (calls/s, next index)."""
+    i = start
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while True:
+        for k in range(i, i + block):
+            op(k)
+        i += block
+        now = time.perf_counter()
+        if now >= deadline:
+            return (i - start) / (now - t0), i
+
+
+def timed_threads(op: Callable[[int, int], object], threads: int, seconds: float) -> float:
+    """``threads`` threads each calling op(thread, i) for about ``seconds``; total calls/s."""
     counts = [0] * threads
     stop = threading.Event()
 
@@ -88,33 +78,71 @@ def measure_threads(op: Callable[[int, int], object], threads: int, seconds: flo
     return sum(counts) / (time.perf_counter() - start)
 
 
-class Report:
-    def __init__(self) -> None:
-        self.raw_put = 0.0
-        self.raw_get = 0.0
+def paired(op: Callable[[float], float], base: Callable[[float], float], seconds: float
+           ) -> tuple[float, float]:
+    """(rate, ratio to base): medians over ROUNDS rounds, each timing base then op.
 
-    def line(self, name: str, rate: float, unit: str = "ops/s", base: float = 0.0,
-             target: str = "") -> None:
-        ratio = f"{rate / base:6.1%} of raw" if base else " " * 13
-        print(f"  {name:<44} {rate:>10,.0f} {unit:<7} {ratio}  {target}", flush=True)
+    Interleaving op with its baseline makes the ratio robust to load from other
+    processes on a shared machine: a busy spell slows both halves of a round.
+    """
+    rates, ratios = [], []
+    for _ in range(ROUNDS):
+        b = base(seconds / ROUNDS)
+        r = op(seconds / ROUNDS)
+        rates.append(r)
+        ratios.append(r / b)
+    return statistics.median(rates), statistics.median(ratios)
 
 
-def bench_raw(root: Path, seconds: float, report: Report) -> None:
+class Raw:
+    """Raw plyvel with the store's key layout and no store logic: the baseline."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = plyvel.DB(str(path), create_if_missing=True, write_buffer_size=16 << 20)
+        self.keys = [cell_key(b"bench", b"row%08d" % i, b"col", 7) for i in range(200_000)]
+        self._next = 0
+        for k in self.keys[:1000]:
+            self.db.put(k, VALUE)
+
+    def put_rate(self, seconds: float) -> float:
+        db, keys, n = self.db, self.keys, len(self.keys)
+        rate, self._next = timed(lambda i: db.put(keys[i % n], VALUE), seconds, self._next, 100)
+        return rate
+
+    def get_rate(self, seconds: float) -> float:
+        db, keys = self.db, self.keys
+        return timed(lambda i: db.get(keys[i % 1000]), seconds, 0, 100)[0]
+
+
+def line(name: str, rate: float, unit: str = "ops/s", ratio: float | None = None,
+         base: str = "", target: str = "") -> None:
+    shown = f"{ratio:6.1%} of raw {base}" if ratio is not None else ""
+    print(f"  {name:<42} {rate:>10,.0f} {unit:<7} {shown:<20} {target}", flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def bench_raw(raw: Raw, seconds: float) -> None:
     print("raw plyvel (same key layout, no store logic)")
-    db = plyvel.DB(str(root / "raw"), create_if_missing=True, write_buffer_size=16 << 20)
-    keys = [cell_key(b"bench", b"row%08d" % i, b"col", 7) for i in range(200_000)]
-    n = len(keys)
-    report.raw_put = measure(lambda i: db.put(keys[i % n], VALUE), seconds)
-    report.raw_get = measure(lambda i: db.get(keys[i % n]), seconds)
-    report.line("put", report.raw_put)
-    report.line("get", report.raw_get)
-    db.close()
+    line("put", statistics.median(raw.put_rate(seconds / ROUNDS) for _ in range(ROUNDS)))
+    line("get", statistics.median(raw.get_rate(seconds / ROUNDS) for _ in range(ROUNDS)))
 
 
-def bench_store(store: LocalStore | RemoteStore, label: str, seconds: float, report: Report,
-                threads: int) -> float:
+def bench_store(store: LocalStore | RemoteStore, label: str, raw: Raw, seconds: float,
+                threads: int) -> None:
     print(label)
+    local = isinstance(store, LocalStore)
     counter = iter(range(1 << 62))
+    state = {"i": 0}
+
+    def rate_of(op: Op, block: int = 100) -> Callable[[float], float]:
+        def run(secs: float) -> float:
+            rate, state["i"] = timed(op, secs, state["i"], block)
+            return rate
+        op(0)  # warm up
+        return run
 
     def put(i: int) -> None:
         store.put(b"bench", b"p%08d" % i, b"col", 7, VALUE)
@@ -123,7 +151,7 @@ def bench_store(store: LocalStore | RemoteStore, label: str, seconds: float, rep
         store.get(b"bench", b"p%08d" % (i % 1000), b"col")
 
     def cam(i: int) -> None:
-        # The transaction layer's shape: write iff no newer version of the column exists.
+        # The transaction layer's shape: write iff the column has no version yet.
         row = b"c%08d" % next(counter)
         result = store.check_and_mutate(b"bench", row, [NoVersionIn(b"lock", 0)],
                                         [Put(b"lock", 7, VALUE)])
@@ -134,32 +162,26 @@ def bench_store(store: LocalStore | RemoteStore, label: str, seconds: float, rep
         store.mutate_rows([RowMutation(b"bench", b"b%010d" % (base + k), (Put(b"col", 7, VALUE),))
                            for k in range(BATCH)])
 
-    report.line("put (single row)", measure(put, seconds), base=report.raw_put)
-    report.line("get (single cell, newest version)", measure(get, seconds), base=report.raw_get)
-    cam_rate = measure(cam, seconds)
-    target = ""
-    if isinstance(store, LocalStore):
-        ok = cam_rate >= TARGET_CAM_RATIO * report.raw_put
-        target = f"target >= {TARGET_CAM_RATIO:.0%} of raw put: {'met' if ok else 'MISSED'}"
-    report.line("check-and-mutate (single row)", cam_rate, base=report.raw_put, target=target)
-    batched = measure(batch, seconds, block=5) * BATCH
-    target = ""
-    if isinstance(store, RemoteStore):
-        ok = batched >= TARGET_GRPC_BATCHED
-        target = f"target >= {TARGET_GRPC_BATCHED:,} rows/s: {'met' if ok else 'MISSED'}"
-    report.line(f"batched mutate ({BATCH} rows/call)", batched, "rows/s", report.raw_put, target)
+    rate, ratio = paired(rate_of(put), raw.put_rate, seconds)
+    line("put (single row)", rate, ratio=ratio, base="put")
+    rate, ratio = paired(rate_of(get), raw.get_rate, seconds)
+    line("get (single cell, newest version)", rate, ratio=ratio, base="get")
+    rate, ratio = paired(rate_of(cam), raw.put_rate, seconds)
+    target = (f"target >= {TARGET_CAM_RATIO:.0%} of raw put: {verdict(ratio >= TARGET_CAM_RATIO)}"
+              if local else "")
+    line("check-and-mutate (single row)", rate, ratio=ratio, base="put", target=target)
+    rate, ratio = paired(rate_of(batch, block=2), raw.put_rate, seconds)
+    target = ("" if local else f"target >= {TARGET_GRPC_BATCHED:,} rows/s:"
+              f" {verdict(rate * BATCH >= TARGET_GRPC_BATCHED)}")
+    line(f"batched mutate ({BATCH} rows/call)", rate * BATCH, "rows/s", ratio * BATCH, "put",
+         target)
     if threads > 1:
-        def batch_t(t: int, i: int) -> None:
-            batch(i)
-
-        rate = measure_threads(batch_t, threads, seconds) * BATCH
-        target = ""
-        if isinstance(store, RemoteStore):
-            ok = rate >= TARGET_GRPC_BATCHED
-            target = f"target >= {TARGET_GRPC_BATCHED:,} rows/s: {'met' if ok else 'MISSED'}"
-        report.line(f"batched mutate, {threads} client threads", rate, "rows/s", report.raw_put,
-                    target)
-    return batched
+        rate, ratio = paired(lambda secs: timed_threads(lambda t, i: batch(i), threads, secs),
+                             raw.put_rate, seconds)
+        target = ("" if local else f"target >= {TARGET_GRPC_BATCHED:,} rows/s:"
+                  f" {verdict(rate * BATCH >= TARGET_GRPC_BATCHED)}")
+        line(f"batched mutate, {threads} client threads", rate * BATCH, "rows/s", ratio * BATCH,
+             "put", target)
 
 
 # --- the server subprocess ------------------------------------------------------------
@@ -244,8 +266,8 @@ def compare_servers(seconds: float) -> None:
                 def echo(*_: int) -> None:
                     call(b"x")  # noqa: B023 - used within this iteration only
 
-                one = measure(echo, seconds)
-                four = measure_threads(echo, 4, seconds)
+                one = timed(echo, seconds, 0, 100)[0]
+                four = timed_threads(echo, 4, seconds)
         finally:
             stop_child(proc)
         print(f"  {kind:<5} 1 thread {one:>8,.0f} calls/s   4 threads {four:>8,.0f} calls/s")
@@ -258,15 +280,16 @@ def sync_cost(root: Path, seconds: float) -> None:
     print('sync modes, in-process put (sync="always" fsyncs before acknowledging)')
     for mode in ("none", "always"):
         with LocalStore(root / f"sync-{mode}", sync=mode) as store:
-            one = measure(lambda i: store.put(b"t", b"r%08d" % i, b"c", 1, VALUE), seconds, 10)
-            eight = measure_threads(
+            one = timed(lambda i: store.put(b"t", b"r%08d" % i, b"c", 1, VALUE), seconds, 0, 10)[0]
+            eight = timed_threads(
                 lambda t, i: store.put(b"t", b"r%02d%08d" % (t, i), b"c", 1, VALUE), 8, seconds)
         print(f"  {mode:<7} 1 thread {one:>9,.0f} puts/s   8 threads {eight:>9,.0f} puts/s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.5, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=1.5,
+                        help="per figure, split into rounds (default %(default)s)")
     parser.add_argument("--threads", type=int, default=4, help="client threads for the "
                         "concurrent batched figure (1 = skip)")
     parser.add_argument("--compare-servers", action="store_true")
@@ -281,17 +304,17 @@ def main() -> None:
 
     print(f"python {sys.version.split()[0]}, grpcio {grpc.__version__}, plyvel "
           f"{plyvel.__version__}, {os.cpu_count()} cpus, {args.seconds}s per figure")
-    report = Report()
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         root = Path(tmp)
-        bench_raw(root, args.seconds, report)
+        raw = Raw(root / "raw")
+        bench_raw(raw, args.seconds)
         with LocalStore(root / "local") as local:
-            bench_store(local, "in-process LocalStore", args.seconds, report, 1)
+            bench_store(local, "in-process LocalStore", raw, args.seconds, 1)
         proc, port = start_child("--serve", str(root / "served"))
         try:
             with RemoteStore(f"127.0.0.1:{port}") as remote:
-                bench_store(remote, "gRPC RemoteStore on loopback (server in a subprocess)",
-                            args.seconds, report, args.threads)
+                bench_store(remote, "gRPC RemoteStore on loopback (server in a subprocess)", raw,
+                            args.seconds, args.threads)
         finally:
             stop_child(proc)
         if args.sync_cost:

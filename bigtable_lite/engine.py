@@ -206,7 +206,7 @@ class Engine:
         """
         sync = sync or self._sync
         if len(mutations) == 1:
-            return [self._mutate_one(mutations[0], sync)]
+            return [self.mutate_row(mutations[0], sync=sync)]
         locks = self._row_locks
         row_prefix = self._row_prefix
         prefixes = [row_prefix(m.table, m.row) for m in mutations]
@@ -241,8 +241,9 @@ class Engine:
         finally:
             self._exit()
 
-    def _mutate_one(self, m: RowMutation, sync: bool) -> MutationResult:
+    def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
         """One row: the common case of the transaction layer, kept short."""
+        sync = sync or self._sync
         rpfx = self._row_prefix(m.table, m.row)
         lock = self._row_locks[hash(rpfx) & _STRIPE_MASK]  # the row's key prefix names it
         muts = m.mutations

@@ -21,7 +21,7 @@ from .model import (
 )
 from .store import StoreOps
 from .tablets import TabletMap
-from .validation import check_batch, check_key, check_reads, check_scan
+from .validation import check_batch, check_key, check_reads, check_row_mutation, check_scan
 
 
 class LocalStore(StoreOps):
@@ -55,6 +55,12 @@ class LocalStore(StoreOps):
 
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:
+        if len(mutations) == 1:  # the common case, without the batch machinery
+            m = mutations[0]
+            check_row_mutation(m, self.limits)
+            if m.mutations:
+                self.tablets.note_table(m.table)
+            return [self.engine.mutate_row(m, sync=sync)]
         check_batch(mutations, self.limits)
         note = self.tablets.note_table
         for m in mutations:

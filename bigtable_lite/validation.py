@@ -68,26 +68,20 @@ def check_value(value: object, limits: Limits) -> None:
         )
 
 
-def _key_ok(value: object, limit: int) -> bool:
-    return type(value) is bytes and 0 < len(value) <= limit
-
-
-def _ts_ok(ts: object) -> bool:
-    return type(ts) is int and 0 <= ts <= MAX_TS
-
-
 def check_row_mutation(m: RowMutation, limits: Limits) -> None:
     """Check one row mutation.
 
-    Each item is first tested with one cheap expression and only on failure re-checked
-    field by field for the precise error: this runs once per row on every write.
+    Each item is first tested with one inline expression and only when that fails
+    re-checked field by field for the precise error: this runs once per row on every
+    write, and function calls are most of its cost.
     """
     if type(m) is not RowMutation:
         raise TypeError(f"expected RowMutation, not {type(m).__name__}")
-    if not _key_ok(m.table, limits.max_table_bytes):
-        check_key(m.table, "table", limits.max_table_bytes)
-    if not _key_ok(m.row, limits.max_row_bytes):
-        check_key(m.row, "row", limits.max_row_bytes)
+    table, row = m.table, m.row
+    if not (type(table) is bytes and 0 < len(table) <= limits.max_table_bytes):
+        check_key(table, "table", limits.max_table_bytes)
+    if not (type(row) is bytes and 0 < len(row) <= limits.max_row_bytes):
+        check_key(row, "row", limits.max_row_bytes)
     if len(m.conditions) + len(m.mutations) > limits.max_items_per_row:
         raise LimitExceeded(
             f"row mutation has {len(m.conditions) + len(m.mutations)} conditions and"
@@ -97,12 +91,13 @@ def check_row_mutation(m: RowMutation, limits: Limits) -> None:
     value_limit = limits.max_value_bytes
     for mut in m.mutations:
         if type(mut) is Put:
-            value = mut.value
-            if (type(value) is bytes and len(value) <= value_limit
-                    and _key_ok(mut.column, col_limit) and _ts_ok(mut.ts)):
+            column, ts, value = mut.column, mut.ts, mut.value
+            if (type(column) is bytes and 0 < len(column) <= col_limit
+                    and type(ts) is int and 0 <= ts <= MAX_TS
+                    and type(value) is bytes and len(value) <= value_limit):
                 continue
-            check_key(mut.column, "column", col_limit)
-            check_ts(mut.ts)
+            check_key(column, "column", col_limit)
+            check_ts(ts)
             check_value(value, limits)
         elif type(mut) is DeleteVersion:
             check_key(mut.column, "column", col_limit)
@@ -114,11 +109,13 @@ def check_row_mutation(m: RowMutation, limits: Limits) -> None:
             raise TypeError(f"unknown mutation type {type(mut).__name__}")
     for c in m.conditions:
         if type(c) is NoVersionIn:
-            if (_key_ok(c.column, col_limit) and _ts_ok(c.min_ts) and _ts_ok(c.max_ts)
-                    and c.min_ts <= c.max_ts):
+            column, min_ts, max_ts = c.column, c.min_ts, c.max_ts
+            if (type(column) is bytes and 0 < len(column) <= col_limit
+                    and type(min_ts) is int and type(max_ts) is int
+                    and 0 <= min_ts <= max_ts <= MAX_TS):
                 continue
-            check_key(c.column, "column", col_limit)
-            check_range(c.min_ts, c.max_ts)
+            check_key(column, "column", col_limit)
+            check_range(min_ts, max_ts)
         elif type(c) is VersionAt:
             check_key(c.column, "column", col_limit)
             check_ts(c.ts)
