@@ -126,22 +126,24 @@ class Transaction:
             and (wanted is None or key[1] in wanted)
             and (include_system or not key[1].startswith(SYSTEM_PREFIX)))
         i = 0
-        for row, col, value in reads.scan(self._ctx, self.start_ts, start, end, cols,
-                                          include_system):
+        for row, col, stored in reads.scan(self._ctx, self.start_ts, start, end, cols,
+                                           include_system):
             key = (row, col)
-            while i < len(own) and own[i][0] < key:
-                if own[i][1] is not None:
-                    yield own[i][0][0], own[i][0][1], own[i][1]  # type: ignore[misc]
+            while i < len(own) and own[i][0] < key:  # own writes before this stored cell
+                (own_row, own_col), own_value = own[i]
+                if own_value is not None:
+                    yield own_row, own_col, own_value
                 i += 1
-            if i < len(own) and own[i][0] == key:
-                if own[i][1] is not None:
-                    yield row, col, own[i][1]  # type: ignore[misc]
+            if i < len(own) and own[i][0] == key:  # own write replaces the stored cell
+                own_value = own[i][1]
+                if own_value is not None:
+                    yield row, col, own_value
                 i += 1
                 continue
-            yield row, col, value
-        for (row, col), value in own[i:]:
-            if value is not None:
-                yield row, col, value
+            yield row, col, stored
+        for (own_row, own_col), own_value in own[i:]:
+            if own_value is not None:
+                yield own_row, own_col, own_value
 
     # --- writes ---------------------------------------------------------------------------
 
