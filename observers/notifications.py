@@ -96,7 +96,8 @@ def has_pending(store: TabletStore, table: bytes, columns: Sequence[bytes]) -> b
 
 def count_pending(store: TabletStore, table: bytes, columns: Iterable[bytes] = (),
                   cap: int = 1_000_000) -> tuple[int, int]:
-    """(cells, versions) pending in the notify table, counting at most ``cap`` cells."""
+    """(cells, versions) pending in the notify table for ``columns`` (none = any column),
+    counting at most ``cap`` cells."""
     cells = versions = 0
     for row in store.scan(ScanRequest(table, None, None, tuple(sorted(columns)))):
         for cell in cells_of(row):

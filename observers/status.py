@@ -58,7 +58,7 @@ def cluster_status(client: Client, *, parked_limit: int = 1000,
                     for w, (lease, stats) in sorted(rows.items()))
     client.refresh_observed_columns()
     cells, versions = notifications.count_pending(store, notify_table(client.table),
-                                                  cap=count_cap)
+                                                  client.observed_columns, cap=count_cap)
     parked = tuple(parking.list_cells(store, client.table, limit=parked_limit))
     return ClusterStatus(workers, cells, versions, parked, client.observed_columns)
 

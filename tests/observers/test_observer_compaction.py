@@ -25,16 +25,21 @@ def test_worker_compacts_the_notify_table_after_many_deletes(tmp_path: Path) -> 
             eventually(lambda: worker.stats().compactions >= 1, "a compaction")
 
 
-def test_compaction_keeps_data_and_drops_tombstones(tmp_path: Path) -> None:
+def test_compaction_keeps_data_and_drops_the_churned_tombstones(tmp_path: Path) -> None:
     with Client.embedded(tmp_path / "data") as client:
         table = layout.notify_table(client.table)
-        rows = [b"n%05d" % i for i in range(2000)]
-        client.store.mutate_rows([RowMutation(table, r, (Put(b"c", 1, b"v"),)) for r in rows])
-        client.store.mutate_rows([RowMutation(table, r, (DeleteVersion(b"c", 1),))
-                                  for r in rows[1:]])
+        rows = [b"n%06d" % i for i in range(60_000)]
+        for i in range(0, len(rows), 5000):
+            part = rows[i:i + 5000]
+            client.store.mutate_rows([RowMutation(table, r, (Put(b"c", 1, b"v" * 20),))
+                                      for r in part])
+            client.store.mutate_rows([RowMutation(table, r, (DeleteVersion(b"c", 1),))
+                                      for r in part if r != rows[0]])
         assert compact_notifications(client)
         left = list(client.store.scan(ScanRequest(table)))
-        assert [r.row for r in left] == rows[:1]
+        assert [(r.row, [c.column for c in r.cells]) for r in left] == [(rows[0], [b"c"])]
+        [tablet] = client.store.list_tablets(table)
+        assert tablet.approximate_bytes < 20_000, "tombstones must not stay on disk"
 
 
 def test_remote_store_cannot_compact_on_request(tmp_path: Path) -> None:

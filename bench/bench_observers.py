@@ -1,0 +1,237 @@
+"""Observers: notifications processed per second, trigger-to-observer latency, notify-scan cost
+after churn.
+
+Prints:
+  * trivial observer runs/s with 1 and 4 worker threads, embedded and remote (a bulk
+    writer loaded the notifications first; the worker has its own client, so it learns
+    every writer's fate through the store, as a separate process would);
+  * latency from a writer's commit returning to the observer's commit, p50 and p99,
+    under a steady trickle of single-row writes while idle workers wait;
+  * time to scan the (empty) notify table after N notifications came and went, without
+    and with compaction of the notify table.
+Targets (issue "Notifications, observers and workers"):
+  embedded trivial observer runs     >= 2,000/s
+  trigger-to-observer latency p50    <  50 ms with idle workers waiting
+
+Usage: python bench/bench_observers.py [--notifications N] [--churn N] [--skip-remote]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bigtable_lite import DeleteVersion, LocalStore, Put, RowMutation, ScanRequest  # noqa: E402
+from observers import Observer, Worker  # noqa: E402
+from observers.compaction import compact_notify_table  # noqa: E402
+from observers.stats import percentile  # noqa: E402
+from percolator import Client, Transaction, layout  # noqa: E402
+from tests.procs import ServerProcess  # noqa: E402
+
+COLUMN = b"bench:in"
+TARGET_RUNS = 2000.0
+TARGET_P50_MS = 50.0
+
+
+class Trivial(Observer):
+    """Does nothing but get acknowledged: the cost of the machinery itself."""
+
+    column = COLUMN
+
+    def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
+        pass
+
+
+class Timed(Observer):
+    """Records when its transaction for each row committed."""
+
+    column = COLUMN
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done: dict[bytes, float] = {}
+        self.arrived = threading.Condition()
+
+    def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
+        pass
+
+    def committed(self, row: bytes, column: bytes, commit_ts: int) -> None:
+        with self.arrived:
+            self.done[row] = time.perf_counter()
+            self.arrived.notify_all()
+
+
+@contextmanager
+def clients(mode: str) -> Iterator[tuple[Client, Callable[[], Client]]]:
+    """(writer client, factory of further clients on the same cluster)."""
+    path = tempfile.mkdtemp(prefix=f"bench-obs-{mode}-")
+    try:
+        if mode == "embedded":
+            writer = Client.embedded(path)
+            try:
+                yield writer, lambda: Client(writer.store, writer.oracle,
+                                             limits=writer.ctx.limits)
+            finally:
+                writer.close()
+        else:
+            with ServerProcess(path) as server:
+                writer = Client.connect(server.address)
+                try:
+                    yield writer, lambda: Client.connect(server.address)
+                finally:
+                    writer.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load(client: Client, n: int, prefix: bytes, per_txn: int = 100) -> None:
+    for i in range(0, n, per_txn):
+        with client.transaction() as txn:
+            for j in range(i, min(n, i + per_txn)):
+                txn.set(prefix + b"%07d" % j, COLUMN, b"x")
+
+
+def throughput(mode: str, threads: int, n: int) -> tuple[float, float, float]:
+    """(runs/s, observer p50 ms, p99 ms) for n preloaded notifications."""
+    with clients(mode) as (writer, another):
+        writer.register_observed_columns([COLUMN])
+        load(writer, n, b"t")
+        client = another()
+        try:
+            worker = Worker(client, [Trivial()], threads=threads)
+            began = time.perf_counter()
+            stats = worker.run_until_idle(timeout=600)
+            elapsed = time.perf_counter() - began
+        finally:
+            client.close()
+    assert stats.processed == n, stats
+    return n / elapsed, stats.latency_p50_ms, stats.latency_p99_ms
+
+
+def latency(mode: str, writes: int, interval: float) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, max ms) from a writer's commit to its observer's commit, idle workers."""
+    with clients(mode) as (writer, another):
+        timed = Timed()
+        client = another()
+        worker = Worker(client, [timed], threads=4)
+        worker.start()
+        try:
+            committed: dict[bytes, float] = {}
+            for i in range(writes):
+                row = b"l%06d" % i
+                with writer.transaction() as txn:
+                    txn.set(row, COLUMN, b"x")
+                committed[row] = time.perf_counter()
+                time.sleep(interval)  # the trickle's pace (load generation, not synchronisation)
+            with timed.arrived:
+                timed.arrived.wait_for(lambda: len(timed.done) >= writes, timeout=60)
+        finally:
+            worker.stop()
+            client.close()
+    samples = [(timed.done[r] - t) * 1000 for r, t in committed.items() if r in timed.done]
+    assert len(samples) == writes, f"{writes - len(samples)} writes never observed"
+    return percentile(samples, 50), percentile(samples, 99), max(samples)
+
+
+def scan_seconds(store: object, table: bytes, repeat: int = 5) -> float:
+    """Best-of time to scan the whole notify table (as an idle worker's probe does)."""
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.perf_counter()
+        for _row in store.scan(ScanRequest(table)):  # type: ignore[attr-defined]
+            pass
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def churn(store: object, table: bytes, n: int, batch: int = 1000) -> None:
+    """n notifications written then deleted version by version, as writers and workers do."""
+    for i in range(0, n, batch):
+        rows = [b"c%09d" % j for j in range(i, min(n, i + batch))]
+        store.mutate_rows([RowMutation(table, r, (Put(COLUMN, 1000 + i, b"\x00" * 9),))  # type: ignore[attr-defined]
+                           for r in rows])
+        store.mutate_rows([RowMutation(table, r, (DeleteVersion(COLUMN, 1000 + i),))  # type: ignore[attr-defined]
+                           for r in rows])
+
+
+def churn_embedded(n: int) -> tuple[float, float, float, float]:
+    path = tempfile.mkdtemp(prefix="bench-churn-")
+    try:
+        with LocalStore(path) as store:
+            table = layout.notify_table(layout.DEFAULT_TABLE)
+            before = scan_seconds(store, table)
+            churn(store, table, n)
+            after = scan_seconds(store, table)
+            store.compact_table(table)
+            plain = scan_seconds(store, table)
+            compact_notify_table(store, store.compact_table, table)
+            compacted = scan_seconds(store, table)
+        return before, after, plain, compacted
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def churn_remote(n: int) -> tuple[float, float]:
+    path = tempfile.mkdtemp(prefix="bench-churn-remote-")
+    try:
+        with ServerProcess(path) as server, Client.connect(server.address) as client:
+            table = layout.notify_table(client.table)
+            before = scan_seconds(client.store, table)
+            churn(client.store, table, n)
+            return before, scan_seconds(client.store, table)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--notifications", type=int, default=5000,
+                        help="notifications per throughput run, embedded (remote: 2/5 of it)")
+    parser.add_argument("--churn", type=int, default=200_000,
+                        help="notifications that come and go before the scan measurement")
+    parser.add_argument("--trickle", type=int, default=300, help="writes in the latency run")
+    parser.add_argument("--skip-remote", action="store_true")
+    args = parser.parse_args()
+    modes = ["embedded"] if args.skip_remote else ["embedded", "remote"]
+
+    print("== trivial observer runs/s (preloaded notifications; observer p50/p99 = run+commit)")
+    for mode in modes:
+        n = args.notifications if mode == "embedded" else max(200, args.notifications * 2 // 5)
+        for threads in (1, 4):
+            rate, p50, p99 = throughput(mode, threads, n)
+            target = f"   target >= {TARGET_RUNS:,.0f}/s" if mode == "embedded" else ""
+            ok = "" if mode != "embedded" else ("  OK" if rate >= TARGET_RUNS else "  MISSED")
+            print(f"{mode:8s} threads={threads}  {rate:8,.0f} runs/s   observer p50"
+                  f" {p50:6.2f} ms  p99 {p99:6.2f} ms{target}{ok}", flush=True)
+
+    print(f"\n== trigger-to-observer latency, {args.trickle} writes at 50/s, idle workers"
+          " (4 threads)")
+    for mode in modes:
+        p50, p99, worst = latency(mode, args.trickle, 0.02)
+        ok = "OK" if p50 < TARGET_P50_MS else "MISSED"
+        print(f"{mode:8s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  max {worst:6.2f} ms"
+              f"   target p50 < {TARGET_P50_MS:.0f} ms  {ok}", flush=True)
+
+    print(f"\n== scan of the empty notify table after {args.churn:,} notifications came and went")
+    before, after, plain, compacted = churn_embedded(args.churn)
+    print(f"embedded  before churn {before * 1000:8.2f} ms   after churn {after * 1000:8.2f} ms"
+          f"   after LocalStore.compact_table {plain * 1000:8.2f} ms   after the worker's"
+          f" compaction (sentinels) {compacted * 1000:8.2f} ms", flush=True)
+    if not args.skip_remote:
+        before, after = churn_remote(args.churn)
+        print(f"remote    before churn {before * 1000:8.2f} ms   after churn {after * 1000:8.2f}"
+              " ms   (no compaction RPC: left to LevelDB)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
