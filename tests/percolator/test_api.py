@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from bigtable_lite import DEFAULT_LIMITS
+from bigtable_lite import DEFAULT_LIMITS, LocalStore
 from percolator import (
     Client,
     CommitConflict,
     CommitUndetermined,
+    OracleError,
     PercolatorError,
     Transaction,
     TransactionError,
@@ -20,6 +21,7 @@ from percolator import (
     records,
 )
 from percolator.clock import FakeClock
+from percolator.oracle import Oracle
 
 from .txn_fixtures import (  # noqa: F401  (fixtures)
     CountingStore,
@@ -195,6 +197,74 @@ def test_bad_arguments_write_nothing(client: Client) -> None:
             txn.set(b"r", b"c", value)
         txn.commit()
     assert raw_cells(client) == stored
+
+
+class BytesSubclass(bytes):
+    pass
+
+
+@pytest.mark.xfail(strict=True, reason="Transaction._key lets bytes subclasses through (as_bytes"
+                   " uses isinstance); the store refuses them at commit with TypeError, after the"
+                   " primary was locked, and the lock is left until its TTL expires")
+def test_bytes_subclass_keys_are_rejected_or_stored(tmp_path: Path) -> None:
+    """Values of a bytes subclass are refused at once; keys must be refused as early, or
+    work.  Either way a commit must not fail half-way and leave locks behind."""
+    clock = FakeClock()
+    with Client.embedded(tmp_path / "data", clock=clock) as client:
+        for row, column in ((b"a", BytesSubclass(b"d")), (BytesSubclass(b"b"), b"c")):
+            txn = client.begin()
+            txn.set(b"a", b"c", b"primary")
+            try:
+                txn.set(row, column, b"v")
+            except (TypeError, ValueError):
+                txn.rollback()
+                continue
+            must_commit(txn)
+            assert client.begin().get(row, column) == b"v"
+        assert not [cell for _, _, cell in raw_cells(client)
+                    if cell.column.startswith(layout.LOCK)], "locks left behind"
+
+
+class FailingOracle:
+    """An oracle that refuses timestamps once ``failing`` is set (delegates otherwise)."""
+
+    def __init__(self, inner: Oracle) -> None:
+        self.inner = inner
+        self.failing = False
+
+    def get_timestamp(self) -> int:
+        if self.failing:
+            raise OracleError("oracle down (test)")
+        return self.inner.get_timestamp()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.xfail(strict=True, reason="commit_transaction aborts only on CommitConflict,"
+                   " StorageError, TransactionError and FailpointError: an OracleError (or any"
+                   " other exception) after the prewrite leaves every lock until its TTL expires")
+def test_commit_failing_before_the_commit_point_leaves_no_locks(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data")
+    oracle = FailingOracle(Oracle(store))
+    clock = FakeClock()
+    with Client(store, oracle, clock=clock, limits=store.limits, owned=[oracle.inner, store]) \
+            as client:
+        load(client, {(b"a", b"c"): b"old", (b"b", b"c"): b"old"})
+        txn = client.begin()
+        txn.set(b"a", b"c", b"new")
+        txn.set(b"b", b"c", b"new")
+        oracle.failing = True  # the commit_ts request fails, after both rows are locked
+        with pytest.raises(OracleError):
+            txn.commit()
+        oracle.failing = False
+        assert not txn.active
+        before = clock.now_ms()
+        reader = client.begin()
+        assert reader.get_many([(b"a", b"c"), (b"b", b"c")]) == {
+            (b"a", b"c"): b"old", (b"b", b"c"): b"old"}
+        assert clock.now_ms() == before, \
+            f"the reader waited {clock.now_ms() - before} ms for locks of a failed commit"
 
 
 # --- lifecycle -------------------------------------------------------------------------------
