@@ -143,7 +143,7 @@ class Engine:
             try:
                 out = []
                 for r in reads:
-                    rpfx = table_prefix(r.table) + escape(r.row)
+                    rpfx = self._row_prefix(r.table, r.row)
                     out.append(_read_row(it, rpfx, r.columns, r.column_prefixes,
                                          r.time_range.min_ts, r.time_range.max_ts, r.max_versions))
                 return out
@@ -393,7 +393,7 @@ def _normalise_prefixes(prefixes: Sequence[bytes]) -> list[bytes]:
 def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts: int,
                       min_ts: int, max_versions: int, cells: list[Cell]) -> None:
     """Append the versions of one cell within [min_ts, max_ts], newest first."""
-    it.seek(cpfx + encode_ts(max_ts))
+    it.seek(cpfx + _TS.pack(MAX_TS - max_ts))
     n = 0
     width = len(cpfx)
     while it.valid():
@@ -414,7 +414,7 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, columns: Sequence[bytes],
               prefixes: Sequence[bytes], min_ts: int, max_ts: int, max_versions: int) -> list[Cell]:
     cells: list[Cell] = []
     if columns:
-        for column in sorted(set(columns)):
+        for column in columns if len(columns) == 1 else sorted(set(columns)):
             _collect_versions(it, rpfx + escape(column), column, max_ts, min_ts, max_versions, cells)
         return cells
     width = len(rpfx)

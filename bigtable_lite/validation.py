@@ -138,18 +138,22 @@ def _check_filter(
     columns: Sequence[bytes], prefixes: Sequence[bytes], time_range: TimeRange, max_versions: int,
     limits: Limits,
 ) -> None:
+    col_limit = limits.max_column_bytes
     for c in columns:
-        check_key(c, "column", limits.max_column_bytes)
+        if not (type(c) is bytes and 0 < len(c) <= col_limit):
+            check_key(c, "column", col_limit)
     for p in prefixes:
         if type(p) is not bytes:
             raise TypeError(f"column prefix must be bytes, not {type(p).__name__}")
-        if len(p) > limits.max_column_bytes:
-            raise LimitExceeded(f"column prefix is {len(p)} bytes; the limit is {limits.max_column_bytes}")
+        if len(p) > col_limit:
+            raise LimitExceeded(f"column prefix is {len(p)} bytes; the limit is {col_limit}")
     if columns and prefixes:
         raise InvalidArgument("give exact columns or column prefixes, not both")
     if type(time_range) is not TimeRange:
         raise TypeError("time_range must be a TimeRange")
-    check_range(time_range.min_ts, time_range.max_ts)
+    min_ts, max_ts = time_range.min_ts, time_range.max_ts
+    if not (type(min_ts) is int and type(max_ts) is int and 0 <= min_ts <= max_ts <= MAX_TS):
+        check_range(min_ts, max_ts)
     if type(max_versions) is not int:
         raise TypeError(f"max_versions must be an int, not {type(max_versions).__name__}")
     if not 0 <= max_versions <= MAX_VERSIONS:
@@ -157,10 +161,14 @@ def _check_filter(
 
 
 def check_read(r: RowRead, limits: Limits) -> None:
+    """Check one row read; like check_row_mutation, the common case costs one expression."""
     if type(r) is not RowRead:
         raise TypeError(f"expected RowRead, not {type(r).__name__}")
-    check_key(r.table, "table", limits.max_table_bytes)
-    check_key(r.row, "row", limits.max_row_bytes)
+    table, row = r.table, r.row
+    if not (type(table) is bytes and 0 < len(table) <= limits.max_table_bytes):
+        check_key(table, "table", limits.max_table_bytes)
+    if not (type(row) is bytes and 0 < len(row) <= limits.max_row_bytes):
+        check_key(row, "row", limits.max_row_bytes)
     _check_filter(r.columns, r.column_prefixes, r.time_range, r.max_versions, limits)
 
 
