@@ -14,17 +14,22 @@ allows by design.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from percolator import Client, CommitConflict
+from percolator.clock import FakeClock
 
 from .txn_fixtures import (  # noqa: F401  (fixtures)
+    SecondaryLosingStore,
     client_fixture,
     client_kind_fixture,
     committed_state,
     load,
+    lock_cells,
+    losing_client,
     must_commit,
     must_conflict,
     raw_cells,
@@ -450,3 +455,75 @@ def test_commit_conflict_names_the_cell(db: Client) -> None:
     err = must_conflict(t2)
     assert isinstance(err, CommitConflict)
     assert (err.row, err.column) == Y
+
+
+# --- commits whose secondaries were never written ---------------------------------------------
+
+
+@pytest.fixture
+def lossy(tmp_path: Path) -> Iterator[tuple[Client, SecondaryLosingStore]]:
+    """Embedded, over a store that can lose a commit's secondaries; a fake clock, so a
+    reader that waited for a lock's TTL instead of resolving it shows up as fake time."""
+    c, store = losing_client(tmp_path / "data", clock=FakeClock())
+    with c:
+        yield c, store
+
+
+NEW = {(b"a", b"c"): b"new-a",          # the primary
+       (b"a", b"d"): b"new-a2",         # the primary's row: committed with it
+       (b"b", b"c"): b"L" * 300,        # a secondary in the data column
+       (b"c", b"c"): b"",               # an empty value
+       (b"d", b"c"): None}              # a delete
+OLD = {(b"a", b"c"): b"old-a", (b"d", b"c"): b"old-d", (b"e", b"c"): b"old-e"}
+
+
+@pytest.mark.parametrize("resolver", ["scan", "get", "get_many", "write", "concurrent read",
+                                      "concurrent write"])
+def test_secondaries_lost_after_the_commit_point_are_rolled_forward(
+        lossy: tuple[Client, SecondaryLosingStore], resolver: str) -> None:
+    """Once the primary is committed the transaction is, whatever became of its secondaries:
+    whoever meets one of their locks first rolls it forward, and every later snapshot
+    sees the whole transaction."""
+    client, store = lossy
+    clock = client.clock
+    load(client, OLD)
+    txn = client.begin()
+    for (row, column), value in NEW.items():
+        if value is None:
+            txn.delete(row, column)
+        else:
+            txn.set(row, column, value)
+    concurrent = client.begin()  # its snapshot holds the locks, not the commit
+    store.lose_next = True
+    commit_ts = must_commit(txn)
+    assert not store.lose_next, "the secondaries were not lost: the test proves nothing"
+    assert {row for _, row, _ in lock_cells(client)} == {b"b", b"c", b"d"}
+    after = {**OLD, **{k: v for k, v in NEW.items() if v is not None}}
+    del after[(b"d", b"c")]
+    waited = clock.now_ms()
+
+    if resolver == "scan":
+        assert snapshot(client.begin()) == after
+    elif resolver == "get":
+        reader = client.begin()
+        for key, value in NEW.items():
+            assert reader.get(*key) == value
+    elif resolver == "get_many":
+        assert client.begin().get_many(list(NEW)) == NEW
+    elif resolver == "write":
+        writer = client.begin()
+        for (row, column) in NEW:
+            writer.set(row, column, b"newer")
+        assert must_commit(writer) > commit_ts
+        after = {**after, **{key: b"newer" for key in NEW}}
+    elif resolver == "concurrent read":
+        assert txn.start_ts < concurrent.start_ts < commit_ts
+        assert snapshot(concurrent) == OLD
+        assert concurrent.get_many(list(NEW)) == {key: OLD.get(key) for key in NEW}
+    else:
+        concurrent.set(b"d", b"c", b"lost update")
+        must_conflict(concurrent)
+
+    assert clock.now_ms() == waited, "a lock of a committed transaction was waited out"
+    assert committed_state(client) == after
+    assert lock_cells(client) == [], "locks left behind"

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from bigtable_lite import ALL_TIME, Cell, LocalStore, ScanRequest
+from bigtable_lite import ALL_TIME, Cell, LocalStore, Put, ScanRequest, Unavailable
 from percolator import Client, CommitConflict, Transaction, layout
 from percolator.oracle import Oracle
 
@@ -122,12 +122,43 @@ class CountingStore:
         return getattr(self.inner, name)
 
 
-def counting_client(path: str | os.PathLike[str]) -> tuple[Client, CountingStore]:
+class SecondaryLosingStore(CountingStore):
+    """Loses the next batch of secondary commits when ``lose_next`` is set, as if the
+    writer died right after its commit point: readers must roll the locks forward."""
+
+    lose_next = False
+
+    def mutate_rows(self, mutations: Sequence[Any], *, sync: bool = False) -> Any:
+        if self.lose_next and mutations and all(
+                not m.conditions and any(isinstance(x, Put) and x.column.startswith(layout.WRITE)
+                                         for x in m.mutations) for m in mutations):
+            self.lose_next = False
+            raise Unavailable("secondary commits lost (test)")
+        return super().mutate_rows(mutations, sync=sync)
+
+
+def _client_over(store: CountingStore, **kwargs: Any) -> Client:
+    oracle = Oracle(store.inner)
+    return Client(store, oracle, limits=store.inner.limits, owned=[oracle, store.inner], **kwargs)
+
+
+def counting_client(path: str | os.PathLike[str], **kwargs: Any) -> tuple[Client, CountingStore]:
     """An embedded client whose every store call (not the oracle's) is counted."""
-    inner = LocalStore(path)
-    oracle = Oracle(inner)
-    store = CountingStore(inner)
-    return Client(store, oracle, limits=inner.limits, owned=[oracle, inner]), store
+    store = CountingStore(LocalStore(path))
+    return _client_over(store, **kwargs), store
+
+
+def losing_client(path: str | os.PathLike[str], **kwargs: Any
+                  ) -> tuple[Client, SecondaryLosingStore]:
+    """An embedded client over a :class:`SecondaryLosingStore`."""
+    store = SecondaryLosingStore(LocalStore(path))
+    return _client_over(store, **kwargs), store
+
+
+def lock_cells(client: Client) -> list[tuple[bytes, bytes, Cell]]:
+    """Every lock in the client's table."""
+    return [(table, row, cell) for table, row, cell in raw_cells(client)
+            if cell.column.startswith(layout.LOCK)]
 
 
 # --- helpers that read like assertions -------------------------------------------------------
