@@ -135,3 +135,20 @@ def test_overlapping_batches_do_not_deadlock(local_store: StoreOps) -> None:
 
     run_threads(THREADS, batcher)
     assert len(list(local_store.scan_rows(T))) == len(rows)
+
+
+def test_concurrent_scans_that_stop_early_over_grpc(remote_store: RemoteStore) -> None:
+    """Scans run on their calling threads; abandoning them must free the server."""
+    remote_store.mutate_rows([RowMutation(T, b"s%04d" % i, (Put(b"c", 1, b"v"),))
+                              for i in range(600)])
+
+    def scanner(me: int) -> None:
+        for n in range(20):
+            it = remote_store.scan_rows(T, b"s%04d" % (me * 50 + n))
+            assert next(it).row == b"s%04d" % (me * 50 + n)
+            if n % 2:
+                it.close()  # type: ignore[attr-defined]
+            else:
+                assert len(list(it)) == 600 - (me * 50 + n) - 1
+
+    run_threads(THREADS, scanner)
