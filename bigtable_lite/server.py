@@ -90,13 +90,15 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
+    refusal = f"cannot listen on {listen}: the address is in use or not available"
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError as exc:  # grpc >= 1.5x raises; older versions returned 0
-        raise OSError(f"cannot listen on {listen}: the address is in use or not available"
-                      ) from exc
+        server.stop(None)
+        raise OSError(refusal) from exc
     if port == 0:
-        raise OSError(f"cannot listen on {listen}: the address is in use or not available")
+        server.stop(None)
+        raise OSError(refusal)
     return server, port
 
 
