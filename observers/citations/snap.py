@@ -58,6 +58,9 @@ def iter_snap_edges(path: str | os.PathLike[str], *,
                          disable=not progress, file=sys.stderr) as bar:
             done = 0
             line_no = 0
+            # Each id is parsed once and then shared: a paper cited 10,000 times is one
+            # str, not 10,000 (cit-Patents has 16.5M edges among 3.8M ids).
+            ids: dict[bytes, str] = {}
             try:
                 for line_no, line in enumerate(lines, 1):
                     if line_no % _PROGRESS_EVERY == 0:
@@ -66,9 +69,15 @@ def iter_snap_edges(path: str | os.PathLike[str], *,
                         bar.update(pos - done)
                         done = pos
                     fields = line.split()
+                    if len(fields) == 2:
+                        # Fast path: both ids seen before.
+                        src, dst = ids.get(fields[0]), ids.get(fields[1])
+                        if src is not None and dst is not None:
+                            yield src, dst
+                            continue
                     if not fields or fields[0].startswith(b"#"):
                         continue
-                    yield _parse_edge(name, line_no, line, fields)
+                    yield _parse_edge(ids, name, line_no, line, fields)
             except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
                 raise SnapFormatError(name, line_no + 1, f"corrupt gzip data: {exc}") from exc
             bar.update(size - done)
@@ -90,19 +99,20 @@ def load_snap(path: str | os.PathLike[str], *,
     return papers
 
 
-def _parse_edge(path: str, line_no: int, line: bytes,
+def _parse_edge(ids: dict[bytes, str], path: str, line_no: int, line: bytes,
                 fields: list[bytes]) -> tuple[str, str]:
+    """Check an edge with a new id, remember its ids, or raise naming the line."""
     if len(fields) != 2:
         raise SnapFormatError(
             path, line_no,
             f"expected 2 node ids 'FromNodeId<TAB>ToNodeId', got {len(fields)} fields: "
             f"{line[:80]!r}",
         )
-    ids = []
-    for f in fields:
-        if not f.isdigit():
+    for token in fields:
+        if not token.isdigit():
             raise SnapFormatError(
-                path, line_no, f"node id {f[:40]!r} is not a non-negative decimal integer"
+                path, line_no, f"node id {token[:40]!r} is not a non-negative decimal integer"
             )
-        ids.append(str(int(f)))
-    return ids[0], ids[1]
+        if token not in ids:
+            ids[token] = str(int(token))
+    return ids[fields[0]], ids[fields[1]]

@@ -26,6 +26,13 @@ def test_sample_file() -> None:
     assert list(papers) == list(SAMPLE_PAPERS), "papers in file order"
 
 
+def test_each_id_is_one_shared_str() -> None:
+    # Memory: a paper cited many times must not cost one str per citation.
+    papers = load_snap(SAMPLE, progress=False)
+    assert papers["1002"][0] is papers["1002"][2]
+    assert papers["1001"][0] is papers["1002"][1]
+
+
 def test_edges_stream_in_file_order() -> None:
     edges = list(iter_snap_edges(str(SAMPLE), progress=False))
     assert len(edges) == 10
