@@ -433,3 +433,44 @@ def test_bad_grpc_framing_on_a_stream(served: Served, seeded: list[Row], body: b
     assert how == "stream" and b"grpc-status" in reply
     assert (b"grpc-status\x010" not in reply) == refused
     assert_still_serving(served, seeded)
+
+
+def test_graceful_stop_under_load(tmp_path: Path) -> None:
+    """Stopping the server mid-stream: calls end with Unavailable, acknowledged writes stay."""
+    import threading
+
+    served = serve(tmp_path)
+    acked: list[bytes] = []
+    outcome: list[BaseException] = []
+    started = threading.Event()
+
+    def writer() -> None:
+        with served.remote(timeout=5.0) as remote:
+            try:
+                for i in range(1_000_000):
+                    row = b"w%07d" % i
+                    remote.put(T, row, b"c", 1, b"v")
+                    acked.append(row)
+                    started.set()
+            except StorageError as exc:
+                outcome.append(exc)
+                started.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert started.wait(CALL_TIMEOUT)
+    stop_server(served.server, grace=1.0)
+    thread.join(CALL_TIMEOUT)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], Unavailable), outcome
+    stored = {r.row for r in served.store.scan_rows(T)}
+    served.store.close()
+    assert set(acked) <= stored
+
+
+def test_set_not_serving_needs_our_server() -> None:
+    from concurrent import futures
+
+    foreign = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    with pytest.raises(ValueError):
+        set_not_serving(foreign)
