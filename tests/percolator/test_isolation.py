@@ -527,3 +527,39 @@ def test_secondaries_lost_after_the_commit_point_are_rolled_forward(
     assert clock.now_ms() == waited, "a lock of a committed transaction was waited out"
     assert committed_state(client) == after
     assert lock_cells(client) == [], "locks left behind"
+
+
+# --- transactions larger than one store call --------------------------------------------------
+
+
+def big_writes(txn_id: bytes) -> dict[tuple[bytes, bytes], bytes]:
+    """1,200 cells in the primary's row (more than a store row mutation may carry) and
+    300 further rows: the commit is split into several parts and calls."""
+    cells = {(b"a", b"c%04d" % i): txn_id + b"%d" % i for i in range(1200)}
+    cells.update({(b"r%03d" % i, b"c"): txn_id for i in range(300)})
+    return cells
+
+
+@pytest.mark.parametrize("conflict_at", [(b"a", b"c0000"), (b"a", b"c1199"), (b"r299", b"c")],
+                         ids=["primary", "primary-row-last-part", "last-row"])
+def test_large_transaction_is_all_or_nothing(client: Client,
+                                             conflict_at: tuple[bytes, bytes]) -> None:
+    first = big_writes(b"T1-")
+    load(client, first)
+    before = client.begin()
+    t2, t3 = client.begin(), client.begin()
+    for key, value in big_writes(b"T2-").items():
+        t2.set(*key, value)
+    t3.set(*conflict_at, b"T3")
+    must_commit(t3)
+    must_conflict(t2)
+    expected = {**first, conflict_at: b"T3"}
+    assert committed_state(client) == expected
+    assert lock_cells(client) == []
+    assert snapshot(before) == first
+    t4 = client.begin()
+    for key, value in big_writes(b"T4-").items():
+        t4.set(*key, value)
+    must_commit(t4)
+    assert snapshot(before) == first
+    assert committed_state(client) == big_writes(b"T4-")
