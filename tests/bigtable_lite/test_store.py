@@ -19,6 +19,7 @@ from bigtable_lite import (
     RowMutation,
     RowRead,
     ScanRequest,
+    TabletInfo,
     TabletStore,
     TimeRange,
     VersionAt,
@@ -328,8 +329,8 @@ def test_split_and_list_tablets(store: Store) -> None:
     assert all(t.approximate_bytes >= 0 for t in store.list_tablets())
     with pytest.raises(InvalidArgument):
         store.split_tablet(T, b"m")
-    assert store.list_tablets(b"never-written") == [
-        store.list_tablets(b"never-written")[0]]  # one unbounded tablet, by definition
+    # Every table starts as one tablet covering every row, written to or not.
+    assert store.list_tablets(b"never-written") == [TabletInfo(b"never-written", b"", None, 0)]
 
 
 # --- caller mistakes --------------------------------------------------------------------
