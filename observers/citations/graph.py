@@ -111,22 +111,18 @@ def generate_graph(n_papers: int, seed: int,
     gc.disable()
     try:
         for i in range(n_papers):
-            k = _out_degree(rnd, p)
+            # Early papers have little to cite: at most one reference per earlier paper.
+            k = min(i, _out_degree(rnd, p))
             window = min(i, max(100, int(i * p.recent_window)))
             n_attach = len(attach)
-            if i == 0:
-                # Nothing earlier to cite; only ids that do not exist yet.
-                cited = [n_papers + int(rand() * n_missing)
-                         for _ in range(k) if rand() < t_missing]
-            else:
-                # One comprehension per paper (not a loop of appends) for speed.
-                cited = [
-                    n_papers + int(rand() * n_missing) if r < t_missing
-                    else attach[int(rand() * n_attach)] if r < t_pref
-                    else i - 1 - int(rand() * window) if r < t_recent
-                    else int(rand() * i)
-                    for r in [rand() for _ in range(k)]
-                ]
+            # One comprehension per paper (not a loop of appends) for speed.
+            cited = [
+                n_papers + int(rand() * n_missing) if r < t_missing
+                else attach[int(rand() * n_attach)] if r < t_pref
+                else i - 1 - int(rand() * window) if r < t_recent
+                else int(rand() * i)
+                for r in [rand() for _ in range(k)]
+            ]
             papers[ids[i]] = [ids[j] for j in cited]
             if cited and max(cited) >= n_papers:
                 attach.extend(j for j in cited if j < n_papers)

@@ -65,7 +65,8 @@ def test_graph_100k_is_realistic() -> None:
     median_in, max_in = cited[n // 2], cited[-1]
     print(f"in-degree: median={median_in} p99={cited[int(n * 0.99)]} max={max_in}")
     assert 1 <= median_in <= 20, "most papers are cited a few times"
-    assert max_in >= 1000 and max_in >= 100 * median_in, "a few papers are cited thousands of times"
+    assert max_in >= 100 * median_in and sum(c >= 1000 for c in cited) >= 3, (
+        "a few papers are cited thousands of times")
 
     index = {p: i for i, p in enumerate(papers)}
     n_refs = n_missing = n_later = 0
