@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -66,27 +67,27 @@ class Timed(Observer):
 
     def committed(self, row: bytes, column: bytes, commit_ts: int) -> None:
         with self.arrived:
-            self.done[row] = time.perf_counter()
+            self.done[row] = time.time()  # wall clock: comparable with a writer process
             self.arrived.notify_all()
 
 
 @contextmanager
-def clients(mode: str) -> Iterator[tuple[Client, Callable[[], Client]]]:
-    """(writer client, factory of further clients on the same cluster)."""
+def clients(mode: str) -> Iterator[tuple[Client, Callable[[], Client], str]]:
+    """(writer client, factory of further clients on the same cluster, server address)."""
     path = tempfile.mkdtemp(prefix=f"bench-obs-{mode}-")
     try:
         if mode == "embedded":
             writer = Client.embedded(path)
             try:
                 yield writer, lambda: Client(writer.store, writer.oracle,
-                                             limits=writer.ctx.limits)
+                                             limits=writer.ctx.limits), ""
             finally:
                 writer.close()
         else:
             with ServerProcess(path) as server:
                 writer = Client.connect(server.address)
                 try:
-                    yield writer, lambda: Client.connect(server.address)
+                    yield writer, lambda: Client.connect(server.address), server.address
                 finally:
                     writer.close()
     finally:
@@ -102,7 +103,7 @@ def load(client: Client, n: int, prefix: bytes, per_txn: int = 100) -> None:
 
 def throughput(mode: str, threads: int, n: int) -> tuple[float, float, float]:
     """(runs/s, observer p50 ms, p99 ms) for n preloaded notifications."""
-    with clients(mode) as (writer, another):
+    with clients(mode) as (writer, another, _):
         writer.register_observed_columns([COLUMN])
         load(writer, n, b"t")
         client = another()
@@ -117,21 +118,40 @@ def throughput(mode: str, threads: int, n: int) -> tuple[float, float, float]:
     return n / elapsed, stats.latency_p50_ms, stats.latency_p99_ms
 
 
+def trickle(client: Client, writes: int, interval: float,
+            sent: Callable[[bytes, float], None]) -> None:
+    """One single-row write every ``interval`` seconds; ``sent(row, wall time of its commit)``."""
+    for i in range(writes):
+        row = b"l%06d" % i
+        with client.transaction() as txn:
+            txn.set(row, COLUMN, b"x")
+        sent(row, time.time())
+        time.sleep(interval)  # the trickle's pace (load generation, not synchronisation)
+
+
 def latency(mode: str, writes: int, interval: float) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms, max ms) from a writer's commit to its observer's commit, idle workers."""
-    with clients(mode) as (writer, another):
+    """(p50 ms, p99 ms, max ms) from a writer's commit to its observer's commit, idle workers.
+
+    Remote, the writer is a process of its own, as writers are in a deployment (sharing
+    the worker's interpreter, its client threads compete for the GIL and the p99
+    triples); embedded, it cannot be (one process owns the data directory).
+    """
+    with clients(mode) as (writer, another, address):
         timed = Timed()
         client = another()
         worker = Worker(client, [timed], threads=4)
         worker.start()
+        committed: dict[bytes, float] = {}
         try:
-            committed: dict[bytes, float] = {}
-            for i in range(writes):
-                row = b"l%06d" % i
-                with writer.transaction() as txn:
-                    txn.set(row, COLUMN, b"x")
-                committed[row] = time.perf_counter()
-                time.sleep(interval)  # the trickle's pace (load generation, not synchronisation)
+            if mode == "embedded":
+                trickle(writer, writes, interval, committed.__setitem__)
+            else:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--trickle-writer", address, str(writes),
+                     str(interval)], capture_output=True, text=True, timeout=600, check=True)
+                for line in out.stdout.splitlines():
+                    row, at = line.split()
+                    committed[row.encode()] = float(at)
             with timed.arrived:
                 timed.arrived.wait_for(lambda: len(timed.done) >= writes, timeout=60)
         finally:
@@ -200,7 +220,15 @@ def main() -> int:
                         help="notifications that come and go before the scan measurement")
     parser.add_argument("--trickle", type=int, default=300, help="writes in the latency run")
     parser.add_argument("--skip-remote", action="store_true")
+    parser.add_argument("--trickle-writer", nargs=3, metavar=("ADDR", "N", "INTERVAL"),
+                        help=argparse.SUPPRESS)  # the latency run's writer process
     args = parser.parse_args()
+    if args.trickle_writer:
+        address, n, interval = args.trickle_writer
+        with Client.connect(address) as client:
+            trickle(client, int(n), float(interval),
+                    lambda row, at: print(row.decode(), repr(at), flush=True))
+        return 0
     modes = ["embedded"] if args.skip_remote else ["embedded", "remote"]
 
     print("== trivial observer runs/s (preloaded notifications; observer p50/p99 = run+commit)")

@@ -118,7 +118,14 @@ class Worker:
         self.deleter = Deleter(client.store, self.table, self._deleted)
         client.register_observed_columns(self.columns)
 
-        self._cond = threading.Condition()
+        # One lock over the queue and its sets; three conditions on it, so each wake-up
+        # reaches only who can act: processors (work queued), scanners (the queue fell
+        # to its low-water mark), run_until_idle (a cell finished).
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._work = threading.Condition(lock)
+        self._room = threading.Condition(lock)
+        self._low_water = self.queue_size // 2
         self._queue: deque[Key] = deque()
         self._queued: dict[Key, PendingCell] = {}
         self._inflight: set[Key] = set()
@@ -176,8 +183,7 @@ class Worker:
             log.exception("worker %s: thread %s died", self.id, threading.current_thread().name)
             self._failed = exc
             self._stopping.set()
-            with self._cond:
-                self._cond.notify_all()
+            self._notify_everyone()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop finding work, let in-flight cells finish (bounded), leave, close the observers."""
@@ -186,8 +192,7 @@ class Worker:
                 return
             self._stopping.set()
             self._wake.set()
-            with self._cond:
-                self._cond.notify_all()
+            self._notify_everyone()
             deadline = time.monotonic() + timeout
             stuck = []
             for thread in self._threads:
@@ -215,6 +220,12 @@ class Worker:
             if stuck:
                 raise WorkerFailed(f"worker {self.id}: threads {stuck} did not finish in"
                                    f" {timeout}s (an observer still running?)")
+
+    def _notify_everyone(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+            self._work.notify_all()
+            self._room.notify_all()
 
     def __enter__(self) -> Worker:
         return self.start()
@@ -338,10 +349,11 @@ class Worker:
     def _wait_for_room(self) -> bool:
         """Back-pressure: wait (bounded slices) while the queue is full; False if stopping."""
         with self._cond:
-            while len(self._queue) >= self.queue_size:
-                if self._stopping.is_set():
-                    return False
-                self._cond.wait(_WAIT_SLICE)
+            if len(self._queue) >= self.queue_size:
+                while len(self._queue) > self._low_water:
+                    if self._stopping.is_set():
+                        return False
+                    self._room.wait(_WAIT_SLICE)
         return not self._stopping.is_set()
 
     def _begin_scan(self) -> int:
@@ -390,7 +402,7 @@ class Worker:
                 self._queue.append(key)
                 new += 1
             if new:
-                self._cond.notify_all()
+                self._work.notify(new)
         if new:
             self.counters.add("found", new)
         return new, seen
@@ -421,14 +433,15 @@ class Worker:
         while True:
             with self._cond:
                 while not self._queue and not self._stopping.is_set():
-                    self._cond.wait(_WAIT_SLICE)
+                    self._work.wait(_WAIT_SLICE)
                 if self._stopping.is_set():
                     return
                 key = self._queue.popleft()
                 cell = self._queued.pop(key)
                 self._inflight.add(key)
                 self._started += 1
-                self._cond.notify_all()  # room in the queue for the scanners
+                if len(self._queue) == self._low_water:
+                    self._room.notify_all()
             try:
                 self._handle(cell)
             except Exception as exc:  # parking or deleting failed: try the cell again later
