@@ -28,6 +28,7 @@ import random
 from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 
 ID_PREFIX = "p"
 ID_DIGITS = 7
@@ -262,8 +263,8 @@ def edit_stream(papers: Mapping[str, list[str]], n_edits: int, seed: int,
     """
     if type(n_edits) is not int or n_edits < 0:
         raise ValueError(f"n_edits must be a non-negative int, got {n_edits!r}")
-    state = {k: list(v) for k, v in papers.items()}
-    return _edits(state, n_edits, random.Random(seed), mix, params)
+    # A shallow copy is enough: the stream replaces refs lists, it never mutates one.
+    return _edits(dict(papers), n_edits, random.Random(seed), mix, params)
 
 
 def _edits(refs_of: dict[str, list[str]], n_edits: int, rnd: random.Random,
@@ -272,7 +273,7 @@ def _edits(refs_of: dict[str, list[str]], n_edits: int, rnd: random.Random,
     deleted = _IdPool([])
     next_new = len(refs_of)
     kinds = ("add", "change", "delete", "readd", "cite_missing")
-    weights = [mix.add, mix.change, mix.delete, mix.readd, mix.cite_missing]
+    cum_weights = list(accumulate([mix.add, mix.change, mix.delete, mix.readd, mix.cite_missing]))
 
     def unused(k: int) -> bool:
         pid = make_id(k)
@@ -297,7 +298,7 @@ def _edits(refs_of: dict[str, list[str]], n_edits: int, rnd: random.Random,
         return make_id(k)
 
     for _ in range(n_edits):
-        kind = rnd.choices(kinds, weights)[0]
+        kind = rnd.choices(kinds, cum_weights=cum_weights)[0]
         if kind in ("change", "delete", "cite_missing") and not present:
             kind = "add"
         if kind == "readd" and not deleted:
