@@ -17,7 +17,7 @@ are kept when the sampling produces them, as real data has them and the counters
 ignore them.
 
 Pure Python and :class:`random.Random` so the output depends only on the seed and the
-parameters, not on numpy's version; one million papers take about 15 s on one core.
+parameters, not on numpy's version; one million papers take about 15 s of one core.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ class _IdPool:
 def edit_stream(papers: Mapping[str, list[str]], n_edits: int, seed: int,
                 mix: EditMix = EditMix(),
                 params: GraphParams = DEFAULT_PARAMS) -> Iterator[Edit]:
-    """``n_edits`` well-formed edits over ``papers``, deterministic for (papers, n, seed, mix).
+    """``n_edits`` well-formed edits over ``papers``; deterministic for its arguments.
 
     Each edit's precondition (see :func:`apply_edit`) holds on ``papers`` with the earlier
     edits applied.  New papers take ids ``make_id(k)`` for k = len(papers), len(papers)+1,
