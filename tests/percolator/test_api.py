@@ -33,6 +33,7 @@ from .txn_fixtures import (  # noqa: F401  (fixtures)
     must_commit,
     must_conflict,
     raw_cells,
+    running_server,
     server_fixture,
     snapshot,
 )
@@ -659,3 +660,18 @@ def test_start_ts_follows_commits_of_another_remote_client(server: str) -> None:
             assert reader.start_ts > commit_ts
             assert reader.get_many([(b"r", b"c"), (b"s", b"c")]) == {
                 (b"r", b"c"): b"%d" % i, (b"s", b"c"): b"%d" % i}
+
+
+def test_start_ts_follows_commits_across_server_restart(tmp_path: Path) -> None:
+    last = 0
+    for i in range(3):
+        with running_server(tmp_path / "server") as address, \
+                Client.connect(address) as client:
+            txn = client.begin()
+            assert txn.start_ts > last, f"restart {i}: start_ts went back"
+            assert txn.get_many([(b"r", b"c"), (b"s", b"c")]) == {
+                (b"r", b"c"): b"%d" % (i - 1) if i else None,
+                (b"s", b"c"): b"%d" % (i - 1) if i else None}
+            txn.set(b"r", b"c", b"%d" % i)
+            txn.set(b"s", b"c", b"%d" % i)  # a secondary, committed in the background
+            last = must_commit(txn)

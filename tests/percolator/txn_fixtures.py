@@ -10,7 +10,7 @@ Import the fixtures into a test module to use them::
 and a remote client of a real server on ``127.0.0.1`` port 0 (one server per test
 module, one table per test, so tests never see each other's cells).  The server is a
 :class:`percolator.node.Node` in this process, or a ``percolator serve`` subprocess
-where the node module is not available.
+(``PERCOLATOR_TEST_SERVER=subprocess``, or where the node module is not available).
 
 Randomness in these tests is seeded: :func:`draw_seed` reads ``PERCOLATOR_TEST_SEED``
 or draws a seed, and the caller prints it so a failure can be replayed.
@@ -36,6 +36,7 @@ from percolator.oracle import Oracle
 
 CLIENT_KINDS = ("embedded", "remote")
 SEED_ENV = "PERCOLATOR_TEST_SEED"
+SERVER_ENV = "PERCOLATOR_TEST_SERVER"
 
 _tables = itertools.count(1)
 
@@ -45,8 +46,13 @@ _tables = itertools.count(1)
 
 @contextmanager
 def running_server(data_dir: str | os.PathLike[str]) -> Iterator[str]:
-    """A real server on 127.0.0.1 port 0 for the block; yields its ``HOST:PORT``."""
-    if importlib.util.find_spec("percolator.node") is not None:
+    """A real server on 127.0.0.1 port 0 for the block; yields its ``HOST:PORT``.
+
+    In this process (a Node) unless ``PERCOLATOR_TEST_SERVER=subprocess`` asks for a
+    ``percolator serve`` subprocess.
+    """
+    in_process = os.environ.get(SERVER_ENV, "node") != "subprocess"
+    if in_process and importlib.util.find_spec("percolator.node") is not None:
         from percolator.node import Node
 
         node = Node(data_dir, "127.0.0.1:0").start()
