@@ -100,6 +100,7 @@ def test_g0_conflict_on_a_secondary_undoes_the_locked_primary(db: Client) -> Non
     t2.set(*Y, b"22")
     must_commit(t2)
     must_conflict(t1)
+    assert lock_cells(db) == []
     t3 = db.begin()
     assert t3.get(*X) == b"10"
     t3.set(*X, b"13")
@@ -129,6 +130,7 @@ def test_g1a_aborted_read_after_failed_commit(db: Client) -> None:
     must_commit(t2)
     reader_before = db.begin()
     must_conflict(t1)
+    assert lock_cells(db) == []
     reader_after = db.begin()
     for reader in (reader_before, reader_after):
         assert reader.get(*X) == b"10"
