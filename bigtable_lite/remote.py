@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 import grpc
+import grpc.experimental  # not imported by `import grpc`; channel_options needs it
 
 from . import wire
 from .errors import StorageError, StoreClosed

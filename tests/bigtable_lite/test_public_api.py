@@ -39,3 +39,16 @@ def test_server_api() -> None:
     assert [f for f in server.ServiceRegistration.__dataclass_fields__] == ["name", "add"]
     remote = inspect.signature(bigtable_lite.RemoteStore).parameters
     assert list(remote) == ["address", "timeout", "limits"] and remote["timeout"].default == 30.0
+
+
+def test_client_works_in_a_fresh_interpreter() -> None:
+    """Nothing the client needs may depend on what tests or the server imported first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import bigtable_lite.remote as r; r.channel_options(r.DEFAULT_LIMITS);"
+            " r.RemoteStore('127.0.0.1:1').close()")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
