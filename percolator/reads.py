@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from bigtable_lite import Cell, RowRead, ScanRequest, TimeRange
+from bigtable_lite import Cell, DataCorruption, RowRead, ScanRequest, TimeRange
 
 from . import layout, records
 from .context import TxnContext
@@ -64,12 +64,16 @@ def _values(ctx: TxnContext, found: dict[Key, records.Write]) -> dict[Key, bytes
             out[key] = write.value
         else:
             fetch.append((key, write.start_ts))
-    if fetch:
+    # Each value may be as large as the value limit: fetch few enough per call that a
+    # reply always fits the message limit.
+    per_call = max(1, ctx.limits.max_message_bytes // ctx.limits.max_value_bytes - 1)
+    for start in range(0, len(fetch), per_call):
+        chunk = fetch[start:start + per_call]
         reads = [RowRead(ctx.table, row, (layout.data_column(col),), (), TimeRange(ts, ts), 1)
-                 for (row, col), ts in fetch]
-        for ((key, ts), cells) in zip(fetch, ctx.store.read_rows(reads)):
+                 for (row, col), ts in chunk]
+        for ((key, ts), cells) in zip(chunk, ctx.store.read_rows(reads)):
             if not cells:
-                raise RuntimeError(f"data of cell {key!r} written at {ts} is missing")
+                raise DataCorruption(f"data of cell {key!r} written at {ts} is missing")
             out[key] = cells[0].value
     return out
 

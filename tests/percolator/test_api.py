@@ -496,11 +496,6 @@ def test_what_commits_can_be_read_back_in_one_call(client: Client, client_kind: 
                                                   request: pytest.FixtureRequest) -> None:
     """A commit splits its store calls to fit the message limit (64 MiB); a get_many or a
     scan of the same cells must too, or committed data becomes unreadable in bulk."""
-    if client_kind == "remote":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="reads._values fetches every non-inlined value of a get_many"
-            " or of a 128-row scan batch in one read_rows call: over gRPC a reply above"
-            " 64 MiB fails with LimitExceeded (RESOURCE_EXHAUSTED)"))
     size = LIMITS.max_value_bytes
     count = LIMITS.max_message_bytes // size + 1
     keys = [(b"big%02d" % i, b"c") for i in range(count)]
