@@ -28,9 +28,15 @@ MAX_VERSIONS = (1 << 32) - 1
 
 
 def as_bytes(value: bytes | str, what: str) -> bytes:
-    """Accept bytes or str (UTF-8 encoded); anything else is a TypeError."""
-    if isinstance(value, bytes):
+    """Exactly ``bytes``: bytes (a subclass converted), or str encoded as UTF-8.
+
+    Anything else is a TypeError.  Subclasses are converted, not passed through,
+    because every check below (and the store) requires ``type(x) is bytes``.
+    """
+    if type(value) is bytes:
         return value
+    if isinstance(value, bytes):
+        return bytes(value)
     if isinstance(value, str):
         return value.encode("utf-8")
     raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")

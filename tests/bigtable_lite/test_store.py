@@ -412,3 +412,15 @@ def test_wrong_types_raise_type_error_before_any_io(store: Store, call: object) 
 def test_bad_reads_raise_value_error(store: Store, call: object) -> None:
     with pytest.raises(ValueError):
         call(store)  # type: ignore[operator]
+
+
+class Subclass(bytes):
+    pass
+
+
+def test_bytes_subclasses_are_converted_by_the_convenience_methods(store: Store) -> None:
+    store.put(Subclass(b"t"), Subclass(b"r"), Subclass(b"c"), 1, Subclass(b"v"))
+    cell = store.get(T, b"r", Subclass(b"c"))
+    assert cell == Cell(b"c", 1, b"v") and type(cell.column) is bytes
+    with pytest.raises(TypeError):  # the primitives take exactly bytes
+        store.mutate_rows([RowMutation(T, Subclass(b"r"), (Put(b"c", 1, b"v"),))])
