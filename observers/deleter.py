@@ -29,11 +29,13 @@ class Deleter:
     """One background thread deleting submitted versions; ``on_done`` hears of each batch."""
 
     def __init__(self, store: TabletStore, table: bytes,
-                 on_done: Callable[[list[Item]], None], *, max_batch: int = 2000) -> None:
+                 on_done: Callable[[list[Item]], None], *, max_batch: int = 2000,
+                 linger: float = 0.005) -> None:
         self._store = store
         self._table = table
         self._on_done = on_done
         self._max_batch = max_batch
+        self._linger = linger
         self._cond = threading.Condition()
         self._items: list[Item] = []
         self._busy = 0          # items taken by the thread and not yet deleted
@@ -82,6 +84,9 @@ class Deleter:
                     self._cond.wait(_WAIT_SLICE)
                 if not self._items:
                     return
+                # Let a few more gather: one call per few ms instead of one per cell.
+                self._cond.wait_for(lambda: len(self._items) >= self._max_batch
+                                    or self._closing, self._linger)
                 batch = self._items[:self._max_batch]
                 del self._items[:self._max_batch]
                 self._busy = len(batch)

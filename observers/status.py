@@ -67,8 +67,8 @@ def format_status(status: ClusterStatus) -> str:
     """Human-readable report: one line per worker, then totals and parked cells."""
     observed = ", ".join(repr(c) for c in sorted(status.observed_columns)) or "none"
     lines = [f"observed columns: {observed}",
-             f"pending notifications: {status.pending_cells} cells"
-             f" ({status.pending_versions} versions)",
+             (f"pending notifications: {status.pending_cells} cells"
+              f" ({status.pending_versions} versions)"),
              f"parked notifications: {len(status.parked)} cells"]
     header = ("worker", "state", "found", "processed", "skipped", "conflicts", "failures",
               "parked", "backlog", "p50 ms", "p99 ms")

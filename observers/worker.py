@@ -26,6 +26,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Iterable
+from typing import Self
 
 from bigtable_lite import Put, RowMutation, StorageError
 from percolator import Client, CommitConflict
@@ -149,7 +150,7 @@ class Worker:
     def running(self) -> bool:
         return self._running
 
-    def start(self) -> Worker:
+    def start(self) -> Self:
         """Set up the observers, join the membership and start the threads."""
         with self._lifecycle:
             if self._running:
@@ -227,7 +228,7 @@ class Worker:
             self._work.notify_all()
             self._room.notify_all()
 
-    def __enter__(self) -> Worker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -444,7 +445,7 @@ class Worker:
                     self._room.notify_all()
             try:
                 self._handle(cell)
-            except Exception as exc:  # parking or deleting failed: try the cell again later
+            except Exception as exc:  # noqa: BLE001 -- parking failed: try the cell again later
                 self._setback(f"({cell.row!r}, {cell.column!r}): {exc!r}")
                 self.retry.retry_later(key, repr(exc))
             finally:
@@ -465,7 +466,7 @@ class Worker:
             self.counters.add("conflicts")
             self.retry.retry_later(key, f"conflict: {exc}")
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- an observer may raise anything
             if is_transient(exc):
                 self.counters.add("retries")
                 self._setback(f"({cell.row!r}, {cell.column!r}): {exc!r}")

@@ -7,8 +7,18 @@ from pathlib import Path
 import pytest
 
 import observers
-from observers import ConfigurationError, FunctionObserver, Observer, ObserverRegistry, \
-    PluginError, Worker, load_entry_points, load_registry, load_spec, observer
+from observers import (
+    ConfigurationError,
+    FunctionObserver,
+    Observer,
+    ObserverRegistry,
+    PluginError,
+    Worker,
+    load_entry_points,
+    load_registry,
+    load_spec,
+    observer,
+)
 from percolator import Client, Transaction
 
 from . import plugin_fixtures

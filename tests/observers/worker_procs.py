@@ -79,7 +79,7 @@ class WorkerProcess:
             return "(still running)"
         return self.proc.stderr.read()
 
-    def __enter__(self) -> "WorkerProcess":
+    def __enter__(self) -> WorkerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
