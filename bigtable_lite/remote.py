@@ -17,7 +17,7 @@ import grpc
 import grpc.experimental  # not imported by `import grpc`; channel_options needs it
 
 from . import wire
-from .errors import StorageError, StoreClosed
+from .errors import LimitExceeded, StorageError, StoreClosed
 from .model import (
     DEFAULT_LIMITS,
     Cell,
@@ -90,6 +90,7 @@ class RemoteStore(StoreOps):
         self._closed = False
         ch = self._channel
         self._read_rows = _method(ch, "ReadRows", pb.ReadRowsResponse)
+        self._read_rows_stream = _method(ch, "ReadRowsStream", pb.ReadRowsResponse, stream=True)
         self._scan = _method(ch, "Scan", pb.ScanResponse, stream=True)
         self._mutate_rows = _method(ch, "MutateRows", pb.MutateRowsResponse)
         self._list_tablets = _method(ch, "ListTablets", pb.ListTabletsResponse)
@@ -109,9 +110,34 @@ class RemoteStore(StoreOps):
 
     def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
         check_reads(reads, self.limits)
-        resp = self._call(self._read_rows, wire.read_request_to_pb(reads))
-        rows = wire.read_response_from_pb(resp)
+        request = wire.read_request_to_pb(reads)
+        try:
+            rows = wire.read_response_from_pb(self._call(self._read_rows, request))
+        except LimitExceeded as exc:
+            if not self._reply_too_large(exc, request):
+                raise
+            rows = self._read_rows_streamed(request)
         _check_count(len(reads), len(rows))
+        return rows
+
+    def _reply_too_large(self, exc: LimitExceeded, request: pb.ReadRowsRequest) -> bool:
+        """RESOURCE_EXHAUSTED for a request that fits: it was the reply that did not."""
+        cause = exc.__cause__
+        return (isinstance(cause, grpc.Call)
+                and cause.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                and request.ByteSize() <= self.limits.max_message_bytes)
+
+    def _read_rows_streamed(self, request: pb.ReadRowsRequest) -> list[list[Cell]]:
+        """The same read, its reply in several messages (still one snapshot on the server)."""
+        rows: list[list[Cell]] = []
+        call = self._read_rows_stream(request, timeout=self.timeout)
+        try:
+            for resp in call:
+                rows += wire.read_response_from_pb(resp)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        finally:
+            call.cancel()
         return rows
 
     def scan(self, request: ScanRequest) -> Iterator[Row]:

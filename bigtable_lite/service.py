@@ -14,7 +14,7 @@ code means the call itself failed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from . import wire
 from .errors import InvalidArgument
 from .local import LocalStore
-from .model import Row
+from .model import Cell, Row
 from .status import ERROR_KEY, error_name, status_for
 from .v1 import tablet_pb2 as pb
 
@@ -32,9 +32,10 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["TabletService"].full_name
 
 SCAN_CHUNK_ROWS = 256
 """Most rows in one ScanResponse."""
-SCAN_CHUNK_BYTES = 1 << 20
-"""A ScanResponse is sent once its rows reach about this many bytes (a single larger row
-still goes alone, up to the message size limit)."""
+CHUNK_BYTES = 1 << 20
+"""A streamed response (Scan, ReadRowsStream) is sent once its rows reach about this many
+bytes, or a quarter of the message size limit if that is smaller (a single larger row
+still goes alone, up to the limit)."""
 
 _CELL_OVERHEAD = 16  # ts and field tags, roughly, per cell
 
@@ -72,8 +73,8 @@ def _serialize(msg: Message) -> bytes:
     return data
 
 
-def _row_bytes(row: Row) -> int:
-    return len(row.row) + sum([len(c.column) + len(c.value) + _CELL_OVERHEAD for c in row.cells])
+def _cells_bytes(cells: Sequence[Cell]) -> int:
+    return sum([len(c.column) + len(c.value) + _CELL_OVERHEAD for c in cells])
 
 
 def _unary(handler: Callable[[bytes], bytes]) -> grpc.RpcMethodHandler:
@@ -105,10 +106,26 @@ class TabletService:
 
     def __init__(self, store: LocalStore) -> None:
         self._store = store
+        self._chunk_bytes = min(CHUNK_BYTES, store.limits.max_message_bytes // 4)
 
     def ReadRows(self, raw: bytes) -> bytes:
         reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
         return _serialize(wire.read_response_to_pb(self._store.read_rows(reads)))
+
+    def ReadRowsStream(self, raw: bytes) -> Iterator[bytes]:
+        reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
+        chunk: list[list[Cell]] = []
+        size = 0
+        for cells in self._store.read_rows(reads):  # one snapshot, then sent in pieces
+            n = _cells_bytes(cells)
+            if chunk and size + n > self._chunk_bytes:
+                yield _serialize(wire.read_response_to_pb(chunk))
+                chunk = []
+                size = 0
+            chunk.append(cells)
+            size += n
+        if chunk:
+            yield _serialize(wire.read_response_to_pb(chunk))
 
     def Scan(self, raw: bytes) -> Iterator[bytes]:
         request = wire.scan_request_from_pb(_parse(pb.ScanRequest, raw))
@@ -117,9 +134,14 @@ class TabletService:
             chunk: list[Row] = []
             size = 0
             for row in rows:
+                n = len(row.row) + _cells_bytes(row.cells)
+                if chunk and size + n > self._chunk_bytes:  # never grow past the chunk size
+                    yield _serialize(wire.scan_response_to_pb(chunk))
+                    chunk = []
+                    size = 0
                 chunk.append(row)
-                size += _row_bytes(row)
-                if len(chunk) >= SCAN_CHUNK_ROWS or size >= SCAN_CHUNK_BYTES:
+                size += n
+                if len(chunk) >= SCAN_CHUNK_ROWS or size >= self._chunk_bytes:
                     yield _serialize(wire.scan_response_to_pb(chunk))
                     chunk = []
                     size = 0
@@ -151,6 +173,7 @@ class TabletService:
         """Handlers by method name, on raw bytes (no grpc-level (de)serialisers)."""
         return {
             "ReadRows": _unary(self.ReadRows),
+            "ReadRowsStream": _stream(self.ReadRowsStream),
             "Scan": _stream(self.Scan),
             "MutateRows": _unary(self.MutateRows),
             "ListTablets": _unary(self.ListTablets),

@@ -39,6 +39,11 @@ class TabletServiceStub(object):
                 request_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsRequest.SerializeToString,
                 response_deserializer=bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsResponse.FromString,
                 _registered_method=True)
+        self.ReadRowsStream = channel.unary_stream(
+                '/bigtable_lite.v1.TabletService/ReadRowsStream',
+                request_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsRequest.SerializeToString,
+                response_deserializer=bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsResponse.FromString,
+                _registered_method=True)
         self.Scan = channel.unary_stream(
                 '/bigtable_lite.v1.TabletService/Scan',
                 request_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.ScanRequest.SerializeToString,
@@ -66,6 +71,15 @@ class TabletServiceServicer(object):
 
     def ReadRows(self, request, context):
         """Point reads of several rows from one snapshot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadRowsStream(self, request, context):
+        """The same, for replies too large for one message: the rows, in request order, split
+        across several responses (each row whole in one). Clients use it after ReadRows
+        failed with RESOURCE_EXHAUSTED; a unary reply is cheaper for the common small read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +116,11 @@ def add_TabletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ReadRows': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadRows,
+                    request_deserializer=bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsRequest.FromString,
+                    response_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsResponse.SerializeToString,
+            ),
+            'ReadRowsStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadRowsStream,
                     request_deserializer=bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsRequest.FromString,
                     response_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsResponse.SerializeToString,
             ),
@@ -151,6 +170,33 @@ class TabletService(object):
             request,
             target,
             '/bigtable_lite.v1.TabletService/ReadRows',
+            bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsRequest.SerializeToString,
+            bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadRowsStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/bigtable_lite.v1.TabletService/ReadRowsStream',
             bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsRequest.SerializeToString,
             bigtable__lite_dot_v1_dot_tablet__pb2.ReadRowsResponse.FromString,
             options,

@@ -29,6 +29,7 @@ from bigtable_lite import (
     RemoteStore,
     Row,
     RowMutation,
+    RowRead,
     StorageError,
     StoreClosed,
     Unavailable,
@@ -44,6 +45,7 @@ T = b"t"
 Code = grpc.StatusCode
 SEED = 20261127
 METHODS = ["ReadRows", "MutateRows", "ListTablets", "SplitTablet"]
+STREAMING = ["Scan", "ReadRowsStream"]
 
 
 @pytest.fixture
@@ -108,8 +110,8 @@ def test_reflection_describes_the_service(channel: grpc.Channel) -> None:
             "grpc.reflection.v1alpha.ServerReflection"} <= services
     pool = descriptor_pool.DescriptorPool(db)
     service = pool.FindServiceByName(SERVICE_NAME)
-    assert {m.name for m in service.methods} == {"ReadRows", "Scan", "MutateRows",
-                                                 "ListTablets", "SplitTablet"}
+    assert {m.name for m in service.methods} == {"ReadRows", "ReadRowsStream", "Scan",
+                                                 "MutateRows", "ListTablets", "SplitTablet"}
     assert pool.FindMessageTypeByName("bigtable_lite.v1.RowMutation").fields_by_name["row"]
 
 
@@ -261,10 +263,10 @@ def test_garbage_and_truncated_requests(served: Served, channel: grpc.Channel,
     attacks = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))) for _ in range(40)]
     attacks += [good[:n] for n in range(1, len(good))]
     attacks += [b"\xff" * 64, b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x80" * 20]
-    for method in METHODS + ["Scan"]:
+    for method in METHODS + STREAMING:
         for data in attacks:
-            if method == "Scan":
-                call = channel.unary_stream(f"/{SERVICE_NAME}/Scan", request_serializer=None,
+            if method in STREAMING:
+                call = channel.unary_stream(f"/{SERVICE_NAME}/{method}", request_serializer=None,
                                             response_deserializer=None)
                 try:
                     list(call(data, timeout=CALL_TIMEOUT))
@@ -474,3 +476,39 @@ def test_set_not_serving_needs_our_server() -> None:
     foreign = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     with pytest.raises(ValueError):
         set_not_serving(foreign)
+
+
+def test_reads_larger_than_one_message(tmp_path: Path) -> None:
+    """A read_rows reply over the message limit is streamed, still from one snapshot."""
+    limits = Limits(max_value_bytes=100_000, max_message_bytes=256 * 1024)
+    served = serve(tmp_path, limits)
+    try:
+        rows = [b"big%d" % i for i in range(6)]
+        served.store.mutate_rows([RowMutation(T, row, (Put(b"c", 1, row * 20_000),))
+                                  for row in rows])
+        served.store.put(T, b"huge", b"a", 1, b"a" * 100_000)
+        served.store.put(T, b"huge", b"b", 1, b"b" * 100_000)
+        served.store.put(T, b"huge", b"c", 1, b"c" * 100_000)
+        reads = [RowRead(T, row) for row in rows + [b"absent"]]
+        with served.remote(limits=limits) as remote:
+            assert remote.read_rows(reads) == served.store.read_rows(reads)
+            assert remote.read_row(T, b"huge", columns=[b"a", b"b"]) == \
+                served.store.read_row(T, b"huge", columns=[b"a", b"b"])
+            with pytest.raises(LimitExceeded):  # one row must still fit in one message
+                remote.read_row(T, b"huge")
+    finally:
+        shutdown(served)
+
+
+def test_scans_of_big_rows_stay_under_the_message_limit(tmp_path: Path) -> None:
+    limits = Limits(max_value_bytes=100_000, max_message_bytes=256 * 1024)
+    served = serve(tmp_path, limits)
+    try:
+        small = (Put(b"c", 1, b"x" * 64_000),)  # under a chunk (limit/4) by itself
+        big = (Put(b"a", 1, b"y" * 100_000), Put(b"b", 1, b"z" * 100_000))  # 3/4 of the limit
+        served.store.mutate_rows([RowMutation(T, b"r%02d" % i, big if i % 2 else small)
+                                  for i in range(20)])
+        with served.remote(limits=limits) as remote:
+            assert [r.row for r in remote.scan_rows(T)] == [b"r%02d" % i for i in range(20)]
+    finally:
+        shutdown(served)
