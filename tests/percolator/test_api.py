@@ -204,9 +204,6 @@ class BytesSubclass(bytes):
     pass
 
 
-@pytest.mark.xfail(strict=True, reason="Transaction._key lets bytes subclasses through (as_bytes"
-                   " uses isinstance); the store refuses them at commit with TypeError, after the"
-                   " primary was locked, and the lock is left until its TTL expires")
 def test_bytes_subclass_keys_are_rejected_or_stored(tmp_path: Path) -> None:
     """Values of a bytes subclass are refused at once; keys must be refused as early, or
     work.  Either way a commit must not fail half-way and leave locks behind."""
