@@ -135,7 +135,7 @@ class Worker:
         self._active_scans: set[int] = set()
         self._done: dict[tuple[bytes, bytes, int], int] = {}
         self._backlog: dict[tuple[int, Range], int] = {}
-        self._wake = threading.Event()
+        self._wakes = [threading.Event() for _ in range(self.scan_threads)]  # one per scanner
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running = False
@@ -192,7 +192,7 @@ class Worker:
             if not self._running:
                 return
             self._stopping.set()
-            self._wake.set()
+            self.wake()
             self._notify_everyone()
             deadline = time.monotonic() + timeout
             stuck = []
@@ -236,7 +236,8 @@ class Worker:
 
     def wake(self) -> None:
         """Hint that notifications were just written: scan now instead of at the next poll."""
-        self._wake.set()
+        for event in self._wakes:
+            event.set()
 
     def run_until_idle(self, timeout: float = 60.0) -> WorkerStats:
         """Process until no notification of this worker's columns is pending, in any share.
@@ -265,7 +266,7 @@ class Worker:
                         f" (queued {s.queued}, in flight {s.in_flight}, backing off"
                         f" {s.backing_off}, backlog {s.backlog}; last error:"
                         f" {self.last_error or 'none'})")
-                self._wake.set()
+                self.wake()
                 with self._cond:
                     self._cond.wait(min(remaining, max(self.poll_interval, 0.005)))
         finally:
@@ -310,14 +311,18 @@ class Worker:
                     self._stopping.wait(self.poll_interval)
                     continue
                 spans_at = time.monotonic()
+                with self._cond:
+                    for gone in [key for key in self._backlog
+                                 if key[0] == k and key[1] not in spans]:
+                        del self._backlog[gone]
             fresh = 0
             for span in spans[k::self.scan_threads]:
                 fresh += self._scan_span(k, span, cursors)
                 if self._stopping.is_set():
                     return
             if not fresh:
-                self._wake.wait(self.poll_interval)
-                self._wake.clear()
+                self._wakes[k].wait(self.poll_interval)
+                self._wakes[k].clear()
 
     def _scan_span(self, k: int, span: Range, cursors: dict[Range, bytes]) -> int:
         """Scan one tablet span from its cursor to its end; return cells newly queued."""
@@ -483,7 +488,7 @@ class Worker:
             self.counters.add("processed")
             self.counters.latency(result.observer_seconds)
             if result.wrote > 1:
-                self._wake.set()  # its writes may have left notifications: look now
+                self.wake()  # its writes may have left notifications: look now
             try:
                 obs.committed(cell.row, cell.column, result.commit_ts)
             except Exception:

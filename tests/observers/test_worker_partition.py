@@ -23,8 +23,9 @@ def mark(txn: Transaction, row: bytes, column: bytes) -> None:
 
 
 def test_two_workers_take_about_half_each(client: Client) -> None:
-    a = Worker(client, [mark], threads=2, heartbeat=0.05, lease_ttl=2.0, worker_id="wa")
-    b = Worker(client, [mark], threads=2, heartbeat=0.05, lease_ttl=2.0, worker_id="wb")
+    # Long leases: a heartbeat delayed on a loaded machine must not change the views.
+    a = Worker(client, [mark], threads=2, heartbeat=0.05, lease_ttl=30.0, worker_id="wa")
+    b = Worker(client, [mark], threads=2, heartbeat=0.05, lease_ttl=30.0, worker_id="wb")
     a.start()
     b.start()
     try:
