@@ -227,7 +227,13 @@ class Engine:
                         staged.clear()
                     result = self._check(m, rpfx) if m.conditions else None
                     if result is None:
-                        if m.mutations:
+                        muts = m.mutations
+                        if len(muts) == 1 and type(muts[0]) is Put:  # the common case, inline
+                            put = muts[0]
+                            wb.put(rpfx + escape(put.column) + _TS.pack(MAX_TS - put.ts),
+                                   put.value)
+                            staged.add(rpfx)
+                        elif muts:
                             self._stage(m, rpfx, wb)
                             staged.add(rpfx)
                         result = APPLIED

@@ -258,12 +258,16 @@ def mutate_request_from_pb(req: pb.MutateRowsRequest) -> list[RowMutation]:
     out: list[RowMutation] = []
     append = out.append
     for r in req.rows:
+        muts = r.mutations
+        if len(muts) == 1 and muts[0].HasField("put"):  # the common case, inline
+            p = muts[0].put
+            mutations: tuple[Mutation, ...] = (Put(p.column, p.ts, p.value),)
+        else:
+            mutations = tuple([_mutation_from_pb(x) for x in muts])
         conditions = r.conditions
-        append(RowMutation(
-            r.table, r.row,
-            tuple([_mutation_from_pb(x) for x in r.mutations]),
-            tuple([_condition_from_pb(c) for c in conditions]) if conditions else (),
-        ))
+        append(RowMutation(r.table, r.row, mutations,
+                           tuple([_condition_from_pb(c) for c in conditions]) if conditions
+                           else ()))
     return out
 
 
