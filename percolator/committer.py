@@ -27,7 +27,7 @@ from bigtable_lite import MutationResult, Put, RowMutation, StorageError, Unavai
 
 from . import failpoints, layout, mutations, records
 from .context import TxnContext
-from .errors import CommitConflict, CommitUndetermined, TransactionError
+from .errors import CommitConflict, CommitUndetermined
 from .mutations import CellWrite
 from .resolve import FoundLock
 from .txn_status import COMMITTED, ROLLED_BACK, TxnStatus, check_txn_status, read_primary
@@ -108,12 +108,12 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
         failpoints.hit("commit.after_prewrite")
         commit_ts = ctx.oracle.get_timestamp()
         commit_primary(ctx, p, commit_ts)
-    except CommitConflict:
+    except CommitUndetermined:
+        raise  # the primary's commit may have landed: undoing anything would be a guess
+    except Exception:
+        # Anything else before the commit point (a conflict, a store or oracle failure):
+        # undo what was locked now, so readers need not wait out the lock TTL.
         abort(ctx, p, locked)
-        raise
-    except (StorageError, TransactionError, failpoints.FailpointError) as exc:
-        if not isinstance(exc, CommitUndetermined):
-            abort(ctx, p, locked)
         raise
     finally:
         ctx.keeper.release(start_ts)

@@ -239,9 +239,6 @@ class FailingOracle:
         return getattr(self.inner, name)
 
 
-@pytest.mark.xfail(strict=True, reason="commit_transaction aborts only on CommitConflict,"
-                   " StorageError, TransactionError and FailpointError: an OracleError (or any"
-                   " other exception) after the prewrite leaves every lock until its TTL expires")
 def test_commit_failing_before_the_commit_point_leaves_no_locks(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "data")
     oracle = FailingOracle(Oracle(store))
