@@ -33,6 +33,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
      "show observer workers' counters, pending and parked notifications"),
     ("notifications", "percolator.commands.notifications",
      "list or replay parked notifications; compact the notify table"),
+    ("demo", "percolator.commands.demo",
+     "citation counts end to end, embedded: load, count, verify, edit, compare with batch"),
+    ("citations", "percolator.commands.citations",
+     "load citation data into a cluster, or verify its counts against a batch recount"),
 )
 
 EXIT_FAILURE = 1
