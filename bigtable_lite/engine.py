@@ -44,6 +44,7 @@ from .errors import DataCorruption, StoreClosed, StoreLocked
 from .model import (
     APPLIED,
     Cell,
+    Condition,
     DeleteRange,
     DeleteVersion,
     MutationResult,
@@ -226,7 +227,7 @@ class Engine:
                         wb.write()
                         wb = db.write_batch(sync=sync)
                         staged.clear()
-                    result = self._check(m, rpfx) if m.conditions else None
+                    result = self._check(m.conditions, rpfx) if m.conditions else None
                     if result is None:
                         muts = m.mutations
                         if len(muts) == 1 and type(muts[0]) is Put:  # the common case, inline
@@ -258,7 +259,7 @@ class Engine:
         try:
             with lock:
                 if m.conditions:
-                    failed = self._check(m, rpfx)
+                    failed = self._check(m.conditions, rpfx)
                     if failed is not None:
                         return failed
                 if len(muts) == 1 and type(muts[0]) is Put:  # no WriteBatch needed
@@ -273,12 +274,12 @@ class Engine:
         finally:
             self._exit()
 
-    def _check(self, m: RowMutation, rpfx: bytes) -> MutationResult | None:
-        """The result for the first condition of m that does not hold, or None if all hold."""
+    def _check(self, conditions: Sequence[Condition], rpfx: bytes) -> MutationResult | None:
+        """The result for the first condition that does not hold, or None if all hold."""
         db = self._db
         it = None
         try:
-            for index, cond in enumerate(m.conditions):
+            for index, cond in enumerate(conditions):
                 cpfx = rpfx + escape(cond.column)
                 if type(cond) is NoVersionIn:
                     if it is None:
