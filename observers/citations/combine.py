@@ -28,9 +28,10 @@ A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
 
 * *cold* t: counter += d directly.  One transaction, no extra hop: the lowest
   latency, and no conflict unless another writer updates t at the same moment.
-* *hot* t: slot[crc32(source) % slots] += d, and a weak notification on
-  (QUEUE_PREFIX + t, FOLD).  Writers collide only on the same slot of the same
-  target at the same moment (one in ``slots`` of the hot collisions).
+* *hot* t: slot[s] += d, and a weak notification on (QUEUE_PREFIX + t, FOLD), where
+  s is a slot no other running writer of this process holds (:class:`InFlight`), so
+  writers collide only across processes, on the same slot of the same target at the
+  same moment.
 
 Which targets are hot is a matter of *rate*, not of total citations: two writers
 collide on t only if both update it within one transaction's lifetime.  In a bulk
@@ -49,7 +50,9 @@ collide either.  Re-running a fold is a no-op (sum(slots) - folded = 0), and any
 number of pending deltas are folded by one run.
 
 A direct write never takes the counter below 0: if the counter alone cannot absorb a
-decrement (some increments are still in slots), the decrement goes to a slot too.
+decrement (some increments are still in slots), the decrement goes to a slot too --
+in the naive configuration as well, which matters after switching modes on a live
+table.
 The fold's result is the true count of its snapshot, hence never negative; a
 negative one means corrupt data and fails the observer (which the worker parks).
 
@@ -59,6 +62,7 @@ QUEUE_END)`` (``observers.citations.verify``) and loaders refuse such ids.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -103,7 +107,8 @@ def target_of(row: bytes) -> bytes:
 
 
 def slot_column(source: bytes, slots: int) -> bytes:
-    """The slot a source writes to: stable across processes (crc32, not the salted hash())."""
+    """The slot of a source when no in-flight tracking picks one: stable across processes
+    (crc32, not the salted hash())."""
     return SLOT_PREFIX + b"%02x" % (zlib.crc32(source) % slots)
 
 
@@ -131,21 +136,28 @@ def check_target(target: bytes) -> None:
 
 
 class InFlight:
-    """Targets that running transactions of this process are updating (thread-safe).
+    """Targets and slots that running transactions of this process are updating (thread-safe).
 
     :meth:`claim` marks a writer's targets and says which were already claimed by
-    another writer still running; :meth:`release` unmarks them when the writer
-    committed.  A writer that aborted never releases: its claims expire after
-    ``max_age`` seconds, and a new claim under the same key (the retry) replaces them.
-    Expired claims only make updates combine more often than needed, never wrong.
+    another writer still running; :meth:`slot` gives the writer a slot no other running
+    writer of this process holds, round-robin so that a slot just released is not
+    handed out again at once (its last writer may have committed after the new
+    writer's start_ts, which would still conflict); :meth:`release` unmarks both when
+    the writer committed.  A writer that aborted never releases: its claims expire
+    after ``max_age`` seconds, and a new claim under the same key (the retry) replaces
+    them.  Expired claims only make updates combine more often than needed.
     """
 
-    def __init__(self, max_age: float = 2.0, clock: object = time.monotonic) -> None:
+    def __init__(self, slots: int = DEFAULT_SLOTS, max_age: float = 2.0,
+                 clock: object = time.monotonic) -> None:
+        self.slots = slots
         self.max_age = max_age
         self._now = clock
         self._lock = threading.Lock()
         self._claims: dict[bytes, tuple[float, tuple[bytes, ...]]] = {}
         self._count: dict[bytes, int] = {}
+        self._slot_of: dict[bytes, int] = {}
+        self._next_slot = zlib.crc32(str(os.getpid()).encode()) % slots
         self._pruned = 0.0
 
     def claim(self, key: bytes, targets: Sequence[bytes]) -> list[bool]:
@@ -161,11 +173,29 @@ class InFlight:
                 self._count[t] = self._count.get(t, 0) + 1
         return busy
 
+    def slot(self, key: bytes) -> int:
+        """The slot of writer ``key`` (held until :meth:`release`)."""
+        with self._lock:
+            held = self._slot_of.get(key)
+            if held is not None:
+                return held
+            taken = set(self._slot_of.values())
+            chosen = self._next_slot
+            for i in range(self.slots):
+                candidate = (self._next_slot + i) % self.slots
+                if candidate not in taken:
+                    chosen = candidate
+                    break
+            self._next_slot = (chosen + 1) % self.slots
+            self._slot_of[key] = chosen
+            return chosen
+
     def release(self, key: bytes) -> None:
         with self._lock:
             self._drop(key)
 
     def _drop(self, key: bytes) -> None:
+        self._slot_of.pop(key, None)
         old = self._claims.pop(key, None)
         if old is None:
             return
@@ -238,7 +268,7 @@ class CombiningCounter:
         self.slots = slots
         self.hot = hot
         self.recent = RecentTargets(burst) if burst > 0 else None
-        self.in_flight = InFlight() if track else None
+        self.in_flight = InFlight(slots) if track else None
 
     @property
     def combining(self) -> bool:
@@ -269,16 +299,13 @@ class CombiningCounter:
         combined: list[tuple[bytes, int]] = []
         for (target, delta), hot_now in zip(deltas, busy):
             n = decode_count(counts[(target, column)])
-            if not hot_now and (self.hot is None or n < self.hot):
-                if n + delta >= 0:
-                    _set_count(txn, target, column, n + delta)
-                    continue
-                if not self.combining:
-                    raise ValueError(f"{column.decode()} of {target!r} would become"
-                                     f" {n + delta} (corrupt data?)")
-            combined.append((target, delta))
+            if not hot_now and (self.hot is None or n < self.hot) and n + delta >= 0:
+                _set_count(txn, target, column, n + delta)
+            else:
+                combined.append((target, delta))
         if combined:
-            slot = slot_column(source, self.slots)
+            slot = (slot_column(source, self.slots) if self.in_flight is None
+                    else SLOT_PREFIX + b"%02x" % self.in_flight.slot(source))
             rows = [combine_row(target) for target, _ in combined]
             current = txn.get_many([(row, slot) for row in rows])
             for row, (_, delta) in zip(rows, combined):

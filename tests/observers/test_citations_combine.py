@@ -1,0 +1,191 @@
+"""Combining counters: encodings, the in-flight and rate trackers, folds, and the invariant
+counter + sum(slots) - folded = true count whatever path each update took."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from observers import Worker
+from observers.citations import CITED_BY, make_observers
+from observers.citations.combine import (
+    FOLD,
+    FOLDED,
+    QUEUE_END,
+    QUEUE_PREFIX,
+    CombiningCounter,
+    InFlight,
+    RecentTargets,
+    check_target,
+    combine_row,
+    decode_signed,
+    encode_signed,
+    slot_column,
+    target_of,
+    unfolded,
+)
+from observers.citations.schema import decode_count
+from percolator import Client
+
+from .observer_fixtures import draw_seed, read
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_signed_cells_round_trip_and_reject_non_canonical() -> None:
+    for n in (0, 1, -1, 42, -1000):
+        assert decode_signed(encode_signed(n)) == n
+    assert decode_signed(None) == 0
+    for bad in (b"", b"-0", b"+1", b"01", b"1.0", b" 1", b"x"):
+        with pytest.raises(ValueError):
+            decode_signed(bad)
+
+
+def test_rows_and_slots() -> None:
+    assert combine_row(b"p1") == QUEUE_PREFIX + b"p1"
+    assert target_of(combine_row(b"p/1")) == b"p/1"
+    assert QUEUE_PREFIX < combine_row(b"\xff" * 8) < QUEUE_END
+    with pytest.raises(ValueError):
+        target_of(b"p1")
+    # crc32, not hash(): the same in every process; always within the slot count.
+    assert slot_column(b"source", 16) == slot_column(b"source", 16)
+    assert {slot_column(b"s%d" % i, 4) for i in range(200)} == {
+        b"slot:00", b"slot:01", b"slot:02", b"slot:03"}
+    with pytest.raises(ValueError, match="reserved"):
+        check_target(b"\x00cq/x")
+
+
+def test_in_flight_claims_release_and_expire() -> None:
+    clock = FakeClock()
+    flight = InFlight(4, max_age=2.0, clock=clock)
+    assert flight.claim(b"w1", [b"a", b"b"]) == [False, False]
+    assert flight.claim(b"w2", [b"b", b"c"]) == [True, False]
+    flight.release(b"w1")
+    assert flight.claim(b"w3", [b"a", b"b"]) == [False, True], "b is still w2's"
+    # A retry under the same key replaces its earlier claim instead of seeing itself.
+    assert flight.claim(b"w3", [b"a"]) == [False]
+    # w2 aborted and never released: its claim expires.
+    clock.now += 2.5
+    assert flight.claim(b"w4", [b"c"]) == [False]
+    assert len(flight) == 1
+
+
+def test_in_flight_slots_are_distinct_and_not_reused_at_once() -> None:
+    flight = InFlight(4, clock=FakeClock())
+    for key in (b"w1", b"w2", b"w3"):
+        flight.claim(key, [b"hot"])
+    slots = [flight.slot(k) for k in (b"w1", b"w2", b"w3")]
+    assert len(set(slots)) == 3, "running writers never share a slot"
+    assert flight.slot(b"w2") == slots[1], "a writer keeps its slot"
+    flight.release(b"w1")
+    flight.claim(b"w4", [b"hot"])
+    assert flight.slot(b"w4") not in slots, "the slot w1 just released comes last"
+
+
+def test_recent_targets_window() -> None:
+    clock = FakeClock()
+    recent = RecentTargets(0.05, clock=clock)
+    assert recent.touch_all([b"a"]) == [False]
+    clock.now += 0.03
+    assert recent.touch_all([b"a", b"b"]) == [True, False]
+    clock.now += 0.06
+    assert recent.touch_all([b"b"]) == [True], "the previous window still counts"
+    clock.now += 0.2
+    assert recent.touch_all([b"a", b"b"]) == [False, False]
+
+
+def test_constructor_checks() -> None:
+    for kwargs in ({"slots": 0}, {"slots": 257}, {"hot": -1}, {"burst": -0.1}):
+        with pytest.raises(ValueError):
+            CombiningCounter(**kwargs)  # type: ignore[arg-type]
+    naive = CombiningCounter(hot=None, burst=0.0, track=False)
+    assert not naive.combining
+
+
+def add(client: Client, counter: CombiningCounter, deltas: list[tuple[bytes, int]],
+        source: bytes) -> None:
+    client.run(lambda txn: counter.add_many(txn, deltas, source))
+    counter.done(source)
+
+
+def count(client: Client, target: bytes) -> int:
+    return decode_count(read(client, [(target, CITED_BY)])[(target, CITED_BY)])
+
+
+def test_fold_adds_unfolded_slots_once(tmp_path: Path) -> None:
+    with Client.embedded(tmp_path / "d") as client:
+        always = CombiningCounter(hot=0)
+        for i in range(5):
+            add(client, always, [(b"t", 1)], b"src%d" % i)
+        add(client, always, [(b"t", -1)], b"src0")
+        assert count(client, b"t") == 0, "combined deltas wait for the fold"
+        with client.transaction() as txn:
+            assert unfolded(txn) == {b"t": 4}
+        assert client.run(lambda txn: always.fold(txn, combine_row(b"t"))) == 4
+        assert client.run(lambda txn: always.fold(txn, combine_row(b"t"))) == 0, "idempotent"
+        assert count(client, b"t") == 4
+        cells = read(client, [(combine_row(b"t"), FOLDED)])
+        assert decode_signed(cells[(combine_row(b"t"), FOLDED)]) == 4
+        with client.transaction() as txn:
+            assert unfolded(txn) == {}
+
+
+def test_direct_decrement_never_goes_below_zero(tmp_path: Path) -> None:
+    with Client.embedded(tmp_path / "d") as client:
+        add(client, CombiningCounter(hot=0), [(b"t", 1)], b"a")  # pending in a slot
+        direct = CombiningCounter(hot=1000, track=False)
+        add(client, direct, [(b"t", -1)], b"a")  # the counter alone (0) cannot absorb it
+        assert count(client, b"t") == 0
+        client.run(lambda txn: direct.fold(txn, combine_row(b"t")))
+        assert count(client, b"t") == 0
+        # The naive configuration too (a table switched from combining to naive).
+        add(client, CombiningCounter(hot=0), [(b"t", 1)], b"b")
+        add(client, CombiningCounter(hot=None, burst=0.0, track=False), [(b"t", -1)], b"b")
+        client.run(lambda txn: direct.fold(txn, combine_row(b"t")))
+        assert count(client, b"t") == 0
+
+
+def test_fold_of_corrupt_slots_fails_loudly(tmp_path: Path) -> None:
+    with Client.embedded(tmp_path / "d") as client:
+        with client.transaction() as txn:
+            txn.set(combine_row(b"t"), slot_column(b"x", 16), b"-3")
+        counter = CombiningCounter()
+        with pytest.raises(ValueError, match="corrupt"):
+            client.run(lambda txn: counter.fold(txn, combine_row(b"t")))
+
+
+@pytest.mark.parametrize("policy", ["always", "never", "threshold", "burst"])
+def test_any_mix_of_paths_converges_to_the_true_count(tmp_path: Path, policy: str) -> None:
+    """Random +-1 updates from many sources through one policy and then another: after the
+    folds, every counter equals the sum of its updates."""
+    rng = random.Random(draw_seed(f"combine {policy}"))
+    kwargs = {"always": {"hot": 0}, "never": {"hot": None, "track": False},
+              "threshold": {"hot": 3}, "burst": {"hot": None, "burst": 10.0}}[policy]
+    counter = CombiningCounter(**kwargs)  # type: ignore[arg-type]
+    other = CombiningCounter(hot=0)
+    truth: dict[bytes, int] = {}
+    with Client.embedded(tmp_path / "d") as client:
+        worker = Worker(client, make_observers(), threads=2)  # registers FOLD
+        for i in range(60):
+            src = b"s%d" % rng.randrange(10)
+            deltas: dict[bytes, int] = {}
+            for _ in range(rng.randrange(1, 5)):
+                t = b"t%d" % rng.randrange(6)
+                if t in deltas:
+                    continue
+                d = 1 if truth.get(t, 0) == 0 or rng.random() < 0.7 else -1
+                deltas[t] = d
+                truth[t] = truth.get(t, 0) + d
+            add(client, counter if i % 3 else other, sorted(deltas.items()), src)
+        worker.run_until_idle(timeout=60)
+        got = {t: count(client, t) for t in truth}
+    assert got == truth
+    assert FOLD in worker.columns
