@@ -162,8 +162,12 @@ def test_bad_input_gets_invalid_argument(served: Served, channel: grpc.Channel,
                                                     time_range=pb.TimeRange(min_ts=5, max_ts=4))])
     no_kind = pb.MutateRowsRequest(rows=[pb.RowMutation(table=T, row=b"r",
                                                         mutations=[pb.Mutation()])])
+    good_then_bad = pb.MutateRowsRequest(rows=[  # validation precedes every write
+        pb.RowMutation(table=T, row=b"new", mutations=[pb.Mutation(put=pb.Put(column=b"c"))]),
+        pb.RowMutation(table=T, row=b"new2", mutations=[pb.Mutation(
+            put=pb.Put(column=b"c" * 5000))])])
     cases: list[tuple[str, Message]] = [("MutateRows", empty_row), ("ReadRows", inverted),
-                                        ("MutateRows", no_kind),
+                                        ("MutateRows", no_kind), ("MutateRows", good_then_bad),
                                         ("SplitTablet", pb.SplitTabletRequest())]
     for method, msg in cases:
         assert raw_unary(channel, method, msg.SerializeToString())[0] is Code.INVALID_ARGUMENT
