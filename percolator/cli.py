@@ -33,6 +33,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
      "show observer workers' counters, pending and parked notifications"),
     ("notifications", "percolator.commands.notifications",
      "list or replay parked notifications; compact the notify table"),
+    ("cluster", "percolator.commands.cluster",
+     "run the demo cluster of docker-compose.yml as local processes"),
     ("demo", "percolator.commands.demo",
      "citation counts end to end, embedded: load, count, verify, edit, compare with batch"),
     ("citations", "percolator.commands.citations",
