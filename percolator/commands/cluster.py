@@ -91,12 +91,19 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in reversed(running):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in running:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # Workers first (they finish in-flight work against a live node), then the node.
+        for group in (running[1:], running[:1]):
+            for proc in group:
+                if proc.poll() is None:
+                    proc.terminate()
+            _reap(group)
     return status
+
+
+def _reap(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
