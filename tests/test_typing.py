@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["bigtable_lite", "percolator"]
+PACKAGES = ["bigtable_lite", "percolator", "observers"]
 
 
 def test_mypy_strict_is_clean() -> None:
