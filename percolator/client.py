@@ -86,15 +86,27 @@ class Client:
     @classmethod
     def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,
                 timeout: float = 30.0, clock: Clock | None = None,
-                table: bytes = DEFAULT_TABLE) -> "Client":
-        """A running ``percolator serve`` node at ``HOST:PORT``."""
+                table: bytes = DEFAULT_TABLE, batch_commands: bool = True) -> "Client":
+        """A running ``percolator serve`` node at ``HOST:PORT``.
+
+        ``batch_commands`` (default): every thread's reads, writes and timestamp requests
+        share ``Node.Batch`` calls (:class:`~percolator.node_client.NodeClient`; it
+        switches to the per-service path by itself if the node does not offer them).
+        False: reads and writes coalesce per kind over the tablet service, timestamps
+        over the oracle service.
+        """
         import grpc
 
         from bigtable_lite.remote import RemoteStore, channel_options
 
+        from .node_client import NodeClient
         from .oracle_client import RemoteOracle
 
         channel = grpc.insecure_channel(address, options=channel_options(DEFAULT_LIMITS))
+        if batch_commands:
+            node = NodeClient(channel, timeout=timeout)
+            return cls(node, node, table=table, lock_ttl=lock_ttl, clock=clock,
+                       background_secondaries=True, owned=[node, channel])
         remote = RemoteStore(channel, timeout=timeout)
         oracle = RemoteOracle(channel, timeout=timeout)
         store = CoalescingStore(remote)

@@ -2,7 +2,9 @@
 
 A node owns a data directory (a :class:`~bigtable_lite.LocalStore`), the durable
 timestamp :class:`~percolator.oracle.Oracle` persisted in that store, and one gRPC server
-hosting both services (plus health checking and reflection).  Shutdown order matters:
+hosting both services, the batched-commands service over both
+(``percolator.v1.Node``, see :mod:`percolator.node_service`), health checking and
+reflection.  Shutdown order matters:
 stop taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
@@ -20,8 +22,8 @@ from bigtable_lite import LocalStore
 from bigtable_lite.engine import SyncMode
 from bigtable_lite.server import build_server, stop_server
 
+from . import node_service, oracle_service
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
-from .oracle_service import registration
 
 __all__ = ["DEFAULT_GRACE", "Node"]
 
@@ -43,7 +45,9 @@ class Node:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
             self.server: grpc.Server
             self.server, self.port = build_server(
-                self.store, listen, extra=[registration(self.oracle)], max_workers=max_workers)
+                self.store, listen, max_workers=max_workers,
+                extra=[oracle_service.registration(self.oracle),
+                       node_service.registration(self.store, self.oracle)])
         except BaseException:
             self.store.close()
             raise

@@ -1,0 +1,53 @@
+from bigtable_lite.v1 import tablet_pb2 as _tablet_pb2
+from percolator.v1 import oracle_pb2 as _oracle_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Command(_message.Message):
+    __slots__ = ("read_rows", "mutate_rows", "get_timestamps")
+    READ_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    read_rows: _tablet_pb2.ReadRowsRequest
+    mutate_rows: _tablet_pb2.MutateRowsRequest
+    get_timestamps: _oracle_pb2.GetTimestampsRequest
+    def __init__(self, read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ...) -> None: ...
+
+class BatchRequest(_message.Message):
+    __slots__ = ("commands",)
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedCompositeFieldContainer[Command]
+    def __init__(self, commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
+
+class CommandError(_message.Message):
+    __slots__ = ("code", "message", "error")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    error: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("read_rows", "mutate_rows", "get_timestamps", "error")
+    READ_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    read_rows: _tablet_pb2.ReadRowsResponse
+    mutate_rows: _tablet_pb2.MutateRowsResponse
+    get_timestamps: _oracle_pb2.GetTimestampsResponse
+    error: CommandError
+    def __init__(self, read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., error: _Optional[_Union[CommandError, _Mapping]] = ...) -> None: ...
+
+class BatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Result]
+    def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
