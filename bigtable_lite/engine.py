@@ -361,12 +361,45 @@ class Engine:
             self._exit()
 
     def compact_range(self, start: bytes | None, stop: bytes | None) -> None:
-        """Compact a key range, dropping deleted entries (keeps scans over churned ranges fast)."""
+        """LevelDB's CompactRange over [start, stop) (see compact_table for why that is not enough)."""
         self._enter()
         try:
             self._db.compact_range(start=start, stop=stop)
         finally:
             self._exit()
+
+    def compact_table(self, table: bytes) -> None:
+        """Rewrite a table's files so its deleted entries are really dropped.
+
+        After heavy churn (e.g. millions of notifications written and deleted), scans
+        step over tombstones until a compaction drops them.  LevelDB's CompactRange
+        alone does not: it never rewrites the deepest level holding the range, and a
+        memtable flush keeps puts and their deletes side by side.  So: compact once to
+        flush the memtable, then put two sentinel keys just outside the table's key
+        range on both sides and compact again -- the file they land in spans the whole
+        range above the deepest level, which drags every file of the range into the
+        compaction -- then delete them.  The sentinels are no cell keys of any table
+        (``table_prefix[:-1]`` sorts just before the table, ``after_table`` just after),
+        so no read ever sees them.
+        """
+        tpfx = table_prefix(table)
+        low, high = tpfx[:-1], after_table(tpfx)
+        self.compact_range(tpfx, high)
+        self._enter()
+        try:
+            self._db.put(low, b"")
+            self._db.put(high, b"")
+        finally:
+            self._exit()
+        try:
+            self.compact_range(low, high + b"\x00")
+        finally:
+            self._enter()
+            try:
+                self._db.delete(low)
+                self._db.delete(high)
+            finally:
+                self._exit()
 
 
 def _take_ownership(path: Path) -> IO[str]:

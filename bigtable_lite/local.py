@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Self
 
-from .encoding import after_table, table_prefix
 from .engine import Engine, SyncMode
 from .model import (
     DEFAULT_LIMITS,
@@ -81,8 +80,7 @@ class LocalStore(StoreOps):
     def compact_table(self, table: bytes) -> None:
         """Drop deleted entries of a table from disk (after heavy churn, e.g. notifications)."""
         check_key(table, "table", self.limits.max_table_bytes)
-        tpfx = table_prefix(table)
-        self.engine.compact_range(tpfx, after_table(tpfx))
+        self.engine.compact_table(table)
 
     def close(self) -> None:
         self.engine.close()

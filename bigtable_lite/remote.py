@@ -95,6 +95,7 @@ class RemoteStore(StoreOps):
         self._mutate_rows = _method(ch, "MutateRows", pb.MutateRowsResponse)
         self._list_tablets = _method(ch, "ListTablets", pb.ListTabletsResponse)
         self._split_tablet = _method(ch, "SplitTablet", pb.SplitTabletResponse)
+        self._compact_table = _method(ch, "CompactTable", pb.CompactTableResponse)
 
     def _call(self, method: Any, request: Any) -> Any:
         if self._closed:
@@ -181,6 +182,13 @@ class RemoteStore(StoreOps):
         req.table = table
         req.row = row
         return wire.tablets_from_pb(self._call(self._split_tablet, req).tablets)
+
+    def compact_table(self, table: bytes) -> None:
+        """Have the server drop the table's deleted entries from disk (LocalStore.compact_table)."""
+        check_key(table, "table", self.limits.max_table_bytes)
+        req = pb.CompactTableRequest()
+        req.table = table
+        self._call(self._compact_table, req)
 
     def close(self) -> None:
         if self._closed:

@@ -169,6 +169,11 @@ class TabletService:
         wire.tablets_to_pb(resp.tablets, self._store.split_tablet(req.table, req.row))
         return _serialize(resp)
 
+    def CompactTable(self, raw: bytes) -> bytes:
+        req = _parse(pb.CompactTableRequest, raw)
+        self._store.compact_table(req.table)
+        return _serialize(pb.CompactTableResponse())
+
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Handlers by method name, on raw bytes (no grpc-level (de)serialisers)."""
         return {
@@ -178,6 +183,7 @@ class TabletService:
             "MutateRows": _unary(self.MutateRows),
             "ListTablets": _unary(self.ListTablets),
             "SplitTablet": _unary(self.SplitTablet),
+            "CompactTable": _unary(self.CompactTable),
         }
 
     def add_to_server(self, server: grpc.Server) -> None:

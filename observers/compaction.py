@@ -5,8 +5,9 @@ that scans must step over until a compaction drops it -- the slowdown Apache Flu
 saw on its notification scans.  A worker therefore compacts the notify table's key
 range after every ``every`` deletes it made (bench/bench_observers.py measures scan
 time after churn with and without).  The tablet store offers that as
-``LocalStore.compact_table``; a store without it (RemoteStore: no RPC yet) is left
-to LevelDB's own background compactions, and :func:`compactor` returns None.
+``compact_table`` (in-process, or the CompactTable RPC of a RemoteStore); a store
+without it is left to LevelDB's own background compactions, and :func:`compactor`
+returns None.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from bigtable_lite import DeleteVersion, Put, RowMutation, TabletStore
+from bigtable_lite import TabletStore
 from percolator import Client
 from percolator.layout import notify_table
 
@@ -24,33 +25,10 @@ log = logging.getLogger(__name__)
 DEFAULT_COMPACT_EVERY = 100_000
 
 
-# Two cells bracketing a table's rows during a compaction (see compact_notify_table).
-_SENTINEL_COLUMN = b"\x00compaction"
-_SENTINEL_ROWS = (b"\x00", b"\xff" * 64)
-
-
 def compact_notify_table(store: TabletStore, compact: Callable[[bytes], None],
                          table: bytes) -> None:
-    """Compact ``table`` so that its tombstones are really dropped.
-
-    LevelDB's CompactRange never rewrites the deepest level holding the range, and a
-    memtable flush keeps puts and deletes side by side, so after churn the tombstones
-    often sit in exactly those files and survive ``compact_table`` (measured: the
-    scan of an empty notify table stayed at ~50 ms after 200k notifications).  So:
-    compact once to flush the memtable into files, then write two sentinel cells at
-    the table's first and last rows and compact again: the file they are flushed to
-    spans the whole range and sits above the deepest level, which drags every file
-    of the range into the compaction.  The sentinels' column is no observed column,
-    so no worker ever sees them.
-    """
-    compact(table)  # first flush what is still in the memtable into files
-    store.mutate_rows([RowMutation(table, row, (Put(_SENTINEL_COLUMN, 0, b""),))
-                       for row in _SENTINEL_ROWS])
-    try:
-        compact(table)
-    finally:
-        store.mutate_rows([RowMutation(table, row, (DeleteVersion(_SENTINEL_COLUMN, 0),))
-                           for row in _SENTINEL_ROWS])
+    """Compact ``table`` so that its tombstones are really dropped (the store's compact_table)."""
+    compact(table)
 
 
 def compactor(store: TabletStore) -> Callable[[bytes], None] | None:
@@ -108,7 +86,7 @@ class CompactionPolicy:
 
 
 def compact_notifications(client: Client) -> bool:
-    """Compact ``client``'s notify table now; False if its store cannot (remote: no RPC yet)."""
+    """Compact ``client``'s notify table now; False if its store cannot."""
     compact = compactor(client.store)
     if compact is None:
         return False

@@ -235,3 +235,13 @@ class SplitTabletResponse(_message.Message):
     TABLETS_FIELD_NUMBER: _ClassVar[int]
     tablets: _containers.RepeatedCompositeFieldContainer[Tablet]
     def __init__(self, tablets: _Optional[_Iterable[_Union[Tablet, _Mapping]]] = ...) -> None: ...
+
+class CompactTableRequest(_message.Message):
+    __slots__ = ("table",)
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    table: bytes
+    def __init__(self, table: _Optional[bytes] = ...) -> None: ...
+
+class CompactTableResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -64,6 +64,11 @@ class TabletServiceStub(object):
                 request_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.SplitTabletRequest.SerializeToString,
                 response_deserializer=bigtable__lite_dot_v1_dot_tablet__pb2.SplitTabletResponse.FromString,
                 _registered_method=True)
+        self.CompactTable = channel.unary_unary(
+                '/bigtable_lite.v1.TabletService/CompactTable',
+                request_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.CompactTableRequest.SerializeToString,
+                response_deserializer=bigtable__lite_dot_v1_dot_tablet__pb2.CompactTableResponse.FromString,
+                _registered_method=True)
 
 
 class TabletServiceServicer(object):
@@ -111,6 +116,13 @@ class TabletServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompactTable(self, request, context):
+        """Rewrite a table's files so deleted entries are dropped (scans after heavy churn).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TabletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_TabletServiceServicer_to_server(servicer, server):
                     servicer.SplitTablet,
                     request_deserializer=bigtable__lite_dot_v1_dot_tablet__pb2.SplitTabletRequest.FromString,
                     response_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.SplitTabletResponse.SerializeToString,
+            ),
+            'CompactTable': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompactTable,
+                    request_deserializer=bigtable__lite_dot_v1_dot_tablet__pb2.CompactTableRequest.FromString,
+                    response_serializer=bigtable__lite_dot_v1_dot_tablet__pb2.CompactTableResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +324,33 @@ class TabletService(object):
             '/bigtable_lite.v1.TabletService/SplitTablet',
             bigtable__lite_dot_v1_dot_tablet__pb2.SplitTabletRequest.SerializeToString,
             bigtable__lite_dot_v1_dot_tablet__pb2.SplitTabletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompactTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bigtable_lite.v1.TabletService/CompactTable',
+            bigtable__lite_dot_v1_dot_tablet__pb2.CompactTableRequest.SerializeToString,
+            bigtable__lite_dot_v1_dot_tablet__pb2.CompactTableResponse.FromString,
             options,
             channel_credentials,
             insecure,
