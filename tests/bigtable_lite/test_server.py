@@ -111,7 +111,8 @@ def test_reflection_describes_the_service(channel: grpc.Channel) -> None:
     pool = descriptor_pool.DescriptorPool(db)
     service = pool.FindServiceByName(SERVICE_NAME)
     assert {m.name for m in service.methods} == {"ReadRows", "ReadRowsStream", "Scan",
-                                                 "MutateRows", "ListTablets", "SplitTablet"}
+                                                 "MutateRows", "ListTablets", "SplitTablet",
+                                                 "CompactTable"}
     assert pool.FindMessageTypeByName("bigtable_lite.v1.RowMutation").fields_by_name["row"]
 
 
