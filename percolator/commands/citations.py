@@ -40,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     check = actions.add_parser("verify", help="compare stored counts with a batch recount",
                                description="compare stored counts with a batch recount")
-    check.add_argument("--wait", type=positive_float, default=120.0, metavar="S",
+    check.add_argument("--wait", type=positive_float, default=600.0, metavar="S",
                        help="wait at most this long for pending notifications to be"
-                       " processed before verifying (default %(default)s)")
+                       " processed before verifying; the pending count is printed every"
+                       " 10 s meanwhile (default %(default)s)")
     check.add_argument("--show", type=positive_int, default=20, metavar="N",
                        help="differences to print (default %(default)s)")
     add_target_arguments(check)
@@ -102,14 +103,23 @@ def _wait_quiet(client: Client, timeout: float) -> bool:
     import threading
 
     from observers.citations import FOLD, REFS
-    from observers.notifications import has_pending
+    from observers.notifications import count_pending, has_pending
 
     from ..layout import notify_table
 
-    deadline = time.monotonic() + timeout
+    table = notify_table(client.table)
+    columns = [REFS, FOLD]
+    began = time.monotonic()
+    report_at = began + 10.0
     pause = threading.Event()
-    while has_pending(client.store, notify_table(client.table), [REFS, FOLD]):
-        if time.monotonic() >= deadline:
+    while has_pending(client.store, table, columns):
+        now = time.monotonic()
+        if now >= began + timeout:
             return False
+        if now >= report_at:
+            cells, _ = count_pending(client.store, table, columns)
+            print(f"percolator citations: waiting for the workers, {cells:,} notifications"
+                  f" pending ({now - began:.0f}s)", flush=True)
+            report_at = now + 10.0
         pause.wait(0.1)
     return True
