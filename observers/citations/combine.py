@@ -33,14 +33,16 @@ A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
   writers collide only across processes, on the same slot of the same target at the
   same moment.
 
-Which targets are hot is a matter of *rate*, not of total citations: two writers
-collide on t only if both update it within one transaction's lifetime.  In a bulk
-load of papers in id order, recent papers -- cited by their successors, processed
-side by side -- are as contended as the classics cited by thousands, while in a
-trickle of single edits nothing is.  So t is hot if this process updated it less
-than ``burst`` seconds ago (:class:`RecentTargets`), or if its counter is at least
-``hot`` (papers cited by thousands are contended at any rate worth the name).
-Correctness never depends on the choice: both paths keep the invariant.
+Which targets are hot is a matter of *simultaneity*, not of total citations: two
+writers collide on t only if both update it within one transaction's lifetime.  In a
+bulk load of papers in id order, recent papers -- cited by their successors,
+processed side by side -- are as contended as the classics cited by thousands, while
+in a trickle of single edits nothing is.  So t is hot when another running writer of
+this process is updating it (:class:`~observers.citations.contention.InFlight`), when
+its counter is at least ``hot`` (papers cited by thousands are contended at any rate
+worth the name, also across worker processes), or, optionally, when this process
+updated it less than ``burst`` seconds ago.  Correctness never depends on the
+choice: both paths keep the invariant.
 
 The fold observer on ``FOLD`` (:meth:`fold`), one transaction per target and run:
 counter += sum(slots) - folded; folded := sum(slots).  It reads the slots and writes
@@ -62,16 +64,14 @@ QUEUE_END)`` (``observers.citations.verify``) and loaders refuse such ids.
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-import time
 import zlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from observers import Observer
 
+from .contention import DEFAULT_SLOTS, InFlight, RecentTargets
 from .schema import CITED_BY, decode_count, encode_count
 
 if TYPE_CHECKING:
@@ -87,7 +87,6 @@ FOLD = b"citations:fold"
 """Observed column of combining rows; only weak notifications ever target it."""
 SLOT_PREFIX = b"slot:"
 FOLDED = b"folded"
-DEFAULT_SLOTS = 16
 DEFAULT_HOT = 1000
 """Counters at or above this value are always combined."""
 DEFAULT_BURST = 0.0
@@ -133,115 +132,6 @@ def check_target(target: bytes) -> None:
     """Refuse rows in the reserved range: their counters would land among combining rows."""
     if is_reserved(target):
         raise ValueError(f"paper id {target!r} starts with 0x00, which is reserved")
-
-
-class InFlight:
-    """Targets and slots that running transactions of this process are updating (thread-safe).
-
-    :meth:`claim` marks a writer's targets and says which were already claimed by
-    another writer still running; :meth:`slot` gives the writer a slot no other running
-    writer of this process holds, round-robin so that a slot just released is not
-    handed out again at once (its last writer may have committed after the new
-    writer's start_ts, which would still conflict); :meth:`release` unmarks both when
-    the writer committed.  A writer that aborted never releases: its claims expire
-    after ``max_age`` seconds, and a new claim under the same key (the retry) replaces
-    them.  Expired claims only make updates combine more often than needed.
-    """
-
-    def __init__(self, slots: int = DEFAULT_SLOTS, max_age: float = 2.0,
-                 clock: object = time.monotonic) -> None:
-        self.slots = slots
-        self.max_age = max_age
-        self._now = clock
-        self._lock = threading.Lock()
-        self._claims: dict[bytes, tuple[float, tuple[bytes, ...]]] = {}
-        self._count: dict[bytes, int] = {}
-        self._slot_of: dict[bytes, int] = {}
-        self._next_slot = zlib.crc32(str(os.getpid()).encode()) % slots
-        self._pruned = 0.0
-
-    def claim(self, key: bytes, targets: Sequence[bytes]) -> list[bool]:
-        now = self._now()  # type: ignore[operator]
-        with self._lock:
-            self._drop(key)
-            if now - self._pruned > self.max_age:
-                self._prune(now)
-            busy = [t in self._count for t in targets]
-            claimed = tuple(dict.fromkeys(targets))
-            self._claims[key] = (now, claimed)
-            for t in claimed:
-                self._count[t] = self._count.get(t, 0) + 1
-        return busy
-
-    def slot(self, key: bytes) -> int:
-        """The slot of writer ``key`` (held until :meth:`release`)."""
-        with self._lock:
-            held = self._slot_of.get(key)
-            if held is not None:
-                return held
-            taken = set(self._slot_of.values())
-            chosen = self._next_slot
-            for i in range(self.slots):
-                candidate = (self._next_slot + i) % self.slots
-                if candidate not in taken:
-                    chosen = candidate
-                    break
-            self._next_slot = (chosen + 1) % self.slots
-            self._slot_of[key] = chosen
-            return chosen
-
-    def release(self, key: bytes) -> None:
-        with self._lock:
-            self._drop(key)
-
-    def _drop(self, key: bytes) -> None:
-        self._slot_of.pop(key, None)
-        old = self._claims.pop(key, None)
-        if old is None:
-            return
-        for t in old[1]:
-            n = self._count[t] - 1
-            if n:
-                self._count[t] = n
-            else:
-                del self._count[t]
-
-    def _prune(self, now: float) -> None:
-        self._pruned = now
-        for key in [k for k, (at, _) in self._claims.items() if now - at > self.max_age]:
-            self._drop(key)
-
-    def __len__(self) -> int:
-        return len(self._claims)
-
-
-class RecentTargets:
-    """Targets updated in the last ``window`` to ``2 * window`` seconds (thread-safe).
-
-    Two generations of sets, rotated every ``window`` seconds: memory is bounded by
-    the targets of two windows, and each lookup is a set membership test.
-    """
-
-    def __init__(self, window: float, clock: object = time.monotonic) -> None:
-        self.window = window
-        self._now = clock
-        self._lock = threading.Lock()
-        self._current: set[bytes] = set()
-        self._previous: set[bytes] = set()
-        self._rotated = 0.0
-
-    def touch_all(self, targets: Sequence[bytes]) -> list[bool]:
-        """For each target: was it touched recently?  Then mark them all as touched now."""
-        now = self._now()  # type: ignore[operator]
-        with self._lock:
-            if now - self._rotated >= self.window:
-                stale = now - self._rotated >= 2 * self.window
-                self._previous = set() if stale else self._current
-                self._current = set()
-                self._rotated = now
-            seen = [t in self._current or t in self._previous for t in targets]
-            self._current.update(targets)
-        return seen
 
 
 class CombiningCounter:

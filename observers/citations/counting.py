@@ -40,12 +40,12 @@ from observers import Observer
 from .combine import (
     DEFAULT_BURST,
     DEFAULT_HOT,
-    DEFAULT_SLOTS,
     CombiningCounter,
     FoldObserver,
     check_target,
     rows_of,
 )
+from .contention import DEFAULT_SLOTS
 from .schema import CITED_BY, REF_COUNT, REFS, decode_refs, encode_count, encode_refs
 
 if TYPE_CHECKING:

@@ -16,8 +16,6 @@ from observers.citations.combine import (
     QUEUE_END,
     QUEUE_PREFIX,
     CombiningCounter,
-    InFlight,
-    RecentTargets,
     check_target,
     combine_row,
     decode_signed,
@@ -26,6 +24,7 @@ from observers.citations.combine import (
     target_of,
     unfolded,
 )
+from observers.citations.contention import InFlight, RecentTargets
 from observers.citations.schema import decode_count
 from percolator import Client
 
