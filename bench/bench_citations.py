@@ -74,7 +74,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     ap.add_argument("--compare-papers", type=int, default=10_000,
                     help="graph size of the combining-vs-naive comparison (0 skips it)")
-    ap.add_argument("--compare-threads", type=int, nargs="+", default=[2, 4])
+    ap.add_argument("--compare-threads", type=int, nargs="+", default=[2, 4],
+                    help="worker threads of the comparison runs (with 1 thread nothing is"
+                    " ever contended in-process: both versions take the same path)")
     ap.add_argument("--hot", type=int, default=None, help="combining threshold (default: the"
                     " library's)")
     ap.add_argument("--seed", type=int, default=1)

@@ -78,6 +78,20 @@ def test_cluster_load_crashes_and_verify(tmp_path: Path) -> None:
         assert "batch recount" in checked.stdout
 
 
+def test_cli_snap_load_worker_until_idle_and_verify_embedded(tmp_path: Path) -> None:
+    sample = REPO / "tests" / "observers" / "data" / "cit-sample.txt"
+    data = str(tmp_path / "data")
+    loaded = cli("citations", "load", "--snap", str(sample), "--no-progress", "--data-dir", data)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "percolator citations: loaded" in loaded.stdout
+    worked = cli("worker", "--data-dir", data, "--observers", CITATIONS, "--until-idle",
+                 "--timeout", "60")
+    assert worked.returncode == 0, worked.stderr
+    checked = cli("citations", "verify", "--data-dir", data)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("verified:")
+
+
 def test_verify_fails_with_a_diff_or_on_pending_work(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "data") as server:
         with Client.connect(server.address) as client:
