@@ -14,8 +14,8 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
+from .arg_types import positive_float, positive_int
 from .client_args import add_target_arguments, open_client
-from .worker import positive_float, positive_int
 
 if TYPE_CHECKING:
     from ..client import Client

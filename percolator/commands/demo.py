@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .worker import positive_float, positive_int
+from .arg_types import positive_float, positive_int
 
 
 def non_negative_int(value: str) -> int:

@@ -14,23 +14,9 @@ from bigtable_lite.engine import SYNC_MODES, SyncMode
 
 from ..node import DEFAULT_GRACE, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
+from .arg_types import listen_address, positive_int
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-def listen_address(value: str) -> str:
-    """argparse type: HOST:PORT with a numeric port (0 = pick a free one)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {value!r}")
-    return value
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
-    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,28 +15,13 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from .arg_types import positive_float, positive_int
 from .client_args import add_target_arguments, open_client
 
 if TYPE_CHECKING:
     from observers import ObserverRegistry
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-def positive_float(value: str) -> float:
-    try:
-        f = float(value)
-    except ValueError:
-        f = 0.0
-    if not f > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, not {value!r}")
-    return f
-
-
-def positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value!r}")
-    return int(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
