@@ -22,7 +22,8 @@ from bigtable_lite import LocalStore
 from bigtable_lite.engine import SyncMode
 from bigtable_lite.server import build_server, stop_server
 
-from . import node_service, oracle_service
+from . import oracle_service
+from .node_service import NodeService
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
 __all__ = ["DEFAULT_GRACE", "Node"]
@@ -43,11 +44,13 @@ class Node:
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
+            # Each open batch stream holds a worker thread: leave half for other calls.
+            self.batches = NodeService(self.store, self.oracle,
+                                       max_streams=max(1, max_workers // 2))
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
-                extra=[oracle_service.registration(self.oracle),
-                       node_service.registration(self.store, self.oracle)])
+                extra=[oracle_service.registration(self.oracle), self.batches.registration()])
         except BaseException:
             self.store.close()
             raise
@@ -74,6 +77,7 @@ class Node:
                 return
             self._stopped = True
             try:
+                self.batches.stop_streams()  # open batch streams end after their batch
                 stop_server(self.server, grace)
             finally:
                 self.oracle.close()

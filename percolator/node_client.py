@@ -5,17 +5,17 @@ process that needs the node — a read, a prewrite, a commit, a ``start_ts`` or 
 ``commit_ts`` — joins the batch being gathered, and one ``Node.Batch`` call carries
 them all (``percolator/v1/node.proto``).  A lone caller goes at once; while
 ``max_in_flight`` batches are on the wire, new callers wait and go together in the
-next one (:class:`percolator.batching.Coalescer`).  A gRPC call costs ~0.3 ms of CPU on
-each side whatever it carries; gathering across kinds, not per kind, is what makes
-batches large enough to pay for it (figures in ``docs/architecture.md``).
+next one.  A gRPC call costs far more CPU on each side than a small command (figures
+in ``docs/architecture.md``); gathering across kinds, not per kind, is what makes
+batches large enough to pay for it.
 
 NodeClient is both a :class:`~bigtable_lite.TabletStore` and a
 :class:`~percolator.oracle.TimestampSource`, with their contracts unchanged:
 
 * arguments are checked with the same ``validation`` functions as ``LocalStore``
-  before any I/O; the server's errors come back per command, translated by the
-  tables in ``percolator.node_service`` (which defer to ``bigtable_lite.status`` and
-  ``percolator.oracle_service``); ``grpc.RpcError`` never leaks; a mutation that
+  before any I/O; the server's errors come back per command and are translated by
+  the tables in ``percolator.node_service`` (which defer to ``bigtable_lite.status``
+  and ``percolator.oracle_service``); ``grpc.RpcError`` never leaks; a mutation that
   fails with ``Unavailable`` has an unknown outcome;
 * timestamps are linearizable: a caller only joins a batch that has not been sent,
   so its range comes from a request sent after it asked, and the server takes the
@@ -28,78 +28,244 @@ A node that does not offer ``percolator.v1.Node`` (an older ``percolator serve``
 answers UNIMPLEMENTED, which has no effect on the node; the client then switches for
 good to the per-service path (``CoalescingStore`` over ``RemoteStore``, and
 ``RemoteOracle``) and re-sends there.
+
+Why unary calls and not a bidi stream: measured on the reference machine (2 cores,
+grpcio 1.75.1), a stream message cost the server ~40% less CPU than a unary call but
+the client more (a sync stream hands every message to and from gRPC's own threads),
+and transfers/s were no better; see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
+import _thread
+import queue
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Self
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Self
 
 import grpc
 
 from bigtable_lite import DEFAULT_LIMITS, MAX_TS, Cell, Limits, MutationResult, Row, \
-    RowMutation, RowRead, ScanRequest, StorageError, StoreClosed, TabletInfo, wire
+    RowMutation, RowRead, ScanRequest, StorageError, StoreClosed, TabletInfo, Unavailable, wire
 from bigtable_lite.remote import RemoteStore, channel_options
 from bigtable_lite.status import error_from_rpc
 from bigtable_lite.store import StoreOps
 from bigtable_lite.validation import check_batch, check_reads
 
-from .batching import Coalescer, CoalescingStore
+from .batching import CoalescingStore
 from .errors import OracleError
-from .node_service import SERVICE_NAME, command_error
+from .node_service import GET_TIMESTAMPS_TAG, MUTATE_ROWS_TAG, READ_ROWS_TAG, SERVICE_NAME, \
+    STREAM_KEY, STREAM_REFUSED, command_error, frame
 from .oracle import OracleStats, check_count
 from .oracle_client import RemoteOracle
-from .v1 import node_pb2
+from .v1 import node_pb2, oracle_pb2
 
 __all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "NodeClient"]
 
-DEFAULT_MAX_IN_FLIGHT = 2
-"""Batches one client keeps on the wire at once."""
-DEFAULT_MAX_COMMANDS = 64
+DEFAULT_MAX_IN_FLIGHT = 1
+"""Batches one client keeps on the wire at once.  With one, 8 threads settle into two
+groups whose batches alternate (~4.4 commands each); with two, batches held ~2.9
+commands for ~15% more CPU per transaction and no more transactions/s."""
+DEFAULT_MAX_COMMANDS = 256
 """Most commands in one batch."""
 
-# Field tags of the wire framing below (field number << 3 | 2, "length-delimited").
-_COMMANDS = b"\x0a"        # BatchRequest.commands = 1
-_READ_ROWS = b"\x0a"       # Command.read_rows = 1
-_MUTATE_ROWS = b"\x12"     # Command.mutate_rows = 2
-_GET_TIMESTAMPS = b"\x1a"  # Command.get_timestamps = 3
-_READ, _MUTATE, _STAMPS = range(3)  # a command's kind, client-side
+_HANDOFF_MARGIN = 5.0  # seconds a caller waits beyond two batches' deadlines before giving up
+_STREAM_LIFE = 0.5     # a stream takes batches for this many timeouts, then is replaced
+_STREAM_BACKOFF = 1.0  # seconds without streams after the node refused one
+_READ, _MUTATE, _STAMPS = range(3)  # a command's kind
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+class _Command:
+    """One caller's command: its framed bytes, then its result or error.
 
-
-def frame_command(tag: bytes, request: bytes) -> bytes:
-    """One ``BatchRequest.commands`` entry holding ``request`` (a serialized ReadRowsRequest,
-    MutateRowsRequest or GetTimestampsRequest) in the Command field ``tag``.
-
-    A protobuf message's encoding is the concatenation of its fields' encodings, so a
-    BatchRequest is the concatenation of its framed commands: each caller serializes
-    its own command once and the sender only joins bytes (measured ~2x cheaper than
-    building Command messages and copying them into a BatchRequest).
-    tests/percolator/test_node_batch.py checks the framing against the generated code.
+    ``wake`` is held until the command is settled, or until its caller is promoted to
+    send the next batch (``batch`` set).
     """
-    command = tag + _varint(len(request)) + request
-    return _COMMANDS + _varint(len(command)) + command
+
+    __slots__ = ("batch", "data", "error", "kind", "result", "wake")
+
+    def __init__(self, kind: int, data: bytes) -> None:
+        self.kind = kind
+        self.data = data
+        self.result: node_pb2.Result | None = None
+        self.error: BaseException | None = None
+        self.batch: list[_Command] | None = None
+        self.wake = _thread.allocate_lock()
+        self.wake.acquire()
 
 
-def _serialize(data: bytes) -> bytes:
-    return data
+class _Batcher:
+    """Gathers concurrent commands into batches; at most ``max_in_flight`` on the wire.
+
+    The scheme of :class:`percolator.batching.Coalescer` (no thread of its own: the first
+    caller of a batch sends it; when a batch returns, its sender hands the next one to
+    that batch's first caller, then wakes its own callers), with what a batch of mixed
+    commands needs: a result or an error per command, a raw lock per caller instead of a
+    ``threading.Event`` (a Condition and a lock: profiled at ~8 us to create and ~4 us more
+    to wake, per command), and bounded waits.
+    """
+
+    def __init__(self, call: Callable[[list[_Command], bool], None], idle: Callable[[], None], *,
+                 max_in_flight: int, max_commands: int, wait: float) -> None:
+        self._call = call
+        self._idle = idle
+        self._max_in_flight = max_in_flight
+        self._max_commands = max_commands
+        self._wait = wait
+        self._lock = threading.Lock()
+        self._queue: deque[_Command] = deque()
+        self._in_flight = 0
+        self.calls = 0
+        self.commands = 0
+
+    @property
+    def queued(self) -> int:
+        """Commands waiting for a batch to be sent."""
+        return len(self._queue)
+
+    def run(self, me: _Command) -> None:
+        """Return once ``me`` is settled (``result`` or ``error`` set).
+
+        ``call(batch, burst)`` sends a batch; ``burst`` says it waited behind another
+        batch or goes beside one (batches are back to back).  ``idle()`` runs when the
+        last batch in flight returns with nothing queued.
+        """
+        with self._lock:
+            self._queue.append(me)
+            batch = None
+            if self._in_flight < self._max_in_flight:
+                self._in_flight += 1
+                burst = self._in_flight > 1
+                batch = self._take()
+        if batch is None:
+            if not me.wake.acquire(True, self._wait):
+                self._timed_out(me)
+            batch = me.batch  # set if promoted: this caller sends the next batch
+            if batch is None:
+                return
+            burst = True
+        self._send(batch, me, burst)
+
+    def _take(self) -> list[_Command]:
+        """The next batch off the queue (the caller holds the lock)."""
+        queue = self._queue
+        n = min(len(queue), self._max_commands)
+        batch = [queue.popleft() for _ in range(n)]
+        if batch:
+            self.calls += 1
+            self.commands += n
+        return batch
+
+    def _send(self, batch: list[_Command], me: _Command, burst: bool) -> None:
+        idle = False
+        try:
+            self._call(batch, burst)
+        except BaseException as exc:  # e.g. KeyboardInterrupt: settle the batch, pass the turn
+            for c in batch:
+                if c.result is None and c.error is None:
+                    c.error = Unavailable(f"batched call interrupted: {exc!r}")
+            raise
+        finally:
+            with self._lock:
+                nxt = self._take()
+                if nxt:
+                    nxt[0].batch = nxt
+                else:
+                    self._in_flight -= 1
+                    idle = self._in_flight == 0
+            if nxt:  # the next batch goes out before our callers wake: the wire never idles
+                nxt[0].wake.release()
+            for c in batch:
+                if c is not me:
+                    c.wake.release()
+            if idle:
+                self._idle()
+
+    def _timed_out(self, me: _Command) -> None:
+        """``me`` waited longer than it can take to send two batches: give up unless it must
+        send one."""
+        with self._lock:
+            if me in self._queue:  # never sent: nothing happened
+                self._queue.remove(me)
+                raise Unavailable("timed out waiting to send a batched call")
+            if me.batch is not None:
+                return  # promoted just now: send it
+        if me.wake.acquire(True, _HANDOFF_MARGIN):
+            return
+        raise Unavailable("timed out waiting for a batched call (its outcome is unknown)")
+
+
+class _Stream:
+    """One ``BatchStream`` call: batches are answered in the order they were put.
+
+    The sender of a batch reads its own reply (no reader thread); with several batches
+    on the stream, senders read in turn, by ticket.  :meth:`put` refuses once the
+    stream is ended or older than ``life``, so every batch put has a whole ``timeout``
+    before the call's deadline (``life + timeout``): waits stay bounded.
+    """
+
+    def __init__(self, method: Callable[..., Any], *, life: float, timeout: float) -> None:
+        self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._expires = time.monotonic() + life
+        self._deadline = self._expires + timeout
+        self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)
+        self._sent = 0     # tickets handed out
+        self._read = 0     # replies read
+        self._ended = False
+        self._call: Any = method(iter(self._requests.get, None), timeout=life + timeout)
+
+    def put(self, data: bytes) -> int | None:
+        """Send a batch; its ticket, or None if this stream takes no more batches."""
+        with self._lock:
+            if self._ended or time.monotonic() > self._expires:
+                self._end()
+                return None
+            ticket = self._sent
+            self._sent += 1
+            self._requests.put(data)
+            return ticket
+
+    def reply(self, ticket: int) -> node_pb2.BatchResponse:
+        """The reply to batch ``ticket``.  Raises grpc.RpcError, or _StreamEnded if the node
+        ended the stream before answering (then the batch was not executed)."""
+        with self._lock:
+            if not self._turn.wait_for(lambda: self._read == ticket,
+                                       self._deadline - time.monotonic() + _HANDOFF_MARGIN):
+                raise Unavailable("timed out waiting for the batch stream's earlier replies")
+        try:
+            response: node_pb2.BatchResponse = next(self._call)
+            return response
+        except StopIteration:
+            raise _StreamEnded() from None
+        finally:
+            with self._lock:
+                self._read += 1
+                self._turn.notify_all()
+
+    def end(self) -> None:
+        """Half-close: the node answers what was put, then ends the call.  Idempotent."""
+        with self._lock:
+            self._end()
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._requests.put(None)  # also frees gRPC's thread waiting for a request
+
+
+class _StreamEnded(Exception):
+    """The node ended a batch stream between batches: the unanswered ones were not executed."""
 
 
 class NodeClient(StoreOps):
     """TabletStore and TimestampSource of one node, over ``Node.Batch``.
 
     ``target`` is "HOST:PORT" (the client owns the channel it opens) or a channel (left
-    open on :meth:`close`).  ``timeout`` bounds every call; a caller waits at most about
-    twice that for its batch.  ``limits`` should match the node's.
+    open on :meth:`close`).  ``timeout`` is the deadline of every call; a caller waits
+    at most about twice that for its batch.  ``limits`` should match the node's.
     """
 
     def __init__(self, target: str | grpc.Channel, *, timeout: float = 30.0,
@@ -123,10 +289,19 @@ class NodeClient(StoreOps):
         self._alone_bytes = limits.max_message_bytes // (2 * max_commands)
         self.remote = RemoteStore(self._channel, timeout=timeout, limits=limits)
         self._batch = self._channel.unary_unary(
-            f"/{SERVICE_NAME}/Batch", request_serializer=_serialize,
+            f"/{SERVICE_NAME}/Batch", request_serializer=_identity,
             response_deserializer=node_pb2.BatchResponse.FromString, _registered_method=True)
-        self._coalescer: Coalescer[tuple[int, bytes], node_pb2.Result] = Coalescer(
-            self._send, max_in_flight=max_in_flight, max_items=max_commands)
+        self._batch_stream = self._channel.stream_stream(
+            f"/{SERVICE_NAME}/BatchStream", request_serializer=_identity,
+            response_deserializer=node_pb2.BatchResponse.FromString, _registered_method=True)
+        # A batch waits for at most one batch ahead of it, each bounded by a stream's
+        # deadline (life + timeout).
+        self._batcher = _Batcher(self._call, self._end_stream, max_in_flight=max_in_flight,
+                                 max_commands=max_commands,
+                                 wait=2 * (_STREAM_LIFE * timeout + timeout) + _HANDOFF_MARGIN)
+        self._stream: _Stream | None = None
+        self._streams_from = 0.0  # monotonic time before which no stream is opened
+        self._streams_opened = 0
         self._lock = threading.Lock()
         self._closed = False
         self._served = 0        # timestamps returned to callers
@@ -135,26 +310,105 @@ class NodeClient(StoreOps):
 
     # --- the batch ------------------------------------------------------------------------
 
-    def _send(self, commands: list[tuple[int, bytes]]) -> list[node_pb2.Result]:
-        """One Batch call for the merged commands of a Coalescer batch."""
-        if self._closed:
-            raise StoreClosed("NodeClient is closed")
+    def _call(self, batch: list[_Command], burst: bool) -> None:
+        """Send one batch; settles every command of it (raises nothing but BaseException).
+
+        Back-to-back batches (``burst``) travel on a BatchStream, cheaper per batch than
+        a Batch call; a lone batch goes by Batch, so an idle client holds no stream.
+        """
         try:
-            reply = self._batch(b"".join([data for _, data in commands]), timeout=self.timeout)
-        except grpc.RpcError as exc:
-            if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.UNIMPLEMENTED:
-                raise _NotOffered() from exc
-            raise error_from_rpc(exc) from exc
+            if self._closed:
+                raise StoreClosed("NodeClient is closed")
+            data = b"".join([c.data for c in batch])
+            reply = None
+            if burst or self._stream is not None:
+                reply = self._over_stream(data)
+            if reply is None:
+                try:
+                    reply = self._batch(data, timeout=self.timeout)
+                except grpc.RpcError as exc:
+                    if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                        for c in batch:  # an older node: nothing happened; use the old path
+                            c.error = _NotOffered()
+                        return
+                    raise error_from_rpc(exc) from exc
+            results = reply.results
+            if len(results) != len(batch):
+                raise StorageError(f"protocol error: node answered {len(results)} results for"
+                                   f" {len(batch)} commands")
+        except StorageError as exc:
+            if self._closed and isinstance(exc, Unavailable):  # the channel closed under it
+                exc = StoreClosed(f"NodeClient is closed ({exc})")
+            for c in batch:  # each caller raises its own exception object
+                c.error = type(exc)(*exc.args)
+                c.error.__cause__ = exc.__cause__
+            return
         except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
-            raise StoreClosed("NodeClient is closed") if self._closed else exc
-        results = list(reply.results)
-        if len(results) != len(commands):
-            raise StorageError(f"protocol error: node answered {len(results)} results for"
-                               f" {len(commands)} commands")
-        if any(kind == _STAMPS for kind, _ in commands):
+            error = StoreClosed if self._closed else StorageError
+            for c in batch:
+                c.error = error(f"batched call failed: {exc}")
+            return
+        stamps = False
+        for c, result in zip(batch, results):
+            c.result = result
+            stamps = stamps or c.kind == _STAMPS
+        if stamps:
             with self._lock:
                 self._stamp_calls += 1
-        return results
+
+    def _over_stream(self, data: bytes) -> node_pb2.BatchResponse | None:
+        """The reply to a batch sent on the open stream (opening one if need be); None if
+        no stream took it, which leaves it unsent: send it by Batch."""
+        with self._lock:
+            placed = self._put_on_stream(data)
+        if placed is None:
+            return None
+        stream, ticket = placed
+        try:
+            return stream.reply(ticket)
+        except BaseException as exc:  # a stream that failed once takes no more batches
+            self._drop_stream(stream)
+            if isinstance(exc, _StreamEnded):
+                raise Unavailable("the node ended the batch stream before this batch"
+                                  " (stopping?); it was not executed") from None
+            if isinstance(exc, grpc.RpcError):
+                if _stream_refused(exc):  # nothing was read: send it by Batch; no streams a while
+                    with self._lock:
+                        self._streams_from = time.monotonic() + _STREAM_BACKOFF
+                    return None
+                raise error_from_rpc(exc) from exc
+            raise
+
+    def _put_on_stream(self, data: bytes) -> tuple[_Stream, int] | None:
+        """Put a batch on the open stream, or on a new one (the client's lock is held)."""
+        for _ in range(2):  # an expired stream is replaced once
+            stream = self._stream
+            if stream is None:
+                if self._closed or time.monotonic() < self._streams_from:
+                    return None
+                stream = self._stream = _Stream(self._batch_stream,
+                                                life=_STREAM_LIFE * self.timeout,
+                                                timeout=self.timeout)
+                self._streams_opened += 1
+            ticket = stream.put(data)
+            if ticket is not None:
+                return stream, ticket
+            self._stream = None
+        return None
+
+    def _drop_stream(self, stream: _Stream) -> None:
+        with self._lock:
+            if self._stream is stream:
+                self._stream = None
+        stream.end()
+
+    def _end_stream(self) -> None:
+        """Nothing in flight or queued: close the stream, so an idle client holds no
+        server thread."""
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.end()
 
     def _submit(self, kind: int, tag: bytes, request: bytes) -> node_pb2.Result | None:
         """The command's result, or None if the node does not offer the Node service."""
@@ -162,11 +416,15 @@ class NodeClient(StoreOps):
             return None
         if self._closed:
             raise StoreClosed("NodeClient is closed")
-        try:
-            return self._coalescer.submit([(kind, frame_command(tag, request))])[0]
-        except _NotOffered:
-            self._fall_back()
-            return None
+        command = _Command(kind, frame(tag, request))
+        self._batcher.run(command)
+        if command.error is not None:
+            if isinstance(command.error, _NotOffered):
+                self._fall_back()
+                return None
+            raise command.error
+        assert command.result is not None
+        return command.result
 
     def _fall_back(self) -> None:
         with self._lock:
@@ -181,7 +439,7 @@ class NodeClient(StoreOps):
         request = wire.read_request_to_pb(reads).SerializeToString()
         if len(request) > self._alone_bytes:
             return self.remote.read_rows(reads)
-        result = self._submit(_READ, _READ_ROWS, request)
+        result = self._submit(_READ, READ_ROWS_TAG, request)
         if result is None:
             return self._fallback_store().read_rows(reads)
         if result.WhichOneof("kind") != "read_rows":
@@ -200,7 +458,7 @@ class NodeClient(StoreOps):
         request = wire.mutate_request_to_pb(mutations, False).SerializeToString()
         if len(request) > self._alone_bytes:
             return self.remote.mutate_rows(mutations)
-        result = self._submit(_MUTATE, _MUTATE_ROWS, request)
+        result = self._submit(_MUTATE, MUTATE_ROWS_TAG, request)
         if result is None:
             return self._fallback_store().mutate_rows(mutations)
         if result.WhichOneof("kind") != "mutate_rows":
@@ -227,14 +485,15 @@ class NodeClient(StoreOps):
         return self._take(check_count(count))
 
     def _take(self, count: int) -> int:
-        result = self._submit(_STAMPS, _GET_TIMESTAMPS, _STAMP_REQUESTS.get(count)
-                              or _stamp_request(count))
+        request = _ONE_TIMESTAMP if count == 1 else \
+            oracle_pb2.GetTimestampsRequest(count=count).SerializeToString()
+        result = self._submit(_STAMPS, GET_TIMESTAMPS_TAG, request)
         if result is None:
             return self._fallback_oracle().get_timestamps(count)
         if result.WhichOneof("kind") != "get_timestamps":
             raise _result_error(result, oracle=True)
         reply = result.get_timestamps
-        first = reply.first
+        first: int = reply.first
         if reply.count != count or first < 1 or first + count - 1 > MAX_TS:
             raise OracleError(f"oracle answered {reply.count} timestamps from {first} to a"
                               f" request for {count}")
@@ -253,10 +512,15 @@ class NodeClient(StoreOps):
         return OracleStats(served, calls)
 
     def batch_stats(self) -> dict[str, float]:
-        """Batch calls sent and mean commands per call."""
-        c = self._coalescer
-        return {"batch_calls": c.calls, "batch_mean_commands": c.items / c.calls if c.calls
-                else 0.0}
+        """Batches sent, commands per batch, streams opened for back-to-back batches."""
+        b = self._batcher
+        return {"batches": b.calls, "batch_mean_commands": b.commands / b.calls if b.calls
+                else 0.0, "streams_opened": self._streams_opened}
+
+    @property
+    def queued(self) -> int:
+        """Commands waiting for a batch to be sent (not yet on the wire)."""
+        return self._batcher.queued
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -266,6 +530,7 @@ class NodeClient(StoreOps):
             if self._closed:
                 return
             self._closed = True
+        self._end_stream()
         if self._fallback is not None:
             self._fallback[1].close()
         self.remote.close()
@@ -291,22 +556,31 @@ class _NotOffered(Exception):
     """The node answered UNIMPLEMENTED: it does not offer the Node service."""
 
 
-def _stamp_request(count: int) -> bytes:
-    from .v1 import oracle_pb2
+_ONE_TIMESTAMP: bytes = oracle_pb2.GetTimestampsRequest(count=1).SerializeToString()
 
-    data: bytes = oracle_pb2.GetTimestampsRequest(count=count).SerializeToString()
+
+def _identity(data: bytes) -> bytes:
     return data
 
 
-_STAMP_REQUESTS = {1: _stamp_request(1)}  # the common request, serialized once
-
-
 def _result_error(result: node_pb2.Result, *, oracle: bool = False) -> Exception:
-    if result.WhichOneof("kind") != "error":
-        return StorageError(f"protocol error: node answered a {result.WhichOneof('kind')}"
-                            " result to another command")
+    kind = result.WhichOneof("kind")
+    if kind != "error":
+        return StorageError(f"protocol error: node answered a {kind} result to another command")
     err = result.error
     return command_error(err.code, err.message, err.error, oracle=oracle)
+
+
+def _stream_refused(exc: grpc.RpcError) -> bool:
+    """The node refused a BatchStream before reading anything (too many open, stopping),
+    or does not offer it."""
+    if not isinstance(exc, grpc.Call):
+        return False
+    if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+        return True
+    return exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and any(
+        key == STREAM_KEY and value == STREAM_REFUSED for key, value in
+        exc.trailing_metadata() or ())
 
 
 def _reply_too_large(result: node_pb2.Result) -> bool:
@@ -316,4 +590,3 @@ def _reply_too_large(result: node_pb2.Result) -> bool:
 def _check_count(sent: int, got: int) -> None:
     if sent != got:
         raise StorageError(f"protocol error: node answered {got} results for {sent} requests")
-

@@ -26,7 +26,7 @@ from bigtable_lite.v1 import tablet_pb2 as bigtable__lite_dot_v1_dot_tablet__pb2
 from percolator.v1 import oracle_pb2 as percolator_dot_v1_dot_oracle__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18percolator/v1/node.proto\x12\rpercolator.v1\x1a\x1d\x62igtable_lite/v1/tablet.proto\x1a\x1apercolator/v1/oracle.proto\"\xc4\x01\n\x07\x43ommand\x12\x36\n\tread_rows\x18\x01 \x01(\x0b\x32!.bigtable_lite.v1.ReadRowsRequestH\x00\x12:\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32#.bigtable_lite.v1.MutateRowsRequestH\x00\x12=\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32#.percolator.v1.GetTimestampsRequestH\x00\x42\x06\n\x04kind\"8\n\x0c\x42\x61tchRequest\x12(\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x16.percolator.v1.Command\"<\n\x0c\x43ommandError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xf4\x01\n\x06Result\x12\x37\n\tread_rows\x18\x01 \x01(\x0b\x32\".bigtable_lite.v1.ReadRowsResponseH\x00\x12;\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32$.bigtable_lite.v1.MutateRowsResponseH\x00\x12>\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32$.percolator.v1.GetTimestampsResponseH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.percolator.v1.CommandErrorH\x00\x42\x06\n\x04kind\"7\n\rBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.percolator.v1.Result2J\n\x04Node\x12\x42\n\x05\x42\x61tch\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18percolator/v1/node.proto\x12\rpercolator.v1\x1a\x1d\x62igtable_lite/v1/tablet.proto\x1a\x1apercolator/v1/oracle.proto\"\xc4\x01\n\x07\x43ommand\x12\x36\n\tread_rows\x18\x01 \x01(\x0b\x32!.bigtable_lite.v1.ReadRowsRequestH\x00\x12:\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32#.bigtable_lite.v1.MutateRowsRequestH\x00\x12=\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32#.percolator.v1.GetTimestampsRequestH\x00\x42\x06\n\x04kind\"8\n\x0c\x42\x61tchRequest\x12(\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x16.percolator.v1.Command\"<\n\x0c\x43ommandError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xf4\x01\n\x06Result\x12\x37\n\tread_rows\x18\x01 \x01(\x0b\x32\".bigtable_lite.v1.ReadRowsResponseH\x00\x12;\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32$.bigtable_lite.v1.MutateRowsResponseH\x00\x12>\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32$.percolator.v1.GetTimestampsResponseH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.percolator.v1.CommandErrorH\x00\x42\x06\n\x04kind\"7\n\rBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.percolator.v1.Result2\x98\x01\n\x04Node\x12\x42\n\x05\x42\x61tch\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse\x12L\n\x0b\x42\x61tchStream\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULT']._serialized_end=666
   _globals['_BATCHRESPONSE']._serialized_start=668
   _globals['_BATCHRESPONSE']._serialized_end=723
-  _globals['_NODE']._serialized_start=725
-  _globals['_NODE']._serialized_end=799
+  _globals['_NODE']._serialized_start=726
+  _globals['_NODE']._serialized_end=878
 # @@protoc_insertion_point(module_scope)

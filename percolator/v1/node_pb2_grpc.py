@@ -40,6 +40,11 @@ class NodeStub(object):
                 request_serializer=percolator_dot_v1_dot_node__pb2.BatchRequest.SerializeToString,
                 response_deserializer=percolator_dot_v1_dot_node__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.BatchStream = channel.stream_stream(
+                '/percolator.v1.Node/BatchStream',
+                request_serializer=percolator_dot_v1_dot_node__pb2.BatchRequest.SerializeToString,
+                response_deserializer=percolator_dot_v1_dot_node__pb2.BatchResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer(object):
@@ -60,8 +65,22 @@ class NodeServicer(object):
         failed with as a call of its own); the others are unaffected.  The call itself
         fails only when the batch cannot be read (INVALID_ARGUMENT), the node is
         shutting down (UNAVAILABLE), or on a transport failure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
-        Unary rather than a bidi stream: see percolator/node_client.py for the figures.
+    def BatchStream(self, request_iterator, context):
+        """The same for a sequence of batches: each BatchRequest is executed as by Batch,
+        one after the other, and answered by one BatchResponse, in order.  Cheaper per
+        batch than Batch calls (measured ~40% less server CPU in Python), so clients
+        use it for back-to-back batches and close it when they fall idle: an open
+        stream holds a server thread.
+
+        The server ends a stream only between batches (on shutdown), so a batch left
+        without a response was not executed.  A server with its share of streams open
+        refuses more with RESOURCE_EXHAUSTED and the trailer
+        `percolator-batch-stream: refused` before reading any batch: send them by Batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +91,11 @@ def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Batch': grpc.unary_unary_rpc_method_handler(
                     servicer.Batch,
+                    request_deserializer=percolator_dot_v1_dot_node__pb2.BatchRequest.FromString,
+                    response_serializer=percolator_dot_v1_dot_node__pb2.BatchResponse.SerializeToString,
+            ),
+            'BatchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.BatchStream,
                     request_deserializer=percolator_dot_v1_dot_node__pb2.BatchRequest.FromString,
                     response_serializer=percolator_dot_v1_dot_node__pb2.BatchResponse.SerializeToString,
             ),
@@ -102,6 +126,33 @@ class Node(object):
             request,
             target,
             '/percolator.v1.Node/Batch',
+            percolator_dot_v1_dot_node__pb2.BatchRequest.SerializeToString,
+            percolator_dot_v1_dot_node__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/percolator.v1.Node/BatchStream',
             percolator_dot_v1_dot_node__pb2.BatchRequest.SerializeToString,
             percolator_dot_v1_dot_node__pb2.BatchResponse.FromString,
             options,
