@@ -89,3 +89,52 @@ class ServerProcess:
                 self.terminate(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class LineProcess:
+    """A Python subprocess of this repository whose stdout lines arrive on a queue.
+
+    ``failpoints`` sets PERCOLATOR_FAILPOINTS for the child (and nothing inherited
+    does); stderr is kept for failure messages.
+    """
+
+    def __init__(self, argv: Sequence[str], *, failpoints: str | None = None,
+                 stdin: bool = False) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("PERCOLATOR_FAILPOINTS", None)
+        if failpoints:
+            env["PERCOLATOR_FAILPOINTS"] = failpoints
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv], cwd=REPO, env=env,
+            stdin=subprocess.PIPE if stdin else None, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.stdout: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def stderr_text(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return "(still running)"
+        return self.proc.stderr.read()
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return code
+
+    def kill(self, timeout: float = 60.0) -> None:
+        """kill -9: no cleanup at all."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=timeout)

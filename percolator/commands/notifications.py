@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"replayed {replay_parked(client, cells)} cells", flush=True)
         else:
             if not compact_notifications(client):
-                raise CommandError("this store cannot compact on request (remote: no"
-                                   " CompactTable RPC yet); LevelDB compacts by itself")
+                raise CommandError("this store cannot compact on request; LevelDB compacts"
+                                   " by itself")
             print("compacted the notify table", flush=True)
     finally:
         client.close()

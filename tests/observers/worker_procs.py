@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 from typing import Any
 
-from .observer_fixtures import REPO, WAIT
+from tests.procs import LineProcess
+
+from .observer_fixtures import WAIT
 
 SUM_OBSERVERS = "tests.observers.sum_observers:OBSERVERS"
 
 
-class WorkerProcess:
+class WorkerProcess(LineProcess):
     """A worker process; its stdout lines arrive on a queue, stderr is kept for failures."""
 
     def __init__(self, *args: str, failpoints: str | None = None) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        env.pop("PERCOLATOR_FAILPOINTS", None)
-        if failpoints:
-            env["PERCOLATOR_FAILPOINTS"] = failpoints
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "percolator", "worker", *args], cwd=REPO, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.stdout: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.stdout.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
+        super().__init__(["-m", "percolator", "worker", *args], failpoints=failpoints)
 
     def wait_for(self, text: str, timeout: float = WAIT) -> str:
         """The first stdout line containing ``text``."""
@@ -63,21 +43,11 @@ class WorkerProcess:
         self._reader.join(timeout)
         return code
 
-    def kill(self) -> None:
-        """kill -9: no cleanup at all."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=WAIT)
-
     def wait(self, timeout: float = WAIT) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout)
-        return code
+        return super().wait(timeout)
 
     def stderr(self) -> str:
-        if self.proc.poll() is None or self.proc.stderr is None:
-            return "(still running)"
-        return self.proc.stderr.read()
+        return self.stderr_text()
 
     def __enter__(self) -> WorkerProcess:
         return self
