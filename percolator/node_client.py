@@ -263,6 +263,10 @@ class _StreamEnded(Exception):
 class NodeClient(StoreOps):
     """TabletStore and TimestampSource of one node, over ``Node.Batch``.
 
+    ``inner`` is the :class:`~bigtable_lite.RemoteStore` on the same channel that serves
+    what is not batched (scans, tablets, ``sync`` writes, compaction: wrappers of a store
+    expose what they wrap as ``inner``, as ``CoalescingStore`` does).
+
     ``target`` is "HOST:PORT" (the client owns the channel it opens) or a channel (left
     open on :meth:`close`).  ``timeout`` is the deadline of every call; a caller waits
     at most about twice that for its batch.  ``limits`` should match the node's.
@@ -287,7 +291,7 @@ class NodeClient(StoreOps):
         self.timeout = timeout
         # A command larger than this goes alone, so a full batch always fits a message.
         self._alone_bytes = limits.max_message_bytes // (2 * max_commands)
-        self.remote = RemoteStore(self._channel, timeout=timeout, limits=limits)
+        self.inner = RemoteStore(self._channel, timeout=timeout, limits=limits)
         self._batch = self._channel.unary_unary(
             f"/{SERVICE_NAME}/Batch", request_serializer=_identity,
             response_deserializer=node_pb2.BatchResponse.FromString, _registered_method=True)
@@ -429,7 +433,7 @@ class NodeClient(StoreOps):
     def _fall_back(self) -> None:
         with self._lock:
             if self._fallback is None:
-                self._fallback = (CoalescingStore(self.remote),
+                self._fallback = (CoalescingStore(self.inner),
                                   RemoteOracle(self._channel, timeout=self.timeout))
 
     # --- TabletStore ----------------------------------------------------------------------
@@ -438,13 +442,13 @@ class NodeClient(StoreOps):
         check_reads(reads, self.limits)
         request = wire.read_request_to_pb(reads).SerializeToString()
         if len(request) > self._alone_bytes:
-            return self.remote.read_rows(reads)
+            return self.inner.read_rows(reads)
         result = self._submit(_READ, READ_ROWS_TAG, request)
         if result is None:
             return self._fallback_store().read_rows(reads)
         if result.WhichOneof("kind") != "read_rows":
             if _reply_too_large(result):
-                return self.remote.read_rows(reads)  # alone, streamed if need be
+                return self.inner.read_rows(reads)  # alone, streamed if need be
             raise _result_error(result)
         rows = wire.read_response_from_pb(result.read_rows)
         _check_count(len(reads), len(rows))
@@ -453,11 +457,11 @@ class NodeClient(StoreOps):
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:
         if sync:  # an fsync would hold up every command of a batch
-            return self.remote.mutate_rows(mutations, sync=True)
+            return self.inner.mutate_rows(mutations, sync=True)
         check_batch(mutations, self.limits)
         request = wire.mutate_request_to_pb(mutations, False).SerializeToString()
         if len(request) > self._alone_bytes:
-            return self.remote.mutate_rows(mutations)
+            return self.inner.mutate_rows(mutations)
         result = self._submit(_MUTATE, MUTATE_ROWS_TAG, request)
         if result is None:
             return self._fallback_store().mutate_rows(mutations)
@@ -468,13 +472,13 @@ class NodeClient(StoreOps):
         return out
 
     def scan(self, request: ScanRequest) -> Iterator[Row]:
-        return self.remote.scan(request)
+        return self.inner.scan(request)
 
     def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
-        return self.remote.list_tablets(table)
+        return self.inner.list_tablets(table)
 
     def split_tablet(self, table: bytes, row: bytes) -> list[TabletInfo]:
-        return self.remote.split_tablet(table, row)
+        return self.inner.split_tablet(table, row)
 
     # --- TimestampSource ------------------------------------------------------------------
 
@@ -522,6 +526,12 @@ class NodeClient(StoreOps):
         """Commands waiting for a batch to be sent (not yet on the wire)."""
         return self._batcher.queued
 
+    @property
+    def batching(self) -> bool:
+        """False once the node turned out not to offer the Node service: then every call
+        takes the per-service path."""
+        return self._fallback is None
+
     # --- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -533,7 +543,7 @@ class NodeClient(StoreOps):
         self._end_stream()
         if self._fallback is not None:
             self._fallback[1].close()
-        self.remote.close()
+        self.inner.close()
         if self._owns_channel:
             self._channel.close()
 
