@@ -2,7 +2,7 @@
 
 As TiKV's client batches commands (client-go ``BatchCommands``): every thread of the
 process that needs the node — a read, a prewrite, a commit, a ``start_ts`` or a
-``commit_ts`` — joins the batch being gathered, and one ``Node.Batch`` call carries
+``commit_ts`` — joins the batch being gathered, and one message to the node carries
 them all (``percolator/v1/node.proto``).  A lone caller goes at once; while
 ``max_in_flight`` batches are on the wire, new callers wait and go together in the
 next one.  A gRPC call costs far more CPU on each side than a small command (figures
@@ -22,17 +22,23 @@ NodeClient is both a :class:`~bigtable_lite.TabletStore` and a
   range after the batch arrived;
 * scans, tablet listing and splitting, ``sync=True`` writes (an fsync would hold up
   every command of a batch) and commands too large to share a batch go through a
-  :class:`~bigtable_lite.RemoteStore` on the same channel.
+  :class:`~bigtable_lite.RemoteStore` on the same channel (``inner``).
+
+Transport.  Batches travel on a ``Node.BatchStream`` call rather than as ``Node.Batch``
+calls: measured on the reference machine (2 cores, grpcio 1.75.1, 8-thread transfers),
+a stream message cost the server ~30% less CPU than a unary call, and the client no
+more (the caller that sends a batch reads its reply: no reader thread), for ~20% more
+transfers/s.  An open stream holds a server thread, so a reaper thread, alive only
+while a stream is open, half-closes it once ``_STREAM_IDLE`` passes without a batch;
+a stream also takes no batches after half a ``timeout``, so each batch still has a
+whole ``timeout`` before the stream's deadline and every wait stays bounded.  A node
+that refuses a stream (its share of threads is taken) answers before reading any
+batch; such batches go by ``Node.Batch``.
 
 A node that does not offer ``percolator.v1.Node`` (an older ``percolator serve``)
 answers UNIMPLEMENTED, which has no effect on the node; the client then switches for
 good to the per-service path (``CoalescingStore`` over ``RemoteStore``, and
 ``RemoteOracle``) and re-sends there.
-
-Why unary calls and not a bidi stream: measured on the reference machine (2 cores,
-grpcio 1.75.1), a stream message cost the server ~40% less CPU than a unary call but
-the client more (a sync stream hands every message to and from gRPC's own threads),
-and transfers/s were no better; see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ DEFAULT_MAX_COMMANDS = 256
 _HANDOFF_MARGIN = 5.0  # seconds a caller waits beyond two batches' deadlines before giving up
 _STREAM_LIFE = 0.5     # a stream takes batches for this many timeouts, then is replaced
 _STREAM_BACKOFF = 1.0  # seconds without streams after the node refused one
+_STREAM_IDLE = 0.2     # seconds without a batch after which the stream is closed
 _READ, _MUTATE, _STAMPS = range(3)  # a command's kind
 
 
@@ -107,10 +114,9 @@ class _Batcher:
     to wake, per command), and bounded waits.
     """
 
-    def __init__(self, call: Callable[[list[_Command], bool], None], idle: Callable[[], None], *,
-                 max_in_flight: int, max_commands: int, wait: float) -> None:
+    def __init__(self, call: Callable[[list[_Command]], None], *, max_in_flight: int,
+                 max_commands: int, wait: float) -> None:
         self._call = call
-        self._idle = idle
         self._max_in_flight = max_in_flight
         self._max_commands = max_commands
         self._wait = wait
@@ -126,18 +132,12 @@ class _Batcher:
         return len(self._queue)
 
     def run(self, me: _Command) -> None:
-        """Return once ``me`` is settled (``result`` or ``error`` set).
-
-        ``call(batch, burst)`` sends a batch; ``burst`` says it waited behind another
-        batch or goes beside one (batches are back to back).  ``idle()`` runs when the
-        last batch in flight returns with nothing queued.
-        """
+        """Return once ``me`` is settled (``result`` or ``error`` set)."""
         with self._lock:
             self._queue.append(me)
             batch = None
             if self._in_flight < self._max_in_flight:
                 self._in_flight += 1
-                burst = self._in_flight > 1
                 batch = self._take()
         if batch is None:
             if not me.wake.acquire(True, self._wait):
@@ -145,8 +145,7 @@ class _Batcher:
             batch = me.batch  # set if promoted: this caller sends the next batch
             if batch is None:
                 return
-            burst = True
-        self._send(batch, me, burst)
+        self._send(batch, me)
 
     def _take(self) -> list[_Command]:
         """The next batch off the queue (the caller holds the lock)."""
@@ -158,10 +157,9 @@ class _Batcher:
             self.commands += n
         return batch
 
-    def _send(self, batch: list[_Command], me: _Command, burst: bool) -> None:
-        idle = False
+    def _send(self, batch: list[_Command], me: _Command) -> None:
         try:
-            self._call(batch, burst)
+            self._call(batch)
         except BaseException as exc:  # e.g. KeyboardInterrupt: settle the batch, pass the turn
             for c in batch:
                 if c.result is None and c.error is None:
@@ -174,14 +172,11 @@ class _Batcher:
                     nxt[0].batch = nxt
                 else:
                     self._in_flight -= 1
-                    idle = self._in_flight == 0
             if nxt:  # the next batch goes out before our callers wake: the wire never idles
                 nxt[0].wake.release()
             for c in batch:
                 if c is not me:
                     c.wake.release()
-            if idle:
-                self._idle()
 
     def _timed_out(self, me: _Command) -> None:
         """``me`` waited longer than it can take to send two batches: give up unless it must
@@ -300,13 +295,16 @@ class NodeClient(StoreOps):
             response_deserializer=node_pb2.BatchResponse.FromString, _registered_method=True)
         # A batch waits for at most one batch ahead of it, each bounded by a stream's
         # deadline (life + timeout).
-        self._batcher = _Batcher(self._call, self._end_stream, max_in_flight=max_in_flight,
+        self._batcher = _Batcher(self._call, max_in_flight=max_in_flight,
                                  max_commands=max_commands,
                                  wait=2 * (_STREAM_LIFE * timeout + timeout) + _HANDOFF_MARGIN)
-        self._stream: _Stream | None = None
-        self._streams_from = 0.0  # monotonic time before which no stream is opened
-        self._streams_opened = 0
         self._lock = threading.Lock()
+        self._stream: _Stream | None = None
+        self._stream_used = False     # a batch went on the stream since the reaper last looked
+        self._reaping = threading.Condition(self._lock)  # the reaper waits here; close wakes it
+        self._reaper_running = False
+        self._streams_from = 0.0      # monotonic time before which no stream is opened
+        self._streams_opened = 0
         self._closed = False
         self._served = 0        # timestamps returned to callers
         self._stamp_calls = 0   # Batch calls that carried timestamp commands
@@ -314,19 +312,17 @@ class NodeClient(StoreOps):
 
     # --- the batch ------------------------------------------------------------------------
 
-    def _call(self, batch: list[_Command], burst: bool) -> None:
+    def _call(self, batch: list[_Command]) -> None:
         """Send one batch; settles every command of it (raises nothing but BaseException).
 
-        Back-to-back batches (``burst``) travel on a BatchStream, cheaper per batch than
-        a Batch call; a lone batch goes by Batch, so an idle client holds no stream.
+        Batches travel on a BatchStream (cheaper per batch than a Batch call), by Batch
+        when the node refuses streams.
         """
         try:
             if self._closed:
                 raise StoreClosed("NodeClient is closed")
             data = b"".join([c.data for c in batch])
-            reply = None
-            if burst or self._stream is not None:
-                reply = self._over_stream(data)
+            reply = self._over_stream(data)
             if reply is None:
                 try:
                     reply = self._batch(data, timeout=self.timeout)
@@ -394,8 +390,13 @@ class NodeClient(StoreOps):
                                                 life=_STREAM_LIFE * self.timeout,
                                                 timeout=self.timeout)
                 self._streams_opened += 1
+                if not self._reaper_running:
+                    self._reaper_running = True
+                    threading.Thread(target=self._reap, name="percolator-batch-stream-reaper",
+                                     daemon=True).start()
             ticket = stream.put(data)
             if ticket is not None:
+                self._stream_used = True
                 return stream, ticket
             self._stream = None
         return None
@@ -406,11 +407,26 @@ class NodeClient(StoreOps):
                 self._stream = None
         stream.end()
 
+    def _reap(self) -> None:
+        """While a stream is open: half-close it once a whole ``_STREAM_IDLE`` passed without
+        a batch, so an idle client holds no server thread (and a stopping node waits for
+        no idle stream)."""
+        with self._lock:
+            try:
+                while self._stream is not None and not self._closed:
+                    self._stream_used = False
+                    self._reaping.wait(_STREAM_IDLE)
+                    stream = self._stream
+                    if stream is not None and not self._stream_used:
+                        self._stream = None
+                        stream.end()  # answers what was put, then ends
+            finally:
+                self._reaper_running = False
+
     def _end_stream(self) -> None:
-        """Nothing in flight or queued: close the stream, so an idle client holds no
-        server thread."""
         with self._lock:
             stream, self._stream = self._stream, None
+            self._reaping.notify_all()
         if stream is not None:
             stream.end()
 

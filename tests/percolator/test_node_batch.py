@@ -457,9 +457,9 @@ def test_pending_commands_of_every_kind_share_the_next_call(tmp_path: Path) -> N
         assert results["mutate"][0].applied and isinstance(results["stamp"], int)
         stats = client.batch_stats()
         assert stats["batches"] == 2 and stats["batch_mean_commands"] == 2.0
-        assert stats["streams_opened"] == 1, "back-to-back batches travel on a stream"
+        assert stats["streams_opened"] == 1, "the batches travel on one stream"
         wait_until(lambda: served.service.open_streams == 0,
-                   "the stream is closed once nothing is queued")
+                   "an idle client's stream is closed")
 
 
 def test_a_reply_too_large_to_share_a_batch_is_read_alone(tmp_path: Path) -> None:
