@@ -53,7 +53,9 @@ def test_compaction_over_grpc(local: LocalStore) -> None:
     server.start()
     try:
         with RemoteStore(f"127.0.0.1:{port}") as remote:
-            churn(remote, 20_000)
+            churn(remote, 100_000)
+            local.engine.compact_range(None, None)  # flush: the tombstones are now on disk
+            assert on_disk(local, CHURNED) > 100_000
             remote.compact_table(CHURNED)
             assert on_disk(local, CHURNED) < 4096
             assert list(remote.scan_rows(KEPT, columns=[b"c"]))[0].row == b"a"
