@@ -36,7 +36,7 @@ from percolator.failpoints import FailpointError
 from percolator.layout import notify_table
 
 from . import notifications, parking
-from .compaction import DEFAULT_COMPACT_EVERY, CompactionPolicy
+from .compaction import DEFAULT_COMPACT_EVERY, IDLE_COMPACT_MIN, CompactionPolicy
 from .deleter import Deleter, Item
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
 from .layout import STATS_COLUMN, ParkInfo, workers_table
@@ -547,7 +547,8 @@ class Worker:
                 if now >= next_stats:
                     self._persist_stats("running")
                     next_stats = now + self.stats_interval
-                if self.compaction.maybe_compact():
+                idle = self.compaction.pending >= IDLE_COMPACT_MIN and self._idle()
+                if self.compaction.maybe_compact(idle=idle):
                     self.counters.compactions += 1
             except StorageError as exc:
                 self._setback(f"maintenance: {exc}")

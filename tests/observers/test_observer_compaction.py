@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bigtable_lite import DeleteVersion, Put, RowMutation, ScanRequest
 from observers import Worker, compact_notifications, observer
+from observers.compaction import IDLE_COMPACT_MIN
 from percolator import Client, Transaction, layout
 
 from .observer_fixtures import eventually, running_node, write_cells
@@ -60,3 +61,16 @@ def test_remote_compaction_keeps_the_live_notifications(tmp_path: Path) -> None:
         assert compact_notifications(client)
         left = list(client.store.scan(ScanRequest(table)))
         assert [(r.row, [c.column for c in r.cells]) for r in left] == [(rows[-1], [b"c"])]
+
+
+def test_an_idle_worker_compacts_after_a_burst(tmp_path: Path) -> None:
+    with Client.embedded(tmp_path / "data") as client:
+        # Far below compact_every, above the idle minimum.
+        worker = Worker(client, [nop], threads=2, stats_interval=0.05)
+        count = IDLE_COMPACT_MIN + 500
+        write_cells(client, {(b"c%06d" % i, b"churn"): b"x" for i in range(count)},
+                    per_txn=500)
+        with worker:
+            eventually(lambda: worker.stats().deleted == count, "all processed and deleted",
+                       timeout=120)
+            eventually(lambda: worker.stats().compactions >= 1, "a compaction once idle")
