@@ -256,15 +256,18 @@ class _StreamEnded(Exception):
 
 
 class NodeClient(StoreOps):
-    """TabletStore and TimestampSource of one node, over ``Node.Batch``.
+    """TabletStore and TimestampSource of one node, over ``Node.BatchStream`` (or ``Batch``).
 
     ``inner`` is the :class:`~bigtable_lite.RemoteStore` on the same channel that serves
     what is not batched (scans, tablets, ``sync`` writes, compaction: wrappers of a store
     expose what they wrap as ``inner``, as ``CoalescingStore`` does).
 
     ``target`` is "HOST:PORT" (the client owns the channel it opens) or a channel (left
-    open on :meth:`close`).  ``timeout`` is the deadline of every call; a caller waits
-    at most about twice that for its batch.  ``limits`` should match the node's.
+    open on :meth:`close`).  ``timeout`` bounds every call: a batch fails (``Unavailable``)
+    at most 1.5 timeouts after it was sent (a stream's deadline), so a caller waits at
+    most about three (the batch ahead of its own, then its own).  ``limits`` should
+    match the node's.  ``max_in_flight`` and ``max_commands`` bound the batches on the
+    wire and the commands in one.
     """
 
     def __init__(self, target: str | grpc.Channel, *, timeout: float = 30.0,
@@ -307,7 +310,7 @@ class NodeClient(StoreOps):
         self._streams_opened = 0
         self._closed = False
         self._served = 0        # timestamps returned to callers
-        self._stamp_calls = 0   # Batch calls that carried timestamp commands
+        self._stamp_calls = 0   # batches that carried timestamp commands
         self._fallback: tuple[CoalescingStore, RemoteOracle] | None = None
 
     # --- the batch ------------------------------------------------------------------------
@@ -522,7 +525,7 @@ class NodeClient(StoreOps):
         return first
 
     def stats(self) -> OracleStats:
-        """Client-side figures: timestamps returned to callers, Batch calls that carried them."""
+        """Client-side figures: timestamps returned to callers, batches that carried them."""
         with self._lock:
             served, calls = self._served, self._stamp_calls
         if self._fallback is not None:

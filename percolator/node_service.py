@@ -237,14 +237,16 @@ class NodeService:
                     raise InvalidArgument("command has no kind set (unknown to this server?)")
             except Exception as exc:  # noqa: BLE001 - the command's own error result
                 results[i] = _failed(exc, oracle=kind == "get_timestamps")
+        answered: list[int] = []  # commands with a read result
         if stamps:
             self._timestamps(stamps, results)
         if reads:
-            self._read(reads, results)
+            answered = self._read(reads, results)
         if writes:
             self._mutate(writes, results, sync=False)
         if synced:
             self._mutate(synced, results, sync=True)
+        self._fit(results, answered)
         return b"".join(results)
 
     def _timestamps(self, stamps: list[tuple[int, int]], results: list[bytes]) -> None:
@@ -270,7 +272,8 @@ class NodeService:
                 results[i] = frame(GET_TIMESTAMPS_TAG, reply.SerializeToString())
                 first += count
 
-    def _read(self, reads: list[tuple[int, list[RowRead]]], results: list[bytes]) -> None:
+    def _read(self, reads: list[tuple[int, list[RowRead]]], results: list[bytes]) -> list[int]:
+        """Merged reads; returns the commands answered with rows."""
         read = self._store.read_rows
         answered: list[int] = []
         for group in _chunks(reads, self._limits.max_batch_rows):
@@ -289,15 +292,23 @@ class NodeService:
                 results[i] = _read_result(rows[pos:pos + len(rr)])
                 answered.append(i)
                 pos += len(rr)
+        return answered
+
+    def _fit(self, results: list[bytes], answered: list[int]) -> None:
+        """Refuse the largest read results (RESOURCE_EXHAUSTED) until the reply fits the
+        message limit; the client re-reads those alone.  Mutation results are never
+        refused (they are applied): a batch whose mutation results alone overflow fails
+        as a MutateRows call with that many results would."""
         total = sum([len(r) for r in results])
-        if total > self._reply_limit:
-            for i in sorted(answered, key=lambda i: len(results[i]), reverse=True):
-                total -= len(results[i])
-                results[i] = _error_result(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                           "read reply too large to share a batch; read alone")
-                total += len(results[i])
-                if total <= self._reply_limit:
-                    break
+        if total <= self._reply_limit:
+            return
+        for i in sorted(answered, key=lambda i: len(results[i]), reverse=True):
+            total -= len(results[i])
+            results[i] = _error_result(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       "read reply too large to share a batch; read alone")
+            total += len(results[i])
+            if total <= self._reply_limit:
+                return
 
     def _mutate(self, writes: list[tuple[int, list[RowMutation]]], results: list[bytes], *,
                 sync: bool) -> None:
