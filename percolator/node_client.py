@@ -88,7 +88,7 @@ class _Command:
     """One caller's command: its framed bytes, then its result or error.
 
     ``wake`` is held until the command is settled, or until its caller is promoted to
-    send the next batch (``batch`` set).
+    send the next batch (``batch`` set, holding this command first).
     """
 
     __slots__ = ("batch", "data", "error", "kind", "result", "wake")
@@ -107,11 +107,11 @@ class _Batcher:
     """Gathers concurrent commands into batches; at most ``max_in_flight`` on the wire.
 
     The scheme of :class:`percolator.batching.Coalescer` (no thread of its own: the first
-    caller of a batch sends it; when a batch returns, its sender hands the next one to
-    that batch's first caller, then wakes its own callers), with what a batch of mixed
-    commands needs: a result or an error per command, a raw lock per caller instead of a
-    ``threading.Event`` (a Condition and a lock: profiled at ~8 us to create and ~4 us more
-    to wake, per command), and bounded waits.
+    caller of a batch sends it; when a batch returns, its sender promotes the first
+    queued caller to send the next one), with what a batch of mixed commands needs: a
+    result or an error per command, a raw lock per caller instead of a
+    ``threading.Event`` (a Condition and a lock: profiled at ~8 us to create and ~4 us
+    more to wake, per command), and bounded waits.
     """
 
     def __init__(self, call: Callable[[list[_Command]], None], *, max_in_flight: int,
@@ -138,23 +138,24 @@ class _Batcher:
             batch = None
             if self._in_flight < self._max_in_flight:
                 self._in_flight += 1
-                batch = self._take()
+                batch = self._take([])
         if batch is None:
             if not me.wake.acquire(True, self._wait):
                 self._timed_out(me)
-            batch = me.batch  # set if promoted: this caller sends the next batch
-            if batch is None:
-                return
+            if me.batch is None:
+                return  # settled
+            with self._lock:  # promoted: send the next batch, with whoever queued meanwhile
+                batch = self._take(me.batch)
         self._send(batch, me)
 
-    def _take(self) -> list[_Command]:
-        """The next batch off the queue (the caller holds the lock)."""
+    def _take(self, batch: list[_Command]) -> list[_Command]:
+        """``batch`` filled from the queue, up to max_commands (the caller holds the lock)."""
         queue = self._queue
-        n = min(len(queue), self._max_commands)
-        batch = [queue.popleft() for _ in range(n)]
+        for _ in range(min(len(queue), self._max_commands - len(batch))):
+            batch.append(queue.popleft())
         if batch:
             self.calls += 1
-            self.commands += n
+            self.commands += len(batch)
         return batch
 
     def _send(self, batch: list[_Command], me: _Command) -> None:
@@ -167,26 +168,29 @@ class _Batcher:
             raise
         finally:
             with self._lock:
-                nxt = self._take()
-                if nxt:
-                    nxt[0].batch = nxt
+                nxt = self._queue.popleft() if self._queue else None
+                if nxt is not None:
+                    nxt.batch = [nxt]  # it inherits our place on the wire
                 else:
                     self._in_flight -= 1
-            if nxt:  # the next batch goes out before our callers wake: the wire never idles
-                nxt[0].wake.release()
             for c in batch:
                 if c is not me:
                     c.wake.release()
+            # The next sender wakes last and takes its batch when it runs: callers woken
+            # just before it can rejoin the queue in time for it (measured ~4.4 -> ~5.0
+            # commands per batch and ~15% more transfers/s with 8 threads).
+            if nxt is not None:
+                nxt.wake.release()
 
     def _timed_out(self, me: _Command) -> None:
         """``me`` waited longer than it can take to send two batches: give up unless it must
         send one."""
         with self._lock:
+            if me.batch is not None:
+                return  # promoted just now: send it (it holds a place on the wire)
             if me in self._queue:  # never sent: nothing happened
                 self._queue.remove(me)
                 raise Unavailable("timed out waiting to send a batched call")
-            if me.batch is not None:
-                return  # promoted just now: send it
         if me.wake.acquire(True, _HANDOFF_MARGIN):
             return
         raise Unavailable("timed out waiting for a batched call (its outcome is unknown)")
