@@ -141,11 +141,10 @@ def command_error(code: int, message: str, name: str = "", *, oracle: bool = Fal
     ``bigtable-lite-error`` trailer of a call); ``oracle``: a GetTimestamps command.
     """
     status_code = _CODES.get(code)
-    if oracle and status_code is not None:
-        # The oracle's own codes: the table of percolator.oracle_service (read, not copied).
-        cls = oracle_service._ORACLE_ERRORS.get(status_code)
-        if cls is not None:
-            return cls(f"{status_code.name}: {message or 'no details'}")
+    if oracle:
+        own = oracle_service.oracle_error_for(status_code, message)
+        if own is not None:
+            return own
     return store_status.error_for(status_code, message,
                                   ((store_status.ERROR_KEY, name),) if name else None)
 

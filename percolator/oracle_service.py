@@ -37,7 +37,7 @@ from .v1 import oracle_pb2
 log = logging.getLogger(__name__)
 
 __all__ = ["SERVICE_NAME", "OracleServicer", "add_to_server", "error_from_rpc", "method_path",
-           "registration", "status_for"]
+           "oracle_error_for", "registration", "status_for"]
 
 SERVICE_NAME: str = oracle_pb2.DESCRIPTOR.services_by_name["TimestampOracle"].full_name
 
@@ -58,13 +58,18 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return status.status_for(exc)
 
 
+def oracle_error_for(code: grpc.StatusCode | None, details: str | None) -> Exception | None:
+    """The oracle's own exception for a failed call's status, or None if it is not one."""
+    cls = _ORACLE_ERRORS.get(code) if code is not None else None
+    return cls(f"{code.name}: {details or 'no details'}") if cls is not None and code else None
+
+
 def error_from_rpc(exc: grpc.RpcError) -> Exception:
     """The exception a client raises for a failed oracle RPC (``raise ... from exc``)."""
     if isinstance(exc, grpc.Call):
-        code: grpc.StatusCode = exc.code()
-        cls = _ORACLE_ERRORS.get(code)
-        if cls is not None:
-            return cls(f"{code.name}: {exc.details() or 'no details'}")
+        own = oracle_error_for(exc.code(), exc.details())
+        if own is not None:
+            return own
     return status.error_from_rpc(exc)
 
 
