@@ -174,9 +174,9 @@ def main() -> None:
         if not args.skip_remote:
             with ServerProcess(tmp / "remote") as server, Client.connect(server.address) as client:
                 remote = measure(client, args.seconds)
-                store_stats = getattr(client.store, "stats", lambda: {})()
+                batching = getattr(client.store, "batch_stats", lambda: {})()
             report("remote (loopback, server in its own process)", remote, puts, rmws)
-            print(f"  coalescing: {store_stats}")
+            print(f"  batched commands: {batching}")
             r8 = remote["two-row transfers/s (8 threads)"]
             print(f"  target remote transfers >= 2,000/s (8 threads): "
                   f"{'met' if r8 >= 2000 else 'MISSED'}")
