@@ -35,7 +35,7 @@ from .store import StoreOps
 from .v1 import tablet_pb2 as pb
 from .validation import check_batch, check_key, check_reads, check_scan
 
-__all__ = ["RemoteStore", "channel_options"]
+__all__ = ["RemoteStore", "channel_options", "open_channel"]
 
 
 def channel_options(limits: Limits) -> list[tuple[str, int]]:
@@ -49,6 +49,16 @@ def channel_options(limits: Limits) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", limits.max_message_bytes),
         (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
     ]
+
+
+def open_channel(target: str | grpc.Channel, limits: Limits) -> tuple[grpc.Channel, bool]:
+    """(channel, owned): a new channel to "HOST:PORT" (the client's to close), or the
+    caller's channel as is (the caller's to close)."""
+    if isinstance(target, grpc.Channel):
+        return target, False
+    if isinstance(target, str):
+        return grpc.insecure_channel(target, options=channel_options(limits)), True
+    raise TypeError(f"target must be str or grpc.Channel, not {type(target).__name__}")
 
 
 def _method(channel: grpc.Channel, name: str, response: Any, stream: bool = False) -> Any:
@@ -76,14 +86,7 @@ class RemoteStore(StoreOps):
                  limits: Limits = DEFAULT_LIMITS) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
-        if isinstance(address, grpc.Channel):
-            self._channel = address
-            self._owns_channel = False
-        elif isinstance(address, str):
-            self._channel = grpc.insecure_channel(address, options=channel_options(limits))
-            self._owns_channel = True
-        else:
-            raise TypeError(f"address must be str or grpc.Channel, not {type(address).__name__}")
+        self._channel, self._owns_channel = open_channel(address, limits)
         self.address = address if isinstance(address, str) else ""
         self.limits = limits
         self.timeout = timeout

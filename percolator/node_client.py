@@ -55,7 +55,7 @@ import grpc
 
 from bigtable_lite import DEFAULT_LIMITS, MAX_TS, Cell, Limits, MutationResult, Row, \
     RowMutation, RowRead, ScanRequest, StorageError, StoreClosed, TabletInfo, Unavailable, wire
-from bigtable_lite.remote import RemoteStore, channel_options
+from bigtable_lite.remote import RemoteStore, open_channel
 from bigtable_lite.status import error_from_rpc
 from bigtable_lite.store import StoreOps
 from bigtable_lite.validation import check_batch, check_reads
@@ -281,14 +281,7 @@ class NodeClient(StoreOps):
             raise ValueError("timeout must be positive")
         if max_in_flight < 1 or max_commands < 1:
             raise ValueError("max_in_flight and max_commands must be at least 1")
-        if isinstance(target, grpc.Channel):
-            self._channel = target
-            self._owns_channel = False
-        elif isinstance(target, str):
-            self._channel = grpc.insecure_channel(target, options=channel_options(limits))
-            self._owns_channel = True
-        else:
-            raise TypeError(f"target must be str or grpc.Channel, not {type(target).__name__}")
+        self._channel, self._owns_channel = open_channel(target, limits)
         self.limits = limits
         self.timeout = timeout
         # A command larger than this goes alone, so a full batch always fits a message.
