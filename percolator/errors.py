@@ -8,6 +8,8 @@
     │   ├── CommitUndetermined      the primary's commit reply was lost: outcome unknown
     │   └── LockWaitTimeout         a lock stayed unresolved past the read's deadline
     └── OracleError                 the timestamp oracle failed
+        ├── OracleExhausted         no timestamps left below 2**64 (percolator.oracle)
+        └── OracleConflict          two oracles on one store (percolator.oracle)
 
 Storage failures arrive as ``bigtable_lite.errors.StorageError`` (e.g. ``Unavailable``).
 Caller mistakes (bad rows, columns, values) raise ``ValueError``/``TypeError`` before any I/O.
