@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import time
-
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
