@@ -58,10 +58,5 @@ def rollback_column(column: bytes) -> bytes:
     return ROLLBACK + column
 
 
-def user_column(stored: bytes) -> tuple[bytes, bytes]:
-    """Split a stored column into (kind, user column)."""
-    return stored[:1], stored[1:]
-
-
 def is_system(column: bytes) -> bool:
     return column.startswith(SYSTEM_PREFIX)
