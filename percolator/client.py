@@ -2,9 +2,9 @@
 
 ``Client.embedded(path)`` runs the store and the oracle in this process (one process
 owns ``path``); ``Client.connect(address)`` talks to a ``percolator serve`` node.
-Both share every line of transaction code: they differ only in the TabletStore and
-TimestampSource behind them, and in committing secondaries inline (embedded: one
-cheap local call) or in the background (remote: batched across transactions).
+Both share every line of transaction code: they differ only in the TabletStore,
+TimestampSource and CommitService behind them (embedded: the commit step runs here;
+remote: at the node, as one command of a batch).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bigtable_lite.engine import SyncMode
 from . import layout
 from .batching import CoalescingStore
 from .clock import Clock, SystemClock
+from .commit import CommitService, LocalCommit
 from .context import TxnContext
 from .errors import CommitConflict, TransactionError
 from .heartbeat import LockKeeper
@@ -45,7 +46,9 @@ class Client:
                  table: bytes = DEFAULT_TABLE, lock_ttl: float = DEFAULT_LOCK_TTL,
                  lock_wait_timeout: float | None = None, clock: Clock | None = None,
                  limits: Limits = DEFAULT_LIMITS, background_secondaries: bool = False,
-                 owned: Iterable[object] = ()) -> None:
+                 commits: CommitService | None = None, owned: Iterable[object] = ()) -> None:
+        """``commits`` runs the commit step (default: in this process, over ``store`` and
+        ``oracle``, secondaries in a background thread if ``background_secondaries``)."""
         if not lock_ttl > 0:
             raise ValueError("lock_ttl must be positive")
         self.store = store
@@ -58,13 +61,16 @@ class Client:
         self._closed = False
         keeper = LockKeeper(store, table, self.clock, lock_ttl)
         self.resolver = LockResolver(store, table, self.clock)
+        secondaries = None
+        if commits is None:
+            secondaries = SecondaryCommitter(store) if background_secondaries else None
+            commits = LocalCommit(store, oracle, limits, secondaries=secondaries)
         self.ctx = TxnContext(
             store=store, table=table, oracle=oracle, resolver=self.resolver, keeper=keeper,
             clock=self.clock, limits=limits, lock_ttl=lock_ttl,
             lock_wait_timeout=lock_wait_timeout if lock_wait_timeout is not None
             else max(30.0, 4 * lock_ttl),
-            secondaries=SecondaryCommitter(store) if background_secondaries else None,
-            is_observed=self._is_observed)
+            commits=commits, secondaries=secondaries, is_observed=self._is_observed)
 
     # --- construction ---------------------------------------------------------------------
 
@@ -88,11 +94,11 @@ class Client:
                 table: bytes = DEFAULT_TABLE, batch_commands: bool = True) -> "Client":
         """A running ``percolator serve`` node at ``HOST:PORT``.
 
-        ``batch_commands`` (default): every thread's reads, writes and timestamp requests
-        share ``Node.Batch`` calls (:class:`~percolator.node_client.NodeClient`; it
-        switches to the per-service path by itself if the node does not offer them).
+        ``batch_commands`` (default): every thread's reads, writes, timestamp requests and
+        commit steps share ``Node.Batch`` calls (:class:`~percolator.node_client.NodeClient`;
+        it switches to the per-service path by itself if the node does not offer them).
         False: reads and writes coalesce per kind over the tablet service, timestamps
-        over the oracle service.
+        over the oracle service, secondaries are committed in the background.
         """
         import grpc
 
@@ -104,8 +110,8 @@ class Client:
         channel = grpc.insecure_channel(address, options=channel_options(DEFAULT_LIMITS))
         if batch_commands:
             node = NodeClient(channel, timeout=timeout)
-            return cls(node, node, table=table, lock_ttl=lock_ttl, clock=clock,
-                       background_secondaries=True, owned=[node, channel])
+            return cls(node, node, table=table, lock_ttl=lock_ttl, clock=clock, commits=node,
+                       owned=[node, channel])
         remote = RemoteStore(channel, timeout=timeout)
         oracle = RemoteOracle(channel, timeout=timeout)
         store = CoalescingStore(remote)

@@ -1,18 +1,24 @@
 """Two-phase commit: the steps of Percolator 2.2, chained in one visible place.
 
-    lock_primary -> lock_secondaries + write_notifications -> get commit_ts
-        -> commit_primary (the commit point) -> commit_secondaries
+    lock_primary + lock_secondaries + write_notifications (one store call, primary first)
+        -> commit step: commit_ts, commit_primary (the commit point), commit_secondaries
 
 Why this order:
 * The primary is locked first, so every other trace of the transaction (secondary
   locks, notifications) points at a primary that already exists: a reader who meets
-  one can always learn the transaction's fate from the primary.
+  one can always learn the transaction's fate from the primary.  One store call
+  keeps that order: the store applies a call's rows in order, the primary's row
+  first (a primary whose prewrite fails leaves secondaries that the same commit()
+  rolls back at once, and that a reader meanwhile rolls back through the primary,
+  which it finds without a trace and seals).
 * Notifications are written before the commit point, never after: a client that
   dies after committing must not lose them (Apache Fluo lost work when it wrote
   them afterwards).  A notification of a transaction that then aborts is dropped by
   the worker once it sees the rolled-back primary.
 * commit_ts is taken after every lock is in place, so any reader whose start_ts is
-  above commit_ts is sure to meet either a lock or the write record.
+  above commit_ts is sure to meet either a lock or the write record.  The commit
+  step (percolator.commit) runs where the store and the oracle are: in this process
+  embedded, at the node over gRPC (one hop for the timestamp and both commits).
 * Only the primary's commit is conditional (on its own lock): it is the commit
   point.  Secondaries follow; a crash before they land is repaired by readers, who
   roll them forward through the primary.
@@ -26,6 +32,9 @@ from dataclasses import dataclass
 from bigtable_lite import MutationResult, Put, RowMutation, StorageError, Unavailable
 
 from . import failpoints, layout, mutations, records
+from .commit import CommitOutcome, CommitRequest, commit_primaries
+from .commit import commit_secondaries as _commit_secondaries
+from .commit import mutate_in_calls as _mutate_in_calls
 from .context import TxnContext
 from .errors import CommitConflict, CommitUndetermined
 from .mutations import CellWrite
@@ -40,8 +49,6 @@ _MAX_LOCK_RESOLUTIONS = 3
 # A row mutation of a prewrite carries 2-3 conditions and 1-2 mutations per cell; keep it
 # well inside the store's max_items_per_row by splitting rows with very many cells.
 CELLS_PER_PART = 200
-# Bytes of values per store call, well below the default 64 MiB message limit.
-BYTES_PER_CALL = 16 << 20
 
 
 @dataclass(slots=True)
@@ -102,12 +109,10 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
     ctx.keeper.hold(prow, pcol, start_ts, primary_lock)
     locked: list[int] = []  # indices of parts locked
     try:
-        lock_parts(ctx, p, [0], locked)
+        lock_parts(ctx, p, list(range(len(p.parts))), locked, p.notifications)
         failpoints.hit("commit.after_prewrite_primary")
-        lock_parts(ctx, p, list(range(1, len(p.parts))), locked, p.notifications)
         failpoints.hit("commit.after_prewrite")
-        commit_ts = ctx.oracle.get_timestamp()
-        commit_primary(ctx, p, commit_ts)
+        return commit(ctx, p)
     except CommitUndetermined:
         raise  # the primary's commit may have landed: undoing anything would be a guess
     except Exception:
@@ -117,26 +122,11 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
         raise
     finally:
         ctx.keeper.release(start_ts)
-    failpoints.hit("commit.after_commit_primary")
-    commit_secondaries(ctx, p, commit_ts)
-    return commit_ts
 
 
 def mutate_in_calls(ctx: TxnContext, batch: list[RowMutation]) -> list[MutationResult]:
     """mutate_rows in as few calls as the store's batch and message limits allow."""
-    if len(batch) == 1:
-        return ctx.store.mutate_rows(batch)
-    results: list[MutationResult] = []
-    start, size = 0, 0
-    for i, m in enumerate(batch):
-        weight = sum(len(getattr(x, "value", b"")) for x in m.mutations) + 64
-        if i > start and (i - start >= ctx.limits.max_batch_rows or size + weight > BYTES_PER_CALL):
-            results += ctx.store.mutate_rows(batch[start:i])
-            start, size = i, 0
-        size += weight
-    if start < len(batch):
-        results += ctx.store.mutate_rows(batch[start:])
-    return results
+    return _mutate_in_calls(ctx.store, ctx.limits, batch)
 
 
 def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int],
@@ -152,9 +142,10 @@ def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int
         extra = []
         blocked: list[FoundLock] = []
         retry: list[int] = []
+        # Every part locked by this call first: abort() must undo them whatever fails.
+        locked += [i for i, result in zip(todo, results) if result.applied]
         for i, result in zip(todo, results):
             if result.applied:
-                locked.append(i)
                 continue
             row, cells = p.parts[i]
             index = result.failed_condition
@@ -178,64 +169,68 @@ def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int
     raise CommitConflict(f"cells of transaction {p.start_ts} stayed locked by others")
 
 
-def commit_primary(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
-    """The commit point: write records for the primary's row, iff its lock is still ours."""
-    prow, pcol = p.primary
-    cells = [(c.column, c.op, c.value) for c in p.parts[0][1]]
-    m = mutations.commit(ctx.table, prow, cells, p.start_ts, commit_ts, primary_column=pcol)
+def commit_request(ctx: TxnContext, p: CommitPlan) -> CommitRequest:
+    """The commit step's request for a prewritten plan (values only where inlined)."""
+    inline = mutations.inline_value
+    return CommitRequest(ctx.table, p.start_ts, p.primary[1], tuple(
+        (row, tuple((c.column, c.op, inline(c.op, c.value)) for c in cells))
+        for row, cells in p.parts))
+
+
+def commit(ctx: TxnContext, p: CommitPlan) -> int:
+    """The commit step (commit_ts, the commit point, secondaries) wherever ctx runs it."""
     try:
-        applied = ctx.store.mutate_rows([m])[0].applied
+        outcome = ctx.commits.commit(commit_request(ctx, p))
     except Unavailable as exc:
-        status = _learn_outcome(ctx, p)
-        if status is None:
-            raise CommitUndetermined(
-                f"commit of transaction {p.start_ts} was sent but its outcome is unknown: {exc}"
-            ) from exc
-        applied = status.state == COMMITTED and status.commit_ts == commit_ts
-        if not applied and status.state == COMMITTED:
-            raise CommitUndetermined(f"transaction {p.start_ts} committed at an unexpected"
-                                     f" {status.commit_ts}") from exc
-    if not applied:
+        outcome = _learn_outcome(ctx, p, exc)
+    return _committed(ctx, p, outcome)
+
+
+def commit_primary(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
+    """Phase by phase (tests): the commit point at a given commit_ts, nothing else."""
+    _committed(ctx, p, commit_primaries(ctx.store, ctx.limits, [commit_request(ctx, p)],
+                                        commit_ts)[0])
+
+
+def commit_secondaries(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> bool:
+    """The secondaries' commits at commit_ts (idempotent); False if the store failed."""
+    return _commit_secondaries(ctx.store, ctx.limits, [commit_request(ctx, p)],
+                               [CommitOutcome(True, commit_ts)])
+
+
+def _committed(ctx: TxnContext, p: CommitPlan, outcome: CommitOutcome) -> int:
+    prow, pcol = p.primary
+    if not outcome.committed:
         raise CommitConflict(f"transaction {p.start_ts} was rolled back by another client"
                              " before its commit (its lock TTL expired)", row=prow, column=pcol)
     if ctx.secondaries is not None:  # our own readers may meet the pending secondaries
-        ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(COMMITTED, commit_ts))
+        ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(COMMITTED, outcome.commit_ts))
+    return outcome.commit_ts
 
 
-def _learn_outcome(ctx: TxnContext, p: CommitPlan) -> TxnStatus | None:
-    """After a lost commit reply: the decided status, deciding it (rollback) if still locked."""
+def _learn_outcome(ctx: TxnContext, p: CommitPlan, exc: Unavailable) -> CommitOutcome:
+    """After a lost commit reply: the decided outcome, deciding it (rollback) if still
+    locked; committed, the secondaries are committed here too (idempotent).  Raises
+    CommitUndetermined if the primary cannot be read."""
     prow, pcol = p.primary
     for attempt in range(5):
         try:
             status = read_primary(ctx.store, ctx.table, prow, pcol, p.start_ts)
-            if status is not None and status.final:
-                return status
-            # Still locked: our commit did not land (yet).  Decide by rolling back ourselves.
-            status = check_txn_status(ctx.store, ctx.table, prow, pcol, p.start_ts,
-                                      now_ms=2**63, roll_back_expired=True)
-            return status
+            if status is None or not status.final:
+                # Still locked: our commit did not land (yet).  Decide by rolling back ourselves.
+                status = check_txn_status(ctx.store, ctx.table, prow, pcol, p.start_ts,
+                                          now_ms=2**63, roll_back_expired=True)
+            break
         except Unavailable:
             ctx.clock.sleep(0.05 * (2 ** attempt))
-    return None
-
-
-def commit_secondaries(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
-    commits = [mutations.commit(ctx.table, row, [(c.column, c.op, c.value) for c in cells],
-                                p.start_ts, commit_ts)
-               for row, cells in p.parts[1:]]
-    if not commits:
-        return
-    if ctx.secondaries is not None:
-        ctx.secondaries.submit(commits)
-        return
-    try:
-        mutate_in_calls(ctx, commits)
-    except StorageError as exc:
-        # The transaction is committed; readers roll the remaining locks forward.
-        log.warning("secondaries of %d not committed (%s); readers will roll them forward",
-                    p.start_ts, exc)
-        return
-    failpoints.hit("commit.after_commit_secondary")
+    else:
+        raise CommitUndetermined(
+            f"commit of transaction {p.start_ts} was sent but its outcome is unknown: {exc}"
+        ) from exc
+    if status.state != COMMITTED:
+        return CommitOutcome(False)
+    commit_secondaries(ctx, p, status.commit_ts)
+    return CommitOutcome(True, status.commit_ts)
 
 
 def abort(ctx: TxnContext, p: CommitPlan, locked: list[int]) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bigtable_lite import Limits, TabletStore
 
 from .clock import Clock
+from .commit import CommitService
 from .heartbeat import LockKeeper
 from .oracle import TimestampSource
 from .resolve import LockResolver
@@ -25,7 +26,10 @@ class TxnContext:
     limits: Limits
     lock_ttl: float
     lock_wait_timeout: float
-    # Commits secondaries in the background when set (remote clients), inline otherwise.
+    # Runs the commit step (commit_ts, primary, secondaries): in-process or at the node.
+    commits: CommitService
+    # The background committer of secondaries, when the commit step hands them off
+    # (a remote store without the node's commit command).
     secondaries: SecondaryCommitter | None
     # Whether a column has an observer: writes to it leave a notification.
     is_observed: Callable[[bytes], bool]

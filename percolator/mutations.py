@@ -64,10 +64,14 @@ def prewrite(table: bytes, row: bytes, cells: Sequence[CellWrite], start_ts: int
     return RowMutation(table, row, tuple(mutations), tuple(conditions))
 
 
+def inline_value(cell_op: bytes, value: bytes | None) -> bytes | None:
+    """The value a write record inlines (a short put's), else None."""
+    return value if cell_op == records.PUT and _inline(value) else None
+
+
 def write_record(cell_op: bytes, value: bytes | None, start_ts: int) -> bytes:
     """The write record committing a lock (same bytes whoever writes it: idempotent)."""
-    inline = value if cell_op == records.PUT and _inline(value) else None
-    return records.encode_write(Write(cell_op, start_ts, inline))
+    return records.encode_write(Write(cell_op, start_ts, inline_value(cell_op, value)))
 
 
 def commit(table: bytes, row: bytes, cells: Sequence[tuple[bytes, bytes, bytes | None]],

@@ -1,9 +1,9 @@
 """Node.Batch: the node's batched-commands service, executing many clients' steps at once.
 
-A batch holds ReadRows, MutateRows and GetTimestamps commands of any number of client
-threads (``percolator/v1/node.proto``).  Commands of one batch are concurrent (their
-callers were all waiting when it was sent), so the server may run them in any order;
-it runs each kind merged into as few calls as the limits allow:
+A batch holds ReadRows, MutateRows, GetTimestamps and Commit commands of any number of
+client threads (``percolator/v1/node.proto``).  Commands of one batch are concurrent
+(their callers were all waiting when it was sent), so the server may run them in any
+order; it runs each kind merged into as few calls as the limits allow:
 
 * every timestamp command: one ``oracle.get_timestamps(total)``, split into one
   contiguous range per command in command order.  The range is taken after the batch
@@ -13,7 +13,10 @@ it runs each kind merged into as few calls as the limits allow:
 * every non-sync mutation: one ``store.mutate_rows``, rows in command order, so a
   later command's conditions see an earlier command's effects on a shared row, as
   if the calls had arrived one after the other; ``sync`` mutations likewise in a
-  second, fsynced call.
+  second, fsynced call;
+* every commit step (``percolator.commit``): one oracle call for all their
+  commit_ts, one store call for all their primaries, one for the secondaries of
+  those that committed.  Commits run last, after the batch's mutations.
 
 One bad command fails only itself: each command is decoded and validated on its own
 (the same ``validation`` functions ``LocalStore`` runs) before the merged call, and
@@ -45,10 +48,12 @@ BatchResponse.results  0x0a    Result
 Command.read_rows      0x0a    bigtable_lite.v1.ReadRowsRequest
 Command.mutate_rows    0x12    bigtable_lite.v1.MutateRowsRequest
 Command.get_timestamps 0x1a    GetTimestampsRequest
+Command.commit         0x22    CommitRequest
 Result.read_rows       0x0a    bigtable_lite.v1.ReadRowsResponse
 Result.mutate_rows     0x12    bigtable_lite.v1.MutateRowsResponse
 Result.get_timestamps  0x1a    GetTimestampsResponse
 Result.error           0x22    CommandError
+Result.commit          0x2a    CommitResponse
 =====================  ======  ==============================================
 """
 
@@ -68,13 +73,15 @@ from bigtable_lite import status as store_status
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
 
-from . import oracle_service
+from . import oracle_service, records
+from .commit import CommitOutcome, CommitRequest, check_commit_request, commit_many
 from .oracle import MAX_COUNT, TimestampSource, check_count
 from .v1 import node_pb2, oracle_pb2
 
 __all__ = [
     "COMMAND_TAGS", "DEFAULT_MAX_STREAMS", "ENTRY_TAG", "SERVICE_NAME", "STREAM_KEY",
-    "STREAM_REFUSED", "NodeService", "command_error", "command_status", "frame",
+    "STREAM_REFUSED", "NodeService", "command_error", "command_status",
+    "commit_request_from_pb", "commit_request_to_pb", "frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,9 +102,14 @@ ENTRY_TAG = b"\x0a"           # BatchRequest.commands, BatchResponse.results
 READ_ROWS_TAG = b"\x0a"       # Command.read_rows, Result.read_rows
 MUTATE_ROWS_TAG = b"\x12"     # Command.mutate_rows, Result.mutate_rows
 GET_TIMESTAMPS_TAG = b"\x1a"  # Command.get_timestamps, Result.get_timestamps
+COMMIT_TAG = b"\x22"          # Command.commit
 ERROR_TAG = b"\x22"           # Result.error
+COMMIT_RESULT_TAG = b"\x2a"   # Result.commit
 COMMAND_TAGS = {"read_rows": READ_ROWS_TAG, "mutate_rows": MUTATE_ROWS_TAG,
-                "get_timestamps": GET_TIMESTAMPS_TAG}
+                "get_timestamps": GET_TIMESTAMPS_TAG, "commit": COMMIT_TAG}
+UNKNOWN_COMMAND = "command has no kind set (unknown to this server?)"
+"""The error message of a command whose kind this node does not know: a client that
+gets it for a kind added later knows the node predates it."""
 
 _SMALL = [bytes((n,)) for n in range(128)]  # one-byte varints
 
@@ -162,6 +174,29 @@ def _failed(exc: BaseException, *, oracle: bool = False) -> bytes:
     return _error_result(code, message, store_status.error_name(exc))
 
 
+# --- the commit command's message <-> percolator.commit.CommitRequest ------------------------
+
+
+def commit_request_to_pb(request: CommitRequest) -> node_pb2.CommitRequest:
+    Cell, Row = node_pb2.CommitCell, node_pb2.CommitRow
+    return node_pb2.CommitRequest(
+        table=request.table, start_ts=request.start_ts, primary_column=request.primary_column,
+        rows=[Row(row=row, cells=[Cell(column=column, delete=op == records.DELETE,
+                                       inline_value=value)
+                                  for column, op, value in cells])
+              for row, cells in request.rows])
+
+
+def commit_request_from_pb(msg: node_pb2.CommitRequest) -> CommitRequest:
+    put, delete = records.PUT, records.DELETE
+    return CommitRequest(
+        msg.table, msg.start_ts, msg.primary_column,
+        tuple((r.row, tuple((c.column, delete if c.delete else put,
+                             c.inline_value if c.HasField("inline_value") else None)
+                            for c in r.cells))
+              for r in msg.rows))
+
+
 def _check_known(msg: Message) -> None:
     """Refuse fields this server does not know (as TabletService does for a call)."""
     if len(unknown_fields.UnknownFieldSet(msg)):
@@ -213,6 +248,7 @@ class NodeService:
         writes: list[tuple[int, list[RowMutation]]] = []
         synced: list[tuple[int, list[RowMutation]]] = []
         stamps: list[tuple[int, int]] = []
+        commits: list[tuple[int, CommitRequest]] = []
         for i, command in enumerate(request.commands):
             kind = command.WhichOneof("kind")
             try:
@@ -232,10 +268,16 @@ class NodeService:
                     tmsg = command.get_timestamps
                     _check_known(tmsg)
                     stamps.append((i, check_count(tmsg.count)))
+                elif kind == "commit":
+                    cmsg = command.commit
+                    _check_known(cmsg)
+                    commit = commit_request_from_pb(cmsg)
+                    check_commit_request(commit, limits)
+                    commits.append((i, commit))
                 else:
-                    raise InvalidArgument("command has no kind set (unknown to this server?)")
+                    raise InvalidArgument(UNKNOWN_COMMAND)
             except Exception as exc:  # noqa: BLE001 - the command's own error result
-                results[i] = _failed(exc, oracle=kind == "get_timestamps")
+                results[i] = _failed(exc, oracle=kind in ("get_timestamps", "commit"))
         answered: list[int] = []  # commands with a read result
         if stamps:
             self._timestamps(stamps, results)
@@ -245,6 +287,8 @@ class NodeService:
             self._mutate(writes, results, sync=False)
         if synced:
             self._mutate(synced, results, sync=True)
+        if commits:
+            self._commit(commits, results)
         self._fit(results, answered)
         return b"".join(results)
 
@@ -270,6 +314,21 @@ class NodeService:
                 reply = oracle_pb2.GetTimestampsResponse(first=first, count=count)
                 results[i] = frame(GET_TIMESTAMPS_TAG, reply.SerializeToString())
                 first += count
+
+    def _commit(self, commits: list[tuple[int, CommitRequest]], results: list[bytes]) -> None:
+        """Every commit step at once: one oracle call per MAX_COUNT of them, then their
+        primaries and secondaries (percolator.commit.commit_many)."""
+        for start in range(0, len(commits), MAX_COUNT):
+            group = commits[start:start + MAX_COUNT]
+            try:
+                outcomes = commit_many(self._store, self._oracle, self._limits,
+                                       [request for _, request in group])
+            except Exception as exc:  # noqa: BLE001 - every command of the group fails with it
+                for i, _ in group:
+                    results[i] = _failed(exc, oracle=True)
+                continue
+            for (i, _), outcome in zip(group, outcomes):
+                results[i] = _commit_result(outcome)
 
     def _read(self, reads: list[tuple[int, list[RowRead]]], results: list[bytes]) -> list[int]:
         """Merged reads; returns the commands answered with rows."""
@@ -384,6 +443,11 @@ def _parse(raw: bytes) -> node_pb2.BatchRequest:
     if len(unknown_fields.UnknownFieldSet(request)):
         raise InvalidArgument("request has fields unknown to percolator.v1.BatchRequest")
     return request
+
+
+def _commit_result(outcome: CommitOutcome) -> bytes:
+    reply = node_pb2.CommitResponse(committed=outcome.committed, commit_ts=outcome.commit_ts)
+    return frame(COMMIT_RESULT_TAG, reply.SerializeToString())
 
 
 def _read_result(rows: list[list[Cell]]) -> bytes:

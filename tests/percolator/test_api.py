@@ -235,6 +235,11 @@ class FailingOracle:
             raise OracleError("oracle down (test)")
         return self.inner.get_timestamp()
 
+    def get_timestamps(self, count: int) -> int:
+        if self.failing:
+            raise OracleError("oracle down (test)")
+        return self.inner.get_timestamps(count)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

@@ -90,6 +90,23 @@ def test_remote_client_killed_at_failpoint_resolved_within_ttl(tmp_path: Path, f
             must_write_again(client)
 
 
+def test_node_killed_between_the_primary_and_the_secondaries_commits(tmp_path: Path) -> None:
+    """The commit step runs in the node: a node that dies right after the commit point
+    leaves the secondaries locked; after its restart, readers roll them forward."""
+    data = tmp_path / "data"
+    with ServerProcess(data, env={"PERCOLATOR_FAILPOINTS": "commit.after_commit_primary=exit"}
+                       ) as server:
+        done = run_child("tcp:" + server.address, None, "once", str(LOCK_TTL))
+        assert server.proc is not None and server.proc.wait(timeout=30) == FAILPOINT_EXIT_CODE
+    # The client could not learn the outcome from a dead node: neither done nor failed.
+    assert done.returncode != 0 and "committed" not in done.stdout
+    assert "CommitUndetermined" in done.stderr, done.stderr
+    with ServerProcess(data) as server, Client.connect(server.address,
+                                                       lock_ttl=LOCK_TTL) as client:
+        must_see_all_or_none(client, survives=True)
+        must_write_again(client)
+
+
 def test_server_killed_mid_stream_loses_no_acknowledged_commit(tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = ServerProcess(data).start()

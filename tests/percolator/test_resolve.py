@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from percolator import Client, LockWaitTimeout, committer, mutations, records
+from bigtable_lite import ALL_TIME, ScanRequest
+from percolator import Client, CommitConflict, LockWaitTimeout, committer, layout, mutations, \
+    records
 from percolator.clock import FakeClock
 from percolator.committer import CommitPlan
 from percolator.txn_status import COMMITTED, ROLLED_BACK, check_txn_status
@@ -124,3 +126,45 @@ def test_reader_gives_up_on_a_live_lock_after_its_wait_limit(tmp_path: Path) -> 
         commit_ts = client.oracle.get_timestamp()
         committer.commit_primary(client.ctx, plan, commit_ts)
         assert client.begin().get(ROWS[1], b"c") == b"v"
+
+
+def conflicting_on_the_primary(client: Client) -> CommitPlan:
+    """A transaction writing a (its primary) and b, and a commit to a after its start."""
+    start_ts = client.oracle.get_timestamp()
+    with client.transaction() as other:
+        other.set(b"a", b"c", b"other")
+    writes = {(row, b"c"): (records.PUT, b"mine") for row in (b"a", b"b")}
+    return committer.plan(client.ctx, start_ts, writes, set())
+
+
+def lock_cells(client: Client) -> list[tuple[bytes, bytes]]:
+    return [(row.row, cell.column) for row in client.store.scan(ScanRequest(
+        client.table, None, None, (), (), ALL_TIME, 0)) for cell in row.cells
+        if cell.column.startswith(layout.LOCK)]
+
+
+def test_a_failed_primary_prewrite_leaves_no_secondary_lock(client: Client) -> None:
+    plan = conflicting_on_the_primary(client)
+    with pytest.raises(CommitConflict):
+        committer.commit_transaction(client.ctx, plan.start_ts,
+                                     {(b"a", b"c"): (records.PUT, b"mine"),
+                                      (b"b", b"c"): (records.PUT, b"mine")}, set())
+    assert lock_cells(client) == [], "the secondary locked beside the primary is rolled back"
+    assert client.begin().get_many([(b"a", b"c"), (b"b", b"c")]) == {
+        (b"a", b"c"): b"other", (b"b", b"c"): None}
+
+
+def test_a_dead_writers_secondary_beside_a_failed_primary_is_rolled_back_at_once(
+        client: Client, clock: FakeClock) -> None:
+    plan = conflicting_on_the_primary(client)
+    locked: list[int] = []
+    with pytest.raises(CommitConflict):  # one store call: the primary fails, b is locked
+        committer.lock_parts(client.ctx, plan, [0, 1], locked)
+    assert locked == [1] and lock_cells(client) == [(b"b", layout.lock_column(b"c"))]
+    # The writer dies here.  A reader finds b locked and its primary without a trace:
+    # it seals the primary and rolls b back, without waiting for b's TTL (clock unmoved).
+    assert client.begin().get(b"b", b"c") is None
+    assert lock_cells(client) == []
+    late = mutations.prewrite(client.table, b"a", plan.parts[0][1], plan.start_ts, plan.primary,
+                              clock.now_ms() + 10_000)
+    assert not client.store.mutate_rows([late])[0].applied, "the sealed primary stays dead"

@@ -1,0 +1,222 @@
+"""The commit step: commit_ts, the primary's commit (the commit point), then the secondaries.
+
+Percolator 2.2 once every lock is in place: take ``commit_ts`` from the oracle, write
+the primary row's records and erase its locks iff the primary's lock is still ours
+(the commit point), then do the same, unconditionally, for every other row.  The
+step runs wherever the store and the oracle are:
+
+* embedded, in the client (:class:`LocalCommit` over ``LocalStore`` and ``Oracle``);
+* over gRPC, in the node, as one ``commit`` command of a batch (``percolator.v1.Node``):
+  one hop instead of three (a timestamp, the primary's commit, the secondaries'),
+  and the node merges the commit steps of every transaction in a batch into one
+  oracle call and two store calls (:func:`commit_many`);
+* against a store without the command, in the client, step by step over the network,
+  secondaries in the background (:class:`LocalCommit` with a ``SecondaryCommitter``).
+
+Why committing secondaries right after the primary is safe anywhere: once the
+primary's commit applied, the transaction is decided; a secondary's commit is
+idempotent (same bytes whoever writes it) and readers roll forward any secondary a
+crash leaves locked.  Why commit_ts is taken inside the step: it must be taken
+after every lock is in place (a reader whose start_ts is above commit_ts must meet
+the lock or the write record), and the step only runs after every prewrite succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bigtable_lite import (
+    MAX_TS,
+    InvalidArgument,
+    LimitExceeded,
+    Limits,
+    MutationResult,
+    RowMutation,
+    StorageError,
+    TabletStore,
+)
+from bigtable_lite.validation import check_key
+
+from . import failpoints, mutations, records
+from .oracle import MAX_COUNT, TimestampSource
+from .secondaries import SecondaryCommitter
+
+__all__ = ["BYTES_PER_CALL", "CommitOutcome", "CommitRequest", "CommitService", "LocalCommit",
+           "check_commit_request", "commit_many", "commit_primaries", "commit_secondaries",
+           "mutate_in_calls", "secondary_commits"]
+
+log = logging.getLogger(__name__)
+
+CellCommit = tuple[bytes, bytes, bytes | None]  # column, records.PUT or DELETE, inline value
+RowCommit = tuple[bytes, tuple[CellCommit, ...]]
+
+BYTES_PER_CALL = 16 << 20
+"""Bytes of values per store call, well below the default 64 MiB message limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    """What the commit step needs of a prewritten transaction.
+
+    ``rows[0]`` is the primary's row and holds ``primary_column``.  A cell's value is
+    given only when the write record inlines it (``mutations.inline_value``).
+    """
+
+    table: bytes
+    start_ts: int
+    primary_column: bytes
+    rows: tuple[RowCommit, ...]
+
+    @property
+    def primary_row(self) -> bytes:
+        return self.rows[0][0]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    """``committed`` False: the primary's lock was gone (another client rolled it back)."""
+
+    committed: bool
+    commit_ts: int = 0
+
+
+NOT_COMMITTED = CommitOutcome(False)
+
+
+class CommitService(Protocol):
+    """Runs the commit step; :class:`LocalCommit` in-process, ``NodeClient`` at the node.
+
+    Raises ``Unavailable`` when the outcome is unknown (the step may have committed),
+    any other error only when the primary was not committed.
+    """
+
+    def commit(self, request: CommitRequest) -> CommitOutcome: ...
+
+
+def check_commit_request(request: CommitRequest, limits: Limits) -> None:
+    """Refuse a malformed request (InvalidArgument, LimitExceeded) before anything is done."""
+    check_key(request.table, "table", limits.max_table_bytes)
+    if type(request.start_ts) is not int or not 0 < request.start_ts <= MAX_TS:
+        raise InvalidArgument(f"start_ts {request.start_ts!r} is not a timestamp")
+    if not request.rows:
+        raise InvalidArgument("a commit needs at least the primary's row")
+    if not any(c[0] == request.primary_column for c in request.rows[0][1]):
+        raise InvalidArgument("the first row of a commit must hold the primary column")
+    for row, cells in request.rows:  # a row with very many cells may come in several parts
+        check_key(row, "row", limits.max_row_bytes)
+        if not cells:
+            raise InvalidArgument(f"row {row!r} of a commit has no cells")
+        if 2 * len(cells) > limits.max_items_per_row:  # a write record and a lock erased each
+            raise LimitExceeded(f"row {row!r} of a commit has {len(cells)} cells; the limit"
+                                f" is {limits.max_items_per_row // 2}")
+        for column, op, value in cells:
+            check_key(column, "column", limits.max_column_bytes)
+            if op not in (records.PUT, records.DELETE):
+                raise InvalidArgument(f"unknown write kind {op!r}")
+            if value is not None and mutations.inline_value(op, value) is None:
+                raise InvalidArgument("only values inlined into write records travel in a"
+                                      " commit")
+
+
+def mutate_in_calls(store: TabletStore, limits: Limits, batch: Sequence[RowMutation]
+                    ) -> list[MutationResult]:
+    """mutate_rows in as few calls as the store's batch and message limits allow, in order."""
+    if len(batch) == 1:
+        return store.mutate_rows(batch)
+    results: list[MutationResult] = []
+    start, size = 0, 0
+    for i, m in enumerate(batch):
+        weight = sum(len(getattr(x, "value", b"")) for x in m.mutations) + 64
+        if i > start and (i - start >= limits.max_batch_rows or size + weight > BYTES_PER_CALL):
+            results += store.mutate_rows(batch[start:i])
+            start, size = i, 0
+        size += weight
+    if start < len(batch):
+        results += store.mutate_rows(batch[start:])
+    return results
+
+
+def commit_many(store: TabletStore, oracle: TimestampSource, limits: Limits,
+                requests: Sequence[CommitRequest], *,
+                secondaries: SecondaryCommitter | None = None) -> list[CommitOutcome]:
+    """The commit step of several transactions at once (they are independent).
+
+    One oracle call, then every primary in one store call (each conditional on its
+    own lock), then the secondaries of those that committed; ``secondaries`` set: they
+    are handed to it (background) instead.  At most ``MAX_COUNT`` requests.  Raises
+    only before any primary was committed (oracle failure) or when the primaries'
+    store call failed (then their outcome is unknown).
+    """
+    if not requests:
+        return []
+    if len(requests) > MAX_COUNT:
+        raise ValueError(f"at most {MAX_COUNT} commits at once (one oracle call)")
+    n = len(requests)
+    first_ts = oracle.get_timestamp() if n == 1 else oracle.get_timestamps(n)
+    outcomes = commit_primaries(store, limits, requests, first_ts)
+    failpoints.hit("commit.after_commit_primary")
+    if secondaries is not None:
+        secondaries.submit(secondary_commits(requests, outcomes))
+    elif commit_secondaries(store, limits, requests, outcomes):
+        failpoints.hit("commit.after_commit_secondary")
+    return outcomes
+
+
+def commit_primaries(store: TabletStore, limits: Limits, requests: Sequence[CommitRequest],
+                     first_ts: int) -> list[CommitOutcome]:
+    """The commit points: request i commits at ``first_ts + i`` iff its primary lock is there."""
+    primaries = [mutations.commit(r.table, r.primary_row, r.rows[0][1], r.start_ts,
+                                  first_ts + i, primary_column=r.primary_column)
+                 for i, r in enumerate(requests)]
+    applied = mutate_in_calls(store, limits, primaries)
+    return [CommitOutcome(True, first_ts + i) if result.applied else NOT_COMMITTED
+            for i, result in enumerate(applied)]
+
+
+def secondary_commits(requests: Sequence[CommitRequest], outcomes: Sequence[CommitOutcome]
+                      ) -> list[RowMutation]:
+    """The row mutations committing the secondaries of the committed requests."""
+    return [mutations.commit(r.table, row, cells, r.start_ts, o.commit_ts)
+            for r, o in zip(requests, outcomes) if o.committed for row, cells in r.rows[1:]]
+
+
+def commit_secondaries(store: TabletStore, limits: Limits, requests: Sequence[CommitRequest],
+                       outcomes: Sequence[CommitOutcome]) -> bool:
+    """Commit the committed requests' secondaries; False if the store failed (logged:
+    the transactions are committed, readers roll the remaining locks forward)."""
+    rest = secondary_commits(requests, outcomes)
+    if not rest:
+        return True
+    try:
+        mutate_in_calls(store, limits, rest)
+    except StorageError as exc:
+        log.warning("secondaries of %d transactions not committed (%s); readers will roll"
+                    " them forward", len(requests), exc)
+        return False
+    return True
+
+
+class LocalCommit:
+    """The commit step run in this process, over ``store`` and ``oracle``.
+
+    ``secondaries``: commit them in the background (a remote store without the
+    node's commit command), else inline.
+    """
+
+    def __init__(self, store: TabletStore, oracle: TimestampSource, limits: Limits, *,
+                 secondaries: SecondaryCommitter | None = None) -> None:
+        self._store = store
+        self._oracle = oracle
+        self._limits = limits
+        self.secondaries = secondaries
+
+    def commit(self, request: CommitRequest) -> CommitOutcome:
+        return commit_many(self._store, self._oracle, self._limits, [request],
+                           secondaries=self.secondaries)[0]
+
+    def close(self) -> None:
+        if self.secondaries is not None:
+            self.secondaries.close()
