@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bigtable_lite import (
     MAX_TS,
@@ -45,24 +44,24 @@ from .oracle import MAX_COUNT, TimestampSource
 from .secondaries import SecondaryCommitter
 
 __all__ = ["BYTES_PER_CALL", "CommitOutcome", "CommitRequest", "CommitService", "LocalCommit",
-           "check_commit_request", "commit_many", "commit_primaries", "commit_secondaries",
-           "mutate_in_calls", "secondary_commits"]
+           "check_commit_request", "commit_many", "commit_secondaries", "mutate_in_calls"]
 
 log = logging.getLogger(__name__)
 
-CellCommit = tuple[bytes, bytes, bytes | None]  # column, records.PUT or DELETE, inline value
-RowCommit = tuple[bytes, tuple[CellCommit, ...]]
+CellCommit = tuple[bytes, bytes, bytes | None]  # column, records.PUT or DELETE, value
+RowCommit = tuple[bytes, Sequence[CellCommit]]
 
 BYTES_PER_CALL = 16 << 20
 """Bytes of values per store call, well below the default 64 MiB message limit."""
 
 
-@dataclass(frozen=True, slots=True)
-class CommitRequest:
+class CommitRequest(NamedTuple):
     """What the commit step needs of a prewritten transaction.
 
-    ``rows[0]`` is the primary's row and holds ``primary_column``.  A cell's value is
-    given only when the write record inlines it (``mutations.inline_value``).
+    ``rows[0]`` is the primary's row and holds ``primary_column``; a row with very
+    many cells may come in several parts.  Cells are (column, op, value): only a value
+    the write record inlines matters (``mutations.inline_value``), so only such values
+    travel on the wire.  A NamedTuple: built on every commit's hot path.
     """
 
     table: bytes
@@ -75,8 +74,7 @@ class CommitRequest:
         return self.rows[0][0]
 
 
-@dataclass(frozen=True, slots=True)
-class CommitOutcome:
+class CommitOutcome(NamedTuple):
     """``committed`` False: the primary's lock was gone (another client rolled it back)."""
 
     committed: bool
@@ -112,13 +110,10 @@ def check_commit_request(request: CommitRequest, limits: Limits) -> None:
         if 2 * len(cells) > limits.max_items_per_row:  # a write record and a lock erased each
             raise LimitExceeded(f"row {row!r} of a commit has {len(cells)} cells; the limit"
                                 f" is {limits.max_items_per_row // 2}")
-        for column, op, value in cells:
+        for column, op, _ in cells:
             check_key(column, "column", limits.max_column_bytes)
             if op not in (records.PUT, records.DELETE):
                 raise InvalidArgument(f"unknown write kind {op!r}")
-            if value is not None and mutations.inline_value(op, value) is None:
-                raise InvalidArgument("only values inlined into write records travel in a"
-                                      " commit")
 
 
 def mutate_in_calls(store: TabletStore, limits: Limits, batch: Sequence[RowMutation]
@@ -150,51 +145,48 @@ def commit_many(store: TabletStore, oracle: TimestampSource, limits: Limits,
     only before any primary was committed (oracle failure) or when the primaries'
     store call failed (then their outcome is unknown).
     """
-    if not requests:
-        return []
-    if len(requests) > MAX_COUNT:
-        raise ValueError(f"at most {MAX_COUNT} commits at once (one oracle call)")
     n = len(requests)
+    if not 0 < n <= MAX_COUNT:
+        raise ValueError(f"commit 1 to {MAX_COUNT} transactions at once (one oracle call)")
     first_ts = oracle.get_timestamp() if n == 1 else oracle.get_timestamps(n)
-    outcomes = commit_primaries(store, limits, requests, first_ts)
+    commit = mutations.commit
+    primaries = [commit(table, rows[0][0], rows[0][1], start_ts, first_ts + i,
+                        primary_column=primary_column)
+                 for i, (table, start_ts, primary_column, rows) in enumerate(requests)]
+    applied = mutate_in_calls(store, limits, primaries)
+    outcomes = [CommitOutcome(True, first_ts + i) if result.applied else NOT_COMMITTED
+                for i, result in enumerate(applied)]
     failpoints.hit("commit.after_commit_primary")
-    if secondaries is not None:
-        secondaries.submit(secondary_commits(requests, outcomes))
-    elif commit_secondaries(store, limits, requests, outcomes):
-        failpoints.hit("commit.after_commit_secondary")
+    _commit_secondaries_of(store, limits, requests, outcomes, secondaries)
     return outcomes
 
 
-def commit_primaries(store: TabletStore, limits: Limits, requests: Sequence[CommitRequest],
-                     first_ts: int) -> list[CommitOutcome]:
-    """The commit points: request i commits at ``first_ts + i`` iff its primary lock is there."""
-    primaries = [mutations.commit(r.table, r.primary_row, r.rows[0][1], r.start_ts,
-                                  first_ts + i, primary_column=r.primary_column)
-                 for i, r in enumerate(requests)]
-    applied = mutate_in_calls(store, limits, primaries)
-    return [CommitOutcome(True, first_ts + i) if result.applied else NOT_COMMITTED
-            for i, result in enumerate(applied)]
-
-
-def secondary_commits(requests: Sequence[CommitRequest], outcomes: Sequence[CommitOutcome]
-                      ) -> list[RowMutation]:
-    """The row mutations committing the secondaries of the committed requests."""
-    return [mutations.commit(r.table, row, cells, r.start_ts, o.commit_ts)
-            for r, o in zip(requests, outcomes) if o.committed for row, cells in r.rows[1:]]
-
-
-def commit_secondaries(store: TabletStore, limits: Limits, requests: Sequence[CommitRequest],
-                       outcomes: Sequence[CommitOutcome]) -> bool:
-    """Commit the committed requests' secondaries; False if the store failed (logged:
-    the transactions are committed, readers roll the remaining locks forward)."""
-    rest = secondary_commits(requests, outcomes)
+def _commit_secondaries_of(store: TabletStore, limits: Limits, requests: Sequence[CommitRequest],
+                           outcomes: Sequence[CommitOutcome],
+                           secondaries: SecondaryCommitter | None) -> None:
+    """After the commit points: the secondaries of the committed requests, inline or handed
+    to the background committer."""
+    commit = mutations.commit
+    rest = [commit(table, row, cells, start_ts, outcome.commit_ts)
+            for (table, start_ts, _, rows), outcome in zip(requests, outcomes)
+            if outcome.committed for row, cells in rows[1:]]
     if not rest:
-        return True
+        return
+    if secondaries is not None:
+        secondaries.submit(rest)
+    elif commit_secondaries(store, limits, rest):
+        failpoints.hit("commit.after_commit_secondary")
+
+
+def commit_secondaries(store: TabletStore, limits: Limits, commits: Sequence[RowMutation]
+                       ) -> bool:
+    """Write secondaries' commits; False if the store failed (logged: their transactions
+    are committed, readers roll the remaining locks forward)."""
     try:
-        mutate_in_calls(store, limits, rest)
+        mutate_in_calls(store, limits, commits)
     except StorageError as exc:
-        log.warning("secondaries of %d transactions not committed (%s); readers will roll"
-                    " them forward", len(requests), exc)
+        log.warning("%d secondaries not committed (%s); readers will roll them forward",
+                    len(commits), exc)
         return False
     return True
 
@@ -214,8 +206,19 @@ class LocalCommit:
         self.secondaries = secondaries
 
     def commit(self, request: CommitRequest) -> CommitOutcome:
-        return commit_many(self._store, self._oracle, self._limits, [request],
-                           secondaries=self.secondaries)[0]
+        """commit_many() of one request, without its batching (the embedded hot path)."""
+        table, start_ts, primary_column, rows = request
+        commit_ts = self._oracle.get_timestamp()
+        primary = mutations.commit(table, rows[0][0], rows[0][1], start_ts, commit_ts,
+                                   primary_column=primary_column)
+        if not self._store.mutate_rows([primary])[0].applied:
+            return NOT_COMMITTED
+        outcome = CommitOutcome(True, commit_ts)
+        failpoints.hit("commit.after_commit_primary")
+        if len(rows) > 1:
+            _commit_secondaries_of(self._store, self._limits, (request,), (outcome,),
+                                   self.secondaries)
+        return outcome
 
     def close(self) -> None:
         if self.secondaries is not None:

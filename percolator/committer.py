@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from bigtable_lite import MutationResult, Put, RowMutation, StorageError, Unavailable
 
 from . import failpoints, layout, mutations, records
-from .commit import CommitOutcome, CommitRequest, commit_primaries
+from .commit import CommitOutcome, CommitRequest
 from .commit import commit_secondaries as _commit_secondaries
 from .commit import mutate_in_calls as _mutate_in_calls
 from .context import TxnContext
@@ -170,11 +170,8 @@ def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int
 
 
 def commit_request(ctx: TxnContext, p: CommitPlan) -> CommitRequest:
-    """The commit step's request for a prewritten plan (values only where inlined)."""
-    inline = mutations.inline_value
-    return CommitRequest(ctx.table, p.start_ts, p.primary[1], tuple(
-        (row, tuple((c.column, c.op, inline(c.op, c.value)) for c in cells))
-        for row, cells in p.parts))
+    """The commit step's request for a prewritten plan (a CellWrite is a (column, op, value))."""
+    return CommitRequest(ctx.table, p.start_ts, p.primary[1], tuple(p.parts))
 
 
 def commit(ctx: TxnContext, p: CommitPlan) -> int:
@@ -188,14 +185,16 @@ def commit(ctx: TxnContext, p: CommitPlan) -> int:
 
 def commit_primary(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> None:
     """Phase by phase (tests): the commit point at a given commit_ts, nothing else."""
-    _committed(ctx, p, commit_primaries(ctx.store, ctx.limits, [commit_request(ctx, p)],
-                                        commit_ts)[0])
+    row, cells = p.parts[0]
+    m = mutations.commit(ctx.table, row, cells, p.start_ts, commit_ts, primary_column=p.primary[1])
+    _committed(ctx, p, CommitOutcome(ctx.store.mutate_rows([m])[0].applied, commit_ts))
 
 
 def commit_secondaries(ctx: TxnContext, p: CommitPlan, commit_ts: int) -> bool:
     """The secondaries' commits at commit_ts (idempotent); False if the store failed."""
-    return _commit_secondaries(ctx.store, ctx.limits, [commit_request(ctx, p)],
-                               [CommitOutcome(True, commit_ts)])
+    commits = [mutations.commit(ctx.table, row, cells, p.start_ts, commit_ts)
+               for row, cells in p.parts[1:]]
+    return not commits or _commit_secondaries(ctx.store, ctx.limits, commits)
 
 
 def _committed(ctx: TxnContext, p: CommitPlan, outcome: CommitOutcome) -> int:

@@ -16,7 +16,7 @@ and only the primary's fate (already decided when they run) chooses between them
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bigtable_lite import MAX_TS, DeleteVersion, Mutation, NoVersionIn, Put, RowMutation, VersionAt
 from bigtable_lite.model import Condition
@@ -25,9 +25,11 @@ from . import layout, records
 from .records import INLINE_VALUE_MAX, Lock, Write
 
 
-@dataclass(frozen=True, slots=True)
-class CellWrite:
-    """One buffered write of a transaction: put (value) or delete (value None)."""
+class CellWrite(NamedTuple):
+    """One buffered write of a transaction: put (value) or delete (value None).
+
+    A NamedTuple: built for every write on the commit path, and it is the
+    (column, op, value) that commit() and the commit step take as they are."""
 
     column: bytes
     op: bytes  # records.PUT or records.DELETE

@@ -73,7 +73,7 @@ from bigtable_lite import status as store_status
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
 
-from . import oracle_service, records
+from . import mutations, oracle_service, records
 from .commit import CommitOutcome, CommitRequest, check_commit_request, commit_many
 from .oracle import MAX_COUNT, TimestampSource, check_count
 from .v1 import node_pb2, oracle_pb2
@@ -178,11 +178,13 @@ def _failed(exc: BaseException, *, oracle: bool = False) -> bytes:
 
 
 def commit_request_to_pb(request: CommitRequest) -> node_pb2.CommitRequest:
+    """Values travel only where the write record inlines them (the rest is in data cells)."""
     Cell, Row = node_pb2.CommitCell, node_pb2.CommitRow
+    inline = mutations.inline_value
     return node_pb2.CommitRequest(
         table=request.table, start_ts=request.start_ts, primary_column=request.primary_column,
         rows=[Row(row=row, cells=[Cell(column=column, delete=op == records.DELETE,
-                                       inline_value=value)
+                                       inline_value=inline(op, value))
                                   for column, op, value in cells])
               for row, cells in request.rows])
 

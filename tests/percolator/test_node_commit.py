@@ -138,7 +138,6 @@ def test_a_malformed_commit_fails_alone_with_invalid_argument(tmp_path: Path,
         CommitRequest(TABLE, 0, b"c", good.rows),                           # start_ts 0
         CommitRequest(TABLE, 5, b"other", good.rows),                       # primary not there
         CommitRequest(TABLE, 5, b"c", ((b"a", ()),)),                       # a row without cells
-        CommitRequest(TABLE, 5, b"c", ((b"a", ((b"c", records.PUT, b"v" * 300),)),)),  # not inline
         CommitRequest(b"", 5, b"c", good.rows),                             # no table
     ]
     with serve(tmp_path / "data") as served, grpc.insecure_channel(served.address) as channel:
