@@ -58,6 +58,7 @@ class NodeServicer(object):
         one snapshot, mutations are atomic per row and applied in command order (a
         later command sees an earlier one's effects on a shared row), a timestamp range
         is contiguous and above every timestamp handed out before the batch arrived.
+        A commit (no RPC of its own) runs after the batch's mutations; see CommitRequest.
         Commands of one batch are concurrent: the server may run them in any order and
         merges those of a kind into one store or oracle call.
 
