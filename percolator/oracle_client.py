@@ -1,10 +1,10 @@
 """RemoteOracle: the batching gRPC client of the timestamp oracle.
 
-Batching as in the Percolator paper (section 2.3): a client keeps at most one
-``GetTimestamps`` request in flight.  Callers who arrive while it is in flight join the
-*next* request, whose count is the sum of what they asked for; when the request in
-flight returns, the next one is sent at once.  Under load one RPC serves many callers,
-so throughput grows with load while an idle client still answers in one round trip.
+Batching as in the Percolator paper (section 2.3): a client keeps at most one request
+in flight.  Callers who arrive while it is in flight join the *next* request, whose
+count is the sum of what they asked for; when the request in flight returns, the next
+one is sent at once.  Under load one request serves many callers, so throughput grows
+with load while an idle client still answers in one round trip.
 
 Linearizability: a caller only ever receives numbers from a request sent *after* it
 arrived (it joins the batch that has not been sent yet, never the one in flight).  The
@@ -18,31 +18,49 @@ own request returns.  The other callers of a batch are woken one after another, 
 waking the next before it returns: waking them all at once makes dozens of threads
 fight for the GIL and measured 2.5x slower at 64 callers.
 
-Every wait is bounded (the RPC deadline plus a margin); errors are translated from
-gRPC status codes by :func:`percolator.oracle_service.error_from_rpc`.
+Transport.  Requests travel as messages of one ``StreamTimestamps`` call rather than as
+``GetTimestamps`` calls: a message costs the server ~60% less CPU than a call and takes
+~40% less time there and back (figures in ``docs/architecture.md``).  The sender of a
+request puts it on the stream and reads its response itself; gRPC's request thread for
+the call half-closes it once ``_STREAM_IDLE`` passes without a request (an open stream
+holds a server thread), and a stream takes requests for half a ``timeout`` only, so
+each request still has a whole ``timeout`` before the call's deadline.  A server that
+refuses a stream (its share of threads is taken) answers before reading any request:
+such requests go as ``GetTimestamps`` calls for a while; against a server without the
+method (UNIMPLEMENTED) they do so for good.  ``streams=False`` sends calls only.
+
+Every wait is bounded (a request by its deadline, a turn by one request's bound, a
+caller by two, plus margins); errors are translated from gRPC status codes by
+:func:`percolator.oracle_service.error_from_rpc`.
 """
 
 from __future__ import annotations
 
 import _thread
+import queue
 import threading
-from typing import Self
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Self
 
 import grpc
 
-from bigtable_lite import MAX_TS, StoreClosed, Unavailable
+from bigtable_lite import MAX_TS, StorageError, StoreClosed, Unavailable
 
 from .errors import OracleError
 from .oracle import MAX_COUNT, OracleStats, check_count
-from .oracle_service import error_from_rpc, method_path
+from .oracle_service import error_from_rpc, method_path, stream_refused
 from .v1 import oracle_pb2
 
 __all__ = ["DEFAULT_TIMEOUT", "RemoteOracle"]
 
 DEFAULT_TIMEOUT = 10.0
-"""Deadline of one GetTimestamps RPC, in seconds."""
+"""Deadline of one GetTimestamps call, in seconds (a request on a stream has as long)."""
 
-_HANDOFF_MARGIN = 5.0  # extra wait for a turn beyond one RPC deadline before giving up
+_HANDOFF_MARGIN = 5.0  # seconds of slack, beyond requests' bounds, of a wait for a turn
+_STREAM_LIFE = 0.5     # a stream takes requests for this many timeouts, then is replaced
+_STREAM_IDLE = 0.2     # seconds without a request after which a stream is half-closed
+_STREAM_BACKOFF = 1.0  # seconds without streams after the server refused one
 _SEND, _SEND_ON_TURN, _WAIT = range(3)  # a caller's role in its batch
 
 
@@ -66,14 +84,87 @@ class _Batch:
         self.turn.acquire()
 
 
+class _Stream:
+    """One ``StreamTimestamps`` call, carrying one request at a time (the client's one in
+    flight): its sender puts it and reads the response.
+
+    gRPC's request thread for the call takes the requests from :meth:`_requests`, which
+    half-closes the call after ``_STREAM_IDLE`` without one.  :meth:`exchange` refuses
+    once the stream is ended or older than ``life``, so every request sent has a whole
+    ``timeout`` before the call's deadline (``life + timeout``).
+    """
+
+    def __init__(self, method: Callable[..., Any], *, life: float, timeout: float) -> None:
+        self._queue: queue.SimpleQueue[oracle_pb2.GetTimestampsRequest | None] = \
+            queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._expires = time.monotonic() + life
+        self._ended = False
+        self._call: Any = method(self._requests(), timeout=life + timeout)
+
+    def exchange(self, request: oracle_pb2.GetTimestampsRequest
+                 ) -> oracle_pb2.GetTimestampsResponse | None:
+        """Send ``request`` and read its response; None if this stream takes no more
+        requests (``request`` was not sent).  Raises grpc.RpcError, or _StreamEnded if the
+        server ended the stream before answering (then ``request`` was not served)."""
+        with self._lock:
+            if self._ended or time.monotonic() > self._expires:
+                self._end()
+                return None
+            self._queue.put(request)
+        try:
+            response: oracle_pb2.GetTimestampsResponse = next(self._call)
+            return response
+        except StopIteration:
+            raise _StreamEnded() from None
+
+    def end(self) -> None:
+        """Half-close: the server answers what was sent, then ends the call.  Idempotent."""
+        with self._lock:
+            self._end()
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put(None)  # frees gRPC's thread waiting for a request
+
+    def _requests(self) -> Iterator[oracle_pb2.GetTimestampsRequest]:
+        """What gRPC's request thread sends; ends after ``_STREAM_IDLE`` without a request
+        (under the lock, so :meth:`exchange` either gets its request in or sees the end)."""
+        take = self._queue.get
+        while True:
+            try:
+                request = take(timeout=_STREAM_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._ended = True
+                        return
+                continue
+            if request is None:
+                return
+            yield request
+
+
+class _StreamEnded(Exception):
+    """The server ended a stream between requests: the unanswered one was not served."""
+
+
 class RemoteOracle:
     """A :class:`~percolator.oracle.TimestampSource` served by a remote oracle over gRPC.
 
     ``target`` is ``host:port`` (the client owns the channel it opens) or an existing
-    channel (left open on :meth:`close`).  ``timeout`` is the deadline of each RPC.
+    channel (left open on :meth:`close`).  ``timeout`` bounds each request: it fails
+    (``Unavailable``) at most ``(1 + _STREAM_LIFE) * timeout`` after it was sent (the
+    deadline of the stream it went on; a call sent after a refused stream gets what
+    is left of that, at most ``timeout``).  ``streams=False`` sends every request as a
+    ``GetTimestamps`` call.
     """
 
-    def __init__(self, target: str | grpc.Channel, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, target: str | grpc.Channel, *, timeout: float = DEFAULT_TIMEOUT,
+                 streams: bool = True) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
         if isinstance(target, str):
             self._channel: grpc.Channel = grpc.insecure_channel(target)
             self._owns_channel = True
@@ -81,8 +172,18 @@ class RemoteOracle:
             self._channel = target
             self._owns_channel = False
         self.timeout = timeout
+        # Longest a request can take (a stream's deadline); a caller waits at most for
+        # the turn of its batch (the request ahead of it), then for its own request.
+        self._request_bound = (1 + _STREAM_LIFE) * timeout
+        self._turn_bound = self._request_bound + _HANDOFF_MARGIN
+        self._wait_bound = 2 * self._request_bound + _HANDOFF_MARGIN
         self._get = self._channel.unary_unary(
             method_path("GetTimestamps"),
+            request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
+            response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
+            _registered_method=True)
+        self._stream_method = self._channel.stream_stream(
+            method_path("StreamTimestamps"),
             request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
             response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
             _registered_method=True)
@@ -100,6 +201,11 @@ class RemoteOracle:
         self._closed = False
         self._served = 0
         self._requests = 0
+        # The stream, used only by the sender of the request in flight (and close).
+        self._stream: _Stream | None = None
+        self._streams_offered = streams  # False for good once the server lacks the method
+        self._streams_from = 0.0         # monotonic time before which no stream is opened
+        self._streams_opened = 0
 
     # --- the TimestampSource contract ---------------------------------------------------
 
@@ -135,7 +241,7 @@ class RemoteOracle:
                         role = _WAIT
                     break
             # The next request is full: join the one after it, once this one is settled.
-            self._wait_settled(batch, 2 * self.timeout + _HANDOFF_MARGIN)
+            self._wait_settled(batch, self._wait_bound)
         if role == _WAIT:
             self._await_batch(batch, waiter, index)
         else:
@@ -164,6 +270,11 @@ class RemoteOracle:
             raise error_from_rpc(exc) from exc
         return OracleStats(reply.timestamps_served, reply.requests, reply.persisted_high_water)
 
+    @property
+    def streams_opened(self) -> int:
+        """``StreamTimestamps`` calls opened so far."""
+        return self._streams_opened
+
     def close(self) -> None:
         """Refuse new callers; close the channel if this client opened it.  Idempotent.
 
@@ -174,6 +285,9 @@ class RemoteOracle:
             if self._closed:
                 return
             self._closed = True
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.end()
         if self._owns_channel:
             self._channel.close()
 
@@ -191,8 +305,7 @@ class RemoteOracle:
         try:
             if self._closed:
                 raise StoreClosed("the oracle client is closed")
-            reply = self._get(oracle_pb2.GetTimestampsRequest(count=batch.count),
-                              timeout=self.timeout)
+            reply = self._request(oracle_pb2.GetTimestampsRequest(count=batch.count))
             if reply.count != batch.count or reply.first < 1 or \
                     reply.first + reply.count - 1 > MAX_TS:
                 raise OracleError(f"oracle answered {reply.count} timestamps from"
@@ -203,7 +316,7 @@ class RemoteOracle:
             batch.error = StoreClosed("the oracle client is closed") if self._closed \
                 else error_from_rpc(exc)
             batch.error.__cause__ = exc
-        except (StoreClosed, OracleError) as exc:
+        except (StorageError, OracleError) as exc:  # e.g. StoreClosed, Unavailable
             batch.error = exc
         except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
             batch.error = StoreClosed(f"the oracle client is closed: {exc}")
@@ -231,7 +344,7 @@ class RemoteOracle:
 
     def _await_turn(self, batch: _Batch) -> None:
         """Wait (bounded) until the request in flight returns and passes the turn to us."""
-        if batch.turn.acquire(True, self.timeout + _HANDOFF_MARGIN):
+        if batch.turn.acquire(True, self._turn_bound):
             return
         with self._lock:
             if self._pending is not batch:  # handed over just now: the turn is on its way
@@ -252,14 +365,14 @@ class RemoteOracle:
 
     def _await_batch(self, batch: _Batch, waiter: _thread.LockType, index: int) -> None:
         """Wait (bounded) for ``batch`` to settle; wake the next caller of the batch first."""
-        woken = waiter.acquire(True, 2 * self.timeout + _HANDOFF_MARGIN)
+        woken = waiter.acquire(True, self._wait_bound)
         # Released exactly once, by its predecessor: the sender, or the waiter before it,
         # which passes the wake-up on even if it timed out, so the chain never breaks.
         waiters = batch.waiters
         if index + 1 < len(waiters):
             waiters[index + 1].release()
         if not batch.settled:  # woken early by a predecessor that timed out, or timed out
-            self._wait_settled(batch, 2 * self.timeout + _HANDOFF_MARGIN if woken
+            self._wait_settled(batch, self._wait_bound if woken
                                else _HANDOFF_MARGIN)
 
     def _wait_settled(self, batch: _Batch, timeout: float) -> None:
@@ -270,3 +383,59 @@ class RemoteOracle:
                     raise Unavailable("timed out waiting for a shared timestamp request")
             finally:
                 self._outside_chain -= 1
+
+    def _request(self, request: oracle_pb2.GetTimestampsRequest
+                 ) -> oracle_pb2.GetTimestampsResponse:
+        """The response to ``request``: on the stream if the server takes one, else by a
+        GetTimestamps call, within ``_request_bound``.  Raises grpc.RpcError or our errors."""
+        deadline = time.monotonic() + self._request_bound
+        response = self._over_stream(request)
+        if response is None:
+            left = min(self.timeout, deadline - time.monotonic())
+            response = self._get(request, timeout=max(0.0, left))
+        return response
+
+    def _over_stream(self, request: oracle_pb2.GetTimestampsRequest
+                     ) -> oracle_pb2.GetTimestampsResponse | None:
+        """The response to ``request`` sent on the open stream (opening one if need be);
+        None if no stream took it, which leaves it unsent."""
+        for _ in range(2):  # an expired stream is replaced once
+            stream = self._open_stream()
+            if stream is None:
+                return None
+            try:
+                response = stream.exchange(request)
+            except BaseException as exc:  # a stream that failed once takes no more requests
+                self._drop_stream(stream)
+                if isinstance(exc, _StreamEnded):
+                    raise Unavailable("the oracle ended the timestamp stream before this"
+                                      " request (stopping?); it was not served") from None
+                if isinstance(exc, grpc.Call) and \
+                        exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                    self._streams_offered = False  # an older server: calls from now on
+                    return None
+                if isinstance(exc, grpc.RpcError) and stream_refused(exc):
+                    self._streams_from = time.monotonic() + _STREAM_BACKOFF
+                    return None
+                raise
+            if response is not None:
+                return response
+            self._drop_stream(stream)
+        return None
+
+    def _open_stream(self) -> _Stream | None:
+        with self._lock:
+            if self._stream is None:
+                if self._closed or not self._streams_offered or \
+                        time.monotonic() < self._streams_from:
+                    return None
+                self._stream = _Stream(self._stream_method, life=_STREAM_LIFE * self.timeout,
+                                       timeout=self.timeout)
+                self._streams_opened += 1
+            return self._stream
+
+    def _drop_stream(self, stream: _Stream) -> None:
+        with self._lock:
+            if self._stream is stream:
+                self._stream = None
+        stream.end()
