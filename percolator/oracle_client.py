@@ -2,9 +2,8 @@
 
 Batching as in the Percolator paper (section 2.3): a client keeps at most one request
 in flight.  Callers who arrive while it is in flight join the *next* request, whose
-count is the sum of what they asked for; when the request in flight returns, the next
-one is sent at once.  Under load one request serves many callers, so throughput grows
-with load while an idle client still answers in one round trip.
+count is the sum of what they asked for.  Under load one request serves many callers,
+so throughput grows with load while an idle client still answers in one round trip.
 
 Linearizability: a caller only ever receives numbers from a request sent *after* it
 arrived (it joins the batch that has not been sent yet, never the one in flight).  The
@@ -13,10 +12,18 @@ so the caller's timestamp is greater than any timestamp any client had received
 before the caller asked.
 
 No extra thread: the first caller of a batch sends it.  If a request is in flight when
-that caller arrives, it waits for its turn, which the previous sender gives it when its
-own request returns.  The other callers of a batch are woken one after another, each
-waking the next before it returns: waking them all at once makes dozens of threads
-fight for the GIL and measured 2.5x slower at 64 callers.
+that caller arrives, it waits for its turn.  When the request returns, its callers are
+woken one after another, each waking the next before it returns (waking them all at
+once makes dozens of threads fight for the GIL: measured 2.5x slower at 64 callers),
+and the last one gives the turn to the next batch's sender, which takes its batch when
+it runs.  So callers woken from one request, who ask again at once, still join the
+next request: with 64 requesting threads in one process, each request carries all 64
+(the next request sent as soon as one returned carried ~20-27) for about half the
+client's and the server's CPU per timestamp, and with 4 processes of 16 threads the
+timestamps per second grew ~1.6x (figures in ``docs/architecture.md``).  Each wake-up
+of a blocked thread costs ~10 us on the reference machine (2 cores), so waking a
+request's callers takes longer than the request itself; an idle client (one caller)
+sends at once, as before.
 
 Transport.  Requests travel as messages of one ``StreamTimestamps`` call rather than as
 ``GetTimestamps`` calls: a message costs the server ~60% less CPU than a call and takes
@@ -29,9 +36,10 @@ refuses a stream (its share of threads is taken) answers before reading any requ
 such requests go as ``GetTimestamps`` calls for a while; against a server without the
 method (UNIMPLEMENTED) they do so for good.  ``streams=False`` sends calls only.
 
-Every wait is bounded (a request by its deadline, a turn by one request's bound, a
-caller by two, plus margins); errors are translated from gRPC status codes by
-:func:`percolator.oracle_service.error_from_rpc`.
+Every wait is bounded: a request by its deadline, a turn by one request's bound plus a
+margin (after which the waiting sender takes the wire itself if the request ahead has
+returned, or fails), a caller's wait by two requests' bounds plus margins.  Errors are
+translated from gRPC status codes by :func:`percolator.oracle_service.error_from_rpc`.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ import grpc
 
 from bigtable_lite import MAX_TS, StorageError, StoreClosed, Unavailable
 
+from . import failpoints
 from .errors import OracleError
 from .oracle import MAX_COUNT, OracleStats, check_count
 from .oracle_service import error_from_rpc, method_path, stream_refused
@@ -67,18 +76,27 @@ _SEND, _SEND_ON_TURN, _WAIT = range(3)  # a caller's role in its batch
 class _Batch:
     """Callers that will share one request.
 
-    ``settled`` becomes True (under the client's lock) once ``first`` or ``error`` is
-    final; then the first of ``waiters`` is released.  ``turn`` is held until the
-    request in flight before this batch returns.
+    ``turn`` is held until the batch may go on the wire: until the request ahead of it
+    has returned and that request's callers have been woken (``turn_given`` is set,
+    under the client's lock, just before it is released).  ``sent`` once the batch is
+    detached from ``_pending`` to be sent; ``settled`` once ``first`` or ``error`` is
+    final.  ``turn_passed`` once this batch, sent and settled, gave the wire to the next
+    one (exactly once); ``chain_passed`` if its last waiter passed before it settled.
+    All set under the client's lock.
     """
 
-    __slots__ = ("count", "error", "first", "settled", "turn", "waiters")
+    __slots__ = ("chain_passed", "count", "error", "first", "sent", "settled", "turn",
+                 "turn_given", "turn_passed", "waiters")
 
     def __init__(self) -> None:
         self.count = 0
         self.first = 0
         self.error: BaseException | None = None
+        self.sent = False
         self.settled = False
+        self.turn_given = False
+        self.turn_passed = False
+        self.chain_passed = False
         self.waiters: list[_thread.LockType] = []  # callers other than the sender, in order
         self.turn = _thread.allocate_lock()
         self.turn.acquire()
@@ -176,7 +194,7 @@ class RemoteOracle:
         # the turn of its batch (the request ahead of it), then for its own request.
         self._request_bound = (1 + _STREAM_LIFE) * timeout
         self._turn_bound = self._request_bound + _HANDOFF_MARGIN
-        self._wait_bound = 2 * self._request_bound + _HANDOFF_MARGIN
+        self._wait_bound = self._turn_bound + self._request_bound + 3 * _HANDOFF_MARGIN
         self._get = self._channel.unary_unary(
             method_path("GetTimestamps"),
             request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
@@ -197,7 +215,10 @@ class RemoteOracle:
         self._settled = threading.Condition(self._lock)
         self._outside_chain = 0
         self._pending = _Batch()   # callers not yet sent
-        self._in_flight = False    # a request of this client is on the wire (or its turn given)
+        self._ahead: _Batch | None = None  # the batch sent last
+        # The wire is taken: a request is in flight, or its callers are being woken, or
+        # the next sender has its turn.  Cleared (under the lock) only with no one pending.
+        self._in_flight = False
         self._closed = False
         self._served = 0
         self._requests = 0
@@ -229,7 +250,7 @@ class RemoteOracle:
                     if not self._in_flight:
                         # Nothing on the wire, so the pending batch was empty: we are alone.
                         self._in_flight = True
-                        self._pending = _Batch()
+                        self._dispatch(batch)
                         role = _SEND
                     elif offset == 0:
                         role = _SEND_ON_TURN
@@ -300,7 +321,8 @@ class RemoteOracle:
     # --- the request chain ----------------------------------------------------------------
 
     def _send(self, batch: _Batch) -> None:
-        """Send ``batch`` (already detached from ``_pending``), settle it, pass the turn on."""
+        """Send ``batch`` (dispatched), settle it, wake its callers (the last of them gives
+        the turn to the next batch; with no other caller, we do)."""
         ok = False
         try:
             if self._closed:
@@ -331,49 +353,81 @@ class RemoteOracle:
                 batch.settled = True
                 if self._outside_chain:
                     self._settled.notify_all()
-                nxt = self._pending
-                if nxt.count:
-                    self._pending = _Batch()
-                else:
-                    self._in_flight = False
-            # The next request goes out before our callers wake: the wire never idles.
-            if nxt.count:
-                nxt.turn.release()
+                pass_turn = not batch.waiters or batch.chain_passed
             if batch.waiters:
                 batch.waiters[0].release()
+            if pass_turn:
+                self._pass_turn(batch)
+
+    def _dispatch(self, batch: _Batch) -> None:
+        """Detach ``batch`` from ``_pending``: it is sent now (the lock is held)."""
+        if self._pending is batch:
+            self._pending = _Batch()
+        batch.sent = True
+        self._ahead = batch
+
+    def _pass_turn(self, batch: _Batch) -> None:
+        """``batch`` is settled and its callers woken: give the wire to the pending batch,
+        whose first caller sends it (once per batch)."""
+        with self._lock:
+            if batch.turn_passed:
+                return
+            batch.turn_passed = True
+            nxt = self._pending
+            nxt.turn_given = give = nxt.count > 0
+            if not give:
+                self._in_flight = False
+        if give:
+            nxt.turn.release()
 
     def _await_turn(self, batch: _Batch) -> None:
-        """Wait (bounded) until the request in flight returns and passes the turn to us."""
-        if batch.turn.acquire(True, self._turn_bound):
-            return
+        """Wait (bounded) for the turn of ``batch``, then dispatch it.
+
+        If the turn is late although the request ahead has returned (its callers are
+        still being woken: a thread not scheduled), take the wire.  If that request has
+        not returned, fail this batch only (its callers get ``Unavailable``).
+        """
+        if not batch.turn.acquire(True, self._turn_bound):
+            with self._lock:
+                ahead = self._ahead
+                if not batch.turn_given:  # given just now, or never: then take it or give up
+                    if ahead is not None and ahead.settled and not ahead.turn_passed:
+                        ahead.turn_passed = True  # its last caller will not pass it
+                        batch.turn_given = True
+                    elif self._pending is batch:  # the wire stays with the request ahead
+                        self._pending = _Batch()
+                if not batch.turn_given:
+                    batch.error = Unavailable(
+                        "timed out waiting for the timestamp request in flight")
+                    batch.settled = True
+                    self._settled.notify_all()
+            if batch.error is not None:
+                if batch.waiters:
+                    batch.waiters[0].release()  # a batch never sent: none passes the turn
+                raise batch.error
         with self._lock:
-            if self._pending is not batch:  # handed over just now: the turn is on its way
-                handed_over = True
-            else:  # never handed over: give up on this batch only
-                handed_over = False
-                self._pending = _Batch()
-        if handed_over and batch.turn.acquire(True, _HANDOFF_MARGIN):
-            return
-        error = Unavailable("timed out waiting for the timestamp request in flight")
-        with self._lock:
-            batch.error = error
-            batch.settled = True
-            self._settled.notify_all()
-        if batch.waiters:
-            batch.waiters[0].release()
-        raise error
+            self._dispatch(batch)
 
     def _await_batch(self, batch: _Batch, waiter: _thread.LockType, index: int) -> None:
-        """Wait (bounded) for ``batch`` to settle; wake the next caller of the batch first."""
+        """Wait (bounded) for ``batch`` to settle; wake the next caller of the batch first,
+        or, the last, give the turn to the next batch."""
         woken = waiter.acquire(True, self._wait_bound)
         # Released exactly once, by its predecessor: the sender, or the waiter before it,
         # which passes the wake-up on even if it timed out, so the chain never breaks.
         waiters = batch.waiters
         if index + 1 < len(waiters):
             waiters[index + 1].release()
+        else:
+            failpoints.hit("oracle_client.before_pass_turn")
+            with self._lock:  # a batch still pending may grow: only a sent one has a last
+                last = batch.sent
+                pass_turn = last and batch.settled
+                if last and not pass_turn:  # timed out before the request returned
+                    batch.chain_passed = True
+            if pass_turn:
+                self._pass_turn(batch)
         if not batch.settled:  # woken early by a predecessor that timed out, or timed out
-            self._wait_settled(batch, self._wait_bound if woken
-                               else _HANDOFF_MARGIN)
+            self._wait_settled(batch, self._wait_bound if woken else _HANDOFF_MARGIN)
 
     def _wait_settled(self, batch: _Batch, timeout: float) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ from percolator.oracle import (
     OracleStats,
     TimestampSource,
 )
-from percolator import oracle_client
+from percolator import failpoints, oracle_client
 from percolator.oracle_client import RemoteOracle
 from percolator.oracle_service import (
     STREAM_KEY,
@@ -342,6 +342,70 @@ def test_no_caller_gets_a_number_fetched_before_it_asked(fake: tuple[RecordingSo
     assert source.max_in_flight == 1
     assert stats.requests == len(source.requests) < stats.timestamps_served  # batching happened
     assert stats.mean_batch_size > 1
+
+
+@TRANSPORTS
+def test_callers_asking_again_at_once_join_the_next_request(fake: tuple[RecordingSource, str],
+                                                            streams: bool) -> None:
+    """The next sender is woken after the callers of the request that returned, and takes
+    its batch when it runs: busy callers all share each request (sending the next request
+    as soon as one returns splits them into two alternating halves)."""
+    source, address = fake
+    with RemoteOracle(address, timeout=WAIT, streams=streams) as c:
+        def take(i: int) -> None:
+            for _ in range(200):
+                c.get_timestamp()
+
+        run_threads(8, take)
+        stats = c.stats()
+    assert stats.timestamps_served == 8 * 200 == source.next - 1
+    assert stats.mean_batch_size > 6
+    assert source.max_in_flight == 1
+
+
+def test_a_late_turn_is_taken_once_the_request_ahead_returned(
+        fake: tuple[RecordingSource, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last caller of a request, who gives the turn to the next batch, is not
+    scheduled for a while: the next sender takes the wire itself once its wait for the
+    turn is over, since the request ahead has returned; the late hand-over changes nothing."""
+    source, address = fake
+    monkeypatch.setattr(oracle_client, "_HANDOFF_MARGIN", 0.2)
+    source.permits = threading.Semaphore(0)
+    got: dict[str, int] = {}
+    done: dict[str, float] = {}
+    try:
+        with RemoteOracle(address, timeout=1.0) as c:  # waits for a turn 1.5 + 0.2 s
+            def take(name: str) -> None:
+                got[name] = c.get_timestamp()
+                done[name] = time.monotonic()
+
+            def start(name: str, queued: int) -> threading.Thread:
+                t = threading.Thread(target=take, args=(name,))
+                t.start()
+                wait_until(lambda: c.queued == queued, f"{name} waits for the next request")
+                return t
+
+            threads = [threading.Thread(target=take, args=("s0",))]
+            threads[0].start()
+            wait_until(lambda: source.arrived == 1, "request 1 is at the server, held")
+            threads += [start("a", 1), start("b", 2)]  # request 2: a sends, b waits
+            failpoints.enable("oracle_client.before_pass_turn", "sleep(6000)")
+            source.permits.release()
+            wait_until(lambda: source.arrived == 2, "request 2 is at the server, held")
+            threads.append(start("c", 1))  # request 3: b, its last caller, passes the turn
+            source.permits.release(2)
+            for t in threads:
+                t.join(timeout=WAIT)
+                assert not t.is_alive()
+            failpoints.reset()
+            source.permits.release()
+            assert c.get_timestamp() == 5
+    finally:
+        failpoints.reset()
+    assert got == {"s0": 1, "a": 2, "b": 3, "c": 4}
+    assert [r.count for r in source.requests] == [1, 2, 1, 1]
+    assert done["c"] < done["b"], "the next request waited for the late hand-over"
+    assert source.max_in_flight == 1
 
 
 def test_batches_never_exceed_the_maximum_count(fake: tuple[RecordingSource, str]) -> None:
