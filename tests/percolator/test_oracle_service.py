@@ -344,67 +344,116 @@ def test_no_caller_gets_a_number_fetched_before_it_asked(fake: tuple[RecordingSo
     assert stats.mean_batch_size > 1
 
 
-@TRANSPORTS
-def test_callers_asking_again_at_once_join_the_next_request(fake: tuple[RecordingSource, str],
-                                                            streams: bool) -> None:
-    """The next sender is woken after the callers of the request that returned, and takes
-    its batch when it runs: busy callers all share each request (sending the next request
-    as soon as one returns splits them into two alternating halves)."""
-    source, address = fake
-    with RemoteOracle(address, timeout=WAIT, streams=streams) as c:
-        def take(i: int) -> None:
-            for _ in range(200):
-                c.get_timestamp()
+class HeldHandOver:
+    """The failpoint ``oracle_client.before_pass_turn`` held: the last caller of a request,
+    about to give the turn to the next batch, waits there until :meth:`let_go` (as if it
+    were not scheduled); later hand-overs pass."""
 
-        run_threads(8, take)
-        stats = c.stats()
-    assert stats.timestamps_served == 8 * 200 == source.next - 1
-    assert stats.mean_batch_size > 6
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.go = threading.Event()
+
+    def let_go(self) -> None:
+        self.go.set()
+
+
+@pytest.fixture
+def held_hand_over(monkeypatch: pytest.MonkeyPatch) -> HeldHandOver:
+    held = HeldHandOver()
+    hit = failpoints.hit
+
+    def hook(name: str) -> None:
+        if name == "oracle_client.before_pass_turn":
+            held.reached.set()
+            assert held.go.wait(WAIT)
+        hit(name)
+
+    monkeypatch.setattr(failpoints, "hit", hook)
+    return held
+
+
+class Callers:
+    """Callers of one client, each on its own thread, started one at a time."""
+
+    def __init__(self, client: RemoteOracle) -> None:
+        self.client = client
+        self.got: dict[str, int] = {}
+        self.threads: dict[str, threading.Thread] = {}
+
+    def start(self, name: str, *, queued: int | None = None) -> None:
+        """Start caller ``name``; wait until ``queued`` timestamps wait for the next request."""
+        def take() -> None:
+            self.got[name] = self.client.get_timestamp()
+
+        self.threads[name] = t = threading.Thread(target=take)
+        t.start()
+        if queued is not None:
+            wait_until(lambda: self.client.queued == queued, f"{name} joins the next request")
+
+    def must_return(self, *names: str) -> None:
+        for name in names:
+            self.threads[name].join(timeout=WAIT)
+            assert not self.threads[name].is_alive(), f"{name} did not return"
+
+
+@TRANSPORTS
+def test_the_next_request_waits_until_the_callers_of_the_last_are_woken(
+        fake: tuple[RecordingSource, str], held_hand_over: HeldHandOver, streams: bool) -> None:
+    """The last caller woken from a request gives the turn to the next batch, whose sender
+    takes its batch when it runs: a caller who asks after the request returned, while its
+    callers are still being woken, goes in the very next request (with the next request
+    sent as soon as one returns, it would wait for the one after)."""
+    source, address = fake
+    source.permits = threading.Semaphore(0)
+    with RemoteOracle(address, timeout=WAIT, streams=streams) as c:
+        callers = Callers(c)
+        callers.start("a")
+        wait_until(lambda: source.arrived == 1, "request 1 (a) is at the server, held")
+        callers.start("b", queued=1)
+        callers.start("c", queued=2)
+        source.permits.release()  # request 1 returns; b sends request 2 for b and c
+        callers.must_return("a")
+        wait_until(lambda: source.arrived == 2, "request 2 (b, c) is at the server, held")
+        callers.start("d", queued=1)
+        source.permits.release()  # request 2 returns; c, its last caller, is held
+        assert held_hand_over.reached.wait(WAIT)
+        callers.must_return("b")
+        callers.start("e", queued=2)  # asks after request 2 returned
+        assert source.arrived == 2, "a request left before request 2's callers were woken"
+        held_hand_over.let_go()
+        source.permits.release()
+        callers.must_return("c", "d", "e")
+    assert callers.got == {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
+    assert [r.count for r in source.requests] == [1, 2, 2]
     assert source.max_in_flight == 1
 
 
 def test_a_late_turn_is_taken_once_the_request_ahead_returned(
-        fake: tuple[RecordingSource, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        fake: tuple[RecordingSource, str], held_hand_over: HeldHandOver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The last caller of a request, who gives the turn to the next batch, is not
     scheduled for a while: the next sender takes the wire itself once its wait for the
     turn is over, since the request ahead has returned; the late hand-over changes nothing."""
     source, address = fake
     monkeypatch.setattr(oracle_client, "_HANDOFF_MARGIN", 0.2)
     source.permits = threading.Semaphore(0)
-    got: dict[str, int] = {}
-    done: dict[str, float] = {}
-    try:
-        with RemoteOracle(address, timeout=1.0) as c:  # waits for a turn 1.5 + 0.2 s
-            def take(name: str) -> None:
-                got[name] = c.get_timestamp()
-                done[name] = time.monotonic()
-
-            def start(name: str, queued: int) -> threading.Thread:
-                t = threading.Thread(target=take, args=(name,))
-                t.start()
-                wait_until(lambda: c.queued == queued, f"{name} waits for the next request")
-                return t
-
-            threads = [threading.Thread(target=take, args=("s0",))]
-            threads[0].start()
-            wait_until(lambda: source.arrived == 1, "request 1 is at the server, held")
-            threads += [start("a", 1), start("b", 2)]  # request 2: a sends, b waits
-            failpoints.enable("oracle_client.before_pass_turn", "sleep(6000)")
-            source.permits.release()
-            wait_until(lambda: source.arrived == 2, "request 2 is at the server, held")
-            threads.append(start("c", 1))  # request 3: b, its last caller, passes the turn
-            source.permits.release(2)
-            for t in threads:
-                t.join(timeout=WAIT)
-                assert not t.is_alive()
-            failpoints.reset()
-            source.permits.release()
-            assert c.get_timestamp() == 5
-    finally:
-        failpoints.reset()
-    assert got == {"s0": 1, "a": 2, "b": 3, "c": 4}
+    with RemoteOracle(address, timeout=1.0) as c:  # a turn is awaited 1.5 + 0.2 s
+        callers = Callers(c)
+        callers.start("a")
+        wait_until(lambda: source.arrived == 1, "request 1 (a) is at the server, held")
+        callers.start("b", queued=1)
+        callers.start("c", queued=2)
+        source.permits.release(3)  # requests 1, 2 (b, c) and 3 (d) may be answered
+        assert held_hand_over.reached.wait(WAIT)  # request 2 returned; c is held
+        callers.start("d")
+        callers.must_return("a", "b", "d")  # d took the wire while c was held
+        assert callers.threads["c"].is_alive()
+        held_hand_over.let_go()
+        callers.must_return("c")
+        source.permits.release()
+        assert c.get_timestamp() == 5
+    assert callers.got == {"a": 1, "b": 2, "c": 3, "d": 4}
     assert [r.count for r in source.requests] == [1, 2, 1, 1]
-    assert done["c"] < done["b"], "the next request waited for the late hand-over"
     assert source.max_in_flight == 1
 
 
