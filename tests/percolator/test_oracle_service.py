@@ -608,7 +608,7 @@ def test_node_stop_ends_busy_streams_between_requests(tmp_path: Path) -> None:
         for t in threads:
             t.start()
         started.wait()
-        assert node.timestamps.open_streams == 2
+        wait_until(lambda: node.timestamps.open_streams == 2, "both clients' streams are open")
         began = time.monotonic()
         node.stop(grace=WAIT)
         # Busy streams left open would run until they expire (half the clients' timeout).
