@@ -44,13 +44,16 @@ class Node:
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
-            # Each open batch stream holds a worker thread: leave half for other calls.
+            # Each open stream holds a worker thread: batch streams may take half of
+            # them, timestamp streams a quarter, which leaves a quarter for calls.
             self.batches = NodeService(self.store, self.oracle,
                                        max_streams=max(1, max_workers // 2))
+            self.timestamps = oracle_service.OracleServicer(
+                self.oracle, max_streams=max_workers // 4)
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
-                extra=[oracle_service.registration(self.oracle), self.batches.registration()])
+                extra=[self.timestamps.registration(), self.batches.registration()])
         except BaseException:
             self.store.close()
             raise
@@ -77,7 +80,8 @@ class Node:
                 return
             self._stopped = True
             try:
-                self.batches.stop_streams()  # open batch streams end after their batch
+                self.batches.stop_streams()  # open streams end after their batch or request
+                self.timestamps.stop_streams()
                 stop_server(self.server, grace)
             finally:
                 self.oracle.close()

@@ -1,9 +1,8 @@
 """RemoteOracle: the batching gRPC client of the timestamp oracle.
 
-Batching as in the Percolator paper (section 2.3): a client keeps at most one
-``GetTimestamps`` request in flight.  Callers who arrive while it is in flight join the
-*next* request, whose count is the sum of what they asked for; when the request in
-flight returns, the next one is sent at once.  Under load one RPC serves many callers,
+Batching as in the Percolator paper (section 2.3): a client keeps at most one request
+in flight.  Callers who arrive while it is in flight join the *next* request, whose
+count is the sum of what they asked for.  Under load one request serves many callers,
 so throughput grows with load while an idle client still answers in one round trip.
 
 Linearizability: a caller only ever receives numbers from a request sent *after* it
@@ -13,67 +12,177 @@ so the caller's timestamp is greater than any timestamp any client had received
 before the caller asked.
 
 No extra thread: the first caller of a batch sends it.  If a request is in flight when
-that caller arrives, it waits for its turn, which the previous sender gives it when its
-own request returns.  The other callers of a batch are woken one after another, each
-waking the next before it returns: waking them all at once makes dozens of threads
-fight for the GIL and measured 2.5x slower at 64 callers.
+that caller arrives, it waits for its turn.  When the request returns, its callers are
+woken one after another, each waking the next before it returns (waking them all at
+once makes dozens of threads fight for the GIL: measured 2.5x slower at 64 callers),
+and the last one gives the turn to the next batch's sender, which takes its batch when
+it runs.  So callers woken from one request, who ask again at once, still join the
+next request: with 64 requesting threads in one process, each request carries all 64
+(the next request sent as soon as one returned carried ~20-27) for about half the
+client's and the server's CPU per timestamp, and with 4 processes of 16 threads the
+timestamps per second grew ~1.6x (figures in ``docs/architecture.md``).  Each wake-up
+of a blocked thread costs ~10 us on the reference machine (2 cores), so waking a
+request's callers takes longer than the request itself; an idle client (one caller)
+sends at once, as before.
 
-Every wait is bounded (the RPC deadline plus a margin); errors are translated from
-gRPC status codes by :func:`percolator.oracle_service.error_from_rpc`.
+Transport.  Requests travel as messages of one ``StreamTimestamps`` call rather than as
+``GetTimestamps`` calls: a message costs the server ~60% less CPU than a call and takes
+~40% less time there and back (figures in ``docs/architecture.md``).  The sender of a
+request puts it on the stream and reads its response itself; gRPC's request thread for
+the call half-closes it once ``_STREAM_IDLE`` passes without a request (an open stream
+holds a server thread), and a stream takes requests for half a ``timeout`` only, so
+each request still has a whole ``timeout`` before the call's deadline.  A server that
+refuses a stream (its share of threads is taken) answers before reading any request:
+such requests go as ``GetTimestamps`` calls for a while; against a server without the
+method (UNIMPLEMENTED) they do so for good.  ``streams=False`` sends calls only.
+
+Every wait is bounded: a request by its deadline, a turn by one request's bound plus a
+margin (after which the waiting sender takes the wire itself if the request ahead has
+returned, or fails), a caller's wait by two requests' bounds plus margins.  Errors are
+translated from gRPC status codes by :func:`percolator.oracle_service.error_from_rpc`.
 """
 
 from __future__ import annotations
 
 import _thread
+import queue
 import threading
-from typing import Self
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Self
 
 import grpc
 
-from bigtable_lite import MAX_TS, StoreClosed, Unavailable
+from bigtable_lite import MAX_TS, StorageError, StoreClosed, Unavailable
 
+from . import failpoints
 from .errors import OracleError
 from .oracle import MAX_COUNT, OracleStats, check_count
-from .oracle_service import error_from_rpc, method_path
+from .oracle_service import error_from_rpc, method_path, stream_refused
 from .v1 import oracle_pb2
 
 __all__ = ["DEFAULT_TIMEOUT", "RemoteOracle"]
 
 DEFAULT_TIMEOUT = 10.0
-"""Deadline of one GetTimestamps RPC, in seconds."""
+"""Deadline of one GetTimestamps call, in seconds (a request on a stream has as long)."""
 
-_HANDOFF_MARGIN = 5.0  # extra wait for a turn beyond one RPC deadline before giving up
+_HANDOFF_MARGIN = 5.0  # seconds of slack, beyond requests' bounds, of a wait for a turn
+_STREAM_LIFE = 0.5     # a stream takes requests for this many timeouts, then is replaced
+_STREAM_IDLE = 0.2     # seconds without a request after which a stream is half-closed
+_STREAM_BACKOFF = 1.0  # seconds without streams after the server refused one
 _SEND, _SEND_ON_TURN, _WAIT = range(3)  # a caller's role in its batch
 
 
 class _Batch:
     """Callers that will share one request.
 
-    ``settled`` becomes True (under the client's lock) once ``first`` or ``error`` is
-    final; then the first of ``waiters`` is released.  ``turn`` is held until the
-    request in flight before this batch returns.
+    ``turn`` is held until the batch may go on the wire: until the request ahead of it
+    has returned and that request's callers have been woken (``turn_given`` is set,
+    under the client's lock, just before it is released).  ``sent`` once the batch is
+    detached from ``_pending`` to be sent; ``settled`` once ``first`` or ``error`` is
+    final.  ``turn_passed`` once this batch, sent and settled, gave the wire to the next
+    one (exactly once); ``chain_passed`` if its last waiter passed before it settled.
+    All set under the client's lock.
     """
 
-    __slots__ = ("count", "error", "first", "settled", "turn", "waiters")
+    __slots__ = ("chain_passed", "count", "error", "first", "sent", "settled", "turn",
+                 "turn_given", "turn_passed", "waiters")
 
     def __init__(self) -> None:
         self.count = 0
         self.first = 0
         self.error: BaseException | None = None
+        self.sent = False
         self.settled = False
+        self.turn_given = False
+        self.turn_passed = False
+        self.chain_passed = False
         self.waiters: list[_thread.LockType] = []  # callers other than the sender, in order
         self.turn = _thread.allocate_lock()
         self.turn.acquire()
+
+
+class _Stream:
+    """One ``StreamTimestamps`` call, carrying one request at a time (the client's one in
+    flight): its sender puts it and reads the response.
+
+    gRPC's request thread for the call takes the requests from :meth:`_requests`, which
+    half-closes the call after ``_STREAM_IDLE`` without one.  :meth:`exchange` refuses
+    once the stream is ended or older than ``life``, so every request sent has a whole
+    ``timeout`` before the call's deadline (``life + timeout``).
+    """
+
+    def __init__(self, method: Callable[..., Any], *, life: float, timeout: float) -> None:
+        self._queue: queue.SimpleQueue[oracle_pb2.GetTimestampsRequest | None] = \
+            queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._expires = time.monotonic() + life
+        self._ended = False
+        self._call: Any = method(self._requests(), timeout=life + timeout)
+
+    def exchange(self, request: oracle_pb2.GetTimestampsRequest
+                 ) -> oracle_pb2.GetTimestampsResponse | None:
+        """Send ``request`` and read its response; None if this stream takes no more
+        requests (``request`` was not sent).  Raises grpc.RpcError, or _StreamEnded if the
+        server ended the stream before answering (then ``request`` was not served)."""
+        with self._lock:
+            if self._ended or time.monotonic() > self._expires:
+                self._end()
+                return None
+            self._queue.put(request)
+        try:
+            response: oracle_pb2.GetTimestampsResponse = next(self._call)
+            return response
+        except StopIteration:
+            raise _StreamEnded() from None
+
+    def end(self) -> None:
+        """Half-close: the server answers what was sent, then ends the call.  Idempotent."""
+        with self._lock:
+            self._end()
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put(None)  # frees gRPC's thread waiting for a request
+
+    def _requests(self) -> Iterator[oracle_pb2.GetTimestampsRequest]:
+        """What gRPC's request thread sends; ends after ``_STREAM_IDLE`` without a request
+        (under the lock, so :meth:`exchange` either gets its request in or sees the end)."""
+        take = self._queue.get
+        while True:
+            try:
+                request = take(timeout=_STREAM_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._ended = True
+                        return
+                continue
+            if request is None:
+                return
+            yield request
+
+
+class _StreamEnded(Exception):
+    """The server ended a stream between requests: the unanswered one was not served."""
 
 
 class RemoteOracle:
     """A :class:`~percolator.oracle.TimestampSource` served by a remote oracle over gRPC.
 
     ``target`` is ``host:port`` (the client owns the channel it opens) or an existing
-    channel (left open on :meth:`close`).  ``timeout`` is the deadline of each RPC.
+    channel (left open on :meth:`close`).  ``timeout`` bounds each request: it fails
+    (``Unavailable``) at most ``(1 + _STREAM_LIFE) * timeout`` after it was sent (the
+    deadline of the stream it went on; a call sent after a refused stream gets what
+    is left of that, at most ``timeout``).  ``streams=False`` sends every request as a
+    ``GetTimestamps`` call.
     """
 
-    def __init__(self, target: str | grpc.Channel, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, target: str | grpc.Channel, *, timeout: float = DEFAULT_TIMEOUT,
+                 streams: bool = True) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
         if isinstance(target, str):
             self._channel: grpc.Channel = grpc.insecure_channel(target)
             self._owns_channel = True
@@ -81,8 +190,18 @@ class RemoteOracle:
             self._channel = target
             self._owns_channel = False
         self.timeout = timeout
+        # Longest a request can take (a stream's deadline); a caller waits at most for
+        # the turn of its batch (the request ahead of it), then for its own request.
+        self._request_bound = (1 + _STREAM_LIFE) * timeout
+        self._turn_bound = self._request_bound + _HANDOFF_MARGIN
+        self._wait_bound = self._turn_bound + self._request_bound + 3 * _HANDOFF_MARGIN
         self._get = self._channel.unary_unary(
             method_path("GetTimestamps"),
+            request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
+            response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
+            _registered_method=True)
+        self._stream_method = self._channel.stream_stream(
+            method_path("StreamTimestamps"),
             request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
             response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
             _registered_method=True)
@@ -96,10 +215,18 @@ class RemoteOracle:
         self._settled = threading.Condition(self._lock)
         self._outside_chain = 0
         self._pending = _Batch()   # callers not yet sent
-        self._in_flight = False    # a request of this client is on the wire (or its turn given)
+        self._ahead: _Batch | None = None  # the batch sent last
+        # The wire is taken: a request is in flight, or its callers are being woken, or
+        # the next sender has its turn.  Cleared (under the lock) only with no one pending.
+        self._in_flight = False
         self._closed = False
         self._served = 0
         self._requests = 0
+        # The stream, used only by the sender of the request in flight (and close).
+        self._stream: _Stream | None = None
+        self._streams_offered = streams  # False for good once the server lacks the method
+        self._streams_from = 0.0         # monotonic time before which no stream is opened
+        self._streams_opened = 0
 
     # --- the TimestampSource contract ---------------------------------------------------
 
@@ -123,7 +250,7 @@ class RemoteOracle:
                     if not self._in_flight:
                         # Nothing on the wire, so the pending batch was empty: we are alone.
                         self._in_flight = True
-                        self._pending = _Batch()
+                        self._dispatch(batch)
                         role = _SEND
                     elif offset == 0:
                         role = _SEND_ON_TURN
@@ -135,7 +262,7 @@ class RemoteOracle:
                         role = _WAIT
                     break
             # The next request is full: join the one after it, once this one is settled.
-            self._wait_settled(batch, 2 * self.timeout + _HANDOFF_MARGIN)
+            self._wait_settled(batch, self._wait_bound)
         if role == _WAIT:
             self._await_batch(batch, waiter, index)
         else:
@@ -164,6 +291,11 @@ class RemoteOracle:
             raise error_from_rpc(exc) from exc
         return OracleStats(reply.timestamps_served, reply.requests, reply.persisted_high_water)
 
+    @property
+    def streams_opened(self) -> int:
+        """``StreamTimestamps`` calls opened so far."""
+        return self._streams_opened
+
     def close(self) -> None:
         """Refuse new callers; close the channel if this client opened it.  Idempotent.
 
@@ -174,6 +306,9 @@ class RemoteOracle:
             if self._closed:
                 return
             self._closed = True
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.end()
         if self._owns_channel:
             self._channel.close()
 
@@ -186,13 +321,13 @@ class RemoteOracle:
     # --- the request chain ----------------------------------------------------------------
 
     def _send(self, batch: _Batch) -> None:
-        """Send ``batch`` (already detached from ``_pending``), settle it, pass the turn on."""
+        """Send ``batch`` (dispatched), settle it, wake its callers (the last of them gives
+        the turn to the next batch; with no other caller, we do)."""
         ok = False
         try:
             if self._closed:
                 raise StoreClosed("the oracle client is closed")
-            reply = self._get(oracle_pb2.GetTimestampsRequest(count=batch.count),
-                              timeout=self.timeout)
+            reply = self._request(oracle_pb2.GetTimestampsRequest(count=batch.count))
             if reply.count != batch.count or reply.first < 1 or \
                     reply.first + reply.count - 1 > MAX_TS:
                 raise OracleError(f"oracle answered {reply.count} timestamps from"
@@ -203,7 +338,7 @@ class RemoteOracle:
             batch.error = StoreClosed("the oracle client is closed") if self._closed \
                 else error_from_rpc(exc)
             batch.error.__cause__ = exc
-        except (StoreClosed, OracleError) as exc:
+        except (StorageError, OracleError) as exc:  # e.g. StoreClosed, Unavailable
             batch.error = exc
         except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
             batch.error = StoreClosed(f"the oracle client is closed: {exc}")
@@ -218,49 +353,81 @@ class RemoteOracle:
                 batch.settled = True
                 if self._outside_chain:
                     self._settled.notify_all()
-                nxt = self._pending
-                if nxt.count:
-                    self._pending = _Batch()
-                else:
-                    self._in_flight = False
-            # The next request goes out before our callers wake: the wire never idles.
-            if nxt.count:
-                nxt.turn.release()
+                pass_turn = not batch.waiters or batch.chain_passed
             if batch.waiters:
                 batch.waiters[0].release()
+            if pass_turn:
+                self._pass_turn(batch)
+
+    def _dispatch(self, batch: _Batch) -> None:
+        """Detach ``batch`` from ``_pending``: it is sent now (the lock is held)."""
+        if self._pending is batch:
+            self._pending = _Batch()
+        batch.sent = True
+        self._ahead = batch
+
+    def _pass_turn(self, batch: _Batch) -> None:
+        """``batch`` is settled and its callers woken: give the wire to the pending batch,
+        whose first caller sends it (once per batch)."""
+        with self._lock:
+            if batch.turn_passed:
+                return
+            batch.turn_passed = True
+            nxt = self._pending
+            nxt.turn_given = give = nxt.count > 0
+            if not give:
+                self._in_flight = False
+        if give:
+            nxt.turn.release()
 
     def _await_turn(self, batch: _Batch) -> None:
-        """Wait (bounded) until the request in flight returns and passes the turn to us."""
-        if batch.turn.acquire(True, self.timeout + _HANDOFF_MARGIN):
-            return
+        """Wait (bounded) for the turn of ``batch``, then dispatch it.
+
+        If the turn is late although the request ahead has returned (its callers are
+        still being woken: a thread not scheduled), take the wire.  If that request has
+        not returned, fail this batch only (its callers get ``Unavailable``).
+        """
+        if not batch.turn.acquire(True, self._turn_bound):
+            with self._lock:
+                ahead = self._ahead
+                if not batch.turn_given:  # given just now, or never: then take it or give up
+                    if ahead is not None and ahead.settled and not ahead.turn_passed:
+                        ahead.turn_passed = True  # its last caller will not pass it
+                        batch.turn_given = True
+                    elif self._pending is batch:  # the wire stays with the request ahead
+                        self._pending = _Batch()
+                if not batch.turn_given:
+                    batch.error = Unavailable(
+                        "timed out waiting for the timestamp request in flight")
+                    batch.settled = True
+                    self._settled.notify_all()
+            if batch.error is not None:
+                if batch.waiters:
+                    batch.waiters[0].release()  # a batch never sent: none passes the turn
+                raise batch.error
         with self._lock:
-            if self._pending is not batch:  # handed over just now: the turn is on its way
-                handed_over = True
-            else:  # never handed over: give up on this batch only
-                handed_over = False
-                self._pending = _Batch()
-        if handed_over and batch.turn.acquire(True, _HANDOFF_MARGIN):
-            return
-        error = Unavailable("timed out waiting for the timestamp request in flight")
-        with self._lock:
-            batch.error = error
-            batch.settled = True
-            self._settled.notify_all()
-        if batch.waiters:
-            batch.waiters[0].release()
-        raise error
+            self._dispatch(batch)
 
     def _await_batch(self, batch: _Batch, waiter: _thread.LockType, index: int) -> None:
-        """Wait (bounded) for ``batch`` to settle; wake the next caller of the batch first."""
-        woken = waiter.acquire(True, 2 * self.timeout + _HANDOFF_MARGIN)
+        """Wait (bounded) for ``batch`` to settle; wake the next caller of the batch first,
+        or, the last, give the turn to the next batch."""
+        woken = waiter.acquire(True, self._wait_bound)
         # Released exactly once, by its predecessor: the sender, or the waiter before it,
         # which passes the wake-up on even if it timed out, so the chain never breaks.
         waiters = batch.waiters
         if index + 1 < len(waiters):
             waiters[index + 1].release()
+        else:
+            failpoints.hit("oracle_client.before_pass_turn")
+            with self._lock:  # a batch still pending may grow: only a sent one has a last
+                last = batch.sent
+                pass_turn = last and batch.settled
+                if last and not pass_turn:  # timed out before the request returned
+                    batch.chain_passed = True
+            if pass_turn:
+                self._pass_turn(batch)
         if not batch.settled:  # woken early by a predecessor that timed out, or timed out
-            self._wait_settled(batch, 2 * self.timeout + _HANDOFF_MARGIN if woken
-                               else _HANDOFF_MARGIN)
+            self._wait_settled(batch, self._wait_bound if woken else _HANDOFF_MARGIN)
 
     def _wait_settled(self, batch: _Batch, timeout: float) -> None:
         with self._lock:
@@ -270,3 +437,59 @@ class RemoteOracle:
                     raise Unavailable("timed out waiting for a shared timestamp request")
             finally:
                 self._outside_chain -= 1
+
+    def _request(self, request: oracle_pb2.GetTimestampsRequest
+                 ) -> oracle_pb2.GetTimestampsResponse:
+        """The response to ``request``: on the stream if the server takes one, else by a
+        GetTimestamps call, within ``_request_bound``.  Raises grpc.RpcError or our errors."""
+        deadline = time.monotonic() + self._request_bound
+        response = self._over_stream(request)
+        if response is None:
+            left = min(self.timeout, deadline - time.monotonic())
+            response = self._get(request, timeout=max(0.0, left))
+        return response
+
+    def _over_stream(self, request: oracle_pb2.GetTimestampsRequest
+                     ) -> oracle_pb2.GetTimestampsResponse | None:
+        """The response to ``request`` sent on the open stream (opening one if need be);
+        None if no stream took it, which leaves it unsent."""
+        for _ in range(2):  # an expired stream is replaced once
+            stream = self._open_stream()
+            if stream is None:
+                return None
+            try:
+                response = stream.exchange(request)
+            except BaseException as exc:  # a stream that failed once takes no more requests
+                self._drop_stream(stream)
+                if isinstance(exc, _StreamEnded):
+                    raise Unavailable("the oracle ended the timestamp stream before this"
+                                      " request (stopping?); it was not served") from None
+                if isinstance(exc, grpc.Call) and \
+                        exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                    self._streams_offered = False  # an older server: calls from now on
+                    return None
+                if isinstance(exc, grpc.RpcError) and stream_refused(exc):
+                    self._streams_from = time.monotonic() + _STREAM_BACKOFF
+                    return None
+                raise
+            if response is not None:
+                return response
+            self._drop_stream(stream)
+        return None
+
+    def _open_stream(self) -> _Stream | None:
+        with self._lock:
+            if self._stream is None:
+                if self._closed or not self._streams_offered or \
+                        time.monotonic() < self._streams_from:
+                    return None
+                self._stream = _Stream(self._stream_method, life=_STREAM_LIFE * self.timeout,
+                                       timeout=self.timeout)
+                self._streams_opened += 1
+            return self._stream
+
+    def _drop_stream(self, stream: _Stream) -> None:
+        with self._lock:
+            if self._stream is stream:
+                self._stream = None
+        stream.end()

@@ -2,8 +2,15 @@
 
 ``percolator.v1.TimestampOracle`` serves an in-process :class:`~percolator.oracle.Oracle`
 (any :class:`~percolator.oracle.TimestampSource`) from the ``percolator serve`` node,
-beside the tablet service.  Errors are translated here, once per direction: the
-servicer turns exceptions into status codes, :func:`error_from_rpc` turns a client's
+beside the tablet service, as ``GetTimestamps`` calls and as ``StreamTimestamps``
+streams of the same requests.  A stream message costs the server far less than a call
+(measured ~60-65 us vs ~150-190 us of CPU per request, grpcio 1.75.1, 2 cores), but an
+open stream holds a server thread, so at most ``max_streams`` are open at once; more
+are refused before any request is read (``RESOURCE_EXHAUSTED`` and the trailer
+:data:`STREAM_KEY`: :data:`STREAM_REFUSED`) and their clients send calls instead.
+
+Errors are translated here, once per direction: the servicer turns exceptions into
+status codes (a stream's error ends it), :func:`error_from_rpc` turns a client's
 ``grpc.RpcError`` back into the same exceptions.  The oracle's own errors have codes
 of their own (unambiguous within this service); every other error follows the table
 in ``bigtable_lite.status``:
@@ -24,6 +31,8 @@ anything else              INTERNAL                StorageError
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import grpc
@@ -36,10 +45,17 @@ from .v1 import oracle_pb2
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SERVICE_NAME", "OracleServicer", "add_to_server", "error_from_rpc", "method_path",
-           "oracle_error_for", "registration", "status_for"]
+__all__ = ["DEFAULT_MAX_STREAMS", "SERVICE_NAME", "STREAM_KEY", "STREAM_REFUSED",
+           "OracleServicer", "add_to_server", "error_from_rpc", "method_path",
+           "oracle_error_for", "registration", "status_for", "stream_refused"]
 
 SERVICE_NAME: str = oracle_pb2.DESCRIPTOR.services_by_name["TimestampOracle"].full_name
+
+DEFAULT_MAX_STREAMS = 8
+"""Most ``StreamTimestamps`` calls open at once (each holds a server thread)."""
+STREAM_KEY = "percolator-oracle-stream"
+"""Trailer of a refused ``StreamTimestamps`` call; the value is :data:`STREAM_REFUSED`."""
+STREAM_REFUSED = "refused"
 
 # Oracle errors <-> status codes (unambiguous within this service).
 _ORACLE_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -73,6 +89,13 @@ def error_from_rpc(exc: grpc.RpcError) -> Exception:
     return status.error_from_rpc(exc)
 
 
+def stream_refused(exc: grpc.RpcError) -> bool:
+    """Whether a failed ``StreamTimestamps`` call was refused before any request was read."""
+    if not isinstance(exc, grpc.Call) or exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return (STREAM_KEY, STREAM_REFUSED) in tuple(exc.trailing_metadata() or ())
+
+
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     code, message = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
@@ -85,10 +108,18 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
 
 
 class OracleServicer:
-    """Hands out ranges from one in-process oracle; the count is validated by the oracle."""
+    """Hands out ranges from one in-process oracle; the count is validated by the oracle.
 
-    def __init__(self, oracle: TimestampSource) -> None:
+    ``max_streams`` bounds the open ``StreamTimestamps`` calls (0 refuses them all).
+    """
+
+    def __init__(self, oracle: TimestampSource, *,
+                 max_streams: int = DEFAULT_MAX_STREAMS) -> None:
         self._oracle = oracle
+        self._max_streams = max_streams
+        self._lock = threading.Lock()
+        self._streams = 0
+        self._stopping = False
 
     def GetTimestamps(self, request: oracle_pb2.GetTimestampsRequest,
                       context: grpc.ServicerContext) -> oracle_pb2.GetTimestampsResponse:
@@ -98,6 +129,34 @@ class OracleServicer:
         except Exception as exc:  # noqa: BLE001 -- every error becomes a status, once, here
             _abort(context, exc)
         return oracle_pb2.GetTimestampsResponse(first=first, count=count)
+
+    def StreamTimestamps(self, requests: Iterator[oracle_pb2.GetTimestampsRequest],
+                         context: grpc.ServicerContext
+                         ) -> Iterator[oracle_pb2.GetTimestampsResponse]:
+        """Each request answered as by GetTimestamps, in order; refused when too many are open."""
+        with self._lock:
+            admitted = self._streams < self._max_streams and not self._stopping
+            if admitted:
+                self._streams += 1
+        if not admitted:
+            context.set_trailing_metadata(((STREAM_KEY, STREAM_REFUSED),))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          "no timestamp stream free (or the node is stopping): use GetTimestamps")
+        try:
+            get = self._oracle.get_timestamps
+            response = oracle_pb2.GetTimestampsResponse
+            for request in requests:
+                count = request.count
+                try:
+                    first = get(count)
+                except Exception as exc:  # noqa: BLE001 -- as above; it ends the stream
+                    _abort(context, exc)
+                yield response(first=first, count=count)
+                if self._stopping:  # end between requests: every request read was answered
+                    return
+        finally:
+            with self._lock:
+                self._streams -= 1
 
     def GetOracleStats(self, request: oracle_pb2.GetOracleStatsRequest,
                        context: grpc.ServicerContext) -> oracle_pb2.OracleStats:
@@ -109,22 +168,46 @@ class OracleServicer:
                                       requests=s.requests,
                                       persisted_high_water=s.persisted_high_water)
 
+    def stop_streams(self) -> None:
+        """End open streams after their current request and refuse new ones (node shutdown)."""
+        with self._lock:
+            self._stopping = True
 
-def add_to_server(oracle: TimestampSource, server: grpc.Server) -> None:
-    """Add the oracle service (handlers built here: the generated grpc module is untyped)."""
-    servicer = OracleServicer(oracle)
-    handlers = {
-        "GetTimestamps": grpc.unary_unary_rpc_method_handler(
-            servicer.GetTimestamps,
-            request_deserializer=oracle_pb2.GetTimestampsRequest.FromString,
-            response_serializer=oracle_pb2.GetTimestampsResponse.SerializeToString),
-        "GetOracleStats": grpc.unary_unary_rpc_method_handler(
-            servicer.GetOracleStats,
-            request_deserializer=oracle_pb2.GetOracleStatsRequest.FromString,
-            response_serializer=oracle_pb2.OracleStats.SerializeToString),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    @property
+    def open_streams(self) -> int:
+        return self._streams
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        """Add the service (handlers built here: the generated grpc module is untyped)."""
+        request = oracle_pb2.GetTimestampsRequest.FromString
+        response = oracle_pb2.GetTimestampsResponse.SerializeToString
+        handlers = {
+            "GetTimestamps": grpc.unary_unary_rpc_method_handler(
+                self.GetTimestamps, request_deserializer=request, response_serializer=response),
+            "StreamTimestamps": grpc.stream_stream_rpc_method_handler(
+                self.StreamTimestamps, request_deserializer=request,
+                response_serializer=response),
+            "GetOracleStats": grpc.unary_unary_rpc_method_handler(
+                self.GetOracleStats,
+                request_deserializer=oracle_pb2.GetOracleStatsRequest.FromString,
+                response_serializer=oracle_pb2.OracleStats.SerializeToString),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+    def registration(self) -> ServiceRegistration:
+        """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
+        add: Callable[[grpc.Server], None] = self.add_to_server
+        return ServiceRegistration(SERVICE_NAME, add)
+
+
+def add_to_server(oracle: TimestampSource, server: grpc.Server, *,
+                  max_streams: int = DEFAULT_MAX_STREAMS) -> OracleServicer:
+    """Serve ``oracle`` on ``server``; the servicer, for :meth:`OracleServicer.stop_streams`."""
+    servicer = OracleServicer(oracle, max_streams=max_streams)
+    servicer.add_to_server(server)
+    return servicer
 
 
 def method_path(name: str) -> str:
@@ -132,6 +215,7 @@ def method_path(name: str) -> str:
     return f"/{SERVICE_NAME}/{name}"
 
 
-def registration(oracle: TimestampSource) -> ServiceRegistration:
+def registration(oracle: TimestampSource, *,
+                 max_streams: int = DEFAULT_MAX_STREAMS) -> ServiceRegistration:
     """The oracle service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
-    return ServiceRegistration(SERVICE_NAME, lambda server: add_to_server(oracle, server))
+    return OracleServicer(oracle, max_streams=max_streams).registration()

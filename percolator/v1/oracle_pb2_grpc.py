@@ -41,6 +41,11 @@ class TimestampOracleStub(object):
                 request_serializer=percolator_dot_v1_dot_oracle__pb2.GetTimestampsRequest.SerializeToString,
                 response_deserializer=percolator_dot_v1_dot_oracle__pb2.GetTimestampsResponse.FromString,
                 _registered_method=True)
+        self.StreamTimestamps = channel.stream_stream(
+                '/percolator.v1.TimestampOracle/StreamTimestamps',
+                request_serializer=percolator_dot_v1_dot_oracle__pb2.GetTimestampsRequest.SerializeToString,
+                response_deserializer=percolator_dot_v1_dot_oracle__pb2.GetTimestampsResponse.FromString,
+                _registered_method=True)
         self.GetOracleStats = channel.unary_unary(
                 '/percolator.v1.TimestampOracle/GetOracleStats',
                 request_serializer=percolator_dot_v1_dot_oracle__pb2.GetOracleStatsRequest.SerializeToString,
@@ -63,6 +68,24 @@ class TimestampOracleServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamTimestamps(self, request_iterator, context):
+        """The same for a sequence of requests on one call: each request is answered as by
+        GetTimestamps, by one response, in order, with a range taken after that request
+        arrived.  Cheaper per request than GetTimestamps calls (measured ~60% less server
+        CPU in Python), so a client keeps one open while it takes timestamps and closes it
+        when it falls idle: an open stream holds a server thread.  Errors end the call
+        with the status GetTimestamps would fail with.
+
+        The server ends a stream only between requests (on shutdown), so a request left
+        without a response was not served.  A server with its share of streams open
+        refuses more with RESOURCE_EXHAUSTED and the trailer
+        `percolator-oracle-stream: refused` before reading any request; clients then use
+        GetTimestamps, as they do against a server without this method (UNIMPLEMENTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOracleStats(self, request, context):
         """The oracle's own figures since the server started.
         """
@@ -75,6 +98,11 @@ def add_TimestampOracleServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetTimestamps': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTimestamps,
+                    request_deserializer=percolator_dot_v1_dot_oracle__pb2.GetTimestampsRequest.FromString,
+                    response_serializer=percolator_dot_v1_dot_oracle__pb2.GetTimestampsResponse.SerializeToString,
+            ),
+            'StreamTimestamps': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamTimestamps,
                     request_deserializer=percolator_dot_v1_dot_oracle__pb2.GetTimestampsRequest.FromString,
                     response_serializer=percolator_dot_v1_dot_oracle__pb2.GetTimestampsResponse.SerializeToString,
             ),
@@ -111,6 +139,33 @@ class TimestampOracle(object):
             request,
             target,
             '/percolator.v1.TimestampOracle/GetTimestamps',
+            percolator_dot_v1_dot_oracle__pb2.GetTimestampsRequest.SerializeToString,
+            percolator_dot_v1_dot_oracle__pb2.GetTimestampsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTimestamps(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/percolator.v1.TimestampOracle/StreamTimestamps',
             percolator_dot_v1_dot_oracle__pb2.GetTimestampsRequest.SerializeToString,
             percolator_dot_v1_dot_oracle__pb2.GetTimestampsResponse.FromString,
             options,
