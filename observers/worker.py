@@ -42,7 +42,14 @@ from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
 from .layout import STATS_COLUMN, ParkInfo, workers_table
 from .membership import DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, Membership, forget_gone_workers
 from .notifications import PendingCell, Range
-from .processing import CellResult, Decision, MalformedNotification, Outcome, process_cell
+from .processing import (
+    CellResult,
+    Decision,
+    MalformedNotification,
+    Outcome,
+    process_cell,
+    process_cells,
+)
 from .registry import Observer, ObserverRegistry
 from .retry import DEFAULT_BACKOFF, Backoff, RetryBook
 from .stats import Counters, WorkerStats, percentile
@@ -107,7 +114,8 @@ class Worker:
         self.heartbeat_interval = heartbeat
         self.stats_interval = stats_interval
         self.scan_batch = scan_batch
-        self.queue_size = queue_size or max(64, 16 * threads)
+        batch = max(obs.max_batch for obs in self.registry)
+        self.queue_size = queue_size or max(64, 16 * threads, 2 * batch)
         self.clock = clock or client.clock
         self.columns = tuple(sorted(self.registry.columns))
         self.table = notify_table(client.table)
@@ -129,6 +137,12 @@ class Worker:
         self._low_water = self.queue_size // 2
         self._queue: deque[Key] = deque()
         self._queued: dict[Key, PendingCell] = {}
+        self._batch_limit: dict[bytes, int] = {}  # column -> cells per transaction now
+        for column in self.columns:
+            obs = self.registry.get(column)
+            if obs is not None and obs.max_batch > 1:
+                self._batch_limit[column] = obs.max_batch
+        self._batching: set[bytes] = set()  # columns with a batch in flight
         self._inflight: set[Key] = set()
         self._started = 0            # cells taken by processors, ever (idle detection)
         self._epoch = 0              # scan counter; see _offer
@@ -438,25 +452,117 @@ class Worker:
     def _process_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping.is_set():
+                while not self._stopping.is_set() and not self._may_take():
                     self._work.wait(_WAIT_SLICE)
                 if self._stopping.is_set():
                     return
-                key = self._queue.popleft()
-                cell = self._queued.pop(key)
-                self._inflight.add(key)
-                self._started += 1
-                if len(self._queue) == self._low_water:
+                cells, batching = self._take()
+                self._started += len(cells)
+                if len(self._queue) <= self._low_water:
                     self._room.notify_all()
+            requeued = False
             try:
-                self._handle(cell)
-            except Exception as exc:  # noqa: BLE001 -- parking failed: try the cell again later
-                self._setback(f"({cell.row!r}, {cell.column!r}): {exc!r}")
-                self.retry.retry_later(key, repr(exc))
+                if len(cells) == 1:
+                    self._handle_one(cells[0])
+                else:
+                    requeued = self._handle_batch(cells)
             finally:
                 with self._cond:
-                    self._inflight.discard(key)
+                    for cell in () if requeued else cells:
+                        self._inflight.discard(cell.key)
+                    if batching:
+                        self._batching.discard(cells[0].column)
                     self._cond.notify_all()
+                    self._work.notify_all()
+
+    def _may_take(self) -> bool:
+        """Work is queued and its column is not being batched by another processor (the
+        caller holds the lock).  Batches of one column run one at a time: two would update
+        many of the same cells at once (conflicts, or combining, and in one process a
+        contended interpreter lock), while one batch shares the reads and writes."""
+        return bool(self._queue) and self._queue[0][1] not in self._batching
+
+    def _take(self) -> tuple[list[PendingCell], bool]:
+        """The next queued cell, and the cells of its column queued right behind it, up to
+        the column's batch limit (the caller holds the lock).  A cell with a setback on
+        record goes alone, so one failing cell does not keep failing batches.  True with
+        the cells if they are a batch of their column (marked in ``_batching``)."""
+        key = self._queue.popleft()
+        cells = [self._queued.pop(key)]
+        self._inflight.add(key)
+        limit = self._batch_limit.get(key[1], 1)
+        batching = limit > 1 and self.retry.state(key) is None and bool(self._queue) \
+            and self._queue[0][1] == key[1]
+        if batching:
+            self._batching.add(key[1])
+            queue = self._queue
+            while len(cells) < limit and queue and queue[0][1] == key[1] \
+                    and self.retry.state(queue[0]) is None:
+                nxt = queue.popleft()
+                cells.append(self._queued.pop(nxt))
+                self._inflight.add(nxt)
+        return cells, batching
+
+    def _handle_one(self, cell: PendingCell) -> None:
+        try:
+            self._handle(cell)
+        except Exception as exc:  # noqa: BLE001 -- parking failed: try the cell again later
+            self._setback(f"({cell.row!r}, {cell.column!r}): {exc!r}")
+            self.retry.retry_later(cell.key, repr(exc))
+
+    def _handle_batch(self, cells: list[PendingCell]) -> bool:
+        """Several cells of one column in one observer transaction; True if they were
+        put back in the queue (no longer this processor's).
+
+        Lost a conflict or met a transient setback: the cells go back to the front of the
+        queue and the column's batches halve (other workers update the same cells; a
+        whole batch retried one cell at a time would cost a transaction each).  The
+        observer raised: each cell on its own, which finds, counts, retries and parks
+        the failing one.
+        """
+        column = cells[0].column
+        obs = self.registry.get(column)
+        assert obs is not None, "scans only ask for observed columns"
+        try:
+            results = process_cells(self.client, obs, cells, finish=self._finish_later)
+        except Exception as exc:  # noqa: BLE001 -- an observer may raise anything
+            self._setback(f"batch of {len(cells)} cells of {column!r}: {exc!r}")
+            if isinstance(exc, CommitConflict) or is_transient(exc):
+                self.counters.add("conflicts" if isinstance(exc, CommitConflict) else "retries")
+                self._requeue(cells)
+                return True
+            log.info("worker %s: a batch of %d cells of %r failed (%r); running them one"
+                     " at a time", self.id, len(cells), column, exc)
+            for cell in cells:
+                self._handle_one(cell)
+            return False
+        self.counters.add("batches")
+        timed = False
+        for cell, result in zip(cells, results):
+            self._account(cell, obs, result, timed=timed)
+            timed = timed or result.outcome is Outcome.PROCESSED
+        return False
+
+    def _requeue(self, cells: list[PendingCell]) -> None:
+        """Put a failed batch back at the front of the queue, to be taken in halves.  Its
+        cells leave ``_inflight`` here, under the lock, so another processor may take
+        them at once."""
+        column = cells[0].column
+        with self._cond:
+            self._batch_limit[column] = max(1, len(cells) // 2)
+            for cell in reversed(cells):
+                self._inflight.discard(cell.key)
+                if cell.key not in self._queued:  # (scans skip cells in flight)
+                    self._queued[cell.key] = cell
+                    self._queue.appendleft(cell.key)
+            self._work.notify_all()
+
+    def _grow_batches(self, column: bytes, obs: Observer) -> None:
+        """A commit of ``column`` succeeded: let its batches grow back by a quarter."""
+        limit = self._batch_limit.get(column)
+        if limit is not None and limit < obs.max_batch:
+            with self._cond:
+                self._batch_limit[column] = min(obs.max_batch, limit + max(1, limit // 4))
 
     def _handle(self, cell: PendingCell) -> None:
         key = cell.key
@@ -481,14 +587,19 @@ class Worker:
             return
         self._account(cell, obs, result)
 
-    def _account(self, cell: PendingCell, obs: Observer, result: CellResult) -> None:
+    def _account(self, cell: PendingCell, obs: Observer, result: CellResult, *,
+                 timed: bool = False) -> None:
+        """Count a cell's result and call its hook; ``timed``: its transaction's latency was
+        recorded already (a batch is one sample)."""
         key = cell.key
         decision = result.decision
         if result.outcome is Outcome.PROCESSED:
             self.counters.add("processed")
-            self.counters.latency(result.observer_seconds)
-            if result.wrote > 1:
-                self.wake()  # its writes may have left notifications: look now
+            if not timed:  # once per transaction
+                self.counters.latency(result.observer_seconds)
+                self._grow_batches(cell.column, obs)
+                if result.wrote > 1:
+                    self.wake()  # its writes may have left notifications: look now
             try:
                 obs.committed(cell.row, cell.column, result.commit_ts)
             except Exception:
