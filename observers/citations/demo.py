@@ -24,7 +24,7 @@ from tqdm import tqdm
 from observers import Worker, WorkerStats, compact_notifications
 
 from .combine import DEFAULT_BURST, DEFAULT_HOT
-from .counting import make_observers
+from .counting import DEFAULT_MAX_BATCH, make_observers
 from .edits import CommitSignal, ExpectedCounts, commit_edit, wait_reflected
 from .graph import edit_stream, generate_graph
 from .loading import DEFAULT_BATCH, LoadResult, load_graph
@@ -55,6 +55,9 @@ class DemoConfig:
     burst: float = DEFAULT_BURST
     """With ``combine``: targets updated this recently (seconds) go through slots."""
     batch: int = DEFAULT_BATCH
+    """Papers per load transaction."""
+    observer_batch: int = DEFAULT_MAX_BATCH
+    """Most papers per refs-observer transaction (1: one transaction per paper)."""
     progress: bool = False
     """tqdm bars on stderr (else a progress line every 10%)."""
     reflect_timeout: float = 30.0
@@ -111,8 +114,8 @@ def run_demo(cfg: DemoConfig, out: Print = print) -> DemoResult:
     """Run the demo in ``cfg.data_dir`` (new or empty), reporting progress through ``out``."""
     from percolator import Client
 
-    if cfg.papers < 1 or cfg.edits < 0 or cfg.threads < 1:
-        raise ValueError("papers and threads must be >= 1, edits >= 0")
+    if cfg.papers < 1 or cfg.edits < 0 or cfg.threads < 1 or cfg.observer_batch < 1:
+        raise ValueError("papers, threads and observer_batch must be >= 1, edits >= 0")
     check_fresh_dir(cfg.data_dir)
     res = DemoResult(cfg)
     began = time.perf_counter()
@@ -126,7 +129,8 @@ def run_demo(cfg: DemoConfig, out: Print = print) -> DemoResult:
     signal = CommitSignal()
     with Client.embedded(cfg.data_dir) as client:
         worker = Worker(client, make_observers(combine=cfg.combine, hot=cfg.hot,
-                                                burst=cfg.burst, on_commit=signal),
+                                                burst=cfg.burst, batch=cfg.observer_batch,
+                                                on_commit=signal),
                         threads=cfg.threads)
         worker.start()
         try:
