@@ -316,6 +316,7 @@ class Worker:
         cursors: dict[Range, bytes] = {}
         spans: list[Range] = []
         spans_at = -_SPAN_REFRESH
+        taken = -1  # self._started when the last pass ended
         while not self._stopping.is_set():
             if time.monotonic() - spans_at >= _SPAN_REFRESH:
                 try:
@@ -329,11 +330,15 @@ class Worker:
                     for gone in [key for key in self._backlog
                                  if key[0] == k and key[1] not in spans]:
                         del self._backlog[gone]
+            if not self._wait_for_take(taken):
+                return
             fresh = 0
             for span in spans[k::self.scan_threads]:
                 fresh += self._scan_span(k, span, cursors)
                 if self._stopping.is_set():
                     return
+            with self._cond:
+                taken = self._started
             if not fresh:
                 self._wakes[k].wait(self.poll_interval)
                 self._wakes[k].clear()
@@ -374,6 +379,18 @@ class Worker:
                     if self._stopping.is_set():
                         return False
                     self._room.wait(_WAIT_SLICE)
+        return not self._stopping.is_set()
+
+    def _wait_for_take(self, taken: int) -> bool:
+        """A new pass waits while the queue holds cells and no processor took any since the
+        last pass ended (``taken``): a pass re-reads every queued cell, and before this
+        wait the scanners re-read a queue of thousands of cells ten times per cell
+        processed while batches ran.  False if stopping."""
+        with self._cond:
+            while self._queue and self._started == taken:
+                if self._stopping.is_set():
+                    return False
+                self._room.wait(_WAIT_SLICE)
         return not self._stopping.is_set()
 
     def _begin_scan(self) -> int:
@@ -458,8 +475,7 @@ class Worker:
                     return
                 cells, batching = self._take()
                 self._started += len(cells)
-                if len(self._queue) <= self._low_water:
-                    self._room.notify_all()
+                self._room.notify_all()  # scanners waiting for room or for a take
             requeued = False
             try:
                 if len(cells) == 1:
