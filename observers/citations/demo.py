@@ -11,10 +11,12 @@ time one batch recount of the corpus takes.  It ends with a final verification.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -127,7 +129,7 @@ def run_demo(cfg: DemoConfig, out: Print = print) -> DemoResult:
         f" paper: {top:,} citations) in {res.generate_s:.1f}s")
 
     signal = CommitSignal()
-    with Client.embedded(cfg.data_dir) as client:
+    with Client.embedded(cfg.data_dir) as client, _collector_tuned():
         worker = Worker(client, make_observers(combine=cfg.combine, hot=cfg.hot,
                                                 burst=cfg.burst, batch=cfg.observer_batch,
                                                 on_commit=signal),
@@ -150,6 +152,28 @@ def run_demo(cfg: DemoConfig, out: Print = print) -> DemoResult:
         if not res.final.ok:
             out(res.final.report())
     return res
+
+
+@contextmanager
+def _collector_tuned() -> Iterator[None]:
+    """Python's cyclic garbage collector, set for this process's heap while the demo runs.
+
+    The generated graph (100,000 papers: 1.5 million ids in 100,000 lists) lives all
+    run long, and each observer batch allocates about a million short-lived objects.
+    With the default thresholds the collector made 158 full collections over all of
+    it, 23 s of a 68 s load of 100,000 papers (1,480 papers/s).  So the graph, built
+    before, is frozen out of the collector's view, and young collections run every
+    50,000 allocations instead of 700: 2 s of collections in all, 3,075 papers/s in
+    the same session (freezing alone: 7 s; the thresholds alone: 3 s).  Restored after.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _in_degrees(papers: dict[str, list[str]]) -> dict[str, int]:
