@@ -36,6 +36,7 @@ from percolator.failpoints import FailpointError
 from percolator.layout import notify_table
 
 from . import notifications, parking
+from .batch_limits import BatchLimits
 from .compaction import DEFAULT_COMPACT_EVERY, IDLE_COMPACT_MIN, CompactionPolicy
 from .deleter import Deleter, Item
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
@@ -114,8 +115,8 @@ class Worker:
         self.heartbeat_interval = heartbeat
         self.stats_interval = stats_interval
         self.scan_batch = scan_batch
-        batch = max(obs.max_batch for obs in self.registry)
-        self.queue_size = queue_size or max(64, 16 * threads, 2 * batch)
+        self.batch_limits = BatchLimits(self.registry)
+        self.queue_size = queue_size or max(64, 16 * threads, 2 * self.batch_limits.largest)
         self.clock = clock or client.clock
         self.columns = tuple(sorted(self.registry.columns))
         self.table = notify_table(client.table)
@@ -137,11 +138,6 @@ class Worker:
         self._low_water = self.queue_size // 2
         self._queue: deque[Key] = deque()
         self._queued: dict[Key, PendingCell] = {}
-        self._batch_limit: dict[bytes, int] = {}  # column -> cells per transaction now
-        for column in self.columns:
-            obs = self.registry.get(column)
-            if obs is not None and obs.max_batch > 1:
-                self._batch_limit[column] = obs.max_batch
         self._batching: set[bytes] = set()  # columns with a batch in flight
         self._inflight: set[Key] = set()
         self._started = 0            # cells taken by processors, ever (idle detection)
@@ -506,7 +502,7 @@ class Worker:
         key = self._queue.popleft()
         cells = [self._queued.pop(key)]
         self._inflight.add(key)
-        limit = self._batch_limit.get(key[1], 1)
+        limit = self.batch_limits.limit(key[1])
         batching = limit > 1 and self.retry.state(key) is None and bool(self._queue) \
             and self._queue[0][1] == key[1]
         if batching:
@@ -563,22 +559,14 @@ class Worker:
         """Put a failed batch back at the front of the queue, to be taken in halves.  Its
         cells leave ``_inflight`` here, under the lock, so another processor may take
         them at once."""
-        column = cells[0].column
+        self.batch_limits.shrink(cells[0].column, len(cells))
         with self._cond:
-            self._batch_limit[column] = max(1, len(cells) // 2)
             for cell in reversed(cells):
                 self._inflight.discard(cell.key)
                 if cell.key not in self._queued:  # (scans skip cells in flight)
                     self._queued[cell.key] = cell
                     self._queue.appendleft(cell.key)
             self._work.notify_all()
-
-    def _grow_batches(self, column: bytes, obs: Observer) -> None:
-        """A commit of ``column`` succeeded: let its batches grow back by a quarter."""
-        limit = self._batch_limit.get(column)
-        if limit is not None and limit < obs.max_batch:
-            with self._cond:
-                self._batch_limit[column] = min(obs.max_batch, limit + max(1, limit // 4))
 
     def _handle(self, cell: PendingCell) -> None:
         key = cell.key
@@ -613,7 +601,7 @@ class Worker:
             self.counters.add("processed")
             if not timed:  # once per transaction
                 self.counters.latency(result.observer_seconds)
-                self._grow_batches(cell.column, obs)
+                self.batch_limits.grow(cell.column)
                 if result.wrote > 1:
                     self.wake()  # its writes may have left notifications: look now
             try:

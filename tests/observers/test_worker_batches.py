@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from observers import Backoff, Observer, Worker, list_parked
+from observers.batch_limits import BatchLimits
 from percolator import Client, Transaction, failpoints
 
 from .observer_fixtures import client_fixture, read, server_fixture, write_cells  # noqa: F401
@@ -58,6 +59,26 @@ def must_have_run_once(client: Client, keys: list[bytes]) -> None:
     got = read(client, [(r, b"runs") for r in keys])
     wrong = {r: v for (r, _), v in got.items() if v != b"1"}
     assert not wrong, f"{len(wrong)} cells did not run exactly once: {list(wrong.items())[:5]}"
+
+
+def test_batch_limits_halve_on_a_collision_and_grow_back_by_a_quarter() -> None:
+    limits = BatchLimits([Runs(max_batch=64), Observer(b"single")])
+    assert (limits.limit(COL), limits.limit(b"single"), limits.largest) == (64, 1, 64)
+    limits.shrink(COL, 64)
+    assert limits.limit(COL) == 32
+    limits.shrink(COL, 10)  # a smaller batch collided: at most half of it
+    assert limits.limit(COL) == 5
+    for _ in range(3):
+        limits.shrink(COL, 5)
+    assert limits.limit(COL) == 1, "down to one cell per transaction"
+    grown = []
+    for _ in range(20):
+        limits.grow(COL)
+        grown.append(limits.limit(COL))
+    assert grown[:6] == [2, 3, 4, 5, 6, 7] and grown[-1] == 64 and max(grown) == 64
+    limits.shrink(b"single", 8)
+    limits.grow(b"single")
+    assert limits.limit(b"single") == 1 and BatchLimits([]).largest == 1
 
 
 def test_cells_of_a_batch_observer_share_transactions_one_batch_at_a_time(
