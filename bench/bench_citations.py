@@ -7,14 +7,17 @@ Runs the demo's pipeline (observers.citations.demo) on a heavy-tailed graph:
   * for a stream of single edits, the time from each edit's commit until every count
     it affects holds its new value (p50, p99), and the ratio recount / latency;
 then, on a smaller graph, the conflict rate and throughput of the combining counters
-(default) against naive read-modify-write of cited_by, with several worker threads.
-Every run ends with a verification against the recount.
+(default) against naive read-modify-write of cited_by, with several worker threads and
+one paper per observer transaction (as concurrent per-paper runs, e.g. of several worker
+processes, contend), next to the default batches.  Every run ends with a verification
+against the recount.  ``--observer-batch 1`` measures one transaction per paper.
 
 Targets (issue "Citation counts"):
   load with observers         >= 2,000 papers/s embedded
   edit reflected vs recount   >= 1,000x faster (the paper: ~1000x at low change rates)
 
-Usage: python bench/bench_citations.py [--papers N] [--edits K] [--compare-papers N]
+Usage: python bench/bench_citations.py [--papers N] [--edits K] [--observer-batch B]
+                                       [--compare-papers N]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from observers.citations.counting import DEFAULT_MAX_BATCH
 from observers.citations.demo import (
     DEFAULT_THREADS,
     DemoConfig,
@@ -44,11 +48,12 @@ def quiet(line: str) -> None:
 
 
 def run(papers: int, edits: int, threads: int, combine: bool, hot: int | None, seed: int,
-        verbose: bool) -> DemoResult:
+        verbose: bool, observer_batch: int = DEFAULT_MAX_BATCH) -> DemoResult:
     with tempfile.TemporaryDirectory(prefix="bench-citations-") as d:
         kwargs = {} if hot is None else {"hot": hot}
         cfg = DemoConfig(data_dir=d, papers=papers, edits=edits, seed=seed, threads=threads,
-                         combine=combine, **kwargs)  # type: ignore[arg-type]
+                         combine=combine, observer_batch=observer_batch,
+                         **kwargs)  # type: ignore[arg-type]
         res = run_demo(cfg, (lambda line: print("    " + line, flush=True)) if verbose
                        else quiet)
     if not res.verified:
@@ -72,6 +77,8 @@ def main() -> int:
     ap.add_argument("--papers", type=int, default=100_000)
     ap.add_argument("--edits", type=int, default=200)
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    ap.add_argument("--observer-batch", type=int, default=DEFAULT_MAX_BATCH,
+                    help="most papers per refs-observer transaction (1: one per paper)")
     ap.add_argument("--compare-papers", type=int, default=10_000,
                     help="graph size of the combining-vs-naive comparison (0 skips it)")
     ap.add_argument("--compare-threads", type=int, nargs="+", default=[2, 4],
@@ -84,16 +91,20 @@ def main() -> int:
     args = ap.parse_args()
 
     print(f"citations bench: {args.papers:,} papers, {args.edits} edits, {args.threads}"
-          f" observer threads, seed {args.seed}", flush=True)
+          f" observer threads, up to {args.observer_batch:,} papers per observer"
+          f" transaction, seed {args.seed}", flush=True)
     res = run(args.papers, args.edits, args.threads, True, args.hot, args.seed,
-              not args.quiet)
+              not args.quiet, args.observer_batch)
     assert res.load is not None
     p50 = percentile(res.latencies, 50)
     p99 = percentile(res.latencies, 99)
     ratio50 = res.recount_s / p50 if p50 else float("inf")
     ratio99 = res.recount_s / p99 if p99 else float("inf")
     c, a, rate = conflict_rate(res)
-    print(f"\n== {args.papers:,} papers, embedded, combining counters, {args.threads} threads ==")
+    s = res.load_stats
+    assert s is not None
+    print(f"\n== {args.papers:,} papers, embedded, combining counters, {args.threads} threads,"
+          f" batches of up to {args.observer_batch:,} papers ==")
     print(f"  load with observers (until counted)  {res.papers_per_s:10,.0f} papers/s   target"
           f" >= {TARGET_PAPERS_PER_S:,.0f}  {verdict(res.papers_per_s >= TARGET_PAPERS_PER_S)}")
     print(f"  load, writer alone (observers busy)  {res.load.papers_per_s:10,.0f} papers/s   target"
@@ -105,18 +116,23 @@ def main() -> int:
     print(f"  edit reflected p99                   {p99 * 1000:10.1f} ms       ratio"
           f" {ratio99:7,.0f}x")
     print(f"  observer conflicts                   {c:10,} of {a:,} ({rate:.1%})")
+    print(f"  observer transactions of many papers {s.batches:10,}   (of the load's {s.processed:,}"
+          " paper and fold runs)")
     if args.compare_papers:
         print(f"\n== combining vs naive, {args.compare_papers:,} papers, 50 edits ==")
-        print("  mode        threads  papers/s  conflicts              edit p50   edit p99")
-        for threads in args.compare_threads:
-            for combine in (True, False):
-                r = run(args.compare_papers, 50, threads, combine, args.hot, args.seed,
-                        False)
-                c, a, rate = conflict_rate(r)
-                print(f"  {'combining' if combine else 'naive':<10}  {threads:7}"
-                      f"  {r.papers_per_s:8,.0f}  {c:6,} of {a:7,} ({rate:5.1%})"
-                      f"  {percentile(r.latencies, 50) * 1000:6.1f} ms"
-                      f"  {percentile(r.latencies, 99) * 1000:6.1f} ms", flush=True)
+        print("  mode        threads  papers/txn  papers/s  conflicts              edit p50"
+              "   edit p99")
+        runs = [(t, combine, 1) for t in args.compare_threads for combine in (True, False)]
+        runs.append((args.compare_threads[0], True, DEFAULT_MAX_BATCH))
+        for threads, combine, batch in runs:
+            r = run(args.compare_papers, 50, threads, combine, args.hot, args.seed, False,
+                    batch)
+            c, a, rate = conflict_rate(r)
+            print(f"  {'combining' if combine else 'naive':<10}  {threads:7}"
+                  f"  {'1' if batch == 1 else f'<= {batch:,}':>10}"
+                  f"  {r.papers_per_s:8,.0f}  {c:6,} of {a:7,} ({rate:5.1%})"
+                  f"  {percentile(r.latencies, 50) * 1000:6.1f} ms"
+                  f"  {percentile(r.latencies, 99) * 1000:6.1f} ms", flush=True)
     print("\nverified (every run's counts equal the batch recount)")
     return 0
 

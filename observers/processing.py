@@ -22,13 +22,18 @@ commit and reads ack = S_earlier > Ci, so it skips.  Why at-least-once: a versio
 is deleted only after an O with S > Ci committed (ours now, or the one whose S is
 the ack), and it was written before the writer's commit point.  A crash between
 O's commit and step 3 leaves the versions, whose re-delivery is a skip.
+
+Several cells of one column may share one observer transaction
+(:func:`process_cells`, for observers with ``max_batch > 1``): each is decided on its
+own, and every cell the acks do not cover is run and acknowledged in the same O.  The
+argument above holds per cell, since each run of a cell writes that cell's ack.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from percolator import Client, records
@@ -37,6 +42,7 @@ from percolator.layout import notify_table
 from percolator.txn_status import COMMITTED, ROLLED_BACK
 
 from . import layout
+from .chunked import get_many_system
 from .notifications import PendingCell, delete_versions
 from .registry import Observer
 
@@ -138,6 +144,54 @@ def finish(client: Client, cell: PendingCell, decision: Decision) -> None:
                     [(cell.row, cell.column, decision.decided)])
 
 
+def run_observer_batch(client: Client, obs: Observer, cells: Sequence[PendingCell],
+                       decisions: Sequence[Decision]) -> list[CellResult]:
+    """Step 2 for several cells of one column (distinct rows) in one observer transaction.
+
+    Each cell is decided as in :func:`run_observer`: its ack is read in the transaction,
+    and the cells whose changes it does not cover go to ``obs.process_batch`` and get
+    ack = S, all committed together.  Exactly-once holds per cell by the same argument:
+    two commits covering one change both wrote that cell's ack.  Exceptions propagate
+    with nothing written (the worker then runs the cells one by one).
+    """
+    results: dict[int, CellResult] = {
+        i: CellResult(Outcome.DROPPED if d.rolled_back else Outcome.WAITING, d)
+        for i, d in enumerate(decisions) if not d.committed}
+    todo = [i for i in range(len(cells)) if i not in results]
+    if todo:
+        column = obs.column
+        assert isinstance(column, bytes) and all(c.column == column for c in cells)
+        began = time.perf_counter()
+        txn = client.begin()
+        try:
+            ack_col = layout.ack_column(column)
+            acks = get_many_system(txn, [(cells[i].row, ack_col) for i in todo])
+            run = []
+            for i in todo:
+                ack = layout.decode_ack(acks[(cells[i].row, ack_col)])
+                if decisions[i].max_commit_ts <= ack:
+                    results[i] = CellResult(Outcome.SKIPPED, decisions[i], txn.start_ts)
+                else:
+                    run.append(i)
+            if run:
+                obs.process_batch(txn, [cells[i].row for i in run], column)
+                new_ack = layout.encode_ack(txn.start_ts)
+                for i in run:
+                    txn.set_system(cells[i].row, ack_col, new_ack)
+                wrote = txn.writes
+                commit_ts = txn.commit()
+            else:
+                txn.rollback()
+        except BaseException:
+            txn.rollback()
+            raise
+        seconds = time.perf_counter() - began
+        for i in run:
+            results[i] = CellResult(Outcome.PROCESSED, decisions[i], txn.start_ts, commit_ts,
+                                    wrote, seconds)
+    return [results[i] for i in range(len(cells))]
+
+
 Finish = Callable[[Client, PendingCell, Decision], None]
 
 
@@ -154,3 +208,20 @@ def process_cell(client: Client, obs: Observer, cell: PendingCell, *,
     if decision.decided:
         finish(client, cell, decision)
     return result
+
+
+def process_cells(client: Client, obs: Observer, cells: Sequence[PendingCell], *,
+                  finish: Finish = finish) -> list[CellResult]:
+    """The three steps for several cells of ``obs``'s column, step 2 in one transaction.
+
+    The failpoint ``worker.after_observer`` sits between the commit and the deletes, as
+    in :func:`process_cell`.
+    """
+    decisions = [decide(client, cell) for cell in cells]
+    results = run_observer_batch(client, obs, cells, decisions)
+    if any(r.outcome is Outcome.PROCESSED for r in results):
+        hit("worker.after_observer")
+    for cell, decision in zip(cells, decisions):
+        if decision.decided:
+            finish(client, cell, decision)
+    return results

@@ -8,7 +8,8 @@ every worker of a cluster, including ones in other processes.
 Counters count cells (one cell may carry several coalesced notification versions):
 
     found       cells taken from the notify table into this worker's queue
-    processed   observer transactions committed
+    processed   cells whose observer ran and committed
+    batches     observer transactions that handled several cells (Observer.max_batch)
     skipped     cells already covered by an earlier observer commit (the ack)
     dropped     cells whose every writer rolled back: nothing to observe
     conflicts   observer transactions that lost a write-write conflict (retried)
@@ -16,7 +17,8 @@ Counters count cells (one cell may carry several coalesced notification versions
     failures    observer runs that raised (retried with backoff)
     parked      cells moved to the parking table after max_failures
     backlog     cells of this worker's share pending at its last full scan
-    latency     observer run + commit, milliseconds (p50, p99 over the last 10,000)
+    latency     observer run + commit, milliseconds, one sample per transaction (p50,
+                p99 over the last 10,000)
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from typing import Any
 
 LATENCY_SAMPLES = 10_000
 
-COUNTERS = ("found", "processed", "skipped", "dropped", "conflicts", "retries", "failures",
-            "parked", "deleted")
+COUNTERS = ("found", "processed", "batches", "skipped", "dropped", "conflicts", "retries",
+            "failures", "parked", "deleted")
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -51,6 +53,7 @@ class WorkerStats:
     threads: int = 0
     found: int = 0
     processed: int = 0
+    batches: int = 0             # observer transactions of several cells
     skipped: int = 0
     dropped: int = 0
     conflicts: int = 0

@@ -36,13 +36,21 @@ from percolator.failpoints import FailpointError
 from percolator.layout import notify_table
 
 from . import notifications, parking
+from .batch_limits import BatchLimits
 from .compaction import DEFAULT_COMPACT_EVERY, IDLE_COMPACT_MIN, CompactionPolicy
 from .deleter import Deleter, Item
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
 from .layout import STATS_COLUMN, ParkInfo, workers_table
 from .membership import DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, Membership, forget_gone_workers
 from .notifications import PendingCell, Range
-from .processing import CellResult, Decision, MalformedNotification, Outcome, process_cell
+from .processing import (
+    CellResult,
+    Decision,
+    MalformedNotification,
+    Outcome,
+    process_cell,
+    process_cells,
+)
 from .registry import Observer, ObserverRegistry
 from .retry import DEFAULT_BACKOFF, Backoff, RetryBook
 from .stats import Counters, WorkerStats, percentile
@@ -107,7 +115,8 @@ class Worker:
         self.heartbeat_interval = heartbeat
         self.stats_interval = stats_interval
         self.scan_batch = scan_batch
-        self.queue_size = queue_size or max(64, 16 * threads)
+        self.batch_limits = BatchLimits(self.registry)
+        self.queue_size = queue_size or max(64, 16 * threads, 2 * self.batch_limits.largest)
         self.clock = clock or client.clock
         self.columns = tuple(sorted(self.registry.columns))
         self.table = notify_table(client.table)
@@ -129,6 +138,7 @@ class Worker:
         self._low_water = self.queue_size // 2
         self._queue: deque[Key] = deque()
         self._queued: dict[Key, PendingCell] = {}
+        self._batching: set[bytes] = set()  # columns with a batch in flight
         self._inflight: set[Key] = set()
         self._started = 0            # cells taken by processors, ever (idle detection)
         self._epoch = 0              # scan counter; see _offer
@@ -302,6 +312,7 @@ class Worker:
         cursors: dict[Range, bytes] = {}
         spans: list[Range] = []
         spans_at = -_SPAN_REFRESH
+        taken = -1  # self._started when the last pass ended
         while not self._stopping.is_set():
             if time.monotonic() - spans_at >= _SPAN_REFRESH:
                 try:
@@ -315,11 +326,15 @@ class Worker:
                     for gone in [key for key in self._backlog
                                  if key[0] == k and key[1] not in spans]:
                         del self._backlog[gone]
+            if not self._wait_for_take(taken):
+                return
             fresh = 0
             for span in spans[k::self.scan_threads]:
                 fresh += self._scan_span(k, span, cursors)
                 if self._stopping.is_set():
                     return
+            with self._cond:
+                taken = self._started
             if not fresh:
                 self._wakes[k].wait(self.poll_interval)
                 self._wakes[k].clear()
@@ -360,6 +375,18 @@ class Worker:
                     if self._stopping.is_set():
                         return False
                     self._room.wait(_WAIT_SLICE)
+        return not self._stopping.is_set()
+
+    def _wait_for_take(self, taken: int) -> bool:
+        """A new pass waits while the queue holds cells and no processor took any since the
+        last pass ended (``taken``): a pass re-reads every queued cell, and before this
+        wait the scanners re-read a queue of thousands of cells ten times per cell
+        processed while batches ran.  False if stopping."""
+        with self._cond:
+            while self._queue and self._started == taken:
+                if self._stopping.is_set():
+                    return False
+                self._room.wait(_WAIT_SLICE)
         return not self._stopping.is_set()
 
     def _begin_scan(self) -> int:
@@ -438,25 +465,108 @@ class Worker:
     def _process_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping.is_set():
+                while not self._stopping.is_set() and not self._may_take():
                     self._work.wait(_WAIT_SLICE)
                 if self._stopping.is_set():
                     return
-                key = self._queue.popleft()
-                cell = self._queued.pop(key)
-                self._inflight.add(key)
-                self._started += 1
-                if len(self._queue) == self._low_water:
-                    self._room.notify_all()
+                cells, batching = self._take()
+                self._started += len(cells)
+                self._room.notify_all()  # scanners waiting for room or for a take
+            requeued = False
             try:
-                self._handle(cell)
-            except Exception as exc:  # noqa: BLE001 -- parking failed: try the cell again later
-                self._setback(f"({cell.row!r}, {cell.column!r}): {exc!r}")
-                self.retry.retry_later(key, repr(exc))
+                if len(cells) == 1:
+                    self._handle_one(cells[0])
+                else:
+                    requeued = self._handle_batch(cells)
             finally:
                 with self._cond:
-                    self._inflight.discard(key)
+                    for cell in () if requeued else cells:
+                        self._inflight.discard(cell.key)
+                    if batching:
+                        self._batching.discard(cells[0].column)
                     self._cond.notify_all()
+                    self._work.notify_all()
+
+    def _may_take(self) -> bool:
+        """Work is queued and its column is not being batched by another processor (the
+        caller holds the lock).  Batches of one column run one at a time: two would update
+        many of the same cells at once (conflicts, or combining, and in one process a
+        contended interpreter lock), while one batch shares the reads and writes."""
+        return bool(self._queue) and self._queue[0][1] not in self._batching
+
+    def _take(self) -> tuple[list[PendingCell], bool]:
+        """The next queued cell, and the cells of its column queued right behind it, up to
+        the column's batch limit (the caller holds the lock).  A cell with a setback on
+        record goes alone, so one failing cell does not keep failing batches.  True with
+        the cells if they are a batch of their column (marked in ``_batching``)."""
+        key = self._queue.popleft()
+        cells = [self._queued.pop(key)]
+        self._inflight.add(key)
+        limit = self.batch_limits.limit(key[1])
+        batching = limit > 1 and self.retry.state(key) is None and bool(self._queue) \
+            and self._queue[0][1] == key[1]
+        if batching:
+            self._batching.add(key[1])
+            queue = self._queue
+            while len(cells) < limit and queue and queue[0][1] == key[1] \
+                    and self.retry.state(queue[0]) is None:
+                nxt = queue.popleft()
+                cells.append(self._queued.pop(nxt))
+                self._inflight.add(nxt)
+        return cells, batching
+
+    def _handle_one(self, cell: PendingCell) -> None:
+        try:
+            self._handle(cell)
+        except Exception as exc:  # noqa: BLE001 -- parking failed: try the cell again later
+            self._setback(f"({cell.row!r}, {cell.column!r}): {exc!r}")
+            self.retry.retry_later(cell.key, repr(exc))
+
+    def _handle_batch(self, cells: list[PendingCell]) -> bool:
+        """Several cells of one column in one observer transaction; True if they were
+        put back in the queue (no longer this processor's).
+
+        Lost a conflict or met a transient setback: the cells go back to the front of the
+        queue and the column's batches halve (other workers update the same cells; a
+        whole batch retried one cell at a time would cost a transaction each).  The
+        observer raised: each cell on its own, which finds, counts, retries and parks
+        the failing one.
+        """
+        column = cells[0].column
+        obs = self.registry.get(column)
+        assert obs is not None, "scans only ask for observed columns"
+        try:
+            results = process_cells(self.client, obs, cells, finish=self._finish_later)
+        except Exception as exc:  # noqa: BLE001 -- an observer may raise anything
+            self._setback(f"batch of {len(cells)} cells of {column!r}: {exc!r}")
+            if isinstance(exc, CommitConflict) or is_transient(exc):
+                self.counters.add("conflicts" if isinstance(exc, CommitConflict) else "retries")
+                self._requeue(cells)
+                return True
+            log.info("worker %s: a batch of %d cells of %r failed (%r); running them one"
+                     " at a time", self.id, len(cells), column, exc)
+            for cell in cells:
+                self._handle_one(cell)
+            return False
+        self.counters.add("batches")
+        timed = False
+        for cell, result in zip(cells, results):
+            self._account(cell, obs, result, timed=timed)
+            timed = timed or result.outcome is Outcome.PROCESSED
+        return False
+
+    def _requeue(self, cells: list[PendingCell]) -> None:
+        """Put a failed batch back at the front of the queue, to be taken in halves.  Its
+        cells leave ``_inflight`` here, under the lock, so another processor may take
+        them at once."""
+        self.batch_limits.shrink(cells[0].column, len(cells))
+        with self._cond:
+            for cell in reversed(cells):
+                self._inflight.discard(cell.key)
+                if cell.key not in self._queued:  # (scans skip cells in flight)
+                    self._queued[cell.key] = cell
+                    self._queue.appendleft(cell.key)
+            self._work.notify_all()
 
     def _handle(self, cell: PendingCell) -> None:
         key = cell.key
@@ -481,14 +591,19 @@ class Worker:
             return
         self._account(cell, obs, result)
 
-    def _account(self, cell: PendingCell, obs: Observer, result: CellResult) -> None:
+    def _account(self, cell: PendingCell, obs: Observer, result: CellResult, *,
+                 timed: bool = False) -> None:
+        """Count a cell's result and call its hook; ``timed``: its transaction's latency was
+        recorded already (a batch is one sample)."""
         key = cell.key
         decision = result.decision
         if result.outcome is Outcome.PROCESSED:
             self.counters.add("processed")
-            self.counters.latency(result.observer_seconds)
-            if result.wrote > 1:
-                self.wake()  # its writes may have left notifications: look now
+            if not timed:  # once per transaction
+                self.counters.latency(result.observer_seconds)
+                self.batch_limits.grow(cell.column)
+                if result.wrote > 1:
+                    self.wake()  # its writes may have left notifications: look now
             try:
                 obs.committed(cell.row, cell.column, result.commit_ts)
             except Exception:

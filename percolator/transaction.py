@@ -167,6 +167,21 @@ class Transaction:
         self._check_active()
         return self._get(self._key(row, SYSTEM_PREFIX + column, system=True))
 
+    def get_many_system(self, cells: Iterable[tuple[bytes, bytes]]
+                        ) -> dict[Key, bytes | None]:
+        """System cells in one batched read (:meth:`get_many` for :meth:`get_system`'s cells).
+
+        Columns are given and returned without the 0x00 prefix: keys of the result are
+        (row, column) exactly as :meth:`get_system` names them.
+        """
+        self._check_active()
+        keys = [(r, c, self._key(r, SYSTEM_PREFIX + c, system=True)) for r, c in cells]
+        stored = [k for _, _, k in keys]
+        missing = [k for k in stored if k not in self._writes]
+        found = reads.read_cells(self._ctx, self.start_ts, missing) if missing else {}
+        return {(r, c): self._writes[k][1] if k in self._writes else found[k]
+                for r, c, k in keys}
+
     def set_system(self, row: bytes, column: bytes, value: bytes) -> None:
         self._check_active()
         self._writes[self._key(row, SYSTEM_PREFIX + column, system=True)] = (

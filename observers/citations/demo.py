@@ -11,10 +11,12 @@ time one batch recount of the corpus takes.  It ends with a final verification.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +26,7 @@ from tqdm import tqdm
 from observers import Worker, WorkerStats, compact_notifications
 
 from .combine import DEFAULT_BURST, DEFAULT_HOT
-from .counting import make_observers
+from .counting import DEFAULT_MAX_BATCH, make_observers
 from .edits import CommitSignal, ExpectedCounts, commit_edit, wait_reflected
 from .graph import edit_stream, generate_graph
 from .loading import DEFAULT_BATCH, LoadResult, load_graph
@@ -55,6 +57,9 @@ class DemoConfig:
     burst: float = DEFAULT_BURST
     """With ``combine``: targets updated this recently (seconds) go through slots."""
     batch: int = DEFAULT_BATCH
+    """Papers per load transaction."""
+    observer_batch: int = DEFAULT_MAX_BATCH
+    """Most papers per refs-observer transaction (1: one transaction per paper)."""
     progress: bool = False
     """tqdm bars on stderr (else a progress line every 10%)."""
     reflect_timeout: float = 30.0
@@ -111,8 +116,8 @@ def run_demo(cfg: DemoConfig, out: Print = print) -> DemoResult:
     """Run the demo in ``cfg.data_dir`` (new or empty), reporting progress through ``out``."""
     from percolator import Client
 
-    if cfg.papers < 1 or cfg.edits < 0 or cfg.threads < 1:
-        raise ValueError("papers and threads must be >= 1, edits >= 0")
+    if cfg.papers < 1 or cfg.edits < 0 or cfg.threads < 1 or cfg.observer_batch < 1:
+        raise ValueError("papers, threads and observer_batch must be >= 1, edits >= 0")
     check_fresh_dir(cfg.data_dir)
     res = DemoResult(cfg)
     began = time.perf_counter()
@@ -124,9 +129,10 @@ def run_demo(cfg: DemoConfig, out: Print = print) -> DemoResult:
         f" paper: {top:,} citations) in {res.generate_s:.1f}s")
 
     signal = CommitSignal()
-    with Client.embedded(cfg.data_dir) as client:
+    with Client.embedded(cfg.data_dir) as client, _collector_tuned():
         worker = Worker(client, make_observers(combine=cfg.combine, hot=cfg.hot,
-                                                burst=cfg.burst, on_commit=signal),
+                                                burst=cfg.burst, batch=cfg.observer_batch,
+                                                on_commit=signal),
                         threads=cfg.threads)
         worker.start()
         try:
@@ -146,6 +152,28 @@ def run_demo(cfg: DemoConfig, out: Print = print) -> DemoResult:
         if not res.final.ok:
             out(res.final.report())
     return res
+
+
+@contextmanager
+def _collector_tuned() -> Iterator[None]:
+    """Python's cyclic garbage collector, set for this process's heap while the demo runs.
+
+    The generated graph (100,000 papers: 1.5 million ids in 100,000 lists) lives all
+    run long, and each observer batch allocates about a million short-lived objects.
+    With the default thresholds the collector made 158 full collections over all of
+    it, 23 s of a 68 s load of 100,000 papers (1,480 papers/s).  So the graph, built
+    before, is frozen out of the collector's view, and young collections run every
+    50,000 allocations instead of 700: 2 s of collections in all, 3,075 papers/s in
+    the same session (freezing alone: 7 s; the thresholds alone: 3 s).  Restored after.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _in_degrees(papers: dict[str, list[str]]) -> dict[str, int]:

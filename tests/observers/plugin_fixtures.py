@@ -36,3 +36,11 @@ def factory() -> list[Observer]:
 
 
 NOT_AN_OBSERVER = 42
+
+
+def small_batch_citations() -> list[Observer]:
+    """The citation observers with at most 8 papers per transaction: a worker that makes
+    many small commits, for crash tests that must catch it mid-work."""
+    from observers.citations import make_observers
+
+    return make_observers(batch=8)

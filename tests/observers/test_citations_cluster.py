@@ -26,6 +26,7 @@ from .worker_procs import WorkerProcess
 pytestmark = pytest.mark.slow
 
 CITATIONS = "observers.citations:OBSERVERS"
+SMALL_BATCHES = "tests.observers.plugin_fixtures:small_batch_citations"
 FAST = ("--threads", "2", "--lease-ttl", "1.5", "--heartbeat", "0.1", "--lock-ttl", "1")
 
 
@@ -57,7 +58,10 @@ def test_cluster_load_crashes_and_verify(tmp_path: Path) -> None:
             with WorkerProcess(*target, "--worker-id", "w-crash",
                                failpoints="worker.after_observer=exit") as crashed:
                 assert crashed.wait() == FAILPOINT_EXIT_CODE, crashed.stderr()
-            with WorkerProcess(*target, "--worker-id", "w-killed") as victim:
+            # Batches of 8 papers, so the kill lands between many small commits (the
+            # default batches would finish 250 papers in one or two).
+            small = ("--connect", server.address, "--observers", SMALL_BATCHES, *FAST)
+            with WorkerProcess(*small, "--worker-id", "w-killed") as victim:
                 victim.wait_for("running as w-killed")
                 for edit in edit_stream(papers, 40, seed + 1):
                     expected.apply(edit)

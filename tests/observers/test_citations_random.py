@@ -26,6 +26,7 @@ from observers.citations import (
     verify,
 )
 from observers.citations.combine import FOLD
+from observers.citations.counting import DEFAULT_MAX_BATCH
 from observers.citations.edits import ExpectedCounts, write_edit
 from observers.citations.graph import Edit
 from observers.citations.recount import diff_counts, expected_counts
@@ -42,8 +43,10 @@ PARAMS = GraphParams(missing_rate=0.05)
 
 def worker(client: Client, rng: random.Random, **kwargs: object) -> Worker:
     """A worker with its own observer instances (as a separate process would have)."""
-    policy = rng.choice([{"hot": 0}, {"hot": 3}, {}, {"burst": 0.01}, {"combine": False}])
-    print(f"worker observers: {policy or 'defaults'}")
+    policy: dict[str, object] = rng.choice([{"hot": 0}, {"hot": 3}, {}, {"burst": 0.01},
+                                            {"combine": False}])
+    policy["batch"] = rng.choice([1, 4, 64, DEFAULT_MAX_BATCH])  # papers per transaction
+    print(f"worker observers: {policy}")
     return Worker(client, make_observers(**policy), threads=2, heartbeat=0.1,  # type: ignore[arg-type]
                   lease_ttl=1.0, **kwargs)  # type: ignore[arg-type]
 
@@ -109,38 +112,40 @@ def test_random_graphs_and_edit_streams_equal_the_recount(client: Client, round_
 
 
 def test_hot_paper_cited_by_thousands_without_a_conflict_storm(tmp_path: Path) -> None:
-    """3,000 papers all cite one paper (and a few others), counted by 4 threads.  The
-    combining counters keep conflicts rare; the naive read-modify-write would not."""
+    """3,000 papers all cite one paper (and a few others), counted by 4 threads, one
+    paper per transaction.  The combining counters keep conflicts rare; the naive
+    read-modify-write would not.  Then in batches (the default): batches of one column
+    run one at a time in a worker, so its threads do not collide at all."""
     rng = random.Random(draw_seed("hot paper"))
     n = 3000
     papers = {f"q{i:05d}": ["hot"] + [f"q{rng.randrange(max(1, i)):05d}" for _ in range(3)]
               for i in range(n)}
     rates = {}
-    with Client.embedded(tmp_path / "combining") as client:
-        w = Worker(client, make_observers(), threads=4)
-        w.start()
-        load_graph(client, papers, batch=100)
-        stats = w.run_until_idle(timeout=IDLE)
-        w.stop()
-        assert decode_count(read(client, [(b"hot", CITED_BY)])[(b"hot", CITED_BY)]) == n
-        assert verify(client).ok
-        rates["combining"] = stats.conflicts / (stats.processed + stats.conflicts)
-    with Client.embedded(tmp_path / "naive") as client:
-        w = Worker(client, make_observers(combine=False), threads=4)
-        w.start()
-        load_graph(client, dict(list(papers.items())[:1000]), batch=100)
-        stats = w.run_until_idle(timeout=IDLE)
-        w.stop()
-        assert verify(client).ok
-        rates["naive"] = stats.conflicts / (stats.processed + stats.conflicts)
+    for mode, combine, count in (("combining", True, n), ("naive", False, 1000),
+                                 ("batched", True, n)):
+        with Client.embedded(tmp_path / mode) as client:
+            batch = 1 if mode != "batched" else 8192
+            w = Worker(client, make_observers(combine=combine, batch=batch), threads=4)
+            w.start()
+            load_graph(client, dict(list(papers.items())[:count]), batch=100)
+            stats = w.run_until_idle(timeout=IDLE)
+            w.stop()
+            hot = decode_count(read(client, [(b"hot", CITED_BY)])[(b"hot", CITED_BY)])
+            assert hot == count
+            assert verify(client).ok
+            rates[mode] = stats.conflicts / (stats.processed + stats.conflicts)
+            if mode == "batched":
+                assert stats.batches > 0
     print(f"conflict rate with 4 threads: {rates}")
     assert rates["combining"] < 0.1
     assert rates["combining"] < rates["naive"] / 2
+    assert rates["batched"] < 0.01
 
 
-def run_child(data: Path, mode: str, k: int) -> subprocess.Popen[str]:
+def run_child(data: Path, mode: str, k: int, batch: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.observers.citations_child", str(data), mode, str(k)],
+        [sys.executable, "-m", "tests.observers.citations_child", str(data), mode, str(k),
+         str(batch)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -159,7 +164,9 @@ def test_embedded_worker_crash_mid_work_loses_and_doubles_nothing(tmp_path: Path
             expected.apply(edit)
             commit_edits(client, [edit])
     k = rng.randrange(50, 250)
-    child = run_child(data, "failpoint" if crash == "failpoint" else "progress", k)
+    batch = rng.choice([1, 8, 64])  # papers per observer transaction: crash between batches
+    print(f"child worker: batches of up to {batch} papers")
+    child = run_child(data, "failpoint" if crash == "failpoint" else "progress", k, batch)
     try:
         if crash == "failpoint":
             assert child.wait(timeout=WAIT * 2) == FAILPOINT_EXIT_CODE, child.stderr.read()

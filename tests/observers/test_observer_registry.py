@@ -56,6 +56,31 @@ def test_class_observer_takes_its_column_from_the_class_or_the_constructor() -> 
         Observer("c").process(None, b"r", b"c")  # type: ignore[arg-type]
 
 
+def test_max_batch_from_the_class_or_the_constructor_within_bounds() -> None:
+    assert Observer("c").max_batch == 1
+    assert Observer("c", max_batch=64).max_batch == 64
+
+    class Batching(Observer):
+        column = b"c"
+        max_batch = 16
+
+    assert Batching().max_batch == 16
+    for bad in (0, -1, 1.5, True, 10**6):
+        with pytest.raises(ConfigurationError, match="max_batch"):
+            Observer("c", max_batch=bad)  # type: ignore[arg-type]
+
+
+def test_default_process_batch_runs_process_for_each_row() -> None:
+    calls: list[bytes] = []
+
+    @observer("c")
+    def each(txn: Transaction, row: bytes, column: bytes) -> None:
+        calls.append(row)
+
+    each.process_batch(None, [b"a", b"b"], b"c")  # type: ignore[arg-type]
+    assert calls == [b"a", b"b"]
+
+
 @pytest.mark.parametrize("column", [b"", "", b"\x00ack", 5])
 def test_bad_columns_are_refused(column: object) -> None:
     with pytest.raises(ConfigurationError):

@@ -669,3 +669,22 @@ def test_start_ts_follows_commits_across_server_restart(tmp_path: Path) -> None:
             txn.set(b"r", b"c", b"%d" % i)
             txn.set(b"s", b"c", b"%d" % i)  # a secondary, committed in the background
             last = must_commit(txn)
+
+
+def test_get_many_system_reads_system_cells_in_one_call(
+        counted: tuple[Client, CountingStore]) -> None:
+    client, store = counted
+    with client.transaction() as txn:
+        txn.set_system(b"a", b"state", b"1")
+        txn.set_system(b"b", b"state", b"2")
+        txn.set(b"a", b"state", b"user")  # a user cell of the same name is another cell
+    txn = client.begin()
+    txn.set_system(b"b", b"state", b"own")  # own writes win, as with get_many
+    before = store.reads
+    got = txn.get_many_system([(b"a", b"state"), (b"b", b"state"), (b"c", b"state")])
+    assert got == {(b"a", b"state"): b"1", (b"b", b"state"): b"own", (b"c", b"state"): None}
+    assert store.reads - before == 1
+    assert txn.get_many([(b"a", b"state")]) == {(b"a", b"state"): b"user"}
+    assert got[(b"a", b"state")] == txn.get_system(b"a", b"state")
+    with pytest.raises(ValueError):
+        txn.get_many_system([(b"", b"state")])
