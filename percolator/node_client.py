@@ -26,7 +26,9 @@ NodeClient is both a :class:`~bigtable_lite.TabletStore` and a
 
 NodeClient is also a :class:`~percolator.commit.CommitService`: a transaction's commit
 step (commit_ts, the primary's commit, the secondaries') runs at the node as one
-command, so a commit costs the client one hop and one command instead of three.
+command, so a commit costs the client one hop and one command instead of three; and
+:class:`~percolator.fresh_read.FreshReads`: a transaction's first read takes its
+start_ts with it, one command instead of two.
 
 Transport.  Batches travel on a ``Node.BatchStream`` call rather than as ``Node.Batch``
 calls: measured on the reference machine (2 cores, grpcio 1.75.1, 8-thread transfers),
@@ -68,9 +70,10 @@ from . import failpoints
 from .batching import CoalescingStore
 from .commit import CommitOutcome, CommitRequest, LocalCommit, check_commit_request
 from .errors import OracleError
-from .node_service import COMMIT_TAG, GET_TIMESTAMPS_TAG, MUTATE_ROWS_TAG, READ_ROWS_TAG, \
-    SERVICE_NAME, STREAM_KEY, STREAM_REFUSED, UNKNOWN_COMMAND, command_error, \
-    commit_request_to_pb, frame
+from .fresh_read import LocalFreshReads, check_fresh_reads
+from .node_service import COMMIT_TAG, FRESH_READ_FIELD, FRESH_READ_TAG, GET_TIMESTAMPS_TAG, \
+    MUTATE_ROWS_TAG, READ_ROWS_TAG, SERVICE_NAME, STREAM_KEY, STREAM_REFUSED, \
+    UNKNOWN_COMMAND, command_error, commit_request_to_pb, field, frame
 from .oracle import OracleStats, check_count
 from .oracle_client import RemoteOracle
 from .v1 import node_pb2, oracle_pb2
@@ -88,7 +91,7 @@ _HANDOFF_MARGIN = 5.0  # seconds a caller waits beyond two batches' deadlines be
 _STREAM_LIFE = 0.5     # a stream takes batches for this many timeouts, then is replaced
 _STREAM_BACKOFF = 1.0  # seconds without streams after the node refused one
 _STREAM_IDLE = 0.2     # seconds without a batch after which the stream is closed
-_READ, _MUTATE, _STAMPS, _COMMIT = range(4)  # a command's kind
+_READ, _MUTATE, _STAMPS, _COMMIT, _FRESH = range(5)  # a command's kind
 
 
 class _Command:
@@ -317,6 +320,7 @@ class NodeClient(StoreOps):
         self._stamp_calls = 0   # batches that carried timestamp commands
         self._fallback: tuple[CoalescingStore, RemoteOracle] | None = None
         self._commits_offered = True  # False once the node turned out to predate commit commands
+        self._fresh_offered = True    # ... and fresh reads
 
     # --- the batch ------------------------------------------------------------------------
 
@@ -359,7 +363,7 @@ class NodeClient(StoreOps):
         stamps = False
         for c, result in zip(batch, results):
             c.result = result
-            stamps = stamps or c.kind == _STAMPS
+            stamps = stamps or c.kind == _STAMPS or c.kind == _FRESH
         if stamps:
             with self._lock:
                 self._stamp_calls += 1
@@ -555,6 +559,40 @@ class NodeClient(StoreOps):
         failpoints.hit("commit.after_commit_secondary")
         reply = result.commit
         return CommitOutcome(True, reply.commit_ts) if reply.committed else CommitOutcome(False)
+
+    # --- FreshReads -------------------------------------------------------------------------
+
+    def read_at_fresh_timestamp(self, reads: Sequence[RowRead]
+                                ) -> tuple[int, list[list[Cell]]]:
+        """A timestamp and the reads at it, as one command (``percolator.fresh_read``).
+
+        Against a node without the command, or for reads too large to share a batch,
+        two steps: a timestamp, then the reads.
+        """
+        check_reads(reads, self.limits)
+        check_fresh_reads(reads)
+        request = wire.read_request_to_pb(reads).SerializeToString()
+        result = None
+        if self._fresh_offered and len(request) <= self._alone_bytes:
+            result = self._submit(_FRESH, FRESH_READ_TAG, field(FRESH_READ_FIELD, request))
+        if result is None:
+            return LocalFreshReads(self, self).read_at_fresh_timestamp(reads)
+        if result.WhichOneof("kind") != "fresh_read":
+            if result.error.message == UNKNOWN_COMMAND:  # a node older than the command
+                self._fresh_offered = False
+                return LocalFreshReads(self, self).read_at_fresh_timestamp(reads)
+            if _reply_too_large(result):  # read alone, streamed if need be
+                return LocalFreshReads(self, self).read_at_fresh_timestamp(reads)
+            raise _result_error(result, oracle=True)
+        reply = result.fresh_read
+        rows = wire.read_response_from_pb(reply.read)
+        _check_count(len(reads), len(rows))
+        ts: int = reply.ts
+        if not 0 < ts <= MAX_TS:
+            raise OracleError(f"node answered a fresh read at timestamp {ts}")
+        with self._lock:
+            self._served += 1
+        return ts, rows
 
     def stats(self) -> OracleStats:
         """Client-side figures: timestamps returned to callers, batches that carried them."""

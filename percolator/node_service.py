@@ -1,15 +1,16 @@
 """Node.Batch: the node's batched-commands service, executing many clients' steps at once.
 
-A batch holds ReadRows, MutateRows, GetTimestamps and Commit commands of any number of
-client threads (``percolator/v1/node.proto``).  Commands of one batch are concurrent
+A batch holds ReadRows, MutateRows, GetTimestamps, Commit and FreshRead commands of any
+number of client threads (``percolator/v1/node.proto``).  Commands of one batch are concurrent
 (their callers were all waiting when it was sent), so the server may run them in any
 order; it runs each kind merged into as few calls as the limits allow:
 
-* every timestamp command: one ``oracle.get_timestamps(total)``, split into one
-  contiguous range per command in command order.  The range is taken after the batch
+* every timestamp command and fresh read: one ``oracle.get_timestamps(total)``, split
+  into one contiguous range per command in command order.  The range is taken after the batch
   arrived, so each caller's timestamps are above every timestamp handed out before it
   asked (the client only puts a caller in a batch sent after it asked);
-* every read: one ``store.read_rows`` (one snapshot for all of them);
+* every read: one ``store.read_rows`` (one snapshot for all of them); every fresh read,
+  at its timestamp, in another (``percolator.fresh_read``);
 * every non-sync mutation: one ``store.mutate_rows``, rows in command order, so a
   later command's conditions see an earlier command's effects on a shared row, as
   if the calls had arrived one after the other; ``sync`` mutations likewise in a
@@ -49,11 +50,14 @@ Command.read_rows      0x0a    bigtable_lite.v1.ReadRowsRequest
 Command.mutate_rows    0x12    bigtable_lite.v1.MutateRowsRequest
 Command.get_timestamps 0x1a    GetTimestampsRequest
 Command.commit         0x22    CommitRequest
+Command.fresh_read     0x2a    FreshReadRequest
 Result.read_rows       0x0a    bigtable_lite.v1.ReadRowsResponse
 Result.mutate_rows     0x12    bigtable_lite.v1.MutateRowsResponse
 Result.get_timestamps  0x1a    GetTimestampsResponse
 Result.error           0x22    CommandError
 Result.commit          0x2a    CommitResponse
+Result.fresh_read      0x32    FreshReadResponse
+FreshRead*.read        0x0a    bigtable_lite.v1.ReadRows{Request,Response}
 =====================  ======  ==============================================
 """
 
@@ -75,13 +79,14 @@ from bigtable_lite.validation import check_batch, check_reads
 
 from . import mutations, oracle_service, records
 from .commit import CommitOutcome, CommitRequest, check_commit_request, commit_many
+from .fresh_read import at_timestamp, check_fresh_reads
 from .oracle import MAX_COUNT, TimestampSource, check_count
 from .v1 import node_pb2, oracle_pb2
 
 __all__ = [
     "COMMAND_TAGS", "DEFAULT_MAX_STREAMS", "ENTRY_TAG", "SERVICE_NAME", "STREAM_KEY",
     "STREAM_REFUSED", "NodeService", "command_error", "command_status",
-    "commit_request_from_pb", "commit_request_to_pb", "frame",
+    "commit_request_from_pb", "commit_request_to_pb", "field", "frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,8 +110,12 @@ GET_TIMESTAMPS_TAG = b"\x1a"  # Command.get_timestamps, Result.get_timestamps
 COMMIT_TAG = b"\x22"          # Command.commit
 ERROR_TAG = b"\x22"           # Result.error
 COMMIT_RESULT_TAG = b"\x2a"   # Result.commit
+FRESH_READ_TAG = b"\x2a"      # Command.fresh_read
+FRESH_RESULT_TAG = b"\x32"    # Result.fresh_read
+FRESH_READ_FIELD = b"\x0a"    # FreshReadRequest.read (FreshReadResponse.read is 0x12)
 COMMAND_TAGS = {"read_rows": READ_ROWS_TAG, "mutate_rows": MUTATE_ROWS_TAG,
-                "get_timestamps": GET_TIMESTAMPS_TAG, "commit": COMMIT_TAG}
+                "get_timestamps": GET_TIMESTAMPS_TAG, "commit": COMMIT_TAG,
+                "fresh_read": FRESH_READ_TAG}
 UNKNOWN_COMMAND = "command has no kind set (unknown to this server?)"
 """The error message of a command whose kind this node does not know: a client that
 gets it for a kind added later knows the node predates it."""
@@ -123,6 +132,11 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def field(tag: bytes, payload: bytes) -> bytes:
+    """``payload`` (a serialized message) as the length-delimited field ``tag``."""
+    return tag + _varint(len(payload)) + payload
 
 
 def frame(tag: bytes, payload: bytes) -> bytes:
@@ -251,6 +265,7 @@ class NodeService:
         synced: list[tuple[int, list[RowMutation]]] = []
         stamps: list[tuple[int, int]] = []
         commits: list[tuple[int, CommitRequest]] = []
+        fresh: list[tuple[int, list[RowRead]]] = []
         for i, command in enumerate(request.commands):
             kind = command.WhichOneof("kind")
             try:
@@ -276,15 +291,27 @@ class NodeService:
                     commit = commit_request_from_pb(cmsg)
                     check_commit_request(commit, limits)
                     commits.append((i, commit))
+                elif kind == "fresh_read":
+                    fmsg = command.fresh_read
+                    _check_known(fmsg)
+                    _check_known(fmsg.read)
+                    fr = wire.read_request_from_pb(fmsg.read)
+                    check_reads(fr, limits)
+                    check_fresh_reads(fr)
+                    fresh.append((i, fr))
                 else:
                     raise InvalidArgument(UNKNOWN_COMMAND)
             except Exception as exc:  # noqa: BLE001 - the command's own error result
-                results[i] = _failed(exc, oracle=kind in ("get_timestamps", "commit"))
+                results[i] = _failed(exc, oracle=kind in ("get_timestamps", "commit",
+                                                          "fresh_read"))
         answered: list[int] = []  # commands with a read result
-        if stamps:
-            self._timestamps(stamps, results)
+        if stamps or fresh:
+            at = self._timestamps(stamps + [(i, 1) for i, _ in fresh], results)
+            fresh = [(i, at_timestamp(fr, at[i])) for i, fr in fresh if i in at]
         if reads:
-            answered = self._read(reads, results)
+            answered = self._read(reads, results, lambda i, rows: _read_result(rows))
+        if fresh:
+            answered += self._read(fresh, results, lambda i, rows: _fresh_result(at[i], rows))
         if writes:
             self._mutate(writes, results, sync=False)
         if synced:
@@ -294,8 +321,13 @@ class NodeService:
         self._fit(results, answered)
         return b"".join(results)
 
-    def _timestamps(self, stamps: list[tuple[int, int]], results: list[bytes]) -> None:
-        """One oracle call per MAX_COUNT timestamps; each command a contiguous range."""
+    def _timestamps(self, stamps: list[tuple[int, int]], results: list[bytes]
+                    ) -> dict[int, int]:
+        """One oracle call per MAX_COUNT timestamps; each command a contiguous range.
+
+        Returns the first timestamp of each command that got its range; answers the
+        GetTimestamps commands (the others are fresh reads, answered with their rows).
+        """
         groups: list[list[tuple[int, int]]] = [[]]
         total = 0
         for item in stamps:
@@ -305,6 +337,7 @@ class NodeService:
             groups[-1].append(item)
             total += item[1]
         get = self._oracle.get_timestamps
+        firsts: dict[int, int] = {}
         for group in groups:
             try:
                 first = get(sum([count for _, count in group]))
@@ -313,9 +346,13 @@ class NodeService:
                     results[i] = _failed(exc, oracle=True)
                 continue
             for i, count in group:
-                reply = oracle_pb2.GetTimestampsResponse(first=first, count=count)
-                results[i] = frame(GET_TIMESTAMPS_TAG, reply.SerializeToString())
+                firsts[i] = first
                 first += count
+        for i, count in stamps:
+            if i in firsts and not results[i]:
+                reply = oracle_pb2.GetTimestampsResponse(first=firsts[i], count=count)
+                results[i] = frame(GET_TIMESTAMPS_TAG, reply.SerializeToString())
+        return firsts
 
     def _commit(self, commits: list[tuple[int, CommitRequest]], results: list[bytes]) -> None:
         """Every commit step at once: one oracle call per MAX_COUNT of them, then their
@@ -332,8 +369,10 @@ class NodeService:
             for (i, _), outcome in zip(group, outcomes):
                 results[i] = _commit_result(outcome)
 
-    def _read(self, reads: list[tuple[int, list[RowRead]]], results: list[bytes]) -> list[int]:
-        """Merged reads; returns the commands answered with rows."""
+    def _read(self, reads: list[tuple[int, list[RowRead]]], results: list[bytes],
+              encode: Callable[[int, list[list[Cell]]], bytes]) -> list[int]:
+        """Merged reads, command i's rows answered by ``encode(i, rows)``; returns the
+        commands answered with rows."""
         read = self._store.read_rows
         answered: list[int] = []
         for group in _chunks(reads, self._limits.max_batch_rows):
@@ -342,14 +381,14 @@ class NodeService:
             except Exception:  # noqa: BLE001 - find the culprit: re-run command by command
                 for i, rr in group:
                     try:
-                        results[i] = _read_result(read(rr))
+                        results[i] = encode(i, read(rr))
                         answered.append(i)
                     except Exception as exc:  # noqa: BLE001 - this command's error
                         results[i] = _failed(exc)
                 continue
             pos = 0
             for i, rr in group:
-                results[i] = _read_result(rows[pos:pos + len(rr)])
+                results[i] = encode(i, rows[pos:pos + len(rr)])
                 answered.append(i)
                 pos += len(rr)
         return answered
@@ -450,6 +489,15 @@ def _parse(raw: bytes) -> node_pb2.BatchRequest:
 def _commit_result(outcome: CommitOutcome) -> bytes:
     reply = node_pb2.CommitResponse(committed=outcome.committed, commit_ts=outcome.commit_ts)
     return frame(COMMIT_RESULT_TAG, reply.SerializeToString())
+
+
+def _fresh_result(ts: int, rows: list[list[Cell]]) -> bytes:
+    read = wire.read_response_to_pb(rows).SerializeToString()
+    return frame(FRESH_RESULT_TAG, _TS_FIELD + _varint(ts) + field(_ROWS_FIELD, read))
+
+
+_TS_FIELD = b"\x08"    # FreshReadResponse.ts (varint)
+_ROWS_FIELD = b"\x12"  # FreshReadResponse.read
 
 
 def _read_result(rows: list[list[Cell]]) -> bytes:

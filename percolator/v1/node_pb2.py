@@ -26,7 +26,7 @@ from bigtable_lite.v1 import tablet_pb2 as bigtable__lite_dot_v1_dot_tablet__pb2
 from percolator.v1 import oracle_pb2 as percolator_dot_v1_dot_oracle__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18percolator/v1/node.proto\x12\rpercolator.v1\x1a\x1d\x62igtable_lite/v1/tablet.proto\x1a\x1apercolator/v1/oracle.proto\"\xf4\x01\n\x07\x43ommand\x12\x36\n\tread_rows\x18\x01 \x01(\x0b\x32!.bigtable_lite.v1.ReadRowsRequestH\x00\x12:\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32#.bigtable_lite.v1.MutateRowsRequestH\x00\x12=\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32#.percolator.v1.GetTimestampsRequestH\x00\x12.\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x1c.percolator.v1.CommitRequestH\x00\x42\x06\n\x04kind\"p\n\rCommitRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12\x16\n\x0eprimary_column\x18\x03 \x01(\x0c\x12&\n\x04rows\x18\x04 \x03(\x0b\x32\x18.percolator.v1.CommitRow\"B\n\tCommitRow\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12(\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32\x19.percolator.v1.CommitCell\"X\n\nCommitCell\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x02 \x01(\x08\x12\x19\n\x0cinline_value\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\x0f\n\r_inline_value\"6\n\x0e\x43ommitResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\x11\n\tcommit_ts\x18\x02 \x01(\x04\"8\n\x0c\x42\x61tchRequest\x12(\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x16.percolator.v1.Command\"<\n\x0c\x43ommandError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xa5\x02\n\x06Result\x12\x37\n\tread_rows\x18\x01 \x01(\x0b\x32\".bigtable_lite.v1.ReadRowsResponseH\x00\x12;\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32$.bigtable_lite.v1.MutateRowsResponseH\x00\x12>\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32$.percolator.v1.GetTimestampsResponseH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.percolator.v1.CommandErrorH\x00\x12/\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x1d.percolator.v1.CommitResponseH\x00\x42\x06\n\x04kind\"7\n\rBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.percolator.v1.Result2\x98\x01\n\x04Node\x12\x42\n\x05\x42\x61tch\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse\x12L\n\x0b\x42\x61tchStream\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18percolator/v1/node.proto\x12\rpercolator.v1\x1a\x1d\x62igtable_lite/v1/tablet.proto\x1a\x1apercolator/v1/oracle.proto\"\xab\x02\n\x07\x43ommand\x12\x36\n\tread_rows\x18\x01 \x01(\x0b\x32!.bigtable_lite.v1.ReadRowsRequestH\x00\x12:\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32#.bigtable_lite.v1.MutateRowsRequestH\x00\x12=\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32#.percolator.v1.GetTimestampsRequestH\x00\x12.\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x1c.percolator.v1.CommitRequestH\x00\x12\x35\n\nfresh_read\x18\x05 \x01(\x0b\x32\x1f.percolator.v1.FreshReadRequestH\x00\x42\x06\n\x04kind\"C\n\x10\x46reshReadRequest\x12/\n\x04read\x18\x01 \x01(\x0b\x32!.bigtable_lite.v1.ReadRowsRequest\"Q\n\x11\x46reshReadResponse\x12\n\n\x02ts\x18\x01 \x01(\x04\x12\x30\n\x04read\x18\x02 \x01(\x0b\x32\".bigtable_lite.v1.ReadRowsResponse\"p\n\rCommitRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12\x16\n\x0eprimary_column\x18\x03 \x01(\x0c\x12&\n\x04rows\x18\x04 \x03(\x0b\x32\x18.percolator.v1.CommitRow\"B\n\tCommitRow\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12(\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32\x19.percolator.v1.CommitCell\"X\n\nCommitCell\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x02 \x01(\x08\x12\x19\n\x0cinline_value\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\x0f\n\r_inline_value\"6\n\x0e\x43ommitResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\x11\n\tcommit_ts\x18\x02 \x01(\x04\"8\n\x0c\x42\x61tchRequest\x12(\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x16.percolator.v1.Command\"<\n\x0c\x43ommandError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xdd\x02\n\x06Result\x12\x37\n\tread_rows\x18\x01 \x01(\x0b\x32\".bigtable_lite.v1.ReadRowsResponseH\x00\x12;\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32$.bigtable_lite.v1.MutateRowsResponseH\x00\x12>\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32$.percolator.v1.GetTimestampsResponseH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.percolator.v1.CommandErrorH\x00\x12/\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x1d.percolator.v1.CommitResponseH\x00\x12\x36\n\nfresh_read\x18\x06 \x01(\x0b\x32 .percolator.v1.FreshReadResponseH\x00\x42\x06\n\x04kind\"7\n\rBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.percolator.v1.Result2\x98\x01\n\x04Node\x12\x42\n\x05\x42\x61tch\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse\x12L\n\x0b\x42\x61tchStream\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,23 +34,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'percolator.v1.node_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COMMAND']._serialized_start=103
-  _globals['_COMMAND']._serialized_end=347
-  _globals['_COMMITREQUEST']._serialized_start=349
-  _globals['_COMMITREQUEST']._serialized_end=461
-  _globals['_COMMITROW']._serialized_start=463
-  _globals['_COMMITROW']._serialized_end=529
-  _globals['_COMMITCELL']._serialized_start=531
-  _globals['_COMMITCELL']._serialized_end=619
-  _globals['_COMMITRESPONSE']._serialized_start=621
-  _globals['_COMMITRESPONSE']._serialized_end=675
-  _globals['_BATCHREQUEST']._serialized_start=677
-  _globals['_BATCHREQUEST']._serialized_end=733
-  _globals['_COMMANDERROR']._serialized_start=735
-  _globals['_COMMANDERROR']._serialized_end=795
-  _globals['_RESULT']._serialized_start=798
-  _globals['_RESULT']._serialized_end=1091
-  _globals['_BATCHRESPONSE']._serialized_start=1093
-  _globals['_BATCHRESPONSE']._serialized_end=1148
-  _globals['_NODE']._serialized_start=1151
-  _globals['_NODE']._serialized_end=1303
+  _globals['_COMMAND']._serialized_end=402
+  _globals['_FRESHREADREQUEST']._serialized_start=404
+  _globals['_FRESHREADREQUEST']._serialized_end=471
+  _globals['_FRESHREADRESPONSE']._serialized_start=473
+  _globals['_FRESHREADRESPONSE']._serialized_end=554
+  _globals['_COMMITREQUEST']._serialized_start=556
+  _globals['_COMMITREQUEST']._serialized_end=668
+  _globals['_COMMITROW']._serialized_start=670
+  _globals['_COMMITROW']._serialized_end=736
+  _globals['_COMMITCELL']._serialized_start=738
+  _globals['_COMMITCELL']._serialized_end=826
+  _globals['_COMMITRESPONSE']._serialized_start=828
+  _globals['_COMMITRESPONSE']._serialized_end=882
+  _globals['_BATCHREQUEST']._serialized_start=884
+  _globals['_BATCHREQUEST']._serialized_end=940
+  _globals['_COMMANDERROR']._serialized_start=942
+  _globals['_COMMANDERROR']._serialized_end=1002
+  _globals['_RESULT']._serialized_start=1005
+  _globals['_RESULT']._serialized_end=1354
+  _globals['_BATCHRESPONSE']._serialized_start=1356
+  _globals['_BATCHRESPONSE']._serialized_end=1411
+  _globals['_NODE']._serialized_start=1414
+  _globals['_NODE']._serialized_end=1566
 # @@protoc_insertion_point(module_scope)

@@ -9,16 +9,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Command(_message.Message):
-    __slots__ = ("read_rows", "mutate_rows", "get_timestamps", "commit")
+    __slots__ = ("read_rows", "mutate_rows", "get_timestamps", "commit", "fresh_read")
     READ_ROWS_FIELD_NUMBER: _ClassVar[int]
     MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
     GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
+    FRESH_READ_FIELD_NUMBER: _ClassVar[int]
     read_rows: _tablet_pb2.ReadRowsRequest
     mutate_rows: _tablet_pb2.MutateRowsRequest
     get_timestamps: _oracle_pb2.GetTimestampsRequest
     commit: CommitRequest
-    def __init__(self, read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ...) -> None: ...
+    fresh_read: FreshReadRequest
+    def __init__(self, read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., fresh_read: _Optional[_Union[FreshReadRequest, _Mapping]] = ...) -> None: ...
+
+class FreshReadRequest(_message.Message):
+    __slots__ = ("read",)
+    READ_FIELD_NUMBER: _ClassVar[int]
+    read: _tablet_pb2.ReadRowsRequest
+    def __init__(self, read: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ...) -> None: ...
+
+class FreshReadResponse(_message.Message):
+    __slots__ = ("ts", "read")
+    TS_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    ts: int
+    read: _tablet_pb2.ReadRowsResponse
+    def __init__(self, ts: _Optional[int] = ..., read: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("table", "start_ts", "primary_column", "rows")
@@ -75,18 +91,20 @@ class CommandError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("read_rows", "mutate_rows", "get_timestamps", "error", "commit")
+    __slots__ = ("read_rows", "mutate_rows", "get_timestamps", "error", "commit", "fresh_read")
     READ_ROWS_FIELD_NUMBER: _ClassVar[int]
     MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
     GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
+    FRESH_READ_FIELD_NUMBER: _ClassVar[int]
     read_rows: _tablet_pb2.ReadRowsResponse
     mutate_rows: _tablet_pb2.MutateRowsResponse
     get_timestamps: _oracle_pb2.GetTimestampsResponse
     error: CommandError
     commit: CommitResponse
-    def __init__(self, read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., error: _Optional[_Union[CommandError, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ...) -> None: ...
+    fresh_read: FreshReadResponse
+    def __init__(self, read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., error: _Optional[_Union[CommandError, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., fresh_read: _Optional[_Union[FreshReadResponse, _Mapping]] = ...) -> None: ...
 
 class BatchResponse(_message.Message):
     __slots__ = ("results",)

@@ -59,6 +59,7 @@ class NodeServicer(object):
         later command sees an earlier one's effects on a shared row), a timestamp range
         is contiguous and above every timestamp handed out before the batch arrived.
         A commit (no RPC of its own) runs after the batch's mutations; see CommitRequest.
+        A fresh read (no RPC of its own either) is a GetTimestamps and a ReadRows in one.
         Commands of one batch are concurrent: the server may run them in any order and
         merges those of a kind into one store or oracle call.
 
