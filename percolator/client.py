@@ -25,6 +25,7 @@ from .batching import CoalescingStore
 from .clock import Clock, SystemClock
 from .commit import CommitService, LocalCommit
 from .context import TxnContext
+from .fresh_read import FreshReads, LocalFreshReads
 from .errors import CommitConflict, TransactionError
 from .heartbeat import LockKeeper
 from .layout import DEFAULT_TABLE
@@ -46,9 +47,11 @@ class Client:
                  table: bytes = DEFAULT_TABLE, lock_ttl: float = DEFAULT_LOCK_TTL,
                  lock_wait_timeout: float | None = None, clock: Clock | None = None,
                  limits: Limits = DEFAULT_LIMITS, background_secondaries: bool = False,
-                 commits: CommitService | None = None, owned: Iterable[object] = ()) -> None:
-        """``commits`` runs the commit step (default: in this process, over ``store`` and
-        ``oracle``, secondaries in a background thread if ``background_secondaries``)."""
+                 commits: CommitService | None = None, fresh_reads: FreshReads | None = None,
+                 owned: Iterable[object] = ()) -> None:
+        """``commits`` runs the commit step and ``fresh_reads`` a lazy transaction's first
+        read (default: in this process, over ``store`` and ``oracle``; secondaries in a
+        background thread if ``background_secondaries``)."""
         if not lock_ttl > 0:
             raise ValueError("lock_ttl must be positive")
         self.store = store
@@ -70,7 +73,8 @@ class Client:
             clock=self.clock, limits=limits, lock_ttl=lock_ttl,
             lock_wait_timeout=lock_wait_timeout if lock_wait_timeout is not None
             else max(30.0, 4 * lock_ttl),
-            commits=commits, secondaries=secondaries, is_observed=self._is_observed)
+            commits=commits, fresh_reads=fresh_reads or LocalFreshReads(store, oracle),
+            secondaries=secondaries, is_observed=self._is_observed)
 
     # --- construction ---------------------------------------------------------------------
 
@@ -111,7 +115,7 @@ class Client:
         if batch_commands:
             node = NodeClient(channel, timeout=timeout)
             return cls(node, node, table=table, lock_ttl=lock_ttl, clock=clock, commits=node,
-                       owned=[node, channel])
+                       fresh_reads=node, owned=[node, channel])
         remote = RemoteStore(channel, timeout=timeout)
         oracle = RemoteOracle(channel, timeout=timeout)
         store = CoalescingStore(remote)
@@ -152,13 +156,18 @@ class Client:
 
     # --- transactions ---------------------------------------------------------------------
 
-    def begin(self) -> Transaction:
-        """A new transaction whose snapshot is every commit acknowledged before this call."""
+    def begin(self, *, lazy: bool = False) -> Transaction:
+        """A new transaction whose snapshot is every commit acknowledged before this call.
+
+        ``lazy``: the snapshot is taken by the first read instead, which takes its
+        timestamp with it (over gRPC one hop less); it then holds every commit
+        acknowledged before that read.  :meth:`run` begins its attempts so.
+        """
         if self._closed:
             raise TransactionError("client is closed")
         if time.monotonic() - self._observed_at > OBSERVED_REFRESH:
             self.refresh_observed_columns()
-        return Transaction(self.ctx, self.oracle.get_timestamp())
+        return Transaction(self.ctx, None if lazy else self.oracle.get_timestamp())
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -177,13 +186,14 @@ class Client:
 
         At most ``max_attempts`` runs in all, then the last CommitConflict is re-raised.
         Other exceptions propagate at once.  Writes are never replayed: each attempt
-        is a new snapshot and a new run of ``fn``.
+        is a new snapshot and a new run of ``fn``, taken by its first read
+        (``begin(lazy=True)``).
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         last: CommitConflict | None = None
         for attempt in range(max_attempts):
-            txn = self.begin()
+            txn = self.begin(lazy=True)
             try:
                 result = fn(txn)
             except BaseException:

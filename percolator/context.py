@@ -9,6 +9,7 @@ from bigtable_lite import Limits, TabletStore
 
 from .clock import Clock
 from .commit import CommitService
+from .fresh_read import FreshReads
 from .heartbeat import LockKeeper
 from .oracle import TimestampSource
 from .resolve import LockResolver
@@ -28,6 +29,8 @@ class TxnContext:
     lock_wait_timeout: float
     # Runs the commit step (commit_ts, primary, secondaries): in-process or at the node.
     commits: CommitService
+    # Takes a timestamp and reads at it (a lazy transaction's first read): same choice.
+    fresh_reads: FreshReads
     # The background committer of secondaries, when the commit step hands them off
     # (a remote store without the node's commit command).
     secondaries: SecondaryCommitter | None

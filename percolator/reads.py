@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from bigtable_lite import Cell, DataCorruption, RowRead, ScanRequest, TimeRange
+from bigtable_lite import ALL_TIME, Cell, DataCorruption, RowRead, ScanRequest, TimeRange
 
 from . import layout, records
 from .layout import LOCK, WRITE
@@ -86,42 +86,75 @@ def read_cells(ctx: TxnContext, start_ts: int, keys: Sequence[Key]) -> dict[Key,
     result: dict[Key, bytes | None] = {}
     pending = list(dict.fromkeys(keys)) if len(keys) > 1 else list(keys)
     time_range = TimeRange(0, start_ts)
-    table = ctx.table
     while pending:
-        by_row: dict[bytes, list[bytes]] = {}
-        for row, col in pending:
-            cols = by_row.get(row)
-            if cols is None:
-                by_row[row] = [col]
-            else:
-                cols.append(col)
-        reads = []
-        for row, cols in by_row.items():
-            stored: list[bytes] = []
-            for col in cols:  # layout.lock_column(col), layout.write_column(col), inline
-                stored += (LOCK + col, WRITE + col)
-            reads.append(RowRead(table, row, tuple(stored), (), time_range, 1))
-        locks: list[FoundLock] = []
-        found: dict[Key, records.Write] = {}
-        for (row, cols), cells in zip(by_row.items(), ctx.store.read_rows(reads)):
-            if not cells:
-                for col in cols:
-                    result[(row, col)] = None
-                continue
-            writes = _parse(row, cells, locks)
-            for col in cols:
-                write = writes.get(col)
-                if write is None:
-                    result[(row, col)] = None
-                else:
-                    found[(row, col)] = write
-        if found:
-            result.update(_values(ctx, found))
+        by_row = _by_row(pending)
+        rows = ctx.store.read_rows(_reads(ctx.table, by_row, time_range))
+        locks = _take(ctx, by_row, rows, result)
         if not locks:
             return result
         wait_for_locks(ctx, locks)
         pending = [(f.row, f.column) for f in locks]
     return result
+
+
+def read_cells_fresh(ctx: TxnContext, keys: Sequence[Key]) -> tuple[int, dict[Key, bytes | None]]:
+    """A new start_ts and the snapshot values of the cells at it, the first read taking the
+    timestamp with it (``percolator.fresh_read``: one hop, not two, at a node)."""
+    result: dict[Key, bytes | None] = {}
+    by_row = _by_row(list(dict.fromkeys(keys)) if len(keys) > 1 else keys)
+    start_ts, rows = ctx.fresh_reads.read_at_fresh_timestamp(
+        _reads(ctx.table, by_row, ALL_TIME))
+    locks = _take(ctx, by_row, rows, result)
+    if locks:  # from here on, reads at the timestamp now known
+        wait_for_locks(ctx, locks)
+        result.update(read_cells(ctx, start_ts, [(f.row, f.column) for f in locks]))
+    return start_ts, result
+
+
+def _by_row(keys: Sequence[Key]) -> dict[bytes, list[bytes]]:
+    by_row: dict[bytes, list[bytes]] = {}
+    for row, col in keys:
+        cols = by_row.get(row)
+        if cols is None:
+            by_row[row] = [col]
+        else:
+            cols.append(col)
+    return by_row
+
+
+def _reads(table: bytes, by_row: dict[bytes, list[bytes]], time_range: TimeRange
+           ) -> list[RowRead]:
+    """Per row, the newest lock and write record of each column (at or below time_range)."""
+    reads = []
+    for row, cols in by_row.items():
+        stored: list[bytes] = []
+        for col in cols:  # layout.lock_column(col), layout.write_column(col), inline
+            stored += (LOCK + col, WRITE + col)
+        reads.append(RowRead(table, row, tuple(stored), (), time_range, 1))
+    return reads
+
+
+def _take(ctx: TxnContext, by_row: dict[bytes, list[bytes]], rows: list[list[Cell]],
+          result: dict[Key, bytes | None]) -> list[FoundLock]:
+    """Values of the cells read into ``result``; the locks met (their cells are read again
+    once the locks are resolved)."""
+    locks: list[FoundLock] = []
+    found: dict[Key, records.Write] = {}
+    for (row, cols), cells in zip(by_row.items(), rows):
+        if not cells:
+            for col in cols:
+                result[(row, col)] = None
+            continue
+        writes = _parse(row, cells, locks)
+        for col in cols:
+            write = writes.get(col)
+            if write is None:
+                result[(row, col)] = None
+            else:
+                found[(row, col)] = write
+    if found:
+        result.update(_values(ctx, found))
+    return locks
 
 
 def scan(ctx: TxnContext, start_ts: int, start_row: bytes | None, end_row: bytes | None,

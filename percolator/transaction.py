@@ -25,23 +25,35 @@ class Transaction:
     Reads see this transaction's own buffered writes.  A Transaction belongs to one
     thread; its Client may be shared.  Rows, columns and values are bytes (str is
     accepted and UTF-8 encoded); bad arguments raise before any I/O.
+
+    ``start_ts`` None (``Client.begin(lazy=True)``): the snapshot is taken by the first
+    read, which takes its timestamp with it (one hop less at a node), or when
+    :attr:`start_ts` is first asked for.
     """
 
-    __slots__ = ("start_ts", "_ctx", "_writes", "_weak", "_state", "commit_ts")
+    __slots__ = ("_start_ts", "_ctx", "_writes", "_weak", "_state", "commit_ts")
 
-    def __init__(self, ctx: TxnContext, start_ts: int) -> None:
-        self.start_ts = start_ts
+    def __init__(self, ctx: TxnContext, start_ts: int | None) -> None:
+        self._start_ts = start_ts
         self.commit_ts: int | None = None
         self._ctx = ctx
         self._writes: dict[Key, tuple[bytes, bytes | None]] = {}
         self._weak: set[Key] = set()
         self._state = _ACTIVE
 
+    @property
+    def start_ts(self) -> int:
+        """The snapshot's timestamp (a lazy transaction takes it now if no read did yet)."""
+        ts = self._start_ts
+        if ts is None:
+            ts = self._start_ts = self._ctx.oracle.get_timestamp()
+        return ts
+
     # --- argument checks ------------------------------------------------------------------
 
     def _check_active(self) -> None:
         if self._state is not _ACTIVE:
-            raise TransactionError(f"transaction {self.start_ts} is already {self._state}")
+            raise TransactionError(f"transaction {self._start_ts} is already {self._state}")
 
     def _key(self, row: bytes | str, column: bytes | str, system: bool = False) -> Key:
         r = row if type(row) is bytes else as_bytes(row, "row")
@@ -84,7 +96,14 @@ class Transaction:
         own = self._writes.get(key)
         if own is not None:
             return own[1]
-        return reads.read_cells(self._ctx, self.start_ts, [key])[key]
+        return self._read([key])[key]
+
+    def _read(self, keys: list[Key]) -> dict[Key, bytes | None]:
+        """Snapshot values of cells; the first read of a lazy transaction takes start_ts."""
+        if self._start_ts is not None:
+            return reads.read_cells(self._ctx, self._start_ts, keys)
+        self._start_ts, found = reads.read_cells_fresh(self._ctx, keys)
+        return found
 
     def get_many(self, cells: Iterable[tuple[bytes | str, bytes | str]]
                  ) -> dict[Key, bytes | None]:
@@ -92,7 +111,7 @@ class Transaction:
         self._check_active()
         keys = [self._key(r, c) for r, c in cells]
         missing = [k for k in keys if k not in self._writes]
-        found = reads.read_cells(self._ctx, self.start_ts, missing) if missing else {}
+        found = self._read(missing) if missing else {}
         return {k: self._writes[k][1] if k in self._writes else found[k] for k in keys}
 
     def scan(self, start_row: bytes | str | None = None, end_row: bytes | str | None = None,
@@ -178,7 +197,7 @@ class Transaction:
         keys = [(r, c, self._key(r, SYSTEM_PREFIX + c, system=True)) for r, c in cells]
         stored = [k for _, _, k in keys]
         missing = [k for k in stored if k not in self._writes]
-        found = reads.read_cells(self._ctx, self.start_ts, missing) if missing else {}
+        found = self._read(missing) if missing else {}
         return {(r, c): self._writes[k][1] if k in self._writes else found[k]
                 for r, c, k in keys}
 

@@ -4,7 +4,8 @@ The model is the definition, written as plainly as possible:
 
 * the store is, per cell, a list of committed versions ``(commit_seq, value or None)``;
 * a transaction reads its own buffered writes, else the newest version committed
-  before it began;
+  before it began -- or, begun lazily, before its first read of the store (or its
+  commit, if it never read);
 * a commit fails iff another transaction committed a cell it writes after it began
   (first-committer-wins); a read-only commit always succeeds and writes nothing.
 
@@ -64,7 +65,7 @@ picks = st.integers(0, MAX_OPEN - 1)
 
 @dataclass
 class ModelTxn:
-    start: int
+    start: int | None  # None: begun lazily, no snapshot taken yet
     writes: dict[Key, bytes | None] = field(default_factory=dict)
 
 
@@ -75,9 +76,18 @@ class Model:
         self.seq = 0
         self.versions: dict[Key, list[tuple[int, bytes | None]]] = {}
 
-    def begin(self) -> ModelTxn:
-        self.seq += 1
-        return ModelTxn(self.seq)
+    def begin(self, lazy: bool = False) -> ModelTxn:
+        txn = ModelTxn(None)
+        if not lazy:
+            self.snapshot(txn)
+        return txn
+
+    def snapshot(self, txn: ModelTxn) -> int:
+        """The transaction's snapshot, taken now if it has none yet."""
+        if txn.start is None:
+            self.seq += 1
+            txn.start = self.seq
+        return txn.start
 
     def committed(self, key: Key, before: int) -> bytes | None:
         value = None
@@ -89,10 +99,11 @@ class Model:
     def read(self, txn: ModelTxn, key: Key) -> bytes | None:
         if key in txn.writes:
             return txn.writes[key]
-        return self.committed(key, txn.start)
+        return self.committed(key, self.snapshot(txn))
 
     def scan(self, txn: ModelTxn, start: bytes | None, end: bytes | None,
              columns: list[bytes] | None) -> list[tuple[bytes, bytes, bytes]]:
+        self.snapshot(txn)
         out = []
         for key in sorted(set(self.versions) | set(txn.writes)):
             row, column = key
@@ -109,8 +120,9 @@ class Model:
         """Apply txn's writes; False (nothing applied) on a write-write conflict."""
         if not txn.writes:
             return True
+        start = self.snapshot(txn)
         for key in txn.writes:
-            if any(seq > txn.start for seq, _ in self.versions.get(key, [])):
+            if any(seq > start for seq, _ in self.versions.get(key, [])):
                 return False
         self.seq += 1
         for key, value in txn.writes.items():
@@ -175,17 +187,37 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
         self.open.append((txn, self.model.begin()))
         note(f"T{txn.start_ts} = begin()")
 
+    @precondition(lambda self: len(self.open) < MAX_OPEN)
+    @rule()
+    def begin_lazy(self) -> None:
+        """A snapshot taken by the first read (Client.begin(lazy=True), Client.run)."""
+        self.seen["lazy begin"] += 1
+        txn = self.client.begin(lazy=True)
+        self.open.append((txn, self.model.begin(lazy=True)))
+        note(f"T{len(self.open)} = begin(lazy=True)")
+
+    def check_snapshot_taken(self, txn: Transaction, m: ModelTxn, started: bool) -> None:
+        """A lazy transaction's first read took a timestamp above every one before it."""
+        if not started and m.start is not None:
+            self.seen["lazy snapshot"] += 1
+            assert txn.start_ts > self.last_ts
+            self.last_ts = txn.start_ts
+
     @precondition(lambda self: self.open)
     @rule(i=picks, key=keys)
     def get(self, i: int, key: Key) -> None:
         txn, m = self.pick(i)
+        started = m.start is not None
         assert txn.get(*key) == self.model.read(m, key), f"T{txn.start_ts}.get{key}"
+        self.check_snapshot_taken(txn, m, started)
 
     @precondition(lambda self: self.open)
     @rule(i=picks, wanted=st.lists(keys, min_size=1, max_size=4))
     def get_many(self, i: int, wanted: list[Key]) -> None:
         txn, m = self.pick(i)
+        started = m.start is not None
         assert txn.get_many(wanted) == {k: self.model.read(m, k) for k in wanted}
+        self.check_snapshot_taken(txn, m, started)
 
     @precondition(lambda self: self.open)
     @rule(i=picks, key=keys, value=values)
@@ -220,17 +252,22 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
         if start is not None and end is not None and start > end:
             start, end = end, start
         txn, m = self.pick(i)
+        started = m.start is not None
+        expected = self.model.scan(m, start, end, columns)
+        assert m.start is not None
         if any(v is None and self.model.committed(k, m.start) is not None
                for k, v in m.writes.items()):
             self.seen["scan over a buffered delete of a committed cell"] += 1
-        assert list(txn.scan(start, end, columns)) == self.model.scan(m, start, end, columns), \
+        assert list(txn.scan(start, end, columns)) == expected, \
             f"T{txn.start_ts}.scan({start!r}, {end!r}, {columns!r})"
+        self.check_snapshot_taken(txn, m, started)
 
     @precondition(lambda self: self.open)
     @rule(i=picks)
     def commit(self, i: int) -> None:
         txn, m = self.pick(i)
         self.open.remove((txn, m))
+        started = m.start is not None
         expected = self.model.commit(m)
         try:
             commit_ts = txn.commit()
@@ -242,6 +279,7 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
         note(f"T{txn.start_ts}.commit() -> {commit_ts}")
         assert expected, f"T{txn.start_ts} committed at {commit_ts}; the model says conflict"
         if m.writes:
+            self.check_snapshot_taken(txn, m, started)
             assert commit_ts > self.last_ts
             self.last_ts = commit_ts
             self.seen["commit"] += 1
@@ -255,7 +293,7 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
         txn, m = self.pick(i)
         self.open.remove((txn, m))
         txn.rollback()
-        note(f"T{txn.start_ts}.rollback()")
+        note(f"T{m.start}.rollback()")
 
     @invariant()
     def open_transactions_are_active(self) -> None:
@@ -281,7 +319,7 @@ def test_snapshot_isolation_model(tmp_path: Path) -> None:
             shutil.rmtree(where, ignore_errors=True)
     print(f"exercised: {dict(seen)}")
     # The interesting cases must have come up, or the run proved little.
-    for case in ("commit", "commit conflict", "read-only commit",
+    for case in ("commit", "commit conflict", "read-only commit", "lazy snapshot",
                  "scan over a buffered delete of a committed cell"):
         assert seen[case] > 0, f"no {case!r} in any example"
 
