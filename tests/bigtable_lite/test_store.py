@@ -103,6 +103,22 @@ def test_read_rows_in_one_call(store: Store) -> None:
     assert store.read_rows([]) == []
 
 
+def test_newest_version_in_a_range(store: Store) -> None:
+    """max_versions=1: the newest version at or below max_ts, if it is not below min_ts."""
+    for ts in (1, 5, 9):
+        must_put(store, b"r", b"c", ts, b"v%d" % ts)
+        must_put(store, b"r", b"c\x00", ts, b"w%d" % ts)
+    newest = store.read_row(T, b"r", columns=[b"c\x00", b"c"], time_range=TimeRange(2, 8),
+                            max_versions=1)
+    assert newest == [Cell(b"c", 5, b"v5"), Cell(b"c\x00", 5, b"w5")]
+    assert store.read_row(T, b"r", columns=[b"c"], time_range=TimeRange(6, 8),
+                          max_versions=1) == []
+    assert store.read_row(T, b"r", columns=[b"c"], time_range=TimeRange(0, 0),
+                          max_versions=1) == []
+    assert store.read_row(T, b"r", columns=[b"zz", b"c"], time_range=TimeRange(0, MAX_TS),
+                          max_versions=1) == [Cell(b"c", 9, b"v9")]
+
+
 def test_reads_of_one_timestamp(store: Store) -> None:
     """Exact columns at one ts (served by point lookups): deleted versions, order, repeats."""
     for column in (b"a", b"b", b"b\x00"):
