@@ -287,6 +287,24 @@ def test_no_version_in_one_timestamp_after_deletes(store: Store) -> None:
         assert cam(T, b"r", [VersionAt(b"c", 0, b"held")], [DeleteVersion(b"c", 0)]).applied
 
 
+def test_conditions_see_every_earlier_write_to_their_row(store: Store) -> None:
+    """Interleaved rows: each check sees the writes before it (the engine reuses iterators)."""
+    def claim(row: bytes) -> bool:
+        return store.check_and_mutate(T, row, [NoVersionIn(b"lock")],
+                                      [Put(b"lock", 7, b"mine")]).applied
+
+    rows = [b"r%04d" % i for i in range(300)]
+    for i, row in enumerate(rows):
+        assert claim(row)
+        assert claim(b"other%04d" % i)
+        assert not claim(row)
+        assert not claim(rows[i // 2])
+    batch = store.mutate_rows([RowMutation(T, row, (Put(b"lock", 8, b""),), (NoVersionIn(b"lock"),))
+                               for row in (b"fresh1", rows[0], b"fresh2")])
+    assert [r.applied for r in batch] == [True, False, True]
+    assert not claim(b"fresh1") and not claim(b"fresh2")
+
+
 def test_no_version_in_reports_the_newest_version_in_range(store: Store) -> None:
     for ts in (5, 8, 12):
         must_put(store, b"r", b"c", ts, b"v%d" % ts)
