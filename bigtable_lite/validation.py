@@ -175,7 +175,18 @@ def check_read(r: RowRead, limits: Limits) -> None:
         check_key(table, "table", limits.max_table_bytes)
     if not (type(row) is bytes and 0 < len(row) <= limits.max_row_bytes):
         check_key(row, "row", limits.max_row_bytes)
-    _check_filter(r.columns, r.column_prefixes, r.time_range, r.max_versions, limits)
+    columns, tr, max_versions = r.columns, r.time_range, r.max_versions
+    if (not r.column_prefixes and type(tr) is TimeRange and type(max_versions) is int
+            and 0 <= max_versions <= MAX_VERSIONS):  # the common read: exact columns
+        col_limit = limits.max_column_bytes
+        for c in columns:
+            if not (type(c) is bytes and 0 < len(c) <= col_limit):
+                break
+        else:
+            min_ts, max_ts = tr.min_ts, tr.max_ts
+            if type(min_ts) is int and type(max_ts) is int and 0 <= min_ts <= max_ts <= MAX_TS:
+                return
+    _check_filter(columns, r.column_prefixes, tr, max_versions, limits)
 
 
 def check_reads(reads: Sequence[RowRead], limits: Limits) -> None:

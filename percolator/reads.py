@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from bigtable_lite import Cell, DataCorruption, RowRead, ScanRequest, TimeRange
 
 from . import layout, records
+from .layout import LOCK, WRITE
 from .context import TxnContext
 from .errors import LockWaitTimeout
 from .resolve import FoundLock
@@ -46,10 +47,10 @@ def _parse(row: bytes, cells: Sequence[Cell], locks: list[FoundLock]
     for cell in cells:
         stored = cell.column
         kind = stored[:1]
-        if kind == layout.LOCK:
-            locks.append(FoundLock(row, stored[1:], cell.ts, records.decode_lock(cell.value)))
-        elif kind == layout.WRITE:
+        if kind == WRITE:
             writes[stored[1:]] = records.decode_write(cell.value)
+        elif kind == LOCK:
+            locks.append(FoundLock(row, stored[1:], cell.ts, records.decode_lock(cell.value)))
     return writes
 
 
@@ -64,6 +65,8 @@ def _values(ctx: TxnContext, found: dict[Key, records.Write]) -> dict[Key, bytes
             out[key] = write.value
         else:
             fetch.append((key, write.start_ts))
+    if not fetch:
+        return out
     # Each value may be as large as the value limit: fetch few enough per call that a
     # reply always fits the message limit.
     per_call = max(1, ctx.limits.max_message_bytes // ctx.limits.max_value_bytes - 1)
@@ -81,20 +84,30 @@ def _values(ctx: TxnContext, found: dict[Key, records.Write]) -> dict[Key, bytes
 def read_cells(ctx: TxnContext, start_ts: int, keys: Sequence[Key]) -> dict[Key, bytes | None]:
     """Snapshot values of the cells (None where absent or deleted)."""
     result: dict[Key, bytes | None] = {}
-    pending = list(dict.fromkeys(keys))
+    pending = list(dict.fromkeys(keys)) if len(keys) > 1 else list(keys)
     time_range = TimeRange(0, start_ts)
+    table = ctx.table
     while pending:
         by_row: dict[bytes, list[bytes]] = {}
         for row, col in pending:
-            by_row.setdefault(row, []).append(col)
-        reads = [RowRead(ctx.table, row,
-                         tuple(c for col in cols
-                               for c in (layout.lock_column(col), layout.write_column(col))),
-                         (), time_range, 1)
-                 for row, cols in by_row.items()]
+            cols = by_row.get(row)
+            if cols is None:
+                by_row[row] = [col]
+            else:
+                cols.append(col)
+        reads = []
+        for row, cols in by_row.items():
+            stored: list[bytes] = []
+            for col in cols:  # layout.lock_column(col), layout.write_column(col), inline
+                stored += (LOCK + col, WRITE + col)
+            reads.append(RowRead(table, row, tuple(stored), (), time_range, 1))
         locks: list[FoundLock] = []
         found: dict[Key, records.Write] = {}
         for (row, cols), cells in zip(by_row.items(), ctx.store.read_rows(reads)):
+            if not cells:
+                for col in cols:
+                    result[(row, col)] = None
+                continue
             writes = _parse(row, cells, locks)
             for col in cols:
                 write = writes.get(col)
@@ -102,7 +115,8 @@ def read_cells(ctx: TxnContext, start_ts: int, keys: Sequence[Key]) -> dict[Key,
                     result[(row, col)] = None
                 else:
                     found[(row, col)] = write
-        result.update(_values(ctx, found))
+        if found:
+            result.update(_values(ctx, found))
         if not locks:
             return result
         wait_for_locks(ctx, locks)
