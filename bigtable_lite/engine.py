@@ -350,46 +350,72 @@ class Engine:
                ) -> MutationResult | None:
         """The result for the first condition that does not hold, or None if all hold.
 
-        The caller holds the lock of the row's ``stripe``.
+        The caller holds the lock of the row's ``stripe``.  Point conditions are lookups;
+        range conditions (NoVersionIn over more than one timestamp) need seeks and are
+        evaluated after them in key order, so a seek is skipped where the previous one
+        already landed at or beyond its target (a prewrite's lock and write checks of a
+        cell usually take one seek, not two).  The result is still that of the first
+        failing condition in the given order.
         """
         db = self._db
         columns = self._columns
-        it = None
-        shared = False
+        ranges: list[tuple[bytes, int, NoVersionIn, bytes]] = []
+        failed: MutationResult | None = None
         index = 0
+        for cond in conditions:
+            column = cond.column
+            cpfx = rpfx + (columns.get(column) or self._column(column))
+            if type(cond) is NoVersionIn:
+                ts = cond.max_ts
+                if cond.min_ts != ts:
+                    ranges.append((cpfx + _TS.pack(MAX_TS - ts), index, cond, cpfx))
+                else:  # one version: a lookup, not a seek (see read_rows)
+                    value = db.get(cpfx + _TS.pack(MAX_TS - ts))
+                    if value is not None:
+                        failed = MutationResult(False, index, Cell(column, ts, value))
+                        break
+            else:
+                assert type(cond) is VersionAt
+                value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))
+                if value is None:
+                    failed = MutationResult(False, index, None)
+                    break
+                if cond.value is not None and value != cond.value:
+                    failed = MutationResult(False, index, Cell(column, cond.ts, value))
+                    break
+            index += 1
+        if not ranges:
+            return failed
+        it, shared = self._condition_iterator(stripe)
         try:
-            for cond in conditions:
-                column = cond.column
-                cpfx = rpfx + (columns.get(column) or self._column(column))
-                if type(cond) is NoVersionIn:
-                    ts = cond.max_ts
-                    if cond.min_ts == ts:  # one version: a lookup, not a seek (see read_rows)
-                        value = db.get(cpfx + _TS.pack(MAX_TS - ts))
-                        if value is not None:
-                            return MutationResult(False, index, Cell(column, ts, value))
-                    else:
-                        if it is None:
-                            it, shared = self._condition_iterator(stripe)
-                        it.seek(cpfx + _TS.pack(MAX_TS - ts))
-                        if it.valid():
-                            key = it.key()
-                            if key.startswith(cpfx):
-                                ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
-                                if ts >= cond.min_ts:
-                                    return MutationResult(False, index, Cell(column, ts, it.value()))
-                else:
-                    assert type(cond) is VersionAt
-                    value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))
-                    if value is None:
-                        return MutationResult(False, index, None)
-                    if cond.value is not None and value != cond.value:
-                        return MutationResult(False, index, Cell(column, cond.ts, value))
-                index += 1
-            return None
+            if len(ranges) == 1:  # e.g. a check-and-mutate's "no version yet"
+                seek_to, index, cond, cpfx = ranges[0]
+                it.seek(seek_to)
+                if it.valid():
+                    key = it.key()
+                    if key.startswith(cpfx):
+                        ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
+                        if ts >= cond.min_ts:
+                            return MutationResult(False, index, Cell(cond.column, ts, it.value()))
+                return failed
+            ranges.sort()
+            target = key = b""  # the last seek's target, and the key it landed on (b"": none)
+            for seek_to, index, cond, cpfx in ranges:
+                if failed is not None and failed.failed_condition < index:
+                    continue
+                if not target or (key and key < seek_to):
+                    it.seek(seek_to)  # else: no key in [target, key), so seek(seek_to) is at key
+                    key = it.key() if it.valid() else b""
+                target = seek_to
+                if key.startswith(cpfx):
+                    ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
+                    if ts >= cond.min_ts:
+                        failed = MutationResult(False, index, Cell(cond.column, ts, it.value()))
+            return failed
         finally:
             if shared:
                 self._shared_lock.release()
-            elif it is not None:
+            else:
                 it.close()
 
     def _condition_iterator(self, stripe: int) -> tuple[plyvel.RawIterator, bool]:

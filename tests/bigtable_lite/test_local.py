@@ -9,15 +9,21 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bigtable_lite import (
     Cell,
     DataCorruption,
+    DeleteVersion,
     LocalStore,
+    MutationResult,
+    NoVersionIn,
     Put,
     RowMutation,
     StoreClosed,
     StoreLocked,
+    VersionAt,
 )
 from bigtable_lite.encoding import encode_bytes_list
 from bigtable_lite.engine import LEVELDB_DIR, OWNER_FILE
@@ -158,3 +164,67 @@ def test_empty_row_mutation_does_not_create_its_table(tmp_path: Path) -> None:
     with LocalStore(tmp_path) as store:
         assert store.mutate_rows([RowMutation(b"ghost", b"r")])[0].applied
         assert store.list_tablets() == []
+
+
+# --- conditions against a model ---------------------------------------------------------
+
+_COLUMNS = [b"a", b"a\x00", b"ab", b"b", b"b\xff", b"c"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_conditions_match_a_model(tmp_path_factory: pytest.TempPathFactory,
+                                  data: st.DataObject) -> None:
+    """Random versions and condition lists (the engine evaluates range conditions in key
+    order, reusing seeks): the result is the first failing condition in the given order."""
+    versions = data.draw(st.dictionaries(
+        st.tuples(st.sampled_from(_COLUMNS), st.integers(0, 9)), st.binary(max_size=3),
+        max_size=12))
+    deleted = data.draw(st.sets(st.sampled_from(sorted(versions)) if versions else st.nothing()))
+    ts = st.integers(0, 9)
+    condition = st.one_of(
+        st.builds(lambda c, lo, hi: NoVersionIn(c, min(lo, hi), max(lo, hi)),
+                  st.sampled_from(_COLUMNS), ts, ts),
+        st.builds(NoVersionIn, st.sampled_from(_COLUMNS)),
+        st.builds(VersionAt, st.sampled_from(_COLUMNS), ts),
+        st.builds(VersionAt, st.sampled_from(_COLUMNS), ts, st.binary(max_size=3)))
+    conditions = data.draw(st.lists(condition, max_size=6))
+    live = {k: v for k, v in versions.items() if k not in deleted}
+
+    def expected() -> MutationResult:
+        for i, cond in enumerate(conditions):
+            if isinstance(cond, NoVersionIn):
+                hits = [t for (c, t) in live
+                        if c == cond.column and cond.min_ts <= t <= cond.max_ts]
+                if hits:
+                    newest = max(hits)
+                    return MutationResult(False, i,
+                                          Cell(cond.column, newest, live[(cond.column, newest)]))
+            else:
+                value = live.get((cond.column, cond.ts))
+                if value is None:
+                    return MutationResult(False, i, None)
+                if cond.value is not None and value != cond.value:
+                    return MutationResult(False, i, Cell(cond.column, cond.ts, value))
+        return MutationResult(True)
+
+    with LocalStore(tmp_path_factory.mktemp("model")) as store:
+        store.mutate_rows([RowMutation(b"t", row, tuple(Put(c, t, v)
+                                                        for (c, t), v in versions.items()))
+                           for row in (b"r", b"r\x00", b"q")])
+        store.mutate_rows([RowMutation(b"t", b"r", tuple(DeleteVersion(c, t) for c, t in deleted))])
+        result = store.mutate_rows([RowMutation(b"t", b"r", (Put(b"z", 1, b""),),
+                                                tuple(conditions))])[0]
+        assert result == expected()
+
+
+def test_range_conditions_out_of_key_order(local_store: LocalStore) -> None:
+    local = local_store
+    """A later condition on a smaller column must not reuse an earlier seek's position."""
+    assert local.check_and_mutate(T, b"r", (), [Put(b"a", 5, b"A"), Put(b"c", 5, b"C")]).applied
+    res = local.check_and_mutate(T, b"r", [NoVersionIn(b"b"), NoVersionIn(b"a", 0, 9)],
+                                 [Put(b"z", 1, b"")])
+    assert res == MutationResult(False, 1, Cell(b"a", 5, b"A"))
+    res = local.check_and_mutate(T, b"r", [NoVersionIn(b"c", 6, 9), NoVersionIn(b"a", 6, 9),
+                                           NoVersionIn(b"c", 0, 9)], [Put(b"z", 1, b"")])
+    assert res == MutationResult(False, 2, Cell(b"c", 5, b"C"))
