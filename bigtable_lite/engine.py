@@ -359,6 +359,26 @@ class Engine:
         """
         db = self._db
         columns = self._columns
+        if len(conditions) == 1:  # the commonest shape: a check-and-mutate's one condition
+            cond = conditions[0]
+            if type(cond) is NoVersionIn and cond.min_ts != cond.max_ts:
+                column = cond.column
+                cpfx = rpfx + (columns.get(column) or self._column(column))
+                it, shared = self._condition_iterator(stripe)
+                try:
+                    it.seek(cpfx + _TS.pack(MAX_TS - cond.max_ts))
+                    if it.valid():
+                        key = it.key()
+                        if key.startswith(cpfx):
+                            ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
+                            if ts >= cond.min_ts:
+                                return MutationResult(False, 0, Cell(column, ts, it.value()))
+                    return None
+                finally:
+                    if shared:
+                        self._shared_lock.release()
+                    else:
+                        it.close()
         ranges: list[tuple[bytes, int, NoVersionIn, bytes]] = []
         failed: MutationResult | None = None
         index = 0
@@ -388,16 +408,6 @@ class Engine:
             return failed
         it, shared = self._condition_iterator(stripe)
         try:
-            if len(ranges) == 1:  # e.g. a check-and-mutate's "no version yet"
-                seek_to, index, cond, cpfx = ranges[0]
-                it.seek(seek_to)
-                if it.valid():
-                    key = it.key()
-                    if key.startswith(cpfx):
-                        ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
-                        if ts >= cond.min_ts:
-                            return MutationResult(False, index, Cell(cond.column, ts, it.value()))
-                return failed
             ranges.sort()
             target = key = b""  # the last seek's target, and the key it landed on (b"": none)
             for seek_to, index, cond, cpfx in ranges:
