@@ -124,6 +124,7 @@ class Engine:
         self._inflight: deque[None] = deque()
         self._state = threading.Condition()
         self._closed = False
+        self._closing = threading.Lock()  # held by close() while it closes the database
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -149,7 +150,8 @@ class Engine:
             self._closed = True
             self._state.wait_for(lambda: not self._inflight, timeout=timeout)
         self._drop_shared_iterator()
-        self._db.close()
+        with self._closing:
+            self._db.close()
         self._owner.close()
 
     @property
@@ -235,10 +237,20 @@ class Engine:
                 if not position:
                     return
         finally:
+            # Never while close() tears the database down: releasing a snapshot then crashed
+            # the process (segfault).  While the store is open, release it as an in-flight
+            # operation (close() waits for those); once closing has begun, after the
+            # database is closed (which released it: close() is then a no-op).
             try:
-                snapshot.close()
-            except RuntimeError:
-                pass  # the database was closed first; LevelDB released the snapshot with it
+                self._enter()
+            except StoreClosed:
+                with self._closing:
+                    snapshot.close()
+            else:
+                try:
+                    snapshot.close()
+                finally:
+                    self._exit()
 
     # --- check-and-mutate -----------------------------------------------------------------
 
