@@ -642,17 +642,22 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, byt
     """The cells of one row: the wanted (column, escaped column)s, else those under prefixes."""
     cells: list[Cell] = []
     if wanted:
-        if max_versions == 1:  # the newest version at or below max_ts: one seek, inline
+        if max_versions == 1:  # the newest version at or below max_ts: one seek each, inline
+            # Columns ascend, so seek targets do: where the previous seek landed at or past
+            # this target, no key lies in between and this seek would land there too (a
+            # transaction's read of a cell's lock and write columns: usually one seek).
             seek_ts = _TS.pack(MAX_TS - max_ts)
+            key: bytes | None = None  # where the last seek landed (b"": past the end)
             for column, escaped in wanted:
                 cpfx = rpfx + escaped
-                it.seek(cpfx + seek_ts)
-                if it.valid():
-                    key = it.key()
-                    if key.startswith(cpfx):
-                        ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
-                        if ts >= min_ts:
-                            cells.append(Cell(column, ts, it.value()))
+                target = cpfx + seek_ts
+                if key is None or (key and key < target):
+                    it.seek(target)
+                    key = it.key() if it.valid() else b""
+                if key.startswith(cpfx):
+                    ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
+                    if ts >= min_ts:
+                        cells.append(Cell(column, ts, it.value()))
             return cells
         for column, escaped in wanted:
             _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions, cells)

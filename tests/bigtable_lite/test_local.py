@@ -21,8 +21,10 @@ from bigtable_lite import (
     NoVersionIn,
     Put,
     RowMutation,
+    RowRead,
     StoreClosed,
     StoreLocked,
+    TimeRange,
     VersionAt,
 )
 from bigtable_lite.encoding import encode_bytes_list
@@ -265,3 +267,30 @@ def test_range_conditions_out_of_key_order(local_store: LocalStore) -> None:
     res = local.check_and_mutate(T, b"r", [NoVersionIn(b"c", 6, 9), NoVersionIn(b"a", 6, 9),
                                            NoVersionIn(b"c", 0, 9)], [Put(b"z", 1, b"")])
     assert res == MutationResult(False, 2, Cell(b"c", 5, b"C"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_newest_version_reads_match_a_model(tmp_path_factory: pytest.TempPathFactory,
+                                            data: st.DataObject) -> None:
+    """max_versions=1 reads of several columns (the engine reuses a seek that already landed
+    past the next column's target): the newest live version in range of each column."""
+    versions = data.draw(st.dictionaries(
+        st.tuples(st.sampled_from(_COLUMNS), st.integers(0, 9)), st.binary(max_size=3),
+        max_size=12))
+    deleted = data.draw(st.sets(st.sampled_from(sorted(versions)) if versions else st.nothing()))
+    columns = data.draw(st.lists(st.sampled_from(_COLUMNS), min_size=1, max_size=6))
+    low, high = sorted(data.draw(st.tuples(st.integers(0, 9), st.integers(0, 9))))
+    live = {k: v for k, v in versions.items() if k not in deleted}
+    expected = []
+    for column in sorted(set(columns)):
+        hits = [t for (c, t) in live if c == column and low <= t <= high]
+        if hits:
+            expected.append(Cell(column, max(hits), live[(column, max(hits))]))
+    with LocalStore(tmp_path_factory.mktemp("reads")) as store:
+        for row in (b"q", b"r", b"r\x00"):
+            store.mutate_rows([RowMutation(b"t", row, tuple(Put(c, t, v)
+                                                            for (c, t), v in versions.items()))])
+        store.mutate_rows([RowMutation(b"t", b"r", tuple(DeleteVersion(c, t) for c, t in deleted))])
+        got = store.read_rows([RowRead(b"t", b"r", tuple(columns), (), TimeRange(low, high), 1)])
+        assert got == [expected]
