@@ -18,7 +18,6 @@ under concurrency this is fsync per *group* of writes.
 from __future__ import annotations
 
 import fcntl
-import itertools
 import os
 import struct
 import threading
@@ -98,21 +97,6 @@ class Engine:
         self.sync = sync
         self._sync = sync == "always"
         self._row_locks = [threading.Lock() for _ in range(_STRIPES)]
-        # One LevelDB iterator kept for condition checks, reused while it is fresh enough.
-        # Why: creating one costs about as much as the seek itself, and a check-and-mutate
-        # of a fresh row needs nothing newer than "every write to *its* row so far".  An
-        # iterator sees the store as of its creation, so it may serve a check of a row
-        # whose stripe was last written before it was created: each write, under its
-        # stripe's lock, stamps the stripe with a generation taken after the write; the
-        # iterator is stamped with one taken before it is created.  Stamp older than the
-        # iterator's: the write is visible to it.  One thread at a time uses it (a try-lock;
-        # others create their own), and compactions and close() drop it, so it pins at
-        # most one version of the database.
-        self._generation = itertools.count(1)
-        self._written = [0] * _STRIPES
-        self._shared_it: plyvel.RawIterator | None = None
-        self._shared_gen = 0
-        self._shared_lock = threading.Lock()
         self._table_prefixes: dict[bytes, bytes] = {}
         # Escaped column names: every key a mutation or condition touches needs one, and
         # a store sees few distinct columns (a dict lookup is ~3x cheaper than escape()).
@@ -149,7 +133,6 @@ class Engine:
                 return
             self._closed = True
             self._state.wait_for(lambda: not self._inflight, timeout=timeout)
-        self._drop_shared_iterator()
         with self._closing:
             self._db.close()
         self._owner.close()
@@ -294,11 +277,9 @@ class Engine:
                 for m, rpfx in zip(mutations, prefixes):
                     if rpfx in staged:  # make earlier effects on this row visible first
                         wb.write()
-                        self._stamp(stripes)
                         wb = db.write_batch(sync=sync)
                         staged.clear()
-                    result = (self._check(m.conditions, rpfx, hash(rpfx) & _STRIPE_MASK)
-                              if m.conditions else None)
+                    result = self._check(m.conditions, rpfx) if m.conditions else None
                     if result is None:
                         muts = m.mutations
                         if len(muts) == 1 and type(muts[0]) is Put:  # the common case, inline
@@ -314,7 +295,6 @@ class Engine:
                     results.append(result)
                 if staged:
                     wb.write()
-                    self._stamp(stripes)
                 return results
             finally:
                 for i in stripes:
@@ -326,8 +306,7 @@ class Engine:
         """One row: the common case of the transaction layer, kept short."""
         sync = sync or self._sync
         rpfx = self._row_prefix(m.table, m.row)
-        stripe = hash(rpfx) & _STRIPE_MASK  # the row's key prefix names its lock
-        lock = self._row_locks[stripe]
+        lock = self._row_locks[hash(rpfx) & _STRIPE_MASK]  # the row's key prefix names it
         muts = m.mutations
         inflight = self._inflight
         inflight.append(None)  # _enter(), inline on this hot path
@@ -336,7 +315,7 @@ class Engine:
                 raise StoreClosed(f"store at {self.path} is closed")
             with lock:
                 if m.conditions:
-                    failed = self._check(m.conditions, rpfx, stripe)
+                    failed = self._check(m.conditions, rpfx)
                     if failed is not None:
                         return failed
                 if len(muts) == 1 and type(muts[0]) is Put:  # no WriteBatch needed
@@ -348,9 +327,6 @@ class Engine:
                     wb = self._db.write_batch(sync=sync)
                     self._stage(m, rpfx, wb)
                     wb.write()
-                else:
-                    return APPLIED
-                self._written[stripe] = next(self._generation)  # see _condition_iterator
                 return APPLIED
         finally:
             inflight.pop()  # _exit(), inline
@@ -358,121 +334,44 @@ class Engine:
                 with self._state:
                     self._state.notify_all()
 
-    def _check(self, conditions: Sequence[Condition], rpfx: bytes, stripe: int
-               ) -> MutationResult | None:
-        """The result for the first condition that does not hold, or None if all hold.
-
-        The caller holds the lock of the row's ``stripe``.  Point conditions are lookups;
-        range conditions (NoVersionIn over more than one timestamp) need seeks and are
-        evaluated after them in key order, so a seek is skipped where the previous one
-        already landed at or beyond its target (a prewrite's lock and write checks of a
-        cell usually take one seek, not two).  The result is still that of the first
-        failing condition in the given order.
-        """
+    def _check(self, conditions: Sequence[Condition], rpfx: bytes) -> MutationResult | None:
+        """The result for the first condition that does not hold, or None if all hold."""
         db = self._db
         columns = self._columns
-        if len(conditions) == 1:  # the commonest shape: a check-and-mutate's one condition
-            cond = conditions[0]
-            if type(cond) is NoVersionIn and cond.min_ts != cond.max_ts:
+        it = None
+        index = 0
+        try:
+            for cond in conditions:
                 column = cond.column
                 cpfx = rpfx + (columns.get(column) or self._column(column))
-                it, shared = self._condition_iterator(stripe)
-                try:
-                    it.seek(cpfx + _TS.pack(MAX_TS - cond.max_ts))
-                    if it.valid():
-                        key = it.key()
-                        if key.startswith(cpfx):
-                            ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
-                            if ts >= cond.min_ts:
-                                return MutationResult(False, 0, Cell(column, ts, it.value()))
-                    return None
-                finally:
-                    if shared:
-                        self._shared_lock.release()
+                if type(cond) is NoVersionIn:
+                    ts = cond.max_ts
+                    if cond.min_ts == ts:  # one version: a lookup, not a seek (see read_rows)
+                        value = db.get(cpfx + _TS.pack(MAX_TS - ts))
+                        if value is not None:
+                            return MutationResult(False, index, Cell(column, ts, value))
                     else:
-                        it.close()
-        ranges: list[tuple[bytes, int, NoVersionIn, bytes]] = []
-        failed: MutationResult | None = None
-        index = 0
-        for cond in conditions:
-            column = cond.column
-            cpfx = rpfx + (columns.get(column) or self._column(column))
-            if type(cond) is NoVersionIn:
-                ts = cond.max_ts
-                if cond.min_ts != ts:
-                    ranges.append((cpfx + _TS.pack(MAX_TS - ts), index, cond, cpfx))
-                else:  # one version: a lookup, not a seek (see read_rows)
-                    value = db.get(cpfx + _TS.pack(MAX_TS - ts))
-                    if value is not None:
-                        failed = MutationResult(False, index, Cell(column, ts, value))
-                        break
-            else:
-                assert type(cond) is VersionAt
-                value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))
-                if value is None:
-                    failed = MutationResult(False, index, None)
-                    break
-                if cond.value is not None and value != cond.value:
-                    failed = MutationResult(False, index, Cell(column, cond.ts, value))
-                    break
-            index += 1
-        if not ranges:
-            return failed
-        it, shared = self._condition_iterator(stripe)
-        try:
-            ranges.sort()
-            target = key = b""  # the last seek's target, and the key it landed on (b"": none)
-            for seek_to, index, cond, cpfx in ranges:
-                if failed is not None and failed.failed_condition < index:
-                    continue
-                if not target or (key and key < seek_to):
-                    it.seek(seek_to)  # else: no key in [target, key), so seek(seek_to) is at key
-                    key = it.key() if it.valid() else b""
-                target = seek_to
-                if key.startswith(cpfx):
-                    ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
-                    if ts >= cond.min_ts:
-                        failed = MutationResult(False, index, Cell(cond.column, ts, it.value()))
-            return failed
+                        if it is None:
+                            it = db.raw_iterator()
+                        it.seek(cpfx + _TS.pack(MAX_TS - ts))
+                        if it.valid():
+                            key = it.key()
+                            if key.startswith(cpfx):
+                                ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
+                                if ts >= cond.min_ts:
+                                    return MutationResult(False, index, Cell(column, ts, it.value()))
+                else:
+                    assert type(cond) is VersionAt
+                    value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))
+                    if value is None:
+                        return MutationResult(False, index, None)
+                    if cond.value is not None and value != cond.value:
+                        return MutationResult(False, index, Cell(column, cond.ts, value))
+                index += 1
+            return None
         finally:
-            if shared:
-                self._shared_lock.release()
-            else:
-                it.close()
-
-    def _condition_iterator(self, stripe: int) -> tuple[plyvel.RawIterator, bool]:
-        """An iterator that sees every write to the rows of ``stripe`` so far, and whether it
-        is the shared one (then the caller releases ``_shared_lock``, else closes it).
-
-        The caller holds the stripe's lock, so no write to its rows is under way.
-        """
-        if not self._shared_lock.acquire(blocking=False):
-            return self._db.raw_iterator(), False
-        try:
-            it = self._shared_it
-            if it is None or self._written[stripe] >= self._shared_gen:
-                if it is not None:
-                    self._shared_it = None
-                    it.close()
-                self._shared_gen = next(self._generation)  # before creating: see __init__
-                it = self._shared_it = self._db.raw_iterator()
-            return it, True
-        except BaseException:
-            self._shared_lock.release()
-            raise
-
-    def _drop_shared_iterator(self) -> None:
-        """Release the shared iterator (and the database version it pins)."""
-        with self._shared_lock:
-            it, self._shared_it = self._shared_it, None
             if it is not None:
                 it.close()
-
-    def _stamp(self, stripes: Sequence[int]) -> None:
-        """Record a write to the rows of ``stripes`` (called after it, under their locks)."""
-        generation = next(self._generation)
-        for i in stripes:
-            self._written[i] = generation
 
     def _stage(self, m: RowMutation, rpfx: bytes, wb: plyvel.WriteBatch) -> None:
         """Add m's mutations to wb (the caller holds the row's lock)."""
@@ -537,7 +436,6 @@ class Engine:
         """LevelDB's CompactRange over [start, stop) (see compact_table for why that is not enough)."""
         self._enter()
         try:
-            self._drop_shared_iterator()  # so the files it pins can go
             self._db.compact_range(start=start, stop=stop)
         finally:
             self._exit()
