@@ -147,13 +147,19 @@ class Engine:
         """Read rows from one consistent snapshot.
 
         A read of exact columns at one timestamp is a point lookup per column; other
-        reads share one iterator of the snapshot.  Why: a seek steps over every deleted
-        version after its target until a compaction drops them (a cell whose versions
-        are written and deleted over and over collects thousands), a lookup does not.
+        reads share one iterator.  Why: a seek steps over every deleted version after
+        its target until a compaction drops them (a cell whose versions are written and
+        deleted over and over collects thousands), a lookup does not.  Lookups and the
+        iterator read from one explicit snapshot; without lookups the iterator alone is one.
         """
         self._enter()
         try:
-            snapshot = self._db.snapshot()
+            snapshot = None
+            for r in reads:
+                if r.columns and r.time_range.min_ts == r.time_range.max_ts:
+                    snapshot = self._db.snapshot()
+                    break
+            source = self._db if snapshot is None else snapshot
             it = None
             try:
                 out = []
@@ -163,19 +169,20 @@ class Engine:
                     if r.columns:
                         wanted = self._wanted(r.columns)
                         if tr.min_ts == tr.max_ts:
-                            out.append(_get_versions(snapshot, rpfx, wanted, tr.min_ts))
+                            out.append(_get_versions(source, rpfx, wanted, tr.min_ts))
                             continue
                     else:
                         wanted = []
                     if it is None:
-                        it = snapshot.raw_iterator()
+                        it = source.raw_iterator()
                     out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
                                          tr.min_ts, tr.max_ts, r.max_versions))
                 return out
             finally:
                 if it is not None:
                     it.close()
-                snapshot.close()
+                if snapshot is not None:
+                    snapshot.close()
         finally:
             self._exit()
 
@@ -503,13 +510,13 @@ def _normalise_prefixes(prefixes: Sequence[bytes]) -> list[bytes]:
     return kept
 
 
-def _get_versions(snapshot: plyvel.Snapshot, rpfx: bytes, wanted: list[tuple[bytes, bytes]],
-                  ts: int) -> list[Cell]:
+def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
+                  wanted: list[tuple[bytes, bytes]], ts: int) -> list[Cell]:
     """The version at ``ts`` of each wanted (column, escaped column) that has one."""
     cells: list[Cell] = []
     its = _TS.pack(MAX_TS - ts)
     for column, escaped in wanted:
-        value = snapshot.get(rpfx + escaped + its)
+        value = source.get(rpfx + escaped + its)
         if value is not None:
             cells.append(Cell(column, ts, value))
     return cells
