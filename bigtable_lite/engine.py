@@ -63,6 +63,7 @@ SYNC_MODES: tuple[str, ...] = ("none", "always")
 _STRIPES = 4096  # row lock stripes; a power of two
 _STRIPE_MASK = _STRIPES - 1
 _MAX_CACHED_TABLES = 1024  # table key prefixes kept; bounded against clients inventing tables
+_MAX_CACHED_COLUMNS = 1 << 16  # escaped column names kept, bounded likewise
 _TS = struct.Struct(">Q")
 _SCAN_CHUNK_ROWS = 256
 LEVELDB_DIR = "leveldb"
@@ -97,6 +98,9 @@ class Engine:
         self._sync = sync == "always"
         self._row_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._table_prefixes: dict[bytes, bytes] = {}
+        # Escaped column names: every key a mutation or condition touches needs one, and
+        # a store sees few distinct columns (a dict lookup is ~3x cheaper than escape()).
+        self._columns: dict[bytes, bytes] = {}
         # In-flight operations, one deque entry each; close() waits for them so LevelDB is
         # never closed under a call.  deque.append/pop are atomic under the GIL, which makes
         # entering and leaving ~10x cheaper than a Condition; the Condition is only used
@@ -104,6 +108,7 @@ class Engine:
         self._inflight: deque[None] = deque()
         self._state = threading.Condition()
         self._closed = False
+        self._closing = threading.Lock()  # held by close() while it closes the database
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -128,7 +133,8 @@ class Engine:
                 return
             self._closed = True
             self._state.wait_for(lambda: not self._inflight, timeout=timeout)
-        self._db.close()
+        with self._closing:
+            self._db.close()
         self._owner.close()
 
     @property
@@ -138,25 +144,60 @@ class Engine:
     # --- reads ----------------------------------------------------------------------------
 
     def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
-        """Read rows from one consistent snapshot (one LevelDB iterator)."""
+        """Read rows from one consistent snapshot.
+
+        A read of exact columns at one timestamp is a point lookup per column; other
+        reads share one iterator.  Why: a seek steps over every deleted version after
+        its target until a compaction drops them (a cell whose versions are written and
+        deleted over and over collects thousands), a lookup does not.  Lookups and the
+        iterator read from one explicit snapshot; without lookups the iterator alone is one.
+        """
         self._enter()
         try:
-            it = self._db.raw_iterator()
+            snapshot = None
+            for r in reads:
+                if r.columns and r.time_range.min_ts == r.time_range.max_ts:
+                    snapshot = self._db.snapshot()
+                    break
+            source = self._db if snapshot is None else snapshot
+            it = None
             try:
                 out = []
                 for r in reads:
                     rpfx = self._row_prefix(r.table, r.row)
-                    out.append(_read_row(it, rpfx, r.columns, r.column_prefixes,
-                                         r.time_range.min_ts, r.time_range.max_ts, r.max_versions))
+                    tr = r.time_range
+                    if r.columns:
+                        wanted = self._wanted(r.columns)
+                        if tr.min_ts == tr.max_ts:
+                            out.append(_get_versions(source, rpfx, wanted, tr.min_ts))
+                            continue
+                    else:
+                        wanted = []
+                    if it is None:
+                        it = source.raw_iterator()
+                    out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
+                                         tr.min_ts, tr.max_ts, r.max_versions))
                 return out
             finally:
-                it.close()
+                if it is not None:
+                    it.close()
+                if snapshot is not None:
+                    snapshot.close()
         finally:
             self._exit()
+
+    def _wanted(self, columns: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        """(column, escaped column) of each distinct column, ascending: what a read selects."""
+        cache = self._columns
+        if len(columns) == 1:
+            column = columns[0]
+            return [(column, cache.get(column) or self._column(column))]
+        return [(c, cache.get(c) or self._column(c)) for c in sorted(set(columns))]
 
     def scan(self, s: ScanRequest) -> Iterator[Row]:
         """Rows of [start_row, end_row) from one snapshot, in chunks so close() is never blocked long."""
         tpfx = table_prefix(s.table)
+        wanted = self._wanted(s.columns) if s.columns else []
         stop = tpfx + escape(s.end_row) if s.end_row is not None else after_table(tpfx)
         position = tpfx + escape(s.start_row) if s.start_row is not None else tpfx
         remaining = s.limit if s.limit else -1
@@ -172,7 +213,8 @@ class Engine:
                 try:
                     it = snapshot.raw_iterator()
                     try:
-                        position = _scan_chunk(it, s, tpfx, position, stop, remaining, chunk)
+                        position = _scan_chunk(it, s, wanted, tpfx, position, stop, remaining,
+                                               chunk)
                     finally:
                         it.close()
                 except RuntimeError as exc:  # plyvel: database closed under the snapshot
@@ -185,10 +227,20 @@ class Engine:
                 if not position:
                     return
         finally:
+            # Never while close() tears the database down: releasing a snapshot then crashed
+            # the process (segfault).  While the store is open, release it as an in-flight
+            # operation (close() waits for those); once closing has begun, after the
+            # database is closed (which released it: close() is then a no-op).
             try:
-                snapshot.close()
-            except RuntimeError:
-                pass  # the database was closed first; LevelDB released the snapshot with it
+                self._enter()
+            except StoreClosed:
+                with self._closing:
+                    snapshot.close()
+            else:
+                try:
+                    snapshot.close()
+                finally:
+                    self._exit()
 
     # --- check-and-mutate -----------------------------------------------------------------
 
@@ -199,6 +251,13 @@ class Engine:
             if len(self._table_prefixes) < _MAX_CACHED_TABLES:
                 self._table_prefixes[table] = tpfx
         return tpfx + escape(row)
+
+    def _column(self, column: bytes) -> bytes:
+        """escape(column), cached (callers try ``self._columns.get`` inline first)."""
+        escaped = escape(column)
+        if len(self._columns) < _MAX_CACHED_COLUMNS:
+            self._columns[column] = escaped
+        return escaped
 
     def mutate(self, mutations: Sequence[RowMutation], *, sync: bool = False) -> list[MutationResult]:
         """Apply each row mutation atomically (conditions checked under the row's lock).
@@ -232,8 +291,9 @@ class Engine:
                         muts = m.mutations
                         if len(muts) == 1 and type(muts[0]) is Put:  # the common case, inline
                             put = muts[0]
-                            wb.put(rpfx + escape(put.column) + _TS.pack(MAX_TS - put.ts),
-                                   put.value)
+                            column = put.column
+                            wb.put(rpfx + (self._columns.get(column) or self._column(column))
+                                   + _TS.pack(MAX_TS - put.ts), put.value)
                             staged.add(rpfx)
                         elif muts:
                             self._stage(m, rpfx, wb)
@@ -255,8 +315,11 @@ class Engine:
         rpfx = self._row_prefix(m.table, m.row)
         lock = self._row_locks[hash(rpfx) & _STRIPE_MASK]  # the row's key prefix names it
         muts = m.mutations
-        self._enter()
+        inflight = self._inflight
+        inflight.append(None)  # _enter(), inline on this hot path
         try:
+            if self._closed:
+                raise StoreClosed(f"store at {self.path} is closed")
             with lock:
                 if m.conditions:
                     failed = self._check(m.conditions, rpfx)
@@ -264,40 +327,54 @@ class Engine:
                         return failed
                 if len(muts) == 1 and type(muts[0]) is Put:  # no WriteBatch needed
                     put = muts[0]
-                    self._db.put(rpfx + escape(put.column) + _TS.pack(MAX_TS - put.ts),
-                                 put.value, sync=sync)
+                    column = put.column
+                    self._db.put(rpfx + (self._columns.get(column) or self._column(column))
+                                 + _TS.pack(MAX_TS - put.ts), put.value, sync=sync)
                 elif muts:
                     wb = self._db.write_batch(sync=sync)
                     self._stage(m, rpfx, wb)
                     wb.write()
                 return APPLIED
         finally:
-            self._exit()
+            inflight.pop()  # _exit(), inline
+            if self._closed:
+                with self._state:
+                    self._state.notify_all()
 
     def _check(self, conditions: Sequence[Condition], rpfx: bytes) -> MutationResult | None:
         """The result for the first condition that does not hold, or None if all hold."""
         db = self._db
+        columns = self._columns
         it = None
+        index = 0
         try:
-            for index, cond in enumerate(conditions):
-                cpfx = rpfx + escape(cond.column)
+            for cond in conditions:
+                column = cond.column
+                cpfx = rpfx + (columns.get(column) or self._column(column))
                 if type(cond) is NoVersionIn:
-                    if it is None:
-                        it = db.raw_iterator()
-                    it.seek(cpfx + _TS.pack(MAX_TS - cond.max_ts))
-                    if it.valid():
-                        key = it.key()
-                        if key.startswith(cpfx):
-                            ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
-                            if ts >= cond.min_ts:
-                                return MutationResult(False, index, Cell(cond.column, ts, it.value()))
+                    ts = cond.max_ts
+                    if cond.min_ts == ts:  # one version: a lookup, not a seek (see read_rows)
+                        value = db.get(cpfx + _TS.pack(MAX_TS - ts))
+                        if value is not None:
+                            return MutationResult(False, index, Cell(column, ts, value))
+                    else:
+                        if it is None:
+                            it = db.raw_iterator()
+                        it.seek(cpfx + _TS.pack(MAX_TS - ts))
+                        if it.valid():
+                            key = it.key()
+                            if key.startswith(cpfx):
+                                ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
+                                if ts >= cond.min_ts:
+                                    return MutationResult(False, index, Cell(column, ts, it.value()))
                 else:
                     assert type(cond) is VersionAt
                     value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))
                     if value is None:
                         return MutationResult(False, index, None)
                     if cond.value is not None and value != cond.value:
-                        return MutationResult(False, index, Cell(cond.column, cond.ts, value))
+                        return MutationResult(False, index, Cell(column, cond.ts, value))
+                index += 1
             return None
         finally:
             if it is not None:
@@ -305,8 +382,10 @@ class Engine:
 
     def _stage(self, m: RowMutation, rpfx: bytes, wb: plyvel.WriteBatch) -> None:
         """Add m's mutations to wb (the caller holds the row's lock)."""
+        columns = self._columns
         for mut in m.mutations:
-            cpfx = rpfx + escape(mut.column)
+            column = mut.column
+            cpfx = rpfx + (columns.get(column) or self._column(column))
             if type(mut) is Put:
                 wb.put(cpfx + _TS.pack(MAX_TS - mut.ts), mut.value)
             elif type(mut) is DeleteVersion:
@@ -431,6 +510,18 @@ def _normalise_prefixes(prefixes: Sequence[bytes]) -> list[bytes]:
     return kept
 
 
+def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
+                  wanted: list[tuple[bytes, bytes]], ts: int) -> list[Cell]:
+    """The version at ``ts`` of each wanted (column, escaped column) that has one."""
+    cells: list[Cell] = []
+    its = _TS.pack(MAX_TS - ts)
+    for column, escaped in wanted:
+        value = source.get(rpfx + escaped + its)
+        if value is not None:
+            cells.append(Cell(column, ts, value))
+    return cells
+
+
 def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts: int,
                       min_ts: int, max_versions: int, cells: list[Cell]) -> None:
     """Append the versions of one cell within [min_ts, max_ts], newest first."""
@@ -451,12 +542,30 @@ def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts
         it.next()
 
 
-def _read_row(it: plyvel.RawIterator, rpfx: bytes, columns: Sequence[bytes],
+def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, bytes]],
               prefixes: Sequence[bytes], min_ts: int, max_ts: int, max_versions: int) -> list[Cell]:
+    """The cells of one row: the wanted (column, escaped column)s, else those under prefixes."""
     cells: list[Cell] = []
-    if columns:
-        for column in columns if len(columns) == 1 else sorted(set(columns)):
-            _collect_versions(it, rpfx + escape(column), column, max_ts, min_ts, max_versions, cells)
+    if wanted:
+        if max_versions == 1:  # the newest version at or below max_ts: one seek each, inline
+            # Columns ascend, so seek targets do: where the previous seek landed at or past
+            # this target, no key lies in between and this seek would land there too (a
+            # transaction's read of a cell's lock and write columns: usually one seek).
+            seek_ts = _TS.pack(MAX_TS - max_ts)
+            key: bytes | None = None  # where the last seek landed (b"": past the end)
+            for column, escaped in wanted:
+                cpfx = rpfx + escaped
+                target = cpfx + seek_ts
+                if key is None or (key and key < target):
+                    it.seek(target)
+                    key = it.key() if it.valid() else b""
+                if key.startswith(cpfx):
+                    ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
+                    if ts >= min_ts:
+                        cells.append(Cell(column, ts, it.value()))
+            return cells
+        for column, escaped in wanted:
+            _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions, cells)
         return cells
     width = len(rpfx)
     for p in _normalise_prefixes(prefixes) if prefixes else [b""]:
@@ -476,8 +585,9 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, columns: Sequence[bytes],
     return cells
 
 
-def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, tpfx: bytes, position: bytes,
-                stop: bytes, remaining: int, chunk: list[Row]) -> bytes:
+def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes, bytes]],
+                tpfx: bytes, position: bytes, stop: bytes, remaining: int, chunk: list[Row]
+                ) -> bytes:
     """Read up to a chunk of non-empty rows starting at ``position``; return where to resume (b"" = done)."""
     width = len(tpfx)
     tr = s.time_range
@@ -493,7 +603,7 @@ def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, tpfx: bytes, position: b
         except ValueError as exc:
             raise DataCorruption(f"undecodable key {key!r}") from exc
         rpfx = key[:end]
-        cells = _read_row(it, rpfx, s.columns, s.column_prefixes, tr.min_ts, tr.max_ts,
+        cells = _read_row(it, rpfx, wanted, s.column_prefixes, tr.min_ts, tr.max_ts,
                           s.max_versions)
         if cells:
             chunk.append(Row(row, tuple(cells)))

@@ -55,17 +55,19 @@ class LocalStore(StoreOps):
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:
         if len(mutations) == 1:  # the common case, without the batch machinery
-            m = mutations[0]
-            check_row_mutation(m, self.limits)
-            if m.mutations:
-                self.tablets.note_table(m.table)
-            return [self.engine.mutate_row(m, sync=sync)]
+            return [self.mutate_row(mutations[0], sync=sync)]
         check_batch(mutations, self.limits)
         note = self.tablets.note_table
         for m in mutations:
             if m.mutations:  # a row that can write nothing does not create its table
                 note(m.table)
         return self.engine.mutate(mutations, sync=sync)
+
+    def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
+        check_row_mutation(m, self.limits)
+        if m.mutations:  # a row that can write nothing does not create its table
+            self.tablets.note_table(m.table)
+        return self.engine.mutate_row(m, sync=sync)
 
     def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
         if table is not None:

@@ -17,12 +17,13 @@ from .encoding import MAX_TS
 _T = TypeVar("_T")
 
 
-def _fast_init(cls: type[_T]) -> type[_T]:
+def fast_init(cls: type[_T]) -> type[_T]:
     """Give a frozen slots dataclass an __init__ that sets slots through their descriptors.
 
     Why: these values are built once per cell and per mutation on every hot path, and
     the generated frozen __init__ (``object.__setattr__`` per field) measured ~1.7x
-    slower.  Semantics are unchanged: same signature and defaults, still frozen.
+    slower.  Semantics are unchanged: same signature and defaults, still frozen.  Public
+    for the value types of the layers above (e.g. ``percolator.records``).
     """
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     env: dict[str, Any] = {}
@@ -43,7 +44,7 @@ def _fast_init(cls: type[_T]) -> type[_T]:
     return cls
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Cell:
     """One version of one cell."""
@@ -53,7 +54,7 @@ class Cell:
     value: bytes
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Row:
     """A row with the cells a read or scan selected, by column ascending then ts descending."""
@@ -62,7 +63,7 @@ class Row:
     cells: tuple[Cell, ...]
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TimeRange:
     """Inclusive range of timestamps [min_ts, max_ts]."""
@@ -74,7 +75,7 @@ class TimeRange:
 ALL_TIME = TimeRange()
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RowRead:
     """Read one row: which columns, which versions.
@@ -93,7 +94,7 @@ class RowRead:
     max_versions: int = 0
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ScanRequest:
     """Scan rows in [start_row, end_row) of a table; None means unbounded; limit counts rows (0 = all)."""
@@ -111,7 +112,7 @@ class ScanRequest:
 # --- conditions of a check-and-mutate -------------------------------------------------
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class NoVersionIn:
     """Holds when ``column`` has no version with ts in [min_ts, max_ts]."""
@@ -121,7 +122,7 @@ class NoVersionIn:
     max_ts: int = MAX_TS
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class VersionAt:
     """Holds when ``column`` has a version exactly at ``ts`` (with ``value``, if given)."""
@@ -137,7 +138,7 @@ Condition = NoVersionIn | VersionAt
 # --- mutations ------------------------------------------------------------------------
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Put:
     column: bytes
@@ -145,14 +146,14 @@ class Put:
     value: bytes
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DeleteVersion:
     column: bytes
     ts: int
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DeleteRange:
     """Delete every version of ``column`` with ts in [min_ts, max_ts]."""
@@ -165,7 +166,7 @@ class DeleteRange:
 Mutation = Put | DeleteVersion | DeleteRange
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RowMutation:
     """An atomic check-and-mutate of one row: all mutations apply iff every condition holds."""
@@ -176,7 +177,7 @@ class RowMutation:
     conditions: tuple[Condition, ...] = ()
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MutationResult:
     """Outcome of one RowMutation.
@@ -193,7 +194,7 @@ class MutationResult:
 APPLIED = MutationResult(True)
 
 
-@_fast_init
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TabletInfo:
     """A tablet: rows [start_row, end_row) of a table; end_row None means unbounded."""

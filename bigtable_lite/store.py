@@ -91,13 +91,17 @@ class StoreOps:
         cells = self.read_rows([read])[0]
         return cells[0] if cells else None
 
+    def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
+        """One row mutation: ``mutate_rows([m])[0]`` (an implementation may do it cheaper)."""
+        return self.mutate_rows([m], sync=sync)[0]
+
     def check_and_mutate(self, table: bytes | str, row: bytes | str,
                          conditions: Sequence[Condition], mutations: Sequence[Mutation]
                          ) -> MutationResult:
         m = RowMutation(table if type(table) is bytes else as_bytes(table, "table"),
                         row if type(row) is bytes else as_bytes(row, "row"),
                         tuple(mutations), tuple(conditions))
-        return self.mutate_rows([m])[0]
+        return self.mutate_row(m)
 
     def put(self, table: bytes | str, row: bytes | str, column: bytes | str, ts: int,
             value: bytes | str) -> None:

@@ -16,13 +16,38 @@ and only the primary's fate (already decided when they run) chooses between them
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from bigtable_lite import MAX_TS, DeleteVersion, Mutation, NoVersionIn, Put, RowMutation, VersionAt
 from bigtable_lite.model import Condition
 
 from . import layout, records
-from .records import INLINE_VALUE_MAX, Lock, Write
+from .records import INLINE_VALUE_MAX, PUT, Lock
+
+_MAX_CACHED_COLUMNS = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """What the steps derive from one user column, built once per column (bounded cache)."""
+
+    data: bytes
+    lock: bytes
+    write: bytes
+    no_lock: NoVersionIn  # the prewrite's "no lock at any timestamp": the same for every txn
+
+
+_columns: dict[bytes, _Columns] = {}
+
+
+def _derive(column: bytes) -> _Columns:
+    derived = _Columns(layout.data_column(column), layout.lock_column(column),
+                       layout.write_column(column),
+                       NoVersionIn(layout.lock_column(column), 0, MAX_TS))
+    if len(_columns) < _MAX_CACHED_COLUMNS:
+        _columns[column] = derived
+    return derived
 
 
 class CellWrite(NamedTuple):
@@ -53,27 +78,32 @@ def prewrite(table: bytes, row: bytes, cells: Sequence[CellWrite], start_ts: int
     conditions: list[Condition] = []
     mutations: list[Mutation] = []
     prow, pcol = primary
+    in_primary_row = row == prow
     for cell in cells:
         c = cell.column
-        conditions.append(NoVersionIn(layout.write_column(c), start_ts, MAX_TS))
-        conditions.append(NoVersionIn(layout.lock_column(c), 0, MAX_TS))
-        lock = lock_record(cell, primary, expires_at_ms, row == prow and c == pcol)
-        mutations.append(Put(layout.lock_column(c), start_ts, records.encode_lock(lock)))
-        if cell.value is not None and lock.value is None:
-            mutations.append(Put(layout.data_column(c), start_ts, cell.value))
-    if row == prow:
+        names = _columns.get(c) or _derive(c)
+        conditions.append(NoVersionIn(names.write, start_ts, MAX_TS))
+        conditions.append(names.no_lock)
+        value = cell.value
+        inline = value is not None and len(value) <= INLINE_VALUE_MAX  # as lock_record
+        mutations.append(Put(names.lock, start_ts, records.lock_bytes(
+            cell.op, prow, pcol, expires_at_ms, in_primary_row and c == pcol,
+            value if inline else None)))
+        if value is not None and not inline:
+            mutations.append(Put(names.data, start_ts, value))
+    if in_primary_row:
         conditions.append(NoVersionIn(layout.rollback_column(pcol), start_ts, start_ts))
     return RowMutation(table, row, tuple(mutations), tuple(conditions))
 
 
 def inline_value(cell_op: bytes, value: bytes | None) -> bytes | None:
     """The value a write record inlines (a short put's), else None."""
-    return value if cell_op == records.PUT and _inline(value) else None
+    return value if cell_op == PUT and _inline(value) else None
 
 
 def write_record(cell_op: bytes, value: bytes | None, start_ts: int) -> bytes:
     """The write record committing a lock (same bytes whoever writes it: idempotent)."""
-    return records.encode_write(Write(cell_op, start_ts, inline_value(cell_op, value)))
+    return records.write_bytes(cell_op, start_ts, inline_value(cell_op, value))
 
 
 def commit(table: bytes, row: bytes, cells: Sequence[tuple[bytes, bytes, bytes | None]],
@@ -81,13 +111,15 @@ def commit(table: bytes, row: bytes, cells: Sequence[tuple[bytes, bytes, bytes |
     """Commit cells (column, op, value) of one row; conditional on the primary lock if given."""
     mutations: list[Mutation] = []
     for column, op, value in cells:
-        mutations.append(Put(layout.write_column(column), commit_ts,
-                             write_record(op, value, start_ts)))
-        mutations.append(DeleteVersion(layout.lock_column(column), start_ts))
-    conditions: tuple[Condition, ...] = ()
-    if primary_column is not None:
-        conditions = (VersionAt(layout.lock_column(primary_column), start_ts),)
-    return RowMutation(table, row, tuple(mutations), conditions)
+        names = _columns.get(column) or _derive(column)
+        inline = value if op == PUT and value is not None and len(value) <= INLINE_VALUE_MAX \
+            else None  # as write_record
+        mutations.append(Put(names.write, commit_ts, records.write_bytes(op, start_ts, inline)))
+        mutations.append(DeleteVersion(names.lock, start_ts))
+    if primary_column is None:
+        return RowMutation(table, row, tuple(mutations))
+    names = _columns.get(primary_column) or _derive(primary_column)
+    return RowMutation(table, row, tuple(mutations), (VersionAt(names.lock, start_ts),))
 
 
 def rollback_primary(table: bytes, row: bytes, column: bytes, start_ts: int,

@@ -29,6 +29,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from bigtable_lite.model import fast_init
+
 INLINE_VALUE_MAX = 255
 
 PUT = b"P"
@@ -42,6 +44,7 @@ _INLINED = 1
 _PRIMARY = 2
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Lock:
     op: bytes
@@ -52,6 +55,7 @@ class Lock:
     value: bytes | None = None  # inlined value, if any
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Write:
     kind: bytes
@@ -60,14 +64,20 @@ class Write:
 
 
 def encode_lock(lock: Lock) -> bytes:
-    flags = (_INLINED if lock.value is not None else 0) | (_PRIMARY if lock.is_primary else 0)
+    return lock_bytes(lock.op, lock.primary_row, lock.primary_column, lock.expires_at_ms,
+                      lock.is_primary, lock.value)
+
+
+def lock_bytes(op: bytes, primary_row: bytes, primary_column: bytes, expires_at_ms: int,
+               is_primary: bool, value: bytes | None) -> bytes:
+    """encode_lock without building a Lock (a prewrite encodes one per cell)."""
+    flags = (_INLINED if value is not None else 0) | (_PRIMARY if is_primary else 0)
     return b"".join((
-        _LOCK_HEAD.pack(_LOCK_VERSION, lock.op, flags, lock.expires_at_ms,
-                        len(lock.primary_row)),
-        lock.primary_row,
-        _U32.pack(len(lock.primary_column)),
-        lock.primary_column,
-        lock.value if lock.value is not None else b"",
+        _LOCK_HEAD.pack(_LOCK_VERSION, op, flags, expires_at_ms, len(primary_row)),
+        primary_row,
+        _U32.pack(len(primary_column)),
+        primary_column,
+        value if value is not None else b"",
     ))
 
 
@@ -92,9 +102,14 @@ def decode_lock(raw: bytes) -> Lock:
 
 
 def encode_write(write: Write) -> bytes:
-    if write.value is None:
-        return _WRITE_HEAD.pack(write.kind, 0, write.start_ts)
-    return _WRITE_HEAD.pack(write.kind, _INLINED, write.start_ts) + write.value
+    return write_bytes(write.kind, write.start_ts, write.value)
+
+
+def write_bytes(kind: bytes, start_ts: int, value: bytes | None) -> bytes:
+    """encode_write without building a Write (a commit encodes one per cell)."""
+    if value is None:
+        return _WRITE_HEAD.pack(kind, 0, start_ts)
+    return _WRITE_HEAD.pack(kind, _INLINED, start_ts) + value
 
 
 def decode_write(raw: bytes) -> Write:

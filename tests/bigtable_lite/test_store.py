@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from bigtable_lite import (
+    ALL_TIME,
     MAX_TS,
     Cell,
     Condition,
@@ -12,6 +15,7 @@ from bigtable_lite import (
     DeleteVersion,
     InvalidArgument,
     LimitExceeded,
+    LocalStore,
     MutationResult,
     NoVersionIn,
     Put,
@@ -97,6 +101,76 @@ def test_read_rows_in_one_call(store: Store) -> None:
                            RowRead(b"other-table", b"r1")])
     assert got == [[Cell(b"c", 1, b"two")], [], [Cell(b"c", 1, b"one")], []]
     assert store.read_rows([]) == []
+
+
+def test_newest_version_in_a_range(store: Store) -> None:
+    """max_versions=1: the newest version at or below max_ts, if it is not below min_ts."""
+    for ts in (1, 5, 9):
+        must_put(store, b"r", b"c", ts, b"v%d" % ts)
+        must_put(store, b"r", b"c\x00", ts, b"w%d" % ts)
+    newest = store.read_row(T, b"r", columns=[b"c\x00", b"c"], time_range=TimeRange(2, 8),
+                            max_versions=1)
+    assert newest == [Cell(b"c", 5, b"v5"), Cell(b"c\x00", 5, b"w5")]
+    assert store.read_row(T, b"r", columns=[b"c"], time_range=TimeRange(6, 8),
+                          max_versions=1) == []
+    assert store.read_row(T, b"r", columns=[b"c"], time_range=TimeRange(0, 0),
+                          max_versions=1) == []
+    assert store.read_row(T, b"r", columns=[b"zz", b"c"], time_range=TimeRange(0, MAX_TS),
+                          max_versions=1) == [Cell(b"c", 9, b"v9")]
+
+
+def test_reads_of_one_timestamp(store: Store) -> None:
+    """Exact columns at one ts (served by point lookups): deleted versions, order, repeats."""
+    for column in (b"a", b"b", b"b\x00"):
+        for ts in (1, 2, 3):
+            must_put(store, b"r", column, ts, column + b"@%d" % ts)
+    assert store.check_and_mutate(T, b"r", (), [DeleteVersion(b"a", 2)]).applied
+    at2 = store.read_row(T, b"r", columns=[b"b\x00", b"a", b"b", b"b", b"zz"],
+                         time_range=TimeRange(2, 2))
+    assert at2 == [Cell(b"b", 2, b"b@2"), Cell(b"b\x00", 2, b"b\x00@2")]
+    assert store.read_row(T, b"r", columns=[b"a"], time_range=TimeRange(3, 3),
+                          max_versions=1) == [Cell(b"a", 3, b"a@3")]
+    assert store.read_row(T, b"r", columns=[b"a"], time_range=TimeRange(2, 2)) == []
+    # Point and range reads in one call.
+    got = store.read_rows([
+        RowRead(T, b"r", (b"a",), (), TimeRange(1, 1)),
+        RowRead(T, b"r", (b"a",), (), TimeRange(0, 2), 1),
+        RowRead(T, b"missing", (b"a",), (), TimeRange(1, 1)),
+        RowRead(T, b"r", (b"b",), (), TimeRange(0, MAX_TS), 0),
+    ])
+    assert got == [[Cell(b"a", 1, b"a@1")], [Cell(b"a", 1, b"a@1")], [],
+                   [Cell(b"b", ts, b"b@%d" % ts) for ts in (3, 2, 1)]]
+
+
+def test_reads_of_one_call_see_one_snapshot(local_store: LocalStore) -> None:
+    """Point lookups and seeks of one read_rows see the same instant, even while a row changes."""
+    stop = threading.Event()
+    writes = [0]
+
+    def writer() -> None:
+        ts = 1
+        while not stop.is_set():
+            # Each row mutation moves the cell "x" to a new version and deletes the old one,
+            # keeping "n" (the current version) in step: one snapshot sees both agree.
+            local_store.mutate_rows([RowMutation(T, b"r", (
+                Put(b"x", ts + 1, b"v"), DeleteVersion(b"x", ts), Put(b"n", 0, b"%d" % (ts + 1))))])
+            ts += 1
+            writes[0] = ts
+
+    local_store.mutate_rows([RowMutation(T, b"r", (Put(b"x", 1, b"v"), Put(b"n", 0, b"1")))])
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        reads = 0
+        while writes[0] < 3000 and reads < 300_000:  # interleave with many writes, bounded
+            point, newest = local_store.read_rows([
+                RowRead(T, b"r", (b"n",), (), TimeRange(0, 0)),
+                RowRead(T, b"r", (b"x",), (), ALL_TIME, 1)])
+            assert [c.ts for c in newest] == [int(point[0].value)]
+            reads += 1
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def test_values_are_kept_exactly(store: Store) -> None:
@@ -200,6 +274,35 @@ def test_no_version_in(store: Store) -> None:
         res = cam(T, b"r", [NoVersionIn(b"c", lo, hi)], [Put(b"x", 4, b"4")])
         assert res == MutationResult(False, 0, Cell(b"c", 10, b"v"))
     must_see(store, b"r", b"x", MAX_TS, b"3")
+
+
+def test_no_version_in_one_timestamp_after_deletes(store: Store) -> None:
+    """A one-timestamp NoVersionIn (served by a point lookup) sees puts and deletes."""
+    cam = store.check_and_mutate
+    for _ in range(3):
+        assert cam(T, b"r", [NoVersionIn(b"c", 0, 0)], [Put(b"c", 0, b"held")]).applied
+        assert cam(T, b"r", [NoVersionIn(b"c", 0, 0)], [Put(b"c", 0, b"again")]) == \
+            MutationResult(False, 0, Cell(b"c", 0, b"held"))
+        assert cam(T, b"r", [NoVersionIn(b"c", 1, 1)], [Put(b"d", 1, b"")]).applied
+        assert cam(T, b"r", [VersionAt(b"c", 0, b"held")], [DeleteVersion(b"c", 0)]).applied
+
+
+def test_conditions_see_every_earlier_write_to_their_row(store: Store) -> None:
+    """Interleaved rows: each check sees the writes before it (the engine reuses iterators)."""
+    def claim(row: bytes) -> bool:
+        return store.check_and_mutate(T, row, [NoVersionIn(b"lock")],
+                                      [Put(b"lock", 7, b"mine")]).applied
+
+    rows = [b"r%04d" % i for i in range(300)]
+    for i, row in enumerate(rows):
+        assert claim(row)
+        assert claim(b"other%04d" % i)
+        assert not claim(row)
+        assert not claim(rows[i // 2])
+    batch = store.mutate_rows([RowMutation(T, row, (Put(b"lock", 8, b""),), (NoVersionIn(b"lock"),))
+                               for row in (b"fresh1", rows[0], b"fresh2")])
+    assert [r.applied for r in batch] == [True, False, True]
+    assert not claim(b"fresh1") and not claim(b"fresh2")
 
 
 def test_no_version_in_reports_the_newest_version_in_range(store: Store) -> None:
