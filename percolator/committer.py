@@ -165,6 +165,13 @@ def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int
             f = blocked[0]
             raise CommitConflict(f"({f.row!r}, {f.column!r}) is locked by live transaction"
                                  f" {f.start_ts}", row=f.row, column=f.column)
+        if 0 in retry and len(batch) + len(also or ()) > 1:
+            # The primary failed in a call that locked other cells (or wrote notifications)
+            # pointing at it: a reader meeting those finds the primary without a trace and
+            # may seal it, so it is not locked later at this start_ts; give up instead.
+            row = p.parts[0][0]
+            raise CommitConflict(f"the primary of transaction {p.start_ts} was locked by a"
+                                 " transaction resolved just now; retry", row=row)
         todo = retry
     raise CommitConflict(f"cells of transaction {p.start_ts} stayed locked by others")
 

@@ -126,17 +126,26 @@ def rollback_primary(table: bytes, row: bytes, column: bytes, start_ts: int,
                      *, if_locked: bool) -> RowMutation:
     """Roll back a primary: marker at start_ts, lock and data erased.
 
-    ``if_locked`` makes it conditional on the lock being present (the usual case);
-    otherwise it is conditional on no lock at start_ts (sealing a primary that was
-    never locked, so a delayed prewrite of it fails).
+    ``if_locked`` makes it conditional on the lock being present (the usual case).
+    Otherwise it *seals* a primary found without a trace, so a delayed prewrite of it
+    fails: conditional on no lock at start_ts (condition 0) and no write record at or
+    after start_ts (condition 1).  Why the second: between the reader seeing no trace
+    and this seal, the writer may have locked and committed its primary (its lock is
+    gone then, its write record is there); a seal then would mark a committed
+    transaction rolled back, and its secondaries would be erased under it.  A write
+    record at or after start_ts that is not the transaction's own means its primary's
+    prewrite can never pass: rolled back, with nothing to seal.
     """
-    cond: Condition = (VersionAt(layout.lock_column(column), start_ts) if if_locked
-                       else NoVersionIn(layout.lock_column(column), start_ts, start_ts))
+    lock = layout.lock_column(column)
+    conds: tuple[Condition, ...] = (
+        (VersionAt(lock, start_ts),) if if_locked else
+        (NoVersionIn(lock, start_ts, start_ts),
+         NoVersionIn(layout.write_column(column), start_ts, MAX_TS)))
     return RowMutation(table, row, (
         Put(layout.rollback_column(column), start_ts, b""),
-        DeleteVersion(layout.lock_column(column), start_ts),
+        DeleteVersion(lock, start_ts),
         DeleteVersion(layout.data_column(column), start_ts),
-    ), (cond,))
+    ), conds)
 
 
 def rollback_secondary(table: bytes, row: bytes, columns: Sequence[bytes],

@@ -4,9 +4,11 @@ The primary cell alone decides a transaction's fate (Percolator 2.2): a write re
 carrying its start_ts means committed; a rollback marker at start_ts means rolled
 back; a lock at start_ts means undecided -- and, once the lock's TTL has passed, the
 checker rolls it back itself, so a crashed client cannot block others for longer
-than its lock TTL.  A primary with none of the three was never locked (or its
-records were collected): it is sealed with a rollback marker so a delayed prewrite
-of it can never succeed.
+than its lock TTL.  A primary with none of the three is not locked (yet: a writer
+whose primary's prewrite failed beside its secondaries gives up, see committer.py;
+or its records were collected): it is sealed with a rollback marker so a delayed
+prewrite of it can never succeed -- unless a write record at or after start_ts is
+there, then the writer committed (found on the re-read) or can never lock it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ def check_txn_status(store: TabletStore, table: bytes, row: bytes, column: bytes
             m = mutations.rollback_primary(table, row, column, start_ts, if_locked=True)
         else:
             m = mutations.rollback_primary(table, row, column, start_ts, if_locked=False)
-        if store.mutate_rows([m])[0].applied:
+        result = store.mutate_rows([m])[0]
+        if result.applied:
             return ROLLED_BACK_STATUS
+        if status is None and result.failed_condition == 1 and \
+                read_primary(store, table, row, column, start_ts) is None:
+            return ROLLED_BACK_STATUS  # another's write record: our prewrite can never pass
     raise RuntimeError(f"status of transaction {start_ts} kept changing under the checker")

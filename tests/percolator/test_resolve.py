@@ -168,3 +168,69 @@ def test_a_dead_writers_secondary_beside_a_failed_primary_is_rolled_back_at_once
     late = mutations.prewrite(client.table, b"a", plan.parts[0][1], plan.start_ts, plan.primary,
                               clock.now_ms() + 10_000)
     assert not client.store.mutate_rows([late])[0].applied, "the sealed primary stays dead"
+
+
+class SealRace:
+    """A store on which the writer locks and commits its primary just before a reader's
+    seal of it arrives: the race between check_txn_status's read and its seal."""
+
+    def __init__(self, client: Client, plan: CommitPlan) -> None:
+        self.inner = client.store
+        self.limits = client.store.limits
+        self.client, self.plan = client, plan
+        self.raced = False
+
+    def read_rows(self, reads):  # type: ignore[no-untyped-def]
+        return self.inner.read_rows(reads)
+
+    def mutate_rows(self, rows, *, sync=False):  # type: ignore[no-untyped-def]
+        seal = layout.rollback_column(self.plan.primary[1])
+        if not self.raced and any(getattr(m, "column", None) == seal
+                                  for r in rows for m in r.mutations):
+            self.raced = True  # the writer gets there first
+            locked: list[int] = []
+            committer.lock_parts(self.client.ctx, self.plan, [0], locked)
+            committer.commit_primary(self.client.ctx, self.plan, self.client.oracle.get_timestamp())
+        return self.inner.mutate_rows(rows, sync=sync)
+
+
+def test_a_seal_never_marks_a_primary_committed_after_the_check_read_it(client: Client) -> None:
+    start_ts = client.oracle.get_timestamp()
+    writes = {(row, b"c"): (records.PUT, b"v") for row in (b"a", b"b")}
+    plan = committer.plan(client.ctx, start_ts, writes, set())
+    locked: list[int] = []
+    committer.lock_parts(client.ctx, plan, [1], locked)  # b locked, the primary not yet
+    race = SealRace(client, plan)
+    status = check_txn_status(race, client.table, *plan.primary, start_ts,  # type: ignore[arg-type]
+                              client.clock.now_ms())
+    assert race.raced
+    assert status.state == COMMITTED, "the writer committed between the read and the seal"
+    assert scan_values(client) == {b"a": b"v", b"b": b"v"}
+
+
+def test_a_primary_behind_anothers_write_is_rolled_back_without_a_seal(client: Client) -> None:
+    start_ts = client.oracle.get_timestamp()
+    with client.transaction() as other:  # commits the primary's cell after start_ts
+        other.set(b"a", b"c", b"other")
+    status = check_txn_status(client.store, client.table, b"a", b"c", start_ts,
+                              client.clock.now_ms())
+    assert status.state == ROLLED_BACK
+    cell = mutations.CellWrite(b"c", records.PUT, b"late")
+    late = mutations.prewrite(client.table, b"a", [cell], start_ts, (b"a", b"c"),
+                              client.clock.now_ms() + 10_000)
+    assert not client.store.mutate_rows([late])[0].applied, "its primary can never be locked"
+
+
+def test_a_primary_blocked_beside_locked_secondaries_is_not_retried(
+        client: Client, clock: FakeClock) -> None:
+    locked_transaction(client, [b"a"], b"dead")  # a writer that dies holding a lock on a
+    clock.advance(TTL + 1)
+    start_ts = client.oracle.get_timestamp()
+    writes = {(row, b"c"): (records.PUT, b"mine") for row in (b"a", b"b")}
+    with pytest.raises(CommitConflict, match="primary"):
+        committer.commit_transaction(client.ctx, start_ts, writes, set())
+    assert lock_cells(client) == [], "the dead lock resolved, the secondary rolled back"
+    with client.transaction() as again:  # the next attempt goes through
+        again.set(b"a", b"c", b"mine")
+        again.set(b"b", b"c", b"mine")
+    assert scan_values(client) == {b"a": b"mine", b"b": b"mine"}
