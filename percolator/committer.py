@@ -238,7 +238,7 @@ def abort(ctx: TxnContext, p: CommitPlan, locked: list[int]) -> None:
     try:
         if 0 in locked:
             rolled = ctx.store.mutate_rows([mutations.rollback_primary(
-                ctx.table, prow, pcol, p.start_ts, if_locked=True)])[0].applied
+                ctx.table, prow, pcol, p.start_ts)])[0].applied
             if not rolled:
                 return  # someone else decided the primary already
             ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(ROLLED_BACK))

@@ -122,21 +122,34 @@ def commit(table: bytes, row: bytes, cells: Sequence[tuple[bytes, bytes, bytes |
     return RowMutation(table, row, tuple(mutations), (VersionAt(names.lock, start_ts),))
 
 
-def rollback_primary(table: bytes, row: bytes, column: bytes, start_ts: int,
-                     *, if_locked: bool) -> RowMutation:
-    """Roll back a primary: marker at start_ts, lock and data erased.
-
-    ``if_locked`` makes it conditional on the lock being present (the usual case);
-    otherwise it is conditional on no lock at start_ts (sealing a primary that was
-    never locked, so a delayed prewrite of it fails).
-    """
-    cond: Condition = (VersionAt(layout.lock_column(column), start_ts) if if_locked
-                       else NoVersionIn(layout.lock_column(column), start_ts, start_ts))
+def rollback_primary(table: bytes, row: bytes, column: bytes, start_ts: int) -> RowMutation:
+    """Roll back a locked primary: marker at start_ts, lock and data erased, iff the lock is
+    still there (so a commit and a rollback of one primary can never both succeed)."""
     return RowMutation(table, row, (
         Put(layout.rollback_column(column), start_ts, b""),
         DeleteVersion(layout.lock_column(column), start_ts),
         DeleteVersion(layout.data_column(column), start_ts),
-    ), (cond,))
+    ), (VersionAt(layout.lock_column(column), start_ts),))
+
+
+def seal_primary(table: bytes, row: bytes, column: bytes, start_ts: int,
+                 newest_write_ts: int) -> RowMutation:
+    """Seal a primary found without a trace: a rollback marker, so a delayed prewrite of it
+    fails.  Conditional on no lock at start_ts and on no write record newer than
+    ``newest_write_ts`` (the newest the checker saw at or above start_ts, else start_ts - 1).
+
+    Why the second condition: between the checker's read and this seal, the writer may
+    lock and commit the primary (its first prewrite of it was blocked and retried).  Its
+    commit_ts is then newer than every write record the checker saw (taken after its
+    primary's lock, which the checker did not see yet), so the seal fails instead of
+    marking a committed primary rolled back.  Nothing else is erased: a primary never
+    locked has no lock or data.
+    """
+    conditions: list[Condition] = [NoVersionIn(layout.lock_column(column), start_ts, start_ts)]
+    if newest_write_ts < MAX_TS:
+        conditions.append(NoVersionIn(layout.write_column(column), newest_write_ts + 1, MAX_TS))
+    return RowMutation(table, row, (Put(layout.rollback_column(column), start_ts, b""),),
+                       tuple(conditions))
 
 
 def rollback_secondary(table: bytes, row: bytes, columns: Sequence[bytes],

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bigtable_lite import ALL_TIME, ScanRequest
+from bigtable_lite import ALL_TIME, MutationResult, RowMutation, ScanRequest
 from percolator import Client, CommitConflict, LockWaitTimeout, committer, layout, mutations, \
     records
 from percolator.clock import FakeClock
@@ -168,3 +170,50 @@ def test_a_dead_writers_secondary_beside_a_failed_primary_is_rolled_back_at_once
     late = mutations.prewrite(client.table, b"a", plan.parts[0][1], plan.start_ts, plan.primary,
                               clock.now_ms() + 10_000)
     assert not client.store.mutate_rows([late])[0].applied, "the sealed primary stays dead"
+
+
+class _CommitBeforeFirstMutation:
+    """A store through which a status checker reaches the primary: before the checker's
+    first mutation (its seal), ``meanwhile`` runs -- the race the seal must survive."""
+
+    def __init__(self, inner: object, meanwhile: Callable[[], None]) -> None:
+        self._inner = inner
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def mutate_rows(self, batch: Sequence[RowMutation], *, sync: bool = False
+                    ) -> list[MutationResult]:
+        if self._meanwhile is not None:
+            run, self._meanwhile = self._meanwhile, None
+            run()
+        return self._inner.mutate_rows(batch, sync=sync)  # type: ignore[attr-defined, no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_seal_never_lands_on_a_primary_committed_after_the_status_read(
+        client: Client, clock: FakeClock) -> None:
+    """A checker finds no trace of the primary (the writer's prewrite of it was blocked and
+    is retried), then the writer locks and commits it, then the checker's seal arrives:
+    the seal must fail, and the status is the commit (a marker and erased data beside a
+    commit would let readers roll the other cells back: a torn transaction)."""
+    start_ts = client.oracle.get_timestamp()
+    long_value = b"L" * 300  # in the data column, which a seal used to erase
+    writes: dict[tuple[bytes, bytes], tuple[bytes, bytes | None]] = {
+        (b"a", b"c"): (records.PUT, long_value), (b"b", b"c"): (records.PUT, b"v")}
+    plan = committer.plan(client.ctx, start_ts, writes, set())
+    locked: list[int] = []
+    committer.lock_parts(client.ctx, plan, [1], locked)  # the secondary only, so far
+    commit_ts: list[int] = []
+
+    def writer_locks_and_commits_the_primary() -> None:
+        committer.lock_parts(client.ctx, plan, [0], locked)
+        commit_ts.append(client.oracle.get_timestamp())
+        committer.commit_primary(client.ctx, plan, commit_ts[0])
+
+    racing = _CommitBeforeFirstMutation(client.store, writer_locks_and_commits_the_primary)
+    status = check_txn_status(racing, client.table, b"a", b"c", start_ts, clock.now_ms())
+    assert commit_ts, "the race did not run: the test proves nothing"
+    assert (status.state, status.commit_ts) == (COMMITTED, commit_ts[0])
+    assert client.begin().get_many([(b"a", b"c"), (b"b", b"c")]) == {
+        (b"a", b"c"): long_value, (b"b", b"c"): b"v"}
