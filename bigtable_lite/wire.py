@@ -32,6 +32,7 @@ from .model import (
     DeleteVersion,
     Mutation,
     MutationResult,
+    NoValuePrefixAt,
     NoVersionIn,
     Put,
     Row,
@@ -40,6 +41,7 @@ from .model import (
     ScanRequest,
     TabletInfo,
     TimeRange,
+    ValuePrefixAt,
     VersionAt,
 )
 from .v1 import tablet_pb2 as pb
@@ -182,6 +184,16 @@ def _add_condition(field: Repeated[pb.Condition], c: Condition) -> None:
         v.ts = c.ts
         if c.value is not None:
             v.value = c.value
+    elif type(c) is ValuePrefixAt:
+        p = field.add().value_prefix_at
+        p.column = c.column
+        p.ts = c.ts
+        p.value_prefix = c.value_prefix
+    elif type(c) is NoValuePrefixAt:
+        q = field.add().no_value_prefix_at
+        q.column = c.column
+        q.ts = c.ts
+        q.value_prefix = c.value_prefix
     else:
         raise TypeError(f"unknown condition type {type(c).__name__}")
 
@@ -237,6 +249,12 @@ def _condition_from_pb(c: pb.Condition) -> Condition:
     if kind == "version_at":
         v = c.version_at
         return VersionAt(v.column, v.ts, v.value if v.HasField("value") else None)
+    if kind == "value_prefix_at":
+        p = c.value_prefix_at
+        return ValuePrefixAt(p.column, p.ts, p.value_prefix)
+    if kind == "no_value_prefix_at":
+        q = c.no_value_prefix_at
+        return NoValuePrefixAt(q.column, q.ts, q.value_prefix)
     raise InvalidArgument("condition has no kind set (unknown to this server?)")
 
 
