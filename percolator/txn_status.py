@@ -2,7 +2,7 @@
 
 The primary cell alone decides a transaction's fate (Percolator 2.2): a write record
 carrying its start_ts means committed; a rollback marker at start_ts means rolled
-back; a lock at start_ts means undecided -- and, once the lock's TTL has passed, the
+back; its lock in the cell's lock slot means undecided -- and, once the lock's TTL has passed, the
 checker rolls it back itself, so a crashed client cannot block others for longer
 than its lock TTL.  A primary with none of the three was never locked (or its
 records were collected): it is sealed with a rollback marker so a delayed prewrite
@@ -48,22 +48,25 @@ def _read_primary(store: TabletStore, table: bytes, row: bytes, column: bytes,
                   start_ts: int) -> tuple[TxnStatus | None, int]:
     """read_primary(), and the newest write record's commit_ts at or above start_ts
     (start_ts - 1 if none): what a seal must find unchanged."""
-    wanted = (layout.lock_column(column), layout.write_column(column),
-              layout.rollback_column(column))
-    cells = store.read_rows([RowRead(table, row, wanted, (), TimeRange(start_ts, MAX_TS), 0)])[0]
+    slot, cells = store.read_rows([  # one snapshot
+        RowRead(table, row, (layout.lock_column(column),), (),
+                TimeRange(layout.LOCK_SLOT_TS, layout.LOCK_SLOT_TS), 1),
+        RowRead(table, row, (layout.write_column(column), layout.rollback_column(column)), (),
+                TimeRange(start_ts, MAX_TS), 0)])
     lock = None
+    if slot:
+        found = records.decode_lock(slot[0].value)
+        if found.start_ts == start_ts:  # else another transaction's
+            lock = found
     rolled_back = False
     newest_write_ts = start_ts - 1
     for cell in cells:
-        kind = cell.column[:1]
-        if kind == layout.WRITE:
+        if cell.column[:1] == layout.WRITE:
             if records.decode_write(cell.value).start_ts == start_ts:
                 return TxnStatus(COMMITTED, cell.ts), cell.ts
             newest_write_ts = max(newest_write_ts, cell.ts)
-        elif kind == layout.ROLLBACK:
+        else:
             rolled_back = rolled_back or cell.ts == start_ts
-        elif cell.ts == start_ts:
-            lock = records.decode_lock(cell.value)
     if rolled_back:  # after the writes: a commit record wins over a stray marker
         return ROLLED_BACK_STATUS, newest_write_ts
     return (TxnStatus(LOCKED, lock=lock) if lock is not None else None), newest_write_ts
