@@ -165,8 +165,11 @@ class Engine:
             it = None
             try:
                 out = []
+                table = row = rpfx = b""
                 for r in reads:
-                    rpfx = self._row_prefix(r.table, r.row)
+                    if r.row is not row or r.table is not table:  # reads of one row follow
+                        table, row = r.table, r.row               # each other (e.g. a lock
+                        rpfx = self._row_prefix(table, row)       # slot, then the writes)
                     tr = r.time_range
                     if r.columns:
                         wanted = self._wanted(r.columns)

@@ -40,16 +40,18 @@ def check_fresh_reads(reads: Sequence[RowRead]) -> None:
     (InvalidArgument otherwise)."""
     for r in reads:
         tr = r.time_range
-        if tr != ALL_TIME and tr.min_ts != tr.max_ts:
+        if tr.min_ts != tr.max_ts and tr != ALL_TIME:
             raise InvalidArgument("the reads of a fresh read run at its timestamp: leave"
                                   " their time range unset (or fix it at one timestamp)")
 
 
 def at_timestamp(reads: Sequence[RowRead], ts: int) -> list[RowRead]:
-    """The reads, each at ``TimeRange(0, ts)`` (those at one fixed timestamp as they are)."""
+    """The reads (checked by :func:`check_fresh_reads`), each at ``TimeRange(0, ts)``,
+    those fixed at one timestamp as they are."""
     time_range = TimeRange(0, ts)
-    return [RowRead(r.table, r.row, r.columns, r.column_prefixes, time_range, r.max_versions)
-            if r.time_range == ALL_TIME else r for r in reads]
+    return [r if r.time_range.min_ts == r.time_range.max_ts else
+            RowRead(r.table, r.row, r.columns, r.column_prefixes, time_range, r.max_versions)
+            for r in reads]
 
 
 class LocalFreshReads:

@@ -134,10 +134,18 @@ def _reads(table: bytes, by_row: dict[bytes, list[bytes]], time_range: TimeRange
     """Per row, two reads: the columns' lock slots (point lookups: an erased lock leaves a
     tombstone a seek would walk), then their newest write records in time_range."""
     reads = []
+    locks: tuple[bytes, ...]
+    writes: tuple[bytes, ...]
     for row, cols in by_row.items():
         # layout.lock_column(col), layout.write_column(col), inline
-        reads.append(RowRead(table, row, tuple([LOCK + col for col in cols]), (), _SLOT, 1))
-        reads.append(RowRead(table, row, tuple([WRITE + col for col in cols]), (), time_range, 1))
+        if len(cols) == 1:
+            col = cols[0]
+            locks, writes = (LOCK + col,), (WRITE + col,)
+        else:
+            locks = tuple([LOCK + col for col in cols])
+            writes = tuple([WRITE + col for col in cols])
+        reads.append(RowRead(table, row, locks, (), _SLOT, 1))
+        reads.append(RowRead(table, row, writes, (), time_range, 1))
     return reads
 
 
@@ -156,7 +164,8 @@ def _take(ctx: TxnContext, start_ts: int, by_row: dict[bytes, list[bytes]],
                 result[(row, col)] = None
             continue
         writes: dict[bytes, records.Write] = {}
-        _parse(row, slots, start_ts, locks, writes)
+        if slots:
+            _parse(row, slots, start_ts, locks, writes)
         _parse(row, write_cells, start_ts, locks, writes)
         for col in cols:
             write = writes.get(col)
