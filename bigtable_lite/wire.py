@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from .encoding import MAX_TS
 from .errors import InvalidArgument
 from .model import (
     ALL_TIME,
@@ -97,8 +98,11 @@ def read_request_to_pb(reads: Sequence[RowRead]) -> pb.ReadRowsRequest:
             m.filter.columns.extend(r.columns)
         if r.column_prefixes:
             m.filter.prefixes.extend(r.column_prefixes)
-        if r.time_range != ALL_TIME:
-            _set_time_range(m.time_range, r.time_range)
+        tr = r.time_range
+        if tr.min_ts or tr.max_ts != MAX_TS:  # not ALL_TIME (fields: no dataclass __eq__)
+            t = m.time_range
+            t.min_ts = tr.min_ts
+            t.max_ts = tr.max_ts
         m.max_versions = r.max_versions
     return req
 
@@ -107,9 +111,14 @@ def read_request_from_pb(req: pb.ReadRowsRequest) -> list[RowRead]:
     out: list[RowRead] = []
     for m in req.reads:
         f = m.filter
-        out.append(RowRead(m.table, m.row, tuple(f.columns), tuple(f.prefixes),
-                           _time_range_from_pb(m.HasField("time_range"), m.time_range),
-                           m.max_versions))
+        if m.HasField("time_range"):
+            t = m.time_range
+            tr = TimeRange(t.min_ts, t.max_ts)
+        else:
+            tr = ALL_TIME
+        prefixes = f.prefixes
+        out.append(RowRead(m.table, m.row, tuple(f.columns),
+                           tuple(prefixes) if prefixes else (), tr, m.max_versions))
     return out
 
 
