@@ -135,7 +135,8 @@ class VersionAt:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ValuePrefixAt:
-    """Holds when ``column`` has a version exactly at ``ts`` whose value starts with ``value_prefix``.
+    """Holds when ``column`` has a version exactly at ``ts`` whose value starts with
+    ``value_prefix``.
 
     A point lookup.  Why: a record kept in one slot (one fixed ts) and rewritten by
     several owners carries its owner at its start; an owner acts on it only while it

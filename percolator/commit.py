@@ -18,9 +18,10 @@ Why committing secondaries right after the primary is safe anywhere: once the
 primary's commit applied, the transaction is decided; a secondary's commit is
 idempotent (same bytes whoever writes it, and a no-op once the cell's slot no longer
 holds our lock: a reader rolled it forward, and a later transaction may hold it now)
-and readers roll forward any secondary a crash leaves locked.  Why commit_ts is taken inside the step: it must be taken
-after every lock is in place (a reader whose start_ts is above commit_ts must meet
-the lock or the write record), and the step only runs after every prewrite succeeded.
+and readers roll forward any secondary a crash leaves locked.  Why commit_ts is taken
+inside the step: it must be taken after every lock is in place (a reader whose
+start_ts is above commit_ts must meet the lock or the write record), and the step only
+runs after every prewrite succeeded.
 """
 
 from __future__ import annotations

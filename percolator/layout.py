@@ -18,10 +18,11 @@ start_ts: a cell has at most one lock anyway, and a lock is written and erased o
 per transaction on the cell.  At distinct timestamps every erased lock stayed a LevelDB
 tombstone that the next "newest lock at or below start_ts" seek walked until a
 compaction dropped it (5-21 us per seek in a transfer loop, docs/storage.md); at one
-timestamp a lock is found with a point lookup, which sees only the newest entry.  Notifications for observers live in
-a second table, ``<table>.notify`` (row, column, ts = the writer's start_ts, empty
-value), so workers scan only pending work, never the data (Percolator keeps them in
-a separate locality group for the same reason).
+timestamp a lock is found with a point lookup, which sees only the newest entry.
+
+Notifications for observers live in a second table, ``<table>.notify`` (row, column,
+ts = the writer's start_ts, empty value), so workers scan only pending work, never the
+data (Percolator keeps them in a separate locality group for the same reason).
 
 User columns starting with ``SYSTEM_PREFIX`` are reserved for the system (e.g. the
 observers' acknowledgement cells); they are transactional like any other column but

@@ -186,7 +186,8 @@ class _CommitBeforeFirstMutation:
         if self._meanwhile is not None:
             run, self._meanwhile = self._meanwhile, None
             run()
-        return self._inner.mutate_rows(batch, sync=sync)  # type: ignore[attr-defined, no-any-return]
+        inner: Any = self._inner
+        return inner.mutate_rows(batch, sync=sync)  # type: ignore[no-any-return]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
