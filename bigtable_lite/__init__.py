@@ -27,6 +27,7 @@ from .model import (
     Limits,
     Mutation,
     MutationResult,
+    NoValuePrefixAt,
     NoVersionIn,
     Put,
     Row,
@@ -35,6 +36,7 @@ from .model import (
     ScanRequest,
     TabletInfo,
     TimeRange,
+    ValuePrefixAt,
     VersionAt,
 )
 from .remote import RemoteStore
@@ -43,7 +45,8 @@ from .store import StoreOps, TabletStore
 __all__ = [
     "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "Cell", "Condition", "DataCorruption",
     "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
-    "Mutation", "MutationResult", "NoVersionIn", "Put", "RemoteStore", "Row", "RowMutation",
-    "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo",
-    "TabletStore", "TimeRange", "Unavailable", "VersionAt", "WrongTablet",
+    "Mutation", "MutationResult", "NoValuePrefixAt", "NoVersionIn", "Put", "RemoteStore", "Row",
+    "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
+    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "ValuePrefixAt",
+    "VersionAt", "WrongTablet",
 ]

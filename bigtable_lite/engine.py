@@ -48,12 +48,14 @@ from .model import (
     DeleteRange,
     DeleteVersion,
     MutationResult,
+    NoValuePrefixAt,
     NoVersionIn,
     Put,
     Row,
     RowMutation,
     RowRead,
     ScanRequest,
+    ValuePrefixAt,
     VersionAt,
 )
 
@@ -163,8 +165,11 @@ class Engine:
             it = None
             try:
                 out = []
+                table = row = rpfx = b""
                 for r in reads:
-                    rpfx = self._row_prefix(r.table, r.row)
+                    if r.row is not row or r.table is not table:  # reads of one row follow
+                        table, row = r.table, r.row               # each other (e.g. a lock
+                        rpfx = self._row_prefix(table, row)       # slot, then the writes)
                     tr = r.time_range
                     if r.columns:
                         wanted = self._wanted(r.columns)
@@ -367,6 +372,16 @@ class Engine:
                                 ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
                                 if ts >= cond.min_ts:
                                     return MutationResult(False, index, Cell(column, ts, it.value()))
+                elif type(cond) is ValuePrefixAt:
+                    value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))
+                    if value is None:
+                        return MutationResult(False, index, None)
+                    if not value.startswith(cond.value_prefix):
+                        return MutationResult(False, index, Cell(column, cond.ts, value))
+                elif type(cond) is NoValuePrefixAt:
+                    value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))
+                    if value is not None and value.startswith(cond.value_prefix):
+                        return MutationResult(False, index, Cell(column, cond.ts, value))
                 else:
                     assert type(cond) is VersionAt
                     value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))

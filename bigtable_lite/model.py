@@ -132,7 +132,35 @@ class VersionAt:
     value: bytes | None = None
 
 
-Condition = NoVersionIn | VersionAt
+@fast_init
+@dataclass(frozen=True, slots=True)
+class ValuePrefixAt:
+    """Holds when ``column`` has a version exactly at ``ts`` whose value starts with
+    ``value_prefix``.
+
+    A point lookup.  Why: a record kept in one slot (one fixed ts) and rewritten by
+    several owners carries its owner at its start; an owner acts on it only while it
+    is still its own (e.g. the transaction layer's lock slot).
+    """
+
+    column: bytes
+    ts: int
+    value_prefix: bytes
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class NoValuePrefixAt:
+    """Holds unless ``column`` has a version exactly at ``ts`` whose value starts with
+    ``value_prefix``: the negation of :class:`ValuePrefixAt` (no version at ts, or one
+    with another value).  A point lookup."""
+
+    column: bytes
+    ts: int
+    value_prefix: bytes
+
+
+Condition = NoVersionIn | VersionAt | ValuePrefixAt | NoValuePrefixAt
 
 
 # --- mutations ------------------------------------------------------------------------
@@ -183,7 +211,8 @@ class MutationResult:
     """Outcome of one RowMutation.
 
     When not applied, ``failed_condition`` is the index of the first condition that did
-    not hold and ``found`` the version that broke it (None for a missing VersionAt).
+    not hold and ``found`` the version that broke it (None for a missing VersionAt or
+    ValuePrefixAt).
     """
 
     applied: bool

@@ -14,12 +14,14 @@ from .model import (
     DeleteRange,
     DeleteVersion,
     Limits,
+    NoValuePrefixAt,
     NoVersionIn,
     Put,
     RowMutation,
     RowRead,
     ScanRequest,
     TimeRange,
+    ValuePrefixAt,
     VersionAt,
 )
 
@@ -122,6 +124,17 @@ def check_row_mutation(m: RowMutation, limits: Limits) -> None:
                 continue
             check_key(column, "column", col_limit)
             check_range(min_ts, max_ts)
+        elif type(c) is ValuePrefixAt or type(c) is NoValuePrefixAt:
+            column, ts, prefix = c.column, c.ts, c.value_prefix
+            if (type(column) is bytes and 0 < len(column) <= col_limit
+                    and type(ts) is int and 0 <= ts <= MAX_TS
+                    and type(prefix) is bytes and len(prefix) <= value_limit):
+                continue
+            check_key(column, "column", col_limit)
+            check_ts(ts)
+            if type(prefix) is not bytes:
+                raise TypeError(f"value_prefix must be bytes, not {type(prefix).__name__}")
+            raise LimitExceeded(f"value_prefix is {len(prefix)} bytes; the limit is {value_limit}")
         elif type(c) is VersionAt:
             check_key(c.column, "column", col_limit)
             check_ts(c.ts)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from .encoding import MAX_TS
 from .errors import InvalidArgument
 from .model import (
     ALL_TIME,
@@ -32,6 +33,7 @@ from .model import (
     DeleteVersion,
     Mutation,
     MutationResult,
+    NoValuePrefixAt,
     NoVersionIn,
     Put,
     Row,
@@ -40,6 +42,7 @@ from .model import (
     ScanRequest,
     TabletInfo,
     TimeRange,
+    ValuePrefixAt,
     VersionAt,
 )
 from .v1 import tablet_pb2 as pb
@@ -95,8 +98,11 @@ def read_request_to_pb(reads: Sequence[RowRead]) -> pb.ReadRowsRequest:
             m.filter.columns.extend(r.columns)
         if r.column_prefixes:
             m.filter.prefixes.extend(r.column_prefixes)
-        if r.time_range != ALL_TIME:
-            _set_time_range(m.time_range, r.time_range)
+        tr = r.time_range
+        if tr.min_ts or tr.max_ts != MAX_TS:  # not ALL_TIME (fields: no dataclass __eq__)
+            t = m.time_range
+            t.min_ts = tr.min_ts
+            t.max_ts = tr.max_ts
         m.max_versions = r.max_versions
     return req
 
@@ -105,9 +111,14 @@ def read_request_from_pb(req: pb.ReadRowsRequest) -> list[RowRead]:
     out: list[RowRead] = []
     for m in req.reads:
         f = m.filter
-        out.append(RowRead(m.table, m.row, tuple(f.columns), tuple(f.prefixes),
-                           _time_range_from_pb(m.HasField("time_range"), m.time_range),
-                           m.max_versions))
+        if m.HasField("time_range"):
+            t = m.time_range
+            tr = TimeRange(t.min_ts, t.max_ts)
+        else:
+            tr = ALL_TIME
+        prefixes = f.prefixes
+        out.append(RowRead(m.table, m.row, tuple(f.columns),
+                           tuple(prefixes) if prefixes else (), tr, m.max_versions))
     return out
 
 
@@ -182,6 +193,16 @@ def _add_condition(field: Repeated[pb.Condition], c: Condition) -> None:
         v.ts = c.ts
         if c.value is not None:
             v.value = c.value
+    elif type(c) is ValuePrefixAt:
+        p = field.add().value_prefix_at
+        p.column = c.column
+        p.ts = c.ts
+        p.value_prefix = c.value_prefix
+    elif type(c) is NoValuePrefixAt:
+        q = field.add().no_value_prefix_at
+        q.column = c.column
+        q.ts = c.ts
+        q.value_prefix = c.value_prefix
     else:
         raise TypeError(f"unknown condition type {type(c).__name__}")
 
@@ -237,6 +258,12 @@ def _condition_from_pb(c: pb.Condition) -> Condition:
     if kind == "version_at":
         v = c.version_at
         return VersionAt(v.column, v.ts, v.value if v.HasField("value") else None)
+    if kind == "value_prefix_at":
+        p = c.value_prefix_at
+        return ValuePrefixAt(p.column, p.ts, p.value_prefix)
+    if kind == "no_value_prefix_at":
+        q = c.no_value_prefix_at
+        return NoValuePrefixAt(q.column, q.ts, q.value_prefix)
     raise InvalidArgument("condition has no kind set (unknown to this server?)")
 
 

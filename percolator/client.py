@@ -66,7 +66,8 @@ class Client:
         self.resolver = LockResolver(store, table, self.clock)
         secondaries = None
         if commits is None:
-            secondaries = SecondaryCommitter(store) if background_secondaries else None
+            secondaries = (SecondaryCommitter(store, limits=limits) if background_secondaries
+                           else None)
             commits = LocalCommit(store, oracle, limits, secondaries=secondaries)
         self.ctx = TxnContext(
             store=store, table=table, oracle=oracle, resolver=self.resolver, keeper=keeper,

@@ -1,9 +1,10 @@
 """The commit step: commit_ts, the primary's commit (the commit point), then the secondaries.
 
 Percolator 2.2 once every lock is in place: take ``commit_ts`` from the oracle, write
-the primary row's records and erase its locks iff the primary's lock is still ours
-(the commit point), then do the same, unconditionally, for every other row.  The
-step runs wherever the store and the oracle are:
+the primary row's records and erase its locks iff the primary's lock slot still holds
+our lock (the commit point), then do the same for every other row, each cell iff its
+slot still holds our lock (``store_calls.settle_in_calls``).  The step runs wherever
+the store and the oracle are:
 
 * embedded, in the client (:class:`LocalCommit` over ``LocalStore`` and ``Oracle``);
 * over gRPC, in the node, as one ``commit`` command of a batch (``percolator.v1.Node``):
@@ -15,10 +16,12 @@ step runs wherever the store and the oracle are:
 
 Why committing secondaries right after the primary is safe anywhere: once the
 primary's commit applied, the transaction is decided; a secondary's commit is
-idempotent (same bytes whoever writes it) and readers roll forward any secondary a
-crash leaves locked.  Why commit_ts is taken inside the step: it must be taken
-after every lock is in place (a reader whose start_ts is above commit_ts must meet
-the lock or the write record), and the step only runs after every prewrite succeeded.
+idempotent (same bytes whoever writes it, and a no-op once the cell's slot no longer
+holds our lock: a reader rolled it forward, and a later transaction may hold it now)
+and readers roll forward any secondary a crash leaves locked.  Why commit_ts is taken
+inside the step: it must be taken after every lock is in place (a reader whose
+start_ts is above commit_ts must meet the lock or the write record), and the step only
+runs after every prewrite succeeded.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bigtable_lite.validation import check_key
 from . import failpoints, mutations, records
 from .oracle import MAX_COUNT, TimestampSource
 from .secondaries import SecondaryCommitter
+from .store_calls import BYTES_PER_CALL, mutate_in_calls, settle_in_calls
 
 __all__ = ["BYTES_PER_CALL", "CommitOutcome", "CommitRequest", "CommitService", "LocalCommit",
            "check_commit_request", "commit_many", "commit_secondaries", "mutate_in_calls"]
@@ -50,10 +54,6 @@ log = logging.getLogger(__name__)
 
 CellCommit = tuple[bytes, bytes, bytes | None]  # column, records.PUT or DELETE, value
 RowCommit = tuple[bytes, Sequence[CellCommit]]
-
-BYTES_PER_CALL = 16 << 20
-"""Bytes of values per store call, well below the default 64 MiB message limit."""
-
 
 class CommitRequest(NamedTuple):
     """What the commit step needs of a prewritten transaction.
@@ -107,31 +107,13 @@ def check_commit_request(request: CommitRequest, limits: Limits) -> None:
         check_key(row, "row", limits.max_row_bytes)
         if not cells:
             raise InvalidArgument(f"row {row!r} of a commit has no cells")
-        if 2 * len(cells) > limits.max_items_per_row:  # a write record and a lock erased each
+        if 3 * len(cells) > limits.max_items_per_row:  # a write record, a lock erased, its check
             raise LimitExceeded(f"row {row!r} of a commit has {len(cells)} cells; the limit"
-                                f" is {limits.max_items_per_row // 2}")
+                                f" is {limits.max_items_per_row // 3}")
         for column, op, _ in cells:
             check_key(column, "column", limits.max_column_bytes)
             if op not in (records.PUT, records.DELETE):
                 raise InvalidArgument(f"unknown write kind {op!r}")
-
-
-def mutate_in_calls(store: TabletStore, limits: Limits, batch: Sequence[RowMutation]
-                    ) -> list[MutationResult]:
-    """mutate_rows in as few calls as the store's batch and message limits allow, in order."""
-    if len(batch) == 1:
-        return store.mutate_rows(batch)
-    results: list[MutationResult] = []
-    start, size = 0, 0
-    for i, m in enumerate(batch):
-        weight = sum(len(getattr(x, "value", b"")) for x in m.mutations) + 64
-        if i > start and (i - start >= limits.max_batch_rows or size + weight > BYTES_PER_CALL):
-            results += store.mutate_rows(batch[start:i])
-            start, size = i, 0
-        size += weight
-    if start < len(batch):
-        results += store.mutate_rows(batch[start:])
-    return results
 
 
 def commit_many(store: TabletStore, oracle: TimestampSource, limits: Limits,
@@ -180,10 +162,11 @@ def _commit_secondaries_of(store: TabletStore, limits: Limits, requests: Sequenc
 
 def commit_secondaries(store: TabletStore, limits: Limits, commits: Sequence[RowMutation]
                        ) -> bool:
-    """Write secondaries' commits; False if the store failed (logged: their transactions
-    are committed, readers roll the remaining locks forward)."""
+    """Write secondaries' commits (cells whose slot is no longer ours skipped); False if the
+    store failed (logged: their transactions are committed, readers roll the remaining
+    locks forward)."""
     try:
-        mutate_in_calls(store, limits, commits)
+        settle_in_calls(store, limits, commits)
     except StorageError as exc:
         log.warning("%d secondaries not committed (%s); readers will roll them forward",
                     len(commits), exc)

@@ -19,8 +19,10 @@ Why this order:
   above commit_ts is sure to meet either a lock or the write record.  The commit
   step (percolator.commit) runs where the store and the oracle are: in this process
   embedded, at the node over gRPC (one hop for the timestamp and both commits).
-* Only the primary's commit is conditional (on its own lock): it is the commit
-  point.  Secondaries follow; a crash before they land is repaired by readers, who
+* The primary's commit is conditional on its slot holding its own lock: it is the
+  commit point.  Secondaries follow, each cell conditional on its slot still holding
+  the transaction's lock (a reader may have rolled it forward already, and a later
+  transaction locked it since); a crash before they land is repaired by readers, who
   roll them forward through the primary.
 """
 
@@ -34,7 +36,8 @@ from bigtable_lite import MutationResult, Put, RowMutation, StorageError, Unavai
 from . import failpoints, layout, mutations, records
 from .commit import CommitOutcome, CommitRequest
 from .commit import commit_secondaries as _commit_secondaries
-from .commit import mutate_in_calls as _mutate_in_calls
+from .store_calls import mutate_in_calls as _mutate_in_calls
+from .store_calls import settle_in_calls
 from .context import TxnContext
 from .errors import CommitConflict, CommitUndetermined
 from .mutations import CellWrite
@@ -105,7 +108,8 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
     """Run two-phase commit; return commit_ts.  Raises CommitConflict or CommitUndetermined."""
     p = plan(ctx, start_ts, writes, weak)
     prow, pcol = p.primary
-    primary_lock = mutations.lock_record(p.parts[0][1][0], p.primary, p.expires_at_ms, True)
+    primary_lock = mutations.lock_record(p.parts[0][1][0], start_ts, p.primary, p.expires_at_ms,
+                                         True)
     ctx.keeper.hold(prow, pcol, start_ts, primary_lock)
     locked: list[int] = []  # indices of parts locked
     try:
@@ -159,7 +163,7 @@ def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int
                     f"write-write conflict on ({row!r}, {column!r}): committed at"
                     f" {found.ts if found else '?'} after this transaction's start"
                     f" {p.start_ts}", row=row, column=column)
-            blocked.append(FoundLock(row, column, found.ts, records.decode_lock(found.value)))
+            blocked.append(FoundLock(row, column, records.decode_lock(found.value)))
             retry.append(i)
         if blocked and ctx.resolver.resolve(blocked):
             f = blocked[0]
@@ -245,7 +249,7 @@ def abort(ctx: TxnContext, p: CommitPlan, locked: list[int]) -> None:
     try:
         if 0 in locked:
             rolled = ctx.store.mutate_rows([mutations.rollback_primary(
-                ctx.table, prow, pcol, p.start_ts, if_locked=True)])[0].applied
+                ctx.table, prow, pcol, p.start_ts)])[0].applied
             if not rolled:
                 return  # someone else decided the primary already
             ctx.resolver.remember(prow, pcol, p.start_ts, TxnStatus(ROLLED_BACK))
@@ -255,8 +259,8 @@ def abort(ctx: TxnContext, p: CommitPlan, locked: list[int]) -> None:
         others = [c.column for c in p.parts[0][1] if c.column != pcol]
         if 0 in locked and others:
             secondary.append(mutations.rollback_secondary(ctx.table, prow, others, p.start_ts))
-        if secondary:
-            mutate_in_calls(ctx, secondary)
+        if secondary:  # each cell iff its slot still holds our lock
+            settle_in_calls(ctx.store, ctx.limits, secondary)
     except StorageError as exc:
         log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
                     " TTL", p.start_ts, exc)

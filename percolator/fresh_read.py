@@ -8,8 +8,11 @@ reads run after T was taken, so Percolator's argument for start_ts holds unchang
 writer whose commit_ts is below T had all its locks in place before T was handed out,
 so the reads meet its locks or its write records.
 
-A fresh read's reads leave their time range unset (``ALL_TIME``); each runs at
-``TimeRange(0, T)``.
+A fresh read's reads leave their time range unset (``ALL_TIME``), and each runs at
+``TimeRange(0, T)``; or they fix it at one timestamp, which they keep (a cell's lock
+slot at ``TimeRange(0, 0)``: a point lookup, read in the same snapshot after T was
+taken, not a seek for the newest version at or below T).  Other ranges are refused:
+they would name a snapshot other than T.
 """
 
 from __future__ import annotations
@@ -33,17 +36,21 @@ class FreshReads(Protocol):
 
 
 def check_fresh_reads(reads: Sequence[RowRead]) -> None:
-    """The reads of a fresh read leave their time range unset (InvalidArgument otherwise)."""
+    """The reads of a fresh read leave their time range unset or fix it at one timestamp
+    (InvalidArgument otherwise)."""
     for r in reads:
-        if r.time_range != ALL_TIME:
+        tr = r.time_range
+        if tr.min_ts != tr.max_ts and tr != ALL_TIME:
             raise InvalidArgument("the reads of a fresh read run at its timestamp: leave"
-                                  " their time range unset")
+                                  " their time range unset (or fix it at one timestamp)")
 
 
 def at_timestamp(reads: Sequence[RowRead], ts: int) -> list[RowRead]:
-    """The reads, each at ``TimeRange(0, ts)``."""
+    """The reads (checked by :func:`check_fresh_reads`), each at ``TimeRange(0, ts)``,
+    those fixed at one timestamp as they are."""
     time_range = TimeRange(0, ts)
-    return [RowRead(r.table, r.row, r.columns, r.column_prefixes, time_range, r.max_versions)
+    return [r if r.time_range.min_ts == r.time_range.max_ts else
+            RowRead(r.table, r.row, r.columns, r.column_prefixes, time_range, r.max_versions)
             for r in reads]
 
 

@@ -70,7 +70,7 @@ class LockKeeper:
             lock = replace(h.lock, expires_at_ms=now + self._ttl_ms)
             try:
                 applied = self._store.mutate_rows([mutations.refresh_lock(
-                    self._table, h.row, h.column, h.start_ts, lock)])[0].applied
+                    self._table, h.row, h.column, lock)])[0].applied
             except StorageError as exc:
                 log.warning("heartbeat for transaction %d failed: %s", h.start_ts, exc)
                 continue

@@ -4,15 +4,25 @@ Every user cell (row, column) of a Percolator table is stored in the same store 
 under columns named by a one-byte kind prefix followed by the user column::
 
     b"d" + column   data    at start_ts   values too long to inline in the write record
-    b"l" + column   lock    at start_ts   a records.Lock while a transaction commits
+    b"l" + column   lock    at LOCK_SLOT_TS (0): the cell's one lock slot, holding a
+                    records.Lock (which names its owner's start_ts) while a
+                    transaction commits
     b"w" + column   write   at commit_ts  a records.Write: the commit of a put or a delete
     b"r" + column   rollback marker at start_ts, on primaries only: a rolled-back primary
                     can never be prewritten or committed again
 
-The kind bytes are persisted: do not renumber.  Notifications for observers live in
-a second table, ``<table>.notify`` (row, column, ts = the writer's start_ts, empty
-value), so workers scan only pending work, never the data (Percolator keeps them in
-a separate locality group for the same reason).
+The kind bytes and the slot's timestamp are persisted: do not renumber.
+
+Why one lock slot per cell (TiKV's lock column family), not a lock at each writer's
+start_ts: a cell has at most one lock anyway, and a lock is written and erased once
+per transaction on the cell.  At distinct timestamps every erased lock stayed a LevelDB
+tombstone that the next "newest lock at or below start_ts" seek walked until a
+compaction dropped it (5-21 us per seek in a transfer loop, docs/storage.md); at one
+timestamp a lock is found with a point lookup, which sees only the newest entry.
+
+Notifications for observers live in a second table, ``<table>.notify`` (row, column,
+ts = the writer's start_ts, empty value), so workers scan only pending work, never the
+data (Percolator keeps them in a separate locality group for the same reason).
 
 User columns starting with ``SYSTEM_PREFIX`` are reserved for the system (e.g. the
 observers' acknowledgement cells); they are transactional like any other column but
@@ -25,6 +35,7 @@ DATA = b"d"  # do not renumber
 LOCK = b"l"  # do not renumber
 WRITE = b"w"  # do not renumber
 ROLLBACK = b"r"  # do not renumber
+LOCK_SLOT_TS = 0  # the version of every lock column: do not change
 
 DEFAULT_TABLE = b"percolator"
 NOTIFY_SUFFIX = b".notify"

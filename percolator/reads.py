@@ -1,10 +1,13 @@
 """Snapshot reads at start_ts (Percolator 2.2, "Get").
 
-For each cell, one store read fetches the newest lock and the newest write record at
-or below start_ts.  A lock there means its writer may be committing below our
-snapshot: we resolve it (roll forward/back once decided, wait with backoff while its
-owner is alive) and read again.  Otherwise the write record gives the value: inlined
-in the record, or in the data column at the writer's start_ts.
+For each row, one store call fetches the cells' lock slots (point lookups, at
+``layout.LOCK_SLOT_TS``) and their newest write records at or below start_ts, from one
+snapshot.  A lock of a transaction that started at or below start_ts means its writer
+may be committing below our snapshot: we resolve it (roll forward/back once decided,
+wait with backoff while its owner is alive) and read again.  A lock of a later
+transaction is ignored: it commits above our snapshot, and it could only take the
+slot once every earlier lock of the cell was settled.  Otherwise the write record
+gives the value: inlined in the record, or in the data column at the writer's start_ts.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from bigtable_lite import ALL_TIME, Cell, DataCorruption, RowRead, ScanRequest, TimeRange
 
 from . import layout, records
-from .layout import LOCK, WRITE
+from .layout import LOCK, LOCK_SLOT_TS, WRITE
 from .context import TxnContext
 from .errors import LockWaitTimeout
 from .resolve import FoundLock
@@ -40,18 +43,19 @@ def wait_for_locks(ctx: TxnContext, locks: list[FoundLock]) -> None:
         delay = min(delay * 2, 0.05)
 
 
-def _parse(row: bytes, cells: Sequence[Cell], locks: list[FoundLock]
-           ) -> dict[bytes, records.Write]:
-    """Split a row's lock and write cells: locks appended, writes returned by user column."""
-    writes: dict[bytes, records.Write] = {}
+def _parse(row: bytes, cells: Sequence[Cell], start_ts: int, locks: list[FoundLock],
+           writes: dict[bytes, records.Write]) -> None:
+    """Split a row's lock and write cells: the locks of transactions that started at or
+    below start_ts appended, writes put by user column."""
     for cell in cells:
         stored = cell.column
         kind = stored[:1]
         if kind == WRITE:
             writes[stored[1:]] = records.decode_write(cell.value)
         elif kind == LOCK:
-            locks.append(FoundLock(row, stored[1:], cell.ts, records.decode_lock(cell.value)))
-    return writes
+            lock = records.decode_lock(cell.value)
+            if lock.start_ts <= start_ts:
+                locks.append(FoundLock(row, stored[1:], lock))
 
 
 def _values(ctx: TxnContext, found: dict[Key, records.Write]) -> dict[Key, bytes | None]:
@@ -89,7 +93,7 @@ def read_cells(ctx: TxnContext, start_ts: int, keys: Sequence[Key]) -> dict[Key,
     while pending:
         by_row = _by_row(pending)
         rows = ctx.store.read_rows(_reads(ctx.table, by_row, time_range))
-        locks = _take(ctx, by_row, rows, result)
+        locks = _take(ctx, start_ts, by_row, rows, result)
         if not locks:
             return result
         wait_for_locks(ctx, locks)
@@ -104,7 +108,7 @@ def read_cells_fresh(ctx: TxnContext, keys: Sequence[Key]) -> tuple[int, dict[Ke
     by_row = _by_row(list(dict.fromkeys(keys)) if len(keys) > 1 else keys)
     start_ts, rows = ctx.fresh_reads.read_at_fresh_timestamp(
         _reads(ctx.table, by_row, ALL_TIME))
-    locks = _take(ctx, by_row, rows, result)
+    locks = _take(ctx, start_ts, by_row, rows, result)
     if locks:  # from here on, reads at the timestamp now known
         wait_for_locks(ctx, locks)
         result.update(read_cells(ctx, start_ts, [(f.row, f.column) for f in locks]))
@@ -122,30 +126,47 @@ def _by_row(keys: Sequence[Key]) -> dict[bytes, list[bytes]]:
     return by_row
 
 
+_SLOT = TimeRange(LOCK_SLOT_TS, LOCK_SLOT_TS)
+
+
 def _reads(table: bytes, by_row: dict[bytes, list[bytes]], time_range: TimeRange
            ) -> list[RowRead]:
-    """Per row, the newest lock and write record of each column (at or below time_range)."""
+    """Per row, two reads: the columns' lock slots (point lookups: an erased lock leaves a
+    tombstone a seek would walk), then their newest write records in time_range."""
     reads = []
+    locks: tuple[bytes, ...]
+    writes: tuple[bytes, ...]
     for row, cols in by_row.items():
-        stored: list[bytes] = []
-        for col in cols:  # layout.lock_column(col), layout.write_column(col), inline
-            stored += (LOCK + col, WRITE + col)
-        reads.append(RowRead(table, row, tuple(stored), (), time_range, 1))
+        # layout.lock_column(col), layout.write_column(col), inline
+        if len(cols) == 1:
+            col = cols[0]
+            locks, writes = (LOCK + col,), (WRITE + col,)
+        else:
+            locks = tuple([LOCK + col for col in cols])
+            writes = tuple([WRITE + col for col in cols])
+        reads.append(RowRead(table, row, locks, (), _SLOT, 1))
+        reads.append(RowRead(table, row, writes, (), time_range, 1))
     return reads
 
 
-def _take(ctx: TxnContext, by_row: dict[bytes, list[bytes]], rows: list[list[Cell]],
-          result: dict[Key, bytes | None]) -> list[FoundLock]:
-    """Values of the cells read into ``result``; the locks met (their cells are read again
-    once the locks are resolved)."""
+def _take(ctx: TxnContext, start_ts: int, by_row: dict[bytes, list[bytes]],
+          rows: list[list[Cell]], result: dict[Key, bytes | None]) -> list[FoundLock]:
+    """Values of the cells read (``rows``: two per row, as :func:`_reads`) into ``result``;
+    the locks met (their cells are read again once the locks are resolved)."""
     locks: list[FoundLock] = []
     found: dict[Key, records.Write] = {}
-    for (row, cols), cells in zip(by_row.items(), rows):
-        if not cells:
+    i = 0
+    for row, cols in by_row.items():
+        slots, write_cells = rows[i], rows[i + 1]
+        i += 2
+        if not slots and not write_cells:
             for col in cols:
                 result[(row, col)] = None
             continue
-        writes = _parse(row, cells, locks)
+        writes: dict[bytes, records.Write] = {}
+        if slots:
+            _parse(row, slots, start_ts, locks, writes)
+        _parse(row, write_cells, start_ts, locks, writes)
         for col in cols:
             write = writes.get(col)
             if write is None:
@@ -169,9 +190,10 @@ def scan(ctx: TxnContext, start_ts: int, start_row: bytes | None, end_row: bytes
         request = ScanRequest(ctx.table, start_row, end_row, (), (layout.LOCK, layout.WRITE),
                               TimeRange(0, start_ts), 1)
     batch: list[tuple[bytes, dict[bytes, records.Write], list[FoundLock]]] = []
-    for row in ctx.store.scan(request):
+    for row in ctx.store.scan(request):  # the lock slots are at ts 0: inside the time range
         locks: list[FoundLock] = []
-        writes = _parse(row.row, row.cells, locks)
+        writes: dict[bytes, records.Write] = {}
+        _parse(row.row, row.cells, start_ts, locks, writes)
         batch.append((row.row, writes, locks))
         if len(batch) >= _SCAN_BATCH_ROWS:
             yield from _finish_scan_batch(ctx, start_ts, batch, include_system)

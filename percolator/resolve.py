@@ -26,12 +26,16 @@ from .txn_status import COMMITTED, TxnStatus, check_txn_status
 
 @dataclass(frozen=True, slots=True)
 class FoundLock:
-    """A lock met in the store: cell (row, column), its transaction's start_ts, the record."""
+    """A lock met in the store: cell (row, column) and the record, which names its owner."""
 
     row: bytes
     column: bytes
-    start_ts: int
     lock: Lock
+
+    @property
+    def start_ts(self) -> int:
+        """The owning transaction's start_ts."""
+        return self.lock.start_ts
 
 
 TxnKey = tuple[bytes, bytes, int]  # primary row, primary column, start_ts

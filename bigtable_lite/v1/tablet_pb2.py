@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62igtable_lite/v1/tablet.proto\x12\x10\x62igtable_lite.v1\"1\n\x04\x43\x65ll\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\r\n\x05value\x18\x03 \x01(\x0c\"+\n\tTimeRange\x12\x0e\n\x06min_ts\x18\x01 \x01(\x04\x12\x0e\n\x06max_ts\x18\x02 \x01(\x04\"1\n\x0c\x43olumnFilter\x12\x0f\n\x07\x63olumns\x18\x01 \x03(\x0c\x12\x10\n\x08prefixes\x18\x02 \x03(\x0c\"\x9c\x01\n\x07RowRead\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0b\n\x03row\x18\x02 \x01(\x0c\x12.\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1e.bigtable_lite.v1.ColumnFilter\x12/\n\ntime_range\x18\x04 \x01(\x0b\x32\x1b.bigtable_lite.v1.TimeRange\x12\x14\n\x0cmax_versions\x18\x05 \x01(\r\";\n\x0fReadRowsRequest\x12(\n\x05reads\x18\x01 \x03(\x0b\x32\x19.bigtable_lite.v1.RowRead\"1\n\x08RowCells\x12%\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x16.bigtable_lite.v1.Cell\"<\n\x10ReadRowsResponse\x12(\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.bigtable_lite.v1.RowCells\"\xc6\x01\n\x0bScanRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x11\n\tstart_row\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_row\x18\x03 \x01(\x0c\x12.\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1e.bigtable_lite.v1.ColumnFilter\x12/\n\ntime_range\x18\x05 \x01(\x0b\x32\x1b.bigtable_lite.v1.TimeRange\x12\x14\n\x0cmax_versions\x18\x06 \x01(\r\x12\r\n\x05limit\x18\x07 \x01(\x04\"9\n\x03Row\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12%\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32\x16.bigtable_lite.v1.Cell\"3\n\x0cScanResponse\x12#\n\x04rows\x18\x01 \x03(\x0b\x32\x15.bigtable_lite.v1.Row\"=\n\x0bNoVersionIn\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06min_ts\x18\x02 \x01(\x04\x12\x0e\n\x06max_ts\x18\x03 \x01(\x04\"E\n\tVersionAt\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x12\n\x05value\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"~\n\tCondition\x12\x36\n\rno_version_in\x18\x01 \x01(\x0b\x32\x1d.bigtable_lite.v1.NoVersionInH\x00\x12\x31\n\nversion_at\x18\x02 \x01(\x0b\x32\x1b.bigtable_lite.v1.VersionAtH\x00\x42\x06\n\x04kind\"0\n\x03Put\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\r\n\x05value\x18\x03 \x01(\x0c\"+\n\rDeleteVersion\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\"=\n\x0b\x44\x65leteRange\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06min_ts\x18\x02 \x01(\x04\x12\x0e\n\x06max_ts\x18\x03 \x01(\x04\"\xaa\x01\n\x08Mutation\x12$\n\x03put\x18\x01 \x01(\x0b\x32\x15.bigtable_lite.v1.PutH\x00\x12\x39\n\x0e\x64\x65lete_version\x18\x02 \x01(\x0b\x32\x1f.bigtable_lite.v1.DeleteVersionH\x00\x12\x35\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32\x1d.bigtable_lite.v1.DeleteRangeH\x00\x42\x06\n\x04kind\"\x89\x01\n\x0bRowMutation\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0b\n\x03row\x18\x02 \x01(\x0c\x12/\n\nconditions\x18\x03 \x03(\x0b\x32\x1b.bigtable_lite.v1.Condition\x12-\n\tmutations\x18\x04 \x03(\x0b\x32\x1a.bigtable_lite.v1.Mutation\"N\n\x11MutateRowsRequest\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.bigtable_lite.v1.RowMutation\x12\x0c\n\x04sync\x18\x02 \x01(\x08\"b\n\x0eMutationResult\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x18\n\x10\x66\x61iled_condition\x18\x02 \x01(\x05\x12%\n\x05\x66ound\x18\x03 \x01(\x0b\x32\x16.bigtable_lite.v1.Cell\"G\n\x12MutateRowsResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .bigtable_lite.v1.MutationResult\"V\n\x06Tablet\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x11\n\tstart_row\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_row\x18\x03 \x01(\x0c\x12\x19\n\x11\x61pproximate_bytes\x18\x04 \x01(\x04\"#\n\x12ListTabletsRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"@\n\x13ListTabletsResponse\x12)\n\x07tablets\x18\x01 \x03(\x0b\x32\x18.bigtable_lite.v1.Tablet\"0\n\x12SplitTabletRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0b\n\x03row\x18\x02 \x01(\x0c\"@\n\x13SplitTabletResponse\x12)\n\x07tablets\x18\x01 \x03(\x0b\x32\x18.bigtable_lite.v1.Tablet\"$\n\x13\x43ompactTableRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"\x16\n\x14\x43ompactTableResponse2\xf6\x04\n\rTabletService\x12Q\n\x08ReadRows\x12!.bigtable_lite.v1.ReadRowsRequest\x1a\".bigtable_lite.v1.ReadRowsResponse\x12Y\n\x0eReadRowsStream\x12!.bigtable_lite.v1.ReadRowsRequest\x1a\".bigtable_lite.v1.ReadRowsResponse0\x01\x12G\n\x04Scan\x12\x1d.bigtable_lite.v1.ScanRequest\x1a\x1e.bigtable_lite.v1.ScanResponse0\x01\x12W\n\nMutateRows\x12#.bigtable_lite.v1.MutateRowsRequest\x1a$.bigtable_lite.v1.MutateRowsResponse\x12Z\n\x0bListTablets\x12$.bigtable_lite.v1.ListTabletsRequest\x1a%.bigtable_lite.v1.ListTabletsResponse\x12Z\n\x0bSplitTablet\x12$.bigtable_lite.v1.SplitTabletRequest\x1a%.bigtable_lite.v1.SplitTabletResponse\x12]\n\x0c\x43ompactTable\x12%.bigtable_lite.v1.CompactTableRequest\x1a&.bigtable_lite.v1.CompactTableResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62igtable_lite/v1/tablet.proto\x12\x10\x62igtable_lite.v1\"1\n\x04\x43\x65ll\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\r\n\x05value\x18\x03 \x01(\x0c\"+\n\tTimeRange\x12\x0e\n\x06min_ts\x18\x01 \x01(\x04\x12\x0e\n\x06max_ts\x18\x02 \x01(\x04\"1\n\x0c\x43olumnFilter\x12\x0f\n\x07\x63olumns\x18\x01 \x03(\x0c\x12\x10\n\x08prefixes\x18\x02 \x03(\x0c\"\x9c\x01\n\x07RowRead\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0b\n\x03row\x18\x02 \x01(\x0c\x12.\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1e.bigtable_lite.v1.ColumnFilter\x12/\n\ntime_range\x18\x04 \x01(\x0b\x32\x1b.bigtable_lite.v1.TimeRange\x12\x14\n\x0cmax_versions\x18\x05 \x01(\r\";\n\x0fReadRowsRequest\x12(\n\x05reads\x18\x01 \x03(\x0b\x32\x19.bigtable_lite.v1.RowRead\"1\n\x08RowCells\x12%\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x16.bigtable_lite.v1.Cell\"<\n\x10ReadRowsResponse\x12(\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.bigtable_lite.v1.RowCells\"\xc6\x01\n\x0bScanRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x11\n\tstart_row\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_row\x18\x03 \x01(\x0c\x12.\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1e.bigtable_lite.v1.ColumnFilter\x12/\n\ntime_range\x18\x05 \x01(\x0b\x32\x1b.bigtable_lite.v1.TimeRange\x12\x14\n\x0cmax_versions\x18\x06 \x01(\r\x12\r\n\x05limit\x18\x07 \x01(\x04\"9\n\x03Row\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12%\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32\x16.bigtable_lite.v1.Cell\"3\n\x0cScanResponse\x12#\n\x04rows\x18\x01 \x03(\x0b\x32\x15.bigtable_lite.v1.Row\"=\n\x0bNoVersionIn\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06min_ts\x18\x02 \x01(\x04\x12\x0e\n\x06max_ts\x18\x03 \x01(\x04\"E\n\tVersionAt\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x12\n\x05value\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"A\n\rValuePrefixAt\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x14\n\x0cvalue_prefix\x18\x03 \x01(\x0c\"C\n\x0fNoValuePrefixAt\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x14\n\x0cvalue_prefix\x18\x03 \x01(\x0c\"\xfb\x01\n\tCondition\x12\x36\n\rno_version_in\x18\x01 \x01(\x0b\x32\x1d.bigtable_lite.v1.NoVersionInH\x00\x12\x31\n\nversion_at\x18\x02 \x01(\x0b\x32\x1b.bigtable_lite.v1.VersionAtH\x00\x12:\n\x0fvalue_prefix_at\x18\x03 \x01(\x0b\x32\x1f.bigtable_lite.v1.ValuePrefixAtH\x00\x12?\n\x12no_value_prefix_at\x18\x04 \x01(\x0b\x32!.bigtable_lite.v1.NoValuePrefixAtH\x00\x42\x06\n\x04kind\"0\n\x03Put\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\r\n\x05value\x18\x03 \x01(\x0c\"+\n\rDeleteVersion\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\n\n\x02ts\x18\x02 \x01(\x04\"=\n\x0b\x44\x65leteRange\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06min_ts\x18\x02 \x01(\x04\x12\x0e\n\x06max_ts\x18\x03 \x01(\x04\"\xaa\x01\n\x08Mutation\x12$\n\x03put\x18\x01 \x01(\x0b\x32\x15.bigtable_lite.v1.PutH\x00\x12\x39\n\x0e\x64\x65lete_version\x18\x02 \x01(\x0b\x32\x1f.bigtable_lite.v1.DeleteVersionH\x00\x12\x35\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32\x1d.bigtable_lite.v1.DeleteRangeH\x00\x42\x06\n\x04kind\"\x89\x01\n\x0bRowMutation\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0b\n\x03row\x18\x02 \x01(\x0c\x12/\n\nconditions\x18\x03 \x03(\x0b\x32\x1b.bigtable_lite.v1.Condition\x12-\n\tmutations\x18\x04 \x03(\x0b\x32\x1a.bigtable_lite.v1.Mutation\"N\n\x11MutateRowsRequest\x12+\n\x04rows\x18\x01 \x03(\x0b\x32\x1d.bigtable_lite.v1.RowMutation\x12\x0c\n\x04sync\x18\x02 \x01(\x08\"b\n\x0eMutationResult\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x18\n\x10\x66\x61iled_condition\x18\x02 \x01(\x05\x12%\n\x05\x66ound\x18\x03 \x01(\x0b\x32\x16.bigtable_lite.v1.Cell\"G\n\x12MutateRowsResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .bigtable_lite.v1.MutationResult\"V\n\x06Tablet\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x11\n\tstart_row\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_row\x18\x03 \x01(\x0c\x12\x19\n\x11\x61pproximate_bytes\x18\x04 \x01(\x04\"#\n\x12ListTabletsRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"@\n\x13ListTabletsResponse\x12)\n\x07tablets\x18\x01 \x03(\x0b\x32\x18.bigtable_lite.v1.Tablet\"0\n\x12SplitTabletRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0b\n\x03row\x18\x02 \x01(\x0c\"@\n\x13SplitTabletResponse\x12)\n\x07tablets\x18\x01 \x03(\x0b\x32\x18.bigtable_lite.v1.Tablet\"$\n\x13\x43ompactTableRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"\x16\n\x14\x43ompactTableResponse2\xf6\x04\n\rTabletService\x12Q\n\x08ReadRows\x12!.bigtable_lite.v1.ReadRowsRequest\x1a\".bigtable_lite.v1.ReadRowsResponse\x12Y\n\x0eReadRowsStream\x12!.bigtable_lite.v1.ReadRowsRequest\x1a\".bigtable_lite.v1.ReadRowsResponse0\x01\x12G\n\x04Scan\x12\x1d.bigtable_lite.v1.ScanRequest\x1a\x1e.bigtable_lite.v1.ScanResponse0\x01\x12W\n\nMutateRows\x12#.bigtable_lite.v1.MutateRowsRequest\x1a$.bigtable_lite.v1.MutateRowsResponse\x12Z\n\x0bListTablets\x12$.bigtable_lite.v1.ListTabletsRequest\x1a%.bigtable_lite.v1.ListTabletsResponse\x12Z\n\x0bSplitTablet\x12$.bigtable_lite.v1.SplitTabletRequest\x1a%.bigtable_lite.v1.SplitTabletResponse\x12]\n\x0c\x43ompactTable\x12%.bigtable_lite.v1.CompactTableRequest\x1a&.bigtable_lite.v1.CompactTableResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,38 +55,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOVERSIONIN']._serialized_end=905
   _globals['_VERSIONAT']._serialized_start=907
   _globals['_VERSIONAT']._serialized_end=976
-  _globals['_CONDITION']._serialized_start=978
-  _globals['_CONDITION']._serialized_end=1104
-  _globals['_PUT']._serialized_start=1106
-  _globals['_PUT']._serialized_end=1154
-  _globals['_DELETEVERSION']._serialized_start=1156
-  _globals['_DELETEVERSION']._serialized_end=1199
-  _globals['_DELETERANGE']._serialized_start=1201
-  _globals['_DELETERANGE']._serialized_end=1262
-  _globals['_MUTATION']._serialized_start=1265
-  _globals['_MUTATION']._serialized_end=1435
-  _globals['_ROWMUTATION']._serialized_start=1438
-  _globals['_ROWMUTATION']._serialized_end=1575
-  _globals['_MUTATEROWSREQUEST']._serialized_start=1577
-  _globals['_MUTATEROWSREQUEST']._serialized_end=1655
-  _globals['_MUTATIONRESULT']._serialized_start=1657
-  _globals['_MUTATIONRESULT']._serialized_end=1755
-  _globals['_MUTATEROWSRESPONSE']._serialized_start=1757
-  _globals['_MUTATEROWSRESPONSE']._serialized_end=1828
-  _globals['_TABLET']._serialized_start=1830
-  _globals['_TABLET']._serialized_end=1916
-  _globals['_LISTTABLETSREQUEST']._serialized_start=1918
-  _globals['_LISTTABLETSREQUEST']._serialized_end=1953
-  _globals['_LISTTABLETSRESPONSE']._serialized_start=1955
-  _globals['_LISTTABLETSRESPONSE']._serialized_end=2019
-  _globals['_SPLITTABLETREQUEST']._serialized_start=2021
-  _globals['_SPLITTABLETREQUEST']._serialized_end=2069
-  _globals['_SPLITTABLETRESPONSE']._serialized_start=2071
-  _globals['_SPLITTABLETRESPONSE']._serialized_end=2135
-  _globals['_COMPACTTABLEREQUEST']._serialized_start=2137
-  _globals['_COMPACTTABLEREQUEST']._serialized_end=2173
-  _globals['_COMPACTTABLERESPONSE']._serialized_start=2175
-  _globals['_COMPACTTABLERESPONSE']._serialized_end=2197
-  _globals['_TABLETSERVICE']._serialized_start=2200
-  _globals['_TABLETSERVICE']._serialized_end=2830
+  _globals['_VALUEPREFIXAT']._serialized_start=978
+  _globals['_VALUEPREFIXAT']._serialized_end=1043
+  _globals['_NOVALUEPREFIXAT']._serialized_start=1045
+  _globals['_NOVALUEPREFIXAT']._serialized_end=1112
+  _globals['_CONDITION']._serialized_start=1115
+  _globals['_CONDITION']._serialized_end=1366
+  _globals['_PUT']._serialized_start=1368
+  _globals['_PUT']._serialized_end=1416
+  _globals['_DELETEVERSION']._serialized_start=1418
+  _globals['_DELETEVERSION']._serialized_end=1461
+  _globals['_DELETERANGE']._serialized_start=1463
+  _globals['_DELETERANGE']._serialized_end=1524
+  _globals['_MUTATION']._serialized_start=1527
+  _globals['_MUTATION']._serialized_end=1697
+  _globals['_ROWMUTATION']._serialized_start=1700
+  _globals['_ROWMUTATION']._serialized_end=1837
+  _globals['_MUTATEROWSREQUEST']._serialized_start=1839
+  _globals['_MUTATEROWSREQUEST']._serialized_end=1917
+  _globals['_MUTATIONRESULT']._serialized_start=1919
+  _globals['_MUTATIONRESULT']._serialized_end=2017
+  _globals['_MUTATEROWSRESPONSE']._serialized_start=2019
+  _globals['_MUTATEROWSRESPONSE']._serialized_end=2090
+  _globals['_TABLET']._serialized_start=2092
+  _globals['_TABLET']._serialized_end=2178
+  _globals['_LISTTABLETSREQUEST']._serialized_start=2180
+  _globals['_LISTTABLETSREQUEST']._serialized_end=2215
+  _globals['_LISTTABLETSRESPONSE']._serialized_start=2217
+  _globals['_LISTTABLETSRESPONSE']._serialized_end=2281
+  _globals['_SPLITTABLETREQUEST']._serialized_start=2283
+  _globals['_SPLITTABLETREQUEST']._serialized_end=2331
+  _globals['_SPLITTABLETRESPONSE']._serialized_start=2333
+  _globals['_SPLITTABLETRESPONSE']._serialized_end=2397
+  _globals['_COMPACTTABLEREQUEST']._serialized_start=2399
+  _globals['_COMPACTTABLEREQUEST']._serialized_end=2435
+  _globals['_COMPACTTABLERESPONSE']._serialized_start=2437
+  _globals['_COMPACTTABLERESPONSE']._serialized_end=2459
+  _globals['_TABLETSERVICE']._serialized_start=2462
+  _globals['_TABLETSERVICE']._serialized_end=3092
 # @@protoc_insertion_point(module_scope)

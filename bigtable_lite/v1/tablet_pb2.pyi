@@ -116,13 +116,37 @@ class VersionAt(_message.Message):
     value: bytes
     def __init__(self, column: _Optional[bytes] = ..., ts: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
 
+class ValuePrefixAt(_message.Message):
+    __slots__ = ("column", "ts", "value_prefix")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    column: bytes
+    ts: int
+    value_prefix: bytes
+    def __init__(self, column: _Optional[bytes] = ..., ts: _Optional[int] = ..., value_prefix: _Optional[bytes] = ...) -> None: ...
+
+class NoValuePrefixAt(_message.Message):
+    __slots__ = ("column", "ts", "value_prefix")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    column: bytes
+    ts: int
+    value_prefix: bytes
+    def __init__(self, column: _Optional[bytes] = ..., ts: _Optional[int] = ..., value_prefix: _Optional[bytes] = ...) -> None: ...
+
 class Condition(_message.Message):
-    __slots__ = ("no_version_in", "version_at")
+    __slots__ = ("no_version_in", "version_at", "value_prefix_at", "no_value_prefix_at")
     NO_VERSION_IN_FIELD_NUMBER: _ClassVar[int]
     VERSION_AT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_PREFIX_AT_FIELD_NUMBER: _ClassVar[int]
+    NO_VALUE_PREFIX_AT_FIELD_NUMBER: _ClassVar[int]
     no_version_in: NoVersionIn
     version_at: VersionAt
-    def __init__(self, no_version_in: _Optional[_Union[NoVersionIn, _Mapping]] = ..., version_at: _Optional[_Union[VersionAt, _Mapping]] = ...) -> None: ...
+    value_prefix_at: ValuePrefixAt
+    no_value_prefix_at: NoValuePrefixAt
+    def __init__(self, no_version_in: _Optional[_Union[NoVersionIn, _Mapping]] = ..., version_at: _Optional[_Union[VersionAt, _Mapping]] = ..., value_prefix_at: _Optional[_Union[ValuePrefixAt, _Mapping]] = ..., no_value_prefix_at: _Optional[_Union[NoValuePrefixAt, _Mapping]] = ...) -> None: ...
 
 class Put(_message.Message):
     __slots__ = ("column", "ts", "value")

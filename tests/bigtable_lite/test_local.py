@@ -18,6 +18,7 @@ from bigtable_lite import (
     DeleteVersion,
     LocalStore,
     MutationResult,
+    NoValuePrefixAt,
     NoVersionIn,
     Put,
     RowMutation,
@@ -25,6 +26,7 @@ from bigtable_lite import (
     StoreClosed,
     StoreLocked,
     TimeRange,
+    ValuePrefixAt,
     VersionAt,
 )
 from bigtable_lite.encoding import encode_bytes_list
@@ -226,7 +228,9 @@ def test_conditions_match_a_model(tmp_path_factory: pytest.TempPathFactory,
                   st.sampled_from(_COLUMNS), ts, ts),
         st.builds(NoVersionIn, st.sampled_from(_COLUMNS)),
         st.builds(VersionAt, st.sampled_from(_COLUMNS), ts),
-        st.builds(VersionAt, st.sampled_from(_COLUMNS), ts, st.binary(max_size=3)))
+        st.builds(VersionAt, st.sampled_from(_COLUMNS), ts, st.binary(max_size=3)),
+        st.builds(ValuePrefixAt, st.sampled_from(_COLUMNS), ts, st.binary(max_size=2)),
+        st.builds(NoValuePrefixAt, st.sampled_from(_COLUMNS), ts, st.binary(max_size=2)))
     conditions = data.draw(st.lists(condition, max_size=6))
     live = {k: v for k, v in versions.items() if k not in deleted}
 
@@ -239,6 +243,16 @@ def test_conditions_match_a_model(tmp_path_factory: pytest.TempPathFactory,
                     newest = max(hits)
                     return MutationResult(False, i,
                                           Cell(cond.column, newest, live[(cond.column, newest)]))
+            elif isinstance(cond, ValuePrefixAt):
+                value = live.get((cond.column, cond.ts))
+                if value is None:
+                    return MutationResult(False, i, None)
+                if value[:len(cond.value_prefix)] != cond.value_prefix:
+                    return MutationResult(False, i, Cell(cond.column, cond.ts, value))
+            elif isinstance(cond, NoValuePrefixAt):
+                value = live.get((cond.column, cond.ts))
+                if value is not None and value[:len(cond.value_prefix)] == cond.value_prefix:
+                    return MutationResult(False, i, Cell(cond.column, cond.ts, value))
             else:
                 value = live.get((cond.column, cond.ts))
                 if value is None:

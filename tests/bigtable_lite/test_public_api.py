@@ -10,9 +10,10 @@ from bigtable_lite import server
 PUBLIC = {
     "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "Cell", "Condition", "DataCorruption",
     "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
-    "Mutation", "MutationResult", "NoVersionIn", "Put", "RemoteStore", "Row", "RowMutation",
-    "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked", "StoreOps",
-    "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "VersionAt", "WrongTablet",
+    "Mutation", "MutationResult", "NoValuePrefixAt", "NoVersionIn", "Put", "RemoteStore", "Row",
+    "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
+    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "ValuePrefixAt",
+    "VersionAt", "WrongTablet",
 }
 
 

@@ -17,6 +17,7 @@ from bigtable_lite import (
     LimitExceeded,
     LocalStore,
     MutationResult,
+    NoValuePrefixAt,
     NoVersionIn,
     Put,
     Row,
@@ -26,6 +27,7 @@ from bigtable_lite import (
     TabletInfo,
     TabletStore,
     TimeRange,
+    ValuePrefixAt,
     VersionAt,
 )
 
@@ -325,6 +327,63 @@ def test_version_at(store: Store) -> None:
     must_see(store, b"r", b"x", MAX_TS, b"2")
 
 
+def test_value_prefix_at(store: Store) -> None:
+    must_put(store, b"r", b"slot", 0, b"\x02owner-1 rest")
+    must_put(store, b"r", b"c", 7, b"v")
+    cam = store.check_and_mutate
+    assert cam(T, b"r", [ValuePrefixAt(b"slot", 0, b"\x02owner-1")], [Put(b"x", 1, b"1")]).applied
+    assert cam(T, b"r", [ValuePrefixAt(b"slot", 0, b"\x02owner-1 rest")],
+               [Put(b"x", 2, b"2")]).applied
+    assert cam(T, b"r", [ValuePrefixAt(b"slot", 0, b"")], [Put(b"x", 3, b"3")]).applied
+    # Another owner's value, a prefix longer than the value, no version at ts at all:
+    for cond, found in ((ValuePrefixAt(b"slot", 0, b"\x02owner-2"),
+                         Cell(b"slot", 0, b"\x02owner-1 rest")),
+                        (ValuePrefixAt(b"slot", 0, b"\x02owner-1 rest and more"),
+                         Cell(b"slot", 0, b"\x02owner-1 rest")),
+                        (ValuePrefixAt(b"slot", 1, b""), None),
+                        (ValuePrefixAt(b"c", 6, b"v"), None),
+                        (ValuePrefixAt(b"other", 0, b""), None)):
+        assert cam(T, b"r", [cond], [Put(b"x", 4, b"4")]) == MutationResult(False, 0, found)
+    must_see(store, b"r", b"x", MAX_TS, b"3")
+
+
+def test_no_value_prefix_at(store: Store) -> None:
+    must_put(store, b"r", b"slot", 0, b"\x02owner-1 rest")
+    cam = store.check_and_mutate
+    for holds in (NoValuePrefixAt(b"slot", 0, b"\x02owner-2"),
+                  NoValuePrefixAt(b"slot", 0, b"\x02owner-1 rest and more"),
+                  NoValuePrefixAt(b"slot", 1, b""),
+                  NoValuePrefixAt(b"other", 0, b"\x02owner-1")):
+        assert cam(T, b"r", [holds], [Put(b"x", 1, b"1")]).applied, holds
+    for fails in (NoValuePrefixAt(b"slot", 0, b"\x02owner-1"),
+                  NoValuePrefixAt(b"slot", 0, b"")):
+        assert cam(T, b"r", [fails], [Put(b"x", 2, b"2")]) == \
+            MutationResult(False, 0, Cell(b"slot", 0, b"\x02owner-1 rest")), fails
+    must_see(store, b"r", b"x", MAX_TS, b"1")
+
+
+def test_value_prefix_conditions_follow_one_slot_rewritten_by_owners(store: Store) -> None:
+    """One cell at a fixed ts, taken, refreshed, released and retaken by several owners
+    (point lookups: each sees the latest put or delete of the slot, never an older one)."""
+    cam = store.check_and_mutate
+    for owner in (b"A", b"B", b"A"):
+        assert cam(T, b"r", [NoVersionIn(b"slot", 0, 0)], [Put(b"slot", 0, owner + b"1")]).applied
+        assert not cam(T, b"r", [NoVersionIn(b"slot", 0, 0)], [Put(b"slot", 0, b"?")]).applied
+        other = b"B" if owner == b"A" else b"A"
+        assert not cam(T, b"r", [ValuePrefixAt(b"slot", 0, other)],
+                       [DeleteVersion(b"slot", 0)]).applied
+        assert cam(T, b"r", [ValuePrefixAt(b"slot", 0, owner)], [Put(b"slot", 0, owner + b"2")]
+                   ).applied
+        assert cam(T, b"r", [NoValuePrefixAt(b"slot", 0, other)], [Put(b"seal", 1, b"")]).applied
+        assert not cam(T, b"r", [NoValuePrefixAt(b"slot", 0, owner)], [Put(b"seal", 1, b"")]
+                       ).applied
+        assert cam(T, b"r", [ValuePrefixAt(b"slot", 0, owner)], [DeleteVersion(b"slot", 0)]
+                   ).applied
+        assert cam(T, b"r", [NoValuePrefixAt(b"slot", 0, owner)], [Put(b"seal", 1, b"")]).applied
+        assert not cam(T, b"r", [ValuePrefixAt(b"slot", 0, owner)], [Put(b"x", 1, b"")]).applied
+    assert store.read_row(T, b"r", columns=[b"slot"]) == []
+
+
 def test_first_failing_condition_is_reported_and_nothing_applies(store: Store) -> None:
     must_put(store, b"r", b"a", 1, b"A")
     conditions: list[Condition] = [VersionAt(b"a", 1), NoVersionIn(b"b"), NoVersionIn(b"a"),
@@ -457,6 +516,13 @@ def scan_all(store: Store) -> list[Row]:
     (RowMutation(T, b"r", (DeleteRange(b"c", 5, 4),)), InvalidArgument),
     (RowMutation(T, b"r", (Put(b"c", 1, b"v"),), (NoVersionIn(b"c", 5, 4),)), InvalidArgument),
     (RowMutation(T, b"r", (Put(b"c", 1, b"v"),), (VersionAt(b"", 1),)), InvalidArgument),
+    (RowMutation(T, b"r", (Put(b"c", 1, b"v"),), (ValuePrefixAt(b"", 1, b"p"),)), InvalidArgument),
+    (RowMutation(T, b"r", (Put(b"c", 1, b"v"),), (NoValuePrefixAt(b"c", MAX_TS + 1, b"p"),)),
+     InvalidArgument),
+    (RowMutation(T, b"r", (Put(b"c", 1, b"v"),),
+                 (ValuePrefixAt(b"c", 1, b"p" * (4 * 1024 * 1024 + 1)),)), LimitExceeded),
+    (RowMutation(T, b"r", (Put(b"c", 1, b"v"),),
+                 (NoValuePrefixAt(b"c" * 4097, 1, b"p"),)), LimitExceeded),
 ])
 def test_bad_mutations_are_refused_and_nothing_is_written(store: Store, mutation: RowMutation,
                                                           error: type[Exception]) -> None:
@@ -485,6 +551,10 @@ def test_oversize_batch_is_refused(store: Store) -> None:
     lambda s: s.mutate_rows([RowMutation(T, b"r", (Put(b"c", 1, "v"),))]),  # type: ignore[arg-type]
     lambda s: s.mutate_rows([RowMutation(T, b"r", ("put",))]),  # type: ignore[arg-type]
     lambda s: s.mutate_rows([RowMutation(T, b"r", (), ("cond",))]),  # type: ignore[arg-type]
+    lambda s: s.mutate_rows([RowMutation(T, b"r", (Put(b"c", 1, b"v"),), (
+        ValuePrefixAt(b"c", 1, "p"),))]),  # type: ignore[arg-type]
+    lambda s: s.mutate_rows([RowMutation(T, b"r", (Put(b"c", 1, b"v"),), (
+        NoValuePrefixAt(b"c", 1, None),))]),  # type: ignore[arg-type]
     lambda s: s.mutate_rows([(T, b"r")]),
     lambda s: s.read_rows([RowRead(T, bytearray(b"r"))]),  # type: ignore[arg-type]
     lambda s: s.scan(ScanRequest("t")),  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from bigtable_lite import (
     DeleteVersion,
     InvalidArgument,
     MutationResult,
+    NoValuePrefixAt,
     NoVersionIn,
     Put,
     Row,
@@ -25,6 +26,7 @@ from bigtable_lite import (
     ScanRequest,
     TabletInfo,
     TimeRange,
+    ValuePrefixAt,
     VersionAt,
     wire,
 )
@@ -37,7 +39,9 @@ RANGE = st.one_of(st.just(ALL_TIME), st.builds(TimeRange, TS, TS))
 CELL = st.builds(Cell, KEY, TS, VALUE)
 KEYS = st.lists(KEY, max_size=3).map(tuple)
 COND = st.one_of(st.builds(NoVersionIn, KEY, TS, TS),
-                 st.builds(VersionAt, KEY, TS, st.one_of(st.none(), VALUE)))
+                 st.builds(VersionAt, KEY, TS, st.one_of(st.none(), VALUE)),
+                 st.builds(ValuePrefixAt, KEY, TS, VALUE),
+                 st.builds(NoValuePrefixAt, KEY, TS, VALUE))
 MUT = st.one_of(st.builds(Put, KEY, TS, VALUE), st.builds(DeleteVersion, KEY, TS),
                 st.builds(DeleteRange, KEY, TS, TS))
 ROW_MUTATION = st.builds(RowMutation, KEY, KEY, st.lists(MUT, max_size=4).map(tuple),
@@ -121,6 +125,29 @@ def test_condition_or_mutation_without_kind_is_refused() -> None:
     row.conditions.add()
     with pytest.raises(InvalidArgument, match="condition has no kind"):
         wire.mutate_request_from_pb(req)
+
+
+def test_value_prefix_conditions_are_refused_by_a_server_that_predates_them() -> None:
+    """They are kinds of their own, not fields of VersionAt: a server built from the proto
+    before them finds the Condition's kind unset and refuses the row (a field it did not
+    know would have been dropped silently, leaving a weaker VersionAt to check)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    old_file = descriptor_pb2.FileDescriptorProto()
+    pb.DESCRIPTOR.CopyToProto(old_file)  # into a pool of its own: the same names are free
+    condition = next(m for m in old_file.message_type if m.name == "Condition")
+    kept = [f for f in condition.field if f.name in ("no_version_in", "version_at")]
+    del condition.field[:]
+    condition.field.extend(kept)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(old_file)
+    old_condition = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("bigtable_lite.v1.Condition"))
+    for cond in (ValuePrefixAt(b"l", 0, b"\x02owner"), NoValuePrefixAt(b"l", 0, b"\x02owner")):
+        sent = wire.mutate_request_to_pb([RowMutation(b"t", b"r", (), (cond,))], False)
+        raw = sent.rows[0].conditions[0].SerializeToString()
+        assert old_condition.FromString(raw).WhichOneof("kind") is None
+        assert wire.mutate_request_from_pb(reparse(sent))[0].conditions == (cond,)
 
 
 def test_unknown_model_types_are_type_errors() -> None:

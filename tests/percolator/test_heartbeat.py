@@ -24,9 +24,12 @@ def _reset_failpoints() -> Iterator[None]:
 
 def stored_lock(client: Client, row: bytes, column: bytes, start_ts: int) -> records.Lock:
     cells = client.store.read_rows([RowRead(client.table, row, (layout.lock_column(column),), (),
-                                            TimeRange(start_ts, start_ts), 1)])[0]
+                                            TimeRange(layout.LOCK_SLOT_TS, layout.LOCK_SLOT_TS),
+                                            1)])[0]
     assert cells, "lock missing"
-    return records.decode_lock(cells[0].value)
+    lock = records.decode_lock(cells[0].value)
+    assert lock.start_ts == start_ts, "another transaction's lock"
+    return lock
 
 
 def test_refresh_moves_expiry_and_keeps_the_inlined_value(tmp_path: Path) -> None:
@@ -34,7 +37,7 @@ def test_refresh_moves_expiry_and_keeps_the_inlined_value(tmp_path: Path) -> Non
     with Client.embedded(tmp_path / "d", lock_ttl=3.0, clock=clock) as client:
         start_ts = client.oracle.get_timestamp()
         cell = CellWrite(b"col", records.PUT, b"short value")
-        lock = lock_record(cell, (b"row", b"col"), client.ctx.keeper.expiry(), True)
+        lock = lock_record(cell, start_ts, (b"row", b"col"), client.ctx.keeper.expiry(), True)
         assert client.store.mutate_rows([prewrite(client.table, b"row", [cell], start_ts,
                                                   (b"row", b"col"), lock.expires_at_ms)])[0].applied
         keeper = client.ctx.keeper

@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bigtable_lite import ALL_TIME, Cell, RowRead, ScanRequest
+from bigtable_lite import ALL_TIME, Cell, LimitExceeded, Limits, RowRead, ScanRequest
 from percolator import Client, CommitConflict, committer, layout, records
-from percolator.commit import CommitOutcome, CommitRequest
+from percolator.commit import CommitOutcome, CommitRequest, check_commit_request
 from percolator.committer import CommitPlan
 from percolator.node_client import NodeClient
 from percolator.node_service import commit_request_to_pb
@@ -151,6 +151,17 @@ def test_a_malformed_commit_fails_alone_with_invalid_argument(tmp_path: Path,
         # The well-formed one ran: nothing was locked at start_ts 5, so it did not commit.
         last = reply.results[len(bad) + 1]
         assert last.WhichOneof("kind") == "commit" and not last.commit.committed
+
+
+def test_a_commit_row_is_refused_past_three_store_items_per_cell() -> None:
+    """A secondary's cell costs its commit three items of a row mutation (the write record,
+    the lock erased, the check of its slot): a row part must stay within the limit."""
+    limits = Limits(max_items_per_row=30)
+    cells = tuple((b"c%02d" % i, records.PUT, b"v") for i in range(10))
+    check_commit_request(CommitRequest(TABLE, 5, b"c00", ((b"a", cells),)), limits)
+    with pytest.raises(LimitExceeded, match="the limit is 10"):
+        check_commit_request(CommitRequest(TABLE, 5, b"c00", (
+            (b"a", cells + ((b"c10", records.PUT, b"v"),)),)), limits)
 
 
 def test_a_node_before_the_commit_command_is_committed_to_step_by_step(

@@ -44,6 +44,22 @@ def test_a_fresh_read_takes_a_new_timestamp_and_reads_at_it(tmp_path: Path) -> N
         assert [k for b in served.service.batches for k in b].count("fresh_read") == 1
 
 
+def test_a_fresh_read_keeps_a_read_fixed_at_one_timestamp(tmp_path: Path) -> None:
+    """A read at one timestamp (a lock slot at [0, 0]) is read as it is, in the fresh read's
+    snapshot; the unset ones at the new timestamp."""
+    reads = [RowRead(TABLE, b"r", (b"c",), (), TimeRange(FAR, FAR), 1),
+             RowRead(TABLE, b"r", (b"c",))]
+    with serve(tmp_path / "data") as served, NodeClient(served.address, timeout=WAIT) as node:
+        seed(node)
+        ts, rows = node.read_at_fresh_timestamp(reads)
+        assert ts < FAR and rows == [[Cell(b"c", FAR, b"future")], [Cell(b"c", 1, b"old")]]
+        assert [k for b in served.service.batches for k in b].count("fresh_read") == 1
+    with tempfile.TemporaryDirectory() as path, Client.embedded(path) as client:
+        seed(client)
+        ts, rows = LocalFreshReads(client.store, client.oracle).read_at_fresh_timestamp(reads)
+        assert ts < FAR and rows == [[Cell(b"c", FAR, b"future")], [Cell(b"c", 1, b"old")]]
+
+
 def test_fresh_reads_of_one_batch_take_distinct_timestamps_of_one_oracle_call(
         tmp_path: Path) -> None:
     oracle = FakeOracle()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bigtable_lite import ALL_TIME, ScanRequest
+from bigtable_lite import ALL_TIME, MutationResult, RowMutation, ScanRequest
 from percolator import Client, CommitConflict, LockWaitTimeout, committer, layout, mutations, \
     records
 from percolator.clock import FakeClock
@@ -118,7 +120,8 @@ def test_reader_gives_up_on_a_live_lock_after_its_wait_limit(tmp_path: Path) -> 
         client.ctx.lock_wait_timeout = 1.0
         plan, _ = locked_transaction(client, ROWS[:2])
         client.ctx.keeper.hold(plan.primary[0], plan.primary[1], plan.start_ts,
-                               mutations.lock_record(plan.parts[0][1][0], plan.primary,
+                               mutations.lock_record(plan.parts[0][1][0], plan.start_ts,
+                                                     plan.primary,
                                                      plan.expires_at_ms, True))
         with pytest.raises(LockWaitTimeout):
             client.begin().get(ROWS[1], b"c")
@@ -208,7 +211,7 @@ def test_a_seal_never_marks_a_primary_committed_after_the_check_read_it(client: 
     assert scan_values(client) == {b"a": b"v", b"b": b"v"}
 
 
-def test_a_primary_behind_anothers_write_is_rolled_back_without_a_seal(client: Client) -> None:
+def test_a_primary_behind_anothers_write_is_rolled_back_for_good(client: Client) -> None:
     start_ts = client.oracle.get_timestamp()
     with client.transaction() as other:  # commits the primary's cell after start_ts
         other.set(b"a", b"c", b"other")
@@ -234,3 +237,51 @@ def test_a_primary_blocked_beside_locked_secondaries_is_not_retried(
         again.set(b"a", b"c", b"mine")
         again.set(b"b", b"c", b"mine")
     assert scan_values(client) == {b"a": b"mine", b"b": b"mine"}
+
+
+class _CommitBeforeFirstMutation:
+    """A store through which a status checker reaches the primary: before the checker's
+    first mutation (its seal), ``meanwhile`` runs -- the race the seal must survive."""
+
+    def __init__(self, inner: object, meanwhile: Callable[[], None]) -> None:
+        self._inner = inner
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def mutate_rows(self, batch: Sequence[RowMutation], *, sync: bool = False
+                    ) -> list[MutationResult]:
+        if self._meanwhile is not None:
+            run, self._meanwhile = self._meanwhile, None
+            run()
+        inner: Any = self._inner
+        return inner.mutate_rows(batch, sync=sync)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_seal_never_lands_on_a_primary_committed_after_the_status_read(
+        client: Client, clock: FakeClock) -> None:
+    """A checker finds no trace of the primary (the writer's prewrite of it was blocked and
+    is retried), then the writer locks and commits it, then the checker's seal arrives:
+    the seal must fail, and the status is the commit (a marker and erased data beside a
+    commit would let readers roll the other cells back: a torn transaction)."""
+    start_ts = client.oracle.get_timestamp()
+    long_value = b"L" * 300  # in the data column, which a seal used to erase
+    writes: dict[tuple[bytes, bytes], tuple[bytes, bytes | None]] = {
+        (b"a", b"c"): (records.PUT, long_value), (b"b", b"c"): (records.PUT, b"v")}
+    plan = committer.plan(client.ctx, start_ts, writes, set())
+    locked: list[int] = []
+    committer.lock_parts(client.ctx, plan, [1], locked)  # the secondary only, so far
+    commit_ts: list[int] = []
+
+    def writer_locks_and_commits_the_primary() -> None:
+        committer.lock_parts(client.ctx, plan, [0], locked)
+        commit_ts.append(client.oracle.get_timestamp())
+        committer.commit_primary(client.ctx, plan, commit_ts[0])
+
+    racing = _CommitBeforeFirstMutation(client.store, writer_locks_and_commits_the_primary)
+    status = check_txn_status(racing, client.table, b"a", b"c", start_ts, clock.now_ms())
+    assert commit_ts, "the race did not run: the test proves nothing"
+    assert (status.state, status.commit_ts) == (COMMITTED, commit_ts[0])
+    assert client.begin().get_many([(b"a", b"c"), (b"b", b"c")]) == {
+        (b"a", b"c"): long_value, (b"b", b"c"): b"v"}

@@ -130,16 +130,22 @@ class CountingStore:
 
 class SecondaryLosingStore(CountingStore):
     """Loses the next batch of secondary commits when ``lose_next`` is set, as if the
-    writer died right after its commit point: readers must roll the locks forward."""
+    writer died right after its commit point: readers must roll the locks forward.
+
+    The secondaries' batch is the second batch of commits (every row puts a write
+    record) after ``lose_next`` was set: the commit step sends the primary's first."""
 
     lose_next = False
+    _primary_passed = False
 
     def mutate_rows(self, mutations: Sequence[Any], *, sync: bool = False) -> Any:
         if self.lose_next and mutations and all(
-                not m.conditions and any(isinstance(x, Put) and x.column.startswith(layout.WRITE)
-                                         for x in m.mutations) for m in mutations):
-            self.lose_next = False
-            raise Unavailable("secondary commits lost (test)")
+                any(isinstance(x, Put) and x.column.startswith(layout.WRITE)
+                    for x in m.mutations) for m in mutations):
+            if self._primary_passed:
+                self.lose_next = self._primary_passed = False
+                raise Unavailable("secondary commits lost (test)")
+            self._primary_passed = True
         return super().mutate_rows(mutations, sync=sync)
 
 
