@@ -64,7 +64,6 @@ FreshRead*.read        0x0a    bigtable_lite.v1.ReadRows{Request,Response}
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import NoReturn, TypeVar
 
@@ -81,6 +80,7 @@ from . import mutations, oracle_service, records
 from .commit import CommitOutcome, CommitRequest, check_commit_request, commit_many
 from .fresh_read import at_timestamp, check_fresh_reads
 from .oracle import MAX_COUNT, TimestampSource, check_count
+from .stream_slots import REFUSED, StreamSlots
 from .v1 import node_pb2, oracle_pb2
 
 __all__ = [
@@ -100,7 +100,7 @@ DEFAULT_MAX_STREAMS = 16
 its worker threads."""
 STREAM_KEY = "percolator-batch-stream"
 """Trailer of a refused BatchStream call; the value is :data:`STREAM_REFUSED`."""
-STREAM_REFUSED = "refused"
+STREAM_REFUSED = REFUSED
 
 # Field tags (field number << 3 | 2, "length-delimited"); see the table above.
 ENTRY_TAG = b"\x0a"           # BatchRequest.commands, BatchResponse.results
@@ -243,10 +243,7 @@ class NodeService:
                  max_streams: int = DEFAULT_MAX_STREAMS) -> None:
         self._store = store
         self._oracle = oracle
-        self._max_streams = max_streams
-        self._lock = threading.Lock()
-        self._streams = 0
-        self._stopping = False
+        self._streams = StreamSlots(max_streams, STREAM_KEY)
         self._limits = store.limits
         # Room left for framing and for the results that are not reads.
         self._reply_limit = store.limits.max_message_bytes - (1 << 16)
@@ -436,14 +433,9 @@ class NodeService:
     def BatchStream(self, requests: Iterator[bytes], context: grpc.ServicerContext
                     ) -> Iterator[bytes]:
         """Batches of one stream, in order.  Holds a server thread while open, hence the cap."""
-        with self._lock:
-            admitted = self._streams < self._max_streams and not self._stopping
-            if admitted:
-                self._streams += 1
-        if not admitted:
-            context.set_trailing_metadata(((STREAM_KEY, STREAM_REFUSED),))
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          "no batch stream free (or the node is stopping): send batches by Batch")
+        slots = self._streams
+        slots.admit(context, "no batch stream free (or the node is stopping): send batches by"
+                    " Batch")
         try:
             for raw in requests:
                 try:
@@ -451,20 +443,18 @@ class NodeService:
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
                 yield reply
-                if self._stopping:  # end between batches: every batch read was answered
+                if slots.stopping:  # end between batches: every batch read was answered
                     return
         finally:
-            with self._lock:
-                self._streams -= 1
+            slots.release()
 
     def stop_streams(self) -> None:
         """End open streams after their current batch and refuse new ones (node shutdown)."""
-        with self._lock:
-            self._stopping = True
+        self._streams.stop()
 
     @property
     def open_streams(self) -> int:
-        return self._streams
+        return self._streams.open
 
     def add_to_server(self, server: grpc.Server) -> None:
         handlers = {"Batch": grpc.unary_unary_rpc_method_handler(self.Batch),

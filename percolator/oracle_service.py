@@ -31,7 +31,6 @@ anything else              INTERNAL                StorageError
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
@@ -41,6 +40,7 @@ from bigtable_lite import status
 from bigtable_lite.server import ServiceRegistration
 
 from .oracle import OracleConflict, OracleExhausted, TimestampSource
+from .stream_slots import REFUSED, StreamSlots
 from .v1 import oracle_pb2
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ DEFAULT_MAX_STREAMS = 8
 """Most ``StreamTimestamps`` calls open at once (each holds a server thread)."""
 STREAM_KEY = "percolator-oracle-stream"
 """Trailer of a refused ``StreamTimestamps`` call; the value is :data:`STREAM_REFUSED`."""
-STREAM_REFUSED = "refused"
+STREAM_REFUSED = REFUSED
 
 # Oracle errors <-> status codes (unambiguous within this service).
 _ORACLE_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -116,10 +116,7 @@ class OracleServicer:
     def __init__(self, oracle: TimestampSource, *,
                  max_streams: int = DEFAULT_MAX_STREAMS) -> None:
         self._oracle = oracle
-        self._max_streams = max_streams
-        self._lock = threading.Lock()
-        self._streams = 0
-        self._stopping = False
+        self._streams = StreamSlots(max_streams, STREAM_KEY)
 
     def GetTimestamps(self, request: oracle_pb2.GetTimestampsRequest,
                       context: grpc.ServicerContext) -> oracle_pb2.GetTimestampsResponse:
@@ -134,14 +131,9 @@ class OracleServicer:
                          context: grpc.ServicerContext
                          ) -> Iterator[oracle_pb2.GetTimestampsResponse]:
         """Each request answered as by GetTimestamps, in order; refused when too many are open."""
-        with self._lock:
-            admitted = self._streams < self._max_streams and not self._stopping
-            if admitted:
-                self._streams += 1
-        if not admitted:
-            context.set_trailing_metadata(((STREAM_KEY, STREAM_REFUSED),))
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          "no timestamp stream free (or the node is stopping): use GetTimestamps")
+        slots = self._streams
+        slots.admit(context, "no timestamp stream free (or the node is stopping): use"
+                    " GetTimestamps")
         try:
             get = self._oracle.get_timestamps
             response = oracle_pb2.GetTimestampsResponse
@@ -152,11 +144,10 @@ class OracleServicer:
                 except Exception as exc:  # noqa: BLE001 -- as above; it ends the stream
                     _abort(context, exc)
                 yield response(first=first, count=count)
-                if self._stopping:  # end between requests: every request read was answered
+                if slots.stopping:  # end between requests: every request read was answered
                     return
         finally:
-            with self._lock:
-                self._streams -= 1
+            slots.release()
 
     def GetOracleStats(self, request: oracle_pb2.GetOracleStatsRequest,
                        context: grpc.ServicerContext) -> oracle_pb2.OracleStats:
@@ -170,12 +161,11 @@ class OracleServicer:
 
     def stop_streams(self) -> None:
         """End open streams after their current request and refuse new ones (node shutdown)."""
-        with self._lock:
-            self._stopping = True
+        self._streams.stop()
 
     @property
     def open_streams(self) -> int:
-        return self._streams
+        return self._streams.open
 
     def add_to_server(self, server: grpc.Server) -> None:
         """Add the service (handlers built here: the generated grpc module is untyped)."""
