@@ -42,7 +42,6 @@ from percolator.layout import notify_table
 from percolator.txn_status import COMMITTED, ROLLED_BACK
 
 from . import layout
-from .chunked import get_many_system
 from .notifications import PendingCell, delete_versions
 from .registry import Observer
 
@@ -165,7 +164,7 @@ def run_observer_batch(client: Client, obs: Observer, cells: Sequence[PendingCel
         txn = client.begin()
         try:
             ack_col = layout.ack_column(column)
-            acks = get_many_system(txn, [(cells[i].row, ack_col) for i in todo])
+            acks = txn.get_many_system([(cells[i].row, ack_col) for i in todo])
             run = []
             for i in todo:
                 ack = layout.decode_ack(acks[(cells[i].row, ack_col)])

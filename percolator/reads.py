@@ -92,7 +92,7 @@ def read_cells(ctx: TxnContext, start_ts: int, keys: Sequence[Key]) -> dict[Key,
     time_range = TimeRange(0, start_ts)
     while pending:
         by_row = _by_row(pending)
-        rows = ctx.store.read_rows(_reads(ctx.table, by_row, time_range))
+        rows = _read_rows(ctx, _reads(ctx.table, by_row, time_range))
         locks = _take(ctx, start_ts, by_row, rows, result)
         if not locks:
             return result
@@ -106,13 +106,41 @@ def read_cells_fresh(ctx: TxnContext, keys: Sequence[Key]) -> tuple[int, dict[Ke
     timestamp with it (``percolator.fresh_read``: one hop, not two, at a node)."""
     result: dict[Key, bytes | None] = {}
     by_row = _by_row(list(dict.fromkeys(keys)) if len(keys) > 1 else keys)
-    start_ts, rows = ctx.fresh_reads.read_at_fresh_timestamp(
-        _reads(ctx.table, by_row, ALL_TIME))
+    reads = _reads(ctx.table, by_row, ALL_TIME)
+    per_call = _per_call(ctx)
+    start_ts, rows = ctx.fresh_reads.read_at_fresh_timestamp(reads[:per_call])
+    if len(reads) > per_call:  # the rest at the timestamp the first call took
+        rows += _read_rows(ctx, _at(reads[per_call:], start_ts))
     locks = _take(ctx, start_ts, by_row, rows, result)
     if locks:  # from here on, reads at the timestamp now known
         wait_for_locks(ctx, locks)
         result.update(read_cells(ctx, start_ts, [(f.row, f.column) for f in locks]))
     return start_ts, result
+
+
+def _per_call(ctx: TxnContext) -> int:
+    """Reads per store call: the store's batch limit, even (a row's two reads stay together)."""
+    return max(2, ctx.limits.max_batch_rows - ctx.limits.max_batch_rows % 2)
+
+
+def _read_rows(ctx: TxnContext, reads: list[RowRead]) -> list[list[Cell]]:
+    """store.read_rows in calls within the store's batch limit.  Reads at one start_ts
+    agree across calls: versions at or below it no longer change (locks are resolved)."""
+    per_call = _per_call(ctx)
+    if len(reads) <= per_call:
+        return ctx.store.read_rows(reads)
+    rows: list[list[Cell]] = []
+    for i in range(0, len(reads), per_call):
+        rows += ctx.store.read_rows(reads[i:i + per_call])
+    return rows
+
+
+def _at(reads: list[RowRead], start_ts: int) -> list[RowRead]:
+    """Fresh reads (time range unset) at start_ts; lock slots stay at their one timestamp."""
+    time_range = TimeRange(0, start_ts)
+    return [r if r.time_range == _SLOT else
+            RowRead(r.table, r.row, r.columns, r.column_prefixes, time_range, r.max_versions)
+            for r in reads]
 
 
 def _by_row(keys: Sequence[Key]) -> dict[bytes, list[bytes]]:

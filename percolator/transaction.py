@@ -107,7 +107,8 @@ class Transaction:
 
     def get_many(self, cells: Iterable[tuple[bytes | str, bytes | str]]
                  ) -> dict[Key, bytes | None]:
-        """Several cells in one batched read; keys of the result are (row, column) as bytes."""
+        """Several cells in one batched read (in calls within the store's batch limit); keys of
+        the result are (row, column) as bytes."""
         self._check_active()
         keys = [self._key(r, c) for r, c in cells]
         missing = [k for k in keys if k not in self._writes]

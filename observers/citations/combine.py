@@ -70,7 +70,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from observers import Observer
-from observers.chunked import get_many
 
 from .contention import DEFAULT_SLOTS, InFlight, RecentTargets
 from .schema import CITED_BY, decode_count, encode_count
@@ -186,7 +185,7 @@ class CombiningCounter:
         for target, _ in deltas:
             check_target(target)
         busy = self._busy(source, [t for t, _ in deltas])
-        counts = get_many(txn, [(target, column) for target, _ in deltas])
+        counts = txn.get_many([(target, column) for target, _ in deltas])
         combined: list[tuple[bytes, int]] = []
         for (target, delta), hot_now in zip(deltas, busy):
             n = decode_count(counts[(target, column)])
@@ -198,7 +197,7 @@ class CombiningCounter:
             slot = (slot_column(source, self.slots) if self.in_flight is None
                     else SLOT_PREFIX + b"%02x" % self.in_flight.slot(source))
             rows = [combine_row(target) for target, _ in combined]
-            current = get_many(txn, [(row, slot) for row in rows])
+            current = txn.get_many([(row, slot) for row in rows])
             for row, (_, delta) in zip(rows, combined):
                 txn.set(row, slot, encode_signed(decode_signed(current[(row, slot)]) + delta))
                 txn.notify(row, FOLD)

@@ -41,7 +41,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from observers import Observer
-from observers.chunked import get_many, get_many_system
 
 from .combine import (
     DEFAULT_BURST,
@@ -97,8 +96,8 @@ class RefsObserver(Observer):
         """
         for row in rows:
             check_target(row)
-        refs = get_many(txn, [(row, REFS) for row in rows])
-        done = get_many_system(txn, [(row, PROCESSED_REFS) for row in rows])
+        refs = txn.get_many([(row, REFS) for row in rows])
+        done = txn.get_many_system([(row, PROCESSED_REFS) for row in rows])
         deltas: dict[str, int] = {}
         for row in rows:
             current = set(decode_refs(refs[(row, REFS)]))

@@ -688,3 +688,21 @@ def test_get_many_system_reads_system_cells_in_one_call(
     assert got[(b"a", b"state")] == txn.get_system(b"a", b"state")
     with pytest.raises(ValueError):
         txn.get_many_system([(b"", b"state")])
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_get_many_of_more_rows_than_one_store_call_takes(
+        client: Client, lazy: bool) -> None:
+    """A read of more rows than the store's batch limit is cut into calls of one snapshot."""
+    rows = client.ctx.limits.max_batch_rows // 2 + 700  # two reads per row: three calls
+    keys = [(b"many%06d" % i, b"c") for i in range(rows)]
+    with client.transaction() as txn:
+        for i, (row, column) in enumerate(keys):
+            if i % 3:
+                txn.set(row, column, b"%d" % i)
+    txn = client.begin(lazy=lazy)
+    got = txn.get_many(keys)
+    assert got == {key: (b"%d" % i if i % 3 else None) for i, key in enumerate(keys)}
+    with client.transaction() as later:  # a commit after the snapshot is not seen
+        later.set(*keys[1], b"later")
+    assert txn.get_many(keys)[keys[1]] == b"1"
