@@ -16,7 +16,7 @@ from .errors import (
     Unavailable,
     WrongTablet,
 )
-from .local import LocalStore
+from .local import LocalStore, UncheckedStore
 from .model import (
     ALL_TIME,
     DEFAULT_LIMITS,
@@ -47,6 +47,6 @@ __all__ = [
     "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
     "Mutation", "MutationResult", "NoValuePrefixAt", "NoVersionIn", "Put", "RemoteStore", "Row",
     "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
-    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "ValuePrefixAt",
-    "VersionAt", "WrongTablet",
+    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "UncheckedStore",
+    "ValuePrefixAt", "VersionAt", "WrongTablet",
 ]

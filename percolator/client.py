@@ -19,6 +19,7 @@ from typing import TypeVar
 from bigtable_lite import DEFAULT_LIMITS, Limits, LocalStore, Put, RowMutation, RowRead, \
     TabletStore
 from bigtable_lite.engine import SyncMode
+from bigtable_lite.validation import check_key
 
 from . import layout
 from .batching import CoalescingStore
@@ -30,6 +31,7 @@ from .errors import CommitConflict, TransactionError
 from .heartbeat import LockKeeper
 from .layout import DEFAULT_TABLE
 from .oracle import Oracle, TimestampSource
+from .records import INLINE_VALUE_MAX
 from .resolve import LockResolver
 from .secondaries import SecondaryCommitter
 from .transaction import Transaction
@@ -40,6 +42,15 @@ DEFAULT_LOCK_TTL = 3.0
 OBSERVED_REFRESH = 1.0  # seconds between re-reads of the observed-column set
 
 
+def _requests_fit(limits: Limits) -> bool:
+    """Whether every store request the transaction protocol builds from cells that
+    Transaction checked is within ``limits`` (so an unchecked store may take them): its
+    largest value is a lock record, ~27 bytes plus the primary's row and column and an
+    inlined value; rows per call and items per row are cut to the limits already."""
+    largest_lock = 64 + limits.max_row_bytes + limits.max_column_bytes + INLINE_VALUE_MAX
+    return largest_lock <= limits.max_value_bytes
+
+
 class Client:
     """Thread-safe: share one Client between threads; give each thread its own transactions."""
 
@@ -48,13 +59,19 @@ class Client:
                  lock_wait_timeout: float | None = None, clock: Clock | None = None,
                  limits: Limits = DEFAULT_LIMITS, background_secondaries: bool = False,
                  commits: CommitService | None = None, fresh_reads: FreshReads | None = None,
+                 protocol_store: TabletStore | None = None,
                  owned: Iterable[object] = ()) -> None:
         """``commits`` runs the commit step and ``fresh_reads`` a lazy transaction's first
         read (default: in this process, over ``store`` and ``oracle``; secondaries in a
-        background thread if ``background_secondaries``)."""
+        background thread if ``background_secondaries``).  ``protocol_store``: the same
+        data as ``store`` for the transaction protocol's own requests (default ``store``;
+        embedded, the LocalStore's unchecked view: transactions check every cell first)."""
         if not lock_ttl > 0:
             raise ValueError("lock_ttl must be positive")
+        for name in (table, layout.notify_table(table), layout.config_table(table)):
+            check_key(name, "table", limits.max_table_bytes)
         self.store = store
+        store = protocol_store or store
         self.oracle = oracle
         self.table = table
         self.clock = clock or SystemClock()
@@ -85,13 +102,17 @@ class Client:
                  table: bytes = DEFAULT_TABLE) -> "Client":
         """Store and oracle in this process, on the data directory ``path``."""
         store = LocalStore(path, sync=sync)
+        oracle: Oracle | None = None
         try:
             oracle = Oracle(store)
+            return cls(store, oracle, table=table, lock_ttl=lock_ttl, clock=clock,
+                       limits=store.limits, owned=[oracle, store],
+                       protocol_store=store.unchecked() if _requests_fit(store.limits) else None)
         except BaseException:
+            if oracle is not None:
+                oracle.close()
             store.close()
             raise
-        return cls(store, oracle, table=table, lock_ttl=lock_ttl, clock=clock,
-                   limits=store.limits, owned=[oracle, store])
 
     @classmethod
     def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,

@@ -16,6 +16,8 @@ from bigtable_lite import (
     Cell,
     DataCorruption,
     DeleteVersion,
+    LimitExceeded,
+    Limits,
     LocalStore,
     MutationResult,
     NoValuePrefixAt,
@@ -308,3 +310,33 @@ def test_newest_version_reads_match_a_model(tmp_path_factory: pytest.TempPathFac
         store.mutate_rows([RowMutation(b"t", b"r", tuple(DeleteVersion(c, t) for c, t in deleted))])
         got = store.read_rows([RowRead(b"t", b"r", tuple(columns), (), TimeRange(low, high), 1)])
         assert got == [expected]
+
+
+def test_unchecked_view_serves_the_same_data_and_closes_nothing(tmp_path: Path) -> None:
+    with LocalStore(tmp_path) as store:
+        view = store.unchecked()
+        assert view.mutate_rows([RowMutation(T, b"r", (Put(b"c", 5, b"v"),))])[0].applied
+        assert store.get(T, b"r", b"c") == Cell(b"c", 5, b"v")
+        store.put(T, b"s", b"c", 7, b"w")
+        reads = [RowRead(T, b"r", (b"c",), (), TimeRange(0, 10), 1),
+                 RowRead(T, b"s", (b"c",), (), TimeRange(0, 10), 1)]
+        assert view.read_rows(reads) == store.read_rows(reads)
+        failed = view.mutate_row(RowMutation(T, b"r", (Put(b"c", 9, b"x"),),
+                                             (NoVersionIn(b"c", 5, 5),)))
+        assert failed == MutationResult(False, 0, Cell(b"c", 5, b"v"))
+        assert [r.row for r in view.scan_rows(T)] == [b"r", b"s"]
+        assert view.list_tablets(T) == store.list_tablets(T)
+        view.close()
+        assert store.get(T, b"s", b"c") == Cell(b"c", 7, b"w")  # still open
+
+
+def test_unchecked_view_skips_only_the_checks(tmp_path: Path) -> None:
+    """What the checked store refuses, the view applies as the engine does: it is for callers
+    whose requests are well-formed by construction, never for outside input."""
+    with LocalStore(tmp_path, limits=Limits(max_value_bytes=4)) as store:
+        big = RowMutation(T, b"r", (Put(b"c", 1, b"12345"),))
+        with pytest.raises(LimitExceeded):
+            store.mutate_rows([big])
+        assert store.get(T, b"r", b"c") is None
+        assert store.unchecked().mutate_rows([big])[0].applied
+        assert store.get(T, b"r", b"c") == Cell(b"c", 1, b"12345")

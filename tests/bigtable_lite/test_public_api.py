@@ -12,8 +12,8 @@ PUBLIC = {
     "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
     "Mutation", "MutationResult", "NoValuePrefixAt", "NoVersionIn", "Put", "RemoteStore", "Row",
     "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
-    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "ValuePrefixAt",
-    "VersionAt", "WrongTablet",
+    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "UncheckedStore",
+    "ValuePrefixAt", "VersionAt", "WrongTablet",
 }
 
 
@@ -26,7 +26,7 @@ def test_package_exports() -> None:
 def test_both_stores_implement_the_interface() -> None:
     ops = {"read_rows", "scan", "mutate_rows", "list_tablets", "split_tablet", "close", "get",
            "put", "check_and_mutate", "read_row", "scan_rows"}
-    for cls in (bigtable_lite.LocalStore, bigtable_lite.RemoteStore):
+    for cls in (bigtable_lite.LocalStore, bigtable_lite.RemoteStore, bigtable_lite.UncheckedStore):
         assert ops <= set(dir(cls)), cls
 
 

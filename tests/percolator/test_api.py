@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bigtable_lite import DEFAULT_LIMITS, LocalStore
+from bigtable_lite import DEFAULT_LIMITS, InvalidArgument, Limits, LocalStore, UncheckedStore
 from percolator import (
     Client,
     CommitConflict,
@@ -20,6 +20,7 @@ from percolator import (
     layout,
     records,
 )
+from percolator import client as client_module
 from percolator.clock import FakeClock
 from percolator.oracle import Oracle
 
@@ -706,3 +707,35 @@ def test_get_many_of_more_rows_than_one_store_call_takes(
     with client.transaction() as later:  # a commit after the snapshot is not seen
         later.set(*keys[1], b"later")
     assert txn.get_many(keys)[keys[1]] == b"1"
+
+
+def test_embedded_protocol_skips_store_checks_but_the_client_store_keeps_them(
+        tmp_path: Path) -> None:
+    """The transaction protocol's requests (built from cells Transaction checked) go to the
+    LocalStore's unchecked view; the store users reach through the client still checks."""
+    with Client.embedded(tmp_path / "d") as client:
+        assert isinstance(client.ctx.store, UncheckedStore)
+        assert isinstance(client.store, LocalStore)
+        with pytest.raises(InvalidArgument, match="row must not be empty"):
+            client.store.put(b"t", b"", b"c", 1, b"v")
+        with client.transaction() as txn:
+            txn.set(b"r", b"c", b"v")
+        assert client.begin().get(b"r", b"c") == b"v"
+
+
+def test_protocol_store_is_checked_when_limits_could_be_exceeded() -> None:
+    """A lock record carries the primary's row and column: with a value limit too small for
+    the largest one, the protocol's requests are checked by the store after all."""
+    assert client_module._requests_fit(DEFAULT_LIMITS)
+    tight = Limits(max_value_bytes=DEFAULT_LIMITS.max_row_bytes)
+    assert not client_module._requests_fit(tight)
+
+
+@pytest.mark.parametrize("table", [b"", b"t" * 300, "t"])
+def test_a_bad_table_name_is_refused_and_releases_the_directory(tmp_path: Path,
+                                                                table: Any) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        Client.embedded(tmp_path / "d", table=table)
+    with Client.embedded(tmp_path / "d") as client:  # the directory was released
+        with client.transaction() as txn:
+            txn.set(b"r", b"c", b"v")
