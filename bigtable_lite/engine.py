@@ -66,6 +66,7 @@ _STRIPES = 4096  # row lock stripes; a power of two
 _STRIPE_MASK = _STRIPES - 1
 _MAX_CACHED_TABLES = 1024  # table key prefixes kept; bounded against clients inventing tables
 _MAX_CACHED_COLUMNS = 1 << 16  # escaped column names kept, bounded likewise
+_CACHED_ROWS = 1 << 12  # escaped rows kept per table (see _row_prefix)
 _TS = struct.Struct(">Q")
 _SCAN_CHUNK_ROWS = 256
 LEVELDB_DIR = "leveldb"
@@ -100,6 +101,7 @@ class Engine:
         self._sync = sync == "always"
         self._row_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._table_prefixes: dict[bytes, bytes] = {}
+        self._row_prefixes: dict[bytes, dict[bytes, bytes]] = {}  # per cached table
         # Escaped column names: every key a mutation or condition touches needs one, and
         # a store sees few distinct columns (a dict lookup is ~3x cheaper than escape()).
         self._columns: dict[bytes, bytes] = {}
@@ -166,13 +168,23 @@ class Engine:
             try:
                 out = []
                 table = row = rpfx = b""
+                escaped_columns = self._columns
                 for r in reads:
                     if r.row is not row or r.table is not table:  # reads of one row follow
                         table, row = r.table, r.row               # each other (e.g. a lock
                         rpfx = self._row_prefix(table, row)       # slot, then the writes)
                     tr = r.time_range
-                    if r.columns:
-                        wanted = self._wanted(r.columns)
+                    columns = r.columns
+                    if len(columns) == 1:  # the transaction layer's reads, inline
+                        column = columns[0]
+                        escaped = escaped_columns.get(column) or self._column(column)
+                        if tr.min_ts == tr.max_ts:
+                            value = source.get(rpfx + escaped + _TS.pack(MAX_TS - tr.min_ts))
+                            out.append([] if value is None else [Cell(column, tr.min_ts, value)])
+                            continue
+                        wanted = [(column, escaped)]
+                    elif columns:
+                        wanted = self._wanted(columns)
                         if tr.min_ts == tr.max_ts:
                             out.append(_get_versions(source, rpfx, wanted, tr.min_ts))
                             continue
@@ -250,12 +262,29 @@ class Engine:
     # --- check-and-mutate -----------------------------------------------------------------
 
     def _row_prefix(self, table: bytes, row: bytes) -> bytes:
+        """table_prefix(table) + escape(row), from a cache of recent rows: a transaction
+        names each row it writes in three calls (read, prewrite, commit)."""
+        rows = self._row_prefixes.get(table)
+        if rows is not None:
+            rpfx = rows.get(row)
+            if rpfx is not None:
+                return rpfx
+        return self._new_row_prefix(table, row)
+
+    def _new_row_prefix(self, table: bytes, row: bytes) -> bytes:
         tpfx = self._table_prefixes.get(table)
         if tpfx is None:
             tpfx = table_prefix(table)
             if len(self._table_prefixes) < _MAX_CACHED_TABLES:
                 self._table_prefixes[table] = tpfx
-        return tpfx + escape(row)
+                self._row_prefixes[table] = {}
+        rpfx = tpfx + escape(row)
+        rows = self._row_prefixes.get(table)
+        if rows is not None:
+            if len(rows) >= _CACHED_ROWS:
+                rows.clear()  # recent rows matter; a clear is cheaper than tracking age
+            rows[row] = rpfx
+        return rpfx
 
     def _column(self, column: bytes) -> bytes:
         """escape(column), cached (callers try ``self._columns.get`` inline first)."""

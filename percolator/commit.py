@@ -196,12 +196,15 @@ class LocalCommit:
                                    primary_column=primary_column)
         if not self._store.mutate_rows([primary])[0].applied:
             return NOT_COMMITTED
-        outcome = CommitOutcome(True, commit_ts)
         failpoints.hit("commit.after_commit_primary")
         if len(rows) > 1:
-            _commit_secondaries_of(self._store, self._limits, (request,), (outcome,),
-                                   self.secondaries)
-        return outcome
+            commit = mutations.commit
+            rest = [commit(table, row, cells, start_ts, commit_ts) for row, cells in rows[1:]]
+            if self.secondaries is not None:
+                self.secondaries.submit(rest)
+            elif commit_secondaries(self._store, self._limits, rest):
+                failpoints.hit("commit.after_commit_secondary")
+        return CommitOutcome(True, commit_ts)
 
     def close(self) -> None:
         if self.secondaries is not None:

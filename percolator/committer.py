@@ -71,17 +71,17 @@ def plan(ctx: TxnContext, start_ts: int, writes: dict[Key, tuple[bytes, bytes | 
         op, value = writes[primary]
         return CommitPlan(start_ts, primary, [(primary[0], [CellWrite(primary[1], op, value)])],
                           notes, ctx.keeper.expiry())
-    by_row: dict[bytes, list[CellWrite]] = {}
-    for (row, col), (op, value) in sorted(writes.items()):
-        by_row.setdefault(row, []).append(CellWrite(col, op, value))
+    # Sorted: the primary (the smallest key) leads the first part, and each row's cells
+    # are consecutive; a row with very many cells is cut into parts.
     parts: list[Part] = []
-    for row, cells in by_row.items():
-        for i in range(0, len(cells), CELLS_PER_PART):
-            part = (row, cells[i:i + CELLS_PER_PART])
-            if row == primary[0] and i == 0:  # sorted, so the primary is the row's first cell
-                parts.insert(0, part)
-            else:
-                parts.append(part)
+    part_row = None
+    cells: list[CellWrite] = []
+    for (row, col), (op, value) in sorted(writes.items()):
+        if row != part_row or len(cells) == CELLS_PER_PART:
+            cells = []
+            parts.append((row, cells))
+            part_row = row
+        cells.append(CellWrite(col, op, value))
     return CommitPlan(start_ts, primary, parts, notes, ctx.keeper.expiry())
 
 

@@ -182,27 +182,34 @@ def _take(ctx: TxnContext, start_ts: int, by_row: dict[bytes, list[bytes]],
     """Values of the cells read (``rows``: two per row, as :func:`_reads`) into ``result``;
     the locks met (their cells are read again once the locks are resolved)."""
     locks: list[FoundLock] = []
-    found: dict[Key, records.Write] = {}
+    fetch: dict[Key, records.Write] = {}
+    decode_write = records.decode_write
     i = 0
     for row, cols in by_row.items():
         slots, write_cells = rows[i], rows[i + 1]
         i += 2
-        if not slots and not write_cells:
+        if slots:
+            _parse(row, slots, start_ts, locks, {})
+        if not write_cells:
             for col in cols:
                 result[(row, col)] = None
             continue
-        writes: dict[bytes, records.Write] = {}
-        if slots:
-            _parse(row, slots, start_ts, locks, writes)
-        _parse(row, write_cells, start_ts, locks, writes)
+        # The second read of a row asks for write columns only: w<column> -> record.
+        raw = {cell.column[1:]: cell.value for cell in write_cells}
         for col in cols:
-            write = writes.get(col)
-            if write is None:
+            record = raw.get(col)
+            if record is None:
                 result[(row, col)] = None
+                continue
+            write = decode_write(record)
+            if write.kind == records.DELETE:
+                result[(row, col)] = None
+            elif write.value is not None:
+                result[(row, col)] = write.value
             else:
-                found[(row, col)] = write
-    if found:
-        result.update(_values(ctx, found))
+                fetch[(row, col)] = write  # in the data column at the writer's start_ts
+    if fetch:
+        result.update(_values(ctx, fetch))
     return locks
 
 

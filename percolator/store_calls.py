@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bigtable_lite import Limits, MutationResult, RowMutation, TabletStore
+from bigtable_lite import Limits, MutationResult, Put, RowMutation, TabletStore
 
 from . import mutations
 
@@ -28,6 +28,14 @@ def mutate_in_calls(store: TabletStore, limits: Limits, batch: Sequence[RowMutat
     """mutate_rows in as few calls as the store's batch and message limits allow, in order."""
     if len(batch) == 1:
         return store.mutate_rows(batch)
+    if len(batch) <= limits.max_batch_rows:  # the common case: one call, if the bytes fit
+        size = 0
+        for m in batch:
+            for x in m.mutations:
+                if type(x) is Put:
+                    size += len(x.value)
+        if size + 64 * len(batch) <= BYTES_PER_CALL:
+            return store.mutate_rows(batch)
     results: list[MutationResult] = []
     start, size = 0, 0
     for i, m in enumerate(batch):

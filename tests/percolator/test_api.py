@@ -21,6 +21,7 @@ from percolator import (
     records,
 )
 from percolator import client as client_module
+from percolator import committer
 from percolator.clock import FakeClock
 from percolator.oracle import Oracle
 
@@ -739,3 +740,23 @@ def test_a_bad_table_name_is_refused_and_releases_the_directory(tmp_path: Path,
     with Client.embedded(tmp_path / "d") as client:  # the directory was released
         with client.transaction() as txn:
             txn.set(b"r", b"c", b"v")
+
+
+def test_a_row_with_more_cells_than_one_part_commits_whole(client: Client) -> None:
+    """A row's cells are prewritten in parts of CELLS_PER_PART (store items per row are
+    bounded); the parts commit together with the transaction's other rows."""
+    n = 2 * committer.CELLS_PER_PART + 50
+    with client.transaction() as txn:
+        for i in range(n):
+            txn.set(b"wide", b"c%04d" % i, b"%d" % i)
+        txn.set(b"narrow", b"c", b"n")
+    plan = committer.plan(client.ctx, 1, {(b"wide", b"c%04d" % i): (records.PUT, b"v")
+                                          for i in range(n)} | {(b"a", b"c"): (records.PUT, b"v")},
+                          set())
+    assert [(row, len(cells)) for row, cells in plan.parts] == [
+        (b"a", 1), (b"wide", committer.CELLS_PER_PART), (b"wide", committer.CELLS_PER_PART),
+        (b"wide", 50)]
+    txn = client.begin()
+    assert {c: v for _, c, v in txn.scan(b"wide", b"wide\x00")} == {
+        b"c%04d" % i: b"%d" % i for i in range(n)}
+    assert txn.get(b"narrow", b"c") == b"n"
