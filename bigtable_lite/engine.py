@@ -262,29 +262,12 @@ class Engine:
     # --- check-and-mutate -----------------------------------------------------------------
 
     def _row_prefix(self, table: bytes, row: bytes) -> bytes:
-        """table_prefix(table) + escape(row), from a cache of recent rows: a transaction
-        names each row it writes in three calls (read, prewrite, commit)."""
-        rows = self._row_prefixes.get(table)
-        if rows is not None:
-            rpfx = rows.get(row)
-            if rpfx is not None:
-                return rpfx
-        return self._new_row_prefix(table, row)
-
-    def _new_row_prefix(self, table: bytes, row: bytes) -> bytes:
         tpfx = self._table_prefixes.get(table)
         if tpfx is None:
             tpfx = table_prefix(table)
             if len(self._table_prefixes) < _MAX_CACHED_TABLES:
                 self._table_prefixes[table] = tpfx
-                self._row_prefixes[table] = {}
-        rpfx = tpfx + escape(row)
-        rows = self._row_prefixes.get(table)
-        if rows is not None:
-            if len(rows) >= _CACHED_ROWS:
-                rows.clear()  # recent rows matter; a clear is cheaper than tracking age
-            rows[row] = rpfx
-        return rpfx
+        return tpfx + escape(row)
 
     def _column(self, column: bytes) -> bytes:
         """escape(column), cached (callers try ``self._columns.get`` inline first)."""
