@@ -27,6 +27,7 @@ from .model import (
     Limits,
     Mutation,
     MutationResult,
+    NOT_ATTEMPTED,
     NoValuePrefixAt,
     NoVersionIn,
     Put,
@@ -43,10 +44,10 @@ from .remote import RemoteStore
 from .store import StoreOps, TabletStore
 
 __all__ = [
-    "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "Cell", "Condition", "DataCorruption",
-    "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
-    "Mutation", "MutationResult", "NoValuePrefixAt", "NoVersionIn", "Put", "RemoteStore", "Row",
-    "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
-    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "UncheckedStore",
-    "ValuePrefixAt", "VersionAt", "WrongTablet",
+    "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "NOT_ATTEMPTED", "Cell", "Condition",
+    "DataCorruption", "DeleteRange", "DeleteVersion", "InvalidArgument",
+    "LimitExceeded", "Limits", "LocalStore", "Mutation", "MutationResult", "NoValuePrefixAt",
+    "NoVersionIn", "Put", "RemoteStore", "Row", "RowMutation", "RowRead", "ScanRequest",
+    "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo", "TabletStore",
+    "TimeRange", "Unavailable", "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
 ]

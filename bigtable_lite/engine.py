@@ -43,6 +43,7 @@ from .encoding import (
 from .errors import DataCorruption, StoreClosed, StoreLocked
 from .model import (
     APPLIED,
+    NOT_ATTEMPTED,
     Cell,
     Condition,
     DeleteRange,
@@ -285,6 +286,23 @@ class Engine:
         sync = sync or self._sync
         if len(mutations) == 1:
             return [self.mutate_row(mutations[0], sync=sync)]
+        return self._mutate(mutations, False, sync)
+
+    def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                       ) -> list[MutationResult]:
+        """:meth:`mutate`, but the rows after the first apply only if the first applied.
+
+        Why: a transaction's commit point (its primary's row, conditional on its lock) and
+        the commits of its other rows in one write, never the others without it.  If the
+        first row fails, the others get :data:`NOT_ATTEMPTED` and nothing is written.
+        """
+        sync = sync or self._sync
+        if len(mutations) == 1:
+            return [self.mutate_row(mutations[0], sync=sync)]
+        return self._mutate(mutations, True, sync)
+
+    def _mutate(self, mutations: Sequence[RowMutation], guarded: bool, sync: bool
+                ) -> list[MutationResult]:
         locks = self._row_locks
         row_prefix = self._row_prefix
         prefixes = [row_prefix(m.table, m.row) for m in mutations]
@@ -316,6 +334,8 @@ class Engine:
                             self._stage(m, rpfx, wb)
                             staged.add(rpfx)
                         result = APPLIED
+                    elif guarded and not results:  # the first row failed: nothing else
+                        return [result] + [NOT_ATTEMPTED] * (len(mutations) - 1)
                     results.append(result)
                 if staged:
                     wb.write()

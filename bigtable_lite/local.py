@@ -63,6 +63,18 @@ class LocalStore(StoreOps):
                 note(m.table)
         return self.engine.mutate(mutations, sync=sync)
 
+    def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                       ) -> list[MutationResult]:
+        """mutate_rows, but the rows after the first apply only if the first applied (else
+        they get ``NOT_ATTEMPTED``), in one write.  In-process only (no gRPC method): the
+        transaction layer commits a primary and its secondaries so."""
+        check_batch(mutations, self.limits)
+        note = self.tablets.note_table
+        for m in mutations:
+            if m.mutations:
+                note(m.table)
+        return self.engine.mutate_guarded(mutations, sync=sync)
+
     def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
         check_row_mutation(m, self.limits)
         if m.mutations:  # a row that can write nothing does not create its table
@@ -138,6 +150,14 @@ class UncheckedStore(StoreOps):
         if m.mutations:
             self._note(m.table)
         return self._engine.mutate_row(m, sync=sync)
+
+    def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                       ) -> list[MutationResult]:
+        note = self._note
+        for m in mutations:
+            if m.mutations:
+                note(m.table)
+        return self._engine.mutate_guarded(mutations, sync=sync)
 
     def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
         return self._checked.list_tablets(table)

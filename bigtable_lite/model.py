@@ -212,7 +212,7 @@ class MutationResult:
 
     When not applied, ``failed_condition`` is the index of the first condition that did
     not hold and ``found`` the version that broke it (None for a missing VersionAt or
-    ValuePrefixAt).
+    ValuePrefixAt); -1 for a row not attempted (:data:`NOT_ATTEMPTED`).
     """
 
     applied: bool
@@ -221,6 +221,8 @@ class MutationResult:
 
 
 APPLIED = MutationResult(True)
+NOT_ATTEMPTED = MutationResult(False)
+"""A row left alone because the first row of its call did not apply (``mutate_guarded``)."""
 
 
 @fast_init

@@ -6,7 +6,9 @@ our lock (the commit point), then do the same for every other row, each cell iff
 slot still holds our lock (``store_calls.settle_in_calls``).  The step runs wherever
 the store and the oracle are:
 
-* embedded, in the client (:class:`LocalCommit` over ``LocalStore`` and ``Oracle``);
+* embedded, in the client (:class:`LocalCommit` over ``LocalStore`` and ``Oracle``),
+  the primary's commit and the secondaries' in one guarded write (``mutate_guarded``:
+  the secondaries' apply only if the primary's did);
 * over gRPC, in the node, as one ``commit`` command of a batch (``percolator.v1.Node``):
   one hop instead of three (a timestamp, the primary's commit, the secondaries'),
   and the node merges the commit steps of every transaction in a batch into one
@@ -27,7 +29,7 @@ runs after every prewrite succeeded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from bigtable_lite import (
@@ -187,6 +189,11 @@ class LocalCommit:
         self._oracle = oracle
         self._limits = limits
         self.secondaries = secondaries
+        # A store that applies rows guarded by the first (LocalStore's mutate_guarded) takes
+        # the primary's commit and the secondaries' in one write (unless these go to the
+        # background committer).
+        self._guarded: Callable[[Sequence[RowMutation]], list[MutationResult]] | None = (
+            getattr(store, "mutate_guarded", None) if secondaries is None else None)
 
     def commit(self, request: CommitRequest) -> CommitOutcome:
         """commit_many() of one request, without its batching (the embedded hot path)."""
@@ -194,6 +201,8 @@ class LocalCommit:
         commit_ts = self._oracle.get_timestamp()
         primary = mutations.commit(table, rows[0][0], rows[0][1], start_ts, commit_ts,
                                    primary_column=primary_column)
+        if len(rows) > 1 and self._guarded is not None and len(rows) <= self._limits.max_batch_rows:
+            return self._commit_in_one_write(request, primary, commit_ts)
         if not self._store.mutate_rows([primary])[0].applied:
             return NOT_COMMITTED
         failpoints.hit("commit.after_commit_primary")
@@ -204,6 +213,29 @@ class LocalCommit:
                 self.secondaries.submit(rest)
             elif commit_secondaries(self._store, self._limits, rest):
                 failpoints.hit("commit.after_commit_secondary")
+        return CommitOutcome(True, commit_ts)
+
+    def _commit_in_one_write(self, request: CommitRequest, primary: RowMutation,
+                             commit_ts: int) -> CommitOutcome:
+        """The primary's commit and the secondaries' in one guarded write: the secondaries'
+        apply only if the primary's did (the commit point is unchanged), and a transaction
+        costs one store write less.  A secondary row that failed anyway (a cell no longer
+        ours) is re-sent cell by cell, as after a separate commit point."""
+        assert self._guarded is not None
+        table, start_ts, _, rows = request
+        commit = mutations.commit
+        batch = [primary]
+        for row, cells in rows[1:]:
+            batch.append(commit(table, row, cells, start_ts, commit_ts))
+        results = self._guarded(batch)
+        if not results[0].applied:
+            return NOT_COMMITTED
+        failpoints.hit("commit.after_commit_primary")
+        failed = [m for m, result in zip(batch, results) if not result.applied]
+        if failed:
+            commit_secondaries(self._store, self._limits,
+                               [cell for m in failed for cell in mutations.per_cell(m)])
+        failpoints.hit("commit.after_commit_secondary")
         return CommitOutcome(True, commit_ts)
 
     def close(self) -> None:

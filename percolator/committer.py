@@ -142,7 +142,7 @@ def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int
             return
         batch = [mutations.prewrite(ctx.table, p.parts[i][0], p.parts[i][1], p.start_ts,
                                     p.primary, p.expires_at_ms) for i in todo]
-        results = mutate_in_calls(ctx, batch + extra)
+        results = _mutate_in_calls(ctx.store, ctx.limits, batch + extra if extra else batch)
         extra = []
         blocked: list[FoundLock] = []
         retry: list[int] = []

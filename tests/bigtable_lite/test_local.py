@@ -16,9 +16,11 @@ from bigtable_lite import (
     Cell,
     DataCorruption,
     DeleteVersion,
+    InvalidArgument,
     LimitExceeded,
     Limits,
     LocalStore,
+    NOT_ATTEMPTED,
     MutationResult,
     NoValuePrefixAt,
     NoVersionIn,
@@ -340,3 +342,30 @@ def test_unchecked_view_skips_only_the_checks(tmp_path: Path) -> None:
         assert store.get(T, b"r", b"c") is None
         assert store.unchecked().mutate_rows([big])[0].applied
         assert store.get(T, b"r", b"c") == Cell(b"c", 1, b"12345")
+
+
+@pytest.mark.parametrize("unchecked", [False, True])
+def test_guarded_rows_apply_only_after_the_first(tmp_path: Path, unchecked: bool) -> None:
+    with LocalStore(tmp_path) as checked:
+        store = checked.unchecked() if unchecked else checked
+        store.put(T, b"a", b"c", 1, b"lock")
+        first_fails = [RowMutation(T, b"a", (Put(b"w", 2, b"x"),), (VersionAt(b"c", 9),)),
+                       RowMutation(T, b"b", (Put(b"w", 2, b"x"),))]
+        assert store.mutate_guarded(first_fails) == [
+            MutationResult(False, 0, None), NOT_ATTEMPTED]
+        assert checked.get(T, b"b", b"w") is None, "nothing after a failed first row"
+        first_holds = [RowMutation(T, b"a", (Put(b"w", 2, b"x"),), (VersionAt(b"c", 1),)),
+                       RowMutation(T, b"b", (Put(b"w", 2, b"x"),), (VersionAt(b"c", 1),)),
+                       RowMutation(T, b"c", (Put(b"w", 2, b"y"),))]
+        assert [r.applied for r in store.mutate_guarded(first_holds)] == [True, False, True]
+        assert [checked.get(T, r, b"w") for r in (b"a", b"b", b"c")] == [
+            Cell(b"w", 2, b"x"), None, Cell(b"w", 2, b"y")]
+        assert [r.applied for r in store.mutate_guarded(first_holds[2:])] == [True]
+
+
+def test_guarded_rows_are_checked_by_the_checked_store(tmp_path: Path) -> None:
+    with LocalStore(tmp_path) as store:
+        with pytest.raises(InvalidArgument):
+            store.mutate_guarded([RowMutation(T, b"a", (Put(b"w", 2, b"x"),)),
+                                  RowMutation(T, b"", (Put(b"w", 2, b"x"),))])
+        assert store.get(T, b"a", b"w") is None

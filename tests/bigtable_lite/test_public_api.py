@@ -8,12 +8,12 @@ import bigtable_lite
 from bigtable_lite import server
 
 PUBLIC = {
-    "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "Cell", "Condition", "DataCorruption",
-    "DeleteRange", "DeleteVersion", "InvalidArgument", "LimitExceeded", "Limits", "LocalStore",
-    "Mutation", "MutationResult", "NoValuePrefixAt", "NoVersionIn", "Put", "RemoteStore", "Row",
-    "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
-    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unavailable", "UncheckedStore",
-    "ValuePrefixAt", "VersionAt", "WrongTablet",
+    "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "NOT_ATTEMPTED", "Cell", "Condition",
+    "DataCorruption", "DeleteRange", "DeleteVersion", "InvalidArgument",
+    "LimitExceeded", "Limits", "LocalStore", "Mutation", "MutationResult", "NoValuePrefixAt",
+    "NoVersionIn", "Put", "RemoteStore", "Row", "RowMutation", "RowRead", "ScanRequest",
+    "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo", "TabletStore",
+    "TimeRange", "Unavailable", "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
 }
 
 

@@ -231,3 +231,39 @@ def test_a_lock_of_the_format_before_the_slot_is_refused_not_misread(client: Cli
     if version == layout.LOCK_SLOT_TS:
         with pytest.raises(DataCorruption, match="format 1"):
             client.begin().get(b"a", b"c")
+
+
+def test_a_commit_whose_primary_was_rolled_back_commits_no_secondary(client: Client,
+                                                                      clock: FakeClock) -> None:
+    """Embedded, the primary's commit and the secondaries' are one guarded write: with the
+    primary rolled back under it, no secondary is committed either (readers roll it back)."""
+    first = locked(client, [(b"a", b"c"), (b"b", b"c")])
+    clock.advance(TTL + 1)
+    assert check_txn_status(client.store, client.table, b"a", b"c", first.start_ts,
+                            clock.now_ms()).state == ROLLED_BACK  # the primary only
+    must_hold(client, b"b", first)
+    with pytest.raises(CommitConflict):
+        committer.commit(client.ctx, first)
+    must_hold(client, b"b", first)  # not committed by the failed step
+    assert client.begin().get_many([(b"a", b"c"), (b"b", b"c")]) == {
+        (b"a", b"c"): None, (b"b", b"c"): None}
+    assert slot(client, b"b") is None
+
+
+def test_one_guarded_write_commits_primary_and_secondaries(client: Client,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[bytes]] = []
+    engine = client.store.engine  # type: ignore[attr-defined]
+    real = engine.mutate_guarded
+
+    def counted(batch: list[RowMutation], **kw: bool) -> list[object]:
+        calls.append([m.row for m in batch])
+        return real(batch, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(engine, "mutate_guarded", counted)
+    plan = locked(client, [(b"a", b"c"), (b"b", b"c"), (b"b", b"d"), (b"c", b"c")])
+    commit_ts = committer.commit(client.ctx, plan)
+    assert calls == [[b"a", b"b", b"c"]], "the primary's row first, one call"
+    assert lock_versions(client) == []
+    got = client.begin().get_many([(b"a", b"c"), (b"b", b"c"), (b"b", b"d"), (b"c", b"c")])
+    assert set(got.values()) == {b"v"} and commit_ts > plan.start_ts
