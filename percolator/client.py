@@ -26,7 +26,7 @@ from .batching import CoalescingStore
 from .clock import Clock, SystemClock
 from .commit import CommitService, LocalCommit
 from .context import TxnContext
-from .fresh_read import FreshReads, LocalFreshReads
+from .fresh_read import FreshReads
 from .errors import CommitConflict, TransactionError
 from .heartbeat import LockKeeper
 from .layout import DEFAULT_TABLE
@@ -62,8 +62,8 @@ class Client:
                  protocol_store: TabletStore | None = None,
                  owned: Iterable[object] = ()) -> None:
         """``commits`` runs the commit step and ``fresh_reads`` a lazy transaction's first
-        read (default: in this process, over ``store`` and ``oracle``; secondaries in a
-        background thread if ``background_secondaries``).  ``protocol_store``: the same
+        read at a node (default: in this process, over ``store`` and ``oracle``;
+        secondaries in a background thread if ``background_secondaries``).  ``protocol_store``: the same
         data as ``store`` for the transaction protocol's own requests (default ``store``;
         embedded, the LocalStore's unchecked view: transactions check every cell first)."""
         if not lock_ttl > 0:
@@ -91,7 +91,7 @@ class Client:
             clock=self.clock, limits=limits, lock_ttl=lock_ttl,
             lock_wait_timeout=lock_wait_timeout if lock_wait_timeout is not None
             else max(30.0, 4 * lock_ttl),
-            commits=commits, fresh_reads=fresh_reads or LocalFreshReads(store, oracle),
+            commits=commits, fresh_reads=fresh_reads,
             secondaries=secondaries, is_observed=self._is_observed)
 
     # --- construction ---------------------------------------------------------------------

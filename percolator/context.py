@@ -29,8 +29,9 @@ class TxnContext:
     lock_wait_timeout: float
     # Runs the commit step (commit_ts, primary, secondaries): in-process or at the node.
     commits: CommitService
-    # Takes a timestamp and reads at it (a lazy transaction's first read): same choice.
-    fresh_reads: FreshReads
+    # Takes a timestamp and reads at it (a lazy transaction's first read) at the node; None:
+    # in this process, a timestamp from ``oracle`` and then the reads.
+    fresh_reads: FreshReads | None
     # The background committer of secondaries, when the commit step hands them off
     # (a remote store without the node's commit command).
     secondaries: SecondaryCommitter | None

@@ -103,7 +103,11 @@ def read_cells(ctx: TxnContext, start_ts: int, keys: Sequence[Key]) -> dict[Key,
 
 def read_cells_fresh(ctx: TxnContext, keys: Sequence[Key]) -> tuple[int, dict[Key, bytes | None]]:
     """A new start_ts and the snapshot values of the cells at it, the first read taking the
-    timestamp with it (``percolator.fresh_read``: one hop, not two, at a node)."""
+    timestamp with it (``percolator.fresh_read``: one hop, not two, at a node).  In this
+    process (no ``ctx.fresh_reads``) there is no hop to save: a timestamp, then the read."""
+    if ctx.fresh_reads is None:
+        start_ts = ctx.oracle.get_timestamp()
+        return start_ts, read_cells(ctx, start_ts, keys)
     result: dict[Key, bytes | None] = {}
     by_row = _by_row(list(dict.fromkeys(keys)) if len(keys) > 1 else keys)
     reads = _reads(ctx.table, by_row, ALL_TIME)
