@@ -316,12 +316,18 @@ class Engine:
                 results: list[MutationResult] = []
                 wb = db.write_batch(sync=sync)
                 staged: set[bytes] = set()
+                # One iterator for the range conditions of every row: created after the
+                # rows' locks were taken, it sees their current state (nobody else may
+                # write them), until this call writes some of them itself.
+                shared: list[plyvel.RawIterator] = []
                 for m, rpfx in zip(mutations, prefixes):
                     if rpfx in staged:  # make earlier effects on this row visible first
                         wb.write()
                         wb = db.write_batch(sync=sync)
                         staged.clear()
-                    result = self._check(m.conditions, rpfx) if m.conditions else None
+                        if shared:
+                            shared.pop().close()
+                    result = self._check(m.conditions, rpfx, shared) if m.conditions else None
                     if result is None:
                         muts = m.mutations
                         if len(muts) == 1 and type(muts[0]) is Put:  # the common case, inline
@@ -341,6 +347,8 @@ class Engine:
                     wb.write()
                 return results
             finally:
+                if shared:
+                    shared.pop().close()
                 for i in stripes:
                     locks[i].release()
         finally:
@@ -378,11 +386,16 @@ class Engine:
                 with self._state:
                     self._state.notify_all()
 
-    def _check(self, conditions: Sequence[Condition], rpfx: bytes) -> MutationResult | None:
-        """The result for the first condition that does not hold, or None if all hold."""
+    def _check(self, conditions: Sequence[Condition], rpfx: bytes,
+               shared: list[plyvel.RawIterator] | None = None) -> MutationResult | None:
+        """The result for the first condition that does not hold, or None if all hold.
+
+        ``shared``: the caller's iterator for range conditions (empty: create it there),
+        which the caller closes; else one of its own.
+        """
         db = self._db
         columns = self._columns
-        it = None
+        it = shared[0] if shared else None
         index = 0
         try:
             for cond in conditions:
@@ -397,6 +410,8 @@ class Engine:
                     else:
                         if it is None:
                             it = db.raw_iterator()
+                            if shared is not None:
+                                shared.append(it)
                         it.seek(cpfx + _TS.pack(MAX_TS - ts))
                         if it.valid():
                             key = it.key()
@@ -424,7 +439,7 @@ class Engine:
                 index += 1
             return None
         finally:
-            if it is not None:
+            if it is not None and shared is None:
                 it.close()
 
     def _stage(self, m: RowMutation, rpfx: bytes, wb: plyvel.WriteBatch) -> None:

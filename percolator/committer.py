@@ -136,7 +136,7 @@ def mutate_in_calls(ctx: TxnContext, batch: list[RowMutation]) -> list[MutationR
 def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int],
                also: list[RowMutation] | None = None) -> None:
     """Prewrite parts (batched); resolve dead locks in the way, else raise CommitConflict."""
-    extra = list(also or ())
+    extra = also or []
     for _ in range(_MAX_LOCK_RESOLUTIONS + 1):
         if not todo and not extra:
             return
@@ -147,10 +147,13 @@ def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int
         blocked: list[FoundLock] = []
         retry: list[int] = []
         # Every part locked by this call first: abort() must undo them whatever fails.
-        locked += [i for i, result in zip(todo, results) if result.applied]
+        failed: list[tuple[int, MutationResult]] = []
         for i, result in zip(todo, results):
             if result.applied:
-                continue
+                locked.append(i)
+            else:
+                failed.append((i, result))
+        for i, result in failed:
             row, cells = p.parts[i]
             index = result.failed_condition
             if index >= 2 * len(cells):
