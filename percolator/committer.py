@@ -108,9 +108,7 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
     """Run two-phase commit; return commit_ts.  Raises CommitConflict or CommitUndetermined."""
     p = plan(ctx, start_ts, writes, weak)
     prow, pcol = p.primary
-    primary_lock = mutations.lock_record(p.parts[0][1][0], start_ts, p.primary, p.expires_at_ms,
-                                         True)
-    ctx.keeper.hold(prow, pcol, start_ts, primary_lock)
+    ctx.keeper.hold(prow, pcol, start_ts, p.parts[0][1][0], p.expires_at_ms)
     locked: list[int] = []  # indices of parts locked
     try:
         lock_parts(ctx, p, list(range(len(p.parts))), locked, p.notifications)

@@ -11,24 +11,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from bigtable_lite import StorageError, TabletStore
 
 from . import mutations
 from .clock import Clock
-from .records import Lock
+from .mutations import CellWrite
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Held:
+class _Held(NamedTuple):
+    """A primary being committed: what its lock is rebuilt from (rarely: only commits that
+    outlive a third of the TTL are refreshed, so nothing is built on the hot path)."""
+
     row: bytes
     column: bytes
     start_ts: int
-    lock: Lock
-    refreshed_ms: int
+    cell: CellWrite  # the primary's write: its lock inlines a short value
+    refreshed_ms: list[int]  # when its lock's TTL started last (one item, updated in place)
 
 
 class LockKeeper:
@@ -49,9 +51,11 @@ class LockKeeper:
     def expiry(self) -> int:
         return self._clock.now_ms() + self._ttl_ms
 
-    def hold(self, row: bytes, column: bytes, start_ts: int, lock: Lock) -> None:
-        """Keep this primary lock alive until :meth:`release` (cheap: on every commit's path)."""
-        self._held[start_ts] = _Held(row, column, start_ts, lock, lock.expires_at_ms - self._ttl_ms)
+    def hold(self, row: bytes, column: bytes, start_ts: int, cell: CellWrite,
+             expires_at_ms: int) -> None:
+        """Keep the lock of the primary (row, column), written for ``cell`` with this expiry,
+        alive until :meth:`release` (cheap: on every commit's path)."""
+        self._held[start_ts] = _Held(row, column, start_ts, cell, [expires_at_ms - self._ttl_ms])
         if self._thread is None:
             with self._cond:
                 if self._thread is None and not self._closed:
@@ -65,9 +69,11 @@ class LockKeeper:
     def refresh_due(self) -> None:
         """Refresh every held primary whose last refresh is older than a third of the TTL."""
         now = self._clock.now_ms()
-        due = [h for h in list(self._held.values()) if now - h.refreshed_ms >= self._ttl_ms // 3]
+        due = [h for h in list(self._held.values())
+               if now - h.refreshed_ms[0] >= self._ttl_ms // 3]
         for h in due:
-            lock = replace(h.lock, expires_at_ms=now + self._ttl_ms)
+            lock = mutations.lock_record(h.cell, h.start_ts, (h.row, h.column),
+                                         now + self._ttl_ms, True)
             try:
                 applied = self._store.mutate_rows([mutations.refresh_lock(
                     self._table, h.row, h.column, lock)])[0].applied
@@ -76,8 +82,7 @@ class LockKeeper:
                 continue
             self.refreshes += 1
             if applied:
-                h.lock = lock
-                h.refreshed_ms = now
+                h.refreshed_ms[0] = now
 
     def _run(self) -> None:
         interval = max(self._ttl_ms / 3000.0 / 2, 0.005)

@@ -41,7 +41,7 @@ def test_refresh_moves_expiry_and_keeps_the_inlined_value(tmp_path: Path) -> Non
         assert client.store.mutate_rows([prewrite(client.table, b"row", [cell], start_ts,
                                                   (b"row", b"col"), lock.expires_at_ms)])[0].applied
         keeper = client.ctx.keeper
-        keeper.hold(b"row", b"col", start_ts, lock)
+        keeper.hold(b"row", b"col", start_ts, cell, lock.expires_at_ms)
         clock.advance(0.5)
         keeper.refresh_due()  # younger than a third of the TTL: nothing to do
         assert stored_lock(client, b"row", b"col", start_ts).expires_at_ms == lock.expires_at_ms

@@ -177,7 +177,7 @@ def test_a_late_heartbeat_leaves_a_later_lock_alone(client: Client, clock: FakeC
     keeper = client.ctx.keeper
     lock = slot(client, b"a")
     assert lock is not None
-    keeper.hold(b"a", b"c", first.start_ts, lock)
+    keeper.hold(b"a", b"c", first.start_ts, first.parts[0][1][0], lock.expires_at_ms)
     clock.advance(TTL + 1)  # the owner stalled: a checker rolls it back
     assert check_txn_status(client.store, client.table, b"a", b"c", first.start_ts,
                             clock.now_ms()).state == ROLLED_BACK

@@ -120,9 +120,7 @@ def test_reader_gives_up_on_a_live_lock_after_its_wait_limit(tmp_path: Path) -> 
         client.ctx.lock_wait_timeout = 1.0
         plan, _ = locked_transaction(client, ROWS[:2])
         client.ctx.keeper.hold(plan.primary[0], plan.primary[1], plan.start_ts,
-                               mutations.lock_record(plan.parts[0][1][0], plan.start_ts,
-                                                     plan.primary,
-                                                     plan.expires_at_ms, True))
+                               plan.parts[0][1][0], plan.expires_at_ms)
         with pytest.raises(LockWaitTimeout):
             client.begin().get(ROWS[1], b"c")
         # Nothing was rolled back: the owner can still commit.
