@@ -67,7 +67,6 @@ _STRIPES = 4096  # row lock stripes; a power of two
 _STRIPE_MASK = _STRIPES - 1
 _MAX_CACHED_TABLES = 1024  # table key prefixes kept; bounded against clients inventing tables
 _MAX_CACHED_COLUMNS = 1 << 16  # escaped column names kept, bounded likewise
-_CACHED_ROWS = 1 << 12  # escaped rows kept per table (see _row_prefix)
 _TS = struct.Struct(">Q")
 _SCAN_CHUNK_ROWS = 256
 LEVELDB_DIR = "leveldb"
@@ -102,7 +101,6 @@ class Engine:
         self._sync = sync == "always"
         self._row_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._table_prefixes: dict[bytes, bytes] = {}
-        self._row_prefixes: dict[bytes, dict[bytes, bytes]] = {}  # per cached table
         # Escaped column names: every key a mutation or condition touches needs one, and
         # a store sees few distinct columns (a dict lookup is ~3x cheaper than escape()).
         self._columns: dict[bytes, bytes] = {}

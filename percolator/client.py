@@ -63,9 +63,12 @@ class Client:
                  owned: Iterable[object] = ()) -> None:
         """``commits`` runs the commit step and ``fresh_reads`` a lazy transaction's first
         read at a node (default: in this process, over ``store`` and ``oracle``;
-        secondaries in a background thread if ``background_secondaries``).  ``protocol_store``: the same
-        data as ``store`` for the transaction protocol's own requests (default ``store``;
-        embedded, the LocalStore's unchecked view: transactions check every cell first)."""
+        secondaries in a background thread if ``background_secondaries``).
+
+        ``protocol_store``: the same data as ``store`` for the transaction protocol's own
+        requests (default ``store``; embedded, the LocalStore's unchecked view, since
+        transactions check every cell first).  ``store`` stays what users reach.
+        """
         if not lock_ttl > 0:
             raise ValueError("lock_ttl must be positive")
         for name in (table, layout.notify_table(table), layout.config_table(table)):

@@ -201,7 +201,7 @@ class LocalCommit:
         commit_ts = self._oracle.get_timestamp()
         primary = mutations.commit(table, rows[0][0], rows[0][1], start_ts, commit_ts,
                                    primary_column=primary_column)
-        if len(rows) > 1 and self._guarded is not None and len(rows) <= self._limits.max_batch_rows:
+        if 1 < len(rows) <= self._limits.max_batch_rows and self._guarded is not None:
             return self._commit_in_one_write(request, primary, commit_ts)
         if not self._store.mutate_rows([primary])[0].applied:
             return NOT_COMMITTED
