@@ -129,6 +129,7 @@ class UncheckedStore(StoreOps):
         engine = store.engine
         self._engine = engine
         self._note = store.tablets.note_table
+        self._noted: set[bytes] = set()  # tables known to exist (the protocol's few)
         self.read_rows = engine.read_rows  # type: ignore[method-assign]  # the hot path
 
     @property
@@ -138,25 +139,26 @@ class UncheckedStore(StoreOps):
     def scan(self, request: ScanRequest) -> Iterator[Row]:
         return self._engine.scan(request)
 
+    def _note_tables(self, mutations: Sequence[RowMutation]) -> None:
+        """Record the tables written (a row that can write nothing does not create one)."""
+        noted = self._noted
+        for m in mutations:
+            if m.table not in noted and m.mutations:
+                self._note(m.table)
+                noted.add(m.table)
+
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:
-        note = self._note
-        for m in mutations:
-            if m.mutations:  # a row that can write nothing does not create its table
-                note(m.table)
+        self._note_tables(mutations)
         return self._engine.mutate(mutations, sync=sync)
 
     def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
-        if m.mutations:
-            self._note(m.table)
+        self._note_tables((m,))
         return self._engine.mutate_row(m, sync=sync)
 
     def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
                        ) -> list[MutationResult]:
-        note = self._note
-        for m in mutations:
-            if m.mutations:
-                note(m.table)
+        self._note_tables(mutations)
         return self._engine.mutate_guarded(mutations, sync=sync)
 
     def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:

@@ -130,9 +130,9 @@ def _per_call(ctx: TxnContext) -> int:
 def _read_rows(ctx: TxnContext, reads: list[RowRead]) -> list[list[Cell]]:
     """store.read_rows in calls within the store's batch limit.  Reads at one start_ts
     agree across calls: versions at or below it no longer change (locks are resolved)."""
-    per_call = _per_call(ctx)
-    if len(reads) <= per_call:
+    if len(reads) < ctx.limits.max_batch_rows:  # within any per_call: one call
         return ctx.store.read_rows(reads)
+    per_call = _per_call(ctx)
     rows: list[list[Cell]] = []
     for i in range(0, len(reads), per_call):
         rows += ctx.store.read_rows(reads[i:i + per_call])
