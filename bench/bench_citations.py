@@ -108,7 +108,8 @@ def main() -> int:
     print(f"  load with observers (until counted)  {res.papers_per_s:10,.0f} papers/s   target"
           f" >= {TARGET_PAPERS_PER_S:,.0f}  {verdict(res.papers_per_s >= TARGET_PAPERS_PER_S)}")
     print(f"  load, writer alone (observers busy)  {res.load.papers_per_s:10,.0f} papers/s   target"
-          f" >= {TARGET_PAPERS_PER_S:,.0f}  {verdict(res.load.papers_per_s >= TARGET_PAPERS_PER_S)}")
+          f" >= {TARGET_PAPERS_PER_S:,.0f}"
+          f"  {verdict(res.load.papers_per_s >= TARGET_PAPERS_PER_S)}")
     print(f"  batch recount (snapshot + MapReduce) {res.recount_s * 1000:10,.0f} ms"
           f"  ({res.first.recount.workers if res.first else 0} processes)")
     print(f"  edit reflected p50                   {p50 * 1000:10.1f} ms       ratio"

@@ -20,6 +20,7 @@ from .local import LocalStore, UncheckedStore
 from .model import (
     ALL_TIME,
     DEFAULT_LIMITS,
+    NOT_ATTEMPTED,
     Cell,
     Condition,
     DeleteRange,
@@ -27,7 +28,6 @@ from .model import (
     Limits,
     Mutation,
     MutationResult,
-    NOT_ATTEMPTED,
     NoValuePrefixAt,
     NoVersionIn,
     Put,

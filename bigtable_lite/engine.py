@@ -136,7 +136,8 @@ class Engine:
                 self._state.notify_all()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Wait (bounded) for in-flight calls, then close LevelDB cleanly and release the directory."""
+        """Wait (bounded) for in-flight calls, then close LevelDB cleanly and release the
+        directory."""
         with self._state:
             if self._closed:
                 return
@@ -217,7 +218,8 @@ class Engine:
         return [(c, cache.get(c) or self._column(c)) for c in sorted(set(columns))]
 
     def scan(self, s: ScanRequest) -> Iterator[Row]:
-        """Rows of [start_row, end_row) from one snapshot, in chunks so close() is never blocked long."""
+        """Rows of [start_row, end_row) from one snapshot, in chunks so close() is never
+        blocked long."""
         tpfx = table_prefix(s.table)
         wanted = self._wanted(s.columns) if s.columns else []
         stop = tpfx + escape(s.end_row) if s.end_row is not None else after_table(tpfx)
@@ -281,7 +283,8 @@ class Engine:
             self._columns[column] = escaped
         return escaped
 
-    def mutate(self, mutations: Sequence[RowMutation], *, sync: bool = False) -> list[MutationResult]:
+    def mutate(self, mutations: Sequence[RowMutation], *, sync: bool = False
+               ) -> list[MutationResult]:
         """Apply each row mutation atomically (conditions checked under the row's lock).
 
         Rows of one call share one WriteBatch; a row repeated in the call is applied
@@ -422,7 +425,8 @@ class Engine:
                             if key.startswith(cpfx):
                                 ts = MAX_TS - _TS.unpack_from(key, len(cpfx))[0]
                                 if ts >= cond.min_ts:
-                                    return MutationResult(False, index, Cell(column, ts, it.value()))
+                                    found = Cell(column, ts, it.value())
+                                    return MutationResult(False, index, found)
                 elif type(cond) is ValuePrefixAt:
                     value = db.get(cpfx + _TS.pack(MAX_TS - cond.ts))
                     if value is None:
@@ -506,7 +510,8 @@ class Engine:
             self._exit()
 
     def compact_range(self, start: bytes | None, stop: bytes | None) -> None:
-        """LevelDB's CompactRange over [start, stop) (see compact_table for why that is not enough)."""
+        """LevelDB's CompactRange over [start, stop) (see compact_table for why that is not
+        enough)."""
         self._enter()
         try:
             self._db.compact_range(start=start, stop=stop)
@@ -654,7 +659,8 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, byt
 def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes, bytes]],
                 tpfx: bytes, position: bytes, stop: bytes, remaining: int, chunk: list[Row]
                 ) -> bytes:
-    """Read up to a chunk of non-empty rows starting at ``position``; return where to resume (b"" = done)."""
+    """Read up to a chunk of non-empty rows starting at ``position``; return where to resume
+    (b"" = done)."""
     width = len(tpfx)
     tr = s.time_range
     it.seek(position)

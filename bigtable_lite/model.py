@@ -97,7 +97,8 @@ class RowRead:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ScanRequest:
-    """Scan rows in [start_row, end_row) of a table; None means unbounded; limit counts rows (0 = all)."""
+    """Scan rows in [start_row, end_row) of a table; None means unbounded; limit counts rows
+    (0 = all)."""
 
     table: bytes
     start_row: bytes | None = None

@@ -34,7 +34,7 @@ __all__ = ["ServiceRegistration", "build_server", "server_options", "set_not_ser
 class ServiceRegistration:
     """A further service to host beside TabletService."""
 
-    name: str                               # full service name, e.g. "percolator.v1.TimestampOracle"
+    name: str  # full service name, e.g. "percolator.v1.TimestampOracle"
     add: Callable[[grpc.Server], None]      # adds the servicer to the server
 
 

@@ -22,9 +22,9 @@ from bigtable_lite import (
     TabletStore,
 )
 
-Version = tuple[int, bytes]
+Version = tuple[int, bytes]  # (ts = writer's start_ts, undecoded notification record)
 _ITEMS_PER_ROW = DEFAULT_LIMITS.max_items_per_row // 2
-_ROWS_PER_CALL = DEFAULT_LIMITS.max_batch_rows // 4  # (ts = writer's start_ts, undecoded notification record)
+_ROWS_PER_CALL = DEFAULT_LIMITS.max_batch_rows // 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,16 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
-from bigtable_lite import Cell, MutationResult, Row, RowMutation, RowRead, ScanRequest, \
-    TabletInfo, TabletStore
+from bigtable_lite import (
+    Cell,
+    MutationResult,
+    Row,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    TabletInfo,
+    TabletStore,
+)
 from bigtable_lite.store import StoreOps
 
 Req = TypeVar("Req")

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from bigtable_lite import DEFAULT_LIMITS, Limits, LocalStore, Put, RowMutation, RowRead, \
-    TabletStore
+from bigtable_lite import DEFAULT_LIMITS, Limits, LocalStore, Put, RowMutation, RowRead, TabletStore
 from bigtable_lite.engine import SyncMode
 from bigtable_lite.validation import check_key
 
@@ -26,8 +25,8 @@ from .batching import CoalescingStore
 from .clock import Clock, SystemClock
 from .commit import CommitService, LocalCommit
 from .context import TxnContext
-from .fresh_read import FreshReads
 from .errors import CommitConflict, TransactionError
+from .fresh_read import FreshReads
 from .heartbeat import LockKeeper
 from .layout import DEFAULT_TABLE
 from .oracle import Oracle, TimestampSource
@@ -102,7 +101,7 @@ class Client:
     @classmethod
     def embedded(cls, path: str | os.PathLike[str], *, sync: SyncMode = "none",
                  lock_ttl: float = DEFAULT_LOCK_TTL, clock: Clock | None = None,
-                 table: bytes = DEFAULT_TABLE) -> "Client":
+                 table: bytes = DEFAULT_TABLE) -> Client:
         """Store and oracle in this process, on the data directory ``path``."""
         store = LocalStore(path, sync=sync)
         oracle: Oracle | None = None
@@ -120,7 +119,7 @@ class Client:
     @classmethod
     def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,
                 timeout: float = 30.0, clock: Clock | None = None,
-                table: bytes = DEFAULT_TABLE, batch_commands: bool = True) -> "Client":
+                table: bytes = DEFAULT_TABLE, batch_commands: bool = True) -> Client:
         """A running ``percolator serve`` node at ``HOST:PORT``.
 
         ``batch_commands`` (default): every thread's reads, writes, timestamp requests and
@@ -255,7 +254,7 @@ class Client:
             if close is not None:
                 close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -36,12 +36,12 @@ from bigtable_lite import MutationResult, Put, RowMutation, StorageError, Unavai
 from . import failpoints, layout, mutations, records
 from .commit import CommitOutcome, CommitRequest
 from .commit import commit_secondaries as _commit_secondaries
-from .store_calls import mutate_in_calls as _mutate_in_calls
-from .store_calls import settle_in_calls
 from .context import TxnContext
 from .errors import CommitConflict, CommitUndetermined
 from .mutations import CellWrite
 from .resolve import FoundLock
+from .store_calls import mutate_in_calls as _mutate_in_calls
+from .store_calls import settle_in_calls
 from .txn_status import COMMITTED, ROLLED_BACK, TxnStatus, check_txn_status, read_primary
 
 log = logging.getLogger(__name__)

@@ -59,8 +59,22 @@ from typing import Any, Self
 
 import grpc
 
-from bigtable_lite import DEFAULT_LIMITS, MAX_TS, Cell, Limits, MutationResult, Row, \
-    RowMutation, RowRead, ScanRequest, StorageError, StoreClosed, TabletInfo, Unavailable, wire
+from bigtable_lite import (
+    DEFAULT_LIMITS,
+    MAX_TS,
+    Cell,
+    Limits,
+    MutationResult,
+    Row,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    StorageError,
+    StoreClosed,
+    TabletInfo,
+    Unavailable,
+    wire,
+)
 from bigtable_lite.remote import RemoteStore, open_channel
 from bigtable_lite.status import error_from_rpc
 from bigtable_lite.store import StoreOps
@@ -71,9 +85,22 @@ from .batching import CoalescingStore
 from .commit import CommitOutcome, CommitRequest, LocalCommit, check_commit_request
 from .errors import OracleError
 from .fresh_read import LocalFreshReads, check_fresh_reads
-from .node_service import COMMIT_TAG, FRESH_READ_FIELD, FRESH_READ_TAG, GET_TIMESTAMPS_TAG, \
-    MUTATE_ROWS_TAG, READ_ROWS_TAG, SERVICE_NAME, STREAM_KEY, STREAM_REFUSED, \
-    UNKNOWN_COMMAND, command_error, commit_request_to_pb, field, frame
+from .node_service import (
+    COMMIT_TAG,
+    FRESH_READ_FIELD,
+    FRESH_READ_TAG,
+    GET_TIMESTAMPS_TAG,
+    MUTATE_ROWS_TAG,
+    READ_ROWS_TAG,
+    SERVICE_NAME,
+    STREAM_KEY,
+    STREAM_REFUSED,
+    UNKNOWN_COMMAND,
+    command_error,
+    commit_request_to_pb,
+    field,
+    frame,
+)
 from .oracle import OracleStats, check_count
 from .oracle_client import RemoteOracle
 from .v1 import node_pb2, oracle_pb2

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from bigtable_lite import ALL_TIME, Cell, DataCorruption, RowRead, ScanRequest, TimeRange
 
 from . import layout, records
-from .layout import LOCK, LOCK_SLOT_TS, WRITE
 from .context import TxnContext
 from .errors import LockWaitTimeout
+from .layout import LOCK, LOCK_SLOT_TS, WRITE
 from .resolve import FoundLock
 
 Key = tuple[bytes, bytes]

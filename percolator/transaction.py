@@ -255,7 +255,7 @@ class Transaction:
     def active(self) -> bool:
         return self._state is _ACTIVE
 
-    def __enter__(self) -> "Transaction":
+    def __enter__(self) -> Transaction:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

@@ -23,9 +23,8 @@ def proto_files() -> list[Path]:
 
 def generate(out_root: Path) -> list[Path]:
     """Generate every proto into out_root; return the generated files."""
-    from grpc_tools import protoc  # test/dev dependency only
-
     import grpc_tools
+    from grpc_tools import protoc  # test/dev dependency only
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     outputs: list[Path] = []

@@ -34,7 +34,7 @@ class ServerProcess:
         self.port = 0
         self.output: list[str] = []
 
-    def start(self, timeout: float = START_TIMEOUT) -> "ServerProcess":
+    def start(self, timeout: float = START_TIMEOUT) -> ServerProcess:
         env = dict(os.environ)
         env.update(self.env or {})
         self.output = []
@@ -80,7 +80,7 @@ class ServerProcess:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

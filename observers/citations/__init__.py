@@ -50,7 +50,8 @@ from .verify import Verification, batch_recount, snapshot_papers, stored_counts,
 
 __all__ = [
     "CITED_BY", "FOLD", "NAIVE_OBSERVERS", "OBSERVERS", "PROCESSED_REFS", "QUEUE_END",
-    "QUEUE_PREFIX", "REFS", "REF_COUNT", "AddPaper", "ChangeRefs", "CiteMissing", "CombiningCounter",
+    "QUEUE_PREFIX", "REFS", "REF_COUNT", "AddPaper", "ChangeRefs", "CiteMissing",
+    "CombiningCounter",
     "Counts", "DeleteRefs", "Edit", "EditMix", "FoldObserver", "GraphParams", "LoadResult",
     "ReaddRefs", "Recount", "RefsObserver", "SnapFormatError", "Timing", "Verification",
     "apply_edit", "batch_recount", "decode_count", "decode_refs", "diff_counts", "edit_stream",

@@ -1,4 +1,5 @@
-"""Combining counters: conflict-free increments of hot counters, folded by one transaction per target.
+"""Combining counters: conflict-free increments of hot counters, folded by one transaction
+per target.
 
 Why: a paper cited by thousands is a hot cell.  If every citing paper's observer
 read-modified-wrote its ``paper:cited_by``, concurrent observer transactions would

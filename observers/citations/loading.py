@@ -68,9 +68,9 @@ def load_graph(client: Client, papers: Papers, *, batch: int = DEFAULT_BATCH,
 
     A paper already in the table gets its refs replaced.  Each batch is retried on
     conflict (``client.run``).  The citation observers' columns are registered first,
-    so the writes leave notifications even if no worker has started yet.  ``progress`` shows a tqdm bar on stderr (None: if
-    stderr is a terminal).  Bad ids or refs raise ValueError/TypeError before their
-    batch is written.
+    so the writes leave notifications even if no worker has started yet.  ``progress``
+    shows a tqdm bar on stderr (None: if stderr is a terminal).  Bad ids or refs raise
+    ValueError/TypeError before their batch is written.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")

@@ -113,7 +113,8 @@ def test_counter_increments_are_not_lost(local_store: StoreOps) -> None:
             cell = local_store.get(T, b"counter", b"n")
             assert cell is not None
             res = local_store.check_and_mutate(
-                T, b"counter", [VersionAt(b"n", cell.ts, cell.value), NoVersionIn(b"n", cell.ts + 1)],
+                T, b"counter",
+                [VersionAt(b"n", cell.ts, cell.value), NoVersionIn(b"n", cell.ts + 1)],
                 [Put(b"n", cell.ts + 1, b"%d" % (int(cell.value) + 1))])
             done += res.applied
 

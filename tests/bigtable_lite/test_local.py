@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bigtable_lite import (
+    NOT_ATTEMPTED,
     Cell,
     DataCorruption,
     DeleteVersion,
@@ -20,7 +21,6 @@ from bigtable_lite import (
     LimitExceeded,
     Limits,
     LocalStore,
-    NOT_ATTEMPTED,
     MutationResult,
     NoValuePrefixAt,
     NoVersionIn,

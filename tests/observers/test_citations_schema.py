@@ -72,7 +72,8 @@ def test_count_format() -> None:
     assert decode_count(None) == 0
 
 
-@pytest.mark.parametrize("value", [b"", b"-1", b"+1", b"01", b" 1", b"1 ", b"1.0", b"x", b"\xd9\xa1"])
+@pytest.mark.parametrize("value", [b"", b"-1", b"+1", b"01", b" 1", b"1 ", b"1.0", b"x",
+                                   b"\xd9\xa1"])
 def test_decode_count_rejects_malformed(value: bytes) -> None:
     with pytest.raises(ValueError):
         decode_count(value)

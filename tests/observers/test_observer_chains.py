@@ -9,8 +9,7 @@ from observers import Observer, Worker, observer
 from percolator import Client, Transaction
 
 from . import sum_observers
-from .observer_fixtures import client_fixture, server_fixture  # noqa: F401
-from .observer_fixtures import draw_seed, read, value, write_cells
+from .observer_fixtures import client_fixture, draw_seed, read, server_fixture, value, write_cells  # noqa: F401
 
 
 def test_chain_of_three_observers(client: Client) -> None:

@@ -1,4 +1,5 @@
-"""`percolator worker`, `percolator status` and `percolator notifications` as an operator uses them."""
+"""`percolator worker`, `percolator status` and `percolator notifications` as an operator
+uses them."""
 
 from __future__ import annotations
 

@@ -17,11 +17,11 @@ from percolator import (
     PercolatorError,
     Transaction,
     TransactionError,
+    committer,
     layout,
     records,
 )
 from percolator import client as client_module
-from percolator import committer
 from percolator.clock import FakeClock
 from percolator.oracle import Oracle
 
@@ -108,7 +108,8 @@ def test_bad_keys_raise_before_any_io(counted: tuple[Client, CountingStore], row
         txn.get(row, column)
     with pytest.raises(error):
         txn.get_many([(b"ok", b"ok"), (row, column)])
-    if type(row) is bytes and row == b"r":  # the column is the bad part: a scan's column filter is checked too
+    # The column is the bad part: a scan's column filter is checked too.
+    if type(row) is bytes and row == b"r":
         with pytest.raises(error):
             txn.scan(columns=[b"ok", column])
     assert store.calls == before, "a bad argument reached the store"

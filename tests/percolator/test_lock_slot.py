@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from bigtable_lite import ALL_TIME, Cell, DataCorruption, Put, RowMutation, RowRead, ScanRequest, \
-    TimeRange
+from bigtable_lite import (
+    ALL_TIME,
+    Cell,
+    DataCorruption,
+    Put,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    TimeRange,
+)
 from percolator import Client, CommitConflict, committer, layout, mutations, records
 from percolator.clock import FakeClock
 from percolator.committer import CommitPlan

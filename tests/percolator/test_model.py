@@ -1,4 +1,5 @@
-"""Random interleavings of open transactions, checked against a reference model of snapshot isolation.
+"""Random interleavings of open transactions, checked against a reference model of snapshot
+isolation.
 
 The model is the definition, written as plainly as possible:
 

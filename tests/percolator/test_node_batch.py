@@ -23,8 +23,9 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
-    ProtoReflectionDescriptorDatabase
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from bigtable_lite import (
     ALL_TIME,
@@ -53,8 +54,14 @@ from percolator import Client
 from percolator.batching import CoalescingStore
 from percolator.node import Node
 from percolator.node_client import NodeClient
-from percolator.node_service import COMMAND_TAGS, ERROR_TAG, SERVICE_NAME, NodeService, \
-    command_error, frame
+from percolator.node_service import (
+    COMMAND_TAGS,
+    ERROR_TAG,
+    SERVICE_NAME,
+    NodeService,
+    command_error,
+    frame,
+)
 from percolator.oracle import MAX_COUNT, Oracle, OracleConflict, OracleExhausted, OracleStats
 from percolator.oracle_client import RemoteOracle
 from percolator.oracle_service import registration as oracle_registration

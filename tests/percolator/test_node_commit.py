@@ -22,8 +22,15 @@ from percolator.oracle import OracleExhausted
 from percolator.txn_status import ROLLED_BACK, check_txn_status
 from percolator.v1 import node_pb2
 
-from .test_node_batch import WAIT, FakeOracle, hold_first_read_then, must_fail, read_command, \
-    send, serve
+from .test_node_batch import (
+    WAIT,
+    FakeOracle,
+    hold_first_read_then,
+    must_fail,
+    read_command,
+    send,
+    serve,
+)
 
 TABLE = b"t"
 

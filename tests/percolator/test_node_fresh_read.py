@@ -13,16 +13,22 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bigtable_lite import Cell, InvalidArgument, Put, RowMutation, RowRead, \
-    TimeRange, wire
+from bigtable_lite import Cell, InvalidArgument, Put, RowMutation, RowRead, TimeRange, wire
 from percolator import Client
 from percolator.fresh_read import LocalFreshReads
 from percolator.node_client import NodeClient
 from percolator.oracle import OracleExhausted
 from percolator.v1 import node_pb2
 
-from .test_node_batch import WAIT, FakeOracle, hold_first_read_then, must_fail, read_command, \
-    send, serve
+from .test_node_batch import (
+    WAIT,
+    FakeOracle,
+    hold_first_read_then,
+    must_fail,
+    read_command,
+    send,
+    serve,
+)
 
 TABLE = b"t"
 FAR = 10**15  # a version far above any timestamp these tests take

@@ -75,7 +75,8 @@ def test_kill_9_while_clients_take_timestamps(tmp_path: Path) -> None:
         assert min(by_incarnation[k + 1]) > max(by_incarnation[k]), \
             f"restart {k + 1} handed out a timestamp at or below one from before the crash"
     for seq in by_thread.values():
-        assert all(a < b for a, b in itertools.pairwise(seq)), "a thread's timestamps went backwards"
+        assert all(a < b for a, b in itertools.pairwise(seq)), \
+            "a thread's timestamps went backwards"
 
 
 @pytest.mark.parametrize("failpoint,first_after_restart", [

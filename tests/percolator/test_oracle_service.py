@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from bigtable_lite import InvalidArgument, StorageError, StoreClosed, Unavailable
+from percolator import failpoints, oracle_client
 from percolator.node import Node
 from percolator.oracle import (
     MAX_COUNT,
@@ -25,7 +26,6 @@ from percolator.oracle import (
     OracleStats,
     TimestampSource,
 )
-from percolator import failpoints, oracle_client
 from percolator.oracle_client import RemoteOracle
 from percolator.oracle_service import (
     STREAM_KEY,

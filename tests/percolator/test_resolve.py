@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 
 from bigtable_lite import ALL_TIME, MutationResult, RowMutation, ScanRequest
-from percolator import Client, CommitConflict, LockWaitTimeout, committer, layout, mutations, \
-    records
+from percolator import (
+    Client,
+    CommitConflict,
+    LockWaitTimeout,
+    committer,
+    layout,
+    mutations,
+    records,
+)
 from percolator.clock import FakeClock
 from percolator.committer import CommitPlan
 from percolator.txn_status import COMMITTED, ROLLED_BACK, check_txn_status

@@ -85,7 +85,8 @@ def client_kind_fixture(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(name="client")
-def client_fixture(client_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
+def client_fixture(client_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+                   ) -> Iterator[Client]:
     """A fresh, empty key space behind an embedded or a remote client."""
     if client_kind == "embedded":
         c = Client.embedded(tmp_path / "data")
