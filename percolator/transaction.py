@@ -64,7 +64,6 @@ class Transaction:
             return row, column  # the common case in one test; else the precise error below
         r = row if type(row) is bytes else as_bytes(row, "row")
         c = column if type(column) is bytes else as_bytes(column, "column")
-        limits = self._ctx.limits
         if not r:
             raise ValueError("row must not be empty")
         if not c:
