@@ -56,11 +56,7 @@ class LocalStore(StoreOps):
                     ) -> list[MutationResult]:
         if len(mutations) == 1:  # the common case, without the batch machinery
             return [self.mutate_row(mutations[0], sync=sync)]
-        check_batch(mutations, self.limits)
-        note = self.tablets.note_table
-        for m in mutations:
-            if m.mutations:  # a row that can write nothing does not create its table
-                note(m.table)
+        self._admit(mutations)
         return self.engine.mutate(mutations, sync=sync)
 
     def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
@@ -68,12 +64,17 @@ class LocalStore(StoreOps):
         """mutate_rows, but the rows after the first apply only if the first applied (else
         they get ``NOT_ATTEMPTED``), in one write.  In-process only (no gRPC method): the
         transaction layer commits a primary and its secondaries so."""
+        self._admit(mutations)
+        return self.engine.mutate_guarded(mutations, sync=sync)
+
+    def _admit(self, mutations: Sequence[RowMutation]) -> None:
+        """Check a batch; record the tables it writes (a row that can write nothing does
+        not create its table)."""
         check_batch(mutations, self.limits)
         note = self.tablets.note_table
         for m in mutations:
             if m.mutations:
                 note(m.table)
-        return self.engine.mutate_guarded(mutations, sync=sync)
 
     def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
         check_row_mutation(m, self.limits)

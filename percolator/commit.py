@@ -141,34 +141,34 @@ def commit_many(store: TabletStore, oracle: TimestampSource, limits: Limits,
     outcomes = [CommitOutcome(True, first_ts + i) if result.applied else NOT_COMMITTED
                 for i, result in enumerate(applied)]
     failpoints.hit("commit.after_commit_primary")
-    _commit_secondaries_of(store, limits, requests, outcomes, secondaries)
+    commit = mutations.commit
+    _secondaries_after_commit_point(store, limits, [
+        commit(table, row, cells, start_ts, outcome.commit_ts)
+        for (table, start_ts, _, rows), outcome in zip(requests, outcomes)
+        if outcome.committed for row, cells in rows[1:]], secondaries)
     return outcomes
 
 
-def _commit_secondaries_of(store: TabletStore, limits: Limits, requests: Sequence[CommitRequest],
-                           outcomes: Sequence[CommitOutcome],
-                           secondaries: SecondaryCommitter | None) -> None:
-    """After the commit points: the secondaries of the committed requests, inline or handed
-    to the background committer."""
-    commit = mutations.commit
-    rest = [commit(table, row, cells, start_ts, outcome.commit_ts)
-            for (table, start_ts, _, rows), outcome in zip(requests, outcomes)
-            if outcome.committed for row, cells in rows[1:]]
-    if not rest:
+def _secondaries_after_commit_point(store: TabletStore, limits: Limits,
+                                    commits: list[RowMutation],
+                                    secondaries: SecondaryCommitter | None) -> None:
+    """The secondaries' commits of committed transactions, inline or handed to the
+    background committer."""
+    if not commits:
         return
     if secondaries is not None:
-        secondaries.submit(rest)
-    elif commit_secondaries(store, limits, rest):
+        secondaries.submit(commits)
+    elif commit_secondaries(store, limits, commits):
         failpoints.hit("commit.after_commit_secondary")
 
 
-def commit_secondaries(store: TabletStore, limits: Limits, commits: Sequence[RowMutation]
-                       ) -> bool:
+def commit_secondaries(store: TabletStore, limits: Limits, commits: Sequence[RowMutation],
+                       results: Sequence[MutationResult] | None = None) -> bool:
     """Write secondaries' commits (cells whose slot is no longer ours skipped); False if the
     store failed (logged: their transactions are committed, readers roll the remaining
-    locks forward)."""
+    locks forward).  ``results``: of ``commits``, applied already; the failed are re-sent."""
     try:
-        settle_in_calls(store, limits, commits)
+        settle_in_calls(store, limits, commits, results)
     except StorageError as exc:
         log.warning("%d secondaries not committed (%s); readers will roll them forward",
                     len(commits), exc)
@@ -206,13 +206,11 @@ class LocalCommit:
         if not self._store.mutate_rows([primary])[0].applied:
             return NOT_COMMITTED
         failpoints.hit("commit.after_commit_primary")
-        if len(rows) > 1:
-            commit = mutations.commit
-            rest = [commit(table, row, cells, start_ts, commit_ts) for row, cells in rows[1:]]
-            if self.secondaries is not None:
-                self.secondaries.submit(rest)
-            elif commit_secondaries(self._store, self._limits, rest):
-                failpoints.hit("commit.after_commit_secondary")
+        commit = mutations.commit
+        _secondaries_after_commit_point(
+            self._store, self._limits,
+            [commit(table, row, cells, start_ts, commit_ts) for row, cells in rows[1:]],
+            self.secondaries)
         return CommitOutcome(True, commit_ts)
 
     def _commit_in_one_write(self, request: CommitRequest, primary: RowMutation,
@@ -231,10 +229,8 @@ class LocalCommit:
         if not results[0].applied:
             return NOT_COMMITTED
         failpoints.hit("commit.after_commit_primary")
-        failed = [m for m, result in zip(batch, results) if not result.applied]
-        if failed:
-            commit_secondaries(self._store, self._limits,
-                               [cell for m in failed for cell in mutations.per_cell(m)])
+        if not all(result.applied for result in results):
+            commit_secondaries(self._store, self._limits, batch[1:], results[1:])
         failpoints.hit("commit.after_commit_secondary")
         return CommitOutcome(True, commit_ts)
 

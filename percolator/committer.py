@@ -40,8 +40,7 @@ from .context import TxnContext
 from .errors import CommitConflict, CommitUndetermined
 from .mutations import CellWrite
 from .resolve import FoundLock
-from .store_calls import mutate_in_calls as _mutate_in_calls
-from .store_calls import settle_in_calls
+from .store_calls import mutate_in_calls, settle_in_calls
 from .txn_status import COMMITTED, ROLLED_BACK, TxnStatus, check_txn_status, read_primary
 
 log = logging.getLogger(__name__)
@@ -126,11 +125,6 @@ def commit_transaction(ctx: TxnContext, start_ts: int,
         ctx.keeper.release(start_ts)
 
 
-def mutate_in_calls(ctx: TxnContext, batch: list[RowMutation]) -> list[MutationResult]:
-    """mutate_rows in as few calls as the store's batch and message limits allow."""
-    return _mutate_in_calls(ctx.store, ctx.limits, batch)
-
-
 def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int],
                also: list[RowMutation] | None = None) -> None:
     """Prewrite parts (batched); resolve dead locks in the way, else raise CommitConflict."""
@@ -140,7 +134,7 @@ def lock_parts(ctx: TxnContext, p: CommitPlan, todo: list[int], locked: list[int
             return
         batch = [mutations.prewrite(ctx.table, p.parts[i][0], p.parts[i][1], p.start_ts,
                                     p.primary, p.expires_at_ms) for i in todo]
-        results = _mutate_in_calls(ctx.store, ctx.limits, batch + extra if extra else batch)
+        results = mutate_in_calls(ctx.store, ctx.limits, batch + extra if extra else batch)
         extra = []
         blocked: list[FoundLock] = []
         retry: list[int] = []
@@ -271,5 +265,5 @@ def write_unconditional_notifications(ctx: TxnContext, start_ts: int, weak: set[
     """Weak notifications of a transaction that writes nothing: valid at once (no primary)."""
     record = records.encode_notification(records.Notification(b"", b"", True))
     ntable = layout.notify_table(ctx.table)
-    mutate_in_calls(ctx, [RowMutation(ntable, row, (Put(col, start_ts, record),))
-                          for row, col in sorted(weak)])
+    mutate_in_calls(ctx.store, ctx.limits, [
+        RowMutation(ntable, row, (Put(col, start_ts, record),)) for row, col in sorted(weak)])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import NamedTuple
 
 from bigtable_lite import StorageError, TabletStore
 
@@ -22,15 +21,19 @@ from .mutations import CellWrite
 log = logging.getLogger(__name__)
 
 
-class _Held(NamedTuple):
+class _Held:
     """A primary being committed: what its lock is rebuilt from (rarely: only commits that
     outlive a third of the TTL are refreshed, so nothing is built on the hot path)."""
 
-    row: bytes
-    column: bytes
-    start_ts: int
-    cell: CellWrite  # the primary's write: its lock inlines a short value
-    refreshed_ms: list[int]  # when its lock's TTL started last (one item, updated in place)
+    __slots__ = ("cell", "column", "refreshed_ms", "row", "start_ts")
+
+    def __init__(self, row: bytes, column: bytes, start_ts: int, cell: CellWrite,
+                 refreshed_ms: int) -> None:
+        self.row = row
+        self.column = column
+        self.start_ts = start_ts
+        self.cell = cell  # the primary's write: its lock inlines a short value
+        self.refreshed_ms = refreshed_ms  # when its lock's TTL started last
 
 
 class LockKeeper:
@@ -55,7 +58,7 @@ class LockKeeper:
              expires_at_ms: int) -> None:
         """Keep the lock of the primary (row, column), written for ``cell`` with this expiry,
         alive until :meth:`release` (cheap: on every commit's path)."""
-        self._held[start_ts] = _Held(row, column, start_ts, cell, [expires_at_ms - self._ttl_ms])
+        self._held[start_ts] = _Held(row, column, start_ts, cell, expires_at_ms - self._ttl_ms)
         if self._thread is None:
             with self._cond:
                 if self._thread is None and not self._closed:
@@ -70,7 +73,7 @@ class LockKeeper:
         """Refresh every held primary whose last refresh is older than a third of the TTL."""
         now = self._clock.now_ms()
         due = [h for h in list(self._held.values())
-               if now - h.refreshed_ms[0] >= self._ttl_ms // 3]
+               if now - h.refreshed_ms >= self._ttl_ms // 3]
         for h in due:
             lock = mutations.lock_record(h.cell, h.start_ts, (h.row, h.column),
                                          now + self._ttl_ms, True)
@@ -82,7 +85,7 @@ class LockKeeper:
                 continue
             self.refreshes += 1
             if applied:
-                h.refreshed_ms[0] = now
+                h.refreshed_ms = now
 
     def _run(self) -> None:
         interval = max(self._ttl_ms / 3000.0 / 2, 0.005)

@@ -49,12 +49,19 @@ def mutate_in_calls(store: TabletStore, limits: Limits, batch: Sequence[RowMutat
     return results
 
 
-def settle_in_calls(store: TabletStore, limits: Limits, batch: Sequence[RowMutation]) -> int:
+def settle_in_calls(store: TabletStore, limits: Limits, batch: Sequence[RowMutation],
+                    results: Sequence[MutationResult] | None = None) -> int:
     """Apply secondaries' commits or rollbacks; a row of several cells that failed is re-sent
-    cell by cell.  Returns how many cells were found settled already (not ours any more)."""
+    cell by cell.  Returns how many cells were found settled already (not ours any more).
+
+    ``results``: of ``batch``, applied already (e.g. in the commit point's write): only
+    the failed rows are re-sent.
+    """
     retry: list[RowMutation] = []
     skipped = 0
-    for m, result in zip(batch, mutate_in_calls(store, limits, batch)):
+    if results is None:
+        results = mutate_in_calls(store, limits, batch)
+    for m, result in zip(batch, results):
         if not result.applied:
             if len(m.conditions) > 1:
                 retry += mutations.per_cell(m)
