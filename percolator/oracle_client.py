@@ -25,6 +25,16 @@ of a blocked thread costs ~10 us on the reference machine (2 cores), so waking a
 request's callers takes longer than the request itself; an idle client (one caller)
 sends at once, as before.
 
+Yielding after a wake-up.  A woken thread normally preempts the thread that woke it,
+which still holds the GIL (and, inside CPython's GIL, the mutex guarding it): the woken
+thread finds both taken and sleeps again, and each hand-off costs ~3 context switches
+instead of 1 (traced with ``perf sched``).  A thread that calls ``sched_yield()`` once
+after it is woken is, on Linux's EEVDF scheduler, not eligible to preempt at its next
+wake-up, so the hand-off becomes one switch: with 64 requesting threads ~1.6x the
+timestamps per second.  Where the CPU is shared with other runnable work a yield
+switches away while holding the GIL instead; :class:`_WakeYield` notices (yields take
+long) and stops yielding while that lasts (figures in ``docs/architecture.md``).
+
 Transport.  Requests travel as messages of one ``StreamTimestamps`` call rather than as
 ``GetTimestamps`` calls: a message costs the server ~60% less CPU than a call and takes
 ~40% less time there and back (figures in ``docs/architecture.md``).  The sender of a
@@ -45,6 +55,7 @@ translated from gRPC status codes by :func:`percolator.oracle_service.error_from
 from __future__ import annotations
 
 import _thread
+import os
 import queue
 import threading
 import time
@@ -71,6 +82,57 @@ _STREAM_LIFE = 0.5     # a stream takes requests for this many timeouts, then is
 _STREAM_IDLE = 0.2     # seconds without a request after which a stream is half-closed
 _STREAM_BACKOFF = 1.0  # seconds without streams after the server refused one
 _SEND, _SEND_ON_TURN, _WAIT = range(3)  # a caller's role in its batch
+_YIELD_COST_LIMIT_NS = 5_000  # yields costing more than this on average: stop yielding
+_YIELD_COST_CAP_NS = 20_000   # one slow yield counts at most this much in the average
+_YIELD_MEASURE_EVERY = 16     # while yielding, time one yield in this many
+_YIELD_PROBE_EVERY = 256      # while not yielding, still yield (timed) once in this many
+
+
+class _WakeYield:
+    """Called by a thread just woken by another: yield the CPU once, while that is cheap.
+
+    The yield keeps this thread's next wake-up from preempting its waker (see the module
+    docstring).  It is cheap (~1 us) when nothing else is runnable on this CPU; when other
+    work is, the yield hands the CPU to it while this thread holds the GIL, which stalls
+    the whole process.  So one yield in ``_YIELD_MEASURE_EVERY`` is timed, and while the
+    running average of those (1/8 weight, one sample capped at ``_YIELD_COST_CAP_NS``)
+    exceeds ``_YIELD_COST_LIMIT_NS`` only one call in ``_YIELD_PROBE_EVERY`` yields, timed,
+    to notice when yields are cheap again.  Unlocked: a lost update under a race only
+    shifts the average or the count.
+    """
+
+    __slots__ = ("_clock", "_cost_ns", "_countdown", "_yield", "yielding")
+
+    def __init__(self, sched_yield: Callable[[], object] | None = getattr(os, "sched_yield", None),
+                 clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self._yield = sched_yield  # None where the system has no sched_yield: never yields
+        self._clock = clock
+        self._cost_ns = 0
+        self._countdown = 0
+        self.yielding = self._yield is not None
+        """Whether calls yield now (else only one in ``_YIELD_PROBE_EVERY`` does)."""
+
+    def __call__(self) -> None:
+        countdown = self._countdown
+        if countdown:
+            self._countdown = countdown - 1
+            if self.yielding:
+                self._yield()  # type: ignore[misc]  # set whenever yielding
+            return
+        self._timed()
+
+    def _timed(self) -> None:
+        sched_yield = self._yield
+        if sched_yield is None:
+            self._countdown = _YIELD_PROBE_EVERY
+            return
+        clock = self._clock
+        start = clock()
+        sched_yield()
+        took = min(clock() - start, _YIELD_COST_CAP_NS)
+        self._cost_ns += (took - self._cost_ns) >> 3
+        self.yielding = self._cost_ns <= _YIELD_COST_LIMIT_NS
+        self._countdown = (_YIELD_MEASURE_EVERY if self.yielding else _YIELD_PROBE_EVERY) - 1
 
 
 class _Batch:
@@ -112,7 +174,9 @@ class _Stream:
     ``timeout`` before the call's deadline (``life + timeout``).
     """
 
-    def __init__(self, method: Callable[..., Any], *, life: float, timeout: float) -> None:
+    def __init__(self, method: Callable[..., Any], *, life: float, timeout: float,
+                 after_wake: Callable[[], None]) -> None:
+        self._after_wake = after_wake
         self._queue: queue.SimpleQueue[oracle_pb2.GetTimestampsRequest | None] = \
             queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -132,6 +196,7 @@ class _Stream:
             self._queue.put(request)
         try:
             response: oracle_pb2.GetTimestampsResponse = next(self._call)
+            self._after_wake()
             return response
         except StopIteration:
             raise _StreamEnded() from None
@@ -150,6 +215,7 @@ class _Stream:
         """What gRPC's request thread sends; ends after ``_STREAM_IDLE`` without a request
         (under the lock, so :meth:`exchange` either gets its request in or sees the end)."""
         take = self._queue.get
+        after_wake = self._after_wake
         while True:
             try:
                 request = take(timeout=_STREAM_IDLE)
@@ -159,6 +225,7 @@ class _Stream:
                         self._ended = True
                         return
                 continue
+            after_wake()
             if request is None:
                 return
             yield request
@@ -227,6 +294,7 @@ class RemoteOracle:
         self._streams_offered = streams  # False for good once the server lacks the method
         self._streams_from = 0.0         # monotonic time before which no stream is opened
         self._streams_opened = 0
+        self._after_wake = _WakeYield()
 
     # --- the TimestampSource contract ---------------------------------------------------
 
@@ -387,7 +455,9 @@ class RemoteOracle:
         still being woken: a thread not scheduled), take the wire.  If that request has
         not returned, fail this batch only (its callers get ``Unavailable``).
         """
-        if not batch.turn.acquire(True, self._turn_bound):
+        given = batch.turn.acquire(True, self._turn_bound)
+        self._after_wake()
+        if not given:
             with self._lock:
                 ahead = self._ahead
                 if not batch.turn_given:  # given just now, or never: then take it or give up
@@ -412,6 +482,7 @@ class RemoteOracle:
         """Wait (bounded) for ``batch`` to settle; wake the next caller of the batch first,
         or, the last, give the turn to the next batch."""
         woken = waiter.acquire(True, self._wait_bound)
+        self._after_wake()
         # Released exactly once, by its predecessor: the sender, or the waiter before it,
         # which passes the wake-up on even if it timed out, so the chain never breaks.
         waiters = batch.waiters
@@ -484,7 +555,7 @@ class RemoteOracle:
                         time.monotonic() < self._streams_from:
                     return None
                 self._stream = _Stream(self._stream_method, life=_STREAM_LIFE * self.timeout,
-                                       timeout=self.timeout)
+                                       timeout=self.timeout, after_wake=self._after_wake)
                 self._streams_opened += 1
             return self._stream
 
