@@ -21,8 +21,8 @@ next request: with 64 requesting threads in one process, each request carries al
 (the next request sent as soon as one returned carried ~20-27) for about half the
 client's and the server's CPU per timestamp, and with 4 processes of 16 threads the
 timestamps per second grew ~1.6x (figures in ``docs/architecture.md``).  Each wake-up
-of a blocked thread costs ~10 us on the reference machine (2 cores), so waking a
-request's callers takes longer than the request itself; an idle client (one caller)
+of a blocked thread costs ~7 us on the reference machine (2 cores, with the yield
+below), so waking 64 callers takes longer than their request; an idle client (one caller)
 sends at once, as before.
 
 Yielding after a wake-up.  A woken thread normally preempts the thread that woke it,
