@@ -101,15 +101,16 @@ class _WakeYield:
     shifts the average or the count.
     """
 
-    __slots__ = ("_clock", "_cost_ns", "_countdown", "_yield", "yielding")
+    __slots__ = ("_available", "_clock", "_cost_ns", "_countdown", "_yield", "yielding")
 
     def __init__(self, sched_yield: Callable[[], object] | None = getattr(os, "sched_yield", None),
                  clock: Callable[[], int] = time.perf_counter_ns) -> None:
-        self._yield = sched_yield  # None where the system has no sched_yield: never yields
+        self._available = sched_yield is not None  # else (not POSIX) it never yields
+        self._yield: Callable[[], object] = sched_yield or (lambda: None)
         self._clock = clock
         self._cost_ns = 0
         self._countdown = 0
-        self.yielding = self._yield is not None
+        self.yielding = self._available
         """Whether calls yield now (else only one in ``_YIELD_PROBE_EVERY`` does)."""
 
     def __call__(self) -> None:
@@ -117,18 +118,17 @@ class _WakeYield:
         if countdown:
             self._countdown = countdown - 1
             if self.yielding:
-                self._yield()  # type: ignore[misc]  # set whenever yielding
+                self._yield()
             return
         self._timed()
 
     def _timed(self) -> None:
-        sched_yield = self._yield
-        if sched_yield is None:
+        if not self._available:
             self._countdown = _YIELD_PROBE_EVERY
             return
         clock = self._clock
         start = clock()
-        sched_yield()
+        self._yield()
         took = min(clock() - start, _YIELD_COST_CAP_NS)
         self._cost_ns += (took - self._cost_ns) >> 3
         self.yielding = self._cost_ns <= _YIELD_COST_LIMIT_NS
