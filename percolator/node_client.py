@@ -34,10 +34,11 @@ Transport.  Batches travel on a ``Node.BatchStream`` call rather than as ``Node.
 calls: measured on the reference machine (2 cores, grpcio 1.75.1, 8-thread transfers),
 a stream message cost the server ~30% less CPU than a unary call, and the client no
 more (the caller that sends a batch reads its reply: no reader thread), for ~20% more
-transfers/s.  An open stream holds a server thread, so a reaper thread, alive only
-while a stream is open, half-closes it once ``_STREAM_IDLE`` passes without a batch;
-a stream also takes no batches after half a ``timeout``, so each batch still has a
-whole ``timeout`` before the stream's deadline and every wait stays bounded.  A node
+transfers/s.  The stream (:class:`~percolator.request_stream.RequestStream`, as the
+oracle client's) is half-closed once ``_STREAM_IDLE`` passes without a batch, since an
+open stream holds a server thread, and takes no batches after half a ``timeout``, so
+each batch still has a whole ``timeout`` before the stream's deadline and every wait
+stays bounded.  A node
 that refuses a stream (its share of threads is taken) answers before reading any
 batch; such batches go by ``Node.Batch``.
 
@@ -50,12 +51,11 @@ good to the per-service path (``CoalescingStore`` over ``RemoteStore``, and
 from __future__ import annotations
 
 import _thread
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Self
+from typing import Self
 
 import grpc
 
@@ -103,6 +103,7 @@ from .node_service import (
 )
 from .oracle import OracleStats, check_count
 from .oracle_client import RemoteOracle
+from .request_stream import RequestStream, StreamEnded
 from .v1 import node_pb2, oracle_pb2
 
 __all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "NodeClient"]
@@ -119,6 +120,7 @@ _STREAM_LIFE = 0.5     # a stream takes batches for this many timeouts, then is 
 _STREAM_BACKOFF = 1.0  # seconds without streams after the node refused one
 _STREAM_IDLE = 0.2     # seconds without a batch after which the stream is closed
 _READ, _MUTATE, _STAMPS, _COMMIT, _FRESH = range(5)  # a command's kind
+_BatchStream = RequestStream[bytes, node_pb2.BatchResponse]
 
 
 class _Command:
@@ -233,69 +235,6 @@ class _Batcher:
         raise Unavailable("timed out waiting for a batched call (its outcome is unknown)")
 
 
-class _Stream:
-    """One ``BatchStream`` call: batches are answered in the order they were put.
-
-    The sender of a batch reads its own reply (no reader thread); with several batches
-    on the stream, senders read in turn, by ticket.  :meth:`put` refuses once the
-    stream is ended or older than ``life``, so every batch put has a whole ``timeout``
-    before the call's deadline (``life + timeout``): waits stay bounded.
-    """
-
-    def __init__(self, method: Callable[..., Any], *, life: float, timeout: float) -> None:
-        self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._expires = time.monotonic() + life
-        self._deadline = self._expires + timeout
-        self._lock = threading.Lock()
-        self._turn = threading.Condition(self._lock)
-        self._sent = 0     # tickets handed out
-        self._read = 0     # replies read
-        self._ended = False
-        self._call: Any = method(iter(self._requests.get, None), timeout=life + timeout)
-
-    def put(self, data: bytes) -> int | None:
-        """Send a batch; its ticket, or None if this stream takes no more batches."""
-        with self._lock:
-            if self._ended or time.monotonic() > self._expires:
-                self._end()
-                return None
-            ticket = self._sent
-            self._sent += 1
-            self._requests.put(data)
-            return ticket
-
-    def reply(self, ticket: int) -> node_pb2.BatchResponse:
-        """The reply to batch ``ticket``.  Raises grpc.RpcError, or _StreamEnded if the node
-        ended the stream before answering (then the batch was not executed)."""
-        with self._lock:
-            if not self._turn.wait_for(lambda: self._read == ticket,
-                                       self._deadline - time.monotonic() + _HANDOFF_MARGIN):
-                raise Unavailable("timed out waiting for the batch stream's earlier replies")
-        try:
-            response: node_pb2.BatchResponse = next(self._call)
-            return response
-        except StopIteration:
-            raise _StreamEnded() from None
-        finally:
-            with self._lock:
-                self._read += 1
-                self._turn.notify_all()
-
-    def end(self) -> None:
-        """Half-close: the node answers what was put, then ends the call.  Idempotent."""
-        with self._lock:
-            self._end()
-
-    def _end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._requests.put(None)  # also frees gRPC's thread waiting for a request
-
-
-class _StreamEnded(Exception):
-    """The node ended a batch stream between batches: the unanswered ones were not executed."""
-
-
 class NodeClient(StoreOps):
     """TabletStore and TimestampSource of one node, over ``Node.BatchStream`` (or ``Batch``).
 
@@ -336,10 +275,7 @@ class NodeClient(StoreOps):
                                  max_commands=max_commands,
                                  wait=2 * (_STREAM_LIFE * timeout + timeout) + _HANDOFF_MARGIN)
         self._lock = threading.Lock()
-        self._stream: _Stream | None = None
-        self._stream_used = False     # a batch went on the stream since the reaper last looked
-        self._reaping = threading.Condition(self._lock)  # the reaper waits here; close wakes it
-        self._reaper_running = False
+        self._stream: _BatchStream | None = None
         self._streams_from = 0.0      # monotonic time before which no stream is opened
         self._streams_opened = 0
         self._closed = False
@@ -407,7 +343,7 @@ class NodeClient(StoreOps):
             return stream.reply(ticket)
         except BaseException as exc:  # a stream that failed once takes no more batches
             self._drop_stream(stream)
-            if isinstance(exc, _StreamEnded):
+            if isinstance(exc, StreamEnded):
                 raise Unavailable("the node ended the batch stream before this batch"
                                   " (stopping?); it was not executed") from None
             if isinstance(exc, grpc.RpcError):
@@ -418,54 +354,32 @@ class NodeClient(StoreOps):
                 raise error_from_rpc(exc) from exc
             raise
 
-    def _put_on_stream(self, data: bytes) -> tuple[_Stream, int] | None:
+    def _put_on_stream(self, data: bytes) -> tuple[_BatchStream, int] | None:
         """Put a batch on the open stream, or on a new one (the client's lock is held)."""
         for _ in range(2):  # an expired stream is replaced once
             stream = self._stream
             if stream is None:
                 if self._closed or time.monotonic() < self._streams_from:
                     return None
-                stream = self._stream = _Stream(self._batch_stream,
-                                                life=_STREAM_LIFE * self.timeout,
-                                                timeout=self.timeout)
+                stream = self._stream = RequestStream(
+                    self._batch_stream, life=_STREAM_LIFE * self.timeout, timeout=self.timeout,
+                    idle=_STREAM_IDLE)
                 self._streams_opened += 1
-                if not self._reaper_running:
-                    self._reaper_running = True
-                    threading.Thread(target=self._reap, name="percolator-batch-stream-reaper",
-                                     daemon=True).start()
             ticket = stream.put(data)
             if ticket is not None:
-                self._stream_used = True
                 return stream, ticket
             self._stream = None
         return None
 
-    def _drop_stream(self, stream: _Stream) -> None:
+    def _drop_stream(self, stream: _BatchStream) -> None:
         with self._lock:
             if self._stream is stream:
                 self._stream = None
         stream.end()
 
-    def _reap(self) -> None:
-        """While a stream is open: half-close it once a whole ``_STREAM_IDLE`` passed without
-        a batch, so an idle client holds no server thread (and a stopping node waits for
-        no idle stream)."""
-        with self._lock:
-            try:
-                while self._stream is not None and not self._closed:
-                    self._stream_used = False
-                    self._reaping.wait(_STREAM_IDLE)
-                    stream = self._stream
-                    if stream is not None and not self._stream_used:
-                        self._stream = None
-                        stream.end()  # answers what was put, then ends
-            finally:
-                self._reaper_running = False
-
     def _end_stream(self) -> None:
         with self._lock:
             stream, self._stream = self._stream, None
-            self._reaping.notify_all()
         if stream is not None:
             stream.end()
 

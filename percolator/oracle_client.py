@@ -56,11 +56,10 @@ from __future__ import annotations
 
 import _thread
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, Self
+from collections.abc import Callable
+from typing import Self
 
 import grpc
 
@@ -70,7 +69,11 @@ from . import failpoints
 from .errors import OracleError
 from .oracle import MAX_COUNT, OracleStats, check_count
 from .oracle_service import error_from_rpc, method_path, stream_refused
+from .request_stream import RequestStream, StreamEnded
 from .v1 import oracle_pb2
+
+_TimestampStream = RequestStream[oracle_pb2.GetTimestampsRequest,
+                                 oracle_pb2.GetTimestampsResponse]
 
 __all__ = ["DEFAULT_TIMEOUT", "RemoteOracle"]
 
@@ -164,77 +167,6 @@ class _Batch:
         self.turn.acquire()
 
 
-class _Stream:
-    """One ``StreamTimestamps`` call, carrying one request at a time (the client's one in
-    flight): its sender puts it and reads the response.
-
-    gRPC's request thread for the call takes the requests from :meth:`_requests`, which
-    half-closes the call after ``_STREAM_IDLE`` without one.  :meth:`exchange` refuses
-    once the stream is ended or older than ``life``, so every request sent has a whole
-    ``timeout`` before the call's deadline (``life + timeout``).
-    """
-
-    def __init__(self, method: Callable[..., Any], *, life: float, timeout: float,
-                 after_wake: Callable[[], None]) -> None:
-        self._after_wake = after_wake
-        self._queue: queue.SimpleQueue[oracle_pb2.GetTimestampsRequest | None] = \
-            queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._expires = time.monotonic() + life
-        self._ended = False
-        self._call: Any = method(self._requests(), timeout=life + timeout)
-
-    def exchange(self, request: oracle_pb2.GetTimestampsRequest
-                 ) -> oracle_pb2.GetTimestampsResponse | None:
-        """Send ``request`` and read its response; None if this stream takes no more
-        requests (``request`` was not sent).  Raises grpc.RpcError, or _StreamEnded if the
-        server ended the stream before answering (then ``request`` was not served)."""
-        with self._lock:
-            if self._ended or time.monotonic() > self._expires:
-                self._end()
-                return None
-            self._queue.put(request)
-        try:
-            response: oracle_pb2.GetTimestampsResponse = next(self._call)
-            self._after_wake()
-            return response
-        except StopIteration:
-            raise _StreamEnded() from None
-
-    def end(self) -> None:
-        """Half-close: the server answers what was sent, then ends the call.  Idempotent."""
-        with self._lock:
-            self._end()
-
-    def _end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._queue.put(None)  # frees gRPC's thread waiting for a request
-
-    def _requests(self) -> Iterator[oracle_pb2.GetTimestampsRequest]:
-        """What gRPC's request thread sends; ends after ``_STREAM_IDLE`` without a request
-        (under the lock, so :meth:`exchange` either gets its request in or sees the end)."""
-        take = self._queue.get
-        after_wake = self._after_wake
-        while True:
-            try:
-                request = take(timeout=_STREAM_IDLE)
-            except queue.Empty:
-                with self._lock:
-                    if self._queue.empty():
-                        self._ended = True
-                        return
-                continue
-            after_wake()
-            if request is None:
-                return
-            yield request
-
-
-class _StreamEnded(Exception):
-    """The server ended a stream between requests: the unanswered one was not served."""
-
-
 class RemoteOracle:
     """A :class:`~percolator.oracle.TimestampSource` served by a remote oracle over gRPC.
 
@@ -290,7 +222,7 @@ class RemoteOracle:
         self._served = 0
         self._requests = 0
         # The stream, used only by the sender of the request in flight (and close).
-        self._stream: _Stream | None = None
+        self._stream: _TimestampStream | None = None
         self._streams_offered = streams  # False for good once the server lacks the method
         self._streams_from = 0.0         # monotonic time before which no stream is opened
         self._streams_opened = 0
@@ -528,11 +460,15 @@ class RemoteOracle:
             stream = self._open_stream()
             if stream is None:
                 return None
+            ticket = stream.put(request)
+            if ticket is None:
+                self._drop_stream(stream)
+                continue
             try:
-                response = stream.exchange(request)
+                return stream.reply(ticket)
             except BaseException as exc:  # a stream that failed once takes no more requests
                 self._drop_stream(stream)
-                if isinstance(exc, _StreamEnded):
+                if isinstance(exc, StreamEnded):
                     raise Unavailable("the oracle ended the timestamp stream before this"
                                       " request (stopping?); it was not served") from None
                 if isinstance(exc, grpc.Call) and \
@@ -543,23 +479,21 @@ class RemoteOracle:
                     self._streams_from = time.monotonic() + _STREAM_BACKOFF
                     return None
                 raise
-            if response is not None:
-                return response
-            self._drop_stream(stream)
         return None
 
-    def _open_stream(self) -> _Stream | None:
+    def _open_stream(self) -> _TimestampStream | None:
         with self._lock:
             if self._stream is None:
                 if self._closed or not self._streams_offered or \
                         time.monotonic() < self._streams_from:
                     return None
-                self._stream = _Stream(self._stream_method, life=_STREAM_LIFE * self.timeout,
-                                       timeout=self.timeout, after_wake=self._after_wake)
+                self._stream = RequestStream(
+                    self._stream_method, life=_STREAM_LIFE * self.timeout, timeout=self.timeout,
+                    idle=_STREAM_IDLE, after_wake=self._after_wake)
                 self._streams_opened += 1
             return self._stream
 
-    def _drop_stream(self, stream: _Stream) -> None:
+    def _drop_stream(self, stream: _TimestampStream) -> None:
         with self._lock:
             if self._stream is stream:
                 self._stream = None
