@@ -191,8 +191,8 @@ def _idle_timeout(cfg: DemoConfig) -> float:
 def _load(cfg: DemoConfig, client: Client, worker: Worker, papers: dict[str, list[str]],
           signal: CommitSignal, res: DemoResult, out: Print) -> None:
     mode = "combining hot papers" if cfg.combine else "naive read-modify-write"
-    out(f"loading with {cfg.threads} observer threads ({mode}), {cfg.batch} papers per"
-        " transaction ...")
+    out(f"loading with {cfg.threads} observer threads ({mode}, up to {cfg.observer_batch:,}"
+        f" papers per observer transaction), {cfg.batch} papers per transaction ...")
     began = time.perf_counter()
     res.load = load_graph(client, papers, batch=cfg.batch, progress=cfg.progress,
                           desc="loaded ")

@@ -21,6 +21,7 @@ def non_negative_int(value: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from observers.citations.counting import DEFAULT_MAX_BATCH
     from observers.citations.demo import (
         DEFAULT_EDITS,
         DEFAULT_PAPERS,
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-threads", "--workers-threads", dest="threads",
                         type=positive_int, default=DEFAULT_THREADS, metavar="T",
                         help="observer threads (default %(default)s)")
+    parser.add_argument("--observer-batch", type=positive_int, default=DEFAULT_MAX_BATCH,
+                        metavar="N", help="papers per observer transaction at most, when"
+                        " that many are pending (default %(default)s; docs/citations.md)")
     parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED, metavar="S",
                         help="seed of the graph and the edits (default %(default)s)")
     parser.add_argument("--naive", action="store_true",
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     cfg = DemoConfig(data_dir=data_dir, papers=args.papers, edits=args.edits, seed=args.seed,
-                     threads=args.threads, combine=not args.naive,
+                     threads=args.threads, observer_batch=args.observer_batch,
+                     combine=not args.naive,
                      progress=stderr_is_tty() and not args.no_progress,
                      reflect_timeout=args.reflect_timeout)
     print(f"percolator demo: citation counts, {args.papers:,} papers, seed {args.seed},"

@@ -37,9 +37,10 @@ def test_demo_runs_end_to_end_and_verifies() -> None:
 def test_demo_keeps_a_given_data_dir_which_verifies_again(tmp_path: Path) -> None:
     data = tmp_path / "demo"
     done = percolator("demo", "--papers", "200", "--edits", "5", "--naive", "--seed", "3",
-                      "--data-dir", str(data), "--worker-threads", "1")
+                      "--data-dir", str(data), "--worker-threads", "1",
+                      "--observer-batch", "7")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "naive read-modify-write" in done.stdout
+    assert "naive read-modify-write, up to 7 papers per observer transaction" in done.stdout
     final = next(line for line in done.stdout.splitlines() if line.startswith("final check:"))
     papers = final.split("verified: ", 1)[1].split(",")[0]  # e.g. "204 papers"
     again = percolator("citations", "verify", "--data-dir", str(data))
