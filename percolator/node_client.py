@@ -38,9 +38,8 @@ transfers/s.  The stream (:class:`~percolator.request_stream.RequestStream`, as 
 oracle client's) is half-closed once ``_STREAM_IDLE`` passes without a batch, since an
 open stream holds a server thread, and takes no batches after half a ``timeout``, so
 each batch still has a whole ``timeout`` before the stream's deadline and every wait
-stays bounded.  A node
-that refuses a stream (its share of threads is taken) answers before reading any
-batch; such batches go by ``Node.Batch``.
+stays bounded.  A node that refuses a stream (its share of threads is taken) answers
+before reading any batch; such batches go by ``Node.Batch``.
 
 A node that does not offer ``percolator.v1.Node`` (an older ``percolator serve``)
 answers UNIMPLEMENTED, which has no effect on the node; the client then switches for
