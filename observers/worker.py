@@ -10,9 +10,10 @@ Threads of one worker::
                      then count, back off or park
     maintenance (1)  heartbeat the lease, persist stats, compact the notify table
 
-A cell is queued or in flight at most once per worker; a rescan that finds a queued
-cell again refreshes its versions (coalescing).  Failing cells back off (in clock
-time) and are skipped by the scanners until due, so they never hold up others.
+Between scanners and processors, the work queue (observers.work_queue): a cell is
+queued or in flight at most once per worker; a rescan that finds a queued cell again
+refreshes its versions (coalescing).  Failing cells back off (in clock time) and are
+skipped by the scanners until due, so they never hold up others.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import socket
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Iterable
 from typing import Self
 
@@ -54,6 +54,7 @@ from .processing import (
 from .registry import Observer, ObserverRegistry
 from .retry import DEFAULT_BACKOFF, Backoff, RetryBook
 from .stats import Counters, WorkerStats, percentile
+from .work_queue import DELETING, WAIT_SLICE, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,7 @@ Key = tuple[bytes, bytes]
 
 DEFAULT_POLL_INTERVAL = 0.01
 _SPAN_REFRESH = 1.0   # seconds between re-reads of the notify table's tablets
-_WAIT_SLICE = 0.5     # longest single wait of a thread, so stop() is noticed promptly
 _FORGET_EVERY = 60.0  # seconds between clean-ups of long-gone workers' rows
-_DELETING = 2**63     # scan stamp of a version whose delete is still queued: always ignored
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -128,25 +127,13 @@ class Worker:
         self.deleter = Deleter(client.store, self.table, self._deleted)
         client.register_observed_columns(self.columns)
 
-        # One lock over the queue and its sets; three conditions on it, so each wake-up
-        # reaches only who can act: processors (work queued), scanners (the queue fell
-        # to its low-water mark), run_until_idle (a cell finished).
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)
-        self._work = threading.Condition(lock)
-        self._room = threading.Condition(lock)
-        self._low_water = self.queue_size // 2
-        self._queue: deque[Key] = deque()
-        self._queued: dict[Key, PendingCell] = {}
-        self._batching: set[bytes] = set()  # columns with a batch in flight
-        self._inflight: set[Key] = set()
-        self._started = 0            # cells taken by processors, ever (idle detection)
-        self._epoch = 0              # scan counter; see _offer
-        self._active_scans: set[int] = set()
-        self._done: dict[tuple[bytes, bytes, int], int] = {}
+        self._stopping = threading.Event()
+        self._work = WorkQueue(self.queue_size, self.batch_limits, self.retry,
+                               self.membership.owns, self._stopping)
+        # Cells pending per scanner and tablet span at its last full pass (under the
+        # work queue's lock): the backlog in stats.
         self._backlog: dict[tuple[int, Range], int] = {}
         self._wakes = [threading.Event() for _ in range(self.scan_threads)]  # one per scanner
-        self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running = False
         self._lifecycle = threading.Lock()
@@ -213,10 +200,7 @@ class Worker:
             self._threads = []
             self.deleter.close(max(1.0, deadline - time.monotonic()))
             self._running = False
-            with self._cond:
-                self._queue.clear()
-                self._queued.clear()
-                self._done = {v: d for v, d in self._done.items() if d != _DELETING}
+            self._work.clear()
             try:
                 self._persist_stats("stopped")
                 self.membership.leave()
@@ -233,10 +217,7 @@ class Worker:
                                    f" {timeout}s (an observer still running?)")
 
     def _notify_everyone(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-            self._work.notify_all()
-            self._room.notify_all()
+        self._work.notify_everyone()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -277,8 +258,8 @@ class Worker:
                         f" {s.backing_off}, backlog {s.backlog}; last error:"
                         f" {self.last_error or 'none'})")
                 self.wake()
-                with self._cond:
-                    self._cond.wait(min(remaining, max(self.poll_interval, 0.005)))
+                with self._work.lock:
+                    self._work.finished.wait(min(remaining, max(self.poll_interval, 0.005)))
         finally:
             if started_here:
                 self.stop()
@@ -287,16 +268,17 @@ class Worker:
     def _idle(self) -> bool:
         """Nothing queued, in flight or being deleted, before and after a fresh probe that
         found nothing."""
-        with self._cond:
-            if self._queue or self._inflight:
+        work = self._work
+        with work.lock:
+            if any(work.counts()):
                 return False
-            marker = self._started
+            marker = work.started
         if self.deleter.pending:
             return False
         if notifications.has_pending(self.client.store, self.table, self.columns):
             return False
-        with self._cond:
-            if self._queue or self._inflight or self._started != marker:
+        with work.lock:
+            if any(work.counts()) or work.started != marker:
                 return False
             self._backlog.clear()
             return True
@@ -312,7 +294,7 @@ class Worker:
         cursors: dict[Range, bytes] = {}
         spans: list[Range] = []
         spans_at = -_SPAN_REFRESH
-        taken = -1  # self._started when the last pass ended
+        taken = -1  # the work queue's started count when the last pass ended
         while not self._stopping.is_set():
             if time.monotonic() - spans_at >= _SPAN_REFRESH:
                 try:
@@ -322,19 +304,19 @@ class Worker:
                     self._stopping.wait(self.poll_interval)
                     continue
                 spans_at = time.monotonic()
-                with self._cond:
+                with self._work.lock:
                     for gone in [key for key in self._backlog
                                  if key[0] == k and key[1] not in spans]:
                         del self._backlog[gone]
-            if not self._wait_for_take(taken):
+            if not self._work.wait_for_take(taken):
                 return
             fresh = 0
             for span in spans[k::self.scan_threads]:
                 fresh += self._scan_span(k, span, cursors)
                 if self._stopping.is_set():
                     return
-            with self._cond:
-                taken = self._started
+            with self._work.lock:
+                taken = self._work.started
             if not fresh:
                 self._wakes[k].wait(self.poll_interval)
                 self._wakes[k].clear()
@@ -345,19 +327,21 @@ class Worker:
         pending = 0
         start = cursors.get(span, span.start)
         while not self._stopping.is_set():
-            if not self._wait_for_room():
+            if not self._work.wait_for_room():
                 return fresh
-            epoch = self._begin_scan()
+            epoch = self._work.begin_scan()
             try:
                 cells, resume = notifications.scan_chunk(
                     self.client.store, self.table, span, start, self.columns, self.scan_batch)
-                new, seen = self._offer(cells, epoch)
+                new, seen = self._work.offer(cells, epoch)
             except StorageError as exc:
                 self._setback(f"scanning notifications: {exc}")
                 self._stopping.wait(self.poll_interval)
                 return fresh
             finally:
-                self._end_scan(epoch)
+                self._work.end_scan(epoch)
+            if new:
+                self.counters.add("found", new)
             fresh += new
             pending += seen
             if resume is None:
@@ -367,95 +351,15 @@ class Worker:
             start = cursors[span] = resume
         return fresh
 
-    def _wait_for_room(self) -> bool:
-        """Back-pressure: wait (bounded slices) while the queue is full; False if stopping."""
-        with self._cond:
-            if len(self._queue) >= self.queue_size:
-                while len(self._queue) > self._low_water:
-                    if self._stopping.is_set():
-                        return False
-                    self._room.wait(_WAIT_SLICE)
-        return not self._stopping.is_set()
-
-    def _wait_for_take(self, taken: int) -> bool:
-        """A new pass waits while the queue holds cells and no processor took any since the
-        last pass ended (``taken``): a pass re-reads every queued cell, and before this
-        wait the scanners re-read a queue of thousands of cells ten times per cell
-        processed while batches ran.  False if stopping."""
-        with self._cond:
-            while self._queue and self._started == taken:
-                if self._stopping.is_set():
-                    return False
-                self._room.wait(_WAIT_SLICE)
-        return not self._stopping.is_set()
-
-    def _begin_scan(self) -> int:
-        with self._cond:
-            self._epoch += 1
-            self._active_scans.add(self._epoch)
-            return self._epoch
-
-    def _end_scan(self, epoch: int) -> None:
-        with self._cond:
-            self._active_scans.discard(epoch)
-            oldest = min(self._active_scans, default=self._epoch + 1)
-            if self._done:
-                self._done = {v: d for v, d in self._done.items() if d >= oldest}
-
-    def _offer(self, cells: list[PendingCell], epoch: int) -> tuple[int, int]:
-        """Queue this worker's share of ``cells``; return (newly queued, pending seen).
-
-        A version this worker deleted after the scan's snapshot may still show in it:
-        each deletion is stamped with the scan counter at its completion, and a scan
-        numbered at or below that stamp ignores the version (see _note_done).
-        """
-        owns = self.membership.owns
-        due = self.retry.due
-        new = seen = 0
-        with self._cond:
-            done = self._done
-            for cell in cells:
-                if not owns(cell.row, cell.column):
-                    continue
-                versions = cell.versions
-                if done:
-                    versions = tuple(v for v in versions
-                                     if done.get((cell.row, cell.column, v[0]), -1) < epoch)
-                    if not versions:
-                        continue
-                    cell = PendingCell(cell.row, cell.column, versions)
-                seen += 1
-                key = (cell.row, cell.column)
-                if key in self._queued:
-                    self._queued[key] = cell  # newer versions coalesce into the queued run
-                    continue
-                if key in self._inflight or not due(key):
-                    continue
-                self._queued[key] = cell
-                self._queue.append(key)
-                new += 1
-            if new:
-                self._work.notify(new)
-        if new:
-            self.counters.add("found", new)
-        return new, seen
-
-    def _note_done(self, row: bytes, column: bytes, stamps: Iterable[int],
-                   mark: int | None = None) -> None:
-        with self._cond:
-            stamp = self._epoch if mark is None else mark
-            for ts in stamps:
-                self._done[(row, column, ts)] = stamp
-
     def _finish_later(self, client: Client, cell: PendingCell, decision: Decision) -> None:
         """Step 3 in the background: the versions are ignored by scans until deleted."""
-        self._note_done(cell.row, cell.column, decision.decided, _DELETING)
+        self._work.note_done(cell.row, cell.column, decision.decided, DELETING)
         self.deleter.submit(cell.row, cell.column, decision.decided)
 
     def _deleted(self, batch: list[Item]) -> None:
         n = 0
         for row, column, stamps in batch:
-            self._note_done(row, column, stamps)
+            self._work.note_done(row, column, stamps)
             n += len(stamps)
         self.counters.add("deleted", n)
         self.compaction.note_deleted(n)
@@ -464,14 +368,10 @@ class Worker:
 
     def _process_loop(self) -> None:
         while True:
-            with self._cond:
-                while not self._stopping.is_set() and not self._may_take():
-                    self._work.wait(_WAIT_SLICE)
-                if self._stopping.is_set():
-                    return
-                cells, batching = self._take()
-                self._started += len(cells)
-                self._room.notify_all()  # scanners waiting for room or for a take
+            taken = self._work.take()
+            if taken is None:
+                return
+            cells, batching = taken
             requeued = False
             try:
                 if len(cells) == 1:
@@ -479,41 +379,7 @@ class Worker:
                 else:
                     requeued = self._handle_batch(cells)
             finally:
-                with self._cond:
-                    for cell in () if requeued else cells:
-                        self._inflight.discard(cell.key)
-                    if batching:
-                        self._batching.discard(cells[0].column)
-                    self._cond.notify_all()
-                    self._work.notify_all()
-
-    def _may_take(self) -> bool:
-        """Work is queued and its column is not being batched by another processor (the
-        caller holds the lock).  Batches of one column run one at a time: two would update
-        many of the same cells at once (conflicts, or combining, and in one process a
-        contended interpreter lock), while one batch shares the reads and writes."""
-        return bool(self._queue) and self._queue[0][1] not in self._batching
-
-    def _take(self) -> tuple[list[PendingCell], bool]:
-        """The next queued cell, and the cells of its column queued right behind it, up to
-        the column's batch limit (the caller holds the lock).  A cell with a setback on
-        record goes alone, so one failing cell does not keep failing batches.  True with
-        the cells if they are a batch of their column (marked in ``_batching``)."""
-        key = self._queue.popleft()
-        cells = [self._queued.pop(key)]
-        self._inflight.add(key)
-        limit = self.batch_limits.limit(key[1])
-        batching = limit > 1 and self.retry.state(key) is None and bool(self._queue) \
-            and self._queue[0][1] == key[1]
-        if batching:
-            self._batching.add(key[1])
-            queue = self._queue
-            while len(cells) < limit and queue and queue[0][1] == key[1] \
-                    and self.retry.state(queue[0]) is None:
-                nxt = queue.popleft()
-                cells.append(self._queued.pop(nxt))
-                self._inflight.add(nxt)
-        return cells, batching
+                self._work.done(cells, batching, requeued)
 
     def _handle_one(self, cell: PendingCell) -> None:
         try:
@@ -556,17 +422,9 @@ class Worker:
         return False
 
     def _requeue(self, cells: list[PendingCell]) -> None:
-        """Put a failed batch back at the front of the queue, to be taken in halves.  Its
-        cells leave ``_inflight`` here, under the lock, so another processor may take
-        them at once."""
+        """Put a failed batch back at the front of the queue, to be taken in halves."""
         self.batch_limits.shrink(cells[0].column, len(cells))
-        with self._cond:
-            for cell in reversed(cells):
-                self._inflight.discard(cell.key)
-                if cell.key not in self._queued:  # (scans skip cells in flight)
-                    self._queued[cell.key] = cell
-                    self._queue.appendleft(cell.key)
-            self._work.notify_all()
+        self._work.requeue(cells)
 
     def _handle(self, cell: PendingCell) -> None:
         key = cell.key
@@ -632,7 +490,7 @@ class Worker:
         info = ParkInfo(failures, error[:4000], self.clock.now_ms(), self.id)
         parking.park(self.client.store, self.client.table, cell.row, cell.column,
                      cell.versions, info)
-        self._note_done(cell.row, cell.column, [ts for ts, _ in cell.versions])
+        self._work.note_done(cell.row, cell.column, [ts for ts, _ in cell.versions])
         self.retry.forget(cell.key)
         self.counters.add("parked")
         log.error("worker %s: parked notification of (%r, %r) after %d failures: %s",
@@ -648,7 +506,7 @@ class Worker:
         next_beat = time.monotonic() + self.heartbeat_interval
         next_stats = time.monotonic()
         next_forget = time.monotonic() + _FORGET_EVERY
-        step = min(self.heartbeat_interval, self.stats_interval, _WAIT_SLICE)
+        step = min(self.heartbeat_interval, self.stats_interval, WAIT_SLICE)
         while not self._stopping.wait(step):
             now = time.monotonic()
             try:
@@ -678,9 +536,8 @@ class Worker:
     def stats(self, state: str | None = None) -> WorkerStats:
         """A snapshot of this worker's counters."""
         counts, latency = self.counters.snapshot()
-        with self._cond:
-            queued = len(self._queue)
-            in_flight = len(self._inflight)
+        with self._work.lock:
+            queued, in_flight = self._work.counts()
             scanned = sum(self._backlog.values())
         return WorkerStats(
             worker=self.id, state=state or ("running" if self._running else "stopped"),
