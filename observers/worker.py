@@ -58,8 +58,6 @@ from .work_queue import DELETING, WAIT_SLICE, WorkQueue
 
 log = logging.getLogger(__name__)
 
-Key = tuple[bytes, bytes]
-
 DEFAULT_POLL_INTERVAL = 0.01
 _SPAN_REFRESH = 1.0   # seconds between re-reads of the notify table's tablets
 _FORGET_EVERY = 60.0  # seconds between clean-ups of long-gone workers' rows
