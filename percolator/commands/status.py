@@ -1,4 +1,5 @@
-"""`percolator status`: what the observers' workers report, pending and parked notifications.
+"""`percolator status`: what the observers' workers report, pending and parked notifications,
+and, of a node (``--connect``), its timestamp oracle's own figures.
 
 Reads only the store (workers persist their counters in ``<table>.workers``), so it
 works while workers run elsewhere; ``--json`` prints the same as one JSON object.
@@ -10,12 +11,33 @@ import argparse
 import json
 from typing import Any
 
+from bigtable_lite import StorageError
+
+from ..oracle import OracleStats
+from ..oracle_client import RemoteOracle
 from .client_args import add_target_arguments, open_client
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def oracle_figures(address: str) -> OracleStats | str:
+    """The node's oracle figures since it started, or why they could not be read."""
+    try:
+        with RemoteOracle(address, timeout=10.0) as oracle:
+            return oracle.server_stats()
+    except StorageError as exc:
+        return str(exc)
+
+
+def format_oracle(figures: OracleStats | str) -> str:
+    if isinstance(figures, str):
+        return f"oracle: figures unavailable ({figures})"
+    return (f"oracle: {figures.timestamps_served:,} timestamps served in {figures.requests:,}"
+            f" requests (mean batch {figures.mean_batch_size:.1f}), persisted high-water"
+            f" {figures.persisted_high_water:,}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         status = cluster_status(client)
     finally:
         client.close()
+    oracle = oracle_figures(args.connect) if args.connect else None
     if not args.json:
-        print(format_status(status), flush=True)
+        text = format_status(status)
+        print(text if oracle is None else f"{format_oracle(oracle)}\n{text}", flush=True)
         return 0
     out: dict[str, Any] = {
         "observed_columns": sorted(c.decode("utf-8", "backslashreplace")
@@ -43,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
                     "failures": p.info.failures if p.info else None,
                     "error": p.info.error if p.info else None}
                    for p in status.parked],
+        "oracle": None if oracle is None else (
+            {"error": oracle} if isinstance(oracle, str) else
+            {"timestamps_served": oracle.timestamps_served, "requests": oracle.requests,
+             "mean_batch_size": oracle.mean_batch_size,
+             "persisted_high_water": oracle.persisted_high_water}),
     }
     print(json.dumps(out, sort_keys=True), flush=True)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ def test_status_and_parked_notifications_of_a_data_directory(tmp_path: Path) -> 
     as_json = json.loads(percolator("status", "--data-dir", str(data), "--json").stdout)
     assert as_json["workers"][0]["stats"]["processed"] == 1
     assert as_json["parked"][0]["row"] == "bad"
+    assert as_json["oracle"] is None and "oracle:" not in text.stdout  # no node to ask
 
     listed = percolator("notifications", "list", "--data-dir", str(data))
     assert listed.returncode == 0 and "(b'bad', b'fragile')" in listed.stdout
@@ -80,6 +82,13 @@ def test_worker_command_runs_until_sigterm_and_status_sees_it_alive(tmp_path: Pa
         assert sum_observers.total(client) == 40
         text = percolator("status", "--connect", address).stdout
         assert "svc" in text and "stopped" in text
+        oracle = json.loads(percolator("status", "--connect", address, "--json").stdout)["oracle"]
+        # The writer's and the worker's transactions took timestamps from the node's oracle.
+        assert oracle["timestamps_served"] >= 2 * 20 and oracle["requests"] >= 1
+        assert oracle["persisted_high_water"] >= oracle["timestamps_served"]
+        assert oracle["mean_batch_size"] == oracle["timestamps_served"] / oracle["requests"]
+        assert re.match(r"oracle: [\d,]+ timestamps served in [\d,]+ requests \(mean batch"
+                        r" [\d.]+\), persisted high-water [\d,]+\n", text), text
         compacted = percolator("notifications", "compact", "--connect", address)
         assert compacted.returncode == 0 and "compacted" in compacted.stdout, compacted.stderr
 
