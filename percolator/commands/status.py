@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def oracle_figures(address: str) -> OracleStats | str:
     """The node's oracle figures since it started, or why they could not be read."""
     try:
-        with RemoteOracle(address, timeout=10.0) as oracle:
+        with RemoteOracle(address) as oracle:
             return oracle.server_stats()
     except StorageError as exc:
         return str(exc)
