@@ -3,7 +3,13 @@
 A table is a sorted map (row, column, ts) -> value with atomic single-row
 check-and-mutate.  Use :class:`LocalStore` in-process or :class:`RemoteStore` over
 gRPC; both implement :class:`TabletStore`.
+
+``RemoteStore`` is imported on first use, and with it grpc: an embedded store does
+not load gRPC, and a program can configure gRPC's C core (its ``GRPC_VERBOSITY``
+environment variable is read once, at import) after importing this package.
 """
+
+from typing import TYPE_CHECKING
 
 from .encoding import MAX_TS
 from .errors import (
@@ -40,8 +46,10 @@ from .model import (
     ValuePrefixAt,
     VersionAt,
 )
-from .remote import RemoteStore
 from .store import StoreOps, TabletStore
+
+if TYPE_CHECKING:
+    from .remote import RemoteStore
 
 __all__ = [
     "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "NOT_ATTEMPTED", "Cell", "Condition",
@@ -51,3 +59,11 @@ __all__ = [
     "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo", "TabletStore",
     "TimeRange", "Unavailable", "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "RemoteStore":
+        from .remote import RemoteStore
+
+        return RemoteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

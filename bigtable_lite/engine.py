@@ -77,6 +77,16 @@ _SCAN_CHUNK_ROWS = 256
 WRITE_BUFFER_BYTES = 64 << 20
 LEVELDB_DIR = "leveldb"
 OWNER_FILE = "OWNER"
+_LEVELDB_CURRENT = "CURRENT"  # LevelDB writes it when it creates a database
+
+
+def is_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a data directory that holds a store, without opening or creating it.
+
+    For callers that must not turn a mistyped path into a new, empty store (an
+    :class:`Engine` creates what is missing).
+    """
+    return (Path(path) / LEVELDB_DIR / _LEVELDB_CURRENT).is_file()
 
 
 class Engine:

@@ -1,7 +1,7 @@
 """docker-compose.yml describes the same cluster that `percolator cluster` starts locally.
 
 There is no Docker engine in CI, so the compose file is loaded and compared, service by
-service, with percolator.cluster.TOPOLOGY: same services, same commands (with the
+service, with observers.citations.cluster.TOPOLOGY: same services, same commands (with the
 compose host names in place of the local addresses), same replicas, same order of
 dependencies, one-shots marked as such.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from percolator.cluster import NODE_PORT, TOPOLOGY
+from observers.citations.cluster import NODE_PORT, TOPOLOGY
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_VALUES = {"data": "/data", "listen": f"0.0.0.0:{NODE_PORT}", "node": f"node:{NODE_PORT}"}
@@ -42,9 +42,9 @@ def test_replicas_dependencies_and_one_shots_match() -> None:
 
 
 def test_every_service_uses_the_project_image_and_commands_exist() -> None:
-    from percolator.cli import COMMANDS
+    from percolator.cli import installed_commands
 
-    names = {name for name, _, _ in COMMANDS}
+    names = set(installed_commands())
     for s in TOPOLOGY:
         assert compose()["services"][s.name]["build"] == "."
         assert s.args[0] in names, f"{s.name} runs unknown command {s.args[0]!r}"

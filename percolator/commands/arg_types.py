@@ -12,6 +12,13 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
+def non_negative_int(value: str) -> int:
+    """An integer >= 0."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {value!r}")
+    return int(value)
+
+
 def positive_float(value: str) -> float:
     """A number > 0."""
     try:
@@ -23,9 +30,28 @@ def positive_float(value: str) -> float:
     return f
 
 
-def listen_address(value: str) -> str:
-    """HOST:PORT with a numeric port (0 = pick a free one)."""
+def _host_port(value: str, what: str, *, port_zero: bool) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {value!r}")
+    example = "127.0.0.1:7070"
+    if not sep or not port:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT {what}, not {value!r}: the port is missing (e.g. {example})")
+    if not host:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT {what}, not {value!r}: the host is missing (e.g. {example})")
+    lowest = 0 if port_zero else 1
+    if not port.isdigit() or not lowest <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT {what}, not {value!r}: the port must be a number from"
+            f" {lowest} to 65535")
     return value
+
+
+def listen_address(value: str) -> str:
+    """HOST:PORT to serve on, with a numeric port (0 = pick a free one)."""
+    return _host_port(value, "to listen on", port_zero=True)
+
+
+def node_address(value: str) -> str:
+    """HOST:PORT of a running node, with a numeric port from 1 to 65535."""
+    return _host_port(value, "of a `percolator serve` node", port_zero=False)

@@ -1,7 +1,8 @@
-"""`percolator serve`: run a node until SIGTERM or SIGINT, then shut down gracefully.
+"""Run a node: the tablet store and the timestamp oracle over gRPC.
 
-Prints ``percolator serve: listening on HOST:PORT`` (the real port when 0 was given)
-on stdout, flushed, once the server accepts calls: scripts and tests wait for it.
+`percolator serve` runs until SIGTERM or SIGINT, then shuts down gracefully.  It
+prints ``percolator serve: listening on HOST:PORT`` (the real port when 0 was given) on
+stdout, flushed, once the server accepts calls: scripts and tests wait for it.
 """
 
 from __future__ import annotations

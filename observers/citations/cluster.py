@@ -1,4 +1,4 @@
-"""The demo cluster's topology, started as plain processes by `percolator cluster`.
+"""The citation demo cluster's topology, started as plain processes by `percolator cluster`.
 
 docker-compose.yml describes the same services for Docker; tests/test_compose.py loads
 it and checks that it matches :data:`TOPOLOGY` service by service, so the compose demo

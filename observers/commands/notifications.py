@@ -1,30 +1,30 @@
-"""`percolator notifications`: list or replay parked notifications; compact the notify table.
+"""List or replay parked notifications; compact the notify table.
 
-``replay`` moves parked notifications back into the notify table (all, or one cell
-with ``--row``/``--column``); a running worker then processes them as usual.
+`percolator notifications list` shows the notifications a worker parked after their
+observer kept failing; ``replay`` moves them back into the notify table (all, or one
+cell with ``--row``/``--column``), where a running worker processes them as usual;
+``compact`` compacts the notify table of the node or of the data directory.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .client_args import add_target_arguments, open_client
+from observers import compact_notifications, list_parked, replay_parked
+from percolator.cli import CommandError
+from percolator.commands.client_args import add_target_arguments, open_client
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("list", "replay", "compact"),
                         help="list parked notifications, replay them, or compact the notify"
-                        " table (embedded only until the store has a compaction RPC)")
+                        " table (of the node, or of the data directory)")
     add_target_arguments(parser)
     parser.add_argument("--row", default=None, help="with replay: only this row")
     parser.add_argument("--column", default=None, help="with replay: only this column")
 
 
 def run(args: argparse.Namespace) -> int:
-    from observers import compact_notifications, list_parked, replay_parked
-
-    from ..cli import CommandError
-
     if (args.row is None) != (args.column is None):
         raise CommandError("--row and --column go together")
     client = open_client(args)

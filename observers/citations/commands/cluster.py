@@ -1,22 +1,28 @@
-"""`percolator cluster`: the demo cluster of docker-compose.yml, as plain local processes.
+"""Run the demo cluster of docker-compose.yml as local processes.
 
-Starts the node, then the workers, then each one-shot service in order (load, verify),
-all on 127.0.0.1; prints where the node listens; with ``--keep-running`` it then serves
-until Ctrl-C, otherwise it stops everything once the one-shots are done and exits with
-the first non-zero status among them.
+`percolator cluster` starts the node, then the workers, then each one-shot service in
+order (load, verify), all on 127.0.0.1; prints where the node listens; with
+``--keep-running`` it then serves until Ctrl-C, otherwise it stops everything once the
+one-shots are done and exits with the first non-zero status among them.  It starts on
+a new or empty data directory; on one that holds data only with ``--reuse`` (the
+loader then loads on top of it).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from ..cli import CommandError
+from percolator.cli import CommandError
+
 from ..cluster import DEMO_PAPERS, TOPOLOGY, Service
+
+log = logging.getLogger(__name__)
 
 _LISTENING = re.compile(r"listening on (\S+:\d+)")
 _START_TIMEOUT = 60.0
@@ -24,18 +30,31 @@ _ONESHOT_TIMEOUT = 3600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", required=True, metavar="DIR", help="data root")
+    parser.add_argument("--data-dir", required=True, metavar="DIR",
+                        help="data root: a new or empty directory (see --reuse)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="start on a data root that already holds data (the loader loads"
+                        " on top of it)")
     parser.add_argument("--papers", type=int, default=DEMO_PAPERS,
                         help="papers the loader generates (default %(default)s)")
     parser.add_argument("--keep-running", action="store_true",
                         help="keep the node and workers up after the one-shots, until Ctrl-C")
 
 
-def _command(s: Service, values: dict[str, str], papers: int) -> list[str]:
+def _command(s: Service, values: dict[str, str], papers: int, log_level: str) -> list[str]:
     argv = s.render(**values)
     if s.name == "loader":
         argv[argv.index("--generate") + 1] = str(papers)
-    return [sys.executable, "-m", "percolator", *argv]
+    return [sys.executable, "-m", "percolator", "--log-level", log_level, *argv]
+
+
+def _data_root(path: str, reuse: bool) -> Path:
+    root = Path(path)
+    if root.is_dir() and any(root.iterdir()) and not reuse:
+        raise CommandError(f"{root} is not empty: pass --reuse to start on its data, or choose"
+                           " a new directory")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def _start_node(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
@@ -61,28 +80,27 @@ def _start_node(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = Path(args.data_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = _data_root(args.data_dir, args.reuse)
     values = {"data": str(root), "listen": "127.0.0.1:0", "node": ""}
     running: list[subprocess.Popen[str]] = []
     status = 0
     try:
-        node, address = _start_node(_command(TOPOLOGY[0], values, args.papers))
+        node, address = _start_node(_command(TOPOLOGY[0], values, args.papers, args.log_level))
         running.append(node)
         values["node"] = address
         print(f"percolator cluster: node listening on {address}", flush=True)
         for s in TOPOLOGY[1:]:
-            argv = _command(s, values, args.papers)
+            argv = _command(s, values, args.papers, args.log_level)
             if not s.oneshot:
                 for i in range(s.replicas):
                     running.append(subprocess.Popen(argv, text=True))
                     print(f"percolator cluster: started {s.name} {i + 1}/{s.replicas}",
                           flush=True)
                 continue
-            print(f"percolator cluster: running {s.name}: {' '.join(argv[2:])}", flush=True)
+            print(f"percolator cluster: running {s.name}: {' '.join(argv[5:])}", flush=True)
             code = subprocess.run(argv, timeout=_ONESHOT_TIMEOUT).returncode
             if code != 0:
-                print(f"percolator cluster: {s.name} exited with {code}", file=sys.stderr)
+                log.error("%s exited with status %d; stopping the cluster", s.name, code)
                 status = status or code
                 break
         if args.keep_running and status == 0:

@@ -1,6 +1,7 @@
-"""`percolator status`: what the observers' workers report, pending and parked notifications,
-and, of a node (``--connect``), its timestamp oracle's own figures.
+"""Show observer workers' counters, pending and parked notifications, and the oracle's figures.
 
+`percolator status` shows what the observers' workers report, pending and parked
+notifications, and, of a node (``--connect``), its timestamp oracle's own figures.
 Reads only the store (workers persist their counters in ``<table>.workers``), so it
 works while workers run elsewhere; ``--json`` prints the same as one JSON object.
 """
@@ -12,10 +13,10 @@ import json
 from typing import Any
 
 from bigtable_lite import StorageError
-
-from ..oracle import OracleStats
-from ..oracle_client import RemoteOracle
-from .client_args import add_target_arguments, open_client
+from observers import cluster_status, format_status
+from percolator.commands.client_args import add_target_arguments, open_client
+from percolator.oracle import OracleStats
+from percolator.oracle_client import RemoteOracle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +42,6 @@ def format_oracle(figures: OracleStats | str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from observers import cluster_status, format_status
-
     client = open_client(args)
     try:
         status = cluster_status(client)

@@ -1,9 +1,10 @@
-"""`percolator demo`: the citation-count showcase, embedded, no server needed.
+"""Citation counts end to end, embedded: load, count, verify, edit, compare with batch.
 
-Generates a heavy-tailed citation graph, loads it while observer workers count
-forward and backward citations, verifies every count against a MapReduce recount,
-then applies a stream of edits and shows how soon each is reflected next to how long
-one batch recount takes.  Ends with a short table and ``verified``, or a clear
+`percolator demo` is the citation-count showcase, embedded, no server needed.  It
+generates a heavy-tailed citation graph, loads it while observer workers count forward
+and backward citations, verifies every count against a MapReduce recount, then
+applies a stream of edits and shows how soon each is reflected next to how long one
+batch recount takes.  Ends with a short table and ``verified``, or a clear
 failure and exit status 1.  See docs/citations.md.
 """
 
@@ -11,24 +12,27 @@ from __future__ import annotations
 
 import argparse
 
-from .arg_types import positive_float, positive_int
+from percolator.cli import CommandError
+from percolator.commands.arg_types import non_negative_int, positive_float, positive_int
 
-
-def non_negative_int(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {value!r}")
-    return int(value)
+from ..counting import DEFAULT_MAX_BATCH
+from ..demo import (
+    DEFAULT_EDITS,
+    DEFAULT_PAPERS,
+    DEFAULT_SEED,
+    DEFAULT_THREADS,
+    DemoConfig,
+    check_fresh_dir,
+    default_data_dir,
+    remove_data_dir,
+    run_demo,
+    stderr_is_tty,
+    summary,
+)
+from ..edits import NotReflected
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from observers.citations.counting import DEFAULT_MAX_BATCH
-    from observers.citations.demo import (
-        DEFAULT_EDITS,
-        DEFAULT_PAPERS,
-        DEFAULT_SEED,
-        DEFAULT_THREADS,
-    )
-
     parser.add_argument("--papers", type=positive_int, default=DEFAULT_PAPERS, metavar="N",
                         help="papers to generate (default %(default)s)")
     parser.add_argument("--edits", type=non_negative_int, default=DEFAULT_EDITS, metavar="K",
@@ -56,19 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from observers.citations.demo import (
-        DemoConfig,
-        check_fresh_dir,
-        default_data_dir,
-        remove_data_dir,
-        run_demo,
-        stderr_is_tty,
-        summary,
-    )
-    from observers.citations.edits import NotReflected
-
-    from ..cli import CommandError
-
     temporary = args.data_dir is None
     data_dir = default_data_dir() if temporary else args.data_dir
     try:

@@ -1,5 +1,6 @@
-"""`percolator citations load|verify`: the citation example against a cluster.
+"""Load citation data into a cluster, or verify its counts against a batch recount.
 
+`percolator citations load|verify` runs the citation example against a cluster.
 ``load`` writes papers' ``paper:refs`` (a generated heavy-tailed graph, or a SNAP
 edge list such as cit-HepTh.txt) in transactions of many papers; workers started
 with ``percolator worker --observers observers.citations:OBSERVERS`` count them.
@@ -11,14 +12,18 @@ every stored count with a MapReduce recount of the same snapshot: exit 0 and
 from __future__ import annotations
 
 import argparse
+import os
+import threading
 import time
-from typing import TYPE_CHECKING
 
-from .arg_types import positive_float, positive_int
-from .client_args import add_target_arguments, open_client
+from observers.notifications import count_pending, has_pending
+from percolator.cli import CommandError
+from percolator.client import Client
+from percolator.commands.arg_types import positive_float, positive_int
+from percolator.commands.client_args import add_target_arguments, open_client
+from percolator.layout import notify_table
 
-if TYPE_CHECKING:
-    from ..client import Client
+from .. import FOLD, REFS, SnapFormatError, generate_graph, load_graph, load_snap, verify
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--batch", type=positive_int, default=200, metavar="N",
                       help="papers per transaction (default %(default)s)")
     load.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_target_arguments(load)
+    add_target_arguments(load, create=True)
 
     check = actions.add_parser("verify", help="compare stored counts with a batch recount",
                                description="compare stored counts with a batch recount")
@@ -56,19 +61,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from observers.citations import generate_graph, load_graph, load_snap_file
-
     progress = None if not args.no_progress else False
-    client = open_client(args)
+    began = time.perf_counter()
+    # The whole input is read before the store is opened: bad input changes nothing.
+    if args.generate is not None:
+        papers = generate_graph(args.generate, args.seed)
+        print(f"percolator citations: generated {len(papers):,} papers (seed {args.seed})"
+              f" in {time.perf_counter() - began:.1f}s", flush=True)
+        desc = "loading"
+    else:
+        try:
+            papers = load_snap(args.snap, progress=progress)
+        except SnapFormatError as exc:
+            raise CommandError(f"{exc} (nothing was loaded)") from exc
+        print(f"percolator citations: read {len(papers):,} citing papers from {args.snap}"
+              f" in {time.perf_counter() - began:.1f}s", flush=True)
+        desc = f"loading {os.path.basename(args.snap)}"
+    client = open_client(args, create=True)
     try:
-        if args.generate is not None:
-            began = time.perf_counter()
-            papers = generate_graph(args.generate, args.seed)
-            print(f"percolator citations: generated {len(papers):,} papers (seed {args.seed})"
-                  f" in {time.perf_counter() - began:.1f}s", flush=True)
-            result = load_graph(client, papers, batch=args.batch, progress=progress)
-        else:
-            result = load_snap_file(client, args.snap, batch=args.batch, progress=progress)
+        result = load_graph(client, papers, batch=args.batch, progress=progress, desc=desc)
         client.flush()
     finally:
         client.close()
@@ -79,10 +90,6 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from observers.citations import verify
-
-    from ..cli import CommandError
-
     client = open_client(args)
     try:
         if not _wait_quiet(client, args.wait):
@@ -100,13 +107,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _wait_quiet(client: Client, timeout: float) -> bool:
     """Until no notification of the citation observers is pending (bounded, polled)."""
-    import threading
-
-    from observers.citations import FOLD, REFS
-    from observers.notifications import count_pending, has_pending
-
-    from ..layout import notify_table
-
     table = notify_table(client.table)
     columns = [REFS, FOLD]
     began = time.monotonic()

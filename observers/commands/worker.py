@@ -1,0 +1,152 @@
+"""Run observers on the notifications of a cluster (or a data directory).
+
+`percolator worker` runs until SIGTERM or SIGINT, then finishes in-flight work and exits.
+Observers are named with ``--observers`` specs (``pkg.module:name``, or the name of an
+entry point of group ``percolator.observers``); ``--all-installed`` runs every
+installed entry point instead, so that a plugin someone installed never runs by
+surprise.  Prints ``percolator worker: running as ID ...`` on stdout, flushed, once it
+works.  ``--until-idle`` processes until no notification is pending, prints the stats
+and exits instead: exit 1 if that takes longer than ``--timeout`` or if a notification
+was parked (its observer kept failing; ``percolator notifications list`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from observers import ObserverRegistry, Worker, WorkerTimeout, load_entry_points, load_registry
+from observers.errors import ObserverError
+from percolator.cli import CommandError
+from percolator.client import Client
+from percolator.commands.arg_types import positive_float, positive_int
+from percolator.commands.client_args import add_target_arguments, open_client
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def observer_specs(value: str) -> list[str]:
+    """``--observers``: one spec or several separated by commas, none of them empty."""
+    specs = [s.strip() for s in value.split(",")]
+    if not all(specs):
+        raise argparse.ArgumentTypeError(
+            f"expected pkg.module:name or an entry-point name (several separated by commas),"
+            f" not {value!r}")
+    return specs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_arguments(parser)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--observers", type=observer_specs, action="extend", metavar="SPEC",
+                       help="observers to run: pkg.module:name (an observer, a list, or a"
+                       " callable returning them) or the name of a percolator.observers entry"
+                       " point; repeat or separate with commas")
+    which.add_argument("--all-installed", action="store_true",
+                       help="run every installed percolator.observers entry point")
+    parser.add_argument("--threads", type=positive_int, default=4, metavar="N",
+                        help="observer threads (default %(default)s)")
+    parser.add_argument("--max-failures", type=positive_int, default=5, metavar="N",
+                        help="failed runs of an observer on a cell before its notification"
+                        " is parked (default %(default)s)")
+    parser.add_argument("--poll-interval", type=positive_float, default=0.01, metavar="S",
+                        help="seconds between scans of the notify table when idle"
+                        " (default %(default)s)")
+    parser.add_argument("--lease-ttl", type=positive_float, default=5.0, metavar="S",
+                        help="how long others wait before taking over a crashed worker's"
+                        " share (default %(default)s)")
+    parser.add_argument("--heartbeat", type=positive_float, default=1.0, metavar="S",
+                        help="seconds between lease renewals (default %(default)s)")
+    parser.add_argument("--lock-ttl", type=positive_float, default=None, metavar="S",
+                        help="lock TTL of the observers' transactions")
+    parser.add_argument("--worker-id", default=None, metavar="ID",
+                        help="name in the status table (default host-pid-random)")
+    parser.add_argument("--until-idle", action="store_true",
+                        help="exit once no notification is pending: status 1 if one was"
+                        " parked")
+    parser.add_argument("--timeout", type=positive_float, default=600.0, metavar="S",
+                        help="with --until-idle: give up after this long (default %(default)s)")
+
+
+def _registry(args: argparse.Namespace) -> ObserverRegistry:
+    try:
+        if args.all_installed:
+            registry = ObserverRegistry(load_entry_points())
+        else:
+            registry = load_registry(args.observers)
+    except ObserverError as exc:
+        raise CommandError(str(exc)) from exc
+    if not len(registry):
+        raise CommandError("no observers: no percolator.observers entry point is installed;"
+                           " name observers with --observers pkg.module:name")
+    return registry
+
+
+def _worker(client: Client, registry: ObserverRegistry, args: argparse.Namespace) -> Worker:
+    try:
+        return Worker(client, registry, threads=args.threads, max_failures=args.max_failures,
+                      poll_interval=args.poll_interval, lease_ttl=args.lease_ttl,
+                      heartbeat=args.heartbeat, worker_id=args.worker_id)
+    except (ObserverError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def describe(worker: Worker) -> str:
+    """``2 observers on doc:text, paper:refs`` (column names as text)."""
+    count = len(worker.registry)
+    columns = ", ".join(c.decode("utf-8", "backslashreplace") for c in worker.columns)
+    return f"{count} observer{'' if count == 1 else 's'} on {columns}"
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.until_idle:
+        return _until_idle(args, registry)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        client = open_client(args, lock_ttl=args.lock_ttl)
+        try:
+            worker = _worker(client, registry, args)
+            worker.start()
+            try:
+                print(f"percolator worker: running as {worker.id} ({describe(worker)},"
+                      f" {args.threads} threads)", flush=True)
+                received = signal.sigwait(_STOP_SIGNALS)
+                print(f"percolator worker: {signal.Signals(received).name}, finishing"
+                      " in-flight work", flush=True)
+            finally:
+                worker.stop()
+            print(f"percolator worker: stopped; {json.dumps(worker.stats().as_dict())}",
+                  flush=True)
+        finally:
+            client.close()
+        return 0
+    except ObserverError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        while _STOP_SIGNALS & signal.sigpending():
+            signal.sigwait(_STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        sys.stdout.flush()
+
+
+def _until_idle(args: argparse.Namespace, registry: ObserverRegistry) -> int:
+    client = open_client(args, lock_ttl=args.lock_ttl)
+    try:
+        worker = _worker(client, registry, args)
+        print(f"percolator worker: running as {worker.id} ({describe(worker)}) until idle",
+              flush=True)
+        try:
+            stats = worker.run_until_idle(args.timeout)
+        except (WorkerTimeout, ObserverError) as exc:
+            raise CommandError(str(exc)) from exc
+    finally:
+        client.close()
+    print(f"percolator worker: idle; {json.dumps(stats.as_dict())}", flush=True)
+    if stats.parked:
+        raise CommandError(f"parked {stats.parked} notification{'s' if stats.parked > 1 else ''}"
+                           " whose observer kept failing (percolator notifications list shows"
+                           " them; replay them once fixed)")
+    return 0
