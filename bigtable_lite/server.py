@@ -13,6 +13,9 @@ NOT_SERVING, so load balancers and ``grpc_health_probe`` stop sending traffic), 
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -92,16 +95,45 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
-    refusal = f"cannot listen on {listen}: the address is in use or not available"
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError as exc:  # grpc >= 1.5x raises; older versions returned 0
         server.stop(None)
-        raise OSError(refusal) from exc
+        raise OSError(f"cannot listen on {listen}: {why_not_bound(listen)}") from exc
     if port == 0:
         server.stop(None)
-        raise OSError(refusal)
+        raise OSError(f"cannot listen on {listen}: {why_not_bound(listen)}")
     return server, port
+
+
+_HINTS = {errno.EADDRINUSE: " (another process listens there)",
+          errno.EADDRNOTAVAIL: " (not an address of this machine)",
+          errno.EACCES: " (ports below 1024 need privileges)"}
+
+
+def why_not_bound(listen: str) -> str:
+    """Why gRPC could not bind ``listen``, found out again with plain sockets.
+
+    gRPC says only that binding failed (its C core's reason goes to its own log, off by
+    default in the `percolator` script), so resolve the host and bind each address it
+    has: the first error says what is wrong (no such host, address in use, not an
+    address of this machine, ...).
+    """
+    host, port = _split_listen(listen)
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve host {host!r} ({exc.strerror})"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                reason = exc.strerror or os.strerror(exc.errno or errno.EIO)
+                return f"{reason}{_HINTS.get(exc.errno or 0, '')}"
+    return "the address is in use or not available"
 
 
 def set_not_serving(server: grpc.Server) -> None:

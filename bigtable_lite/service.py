@@ -25,7 +25,7 @@ from . import wire
 from .errors import InvalidArgument
 from .local import LocalStore
 from .model import Cell, Row
-from .status import ERROR_KEY, error_name, status_for
+from .status import ERROR_KEY, error_name, log_failure, status_for
 from .v1 import tablet_pb2 as pb
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["TabletService"].full_name
@@ -57,10 +57,9 @@ def _parse(cls: type[M], raw: bytes) -> M:
     return msg
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> NoReturn:
     code, message = status_for(exc)
-    if code is grpc.StatusCode.INTERNAL:
-        log.error("internal error serving a request", exc_info=exc)
+    log_failure(log, f"{SERVICE_NAME}/{method}", code, message, exc)
     name = error_name(exc)
     if name:
         context.set_trailing_metadata(((ERROR_KEY, name),))
@@ -82,7 +81,7 @@ def _unary(handler: Callable[[bytes], bytes]) -> grpc.RpcMethodHandler:
         try:
             return handler(raw)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, here, once
-            _abort(context, exc)
+            _abort(context, exc, handler.__name__)
 
     return grpc.unary_unary_rpc_method_handler(call)
 
@@ -92,7 +91,7 @@ def _stream(handler: Callable[[bytes], Iterator[bytes]]) -> grpc.RpcMethodHandle
         try:
             yield from handler(raw)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, here, once
-            _abort(context, exc)
+            _abort(context, exc, handler.__name__)
 
     return grpc.unary_stream_rpc_method_handler(call)
 

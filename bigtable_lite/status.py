@@ -29,6 +29,7 @@ not have been applied.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import grpc
@@ -85,6 +86,19 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, cls):
             return code, str(exc) or type(exc).__name__
     return Code.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def log_failure(log: logging.Logger, what: str, code: grpc.StatusCode, message: str,
+                exc: BaseException) -> None:
+    """Log a request the server failed: one line, and a traceback only for INTERNAL.
+
+    Every other code is the caller's mistake or an expected refusal (a closed store, a
+    corrupt record), which the code and message say in full; INTERNAL is a bug here.
+    """
+    if code is Code.INTERNAL:
+        log.error("%s failed: %s", what, message, exc_info=exc)
+    else:
+        log.warning("%s failed: %s: %s", what, code.name, message)
 
 
 def error_name(exc: BaseException) -> str:

@@ -183,8 +183,7 @@ def _error_result(code: grpc.StatusCode, message: str, name: str = "") -> bytes:
 def _failed(exc: BaseException, *, oracle: bool = False) -> bytes:
     """The framed error result for ``exc``."""
     code, message = command_status(exc, oracle=oracle)
-    if code is grpc.StatusCode.INTERNAL:
-        log.error("internal error executing a batched command", exc_info=exc)
+    store_status.log_failure(log, f"{SERVICE_NAME} command", code, message, exc)
     return _error_result(code, message, store_status.error_name(exc))
 
 
@@ -496,8 +495,7 @@ def _read_result(rows: list[list[Cell]]) -> bytes:
 
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     code, message = store_status.status_for(exc)
-    if code is grpc.StatusCode.INTERNAL:
-        log.error("internal error serving a batch", exc_info=exc)
+    store_status.log_failure(log, SERVICE_NAME, code, message, exc)
     name = store_status.error_name(exc)
     if name:
         context.set_trailing_metadata(((store_status.ERROR_KEY, name),))

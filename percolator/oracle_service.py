@@ -98,8 +98,7 @@ def stream_refused(exc: grpc.RpcError) -> bool:
 
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     code, message = status_for(exc)
-    if code is grpc.StatusCode.INTERNAL:
-        log.error("internal error serving the timestamp oracle", exc_info=exc)
+    status.log_failure(log, SERVICE_NAME, code, message, exc)
     name = status.error_name(exc)
     if name:  # lets the client tell errors that share a code apart
         context.set_trailing_metadata(((status.ERROR_KEY, name),))

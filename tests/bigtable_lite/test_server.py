@@ -142,8 +142,19 @@ def test_extra_services_are_hosted_health_checked_and_listed(tmp_path: Path) -> 
 
 
 def test_busy_port_is_a_clear_error(served: Served) -> None:
-    with pytest.raises(OSError, match="cannot listen on"):
+    with pytest.raises(OSError, match=f"cannot listen on {served.address}: Address already in"
+                       " use"):
         build_server(served.store, served.address)
+
+
+@pytest.mark.parametrize(("listen", "reason"), [
+    ("999.1.1.1:70", "cannot resolve host '999.1.1.1'"),
+    ("192.0.2.1:7070", "not an address of this machine"),  # TEST-NET-1: never local
+])
+def test_an_address_that_cannot_be_bound_says_why(served: Served, listen: str,
+                                                  reason: str) -> None:
+    with pytest.raises(OSError, match=f"cannot listen on {listen}: .*{reason}"):
+        build_server(served.store, listen)
 
 
 @pytest.mark.parametrize("listen", ["", "localhost", "127.0.0.1:http", "127.0.0.1:70000", ":80"])

@@ -44,3 +44,11 @@ def small_batch_citations() -> list[Observer]:
     from observers.citations import make_observers
 
     return make_observers(batch=8)
+
+
+@observer("plug:fragile")
+def fragile(txn: Transaction, row: bytes, column: bytes) -> None:
+    """Fails on row ``bad``: its notification ends parked."""
+    if row == b"bad":
+        raise ValueError("cannot handle bad")
+    txn.set(row, b"plug:seen", b"fragile")

@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from observers import Backoff, Worker, observer
+import pytest
+
+from observers import Backoff, Worker, citations, observer
 from percolator import Client, Transaction
 
 from . import sum_observers
@@ -100,3 +102,56 @@ def test_worker_command_reports_bad_specs_in_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith("percolator worker: error: two observers registered")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_until_idle_fails_when_it_parked_a_notification(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Client.embedded(data) as client:
+        client.register_observed_columns([b"plug:fragile"])
+        write_cells(client, {(b"good", b"plug:fragile"): b"1", (b"bad", b"plug:fragile"): b"1"})
+    done = percolator("worker", "--data-dir", str(data), "--observers",
+                      "tests.observers.plugin_fixtures:fragile", "--max-failures", "1",
+                      "--until-idle")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert re.search(r"running as \S+ \(1 observer on plug:fragile\) until idle", done.stdout)
+    assert json.loads(done.stdout.split("idle; ", 1)[1])["parked"] == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "percolator worker: error: parked 1 notification whose observer kept failing")
+    listed = percolator("notifications", "list", "--data-dir", str(data))
+    assert "(b'bad', b'plug:fragile')" in listed.stdout and "cannot handle bad" in listed.stdout
+
+
+def test_the_start_line_names_columns_as_text_and_counts_observers(tmp_path: Path) -> None:
+    with running_node(tmp_path / "data") as address:
+        with WorkerProcess("--connect", address, "--observers",
+                           "tests.observers.plugin_fixtures:LIST", "--worker-id", "two") as proc:
+            line = proc.wait_for("running as two")
+            assert "(2 observers on plug:one, plug:two, 4 threads)" in line, line
+            assert proc.terminate() == 0, proc.stderr()
+
+
+@pytest.mark.parametrize(("observers", "says"), [
+    (["--observers", ""], "argument --observers: expected pkg.module:name"),
+    (["--observers", "tests.observers.plugin_fixtures:one,,x:y"], "argument --observers"),
+    ([], "one of the arguments --observers --all-installed is required"),
+])
+def test_a_worker_runs_only_observers_it_was_told_to(tmp_path: Path, observers: list[str],
+                                                      says: str) -> None:
+    with Client.embedded(tmp_path / "data"):
+        pass
+    done = percolator("worker", "--data-dir", str(tmp_path / "data"), *observers,
+                      "--until-idle")
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert "running as" not in done.stdout
+
+
+def test_all_installed_runs_the_installed_entry_points(tmp_path: Path) -> None:
+    with Client.embedded(tmp_path / "data"):
+        pass
+    done = percolator("worker", "--data-dir", str(tmp_path / "data"), "--all-installed",
+                      "--until-idle")
+    assert done.returncode == 0, done.stderr
+    # The citation example's entry point (pyproject.toml): its two observers.
+    columns = ", ".join(sorted(c.decode() for c in (citations.REFS, citations.FOLD)))
+    assert f"(2 observers on {columns}) until idle" in done.stdout, done.stdout
