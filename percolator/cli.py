@@ -148,8 +148,9 @@ class _Version(argparse.Action):
 
 def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default=default,
-                        help="diagnostics at this level and above go to stderr"
-                        " (default warning)")
+                        help="diagnostics at this level and above go to stderr (default"
+                        " warning; gRPC's own C-core log stays off unless GRPC_VERBOSITY is"
+                        " set)")
 
 
 def build_parser(commands: Mapping[str, str], chosen: str | None) -> argparse.ArgumentParser:
