@@ -84,14 +84,16 @@ def installed_commands() -> dict[str, str]:
 
 
 def summary(module: str) -> str:
-    """The first line of ``module``'s docstring, read from its source without importing it."""
+    """The first line of ``module``'s docstring, read from its source without importing it
+    ("" if there is no source to read: choosing the command then says what is wrong)."""
     path = _source_path(module)
-    if path is None:  # no source to read (e.g. only bytecode installed): import it
-        doc = importlib.import_module(module).__doc__ or ""
-    else:
+    if path is None:
+        return ""
+    try:
         with open(path, "rb") as source:
-            doc = ast.get_docstring(ast.parse(source.read(), path)) or ""
-    return _first_line(doc)
+            return _first_line(ast.get_docstring(ast.parse(source.read(), path)) or "")
+    except (OSError, SyntaxError, ValueError):
+        return ""
 
 
 def _first_line(doc: str) -> str:
@@ -119,6 +121,9 @@ def _source_path(module: str) -> str | None:
 
 
 def load_command(module: str) -> Command:
+    """The command module ``module`` (an entry point's value), imported."""
+    if ":" in module:
+        raise CommandError(f"a {ENTRY_POINT_GROUP} entry point names a module, not {module!r}")
     try:
         loaded = importlib.import_module(module)
     except ImportError as exc:

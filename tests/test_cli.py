@@ -90,6 +90,33 @@ def test_version_comes_from_the_package_metadata() -> None:
         f"percolator {importlib.metadata.version(dist)}\n"), done.stderr
 
 
+def test_a_broken_command_entry_point_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    commands = {"serve": "percolator.commands.serve", "broken": "no_such_package.command",
+                "object": "percolator.commands.serve:run"}
+    monkeypatch.setattr(cli, "installed_commands", lambda: commands)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])  # the others still list
+    assert info.value.code == 0 and "broken" in capsys.readouterr().out
+    assert cli.main(["broken"]) == 1
+    assert capsys.readouterr().err == (
+        "percolator: error: cannot import command module no_such_package.command: No module"
+        " named 'no_such_package'\n")
+    assert cli.main(["object"]) == 1
+    assert "names a module, not 'percolator.commands.serve:run'" in capsys.readouterr().err
+
+
+def test_two_packages_claiming_one_command_name_is_an_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    group = cli.ENTRY_POINT_GROUP
+    claims = [importlib.metadata.EntryPoint("serve", "percolator.commands.serve", group),
+              importlib.metadata.EntryPoint("serve", "other.serve", group)]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: claims)
+    assert cli.main(["serve", "--help"]) == 1
+    assert "command 'serve' is installed twice (percolator.commands.serve and other.serve)" in (
+        capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_log_level_is_global(tmp_path: Path, where: str) -> None:
     Client.embedded(tmp_path / "data").close()
