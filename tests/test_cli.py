@@ -33,6 +33,18 @@ def percolator(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
                           capture_output=True, text=True, timeout=WAIT, check=False)
 
 
+def in_process(capsys: pytest.CaptureFixture[str], *args: str
+               ) -> subprocess.CompletedProcess[str]:
+    """``cli.main(args)`` in this process (no interpreter to start), as a completed run."""
+    capsys.readouterr()
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # argparse: usage errors and --help
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["percolator", *args], code, out, err)
+
+
 def one_error_line(done: subprocess.CompletedProcess[str], command: str, *expected: str) -> str:
     """The run failed with status 1 and exactly one line on stderr, naming the command."""
     assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
@@ -140,11 +152,12 @@ def test_log_level_is_global(tmp_path: Path, where: str) -> None:
 ])
 @pytest.mark.parametrize("exists", [False, True])
 def test_a_mistyped_data_dir_is_refused_not_created(tmp_path: Path, command: list[str],
-                                                    exists: bool) -> None:
+                                                    exists: bool,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     mistyped = tmp_path / "mistyped"
     if exists:
         mistyped.mkdir()
-    done = percolator(*command, "--data-dir", str(mistyped))
+    done = in_process(capsys, *command, "--data-dir", str(mistyped))
     one_error_line(done, command[0], f"{mistyped} is not a data directory")
     assert mistyped.exists() == exists
     assert not exists or not any(mistyped.iterdir())
@@ -166,11 +179,11 @@ def test_loading_may_create_a_data_dir(tmp_path: Path) -> None:
     (b"1\t2\t3\n", "snap.txt:1: expected 2 node ids"),
     (gzip.compress(b"1\t2\n" * 1000)[:40], "corrupt gzip data"),
 ])
-def test_a_malformed_snap_file_is_one_line_and_loads_nothing(tmp_path: Path, content: bytes,
-                                                             says: str) -> None:
+def test_a_malformed_snap_file_is_one_line_and_loads_nothing(
+        tmp_path: Path, content: bytes, says: str, capsys: pytest.CaptureFixture[str]) -> None:
     snap = tmp_path / "snap.txt"
     snap.write_bytes(content)
-    done = percolator("citations", "load", "--snap", str(snap), "--data-dir",
+    done = in_process(capsys, "citations", "load", "--snap", str(snap), "--data-dir",
                       str(tmp_path / "data"))
     one_error_line(done, "citations", says, "nothing was loaded")
     assert not (tmp_path / "data").exists()
@@ -183,8 +196,9 @@ def test_a_malformed_snap_file_is_one_line_and_loads_nothing(tmp_path: Path, con
     ("foo:0", "the port must be a number from 1 to 65535"),
     ("foo:http", "the port must be a number"),
 ])
-def test_connect_needs_host_and_port(address: str, says: str) -> None:
-    usage_error(percolator("status", "--connect", address), f"'{address}'", says)
+def test_connect_needs_host_and_port(address: str, says: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    usage_error(in_process(capsys, "status", "--connect", address), f"'{address}'", says)
 
 
 def test_listen_on_an_impossible_address_says_why(tmp_path: Path) -> None:
@@ -206,15 +220,16 @@ def test_listen_on_a_busy_port_says_so_and_grpc_keeps_quiet(tmp_path: Path) -> N
         assert "add_port.cc" in loud.stderr  # the user's own setting wins
 
 
-def test_cluster_refuses_a_directory_with_data(tmp_path: Path) -> None:
+def test_cluster_refuses_a_directory_with_data(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "c" / "node").mkdir(parents=True)
-    done = percolator("cluster", "--data-dir", str(tmp_path / "c"))
+    done = in_process(capsys, "cluster", "--data-dir", str(tmp_path / "c"))
     one_error_line(done, "cluster", "is not empty: pass --reuse")
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["node"]
 
 
-def test_compact_help_tells_the_truth() -> None:
-    done = percolator("notifications", "--help")
+def test_compact_help_tells_the_truth(capsys: pytest.CaptureFixture[str]) -> None:
+    done = in_process(capsys, "notifications", "--help")
     text = " ".join(done.stdout.split())
     assert "embedded only" not in text and "of the node, or of the data directory" in text
 
