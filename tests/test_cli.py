@@ -228,6 +228,15 @@ def test_cluster_refuses_a_directory_with_data(tmp_path: Path,
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["node"]
 
 
+def test_cluster_reuse_takes_a_directory_with_data_as_it_is(tmp_path: Path) -> None:
+    from observers.citations.commands.cluster import data_root
+
+    (tmp_path / "c" / "node").mkdir(parents=True)
+    assert data_root(str(tmp_path / "c"), reuse=True) == tmp_path / "c"
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["node"]
+    assert data_root(str(tmp_path / "new"), reuse=False).is_dir()  # created: nothing to lose
+
+
 def test_compact_help_tells_the_truth(capsys: pytest.CaptureFixture[str]) -> None:
     done = in_process(capsys, "notifications", "--help")
     text = " ".join(done.stdout.split())

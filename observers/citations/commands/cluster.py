@@ -48,7 +48,8 @@ def _command(s: Service, values: dict[str, str], papers: int, log_level: str) ->
     return [sys.executable, "-m", "percolator", "--log-level", log_level, *argv]
 
 
-def _data_root(path: str, reuse: bool) -> Path:
+def data_root(path: str, reuse: bool) -> Path:
+    """The data root, created if missing; one that holds anything only with ``reuse``."""
     root = Path(path)
     if root.is_dir() and any(root.iterdir()) and not reuse:
         raise CommandError(f"{root} is not empty: pass --reuse to start on its data, or choose"
@@ -80,7 +81,7 @@ def _start_node(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = _data_root(args.data_dir, args.reuse)
+    root = data_root(args.data_dir, args.reuse)
     values = {"data": str(root), "listen": "127.0.0.1:0", "node": ""}
     running: list[subprocess.Popen[str]] = []
     status = 0
