@@ -18,7 +18,7 @@ from .arg_types import positive_float, positive_int
 from .client_args import add_target_arguments, open_client
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from .. import Client
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +69,6 @@ def _load(args: argparse.Namespace) -> int:
             result = load_graph(client, papers, batch=args.batch, progress=progress)
         else:
             result = load_snap_file(client, args.snap, batch=args.batch, progress=progress)
-        client.flush()
     finally:
         client.close()
     print(f"percolator citations: loaded {result.papers:,} papers in {result.transactions:,}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..client import DEFAULT_LOCK_TTL, Client
+from .._client import DEFAULT_LOCK_TTL, Client
 from ..layout import DEFAULT_TABLE
 
 
