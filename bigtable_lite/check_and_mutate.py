@@ -11,14 +11,14 @@ takes their stripes in ascending order, so overlapping calls cannot deadlock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import plyvel
 
 from .conditions import first_failure
 from .datadir import DataDir
 from .encoding import KeyCache, version_key
-from .errors import StoreClosed
+from .errors import InvalidArgument, StoreClosed
 from .model import (
     APPLIED,
     NOT_ATTEMPTED,
@@ -124,6 +124,90 @@ class Mutator:
                     locks[i].release()
         finally:
             self._dir.exit()
+
+    def mutate_atomic(self, mutations: Sequence[RowMutation],
+                      finish: Callable[[], Sequence[RowMutation]] | None = None, *,
+                      sync: bool = False) -> list[MutationResult]:
+        """All rows or none: every row's conditions hold, then all are written in one
+        WriteBatch, with what ``finish()`` adds.
+
+        Why: a one-phase commit checks the locks and write records of all its rows,
+        takes its commit timestamp while nothing can change them, and writes data and
+        commit records together.
+
+        * Each row may appear once in ``mutations`` (:class:`InvalidArgument` otherwise,
+          before anything is read): every row's conditions see the state before the call.
+        * The stripe locks of all rows are taken (ascending, as :meth:`mutate` does) and
+          every row's conditions checked.  If any fails, nothing is written and
+          ``finish`` is not called: each failing row's result names its first failing
+          condition and what was found, every other row gets :data:`NOT_ATTEMPTED`.
+        * If all hold, ``finish()`` is called with the locks still held.  It returns
+          more row mutations, unconditional (a condition is refused), on rows of
+          ``mutations`` only (so their locks are held: list a row with no conditions
+          and no mutations to reserve it, e.g. a notify row).  They are written after
+          the rows' own mutations, in the same WriteBatch; every row gets
+          :data:`APPLIED`.
+        * If ``finish()`` raises, or returns something refused, nothing is written, every
+          lock is released, and the exception propagates.
+        """
+        sync = sync or self._sync
+        row_prefix = self._keys.row_prefix
+        prefixes = [row_prefix(m.table, m.row) for m in mutations]
+        declared = set(prefixes)
+        if len(declared) != len(prefixes):
+            raise InvalidArgument("a row appears more than once in an atomic write")
+        locks = self._row_locks
+        stripes = sorted({hash(rpfx) & _STRIPE_MASK for rpfx in prefixes})
+        self._dir.enter()
+        try:
+            for i in stripes:  # in ascending order, as every call over several rows
+                locks[i].acquire()
+            try:
+                failed = self._failures(mutations, prefixes)
+                if failed is not None:
+                    return failed
+                more = finish() if finish is not None else ()
+                wb = self._db.write_batch(sync=sync)  # dropped unwritten if this raises
+                for m, rpfx in zip(mutations, prefixes):
+                    if m.mutations:
+                        self._stage(m, rpfx, wb)
+                for m in more:
+                    if m.conditions:
+                        raise InvalidArgument("finish() returned a row mutation with"
+                                              " conditions; only writes may follow the checks")
+                    rpfx = row_prefix(m.table, m.row)
+                    if rpfx not in declared:
+                        raise InvalidArgument(
+                            f"finish() wrote row {m.row!r} of table {m.table!r}, which is not"
+                            " a row of the atomic write (list it to hold its lock)")
+                    if m.mutations:
+                        self._stage(m, rpfx, wb)
+                wb.write()
+                return [APPLIED] * len(mutations)
+            finally:
+                for i in stripes:
+                    locks[i].release()
+        finally:
+            self._dir.exit()
+
+    def _failures(self, mutations: Sequence[RowMutation], prefixes: list[bytes]
+                  ) -> list[MutationResult] | None:
+        """None if every row's conditions hold, else a result per row: the failing ones'
+        and NOT_ATTEMPTED (the caller holds the rows' locks)."""
+        db = self._db
+        columns = self._keys.columns
+        shared: list[plyvel.RawIterator] = []  # one iterator for every range condition
+        results: list[MutationResult | None] = []
+        try:
+            for m, rpfx in zip(mutations, prefixes):
+                results.append(first_failure(db, columns, m.conditions, rpfx, shared)
+                               if m.conditions else None)
+        finally:
+            if shared:
+                shared.pop().close()
+        if all(r is None for r in results):
+            return None
+        return [NOT_ATTEMPTED if r is None else r for r in results]
 
     def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
         """One row: the common case of the transaction layer, kept short."""

@@ -16,7 +16,7 @@ under concurrency this is fsync per *group* of writes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -76,6 +76,11 @@ class Engine:
     def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
                        ) -> list[MutationResult]:
         return self._mutator.mutate_guarded(mutations, sync=sync)
+
+    def mutate_atomic(self, mutations: Sequence[RowMutation],
+                      finish: Callable[[], Sequence[RowMutation]] | None = None, *,
+                      sync: bool = False) -> list[MutationResult]:
+        return self._mutator.mutate_atomic(mutations, finish, sync=sync)
 
     def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
         return self._mutator.mutate_row(m, sync=sync)
