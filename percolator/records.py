@@ -125,6 +125,11 @@ def decode_lock(raw: bytes) -> Lock:
     return Lock(start_ts, op, row, column, expires, bool(flags & _PRIMARY), value)
 
 
+def inline_value(op: bytes, value: bytes | None) -> bytes | None:
+    """The value a write record of ``op`` inlines (a short put's), else None."""
+    return value if op == PUT and value is not None and len(value) <= INLINE_VALUE_MAX else None
+
+
 def encode_write(write: Write) -> bytes:
     return write_bytes(write.kind, write.start_ts, write.value)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,12 @@ class StepStore(TabletStore, Protocol):
     def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
                        ) -> list[MutationResult]:
         """mutate_rows, but the rows after the first apply only if the first applied."""
+        ...
+
+    def mutate_atomic(self, mutations: Sequence[RowMutation],
+                      finish: Callable[[], Sequence[RowMutation]] | None = None, *,
+                      sync: bool = False) -> list[MutationResult]:
+        """All rows or none; ``finish()`` under the rows' locks once their conditions hold."""
         ...
 
 

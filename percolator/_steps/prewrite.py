@@ -35,7 +35,7 @@ from .rollback import rollback
 if TYPE_CHECKING:
     from .context import StepContext
 
-__all__ = ["MAX_LOCK_RESOLUTIONS", "prewrite", "prewrite_row"]
+__all__ = ["MAX_LOCK_RESOLUTIONS", "conflict_of", "prewrite", "prewrite_row"]
 
 MAX_LOCK_RESOLUTIONS = 3
 
@@ -100,7 +100,7 @@ def _retry_or_conflict(ctx: StepContext, table: bytes, parts: Sequence[Part],
     primary's part failed in a call that locked other parts."""
     blocked: list[FoundLock] = []
     for i, result in failed:
-        conflict = _conflict(parts[i], result)
+        conflict = conflict_of(parts[i], result)
         if conflict is not None:
             return conflict
         row, cells = parts[i]
@@ -120,7 +120,7 @@ def _retry_or_conflict(ctx: StepContext, table: bytes, parts: Sequence[Part],
     return None
 
 
-def _conflict(part: Part, result: MutationResult) -> Conflict | None:
+def conflict_of(part: Part, result: MutationResult) -> Conflict | None:
     """The conflict a failed row mutation of :func:`prewrite_row` reports; None if only a
     lock was in the way (condition 2i+1 with the lock found)."""
     row, cells = part
