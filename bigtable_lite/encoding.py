@@ -15,11 +15,15 @@ occur inside an escaped payload, so the first one ends the component.  Inverting
 timestamp puts versions of a cell newest first.
 
 Persisted format: the prefix bytes and the escape bytes must never be renumbered.
+
+The engine builds every key from these functions and from a :class:`KeyCache` (its
+escaped table and column names, remembered); nothing else knows the layout.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 MAX_TS = (1 << 64) - 1
 
@@ -30,6 +34,8 @@ _ESC_ZERO = b"\x00\xff"
 _TERM = b"\x00\x01"
 _AFTER_TERM = b"\x00\x02"
 _TS = struct.Struct(">Q")
+_pack_ts = _TS.pack
+_unpack_ts_from = _TS.unpack_from
 TS_WIDTH = 8
 _LAST_VERSION = b"\xff" * TS_WIDTH  # inverted ts of timestamp 0
 
@@ -53,11 +59,18 @@ def unescape_at(key: bytes, pos: int) -> tuple[bytes, int]:
 
 
 def encode_ts(ts: int) -> bytes:
-    return _TS.pack(MAX_TS - ts)
+    """The last field of a cell key: ``ts`` inverted, so versions sort newest first."""
+    return _pack_ts(MAX_TS - ts)
 
 
 def decode_ts(raw: bytes) -> int:
     inverted: int = _TS.unpack(raw)[0]
+    return MAX_TS - inverted
+
+
+def decode_ts_at(key: bytes, pos: int) -> int:
+    """The timestamp encoded at ``pos`` of ``key`` (just after its column prefix)."""
+    inverted: int = _unpack_ts_from(key, pos)[0]
     return MAX_TS - inverted
 
 
@@ -77,11 +90,13 @@ def column_prefix(row_pfx: bytes, column: bytes) -> bytes:
 
 
 def cell_key(table: bytes, row: bytes, column: bytes, ts: int) -> bytes:
-    return CELL_PREFIX + escape(table) + escape(row) + escape(column) + _TS.pack(MAX_TS - ts)
+    """The key of one version, built as the engine builds it (prefix by prefix)."""
+    return version_key(column_prefix(row_prefix(table_prefix(table), row), column), ts)
 
 
 def version_key(column_pfx: bytes, ts: int) -> bytes:
-    return column_pfx + _TS.pack(MAX_TS - ts)
+    """The key of the version at ``ts`` of the cell ``column_pfx``."""
+    return column_pfx + _pack_ts(MAX_TS - ts)
 
 
 def after_versions(column_pfx: bytes) -> bytes:
@@ -108,6 +123,50 @@ def decode_cell_key(key: bytes) -> tuple[bytes, bytes, bytes, int]:
     if len(key) - pos != TS_WIDTH:
         raise ValueError("cell key has a malformed timestamp")
     return table, row, column, decode_ts(key[pos:])
+
+
+class Escaped(dict[bytes, bytes]):
+    """Component -> its encoding (``escape`` or ``table_prefix``), computed on first use and
+    remembered for at most ``bound`` components.
+
+    Why: every key a mutation, condition or read touches needs its column escaped and
+    its table's prefix, and a store sees few distinct ones; ``cache[name]`` on a hit is a
+    dict lookup (~3x cheaper than escape()).  The bound keeps clients that invent names
+    from growing it without end: past it, names are encoded each time.
+    """
+
+    __slots__ = ("_encode", "_bound")
+
+    def __init__(self, encode: Callable[[bytes], bytes], bound: int) -> None:
+        super().__init__()
+        self._encode = encode
+        self._bound = bound
+
+    def __missing__(self, component: bytes) -> bytes:
+        encoded = self._encode(component)
+        if len(self) < self._bound:
+            self[component] = encoded
+        return encoded
+
+
+class KeyCache:
+    """The key prefixes of the tables and columns a store sees (see :class:`Escaped`).
+
+    ``row_prefix(table, row) + columns[column]`` is the column prefix of a cell, the
+    argument of :func:`version_key` and :func:`after_versions`.
+    """
+
+    __slots__ = ("tables", "columns")
+
+    MAX_TABLES = 1024
+    MAX_COLUMNS = 1 << 16
+
+    def __init__(self) -> None:
+        self.tables = Escaped(table_prefix, self.MAX_TABLES)
+        self.columns = Escaped(escape, self.MAX_COLUMNS)
+
+    def row_prefix(self, table: bytes, row: bytes) -> bytes:
+        return self.tables[table] + escape(row)
 
 
 def meta_key(name: bytes) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Self
 
 from .engine import Engine, SyncMode
@@ -66,6 +66,24 @@ class LocalStore(StoreOps):
         transaction layer commits a primary and its secondaries so."""
         self._admit(mutations)
         return self.engine.mutate_guarded(mutations, sync=sync)
+
+    def mutate_atomic(self, mutations: Sequence[RowMutation],
+                      finish: Callable[[], Sequence[RowMutation]] | None = None, *,
+                      sync: bool = False) -> list[MutationResult]:
+        """All rows or none, with ``finish()`` called under the rows' locks once their
+        conditions hold (see ``Mutator.mutate_atomic``).  In-process only (no gRPC
+        method): the transaction layer's one-phase commit writes so.  What ``finish()``
+        returns is checked like any batch before anything is written."""
+        self._admit(mutations)
+        if finish is None:
+            return self.engine.mutate_atomic(mutations, sync=sync)
+
+        def admitted() -> Sequence[RowMutation]:
+            more = finish()
+            self._admit(more)
+            return more
+
+        return self.engine.mutate_atomic(mutations, admitted, sync=sync)
 
     def _admit(self, mutations: Sequence[RowMutation]) -> None:
         """Check a batch; record the tables it writes (a row that can write nothing does
@@ -161,6 +179,20 @@ class UncheckedStore(StoreOps):
                        ) -> list[MutationResult]:
         self._note_tables(mutations)
         return self._engine.mutate_guarded(mutations, sync=sync)
+
+    def mutate_atomic(self, mutations: Sequence[RowMutation],
+                      finish: Callable[[], Sequence[RowMutation]] | None = None, *,
+                      sync: bool = False) -> list[MutationResult]:
+        self._note_tables(mutations)
+        if finish is None:
+            return self._engine.mutate_atomic(mutations, sync=sync)
+
+        def noted() -> Sequence[RowMutation]:
+            more = finish()
+            self._note_tables(more)
+            return more
+
+        return self._engine.mutate_atomic(mutations, noted, sync=sync)
 
     def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
         return self._checked.list_tablets(table)

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from percolator import Client, records
 from percolator.failpoints import hit
 from percolator.layout import notify_table
-from percolator.txn_status import COMMITTED, ROLLED_BACK
 
 from . import layout
 from .notifications import PendingCell, delete_versions
@@ -86,27 +85,17 @@ class CellResult:
 
 
 def decide(client: Client, cell: PendingCell) -> Decision:
-    """Step 1: each version's writer status (rolls back expired writers, as any reader would)."""
+    """Step 1: each version's change.  A notification is written with the write record it
+    announces (percolator's commit step), at its commit_ts: every version is committed."""
     committed: list[tuple[int, int]] = []
-    rolled_back: list[int] = []
-    locked: list[int] = []
     for ts, raw in cell.versions:
         try:
-            note = records.decode_notification(raw)
+            records.decode_notification(raw)
         except ValueError as exc:
             raise MalformedNotification(
                 f"notification of ({cell.row!r}, {cell.column!r}) at {ts}: {exc}") from exc
-        if not note.primary_row:
-            committed.append((ts, ts))  # unconditional: valid from its ts on
-            continue
-        status = client.resolver.status(note.primary_row, note.primary_column, ts)
-        if status.state == COMMITTED:
-            committed.append((ts, status.commit_ts))
-        elif status.state == ROLLED_BACK:
-            rolled_back.append(ts)
-        else:
-            locked.append(ts)
-    return Decision(tuple(committed), tuple(rolled_back), tuple(locked))
+        committed.append((ts, ts))
+    return Decision(tuple(committed), (), ())
 
 
 def run_observer(client: Client, obs: Observer, cell: PendingCell, decision: Decision

@@ -56,7 +56,6 @@ def cluster_status(client: Client, *, parked_limit: int = 1000,
         rows[worker] = (lease, stats)
     workers = tuple(WorkerStatus(w, lease is not None and lease.expires_ms > now, lease, stats)
                     for w, (lease, stats) in sorted(rows.items()))
-    client.refresh_observed_columns()
     cells, versions = notifications.count_pending(store, notify_table(client.table),
                                                   client.observed_columns, cap=count_cap)
     parked = tuple(parking.list_cells(store, client.table, limit=parked_limit))

@@ -5,7 +5,9 @@
 ...         txn.set("row", "col", "value")
 """
 
-from .client import Client
+from ._backend import COMMITTED, LOCKED, ROLLED_BACK, TxnStatus
+from ._client import Client
+from ._transaction import Transaction
 from .errors import (
     CommitConflict,
     CommitUndetermined,
@@ -14,9 +16,9 @@ from .errors import (
     PercolatorError,
     TransactionError,
 )
-from .transaction import Transaction
 
 __all__ = [
-    "Client", "CommitConflict", "CommitUndetermined", "LockWaitTimeout", "OracleError",
-    "PercolatorError", "Transaction", "TransactionError",
+    "COMMITTED", "LOCKED", "ROLLED_BACK", "Client", "CommitConflict", "CommitUndetermined",
+    "LockWaitTimeout", "OracleError", "PercolatorError", "Transaction", "TransactionError",
+    "TxnStatus",
 ]

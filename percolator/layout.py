@@ -21,8 +21,9 @@ compaction dropped it (5-21 us per seek in a transfer loop, docs/storage.md); at
 timestamp a lock is found with a point lookup, which sees only the newest entry.
 
 Notifications for observers live in a second table, ``<table>.notify`` (row, column,
-ts = the writer's start_ts, empty value), so workers scan only pending work, never the
-data (Percolator keeps them in a separate locality group for the same reason).
+ts = the commit_ts of the change, value a ``records.Notification``), so workers scan
+only pending work, never the data (Percolator keeps them in a separate locality group
+for the same reason).
 
 User columns starting with ``SYSTEM_PREFIX`` are reserved for the system (e.g. the
 observers' acknowledgement cells); they are transactional like any other column but
@@ -30,6 +31,10 @@ hidden from scans that do not ask for them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bigtable_lite import NoVersionIn
 
 DATA = b"d"  # do not renumber
 LOCK = b"l"  # do not renumber
@@ -71,3 +76,33 @@ def rollback_column(column: bytes) -> bytes:
 
 def is_system(column: bytes) -> bool:
     return column.startswith(SYSTEM_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The store columns of one user column, and the prewrite's "lock slot empty" condition
+    (the same for every transaction: a point lookup)."""
+
+    data: bytes
+    lock: bytes
+    write: bytes
+    rollback: bytes
+    slot_empty: NoVersionIn
+
+
+_MAX_CACHED_COLUMNS = 1 << 16
+_columns: dict[bytes, Columns] = {}
+
+
+def columns_of(column: bytes) -> Columns:
+    """:class:`Columns` of ``column``, built once per column (a bounded cache: every step
+    derives them for every cell it touches)."""
+    found = _columns.get(column)
+    if found is not None:
+        return found
+    lock = LOCK + column
+    derived = Columns(DATA + column, lock, WRITE + column, ROLLBACK + column,
+                      NoVersionIn(lock, LOCK_SLOT_TS, LOCK_SLOT_TS))
+    if len(_columns) < _MAX_CACHED_COLUMNS:
+        _columns[column] = derived
+    return derived

@@ -2,9 +2,9 @@
 
 A node owns a data directory (a :class:`~bigtable_lite.LocalStore`), the durable
 timestamp :class:`~percolator.oracle.Oracle` persisted in that store, and one gRPC server
-hosting both services, the batched-commands service over both
-(``percolator.v1.Node``, see :mod:`percolator.node_service`), health checking and
-reflection.  Shutdown order matters:
+hosting both services, the transaction protocol's steps as batched commands
+(``percolator.v1.Node``, run by a :class:`~percolator._local.LocalBackend`: see
+``percolator/_node_service.py``), health checking and reflection.  Shutdown order matters:
 stop taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
@@ -23,7 +23,8 @@ from bigtable_lite.engine import SyncMode
 from bigtable_lite.server import build_server, stop_server
 
 from . import oracle_service
-from .node_service import NodeService
+from ._local import LocalBackend
+from ._node_service import NodeService
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
 __all__ = ["DEFAULT_GRACE", "Node"]
@@ -46,8 +47,8 @@ class Node:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
             # Each open stream holds a worker thread: batch streams may take half of
             # them, timestamp streams a quarter, which leaves a quarter for calls.
-            self.batches = NodeService(self.store, self.oracle,
-                                       max_streams=max(1, max_workers // 2))
+            self.backend = LocalBackend(self.store, self.oracle, owned=False)
+            self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
             self.timestamps = oracle_service.OracleServicer(
                 self.oracle, max_streams=max_workers // 4)
             self.server: grpc.Server

@@ -37,19 +37,14 @@ long) and stops yielding while that lasts (figures in ``docs/architecture.md``).
 
 Transport.  Requests travel as messages of one ``StreamTimestamps`` call rather than as
 ``GetTimestamps`` calls: a message costs the server ~60% less CPU than a call and takes
-~40% less time there and back (figures in ``docs/architecture.md``).  The sender of a
-request puts it on the stream and reads its response itself; gRPC's request thread for
-the call half-closes it once ``_STREAM_IDLE`` passes without a request (an open stream
-holds a server thread), and a stream takes requests for half a ``timeout`` only, so
-each request still has a whole ``timeout`` before the call's deadline.  A server that
-refuses a stream (its share of threads is taken) answers before reading any request:
-such requests go as ``GetTimestamps`` calls for a while; against a server without the
-method (UNIMPLEMENTED) they do so for good.  ``streams=False`` sends calls only.
+~40% less time there and back.  The stream policy (idle half-close, a life of half a
+``timeout``, unary calls for a while after a refusal) is ``percolator._transport.streams``,
+shared with the node's client.  ``streams=False`` sends calls only.
 
 Every wait is bounded: a request by its deadline, a turn by one request's bound plus a
 margin (after which the waiting sender takes the wire itself if the request ahead has
 returned, or fails), a caller's wait by two requests' bounds plus margins.  Errors are
-translated from gRPC status codes by :func:`percolator.oracle_service.error_from_rpc`.
+translated from gRPC status codes by ``percolator._status``.
 """
 
 from __future__ import annotations
@@ -66,14 +61,13 @@ import grpc
 from bigtable_lite import MAX_TS, StorageError, StoreClosed, Unavailable
 
 from . import failpoints
+from ._status import error_from_rpc
+from ._transport.stream_slots import REFUSED
+from ._transport.streams import StreamedCalls
 from .errors import OracleError
 from .oracle import MAX_COUNT, OracleStats, check_count
-from .oracle_service import error_from_rpc, method_path, stream_refused
-from .request_stream import RequestStream, StreamEnded
+from .oracle_service import STREAM_KEY, method_path
 from .v1 import oracle_pb2
-
-_TimestampStream = RequestStream[oracle_pb2.GetTimestampsRequest,
-                                 oracle_pb2.GetTimestampsResponse]
 
 __all__ = ["DEFAULT_TIMEOUT", "RemoteOracle"]
 
@@ -81,9 +75,6 @@ DEFAULT_TIMEOUT = 10.0
 """Deadline of one GetTimestamps call, in seconds (a request on a stream has as long)."""
 
 _HANDOFF_MARGIN = 5.0  # seconds of slack, beyond requests' bounds, of a wait for a turn
-_STREAM_LIFE = 0.5     # a stream takes requests for this many timeouts, then is replaced
-_STREAM_IDLE = 0.2     # seconds without a request after which a stream is half-closed
-_STREAM_BACKOFF = 1.0  # seconds without streams after the server refused one
 _SEND, _SEND_ON_TURN, _WAIT = range(3)  # a caller's role in its batch
 _YIELD_COST_LIMIT_NS = 5_000  # yields costing more than this on average: stop yielding
 _YIELD_COST_CAP_NS = 20_000   # one slow yield counts at most this much in the average
@@ -172,7 +163,7 @@ class RemoteOracle:
 
     ``target`` is ``host:port`` (the client owns the channel it opens) or an existing
     channel (left open on :meth:`close`).  ``timeout`` bounds each request: it fails
-    (``Unavailable``) at most ``(1 + _STREAM_LIFE) * timeout`` after it was sent (the
+    (``Unavailable``) at most ``(1 + streams.LIFE) * timeout`` after it was sent (the
     deadline of the stream it went on; a call sent after a refused stream gets what
     is left of that, at most ``timeout``).  ``streams=False`` sends every request as a
     ``GetTimestamps`` call.
@@ -191,19 +182,26 @@ class RemoteOracle:
         self.timeout = timeout
         # Longest a request can take (a stream's deadline); a caller waits at most for
         # the turn of its batch (the request ahead of it), then for its own request.
-        self._request_bound = (1 + _STREAM_LIFE) * timeout
+        self._after_wake = _WakeYield()
+        self._calls: StreamedCalls[oracle_pb2.GetTimestampsRequest,
+                                   oracle_pb2.GetTimestampsResponse] = StreamedCalls(
+            self._channel.stream_stream(
+                method_path("StreamTimestamps"),
+                request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
+                response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
+                _registered_method=True),
+            self._channel.unary_unary(
+                method_path("GetTimestamps"),
+                request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
+                response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
+                _registered_method=True),
+            timeout=timeout, trailer_key=STREAM_KEY, refusal=REFUSED, streams=streams,
+            after_wake=self._after_wake)
+        # Longest a request can take (a stream's deadline); a caller waits at most for
+        # the turn of its batch (the request ahead of it), then for its own request.
+        self._request_bound = self._calls.bound
         self._turn_bound = self._request_bound + _HANDOFF_MARGIN
         self._wait_bound = self._turn_bound + self._request_bound + 3 * _HANDOFF_MARGIN
-        self._get = self._channel.unary_unary(
-            method_path("GetTimestamps"),
-            request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
-            response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
-            _registered_method=True)
-        self._stream_method = self._channel.stream_stream(
-            method_path("StreamTimestamps"),
-            request_serializer=oracle_pb2.GetTimestampsRequest.SerializeToString,
-            response_deserializer=oracle_pb2.GetTimestampsResponse.FromString,
-            _registered_method=True)
         self._get_stats = self._channel.unary_unary(
             method_path("GetOracleStats"),
             request_serializer=oracle_pb2.GetOracleStatsRequest.SerializeToString,
@@ -221,12 +219,6 @@ class RemoteOracle:
         self._closed = False
         self._served = 0
         self._requests = 0
-        # The stream, used only by the sender of the request in flight (and close).
-        self._stream: _TimestampStream | None = None
-        self._streams_offered = streams  # False for good once the server lacks the method
-        self._streams_from = 0.0         # monotonic time before which no stream is opened
-        self._streams_opened = 0
-        self._after_wake = _WakeYield()
 
     # --- the TimestampSource contract ---------------------------------------------------
 
@@ -294,7 +286,7 @@ class RemoteOracle:
     @property
     def streams_opened(self) -> int:
         """``StreamTimestamps`` calls opened so far."""
-        return self._streams_opened
+        return self._calls.streams_opened
 
     def close(self) -> None:
         """Refuse new callers; close the channel if this client opened it.  Idempotent.
@@ -306,9 +298,7 @@ class RemoteOracle:
             if self._closed:
                 return
             self._closed = True
-            stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.end()
+        self._calls.close()
         if self._owns_channel:
             self._channel.close()
 
@@ -327,7 +317,7 @@ class RemoteOracle:
         try:
             if self._closed:
                 raise StoreClosed("the oracle client is closed")
-            reply = self._request(oracle_pb2.GetTimestampsRequest(count=batch.count))
+            reply = self._calls.call(oracle_pb2.GetTimestampsRequest(count=batch.count))
             if reply.count != batch.count or reply.first < 1 or \
                     reply.first + reply.count - 1 > MAX_TS:
                 raise OracleError(f"oracle answered {reply.count} timestamps from"
@@ -440,61 +430,3 @@ class RemoteOracle:
                     raise Unavailable("timed out waiting for a shared timestamp request")
             finally:
                 self._outside_chain -= 1
-
-    def _request(self, request: oracle_pb2.GetTimestampsRequest
-                 ) -> oracle_pb2.GetTimestampsResponse:
-        """The response to ``request``: on the stream if the server takes one, else by a
-        GetTimestamps call, within ``_request_bound``.  Raises grpc.RpcError or our errors."""
-        deadline = time.monotonic() + self._request_bound
-        response = self._over_stream(request)
-        if response is None:
-            left = min(self.timeout, deadline - time.monotonic())
-            response = self._get(request, timeout=max(0.0, left))
-        return response
-
-    def _over_stream(self, request: oracle_pb2.GetTimestampsRequest
-                     ) -> oracle_pb2.GetTimestampsResponse | None:
-        """The response to ``request`` sent on the open stream (opening one if need be);
-        None if no stream took it, which leaves it unsent."""
-        for _ in range(2):  # an expired stream is replaced once
-            stream = self._open_stream()
-            if stream is None:
-                return None
-            ticket = stream.put(request)
-            if ticket is None:
-                self._drop_stream(stream)
-                continue
-            try:
-                return stream.reply(ticket)
-            except BaseException as exc:  # a stream that failed once takes no more requests
-                self._drop_stream(stream)
-                if isinstance(exc, StreamEnded):
-                    raise Unavailable("the oracle ended the timestamp stream before this"
-                                      " request (stopping?); it was not served") from None
-                if isinstance(exc, grpc.Call) and \
-                        exc.code() is grpc.StatusCode.UNIMPLEMENTED:
-                    self._streams_offered = False  # an older server: calls from now on
-                    return None
-                if isinstance(exc, grpc.RpcError) and stream_refused(exc):
-                    self._streams_from = time.monotonic() + _STREAM_BACKOFF
-                    return None
-                raise
-        return None
-
-    def _open_stream(self) -> _TimestampStream | None:
-        with self._lock:
-            if self._stream is None:
-                if self._closed or not self._streams_offered or \
-                        time.monotonic() < self._streams_from:
-                    return None
-                self._stream = RequestStream(
-                    self._stream_method, life=_STREAM_LIFE * self.timeout, timeout=self.timeout,
-                    idle=_STREAM_IDLE, after_wake=self._after_wake)
-                self._streams_opened += 1
-            return self._stream
-
-    def _drop_stream(self, stream: _TimestampStream) -> None:
-        with self._lock:
-            if self._stream is stream:
-                self._stream = None
-        stream.end()

@@ -39,8 +39,10 @@ import grpc
 from bigtable_lite import status
 from bigtable_lite.server import ServiceRegistration
 
-from .oracle import OracleConflict, OracleExhausted, TimestampSource
-from .stream_slots import REFUSED, StreamSlots
+from ._status import error_for, error_from_rpc, status_for
+from ._transport.stream_slots import REFUSED, StreamSlots
+from .errors import OracleError
+from .oracle import TimestampSource
 from .v1 import oracle_pb2
 
 log = logging.getLogger(__name__)
@@ -57,36 +59,10 @@ STREAM_KEY = "percolator-oracle-stream"
 """Trailer of a refused ``StreamTimestamps`` call; the value is :data:`STREAM_REFUSED`."""
 STREAM_REFUSED = REFUSED
 
-# Oracle errors <-> status codes (unambiguous within this service).
-_ORACLE_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (OracleExhausted, grpc.StatusCode.OUT_OF_RANGE),          # past 2**64 - 1
-    (OracleConflict, grpc.StatusCode.FAILED_PRECONDITION),    # two oracles on one store
-)
-_ORACLE_ERRORS: dict[grpc.StatusCode, type[Exception]] = {
-    code: cls for cls, code in _ORACLE_CODES}
-
-
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and details a servicer sends for ``exc``."""
-    for cls, code in _ORACLE_CODES:
-        if isinstance(exc, cls):
-            return code, str(exc)
-    return status.status_for(exc)
-
-
 def oracle_error_for(code: grpc.StatusCode | None, details: str | None) -> Exception | None:
     """The oracle's own exception for a failed call's status, or None if it is not one."""
-    cls = _ORACLE_ERRORS.get(code) if code is not None else None
-    return cls(f"{code.name}: {details or 'no details'}") if cls is not None and code else None
-
-
-def error_from_rpc(exc: grpc.RpcError) -> Exception:
-    """The exception a client raises for a failed oracle RPC (``raise ... from exc``)."""
-    if isinstance(exc, grpc.Call):
-        own = oracle_error_for(exc.code(), exc.details())
-        if own is not None:
-            return own
-    return status.error_from_rpc(exc)
+    error = error_for(code, details)
+    return error if isinstance(error, OracleError) else None
 
 
 def stream_refused(exc: grpc.RpcError) -> bool:

@@ -125,6 +125,11 @@ def decode_lock(raw: bytes) -> Lock:
     return Lock(start_ts, op, row, column, expires, bool(flags & _PRIMARY), value)
 
 
+def inline_value(op: bytes, value: bytes | None) -> bytes | None:
+    """The value a write record of ``op`` inlines (a short put's), else None."""
+    return value if op == PUT and value is not None and len(value) <= INLINE_VALUE_MAX else None
+
+
 def encode_write(write: Write) -> bytes:
     return write_bytes(write.kind, write.start_ts, write.value)
 
@@ -147,30 +152,40 @@ def decode_write(raw: bytes) -> Write:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """Value of a notification cell: which transaction's primary decides its fate.
+    """Value of a notification cell: a committed change an observer must see.
 
-    Layout: flags (1 byte, bit0 weak), primary row length (uint32 BE), primary row,
-    primary column (rest).  A worker learns from the primary whether the writer
-    committed (and at which commit_ts) before it runs or drops the notification.
+    A notification of cell (row, column) lives in ``<table>.notify`` at version ts = the
+    commit_ts of the change it announces.  The node writes it in the same atomic write as
+    the change's write record (the commit step, a one-phase commit, or the roll-forward
+    of a secondary), so a notification exists only for a committed change and names its
+    commit_ts; no worker needs to ask the writer's primary.
+
+    Layout (persisted; never renumber)::
+
+        0  1  format version = 2 (format 1 named the writer's primary: refused)
+        1  1  flags: bit0 weak (``Transaction.notify``: no write), bit1 backfill (queued
+              for a cell committed before its column was observed)
     """
 
-    primary_row: bytes
-    primary_column: bytes
     weak: bool = False
+    backfill: bool = False
 
 
+_NOTE_VERSION = 2
 _WEAK = 1
+_BACKFILL = 2
+_NOTES = {(weak, backfill): bytes((_NOTE_VERSION, (_WEAK if weak else 0)
+                                   | (_BACKFILL if backfill else 0)))
+          for weak in (False, True) for backfill in (False, True)}
 
 
 def encode_notification(n: Notification) -> bytes:
-    return (bytes((_WEAK if n.weak else 0,)) + _U32.pack(len(n.primary_row)) + n.primary_row
-            + n.primary_column)
+    return _NOTES[(n.weak, n.backfill)]
 
 
 def decode_notification(raw: bytes) -> Notification:
-    if len(raw) < 5:
-        raise ValueError("truncated notification record")
-    (n,) = _U32.unpack_from(raw, 1)
-    if 5 + n > len(raw):
-        raise ValueError("truncated notification record")
-    return Notification(raw[5:5 + n], raw[5 + n:], bool(raw[0] & _WEAK))
+    """ValueError for anything but a whole format-2 record."""
+    if len(raw) != 2 or raw[0] != _NOTE_VERSION:
+        raise ValueError(f"not a notification record of format {_NOTE_VERSION}"
+                         f" ({len(raw)} bytes)")
+    return Notification(bool(raw[1] & _WEAK), bool(raw[1] & _BACKFILL))

@@ -19,8 +19,8 @@ import sys
 
 from observers import ObserverRegistry, Worker, WorkerTimeout, load_entry_points, load_registry
 from observers.errors import ObserverError
+from percolator import Client
 from percolator.cli import CommandError
-from percolator.client import Client
 from percolator.commands.arg_types import positive_float, positive_int
 from percolator.commands.client_args import add_target_arguments, open_client
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from bigtable_lite.engine import is_store
+from bigtable_lite.datadir import is_store
 
+from .._client import DEFAULT_LOCK_TTL, Client
 from ..cli import CommandError
-from ..client import DEFAULT_LOCK_TTL, Client
 from ..layout import DEFAULT_TABLE
 from .arg_types import node_address
 

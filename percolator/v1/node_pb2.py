@@ -26,35 +26,87 @@ from bigtable_lite.v1 import tablet_pb2 as bigtable__lite_dot_v1_dot_tablet__pb2
 from percolator.v1 import oracle_pb2 as percolator_dot_v1_dot_oracle__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18percolator/v1/node.proto\x12\rpercolator.v1\x1a\x1d\x62igtable_lite/v1/tablet.proto\x1a\x1apercolator/v1/oracle.proto\"\xab\x02\n\x07\x43ommand\x12\x36\n\tread_rows\x18\x01 \x01(\x0b\x32!.bigtable_lite.v1.ReadRowsRequestH\x00\x12:\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32#.bigtable_lite.v1.MutateRowsRequestH\x00\x12=\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32#.percolator.v1.GetTimestampsRequestH\x00\x12.\n\x06\x63ommit\x18\x04 \x01(\x0b\x32\x1c.percolator.v1.CommitRequestH\x00\x12\x35\n\nfresh_read\x18\x05 \x01(\x0b\x32\x1f.percolator.v1.FreshReadRequestH\x00\x42\x06\n\x04kind\"C\n\x10\x46reshReadRequest\x12/\n\x04read\x18\x01 \x01(\x0b\x32!.bigtable_lite.v1.ReadRowsRequest\"Q\n\x11\x46reshReadResponse\x12\n\n\x02ts\x18\x01 \x01(\x04\x12\x30\n\x04read\x18\x02 \x01(\x0b\x32\".bigtable_lite.v1.ReadRowsResponse\"p\n\rCommitRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12\x16\n\x0eprimary_column\x18\x03 \x01(\x0c\x12&\n\x04rows\x18\x04 \x03(\x0b\x32\x18.percolator.v1.CommitRow\"B\n\tCommitRow\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12(\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32\x19.percolator.v1.CommitCell\"X\n\nCommitCell\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x02 \x01(\x08\x12\x19\n\x0cinline_value\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\x0f\n\r_inline_value\"6\n\x0e\x43ommitResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\x11\n\tcommit_ts\x18\x02 \x01(\x04\"8\n\x0c\x42\x61tchRequest\x12(\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x16.percolator.v1.Command\"<\n\x0c\x43ommandError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xdd\x02\n\x06Result\x12\x37\n\tread_rows\x18\x01 \x01(\x0b\x32\".bigtable_lite.v1.ReadRowsResponseH\x00\x12;\n\x0bmutate_rows\x18\x02 \x01(\x0b\x32$.bigtable_lite.v1.MutateRowsResponseH\x00\x12>\n\x0eget_timestamps\x18\x03 \x01(\x0b\x32$.percolator.v1.GetTimestampsResponseH\x00\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1b.percolator.v1.CommandErrorH\x00\x12/\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x1d.percolator.v1.CommitResponseH\x00\x12\x36\n\nfresh_read\x18\x06 \x01(\x0b\x32 .percolator.v1.FreshReadResponseH\x00\x42\x06\n\x04kind\"7\n\rBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.percolator.v1.Result2\x98\x01\n\x04Node\x12\x42\n\x05\x42\x61tch\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse\x12L\n\x0b\x42\x61tchStream\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18percolator/v1/node.proto\x12\rpercolator.v1\x1a\x1d\x62igtable_lite/v1/tablet.proto\x1a\x1apercolator/v1/oracle.proto\"8\n\x0c\x42\x61tchRequest\x12(\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x16.percolator.v1.Command\"7\n\rBatchResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.percolator.v1.Result\"\x9b\x06\n\x07\x43ommand\x12=\n\x0eget_timestamps\x18\x01 \x01(\x0b\x32#.percolator.v1.GetTimestampsRequestH\x00\x12*\n\x04read\x18\x02 \x01(\x0b\x32\x1a.percolator.v1.ReadRequestH\x00\x12*\n\x04scan\x18\x03 \x01(\x0b\x32\x1a.percolator.v1.ScanRequestH\x00\x12\x32\n\x08prewrite\x18\x04 \x01(\x0b\x32\x1e.percolator.v1.PrewriteRequestH\x00\x12.\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x1c.percolator.v1.CommitRequestH\x00\x12\x33\n\tone_phase\x18\x06 \x01(\x0b\x32\x1e.percolator.v1.OnePhaseRequestH\x00\x12\x30\n\x07resolve\x18\x07 \x01(\x0b\x32\x1d.percolator.v1.ResolveRequestH\x00\x12\x32\n\x08rollback\x18\x08 \x01(\x0b\x32\x1e.percolator.v1.RollbackRequestH\x00\x12\x34\n\theartbeat\x18\t \x01(\x0b\x32\x1f.percolator.v1.HeartbeatRequestH\x00\x12@\n\x10\x63heck_txn_status\x18\n \x01(\x0b\x32$.percolator.v1.CheckTxnStatusRequestH\x00\x12\x43\n\x11register_observed\x18\x0b \x01(\x0b\x32&.percolator.v1.RegisterObservedRequestH\x00\x12\x41\n\x10observed_columns\x18\x0c \x01(\x0b\x32%.percolator.v1.ObservedColumnsRequestH\x00\x12\x36\n\tread_rows\x18\r \x01(\x0b\x32!.bigtable_lite.v1.ReadRowsRequestH\x00\x12:\n\x0bmutate_rows\x18\x0e \x01(\x0b\x32#.bigtable_lite.v1.MutateRowsRequestH\x00\x42\x06\n\x04kind\"\xc9\x06\n\x06Result\x12,\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.percolator.v1.CommandErrorH\x00\x12>\n\x0eget_timestamps\x18\x02 \x01(\x0b\x32$.percolator.v1.GetTimestampsResponseH\x00\x12+\n\x04read\x18\x03 \x01(\x0b\x32\x1b.percolator.v1.ReadResponseH\x00\x12+\n\x04scan\x18\x04 \x01(\x0b\x32\x1b.percolator.v1.ScanResponseH\x00\x12\x33\n\x08prewrite\x18\x05 \x01(\x0b\x32\x1f.percolator.v1.PrewriteResponseH\x00\x12/\n\x06\x63ommit\x18\x06 \x01(\x0b\x32\x1d.percolator.v1.CommitResponseH\x00\x12\x34\n\tone_phase\x18\x07 \x01(\x0b\x32\x1f.percolator.v1.OnePhaseResponseH\x00\x12\x31\n\x07resolve\x18\x08 \x01(\x0b\x32\x1e.percolator.v1.ResolveResponseH\x00\x12\x33\n\x08rollback\x18\t \x01(\x0b\x32\x1f.percolator.v1.RollbackResponseH\x00\x12\x35\n\theartbeat\x18\n \x01(\x0b\x32 .percolator.v1.HeartbeatResponseH\x00\x12\x34\n\x10\x63heck_txn_status\x18\x0b \x01(\x0b\x32\x18.percolator.v1.TxnStatusH\x00\x12\x44\n\x11register_observed\x18\x0c \x01(\x0b\x32\'.percolator.v1.RegisterObservedResponseH\x00\x12\x42\n\x10observed_columns\x18\r \x01(\x0b\x32&.percolator.v1.ObservedColumnsResponseH\x00\x12\x37\n\tread_rows\x18\x0e \x01(\x0b\x32\".bigtable_lite.v1.ReadRowsResponseH\x00\x12;\n\x0bmutate_rows\x18\x0f \x01(\x0b\x32$.bigtable_lite.v1.MutateRowsResponseH\x00\x42\x06\n\x04kind\"<\n\x0c\x43ommandError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"*\n\nRowColumns\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\x0c\"\"\n\x03Key\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\"h\n\nLockedCell\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12\x10\n\x08start_ts\x18\x03 \x01(\x04\x12\x13\n\x0bprimary_row\x18\x04 \x01(\x0c\x12\x16\n\x0eprimary_column\x18\x05 \x01(\x0c\"W\n\x0bReadRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12\'\n\x04rows\x18\x03 \x03(\x0b\x32\x19.percolator.v1.RowColumns\"\x88\x01\n\x0cReadResponse\x12\x10\n\x08start_ts\x18\x01 \x01(\x04\x12(\n\x06values\x18\x02 \x03(\x0b\x32\x18.percolator.v1.ReadValue\x12)\n\x06locked\x18\x03 \x03(\x0b\x32\x19.percolator.v1.LockedCell\x12\x11\n\ttruncated\x18\x04 \x01(\x08\")\n\tReadValue\x12\x12\n\x05value\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"\xae\x01\n\x0bScanRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12\x16\n\tstart_row\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07\x65nd_row\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12\x0f\n\x07\x63olumns\x18\x05 \x03(\x0c\x12\x16\n\x0einclude_system\x18\x06 \x01(\x08\x12\r\n\x05limit\x18\x07 \x01(\rB\x0c\n\n_start_rowB\n\n\x08_end_row\"\x89\x01\n\x0cScanResponse\x12&\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x17.percolator.v1.ScanCell\x12)\n\x06locked\x18\x02 \x03(\x0b\x32\x19.percolator.v1.LockedCell\x12\x17\n\nresume_row\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x42\r\n\x0b_resume_row\"6\n\x08ScanCell\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\":\n\tCellWrite\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\x0c\"A\n\tRowWrites\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\'\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32\x18.percolator.v1.CellWrite\"\xd4\x01\n\x08\x43onflict\x12.\n\x06reason\x18\x01 \x01(\x0e\x32\x1e.percolator.v1.Conflict.Reason\x12\x0b\n\x03row\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\x0c\x12\x11\n\tcommit_ts\x18\x04 \x01(\x04\x12\x15\n\rlock_start_ts\x18\x05 \x01(\x04\"Q\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eWRITE_CONFLICT\x10\x01\x12\n\n\x06LOCKED\x10\x02\x12\x0f\n\x0bROLLED_BACK\x10\x03\"\x8f\x01\n\x0fPrewriteRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12#\n\x07primary\x18\x03 \x01(\x0b\x32\x12.percolator.v1.Key\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\r\x12&\n\x04rows\x18\x05 \x03(\x0b\x32\x18.percolator.v1.RowWrites\"=\n\x10PrewriteResponse\x12)\n\x08\x63onflict\x18\x01 \x01(\x0b\x32\x17.percolator.v1.Conflict\"\xae\x01\n\rCommitRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12#\n\x07primary\x18\x03 \x01(\x0b\x32\x12.percolator.v1.Key\x12.\n\x0bsecondaries\x18\x04 \x03(\x0b\x32\x19.percolator.v1.RowColumns\x12\'\n\x04weak\x18\x05 \x03(\x0b\x32\x19.percolator.v1.RowColumns\"6\n\x0e\x43ommitResponse\x12\x11\n\tcommitted\x18\x01 \x01(\x08\x12\x11\n\tcommit_ts\x18\x02 \x01(\x04\"\x83\x01\n\x0fOnePhaseRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12&\n\x04rows\x18\x03 \x03(\x0b\x32\x18.percolator.v1.RowWrites\x12\'\n\x04weak\x18\x04 \x03(\x0b\x32\x19.percolator.v1.RowColumns\"l\n\x10OnePhaseResponse\x12)\n\x08\x63onflict\x18\x01 \x01(\x0b\x32\x17.percolator.v1.Conflict\x12-\n\x06\x63ommit\x18\x02 \x01(\x0b\x32\x1d.percolator.v1.CommitResponse\"[\n\x0eResolveRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12(\n\x05\x63\x65lls\x18\x03 \x03(\x0b\x32\x19.percolator.v1.RowColumns\"\'\n\x0fResolveResponse\x12\x14\n\x0cstill_locked\x18\x01 \x01(\r\"\x81\x01\n\x0fRollbackRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12#\n\x07primary\x18\x03 \x01(\x0b\x32\x12.percolator.v1.Key\x12(\n\x05\x63\x65lls\x18\x04 \x03(\x0b\x32\x19.percolator.v1.RowColumns\"\x12\n\x10RollbackResponse\"h\n\x10HeartbeatRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x10\n\x08start_ts\x18\x02 \x01(\x04\x12#\n\x07primary\x18\x03 \x01(\x0b\x32\x12.percolator.v1.Key\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\r\"!\n\x11HeartbeatResponse\x12\x0c\n\x04held\x18\x01 \x01(\x08\"]\n\x15\x43heckTxnStatusRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12#\n\x07primary\x18\x02 \x01(\x0b\x32\x12.percolator.v1.Key\x12\x10\n\x08start_ts\x18\x03 \x01(\x04\"\x99\x01\n\tTxnStatus\x12-\n\x05state\x18\x01 \x01(\x0e\x32\x1e.percolator.v1.TxnStatus.State\x12\x11\n\tcommit_ts\x18\x02 \x01(\x04\"J\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\r\n\tCOMMITTED\x10\x01\x12\x0f\n\x0bROLLED_BACK\x10\x02\x12\n\n\x06LOCKED\x10\x03\"9\n\x17RegisterObservedRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\x0c\"&\n\x18RegisterObservedResponse\x12\n\n\x02ts\x18\x01 \x01(\x04\"\'\n\x16ObservedColumnsRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"*\n\x17ObservedColumnsResponse\x12\x0f\n\x07\x63olumns\x18\x01 \x03(\x0c\x32\x98\x01\n\x04Node\x12\x42\n\x05\x42\x61tch\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse\x12L\n\x0b\x42\x61tchStream\x12\x1b.percolator.v1.BatchRequest\x1a\x1c.percolator.v1.BatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'percolator.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMMAND']._serialized_start=103
-  _globals['_COMMAND']._serialized_end=402
-  _globals['_FRESHREADREQUEST']._serialized_start=404
-  _globals['_FRESHREADREQUEST']._serialized_end=471
-  _globals['_FRESHREADRESPONSE']._serialized_start=473
-  _globals['_FRESHREADRESPONSE']._serialized_end=554
-  _globals['_COMMITREQUEST']._serialized_start=556
-  _globals['_COMMITREQUEST']._serialized_end=668
-  _globals['_COMMITROW']._serialized_start=670
-  _globals['_COMMITROW']._serialized_end=736
-  _globals['_COMMITCELL']._serialized_start=738
-  _globals['_COMMITCELL']._serialized_end=826
-  _globals['_COMMITRESPONSE']._serialized_start=828
-  _globals['_COMMITRESPONSE']._serialized_end=882
-  _globals['_BATCHREQUEST']._serialized_start=884
-  _globals['_BATCHREQUEST']._serialized_end=940
-  _globals['_COMMANDERROR']._serialized_start=942
-  _globals['_COMMANDERROR']._serialized_end=1002
-  _globals['_RESULT']._serialized_start=1005
-  _globals['_RESULT']._serialized_end=1354
-  _globals['_BATCHRESPONSE']._serialized_start=1356
-  _globals['_BATCHRESPONSE']._serialized_end=1411
-  _globals['_NODE']._serialized_start=1414
-  _globals['_NODE']._serialized_end=1566
+  _globals['_BATCHREQUEST']._serialized_start=102
+  _globals['_BATCHREQUEST']._serialized_end=158
+  _globals['_BATCHRESPONSE']._serialized_start=160
+  _globals['_BATCHRESPONSE']._serialized_end=215
+  _globals['_COMMAND']._serialized_start=218
+  _globals['_COMMAND']._serialized_end=1013
+  _globals['_RESULT']._serialized_start=1016
+  _globals['_RESULT']._serialized_end=1857
+  _globals['_COMMANDERROR']._serialized_start=1859
+  _globals['_COMMANDERROR']._serialized_end=1919
+  _globals['_ROWCOLUMNS']._serialized_start=1921
+  _globals['_ROWCOLUMNS']._serialized_end=1963
+  _globals['_KEY']._serialized_start=1965
+  _globals['_KEY']._serialized_end=1999
+  _globals['_LOCKEDCELL']._serialized_start=2001
+  _globals['_LOCKEDCELL']._serialized_end=2105
+  _globals['_READREQUEST']._serialized_start=2107
+  _globals['_READREQUEST']._serialized_end=2194
+  _globals['_READRESPONSE']._serialized_start=2197
+  _globals['_READRESPONSE']._serialized_end=2333
+  _globals['_READVALUE']._serialized_start=2335
+  _globals['_READVALUE']._serialized_end=2376
+  _globals['_SCANREQUEST']._serialized_start=2379
+  _globals['_SCANREQUEST']._serialized_end=2553
+  _globals['_SCANRESPONSE']._serialized_start=2556
+  _globals['_SCANRESPONSE']._serialized_end=2693
+  _globals['_SCANCELL']._serialized_start=2695
+  _globals['_SCANCELL']._serialized_end=2749
+  _globals['_CELLWRITE']._serialized_start=2751
+  _globals['_CELLWRITE']._serialized_end=2809
+  _globals['_ROWWRITES']._serialized_start=2811
+  _globals['_ROWWRITES']._serialized_end=2876
+  _globals['_CONFLICT']._serialized_start=2879
+  _globals['_CONFLICT']._serialized_end=3091
+  _globals['_CONFLICT_REASON']._serialized_start=3010
+  _globals['_CONFLICT_REASON']._serialized_end=3091
+  _globals['_PREWRITEREQUEST']._serialized_start=3094
+  _globals['_PREWRITEREQUEST']._serialized_end=3237
+  _globals['_PREWRITERESPONSE']._serialized_start=3239
+  _globals['_PREWRITERESPONSE']._serialized_end=3300
+  _globals['_COMMITREQUEST']._serialized_start=3303
+  _globals['_COMMITREQUEST']._serialized_end=3477
+  _globals['_COMMITRESPONSE']._serialized_start=3479
+  _globals['_COMMITRESPONSE']._serialized_end=3533
+  _globals['_ONEPHASEREQUEST']._serialized_start=3536
+  _globals['_ONEPHASEREQUEST']._serialized_end=3667
+  _globals['_ONEPHASERESPONSE']._serialized_start=3669
+  _globals['_ONEPHASERESPONSE']._serialized_end=3777
+  _globals['_RESOLVEREQUEST']._serialized_start=3779
+  _globals['_RESOLVEREQUEST']._serialized_end=3870
+  _globals['_RESOLVERESPONSE']._serialized_start=3872
+  _globals['_RESOLVERESPONSE']._serialized_end=3911
+  _globals['_ROLLBACKREQUEST']._serialized_start=3914
+  _globals['_ROLLBACKREQUEST']._serialized_end=4043
+  _globals['_ROLLBACKRESPONSE']._serialized_start=4045
+  _globals['_ROLLBACKRESPONSE']._serialized_end=4063
+  _globals['_HEARTBEATREQUEST']._serialized_start=4065
+  _globals['_HEARTBEATREQUEST']._serialized_end=4169
+  _globals['_HEARTBEATRESPONSE']._serialized_start=4171
+  _globals['_HEARTBEATRESPONSE']._serialized_end=4204
+  _globals['_CHECKTXNSTATUSREQUEST']._serialized_start=4206
+  _globals['_CHECKTXNSTATUSREQUEST']._serialized_end=4299
+  _globals['_TXNSTATUS']._serialized_start=4302
+  _globals['_TXNSTATUS']._serialized_end=4455
+  _globals['_TXNSTATUS_STATE']._serialized_start=4381
+  _globals['_TXNSTATUS_STATE']._serialized_end=4455
+  _globals['_REGISTEROBSERVEDREQUEST']._serialized_start=4457
+  _globals['_REGISTEROBSERVEDREQUEST']._serialized_end=4514
+  _globals['_REGISTEROBSERVEDRESPONSE']._serialized_start=4516
+  _globals['_REGISTEROBSERVEDRESPONSE']._serialized_end=4554
+  _globals['_OBSERVEDCOLUMNSREQUEST']._serialized_start=4556
+  _globals['_OBSERVEDCOLUMNSREQUEST']._serialized_end=4595
+  _globals['_OBSERVEDCOLUMNSRESPONSE']._serialized_start=4597
+  _globals['_OBSERVEDCOLUMNSRESPONSE']._serialized_end=4639
+  _globals['_NODE']._serialized_start=4642
+  _globals['_NODE']._serialized_end=4794
 # @@protoc_insertion_point(module_scope)

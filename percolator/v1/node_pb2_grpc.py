@@ -54,35 +54,26 @@ class NodeServicer(object):
     def Batch(self, request, context):
         """Executes every command of the batch; one result per command, in order.
 
-        Each command has exactly the semantics of the RPC of the same name: a read sees
-        one snapshot, mutations are atomic per row and applied in command order (a
-        later command sees an earlier one's effects on a shared row), a timestamp range
-        is contiguous and above every timestamp handed out before the batch arrived.
-        A commit (no RPC of its own) runs after the batch's mutations; see CommitRequest.
-        A fresh read (no RPC of its own either) is a GetTimestamps and a ReadRows in one.
-        Commands of one batch are concurrent: the server may run them in any order and
-        merges those of a kind into one store or oracle call.
-
-        A command that fails gets an error result (the status code it would have
-        failed with as a call of its own); the others are unaffected.  The call itself
-        fails only when the batch cannot be read (INVALID_ARGUMENT), the node is
-        shutting down (UNAVAILABLE), or on a transport failure.
+        Commands of one batch are concurrent (their callers were all waiting when it was
+        sent): the node may run them in any order and merges those of a kind where it can
+        (one oracle call for every timestamp, one store read for every raw read).  A
+        command that fails gets an error result (the status code it would have failed with
+        as a call of its own); the others are unaffected.  The call itself fails only when
+        the batch cannot be read (INVALID_ARGUMENT), the node is shutting down
+        (UNAVAILABLE), or on a transport failure.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BatchStream(self, request_iterator, context):
-        """The same for a sequence of batches: each BatchRequest is executed as by Batch,
-        one after the other, and answered by one BatchResponse, in order.  Cheaper per
-        batch than Batch calls (measured ~30-40% less server CPU in Python), so clients
-        keep one open while batches flow and close it when they fall idle: an open
-        stream holds a server thread.
-
-        The server ends a stream only between batches (on shutdown), so a batch left
-        without a response was not executed.  A server with its share of streams open
-        refuses more with RESOURCE_EXHAUSTED and the trailer
-        `percolator-batch-stream: refused` before reading any batch: send them by Batch.
+        """The same for a sequence of batches, answered in order.  Cheaper per batch than
+        Batch calls (measured ~30-40% less server CPU in Python), so clients keep one open
+        while batches flow and close it when they fall idle: an open stream holds a server
+        thread.  The server ends a stream only between batches (on shutdown), so a batch
+        left without a response was not executed.  A server with its share of streams open
+        refuses more with RESOURCE_EXHAUSTED and the trailer `percolator-batch-stream:
+        refused` before reading any batch: send them by Batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

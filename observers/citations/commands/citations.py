@@ -17,8 +17,8 @@ import threading
 import time
 
 from observers.notifications import count_pending, has_pending
+from percolator import Client
 from percolator.cli import CommandError
-from percolator.client import Client
 from percolator.commands.arg_types import positive_float, positive_int
 from percolator.commands.client_args import add_target_arguments, open_client
 from percolator.layout import notify_table
@@ -80,7 +80,6 @@ def _load(args: argparse.Namespace) -> int:
     client = open_client(args, create=True)
     try:
         result = load_graph(client, papers, batch=args.batch, progress=progress, desc=desc)
-        client.flush()
     finally:
         client.close()
     print(f"percolator citations: loaded {result.papers:,} papers in {result.transactions:,}"

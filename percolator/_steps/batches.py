@@ -2,7 +2,7 @@
 secondaries' commits and rollbacks settled cell by cell.
 
 A secondary's commit or rollback is conditional on each cell's lock slot still holding
-the transaction's lock (``mutations.commit``, ``mutations.rollback_secondary``).  A row
+the transaction's lock (condition i guards cell i, whose mutations are 2i and 2i+1).  A row
 is one atomic check-and-mutate, so one cell settled meanwhile by a reader (and perhaps
 locked again by a later transaction) fails the whole row: :func:`settle_in_calls`
 re-sends such a row cell by cell, so the cells still ours are settled and the others
@@ -15,9 +15,7 @@ from collections.abc import Sequence
 
 from bigtable_lite import Limits, MutationResult, Put, RowMutation, TabletStore
 
-from . import mutations
-
-__all__ = ["BYTES_PER_CALL", "mutate_in_calls", "settle_in_calls"]
+__all__ = ["BYTES_PER_CALL", "mutate_in_calls", "per_cell", "settle_in_calls"]
 
 BYTES_PER_CALL = 16 << 20
 """Bytes of values per store call, well below the default 64 MiB message limit."""
@@ -64,9 +62,25 @@ def settle_in_calls(store: TabletStore, limits: Limits, batch: Sequence[RowMutat
     for m, result in zip(batch, results):
         if not result.applied:
             if len(m.conditions) > 1:
-                retry += mutations.per_cell(m)
+                retry += per_cell(m)
             else:
                 skipped += 1
     if retry:
         skipped += sum(not r.applied for r in mutate_in_calls(store, limits, retry))
     return skipped
+
+
+def per_cell(m: RowMutation) -> list[RowMutation]:
+    """A secondary's commit or rollback of several cells, one row mutation per cell.
+
+    For a row that failed because one cell's slot is no longer ours (a reader settled
+    that cell, and a later transaction may hold it now): re-sent cell by cell, the
+    cells still ours are settled and the others left alone.  Condition i guards cell i,
+    whose mutations are 2i and 2i+1 (every settling step builds its rows so).
+    """
+    conditions = m.conditions
+    if len(conditions) < 2:
+        return [m]
+    muts = m.mutations
+    return [RowMutation(m.table, m.row, muts[2 * i:2 * i + 2], (cond,))
+            for i, cond in enumerate(conditions)]

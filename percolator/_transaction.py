@@ -1,17 +1,25 @@
-"""Transaction: a snapshot at start_ts plus buffered writes, committed by two-phase commit."""
+"""Transaction: a snapshot at start_ts plus buffered writes, committed by the commit driver.
+
+Reads go to the backend's read step; a cell held by a live transaction's lock is waited
+for here (with backoff, bounded by ``lock_wait_timeout``) and read again, since only
+the client knows how long it is willing to wait.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from bigtable_lite.validation import as_bytes
 
-from . import committer, reads, records
-from .context import TxnContext
-from .errors import TransactionError
+from . import _driver, records
+from ._backend import Key, LockedCell, ScanRequest
+from ._context import TxnContext
+from .errors import LockWaitTimeout, TransactionError
 from .layout import SYSTEM_PREFIX
 
-Key = tuple[bytes, bytes]
+__all__ = ["Transaction"]
+
+_SCAN_CHUNK_ROWS = 128
 
 _ACTIVE = "active"
 _COMMITTED = "committed"
@@ -46,7 +54,7 @@ class Transaction:
         """The snapshot's timestamp (a lazy transaction takes it now if no read did yet)."""
         ts = self._start_ts
         if ts is None:
-            ts = self._start_ts = self._ctx.oracle.get_timestamp()
+            ts = self._start_ts = self._ctx.backend.timestamps(1)
         return ts
 
     # --- argument checks ------------------------------------------------------------------
@@ -105,10 +113,40 @@ class Transaction:
 
     def _read(self, keys: list[Key]) -> dict[Key, bytes | None]:
         """Snapshot values of cells; the first read of a lazy transaction takes start_ts."""
-        if self._start_ts is not None:
-            return reads.read_cells(self._ctx, self._start_ts, keys)
-        self._start_ts, found = reads.read_cells_fresh(self._ctx, keys)
-        return found
+        ctx = self._ctx
+        per_call = max(1, ctx.limits.max_batch_rows // 2)
+        values: dict[Key, bytes | None] = {}
+        locked: list[LockedCell] = []
+        for i in range(0, len(keys), per_call):
+            result = ctx.backend.read(ctx.table, self._start_ts, keys[i:i + per_call])
+            self._start_ts = result.start_ts  # a lazy transaction's snapshot, taken now
+            values.update(result.values)
+            locked += result.locked
+        if locked:
+            values.update(self._wait_for_locks(locked))
+        return values
+
+    def _wait_for_locks(self, locked: Sequence[LockedCell]) -> dict[Key, bytes | None]:
+        """Read cells held by live transactions again, backing off, until their owners
+        decide (or their locks expire by the backend's clock) or lock_wait_timeout passes."""
+        ctx = self._ctx
+        assert self._start_ts is not None
+        deadline = ctx.clock.now_ms() + int(ctx.lock_wait_timeout * 1000)
+        delay = 0.001
+        values: dict[Key, bytes | None] = {}
+        while locked:
+            if ctx.clock.now_ms() >= deadline:
+                f = locked[0]
+                raise LockWaitTimeout(
+                    f"cell ({f.row!r}, {f.column!r}) stayed locked by transaction {f.start_ts}"
+                    f" for {ctx.lock_wait_timeout}s")
+            ctx.clock.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            result = ctx.backend.read(ctx.table, self._start_ts,
+                                      [(f.row, f.column) for f in locked])
+            values.update(result.values)
+            locked = result.locked
+        return values
 
     def get_many(self, cells: Iterable[tuple[bytes | str, bytes | str]]
                  ) -> dict[Key, bytes | None]:
@@ -151,8 +189,7 @@ class Transaction:
             and (wanted is None or key[1] in wanted)
             and (include_system or not key[1].startswith(SYSTEM_PREFIX)))
         i = 0
-        for row, col, stored in reads.scan(self._ctx, self.start_ts, start, end, cols,
-                                           include_system):
+        for row, col, stored in self._stored(start, end, cols, include_system):
             key = (row, col)
             while i < len(own) and own[i][0] < key:  # own writes before this stored cell
                 (own_row, own_col), own_value = own[i]
@@ -169,6 +206,26 @@ class Transaction:
         for (own_row, own_col), own_value in own[i:]:
             if own_value is not None:
                 yield own_row, own_col, own_value
+
+    def _stored(self, start: bytes | None, end: bytes | None, cols: list[bytes] | None,
+                include_system: bool) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """Committed cells of the snapshot in [start, end), ascending, chunk by chunk."""
+        ctx = self._ctx
+        request = ScanRequest(ctx.table, self.start_ts, start, end,
+                              None if cols is None else tuple(cols), include_system,
+                              _SCAN_CHUNK_ROWS)
+        while True:
+            chunk = ctx.backend.scan(request)
+            cells = chunk.cells
+            if chunk.locked:  # held by live transactions: wait, then merge them in order
+                waited = self._wait_for_locks(chunk.locked)
+                cells = sorted(cells + [(row, column, value)
+                                        for (row, column), value in waited.items()
+                                        if value is not None])
+            yield from cells
+            if chunk.resume is None:
+                return
+            request = request._replace(start_row=chunk.resume)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -232,16 +289,8 @@ class Transaction:
             self._state = _COMMITTED
             self.commit_ts = self.start_ts
             return self.start_ts
-        if not self._writes:
-            # Only weak notifications: nothing to make atomic, no primary to decide them.
-            self._state = _FAILED
-            committer.write_unconditional_notifications(self._ctx, self.start_ts, self._weak)
-            self._state = _COMMITTED
-            self.commit_ts = self.start_ts
-            return self.start_ts
         self._state = _FAILED
-        self.commit_ts = committer.commit_transaction(self._ctx, self.start_ts, self._writes,
-                                                      self._weak)
+        self.commit_ts = _driver.commit(self._ctx, self.start_ts, self._writes, self._weak)
         self._state = _COMMITTED
         return self.commit_ts
 

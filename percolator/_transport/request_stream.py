@@ -46,7 +46,7 @@ class RequestStream(Generic[Request, Response]):
 
     ``after_wake`` is called by a thread just woken by another one on this stream (the
     reader handed its response, gRPC's request thread handed a request): the oracle
-    client yields the CPU there (see ``percolator/oracle_client.py``).
+    client yields the CPU there (see ``percolator/_oracle_client.py``).
     """
 
     def __init__(self, method: Callable[..., Any], *, life: float, timeout: float,

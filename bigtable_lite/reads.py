@@ -1,0 +1,255 @@
+"""Reads and scans: cells of rows at a time range, from one LevelDB snapshot.
+
+Keys are built and taken apart by ``bigtable_lite.encoding``; versions of a cell are
+adjacent and newest first, so "the newest version at or below ts" is one seek (or, at
+an exact timestamp, one lookup).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import plyvel
+
+from .datadir import DataDir
+from .encoding import (
+    KeyCache,
+    after_row,
+    after_table,
+    after_versions,
+    decode_ts_at,
+    encode_ts,
+    escape,
+    escape_prefix,
+    table_prefix,
+    unescape_at,
+    version_key,
+)
+from .errors import DataCorruption, StoreClosed
+from .model import Cell, Row, RowRead, ScanRequest
+
+SCAN_CHUNK_ROWS = 256
+"""Rows a scan reads per visit to LevelDB, so close() is never blocked long."""
+
+
+class Reader:
+    """Reads rows and scans ranges of one open data directory."""
+
+    def __init__(self, datadir: DataDir, keys: KeyCache) -> None:
+        self._dir = datadir
+        self._db = datadir.db
+        self._keys = keys
+
+    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
+        """Read rows from one consistent snapshot.
+
+        A read of exact columns at one timestamp is a point lookup per column; other
+        reads share one iterator.  Why: a seek steps over every deleted version after
+        its target until a compaction drops them (a cell whose versions are written and
+        deleted over and over collects thousands), a lookup does not.  Lookups and the
+        iterator read from one explicit snapshot; without lookups the iterator alone is one.
+        """
+        self._dir.enter()
+        try:
+            snapshot = None
+            for r in reads:
+                if r.columns and r.time_range.min_ts == r.time_range.max_ts:
+                    snapshot = self._db.snapshot()
+                    break
+            source = self._db if snapshot is None else snapshot
+            it = None
+            try:
+                out = []
+                table = row = rpfx = b""
+                keys = self._keys
+                escaped_columns = keys.columns
+                for r in reads:
+                    if r.row is not row or r.table is not table:  # reads of one row follow
+                        table, row = r.table, r.row               # each other (e.g. a lock
+                        rpfx = keys.row_prefix(table, row)        # slot, then the writes)
+                    tr = r.time_range
+                    columns = r.columns
+                    if len(columns) == 1:  # the transaction layer's reads, inline
+                        column = columns[0]
+                        escaped = escaped_columns[column]
+                        if tr.min_ts == tr.max_ts:
+                            value = source.get(version_key(rpfx + escaped, tr.min_ts))
+                            out.append([] if value is None else [Cell(column, tr.min_ts, value)])
+                            continue
+                        wanted = [(column, escaped)]
+                    elif columns:
+                        wanted = self._wanted(columns)
+                        if tr.min_ts == tr.max_ts:
+                            out.append(_get_versions(source, rpfx, wanted, tr.min_ts))
+                            continue
+                    else:
+                        wanted = []
+                    if it is None:
+                        it = source.raw_iterator()
+                    out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
+                                         tr.min_ts, tr.max_ts, r.max_versions))
+                return out
+            finally:
+                if it is not None:
+                    it.close()
+                if snapshot is not None:
+                    snapshot.close()
+        finally:
+            self._dir.exit()
+
+    def _wanted(self, columns: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        """(column, escaped column) of each distinct column, ascending: what a read selects."""
+        escaped = self._keys.columns
+        if len(columns) == 1:
+            column = columns[0]
+            return [(column, escaped[column])]
+        return [(c, escaped[c]) for c in sorted(set(columns))]
+
+    def scan(self, s: ScanRequest) -> Iterator[Row]:
+        """Rows of [start_row, end_row) from one snapshot, in chunks so close() is never
+        blocked long."""
+        tpfx = table_prefix(s.table)
+        wanted = self._wanted(s.columns) if s.columns else []
+        stop = tpfx + escape(s.end_row) if s.end_row is not None else after_table(tpfx)
+        position = tpfx + escape(s.start_row) if s.start_row is not None else tpfx
+        remaining = s.limit if s.limit else -1
+        datadir = self._dir
+        datadir.enter()
+        try:
+            snapshot = self._db.snapshot()
+        finally:
+            datadir.exit()
+        try:
+            while remaining != 0:
+                chunk: list[Row] = []
+                datadir.enter()
+                try:
+                    it = snapshot.raw_iterator()
+                    try:
+                        position = _scan_chunk(it, s, wanted, tpfx, position, stop, remaining,
+                                               chunk)
+                    finally:
+                        it.close()
+                except RuntimeError as exc:  # plyvel: database closed under the snapshot
+                    raise StoreClosed(str(exc)) from exc
+                finally:
+                    datadir.exit()
+                yield from chunk
+                if remaining > 0:
+                    remaining -= len(chunk)
+                if not position:
+                    return
+        finally:
+            datadir.release_snapshot(snapshot)
+
+
+def _normalise_prefixes(prefixes: Sequence[bytes]) -> list[bytes]:
+    """Sorted prefixes with those covered by a shorter one removed."""
+    kept: list[bytes] = []
+    for p in sorted(set(prefixes)):
+        if not kept or not p.startswith(kept[-1]):
+            kept.append(p)
+    return kept
+
+
+def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
+                  wanted: list[tuple[bytes, bytes]], ts: int) -> list[Cell]:
+    """The version at ``ts`` of each wanted (column, escaped column) that has one."""
+    cells: list[Cell] = []
+    its = encode_ts(ts)
+    for column, escaped in wanted:
+        value = source.get(rpfx + escaped + its)
+        if value is not None:
+            cells.append(Cell(column, ts, value))
+    return cells
+
+
+def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts: int,
+                      min_ts: int, max_versions: int, cells: list[Cell]) -> None:
+    """Append the versions of one cell within [min_ts, max_ts], newest first."""
+    it.seek(version_key(cpfx, max_ts))
+    n = 0
+    width = len(cpfx)
+    while it.valid():
+        key = it.key()
+        if not key.startswith(cpfx):
+            return
+        ts = decode_ts_at(key, width)
+        if ts < min_ts:
+            return
+        cells.append(Cell(column, ts, it.value()))
+        n += 1
+        if n == max_versions:
+            return
+        it.next()
+
+
+def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, bytes]],
+              prefixes: Sequence[bytes], min_ts: int, max_ts: int, max_versions: int) -> list[Cell]:
+    """The cells of one row: the wanted (column, escaped column)s, else those under prefixes."""
+    cells: list[Cell] = []
+    if wanted:
+        if max_versions == 1:  # the newest version at or below max_ts: one seek each, inline
+            # Columns ascend, so seek targets do: where the previous seek landed at or past
+            # this target, no key lies in between and this seek would land there too (a
+            # transaction's read of a cell's lock and write columns: usually one seek).
+            seek_ts = encode_ts(max_ts)
+            key: bytes | None = None  # where the last seek landed (b"": past the end)
+            for column, escaped in wanted:
+                cpfx = rpfx + escaped
+                target = cpfx + seek_ts
+                if key is None or (key and key < target):
+                    it.seek(target)
+                    key = it.key() if it.valid() else b""
+                if key.startswith(cpfx):
+                    ts = decode_ts_at(key, len(cpfx))
+                    if ts >= min_ts:
+                        cells.append(Cell(column, ts, it.value()))
+            return cells
+        for column, escaped in wanted:
+            _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions, cells)
+        return cells
+    width = len(rpfx)
+    for p in _normalise_prefixes(prefixes) if prefixes else [b""]:
+        start = rpfx + escape_prefix(p)
+        it.seek(start)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(start):
+                break
+            try:
+                column, end = unescape_at(key, width)
+            except ValueError as exc:
+                raise DataCorruption(f"undecodable key {key!r}") from exc
+            cpfx = key[:end]
+            _collect_versions(it, cpfx, column, max_ts, min_ts, max_versions, cells)
+            it.seek(after_versions(cpfx))
+    return cells
+
+
+def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes, bytes]],
+                tpfx: bytes, position: bytes, stop: bytes, remaining: int, chunk: list[Row]
+                ) -> bytes:
+    """Read up to a chunk of non-empty rows starting at ``position``; return where to resume
+    (b"" = done)."""
+    width = len(tpfx)
+    tr = s.time_range
+    it.seek(position)
+    while len(chunk) < SCAN_CHUNK_ROWS and len(chunk) != remaining:
+        if not it.valid():
+            return b""
+        key = it.key()
+        if key >= stop:
+            return b""
+        try:
+            row, end = unescape_at(key, width)
+        except ValueError as exc:
+            raise DataCorruption(f"undecodable key {key!r}") from exc
+        rpfx = key[:end]
+        cells = _read_row(it, rpfx, wanted, s.column_prefixes, tr.min_ts, tr.max_ts,
+                          s.max_versions)
+        if cells:
+            chunk.append(Row(row, tuple(cells)))
+        position = after_row(rpfx)
+        it.seek(position)
+    return position

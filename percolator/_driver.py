@@ -1,0 +1,221 @@
+"""The commit driver: a transaction's protocol steps, chained in one visible place.
+
+    one_phase                                   (everything fits one step: the usual case)
+  or
+    prewrite (primary's part first) ... -> commit (commit_ts, the commit point,
+    secondaries, notifications) -> resolve (secondaries the commit did not carry)
+
+Why this order:
+* One phase when the whole transaction fits one step (``Client(one_phase=True)``, the
+  default): one hop for a remote client, and nothing for a crash to leave behind.
+* Otherwise the primary is locked first, so every other lock points at a primary that
+  already exists: a reader meeting one can always learn the transaction's fate from it.
+  A prewrite is all-or-nothing per call; a conflict rolls back what earlier calls locked.
+* commit_ts is taken by the commit step, after every lock is in place, so any reader
+  whose start_ts is above commit_ts meets either a lock or the write record.
+* The primary's commit is the commit point; notifications are written in the same
+  write, never after it (a commit cannot be acknowledged and its notifications lost).
+  Secondaries that did not fit the commit step are settled through the primary
+  (``resolve``), as any reader would roll them forward after a crash.
+* A lost reply of the commit step is not a guess: the driver rolls the primary back if
+  it is still locked (so it can never commit later), then reads its fate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from bigtable_lite import Limits, StorageError, Unavailable
+
+from . import failpoints
+from ._backend import (
+    COMMITTED,
+    CellWrite,
+    CommitOutcome,
+    CommitRequest,
+    Conflict,
+    Key,
+    OnePhaseRequest,
+    Part,
+    PrewriteRequest,
+    keys_of,
+)
+from ._context import TxnContext
+from .errors import CommitConflict, CommitUndetermined
+
+log = logging.getLogger(__name__)
+
+__all__ = ["commit", "plan"]
+
+CELLS_PER_PART = 200
+"""Cells of one row locked by one row mutation (2-3 conditions and 1-2 mutations per cell,
+well inside the store's items per row)."""
+_BYTES_PER_CALL = 16 << 20
+"""Bytes of values per step call, well below the default 64 MiB message limit."""
+
+
+Writes = dict[Key, tuple[bytes, bytes | None]]
+
+
+def plan(writes: Writes) -> list[Part]:
+    """The writes as parts (rows cut to CELLS_PER_PART cells), the primary (the smallest
+    key) first in the first part."""
+    if len(writes) == 1:
+        (row, column), (op, value) = next(iter(writes.items()))
+        return [(row, [CellWrite(column, op, value)])]
+    parts: list[Part] = []
+    part_row = None
+    cells: list[CellWrite] = []
+    for (row, column), (op, value) in sorted(writes.items()):
+        if row != part_row or len(cells) == CELLS_PER_PART:
+            cells = []
+            parts.append((row, cells))
+            part_row = row
+        cells.append(CellWrite(column, op, value))
+    return parts
+
+
+def calls(parts: Sequence[Part], limits: Limits) -> list[list[Part]]:
+    """Parts grouped into step calls within the store's rows and bytes per call."""
+    max_rows = max(1, limits.max_batch_rows // 2)
+    groups: list[list[Part]] = [[]]
+    size = 0
+    for part in parts:
+        weight = 64 + sum(len(c.value or b"") + len(c.column) + len(part[0]) for c in part[1])
+        if groups[-1] and (len(groups[-1]) >= max_rows or size + weight > _BYTES_PER_CALL):
+            groups.append([])
+            size = 0
+        groups[-1].append(part)
+        size += weight
+    return groups
+
+
+def commit(s: TxnContext, start_ts: int, writes: Writes, weak: set[Key]) -> int:
+    """Commit the transaction; return commit_ts.  Raises CommitConflict or
+    CommitUndetermined."""
+    parts = plan(writes) if writes else []
+    groups = calls(parts, s.limits)
+    if s.one_phase and len(groups) == 1 or not parts:
+        return _one_phase(s, start_ts, parts, sorted(weak))
+    primary = (parts[0][0], parts[0][1][0].column)
+    s.keeper.hold(s.table, primary, start_ts)
+    locked: list[Key] = []
+    try:
+        for group in groups:
+            conflict = s.backend.prewrite(PrewriteRequest(s.table, start_ts, primary,
+                                                          s.keeper.ttl_ms, group))
+            if conflict is not None:  # the failed call undid its own locks
+                raise _conflict_error(start_ts, conflict)
+            locked += keys_of(group)
+            failpoints.hit("commit.after_prewrite_primary")
+        failpoints.hit("commit.after_prewrite")
+        return _commit(s, start_ts, primary, locked, sorted(weak))
+    except CommitUndetermined:
+        raise  # the primary's commit may have landed: undoing anything would be a guess
+    except Exception:
+        # Anything else before the commit point (a conflict, a store or oracle failure):
+        # undo what was locked now, so readers need not wait out the lock TTL.
+        _abort(s, start_ts, primary, locked)
+        raise
+    finally:
+        s.keeper.release(start_ts)
+
+
+def _one_phase(s: TxnContext, start_ts: int, parts: list[Part], weak: list[Key]) -> int:
+    try:
+        outcome = s.backend.commit_one_phase(OnePhaseRequest(s.table, start_ts, parts, weak))
+    except Unavailable as exc:
+        if not parts:
+            raise CommitUndetermined(f"notifications of transaction {start_ts} were sent but"
+                                     f" their outcome is unknown: {exc}") from exc
+        primary = (parts[0][0], parts[0][1][0].column)
+        outcome = _learn_outcome(s, start_ts, primary, keys_of(parts), exc)
+    if isinstance(outcome, Conflict):
+        raise _conflict_error(start_ts, outcome)
+    if not outcome.committed:
+        raise CommitConflict(f"transaction {start_ts} was rolled back by another client"
+                             " before its commit")
+    return outcome.commit_ts
+
+
+def _commit(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
+            weak: list[Key]) -> int:
+    """The commit step; then the secondaries it did not carry, through the primary."""
+    others = [k for k in keys if k != primary]
+    first, rest = _fit(others, s.limits)
+    try:
+        outcome = s.backend.commit(CommitRequest(s.table, start_ts, primary, first, weak))
+    except Unavailable as exc:
+        outcome = _learn_outcome(s, start_ts, primary, keys, exc)
+    if not outcome.committed:
+        prow, pcol = primary
+        raise CommitConflict(f"transaction {start_ts} was rolled back by another client"
+                             " before its commit (its lock TTL expired)", row=prow, column=pcol)
+    if rest:
+        _settle(s, start_ts, rest)
+    return outcome.commit_ts
+
+
+def _fit(keys: list[Key], limits: Limits) -> tuple[list[Key], list[Key]]:
+    """The secondaries one commit step carries (as many keys as a store call has rows)."""
+    return keys[:limits.max_batch_rows], keys[limits.max_batch_rows:]
+
+
+def _settle(s: TxnContext, start_ts: int, keys: list[Key]) -> None:
+    """Roll the remaining secondaries forward (idempotent; a failure is left to readers)."""
+    step = max(1, s.limits.max_batch_rows // 2)
+    try:
+        for i in range(0, len(keys), step):
+            s.backend.resolve(s.table, start_ts, keys[i:i + step])
+    except StorageError as exc:
+        log.warning("%d secondaries of transaction %d not committed (%s); readers will roll"
+                    " them forward", len(keys), start_ts, exc)
+
+
+def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
+                   exc: Unavailable) -> CommitOutcome:
+    """After a lost commit reply: the decided outcome, deciding it (rolling the primary
+    back) if it is still undecided.  Raises CommitUndetermined if the store cannot be
+    reached."""
+    for attempt in range(5):
+        try:
+            s.backend.rollback(s.table, start_ts, primary, [])  # a no-op once decided
+            status = s.backend.check_txn_status(s.table, primary, start_ts)
+            break
+        except Unavailable:
+            s.clock.sleep(0.05 * (2 ** attempt))
+    else:
+        raise CommitUndetermined(
+            f"commit of transaction {start_ts} was sent but its outcome is unknown: {exc}"
+        ) from exc
+    if status.state != COMMITTED:
+        _abort(s, start_ts, primary, keys)
+        return CommitOutcome(False)
+    _settle(s, start_ts, [k for k in keys if k != primary])
+    return CommitOutcome(True, status.commit_ts)
+
+
+def _abort(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> None:
+    """Undo a transaction that did not reach its commit point (best effort: TTLs cover
+    the rest)."""
+    step = max(1, s.limits.max_batch_rows // 2)
+    try:
+        for i in range(0, max(1, len(keys)), step):
+            s.backend.rollback(s.table, start_ts, primary, keys[i:i + step])
+    except StorageError as exc:
+        log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
+                    " TTL", start_ts, exc)
+
+
+def _conflict_error(start_ts: int, c: Conflict) -> CommitConflict:
+    if c.reason == Conflict.WRITE_CONFLICT:
+        message = (f"write-write conflict on ({c.row!r}, {c.column!r}): committed at"
+                   f" {c.commit_ts or '?'} after this transaction's start {start_ts}")
+    elif c.reason == Conflict.LOCKED:
+        message = (f"({c.row!r}, {c.column!r}) is locked by live transaction"
+                   f" {c.lock_start_ts}")
+    else:
+        message = (f"transaction {start_ts} was rolled back by another client (its lock TTL"
+                   " expired)")
+    return CommitConflict(message, row=c.row, column=c.column)

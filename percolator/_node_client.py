@@ -1,0 +1,369 @@
+"""NodeClient: the Backend of a remote node, its steps sent as batched commands.
+
+Every thread of the process that needs the node -- a read, a prewrite, a commit, a
+timestamp -- joins the batch being gathered (``_transport.batcher``), and one message
+carries them all (``percolator/v1/node.proto``); batches travel on a
+``Node.BatchStream`` while the node takes one (``_transport.streams``).  The node runs
+each command with its own ``LocalBackend``: the same steps an embedded client runs.
+
+Contracts are those of :class:`~percolator._backend.Backend`: arguments were checked by
+the transaction code before any I/O (the node checks them again: it trusts no client);
+a command's failure comes back as its own error, translated by the tables of
+``percolator._status``; ``grpc.RpcError`` never leaks; a step that fails with
+``Unavailable`` after it was sent has an unknown outcome.  Timestamps are
+linearizable: a caller only joins a batch not yet sent, so its range comes from a
+request sent after it asked, and the node takes the range after the batch arrived.
+
+``store`` is the node's raw tablet store, for the observers layer's side tables: point
+reads and writes as commands of the same batches, scans and tablets through a
+:class:`~bigtable_lite.RemoteStore` on the same channel.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Self
+
+import grpc
+from google.protobuf.message import Message
+
+from bigtable_lite import (
+    DEFAULT_LIMITS,
+    MAX_TS,
+    Cell,
+    Limits,
+    MutationResult,
+    Row,
+    RowMutation,
+    RowRead,
+    StorageError,
+    StoreClosed,
+    TabletInfo,
+    TabletStore,
+    Unavailable,
+    wire,
+)
+from bigtable_lite import ScanRequest as StoreScan
+from bigtable_lite.remote import RemoteStore, open_channel
+from bigtable_lite.status import error_from_rpc
+from bigtable_lite.store import StoreOps
+from bigtable_lite.validation import check_batch, check_reads
+
+from . import _node_codec as codec
+from ._backend import (
+    CommitOutcome,
+    CommitRequest,
+    Conflict,
+    Key,
+    OnePhaseRequest,
+    PrewriteRequest,
+    ReadResult,
+    ScanChunk,
+    ScanRequest,
+    TxnStatus,
+)
+from ._node_codec import COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
+from ._status import command_error
+from ._transport.batcher import Batcher, Command
+from ._transport.framing import frame
+from ._transport.stream_slots import REFUSED
+from ._transport.streams import StreamedCalls
+from .errors import OracleError
+from .oracle import OracleStats, check_count
+from .v1 import node_pb2 as pb
+from .v1 import oracle_pb2
+
+__all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "NodeClient"]
+
+DEFAULT_MAX_IN_FLIGHT = 1
+"""Batches one client keeps on the wire at once.  With one, 8 threads settle into two
+groups whose batches alternate (~4.4 commands each); with two, batches held ~2.9
+commands for ~15% more CPU per transaction and no more transactions/s."""
+DEFAULT_MAX_COMMANDS = 256
+"""Most commands in one batch."""
+
+_RESULT_OF = {"get_timestamps": "get_timestamps", "read": "read", "scan": "scan",
+              "prewrite": "prewrite", "commit": "commit", "one_phase": "one_phase",
+              "resolve": "resolve", "rollback": "rollback", "heartbeat": "heartbeat",
+              "check_txn_status": "check_txn_status",
+              "register_observed": "register_observed",
+              "observed_columns": "observed_columns", "read_rows": "read_rows",
+              "mutate_rows": "mutate_rows"}
+
+
+_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+_READS = frozenset(("read", "scan", "read_rows"))  # no side effects: re-sent alone if too large
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class NodeClient:
+    """A :class:`~percolator._backend.Backend` of one node, over ``Node.BatchStream``.
+
+    ``target`` is "HOST:PORT" (the client owns the channel it opens) or a channel (left
+    open on :meth:`close`).  ``timeout`` bounds every call: a batch fails
+    (``Unavailable``) at most 1.5 timeouts after it was sent (a stream's deadline).
+    ``limits`` should match the node's.
+    """
+
+    def __init__(self, target: str | grpc.Channel, *, timeout: float = 30.0,
+                 limits: Limits = DEFAULT_LIMITS, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 max_commands: int = DEFAULT_MAX_COMMANDS) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        self._channel, self._owns_channel = open_channel(target, limits)
+        self.limits = limits
+        self.timeout = timeout
+        # A command larger than this goes alone, so a full batch always fits a message.
+        self._alone_bytes = limits.max_message_bytes // (2 * max_commands)
+        self.remote = RemoteStore(self._channel, timeout=timeout, limits=limits)
+        self._calls: StreamedCalls[bytes, pb.BatchResponse] = StreamedCalls(
+            self._channel.stream_stream(
+                f"/{SERVICE_NAME}/BatchStream", request_serializer=_identity,
+                response_deserializer=pb.BatchResponse.FromString, _registered_method=True),
+            self._channel.unary_unary(
+                f"/{SERVICE_NAME}/Batch", request_serializer=_identity,
+                response_deserializer=pb.BatchResponse.FromString, _registered_method=True),
+            timeout=timeout, trailer_key=STREAM_KEY, refusal=REFUSED)
+        self._batcher: Batcher[pb.Result] = Batcher(
+            self._send, max_in_flight=max_in_flight, max_commands=max_commands,
+            batch_bound=self._calls.bound)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._served = 0        # timestamps returned to callers
+        self._stamp_calls = 0   # timestamp commands sent
+        self._store = _RawStore(self)
+
+    # --- the batch ------------------------------------------------------------------------
+
+    def _send(self, batch: list[Command[pb.Result]]) -> None:
+        """Send one batch; settles every command of it (raises nothing but BaseException)."""
+        try:
+            if self._closed:
+                raise StoreClosed("NodeClient is closed")
+            reply = self._calls.call(b"".join([c.data for c in batch]))
+            results = reply.results
+            if len(results) != len(batch):
+                raise StorageError(f"protocol error: node answered {len(results)} results for"
+                                   f" {len(batch)} commands")
+        except grpc.RpcError as exc:
+            self._fail(batch, error_from_rpc(exc))
+            return
+        except StorageError as exc:
+            self._fail(batch, exc)
+            return
+        except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
+            self._fail(batch, StoreClosed(f"NodeClient is closed ({exc})") if self._closed
+                       else StorageError(f"batched call failed: {exc}"))
+            return
+        for c, result in zip(batch, results):
+            c.result = result
+
+    def _fail(self, batch: list[Command[pb.Result]], exc: StorageError) -> None:
+        if self._closed and isinstance(exc, Unavailable):  # the channel closed under it
+            exc = StoreClosed(f"NodeClient is closed ({exc})")
+        for c in batch:  # each caller raises its own exception object
+            c.error = type(exc)(*exc.args)
+            c.error.__cause__ = exc.__cause__
+
+    def _submit(self, kind: str, request: Message) -> Message:
+        """The result of one command of ``kind``; its error raised."""
+        if self._closed:
+            raise StoreClosed("NodeClient is closed")
+        data = frame(ENTRY_TAG, COMMAND_TAGS[kind], request.SerializeToString())
+        result = self._run(Command(data), alone=len(data) > self._alone_bytes)
+        got = result.WhichOneof("kind")
+        if got == "error" and result.error.code == _EXHAUSTED and kind in _READS:
+            result = self._run(Command(data), alone=True)  # its reply did not fit a batch's
+            got = result.WhichOneof("kind")
+        if got != _RESULT_OF[kind]:
+            if got == "error":
+                err = result.error
+                raise command_error(err.code, err.message, err.error)
+            raise StorageError(f"protocol error: node answered {got} to a {kind} command")
+        reply: Message = getattr(result, got)
+        return reply
+
+    def _run(self, command: Command[pb.Result], *, alone: bool) -> pb.Result:
+        if alone:
+            self._send([command])  # a batch of one, so every batch fits a message
+        else:
+            self._batcher.run(command)
+        if command.error is not None:
+            raise command.error
+        assert command.result is not None
+        return command.result
+
+    # --- Backend --------------------------------------------------------------------------
+
+    @property
+    def store(self) -> TabletStore:
+        return self._store
+
+    def timestamps(self, count: int = 1) -> int:
+        reply = self._submit("get_timestamps",
+                             oracle_pb2.GetTimestampsRequest(count=check_count(count)))
+        assert isinstance(reply, oracle_pb2.GetTimestampsResponse)
+        first: int = reply.first
+        if reply.count != count or first < 1 or first + count - 1 > MAX_TS:
+            raise OracleError(f"oracle answered {reply.count} timestamps from {first} to a"
+                              f" request for {count}")
+        with self._lock:
+            self._served += count
+            self._stamp_calls += 1
+        return first
+
+    def read(self, table: bytes, start_ts: int | None, keys: Sequence[Key]) -> ReadResult:
+        reply = self._submit("read", codec.read_request(table, start_ts, keys))
+        assert isinstance(reply, pb.ReadResponse)
+        result, unread = codec.read_read(keys, reply)
+        while unread:  # past the reply's byte budget: the rest at the same start_ts
+            more = self._submit("read", codec.read_request(table, result.start_ts, unread))
+            assert isinstance(more, pb.ReadResponse)
+            part, unread = codec.read_read(unread, more)
+            result.values.update(part.values)
+            result.locked.extend(part.locked)
+        if start_ts is None:
+            if not 0 < result.start_ts <= MAX_TS:
+                raise OracleError(f"node answered a fresh read at timestamp {result.start_ts}")
+            with self._lock:
+                self._served += 1
+                self._stamp_calls += 1
+        return result
+
+    def scan(self, request: ScanRequest) -> ScanChunk:
+        reply = self._submit("scan", codec.scan_request(request))
+        assert isinstance(reply, pb.ScanResponse)
+        return codec.read_scan(reply)
+
+    def prewrite(self, request: PrewriteRequest) -> Conflict | None:
+        reply = self._submit("prewrite", codec.prewrite_request(request))
+        assert isinstance(reply, pb.PrewriteResponse)
+        return codec.read_prewrite(reply)
+
+    def commit(self, request: CommitRequest) -> CommitOutcome:
+        reply = self._submit("commit", codec.commit_request(request))
+        assert isinstance(reply, pb.CommitResponse)
+        return codec.read_commit(reply)
+
+    def commit_one_phase(self, request: OnePhaseRequest) -> CommitOutcome | Conflict:
+        reply = self._submit("one_phase", codec.one_phase_request(request))
+        assert isinstance(reply, pb.OnePhaseResponse)
+        return codec.read_one_phase(reply)
+
+    def resolve(self, table: bytes, start_ts: int, keys: Sequence[Key]) -> int:
+        reply = self._submit("resolve", pb.ResolveRequest(table=table, start_ts=start_ts,
+                                                          cells=codec.rows_of(keys)))
+        assert isinstance(reply, pb.ResolveResponse)
+        return int(reply.still_locked)
+
+    def rollback(self, table: bytes, start_ts: int, primary: Key, keys: Sequence[Key]) -> None:
+        self._submit("rollback", pb.RollbackRequest(
+            table=table, start_ts=start_ts, primary=pb.Key(row=primary[0], column=primary[1]),
+            cells=codec.rows_of(keys)))
+
+    def heartbeat(self, table: bytes, start_ts: int, primary: Key, ttl_ms: int) -> bool:
+        reply = self._submit("heartbeat", pb.HeartbeatRequest(
+            table=table, start_ts=start_ts, primary=pb.Key(row=primary[0], column=primary[1]),
+            ttl_ms=ttl_ms))
+        assert isinstance(reply, pb.HeartbeatResponse)
+        return bool(reply.held)
+
+    def check_txn_status(self, table: bytes, primary: Key, start_ts: int) -> TxnStatus:
+        reply = self._submit("check_txn_status", pb.CheckTxnStatusRequest(
+            table=table, primary=pb.Key(row=primary[0], column=primary[1]), start_ts=start_ts))
+        assert isinstance(reply, pb.TxnStatus)
+        return codec.read_status(reply)
+
+    def register_observed(self, table: bytes, columns: Sequence[bytes]) -> int:
+        reply = self._submit("register_observed", pb.RegisterObservedRequest(
+            table=table, columns=columns))
+        assert isinstance(reply, pb.RegisterObservedResponse)
+        return int(reply.ts)
+
+    def observed_columns(self, table: bytes) -> frozenset[bytes]:
+        reply = self._submit("observed_columns", pb.ObservedColumnsRequest(table=table))
+        assert isinstance(reply, pb.ObservedColumnsResponse)
+        return frozenset(reply.columns)
+
+    # --- figures --------------------------------------------------------------------------
+
+    def stats(self) -> OracleStats:
+        """Client-side figures: timestamps returned to callers, commands that took them."""
+        with self._lock:
+            return OracleStats(self._served, self._stamp_calls)
+
+    def batch_stats(self) -> dict[str, float]:
+        """Batches sent, commands per batch, streams opened for back-to-back batches."""
+        b = self._batcher
+        return {"batches": b.calls, "batch_mean_commands": b.commands / b.calls if b.calls
+                else 0.0, "streams_opened": self._calls.streams_opened}
+
+    @property
+    def queued(self) -> int:
+        """Commands waiting for a batch to be sent (not yet on the wire)."""
+        return self._batcher.queued
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new calls; close the channel if this client opened it.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._calls.close()
+        self.remote.close()
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _RawStore(StoreOps):
+    """The node's raw tablet store: point reads and writes batched with the steps."""
+
+    def __init__(self, node: NodeClient) -> None:
+        self._node = node
+        self.limits = node.limits
+
+    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
+        check_reads(reads, self.limits)
+        reply = self._node._submit("read_rows", wire.read_request_to_pb(reads))
+        rows = wire.read_response_from_pb(reply)  # type: ignore[arg-type]
+        if len(rows) != len(reads):
+            raise StorageError(f"protocol error: {len(rows)} rows for {len(reads)} reads")
+        return rows
+
+    def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                    ) -> list[MutationResult]:
+        if sync:  # an fsync would hold up every command of a batch
+            return self._node.remote.mutate_rows(mutations, sync=True)
+        check_batch(mutations, self.limits)
+        reply = self._node._submit("mutate_rows", wire.mutate_request_to_pb(mutations, False))
+        out = wire.mutate_response_from_pb(reply)  # type: ignore[arg-type]
+        if len(out) != len(mutations):
+            raise StorageError(f"protocol error: {len(out)} results for {len(mutations)} rows")
+        return out
+
+    def scan(self, request: StoreScan) -> Iterator[Row]:
+        return self._node.remote.scan(request)
+
+    def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
+        return self._node.remote.list_tablets(table)
+
+    def split_tablet(self, table: bytes, row: bytes) -> list[TabletInfo]:
+        return self._node.remote.split_tablet(table, row)
+
+    def compact_table(self, table: bytes) -> None:
+        self._node.remote.compact_table(table)
+
+    def close(self) -> None:
+        """Closed with its NodeClient."""

@@ -1,0 +1,305 @@
+"""Node.Batch: the node's service, executing many clients' protocol steps at once.
+
+A batch holds commands of any number of client threads (``percolator/v1/node.proto``);
+each command is one step of ``percolator._backend.Backend``, run by the node's own
+:class:`~percolator._local.LocalBackend` -- the same steps an embedded client runs.
+Commands of one batch are concurrent (their callers were all waiting when it was
+sent), so the node may run them in any order; it merges where that saves work:
+
+* every timestamp command: one ``oracle.get_timestamps(total)``, split into one
+  contiguous range per command, taken after the batch arrived (so each caller's
+  timestamps are above every timestamp handed out before it asked);
+* every commit step: one oracle call for all their commit_ts (``LocalBackend.commit_many``);
+* every raw point read: one store read (one snapshot).
+
+One bad command fails only itself: each is decoded and checked on its own
+(``percolator._node_codec``: the node trusts no client) and answered with its own
+error result, whose code comes from the tables of ``percolator._status``.  A batch's
+reply must fit the message limit: if it would not, the largest read results are
+answered RESOURCE_EXHAUSTED and their clients send them again alone (reads have no
+side effects).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
+
+from bigtable_lite import InvalidArgument, RowMutation, wire
+from bigtable_lite import status as store_status
+from bigtable_lite.server import ServiceRegistration
+from bigtable_lite.validation import check_batch, check_reads
+
+from . import _node_codec as codec
+from ._backend import CommitRequest
+from ._local import LocalBackend
+from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
+from ._status import status_for
+from ._transport.framing import frame
+from ._transport.stream_slots import StreamSlots
+from .oracle import MAX_COUNT, check_count
+from .v1 import node_pb2 as pb
+from .v1 import oracle_pb2
+
+__all__ = ["DEFAULT_MAX_STREAMS", "NodeService"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_STREAMS = 16
+"""Most BatchStream calls open at once (each holds a server thread); ``Node`` uses half
+its worker threads."""
+
+_READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for size
+UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
+
+
+def _check_known(msg: Message) -> None:
+    """Refuse fields this node does not know: it must not half-understand a step."""
+    if len(unknown_fields.UnknownFieldSet(msg)):
+        raise InvalidArgument(f"command has fields unknown to {msg.DESCRIPTOR.full_name}")
+
+
+def _error_result(code: grpc.StatusCode, message: str, name: str = "") -> bytes:
+    err = pb.CommandError(code=code.value[0], message=message, error=name)
+    return frame(ENTRY_TAG, RESULT_TAGS["error"], err.SerializeToString())
+
+
+def _failed(exc: BaseException) -> bytes:
+    """The framed error result for ``exc``."""
+    code, message = status_for(exc)
+    store_status.log_failure(log, f"{SERVICE_NAME} command", code, message, exc)
+    return _error_result(code, message, store_status.error_name(exc))
+
+
+def _result(kind: str, msg: Message) -> bytes:
+    return frame(ENTRY_TAG, RESULT_TAGS[kind], msg.SerializeToString())
+
+
+class NodeService:
+    """Executes batches with one node's LocalBackend.  Thread-safe: it is."""
+
+    def __init__(self, backend: LocalBackend, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+        self._backend = backend
+        self._limits = backend.limits
+        self._streams = StreamSlots(max_streams, STREAM_KEY)
+        # Room left for framing and for the results that are not reads.
+        self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
+        self._budget = backend.limits.max_message_bytes // 4  # one read's values
+        self._steps: dict[str, Callable[[Any], Message]] = {
+            "read": self._read, "scan": self._scan, "prewrite": self._prewrite,
+            "one_phase": self._one_phase, "resolve": self._resolve,
+            "rollback": self._rollback, "heartbeat": self._heartbeat,
+            "check_txn_status": self._status, "register_observed": self._register,
+            "observed_columns": self._observed, "read_rows": self._read_rows,
+            "mutate_rows": self._mutate_rows,
+        }
+
+    # --- one batch ------------------------------------------------------------------------
+
+    def execute(self, request: pb.BatchRequest) -> bytes:
+        """The serialized BatchResponse: a result for every command, in order.
+
+        Never raises for a command: its failure is its result.
+        """
+        results: list[bytes] = [b""] * len(request.commands)
+        stamps: list[tuple[int, int]] = []
+        commits: list[tuple[int, CommitRequest]] = []
+        for i, command in enumerate(request.commands):
+            kind = command.WhichOneof("kind")
+            try:
+                if kind is None:
+                    raise InvalidArgument(UNKNOWN_COMMAND)
+                msg = getattr(command, kind)
+                _check_known(msg)
+                if kind == "get_timestamps":
+                    stamps.append((i, check_count(msg.count)))
+                elif kind == "commit":
+                    commits.append((i, codec.parse_commit(msg, self._limits)))
+                else:
+                    results[i] = _result(kind, self._steps[kind](msg))
+            except Exception as exc:  # noqa: BLE001 - the command's own error result
+                results[i] = _failed(exc)
+        if stamps:
+            self._timestamps(stamps, results)
+        if commits:
+            self._commit(commits, results)
+        self._fit(request, results)
+        return b"".join(results)
+
+    def _timestamps(self, stamps: list[tuple[int, int]], results: list[bytes]) -> None:
+        """One oracle call per MAX_COUNT timestamps; each command a contiguous range."""
+        groups: list[list[tuple[int, int]]] = [[]]
+        total = 0
+        for item in stamps:
+            if total + item[1] > MAX_COUNT:
+                groups.append([])
+                total = 0
+            groups[-1].append(item)
+            total += item[1]
+        for group in groups:
+            try:
+                first = self._backend.timestamps(sum([count for _, count in group]))
+            except Exception as exc:  # noqa: BLE001 - every command of the call fails with it
+                for i, _ in group:
+                    results[i] = _failed(exc)
+                continue
+            for i, count in group:
+                reply = oracle_pb2.GetTimestampsResponse(first=first, count=count)
+                results[i] = _result("get_timestamps", reply)
+                first += count
+
+    def _commit(self, commits: list[tuple[int, CommitRequest]], results: list[bytes]) -> None:
+        """Every commit step at once: one oracle call per MAX_COUNT of them."""
+        for start in range(0, len(commits), MAX_COUNT):
+            group = commits[start:start + MAX_COUNT]
+            try:
+                outcomes = self._backend.commit_many([request for _, request in group])
+            except Exception as exc:  # noqa: BLE001 - every command of the group fails with it
+                for i, _ in group:
+                    results[i] = _failed(exc)
+                continue
+            for (i, _), outcome in zip(group, outcomes):
+                results[i] = _result("commit", codec.commit_result(outcome))
+
+    def _fit(self, request: pb.BatchRequest, results: list[bytes]) -> None:
+        """Refuse the largest read results (RESOURCE_EXHAUSTED) until the reply fits the
+        message limit; their clients read again alone.  Other results are never refused
+        (their steps were applied)."""
+        total = sum([len(r) for r in results])
+        if total <= self._reply_limit:
+            return
+        reads = [i for i, c in enumerate(request.commands) if c.WhichOneof("kind") in
+                 _READ_RESULTS]
+        for i in sorted(reads, key=lambda i: len(results[i]), reverse=True):
+            total -= len(results[i])
+            results[i] = _error_result(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       "read reply too large to share a batch; read alone")
+            total += len(results[i])
+            if total <= self._reply_limit:
+                return
+
+    # --- the steps ------------------------------------------------------------------------
+
+    def _read(self, msg: pb.ReadRequest) -> pb.ReadResponse:
+        table, start_ts, keys = codec.parse_read(msg, self._limits)
+        return codec.read_result(keys, self._backend.read(table, start_ts, keys), self._budget)
+
+    def _scan(self, msg: pb.ScanRequest) -> pb.ScanResponse:
+        return codec.scan_result(self._backend.scan(codec.parse_scan(msg, self._limits)))
+
+    def _prewrite(self, msg: pb.PrewriteRequest) -> pb.PrewriteResponse:
+        return codec.prewrite_result(
+            self._backend.prewrite(codec.parse_prewrite(msg, self._limits)))
+
+    def _one_phase(self, msg: pb.OnePhaseRequest) -> pb.OnePhaseResponse:
+        return codec.one_phase_result(
+            self._backend.commit_one_phase(codec.parse_one_phase(msg, self._limits)))
+
+    def _resolve(self, msg: pb.ResolveRequest) -> pb.ResolveResponse:
+        table, start_ts, keys = codec.parse_resolve(msg, self._limits)
+        return pb.ResolveResponse(still_locked=self._backend.resolve(table, start_ts, keys))
+
+    def _rollback(self, msg: pb.RollbackRequest) -> pb.RollbackResponse:
+        table, start_ts, primary, keys = codec.parse_rollback(msg, self._limits)
+        self._backend.rollback(table, start_ts, primary, keys)
+        return pb.RollbackResponse()
+
+    def _heartbeat(self, msg: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+        table, start_ts, primary, ttl_ms = codec.parse_heartbeat(msg, self._limits)
+        return pb.HeartbeatResponse(held=self._backend.heartbeat(table, start_ts, primary,
+                                                                 ttl_ms))
+
+    def _status(self, msg: pb.CheckTxnStatusRequest) -> pb.TxnStatus:
+        table, primary, start_ts = codec.parse_status(msg, self._limits)
+        return codec.status_result(self._backend.check_txn_status(table, primary, start_ts))
+
+    def _register(self, msg: pb.RegisterObservedRequest) -> pb.RegisterObservedResponse:
+        table, columns = codec.parse_register(msg, self._limits)
+        return pb.RegisterObservedResponse(ts=self._backend.register_observed(table, columns))
+
+    def _observed(self, msg: pb.ObservedColumnsRequest) -> pb.ObservedColumnsResponse:
+        table = codec.parse_table(msg.table, self._limits)
+        return pb.ObservedColumnsResponse(
+            columns=sorted(self._backend.observed_columns(table)))
+
+    def _read_rows(self, msg: Any) -> Message:
+        reads = wire.read_request_from_pb(msg)
+        check_reads(reads, self._limits)
+        return wire.read_response_to_pb(self._backend.local_store.read_rows(reads))
+
+    def _mutate_rows(self, msg: Any) -> Message:
+        rows: list[RowMutation] = wire.mutate_request_from_pb(msg)
+        check_batch(rows, self._limits)
+        return wire.mutate_response_to_pb(
+            self._backend.local_store.mutate_rows(rows, sync=bool(msg.sync)))
+
+    # --- gRPC -----------------------------------------------------------------------------
+
+    def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return self.execute(_parse(raw))
+        except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
+            _abort(context, exc)
+
+    def BatchStream(self, requests: Iterator[bytes], context: grpc.ServicerContext
+                    ) -> Iterator[bytes]:
+        """Batches of one stream, in order.  Holds a server thread while open, hence the cap."""
+        slots = self._streams
+        slots.admit(context, "no batch stream free (or the node is stopping): send batches by"
+                    " Batch")
+        try:
+            for raw in requests:
+                try:
+                    reply = self.execute(_parse(raw))
+                except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
+                    _abort(context, exc)
+                yield reply
+                if slots.stopping:  # end between batches: every batch read was answered
+                    return
+        finally:
+            slots.release()
+
+    def stop_streams(self) -> None:
+        """End open streams after their current batch and refuse new ones (node shutdown)."""
+        self._streams.stop()
+
+    @property
+    def open_streams(self) -> int:
+        return self._streams.open
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        handlers = {"Batch": grpc.unary_unary_rpc_method_handler(self.Batch),
+                    "BatchStream": grpc.stream_stream_rpc_method_handler(self.BatchStream)}
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+    def registration(self) -> ServiceRegistration:
+        """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
+        add: Callable[[grpc.Server], None] = self.add_to_server
+        return ServiceRegistration(SERVICE_NAME, add)
+
+
+assert set(COMMAND_TAGS) == {f.name for f in pb.Command.DESCRIPTOR.fields}
+
+
+def _parse(raw: bytes) -> pb.BatchRequest:
+    request = pb.BatchRequest.FromString(raw)
+    if len(unknown_fields.UnknownFieldSet(request)):
+        raise InvalidArgument("request has fields unknown to percolator.v1.BatchRequest")
+    return request
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    code, message = status_for(exc)
+    store_status.log_failure(log, SERVICE_NAME, code, message, exc)
+    name = store_status.error_name(exc)
+    if name:
+        context.set_trailing_metadata(((store_status.ERROR_KEY, name),))
+    context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover

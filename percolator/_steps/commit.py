@@ -1,0 +1,163 @@
+"""Commit: commit_ts, the commit point (the primary), the secondaries, the notifications.
+
+Run once every lock of a transaction is in place (its prewrites all succeeded):
+
+1. read the locks of the primary and of the secondaries the request names: a write
+   record takes its kind and value from the prewritten lock, never from the request;
+2. take commit_ts from the oracle -- after every lock is in place, so a reader whose
+   start_ts is above commit_ts meets either a lock or the write record;
+3. then read which columns are observed (``notify``: a registration whose timestamp is
+   below commit_ts is seen, one above is backfilled);
+4. write, in one guarded write: the primary's write records and lock erasure iff its
+   slot still holds the lock (the commit point), and only if that applied, the
+   notifications of the transaction's observed cells and the secondaries' commits,
+   each cell iff its slot still holds the lock.
+
+Notifications go in the commit point's own write, never after it: a commit cannot be
+acknowledged and its notifications lost (Apache Fluo lost work when it wrote them
+afterwards).  Secondaries not named in the request are settled later by the owner or
+by any reader (``resolve_lock``), which also writes their notifications.  A request
+for a transaction already committed (a retry after a lost reply) answers its commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from bigtable_lite import Cell, DeleteVersion, Mutation, Put, RowMutation, RowRead, TimeRange
+from bigtable_lite.model import Condition, ValuePrefixAt
+
+from .. import failpoints, records
+from .._backend import COMMITTED, CommitOutcome, CommitRequest, Key, TxnStatus
+from ..layout import LOCK_SLOT_TS, columns_of
+from ..records import Lock
+from .batches import settle_in_calls
+from .notify import notifications
+
+if TYPE_CHECKING:
+    from .context import StepContext
+
+__all__ = ["CELLS_PER_ROW_MUTATION", "commit", "commit_cells", "read_locks"]
+
+CELLS_PER_ROW_MUTATION = 200
+"""Cells per row mutation: 2 mutations and a condition each, inside max_items_per_row."""
+
+_SLOT = TimeRange(LOCK_SLOT_TS, LOCK_SLOT_TS)
+NOT_COMMITTED = CommitOutcome(False)
+
+
+def commit_cells(table: bytes, row: bytes, cells: Sequence[tuple[bytes, Lock]], start_ts: int,
+                 commit_ts: int, *, primary_column: bytes | None = None) -> RowMutation:
+    """Write records at commit_ts for cells (column, their lock) of one row, locks erased.
+
+    ``primary_column`` given: the commit point, conditional on the primary's slot alone
+    (while it holds our lock the transaction is undecided, so nobody settled or took the
+    other slots of the row, locked in the same row mutation).  Otherwise condition i
+    guards cell i (``batches.per_cell``).  Same bytes whoever writes them: idempotent.
+    """
+    owner = records.lock_owner(start_ts)
+    mutations: list[Mutation] = []
+    conditions: list[Condition] = []
+    for column, lock in cells:
+        names = columns_of(column)
+        mutations.append(Put(names.write, commit_ts,
+                             records.write_bytes(lock.op, start_ts, lock.value)))
+        mutations.append(DeleteVersion(names.lock, LOCK_SLOT_TS))
+        if primary_column is None:
+            conditions.append(ValuePrefixAt(names.lock, LOCK_SLOT_TS, owner))
+    if primary_column is not None:
+        conditions.append(ValuePrefixAt(columns_of(primary_column).lock, LOCK_SLOT_TS, owner))
+    return RowMutation(table, row, tuple(mutations), tuple(conditions))
+
+
+def read_locks(ctx: StepContext, table: bytes, keys: Iterable[Key], start_ts: int
+               ) -> dict[Key, Lock]:
+    """The locks of transaction ``start_ts`` on ``keys`` (cells it no longer holds left out)."""
+    by_row: dict[bytes, list[bytes]] = {}
+    for row, column in keys:
+        by_row.setdefault(row, []).append(column)
+    reads = [RowRead(table, row, tuple(columns_of(c).lock for c in cols), (), _SLOT, 1)
+             for row, cols in by_row.items()]
+    found: dict[Key, Lock] = {}
+    for read, cells in zip(reads, _read(ctx, reads)):
+        for cell in cells:
+            lock = records.decode_lock(cell.value)
+            if lock.start_ts == start_ts:
+                found[(read.row, cell.column[1:])] = lock
+    return found
+
+
+def _read(ctx: StepContext, reads: list[RowRead]) -> list[list[Cell]]:
+    per_call = ctx.limits.max_batch_rows
+    out: list[list[Cell]] = []
+    for i in range(0, len(reads), per_call):
+        out += ctx.store.read_rows(reads[i:i + per_call])
+    return out
+
+
+def _mutations(request: CommitRequest, locks: dict[Key, Lock], commit_ts: int,
+               observed: frozenset[bytes]) -> list[RowMutation]:
+    """The commit point first, then notifications and secondaries (see the module)."""
+    table, start_ts, (prow, pcol), keys, weak = request
+    primary_row: list[tuple[bytes, Lock]] = []
+    others: dict[bytes, list[tuple[bytes, Lock]]] = {}
+    for (row, column), lock in locks.items():
+        if row == prow:
+            if column == pcol:
+                primary_row.insert(0, (column, lock))
+                continue
+            if len(primary_row) < CELLS_PER_ROW_MUTATION:
+                primary_row.append((column, lock))
+                continue
+        others.setdefault(row, []).append((column, lock))
+    batch = [commit_cells(table, prow, primary_row, start_ts, commit_ts, primary_column=pcol)]
+    batch += notifications(table, observed, locks, commit_ts, weak)
+    for row, cells in others.items():
+        for i in range(0, len(cells), CELLS_PER_ROW_MUTATION):
+            batch.append(commit_cells(table, row, cells[i:i + CELLS_PER_ROW_MUTATION],
+                                      start_ts, commit_ts))
+    return batch
+
+
+def commit(ctx: StepContext, requests: Sequence[CommitRequest]) -> list[CommitOutcome]:
+    """The commit step of independent transactions (one oracle call for all of them)."""
+    locks = [read_locks(ctx, r.table, [r.primary, *r.keys], r.start_ts) for r in requests]
+    outcomes: list[CommitOutcome | None] = [None] * len(requests)
+    todo = []
+    for i, (request, found) in enumerate(zip(requests, locks)):
+        if request.primary in found:
+            todo.append(i)
+        else:  # not locked (any more): decided already, or never locked
+            outcomes[i] = _decided(ctx, request)
+    if todo:
+        first_ts = ctx.oracle.get_timestamps(len(todo)) if len(todo) > 1 else \
+            ctx.oracle.get_timestamp()
+        for n, i in enumerate(todo):
+            outcomes[i] = _commit_one(ctx, requests[i], locks[i], first_ts + n)
+    return [o if o is not None else NOT_COMMITTED for o in outcomes]
+
+
+def _commit_one(ctx: StepContext, request: CommitRequest, locks: dict[Key, Lock],
+                commit_ts: int) -> CommitOutcome:
+    observed = ctx.observed.of(request.table)  # after commit_ts: see ``notify``
+    batch = _mutations(request, locks, commit_ts, observed)
+    results = ctx.store.mutate_guarded(batch)
+    prow, pcol = request.primary
+    if not results[0].applied:
+        return _decided(ctx, request)
+    ctx.statuses.remember(request.table, prow, pcol, request.start_ts,
+                          TxnStatus(COMMITTED, commit_ts))
+    failpoints.hit("commit.after_commit_primary")
+    if not all(result.applied for result in results):  # a cell settled already: the rest
+        settle_in_calls(ctx.store, ctx.limits, batch[1:], results[1:])
+    failpoints.hit("commit.after_commit_secondary")
+    return CommitOutcome(True, commit_ts)
+
+
+def _decided(ctx: StepContext, request: CommitRequest) -> CommitOutcome:
+    """The outcome of a transaction whose primary is not locked by it: committed (a retry
+    of a commit that landed) or not (rolled back by another client, or never locked)."""
+    prow, pcol = request.primary
+    status = ctx.statuses.status(ctx, request.table, prow, pcol, request.start_ts)
+    return CommitOutcome(True, status.commit_ts) if status.state == COMMITTED else NOT_COMMITTED

@@ -1,0 +1,223 @@
+"""One-phase commit: prewrite and commit in one atomic write (TiKV's 1PC).
+
+When every cell of a transaction lives in one store (today always), nothing needs a
+lock that outlives the step: under the rows' locks (``mutate_atomic``), every cell is
+checked as a prewrite would check it -- no write record after start_ts, an empty lock
+slot, and on the primary (the first cell) no rollback marker at start_ts (a client
+that lost the reply seals it: a delayed request then fails) -- then commit_ts is
+taken, and the write records, long values and notifications go to the store in one
+WriteBatch; or, if any check fails, nothing.  A lock in the way is handed to
+``resolve_lock`` and the commit tried again (a few times); a live one is a conflict.
+
+Why a reader cannot miss such a commit: a reader at T > commit_ts took T after
+commit_ts was taken, and the commit's rows are latched (:class:`CommitLatches`) before
+commit_ts is taken and released only after the write; a reader waits for the latches
+of the rows it reads after taking T and before reading, so it reads after the write.
+Why a concurrent two-phase transaction cannot disagree: its prewrite of one of these
+cells takes the same row lock, before the check (which then meets its lock) or after
+the write (its own check then meets the write record above its start_ts, if it began
+before commit_ts).  Why notifications are right: they are decided after commit_ts was
+taken (``notify``), and their rows are among the rows locked for the write.
+
+A row with more cells than one row mutation takes (a client's huge row), or a
+transaction that only notifies, is committed by the chained steps instead:
+``prewrite`` then ``commit`` (a weak-only one needs no check at all).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from bigtable_lite import (
+    MAX_TS,
+    NOT_ATTEMPTED,
+    Mutation,
+    NoVersionIn,
+    Put,
+    RowMutation,
+    Unavailable,
+)
+from bigtable_lite.model import Condition
+
+from .. import failpoints, layout, records
+from .._backend import (
+    CommitOutcome,
+    CommitRequest,
+    Conflict,
+    OnePhaseRequest,
+    PrewriteRequest,
+    keys_of,
+)
+from ..layout import columns_of
+from ..records import INLINE_VALUE_MAX
+from .batches import mutate_in_calls
+from .commit import commit
+from .notify import notifications
+from .prewrite import MAX_LOCK_RESOLUTIONS, conflict_of, prewrite
+from .resolve_lock import FoundLock, resolve_locks
+
+if TYPE_CHECKING:
+    from .context import StepContext
+
+__all__ = ["CommitLatches", "LOCK_TTL_MS", "commit_one_phase"]
+
+LOCK_TTL_MS = 3_000
+"""The TTL of the locks of a chained one-phase commit, held between its prewrite and its
+commit (both in this step: only a crash between them leaves them to expire)."""
+
+
+class CommitLatches:
+    """Rows of one-phase commits between taking commit_ts and their write (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[bytes, bytes], int] = {}
+        self._cond = threading.Condition()
+
+    def hold(self, table: bytes, rows: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
+        keys = [(table, row) for row in set(rows)]
+        with self._cond:
+            for key in keys:
+                self._held[key] = self._held.get(key, 0) + 1
+        return keys
+
+    def release(self, keys: list[tuple[bytes, bytes]]) -> None:
+        with self._cond:
+            for key in keys:
+                n = self._held[key] - 1
+                if n:
+                    self._held[key] = n
+                else:
+                    del self._held[key]
+            self._cond.notify_all()
+
+    def wait_rows(self, table: bytes, rows: Iterable[bytes], timeout: float = 60.0) -> None:
+        """Return once none of ``rows`` is latched (at once, and lock-free, when none is);
+        Unavailable after ``timeout`` (never read past a commit in progress)."""
+        if not self._held:
+            return
+        rows = list(rows)
+        with self._cond:
+            if not self._cond.wait_for(
+                    lambda: not any((table, r) in self._held for r in rows), timeout):
+                raise Unavailable("timed out waiting for a commit in progress on the rows read")
+
+    def wait_range(self, table: bytes, start: bytes | None, end: bytes | None,
+                   timeout: float = 60.0) -> None:
+        """Return once no row of ``table`` in [start, end) is latched."""
+        if not self._held:
+            return
+
+        def clear() -> bool:
+            return not any(t == table and (start is None or r >= start)
+                           and (end is None or r < end) for t, r in self._held)
+
+        with self._cond:
+            if not self._cond.wait_for(clear, timeout):
+                raise Unavailable("timed out waiting for a commit in progress in the range read")
+
+
+class _Undeclared(Exception):
+    """A notify row the write must touch was not among its locked rows (a column became
+    observed during the step): the step is tried again with it declared."""
+
+
+def commit_one_phase(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcome | Conflict:
+    """Commit a transaction in one step (the caller's one hop), or report its conflict."""
+    table, start_ts, parts, weak = request
+    if not parts:
+        commit_ts = ctx.oracle.get_timestamp()
+        notes = notifications(table, frozenset(), (), commit_ts, weak)
+        if notes:
+            mutate_in_calls(ctx.store, ctx.limits, notes)
+        return CommitOutcome(True, commit_ts)
+    if len({row for row, _ in parts}) != len(parts):
+        return _chained(ctx, request)
+    notify_rows = bool(weak) or bool(ctx.observed.of(table))
+    for _ in range(MAX_LOCK_RESOLUTIONS + 1):
+        try:
+            outcome = _write(ctx, request, notify_rows)
+        except _Undeclared:
+            notify_rows = True
+            continue
+        if not isinstance(outcome, list):
+            return outcome
+        alive = resolve_locks(ctx, table, outcome)
+        if alive:
+            f = alive[0]
+            return Conflict(Conflict.LOCKED, f.row, f.column, lock_start_ts=f.start_ts)
+    row, cells = parts[0]
+    return Conflict(Conflict.LOCKED, row, cells[0].column)
+
+
+def _write(ctx: StepContext, request: OnePhaseRequest, notify_rows: bool
+           ) -> CommitOutcome | Conflict | list[FoundLock]:
+    """One attempt: the outcome, the conflict, or the locks in the way (to resolve)."""
+    table, start_ts, parts, weak = request
+    prow, pcells = parts[0]
+    pcol = pcells[0].column
+    checks: list[RowMutation] = []
+    for row, cells in parts:
+        conditions: list[Condition] = []
+        mutations: list[Mutation] = []
+        for column, _, value in cells:
+            names = columns_of(column)
+            conditions.append(NoVersionIn(names.write, start_ts, MAX_TS))
+            conditions.append(names.slot_empty)
+            if value is not None and len(value) > INLINE_VALUE_MAX:
+                mutations.append(Put(names.data, start_ts, value))
+        if row == prow:
+            conditions.append(NoVersionIn(columns_of(pcol).rollback, start_ts, start_ts))
+        checks.append(RowMutation(table, row, tuple(mutations), tuple(conditions)))
+    declared: set[bytes] = set()
+    if notify_rows:
+        ntable = layout.notify_table(table)
+        declared = {row for row, _ in parts} | {row for row, _ in weak}
+        checks += [RowMutation(ntable, row, ()) for row in sorted(declared)]
+    held: list[tuple[bytes, bytes]] = []
+    stamp: list[int] = []
+
+    def finish() -> list[RowMutation]:
+        held.extend(ctx.latches.hold(table, [row for row, _ in parts]))  # before commit_ts
+        commit_ts = ctx.oracle.get_timestamp()
+        stamp.append(commit_ts)
+        observed = ctx.observed.of(table)  # after commit_ts: see ``notify``
+        notes = notifications(table, observed, keys_of(parts), commit_ts, weak)
+        if any(m.row not in declared for m in notes):
+            raise _Undeclared()
+        out = [RowMutation(table, row, tuple(
+            Put(columns_of(c.column).write, commit_ts, records.write_bytes(
+                c.op, start_ts, records.inline_value(c.op, c.value))) for c in cells))
+            for row, cells in parts]
+        return out + notes
+
+    try:
+        results = ctx.store.mutate_atomic(checks, finish)
+    finally:
+        if held:
+            ctx.latches.release(held)
+    if stamp and all(r.applied for r in results):
+        failpoints.hit("commit.after_one_phase")
+        return CommitOutcome(True, stamp[0])
+    locks: list[FoundLock] = []
+    for (row, cells), result in zip(parts, results):
+        if result.applied or result is NOT_ATTEMPTED:
+            continue
+        conflict = conflict_of((row, cells), result)
+        if conflict is not None:
+            return conflict
+        assert result.found is not None
+        locks.append(FoundLock(row, cells[result.failed_condition // 2].column,
+                               records.decode_lock(result.found.value)))
+    return locks
+
+
+def _chained(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcome | Conflict:
+    """The chained steps, for a transaction whose rows do not fit one row mutation each."""
+    table, start_ts, parts, weak = request
+    primary = (parts[0][0], parts[0][1][0].column)
+    conflict = prewrite(ctx, PrewriteRequest(table, start_ts, primary, LOCK_TTL_MS, parts))
+    if conflict is not None:
+        return conflict
+    return commit(ctx, [CommitRequest(table, start_ts, primary, keys_of(parts), weak)])[0]

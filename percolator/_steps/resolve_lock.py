@@ -1,0 +1,87 @@
+"""Resolve locks: finish or undo what a crashed or slow writer left behind.
+
+A reader (or a prewrite) that meets locks of other transactions hands them here.
+Locks are grouped by transaction, so each transaction's primary is checked once
+however many of its locks were met (``check_txn_status``, cached once final, which
+also rolls back a primary whose lock expired on this step's clock).  Every lock of a
+committed transaction is then rolled forward -- its write record from the lock itself,
+and its notification if its column is observed (read after the commit_ts it rolls
+forward to, as in the commit step) -- and every lock of a rolled-back one erased, in
+one batched store call.  Locks of live, undecided transactions are returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bigtable_lite import RowMutation
+
+from .._backend import COMMITTED, Key, LockedCell
+from ..records import Lock
+from .batches import settle_in_calls
+from .commit import commit_cells, read_locks
+from .notify import notifications
+from .rollback import rollback_secondary
+
+if TYPE_CHECKING:
+    from .context import StepContext
+
+__all__ = ["FoundLock", "resolve", "resolve_locks"]
+
+
+@dataclass(frozen=True, slots=True)
+class FoundLock:
+    """A lock met in the store: cell (row, column) and the record, which names its owner."""
+
+    row: bytes
+    column: bytes
+    lock: Lock
+
+    @property
+    def start_ts(self) -> int:
+        """The owning transaction's start_ts."""
+        return self.lock.start_ts
+
+    def locked_cell(self) -> LockedCell:
+        lock = self.lock
+        return LockedCell(self.row, self.column, lock.start_ts, lock.primary_row,
+                          lock.primary_column)
+
+
+def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock]
+                  ) -> list[FoundLock]:
+    """Roll forward or back every lock whose transaction is decided; return the rest."""
+    by_txn: dict[tuple[bytes, bytes, int], list[FoundLock]] = {}
+    for found in locks:
+        lock = found.lock
+        by_txn.setdefault((lock.primary_row, lock.primary_column, lock.start_ts),
+                          []).append(found)
+    fixes: list[RowMutation] = []
+    alive: list[FoundLock] = []
+    for (prow, pcol, start_ts), group in by_txn.items():
+        status = ctx.statuses.status(ctx, table, prow, pcol, start_ts)
+        if not status.final:
+            alive.extend(group)
+        elif status.state == COMMITTED:
+            observed = ctx.observed.of(table)  # after the commit_ts: see ``notify``
+            for found in group:
+                fixes.append(commit_cells(table, found.row, [(found.column, found.lock)],
+                                          start_ts, status.commit_ts))
+            fixes += notifications(table, observed, [(f.row, f.column) for f in group],
+                                   status.commit_ts)
+        else:
+            fixes += [rollback_secondary(table, f.row, [f.column], start_ts) for f in group
+                      if (f.row, f.column) != (prow, pcol)]
+    if fixes:
+        settle_in_calls(ctx.store, ctx.limits, fixes)
+    return alive
+
+
+def resolve(ctx: StepContext, table: bytes, start_ts: int, keys: Sequence[Key]) -> int:
+    """Settle the cells of ``keys`` still locked by transaction ``start_ts``; returns how
+    many remain locked (their transaction is alive)."""
+    locks = read_locks(ctx, table, keys, start_ts)
+    return len(resolve_locks(ctx, table, [FoundLock(row, column, lock)
+                                          for (row, column), lock in locks.items()]))
