@@ -273,20 +273,21 @@ class World:
 
 
 @contextmanager
-def open_world(kind: str, path: Path, *, node: Node | None = None, clock: Clock | None = None,
-               name: str = "t", **client_args: Any) -> Iterator[World]:
-    """An embedded client on ``path`` whose backend judges lock expiry on ``clock``
-    (default a new FakeClock); or a remote client of ``node`` (whose clock is its own)
-    on a table of its own.  ``client_args`` go to :class:`Client` (lock_ttl, one_phase,
-    lock_wait_timeout, ...); the client's own clock (waits, heartbeat pacing) is the
-    backend's unless given."""
+def open_world(kind: str, path: Path, *, node: Node | None = None,
+               expiry_clock: Clock | None = None, name: str = "t", **client_args: Any
+               ) -> Iterator[World]:
+    """An embedded client on ``path`` whose backend judges lock expiry on
+    ``expiry_clock`` (default a new FakeClock); or a remote client of ``node`` (whose
+    clock is its own) on a table of its own.  ``client_args`` go to :class:`Client`
+    (lock_ttl, one_phase, lock_wait_timeout, clock, ...); the client's own clock (its
+    waits, its heartbeats' pacing) is the backend's unless ``clock`` is given."""
     if kind == "embedded":
-        backend = LocalBackend.open(os.fspath(path), clock=clock or FakeClock())
+        backend = LocalBackend.open(os.fspath(path), clock=expiry_clock or FakeClock())
         client_args.setdefault("clock", backend.clock)
         with Client(backend, **client_args) as client:
             yield World(kind, client, backend)
         return
-    assert node is not None and clock is None, "a remote world runs on its node's clock"
+    assert node is not None and expiry_clock is None, "a remote world runs on its node's clock"
     client_args.setdefault("clock", node.backend.clock)
     table = f"t{next(_tables)}_{re.sub(r'[^A-Za-z0-9_]', '_', name)[:60]}".encode()
     with Client(NodeClient(node.address), table=table, **client_args) as client:
@@ -313,8 +314,8 @@ class _HookedStore:
     def _maybe(self, rows: Sequence[RowMutation]) -> None:
         if self._meanwhile is not None and self._when(rows):
             run, self._meanwhile = self._meanwhile, None  # its own steps pass straight on
-            run()
             self.ran = True
+            run()
 
     def mutate_rows(self, rows: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:
