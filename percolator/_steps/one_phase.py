@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from bigtable_lite import Unavailable
+from bigtable_lite import InvalidArgument, Unavailable
 
 from .._backend import (
     CommitOutcome,
@@ -111,4 +111,7 @@ def commit_one_phase(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcom
     conflict = prewrite(ctx, PrewriteRequest(table, start_ts, primary, LOCK_TTL_MS, parts))
     if conflict is not None:
         return conflict
-    return commit(ctx, [CommitRequest(table, start_ts, primary, keys_of(parts), weak)])[0]
+    outcome = commit(ctx, [CommitRequest(table, start_ts, primary, keys_of(parts), weak)])[0]
+    if isinstance(outcome, InvalidArgument):  # never: the prewrite just locked the primary
+        raise outcome
+    return outcome
