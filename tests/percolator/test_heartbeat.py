@@ -37,6 +37,7 @@ from .steps import (  # noqa: F401 - fake_node_fixture registers the fixture
 
 WAIT = 30.0  # bound of every wait in these tests
 DAY_MS = 86_400_000
+TTL = 1.0  # seconds: a lock's TTL on a real clock (heartbeats every third of it)
 A, B = (b"a", b"v"), (b"b", b"v")
 
 
@@ -121,7 +122,7 @@ def test_refresh_moves_expiry_and_keeps_the_inlined_value(
 def test_slow_commit_survives_past_its_ttl_thanks_to_heartbeats(
         request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         kind: str) -> None:
-    with real_world(request, kind, tmp_path / "d", lock_ttl=0.3, one_phase=False) as world:
+    with real_world(request, kind, tmp_path / "d", lock_ttl=TTL, one_phase=False) as world:
         client = world.client
         with client.transaction() as txn:
             txn.set(b"a", b"v", b"old")
@@ -129,17 +130,24 @@ def test_slow_commit_survives_past_its_ttl_thanks_to_heartbeats(
         locked = threading.Event()
         reader_done = threading.Event()
 
-        def stall() -> None:  # the committer, locks in place, stalls for four TTLs
+        def stall() -> None:  # the committer, locks in place, stalls for three TTLs
             locked.set()
             reader_done.wait(timeout=WAIT)
-            time.sleep(1.2)  # the slowness under test, not a synchronisation
+            time.sleep(3 * TTL)  # the slowness under test, not a synchronisation
 
         at_failpoint(monkeypatch, "commit.after_prewrite", stall)
         slow = client.begin()
         slow.set(b"a", b"v", b"new-a")
         slow.set(b"b", b"v", b"new-b")
         outcome: list[object] = []
-        committer = threading.Thread(target=lambda: outcome.append(slow.commit()))
+
+        def commit() -> None:
+            try:
+                outcome.append(slow.commit())
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                outcome.append(exc)
+
+        committer = threading.Thread(target=commit)
         committer.start()
         assert locked.wait(timeout=WAIT)
         reader = client.begin()  # begins after the locks were placed, before commit_ts
