@@ -58,7 +58,8 @@ from percolator.node import Node
 from percolator.records import Lock
 
 __all__ = [
-    "KINDS", "TTL_MS", "Txn", "World", "before_mutation", "lock_versions", "must_commit",
+    "KINDS", "TTL_MS", "Txn", "World", "before_mutation", "fake_node_fixture",
+    "lock_versions", "must_commit",
     "must_commit_fail", "must_heartbeat", "must_locked", "must_prewrite",
     "must_prewrite_conflict", "must_resolve", "must_rollback", "must_see", "must_see_locked",
     "must_status", "must_unlocked", "new_txn", "open_world", "running_node", "slot",

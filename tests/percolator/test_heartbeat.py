@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,7 @@ def real_node_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node
 
 
 @contextmanager
-def fake_world(request: pytest.FixtureRequest, kind: str, path: Path, **client_args: object
+def fake_world(request: pytest.FixtureRequest, kind: str, path: Path, **client_args: Any
                ) -> Iterator[World]:
     """A world whose locks expire on a FakeClock (the node's, for remote); the client's
     clock is that clock too unless ``clock`` is given."""
@@ -66,7 +67,7 @@ def fake_world(request: pytest.FixtureRequest, kind: str, path: Path, **client_a
 
 
 @contextmanager
-def real_world(request: pytest.FixtureRequest, kind: str, path: Path, **client_args: object
+def real_world(request: pytest.FixtureRequest, kind: str, path: Path, **client_args: Any
                ) -> Iterator[World]:
     """A world whose locks expire on the system clock (a real node's, for remote)."""
     node = request.getfixturevalue("real_node") if kind == "remote" else None
@@ -192,7 +193,7 @@ def test_expired_commit_is_rolled_back_and_its_owner_told(
 
 @contextmanager
 def skewed_world(request: pytest.FixtureRequest, kind: str, path: Path, skew_ms: int,
-                 **client_args: object) -> Iterator[World]:
+                 **client_args: Any) -> Iterator[World]:
     """A client whose own clock is ``skew_ms`` off the clock judging its locks: that of a
     real node (remote), or its embedded backend's FakeClock."""
     now = time.time_ns() // 1_000_000

@@ -19,7 +19,7 @@ import pytest
 
 from bigtable_lite import DataCorruption, Put, RowMutation, RowRead
 from percolator import layout, records
-from percolator._backend import COMMITTED, ROLLED_BACK, Conflict
+from percolator._backend import COMMITTED, ROLLED_BACK
 from percolator._keeper import LockKeeper
 from percolator._steps.batches import per_cell
 from percolator._steps.resolve_lock import FoundLock, resolve_locks
@@ -301,15 +301,6 @@ def test_a_seal_leaves_a_later_lock_in_the_primarys_slot_alone(world: World) -> 
     must_status(be, never_locked, ROLLED_BACK)
     must_unlocked(be, table, (b"p", b"c"))
     must_see(be, table, (b"p", b"c"), b"later")
-
-
-def test_a_seal_of_a_primary_never_locked_fails_a_delayed_prewrite_of_it(
-        world: World) -> None:
-    be, table = world.backend, world.table
-    dead = new_txn(be, table, [(b"p", b"c")])
-    must_status(be, dead, ROLLED_BACK)
-    must_prewrite_conflict(be, dead, reason=Conflict.ROLLED_BACK)
-    must_unlocked(be, table, (b"p", b"c"))
 
 
 @pytest.mark.parametrize("where", ["at its start_ts", "in the slot"])
