@@ -176,7 +176,13 @@ class OnePhaseRequest(NamedTuple):
 
 
 class Backend(Protocol):
-    """The protocol steps, wherever they run.  Thread-safe."""
+    """The protocol steps, wherever they run.  Thread-safe.
+
+    A step given a transaction's ``primary`` (commit, rollback, heartbeat,
+    check_txn_status) raises ``InvalidArgument`` if the lock of that transaction it finds
+    there is not its primary's: acting on a secondary as if it were the primary would
+    tear the transaction.
+    """
 
     limits: Limits
 

@@ -164,7 +164,8 @@ class NodeService:
                     results[i] = _failed(exc)
                 continue
             for (i, _), outcome in zip(group, outcomes):
-                results[i] = _result("commit", codec.commit_result(outcome))
+                results[i] = _failed(outcome) if isinstance(outcome, InvalidArgument) else \
+                    _result("commit", codec.commit_result(outcome))
 
     def _fit(self, request: pb.BatchRequest, results: list[bytes]) -> None:
         """Refuse the largest read results (RESOURCE_EXHAUSTED) until the reply fits the

@@ -25,6 +25,7 @@ from bigtable_lite.server import build_server, stop_server
 from . import oracle_service
 from ._local import LocalBackend
 from ._node_service import NodeService
+from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
 __all__ = ["DEFAULT_GRACE", "Node"]
@@ -38,16 +39,19 @@ class Node:
 
     Constructing a node opens the store (``StoreLocked`` if another process owns
     ``data_dir``) and binds the port (``OSError`` if taken); :meth:`start` begins serving.
+    ``clock`` judges the expiry of every lock written at this node (default: the system
+    clock; its clients' clocks never do).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
-                 *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+                 *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
+                 clock: Clock | None = None) -> None:
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
             # Each open stream holds a worker thread: batch streams may take half of
             # them, timestamp streams a quarter, which leaves a quarter for calls.
-            self.backend = LocalBackend(self.store, self.oracle, owned=False)
+            self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
             self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
             self.timestamps = oracle_service.OracleServicer(
                 self.oracle, max_streams=max_workers // 4)

@@ -142,11 +142,13 @@ def write_bytes(kind: bytes, start_ts: int, value: bytes | None) -> bytes:
 
 
 def decode_write(raw: bytes) -> Write:
+    """The write record ``raw``; DataCorruption if it is not one (stored damage, never a
+    caller's mistake: a node must not answer it as a bad request)."""
     if len(raw) < _WRITE_HEAD.size:
-        raise ValueError("truncated write record")
+        raise DataCorruption(f"truncated write record ({len(raw)} bytes)")
     kind, flags, start_ts = _WRITE_HEAD.unpack_from(raw, 0)
     if kind not in (PUT, DELETE):
-        raise ValueError(f"unknown write record kind {kind!r}")
+        raise DataCorruption(f"unknown write record kind {kind!r}")
     return Write(kind, start_ts, raw[_WRITE_HEAD.size:] if flags & _INLINED else None)
 
 

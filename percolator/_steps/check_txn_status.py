@@ -9,6 +9,12 @@ never locked (or its records were collected): it is sealed with a rollback marke
 a delayed prewrite of it can never succeed -- unless a write record newer than those
 the checker saw appeared meanwhile (see :func:`seal_primary`).
 
+Every step given a transaction's primary by its caller (this one, commit, rollback,
+heartbeat) acts only if the lock it finds there is that primary's own
+(:func:`check_primary`): a secondary taken for the primary -- committed as if it were
+the commit point, or rolled back as if its transaction's fate were decided there --
+would tear the transaction.
+
 Final statuses never change, so :class:`StatusCache` keeps them.
 """
 
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING
 from bigtable_lite import (
     MAX_TS,
     DeleteVersion,
+    InvalidArgument,
     NoValuePrefixAt,
     NoVersionIn,
     Put,
@@ -35,12 +42,13 @@ from bigtable_lite.model import Condition
 from .. import layout, records
 from .._backend import COMMITTED, LOCKED, ROLLED_BACK_STATUS, TxnStatus
 from ..layout import LOCK_SLOT_TS, columns_of
+from ..records import Lock
 
 if TYPE_CHECKING:
     from .context import StepContext
 
-__all__ = ["StatusCache", "check_txn_status", "holds_own_lock", "read_primary",
-           "rollback_primary", "seal_primary"]
+__all__ = ["StatusCache", "check_primary", "check_txn_status", "holds_own_lock",
+           "read_primary", "rollback_primary", "seal_primary"]
 
 TxnKey = tuple[bytes, bytes, bytes, int]  # table, primary row, primary column, start_ts
 
@@ -48,6 +56,15 @@ TxnKey = tuple[bytes, bytes, bytes, int]  # table, primary row, primary column, 
 def holds_own_lock(column: bytes, start_ts: int) -> ValuePrefixAt:
     """The condition of every step acting on its own lock: the slot holds start_ts's lock."""
     return ValuePrefixAt(columns_of(column).lock, LOCK_SLOT_TS, records.lock_owner(start_ts))
+
+
+def check_primary(lock: Lock, row: bytes, column: bytes) -> None:
+    """InvalidArgument unless ``lock`` (of the caller's transaction, on cell (row, column))
+    is the primary lock of its transaction, naming that very cell."""
+    if not (lock.is_primary and lock.primary_row == row and lock.primary_column == column):
+        raise InvalidArgument(
+            f"({row!r}, {column!r}) is not the primary of transaction {lock.start_ts}: its"
+            f" lock names ({lock.primary_row!r}, {lock.primary_column!r})")
 
 
 def rollback_primary(table: bytes, row: bytes, column: bytes, start_ts: int) -> RowMutation:
@@ -96,6 +113,7 @@ def read_primary(store: TabletStore, table: bytes, row: bytes, column: bytes,
     if slot:
         found = records.decode_lock(slot[0].value)
         if found.start_ts == start_ts:  # else another transaction's
+            check_primary(found, row, column)
             lock = found
     rolled_back = False
     newest_write_ts = start_ts - 1

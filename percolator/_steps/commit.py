@@ -18,6 +18,8 @@ acknowledged and its notifications lost (Apache Fluo lost work when it wrote the
 afterwards).  Secondaries not named in the request are settled later by the owner or
 by any reader (``resolve_lock``), which also writes their notifications.  A request
 for a transaction already committed (a retry after a lost reply) answers its commit.
+A request whose primary is not its transaction's primary (a foreign client's
+mistake) commits nothing: its outcome is InvalidArgument (``check_primary``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from bigtable_lite import Cell, DeleteVersion, Mutation, Put, RowMutation, RowRead, TimeRange
+from bigtable_lite import (
+    Cell,
+    DeleteVersion,
+    InvalidArgument,
+    Mutation,
+    Put,
+    RowMutation,
+    RowRead,
+    TimeRange,
+)
 from bigtable_lite.model import Condition, ValuePrefixAt
 
 from .. import failpoints, records
@@ -33,6 +44,7 @@ from .._backend import COMMITTED, CommitOutcome, CommitRequest, Key, TxnStatus
 from ..layout import LOCK_SLOT_TS, columns_of
 from ..records import Lock
 from .batches import settle_in_calls
+from .check_txn_status import check_primary
 from .notify import notifications
 
 if TYPE_CHECKING:
@@ -120,16 +132,24 @@ def _mutations(request: CommitRequest, locks: dict[Key, Lock], commit_ts: int,
     return batch
 
 
-def commit(ctx: StepContext, requests: Sequence[CommitRequest]) -> list[CommitOutcome]:
-    """The commit step of independent transactions (one oracle call for all of them)."""
+def commit(ctx: StepContext, requests: Sequence[CommitRequest]
+           ) -> list[CommitOutcome | InvalidArgument]:
+    """The commit step of independent transactions (one oracle call for all of them);
+    a request naming a primary that is not its transaction's gets its error."""
     locks = [read_locks(ctx, r.table, [r.primary, *r.keys], r.start_ts) for r in requests]
-    outcomes: list[CommitOutcome | None] = [None] * len(requests)
+    outcomes: list[CommitOutcome | InvalidArgument | None] = [None] * len(requests)
     todo = []
     for i, (request, found) in enumerate(zip(requests, locks)):
-        if request.primary in found:
-            todo.append(i)
-        else:  # not locked (any more): decided already, or never locked
+        lock = found.get(request.primary)
+        if lock is None:  # not locked (any more): decided already, or never locked
             outcomes[i] = _decided(ctx, request)
+            continue
+        try:
+            check_primary(lock, *request.primary)
+        except InvalidArgument as exc:
+            outcomes[i] = exc
+            continue
+        todo.append(i)
     if todo:
         first_ts = ctx.oracle.get_timestamps(len(todo)) if len(todo) > 1 else \
             ctx.oracle.get_timestamp()

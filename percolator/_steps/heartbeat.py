@@ -17,6 +17,7 @@ from bigtable_lite import Put, RowMutation, VersionAt
 from .. import records
 from .._backend import Key
 from ..layout import LOCK_SLOT_TS, columns_of
+from .check_txn_status import check_primary
 from .commit import read_locks
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def heartbeat(ctx: StepContext, table: bytes, start_ts: int, primary: Key, ttl_m
     if lock is None:
         return False
     row, column = primary
+    check_primary(lock, row, column)
     slot = columns_of(column).lock
     expires = ctx.clock.now_ms() + ttl_ms
     if expires <= lock.expires_at_ms:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from bigtable_lite import (
     MAX_TS,
     NOT_ATTEMPTED,
+    InvalidArgument,
     Mutation,
     NoVersionIn,
     Put,
@@ -220,4 +221,7 @@ def _chained(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcome | Conf
     conflict = prewrite(ctx, PrewriteRequest(table, start_ts, primary, LOCK_TTL_MS, parts))
     if conflict is not None:
         return conflict
-    return commit(ctx, [CommitRequest(table, start_ts, primary, keys_of(parts), weak)])[0]
+    outcome = commit(ctx, [CommitRequest(table, start_ts, primary, keys_of(parts), weak)])[0]
+    if isinstance(outcome, InvalidArgument):  # never: the prewrite just locked the primary
+        raise outcome
+    return outcome

@@ -20,7 +20,8 @@ from .. import records
 from .._backend import COMMITTED, ROLLED_BACK_STATUS
 from ..layout import LOCK_SLOT_TS, columns_of
 from .batches import settle_in_calls
-from .check_txn_status import rollback_primary
+from .check_txn_status import check_primary, rollback_primary
+from .commit import read_locks
 
 if TYPE_CHECKING:
     from .context import StepContext
@@ -51,6 +52,9 @@ def rollback(ctx: StepContext, table: bytes, start_ts: int, primary: Key,
     other keys.  A transaction found committed is left alone (its owner's commit reply
     was lost; readers roll its other cells forward)."""
     prow, pcol = primary
+    lock = read_locks(ctx, table, [primary], start_ts).get(primary)
+    if lock is not None:
+        check_primary(lock, prow, pcol)  # never a secondary rolled back as a primary
     if not ctx.store.mutate_rows([rollback_primary(table, prow, pcol, start_ts)])[0].applied:
         status = ctx.statuses.status(ctx, table, prow, pcol, start_ts)  # seals a missing one
         if status.state == COMMITTED:
