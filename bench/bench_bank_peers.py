@@ -10,12 +10,9 @@ the shared machine hits both alike; after every run both totals must be conserve
 
 Prints per configuration transfers/s (median and range), the ratio ours/PostgreSQL beside
 the targets (issue "Remote transactions at least as fast as PostgreSQL": >= 1.0x at 4 and
-16 processes, >= 0.8x at 1), conflicts, and CPU per transaction on each side (server:
-the node process, or the postmaster with its backends; client: the client processes).
-
-Usage: python bench/bench_bank_peers.py [--seconds S] [--processes 1 4 16] [--reps N]
-           [--sync both|always|none] [--skip-postgres] [--connect HOST:PORT [--node-pid PID]]
-PostgreSQL: apt-get install -y postgresql; psycopg from the bench extra: pip install -e '.[bench]'
+16 processes, >= 0.8x at 1), failed attempts, and CPU per transaction on each side (server:
+the node process, or the postmaster with its backends; clients: the client processes).
+Set-up and options: bench/README.md.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ import argparse
 import glob
 import multiprocessing as mp
 import os
+import pwd
 import random
 import shutil
 import socket
@@ -110,12 +108,18 @@ def start_postgres() -> Postgres | None:
     except ImportError:
         print("PostgreSQL skipped: psycopg missing (pip install -e '.[bench]')")
         return None
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    if not found[-1]:
         print("PostgreSQL skipped: not installed (apt-get install -y postgresql)")
         return None
-    bindir = Path(found[-1]).parent
+    bindir = Path(found[-1]).resolve().parent
     user = "postgres" if os.geteuid() == 0 else None  # initdb refuses to run as root
+    try:
+        pwd.getpwnam(user or "root")
+    except KeyError:
+        print("PostgreSQL skipped: running as root and no 'postgres' user to run it as"
+              " (useradd --system postgres)")
+        return None
     root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     if user:
         shutil.chown(root, user)
@@ -358,9 +362,14 @@ def spread(values: list[float], fmt: str = ",.0f") -> str:
     return (f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})")
 
 
+def cpu(runs: list[Run]) -> tuple[float, float]:
+    """Median (server, client) CPU ms per transaction."""
+    return (statistics.median(r.server_ms for r in runs),
+            statistics.median(r.client_ms for r in runs))
+
+
 def cpu_line(name: str, runs: list[Run]) -> str:
-    server = statistics.median(r.server_ms for r in runs)
-    client = statistics.median(r.client_ms for r in runs)
+    server, client = cpu(runs)
     failed = statistics.median(r.failed_share for r in runs)
     return (f"      {name:10s} CPU ms/txn: server {server:5.2f} + clients {client:5.2f}"
             f" = {server + client:5.2f}   failed attempts {failed:5.1%}")
@@ -384,6 +393,10 @@ def report(label: str, results: dict[int, tuple[list[Run], list[Run]]]) -> None:
         print(cpu_line("ours", ours))
         if pg:
             print(cpu_line("PostgreSQL", pg))
+            (o_srv, o_cli), (p_srv, p_cli) = cpu(ours), cpu(pg)
+            print(f"      CPU per transaction, ours/PostgreSQL: "
+                  f"{(o_srv + o_cli) / (p_srv + p_cli):.1f}x (server {o_srv / p_srv:.1f}x,"
+                  f" clients {o_cli / p_cli:.1f}x)")
 
 
 def main() -> None:
@@ -417,8 +430,8 @@ def main() -> None:
                     if pg is not None:
                         theirs.append(run_postgres(pg, sync, processes, args.seconds, seed))
                     print(f"  [{sync} x{processes} rep {rep + 1}] ours {ours[-1].tps:,.0f}/s"
-                          + (f", PostgreSQL {theirs[-1].tps:,.0f}/s" if pg else ""),
-                          flush=True)
+                          + (f", PostgreSQL {theirs[-1].tps:,.0f}/s" if pg else "")
+                          + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
             label = (f"ours at {args.connect}" if args.connect else
                      f"ours --sync {sync} vs PostgreSQL synchronous_commit={PG_SYNC[sync]}")
             report(label, results)
