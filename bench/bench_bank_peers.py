@@ -108,11 +108,12 @@ def start_postgres() -> Postgres | None:
     except ImportError:
         print("PostgreSQL skipped: psycopg missing (pip install -e '.[bench]')")
         return None
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-    if not found[-1]:
+    initdb = max(glob.glob("/usr/lib/postgresql/*/bin/initdb"), default=None)
+    initdb = initdb or shutil.which("initdb")
+    if initdb is None:
         print("PostgreSQL skipped: not installed (apt-get install -y postgresql)")
         return None
-    bindir = Path(found[-1]).resolve().parent
+    bindir = Path(initdb).resolve().parent
     user = "postgres" if os.geteuid() == 0 else None  # initdb refuses to run as root
     try:
         pwd.getpwnam(user or "root")
