@@ -1,0 +1,447 @@
+"""Bank transfers from client processes: `percolator serve` against a private PostgreSQL.
+
+The same workload on both: 1,000 accounts of 1,000 units; a transaction picks two distinct
+accounts, reads both and, if the first has enough, moves 1..10 units (two writes).  Each
+client is its own OS process running one transaction at a time; conflicts are retried
+(ours: ``client.run``; PostgreSQL: REPEATABLE READ, retried on serialization failure).
+Durability is matched: ``--sync always`` with ``synchronous_commit=on``, ``--sync none``
+with ``off``.  Runs alternate ours / PostgreSQL for ``--reps`` repetitions, so noise on
+the shared machine hits both alike; after every run both totals must be conserved.
+
+Prints per configuration transfers/s (median and range), the ratio ours/PostgreSQL beside
+the targets (issue "Remote transactions at least as fast as PostgreSQL": >= 1.0x at 4 and
+16 processes, >= 0.8x at 1), failed attempts, and CPU per transaction on each side (server:
+the node process, or the postmaster with its backends; clients: the client processes).
+Set-up and options: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import multiprocessing as mp
+import os
+import pwd
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from percolator import Client, CommitConflict, Transaction
+from tests.procs import ServerProcess
+
+ACCOUNTS = 1000
+INITIAL = 1000
+TOTAL = ACCOUNTS * INITIAL
+COLUMN = b"balance"
+PG_SYNC = {"always": "on", "none": "off"}
+TICK = os.sysconf("SC_CLK_TCK")
+WAIT = 180.0  # bound on every wait for a process (16 spawned clients start slowly on 2 cores)
+
+
+# --- CPU accounting -------------------------------------------------------------------------
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and its descendants, with the children they have reaped.
+
+    A backend that exits and is reaped moves its time into its parent's cutime/cstime,
+    so the sum stays right across connections that end during a run.
+    """
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # exited meanwhile
+            stats[int(entry)] = text[text.rindex(")") + 2:].split()
+    tree, frontier = set(), [root]
+    while frontier:
+        pid = frontier.pop()
+        tree.add(pid)
+        frontier += [p for p, f in stats.items() if int(f[1]) == pid and p not in tree]
+    return sum(sum(int(x) for x in stats[p][11:15]) for p in tree if p in stats) / TICK
+
+
+# --- servers --------------------------------------------------------------------------------
+
+@dataclass
+class Postgres:
+    root: Path
+    port: int
+    bindir: Path
+    user: str | None  # run the server as this user (we are root), else as ourselves
+
+    @property
+    def pid(self) -> int:
+        return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+
+    def conninfo(self, sync: str = "always", dbname: str = "bench") -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "dbname": dbname,
+                "options": f"-c synchronous_commit={PG_SYNC[sync]}"}
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), *args],
+                       check=True, capture_output=True, user=self.user, timeout=WAIT)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_postgres() -> Postgres | None:
+    """initdb into a temporary directory and start it on a free port; None (and why) if not."""
+    try:
+        import psycopg
+    except ImportError:
+        print("PostgreSQL skipped: psycopg missing (pip install -e '.[bench]')")
+        return None
+    initdb = max(glob.glob("/usr/lib/postgresql/*/bin/initdb"), default=None)
+    initdb = initdb or shutil.which("initdb")
+    if initdb is None:
+        print("PostgreSQL skipped: not installed (apt-get install -y postgresql)")
+        return None
+    bindir = Path(initdb).resolve().parent
+    user = "postgres" if os.geteuid() == 0 else None  # initdb refuses to run as root
+    try:
+        pwd.getpwnam(user or "root")
+    except KeyError:
+        print("PostgreSQL skipped: running as root and no 'postgres' user to run it as"
+              " (useradd --system postgres)")
+        return None
+    root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    if user:
+        shutil.chown(root, user)
+    pg = Postgres(root, free_port(), bindir, user)
+    try:
+        subprocess.run([str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres",
+                        "--auth=trust", "--no-sync"], check=True, capture_output=True,
+                       user=user, timeout=WAIT)
+        pg.ctl("-l", str(root / "log"), "-w", "-t", "60", "-o",
+               f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1", "start")
+        with psycopg.connect(**pg.conninfo(dbname="postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+            version = conn.execute("SHOW server_version").fetchone()
+    except (OSError, subprocess.SubprocessError, psycopg.Error) as exc:
+        log = root / "log"
+        detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        print(f"PostgreSQL skipped: could not start ({exc})\n{detail}")
+        stop_postgres(pg)
+        return None
+    print(f"PostgreSQL {version[0] if version else '?'} at 127.0.0.1:{pg.port} ({root})")
+    return pg
+
+
+def stop_postgres(pg: Postgres) -> None:
+    try:
+        if (pg.root / "data" / "postmaster.pid").exists():
+            pg.ctl("-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(pg.root, ignore_errors=True)
+
+
+# --- load and check -------------------------------------------------------------------------
+
+def row(prefix: str, i: int) -> bytes:
+    return f"{prefix}/acct{i:04d}".encode()
+
+
+def load_ours(address: str, prefix: str) -> None:
+    with Client.connect(address) as client, client.transaction() as txn:
+        for i in range(ACCOUNTS):
+            txn.set(row(prefix, i), COLUMN, b"%d" % INITIAL)
+
+
+def total_ours(address: str, prefix: str) -> int:
+    cells = [(row(prefix, i), COLUMN) for i in range(ACCOUNTS)]
+    with Client.connect(address) as client:
+        values = client.run(lambda txn: txn.get_many(cells))
+    return sum(int(v or 0) for v in values.values())
+
+
+def load_postgres(pg: Postgres) -> None:
+    import psycopg
+    with psycopg.connect(**pg.conninfo(), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS accounts")
+        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
+        conn.execute("INSERT INTO accounts SELECT g, %s FROM generate_series(0, %s) g",
+                     (INITIAL, ACCOUNTS - 1))
+        conn.execute("VACUUM ANALYZE accounts")
+        conn.execute("CHECKPOINT")
+
+
+def total_postgres(pg: Postgres) -> int:
+    import psycopg
+    with psycopg.connect(**pg.conninfo()) as conn:
+        got = conn.execute("SELECT sum(balance), count(*) FROM accounts").fetchone()
+    assert got is not None and got[1] == ACCOUNTS
+    return int(got[0])
+
+
+# --- client processes -----------------------------------------------------------------------
+
+def pick(rng: random.Random) -> tuple[int, int, int]:
+    a, b = rng.sample(range(ACCOUNTS), 2)
+    return a, b, rng.randint(1, 10)
+
+
+def ours_loop(target: str, prefix: str, rng: random.Random,
+              ready: Callable[[], float]) -> tuple[int, int]:
+    """Transfers with the public API only; returns (committed, failed attempts)."""
+    attempts = 0
+    with Client.connect(target) as client:
+        def transfer(txn: Transaction, a: int, b: int, amount: int) -> None:
+            nonlocal attempts
+            attempts += 1
+            ka, kb = row(prefix, a), row(prefix, b)
+            got = txn.get_many([(ka, COLUMN), (kb, COLUMN)])
+            va, vb = int(got[(ka, COLUMN)] or 0), int(got[(kb, COLUMN)] or 0)
+            if va >= amount:
+                txn.set(ka, COLUMN, b"%d" % (va - amount))
+                txn.set(kb, COLUMN, b"%d" % (vb + amount))
+
+        client.run(lambda txn: txn.get(row(prefix, 0), COLUMN))  # connected and warm
+        committed, deadline = 0, ready()
+        while time.perf_counter() < deadline:
+            a, b, amount = pick(rng)
+            try:
+                client.run(lambda txn: transfer(txn, a, b, amount))
+                committed += 1
+            except CommitConflict:
+                pass  # gave up after client.run's attempts: counted among failed attempts
+    return committed, attempts - committed
+
+
+def postgres_loop(target: dict[str, Any], prefix: str, rng: random.Random,
+                  ready: Callable[[], float]) -> tuple[int, int]:
+    """The same transfers over psycopg at REPEATABLE READ; updates in id order (no deadlocks)."""
+    import psycopg
+    from psycopg.errors import DeadlockDetected, SerializationFailure
+    retries = 0
+    with psycopg.connect(**target) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.execute("SELECT 1")
+        conn.commit()
+        select = "SELECT balance FROM accounts WHERE id = %s"
+        update = "UPDATE accounts SET balance = %s WHERE id = %s"
+        committed, deadline = 0, ready()
+        while time.perf_counter() < deadline:
+            a, b, amount = pick(rng)
+            while True:
+                try:
+                    va = conn.execute(select, (a,)).fetchone()[0]  # type: ignore[index]
+                    vb = conn.execute(select, (b,)).fetchone()[0]  # type: ignore[index]
+                    if va >= amount:
+                        for key, value in sorted([(a, va - amount), (b, vb + amount)]):
+                            conn.execute(update, (value, key))
+                    conn.commit()
+                    committed += 1
+                    break
+                except (SerializationFailure, DeadlockDetected):
+                    conn.rollback()
+                    retries += 1
+    return committed, retries
+
+
+LOOPS: dict[str, Callable[..., tuple[int, int]]] = {"ours": ours_loop, "pg": postgres_loop}
+
+
+def client_process(kind: str, target: Any, prefix: str, seed: int, seconds: float,
+                   ready: Any, start: Any, results: Any, release: Any) -> None:
+    """One client: connect, report ready, run ``seconds`` after the start signal, report."""
+    began = [0.0, 0.0]
+
+    def wait_start() -> float:
+        ready.put(seed)
+        if not start.wait(WAIT):
+            raise TimeoutError("no start signal")
+        began[:] = [time.perf_counter(), time.process_time()]
+        return began[0] + seconds
+
+    try:
+        committed, failed = LOOPS[kind](target, prefix, random.Random(seed), wait_start)
+        results.put((committed, failed, time.perf_counter() - began[0],
+                     time.process_time() - began[1]))
+    except BaseException as exc:  # reported to the parent, which fails loudly
+        results.put(f"{kind} client {seed}: {exc!r}")
+        ready.put(seed)
+    release.wait(WAIT)
+
+
+# --- measure --------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    tps: float
+    failed_share: float  # failed attempts / all attempts
+    server_ms: float  # server CPU per committed transaction, ms
+    client_ms: float  # client processes' CPU per committed transaction, ms
+
+
+def measure(kind: str, target: Any, server_pid: int | None, processes: int, seconds: float,
+            prefix: str, seed: int) -> Run:
+    ctx = mp.get_context("spawn")
+    ready, results = ctx.Queue(), ctx.Queue()
+    start, release = ctx.Event(), ctx.Event()
+    procs = [ctx.Process(target=client_process, args=(
+        kind, target, prefix, seed + i, seconds, ready, start, results, release))
+        for i in range(processes)]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=WAIT)
+        cpu0 = tree_cpu(server_pid) if server_pid else 0.0
+        start.set()
+        got = [results.get(timeout=seconds + WAIT) for _ in procs]
+        cpu1 = tree_cpu(server_pid) if server_pid else 0.0
+    finally:
+        start.set()
+        release.set()
+        for p in procs:
+            p.join(WAIT)
+    errors = [g for g in got if isinstance(g, str)]
+    if errors:
+        raise RuntimeError("\n".join(errors))
+    committed = sum(g[0] for g in got)
+    failed = sum(g[1] for g in got)
+    if not committed:
+        raise RuntimeError(f"{kind}: no transaction committed")
+    return Run(tps=sum(g[0] / g[2] for g in got), failed_share=failed / (committed + failed),
+               server_ms=1000 * (cpu1 - cpu0) / committed if server_pid else float("nan"),
+               client_ms=1000 * sum(g[3] for g in got) / committed)
+
+
+def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
+             connect: str | None, node_pid: int | None) -> Run:
+    """One run on a fresh node (or the running one, on rows of its own); checks the total."""
+    prefix = f"bank{seed}"
+    if connect:
+        load_ours(connect, prefix)
+        run = measure("ours", connect, node_pid, processes, seconds, prefix, seed)
+        check("ours", total_ours(connect, prefix))
+        return run
+    data = Path(tempfile.mkdtemp(prefix="node-", dir=tmp))
+    try:
+        with ServerProcess(data, "--sync", sync) as node:
+            assert node.proc is not None
+            load_ours(node.address, prefix)
+            run = measure("ours", node.address, node.proc.pid, processes, seconds, prefix, seed)
+            check("ours", total_ours(node.address, prefix))
+        return run
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def run_postgres(pg: Postgres, sync: str, processes: int, seconds: float, seed: int) -> Run:
+    load_postgres(pg)
+    run = measure("pg", pg.conninfo(sync), pg.pid, processes, seconds, "", seed)
+    check("PostgreSQL", total_postgres(pg))
+    return run
+
+
+def check(name: str, total: int) -> None:
+    if total != TOTAL:
+        raise SystemExit(f"FAILED: {name} total is {total:,}, expected {TOTAL:,}")
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def spread(values: list[float], fmt: str = ",.0f") -> str:
+    return (f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})")
+
+
+def cpu(runs: list[Run]) -> tuple[float, float]:
+    """Median (server, client) CPU ms per transaction."""
+    return (statistics.median(r.server_ms for r in runs),
+            statistics.median(r.client_ms for r in runs))
+
+
+def cpu_line(name: str, runs: list[Run]) -> str:
+    server, client = cpu(runs)
+    failed = statistics.median(r.failed_share for r in runs)
+    return (f"      {name:10s} CPU ms/txn: server {server:5.2f} + clients {client:5.2f}"
+            f" = {server + client:5.2f}   failed attempts {failed:5.1%}")
+
+
+def report(label: str, results: dict[int, tuple[list[Run], list[Run]]]) -> None:
+    print(f"\n== {label} ==")
+    print(f"  {'procs':>5}  {'ours transfers/s':>24}  {'PostgreSQL':>24}  "
+          f"{'ours/PG (paired range)':>24}  target")
+    for processes, (ours, pg) in results.items():
+        line = f"  {processes:5d}  {spread([r.tps for r in ours]):>24}  "
+        if pg:
+            ratios = [o.tps / p.tps for o, p in zip(ours, pg, strict=True)]
+            ratio = statistics.median(r.tps for r in ours) / statistics.median(
+                r.tps for r in pg)
+            goal = 0.8 if processes == 1 else 1.0
+            line += (f"{spread([r.tps for r in pg]):>24}  {ratio:9.2f}x ({min(ratios):.2f}-"
+                     f"{max(ratios):.2f}x)     >= {goal:.1f}x "
+                     f"{'met' if ratio >= goal else 'MISSED'}")
+        print(line)
+        print(cpu_line("ours", ours))
+        if pg:
+            print(cpu_line("PostgreSQL", pg))
+            (o_srv, o_cli), (p_srv, p_cli) = cpu(ours), cpu(pg)
+            print(f"      CPU per transaction, ours/PostgreSQL: "
+                  f"{(o_srv + o_cli) / (p_srv + p_cli):.1f}x (server {o_srv / p_srv:.1f}x,"
+                  f" clients {o_cli / p_cli:.1f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per run (default 10)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--sync", choices=["both", "always", "none"], default="both")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--connect", metavar="HOST:PORT",
+                        help="clients only, against this running node (no PostgreSQL)")
+    parser.add_argument("--node-pid", type=int, help="with --connect: the node's pid, for CPU")
+    args = parser.parse_args()
+    syncs = ["always", "none"] if args.sync == "both" else [args.sync]
+    if args.connect:
+        syncs = ["connect"]
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
+          f"{args.seconds:g} s per run, {args.reps} reps, processes {args.processes}")
+    pg = None if args.skip_postgres or args.connect else start_postgres()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-bank-"))
+    seed = int(time.time()) % 100_000 * 100
+    try:
+        for sync in syncs:
+            results: dict[int, tuple[list[Run], list[Run]]] = {}
+            for processes in args.processes:
+                ours, theirs = results.setdefault(processes, ([], []))
+                for rep in range(args.reps):
+                    seed += 100
+                    ours.append(run_ours(sync, processes, args.seconds, seed, tmp,
+                                         args.connect, args.node_pid))
+                    if pg is not None:
+                        theirs.append(run_postgres(pg, sync, processes, args.seconds, seed))
+                    print(f"  [{sync} x{processes} rep {rep + 1}] ours {ours[-1].tps:,.0f}/s"
+                          + (f", PostgreSQL {theirs[-1].tps:,.0f}/s" if pg else "")
+                          + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
+            label = (f"ours at {args.connect}" if args.connect else
+                     f"ours --sync {sync} vs PostgreSQL synchronous_commit={PG_SYNC[sync]}")
+            report(label, results)
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}; totals conserved in every run")
+    finally:
+        if pg is not None:
+            stop_postgres(pg)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
