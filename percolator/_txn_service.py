@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, unknown_fields
@@ -40,7 +40,7 @@ from ._sessions import DEFAULT_TTL_MS, MAX_TTL_MS, Sessions, Write
 from ._status import service_status_for
 from .errors import CommitConflict, LockWaitTimeout
 from .layout import DEFAULT_TABLE
-from .v1 import node_pb2, transactions_pb2_grpc
+from .v1 import node_pb2
 from .v1 import transactions_pb2 as pb
 
 __all__ = ["MAX_READ_CELLS", "MAX_SCAN_CELLS", "SERVICE_NAME", "TransactionsService"]
@@ -58,11 +58,8 @@ _REASONS = {Conflict.WRITE_CONFLICT: node_pb2.Conflict.WRITE_CONFLICT,
             Conflict.LOCKED: node_pb2.Conflict.LOCKED,
             Conflict.ROLLED_BACK: node_pb2.Conflict.ROLLED_BACK}
 
-Request = TypeVar("Request", bound=Message)
-Reply = TypeVar("Reply", bound=Message)
 
-
-class TransactionsService(transactions_pb2_grpc.TransactionsServicer):
+class TransactionsService:
     """The Transactions servicer over one node's backend.  Thread-safe."""
 
     def __init__(self, backend: LocalBackend, sessions: Sessions | None = None) -> None:
@@ -70,32 +67,6 @@ class TransactionsService(transactions_pb2_grpc.TransactionsServicer):
         self.sessions = sessions or Sessions(backend)
         # Reply bytes a read may fill (room left for keys and framing).
         self._budget = backend.limits.max_message_bytes // 4
-
-    # --- the methods ------------------------------------------------------------------------
-
-    def Begin(self, request: pb.TxnBeginRequest, context: grpc.ServicerContext
-              ) -> pb.TxnBeginResponse:
-        return _call(self._begin, request, context)
-
-    def Get(self, request: pb.TxnGetRequest, context: grpc.ServicerContext
-            ) -> pb.TxnGetResponse:
-        return _call(self._get, request, context)
-
-    def BatchGet(self, request: pb.TxnBatchGetRequest, context: grpc.ServicerContext
-                 ) -> pb.TxnBatchGetResponse:
-        return _call(self._batch_get, request, context)
-
-    def Scan(self, request: pb.TxnScanRequest, context: grpc.ServicerContext
-             ) -> pb.TxnScanResponse:
-        return _call(self._scan, request, context)
-
-    def Commit(self, request: pb.TxnCommitRequest, context: grpc.ServicerContext
-               ) -> pb.TxnCommitResponse:
-        return _call(self._commit, request, context)
-
-    def Rollback(self, request: pb.TxnRollbackRequest, context: grpc.ServicerContext
-                 ) -> pb.TxnRollbackResponse:
-        return _call(self._rollback, request, context)
 
     # --- decoded ----------------------------------------------------------------------------
 
@@ -186,12 +157,47 @@ class TransactionsService(transactions_pb2_grpc.TransactionsServicer):
     # --- serving ----------------------------------------------------------------------------
 
     def registration(self) -> ServiceRegistration:
-        """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
+        """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``.
+
+        Requests arrive as bytes and are decoded here: bytes that are no request are
+        the caller's mistake (INVALID_ARGUMENT), not a failure of the node."""
+        methods: dict[str, tuple[type[Message], Callable[[Any], Message]]] = {
+            "Begin": (pb.TxnBeginRequest, self._begin),
+            "Get": (pb.TxnGetRequest, self._get),
+            "BatchGet": (pb.TxnBatchGetRequest, self._batch_get),
+            "Scan": (pb.TxnScanRequest, self._scan),
+            "Commit": (pb.TxnCommitRequest, self._commit),
+            "Rollback": (pb.TxnRollbackRequest, self._rollback),
+        }
+        assert set(methods) == set(pb.DESCRIPTOR.services_by_name["Transactions"]
+                                   .methods_by_name)
+        handlers = {name: grpc.unary_unary_rpc_method_handler(
+            _handler(kind, method), response_serializer=_serialize)
+            for name, (kind, method) in methods.items()}
+
         def add(server: grpc.Server) -> None:
-            transactions_pb2_grpc.add_TransactionsServicer_to_server(  # type: ignore[no-untyped-call]
-                self, server)
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+            server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
         return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
+
+
+def _serialize(msg: Message) -> bytes:
+    return msg.SerializeToString()
+
+
+def _handler(kind: type[Message], method: Callable[[Any], Message]
+             ) -> Callable[[bytes, grpc.ServicerContext], Message]:
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Message:
+        try:
+            request = kind.FromString(raw)
+            _check_known(request)
+            return method(request)
+        except Exception as exc:  # noqa: BLE001 - the call's failure becomes its status, here
+            _abort(context, exc)
+
+    return handle
 
 
 def _txn_id(txn_id: int) -> int:
@@ -214,15 +220,6 @@ def _keys(cells: Sequence[node_pb2.Key], what: str, limit: int | None) -> list[K
         _check_known(cell)
         keys.append((cell.row, cell.column))
     return keys
-
-
-def _call(method: Callable[[Request], Reply], request: Request,
-          context: grpc.ServicerContext) -> Reply:
-    try:
-        _check_known(request)
-        return method(request)
-    except Exception as exc:  # noqa: BLE001 - the call's failure becomes its status, here
-        _abort(context, exc)
 
 
 @dataclass(frozen=True)
