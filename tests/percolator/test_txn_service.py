@@ -321,3 +321,38 @@ def test_unknown_transaction_ids_are_not_found(svc: ServiceClient) -> None:
                             ("Commit", pb.TxnCommitRequest(txn_id=2**63, writes=[
                                 pb.TxnWrite(row=b"r", column=b"c", value=b"v")]))):
         must_fail(grpc.StatusCode.NOT_FOUND, svc.call, method, request)
+
+
+# --- discovery ---------------------------------------------------------------------------------
+
+
+def test_reflection_serves_the_service_with_its_comments_and_health_says_serving(
+        node: Node) -> None:
+    """A reflection client (grpcurl, Postman, ...) finds the service and its contract's
+    comments: they come from the descriptors with source info, not the Python modules."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(node.address) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {"percolator.v1.Transactions", "percolator.v1.Node",
+                "percolator.v1.TimestampOracle", "bigtable_lite.v1.TabletService"} <= services
+        proto = database.FindFileContainingSymbol("percolator.v1.Transactions")
+        assert proto.name == "percolator/v1/transactions.proto"
+        comments = {location.leading_comments.strip()
+                    for location in proto.source_code_info.location}
+        assert any(c.startswith("Begins a transaction: a snapshot") for c in comments)
+        assert any("Idempotent: a Commit retried with the same txn_id" in c for c in comments)
+        # its imports come with comments too, and every message resolves
+        node_proto = database.FindFileByName("percolator/v1/node.proto")
+        assert any("Why a prewrite or a one-phase commit wrote nothing" in
+                   location.leading_comments for location in node_proto.source_code_info.location)
+        for method in ("Begin", "Get", "BatchGet", "Scan", "Commit", "Rollback"):
+            assert database.FindFileContainingSymbol(f"percolator.v1.Transactions.{method}")
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="percolator.v1.Transactions"),
+                             timeout=30)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
