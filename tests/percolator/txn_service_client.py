@@ -51,7 +51,8 @@ def _error(exc: grpc.RpcError) -> ServiceError:
 class ServiceClient:
     def __init__(self, address: str, *, timeout: float = 30.0) -> None:
         self.channel = grpc.insecure_channel(address)
-        self.stub = transactions_pb2_grpc.TransactionsStub(self.channel)
+        self.stub = transactions_pb2_grpc.TransactionsStub(  # type: ignore[no-untyped-call]
+            self.channel)
         self.timeout = timeout
 
     def call(self, method: str, request: object) -> object:
