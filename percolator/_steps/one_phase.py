@@ -14,11 +14,12 @@ took T after commit_ts was taken -- reads after the write.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from bigtable_lite import Unavailable
+from bigtable_lite import StorageError, Unavailable
 
 from .._backend import (
     CommitOutcome,
@@ -32,9 +33,12 @@ from .batches import mutate_in_calls
 from .commit import commit
 from .notify import notifications
 from .prewrite import prewrite
+from .rollback import rollback
 
 if TYPE_CHECKING:
     from .context import StepContext
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CommitLatches", "LOCK_TTL_MS", "commit_one_phase"]
 
@@ -111,4 +115,16 @@ def commit_one_phase(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcom
     conflict = prewrite(ctx, PrewriteRequest(table, start_ts, primary, LOCK_TTL_MS, parts))
     if conflict is not None:
         return conflict
-    return commit(ctx, [CommitRequest(table, start_ts, primary, keys_of(parts), weak)])[0]
+    keys = keys_of(parts)
+    try:
+        return commit(ctx, [CommitRequest(table, start_ts, primary, keys, weak)])[0]
+    except Exception:
+        # The commit step failed (e.g. the oracle refused commit_ts): undo the locks now
+        # instead of leaving them to block readers for LOCK_TTL_MS.  A no-op if the commit
+        # point was passed: rollback leaves a committed primary alone.
+        try:
+            rollback(ctx, table, start_ts, primary, keys)
+        except StorageError as exc:
+            log.warning("rollback of transaction %d after a failed commit incomplete (%s);"
+                        " its locks expire after %d ms", start_ts, exc, LOCK_TTL_MS)
+        raise
