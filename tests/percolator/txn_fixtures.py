@@ -184,10 +184,11 @@ def parts_of(cells: Mapping[tuple[bytes, bytes], bytes | None]) -> list[Part]:
 
 
 def commit_primary_only(client: Client, cells: Mapping[tuple[bytes, bytes], bytes | None],
-                        start_ts: int | None = None, ttl_ms: int = 60_000) -> tuple[int, int]:
-    """Prewrite ``cells`` as one transaction, then commit its primary alone (the smallest
-    key): a writer that died right after its commit point.  Every other cell is left
-    locked for readers to roll forward.  Returns (start_ts, commit_ts)."""
+                        start_ts: int | None = None, ttl_ms: int = 60_000,
+                        keys: Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, int]:
+    """Prewrite ``cells`` as one transaction, then commit its primary (the smallest key)
+    and ``keys`` alone: a writer that died right after its commit point.  Every other
+    cell is left locked for readers to roll forward.  Returns (start_ts, commit_ts)."""
     backend = client.backend
     if start_ts is None:
         start_ts = backend.timestamps(1)
@@ -195,7 +196,7 @@ def commit_primary_only(client: Client, cells: Mapping[tuple[bytes, bytes], byte
     primary = (parts[0][0], parts[0][1][0].column)
     conflict = backend.prewrite(PrewriteRequest(client.table, start_ts, primary, ttl_ms, parts))
     assert conflict is None, conflict
-    outcome = backend.commit(CommitRequest(client.table, start_ts, primary, keys=[]))
+    outcome = backend.commit(CommitRequest(client.table, start_ts, primary, keys=list(keys)))
     assert outcome.committed and outcome.commit_ts > start_ts, outcome
     return start_ts, outcome.commit_ts
 
