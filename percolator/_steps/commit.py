@@ -157,6 +157,7 @@ def _commit_one(ctx: StepContext, request: CommitRequest, locks: dict[Key, Lock]
     observed = ctx.observed.of(request.table)  # after commit_ts: see ``notify``
     batch, atomic = _mutations(request, locks, commit_ts, observed)
     n = max(atomic, min(len(batch), ctx.limits.max_batch_rows))  # the commit point's write
+    failpoints.hit("commit.before_commit_primary")  # every lock in place, commit_ts taken
     results = ctx.store.mutate_guarded(batch[:n])
     prow, pcol = request.primary
     if not results[0].applied:
