@@ -689,7 +689,7 @@ def test_start_ts_follows_commits_across_server_restart(tmp_path: Path) -> None:
                 (b"r", b"c"): b"%d" % (i - 1) if i else None,
                 (b"s", b"c"): b"%d" % (i - 1) if i else None}
             txn.set(b"r", b"c", b"%d" % i)
-            txn.set(b"s", b"c", b"%d" % i)  # a secondary, committed in the background
+            txn.set(b"s", b"c", b"%d" % i)  # a secondary, in another row
             last = must_commit(txn)
 
 

@@ -410,8 +410,9 @@ def test_scan_merges_buffered_writes_and_deletes(client: Client) -> None:
 
 
 def test_transaction_begun_after_commit_returned_sees_it(client: Client) -> None:
-    """Every cell of a commit, the primary and the secondaries (committed in the
-    background by a remote client), is visible to a transaction begun after commit()."""
+    """Every cell of a commit, the primary and the secondaries (committed by the commit
+    step, or settled after it before commit() returns), is visible to a transaction
+    begun after commit()."""
     rows = [b"r%02d" % i for i in range(20)]
     for round_ in range(5):
         txn = client.begin()
