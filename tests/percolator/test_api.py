@@ -787,7 +787,8 @@ def test_protocol_store_is_checked_when_limits_could_be_exceeded(tmp_path: Path)
     tight = Limits(max_value_bytes=DEFAULT_LIMITS.max_row_bytes)
     store = LocalStore(tmp_path / "tight", limits=tight)
     assert not _local._requests_fit(store)
-    with Client(LocalBackend(store, Oracle(store))) as client:
+    # Two-phase: a lock record is what could outgrow the limit (one phase writes none).
+    with Client(LocalBackend(store, Oracle(store)), one_phase=False) as client:
         assert isinstance(client.backend, LocalBackend) and client.backend.ctx.store is store
         with client.transaction() as txn:
             txn.set(b"r", b"c", b"v")

@@ -88,10 +88,16 @@ def must_write_again(client: Client) -> None:
     assert [txn.get(r, b"v") for r in ROWS] == [b"again"] * 3
 
 
-def must_have_left_locks(client: Client, survives: bool) -> None:
-    """A crash before the commit point strands locks: else the test proves nothing."""
-    if not survives:
+def must_have_left_locks(client: Client, survives: bool, mode: str = "two-phase") -> None:
+    """A two-phase crash before the commit point strands locks: else the test proves
+    nothing.  A one-phase commit writes no lock: dead before its one write, it leaves
+    nothing at all."""
+    if survives:
+        return
+    if mode == "two-phase":
         assert lock_cells(client), "the crash left no lock behind"
+    else:
+        assert lock_cells(client) == [], "a one-phase commit never writes a lock"
 
 
 # --- one transaction, killed at each failpoint -------------------------------------------------
@@ -107,7 +113,7 @@ def test_embedded_client_killed_at_failpoint(tmp_path: Path, mode: str, failpoin
     # A fake clock far past the TTL: the stranded locks are expired without waiting.
     clock = FakeClock(start_ms=SystemClock().now_ms() + 3_600_000)
     with Client.embedded(data, lock_ttl=LOCK_TTL, clock=clock) as client:
-        must_have_left_locks(client, survives)
+        must_have_left_locks(client, survives, mode)
         must_see_all_or_none(client, survives)
         must_write_again(client)
 
@@ -142,7 +148,7 @@ def test_node_killed_at_commit_step_failpoint(tmp_path: Path, mode: str, failpoi
     assert "CommitUndetermined" in done.stderr_text()
     with ServerProcess(data) as server, Client.connect(server.address,
                                                        lock_ttl=LOCK_TTL) as client:
-        must_have_left_locks(client, survives)
+        must_have_left_locks(client, survives, mode)
         began = time.monotonic()
         must_see_all_or_none(client, survives)
         waited = time.monotonic() - began
