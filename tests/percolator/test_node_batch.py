@@ -26,6 +26,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from percolator.batching import CoalescingStore
+from percolator.node_client import NodeClient
+from percolator.node_service import (
+    COMMAND_TAGS,
+    ERROR_TAG,
+    SERVICE_NAME,
+    NodeService,
+    command_error,
+    frame,
+)
 
 from bigtable_lite import (
     ALL_TIME,
@@ -51,17 +61,7 @@ from bigtable_lite import (
 )
 from bigtable_lite.server import build_server
 from percolator import Client
-from percolator.batching import CoalescingStore
 from percolator.node import Node
-from percolator.node_client import NodeClient
-from percolator.node_service import (
-    COMMAND_TAGS,
-    ERROR_TAG,
-    SERVICE_NAME,
-    NodeService,
-    command_error,
-    frame,
-)
 from percolator.oracle import MAX_COUNT, Oracle, OracleConflict, OracleExhausted, OracleStats
 from percolator.oracle_client import RemoteOracle
 from percolator.oracle_service import registration as oracle_registration

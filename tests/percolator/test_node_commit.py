@@ -11,15 +11,15 @@ from pathlib import Path
 
 import grpc
 import pytest
-
-from bigtable_lite import ALL_TIME, Cell, LimitExceeded, Limits, RowRead, ScanRequest
-from percolator import Client, CommitConflict, committer, layout, records
 from percolator.commit import CommitOutcome, CommitRequest, check_commit_request
 from percolator.committer import CommitPlan
 from percolator.node_client import NodeClient
 from percolator.node_service import commit_request_to_pb
-from percolator.oracle import OracleExhausted
 from percolator.txn_status import ROLLED_BACK, check_txn_status
+
+from bigtable_lite import ALL_TIME, Cell, LimitExceeded, Limits, RowRead, ScanRequest
+from percolator import Client, CommitConflict, committer, layout, records
+from percolator.oracle import OracleExhausted
 from percolator.v1 import node_pb2
 
 from .test_node_batch import (

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from percolator.fresh_read import LocalFreshReads
+from percolator.node_client import NodeClient
 
 from bigtable_lite import Cell, InvalidArgument, Put, RowMutation, RowRead, TimeRange, wire
 from percolator import Client
-from percolator.fresh_read import LocalFreshReads
-from percolator.node_client import NodeClient
 from percolator.oracle import OracleExhausted
 from percolator.v1 import node_pb2
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from percolator.request_stream import RequestStream, StreamEnded
 
 WAIT = 10.0  # bound of every wait in these tests
