@@ -226,7 +226,7 @@ def test_a_node_crash_mid_commit_is_decided_by_the_retried_commit(
         assert set(after.values.values()) == ({b"y" * size} if committed else {None})
 
 
-# --- abandoned transactions ------------------------------------------------------------------------
+# --- abandoned transactions ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -252,7 +252,7 @@ def test_node_sees_its_idle_transaction_expire(node: Node) -> None:
     assert caller.wait(WAIT) == 0
 
 
-# --- what a Node.js caller sees ----------------------------------------------------------------------
+# --- what a Node.js caller sees ------------------------------------------------------------
 
 
 def test_wrong_input_from_node_is_invalid_argument(node: Node) -> None:

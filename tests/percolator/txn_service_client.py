@@ -15,9 +15,8 @@ from typing import TypeVar
 import grpc
 from grpc_status import rpc_status
 
-from percolator.v1 import node_pb2
+from percolator.v1 import node_pb2, transactions_pb2_grpc
 from percolator.v1 import transactions_pb2 as pb
-from percolator.v1 import transactions_pb2_grpc
 
 T = TypeVar("T")
 Key = tuple[bytes, bytes]
