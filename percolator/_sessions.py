@@ -206,8 +206,10 @@ class Sessions:
         try:
             if session.state is not ACTIVE or session.txn is None:
                 raise WrongTransactionState(f"transaction {txn_id} is {session.state}")
-            yield session.txn
-            session.expires_ms = self._clock.now_ms() + session.ttl_ms
+            try:
+                yield session.txn
+            finally:  # every call, answered or failed, starts the TTL again
+                session.expires_ms = self._clock.now_ms() + session.ttl_ms
         finally:
             session.lock.release()
 

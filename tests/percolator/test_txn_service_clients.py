@@ -167,9 +167,10 @@ def test_a_client_killed_mid_commit_leaves_its_writes_whole_and_no_lock(
         tmp_path: Path, runner: str) -> None:
     """The caller dies (kill -9) after sending a two-phase Commit, while the node holds its
     locks between prewrite and commit: the node runs the commit to its end, every cell
-    written, no lock left."""
+    written, no lock left.  The node holds them past their TTL (3 s), so only its
+    heartbeats keep the waiting reader from rolling the transaction back."""
     need(runner)
-    env = {"PERCOLATOR_FAILPOINTS": "commit.after_prewrite=sleep(1500)"}
+    env = {"PERCOLATOR_FAILPOINTS": "commit.after_prewrite=sleep(4500)"}
     cells, size = 6, 3_000_000  # over one step's 16 MiB of values: two-phase commit
     with ServerProcess(tmp_path / "n", env=env) as server, \
             Client.connect(server.address) as native:
