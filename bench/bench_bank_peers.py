@@ -232,12 +232,14 @@ def ours_loop(target: str, prefix: str, rng: random.Random,
     return committed, attempts - committed
 
 
-def service_loop(target: str, prefix: str, rng: random.Random,
+def service_loop(target: tuple[str, bool], prefix: str, rng: random.Random,
                  ready: Callable[[], float]) -> tuple[int, int]:
     """Transfers through the Transactions service: Begin reads both accounts, Commit writes
-    them (the node runs the protocol); returns (committed, failed attempts)."""
+    them (the node runs the protocol), by unary calls or on one Stream; returns
+    (committed, failed attempts)."""
     attempts = 0
-    with ServiceClient(target) as client:
+    address, stream = target
+    with ServiceClient(address, stream=stream) as client:
         client.begin([(row(prefix, 0), COLUMN)]).rollback()  # connected and warm
         committed, deadline = 0, ready()
         while time.perf_counter() < deadline:
@@ -359,13 +361,19 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
 
 
 def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
-             connect: str | None, node_pid: int | None, kind: str = "ours") -> Run:
+             connect: str | None, node_pid: int | None, kind: str = "ours",
+             stream: bool = False) -> Run:
     """One run on a fresh node (or the running one, on rows of its own); checks the total.
-    ``kind``: the native client ("ours") or the Transactions service ("service")."""
+    ``kind``: the native client ("ours") or the Transactions service ("service", by
+    unary calls or on a ``stream``)."""
     prefix = f"bank{seed}{kind}"
+
+    def target(address: str) -> Any:
+        return (address, stream) if kind == "service" else address
+
     if connect:
         load_ours(connect, prefix)
-        run = measure(kind, connect, node_pid, processes, seconds, prefix, seed)
+        run = measure(kind, target(connect), node_pid, processes, seconds, prefix, seed)
         check(kind, total_ours(connect, prefix))
         return run
     data = Path(tempfile.mkdtemp(prefix="node-", dir=tmp))
@@ -373,7 +381,8 @@ def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
         with ServerProcess(data, "--sync", sync) as node:
             assert node.proc is not None
             load_ours(node.address, prefix)
-            run = measure(kind, node.address, node.proc.pid, processes, seconds, prefix, seed)
+            run = measure(kind, target(node.address), node.proc.pid, processes, seconds,
+                          prefix, seed)
             check(kind, total_ours(node.address, prefix))
         return run
     finally:
@@ -455,8 +464,9 @@ def main() -> None:
     parser.add_argument("--connect", metavar="HOST:PORT",
                         help="clients only, against this running node (no PostgreSQL)")
     parser.add_argument("--node-pid", type=int, help="with --connect: the node's pid, for CPU")
-    parser.add_argument("--service", action="store_true",
-                        help="also run the transfers through the Transactions service")
+    parser.add_argument("--service", nargs="?", const="stream", choices=["stream", "unary"],
+                        help="also run the transfers through the Transactions service, on a"
+                             " Stream call per client (default) or by unary calls")
     args = parser.parse_args()
     syncs = ["always", "none"] if args.sync == "both" else [args.sync]
     if args.connect:
@@ -477,7 +487,8 @@ def main() -> None:
                                          args.connect, args.node_pid))
                     if args.service:
                         service.append(run_ours(sync, processes, args.seconds, seed, tmp,
-                                                args.connect, args.node_pid, "service"))
+                                                args.connect, args.node_pid, "service",
+                                                args.service == "stream"))
                     if pg is not None:
                         theirs.append(run_postgres(pg, sync, processes, args.seconds, seed))
                     print(f"  [{sync} x{processes} rep {rep + 1}] ours {ours[-1].tps:,.0f}/s"

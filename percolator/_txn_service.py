@@ -20,7 +20,7 @@ of reason LOCKED.  A limit also sets the ``bigtable-lite-error: LimitExceeded`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -38,6 +38,7 @@ from ._backend import Conflict, Key
 from ._local import LocalBackend
 from ._sessions import DEFAULT_TTL_MS, MAX_TTL_MS, Sessions, Write
 from ._status import service_status_for
+from ._transport.stream_slots import StreamSlots
 from .errors import CommitConflict, LockWaitTimeout
 from .layout import DEFAULT_TABLE
 from .v1 import node_pb2
@@ -53,6 +54,9 @@ MAX_READ_CELLS = 1_000
 MAX_SCAN_CELLS = 1_000
 DEFAULT_SCAN_CELLS = 100
 DETAILS_KEY = "grpc-status-details-bin"
+STREAM_KEY = "percolator-txn-stream"
+"""Trailer of a refused Stream call (value ``_transport.stream_slots.REFUSED``)."""
+DEFAULT_MAX_STREAMS = 4
 
 _REASONS = {Conflict.WRITE_CONFLICT: node_pb2.Conflict.WRITE_CONFLICT,
             Conflict.LOCKED: node_pb2.Conflict.LOCKED,
@@ -62,11 +66,23 @@ _REASONS = {Conflict.WRITE_CONFLICT: node_pb2.Conflict.WRITE_CONFLICT,
 class TransactionsService:
     """The Transactions servicer over one node's backend.  Thread-safe."""
 
-    def __init__(self, backend: LocalBackend, sessions: Sessions | None = None) -> None:
+    def __init__(self, backend: LocalBackend, sessions: Sessions | None = None, *,
+                 max_streams: int = DEFAULT_MAX_STREAMS) -> None:
         self._limits = backend.limits
         self.sessions = sessions or Sessions(backend)
         # Reply bytes a read may fill (room left for keys and framing).
         self._budget = backend.limits.max_message_bytes // 4
+        self._streams = StreamSlots(max_streams, STREAM_KEY)
+        self._methods: dict[str, tuple[type[Message], Callable[[Any], Message]]] = {
+            "Begin": (pb.TxnBeginRequest, self._begin),
+            "Get": (pb.TxnGetRequest, self._get),
+            "BatchGet": (pb.TxnBatchGetRequest, self._batch_get),
+            "Scan": (pb.TxnScanRequest, self._scan),
+            "Commit": (pb.TxnCommitRequest, self._commit),
+            "Rollback": (pb.TxnRollbackRequest, self._rollback),
+        }
+        assert {kind_method(f.name) for f in pb.TxnStreamRequest.DESCRIPTOR.fields} == set(
+            self._methods)
 
     # --- decoded ----------------------------------------------------------------------------
 
@@ -156,24 +172,57 @@ class TransactionsService:
 
     # --- serving ----------------------------------------------------------------------------
 
+    # --- the stream -------------------------------------------------------------------------
+
+    def Stream(self, requests: Iterator[bytes], context: grpc.ServicerContext
+               ) -> Iterator[bytes]:
+        """Requests of one call, each answered in order.  Holds a server thread while open."""
+        slots = self._streams
+        slots.admit(context, "no transaction stream free (or the node is stopping): use the"
+                    " unary methods")
+        try:
+            for raw in requests:
+                yield self._stream_one(raw).SerializeToString()
+                if slots.stopping:  # end between requests: every request read was answered
+                    return
+        finally:
+            slots.release()
+
+    def _stream_one(self, raw: bytes) -> pb.TxnStreamResponse:
+        try:
+            request = pb.TxnStreamRequest.FromString(raw)
+            _check_known(request)
+            kind = request.WhichOneof("call")
+            if kind is None:
+                raise InvalidArgument("request has no call set (one unknown to this node?)")
+            msg = getattr(request, kind)
+            _check_known(msg)
+            reply = pb.TxnStreamResponse()
+            getattr(reply, kind).CopyFrom(self._methods[kind_method(kind)][1](msg))
+            return reply
+        except Exception as exc:  # noqa: BLE001 - the request's failure is its response
+            code, message = _status_of(exc)
+            return pb.TxnStreamResponse(error=pb.TxnError(
+                code=code.value[0], message=message, conflict=_conflict(exc),
+                error=store_status.error_name(exc)))
+
+    def stop_streams(self) -> None:
+        """End open streams after their current request and refuse new ones (shutdown)."""
+        self._streams.stop()
+
+    # --- serving ----------------------------------------------------------------------------
+
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``.
 
         Requests arrive as bytes and are decoded here: bytes that are no request are
         the caller's mistake (INVALID_ARGUMENT), not a failure of the node."""
-        methods: dict[str, tuple[type[Message], Callable[[Any], Message]]] = {
-            "Begin": (pb.TxnBeginRequest, self._begin),
-            "Get": (pb.TxnGetRequest, self._get),
-            "BatchGet": (pb.TxnBatchGetRequest, self._batch_get),
-            "Scan": (pb.TxnScanRequest, self._scan),
-            "Commit": (pb.TxnCommitRequest, self._commit),
-            "Rollback": (pb.TxnRollbackRequest, self._rollback),
-        }
-        assert set(methods) == set(pb.DESCRIPTOR.services_by_name["Transactions"]
-                                   .methods_by_name)
+        assert set(self._methods) | {"Stream"} == set(
+            pb.DESCRIPTOR.services_by_name["Transactions"].methods_by_name)
         handlers = {name: grpc.unary_unary_rpc_method_handler(
             _handler(kind, method), response_serializer=_serialize)
-            for name, (kind, method) in methods.items()}
+            for name, (kind, method) in self._methods.items()}
+        handlers["Stream"] = grpc.stream_stream_rpc_method_handler(self.Stream)
 
         def add(server: grpc.Server) -> None:
             server.add_generic_rpc_handlers(
@@ -181,6 +230,11 @@ class TransactionsService:
             server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
         return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
+
+
+def kind_method(kind: str) -> str:
+    """The method a Stream request's oneof field stands for (``batch_get`` -> BatchGet)."""
+    return "".join(part.capitalize() for part in kind.split("_"))
 
 
 def _serialize(msg: Message) -> bytes:
@@ -229,12 +283,17 @@ class _Status(grpc.Status):  # type: ignore[misc]
     trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     code, message = service_status_for(exc)
     if code is grpc.StatusCode.INTERNAL:  # a bug here; the rest are the callers' outcomes
         store_status.log_failure(log, SERVICE_NAME, code, message, exc)
     else:
         log.debug("%s failed: %s: %s", SERVICE_NAME, code.name, message)
+    return code, message
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    code, message = _status_of(exc)
     rich = status_pb2.Status(code=code.value[0], message=message)
     conflict = _conflict(exc)
     if conflict is not None:

@@ -58,13 +58,15 @@ class Node:
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
             # Each open stream holds a worker thread: batch streams may take half of
-            # them, timestamp streams a quarter, which leaves a quarter for calls.
+            # them, timestamp streams a quarter, transaction streams an eighth, which
+            # leaves an eighth for calls.
             self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
             self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
             self.timestamps = oracle_service.OracleServicer(
                 self.oracle, max_streams=max_workers // 4)
             self.transactions = TransactionsService(self.backend, Sessions(
-                self.backend, max_open=max_transactions, lock_wait=txn_lock_wait))
+                self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
+                max_streams=max(1, max_workers // 8))
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
@@ -99,6 +101,7 @@ class Node:
             try:
                 self.batches.stop_streams()  # open streams end after their batch or request
                 self.timestamps.stop_streams()
+                self.transactions.stop_streams()
                 stop_server(self.server, grace)
             finally:
                 self.transactions.sessions.close()

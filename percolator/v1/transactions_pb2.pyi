@@ -7,6 +7,52 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TxnStreamRequest(_message.Message):
+    __slots__ = ("begin", "get", "batch_get", "scan", "commit", "rollback")
+    BEGIN_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    BATCH_GET_FIELD_NUMBER: _ClassVar[int]
+    SCAN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    begin: TxnBeginRequest
+    get: TxnGetRequest
+    batch_get: TxnBatchGetRequest
+    scan: TxnScanRequest
+    commit: TxnCommitRequest
+    rollback: TxnRollbackRequest
+    def __init__(self, begin: _Optional[_Union[TxnBeginRequest, _Mapping]] = ..., get: _Optional[_Union[TxnGetRequest, _Mapping]] = ..., batch_get: _Optional[_Union[TxnBatchGetRequest, _Mapping]] = ..., scan: _Optional[_Union[TxnScanRequest, _Mapping]] = ..., commit: _Optional[_Union[TxnCommitRequest, _Mapping]] = ..., rollback: _Optional[_Union[TxnRollbackRequest, _Mapping]] = ...) -> None: ...
+
+class TxnStreamResponse(_message.Message):
+    __slots__ = ("begin", "get", "batch_get", "scan", "commit", "rollback", "error")
+    BEGIN_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    BATCH_GET_FIELD_NUMBER: _ClassVar[int]
+    SCAN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    begin: TxnBeginResponse
+    get: TxnGetResponse
+    batch_get: TxnBatchGetResponse
+    scan: TxnScanResponse
+    commit: TxnCommitResponse
+    rollback: TxnRollbackResponse
+    error: TxnError
+    def __init__(self, begin: _Optional[_Union[TxnBeginResponse, _Mapping]] = ..., get: _Optional[_Union[TxnGetResponse, _Mapping]] = ..., batch_get: _Optional[_Union[TxnBatchGetResponse, _Mapping]] = ..., scan: _Optional[_Union[TxnScanResponse, _Mapping]] = ..., commit: _Optional[_Union[TxnCommitResponse, _Mapping]] = ..., rollback: _Optional[_Union[TxnRollbackResponse, _Mapping]] = ..., error: _Optional[_Union[TxnError, _Mapping]] = ...) -> None: ...
+
+class TxnError(_message.Message):
+    __slots__ = ("code", "message", "conflict", "error")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    conflict: _node_pb2.Conflict
+    error: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., conflict: _Optional[_Union[_node_pb2.Conflict, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
 class TxnBeginRequest(_message.Message):
     __slots__ = ("ttl_ms", "reads", "table")
     TTL_MS_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class TransactionsStub(object):
                 request_serializer=percolator_dot_v1_dot_transactions__pb2.TxnRollbackRequest.SerializeToString,
                 response_deserializer=percolator_dot_v1_dot_transactions__pb2.TxnRollbackResponse.FromString,
                 _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/percolator.v1.Transactions/Stream',
+                request_serializer=percolator_dot_v1_dot_transactions__pb2.TxnStreamRequest.SerializeToString,
+                response_deserializer=percolator_dot_v1_dot_transactions__pb2.TxnStreamResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionsServicer(object):
@@ -124,6 +129,21 @@ class TransactionsServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request_iterator, context):
+        """The methods above as messages of one long-lived call: each request is executed as
+        its unary method would be and answered by one response, in order (a failure is a
+        response with `error`, and the stream goes on).  Cheaper per call than unary calls
+        for the node and the caller, so a busy caller keeps one open while it has work and
+        closes it when idle: an open stream holds a server thread.  The node admits a few
+        at once (an eighth of its worker threads) and refuses more with
+        RESOURCE_EXHAUSTED and the trailer `percolator-txn-stream: refused` before reading
+        any request: use the unary methods then.  The node ends a stream only between
+        requests (on shutdown), so a request left without a response was not executed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +176,11 @@ def add_TransactionsServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=percolator_dot_v1_dot_transactions__pb2.TxnRollbackRequest.FromString,
                     response_serializer=percolator_dot_v1_dot_transactions__pb2.TxnRollbackResponse.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
+                    request_deserializer=percolator_dot_v1_dot_transactions__pb2.TxnStreamRequest.FromString,
+                    response_serializer=percolator_dot_v1_dot_transactions__pb2.TxnStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +346,33 @@ class Transactions(object):
             '/percolator.v1.Transactions/Rollback',
             percolator_dot_v1_dot_transactions__pb2.TxnRollbackRequest.SerializeToString,
             percolator_dot_v1_dot_transactions__pb2.TxnRollbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/percolator.v1.Transactions/Stream',
+            percolator_dot_v1_dot_transactions__pb2.TxnStreamRequest.SerializeToString,
+            percolator_dot_v1_dot_transactions__pb2.TxnStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

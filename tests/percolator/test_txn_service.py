@@ -8,6 +8,7 @@ where TTLs must pass); crash tests are in test_txn_service_crash.py.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +42,10 @@ def node(tmp_path: Path) -> Iterator[Node]:
         yield n
 
 
-@pytest.fixture
-def svc(node: Node) -> Iterator[ServiceClient]:
-    with ServiceClient(node.address, timeout=30) as client:
+@pytest.fixture(params=["unary", "stream"])
+def svc(node: Node, request: pytest.FixtureRequest) -> Iterator[ServiceClient]:
+    """A caller of the unary methods, or of the same calls on one Stream."""
+    with ServiceClient(node.address, timeout=30, stream=request.param == "stream") as client:
         yield client
 
 
@@ -176,7 +178,8 @@ def test_a_commit_retried_is_answered_by_the_first_and_never_commits_twice(
         (b"a", b"c"): None}
 
 
-def test_concurrent_duplicate_commits_commit_once(svc: ServiceClient, native: Client) -> None:
+def test_concurrent_duplicate_commits_commit_once(svc: ServiceClient, native: Client,
+                                                  node: Node) -> None:
     with native.transaction() as t:
         t.set(b"ctr", b"n", b"0")
     txn = svc.begin([(b"ctr", b"n")])
@@ -184,9 +187,12 @@ def test_concurrent_duplicate_commits_commit_once(svc: ServiceClient, native: Cl
     results: list[int] = []
     errors: list[BaseException] = []
 
-    def commit() -> None:
+    def commit() -> None:  # each thread its own caller (a stream belongs to one thread)
         try:
-            results.append(txn.commit())
+            with ServiceClient(node.address, stream=svc.stream) as caller:
+                reply = caller.call("Commit", txn.commit_request())
+                assert isinstance(reply, pb.TxnCommitResponse)
+                results.append(reply.commit_ts)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -356,3 +362,37 @@ def test_reflection_serves_the_service_with_its_comments_and_health_says_serving
         reply = health.Check(health_pb2.HealthCheckRequest(service="percolator.v1.Transactions"),
                              timeout=30)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- the stream -------------------------------------------------------------------------------
+
+
+def test_a_stream_answers_in_order_survives_bad_requests_and_is_admitted_up_to_its_limit(
+        tmp_path: Path) -> None:
+    with Node(tmp_path / "n", "127.0.0.1:0", max_workers=8) as node, \
+            grpc.insecure_channel(node.address) as channel:  # one stream slot (8 // 8)
+        raw = channel.stream_stream("/percolator.v1.Transactions/Stream")
+        sent: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        replies = raw(iter(sent.get, None), timeout=60)
+
+        def ask(request: bytes) -> pb.TxnStreamResponse:
+            sent.put(request)
+            return pb.TxnStreamResponse.FromString(next(replies))
+
+        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert ask(b"\xff\xff").error.code == invalid  # no request at all: fails alone
+        assert ask(b"").error.code == invalid  # no call set
+        begun = ask(pb.TxnStreamRequest(begin=pb.TxnBeginRequest()).SerializeToString()).begin
+        put = pb.TxnWrite(row=b"s", column=b"c", value=b"1")
+        committed = ask(pb.TxnStreamRequest(commit=pb.TxnCommitRequest(
+            txn_id=begun.txn_id, writes=[put])).SerializeToString()).commit
+        assert committed.commit_ts > begun.txn_id
+        bad = ask(pb.TxnStreamRequest(get=pb.TxnGetRequest(
+            txn_id=begun.txn_id, row=b"s", column=b"c")).SerializeToString()).error
+        assert bad.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and bad.message
+        # the only slot is taken: another caller is refused, and falls back to calls
+        with ServiceClient(node.address, stream=True) as second:
+            assert second.begin([(b"s", b"c")]).values == {(b"s", b"c"): b"1"}
+            assert second.stream is False
+        sent.put(None)
+        assert list(replies) == []

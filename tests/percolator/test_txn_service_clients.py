@@ -45,13 +45,17 @@ def need(runner: str) -> None:
                     " (.ci/run does) before the tests")
 
 
-def scenario(runner: str, name: str, address: str, *args: object) -> JsonLinesProcess:
-    """A process running scenario ``name`` against ``address`` in ``runner``'s language."""
+def scenario(runner: str, name: str, address: str, *args: object,
+             stream: bool = False) -> JsonLinesProcess:
+    """A process running scenario ``name`` against ``address`` in ``runner``'s language
+    (``stream``: its calls on one Stream call; Node.js only)."""
     need(runner)
     words = [str(a) for a in args]
     if runner == "node":
         assert NODE is not None
-        return JsonLinesProcess([NODE, str(SCENARIOS), name, address, *words])
+        return JsonLinesProcess([NODE, str(SCENARIOS), *(["--stream"] if stream else []),
+                                 name, address, *words])
+    assert not stream
     return JsonLinesProcess([sys.executable, "-m", "tests.percolator.txn_service_child", name,
                              address, *words])
 
@@ -123,7 +127,8 @@ def test_bank_transfers_from_service_and_native_clients_at_once(node: Node,
         procs += [JsonLinesProcess([NODE or "node", str(EXAMPLES / "bank.js"), node.address,
                                     "transfer", "--accounts", str(accounts), "--prefix",
                                     prefix, "--transfers", str(per_client), "--seed",
-                                    str(seed + k)]) for k in (2, 3)]
+                                    str(seed + k), "--stream", str(k - 2)])
+                  for k in (2, 3)]  # one by unary calls, one on a Stream
     moves: list[tuple[int, int, int]] = []
     errors: list[BaseException] = []
     natives = [threading.Thread(target=native_transfers, args=(
@@ -256,8 +261,9 @@ def test_node_sees_its_idle_transaction_expire(node: Node) -> None:
 # --- what a Node.js caller sees ------------------------------------------------------------
 
 
-def test_wrong_input_from_node_is_invalid_argument(node: Node) -> None:
-    caller = scenario("node", "bad-input", node.address)
+@pytest.mark.parametrize("calls", ["unary", "stream"])
+def test_wrong_input_from_node_is_invalid_argument(node: Node, calls: str) -> None:
+    caller = scenario("node", "bad-input", node.address, stream=calls == "stream")
     codes = caller.next(WAIT)
     assert caller.wait(WAIT) == 0
     assert codes.pop("unknownTxn") == "NOT_FOUND"
@@ -266,8 +272,9 @@ def test_wrong_input_from_node_is_invalid_argument(node: Node) -> None:
     assert len(codes) == 8
 
 
-def test_node_reads_the_conflicting_cell_from_the_status_details(node: Node) -> None:
-    caller = scenario("node", "conflict", node.address, "hot", "col")
+@pytest.mark.parametrize("calls", ["unary", "stream"])
+def test_node_reads_the_conflicting_cell_from_the_status_details(node: Node, calls: str) -> None:
+    caller = scenario("node", "conflict", node.address, "hot", "col", stream=calls == "stream")
     got = caller.next(WAIT)
     assert caller.wait(WAIT) == 0
     assert got["second"] == "ABORTED"

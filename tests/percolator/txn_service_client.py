@@ -2,11 +2,14 @@
 
 It uses only the generated stubs of ``proto/percolator/v1/transactions.proto`` and
 gRPC's rich error details (grpcio-status): none of the native client's protocol code.
-The tests and bench/bench_bank_peers.py drive the service through it.
+The tests and bench/bench_bank_peers.py drive the service through it.  ``stream=True``:
+every call travels as a message of one ``Stream`` call (one thread's client), falling
+back to the unary methods if the node refuses the stream.
 """
 
 from __future__ import annotations
 
+import queue
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -47,18 +50,52 @@ def _error(exc: grpc.RpcError) -> ServiceError:
     return ServiceError(exc.code(), exc.details() or "", conflict, trailers)
 
 
+STREAM_FIELDS = {"Begin": "begin", "Get": "get", "BatchGet": "batch_get", "Scan": "scan",
+                 "Commit": "commit", "Rollback": "rollback"}
+CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 class ServiceClient:
-    def __init__(self, address: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, address: str, *, timeout: float = 30.0, stream: bool = False) -> None:
         self.channel = grpc.insecure_channel(address)
         self.stub = transactions_pb2_grpc.TransactionsStub(  # type: ignore[no-untyped-call]
             self.channel)
         self.timeout = timeout
+        self.stream = stream
+        self._requests: queue.SimpleQueue[pb.TxnStreamRequest | None] = queue.SimpleQueue()
+        self._responses: Iterator[pb.TxnStreamResponse] | None = None
 
     def call(self, method: str, request: object) -> object:
+        if self.stream:
+            return self._on_stream(method, request)
         try:
             return getattr(self.stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise _error(exc) from None
+
+    def _on_stream(self, method: str, request: object) -> object:
+        field = STREAM_FIELDS[method]
+        message = pb.TxnStreamRequest()
+        getattr(message, field).CopyFrom(request)
+        if self._responses is None:
+            self._responses = self.stub.Stream(iter(self._requests.get, None))
+        self._requests.put(message)
+        try:
+            reply = next(self._responses)
+        except grpc.RpcError as exc:
+            self._responses = None
+            if (exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    and ("percolator-txn-stream", "refused") in (
+                        exc.trailing_metadata() or ())):
+                self.stream = False
+                return self.call(method, request)
+            raise _error(exc) from None
+        if reply.WhichOneof("result") == "error":
+            e = reply.error
+            raise ServiceError(CODES[e.code], e.message,
+                               e.conflict if e.HasField("conflict") else None,
+                               {"bigtable-lite-error": e.error} if e.error else {})
+        return getattr(reply, field)
 
     def begin(self, reads: Iterable[Key] = (), *, ttl_ms: int = 0, table: bytes = b""
               ) -> ServiceTxn:
@@ -85,6 +122,7 @@ class ServiceClient:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        self._requests.put(None)
         self.channel.close()
 
     def __enter__(self) -> ServiceClient:
