@@ -109,6 +109,11 @@ def digest_of(writes: Sequence[Write], weak: Sequence[Key]) -> bytes:
     return h.digest()
 
 
+def _copy(exc: CommitConflict) -> CommitConflict:
+    return CommitConflict(str(exc), row=exc.row, column=exc.column, reason=exc.reason,
+                          commit_ts=exc.commit_ts, lock_start_ts=exc.lock_start_ts)
+
+
 class Sessions:
     """The open transactions of one node's Transactions service.  Thread-safe."""
 
@@ -269,7 +274,7 @@ class Sessions:
         try:
             commit_ts = txn.commit()
         except CommitConflict as exc:
-            session.conflict = exc
+            session.conflict = _copy(exc)  # not its traceback: its frames hold the write set
             self._end(session, ABORTED)
             raise
         except Exception:
@@ -291,7 +296,7 @@ class Sessions:
                 if session.state is COMMITTED else
                 f"transaction {session.txn_id} already failed to commit another write set")
         if session.conflict is not None:
-            raise session.conflict
+            raise _copy(session.conflict)
         return session.commit_ts
 
     def _commit_unknown(self, txn_id: int, table: bytes, writes: Sequence[Write]) -> int:
@@ -352,6 +357,10 @@ class Sessions:
                     continue
                 if not session.lock.acquire(blocking=False):  # in a call now
                     heapq.heappush(self._expiry, (now + session.ttl_ms, txn_id))
+                    continue
+                if session.expires_ms > now:  # a call ended between the check and the lock
+                    session.lock.release()
+                    heapq.heappush(self._expiry, (session.expires_ms, txn_id))
                     continue
                 if session.state is not ACTIVE:
                     del self._sessions[txn_id]
