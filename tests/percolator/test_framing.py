@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from percolator._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS
@@ -43,7 +43,7 @@ def filled(message: Message, depth: int = 0) -> Message:
     return message
 
 
-def _sample(f: FieldDescriptor) -> Any:
+def _sample(f: Any) -> Any:
     if f.message_type is not None:
         return None
     if f.type == FieldDescriptor.TYPE_BYTES:
@@ -58,8 +58,16 @@ def _sample(f: FieldDescriptor) -> Any:
         else 300
 
 
-def kinds(oneof_holder: Descriptor) -> list[str]:
+def kinds(oneof_holder: Any) -> list[str]:
+    """The field names of a message Descriptor."""
     return [f.name for f in oneof_holder.fields]
+
+
+def entry(holder: type[Message], kind: str, msg: Message) -> Any:
+    """A ``Command`` or ``Result`` of ``kind`` holding ``msg``."""
+    out = holder()
+    getattr(out, kind).CopyFrom(msg)
+    return out
 
 
 def payload_class(holder: type[Message], kind: str) -> type[Message]:
@@ -111,7 +119,7 @@ def test_a_framed_command_is_what_the_generated_code_serializes(kind: str, conte
     if content == "filled":
         filled(msg)
         assert msg.ListFields(), "something set"
-    expected = pb.BatchRequest(commands=[pb.Command(**{kind: msg})]).SerializeToString()
+    expected = pb.BatchRequest(commands=[entry(pb.Command, kind, msg)]).SerializeToString()
     assert frame(ENTRY_TAG, COMMAND_TAGS[kind], msg.SerializeToString()) == expected
     parsed = pb.BatchRequest.FromString(expected)
     assert parsed.commands[0].WhichOneof("kind") == kind  # set, even when empty
@@ -124,15 +132,15 @@ def test_a_framed_result_is_what_the_generated_code_serializes(kind: str, conten
     msg = payload_class(pb.Result, kind)()
     if content == "filled":
         filled(msg)
-    expected = pb.BatchResponse(results=[pb.Result(**{kind: msg})]).SerializeToString()
+    expected = pb.BatchResponse(results=[entry(pb.Result, kind, msg)]).SerializeToString()
     assert frame(ENTRY_TAG, RESULT_TAGS[kind], msg.SerializeToString()) == expected
     assert pb.BatchResponse.FromString(expected).results[0].WhichOneof("kind") == kind
 
 
 def test_a_batch_of_every_kind_joined_is_the_generated_batch() -> None:
-    commands = [pb.Command(**{k: filled(payload_class(pb.Command, k)())})
+    commands = [entry(pb.Command, k, filled(payload_class(pb.Command, k)()))
                 for k in kinds(pb.Command.DESCRIPTOR)]
-    results = [pb.Result(**{k: filled(payload_class(pb.Result, k)())})
+    results = [entry(pb.Result, k, filled(payload_class(pb.Result, k)()))
                for k in kinds(pb.Result.DESCRIPTOR)]
     joined = b"".join(frame(ENTRY_TAG, COMMAND_TAGS[str(c.WhichOneof("kind"))],
                             getattr(c, str(c.WhichOneof("kind"))).SerializeToString())

@@ -51,6 +51,7 @@ from bigtable_lite import (
     wire,
 )
 from bigtable_lite.server import build_server
+from bigtable_lite.store import StoreOps
 from percolator import Client, records
 from percolator._backend import (
     CellWrite,
@@ -248,14 +249,15 @@ def send(channel: grpc.Channel, transport: str, request: node_pb2.BatchRequest
         call = channel.unary_unary(f"/{SERVICE_NAME}/Batch",
                                    request_serializer=node_pb2.BatchRequest.SerializeToString,
                                    response_deserializer=node_pb2.BatchResponse.FromString)
-        reply: node_pb2.BatchResponse = call(request, timeout=WAIT)
+        reply = call(request, timeout=WAIT)
+        assert isinstance(reply, node_pb2.BatchResponse)
         return reply
     stream = channel.stream_stream(f"/{SERVICE_NAME}/BatchStream",
                                    request_serializer=node_pb2.BatchRequest.SerializeToString,
                                    response_deserializer=node_pb2.BatchResponse.FromString)
-    replies = list(stream(iter([request]), timeout=WAIT))
-    assert len(replies) == 1
-    return replies[0]
+    (only,) = list(stream(iter([request]), timeout=WAIT))
+    assert isinstance(only, node_pb2.BatchResponse)
+    return only
 
 
 def read_command(table: bytes, row: bytes, columns: Sequence[bytes] = ()) -> node_pb2.Command:
@@ -817,6 +819,7 @@ def test_check_and_mutate_race_on_one_row_has_one_winner_per_round(node: Node) -
     outcomes: list[list[tuple[int, MutationResult]]] = [[] for _ in range(rounds)]
     with NodeClient(node.address, timeout=WAIT) as client:
         store = client.store
+        assert isinstance(store, StoreOps)
 
         def run(i: int) -> None:
             for r in range(rounds):

@@ -16,8 +16,17 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
-from bigtable_lite import ALL_TIME, DEFAULT_LIMITS, InvalidArgument, LimitExceeded, ScanRequest
-from bigtable_lite import Put, RowMutation, RowRead, wire
+from bigtable_lite import (
+    ALL_TIME,
+    DEFAULT_LIMITS,
+    InvalidArgument,
+    LimitExceeded,
+    Put,
+    RowMutation,
+    RowRead,
+    ScanRequest,
+    wire,
+)
 from percolator._node_codec import COMMAND_TAGS, ENTRY_TAG, MAX_TTL_MS, SERVICE_NAME
 from percolator._status import command_error
 from percolator._transport.framing import field, tags
