@@ -647,6 +647,50 @@ def test_values_of_several_mib_through_remote_reads_and_scans(tmp_path: Path) ->
                                                    (b"r3", b"d", big[(b"r3", b"d")])]
 
 
+def test_a_row_larger_than_a_message_is_scanned(tmp_path: Path) -> None:
+    """A row whose live values outgrow the message limit (here 4 MiB: six values of
+    1 MiB, each committed alone): its scan chunk carries the values within the reply's
+    byte budget and lists the rest, which the client reads (replies bounded) and merges."""
+    limits = Limits(max_message_bytes=4 * MIB, max_value_bytes=MIB)
+    values = {(b"row", b"c%d" % i): bytes([65 + i]) * MIB for i in range(6)}
+    values[(b"row", b"small")] = b"s"
+    values[(b"next", b"c")] = b"n" * MIB
+    with serve(tmp_path / "data", limits=limits) as served, \
+            Client(NodeClient(served.address, timeout=WAIT, limits=limits),
+                   table=b"t") as client:
+        for (row, column), value in values.items():
+            with client.transaction() as txn:
+                txn.set(row, column, value)
+        with client.transaction() as txn:  # a deleted cell counts for nothing
+            txn.delete(b"row", b"c5")
+        del values[(b"row", b"c5")]
+        reader = client.begin()
+        kinds = len(served.service.kinds())
+        assert {(row, column): value for row, column, value in reader.scan()} == values
+        assert "read" in served.service.kinds()[kinds:], "the unsent cells were read"
+        assert [(r, c) for r, c, _ in reader.scan(b"row")] == sorted(
+            k for k in values if k[0] >= b"row")
+        assert list(reader.scan(columns=[b"small"])) == [(b"row", b"small", b"s")]
+    # Embedded, the same step and the same chunks.
+    store = LocalStore(tmp_path / "embedded", limits=limits)
+    with Client(LocalBackend(store, Oracle(store)), table=b"t") as embedded:
+        with embedded.transaction() as txn:
+            for (row, column), value in values.items():
+                txn.set(row, column, value)
+        chunk = embedded.backend.scan(TxnScan(b"t", embedded.timestamp(), None, None, None,
+                                              False, 10))
+        assert chunk.cells == [(b"next", b"c", b"n" * MIB)] and chunk.unread == []
+        assert chunk.resume == b"next\x00", "the budget is reached: the next row waits"
+        chunk = embedded.backend.scan(TxnScan(b"t", embedded.timestamp(), chunk.resume, None,
+                                              None, False, 10))
+        assert [(r, c) for r, c, _ in chunk.cells] == [(b"row", b"c0")]
+        assert list(chunk.unread) == [(b"row", b"c%d" % i) for i in range(1, 5)] + [
+            (b"row", b"small")]
+        assert chunk.resume is None
+        assert {(row, column): value for row, column, value in embedded.begin().scan()} == \
+            values
+
+
 # --- NodeClient: streams and calls -----------------------------------------------------------
 
 
