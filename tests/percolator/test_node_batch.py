@@ -647,6 +647,25 @@ def test_values_of_several_mib_through_remote_reads_and_scans(tmp_path: Path) ->
                                                    (b"r3", b"d", big[(b"r3", b"d")])]
 
 
+@pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
+def test_a_transaction_larger_than_a_message_commits(tmp_path: Path, one_phase: bool) -> None:
+    """Its writes travel in steps within the message limit (here 4 MiB): six values of
+    1 MiB in six rows, and six more in one row, committed and read back."""
+    limits = Limits(max_message_bytes=4 * MIB, max_value_bytes=MIB)
+    values = {(b"r%d" % i, b"c"): bytes([65 + i]) * MIB for i in range(6)}
+    values.update({(b"wide", b"c%d" % i): bytes([97 + i]) * MIB for i in range(6)})
+    with serve(tmp_path / "data", limits=limits) as served, \
+            Client(NodeClient(served.address, timeout=WAIT, limits=limits), table=b"t",
+                   one_phase=one_phase) as client:
+        with client.transaction() as txn:
+            for (row, column), value in values.items():
+                txn.set(row, column, value)
+        assert served.service.kinds().count("prewrite") >= 3
+        reader = client.begin()
+        assert reader.get_many(list(values)) == values
+        assert {(row, column): value for row, column, value in reader.scan()} == values
+
+
 def test_a_row_larger_than_a_message_is_scanned(tmp_path: Path) -> None:
     """A row whose live values outgrow the message limit (here 4 MiB: six values of
     1 MiB, each committed alone): its scan chunk carries the values within the reply's
