@@ -558,6 +558,27 @@ def test_pending_commands_of_every_kind_share_the_next_call(tmp_path: Path) -> N
                    "an idle client's stream is closed")
 
 
+def test_timestamp_commands_of_one_batch_share_one_oracle_call(tmp_path: Path) -> None:
+    """Each caller gets a contiguous range of its own, from one oracle call per MAX_COUNT
+    timestamps, taken after the batch arrived."""
+    oracle = FakeOracle()
+    with serve(tmp_path / "data", oracle=oracle) as served, \
+            NodeClient(served.address, timeout=WAIT) as client:
+        counts = {"one": 1, "five": 5, "two": 2, "most": MAX_COUNT - 8, "more": 3}
+        first = client.timestamps(1)
+        calls = oracle.calls
+        results = hold_first_then(served, client, client.timestamps, {
+            name: (lambda n=n: client.timestamps(n)) for name, n in counts.items()})
+        assert served.service.batches[-1] == ["get_timestamps"] * len(counts)
+        assert oracle.calls == calls + 1 + 2, "the held one, then one per MAX_COUNT"
+        ranges = sorted((results[name], n) for name, n in counts.items())
+        assert ranges[0][0] > results["first"] > first
+        for (a, n), (b, _) in itertools.pairwise(ranges):
+            assert a + n <= b, "ranges overlap"
+        assert sum(n for _, n in ranges) == ranges[-1][0] + ranges[-1][1] - ranges[0][0], \
+            "contiguous: nothing lost between the callers"
+
+
 def test_many_threads_commands_share_messages(node: Node) -> None:
     """Eight threads running transactions: each message carries several commands."""
     table = new_table()
