@@ -9,8 +9,10 @@ sent), so the node may run them in any order; it merges where that saves work:
 * every timestamp command: one ``oracle.get_timestamps(total)``, split into one
   contiguous range per command, taken after the batch arrived (so each caller's
   timestamps are above every timestamp handed out before it asked);
-* every commit step: one oracle call for all their commit_ts (``LocalBackend.commit_many``);
-* every raw point read: one store read (one snapshot).
+* every commit step: one oracle call for all their commit_ts (``LocalBackend.commit_many``).
+
+The other commands run one by one, in batch order, before those (so a later command
+sees an earlier one's write to a shared row); a fresh read takes its own timestamp.
 
 One bad command fails only itself: each is decoded and checked on its own
 (``percolator._node_codec``: the node trusts no client; a field it does not know, at
