@@ -969,7 +969,8 @@ def test_node_stop_ends_busy_streams_between_batches(tmp_path: Path,
     committed: dict[bytes, int] = {}
     failed: list[bytes] = []
     errors: list[Exception] = []
-    with NodeClient(node.address, timeout=WAIT) as client:
+    # Two batches on the wire: one may wait on the stream behind the one executing.
+    with NodeClient(node.address, timeout=WAIT, max_in_flight=2) as client:
         def run(i: int) -> None:
             for n in itertools.count():
                 row = b"w%d-%d" % (i, n)
