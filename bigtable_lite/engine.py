@@ -26,8 +26,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Literal
 
-import plyvel
-
 from .encoding import (
     MAX_TS,
     after_row,
@@ -41,6 +39,7 @@ from .encoding import (
     unescape_at,
 )
 from .errors import DataCorruption, StoreClosed, StoreLocked
+from .leveldb import plyvel
 from .model import (
     APPLIED,
     NOT_ATTEMPTED,
