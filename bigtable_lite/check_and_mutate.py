@@ -13,12 +13,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-import plyvel
-
 from .conditions import first_failure
 from .datadir import DataDir
 from .encoding import KeyCache, version_key
 from .errors import InvalidArgument, StoreClosed
+from .leveldb import plyvel
 from .model import (
     APPLIED,
     NOT_ATTEMPTED,

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import plyvel
-
 from .encoding import Escaped, decode_ts_at, version_key
+from .leveldb import plyvel
 from .model import (
     Cell,
     Condition,

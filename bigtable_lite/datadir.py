@@ -19,9 +19,8 @@ from collections import deque
 from pathlib import Path
 from typing import IO
 
-import plyvel
-
 from .errors import DataCorruption, StoreClosed, StoreLocked
+from .leveldb import plyvel
 
 LEVELDB_DIR = "leveldb"
 OWNER_FILE = "OWNER"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import plyvel
-
 from .datadir import DataDir
 from .encoding import (
     KeyCache,
@@ -26,6 +24,7 @@ from .encoding import (
     version_key,
 )
 from .errors import DataCorruption, StoreClosed
+from .leveldb import plyvel
 from .model import Cell, Row, RowRead, ScanRequest
 
 SCAN_CHUNK_ROWS = 256
