@@ -73,7 +73,8 @@ class Reader:
                         column = columns[0]
                         escaped = escaped_columns[column]
                         if tr.min_ts == tr.max_ts:
-                            value = source.get(version_key(rpfx + escaped, tr.min_ts))
+                            value = source.get(version_key(rpfx + escaped, tr.min_ts),
+                                               verify_checksums=True)
                             out.append([] if value is None else [Cell(column, tr.min_ts, value)])
                             continue
                         wanted = [(column, escaped)]
@@ -85,7 +86,7 @@ class Reader:
                     else:
                         wanted = []
                     if it is None:
-                        it = source.raw_iterator()
+                        it = source.raw_iterator(verify_checksums=True)
                     out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
                                          tr.min_ts, tr.max_ts, r.max_versions))
                 return out
@@ -94,6 +95,8 @@ class Reader:
                     it.close()
                 if snapshot is not None:
                     snapshot.close()
+        except plyvel.CorruptionError as exc:
+            raise self._dir.corrupt(exc) from exc
         finally:
             self._dir.exit()
 
@@ -124,7 +127,7 @@ class Reader:
                 chunk: list[Row] = []
                 datadir.enter()
                 try:
-                    it = snapshot.raw_iterator()
+                    it = snapshot.raw_iterator(verify_checksums=True)
                     try:
                         position = _scan_chunk(it, s, wanted, tpfx, position, stop, remaining,
                                                chunk)
@@ -132,6 +135,8 @@ class Reader:
                         it.close()
                 except RuntimeError as exc:  # plyvel: database closed under the snapshot
                     raise StoreClosed(str(exc)) from exc
+                except plyvel.CorruptionError as exc:
+                    raise datadir.corrupt(exc) from exc
                 finally:
                     datadir.exit()
                 yield from chunk
@@ -158,7 +163,7 @@ def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
     cells: list[Cell] = []
     its = encode_ts(ts)
     for column, escaped in wanted:
-        value = source.get(rpfx + escaped + its)
+        value = source.get(rpfx + escaped + its, verify_checksums=True)
         if value is not None:
             cells.append(Cell(column, ts, value))
     return cells
