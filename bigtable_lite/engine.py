@@ -50,6 +50,12 @@ class Engine:
         keys = KeyCache()
         self._reader = Reader(self._dir, keys)
         self._mutator = Mutator(self._dir, keys, always_sync=sync == "always")
+        # The per-row paths without a frame of their own (~400 instructions a call):
+        # the parts' bound methods, with the signatures of the methods below.
+        self.read_rows = self._reader.read_rows  # type: ignore[method-assign]
+        self.mutate_row = self._mutator.mutate_row  # type: ignore[method-assign]
+        self.mutate = self._mutator.mutate  # type: ignore[method-assign]
+        self.mutate_guarded = self._mutator.mutate_guarded  # type: ignore[method-assign]
 
     def close(self, timeout: float = 30.0) -> None:
         """Wait (bounded) for in-flight calls, then close LevelDB cleanly and release the
