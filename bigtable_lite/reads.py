@@ -28,8 +28,7 @@ from .encoding import (
 from .errors import DataCorruption, StoreClosed
 from .model import Cell, Row, RowRead, ScanRequest
 
-SCAN_CHUNK_ROWS = 256
-"""Rows a scan reads per visit to LevelDB, so close() is never blocked long."""
+_SCAN_CHUNK_ROWS = 256  # rows a scan reads per visit to LevelDB: close() is never blocked long
 
 
 class Reader:
@@ -240,7 +239,7 @@ def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes
     width = len(tpfx)
     tr = s.time_range
     it.seek(position)
-    while len(chunk) < SCAN_CHUNK_ROWS and len(chunk) != remaining:
+    while len(chunk) < _SCAN_CHUNK_ROWS and len(chunk) != remaining:
         if not it.valid():
             return b""
         key = it.key()
