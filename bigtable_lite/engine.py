@@ -22,7 +22,7 @@ from typing import Literal
 
 from .check_and_mutate import Mutator
 from .datadir import DataDir
-from .encoding import KeyCache, after_table, meta_key, table_prefix
+from .encoding import KeyCache, after_table, before_table, meta_key, table_prefix
 from .model import Cell, MutationResult, Row, RowMutation, RowRead, ScanRequest
 from .reads import Reader
 
@@ -129,11 +129,11 @@ class Engine:
         range on both sides and compact again -- the file they land in spans the whole
         range above the deepest level, which drags every file of the range into the
         compaction -- then delete them.  The sentinels are no cell keys of any table
-        (``table_prefix[:-1]`` sorts just before the table, ``after_table`` just after),
+        (``before_table`` sorts just before the table, ``after_table`` just after),
         so no read ever sees them.
         """
         tpfx = table_prefix(table)
-        low, high = tpfx[:-1], after_table(tpfx)
+        low, high = before_table(tpfx), after_table(tpfx)
         self.compact_range(tpfx, high)
         with self._dir.call() as db:
             db.put(low, b"")

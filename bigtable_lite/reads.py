@@ -19,8 +19,8 @@ from .encoding import (
     after_versions,
     decode_ts_at,
     encode_ts,
-    escape,
     escape_prefix,
+    row_prefix,
     table_prefix,
     unescape_at,
     version_key,
@@ -112,8 +112,8 @@ class Reader:
         blocked long."""
         tpfx = table_prefix(s.table)
         wanted = self._wanted(s.columns) if s.columns else []
-        stop = tpfx + escape(s.end_row) if s.end_row is not None else after_table(tpfx)
-        position = tpfx + escape(s.start_row) if s.start_row is not None else tpfx
+        stop = row_prefix(tpfx, s.end_row) if s.end_row is not None else after_table(tpfx)
+        position = row_prefix(tpfx, s.start_row) if s.start_row is not None else tpfx
         remaining = s.limit if s.limit else -1
         datadir = self._dir
         datadir.enter()
