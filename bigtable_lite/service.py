@@ -61,6 +61,8 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     code, message = status_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         log.error("internal error serving a request", exc_info=exc)
+    elif code is grpc.StatusCode.DATA_LOSS:  # the operator must hear of it, not only clients
+        log.error("stored data is damaged: %s", message)
     name = error_name(exc)
     if name:
         context.set_trailing_metadata(((ERROR_KEY, name),))
