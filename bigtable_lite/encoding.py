@@ -173,7 +173,8 @@ class KeyCache:
         self.columns = Escaped(escape, self.MAX_COLUMNS)
 
     def row_prefix(self, table: bytes, row: bytes) -> bytes:
-        return self.tables[table] + escape(row)
+        # escape(row), inline: one Python call fewer per row a read or write touches.
+        return self.tables[table] + row.replace(b"\x00", _ESC_ZERO) + _TERM
 
 
 def meta_key(name: bytes) -> bytes:
