@@ -121,6 +121,8 @@ class Mutator:
                     shared.pop().close()
                 for i in stripes:
                     locks[i].release()
+        except plyvel.CorruptionError as exc:
+            raise self._dir.corrupt(exc) from exc
         finally:
             self._dir.exit()
 
@@ -186,6 +188,8 @@ class Mutator:
             finally:
                 for i in stripes:
                     locks[i].release()
+        except plyvel.CorruptionError as exc:
+            raise self._dir.corrupt(exc) from exc
         finally:
             self._dir.exit()
 
@@ -235,6 +239,8 @@ class Mutator:
                     self._stage(m, rpfx, wb)
                     wb.write()
                 return APPLIED
+        except plyvel.CorruptionError as exc:
+            raise datadir.corrupt(exc) from exc
         finally:
             inflight.pop()  # datadir.exit(), inline
             if datadir.closed:
@@ -252,7 +258,7 @@ class Mutator:
             else:
                 assert type(mut) is DeleteRange
                 last = version_key(cpfx, mut.min_ts)
-                it = self._db.raw_iterator()
+                it = self._db.raw_iterator(verify_checksums=True)
                 try:
                     it.seek(version_key(cpfx, mut.max_ts))
                     while it.valid():
