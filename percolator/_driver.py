@@ -52,27 +52,37 @@ CELLS_PER_PART = 200
 """Cells of one row locked by one row mutation (2-3 conditions and 1-2 mutations per cell,
 well inside the store's items per row)."""
 _BYTES_PER_CALL = 16 << 20
-"""Bytes of values per step call, well below the default 64 MiB message limit."""
+"""Bytes of values per step call, well below the default 64 MiB message limit (a
+quarter of a smaller one)."""
 
 
 Writes = dict[Key, tuple[bytes, bytes | None]]
 
 
-def plan(writes: Writes) -> list[Part]:
-    """The writes as parts (rows cut to CELLS_PER_PART cells), the primary (the smallest
-    key) first in the first part."""
+def _bytes_per_call(limits: Limits) -> int:
+    """Bytes of writes one step call carries: a request always fits a message."""
+    return min(_BYTES_PER_CALL, limits.max_message_bytes // 4)
+
+
+def plan(writes: Writes, max_bytes: int = _BYTES_PER_CALL) -> list[Part]:
+    """The writes as parts (rows cut to CELLS_PER_PART cells, and to ``max_bytes`` of
+    writes), the primary (the smallest key) first in the first part."""
     if len(writes) == 1:
         (row, column), (op, value) = next(iter(writes.items()))
         return [(row, [CellWrite(column, op, value)])]
     parts: list[Part] = []
     part_row = None
     cells: list[CellWrite] = []
+    size = 0
     for (row, column), (op, value) in sorted(writes.items()):
-        if row != part_row or len(cells) == CELLS_PER_PART:
+        weight = _weight(row, column, value)
+        if row != part_row or len(cells) == CELLS_PER_PART or size + weight > max_bytes:
             cells = []
             parts.append((row, cells))
             part_row = row
+            size = 0
         cells.append(CellWrite(column, op, value))
+        size += weight
     return parts
 
 
@@ -81,14 +91,19 @@ def primary_of(parts: Sequence[Part]) -> Key:
     return parts[0][0], parts[0][1][0].column
 
 
+def _weight(row: bytes, column: bytes, value: bytes | None) -> int:
+    return len(value or b"") + len(column) + len(row)
+
+
 def calls(parts: Sequence[Part], limits: Limits) -> list[list[Part]]:
     """Parts grouped into step calls within the store's rows and bytes per call."""
     max_rows = max(1, limits.max_batch_rows // 2)
+    max_bytes = _bytes_per_call(limits)
     groups: list[list[Part]] = [[]]
     size = 0
     for part in parts:
-        weight = 64 + sum(len(c.value or b"") + len(c.column) + len(part[0]) for c in part[1])
-        if groups[-1] and (len(groups[-1]) >= max_rows or size + weight > _BYTES_PER_CALL):
+        weight = 64 + sum(_weight(part[0], c.column, c.value) for c in part[1])
+        if groups[-1] and (len(groups[-1]) >= max_rows or size + weight > max_bytes):
             groups.append([])
             size = 0
         groups[-1].append(part)
@@ -99,7 +114,7 @@ def calls(parts: Sequence[Part], limits: Limits) -> list[list[Part]]:
 def commit(s: TxnContext, start_ts: int, writes: Writes, weak: set[Key]) -> int:
     """Commit the transaction; return commit_ts.  Raises CommitConflict or
     CommitUndetermined."""
-    parts = plan(writes) if writes else []
+    parts = plan(writes, _bytes_per_call(s.limits)) if writes else []
     groups = calls(parts, s.limits)
     if s.one_phase and len(groups) == 1 or not parts:
         return _one_phase(s, start_ts, parts, sorted(weak))

@@ -84,8 +84,13 @@ def service_status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def error_for(code: grpc.StatusCode | None, details: str | None, name: str = "") -> Exception:
-    """The exception a client raises for a failed call or command."""
-    own = _OWN_BACK.get(code) if code is not None else None
+    """The exception a client raises for a failed call or command.
+
+    ``name`` is the store error's class a server names (``status.error_name``; our own
+    errors are named by their code alone): a store error whose code is also one of ours
+    (FAILED_PRECONDITION: WrongTablet) stays a store error.
+    """
+    own = _OWN_BACK.get(code) if code is not None and not name else None
     if own is not None and code is not None:
         return own(f"{code.name}: {details or 'no details'}")
     return status.error_for(code, details, ((status.ERROR_KEY, name),) if name else None)
@@ -94,7 +99,9 @@ def error_for(code: grpc.StatusCode | None, details: str | None, name: str = "")
 def error_from_rpc(exc: grpc.RpcError) -> Exception:
     """The exception a client raises for a failed RPC of the transaction layer."""
     if isinstance(exc, grpc.Call) and exc.code() in _OWN_BACK:
-        return error_for(exc.code(), exc.details())
+        names = [value for key, value in exc.trailing_metadata() or ()
+                 if key == status.ERROR_KEY and isinstance(value, str)]
+        return error_for(exc.code(), exc.details(), names[0] if names else "")
     return status.error_from_rpc(exc)
 
 
