@@ -162,7 +162,8 @@ class NodeService:
                 first += count
 
     def _commit(self, commits: list[tuple[int, CommitRequest]], results: list[bytes]) -> None:
-        """Every commit step at once: one oracle call per MAX_COUNT of them."""
+        """Every commit step at once: one oracle call per MAX_COUNT of them; each command
+        answered with its own transaction's outcome or error."""
         for start in range(0, len(commits), MAX_COUNT):
             group = commits[start:start + MAX_COUNT]
             try:
@@ -172,7 +173,7 @@ class NodeService:
                     results[i] = _failed(exc)
                 continue
             for (i, _), outcome in zip(group, outcomes):
-                results[i] = _failed(outcome) if isinstance(outcome, InvalidArgument) else \
+                results[i] = _failed(outcome) if isinstance(outcome, Exception) else \
                     _result("commit", codec.commit_result(outcome))
 
     def _fit(self, request: pb.BatchRequest, results: list[bytes]) -> None:

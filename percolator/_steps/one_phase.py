@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 from bigtable_lite import (
     MAX_TS,
     NOT_ATTEMPTED,
-    InvalidArgument,
     Mutation,
     NoVersionIn,
     Put,
@@ -231,7 +230,7 @@ def _chained(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcome | Conf
     keys = keys_of(parts)
     try:
         outcome = commit(ctx, [CommitRequest(table, start_ts, primary, keys, weak)])[0]
-        if isinstance(outcome, InvalidArgument):  # never: the prewrite just locked the primary
+        if isinstance(outcome, Exception):  # its write failed (or, never: not its primary)
             raise outcome
         return outcome
     except Exception:
