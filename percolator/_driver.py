@@ -17,8 +17,10 @@ Why this order:
   write, never after it (a commit cannot be acknowledged and its notifications lost).
   Secondaries that did not fit the commit step are settled through the primary
   (``resolve``), as any reader would roll them forward after a crash.
-* A lost reply of the commit step is not a guess: the driver rolls the primary back if
-  it is still locked (so it can never commit later), then reads its fate.
+* A commit step that fails after it was sent -- any error: a lost reply, a deadline, a
+  broken stream, the step's own error after its commit point -- is not a guess: the
+  driver rolls the primary back if it is still locked (so it can never commit later),
+  then reads its fate, and answers that (or CommitUndetermined if it cannot be read).
 """
 
 from __future__ import annotations
@@ -145,10 +147,12 @@ def commit(s: TxnContext, start_ts: int, writes: Writes, weak: set[Key]) -> int:
 def _one_phase(s: TxnContext, start_ts: int, parts: list[Part], weak: list[Key]) -> int:
     try:
         outcome = s.backend.commit_one_phase(OnePhaseRequest(s.table, start_ts, parts, weak))
-    except Unavailable as exc:
+    except Exception as exc:
         if not parts:
-            raise CommitUndetermined(f"notifications of transaction {start_ts} were sent but"
-                                     f" their outcome is unknown: {exc}") from exc
+            if isinstance(exc, Unavailable):
+                raise CommitUndetermined(f"notifications of transaction {start_ts} were sent"
+                                         f" but their outcome is unknown: {exc}") from exc
+            raise
         outcome = _learn_outcome(s, start_ts, primary_of(parts), keys_of(parts), exc)
     if isinstance(outcome, Conflict):
         raise _conflict_error(start_ts, outcome)
@@ -167,7 +171,7 @@ def _commit(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
     first, rest = _fit(others, s.limits)
     try:
         outcome = s.backend.commit(CommitRequest(s.table, start_ts, primary, first, weak))
-    except Unavailable as exc:
+    except Exception as exc:
         outcome = _learn_outcome(s, start_ts, primary, keys, exc)
     if not outcome.committed:
         prow, pcol = primary
@@ -196,17 +200,30 @@ def _settle(s: TxnContext, start_ts: int, keys: list[Key]) -> None:
 
 
 def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
-                   exc: Unavailable) -> CommitOutcome:
-    """After a lost commit reply: the decided outcome (:func:`decide`).  Raises
-    CommitUndetermined if the store cannot be reached."""
+                   exc: Exception) -> CommitOutcome:
+    """After a commit step sent that failed with ``exc`` -- any error: a lost reply, a
+    deadline, a broken stream, the step's own error after its commit point, the node
+    restarting -- the decided outcome (:func:`decide`), never a guess.  Committed: that
+    is the answer.  Not committed (rolled back now, so it never will): ``exc`` itself,
+    unless it was ``Unavailable`` (then the outcome says so).  Raises CommitUndetermined
+    if the fate cannot be learned."""
+    last: Exception = exc
     for attempt in range(5):
         try:
-            return decide(s, start_ts, primary, keys)
-        except Unavailable:
+            outcome = decide(s, start_ts, primary, keys)
+        except Unavailable as again:
+            last = again
             s.clock.sleep(0.05 * (2 ** attempt))
+            continue
+        except Exception as again:
+            last = again
+            break
+        if outcome.committed or isinstance(exc, Unavailable):
+            return outcome
+        raise exc
     raise CommitUndetermined(
         f"commit of transaction {start_ts} was sent but its outcome is unknown: {exc}"
-    ) from exc
+        f" (learning it failed: {last})") from exc
 
 
 def decide(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> CommitOutcome:

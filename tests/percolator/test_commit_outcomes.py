@@ -15,7 +15,8 @@ that fails one write, failpoints in the commit step).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,13 @@ import plyvel
 import pytest
 
 from bigtable_lite import MutationResult, RowMutation, RowRead
-from percolator import failpoints, layout, records
+from percolator import Client, Transaction, failpoints, layout, records
 from percolator._backend import CommitOutcome, CommitRequest
 from percolator._local import LocalBackend
 from percolator._node_client import NodeClient
 
 from .steps import must_prewrite, new_txn
-from .test_node_batch import WAIT, hold_first_then, serve
+from .test_node_batch import WAIT, Served, hold_first_then, serve
 
 TABLE = b"t"
 
@@ -106,3 +107,99 @@ def test_a_write_failing_in_a_group_commit_fails_no_other_commit_of_the_group(
                     f"transaction {i} committed at {stored} but was answered {result!r}"
         assert failed == 1, results
         assert failing.writes == 3, "every commit of the group was tried"
+
+
+def counter_client(kind: str, tmp_path: Path, served: Served | None, *, one_phase: bool,
+                   timeout: float = WAIT) -> Client:
+    if kind == "embedded":
+        return Client.embedded(tmp_path / "embedded", one_phase=one_phase)
+    assert served is not None
+    return Client(NodeClient(served.address, timeout=timeout), table=TABLE,
+                  one_phase=one_phase)
+
+
+ROWS = (b"a", b"b", b"c")
+
+
+def increment(runs: list[int]) -> Callable[[Transaction], int]:
+    """A function for ``client.run``: every row's counter to (a's counter + 1)."""
+    def fn(txn: Transaction) -> int:
+        runs.append(txn.start_ts)
+        n = int(txn.get(b"a", b"n") or b"0") + 1
+        for row in ROWS:
+            txn.set(row, b"n", b"%d" % n)
+        return n
+    return fn
+
+
+def counters(client: Client) -> list[bytes | None]:
+    txn = client.begin()
+    return [txn.get(row, b"n") for row in ROWS]
+
+
+@pytest.mark.parametrize("one_phase", [False, True], ids=["two-phase", "one-phase"])
+@pytest.mark.parametrize("failpoint", ["commit.after_commit_primary",
+                                       "commit.after_commit_secondary"])
+@pytest.mark.parametrize("kind", ["embedded", "remote"])
+def test_an_error_of_the_commit_step_after_its_commit_point_is_no_failure(
+        tmp_path: Path, kind: str, failpoint: str, one_phase: bool) -> None:
+    """The step raises after the commit point (where it runs: in this process, or at the
+    node, whose answer is then an INTERNAL error): the transaction committed, so the
+    commit answers its commit_ts, and ``run`` runs the function once."""
+    with serve(tmp_path / "node") as served, \
+            counter_client(kind, tmp_path, served, one_phase=one_phase) as client:
+        runs: list[int] = []
+        failpoints.enable(failpoint, "raise")
+        got = client.run(increment(runs))
+        failpoints.reset()
+        assert got == 1 and len(runs) == 1, runs
+        assert counters(client) == [b"1"] * 3
+        got = client.run(increment(runs))
+        assert got == 2 and counters(client) == [b"2"] * 3
+
+
+@pytest.fixture
+def held_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Hold the first hit of failpoint ``state["name"]`` (where the step runs) until
+    ``state["release"]`` is set; ``state["held"]`` is set while it is held, ``state["done"]``
+    once it went on."""
+    state: dict[str, Any] = {"name": None, "held": threading.Event(),
+                             "release": threading.Event(), "done": threading.Event()}
+    hit = failpoints.hit
+    first = [True]
+
+    def hook(name: str) -> None:
+        if name == state["name"] and first[0]:
+            first[0] = False
+            state["held"].set()
+            assert state["release"].wait(WAIT)
+            state["done"].set()
+        hit(name)
+
+    monkeypatch.setattr(failpoints, "hit", hook)
+    yield state
+    state["release"].set()
+
+
+@pytest.mark.parametrize("failpoint,one_phase,attempts", [
+    ("commit.before_commit_primary", False, 2),  # the reply lost before the commit point
+    ("commit.after_commit_primary", False, 1),   # ... after it
+    ("commit.after_commit_primary", True, 1),
+], ids=["two-phase-before", "two-phase-after", "one-phase-after"])
+def test_a_commit_past_its_deadline_is_decided_not_guessed(
+        tmp_path: Path, held_at: dict[str, Any], failpoint: str, one_phase: bool,
+        attempts: int) -> None:
+    """The node holds the commit step past the client's deadline (DEADLINE_EXCEEDED): the
+    client rolls the primary back if still locked and reads the fate; the function runs
+    again only if its first run did not commit, and the counter moves exactly once."""
+    with serve(tmp_path / "node") as served, \
+            counter_client("remote", tmp_path, served, one_phase=one_phase,
+                           timeout=0.5) as client:
+        held_at["name"] = failpoint
+        runs: list[int] = []
+        got = client.run(increment(runs))
+        assert held_at["held"].is_set(), "the step was held"
+        held_at["release"].set()
+        assert held_at["done"].wait(WAIT)
+        assert got == 1 and len(runs) == attempts, runs
+        assert counters(client) == [b"1"] * 3
