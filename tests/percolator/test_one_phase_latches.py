@@ -86,11 +86,11 @@ def test_a_reader_after_commit_ts_waits_for_the_one_phase_write(
         assert held.wait(WAIT), "the one-phase commit reached its write"
         ts = reader.timestamps(1)  # above the held commit's commit_ts
 
-        def read() -> list[tuple[bytes, bytes | None]]:
+        def read() -> list[tuple[tuple[bytes, bytes], bytes | None]]:
             if how == "read":
                 got = reader.read(TABLE, ts, [(b"a", b"c"), (b"b", b"c")])
                 assert not got.locked
-                return sorted(got.values.items())  # type: ignore[arg-type]
+                return sorted(got.values.items())
             chunk = reader.scan(ScanRequest(TABLE, ts, None, None, None, False, 100))
             assert not chunk.locked and chunk.resume is None
             return [((row, column), value) for row, column, value in chunk.cells]
