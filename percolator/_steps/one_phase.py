@@ -1,20 +1,28 @@
 """One-phase commit: prewrite and commit in one atomic write (TiKV's 1PC).
 
 When every cell of a transaction lives in one store (today always), nothing needs a
-lock that outlives the step: under the rows' locks (``mutate_atomic``), every cell is
-checked as a prewrite would check it -- no write record after start_ts, an empty lock
-slot, and on the primary (the first cell) no rollback marker at start_ts (a client
-that lost the reply seals it: a delayed request then fails) -- then commit_ts is
-taken, and the write records, long values and notifications go to the store in one
-WriteBatch; or, if any check fails, nothing.  A lock in the way is handed to
-``resolve_lock`` and the commit tried again (a few times); a live one is a conflict.
+lock that outlives the step: its rows are latched and commit_ts taken, then under the
+rows' locks (``mutate_atomic``) every cell is checked as a prewrite would check it --
+no write record after start_ts, an empty lock slot, and on the primary (the first
+cell) no rollback marker at start_ts (a client that lost the reply seals it: a delayed
+request then fails) -- and the write records, long values and notifications go to the
+store in one WriteBatch; or, if any check fails, nothing.  A lock in the way is handed
+to ``resolve_lock`` and the commit tried again (a few times, each with a new
+commit_ts); a live one is a conflict.
+
+Why commit_ts is taken before the rows' locks, not under them: the oracle persists its
+high-water mark with a store write of its own row, under the oracle's lock; the store's
+row locks are stripes, so a commit waiting for the oracle while holding its rows'
+stripes deadlocks (with itself, or with the thread persisting the mark, and with it
+every timestamp) whenever a row shares the oracle row's stripe.
 
 Why a reader cannot miss such a commit: a reader at T > commit_ts took T after
 commit_ts was taken, and the commit's rows are latched (:class:`CommitLatches`) before
 commit_ts is taken and released only after the write; a reader waits for the latches
 of the rows it reads after taking T and before reading, so it reads after the write.
-Why a concurrent two-phase transaction cannot disagree: its prewrite of one of these
-cells takes the same row lock, before the check (which then meets its lock) or after
+Why a concurrent two-phase transaction W cannot disagree: its prewrite of one of these
+cells takes the same row lock, before the check (which then meets its lock: W's
+commit_ts, if W commits, is then checked as a write record after start_ts) or after
 the write (its own check then meets the write record above its start_ts, if it began
 before commit_ts).  Why notifications are right: they are decided after commit_ts was
 taken (``notify``), and their rows are among the rows locked for the write.
@@ -180,33 +188,31 @@ def _write(ctx: StepContext, request: OnePhaseRequest, notify_rows: bool
         ntable = layout.notify_table(table)
         declared = {row for row, _ in parts} | {row for row, _ in weak}
         checks += [RowMutation(ntable, row, ()) for row in sorted(declared)]
-    held: list[tuple[bytes, bytes]] = []
-    stamp: list[int] = []
-
-    def finish() -> list[RowMutation]:
-        held.extend(ctx.latches.hold(table, [row for row, _ in parts]))  # before commit_ts
-        commit_ts = ctx.oracle.get_timestamp()
-        stamp.append(commit_ts)
-        failpoints.hit("commit.before_commit_primary")
-        observed = ctx.observed.of(table)  # after commit_ts: see ``notify``
-        notes = notifications(table, observed, keys_of(parts), commit_ts, weak)
-        if any(m.row not in declared for m in notes):
-            raise _Undeclared()
-        out = [RowMutation(table, row, tuple(
-            Put(columns_of(c.column).write, commit_ts, records.write_bytes(
-                c.op, start_ts, records.inline_value(c.op, c.value))) for c in cells))
-            for row, cells in parts]
-        return out + notes
-
+    finished: list[bool] = []
+    held = ctx.latches.hold(table, [row for row, _ in parts])  # before commit_ts
     try:
+        commit_ts = ctx.oracle.get_timestamp()  # not under the rows' locks: see the module
+
+        def finish() -> list[RowMutation]:
+            failpoints.hit("commit.before_commit_primary")
+            observed = ctx.observed.of(table)  # after commit_ts: see ``notify``
+            notes = notifications(table, observed, keys_of(parts), commit_ts, weak)
+            if any(m.row not in declared for m in notes):
+                raise _Undeclared()
+            out = [RowMutation(table, row, tuple(
+                Put(columns_of(c.column).write, commit_ts, records.write_bytes(
+                    c.op, start_ts, records.inline_value(c.op, c.value))) for c in cells))
+                for row, cells in parts]
+            finished.append(True)
+            return out + notes
+
         results = ctx.store.mutate_atomic(checks, finish)
     finally:
-        if held:
-            ctx.latches.release(held)
-    if stamp and all(r.applied for r in results):
+        ctx.latches.release(held)
+    if finished and all(r.applied for r in results):
         failpoints.hit("commit.after_commit_primary")
         failpoints.hit("commit.after_commit_secondary")
-        return CommitOutcome(True, stamp[0])
+        return CommitOutcome(True, commit_ts)
     locks: list[FoundLock] = []
     for (row, cells), result in zip(parts, results):
         if result.applied or result is NOT_ATTEMPTED:
