@@ -26,7 +26,7 @@ Why this order:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from bigtable_lite import Limits, StorageError, Unavailable
 
@@ -168,7 +168,7 @@ def _commit(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
             weak: list[Key]) -> int:
     """The commit step; then the secondaries it did not carry, through the primary."""
     others = [k for k in keys if k != primary]
-    first, rest = _fit(others, s.limits)
+    first, rest = _fit(others, weak, s.limits)
     try:
         outcome = s.backend.commit(CommitRequest(s.table, start_ts, primary, first, weak))
     except Exception as exc:
@@ -183,17 +183,38 @@ def _commit(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
     return outcome.commit_ts
 
 
-def _fit(keys: list[Key], limits: Limits) -> tuple[list[Key], list[Key]]:
-    """The secondaries one commit step carries (as many keys as a store call has rows)."""
-    return keys[:limits.max_batch_rows], keys[limits.max_batch_rows:]
+def _key_chunks(keys: Sequence[Key], limits: Limits, max_keys: int, spent: int = 0
+                ) -> Iterator[list[Key]]:
+    """``keys`` in slices of at most ``max_keys`` keys and of a step call's bytes (less
+    ``spent`` in the first), so a request naming them always fits a message."""
+    max_bytes = _bytes_per_call(limits)
+    chunk: list[Key] = []
+    size = spent
+    for key in keys:
+        weight = len(key[0]) + len(key[1]) + 16
+        if chunk and (len(chunk) >= max_keys or size + weight > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(key)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _fit(keys: list[Key], weak: Sequence[Key], limits: Limits
+         ) -> tuple[list[Key], list[Key]]:
+    """The secondaries one commit step carries (as many keys as a store call has rows,
+    within a call's bytes beside the notifications it carries too), and the rest."""
+    spent = sum(len(row) + len(column) + 16 for row, column in weak)
+    first = next(_key_chunks(keys, limits, limits.max_batch_rows, spent), [])
+    return first, keys[len(first):]
 
 
 def _settle(s: TxnContext, start_ts: int, keys: list[Key]) -> None:
     """Roll the remaining secondaries forward (idempotent; a failure is left to readers)."""
-    step = max(1, s.limits.max_batch_rows // 2)
     try:
-        for i in range(0, len(keys), step):
-            s.backend.resolve(s.table, start_ts, keys[i:i + step])
+        for chunk in _key_chunks(keys, s.limits, max(1, s.limits.max_batch_rows // 2)):
+            s.backend.resolve(s.table, start_ts, chunk)
     except StorageError as exc:
         log.warning("%d secondaries of transaction %d not committed (%s); readers will roll"
                     " them forward", len(keys), start_ts, exc)
@@ -244,10 +265,10 @@ def decide(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> Commi
 def _abort(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> None:
     """Undo a transaction that did not reach its commit point (best effort: TTLs cover
     the rest)."""
-    step = max(1, s.limits.max_batch_rows // 2)
+    chunks = list(_key_chunks(keys, s.limits, max(1, s.limits.max_batch_rows // 2))) or [[]]
     try:
-        for i in range(0, max(1, len(keys)), step):
-            s.backend.rollback(s.table, start_ts, primary, keys[i:i + step])
+        for chunk in chunks:  # the first rolls the primary back, even with no other key
+            s.backend.rollback(s.table, start_ts, primary, chunk)
     except StorageError as exc:
         log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
                     " TTL", start_ts, exc)
