@@ -22,7 +22,7 @@ import os
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Literal
 
@@ -40,7 +40,7 @@ from .encoding import (
     table_prefix,
     unescape_at,
 )
-from .errors import DataCorruption, StoreClosed, StoreLocked
+from .errors import DataCorruption, ReplyTooLarge, StoreClosed, StoreLocked
 from .model import (
     APPLIED,
     NOT_ATTEMPTED,
@@ -153,29 +153,38 @@ class Engine:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
-        """Read rows from one consistent snapshot.
+    def read_rows(self, reads: Sequence[RowRead], *, max_bytes: int | None = None,
+                  snapshot: plyvel.Snapshot | None = None) -> list[list[Cell]]:
+        """Read rows from one consistent snapshot (``snapshot``: that one; see
+        :meth:`read_rows_chunks`).
 
         A read of exact columns at one timestamp is a point lookup per column; other
         reads share one iterator.  Why: a seek steps over every deleted version after
         its target until a compaction drops them (a cell whose versions are written and
         deleted over and over collects thousands), a lookup does not.  Lookups and the
         iterator read from one explicit snapshot; without lookups the iterator alone is one.
+
+        ``max_bytes``: raise :class:`ReplyTooLarge` as soon as the rows gathered exceed
+        this many bytes (counted as :func:`cells_bytes` does), checked after each read,
+        so a request for many large cells never holds more than the budget plus one row.
         """
         self._enter()
         try:
-            snapshot = None
-            for r in reads:
+            pinned, snapshot = snapshot, None
+            for r in reads if pinned is None else ():
                 if r.columns and r.time_range.min_ts == r.time_range.max_ts:
                     snapshot = self._db.snapshot()
                     break
-            source = self._db if snapshot is None else snapshot
+            source = pinned if pinned is not None else self._db if snapshot is None else snapshot
+            budget = -1 if max_bytes is None else max_bytes
             it = None
             try:
-                out = []
+                out: list[list[Cell]] = []
                 table = row = rpfx = b""
                 escaped_columns = self._columns
                 for r in reads:
+                    if budget >= 0 and out:
+                        budget = _spend(budget, out[-1], max_bytes)
                     if r.row is not row or r.table is not table:  # reads of one row follow
                         table, row = r.table, r.row               # each other (e.g. a lock
                         rpfx = self._row_prefix(table, row)       # slot, then the writes)
@@ -200,6 +209,8 @@ class Engine:
                         it = source.raw_iterator()
                     out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
                                          tr.min_ts, tr.max_ts, r.max_versions))
+                if budget >= 0 and out:
+                    _spend(budget, out[-1], max_bytes)
                 return out
             finally:
                 if it is not None:
@@ -208,6 +219,54 @@ class Engine:
                     snapshot.close()
         finally:
             self._exit()
+
+    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int
+                         ) -> Generator[list[list[Cell]], None, None]:
+        """:meth:`read_rows` from one snapshot, the results in pieces of about
+        ``chunk_bytes`` (a single larger row goes alone), each gathered when asked for:
+        a stream of a large result holds one piece at a time, never the whole."""
+        self._enter()
+        try:
+            snapshot = self._db.snapshot()
+        finally:
+            self._exit()
+        try:
+            chunk: list[list[Cell]] = []
+            size = 0
+            for r in reads:
+                try:
+                    cells = self.read_rows((r,), snapshot=snapshot)[0]
+                except RuntimeError as exc:  # plyvel: database closed under the snapshot
+                    raise StoreClosed(str(exc)) from exc
+                n = cells_bytes(cells)
+                if chunk and size + n > chunk_bytes:
+                    yield chunk
+                    chunk, size = [], 0
+                chunk.append(cells)
+                size += n
+            if chunk:
+                yield chunk
+        finally:
+            self._release(snapshot)
+
+    def _release(self, snapshot: plyvel.Snapshot) -> None:
+        """Release a snapshot of a long read.
+
+        Never while close() tears the database down: releasing a snapshot then crashed
+        the process (segfault).  While the store is open, release it as an in-flight
+        operation (close() waits for those); once closing has begun, after the database
+        is closed (which released it: close() is then a no-op).
+        """
+        try:
+            self._enter()
+        except StoreClosed:
+            with self._closing:
+                snapshot.close()
+        else:
+            try:
+                snapshot.close()
+            finally:
+                self._exit()
 
     def _wanted(self, columns: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
         """(column, escaped column) of each distinct column, ascending: what a read selects."""
@@ -251,20 +310,7 @@ class Engine:
                 if not position:
                     return
         finally:
-            # Never while close() tears the database down: releasing a snapshot then crashed
-            # the process (segfault).  While the store is open, release it as an in-flight
-            # operation (close() waits for those); once closing has begun, after the
-            # database is closed (which released it: close() is then a no-op).
-            try:
-                self._enter()
-            except StoreClosed:
-                with self._closing:
-                    snapshot.close()
-            else:
-                try:
-                    snapshot.close()
-                finally:
-                    self._exit()
+            self._release(snapshot)
 
     # --- check-and-mutate -----------------------------------------------------------------
 
@@ -570,6 +616,24 @@ def _take_ownership(path: Path) -> IO[str]:
     owner.write(str(os.getpid()))
     owner.flush()
     return owner
+
+
+CELL_OVERHEAD = 16
+"""Bytes counted per cell beside its column and value (its ts and field tags, roughly)."""
+
+
+def cells_bytes(cells: Sequence[Cell]) -> int:
+    """The size of cells as budgets count it: columns, values and a little per cell."""
+    return sum([len(c.column) + len(c.value) + CELL_OVERHEAD for c in cells])
+
+
+def _spend(budget: int, cells: Sequence[Cell], max_bytes: int | None) -> int:
+    """The budget left after ``cells``; ReplyTooLarge if they overdraw it."""
+    budget -= cells_bytes(cells)
+    if budget < 0:
+        raise ReplyTooLarge(f"the reply would exceed the server's budget of {max_bytes}"
+                            " bytes for one message; read fewer rows at once or stream them")
+    return budget
 
 
 def _normalise_prefixes(prefixes: Sequence[bytes]) -> list[bytes]:

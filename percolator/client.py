@@ -119,8 +119,15 @@ class Client:
     @classmethod
     def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,
                 timeout: float = 30.0, clock: Clock | None = None,
-                table: bytes = DEFAULT_TABLE, batch_commands: bool = True) -> Client:
+                table: bytes = DEFAULT_TABLE, batch_commands: bool = True,
+                token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
+                tls_cert: str | os.PathLike[str] | None = None,
+                tls_key: str | os.PathLike[str] | None = None) -> Client:
         """A running ``percolator serve`` node at ``HOST:PORT``.
+
+        ``token`` is sent on every call; ``tls_ca`` (the CA of the node's certificate)
+        turns TLS on, ``tls_cert`` and ``tls_key`` add a client certificate
+        (``bigtable_lite.credentials.connect_channel``).
 
         ``batch_commands`` (default): every thread's reads, writes, timestamp requests and
         commit steps share ``Node.Batch`` calls (:class:`~percolator.node_client.NodeClient`;
@@ -128,14 +135,14 @@ class Client:
         False: reads and writes coalesce per kind over the tablet service, timestamps
         over the oracle service, secondaries are committed in the background.
         """
-        import grpc
-
+        from bigtable_lite.credentials import connect_channel
         from bigtable_lite.remote import RemoteStore, channel_options
 
         from .node_client import NodeClient
         from .oracle_client import RemoteOracle
 
-        channel = grpc.insecure_channel(address, options=channel_options(DEFAULT_LIMITS))
+        channel = connect_channel(address, channel_options(DEFAULT_LIMITS), token=token,
+                                  tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         if batch_commands:
             node = NodeClient(channel, timeout=timeout)
             return cls(node, node, table=table, lock_ttl=lock_ttl, clock=clock, commits=node,

@@ -120,9 +120,9 @@ def test_extra_services_are_hosted_health_checked_and_listed(tmp_path: Path) -> 
     name = "test.v1.Echo"
 
     def add(server: grpc.Server) -> None:
-        handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req[::-1])
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(name, {"Call": handler}),))
+        handlers = {"Call": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req[::-1])}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
 
     from bigtable_lite import LocalStore
 
@@ -197,7 +197,7 @@ def test_server_limits_apply_when_the_client_is_laxer(tmp_path: Path) -> None:
 
 def test_unexpected_errors_are_internal_with_a_message(served: Served, remote_store: RemoteStore,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(served.store, "read_rows", broken)
