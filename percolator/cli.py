@@ -39,6 +39,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
      "citation counts end to end, embedded: load, count, verify, edit, compare with batch"),
     ("citations", "percolator.commands.citations",
      "load citation data into a cluster, or verify its counts against a batch recount"),
+    ("dev-secrets", "percolator.commands.dev_secrets",
+     "make a CA, a node certificate and tokens for a development cluster"),
 )
 
 EXIT_FAILURE = 1
