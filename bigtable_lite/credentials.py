@@ -12,11 +12,10 @@ replaced as soon as the files are consistent.  Connections already open keep the
 certificate they were made with.
 
 Client: :func:`connect_channel` opens a channel with TLS when a CA or a client
-certificate is given, and sends a token on every call (``authorization: Bearer``, gRPC's
-access-token credentials, added in C for each call).  A token never travels in the clear
-over a network: without TLS it is sent only to a loopback address (gRPC's local
-credentials, which check that the peer is on this host); to any other address without
-TLS, :func:`connect_channel` refuses.
+certificate is given, and sends a token on every call (``authorization: Bearer TOKEN``,
+added by a channel interceptor).  A token never travels in the clear over a network:
+without TLS, :func:`connect_channel` sends one only to a loopback address and refuses any
+other.
 """
 
 from __future__ import annotations
@@ -29,8 +28,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import grpc
+
+from .auth import METADATA_KEY
 
 __all__ = ["ServerTLS", "channel_credentials", "connect_channel", "is_loopback",
            "split_host"]
@@ -148,37 +150,69 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def channel_credentials(address: str, *, token: str | None = None,
-                        tls_ca: str | os.PathLike[str] | None = None,
+def channel_credentials(*, tls_ca: str | os.PathLike[str] | None = None,
                         tls_cert: str | os.PathLike[str] | None = None,
                         tls_key: str | os.PathLike[str] | None = None
                         ) -> grpc.ChannelCredentials | None:
-    """The credentials of a channel to ``address``, or None for a plain channel.
+    """TLS credentials of a channel, or None for plain HTTP/2.
 
     TLS when ``tls_ca`` (the CA that signed the server's certificate) or a client
     certificate is given; ``tls_cert`` and ``tls_key`` (a client certificate and its key,
-    for mutual TLS) come together.  Raises ValueError for a token that would travel in
-    the clear to another host, OSError for files that cannot be read.
+    for mutual TLS) come together.  Raises ValueError for a certificate without its key,
+    OSError for files that cannot be read.
     """
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("a client certificate needs its key: give tls_cert and tls_key")
-    if token is not None:
-        _check_client_token(token)
-    tls = tls_ca is not None or tls_cert is not None
-    if tls:
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=_read(tls_ca), private_key=_read(tls_key),
-            certificate_chain=_read(tls_cert))
-    elif token is None:
+    if tls_ca is None and tls_cert is None:
         return None
-    elif is_loopback(split_host(address)):
-        creds = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
-    else:
-        raise ValueError(f"a token is sent only over TLS or to this host: give tls_ca to"
-                         f" reach {address}")
-    if token is None:
-        return creds
-    return grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+    return grpc.ssl_channel_credentials(root_certificates=_read(tls_ca),
+                                        private_key=_read(tls_key),
+                                        certificate_chain=_read(tls_cert))
+
+
+class _Token(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc is untyped
+             grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+             grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
+             grpc.StreamStreamClientInterceptor):  # type: ignore[misc]
+    """Adds ``authorization: Bearer TOKEN`` to every call of a channel.
+
+    Why not gRPC's access-token call credentials: in Python they are a metadata plugin
+    that gRPC calls back for every call, measured at ~0.7 ms per call (a unary ReadRows
+    round trip is ~0.65 ms); this costs a few microseconds.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ((METADATA_KEY, f"Bearer {token}"),)
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = (*(details.metadata or ()), *self._metadata)
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation: Any, details: grpc.ClientCallDetails,
+                              request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: grpc.ClientCallDetails,
+                               request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: grpc.ClientCallDetails,
+                               requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: grpc.ClientCallDetails,
+                                requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: tuple[tuple[str, str], ...] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
 
 
 def _check_client_token(token: str) -> None:
@@ -195,9 +229,18 @@ def connect_channel(address: str, options: Sequence[tuple[str, int | str]] = (),
                     tls_ca: str | os.PathLike[str] | None = None,
                     tls_cert: str | os.PathLike[str] | None = None,
                     tls_key: str | os.PathLike[str] | None = None) -> grpc.Channel:
-    """A channel to "HOST:PORT": plain, or with TLS and a token (:func:`channel_credentials`)."""
-    creds = channel_credentials(address, token=token, tls_ca=tls_ca, tls_cert=tls_cert,
-                                tls_key=tls_key)
-    if creds is None:
-        return grpc.insecure_channel(address, options=list(options))
-    return grpc.secure_channel(address, creds, options=list(options))
+    """A channel to "HOST:PORT": plain, or TLS (:func:`channel_credentials`), sending
+    ``token`` with every call.
+
+    Raises ValueError for a token that would travel in the clear to another host, and
+    OSError for TLS files that cannot be read.
+    """
+    creds = channel_credentials(tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    if token is not None:
+        _check_client_token(token)
+        if creds is None and not is_loopback(split_host(address)):
+            raise ValueError(f"a token is sent only over TLS or to this host: give tls_ca to"
+                             f" reach {address}")
+    channel = (grpc.insecure_channel(address, options=list(options)) if creds is None
+               else grpc.secure_channel(address, creds, options=list(options)))
+    return channel if token is None else grpc.intercept_channel(channel, _Token(token))

@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CommandError("dev-secrets needs the cryptography package: pip install"
                            " 'percolator[tls]'") from exc
-    root.mkdir(parents=True, exist_ok=True)
     write_secrets(root, [*args.host, *ALWAYS_NAMED])
     print(f"percolator dev-secrets: wrote a CA, a node certificate and tokens to {root}",
           flush=True)
@@ -72,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_secrets(root: Path, hosts: list[str]) -> None:
-    """Make every file of :data:`FILES` in ``root``."""
+    """Make every file of :data:`FILES` in ``root`` (created if missing)."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    root.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _certificate("percolator dev CA", ca_key, ca_key, None, [])
     node_key = ec.generate_private_key(ec.SECP256R1())
