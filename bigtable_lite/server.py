@@ -46,8 +46,8 @@ SMALL_REQUEST_BYTES = 16 << 10
 """Request budget of health and reflection (their requests name a service or a symbol)."""
 HEALTH_STREAMS = 1
 """Health Watch calls open at once (probes use Check, which is unary)."""
-REFLECTION_STREAMS = 1
-"""Reflection streams open at once (a tool's session holds one)."""
+REFLECTION_STREAMS = 2
+"""Reflection streams open at once (a tool holds one per query, briefly)."""
 
 
 @dataclass(frozen=True)
