@@ -26,6 +26,7 @@ from bigtable_lite.server import (
     REFLECTION_STREAMS,
     ServerPolicy,
     build_server,
+    check_exposure,
     stop_server,
 )
 
@@ -69,6 +70,7 @@ class Node:
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
                  policy: ServerPolicy = ServerPolicy()) -> None:
         batch_streams, timestamp_streams, tablet_streams = stream_shares(max_workers)
+        check_exposure(listen, policy)  # before the data directory is touched
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)

@@ -29,8 +29,10 @@ from bigtable_lite import (
     wire,
 )
 from bigtable_lite.credentials import connect_channel
+from bigtable_lite.server import HEALTH_STREAMS, REFLECTION_STREAMS
 from bigtable_lite.service import SERVICE_NAME as TABLET
 from percolator import Client, cli
+from percolator.node import MIN_WORKERS, stream_shares
 from percolator.node_service import SERVICE_NAME as NODE
 from percolator.oracle_client import RemoteOracle
 from percolator.oracle_service import SERVICE_NAME as ORACLE
@@ -80,6 +82,7 @@ def test_serve_beyond_loopback_without_tls_and_tokens_refuses_in_one_line(tmp_pa
         assert lines[0].startswith("percolator serve: error: refusing to serve 0.0.0.0:0"
                                    " without TLS"), lines[0]
         assert "--insecure" in lines[0]
+        assert not (tmp_path / "d").exists()  # refused before the data directory is made
     with ServerProcess(tmp_path / "d", "--insecure", listen="0.0.0.0:0") as server:
         with grpc.insecure_channel(server.address) as channel:
             assert health_check(channel, WAIT) == health_pb2.HealthCheckResponse.SERVING
@@ -198,6 +201,14 @@ BIG_ROWS = 64
 def big_table(store: RemoteStore, rows: int) -> None:
     for i in range(rows):
         store.put(b"big", b"r%03d" % i, b"c", 1, os.urandom(MiB))
+
+
+def test_streams_of_every_kind_together_leave_threads_to_unary_calls() -> None:
+    for workers in range(MIN_WORKERS, 129):
+        held = sum(stream_shares(workers)) + HEALTH_STREAMS + REFLECTION_STREAMS
+        assert workers - held >= max(2, workers // 4), workers
+    with pytest.raises(ValueError):
+        stream_shares(MIN_WORKERS - 1)
 
 
 def started(calls: list[grpc.Call], within: float) -> None:
