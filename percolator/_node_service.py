@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 
 from bigtable_lite import InvalidArgument, RowMutation, wire
 from bigtable_lite import status as store_status
+from bigtable_lite.auth import Role
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
 
@@ -292,7 +293,9 @@ class NodeService:
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add)
+        # write for both until each command's role is checked here (bigtable_lite.auth.role_of)
+        return ServiceRegistration(SERVICE_NAME, add, {"Batch": Role.WRITE,
+                                                       "BatchStream": Role.WRITE})
 
 
 assert set(COMMAND_TAGS) == {f.name for f in pb.Command.DESCRIPTOR.fields}

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from typing import Self
 
 import grpc
 
 from bigtable_lite import LocalStore
 from bigtable_lite.engine import SyncMode
-from bigtable_lite.server import build_server, stop_server
+from bigtable_lite.server import (
+    HEALTH_STREAMS,
+    REFLECTION_STREAMS,
+    ServerPolicy,
+    build_server,
+    check_exposure,
+    stop_server,
+)
 
 from . import oracle_service
 from ._local import LocalBackend
@@ -28,37 +36,56 @@ from ._node_service import NodeService
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
-__all__ = ["DEFAULT_GRACE", "Node"]
+__all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "Node", "stream_shares"]
 
 DEFAULT_GRACE = 10.0
 """Seconds in-flight calls get to finish when a node stops."""
+MIN_WORKERS = 8
+"""Fewest gRPC worker threads a node runs with (see :func:`stream_shares`)."""
+
+
+def stream_shares(max_workers: int) -> tuple[int, int, int]:
+    """(batch streams, timestamp streams, tablet streams) a node admits at once.
+
+    Each open stream holds a worker thread until it ends, so streams of all kinds
+    together may hold at most what is left after a quarter of the threads (at least
+    two), which stay for unary calls: health checks and small reads always get through.
+    Batch streams may take half of that, timestamp and tablet (scan) streams a
+    quarter each.
+    """
+    if max_workers < MIN_WORKERS:
+        raise ValueError(f"a node needs at least {MIN_WORKERS} worker threads")
+    streams = max_workers - max(2, max_workers // 4) - HEALTH_STREAMS - REFLECTION_STREAMS
+    return max(1, streams // 2), max(1, streams // 4), max(1, streams // 4)
 
 
 class Node:
     """Store + oracle + gRPC server on ``listen`` ("HOST:PORT", port 0 = pick one).
 
     Constructing a node opens the store (``StoreLocked`` if another process owns
-    ``data_dir``) and binds the port (``OSError`` if taken); :meth:`start` begins serving.
-    ``clock`` judges the expiry of every lock written at this node (default: the system
-    clock; its clients' clocks never do).
+    ``data_dir``) and binds the port (``OSError`` if taken; ``InsecureListen`` if it is
+    not a loopback address and ``policy`` has no TLS and tokens, unless it says
+    ``insecure``); :meth:`start` begins serving.  ``clock`` judges the expiry of every
+    lock written at this node (default: the system clock; its clients' clocks never do).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, policy: ServerPolicy = ServerPolicy()) -> None:
+        batch_streams, timestamp_streams, tablet_streams = stream_shares(max_workers)
+        check_exposure(listen, policy)  # before the data directory is touched
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
-            # Each open stream holds a worker thread: batch streams may take half of
-            # them, timestamp streams a quarter, which leaves a quarter for calls.
             self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
-            self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
+            self.batches = NodeService(self.backend, max_streams=batch_streams)
             self.timestamps = oracle_service.OracleServicer(
-                self.oracle, max_streams=max_workers // 4)
+                self.oracle, max_streams=timestamp_streams)
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
-                extra=[self.timestamps.registration(), self.batches.registration()])
+                extra=[self.timestamps.registration(), self.batches.registration()],
+                policy=replace(policy, tablet_streams=tablet_streams))
         except BaseException:
             self.store.close()
             raise
