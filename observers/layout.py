@@ -31,8 +31,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-PARKED_SUFFIX = b".parked"
-WORKERS_SUFFIX = b".workers"
+from percolator.layout import PARKED_SUFFIX, WORKERS_SUFFIX
+
 ACK_PREFIX = b"ack:"
 PARKED_NOTE = b"n"  # do not renumber
 PARKED_INFO = b"i"  # do not renumber

@@ -50,6 +50,9 @@ class Client:
         limits = backend.limits
         for name in (table, layout.notify_table(table), layout.config_table(table)):
             check_key(name, "table", limits.max_table_bytes)
+        reserved = layout.reserved_table(table)
+        if reserved is not None:
+            raise ValueError(f"table {table!r} cannot hold transactions: {reserved}")
         self.backend = backend
         self.table = table
         self.clock = clock or SystemClock()

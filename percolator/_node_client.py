@@ -182,12 +182,13 @@ class NodeClient:
             c.error = type(exc)(*exc.args)
             c.error.__cause__ = exc.__cause__
 
-    def _submit(self, kind: str, request: Message) -> Message:
-        """The result of one command of ``kind``; its error raised."""
+    def _submit(self, kind: str, request: Message, *, alone: bool = False) -> Message:
+        """The result of one command of ``kind``; its error raised.  ``alone``: in a
+        batch of its own (also when it is too large to share one)."""
         if self._closed:
             raise StoreClosed("NodeClient is closed")
         data = frame(ENTRY_TAG, COMMAND_TAGS[kind], request.SerializeToString())
-        result = self._run(Command(data), alone=len(data) > self._alone_bytes)
+        result = self._run(Command(data), alone=alone or len(data) > self._alone_bytes)
         got = result.WhichOneof("kind")
         if got == "error" and result.error.code == _EXHAUSTED and kind in _READS:
             result = self._run(Command(data), alone=True)  # its reply did not fit a batch's
@@ -357,10 +358,10 @@ class _RawStore(StoreOps):
 
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:
-        if sync:  # an fsync would hold up every command of a batch
-            return self._node.remote.mutate_rows(mutations, sync=True)
         check_batch(mutations, self.limits)
-        reply = self._node._submit("mutate_rows", wire.mutate_request_to_pb(mutations, False))
+        # Alone when synced: an fsync would hold up every other command of a batch.
+        reply = self._node._submit("mutate_rows", wire.mutate_request_to_pb(mutations, sync),
+                                   alone=sync)
         out = wire.mutate_response_from_pb(reply)  # type: ignore[arg-type]
         if len(out) != len(mutations):
             raise StorageError(f"protocol error: {len(out)} results for {len(mutations)} rows")

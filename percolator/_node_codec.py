@@ -36,6 +36,7 @@ from ._backend import (
     TxnStatus,
 )
 from ._transport.framing import tags
+from .layout import reserved_table
 from .v1 import node_pb2 as pb
 
 __all__ = [
@@ -93,7 +94,12 @@ def key_list(rows: Iterable[pb.RowColumns]) -> list[Key]:
 
 
 def _check_table(table: bytes, limits: Limits) -> None:
+    """A Percolator table: a system or side table is not one (its rows would be
+    overwritten by the columns a step derives: see ``layout.reserved_table``)."""
     check_key(table, "table", limits.max_table_bytes)
+    reserved = reserved_table(table)
+    if reserved is not None:
+        raise InvalidArgument(f"table {table!r} cannot hold transactions: {reserved}")
 
 
 def parse_table(table: bytes, limits: Limits) -> bytes:

@@ -35,7 +35,7 @@ from google.protobuf.message import Message
 
 from bigtable_lite import InvalidArgument, RowMutation, wire
 from bigtable_lite import status as store_status
-from bigtable_lite.auth import Role
+from bigtable_lite.auth import Role, role_of
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
 
@@ -43,6 +43,7 @@ from . import _node_codec as codec
 from ._backend import CommitRequest
 from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
+from ._node_roles import check_command, check_raw_writes
 from ._status import status_for
 from ._transport.framing import frame
 from ._transport.stream_slots import StreamSlots
@@ -102,25 +103,29 @@ class NodeService:
             "rollback": self._rollback, "heartbeat": self._heartbeat,
             "check_txn_status": self._status, "register_observed": self._register,
             "observed_columns": self._observed, "read_rows": self._read_rows,
-            "mutate_rows": self._mutate_rows,
         }
 
     # --- one batch ------------------------------------------------------------------------
 
-    def execute(self, request: pb.BatchRequest, *, known: bool = False) -> bytes:
+    def execute(self, request: pb.BatchRequest, *, known: bool = False,
+                role: Role = Role.ADMIN) -> bytes:
         """The serialized BatchResponse: a result for every command, in order.
 
         Never raises for a command: its failure is its result.  ``known``: the request
         carries no field unknown to this node (else each command is checked for some).
+        ``role``: the caller's (``_node_roles``); a command above it is refused alone.
         """
         results: list[bytes] = [b""] * len(request.commands)
         stamps: list[tuple[int, int]] = []
         commits: list[tuple[int, CommitRequest]] = []
+        checked = role is not Role.ADMIN
         for i, command in enumerate(request.commands):
             kind = command.WhichOneof("kind")
             try:
                 if kind is None:
                     raise InvalidArgument(UNKNOWN_COMMAND)
+                if checked:
+                    check_command(kind, role)
                 if not known and _has_unknown_fields(command):
                     raise InvalidArgument(f"{kind} command has fields unknown to this node")
                 msg = getattr(command, kind)
@@ -128,6 +133,8 @@ class NodeService:
                     stamps.append((i, check_count(msg.count)))
                 elif kind == "commit":
                     commits.append((i, codec.parse_commit(msg, self._limits)))
+                elif kind == "mutate_rows":
+                    results[i] = _result(kind, self._mutate_rows(msg, role))
                 else:
                     results[i] = _result(kind, self._steps[kind](msg))
             except Exception as exc:  # noqa: BLE001 - the command's own error result
@@ -241,9 +248,10 @@ class NodeService:
         check_reads(reads, self._limits)
         return wire.read_response_to_pb(self._backend.local_store.read_rows(reads))
 
-    def _mutate_rows(self, msg: Any) -> Message:
+    def _mutate_rows(self, msg: Any, role: Role) -> Message:
         rows: list[RowMutation] = wire.mutate_request_from_pb(msg)
         check_batch(rows, self._limits)
+        check_raw_writes(rows, role)
         return wire.mutate_response_to_pb(
             self._backend.local_store.mutate_rows(rows, sync=bool(msg.sync)))
 
@@ -252,7 +260,7 @@ class NodeService:
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             request, known = _parse(raw)
-            return self.execute(request, known=known)
+            return self.execute(request, known=known, role=role_of(context))
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
             _abort(context, exc)
 
@@ -262,11 +270,12 @@ class NodeService:
         slots = self._streams
         slots.admit(context, "no batch stream free (or the node is stopping): send batches by"
                     " Batch")
+        role = role_of(context)
         try:
             for raw in requests:
                 try:
                     request, known = _parse(raw)
-                    reply = self.execute(request, known=known)
+                    reply = self.execute(request, known=known, role=role)
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
                 yield reply
@@ -293,9 +302,9 @@ class NodeService:
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
-        # write for both until each command's role is checked here (bigtable_lite.auth.role_of)
-        return ServiceRegistration(SERVICE_NAME, add, {"Batch": Role.WRITE,
-                                                       "BatchStream": Role.WRITE})
+        # read admits a batch; each command is checked against the caller's role here.
+        return ServiceRegistration(SERVICE_NAME, add, {"Batch": Role.READ,
+                                                       "BatchStream": Role.READ})
 
 
 assert set(COMMAND_TAGS) == {f.name for f in pb.Command.DESCRIPTOR.fields}

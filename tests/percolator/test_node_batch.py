@@ -50,6 +50,7 @@ from bigtable_lite import (
     WrongTablet,
     wire,
 )
+from bigtable_lite.auth import Role
 from bigtable_lite.server import build_server
 from bigtable_lite.store import StoreOps
 from percolator import Client, records
@@ -143,13 +144,14 @@ class RecordingService(NodeService):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def execute(self, request: node_pb2.BatchRequest, *, known: bool = False) -> bytes:
+    def execute(self, request: node_pb2.BatchRequest, *, known: bool = False,
+                role: Role = Role.ADMIN) -> bytes:
         if self.hold_next:
             self.hold_next = False
             self.entered.set()
             assert self.release.wait(WAIT)
         self.batches.append([str(c.WhichOneof("kind")) for c in request.commands])
-        return super().execute(request, known=known)
+        return super().execute(request, known=known, role=role)
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         self.methods.append("Batch")
@@ -958,8 +960,9 @@ def test_node_stop_ends_busy_streams_between_batches(tmp_path: Path,
     executed: list[list[tuple[bytes, bytes]]] = []  # the rows of every batch run
     execute = node.batches.execute
 
-    def recording(request: node_pb2.BatchRequest, *, known: bool = False) -> bytes:
-        reply = execute(request, known=known)
+    def recording(request: node_pb2.BatchRequest, *, known: bool = False,
+                  role: Role = Role.ADMIN) -> bytes:
+        reply = execute(request, known=known, role=role)
         executed.append([(c.one_phase.rows[0].row, c.one_phase.rows[0].cells[0].value)
                          for c in request.commands if c.WhichOneof("kind") == "one_phase"])
         return reply

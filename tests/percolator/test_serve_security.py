@@ -121,8 +121,11 @@ def test_transactions_need_tls_and_a_write_token(
             txn.set(b"acct", b"balance", b"100")
         assert client.begin().get(b"acct", b"balance") == b"100"
     with Client.connect(server.address, token=tokens["read"], tls_ca=ca, timeout=WAIT) as client:
-        with pytest.raises(PermissionDenied):
-            client.begin()  # node batches need write
+        assert client.begin().get(b"acct", b"balance") == b"100"  # reads need read
+        with pytest.raises(PermissionDenied):  # writes need write
+            with client.transaction() as txn:
+                txn.set(b"acct", b"balance", b"1000000")
+        assert client.begin().get(b"acct", b"balance") == b"100"
     with Client.connect(server.address, tls_ca=ca, timeout=WAIT) as client:
         with pytest.raises(Unauthenticated):
             client.begin()
