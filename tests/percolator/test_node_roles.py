@@ -91,7 +91,7 @@ class Attacker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, path: str, request: bytes) -> tuple[Code, bytes]:
+    def _call(self, path: str, request: bytes) -> tuple[grpc.StatusCode, bytes]:
         try:
             reply = self._channel.unary_unary(path)(request, metadata=self._metadata,
                                                     timeout=WAIT)
@@ -99,11 +99,11 @@ class Attacker:
             return exc.code(), b""
         return Code.OK, reply
 
-    def mutate_rows(self, rows: Sequence[tpb.RowMutation], sync: bool = False) -> Code:
+    def mutate_rows(self, rows: Sequence[tpb.RowMutation], sync: bool = False) -> grpc.StatusCode:
         request = tpb.MutateRowsRequest(rows=rows, sync=sync)
         return self._call(f"/{TABLET}/MutateRows", request.SerializeToString())[0]
 
-    def split(self, table: bytes, row: bytes) -> Code:
+    def split(self, table: bytes, row: bytes) -> grpc.StatusCode:
         request = tpb.SplitTabletRequest(table=table, row=row)
         return self._call(f"/{TABLET}/SplitTablet", request.SerializeToString())[0]
 
@@ -115,7 +115,7 @@ class Attacker:
         assert len(results) == len(commands)
         return results
 
-    def batch_mutate(self, rows: Sequence[tpb.RowMutation]) -> Code:
+    def batch_mutate(self, rows: Sequence[tpb.RowMutation]) -> grpc.StatusCode:
         """``rows`` as a mutate_rows command beside a timestamp request, in one batch: the
         code of the mutation (the timestamp must be answered whatever it is)."""
         mutate, stamp = self.batch([
@@ -125,7 +125,7 @@ class Attacker:
         return command_code(mutate)
 
 
-def command_code(result: npb.Result) -> Code:
+def command_code(result: npb.Result) -> grpc.StatusCode:
     if result.WhichOneof("kind") != "error":
         return Code.OK
     return next(c for c in Code if c.value[0] == result.error.code)
@@ -372,8 +372,11 @@ def test_read_role_reads_but_every_write_command_is_refused_alone(served: Served
             "check_txn_status": npb.CheckTxnStatusRequest(table=T, primary=key, start_ts=5),
             "read_rows": tpb.ReadRowsRequest(reads=[tpb.RowRead(table=T, row=b"alice")]),
         }
-        commands = [npb.Command(**{kind: msg}) for kind, msg in [*writes.items(),
-                                                                 *reads.items()]]
+        commands = []
+        for kind, msg in [*writes.items(), *reads.items()]:
+            command = npb.Command()
+            getattr(command, kind).CopyFrom(msg)
+            commands.append(command)
         results = reader.batch(commands)
         for kind, result in zip([*writes, *reads], results):
             if kind in writes:
