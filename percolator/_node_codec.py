@@ -228,7 +228,9 @@ def parse_read(msg: pb.ReadRequest, limits: Limits
 
 def read_result(keys: Sequence[Key], result: ReadResult, budget: int) -> pb.ReadResponse:
     """Values in request order, the locked cells left out (listed in ``locked``); values
-    past ``budget`` bytes left out too (``truncated``: the client reads them again)."""
+    past ``budget`` bytes left out too, and from the first one the read did not gather
+    (a budgeted read: ``LocalBackend.read``) on (``truncated``: the client reads them
+    again)."""
     values = result.values
     reply = pb.ReadResponse(start_ts=result.start_ts, locked=_locked_to_pb(result.locked))
     add = reply.values.add
@@ -237,6 +239,9 @@ def read_result(keys: Sequence[Key], result: ReadResult, budget: int) -> pb.Read
     for key in keys:
         if key in held:
             continue
+        if key not in values:
+            reply.truncated = True
+            break
         value = values[key]
         if value is None:
             add()

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -20,6 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bigtable_lite import (
+    DEFAULT_LIMITS,
     Cell,
     PermissionDenied,
     RemoteStore,
@@ -29,6 +31,7 @@ from bigtable_lite import (
     wire,
 )
 from bigtable_lite.credentials import connect_channel
+from bigtable_lite.remote import channel_options
 from bigtable_lite.server import HEALTH_STREAMS, REFLECTION_STREAMS
 from bigtable_lite.service import SERVICE_NAME as TABLET
 from percolator import Client, cli
@@ -36,6 +39,7 @@ from percolator._node_codec import SERVICE_NAME as NODE
 from percolator.node import MIN_WORKERS, stream_shares
 from percolator.oracle_client import RemoteOracle
 from percolator.oracle_service import SERVICE_NAME as ORACLE
+from percolator.v1 import node_pb2
 from tests.certs import CA
 from tests.procs import ServerProcess, percolator_command
 
@@ -192,6 +196,43 @@ def test_1500_reads_of_a_1mib_cell_are_refused_without_gathering_them(tmp_path: 
         # What a client legitimately asks beyond the budget it still gets, streamed.
         rows = store.read_rows([RowRead(b"t", b"big")] * 24)
         assert [len(r[0].value) for r in rows] == [MiB] * 24
+        assert server.peak_rss_bytes() < 1 << 30
+
+
+def test_a_batch_of_1500_reads_of_a_1mib_cell_stops_at_the_reply_budget(tmp_path: Path
+                                                                         ) -> None:
+    """The same attack on the node's own batches: the reads past the reply's budget are
+    not run but answered RESOURCE_EXHAUSTED while the reply is gathered (the node's
+    memory measured during the attack), and their clients get them by reading alone."""
+    value = os.urandom(MiB)
+    with ServerProcess(tmp_path / "data") as server, \
+            Client.connect(server.address, timeout=WAIT) as client:
+        with client.transaction() as txn:
+            txn.set(b"big", b"c", value)
+        at = client.timestamp()
+        read = node_pb2.Command(read=node_pb2.ReadRequest(
+            table=client.table, start_ts=at,
+            rows=[node_pb2.RowColumns(row=b"big", columns=[b"c"])]))
+        request = node_pb2.BatchRequest(commands=[read] * 1500).SerializeToString()
+        assert len(request) < 50_000
+        before = server.peak_rss_bytes()
+        with grpc.insecure_channel(server.address,
+                                   options=channel_options(DEFAULT_LIMITS)) as channel:
+            raw = channel.unary_unary(f"/{NODE}/Batch")(request, timeout=WAIT)
+        peak = server.peak_rss_bytes()
+        results = node_pb2.BatchResponse.FromString(raw).results
+        answered = [r for r in results if r.WhichOneof("kind") == "read"]
+        refused = [r for r in results if r.WhichOneof("kind") == "error"]
+        assert len(answered) + len(refused) == 1500
+        assert 0 < len(answered) <= 64, len(answered)  # a reply holds at most 64 MiB
+        assert all(r.read.values[0].value == value for r in answered)
+        assert all(r.error.code == Code.RESOURCE_EXHAUSTED.value[0] for r in refused)
+        assert peak < 1 << 30 and peak - before < 400 * MiB, (before, peak)
+        # Many clients' reads of it share batches; each gets its value.
+        with ThreadPoolExecutor(32) as pool:
+            got = list(pool.map(lambda _: client.backend.read(
+                client.table, at, [(b"big", b"c")]).values[(b"big", b"c")], range(96)))
+        assert got == [value] * 96
         assert server.peak_rss_bytes() < 1 << 30
 
 
