@@ -37,6 +37,7 @@ from .credentials import ServerTLS, is_loopback, split_host
 from .guard import Gate, Guard, IdleWatch, StreamPool
 from .local import LocalStore
 from .model import Limits
+from .reflection import SourcePool, source_descriptors
 from .service import DEFAULT_MAX_REPLY_BYTES, ROLES, SERVICE_NAME, TabletService
 
 __all__ = ["DEFAULT_STREAM_IDLE", "HEALTH_STREAMS", "REFLECTION_STREAMS", "InsecureListen",
@@ -69,6 +70,9 @@ class ServiceRegistration:
     roles: Mapping[str, Role | None] = field(default_factory=dict)
     max_request_bytes: int | None = None
     streams: int | None = None
+    # Its contract's descriptors with comments, for reflection (serialized
+    # FileDescriptorSets: ``reflection.source_descriptors(package)``).
+    sources: Sequence[bytes] = ()
 
 
 @dataclass(frozen=True)
@@ -177,8 +181,8 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
                  max_workers: int = 32, policy: ServerPolicy = ServerPolicy()
                  ) -> tuple[grpc.Server, int]:
     """grpc.Server with TabletService for store, the extra services, gRPC health checking
-    (all services SERVING) and server reflection, every method behind the guard of
-    ``policy`` (``bigtable_lite.guard``); bound to listen ("HOST:PORT", port 0 = pick),
+    (all services SERVING) and server reflection (with the contracts' comments), every
+    method behind the guard of ``policy`` (``bigtable_lite.guard``); bound to listen ("HOST:PORT", port 0 = pick),
     with TLS if the policy has it; returns (server, bound_port); not yet started.
 
     Health needs no token; reflection needs ``read`` (it lists the services, which is
@@ -214,8 +218,10 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
     for name in ["", *names]:  # "" is the whole server, by the health protocol
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _HEALTH[server] = health_servicer
+    sources = [*source_descriptors("bigtable_lite.v1"),
+               *(data for r in extra for data in r.sources)]
     reflection_servicer = reflection.ReflectionServicer(
-        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME])
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], pool=SourcePool(sources))
     _serve(server, guard, ServiceRegistration(
         reflection.SERVICE_NAME,
         lambda s: reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

@@ -27,8 +27,8 @@ commands always run).  A ``read`` or ``scan`` gathers at most a quarter of the l
 (the values past it are left for the client to read again, a scan chunk ends there), a
 raw ``read_rows`` at most what is left of the limit (beyond it: refused, its client
 reads alone), so one batch holds at most about the limit plus one read: 1,500 reads of
-a 1 MiB cell in one 24 KB request once took a node to gigabytes.  If the reply still would not fit, the largest read results are
-answered RESOURCE_EXHAUSTED the same way.
+a 1 MiB cell in one 24 KB request once took a node to gigabytes.  If the reply still
+would not fit, the largest read results are answered RESOURCE_EXHAUSTED the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from google.protobuf.message import Message
 from bigtable_lite import InvalidArgument, ReplyTooLarge, RowMutation, wire
 from bigtable_lite import status as store_status
 from bigtable_lite.auth import Role, role_of
+from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
 
@@ -331,7 +332,8 @@ class NodeService:
         add: Callable[[grpc.Server], None] = self.add_to_server
         # read admits a batch; each command is checked against the caller's role here.
         return ServiceRegistration(SERVICE_NAME, add, {"Batch": Role.READ,
-                                                       "BatchStream": Role.READ})
+                                                       "BatchStream": Role.READ},
+                                   sources=source_descriptors("percolator.v1"))
 
 
 assert set(COMMAND_TAGS) == {f.name for f in pb.Command.DESCRIPTOR.fields}

@@ -42,6 +42,7 @@ import grpc
 
 from bigtable_lite import status
 from bigtable_lite.auth import Role
+from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 
 from ._status import error_for, error_from_rpc, status_for
@@ -179,7 +180,8 @@ class OracleServicer:
         refused before it is decoded; streams are admitted here (``max_streams``).
         """
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add, ROLES, MAX_REQUEST_BYTES)
+        return ServiceRegistration(SERVICE_NAME, add, ROLES, MAX_REQUEST_BYTES,
+                                   sources=source_descriptors("percolator.v1"))
 
 
 def add_to_server(oracle: TimestampSource, server: grpc.Server, *,

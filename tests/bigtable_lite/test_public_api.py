@@ -42,7 +42,7 @@ def test_server_api() -> None:
     assert params["policy"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["max_workers"].default == 32
     assert [f for f in server.ServiceRegistration.__dataclass_fields__] == [
-        "name", "add", "roles", "max_request_bytes", "streams"]
+        "name", "add", "roles", "max_request_bytes", "streams", "sources"]
     remote = inspect.signature(bigtable_lite.RemoteStore).parameters
     assert list(remote) == ["address", "timeout", "limits"] and remote["timeout"].default == 30.0
 

@@ -1037,7 +1037,7 @@ def test_node_stop_ends_busy_streams_between_batches(tmp_path: Path,
     """Clients commit while the node stops: stop does not wait out the grace period, and no
     batch is half-executed -- every commit acknowledged is stored, and every commit that
     failed left nothing (its batch was not executed: the stream ended before it)."""
-    node = Node(tmp_path / "data", "127.0.0.1:0", max_workers=8).start()
+    node = Node(tmp_path / "data", "127.0.0.1:0", max_workers=10).start()
     executed: list[list[tuple[bytes, bytes]]] = []  # the rows of every batch run
     execute = node.batches.execute
 
