@@ -26,7 +26,9 @@ kept as SHA-256 digests and a presented token is compared with every one of them
 token was right.  The file is read once, when the server is built.
 
 Handlers learn the role their call was granted with :func:`role_of` (a dictionary
-lookup, no parsing): e.g. a service that checks each command of a batch itself.
+lookup, no parsing): e.g. a service that checks each command of a batch itself; and who
+called with :func:`caller_of` (the token's digest, never the token): e.g. a service
+holding state for its callers between calls keeps each caller's apart.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from collections.abc import Iterable, Mapping
 
 import grpc
 
-__all__ = ["METADATA_KEY", "MIN_TOKEN_CHARS", "Role", "TokenTable", "bearer", "grant",
-           "parse_tokens", "role_of"]
+__all__ = ["METADATA_KEY", "MIN_TOKEN_CHARS", "Role", "TokenTable", "bearer", "caller_of",
+           "grant", "parse_tokens", "role_of"]
 
 METADATA_KEY = "authorization"
 """Metadata key of the token (gRPC's access-token credentials use it)."""
@@ -48,6 +50,7 @@ _SCHEME = "Bearer "
 MIN_TOKEN_CHARS = 16
 _MAX_TOKEN_CHARS = 256
 _ROLE_ATTRIBUTE = "_bigtable_lite_role"
+_CALLER_ATTRIBUTE = "_bigtable_lite_caller"
 
 
 class Role(enum.IntEnum):
@@ -119,18 +122,26 @@ class TokenTable:
 
     def role(self, token: str | None) -> Role | None:
         """The role of ``token``, or None if it is not one of ours (constant time per entry)."""
+        found = self.identify(token)
+        return None if found is None else found[0]
+
+    def identify(self, token: str | None) -> tuple[Role, bytes] | None:
+        """The role of ``token`` and who holds it (its digest), or None if it is not one of
+        ours (constant time per entry)."""
         if token is None:
             return None
         digest = _digest(token)
-        found: Role | None = None
+        found: tuple[Role, bytes] | None = None
         for known, role in self._entries:  # no early exit: every entry is compared
             if hmac.compare_digest(known, digest):
-                found = role
+                found = (role, known)
         return found
 
-    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Role | None:
-        """The role of the bearer token in a call's metadata, or None."""
-        return self.role(bearer(metadata))
+    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None
+                     ) -> tuple[Role, bytes] | None:
+        """The role and caller (:meth:`identify`) of the bearer token in a call's metadata,
+        or None."""
+        return self.identify(bearer(metadata))
 
 
 def bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -141,9 +152,11 @@ def bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     return None
 
 
-def grant(context: grpc.ServicerContext, role: Role) -> None:
-    """Record the role a call was granted (the server's guard does, before the handler runs)."""
+def grant(context: grpc.ServicerContext, role: Role, caller: bytes = b"") -> None:
+    """Record the role a call was granted and who made it (the server's guard does, before
+    the handler runs)."""
     setattr(context, _ROLE_ATTRIBUTE, role)
+    setattr(context, _CALLER_ATTRIBUTE, caller)
 
 
 def role_of(context: grpc.ServicerContext) -> Role:
@@ -155,3 +168,13 @@ def role_of(context: grpc.ServicerContext) -> Role:
     """
     role: Role = getattr(context, _ROLE_ATTRIBUTE, Role.ADMIN)
     return role
+
+
+def caller_of(context: grpc.ServicerContext) -> bytes:
+    """Who made the call of ``context``: the SHA-256 digest of its token.
+
+    ``b""`` on a server without tokens (every caller is the same one there), and for a
+    call that did not pass through the guard of ``build_server``.
+    """
+    caller: bytes = getattr(context, _CALLER_ATTRIBUTE, b"")
+    return caller

@@ -4,9 +4,10 @@
 services registered beside it, health and reflection) in a guard that, in this order:
 
 1. **authenticates** the call and checks its role (``bigtable_lite.auth``): no valid token
-   is UNAUTHENTICATED, a role below the method's PERMISSION_DENIED; the role is then
-   recorded for :func:`bigtable_lite.auth.role_of`.  Methods declared open (health)
-   skip this; a server without tokens skips it for every method;
+   is UNAUTHENTICATED, a role below the method's PERMISSION_DENIED; the role and the
+   caller are then recorded for :func:`bigtable_lite.auth.role_of` and ``caller_of``.
+   Methods declared open (health) skip this; a server without tokens skips it for
+   every method;
 2. bounds each **request message**: over the method's byte budget is RESOURCE_EXHAUSTED;
 3. **decodes** it: bytes that do not decode are INVALID_ARGUMENT, logged once per method
    and cause as one line (grpc's own deserialisation answers INTERNAL and logs a
@@ -265,14 +266,15 @@ class Guard:
         authenticate = tokens.authenticate
 
         def admit(context: grpc.ServicerContext) -> None:
-            role = authenticate(context.invocation_metadata())
-            if role is None:
+            found = authenticate(context.invocation_metadata())
+            if found is None:
                 _abort(context, Code.UNAUTHENTICATED, "this server takes calls only with a"
                        " valid token (authorization: Bearer TOKEN)")
+            role, caller = found
             if role < needed:
                 _abort(context, Code.PERMISSION_DENIED, f"{method} needs the {needed.label}"
                        f" role; the call's token has {role.label}")
-            grant(context, role)
+            grant(context, role, caller)
 
         return admit
 

@@ -182,8 +182,9 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
                  ) -> tuple[grpc.Server, int]:
     """grpc.Server with TabletService for store, the extra services, gRPC health checking
     (all services SERVING) and server reflection (with the contracts' comments), every
-    method behind the guard of ``policy`` (``bigtable_lite.guard``); bound to listen ("HOST:PORT", port 0 = pick),
-    with TLS if the policy has it; returns (server, bound_port); not yet started.
+    method behind the guard of ``policy`` (``bigtable_lite.guard``); bound to listen
+    ("HOST:PORT", port 0 = pick), with TLS if the policy has it; returns (server,
+    bound_port); not yet started.
 
     Health needs no token; reflection needs ``read`` (it lists the services, which is
     little, but its streams hold threads, so strangers get none).
