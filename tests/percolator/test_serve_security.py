@@ -36,6 +36,7 @@ from bigtable_lite.server import HEALTH_STREAMS, REFLECTION_STREAMS
 from bigtable_lite.service import SERVICE_NAME as TABLET
 from percolator import Client, cli
 from percolator._node_codec import SERVICE_NAME as NODE
+from percolator._txn_service import SERVICE_NAME as TRANSACTIONS
 from percolator.node import MIN_WORKERS, stream_shares
 from percolator.oracle_client import RemoteOracle
 from percolator.oracle_service import SERVICE_NAME as ORACLE
@@ -317,7 +318,7 @@ def test_a_stream_its_client_does_not_read_is_cancelled(tmp_path: Path) -> None:
 
 UNDECODABLE = b"\xff"
 UNARY = [(TABLET, "ReadRows"), (ORACLE, "GetTimestamps"), (ORACLE, "GetOracleStats"),
-         (NODE, "Batch"), (HEALTH, "Check")]
+         (NODE, "Batch"), (TRANSACTIONS, "Begin"), (TRANSACTIONS, "Commit"), (HEALTH, "Check")]
 SERVER_STREAMS = [(TABLET, "Scan"), (TABLET, "ReadRowsStream"), (HEALTH, "Watch")]
 BIDI = [(ORACLE, "StreamTimestamps"), (NODE, "BatchStream"), (REFLECTION, "ServerReflectionInfo")]
 
