@@ -66,9 +66,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         yield n
 
 
-def served_methods(address: str) -> dict[str, MethodDescriptor]:
+def served_methods(address: str, token: str = TOKENS[Role.READ]
+                   ) -> dict[str, MethodDescriptor]:
     """Every method of every service the node's reflection lists, by full path."""
-    with connect_channel(address, token=TOKENS[Role.READ]) as channel:
+    with connect_channel(address, token=token) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         pool = descriptor_pool.DescriptorPool(database)
         methods: dict[str, MethodDescriptor] = {}
@@ -78,7 +79,7 @@ def served_methods(address: str) -> dict[str, MethodDescriptor]:
         return methods
 
 
-def call(channel: grpc.Channel, path: str, method: MethodDescriptor) -> Code:
+def call(channel: grpc.Channel, path: str, method: MethodDescriptor) -> grpc.StatusCode:
     """The status of one call of ``path`` with an empty request (OK if it got through)."""
     empty = b""
     try:
@@ -96,7 +97,8 @@ def call(channel: grpc.Channel, path: str, method: MethodDescriptor) -> Code:
             channel.unary_unary(path)(empty, timeout=WAIT)
     except grpc.RpcError as exc:
         assert isinstance(exc, grpc.Call)
-        return exc.code()
+        code: grpc.StatusCode = exc.code()
+        return code
     return Code.OK
 
 

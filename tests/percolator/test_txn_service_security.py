@@ -108,23 +108,23 @@ def test_a_read_token_reads_and_ends_its_transactions_but_cannot_commit(
         with writer.transaction() as txn:
             txn.set(*CELL, b"100")
     with service(node.address, Role.READ, stream=stream) as reader:
-        txn = reader.begin([CELL])
-        assert txn.values == {CELL: b"100"}
-        assert txn.get(*CELL) == b"100"
-        assert txn.batch_get([CELL]) == {CELL: b"100"}
-        assert list(txn.scan()) == [(*CELL, b"100")]
-        txn.set(*CELL, b"1000000")
-        refused = must_fail(Code.PERMISSION_DENIED, txn.commit)
+        held = reader.begin([CELL])
+        assert held.values == {CELL: b"100"}
+        assert held.get(*CELL) == b"100"
+        assert held.batch_get([CELL]) == {CELL: b"100"}
+        assert list(held.scan()) == [(*CELL, b"100")]
+        held.set(*CELL, b"1000000")
+        refused = must_fail(Code.PERMISSION_DENIED, held.commit)
         assert "Commit needs the write role" in refused.details
-        assert txn.get(*CELL) == b"100", "the refused commit changed nothing, the stream goes on"
-        txn.rollback()
+        assert held.get(*CELL) == b"100", "the refused commit changed nothing, the stream goes on"
+        held.rollback()
         assert node.transactions.sessions.open == 0
     with native(node, Role.READ) as check:
         assert check.begin().get(*CELL) == b"100"
     with service(node.address, Role.WRITE, stream=stream) as writer_svc:
-        txn = writer_svc.begin([CELL])
-        txn.set(*CELL, b"90")
-        assert txn.commit() > txn.txn_id
+        held = writer_svc.begin([CELL])
+        held.set(*CELL, b"90")
+        assert held.commit() > held.txn_id
     with native(node, Role.READ) as check:
         assert check.begin().get(*CELL) == b"90"
 
@@ -241,8 +241,8 @@ def test_a_batch_get_gathers_values_only_up_to_the_reply_budget(node: Node,
             refused = must_fail(Code.RESOURCE_EXHAUSTED, attempt)
             assert "a reply may carry" in refused.details
             assert 0 < sum(gathered) <= budget + DEFAULT_LIMITS.max_value_bytes, gathered
-        txn = reader.begin()
-        assert all(len(txn.batch_get(keys[i:i + 3])) == len(keys[i:i + 3])  # a 4 MiB channel
+        held = reader.begin()
+        assert all(len(held.batch_get(keys[i:i + 3])) == len(keys[i:i + 3])  # a 4 MiB channel
                    for i in range(0, 40, 3))
 
 
@@ -258,11 +258,11 @@ def test_a_batch_get_naming_one_large_cell_1000_times_is_refused_in_bounded_memo
         cells = [node_pb2.Key(row=CELL[0], column=CELL[1])] * 1000
         before = server.peak_rss_bytes()
         with ServiceClient(server.address, timeout=WAIT) as caller:
-            txn = caller.begin()
+            held = caller.begin()
             for request in (lambda: caller.call("Begin", pb.TxnBeginRequest(reads=cells)),
                             lambda: caller.call("BatchGet", pb.TxnBatchGetRequest(
-                                txn_id=txn.txn_id, cells=cells))):
+                                txn_id=held.txn_id, cells=cells))):
                 must_fail(Code.RESOURCE_EXHAUSTED, request)
-            assert txn.batch_get([CELL] * 3)[CELL] is not None
+            assert held.batch_get([CELL] * 3)[CELL] is not None
         peak = server.peak_rss_bytes()
         assert peak - before < 300 * MiB, (before, peak)
