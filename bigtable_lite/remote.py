@@ -44,29 +44,16 @@ _FIRST_PAUSE = 0.005  # seconds before a refused stream is tried again; doubled 
 _LAST_PAUSE = 0.25
 
 
-RECONNECT_MIN_MS = 100
-RECONNECT_MAX_MS = 1000
-
-
 def channel_options(limits: Limits) -> list[tuple[str, int]]:
     """Channel arguments for a client of the store (also for channels made by callers).
 
     SingleThreadedUnaryStream runs a scan on the calling thread instead of handing each
     message over from a grpc thread: measured 2-3x more short scans per second.
-
-    Reconnection is tried again at most ``RECONNECT_MAX_MS`` apart: gRPC's default
-    back-off grows to two minutes, so clients sat idle long after a restarted node was
-    back (issue 16: workers 7-17 s).  Measured here (2 cores, loaded): a node down 5 s,
-    a client's first call served 5.5-8.7 s after it was back by default, 1.8-4.3 s with
-    these.  One attempt a second costs a server nothing it would notice.
     """
     return [
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", limits.max_message_bytes),
         (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
-        ("grpc.initial_reconnect_backoff_ms", RECONNECT_MIN_MS),
-        ("grpc.min_reconnect_backoff_ms", RECONNECT_MIN_MS),
-        ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
     ]
 
 
