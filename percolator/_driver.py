@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 
-from bigtable_lite import Limits, StorageError, Unavailable
+from bigtable_lite import Limits, PermissionDenied, StorageError, Unauthenticated, Unavailable
 
 from . import failpoints
 from ._backend import (
@@ -227,7 +227,10 @@ def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
     restarting -- the decided outcome (:func:`decide`), never a guess.  Committed: that
     is the answer.  Not committed (rolled back now, so it never will): ``exc`` itself,
     unless it was ``Unavailable`` (then the outcome says so).  Raises CommitUndetermined
-    if the fate cannot be learned."""
+    if the fate cannot be learned.  A command the node refused for the caller's role
+    (PermissionDenied, Unauthenticated: checked before it runs) is that error at once."""
+    if isinstance(exc, (PermissionDenied, Unauthenticated)):
+        raise exc  # the node refused the command before running it: nothing to decide
     last: Exception = exc
     for attempt in range(5):
         try:
