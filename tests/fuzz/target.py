@@ -1,5 +1,5 @@
-"""The node under fuzz: a `percolator serve` subprocess, data the fuzz must not harm, and
-the checks every example is followed by.
+"""The node under fuzz: a `percolator serve` subprocess (security off, the default), data
+the fuzz must not harm, and the checks every step is followed by.
 
 Before any fuzzed call the node gets:
 
@@ -8,16 +8,14 @@ Before any fuzzed call the node gets:
   may name the canary table, its rows and its transactions' timestamps in every
   command that does not write (reads, scans, commit, rollback, resolve, heartbeat,
   status: none of them may change a committed value), but never in a write: raw
-  ``MutateRows``/``mutate_rows`` (no roles yet: any client may write raw) or a prewrite
-  or one-phase commit (a new transaction, which may legitimately change any value).
-* a **bank**: :data:`ACCOUNTS` accounts in :data:`BANK_TABLE` with a fixed total, and
-  before each RPC's examples, transfers left prewritten and undecided (some locks
-  expired, some live) whose timestamps and keys the fuzz draws: whatever it commits,
-  rolls back or resolves, each transfer ends all or nothing and the total holds
-  (:meth:`Bank.close_round`).  Writes to the bank table are excluded as for the canary.
+  ``MutateRows``/``mutate_rows`` (no roles yet: any client may write raw), a prewrite,
+  a one-phase commit or a Transactions session (a new transaction, which may
+  legitimately change any value).
+* a **bank** (``bank.py``): accounts in ``BANK_TABLE`` with a fixed total, excluded
+  from fuzzed writes as the canary is, whose transfers the state machine runs.
 * a 1 MiB cell (:data:`BIG_ROW`), so that huge counts of reads of it ask for gigabytes.
 
-After every example (:meth:`NodeUnderFuzz.check`): the node answers a health check,
+After every step (:meth:`NodeUnderFuzz.check`): the node answers a health check,
 commits and reads back a small transaction in the fuzzed table (a row the fuzz never
 names), the canary reads the same (through a transaction and raw: its data and write
 columns unchanged), and the node's resident memory is below :data:`RSS_BOUND`.  A

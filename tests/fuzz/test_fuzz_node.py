@@ -75,8 +75,10 @@ EXAMPLES = int(os.environ.get("PERCOLATOR_FUZZ_EXAMPLES", "10"))
 STEPS = int(os.environ.get("PERCOLATOR_FUZZ_STEPS", "30"))
 SWEEP = int(os.environ.get("PERCOLATOR_FUZZ_SWEEP", "4"))
 BUDGET = float(os.environ.get("PERCOLATOR_FUZZ_SECONDS", "40"))
-"""Seconds of fuzzed calls after which the rest of the default run only checks (a slow
-machine runs fewer calls, not a longer test); a long run sets it higher."""
+"""Seconds of fuzzed calls after which the rest of the machine's run only checks (a slow
+machine runs fewer calls, not a longer test); a long run sets it higher.  The sweep
+stops at twice that from the node's start, its first call of each method excepted."""
+SWEEP_DEADLINE = 0.0
 MAX_OPEN = 3
 MAX_PENDING = 4
 MAX_SESSIONS = 8
@@ -89,6 +91,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeUnderFuzz]:
     target = NodeUnderFuzz(Path(tmp_path_factory.mktemp("fuzz-node")))
     try:
         target.seed()
+        global SWEEP_DEADLINE
+        SWEEP_DEADLINE = time.monotonic() + 2 * BUDGET
         yield target
     finally:
         target.close()
@@ -104,8 +108,8 @@ class Requests(list[bytes]):
 class Stats:
     """What the fuzz did, printed at the end (a run that fuzzed nothing shows it)."""
 
-    def __init__(self) -> None:
-        self.deadline = time.monotonic() + BUDGET
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = time.monotonic() + BUDGET if deadline is None else deadline
         self.outcomes: Counter[str] = Counter()
         self.rpcs: Counter[str] = Counter()
         self.steps: Counter[str] = Counter()
@@ -327,6 +331,7 @@ def resolve_every_lock(node: NodeUnderFuzz) -> list[tuple[bytes, bytes, bytes]]:
 
 
 def test_fuzz_node(node: NodeUnderFuzz) -> None:
+    node.ensure_running()
     started = time.monotonic()
     stats = Stats()
     machine: Any = type("Machine", (NodeFuzz,), {"node": node, "stats": stats})
@@ -351,7 +356,8 @@ def test_fuzz_node(node: NodeUnderFuzz) -> None:
 def test_fuzz_each_method(node: NodeUnderFuzz, rpc: Rpc) -> None:
     """Every method, whatever the machine drew: ``SWEEP`` fuzzed calls each (derandomized),
     each followed by the machine's checks."""
-    stats = Stats()
+    node.ensure_running()
+    stats = Stats(deadline=float("inf"))
     tracebacks = len(node.tracebacks())
     known = 0
 
@@ -360,6 +366,8 @@ def test_fuzz_each_method(node: NodeUnderFuzz, rpc: Rpc) -> None:
     @given(data=st.data())
     def one_call(data: st.DataObject) -> None:
         nonlocal known
+        if stats.rpcs[rpc.id]:
+            stats.deadline = SWEEP_DEADLINE
         known += fuzz_call(node, stats, rpc, data)
         check_node(node, tracebacks, known)
 
