@@ -30,6 +30,9 @@ WRITE_TABLES = (FUZZ_TABLE, FUZZ_TABLE, FUZZ_TABLE, *_FUZZ_SYSTEM, b"fuzz-other"
 """Tables of raw writes, prewrites and one-phase commits: never a protected one."""
 ODD_TABLES = (b"", b"\x00", b"t" * LIMITS.max_table_bytes, b"t" * (LIMITS.max_table_bytes + 1))
 
+DECIDING = ("CommitRequest", "RollbackRequest", "ResolveRequest", "HeartbeatRequest",
+            "CheckTxnStatusRequest")
+"""Commands that decide (or keep alive) a transaction: aimed at the pending transfers."""
 ROWS = (BIG_ROW, b"small", *ACCOUNT_ROWS[:4], *CANARY_ROWS, b"r", b"\x00sys",
         layout.OBSERVED_ROW, b"high_water", b"\xff" * 4)
 ODD_ROWS = (b"", b"x" * LIMITS.max_row_bytes, b"x" * (LIMITS.max_row_bytes + 1))
@@ -96,6 +99,16 @@ def pools(timestamps: Sequence[int], pending: Sequence[Pending],
         "count": ODD_COUNTS, "ttl_ms": ODD_TTLS, "limit": ODD_COUNTS_32,
         "max_versions": ODD_COUNTS_32,
     }
+    if pending:  # decisions aimed at the undecided transfers: their table, ts and cells
+        pending_ts = tuple(p.start_ts for p in pending) * 4
+        pending_rows = tuple(row for p in pending for row in (p.source, p.target)) * 4
+        for kind in DECIDING:
+            good[f"percolator.v1.{kind}.table"] = (BANK_TABLE,) * len(READ_TABLES) + READ_TABLES
+            good[f"percolator.v1.{kind}.start_ts"] = (*pending_ts, *ts)
+        for message in ("Key", "RowColumns"):
+            good[f"percolator.v1.{message}.row"] = (*pending_rows, *rows)
+        good["percolator.v1.Key.column"] = (BALANCE,) * len(COLUMNS) + COLUMNS
+        good["percolator.v1.RowColumns.columns"] = (BALANCE,) * len(COLUMNS) + COLUMNS
     oneofs = {"percolator.v1.Command": command} if command else {}
     exclusive = {"bigtable_lite.v1.ColumnFilter": ("columns", "prefixes"),
                  "percolator.v1.CellWrite": ("delete", "value"),
