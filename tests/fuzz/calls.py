@@ -276,31 +276,10 @@ def invoke(channel: grpc.Channel, rpc: Rpc, requests: Sequence[bytes]) -> Outcom
 
 # --- outcomes ------------------------------------------------------------------------------
 
-KNOWN_INTERNAL = frozenset({
-    "/percolator.v1.TimestampOracle/GetTimestamps",
-    "/percolator.v1.TimestampOracle/StreamTimestamps",
-    "/percolator.v1.TimestampOracle/GetOracleStats",
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-})
-"""Methods whose requests grpc itself decodes, answering INTERNAL (and logging a
-traceback) for bytes that do not decode -- issue 16, fixed by the guard on every served
-method (branch secure); tolerated here for undecodable requests only."""
-UNDECODABLE = "Exception deserializing request!"
-
-
-def known_internal(rpc: Rpc, requests: Sequence[bytes], outcome: Outcome) -> bool:
-    """Whether ``outcome`` is the INTERNAL of :data:`KNOWN_INTERNAL`."""
-    return (outcome.code is Code.INTERNAL and rpc.path in KNOWN_INTERNAL
-            and outcome.details == UNDECODABLE
-            and any(decode(rpc.request, r) is None for r in requests))
-
-
 def check_outcome(rpc: Rpc, requests: Sequence[bytes], outcome: Outcome) -> None:
     """The call ended with a code its contract documents, and its replies are as the
     contract says."""
-    if outcome.code is not Code.OK and not known_internal(rpc, requests, outcome):
+    if outcome.code is not Code.OK:
         documented = outcome.code in rpc.codes or (
             outcome.code is Code.UNAVAILABLE and rpc.codes is TXN_CODES
             and lock_wait(outcome.trailers))

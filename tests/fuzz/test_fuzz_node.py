@@ -63,7 +63,6 @@ from .calls import (
     check_outcome,
     decode,
     invoke,
-    known_internal,
     writes_protected,
 )
 from .pools import pools
@@ -134,12 +133,11 @@ DECISIONS = [(kind, primary) for primary in ("target", "source", "other")
 
 
 def fuzz_call(node: NodeUnderFuzz, stats: Stats, rpc: Rpc, data: st.DataObject,
-              pending: Sequence[Pending] = (), sessions: Sequence[int] = ()) -> bool:
-    """One fuzzed call of ``rpc``, checked against its contract; whether it was the
-    tolerated INTERNAL of ``calls.KNOWN_INTERNAL`` (the node logs a traceback for it)."""
+              pending: Sequence[Pending] = (), sessions: Sequence[int] = ()) -> None:
+    """One fuzzed call of ``rpc``, checked against its contract."""
     if time.monotonic() > stats.deadline:
         stats.steps["fuzz: over the time budget"] += 1
-        return False
+        return
     fresh = node.bank.backend.timestamps(1)
     p = pools([*node.known_ts, fresh], pending, REQUEST_TYPES, rpc.command, sessions)
     one = message(rpc.request, p)
@@ -148,12 +146,12 @@ def fuzz_call(node: NodeUnderFuzz, stats: Stats, rpc: Rpc, data: st.DataObject,
     requests = data.draw(shape.map(Requests), label=rpc.id)
     if sum(len(raw) for raw in requests) > MAX_BUILD_BYTES:
         stats.steps["fuzz: too big to send"] += 1
-        return False
+        return
     for raw in requests:
         decoded = decode(rpc.request, raw)
         if decoded is not None and writes_protected(decoded):
             stats.steps["fuzz: would write the bank or canary"] += 1
-            return False
+            return
     note(f"{rpc.id}: " + "; ".join(f"{len(r)} bytes {r[:200].hex()}" for r in requests))
     t0 = time.perf_counter()
     outcome = invoke(node.channel, rpc, requests)
@@ -165,19 +163,17 @@ def fuzz_call(node: NodeUnderFuzz, stats: Stats, rpc: Rpc, data: st.DataObject,
     stats.rpcs[rpc.id] += 1
     stats.outcomes.update(_outcome_tally(rpc, outcome.code, outcome.replies))
     check_outcome(rpc, requests, outcome)
-    return known_internal(rpc, requests, outcome)
 
 
-def check_node(node: NodeUnderFuzz, tracebacks: int, known: int) -> None:
-    """After every step: the node's checks, the bank's total and history, no traceback
-    beyond the tolerated ones."""
+def check_node(node: NodeUnderFuzz, tracebacks: int) -> None:
+    """After every step: the node's checks, the bank's total and history, no traceback."""
     node.check()
     bank = node.bank
     at = bank.record_snapshot()
     older = sorted(bank.snapshots)
     bank.history(list(dict.fromkeys([older[0], older[len(older) // 2], at])))
     logged = node.tracebacks()[tracebacks:]
-    assert len(logged) <= known, f"the node logged {len(logged)} tracebacks:\n" \
+    assert not logged, f"the node logged {len(logged)} tracebacks:\n" \
         f"{node.output_tail()}"
 
 
@@ -210,7 +206,6 @@ class NodeFuzz(RuleBasedStateMachine):
         self.decided: list[Pending] = []
         self.sessions: list[int] = []
         self.tracebacks = len(self.node.tracebacks())
-        self.known_internal = 0
         self.turn = 0
         self.decisions = 0
         self.done = 0
@@ -218,8 +213,7 @@ class NodeFuzz(RuleBasedStateMachine):
     # --- the hostile peer ------------------------------------------------------------------
 
     def _fuzz(self, rpc: Rpc, data: st.DataObject) -> None:
-        if fuzz_call(self.node, self.stats, rpc, data, self.pending, self.sessions):
-            self.known_internal += 1
+        fuzz_call(self.node, self.stats, rpc, data, self.pending, self.sessions)
 
     @initialize(first=st.integers(0, len(RPCS) - 1))
     def start(self, first: int) -> None:
@@ -346,7 +340,7 @@ class NodeFuzz(RuleBasedStateMachine):
     @invariant()
     def node_sound(self) -> None:
         t0 = time.perf_counter()
-        check_node(self.node, self.tracebacks, self.known_internal)
+        check_node(self.node, self.tracebacks)
         self.stats.seconds["(checks)"] = (self.stats.seconds.get("(checks)", 0.0)
                                           + time.perf_counter() - t0)
 
@@ -432,17 +426,15 @@ def test_fuzz_each_method(node: NodeUnderFuzz, rpc: Rpc) -> None:
     node.ensure_running()
     stats = Stats(deadline=float("inf"))
     tracebacks = len(node.tracebacks())
-    known = 0
 
     @settings(max_examples=SWEEP, deadline=None, database=None, derandomize=SEED is None,
               phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def one_call(data: st.DataObject) -> None:
-        nonlocal known
         if stats.rpcs[rpc.id]:
             stats.deadline = SWEEP_DEADLINE
-        known += fuzz_call(node, stats, rpc, data)
-        check_node(node, tracebacks, known)
+        fuzz_call(node, stats, rpc, data)
+        check_node(node, tracebacks)
 
     if SEED is not None:
         one_call = seed(int(SEED))(one_call)
