@@ -72,8 +72,8 @@ from .wire import MAX_BUILD_BYTES, message
 SEED = os.environ.get("PERCOLATOR_FUZZ_SEED")
 EXAMPLES = int(os.environ.get("PERCOLATOR_FUZZ_EXAMPLES", "10"))
 STEPS = int(os.environ.get("PERCOLATOR_FUZZ_STEPS", "30"))
-SWEEP = int(os.environ.get("PERCOLATOR_FUZZ_SWEEP", "4"))
-BUDGET = float(os.environ.get("PERCOLATOR_FUZZ_SECONDS", "40"))
+SWEEP = int(os.environ.get("PERCOLATOR_FUZZ_SWEEP", "3"))
+BUDGET = float(os.environ.get("PERCOLATOR_FUZZ_SECONDS", "30"))
 """Seconds of fuzzed calls after which the rest of the machine's run only checks (a slow
 machine runs fewer calls, not a longer test); a long run sets it higher.  The sweep
 stops at twice that from the node's start, its first call of each method excepted."""
