@@ -42,7 +42,7 @@ from ._backend import (
     keys_of,
 )
 from ._context import TxnContext
-from .errors import CommitConflict, CommitUndetermined
+from .errors import CommitConflict, CommitUndetermined, SnapshotTooOld
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,12 @@ def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
             break
         except Unavailable:
             s.clock.sleep(0.05 * (2 ** attempt))
+        except SnapshotTooOld as too_old:
+            # Below the safe point GC decided the transaction itself and may have removed
+            # its commit record since: its fate can no longer be read.
+            raise CommitUndetermined(
+                f"commit of transaction {start_ts} was sent but its outcome is unknown ({exc});"
+                f" it can no longer be read: {too_old}") from exc
     else:
         raise CommitUndetermined(
             f"commit of transaction {start_ts} was sent but its outcome is unknown: {exc}"
@@ -206,6 +212,9 @@ def _abort(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> None:
     except StorageError as exc:
         log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
                     " TTL", start_ts, exc)
+    except SnapshotTooOld:  # GC rolls locks below the safe point back, whatever their TTL
+        log.info("rollback of transaction %d left to garbage collection (below the safe"
+                 " point)", start_ts)
 
 
 def _conflict_error(start_ts: int, c: Conflict) -> CommitConflict:

@@ -1,18 +1,24 @@
 """Status mapping of the transaction layer: its errors <-> gRPC status codes, per direction.
 
-The transaction layer's own errors have codes of their own (unambiguous within its
-services); every other error follows the table in ``bigtable_lite.status``:
+The transaction layer's own errors have codes of their own; every other error follows
+the table in ``bigtable_lite.status``:
 
 =========================  ======================  ====================================
 server raises              status code             client raises
 =========================  ======================  ====================================
 OracleExhausted            OUT_OF_RANGE            OracleExhausted
 OracleConflict             FAILED_PRECONDITION     OracleConflict
+SnapshotTooOld             FAILED_PRECONDITION     SnapshotTooOld (named, see below)
 (anything else)            bigtable_lite.status    bigtable_lite.status
 =========================  ======================  ====================================
 
+Where a code is shared, the error's class name travels with it (a command's
+``CommandError.error``, a call's ``bigtable-lite-error`` trailer: :func:`error_name`)
+and picks the class; a FAILED_PRECONDITION without a name is the oracle's
+``OracleConflict``, as before names travelled.  No message is ever parsed.
+
 A batched command carries its status in a ``CommandError`` (code, message, the error's
-class name where the code alone is ambiguous), translated by the same tables.
+class name), translated by the same tables.
 """
 
 from __future__ import annotations
@@ -21,15 +27,25 @@ import grpc
 
 from bigtable_lite import status
 
+from .errors import SnapshotTooOld
 from .oracle import OracleConflict, OracleExhausted
 
-__all__ = ["command_error", "error_for", "error_from_rpc", "status_for"]
+__all__ = ["command_error", "error_for", "error_from_rpc", "error_name", "status_for"]
+
+SNAPSHOT_TOO_OLD_HINT = "restart the transaction with a new snapshot"
 
 _OWN: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (OracleExhausted, grpc.StatusCode.OUT_OF_RANGE),          # past 2**64 - 1
     (OracleConflict, grpc.StatusCode.FAILED_PRECONDITION),    # two oracles on one store
+    (SnapshotTooOld, grpc.StatusCode.FAILED_PRECONDITION),    # start_ts below the safe point
 )
-_OWN_BACK: dict[grpc.StatusCode, type[Exception]] = {code: cls for cls, code in _OWN}
+# A code alone (no class name sent): the error it meant before names travelled.
+_OWN_BY_CODE: dict[grpc.StatusCode, type[Exception]] = {
+    grpc.StatusCode.OUT_OF_RANGE: OracleExhausted,
+    grpc.StatusCode.FAILED_PRECONDITION: OracleConflict,
+}
+_OWN_BY_NAME: dict[tuple[grpc.StatusCode, str], type[Exception]] = {
+    (code, cls.__name__): cls for cls, code in _OWN}
 _CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -37,22 +53,39 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and details a servicer sends for ``exc``."""
     for cls, code in _OWN:
         if isinstance(exc, cls):
+            if cls is SnapshotTooOld:
+                return code, f"{exc}; {SNAPSHOT_TOO_OLD_HINT}"
             return code, str(exc)
     return status.status_for(exc)
 
 
+def error_name(exc: BaseException) -> str:
+    """The class name sent beside ``exc``'s code ("" where the code alone says it)."""
+    for cls, _ in _OWN:
+        if isinstance(exc, cls):
+            return cls.__name__
+    return status.error_name(exc)
+
+
 def error_for(code: grpc.StatusCode | None, details: str | None, name: str = "") -> Exception:
     """The exception a client raises for a failed call or command."""
-    own = _OWN_BACK.get(code) if code is not None else None
-    if own is not None and code is not None:
-        return own(f"{code.name}: {details or 'no details'}")
+    if code is not None:
+        own = _OWN_BY_NAME.get((code, name)) if name else _OWN_BY_CODE.get(code)
+        if own is not None:
+            return own(f"{code.name}: {details or 'no details'}")
     return status.error_for(code, details, ((status.ERROR_KEY, name),) if name else None)
 
 
 def error_from_rpc(exc: grpc.RpcError) -> Exception:
     """The exception a client raises for a failed RPC of the transaction layer."""
-    if isinstance(exc, grpc.Call) and exc.code() in _OWN_BACK:
-        return error_for(exc.code(), exc.details())
+    if isinstance(exc, grpc.Call):
+        code = exc.code()
+        name = ""
+        for key, value in exc.trailing_metadata() or ():
+            if key == status.ERROR_KEY and isinstance(value, str):
+                name = value
+        if (code, name) in _OWN_BY_NAME or (not name and code in _OWN_BY_CODE):
+            return error_for(code, exc.details(), name)
     return status.error_from_rpc(exc)
 
 

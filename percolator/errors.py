@@ -6,7 +6,8 @@
     ├── TransactionError            misuse of a transaction, or it could not commit
     │   ├── CommitConflict          write-write conflict: retry in a new transaction
     │   ├── CommitUndetermined      the primary's commit reply was lost: outcome unknown
-    │   └── LockWaitTimeout         a lock stayed unresolved past the read's deadline
+    │   ├── LockWaitTimeout         a lock stayed unresolved past the read's deadline
+    │   └── SnapshotTooOld          start_ts is below the GC safe point: restart the transaction
     └── OracleError                 the timestamp oracle failed
         ├── OracleExhausted         no timestamps left below 2**64 (percolator.oracle)
         └── OracleConflict          two oracles on one store (percolator.oracle)
@@ -52,3 +53,13 @@ class LockWaitTimeout(TransactionError):
 
 class OracleError(PercolatorError):
     """The timestamp oracle could not hand out timestamps."""
+
+
+class SnapshotTooOld(TransactionError):
+    """The transaction's ``start_ts`` is below the store's GC safe point.
+
+    Versions its snapshot needs may have been collected, so the store refuses to read,
+    scan, prewrite or commit at it rather than answer from a partial history.  Nothing
+    of this transaction is visible; restart it with a new snapshot (``Client.run``
+    does so, as on ``CommitConflict``).
+    """

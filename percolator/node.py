@@ -23,8 +23,10 @@ from bigtable_lite.engine import SyncMode
 from bigtable_lite.server import build_server, stop_server
 
 from . import oracle_service
+from ._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from ._local import LocalBackend
 from ._node_service import NodeService
+from ._safe_point import DEFAULT_CLIENT_LEASE
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
@@ -40,26 +42,38 @@ class Node:
     Constructing a node opens the store (``StoreLocked`` if another process owns
     ``data_dir``) and binds the port (``OSError`` if taken); :meth:`start` begins serving.
     ``clock`` judges the expiry of every lock written at this node (default: the system
-    clock; its clients' clocks never do).
+    clock; its clients' clocks never do), and the GC life time and client leases.
+    Garbage collection runs every ``gc_interval`` seconds (None: only on request),
+    keeping every snapshot of the last ``gc_life_time`` seconds and of every running
+    transaction of its clients readable (``gc_client_lease``: how long a client's report
+    of its transactions holds).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, gc_life_time: float = DEFAULT_GC_LIFE_TIME,
+                 gc_interval: float | None = DEFAULT_GC_INTERVAL,
+                 gc_client_lease: float = DEFAULT_CLIENT_LEASE) -> None:
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
             # Each open stream holds a worker thread: batch streams may take half of
             # them, timestamp streams a quarter, which leaves a quarter for calls.
-            self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
+            self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False,
+                                        gc_life_time=gc_life_time, gc_interval=gc_interval,
+                                        client_lease=gc_client_lease)
             self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
             self.timestamps = oracle_service.OracleServicer(
-                self.oracle, max_streams=max_workers // 4)
+                self.oracle, max_streams=max_workers // 4,
+                safe_point=lambda: self.backend.safe_point.value)
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
                 extra=[self.timestamps.registration(), self.batches.registration()])
         except BaseException:
+            backend = getattr(self, "backend", None)
+            if backend is not None:
+                backend.close()
             self.store.close()
             raise
         self.host = listen.rpartition(":")[0]
@@ -89,6 +103,7 @@ class Node:
                 self.timestamps.stop_streams()
                 stop_server(self.server, grace)
             finally:
+                self.backend.close()  # its garbage collector first
                 self.oracle.close()
                 self.store.close()
 

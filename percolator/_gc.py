@@ -1,0 +1,210 @@
+"""Collector: garbage-collection passes over one store, in the background every interval.
+
+A pass (docs/protocol.md, "Garbage collection"):
+
+1. raise the safe point S as far as nothing holds it, and persist it (fsync) before
+   anything below it is touched (``percolator._safe_point``);
+2. settle every lock below S in every transactional table (``_steps.gc``, phase 1);
+3. then remove the versions no snapshot at or above S reads (phase 2);
+4. compact what was collected: LevelDB has no compaction filter, so removal is delete
+   batches written by this scan (as TiKV's GC worker did before 5.0), and their
+   tombstones are dropped by compacting the table (``LocalStore.compact_table``); the
+   notify table is compacted too (workers delete handled notifications; GC only
+   compacts them away).
+
+Rate limit: the background passes work in chunks and pause after each for ``1/duty - 1``
+times as long as it took, so they use at most ``duty`` of the process's time (a chunk
+slowed by the foreground's load makes the pause longer too).  Passes run one at a time.
+
+Which tables: those a prewrite or one-phase commit of this backend ever wrote,
+remembered in the ``_gc`` table (``note_table``) -- never a table of another layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from bigtable_lite import LocalStore, StoreClosed
+
+from . import _gc_table as gc_table
+from . import failpoints, layout
+from ._gc_table import GcPass
+from ._safe_point import SafePoint
+from ._steps import StepContext
+from ._steps import gc as gc_step
+from .clock import Clock
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_GC_DUTY", "DEFAULT_GC_INTERVAL", "DEFAULT_GC_LIFE_TIME", "Collector"]
+
+DEFAULT_GC_LIFE_TIME = 600.0
+"""Seconds a snapshot stays readable at least (TiDB's tikv_gc_life_time is 10 minutes)."""
+DEFAULT_GC_INTERVAL = 60.0
+"""Seconds between background passes."""
+DEFAULT_GC_DUTY = 0.2
+"""Share of the process's time background passes may use."""
+LOCK_CHUNK_ROWS = 1024
+COLLECT_CHUNK_ROWS = 256
+COMPACT_RATIO = 10
+"""A table is compacted when at least 1/COMPACT_RATIO of the versions read were removed."""
+
+
+class _Stopped(Exception):
+    """The collector was closed during a pass."""
+
+
+class Collector:
+    """GC passes over the store of one LocalBackend; thread-safe."""
+
+    def __init__(self, ctx: StepContext, store: LocalStore, safe_point: SafePoint,
+                 clock: Clock, *, interval: float | None, duty: float = DEFAULT_GC_DUTY
+                 ) -> None:
+        if interval is not None and not interval > 0:
+            raise ValueError("gc_interval must be a positive number of seconds")
+        if not 0 < duty <= 1:
+            raise ValueError("the GC duty must be in (0, 1]")
+        self._ctx = ctx
+        self._store = store
+        self.safe_point = safe_point
+        self._clock = clock
+        self.interval = interval
+        self.duty = duty
+        self.lock_chunk_rows = LOCK_CHUNK_ROWS
+        self.chunk_rows = COLLECT_CHUNK_ROWS
+        self._tables = set(gc_table.read_status(store).tables)
+        self._tables_lock = threading.Lock()
+        self._pass_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._collected_below = 0  # the safe point of the last finished pass (this process)
+        self.last: GcPass | None = None
+        self.passes = 0
+        self._thread: threading.Thread | None = None
+        if interval is not None:
+            self._thread = threading.Thread(target=self._run, name="percolator-gc", daemon=True)
+            self._thread.start()
+
+    # --- tables -------------------------------------------------------------------------
+
+    def note_table(self, table: bytes) -> None:
+        """``table`` holds transactional cells (called before a step first writes it)."""
+        if table in self._tables:
+            return
+        with self._tables_lock:
+            if table not in self._tables:
+                self._store.mutate_rows([gc_table.table_mutation(table)], sync=True)
+                self._tables = self._tables | {table}
+
+    @property
+    def tables(self) -> frozenset[bytes]:
+        return frozenset(self._tables)
+
+    # --- one pass -------------------------------------------------------------------------
+
+    def run_pass(self, *, paced: bool = False) -> GcPass:
+        """One pass now (``paced``: at the background duty cycle); what it did."""
+        with self._pass_lock:
+            try:
+                done = self._pass(paced)
+            except _Stopped:
+                raise StoreClosed("the collector was closed during a pass") from None
+            self.last = done
+            self.passes += 1
+            self._store.mutate_rows([gc_table.last_pass_mutation(done)])
+            return done
+
+    def _pass(self, paced: bool) -> GcPass:
+        started_ms = self._clock.now_ms()
+        began = time.monotonic()
+        pacer = _Pacer(self.duty if paced else 1.0, self._stop)
+        safe_point = self.safe_point.advance()
+        tables = sorted(self._tables)
+        if safe_point <= self._collected_below:
+            return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,
+                          len(tables), skipped="the safe point has not moved since the last"
+                          " pass" if safe_point else "no safe point yet")
+        ctx = self._ctx
+        resolved = 0
+        for table in tables:  # phase 1, whole tables, before any version is removed
+            start: bytes | None = None
+            while True:
+                with pacer:
+                    locks, start = gc_step.locks_below(ctx, table, safe_point, start,
+                                                       self.lock_chunk_rows)
+                    resolved += gc_step.resolve_below(ctx, table, locks)
+                if start is None:
+                    break
+        failpoints.hit("gc.after_resolve_locks")
+        total = gc_step.Collected()
+        compactions = 0
+        for table in tables:  # phase 2
+            collected = gc_step.Collected()
+            start = None
+            while True:
+                with pacer:
+                    chunk, start = gc_step.collect(ctx, table, safe_point, start,
+                                                   self.chunk_rows)
+                collected.add(chunk)
+                failpoints.hit("gc.after_collect_chunk")
+                if start is None:
+                    break
+            removed = collected.write_records + collected.data + collected.rollback_markers
+            if removed and removed * COMPACT_RATIO >= collected.versions_scanned:
+                with pacer:
+                    self._store.compact_table(table)
+                compactions += 1
+            with pacer:  # handled notifications, deleted by the workers
+                self._store.compact_table(layout.notify_table(table))
+            compactions += 1
+            total.add(collected)
+        self._collected_below = safe_point
+        return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,
+                      len(tables), total.rows, total.versions_scanned, resolved,
+                      total.write_records, total.data, total.rollback_markers, compactions)
+
+    # --- background ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self.interval is not None
+        due = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, min(1.0, due - time.monotonic()))):
+            try:
+                self.safe_point.sample()
+                if time.monotonic() >= due:
+                    self.run_pass(paced=True)
+                    due = time.monotonic() + self.interval
+            except StoreClosed:
+                return
+            except Exception:  # noqa: BLE001 -- logged; the next pass tries again
+                log.exception("garbage collection pass failed; retrying in %ss",
+                              self.interval)
+                due = time.monotonic() + self.interval
+
+    def close(self) -> None:
+        """Stop the background passes (a pass in progress stops after its chunk)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+class _Pacer:
+    """Times work chunks (``with pacer:``) and pauses after each to keep the duty cycle."""
+
+    def __init__(self, duty: float, stop: threading.Event) -> None:
+        self._factor = 1.0 / duty - 1.0
+        self._stop = stop
+        self._began = 0.0
+        self.worked = 0.0
+
+    def __enter__(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped()
+        self._began = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        took = time.monotonic() - self._began
+        self.worked += took
+        if self._factor and exc[0] is None and self._stop.wait(took * self._factor):
+            raise _Stopped()

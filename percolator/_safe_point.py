@@ -1,0 +1,263 @@
+"""SafePoint: the GC safe point of one store, and everything that holds it back.
+
+Garbage collection may remove every version no snapshot at or above the safe point S
+can read (docs/protocol.md, "Garbage collection"), so S must stay at or below every
+snapshot still in use.  It is the minimum of:
+
+* the oracle's timestamp ``gc_life_time`` ago: the oracle hands out counters, not
+  times, so the backend keeps samples (wall-clock ms, the oracle's next timestamp),
+  one a second in memory and a few persisted; a snapshot taken within the life time
+  began after the newest sample at least that old, so its start_ts is at or above that
+  sample's timestamp.  After a restart the first sample is (start time, the oracle's
+  next timestamp, i.e. its persisted mark + 1);
+* the start_ts of every step in flight (:meth:`enter`/:meth:`exit`): GC never
+  collects under a running read, prewrite or commit;
+* the start_ts of the embedded client's running transactions (``ActiveSnapshots``,
+  read directly);
+* for each remote client (identified by the ``client_id`` of its batches): the oldest
+  start_ts it reported, under a lease (:meth:`report`), and every timestamp handed to
+  it since (:meth:`timestamps`, :meth:`fresh`) that its last report did not cover.  A
+  client that stops reporting (killed) holds nothing once its lease has passed.
+
+S only moves forward, and is persisted (``_gc`` table) before anything below it is
+collected.  Handing out a timestamp, registering a step and computing S take one lock,
+so S can never be computed between a timestamp's hand-out and its pin.  A step at a
+start_ts below S fails with ``SnapshotTooOld`` before it reads or writes anything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from bigtable_lite import TabletStore
+
+from . import _gc_table as gc_table
+from ._gc_table import Sample
+from ._snapshots import ActiveSnapshots
+from .clock import Clock
+from .errors import SnapshotTooOld
+from .oracle import Oracle
+
+__all__ = ["DEFAULT_CLIENT_LEASE", "SafePoint"]
+
+DEFAULT_CLIENT_LEASE = 30.0
+"""Seconds a remote client's report (and each timestamp handed to it) holds the safe
+point; clients report every third of it."""
+SAMPLE_EVERY_MS = 1000
+PERSISTED_SAMPLES = 64
+
+
+@dataclass(slots=True)
+class _Client:
+    """What one remote client holds: its reported oldest start_ts, and timestamps handed
+    to it since (ascending, each with its own expiry)."""
+
+    reported: int | None = None
+    reported_until_ms: int = 0
+    pins: deque[tuple[int, int]] = field(default_factory=deque)  # (ts, expires_ms)
+
+    def oldest(self, now_ms: int) -> int | None:
+        pins = self.pins
+        while pins and pins[0][1] <= now_ms:
+            pins.popleft()
+        found = pins[0][0] if pins else None
+        if self.reported is not None and self.reported_until_ms > now_ms:
+            found = self.reported if found is None else min(found, self.reported)
+        return found
+
+
+class SafePoint:
+    """The safe point of the store behind one ``LocalBackend`` (thread-safe)."""
+
+    def __init__(self, store: TabletStore, oracle: Oracle, clock: Clock,
+                 local: ActiveSnapshots, *, life_time: float, client_lease: float) -> None:
+        if not life_time >= 0:
+            raise ValueError("gc_life_time must be a number of seconds >= 0")
+        if not client_lease > 0:
+            raise ValueError("the client lease must be positive")
+        self._store = store
+        self._oracle = oracle
+        self._clock = clock
+        self._local = local
+        self.life_ms = int(life_time * 1000)
+        self.lease_ms = int(client_lease * 1000)
+        self._lock = threading.Lock()
+        self._persist_lock = threading.Lock()
+        self._inflight: dict[int, int] = {}
+        self._clients: dict[bytes, _Client] = {}
+        status = gc_table.read_status(store)
+        self.value = status.safe_point  # read without the lock: an int, only ever raised
+        self._persisted = status.safe_point
+        now = clock.now_ms()
+        self._samples: deque[Sample] = deque(
+            s for s in gc_table.read_samples(store) if s[0] <= now)
+        self._add_sample(now)
+
+    # --- the steps' side (hot path) -------------------------------------------------------
+
+    def enter(self, start_ts: int) -> None:
+        """A step at ``start_ts`` begins: SnapshotTooOld if it is below the safe point,
+        else the safe point cannot pass it until :meth:`exit`."""
+        with self._lock:
+            if start_ts < self.value:
+                raise self._too_old(start_ts)
+            n = self._inflight.get(start_ts)
+            self._inflight[start_ts] = 1 if n is None else n + 1
+
+    def exit(self, start_ts: int) -> None:
+        with self._lock:
+            n = self._inflight[start_ts]
+            if n == 1:
+                del self._inflight[start_ts]
+            else:
+                self._inflight[start_ts] = n - 1
+
+    def check(self, start_ts: int) -> None:
+        """SnapshotTooOld if ``start_ts`` is below the safe point (no registration)."""
+        if start_ts < self.value:
+            raise self._too_old(start_ts)
+
+    def _too_old(self, start_ts: int) -> SnapshotTooOld:
+        return SnapshotTooOld(f"start_ts {start_ts} is below the GC safe point {self.value}:"
+                              " versions it would read may have been collected")
+
+    def timestamps(self, count: int, client: bytes = b"") -> int:
+        """The first of ``count`` fresh timestamps; pinned for ``client`` (if any) until its
+        next report or its lease passes."""
+        with self._lock:
+            first = self._oracle.get_timestamp() if count == 1 else \
+                self._oracle.get_timestamps(count)
+            if client:
+                self._pin(client, first)
+            return first
+
+    def fresh(self, client: bytes = b"") -> int:
+        """A fresh start_ts for a fresh read, pinned (for ``client``) and entered as a step
+        in flight (call :meth:`exit` after the read)."""
+        with self._lock:
+            ts = self._oracle.get_timestamp()
+            if client:
+                self._pin(client, ts)
+            n = self._inflight.get(ts)
+            self._inflight[ts] = 1 if n is None else n + 1
+            return ts
+
+    def _pin(self, client: bytes, ts: int) -> None:
+        entry = self._clients.get(client)
+        if entry is None:
+            entry = self._clients[client] = _Client()
+        entry.pins.append((ts, self._clock.now_ms() + self.lease_ms))
+
+    # --- remote clients' reports ------------------------------------------------------------
+
+    def report(self, client: bytes, oldest: int | None, seen: int) -> None:
+        """``client``'s running transactions: ``oldest`` start_ts (None: none), accounting
+        for every timestamp it was handed up to ``seen``; holds until the lease passes."""
+        now = self._clock.now_ms()
+        with self._lock:
+            entry = self._clients.get(client)
+            if entry is None:
+                if oldest is None:
+                    return
+                entry = self._clients[client] = _Client()
+            pins = entry.pins
+            while pins and pins[0][0] <= seen:
+                pins.popleft()
+            entry.reported = oldest
+            entry.reported_until_ms = now + self.lease_ms
+            if oldest is None and not pins:
+                del self._clients[client]
+
+    # --- GC's side ------------------------------------------------------------------------
+
+    def sample(self) -> None:
+        """Record (now, the oracle's next timestamp), at most one a second."""
+        now = self._clock.now_ms()
+        with self._lock:
+            if not self._samples or now - self._samples[-1][0] >= SAMPLE_EVERY_MS:
+                self._add_sample(now)
+
+    def _add_sample(self, now_ms: int) -> None:
+        samples = self._samples
+        if samples and now_ms < samples[-1][0]:
+            return  # the wall clock went back: keep the samples in order
+        samples.append((now_ms, self._oracle.peek()))
+        horizon = now_ms - self.life_ms
+        while len(samples) > 1 and samples[1][0] <= horizon:
+            samples.popleft()  # the newest sample at or before the horizon is enough
+
+    def _time_bound(self, now_ms: int) -> int | None:
+        """The oracle's timestamp ``life_time`` ago (a lower bound); None if unknown."""
+        horizon = now_ms - self.life_ms
+        found = None
+        for wall, ts in self._samples:
+            if wall > horizon:
+                break
+            found = ts
+        return found
+
+    def holders(self) -> dict[str, int]:
+        """What holds the safe point back now, by kind (for status and tests)."""
+        now = self._clock.now_ms()
+        with self._lock:
+            out: dict[str, int] = {}
+            bound = self._time_bound(now)
+            if bound is not None:
+                out["life_time"] = bound
+            if self._inflight:
+                out["steps"] = min(self._inflight)
+            local = self._local.oldest()
+            if local is not None:
+                out["transactions"] = local
+            clients = [m for m in (c.oldest(now) for c in self._clients.values())
+                       if m is not None]
+            if clients:
+                out["clients"] = min(clients)
+            return out
+
+    def advance(self) -> int:
+        """Raise the safe point as far as nothing holds it, persist it (fsync), return it.
+
+        Called by the collector before it collects below the returned value."""
+        now = self._clock.now_ms()
+        with self._lock:
+            self._add_sample(now)
+            candidate = self._time_bound(now)
+            if candidate is not None:
+                if self._inflight:
+                    candidate = min(candidate, min(self._inflight))
+                local = self._local.oldest()  # after the sample: see ActiveSnapshots
+                if local is not None:
+                    candidate = min(candidate, local)
+                for client, entry in list(self._clients.items()):
+                    oldest = entry.oldest(now)
+                    if oldest is None:
+                        if entry.reported_until_ms <= now and not entry.pins:
+                            del self._clients[client]  # its lease passed: forgotten
+                        continue
+                    candidate = min(candidate, oldest)
+                if candidate > self.value:
+                    self.value = candidate
+            value = self.value
+            samples = list(self._samples)
+        self._persist(value, samples)
+        return value
+
+    def _persist(self, value: int, samples: list[Sample]) -> None:
+        with self._persist_lock:
+            batch = [gc_table.samples_mutation(_thin(samples))]
+            if value > self._persisted:
+                batch.insert(0, gc_table.safe_point_mutation(value))
+            self._store.mutate_rows(batch, sync=True)
+            self._persisted = max(self._persisted, value)
+
+
+def _thin(samples: list[Sample]) -> list[Sample]:
+    """At most PERSISTED_SAMPLES of ``samples``, spread over them, the first and last kept."""
+    if len(samples) <= PERSISTED_SAMPLES:
+        return samples
+    step = len(samples) / (PERSISTED_SAMPLES - 1)
+    picked = [samples[int(i * step)] for i in range(PERSISTED_SAMPLES - 1)]
+    return picked + [samples[-1]]
