@@ -119,12 +119,12 @@ class Collector:
         started_ms = self._clock.now_ms()
         began = time.monotonic()
         pacer = _Pacer(self.duty if paced else 1.0, self._stop)
-        safe_point = self.safe_point.advance()
+        safe_point, held_by = self.safe_point.advance()
         tables = sorted(self._tables)
         if safe_point <= self._collected_below:
             return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,
                           len(tables), skipped="the safe point has not moved since the last"
-                          " pass" if safe_point else "no safe point yet")
+                          " pass" if safe_point else "no safe point yet", held_by=held_by)
         ctx = self._ctx
         resolved = 0
         for table in tables:  # phase 1, whole tables, before any version is removed
@@ -162,7 +162,8 @@ class Collector:
         self._collected_below = safe_point
         return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,
                       len(tables), total.rows, total.versions_scanned, resolved,
-                      total.write_records, total.data, total.rollback_markers, compactions)
+                      total.write_records, total.data, total.rollback_markers, compactions,
+                      held_by=held_by)
 
     # --- background ---------------------------------------------------------------------
 

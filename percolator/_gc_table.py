@@ -56,6 +56,7 @@ class GcPass:
     rollback_markers: int = 0     # rollback markers removed
     compactions: int = 0          # tables compacted (their tombstones dropped)
     skipped: str = ""             # why nothing was collected, if nothing was
+    held_by: str = ""             # what kept the safe point where it is
 
     @property
     def removed(self) -> int:
@@ -63,9 +64,10 @@ class GcPass:
         return self.write_records + self.data + self.rollback_markers
 
     def describe(self) -> str:
+        held = f" (held by {self.held_by})" if self.held_by else ""
         if self.skipped:
-            return f"safe point {self.safe_point:,}: nothing collected ({self.skipped})"
-        return (f"safe point {self.safe_point:,}: removed {self.removed:,} versions"
+            return f"safe point {self.safe_point:,}{held}: nothing collected ({self.skipped})"
+        return (f"safe point {self.safe_point:,}{held}: removed {self.removed:,} versions"
                 f" ({self.write_records:,} write records, {self.data:,} values,"
                 f" {self.rollback_markers:,} rollback markers), resolved"
                 f" {self.locks_resolved:,} locks; read {self.rows:,} rows"

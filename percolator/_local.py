@@ -17,9 +17,10 @@ Garbage collection lives here too: the backend's :class:`~percolator._safe_point
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
-from bigtable_lite import InvalidArgument, LocalStore, TabletStore
+from bigtable_lite import InvalidArgument, LocalStore, StorageError, TabletStore
 
 from . import records
 from ._backend import (
@@ -46,6 +47,8 @@ from ._steps.notify import ObservedColumns
 from .clock import Clock, SystemClock
 from .errors import SnapshotTooOld
 from .oracle import Oracle, check_count
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LocalBackend"]
 
@@ -76,6 +79,7 @@ class LocalBackend:
         self.limits = store.limits
         self.clock = clock or SystemClock()
         self._owned = owned
+        self._closed = False
         steps_store = store.unchecked() if _requests_fit(store) else store
         self.ctx = StepContext(steps_store, oracle, self.clock, store.limits, StatusCache(),
                                ObservedColumns(steps_store), one_phase.CommitLatches())
@@ -117,28 +121,28 @@ class LocalBackend:
         ``client``, in one step with the hand-out."""
         safe_point = self.safe_point
         if start_ts is None:
-            start_ts = safe_point.fresh(client)
+            start_ts, token = safe_point.fresh(client)
         else:
-            safe_point.enter(start_ts)
+            token = safe_point.enter(start_ts)
         try:
             return read.read(self.ctx, table, start_ts, keys)
         finally:
-            safe_point.exit(start_ts)
+            safe_point.exit(token)
 
     def scan(self, request: ScanRequest) -> ScanChunk:
-        self.safe_point.enter(request.start_ts)
+        token = self.safe_point.enter(request.start_ts)
         try:
             return read.scan(self.ctx, request)
         finally:
-            self.safe_point.exit(request.start_ts)
+            self.safe_point.exit(token)
 
     def prewrite(self, request: PrewriteRequest) -> Conflict | None:
         self._gc_tables(request.table)
-        self.safe_point.enter(request.start_ts)
+        token = self.safe_point.enter(request.start_ts)
         try:
             return prewrite.prewrite(self.ctx, request)
         finally:
-            self.safe_point.exit(request.start_ts)
+            self.safe_point.exit(token)
 
     def commit(self, request: CommitRequest) -> CommitOutcome:
         outcome = self.commit_many([request])[0]
@@ -153,10 +157,11 @@ class LocalBackend:
         own error)."""
         safe_point = self.safe_point
         entered: list[CommitRequest] = []
+        tokens: list[int] = []
         refused: dict[int, SnapshotTooOld] = {}
         for i, request in enumerate(requests):
             try:
-                safe_point.enter(request.start_ts)
+                tokens.append(safe_point.enter(request.start_ts))
             except SnapshotTooOld as exc:
                 refused[i] = exc
                 continue
@@ -164,28 +169,28 @@ class LocalBackend:
         try:
             done = iter(commit_step.commit(self.ctx, entered) if entered else [])
         finally:
-            for request in entered:
-                safe_point.exit(request.start_ts)
+            for token in tokens:
+                safe_point.exit(token)
         return [refused[i] if i in refused else next(done) for i in range(len(requests))]
 
     def commit_one_phase(self, request: OnePhaseRequest) -> CommitOutcome | Conflict:
         self._gc_tables(request.table)
-        self.safe_point.enter(request.start_ts)
+        token = self.safe_point.enter(request.start_ts)
         try:
             return one_phase.commit_one_phase(self.ctx, request)
         finally:
-            self.safe_point.exit(request.start_ts)
+            self.safe_point.exit(token)
 
     def resolve(self, table: bytes, start_ts: int, keys: Sequence[Key]) -> int:
         return resolve_lock.resolve(self.ctx, table, start_ts, keys)
 
     def rollback(self, table: bytes, start_ts: int, primary: Key, keys: Sequence[Key]) -> None:
         """Refused below the safe point (GC settles such a transaction itself)."""
-        self.safe_point.enter(start_ts)
+        token = self.safe_point.enter(start_ts)
         try:
             rollback.rollback(self.ctx, table, start_ts, primary, keys)
         finally:
-            self.safe_point.exit(start_ts)
+            self.safe_point.exit(token)
 
     def heartbeat(self, table: bytes, start_ts: int, primary: Key, ttl_ms: int) -> bool:
         return heartbeat_step.heartbeat(self.ctx, table, start_ts, primary, ttl_ms)
@@ -193,11 +198,11 @@ class LocalBackend:
     def check_txn_status(self, table: bytes, primary: Key, start_ts: int) -> TxnStatus:
         """Refused below the safe point: GC may have removed the primary's commit record
         (once every lock of the transaction was settled), so "no trace" would be a guess."""
-        self.safe_point.enter(start_ts)
+        token = self.safe_point.enter(start_ts)
         try:
             return self.ctx.statuses.status(self.ctx, table, primary[0], primary[1], start_ts)
         finally:
-            self.safe_point.exit(start_ts)
+            self.safe_point.exit(token)
 
     def register_observed(self, table: bytes, columns: Sequence[bytes]) -> int:
         return self.ctx.observed.register(table, columns, self.oracle)
@@ -216,7 +221,16 @@ class LocalBackend:
         return self.collector.run_pass()
 
     def close(self) -> None:
+        """Stop GC (saving its samples); close store and oracle if owned.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self.collector.close()
+        try:
+            self.safe_point.save()  # the oracle's history, for the next owner's GC
+        except StorageError as exc:
+            log.warning("GC samples not saved (%s): the next owner's first passes keep"
+                        " more", exc)
         if self._owned:
             self.oracle.close()
             self._store.close()

@@ -475,10 +475,10 @@ def gc_pass_result(done: GcPass) -> pb.GcPass:
         versions_scanned=done.versions_scanned, locks_resolved=done.locks_resolved,
         write_records=done.write_records, data=done.data,
         rollback_markers=done.rollback_markers, compactions=done.compactions,
-        skipped=done.skipped)
+        skipped=done.skipped, held_by=done.held_by)
 
 
 def read_gc_pass(msg: pb.GcPass) -> GcPass:
     return GcPass(msg.safe_point, msg.started_ms, msg.seconds, msg.work_seconds, msg.tables,
                   msg.rows, msg.versions_scanned, msg.locks_resolved, msg.write_records,
-                  msg.data, msg.rollback_markers, msg.compactions, msg.skipped)
+                  msg.data, msg.rollback_markers, msg.compactions, msg.skipped, msg.held_by)

@@ -20,13 +20,14 @@ snapshot still in use.  It is the minimum of:
   client that stops reporting (killed) holds nothing once its lease has passed.
 
 S only moves forward, and is persisted (``_gc`` table) before anything below it is
-collected.  Handing out a timestamp, registering a step and computing S take one lock,
-so S can never be computed between a timestamp's hand-out and its pin.  A step at a
-start_ts below S fails with ``SnapshotTooOld`` before it reads or writes anything.
+collected.  A timestamp handed to a remote client is pinned under the lock S is
+computed under, so S can never be computed between the hand-out and the pin.  A step at
+a start_ts below S fails with ``SnapshotTooOld`` before it reads or writes anything.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,6 +47,15 @@ DEFAULT_CLIENT_LEASE = 30.0
 """Seconds a remote client's report (and each timestamp handed to it) holds the safe
 point; clients report every third of it."""
 SAMPLE_EVERY_MS = 1000
+HELD_BY = {
+    "life time": "gc_life_time",
+    "no history": "the oracle's history, which does not reach back gc_life_time yet (the"
+                  " store was opened more recently)",
+    "transactions": "a running transaction of this process",
+    "clients": "a running transaction of a client (or a timestamp handed to it)",
+    "steps": "a step in flight",
+}
+"""What held the safe point back at a pass, for ``GcPass.held_by``."""
 PERSISTED_SAMPLES = 64
 
 
@@ -69,7 +79,14 @@ class _Client:
 
 
 class SafePoint:
-    """The safe point of the store behind one ``LocalBackend`` (thread-safe)."""
+    """The safe point of the store behind one ``LocalBackend`` (thread-safe).
+
+    The steps' side is lock-free (each a single dict operation, atomic under CPython's
+    GIL) and ordered against :meth:`advance` as in Dekker's algorithm: a step registers
+    its start_ts, then reads ``floor``; ``advance`` raises ``floor`` to its candidate,
+    then reads the registered steps.  Either it sees the step (and stays at or below
+    it), or the step sees the raised floor (and is refused).
+    """
 
     def __init__(self, store: TabletStore, oracle: Oracle, clock: Clock,
                  local: ActiveSnapshots, *, life_time: float, client_lease: float) -> None:
@@ -83,12 +100,14 @@ class SafePoint:
         self._local = local
         self.life_ms = int(life_time * 1000)
         self.lease_ms = int(client_lease * 1000)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # advances, and remote clients' pins
         self._persist_lock = threading.Lock()
-        self._inflight: dict[int, int] = {}
+        self._inflight: dict[int, int] = {}  # token -> start_ts of a step in flight
+        self._tokens = itertools.count(1)
         self._clients: dict[bytes, _Client] = {}
         status = gc_table.read_status(store)
-        self.value = status.safe_point  # read without the lock: an int, only ever raised
+        self.value = status.safe_point  # collected below; only ever raised
+        self.floor = self.value  # steps below it are refused (>= value; see the class)
         self._persisted = status.safe_point
         now = clock.now_ms()
         self._samples: deque[Sample] = deque(
@@ -97,52 +116,57 @@ class SafePoint:
 
     # --- the steps' side (hot path) -------------------------------------------------------
 
-    def enter(self, start_ts: int) -> None:
+    def enter(self, start_ts: int) -> int:
         """A step at ``start_ts`` begins: SnapshotTooOld if it is below the safe point,
-        else the safe point cannot pass it until :meth:`exit`."""
-        with self._lock:
-            if start_ts < self.value:
-                raise self._too_old(start_ts)
-            n = self._inflight.get(start_ts)
-            self._inflight[start_ts] = 1 if n is None else n + 1
+        else the safe point cannot pass it until :meth:`exit` with the returned token."""
+        token = next(self._tokens)
+        self._inflight[token] = start_ts
+        if start_ts < self.floor:  # read after registering: see the class
+            del self._inflight[token]
+            raise self._too_old(start_ts)
+        return token
 
-    def exit(self, start_ts: int) -> None:
-        with self._lock:
-            n = self._inflight[start_ts]
-            if n == 1:
-                del self._inflight[start_ts]
-            else:
-                self._inflight[start_ts] = n - 1
+    def exit(self, token: int) -> None:
+        del self._inflight[token]
 
     def check(self, start_ts: int) -> None:
         """SnapshotTooOld if ``start_ts`` is below the safe point (no registration)."""
-        if start_ts < self.value:
+        if start_ts < self.floor:
             raise self._too_old(start_ts)
 
     def _too_old(self, start_ts: int) -> SnapshotTooOld:
-        return SnapshotTooOld(f"start_ts {start_ts} is below the GC safe point {self.value}:"
+        return SnapshotTooOld(f"start_ts {start_ts} is below the GC safe point {self.floor}:"
                               " versions it would read may have been collected")
 
     def timestamps(self, count: int, client: bytes = b"") -> int:
         """The first of ``count`` fresh timestamps; pinned for ``client`` (if any) until its
-        next report or its lease passes."""
+        next report or its lease passes, in one step with the hand-out."""
+        oracle = self._oracle
+        if not client:  # an embedded transaction registered itself before asking
+            return oracle.get_timestamp() if count == 1 else oracle.get_timestamps(count)
         with self._lock:
-            first = self._oracle.get_timestamp() if count == 1 else \
-                self._oracle.get_timestamps(count)
-            if client:
-                self._pin(client, first)
+            first = oracle.get_timestamp() if count == 1 else oracle.get_timestamps(count)
+            self._pin(client, first)
             return first
 
-    def fresh(self, client: bytes = b"") -> int:
-        """A fresh start_ts for a fresh read, pinned (for ``client``) and entered as a step
-        in flight (call :meth:`exit` after the read)."""
-        with self._lock:
-            ts = self._oracle.get_timestamp()
+    def fresh(self, client: bytes = b"") -> tuple[int, int]:
+        """A fresh start_ts for a fresh read, entered as a step in flight (a placeholder
+        first, as ``ActiveSnapshots`` does) and pinned for ``client``: (start_ts, token
+        for :meth:`exit`)."""
+        token = next(self._tokens)
+        self._inflight[token] = self._oracle.peek()  # at or below the timestamp taken next
+        try:
             if client:
-                self._pin(client, ts)
-            n = self._inflight.get(ts)
-            self._inflight[ts] = 1 if n is None else n + 1
-            return ts
+                with self._lock:
+                    ts = self._oracle.get_timestamp()
+                    self._pin(client, ts)
+            else:
+                ts = self._oracle.get_timestamp()
+        except BaseException:
+            del self._inflight[token]
+            raise
+        self._inflight[token] = ts
+        return ts, token
 
     def _pin(self, client: bytes, ts: int) -> None:
         entry = self._clients.get(client)
@@ -198,6 +222,18 @@ class SafePoint:
             found = ts
         return found
 
+    def _clients_oldest(self, now_ms: int) -> int | None:
+        """The oldest timestamp a remote client holds; forgets clients that hold nothing."""
+        found = None
+        for client, entry in list(self._clients.items()):
+            oldest = entry.oldest(now_ms)
+            if oldest is None:
+                if entry.reported_until_ms <= now_ms and not entry.pins:
+                    del self._clients[client]  # its lease passed: forgotten
+                continue
+            found = oldest if found is None else min(found, oldest)
+        return found
+
     def holders(self) -> dict[str, int]:
         """What holds the safe point back now, by kind (for status and tests)."""
         now = self._clock.now_ms()
@@ -206,44 +242,52 @@ class SafePoint:
             bound = self._time_bound(now)
             if bound is not None:
                 out["life_time"] = bound
-            if self._inflight:
-                out["steps"] = min(self._inflight)
+            steps = list(self._inflight.values())
+            if steps:
+                out["steps"] = min(steps)
             local = self._local.oldest()
             if local is not None:
                 out["transactions"] = local
-            clients = [m for m in (c.oldest(now) for c in self._clients.values())
-                       if m is not None]
-            if clients:
-                out["clients"] = min(clients)
+            clients = self._clients_oldest(now)
+            if clients is not None:
+                out["clients"] = clients
             return out
 
-    def advance(self) -> int:
-        """Raise the safe point as far as nothing holds it, persist it (fsync), return it.
+    def advance(self) -> tuple[int, str]:
+        """Raise the safe point as far as nothing holds it, persist it (fsync); return it
+        and what held it (:data:`HELD_BY`).
 
         Called by the collector before it collects below the returned value."""
         now = self._clock.now_ms()
         with self._lock:
             self._add_sample(now)
-            candidate = self._time_bound(now)
-            if candidate is not None:
-                if self._inflight:
-                    candidate = min(candidate, min(self._inflight))
-                local = self._local.oldest()  # after the sample: see ActiveSnapshots
-                if local is not None:
-                    candidate = min(candidate, local)
-                for client, entry in list(self._clients.items()):
-                    oldest = entry.oldest(now)
-                    if oldest is None:
-                        if entry.reported_until_ms <= now and not entry.pins:
-                            del self._clients[client]  # its lease passed: forgotten
-                        continue
-                    candidate = min(candidate, oldest)
+            bound = self._time_bound(now)
+            held = "no history" if bound is None else "life time"
+            if bound is not None:
+                candidate = bound
+                for kind, oldest in (("transactions", self._local.oldest()),  # after the
+                                     ("clients", self._clients_oldest(now))):  # sample
+                    if oldest is not None and oldest < candidate:
+                        candidate, held = oldest, kind
+                if candidate > self.floor:
+                    self.floor = candidate  # first: steps from now on see it ...
+                steps = list(self._inflight.values())  # ... then the steps already in
+                if steps and min(steps) < candidate:
+                    candidate, held = min(steps), "steps"
                 if candidate > self.value:
                     self.value = candidate
+                self.floor = self.value
             value = self.value
             samples = list(self._samples)
         self._persist(value, samples)
-        return value
+        return value, HELD_BY[held]
+
+    def save(self) -> None:
+        """Persist the samples (on close: the next owner of the store starts with them)."""
+        with self._lock:
+            self._add_sample(self._clock.now_ms())
+            samples = list(self._samples)
+        self._persist(self.value, samples)
 
     def _persist(self, value: int, samples: list[Sample]) -> None:
         with self._persist_lock:

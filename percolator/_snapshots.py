@@ -18,7 +18,8 @@ timestamp the request can return, so between the two the transaction is covered 
 
 An embedded backend's GC reads :meth:`oldest` directly (``percolator._safe_point``); a
 node's client reports :meth:`report` under a lease (``percolator._node_client``).
-Thread-safe; the hot path is three short critical sections per transaction.
+Thread-safe without a lock (each step a single dict operation, atomic under CPython's
+GIL): it is on every transaction's path.
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ _PRUNE_MIN = 1024
 
 
 class ActiveSnapshots:
-    """Registry of running transactions: token -> (weak owner, start_ts or placeholder)."""
+    """Registry of running transactions: token -> (weak owner, start_ts or placeholder).
+
+    Lock-free: every method is a few single dict operations, each atomic under
+    CPython's GIL, in an order that keeps :meth:`report` right (see there).
+    """
 
     def __init__(self, floor: Callable[[], int] | None = None) -> None:
         self._floor = floor
-        self._lock = threading.Lock()
         self._entries: dict[int, tuple[weakref.ref[object], int]] = {}
         self._tokens = itertools.count(1)
         self._sweep_at = _PRUNE_MIN
@@ -52,55 +56,55 @@ class ActiveSnapshots:
 
     def enter(self, owner: object) -> int:
         """Register ``owner`` (a transaction about to take its start_ts); returns its token."""
-        ref = weakref.ref(owner)
-        floor = self._floor() if self._floor is not None else 0
-        with self._lock:
-            token = next(self._tokens)
-            self._entries[token] = (ref, max(floor, self.seen))
-            if len(self._entries) >= self._sweep_at:
-                self._sweep()
+        floor = self._floor() if self._floor is not None else self.seen
+        token = next(self._tokens)
+        self._entries[token] = (weakref.ref(owner), floor)
+        if len(self._entries) >= self._sweep_at:
+            self._sweep()
         return token
 
     def started(self, token: int, start_ts: int) -> None:
         """The owner of ``token`` has its start_ts (replaces the placeholder)."""
-        with self._lock:
-            entry = self._entries.get(token)
-            if entry is not None:
-                self._entries[token] = (entry[0], start_ts)
+        entry = self._entries.get(token)
+        if entry is not None:  # only its owner calls this, and its owner is alive
+            self._entries[token] = (entry[0], start_ts)
 
     def leave(self, token: int) -> None:
-        with self._lock:
-            self._entries.pop(token, None)
+        self._entries.pop(token, None)
 
     def saw(self, ts: int) -> None:
-        """A timestamp this process received from the backend (a remote client's floor)."""
-        with self._lock:
-            if ts > self.seen:
-                self.seen = ts
+        """A timestamp this process received from the backend (a remote client's floor).
+
+        Racing callers may leave ``seen`` below the highest: a lower floor and a lower
+        ``seen`` in a report are both conservative."""
+        if ts > self.seen:
+            self.seen = ts
 
     def oldest(self) -> int | None:
         """The smallest start_ts (or placeholder) of a live transaction; None if none."""
-        with self._lock:
-            self._sweep()
-            return min((ts for _, ts in self._entries.values()), default=None)
+        self._sweep()
+        return min((ts for _, ts in list(self._entries.values())), default=None)
 
     def report(self) -> tuple[int | None, int]:
-        """(:meth:`oldest`, :attr:`seen`), read together: every timestamp at or below
-        ``seen`` that a live transaction holds is accounted for in ``oldest``."""
-        with self._lock:
-            self._sweep()
-            return min((ts for _, ts in self._entries.values()), default=None), self.seen
+        """(:meth:`oldest`, :attr:`seen`): every timestamp up to ``seen`` that a live
+        transaction holds is accounted for in ``oldest``.
+
+        Why: ``seen`` is read first.  A transaction holding Y <= seen registered its
+        placeholder before its request for Y was sent; Y was handed out no later than
+        ``seen`` itself, which was received before it was read here; so the placeholder
+        (or Y, or the transaction's departure) is in the entries read after."""
+        seen = self.seen
+        return self.oldest(), seen
 
     def __len__(self) -> int:
-        with self._lock:
-            self._sweep()
-            return len(self._entries)
+        self._sweep()
+        return len(self._entries)
 
     def _sweep(self) -> None:
-        """Drop entries whose transaction is gone (called with the lock held)."""
-        dead = [token for token, (ref, _) in self._entries.items() if ref() is None]
+        """Drop entries whose transaction is gone."""
+        dead = [token for token, (ref, _) in list(self._entries.items()) if ref() is None]
         for token in dead:
-            del self._entries[token]
+            self._entries.pop(token, None)
         self._sweep_at = max(_PRUNE_MIN, 2 * len(self._entries))
 
 

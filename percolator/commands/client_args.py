@@ -12,6 +12,7 @@ import argparse
 from bigtable_lite.datadir import is_store
 
 from .._client import DEFAULT_LOCK_TTL, Client
+from .._gc import DEFAULT_GC_LIFE_TIME
 from ..cli import CommandError
 from ..layout import DEFAULT_TABLE
 from .arg_types import node_address
@@ -33,9 +34,9 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, create: bool = Fals
 
 
 def open_client(args: argparse.Namespace, *, lock_ttl: float | None = None,
-                create: bool = False) -> Client:
+                create: bool = False, gc_life_time: float = DEFAULT_GC_LIFE_TIME) -> Client:
     """A client of ``--connect``'s node or of ``--data-dir`` (which must hold a store unless
-    ``create``)."""
+    ``create``; its garbage collection runs in the background with ``gc_life_time``)."""
     table = str(args.table).encode()
     ttl = DEFAULT_LOCK_TTL if lock_ttl is None else lock_ttl
     if args.connect:
@@ -43,4 +44,4 @@ def open_client(args: argparse.Namespace, *, lock_ttl: float | None = None,
     if not create and not is_store(args.data_dir):
         raise CommandError(f"{args.data_dir} is not a data directory (no store in it);"
                            " check --data-dir, or --connect to a node")
-    return Client.embedded(args.data_dir, table=table, lock_ttl=ttl)
+    return Client.embedded(args.data_dir, table=table, lock_ttl=ttl, gc_life_time=gc_life_time)

@@ -13,9 +13,11 @@ import sys
 
 from bigtable_lite.engine import SYNC_MODES, SyncMode
 
+from .._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
+from .._safe_point import DEFAULT_CLIENT_LEASE
 from ..node import DEFAULT_GRACE, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
-from .arg_types import listen_address, positive_int
+from .arg_types import listen_address, non_negative_float, positive_float, positive_int
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -37,6 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " skips at most this many (default %(default)s)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
+    parser.add_argument("--gc-life-time", type=non_negative_float, default=DEFAULT_GC_LIFE_TIME,
+                        metavar="SECONDS", help="garbage collection keeps every snapshot of the"
+                        " last SECONDS readable, and every running transaction's"
+                        " (default %(default)s)")
+    parser.add_argument("--gc-interval", type=positive_float, default=DEFAULT_GC_INTERVAL,
+                        metavar="SECONDS", help="seconds between garbage-collection passes"
+                        " (default %(default)s)")
+    parser.add_argument("--gc-client-lease", type=positive_float,
+                        default=DEFAULT_CLIENT_LEASE, metavar="SECONDS",
+                        help="how long a client's report of its running transactions holds"
+                        " garbage collection back; a killed client's holds end after it"
+                        " (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         sync: SyncMode = args.sync
         node = Node(args.data_dir, args.listen, sync, max_workers=args.workers,
-                    oracle_block_size=args.oracle_block)
+                    oracle_block_size=args.oracle_block, gc_life_time=args.gc_life_time,
+                    gc_interval=args.gc_interval, gc_client_lease=args.gc_client_lease)
         try:
             node.start()
             print(f"percolator serve: listening on {node.address}"

@@ -434,7 +434,7 @@ class CollectGarbageRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GcPass(_message.Message):
-    __slots__ = ("safe_point", "started_ms", "seconds", "work_seconds", "tables", "rows", "versions_scanned", "locks_resolved", "write_records", "data", "rollback_markers", "compactions", "skipped")
+    __slots__ = ("safe_point", "started_ms", "seconds", "work_seconds", "tables", "rows", "versions_scanned", "locks_resolved", "write_records", "data", "rollback_markers", "compactions", "skipped", "held_by")
     SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
     STARTED_MS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -448,6 +448,7 @@ class GcPass(_message.Message):
     ROLLBACK_MARKERS_FIELD_NUMBER: _ClassVar[int]
     COMPACTIONS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_FIELD_NUMBER: _ClassVar[int]
     safe_point: int
     started_ms: int
     seconds: float
@@ -461,4 +462,5 @@ class GcPass(_message.Message):
     rollback_markers: int
     compactions: int
     skipped: str
-    def __init__(self, safe_point: _Optional[int] = ..., started_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., work_seconds: _Optional[float] = ..., tables: _Optional[int] = ..., rows: _Optional[int] = ..., versions_scanned: _Optional[int] = ..., locks_resolved: _Optional[int] = ..., write_records: _Optional[int] = ..., data: _Optional[int] = ..., rollback_markers: _Optional[int] = ..., compactions: _Optional[int] = ..., skipped: _Optional[str] = ...) -> None: ...
+    held_by: str
+    def __init__(self, safe_point: _Optional[int] = ..., started_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., work_seconds: _Optional[float] = ..., tables: _Optional[int] = ..., rows: _Optional[int] = ..., versions_scanned: _Optional[int] = ..., locks_resolved: _Optional[int] = ..., write_records: _Optional[int] = ..., data: _Optional[int] = ..., rollback_markers: _Optional[int] = ..., compactions: _Optional[int] = ..., skipped: _Optional[str] = ..., held_by: _Optional[str] = ...) -> None: ...
