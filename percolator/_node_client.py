@@ -238,9 +238,7 @@ class NodeClient:
         """SnapshotTooOld at once if ``start_ts`` is below the safe point last heard (the
         node would refuse it: its safe point is at least that)."""
         if start_ts < self.safe_point:
-            raise SnapshotTooOld(f"start_ts {start_ts} is below the GC safe point"
-                                 f" {self.safe_point}; restart the transaction with a new"
-                                 " snapshot")
+            raise SnapshotTooOld.below(start_ts, self.safe_point)
 
     def read(self, table: bytes, start_ts: int | None, keys: Sequence[Key]) -> ReadResult:
         if start_ts is not None:

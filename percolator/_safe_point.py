@@ -135,8 +135,7 @@ class SafePoint:
             raise self._too_old(start_ts)
 
     def _too_old(self, start_ts: int) -> SnapshotTooOld:
-        return SnapshotTooOld(f"start_ts {start_ts} is below the GC safe point {self.floor}:"
-                              " versions it would read may have been collected")
+        return SnapshotTooOld.below(start_ts, self.floor)
 
     def timestamps(self, count: int, client: bytes = b"") -> int:
         """The first of ``count`` fresh timestamps; pinned for ``client`` (if any) until its

@@ -32,8 +32,6 @@ from .oracle import OracleConflict, OracleExhausted
 
 __all__ = ["command_error", "error_for", "error_from_rpc", "error_name", "status_for"]
 
-SNAPSHOT_TOO_OLD_HINT = "restart the transaction with a new snapshot"
-
 _OWN: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (OracleExhausted, grpc.StatusCode.OUT_OF_RANGE),          # past 2**64 - 1
     (OracleConflict, grpc.StatusCode.FAILED_PRECONDITION),    # two oracles on one store
@@ -53,9 +51,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and details a servicer sends for ``exc``."""
     for cls, code in _OWN:
         if isinstance(exc, cls):
-            if cls is SnapshotTooOld:
-                return code, f"{exc}; {SNAPSHOT_TOO_OLD_HINT}"
-            return code, str(exc)
+            return code, str(exc)  # SnapshotTooOld's says to restart with a new snapshot
     return status.status_for(exc)
 
 

@@ -63,3 +63,9 @@ class SnapshotTooOld(TransactionError):
     of this transaction is visible; restart it with a new snapshot (``Client.run``
     does so, as on ``CommitConflict``).
     """
+
+    @classmethod
+    def below(cls, start_ts: int, safe_point: int) -> SnapshotTooOld:
+        return cls(f"start_ts {start_ts} is below the GC safe point {safe_point}: versions"
+                   " it would read may have been collected; restart the transaction with a"
+                   " new snapshot")
