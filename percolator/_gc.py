@@ -13,8 +13,9 @@ A pass (docs/protocol.md, "Garbage collection"):
    compacts them away).
 
 Rate limit: the background passes work in chunks and pause after each for ``1/duty - 1``
-times as long as it took, so they use at most ``duty`` of the process's time (a chunk
-slowed by the foreground's load makes the pause longer too).  Passes run one at a time.
+times its work (its CPU time; a compaction's duration), so they take at most ``duty``
+of a core -- under the GIL, at most that share of the time the foreground could run
+Python.  Passes run one at a time.
 
 Which tables: those a prewrite or one-phase commit of this backend ever wrote,
 remembered in the ``_gc`` table (``note_table``) -- never a table of another layout.
@@ -25,6 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from bigtable_lite import LocalStore, StoreClosed
 
@@ -49,7 +52,11 @@ DEFAULT_GC_DUTY = 0.2
 LOCK_CHUNK_ROWS = 1024
 COLLECT_CHUNK_ROWS = 256
 COMPACT_RATIO = 10
-"""A table is compacted when at least 1/COMPACT_RATIO of the versions read were removed."""
+COMPACT_MIN = 1000
+"""Background passes compact a table once the versions they removed since its last
+compaction reach COMPACT_MIN and 1/COMPACT_RATIO of the versions they read."""
+NOTIFY_COMPACT_EVERY = 60.0
+"""Seconds between background compactions of a notify table (workers compact it too)."""
 
 
 class _Stopped(Exception):
@@ -79,8 +86,12 @@ class Collector:
         self._pass_lock = threading.Lock()
         self._stop = threading.Event()
         self._collected_below = 0  # the safe point of the last finished pass (this process)
+        self._uncompacted: dict[bytes, int] = {}  # versions removed since the last compaction
+        self._notify_compacted: dict[bytes, float] = {}  # monotonic time of the last
         self.last: GcPass | None = None
         self.passes = 0
+        self.removed = 0  # versions removed by this process's passes, in all
+        self.locks_resolved = 0
         self._thread: threading.Thread | None = None
         if interval is not None:
             self._thread = threading.Thread(target=self._run, name="percolator-gc", daemon=True)
@@ -104,7 +115,8 @@ class Collector:
     # --- one pass -------------------------------------------------------------------------
 
     def run_pass(self, *, paced: bool = False) -> GcPass:
-        """One pass now (``paced``: at the background duty cycle); what it did."""
+        """One pass now; what it did.  ``paced``: as the background runs it (at the duty
+        cycle, compacting when worth it); else at once, compacting whatever it removed."""
         with self._pass_lock:
             try:
                 done = self._pass(paced)
@@ -112,6 +124,8 @@ class Collector:
                 raise StoreClosed("the collector was closed during a pass") from None
             self.last = done
             self.passes += 1
+            self.removed += done.removed
+            self.locks_resolved += done.locks_resolved
             self._store.mutate_rows([gc_table.last_pass_mutation(done)])
             return done
 
@@ -130,7 +144,7 @@ class Collector:
         for table in tables:  # phase 1, whole tables, before any version is removed
             start: bytes | None = None
             while True:
-                with pacer:
+                with pacer.chunk():
                     locks, start = gc_step.locks_below(ctx, table, safe_point, start,
                                                        self.lock_chunk_rows)
                     resolved += gc_step.resolve_below(ctx, table, locks)
@@ -143,7 +157,7 @@ class Collector:
             collected = gc_step.Collected()
             start = None
             while True:
-                with pacer:
+                with pacer.chunk():
                     chunk, start = gc_step.collect(ctx, table, safe_point, start,
                                                    self.chunk_rows)
                 collected.add(chunk)
@@ -151,19 +165,34 @@ class Collector:
                 if start is None:
                     break
             removed = collected.write_records + collected.data + collected.rollback_markers
-            if removed and removed * COMPACT_RATIO >= collected.versions_scanned:
-                with pacer:
+            self._uncompacted[table] = self._uncompacted.get(table, 0) + removed
+            if self._compaction_due(table, collected.versions_scanned, paced):
+                with pacer.chunk(wall=True):
                     self._store.compact_table(table)
+                self._uncompacted[table] = 0
                 compactions += 1
-            with pacer:  # handled notifications, deleted by the workers
-                self._store.compact_table(layout.notify_table(table))
-            compactions += 1
+            notify = layout.notify_table(table)
+            now = time.monotonic()
+            if not paced or now - self._notify_compacted.get(notify, 0.0) >= NOTIFY_COMPACT_EVERY:
+                with pacer.chunk(wall=True):  # handled notifications, deleted by workers
+                    self._store.compact_table(notify)
+                self._notify_compacted[notify] = now
+                compactions += 1
             total.add(collected)
         self._collected_below = safe_point
         return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,
                       len(tables), total.rows, total.versions_scanned, resolved,
                       total.write_records, total.data, total.rollback_markers, compactions,
                       held_by=held_by)
+
+    def _compaction_due(self, table: bytes, scanned: int, paced: bool) -> bool:
+        """Whether the table's tombstones are worth a compaction now: any on request; in
+        the background once they are COMPACT_MIN and 1/COMPACT_RATIO of what was read
+        (a compaction rewrites the table: not for a handful of deletes every pass)."""
+        removed = self._uncompacted.get(table, 0)
+        if not paced:
+            return removed > 0
+        return removed >= COMPACT_MIN and removed * COMPACT_RATIO >= scanned
 
     # --- background ---------------------------------------------------------------------
 
@@ -191,21 +220,26 @@ class Collector:
 
 
 class _Pacer:
-    """Times work chunks (``with pacer:``) and pauses after each to keep the duty cycle."""
+    """Times work chunks (``with pacer.chunk():``) and pauses after each to keep the duty.
+
+    A chunk's work is the CPU time of this thread (under the GIL, what it took from the
+    foreground; time spent waiting for the GIL behind the foreground is not work), or
+    for a compaction (``wall=True``: LevelDB works in its own thread meanwhile) the
+    time it took.
+    """
 
     def __init__(self, duty: float, stop: threading.Event) -> None:
         self._factor = 1.0 / duty - 1.0
         self._stop = stop
-        self._began = 0.0
         self.worked = 0.0
 
-    def __enter__(self) -> None:
+    @contextmanager
+    def chunk(self, *, wall: bool = False) -> Iterator[None]:
         if self._stop.is_set():
             raise _Stopped()
-        self._began = time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        took = time.monotonic() - self._began
+        began, began_cpu = time.monotonic(), time.thread_time()
+        yield
+        took = time.monotonic() - began if wall else time.thread_time() - began_cpu
         self.worked += took
-        if self._factor and exc[0] is None and self._stop.wait(took * self._factor):
+        if self._factor and self._stop.wait(took * self._factor):
             raise _Stopped()

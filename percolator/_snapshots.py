@@ -112,7 +112,8 @@ class Reporter:
     """A remote client's reports of its running transactions (``ReportSnapshots``).
 
     A daemon thread sends :meth:`ActiveSnapshots.report` every third of the node's lease
-    (every ``first_interval`` until the node has said it) while the client holds
+    (every ``first_interval`` until the node has said it: the first report must come
+    within a lease of the first timestamp, whatever the lease) while the client holds
     anything -- running transactions, or timestamps received since its last report --
     and once more, holding nothing, when it falls idle or closes.  ``send(oldest, seen)``
     returns the lease in ms.  A report that fails is retried at the next tick; the node
@@ -121,7 +122,7 @@ class Reporter:
     """
 
     def __init__(self, snapshots: ActiveSnapshots,
-                 send: Callable[[int | None, int], int], *, first_interval: float = 1.0
+                 send: Callable[[int | None, int], int], *, first_interval: float = 0.1
                  ) -> None:
         self._snapshots = snapshots
         self._send = send

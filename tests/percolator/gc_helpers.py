@@ -121,3 +121,28 @@ def garbage(client: Client, safe_point: int) -> list[str]:
         if orphans:
             found.append(f"{key}: long values nothing points to: {orphans}")
     return found
+
+
+class CollectingBackend:
+    """A Backend that runs a whole GC pass (``collect()``) before every step it passes on:
+    garbage collection as aggressive as it gets, between any two steps of any test."""
+
+    _STEPS = frozenset(("timestamps", "read", "scan", "prewrite", "commit", "commit_one_phase",
+                        "resolve", "rollback", "check_txn_status", "heartbeat"))
+
+    def __init__(self, inner: object, collect: Callable[[], object]) -> None:
+        self._inner = inner
+        self._collect = collect
+        self.passes = 0
+
+    def __getattr__(self, name: str) -> object:
+        found = getattr(self._inner, name)
+        if name not in self._STEPS:
+            return found
+
+        def step(*args: object, **kwargs: object) -> object:
+            self._collect()
+            self.passes += 1
+            return found(*args, **kwargs)
+
+        return step
