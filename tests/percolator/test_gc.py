@@ -25,8 +25,9 @@ from percolator._backend import (
 from percolator._gc_table import GcPass, read_status
 from percolator._local import LocalBackend
 from percolator.clock import FakeClock
+from percolator.node import Node
 
-from .gc_helpers import garbage, gc_world, settle_reports, versions
+from .gc_helpers import AGGRESSIVE, eventually, garbage, gc_world, settle_reports, versions
 from .steps import (
     KINDS,
     World,
@@ -388,3 +389,48 @@ def test_conflict_reasons_are_unchanged_by_gc(world: World) -> None:
                                                       2000, txn.parts()))
     assert conflict is not None and conflict.reason == Conflict.WRITE_CONFLICT
     holder.rollback()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_long_running_reader_pins_the_safe_point_under_background_gc(
+        kind: str, tmp_path: Path) -> None:
+    """GC passing every 20 ms, keeping nothing for time's sake: a reader begun before
+    hundreds of overwrites still reads its snapshot, by get, get_many and scan."""
+    if kind == "embedded":
+        client = Client.embedded(tmp_path / "d", **AGGRESSIVE)
+        collector = client.backend.collector  # type: ignore[attr-defined]
+        node = None
+    else:
+        node = Node(tmp_path / "node", "127.0.0.1:0", gc_client_lease=1.0, **AGGRESSIVE)
+        node.start()
+        collector = node.backend.collector
+        client = Client.connect(node.address)
+    try:
+        for n in range(50):  # history before the reader: collected under it
+            with client.transaction() as t:
+                for key in CELLS:
+                    t.set(*key, b"old%d" % n)
+        reader = client.begin()
+        held = reader.get_many(CELLS)
+        for n in range(100):
+            with client.transaction() as t:
+                for key in CELLS:
+                    t.set(*key, b"%d" % n)
+        removed = collector.removed
+        passes = collector.passes
+        eventually(lambda: collector.passes >= passes + 3 and collector.removed > removed,
+                   "three more passes removed versions")
+        assert collector.last is not None and collector.last.safe_point <= reader.start_ts
+        assert reader.get_many(CELLS) == held
+        assert all(reader.get(*key) == held[key] for key in CELLS)
+        assert {(r, c): v for r, c, v in reader.scan()} == held
+        reader.rollback()
+        settle_reports(client)
+        eventually(lambda: collector.last is not None
+                   and collector.last.safe_point > reader.start_ts, "the reader let go")
+        with pytest.raises(SnapshotTooOld):
+            Transaction(client.ctx, reader.start_ts).get(*CELLS[0])
+    finally:
+        client.close()
+        if node is not None:
+            node.stop()
