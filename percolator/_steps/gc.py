@@ -34,7 +34,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bigtable_lite import ALL_TIME, DeleteVersion, Row, RowMutation, TimeRange
+from bigtable_lite import (
+    MAX_TS,
+    Cell,
+    DeleteRange,
+    DeleteVersion,
+    Mutation,
+    Row,
+    RowMutation,
+    RowRead,
+    TimeRange,
+)
 from bigtable_lite import ScanRequest as StoreScan
 
 from .. import records
@@ -48,7 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["Collected", "collect", "locks_below", "resolve_below", "row_garbage"]
 
 _SLOT = TimeRange(LOCK_SLOT_TS, LOCK_SLOT_TS)
-_INLINED = 1  # records.Write flags bit0 (read from the record's second byte)
 
 
 @dataclass(slots=True)
@@ -107,10 +116,17 @@ def collect(ctx: StepContext, table: bytes, safe_point: int, start_row: bytes | 
     batch: list[RowMutation] = []
     last = b""
     max_items = ctx.limits.max_items_per_row
-    for row in ctx.store.scan(StoreScan(table, start_row, None, (), (), ALL_TIME, 0, limit)):
+    below = TimeRange(0, safe_point)  # versions above S are all kept: not even read
+    orphans: list[tuple[Row, list[Cell]]] = []
+    for row in ctx.store.scan(StoreScan(table, start_row, None, (), (), below, 0, limit)):
         done.rows += 1
         last = row.row
         batch += row_garbage(table, row, safe_point, max_items, done)
+        candidates = _unreferenced_values(row, safe_point)
+        if candidates:
+            orphans.append((row, candidates))
+    if orphans:
+        batch += _orphaned_values(ctx, table, orphans, done)
     if batch:
         mutate_in_calls(ctx.store, ctx.limits, batch)
     return done, _resume(done.rows, limit, last)
@@ -119,21 +135,35 @@ def collect(ctx: StepContext, table: bytes, safe_point: int, start_row: bytes | 
 def row_garbage(table: bytes, row: Row, safe_point: int, max_items: int,
                 counts: Collected) -> list[RowMutation]:
     """The row mutations removing ``row``'s garbage below ``safe_point`` (counted into
-    ``counts``); a record and the value it points to always in the same one."""
-    counts.versions_scanned += len(row.cells)
-    by_column: dict[bytes, dict[bytes, list[tuple[int, bytes]]]] = {}
-    for cell in row.cells:  # columns ascend, versions newest first
-        kinds = by_column.get(cell.column[1:])
-        if kinds is None:
-            kinds = by_column[cell.column[1:]] = {}
-        kinds.setdefault(cell.column[:1], []).append((cell.ts, cell.value))
-    groups: list[tuple[DeleteVersion, ...]] = []
-    for column, kinds in by_column.items():
-        groups += _cell_garbage(column, kinds, safe_point, counts)
+    ``counts``): all of one row in one mutation when it fits (a record and the long value
+    it points to always in the same one).
+
+    Superseded write records go by one ``DeleteRange`` per cell (the versions below the
+    record kept: none is written there any more, see the module), which costs the store
+    a seek and a delete per version instead of a mutation each here.
+    """
+    cells = row.cells
+    counts.versions_scanned += len(cells)
+    groups: list[tuple[Mutation, ...]] = []
+    i, n = 0, len(cells)
+    while i < n:  # columns ascend (d..., l..., r..., w...), versions newest first
+        column = cells[i].column
+        j = i + 1
+        while j < n and cells[j].column == column:
+            j += 1
+        kind = column[:1]
+        if kind == WRITE:
+            groups += _write_garbage(column, cells, i, j, safe_point, counts)
+        elif kind == ROLLBACK:
+            below = sum(1 for k in range(i, j) if cells[k].ts < safe_point)
+            if below:
+                counts.rollback_markers += below
+                groups.append((DeleteRange(column, 0, safe_point - 1),))
+        i = j
     if not groups:
         return []
     out: list[RowMutation] = []
-    current: list[DeleteVersion] = []
+    current: list[Mutation] = []
     for group in groups:
         if current and len(current) + len(group) > max_items:
             out.append(RowMutation(table, row.row, tuple(current)))
@@ -143,47 +173,66 @@ def row_garbage(table: bytes, row: Row, safe_point: int, max_items: int,
     return out
 
 
-def _cell_garbage(column: bytes, kinds: dict[bytes, list[tuple[int, bytes]]],
-                  safe_point: int, counts: Collected) -> list[tuple[DeleteVersion, ...]]:
-    """Groups of deletes of one user cell: a write record with the value it points to,
-    a rollback marker, or an orphaned value."""
-    groups: list[tuple[DeleteVersion, ...]] = []
-    write_col, data_col = WRITE + column, DATA + column
-    kept_values: set[int] = set()  # start_ts of long values kept records point to
-    removed_values: set[int] = set()
-    newest_below_seen = False
-    for ts, raw in kinds.get(WRITE, ()):
-        write = records.decode_write(raw)  # DataCorruption stops the pass: nothing guessed
-        long_value = write.kind == records.PUT and write.value is None
-        if ts > safe_point:
-            keep = True
-        elif not newest_below_seen:  # the newest at or below S: what a read at S sees
-            newest_below_seen = True
-            keep = write.kind == records.PUT  # a delete reads as no record at all
-        else:
-            keep = False
-        if keep:
-            if long_value:
-                kept_values.add(write.start_ts)
-            continue
-        counts.write_records += 1
-        if long_value:
+def _write_garbage(column: bytes, cells: tuple[Cell, ...], i: int, j: int, safe_point: int,
+                   counts: Collected) -> list[tuple[Mutation, ...]]:
+    """Deletes of one cell's write records (``cells[i:j]``, newest first) below the one a
+    snapshot at the safe point reads, each with the long value it points to."""
+    k = i
+    while k < j and cells[k].ts > safe_point:
+        k += 1
+    if k == j:
+        return []
+    newest = cells[k]  # the newest at or below S: what a read at S sees
+    if records.decode_write(newest.value).kind != records.PUT:  # reads as no record: goes
+        last = newest.ts
+    elif k + 1 < j:
+        last = newest.ts - 1
+        k += 1
+    else:
+        return []
+    counts.write_records += j - k
+    group: list[Mutation] = [DeleteRange(column, 0, last)]
+    data_column = DATA + column[1:]
+    for cell in cells[k:j]:
+        start_ts = records.long_value_ts(cell.value)
+        if start_ts is not None:
             counts.data += 1
-            removed_values.add(write.start_ts)
-            groups.append((DeleteVersion(write_col, ts), DeleteVersion(data_col, write.start_ts)))
-        else:
-            groups.append((DeleteVersion(write_col, ts),))
-    for ts, _ in kinds.get(ROLLBACK, ()):
-        if ts < safe_point:
-            counts.rollback_markers += 1
-            groups.append((DeleteVersion(ROLLBACK + column, ts),))
-    data = kinds.get(DATA)
-    if data:
-        slot = kinds.get(LOCK)
-        locked_ts = records.decode_lock(slot[0][1]).start_ts if slot else None
-        for ts, _ in data:
-            if ts < safe_point and ts not in kept_values and ts not in removed_values \
-                    and ts != locked_ts:
-                counts.data += 1
-                groups.append((DeleteVersion(data_col, ts),))
-    return groups
+            group.append(DeleteVersion(data_column, start_ts))
+    return [tuple(group)]
+
+
+def _unreferenced_values(row: Row, safe_point: int) -> list[Cell]:
+    """Long values below S that no write record at or below S points to and no lock
+    holds: orphaned, unless a record above S points to them (:func:`_orphaned_values`)."""
+    cells = row.cells
+    data = [c for c in cells if c.column[:1] == DATA and c.ts < safe_point]
+    if not data:
+        return []
+    referenced: set[tuple[bytes, int]] = set()
+    for cell in cells:
+        kind = cell.column[:1]
+        if kind == WRITE:
+            start_ts = records.long_value_ts(cell.value)
+            if start_ts is not None:  # kept, or removed with its record
+                referenced.add((cell.column[1:], start_ts))
+        elif kind == LOCK:
+            referenced.add((cell.column[1:], records.decode_lock(cell.value).start_ts))
+    return [c for c in data if (c.column[1:], c.ts) not in referenced]
+
+
+def _orphaned_values(ctx: StepContext, table: bytes, candidates: list[tuple[Row, list[Cell]]],
+                     counts: Collected) -> list[RowMutation]:
+    """Deletes of the candidates no write record above S points to either (a writer that
+    started below S and committed above it): a long value left by a crash's aftermath."""
+    reads = [RowRead(table, row.row, tuple(sorted({WRITE + c.column[1:] for c in cells})),
+                     (), TimeRange(min(c.ts for c in cells) + 1, MAX_TS), 0)
+             for row, cells in candidates]
+    out: list[RowMutation] = []
+    for (row, cells), above in zip(candidates, ctx.store.read_rows(reads)):
+        referenced = {(cell.column[1:], records.long_value_ts(cell.value)) for cell in above}
+        gone = tuple(DeleteVersion(c.column, c.ts) for c in cells
+                     if (c.column[1:], c.ts) not in referenced)
+        if gone:
+            counts.data += len(gone)
+            out.append(RowMutation(table, row.row, gone))
+    return out

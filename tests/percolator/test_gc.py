@@ -406,6 +406,7 @@ def test_a_long_running_reader_pins_the_safe_point_under_background_gc(
         collector = node.backend.collector
         client = Client.connect(node.address)
     try:
+        removed = collector.removed
         for n in range(50):  # history before the reader: collected under it
             with client.transaction() as t:
                 for key in CELLS:
@@ -416,7 +417,6 @@ def test_a_long_running_reader_pins_the_safe_point_under_background_gc(
             with client.transaction() as t:
                 for key in CELLS:
                     t.set(*key, b"%d" % n)
-        removed = collector.removed
         passes = collector.passes
         eventually(lambda: collector.passes >= passes + 3 and collector.removed > removed,
                    "three more passes removed versions")
