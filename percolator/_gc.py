@@ -13,9 +13,9 @@ A pass (docs/protocol.md, "Garbage collection"):
    compacts them away).
 
 Rate limit: the background passes work in chunks and pause after each for ``1/duty - 1``
-times its work (its CPU time; a compaction's duration), so they take at most ``duty``
-of a core -- under the GIL, at most that share of the time the foreground could run
-Python.  Passes run one at a time.
+times its work (its CPU time), so they take at most ``duty`` of a core -- under the
+GIL, at most that share of the time the foreground could run Python -- and compact a
+table at most every COMPACT_EVERY seconds.  Passes run one at a time.
 
 Which tables: those a prewrite or one-phase commit of this backend ever wrote,
 remembered in the ``_gc`` table (``note_table``) -- never a table of another layout.
@@ -53,10 +53,11 @@ LOCK_CHUNK_ROWS = 1024
 COLLECT_CHUNK_ROWS = 256
 COMPACT_RATIO = 10
 COMPACT_MIN = 1000
+COMPACT_EVERY = 10.0
 """Background passes compact a table once the versions they removed since its last
-compaction reach COMPACT_MIN and 1/COMPACT_RATIO of the versions they read."""
-NOTIFY_COMPACT_EVERY = 60.0
-"""Seconds between background compactions of a notify table (workers compact it too)."""
+compaction reach COMPACT_MIN and 1/COMPACT_RATIO of the versions they read, at most
+every COMPACT_EVERY seconds; a notify table every COMPACT_EVERY seconds (its workers
+compact it too)."""
 
 
 class _Stopped(Exception):
@@ -87,11 +88,12 @@ class Collector:
         self._stop = threading.Event()
         self._collected_below = 0  # the safe point of the last finished pass (this process)
         self._uncompacted: dict[bytes, int] = {}  # versions removed since the last compaction
-        self._notify_compacted: dict[bytes, float] = {}  # monotonic time of the last
+        self._compacted: dict[bytes, float] = {}  # table -> monotonic time of its last
         self.last: GcPass | None = None
         self.passes = 0
         self.removed = 0  # versions removed by this process's passes, in all
         self.locks_resolved = 0
+        self.seconds = 0.0  # that the passes took, pauses included
         self._thread: threading.Thread | None = None
         if interval is not None:
             self._thread = threading.Thread(target=self._run, name="percolator-gc", daemon=True)
@@ -126,6 +128,7 @@ class Collector:
             self.passes += 1
             self.removed += done.removed
             self.locks_resolved += done.locks_resolved
+            self.seconds += done.seconds
             self._store.mutate_rows([gc_table.last_pass_mutation(done)])
             return done
 
@@ -167,16 +170,16 @@ class Collector:
             removed = collected.write_records + collected.data + collected.rollback_markers
             self._uncompacted[table] = self._uncompacted.get(table, 0) + removed
             if self._compaction_due(table, collected.versions_scanned, paced):
-                with pacer.chunk(wall=True):
+                with pacer.chunk(compaction=True):
                     self._store.compact_table(table)
                 self._uncompacted[table] = 0
+                self._compacted[table] = time.monotonic()
                 compactions += 1
             notify = layout.notify_table(table)
-            now = time.monotonic()
-            if not paced or now - self._notify_compacted.get(notify, 0.0) >= NOTIFY_COMPACT_EVERY:
-                with pacer.chunk(wall=True):  # handled notifications, deleted by workers
+            if not paced or self._since_compacted(notify) >= COMPACT_EVERY:
+                with pacer.chunk(compaction=True):  # handled notifications (workers')
                     self._store.compact_table(notify)
-                self._notify_compacted[notify] = now
+                self._compacted[notify] = time.monotonic()
                 compactions += 1
             total.add(collected)
         self._collected_below = safe_point
@@ -187,12 +190,18 @@ class Collector:
 
     def _compaction_due(self, table: bytes, scanned: int, paced: bool) -> bool:
         """Whether the table's tombstones are worth a compaction now: any on request; in
-        the background once they are COMPACT_MIN and 1/COMPACT_RATIO of what was read
-        (a compaction rewrites the table: not for a handful of deletes every pass)."""
+        the background once they are COMPACT_MIN and 1/COMPACT_RATIO of what was read,
+        at most every COMPACT_EVERY seconds (a compaction flushes the memtable and
+        rewrites the table: measured, it was most of a pass's time when done every pass)."""
         removed = self._uncompacted.get(table, 0)
         if not paced:
             return removed > 0
-        return removed >= COMPACT_MIN and removed * COMPACT_RATIO >= scanned
+        return (removed >= COMPACT_MIN and removed * COMPACT_RATIO >= scanned
+                and self._since_compacted(table) >= COMPACT_EVERY)
+
+    def _since_compacted(self, table: bytes) -> float:
+        last = self._compacted.get(table)
+        return float("inf") if last is None else time.monotonic() - last
 
     # --- background ---------------------------------------------------------------------
 
@@ -222,10 +231,13 @@ class Collector:
 class _Pacer:
     """Times work chunks (``with pacer.chunk():``) and pauses after each to keep the duty.
 
-    A chunk's work is the CPU time of this thread (under the GIL, what it took from the
-    foreground; time spent waiting for the GIL behind the foreground is not work), or
-    for a compaction (``wall=True``: LevelDB works in its own thread meanwhile) the
-    time it took.
+    A chunk's work is the CPU time of this thread: under the GIL, what it took from the
+    foreground (time spent waiting for the GIL behind the foreground is not work).  A
+    compaction is not paced (``compaction=True``: only checked for a stop): LevelDB does
+    it in its own thread, most of it flushing the memtable, which it would do anyway
+    once full; compactions are rate-limited by their own interval (COMPACT_EVERY).
+    Measured: pausing 4x the wall time of the compactions made them two thirds of the
+    passes' time, and GC fell behind the transfer loop.
     """
 
     def __init__(self, duty: float, stop: threading.Event) -> None:
@@ -234,12 +246,15 @@ class _Pacer:
         self.worked = 0.0
 
     @contextmanager
-    def chunk(self, *, wall: bool = False) -> Iterator[None]:
+    def chunk(self, *, compaction: bool = False) -> Iterator[None]:
         if self._stop.is_set():
             raise _Stopped()
         began, began_cpu = time.monotonic(), time.thread_time()
         yield
-        took = time.monotonic() - began if wall else time.thread_time() - began_cpu
+        if compaction:
+            self.worked += time.monotonic() - began
+            return
+        took = time.thread_time() - began_cpu
         self.worked += took
         if self._factor and self._stop.wait(took * self._factor):
             raise _Stopped()
