@@ -114,6 +114,12 @@ class Collector:
     def tables(self) -> frozenset[bytes]:
         return frozenset(self._tables)
 
+    @property
+    def uncompacted(self) -> int:
+        """Versions removed by passes since their table's last compaction (tombstones
+        scans still step over)."""
+        return sum(self._uncompacted.values())
+
     # --- one pass -------------------------------------------------------------------------
 
     def run_pass(self, *, paced: bool = False) -> GcPass:

@@ -224,6 +224,7 @@ class NodeClient:
             raise OracleError(f"oracle answered {reply.count} timestamps from {first} to a"
                               f" request for {count}")
         self.snapshots.saw(first + count - 1)
+        self._reporter.kick()
         self._learn(reply.safe_point)
         with self._lock:
             self._served += count
@@ -257,6 +258,7 @@ class NodeClient:
             if not 0 < result.start_ts <= MAX_TS:
                 raise OracleError(f"node answered a fresh read at timestamp {result.start_ts}")
             self.snapshots.saw(result.start_ts)
+            self._reporter.kick()
             with self._lock:
                 self._served += 1
                 self._stamp_calls += 1

@@ -115,10 +115,11 @@ class Reporter:
     (every ``first_interval`` until the node has said it: the first report must come
     within a lease of the first timestamp, whatever the lease) while the client holds
     anything -- running transactions, or timestamps received since its last report --
-    and once more, holding nothing, when it falls idle or closes.  ``send(oldest, seen)``
-    returns the lease in ms.  A report that fails is retried at the next tick; the node
-    refuses whatever the lease no longer covers (``SnapshotTooOld``), so a client that
-    cannot report fails closed.
+    and once more, holding nothing, when it falls idle or closes; idle, it sleeps until
+    the client receives a timestamp again (:meth:`kick`).  ``send(oldest, seen)`` returns
+    the lease in ms.  A report that fails is retried at the next tick; the node refuses
+    whatever the lease no longer covers (``SnapshotTooOld``), so a client that cannot
+    report fails closed.
     """
 
     def __init__(self, snapshots: ActiveSnapshots,
@@ -129,6 +130,7 @@ class Reporter:
         self.interval = first_interval
         self._reported_seen = 0
         self._holding = False  # the last report held an oldest start_ts
+        self._idle = True  # nothing held, nothing to report: sleeping until kicked
         self._cond = threading.Condition()
         self._closed = False
         self.reports = 0
@@ -136,21 +138,37 @@ class Reporter:
                                         daemon=True)
         self._thread.start()
 
+    def kick(self) -> None:
+        """The client received a timestamp (after :meth:`ActiveSnapshots.saw`): wake the
+        thread if it sleeps idle.  One attribute read when it does not."""
+        if self._idle:
+            with self._cond:
+                self._idle = False
+                self._cond.notify_all()
+
     def report_now(self) -> None:
-        """Report at once if anything is held or was received since the last report."""
-        oldest, seen = self._snapshots.report()
-        if oldest is None and not self._holding and seen <= self._reported_seen:
-            return
-        lease_ms = self._send(oldest, seen)
-        self.reports += 1
-        self.interval = max(0.01, lease_ms / 3000.0)
-        self._reported_seen = seen
-        self._holding = oldest is not None
+        """Report if anything is held or was received since the last report."""
+        snapshots = self._snapshots
+        oldest, seen = snapshots.report()
+        if oldest is not None or self._holding or seen > self._reported_seen:
+            lease_ms = self._send(oldest, seen)
+            self.reports += 1
+            self.interval = max(0.01, lease_ms / 3000.0)
+            self._reported_seen = seen
+            self._holding = oldest is not None
+        if oldest is None:
+            # Idle, unless a timestamp arrived meanwhile (its kick saw _idle False: no wake).
+            with self._cond:
+                if snapshots.seen == seen and snapshots.oldest() is None:
+                    self._idle = True
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait(timeout=self.interval)
+                while self._idle and not self._closed:
+                    self._cond.wait()
+                if not self._closed:
+                    self._cond.wait(timeout=self.interval)
                 if self._closed:
                     return
             try:

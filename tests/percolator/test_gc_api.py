@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc as python_gc
 import json
+import threading
 from pathlib import Path
 
 import grpc
@@ -14,7 +15,7 @@ import pytest
 import percolator
 from bigtable_lite import WrongTablet
 from percolator import Client, SnapshotTooOld, Transaction, TransactionError
-from percolator._snapshots import ActiveSnapshots
+from percolator._snapshots import ActiveSnapshots, Reporter
 from percolator._status import command_error, error_for, error_name, status_for
 from percolator._transport.framing import tags
 from percolator.oracle import OracleConflict
@@ -23,7 +24,7 @@ from percolator.v1 import node_pb2
 from tests.procs import ServerProcess
 from tests.test_cli import in_process, one_error_line, usage_error
 
-from .gc_helpers import gc_node, settle_reports
+from .gc_helpers import eventually, gc_node, settle_reports
 
 Code = grpc.StatusCode
 
@@ -163,3 +164,36 @@ def test_serve_refuses_bad_gc_settings(tmp_path: Path, capsys: pytest.CaptureFix
                                        option: str, value: str) -> None:
     done = in_process(capsys, "serve", "--data-dir", str(tmp_path / "d"), option, value)
     usage_error(done, option)
+
+
+def test_the_reporter_sleeps_while_idle_and_reports_what_is_held() -> None:
+    registry = ActiveSnapshots()
+    sent: list[tuple[int | None, int]] = []
+
+    def send(oldest: int | None, seen: int) -> int:
+        sent.append((oldest, seen))
+        return 300  # a lease of 0.3 s: reports every 0.1 s
+
+    reporter = Reporter(registry, send)
+    try:
+        threading.Event().wait(0.3)
+        assert sent == []  # nothing held, nothing received: no report
+
+        class Owner:
+            pass
+
+        owner = Owner()
+        token = registry.enter(owner)
+        registry.saw(7)
+        registry.started(token, 7)
+        reporter.kick()
+        eventually(lambda: (7, 7) in sent, "the running transaction was reported")
+        eventually(lambda: sent.count((7, 7)) >= 3, "it is reported again, lease by lease")
+        registry.leave(token)
+        eventually(lambda: sent[-1] == (None, 7), "its end was reported")
+        settled = len(sent)
+        threading.Event().wait(0.3)
+        assert len(sent) == settled  # idle again
+    finally:
+        reporter.close()
+    assert sent[-1] == (None, 7)
