@@ -18,10 +18,11 @@ Figures, each beside its reference (targets of issue 14):
                                                           of every store once compacted)
   full-scan CPU, GC on / fresh store            <= 1.5x (each store as it is: GC on as
                                                           GC left it)
-  versions removed/s / versions created/s       >= 1    (removed by the run's passes per
-                                                          second they took, pauses for the
-                                                          rate limit included; created =
-                                                          stored at the end + removed)
+  versions removed/s / versions created/s       >= 1    (removed per second of the
+                                                          passes of the run and after it
+                                                          until at rest, pauses for the
+                                                          rate limit included; created per
+                                                          second of the run)
   foreground rate, GC on / GC off               >= 0.8  (transfers/s; edits/s until the
                                                           observers are idle)
 GC off's own size and scan CPU are printed as the growth GC prevents.  Figures depend on
@@ -66,9 +67,10 @@ class Run:
     ops: int = 0
     seconds: float = 0.0
     foreground_cpu: float = 0.0  # CPU of the thread running the workload
-    removed: int = 0  # versions removed by the passes that finished during the run
+    removed: int = 0  # versions removed by the passes of the run and after it, to rest
     pass_seconds: float = 0.0  # that those passes took, their rate-limit pauses included
-    stored: int = 0  # GC'd versions (w, d, r) stored at the end of the run
+    created: int = 0  # versions (w, d, r) the run created: stored at rest + removed - before
+    left: int = 0  # versions (w, d, r) stored when the run ended
     live_cells: int = 0
     table_bytes: int = 0
     notify_bytes: int = 0
@@ -173,17 +175,23 @@ def open_client(path: Path, gc: bool, life_time: float, interval: float) -> Clie
     return Client.embedded(path, gc_interval=None)
 
 
-def run_workload(client: Client, run: Run, work: Callable[[], int]) -> None:
-    """Run ``work`` (returns its operations), with the collector's figures around it."""
+def run_workload(client: Client, run: Run, work: Callable[[], int], gc: bool,
+                 life_time: float, interval: float) -> None:
+    """Run ``work`` (returns its operations), then (GC on) wait for the store at rest;
+    the collector's figures over both."""
     collector = client.backend.collector  # type: ignore[attr-defined]
     removed, seconds = collector.removed, collector.seconds
+    stored = gc_versions(client)
     began, cpu = time.perf_counter(), time.thread_time()
     run.ops = work()
     run.seconds = time.perf_counter() - began
     run.foreground_cpu = time.thread_time() - cpu
+    run.left = gc_versions(client)
+    if gc:
+        run.settled = settle(client, life_time, interval)
     run.removed = collector.removed - removed
     run.pass_seconds = collector.seconds - seconds
-    run.stored = gc_versions(client)
+    run.created = gc_versions(client) + run.removed - stored
 
 
 # --- workloads -------------------------------------------------------------------------------
@@ -212,9 +220,7 @@ def transfers(path: Path, gc: bool, n: int, accounts: int, life_time: float,
                 client.run(transfer)
             return n
 
-        run_workload(client, run, work)
-        if gc:
-            run.settled = settle(client, life_time, interval)
+        run_workload(client, run, work, gc, life_time, interval)
         run.passes = client.backend.collector.passes  # type: ignore[attr-defined]
         measure(client, run)
         run_fresh = fresh_copy(client, path.with_name(path.name + "-fresh"), "fresh")
@@ -239,15 +245,13 @@ def citations(path: Path, gc: bool, papers: int, edits: int, life_time: float,
                 worker.run_until_idle(timeout=600)
                 return edits
 
-            run_workload(client, run, work)
+            run_workload(client, run, work, gc, life_time, interval)
         finally:
             worker.stop()
         checked = verify(client)
         if not checked.ok:
             raise SystemExit(f"FAILED: citation counts differ from the recount\n"
                              f"{checked.report()}")
-        if gc:
-            run.settled = settle(client, life_time, interval)
         run.passes = client.backend.collector.passes  # type: ignore[attr-defined]
         measure(client, run)
         run_fresh = fresh_copy(client, path.with_name(path.name + "-fresh"), "fresh")
@@ -263,7 +267,7 @@ def verdict(ok: bool) -> str:
 
 
 def report(title: str, unit: str, off: Run, on: Run, fresh: Run, life_time: float) -> None:
-    created = on.stored + on.removed  # everything created is stored or was removed
+    created = on.created
     removed_rate = on.removed / on.pass_seconds if on.pass_seconds else 0.0
     created_rate = created / on.seconds if on.seconds else 0.0
     size_ratio = on.bytes_per_cell / fresh.bytes_per_cell if fresh.bytes_per_cell else 0.0
@@ -287,12 +291,11 @@ def report(title: str, unit: str, off: Run, on: Run, fresh: Run, life_time: floa
     ratio = removed_rate / created_rate if created_rate else 0.0
     print(f"  versions removed/s    {removed_rate:12,.0f}   created/s {created_rate:10,.0f}"
           f"   ratio {ratio:6.2f}   target >= 1  {verdict(ratio >= 1)}")
-    backlog = on.stored - on.live_cells
-    print(f"                        removed: {on.removed:,} by the passes of the run, in"
-          f" {on.pass_seconds:.1f}s of passes (rate-limit pauses included); created:"
-          f" {created:,} in {on.seconds:.1f}s (= stored at the end + removed); left at the"
-          f" end: {backlog:,} versions = {backlog / created_rate if created_rate else 0:.1f}s"
-          f" of creation (the life time is {life_time:g}s)")
+    print(f"                        removed {on.removed:,} in {on.pass_seconds:.1f}s of"
+          f" passes (rate-limit pauses included) during the run and until at rest; created"
+          f" {created:,} in the {on.seconds:.1f}s run; left when the run ended:"
+          f" {on.left:,} = {on.left / created_rate if created_rate else 0:.1f}s of creation"
+          f" (life time {life_time:g}s)")
     print(f"  {unit:<21} GC on {on.rate:10,.0f}   GC off {off.rate:9,.0f}   ratio"
           f" {rate_ratio:6.2f}   target >= 0.8  {verdict(rate_ratio >= 0.8)}")
     print(f"  foreground CPU per op GC on {on.foreground_cpu / on.ops * 1e6:9.0f} us"

@@ -147,7 +147,8 @@ class NodeClient:
         self._client_field = field(CLIENT_ID_TAG, self.client_id)
         self.snapshots = ActiveSnapshots()
         self.safe_point = 0
-        self._reporter = Reporter(self.snapshots, self.report_snapshots)
+        self._reporter = Reporter(self.snapshots, self.report_snapshots,
+                                  safe_point=lambda: self.safe_point)
 
     # --- the batch ------------------------------------------------------------------------
 

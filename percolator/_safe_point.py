@@ -68,13 +68,23 @@ class _Client:
     reported_until_ms: int = 0
     pins: deque[tuple[int, int]] = field(default_factory=deque)  # (ts, expires_ms)
 
-    def oldest(self, now_ms: int) -> int | None:
+    def oldest(self, now_ms: int, at_least: int = 0) -> int | None:
+        """The oldest timestamp held now, ``at_least`` at least.
+
+        A pin below ``at_least`` (the safe point) holds nothing: its snapshot is refused
+        already.  A report below it is taken as ``at_least``: it is the minimum of the
+        client's transactions, and one of them may be a stale transaction the client
+        still keeps; until its next report, which names only what is at or above the
+        safe point it learned from this one's answer, the others may be anywhere above.
+        """
         pins = self.pins
-        while pins and pins[0][1] <= now_ms:
+        while pins and (pins[0][1] <= now_ms or pins[0][0] < at_least):
             pins.popleft()
         found = pins[0][0] if pins else None
-        if self.reported is not None and self.reported_until_ms > now_ms:
-            found = self.reported if found is None else min(found, self.reported)
+        reported = self.reported
+        if reported is not None and self.reported_until_ms > now_ms:
+            reported = max(reported, at_least)
+            found = reported if found is None else min(found, reported)
         return found
 
 
@@ -221,11 +231,12 @@ class SafePoint:
             found = ts
         return found
 
-    def _clients_oldest(self, now_ms: int) -> int | None:
-        """The oldest timestamp a remote client holds; forgets clients that hold nothing."""
+    def _clients_oldest(self, now_ms: int, at_least: int = 0) -> int | None:
+        """The oldest timestamp (at or above ``at_least``) a remote client holds; forgets
+        clients that hold nothing."""
         found = None
         for client, entry in list(self._clients.items()):
-            oldest = entry.oldest(now_ms)
+            oldest = entry.oldest(now_ms, at_least)
             if oldest is None:
                 if entry.reported_until_ms <= now_ms and not entry.pins:
                     del self._clients[client]  # its lease passed: forgotten
@@ -263,15 +274,18 @@ class SafePoint:
             bound = self._time_bound(now)
             held = "no history" if bound is None else "life time"
             if bound is not None:
+                # A holder below the safe point holds nothing any more: its snapshot is
+                # refused already (a transaction kept after its client's lease passed).
+                below = self.value
                 candidate = bound
-                for kind, oldest in (("transactions", self._local.oldest()),  # after the
-                                     ("clients", self._clients_oldest(now))):  # sample
+                for kind, oldest in (("transactions", self._local.oldest(below)),  # after
+                                     ("clients", self._clients_oldest(now, below))):  # sample
                     if oldest is not None and oldest < candidate:
                         candidate, held = oldest, kind
                 if candidate > self.floor:
                     self.floor = candidate  # first: steps from now on see it ...
-                steps = list(self._inflight.values())  # ... then the steps already in
-                if steps and min(steps) < candidate:
+                steps = [ts for ts in list(self._inflight.values()) if ts >= below]
+                if steps and min(steps) < candidate:  # ... then the steps already in
                     candidate, held = min(steps), "steps"
                 if candidate > self.value:
                     self.value = candidate

@@ -80,21 +80,24 @@ class ActiveSnapshots:
         if ts > self.seen:
             self.seen = ts
 
-    def oldest(self) -> int | None:
-        """The smallest start_ts (or placeholder) of a live transaction; None if none."""
+    def oldest(self, at_least: int = 0) -> int | None:
+        """The smallest start_ts (or placeholder), at or above ``at_least``, of a live
+        transaction; None if none."""
         self._sweep()
-        return min((ts for _, ts in list(self._entries.values())), default=None)
+        return min((ts for _, ts in list(self._entries.values()) if ts >= at_least),
+                   default=None)
 
-    def report(self) -> tuple[int | None, int]:
-        """(:meth:`oldest`, :attr:`seen`): every timestamp up to ``seen`` that a live
-        transaction holds is accounted for in ``oldest``.
+    def report(self, at_least: int = 0) -> tuple[int | None, int]:
+        """(:meth:`oldest` at or above ``at_least``, the safe point the client knows;
+        :attr:`seen`): every timestamp up to ``seen`` that a live transaction holds,
+        and that is not refused already, is accounted for in ``oldest``.
 
         Why: ``seen`` is read first.  A transaction holding Y <= seen registered its
         placeholder before its request for Y was sent; Y was handed out no later than
         ``seen`` itself, which was received before it was read here; so the placeholder
         (or Y, or the transaction's departure) is in the entries read after."""
         seen = self.seen
-        return self.oldest(), seen
+        return self.oldest(at_least), seen
 
     def __len__(self) -> int:
         self._sweep()
@@ -116,17 +119,20 @@ class Reporter:
     within a lease of the first timestamp, whatever the lease) while the client holds
     anything -- running transactions, or timestamps received since its last report --
     and once more, holding nothing, when it falls idle or closes; idle, it sleeps until
-    the client receives a timestamp again (:meth:`kick`).  ``send(oldest, seen)`` returns
-    the lease in ms.  A report that fails is retried at the next tick; the node refuses
-    whatever the lease no longer covers (``SnapshotTooOld``), so a client that cannot
-    report fails closed.
+    the client receives a timestamp again (:meth:`kick`).  A transaction below the safe
+    point the client knows is not reported: it is refused already, and holds nothing.
+    ``send(oldest, seen)`` returns the lease in ms.  A report that fails is retried at
+    the next tick; the node refuses whatever the lease no longer covers
+    (``SnapshotTooOld``), so a client that cannot report fails closed.
     """
 
     def __init__(self, snapshots: ActiveSnapshots,
-                 send: Callable[[int | None, int], int], *, first_interval: float = 0.1
+                 send: Callable[[int | None, int], int], *,
+                 safe_point: Callable[[], int] = lambda: 0, first_interval: float = 0.1
                  ) -> None:
         self._snapshots = snapshots
         self._send = send
+        self._safe_point = safe_point  # as the client knows it: what is below is refused
         self.interval = first_interval
         self._reported_seen = 0
         self._holding = False  # the last report held an oldest start_ts
@@ -149,7 +155,7 @@ class Reporter:
     def report_now(self) -> None:
         """Report if anything is held or was received since the last report."""
         snapshots = self._snapshots
-        oldest, seen = snapshots.report()
+        oldest, seen = snapshots.report(self._safe_point())
         if oldest is not None or self._holding or seen > self._reported_seen:
             lease_ms = self._send(oldest, seen)
             self.reports += 1
@@ -159,7 +165,7 @@ class Reporter:
         if oldest is None:
             # Idle, unless a timestamp arrived meanwhile (its kick saw _idle False: no wake).
             with self._cond:
-                if snapshots.seen == seen and snapshots.oldest() is None:
+                if snapshots.seen == seen and snapshots.oldest(self._safe_point()) is None:
                     self._idle = True
 
     def _run(self) -> None:

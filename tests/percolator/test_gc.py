@@ -24,6 +24,7 @@ from percolator._backend import (
 )
 from percolator._gc_table import GcPass, read_status
 from percolator._local import LocalBackend
+from percolator._node_client import NodeClient
 from percolator.clock import FakeClock
 from percolator.node import Node
 
@@ -341,6 +342,54 @@ def test_the_life_time_keeps_recent_snapshots(tmp_path: Path) -> None:
         assert done.safe_point > recent and done.held_by == "gc_life_time", done
         assert world.backend.read(world.table, done.safe_point, [(b"a", b"c")]).values == {
             (b"a", b"c"): b"2"}
+
+
+def test_a_transaction_kept_below_the_safe_point_holds_nothing(tmp_path: Path) -> None:
+    """A transaction its client keeps after its snapshot was collected (its lease passed)
+    is refused, and holds the safe point back no more; the client's other running
+    transaction still does, exactly."""
+    clock = FakeClock()
+    with gc_world("remote", tmp_path / "d", lease=10.0, clock=clock) as world:
+        world.client.backend._reporter.close()  # type: ignore[attr-defined]  # we report
+        key = (b"x", b"c")
+        with world.client.transaction() as t:
+            t.set(*key, b"1")
+        stale = world.client.begin()
+        assert stale.get(*key) == b"1"
+        with world.client.transaction() as t:
+            t.set(*key, b"2")
+        clock.advance(11)  # its pins pass, and no report came
+        assert world.local.collect_garbage().safe_point > stale.start_ts
+        with pytest.raises(SnapshotTooOld):
+            stale.get(*key)
+        with world.client.transaction() as t:
+            t.set(*key, b"2b")  # timestamps between the safe point and the next reader
+        live = world.client.begin()
+        assert live.get(*key) == b"2b"
+        with world.client.transaction() as t:
+            t.set(*key, b"3")
+        clock.advance(11)  # only the reports below hold anything now
+        backend = world.client.backend
+        assert isinstance(backend, NodeClient)
+        # A client that does not know the safe point yet reports the stale one as its
+        # oldest: that holds the safe point where it is, not below, and not above live.
+        backend.report_snapshots(stale.start_ts, backend.snapshots.seen)
+        held = world.local.collect_garbage().safe_point
+        assert stale.start_ts < held < live.start_ts
+        settle_reports(world.client)  # knowing it, the client reports live alone
+        assert world.local.collect_garbage().safe_point == live.start_ts
+        assert live.get(*key) == b"2b"
+    with gc_world("embedded", tmp_path / "e") as world:
+        with world.client.transaction() as t:
+            t.set(*key, b"1")
+        old = world.client.timestamp()
+        first = world.client.collect_garbage().safe_point
+        stale = Transaction(world.client.ctx, old)  # registered, below the safe point
+        with world.client.transaction() as t:
+            t.set(*key, b"2")
+        assert world.client.collect_garbage().safe_point > first
+        with pytest.raises(SnapshotTooOld):
+            stale.get(*key)
 
 
 def test_a_pass_reports_what_it_did(world: World) -> None:
