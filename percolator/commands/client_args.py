@@ -34,13 +34,15 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, create: bool = Fals
 
 
 def open_client(args: argparse.Namespace, *, lock_ttl: float | None = None,
-                create: bool = False, gc_life_time: float = DEFAULT_GC_LIFE_TIME) -> Client:
-    """A client of ``--connect``'s node or of ``--data-dir`` (which must hold a store unless
-    ``create``; its garbage collection runs in the background with ``gc_life_time``)."""
+                create: bool = False, gc_life_time: float = DEFAULT_GC_LIFE_TIME,
+                timeout: float = 30.0) -> Client:
+    """A client of ``--connect``'s node (each call bounded by ``timeout`` seconds) or of
+    ``--data-dir`` (which must hold a store unless ``create``; its garbage collection
+    runs in the background with ``gc_life_time``)."""
     table = str(args.table).encode()
     ttl = DEFAULT_LOCK_TTL if lock_ttl is None else lock_ttl
     if args.connect:
-        return Client.connect(args.connect, table=table, lock_ttl=ttl)
+        return Client.connect(args.connect, table=table, lock_ttl=ttl, timeout=timeout)
     if not create and not is_store(args.data_dir):
         raise CommandError(f"{args.data_dir} is not a data directory (no store in it);"
                            " check --data-dir, or --connect to a node")

@@ -20,6 +20,10 @@ from ..cli import CommandError
 from .arg_types import non_negative_float
 from .client_args import add_target_arguments, open_client
 
+PASS_TIMEOUT = 3600.0
+"""Seconds a node's pass may take before `percolator gc --connect` stops waiting (the pass
+goes on)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--gc-life-time applies to --data-dir; a node collects with the"
                            " life time it was started with (percolator serve --gc-life-time)")
     life_time = DEFAULT_GC_LIFE_TIME if args.gc_life_time is None else args.gc_life_time
-    client = open_client(args, gc_life_time=life_time)
+    client = open_client(args, gc_life_time=life_time, timeout=PASS_TIMEOUT)
     try:
         done = client.collect_garbage()
     finally:
