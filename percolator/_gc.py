@@ -54,10 +54,12 @@ COLLECT_CHUNK_ROWS = 256
 COMPACT_RATIO = 10
 COMPACT_MIN = 1000
 COMPACT_EVERY = 10.0
+NOTIFY_COMPACT_EVERY = 60.0
 """Background passes compact a table once the versions they removed since its last
-compaction reach COMPACT_MIN and 1/COMPACT_RATIO of the versions they read, at most
-every COMPACT_EVERY seconds; a notify table every COMPACT_EVERY seconds (its workers
-compact it too)."""
+compaction reach COMPACT_MIN and 1/COMPACT_RATIO of the versions they read (or, once it
+is quiet, whatever they removed), at most every COMPACT_EVERY seconds; a notify table
+every NOTIFY_COMPACT_EVERY seconds (its workers compact it too).  Each compaction also
+flushes LevelDB's memtable: not more often than that."""
 
 
 class _Stopped(Exception):
@@ -144,49 +146,21 @@ class Collector:
         pacer = _Pacer(self.duty if paced else 1.0, self._stop)
         safe_point, held_by = self.safe_point.advance()
         tables = sorted(self._tables)
-        if safe_point <= self._collected_below:
+        if safe_point <= self._collected_below:  # nothing new to collect; still compact
+            compactions = sum(self._compact(t, 0, 0, pacer, paced) for t in tables)
             return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,
-                          len(tables), skipped="the safe point has not moved since the last"
-                          " pass" if safe_point else "no safe point yet", held_by=held_by)
-        ctx = self._ctx
-        resolved = 0
-        for table in tables:  # phase 1, whole tables, before any version is removed
-            start: bytes | None = None
-            while True:
-                with pacer.chunk():
-                    locks, start = gc_step.locks_below(ctx, table, safe_point, start,
-                                                       self.lock_chunk_rows)
-                    resolved += gc_step.resolve_below(ctx, table, locks)
-                if start is None:
-                    break
-        failpoints.hit("gc.after_resolve_locks")
+                          len(tables), compactions=compactions, held_by=held_by,
+                          skipped="the safe point has not moved since the last pass"
+                          if safe_point else "no safe point yet")
+        resolved = sum(self._resolve_locks(t, safe_point, pacer) for t in tables)  # first,
+        failpoints.hit("gc.after_resolve_locks")  # in whole tables: see _steps.gc
         total = gc_step.Collected()
         compactions = 0
-        for table in tables:  # phase 2
-            collected = gc_step.Collected()
-            start = None
-            while True:
-                with pacer.chunk():
-                    chunk, start = gc_step.collect(ctx, table, safe_point, start,
-                                                   self.chunk_rows)
-                collected.add(chunk)
-                failpoints.hit("gc.after_collect_chunk")
-                if start is None:
-                    break
+        for table in tables:
+            collected = self._collect(table, safe_point, pacer)
             removed = collected.write_records + collected.data + collected.rollback_markers
-            self._uncompacted[table] = self._uncompacted.get(table, 0) + removed
-            if self._compaction_due(table, collected.versions_scanned, paced):
-                with pacer.chunk(compaction=True):
-                    self._store.compact_table(table)
-                self._uncompacted[table] = 0
-                self._compacted[table] = time.monotonic()
-                compactions += 1
-            notify = layout.notify_table(table)
-            if not paced or self._since_compacted(notify) >= COMPACT_EVERY:
-                with pacer.chunk(compaction=True):  # handled notifications (workers')
-                    self._store.compact_table(notify)
-                self._compacted[notify] = time.monotonic()
-                compactions += 1
+            compactions += self._compact(table, collected.versions_scanned, removed, pacer,
+                                         paced)
             total.add(collected)
         self._collected_below = safe_point
         return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,
@@ -194,16 +168,65 @@ class Collector:
                       total.write_records, total.data, total.rollback_markers, compactions,
                       held_by=held_by)
 
-    def _compaction_due(self, table: bytes, scanned: int, paced: bool) -> bool:
+    def _resolve_locks(self, table: bytes, safe_point: int, pacer: _Pacer) -> int:
+        """Phase 1 over ``table``: the locks below the safe point settled; how many."""
+        resolved = 0
+        start: bytes | None = None
+        while True:
+            with pacer.chunk():
+                locks, start = gc_step.locks_below(self._ctx, table, safe_point, start,
+                                                   self.lock_chunk_rows)
+                resolved += gc_step.resolve_below(self._ctx, table, locks)
+            if start is None:
+                return resolved
+
+    def _collect(self, table: bytes, safe_point: int, pacer: _Pacer) -> gc_step.Collected:
+        """Phase 2 over ``table``, chunk by chunk."""
+        collected = gc_step.Collected()
+        start: bytes | None = None
+        while True:
+            with pacer.chunk():
+                chunk, start = gc_step.collect(self._ctx, table, safe_point, start,
+                                               self.chunk_rows)
+            collected.add(chunk)
+            failpoints.hit("gc.after_collect_chunk")
+            if start is None:
+                return collected
+
+    def _compact(self, table: bytes, scanned: int, removed: int, pacer: _Pacer,
+                 paced: bool) -> int:
+        """Compact ``table`` if due (its removals' tombstones), and its notify table
+        (handled notifications, deleted by the workers); how many were compacted."""
+        compactions = 0
+        self._uncompacted[table] = self._uncompacted.get(table, 0) + removed
+        if self._compaction_due(table, scanned, removed, paced):
+            with pacer.chunk(compaction=True):
+                self._store.compact_table(table)
+            self._uncompacted[table] = 0
+            self._compacted[table] = time.monotonic()
+            compactions += 1
+        notify = layout.notify_table(table)
+        if not paced or self._since_compacted(notify) >= NOTIFY_COMPACT_EVERY:
+            with pacer.chunk(compaction=True):
+                self._store.compact_table(notify)
+            self._compacted[notify] = time.monotonic()
+            compactions += 1
+        return compactions
+
+    def _compaction_due(self, table: bytes, scanned: int, removed_now: int, paced: bool
+                        ) -> bool:
         """Whether the table's tombstones are worth a compaction now: any on request; in
-        the background once they are COMPACT_MIN and 1/COMPACT_RATIO of what was read,
-        at most every COMPACT_EVERY seconds (a compaction flushes the memtable and
-        rewrites the table: measured, it was most of a pass's time when done every pass)."""
+        the background at most every COMPACT_EVERY seconds (a compaction flushes the
+        memtable and rewrites the table: measured, it was most of a pass's time when done
+        every pass), once they are COMPACT_MIN and 1/COMPACT_RATIO of what was read, or
+        whatever is left once the table is quiet (a pass that removed nothing)."""
         removed = self._uncompacted.get(table, 0)
         if not paced:
             return removed > 0
-        return (removed >= COMPACT_MIN and removed * COMPACT_RATIO >= scanned
-                and self._since_compacted(table) >= COMPACT_EVERY)
+        if not removed or self._since_compacted(table) < COMPACT_EVERY:
+            return False
+        return not removed_now or (removed >= COMPACT_MIN
+                                   and removed * COMPACT_RATIO >= scanned)
 
     def _since_compacted(self, table: bytes) -> float:
         last = self._compacted.get(table)
