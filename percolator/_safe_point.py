@@ -12,8 +12,11 @@ snapshot still in use.  It is the minimum of:
   next timestamp, i.e. its persisted mark + 1);
 * the start_ts of every step in flight (:meth:`enter`/:meth:`exit`): GC never
   collects under a running read, prewrite or commit;
-* the start_ts of the embedded client's running transactions (``ActiveSnapshots``,
-  read directly);
+* the start_ts of the running transactions of this process (``ActiveSnapshots``, read
+  directly): an embedded client's, and at a node the transactions its Transactions
+  service holds open for remote callers (each a ``Transaction`` over this backend,
+  registered like any other until its session ends: committed, rolled back, or expired
+  by its TTL);
 * for each remote client (identified by the ``client_id`` of its batches): the oldest
   start_ts it reported, under a lease (:meth:`report`), and every timestamp handed to
   it since (:meth:`timestamps`, :meth:`fresh`) that its last report did not cover.  A
@@ -51,7 +54,8 @@ HELD_BY = {
     "life time": "gc_life_time",
     "no history": "the oracle's history, which does not reach back gc_life_time yet (the"
                   " store was opened more recently)",
-    "transactions": "a running transaction of this process",
+    "transactions": "a running transaction of this process (at a node: a transaction"
+                    " the Transactions service holds open)",
     "clients": "a running transaction of a client (or a timestamp handed to it)",
     "steps": "a step in flight",
 }

@@ -15,11 +15,16 @@ Run once every lock of a transaction is in place (its prewrites all succeeded):
 
 Notifications go in the commit point's own write, never after it: a commit cannot be
 acknowledged and its notifications lost (Apache Fluo lost work when it wrote them
-afterwards).  Secondaries not named in the request are settled later by the owner or
-by any reader (``resolve_lock``), which also writes their notifications.  A request
-for a transaction already committed (a retry after a lost reply) answers its commit.
-A request whose primary is not its transaction's primary (a foreign client's
-mistake) commits nothing: its outcome is InvalidArgument (``check_primary``).
+afterwards).  A write of more rows than one store call takes is cut: the commit point's
+write holds the notifications of the cells it commits and the weak ones, then as many
+others as fit; the rest follow it in order, every notification before the write record
+it announces (a crash between them leaves that secondary locked, and whoever rolls it
+forward writes its notification).  Secondaries not named in the request are settled
+later by the owner or by any reader (``resolve_lock``), which also writes their
+notifications.  A request for a transaction already committed (a retry after a lost
+reply) answers its commit.  A request whose primary is not its transaction's primary
+(a foreign client's mistake) commits nothing: its outcome is InvalidArgument
+(``check_primary``).
 """
 
 from __future__ import annotations
@@ -109,8 +114,10 @@ def _read(ctx: StepContext, reads: list[RowRead]) -> list[list[Cell]]:
 
 
 def _mutations(request: CommitRequest, locks: dict[Key, Lock], commit_ts: int,
-               observed: frozenset[bytes]) -> list[RowMutation]:
-    """The commit point first, then notifications and secondaries (see the module)."""
+               observed: frozenset[bytes]) -> tuple[list[RowMutation], int]:
+    """The commit point first, then notifications and secondaries (see the module); and
+    how many rows at the head must be in the commit point's write (itself, and the
+    notifications of the cells it commits and the weak ones)."""
     table, start_ts, (prow, pcol), keys, weak = request
     primary_row: list[tuple[bytes, Lock]] = []
     others: dict[bytes, list[tuple[bytes, Lock]]] = {}
@@ -124,12 +131,19 @@ def _mutations(request: CommitRequest, locks: dict[Key, Lock], commit_ts: int,
                 continue
         others.setdefault(row, []).append((column, lock))
     batch = [commit_cells(table, prow, primary_row, start_ts, commit_ts, primary_column=pcol)]
-    batch += notifications(table, observed, locks, commit_ts, weak)
+    later = [(row, column) for row, cells in others.items() for column, _ in cells]
+    if observed and weak:  # a weak notification of a cell also written is a strong one
+        strong_later = {key for key in later if key[1] in observed}
+        weak = [key for key in weak if key not in strong_later]
+    batch += notifications(table, observed, [(prow, c) for c, _ in primary_row], commit_ts,
+                           weak)
+    atomic = len(batch)
+    batch += notifications(table, observed, later, commit_ts)
     for row, cells in others.items():
         for i in range(0, len(cells), CELLS_PER_ROW_MUTATION):
             batch.append(commit_cells(table, row, cells[i:i + CELLS_PER_ROW_MUTATION],
                                       start_ts, commit_ts))
-    return batch
+    return batch, atomic
 
 
 def commit(ctx: StepContext, requests: Sequence[CommitRequest]
@@ -161,8 +175,10 @@ def commit(ctx: StepContext, requests: Sequence[CommitRequest]
 def _commit_one(ctx: StepContext, request: CommitRequest, locks: dict[Key, Lock],
                 commit_ts: int) -> CommitOutcome:
     observed = ctx.observed.of(request.table)  # after commit_ts: see ``notify``
-    batch = _mutations(request, locks, commit_ts, observed)
-    results = ctx.store.mutate_guarded(batch)
+    batch, atomic = _mutations(request, locks, commit_ts, observed)
+    n = max(atomic, min(len(batch), ctx.limits.max_batch_rows))  # the commit point's write
+    failpoints.hit("commit.before_commit_primary")  # every lock in place, commit_ts taken
+    results = ctx.store.mutate_guarded(batch[:n])
     prow, pcol = request.primary
     if not results[0].applied:
         return _decided(ctx, request)
@@ -170,7 +186,9 @@ def _commit_one(ctx: StepContext, request: CommitRequest, locks: dict[Key, Lock]
                           TxnStatus(COMMITTED, commit_ts))
     failpoints.hit("commit.after_commit_primary")
     if not all(result.applied for result in results):  # a cell settled already: the rest
-        settle_in_calls(ctx.store, ctx.limits, batch[1:], results[1:])
+        settle_in_calls(ctx.store, ctx.limits, batch[1:n], results[1:])
+    if n < len(batch):  # did not fit the commit point's write: in order, in calls
+        settle_in_calls(ctx.store, ctx.limits, batch[n:])
     failpoints.hit("commit.after_commit_secondary")
     return CommitOutcome(True, commit_ts)
 

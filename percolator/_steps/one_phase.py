@@ -26,6 +26,7 @@ transaction that only notifies, is committed by the chained steps instead:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ from bigtable_lite import (
     NoVersionIn,
     Put,
     RowMutation,
+    StorageError,
     Unavailable,
 )
 from bigtable_lite.model import Condition
@@ -58,9 +60,12 @@ from .commit import commit
 from .notify import notifications
 from .prewrite import MAX_LOCK_RESOLUTIONS, conflict_of, prewrite
 from .resolve_lock import FoundLock, resolve_locks
+from .rollback import rollback
 
 if TYPE_CHECKING:
     from .context import StepContext
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CommitLatches", "LOCK_TTL_MS", "commit_one_phase"]
 
@@ -183,6 +188,7 @@ def _write(ctx: StepContext, request: OnePhaseRequest, notify_rows: bool
         held.extend(ctx.latches.hold(table, [row for row, _ in parts]))  # before commit_ts
         commit_ts = ctx.oracle.get_timestamp()
         stamp.append(commit_ts)
+        failpoints.hit("commit.before_commit_primary")
         observed = ctx.observed.of(table)  # after commit_ts: see ``notify``
         notes = notifications(table, observed, keys_of(parts), commit_ts, weak)
         if any(m.row not in declared for m in notes):
@@ -199,7 +205,8 @@ def _write(ctx: StepContext, request: OnePhaseRequest, notify_rows: bool
         if held:
             ctx.latches.release(held)
     if stamp and all(r.applied for r in results):
-        failpoints.hit("commit.after_one_phase")
+        failpoints.hit("commit.after_commit_primary")
+        failpoints.hit("commit.after_commit_secondary")
         return CommitOutcome(True, stamp[0])
     locks: list[FoundLock] = []
     for (row, cells), result in zip(parts, results):
@@ -221,7 +228,19 @@ def _chained(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcome | Conf
     conflict = prewrite(ctx, PrewriteRequest(table, start_ts, primary, LOCK_TTL_MS, parts))
     if conflict is not None:
         return conflict
-    outcome = commit(ctx, [CommitRequest(table, start_ts, primary, keys_of(parts), weak)])[0]
-    if isinstance(outcome, InvalidArgument):  # never: the prewrite just locked the primary
-        raise outcome
-    return outcome
+    keys = keys_of(parts)
+    try:
+        outcome = commit(ctx, [CommitRequest(table, start_ts, primary, keys, weak)])[0]
+        if isinstance(outcome, InvalidArgument):  # never: the prewrite just locked the primary
+            raise outcome
+        return outcome
+    except Exception:
+        # The commit step failed (e.g. the oracle refused commit_ts): undo the locks now
+        # instead of leaving them to block readers for LOCK_TTL_MS.  A no-op if the commit
+        # point was passed: rollback leaves a committed primary alone.
+        try:
+            rollback(ctx, table, start_ts, primary, keys)
+        except StorageError as exc:
+            log.warning("rollback of transaction %d after a failed commit incomplete (%s);"
+                        " its locks expire after %d ms", start_ts, exc, LOCK_TTL_MS)
+        raise

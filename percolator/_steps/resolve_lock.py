@@ -69,11 +69,13 @@ def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock], *,
             alive.extend(group)
         elif status.state == COMMITTED:
             observed = ctx.observed.of(table)  # after the commit_ts: see ``notify``
+            # Notifications first: a roll-forward cut into several store calls never
+            # commits a cell and loses its notification.
+            fixes += notifications(table, observed, [(f.row, f.column) for f in group],
+                                   status.commit_ts)
             for found in group:
                 fixes.append(commit_cells(table, found.row, [(found.column, found.lock)],
                                           start_ts, status.commit_ts))
-            fixes += notifications(table, observed, [(f.row, f.column) for f in group],
-                                   status.commit_ts)
         else:
             fixes += [rollback_secondary(table, f.row, [f.column], start_ts) for f in group
                       if (f.row, f.column) != (prow, pcol)]

@@ -21,7 +21,7 @@ from .._backend import COMMITTED, ROLLED_BACK_STATUS
 from ..layout import LOCK_SLOT_TS, columns_of
 from .batches import settle_in_calls
 from .check_txn_status import check_primary, rollback_primary
-from .commit import read_locks
+from .commit import CELLS_PER_ROW_MUTATION, read_locks
 
 if TYPE_CHECKING:
     from .context import StepContext
@@ -65,6 +65,8 @@ def rollback(ctx: StepContext, table: bytes, start_ts: int, primary: Key,
     for row, column in keys:
         if (row, column) != primary:
             by_row.setdefault(row, []).append(column)
-    if by_row:
+    if by_row:  # a row's cells cut as a commit's are: 3 items each, within items per row
         settle_in_calls(ctx.store, ctx.limits, [
-            rollback_secondary(table, row, columns, start_ts) for row, columns in by_row.items()])
+            rollback_secondary(table, row, columns[i:i + CELLS_PER_ROW_MUTATION], start_ts)
+            for row, columns in by_row.items()
+            for i in range(0, len(columns), CELLS_PER_ROW_MUTATION)])

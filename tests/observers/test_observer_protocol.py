@@ -7,7 +7,9 @@ delivery neither loses nor doubles an observer's effect.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,8 +27,11 @@ from observers.processing import (
     run_observer,
     run_observer_batch,
 )
-from percolator import Client, CommitConflict, Transaction, failpoints, layout
+from percolator import Client, CommitConflict, Transaction, failpoints, layout, records
+from percolator._backend import CommitOutcome, CommitRequest, PrewriteRequest
+from percolator._local import LocalBackend
 from percolator.clock import FakeClock
+from tests.percolator.txn_fixtures import parts_of
 
 COL = b"watched"
 
@@ -40,6 +45,12 @@ def pending(client: Client, row: bytes, column: bytes = COL) -> PendingCell:
 
 def must_have_no_notification(client: Client, row: bytes, column: bytes = COL) -> None:
     assert pending(client, row, column).versions == ()
+
+
+def pending_cells(client: Client) -> list[PendingCell]:
+    """Every cell with notification versions, as a worker's scan finds them."""
+    return [cell for row in client.store.scan_rows(layout.notify_table(client.table))
+            for cell in cells_of(row)]
 
 
 class Counting(Observer):
@@ -75,6 +86,15 @@ def embedded_fixture(tmp_path: Path, fake_clock: FakeClock) -> Client:
     client.close()
 
 
+@pytest.fixture(name="two_phase")
+def two_phase_fixture(embedded: Client, fake_clock: FakeClock) -> Iterator[Client]:
+    """A second client of the same backend that always commits in two phases (so the
+    commit driver's failpoints fire)."""
+    writer = Client(embedded.backend, lock_ttl=1.0, clock=fake_clock, one_phase=False)
+    yield writer
+    writer.ctx.keeper.close()  # not close(): the backend is the embedded client's
+
+
 def test_committed_write_is_observed_acknowledged_and_deleted(embedded: Client) -> None:
     with embedded.transaction() as txn:
         txn.set(b"r", COL, b"v1")
@@ -108,30 +128,97 @@ def test_crash_between_commit_and_delete_is_a_skip_on_redelivery(embedded: Clien
     assert (obs.calls, runs(embedded, b"r")) == (1, 1)
 
 
-def test_rolled_back_writer_leaves_nothing_to_observe(embedded: Client) -> None:
-    txn = embedded.begin()
+def test_rolled_back_writer_leaves_nothing_to_observe(embedded: Client, two_phase: Client
+                                                     ) -> None:
+    """Notifications are written with the write records they announce: a writer that
+    locked its cells and then failed before its commit point leaves none at all."""
+    txn = two_phase.begin()
     txn.set(b"r", COL, b"never")
     txn.set(b"s", b"other", b"x")
     failpoints.enable("commit.after_prewrite", "raise")
     with pytest.raises(failpoints.FailpointError):
         txn.commit()
     failpoints.reset()
-    cell = pending(embedded, b"r")
-    assert len(cell.versions) == 1, "notifications are written before the commit point"
+    assert pending_cells(embedded) == []
+    assert embedded.begin().get_many([(b"r", COL), (b"s", b"other")]) == {
+        (b"r", COL): None, (b"s", b"other"): None}
+    with embedded.transaction() as later:  # the next commit of the cell is observed
+        later.set(b"r", COL, b"v")
+    [cell] = pending_cells(embedded)
     obs = Counting()
-    result = process_cell(embedded, obs, cell)
-    assert result.outcome is Outcome.DROPPED and obs.calls == 0
-    must_have_no_notification(embedded, b"r")
+    assert process_cell(embedded, obs, cell).outcome is Outcome.PROCESSED and obs.calls == 1
+
+
+def test_conflicting_writer_leaves_nothing_to_observe(embedded: Client) -> None:
+    loser = embedded.begin()
+    loser.set(b"r", COL, b"lost")
+    with embedded.transaction() as winner:
+        winner.set(b"r", COL, b"won")
+    with pytest.raises(CommitConflict):
+        loser.commit()
+    [cell] = pending_cells(embedded)
+    assert len(cell.versions) == 1, "the winner's notification only"
+    seen: list[bytes | None] = []
+
+    @observer(COL)
+    def mirror(txn: Transaction, row: bytes, column: bytes) -> None:
+        seen.append(txn.get(row, column))
+
+    assert process_cell(embedded, mirror, cell).outcome is Outcome.PROCESSED
+    assert seen == [b"won"]
+
+
+def test_dead_writer_leaves_nothing_to_observe_before_or_after_its_rollback(
+        embedded: Client, fake_clock: FakeClock) -> None:
+    """A writer that died after its prewrite: nothing is pending while its locks live,
+    nor after a reader rolled it back once they expired (a late commit then fails)."""
+    start_ts = embedded.timestamp()
+    cells = {(b"r", COL): b"never", (b"s", COL): b"never"}
+    primary = (b"r", COL)
+    backend = embedded.backend
+    assert backend.prewrite(PrewriteRequest(embedded.table, start_ts, primary, 1000,
+                                            parts_of(cells))) is None
+    assert pending_cells(embedded) == [], "a writer before its commit point notifies nobody"
+    fake_clock.advance(2.0)  # past the locks' TTL: the reader's status check rolls it back
+    assert embedded.begin().get_many(list(cells)) == {key: None for key in cells}
+    late = backend.commit(CommitRequest(embedded.table, start_ts, primary, [(b"s", COL)]))
+    assert late == CommitOutcome(False)
+    assert pending_cells(embedded) == []
+
+
+def test_notifications_are_written_by_the_commit_that_rolls_a_secondary_forward(
+        embedded: Client) -> None:
+    """A writer that died right after its commit point: the primary's notification came
+    with it; the secondary's comes when a reader rolls it forward, at the same commit_ts."""
+    start_ts = embedded.timestamp()
+    cells = {(b"r", COL): b"v", (b"s", COL): b"v"}
+    primary = (b"r", COL)
+    backend = embedded.backend
+    assert backend.prewrite(PrewriteRequest(embedded.table, start_ts, primary, 60_000,
+                                            parts_of(cells))) is None
+    outcome = backend.commit(CommitRequest(embedded.table, start_ts, primary, []))
+    assert outcome.committed
+    strong = records.encode_notification(records.Notification())
+    assert [(c.key, c.versions) for c in pending_cells(embedded)] == [
+        (primary, ((outcome.commit_ts, strong),))]
+    assert embedded.begin().get(b"s", COL) == b"v"  # rolled forward
+    assert [(c.key, c.versions) for c in pending_cells(embedded)] == [
+        (primary, ((outcome.commit_ts, strong),)), ((b"s", COL), ((outcome.commit_ts, strong),))]
+    obs = CountingBatches()
+    results = process_cells(embedded, obs, pending_cells(embedded))
+    assert [r.outcome for r in results] == [Outcome.PROCESSED] * 2
+    assert pending_cells(embedded) == []
 
 
 class HeldOracle:
     """Hands out timestamps, but the call after ``hold()`` blocks until ``release()``.
 
-    A writer whose commit_ts request is held is a live writer stuck between its
-    prewrite (locks and notifications written) and its commit point.
+    A two-phase writer whose commit_ts request is held is a live writer stuck between
+    its prewrite (its locks written) and its commit point; a one-phase writer is stuck
+    before its only write.
     """
 
-    def __init__(self, inner: object) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.armed = False
         self.waiting = threading.Event()
@@ -142,15 +229,24 @@ class HeldOracle:
             self.armed = False
             self.waiting.set()
             assert self.go.wait(30), "never released"
-        return self.inner.get_timestamp()  # type: ignore[attr-defined, no-any-return]
+        return self.inner.get_timestamp()  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
-def test_live_writer_is_waited_for_then_rolled_back_after_its_ttl(
-        embedded: Client, fake_clock: FakeClock) -> None:
-    oracle = HeldOracle(embedded.oracle)
-    writer = Client(embedded.store, oracle, lock_ttl=1.0, clock=FakeClock())  # type: ignore[arg-type]
+@pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
+def test_live_writer_notifies_nobody_and_once_rolled_back_after_its_ttl_cannot_commit(
+        embedded: Client, fake_clock: FakeClock, one_phase: bool) -> None:
+    assert isinstance(embedded.backend, LocalBackend)
+    oracle = HeldOracle(embedded.backend.oracle)
+    writer_clock = FakeClock()
+    backend = LocalBackend(embedded.backend.local_store, oracle, clock=writer_clock,
+                           owned=False)
+    writer = Client(backend, lock_ttl=1.0, clock=writer_clock, one_phase=one_phase)
     txn = writer.begin()
     txn.set(b"r", COL, b"v")
+    txn.set(b"s", COL, b"v")
     oracle.armed = True
     outcome: list[BaseException] = []
 
@@ -164,20 +260,23 @@ def test_live_writer_is_waited_for_then_rolled_back_after_its_ttl(
     thread.start()
     try:
         assert oracle.waiting.wait(30)
-        cell = pending(embedded, b"r")
-        obs = Counting()
-        waiting = process_cell(embedded, obs, cell)
-        assert waiting.outcome is Outcome.WAITING and waiting.decision.locked
-        assert len(pending(embedded, b"r").versions) == 1, "a live writer's notification stays"
-        fake_clock.advance(2.0)  # past the writer's lock TTL: the status check rolls it back
-        dropped = process_cell(embedded, obs, pending(embedded, b"r"))
-        assert dropped.outcome is Outcome.DROPPED and obs.calls == 0
-        must_have_no_notification(embedded, b"r")
+        assert pending_cells(embedded) == [], "a live writer notifies nobody"
+        fake_clock.advance(4.0)  # past the writer's lock TTL: a reader rolls it back
+        assert embedded.begin().get_many([(b"r", COL), (b"s", COL)]) == {
+            (b"r", COL): None, (b"s", COL): None}
     finally:
         oracle.go.set()
         thread.join(30)
-        writer.ctx.keeper.close()
-    assert len(outcome) == 1, "the writer, rolled back by the worker, cannot commit"
+        writer.close()
+    if one_phase:
+        # A one-phase commit holds no lock a reader could roll back: it takes commit_ts
+        # after the reader's snapshot, so the reader saw nothing and the writer commits.
+        assert outcome == [], "a one-phase writer has no lock to lose"
+        assert embedded.begin().get(b"r", COL) == b"v"
+        assert len(pending_cells(embedded)) == 2, "its notifications came with its commit"
+        return
+    assert len(outcome) == 1, "the writer, rolled back by a reader, cannot commit"
+    assert pending_cells(embedded) == []
 
 
 def test_two_racing_observer_transactions_commit_once(embedded: Client) -> None:
@@ -258,9 +357,15 @@ def test_weak_notification_without_writes_is_unconditional(embedded: Client) -> 
     assert runs(embedded, b"r") == 1
 
 
-def test_malformed_notification_is_reported_not_dropped(embedded: Client) -> None:
+FORMAT_1 = b"\x00" + (1).to_bytes(4, "big") + b"p" + b"c"  # flags, the primary's row, column
+MALFORMED = {"format 1": FORMAT_1, "truncated": b"\x02", "too long": b"\x02\x00\x00",
+             "unknown format": b"\x03\x00", "junk": b"\x01"}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_notification_is_reported_not_dropped(embedded: Client, raw: bytes) -> None:
     embedded.store.mutate_rows([RowMutation(layout.notify_table(embedded.table), b"r",
-                                            (Put(COL, 7, b"\x01"),))])
+                                            (Put(COL, 7, raw),))])
     with pytest.raises(MalformedNotification):
         process_cell(embedded, Counting(), pending(embedded, b"r"))
     assert len(pending(embedded, b"r").versions) == 1
@@ -352,9 +457,10 @@ def test_batch_crash_between_commit_and_delete_is_skipped_on_redelivery(
         must_have_no_notification(embedded, row)
 
 
-def test_batch_with_a_rolled_back_writer_runs_the_others(embedded: Client) -> None:
+def test_batch_with_a_rolled_back_writer_runs_the_others(embedded: Client,
+                                                         two_phase: Client) -> None:
     write_rows(embedded, [b"a"])
-    txn = embedded.begin()
+    txn = two_phase.begin()
     txn.set(b"b", COL, b"never")
     txn.set(b"s", b"other", b"x")
     failpoints.enable("commit.after_prewrite", "raise")
@@ -362,10 +468,12 @@ def test_batch_with_a_rolled_back_writer_runs_the_others(embedded: Client) -> No
         txn.commit()
     failpoints.reset()
     obs = CountingBatches()
-    results = process_cells(embedded, obs, [pending(embedded, b"a"), pending(embedded, b"b")])
-    assert [r.outcome for r in results] == [Outcome.PROCESSED, Outcome.DROPPED]
+    cells = pending_cells(embedded)
+    assert [c.row for c in cells] == [b"a"], "the rolled-back writer of b notified nobody"
+    results = process_cells(embedded, obs, cells)
+    assert [r.outcome for r in results] == [Outcome.PROCESSED]
     assert obs.batches == [[b"a"]]
-    must_have_no_notification(embedded, b"b")
+    assert pending_cells(embedded) == []
 
 
 def test_failing_batch_writes_nothing(embedded: Client) -> None:

@@ -92,18 +92,31 @@ def test_failing_observer_is_parked_others_continue_and_replay_works(
         worker.stop()
 
 
-def test_malformed_notification_is_parked_at_once(client: Client) -> None:
-    @observer(COL)
-    def never(txn: Transaction, row: bytes, column: bytes) -> None:
-        raise AssertionError("must not run")
+MALFORMED = {
+    "format 1": b"\x00" + (1).to_bytes(4, "big") + b"p" + b"c",  # named the writer's primary
+    "junk": b"\x00\x00",
+    "truncated": b"\x02",
+}
 
-    worker = Worker(client, [never], threads=1)
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_notification_is_parked_at_once(client: Client, raw: bytes) -> None:
+    ran: list[bytes] = []
+
+    @observer(COL)
+    def good_only(txn: Transaction, row: bytes, column: bytes) -> None:
+        ran.append(row)
+
+    worker = Worker(client, [good_only], threads=1)
     client.store.mutate_rows([RowMutation(layout.notify_table(client.table), b"junk",
-                                          (Put(COL, 5, b"\x00\x00"),))])
+                                          (Put(COL, 5, raw),))])
+    write_cells(client, {(b"good", COL): b"1"})  # a well-formed one beside it: not parked
     stats = worker.run_until_idle(timeout=30)
-    assert stats.parked == 1 and stats.failures == 0
+    assert stats.parked == 1 and stats.failures == 0 and stats.processed == 1
+    assert ran == [b"good"], "the observer never runs for a malformed notification"
     [parked] = list_parked(client)
-    assert parked.versions == ((5, b"\x00\x00"),) and "truncated" in parked.info.error  # type: ignore[union-attr]
+    assert parked.versions == ((5, raw),)
+    assert parked.info is not None and "not a notification record" in parked.info.error
 
 
 def test_replay_of_a_change_already_covered_is_a_skip(client: Client) -> None:

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from bigtable_lite import DEFAULT_LIMITS, InvalidArgument, Limits, LocalStore, UncheckedStore
+from bigtable_lite import (
+    DEFAULT_LIMITS,
+    InvalidArgument,
+    LimitExceeded,
+    Limits,
+    LocalStore,
+    UncheckedStore,
+)
 from percolator import (
     Client,
     CommitConflict,
@@ -17,21 +24,25 @@ from percolator import (
     PercolatorError,
     Transaction,
     TransactionError,
-    committer,
+    _driver,
+    _local,
     layout,
     records,
 )
-from percolator import client as client_module
+from percolator._local import LocalBackend
 from percolator.clock import FakeClock
 from percolator.oracle import Oracle
 
 from .txn_fixtures import (  # noqa: F401  (fixtures)
-    CountingStore,
+    ALL_KINDS,
+    CountingBackend,
     client_fixture,
     client_kind_fixture,
+    commit_primary_only,
     committed_state,
     counting_client,
     load,
+    lock_cells,
     must_commit,
     must_conflict,
     raw_cells,
@@ -44,10 +55,13 @@ LIMITS = DEFAULT_LIMITS
 
 
 @pytest.fixture
-def counted(tmp_path: Path) -> Iterator[tuple[Client, CountingStore]]:
-    c, store = counting_client(tmp_path / "data")
+def counted(client_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+            ) -> Iterator[tuple[Client, CountingBackend]]:
+    """An embedded or remote client whose every backend call (the transaction code's only
+    way to the data: a step in-process, or a command to the node) is counted."""
+    c, backend = counting_client(client_kind, request, tmp_path)
     with c:
-        yield c, store
+        yield c, backend
 
 
 def test_public_surface() -> None:
@@ -95,11 +109,11 @@ BAD_KEYS: list[tuple[Any, Any, type[Exception]]] = [
 
 
 @pytest.mark.parametrize(("row", "column", "error"), BAD_KEYS)
-def test_bad_keys_raise_before_any_io(counted: tuple[Client, CountingStore], row: Any,
+def test_bad_keys_raise_before_any_io(counted: tuple[Client, CountingBackend], row: Any,
                                       column: Any, error: type[Exception]) -> None:
-    client, store = counted
+    client, backend = counted
     txn = client.begin()
-    before = store.calls
+    before = backend.calls
     with pytest.raises(error):
         txn.set(row, column, b"v")
     with pytest.raises(error):
@@ -112,11 +126,11 @@ def test_bad_keys_raise_before_any_io(counted: tuple[Client, CountingStore], row
     if type(row) is bytes and row == b"r":
         with pytest.raises(error):
             txn.scan(columns=[b"ok", column])
-    assert store.calls == before, "a bad argument reached the store"
+    assert backend.calls == before, "a bad argument reached the backend"
     assert txn.writes == 0
     assert txn.active  # a caller's mistake does not end the transaction
     assert txn.commit() == txn.start_ts  # nothing was buffered: a free, read-only commit
-    assert store.mutations == 0
+    assert backend.mutations == 0
 
 
 BAD_VALUES: list[tuple[Any, type[Exception]]] = [
@@ -130,25 +144,25 @@ BAD_VALUES: list[tuple[Any, type[Exception]]] = [
 
 
 @pytest.mark.parametrize(("value", "error"), BAD_VALUES, ids=lambda v: type(v).__name__)
-def test_bad_values_raise_before_any_io(counted: tuple[Client, CountingStore], value: Any,
+def test_bad_values_raise_before_any_io(counted: tuple[Client, CountingBackend], value: Any,
                                         error: type[Exception]) -> None:
-    client, store = counted
+    client, backend = counted
     txn = client.begin()
     txn.set(b"r", b"good", b"kept")
-    before = store.calls
+    before = backend.calls
     with pytest.raises(error):
         txn.set(b"r", b"bad", value)
-    assert store.calls == before
+    assert backend.calls == before
     assert txn.writes == 1
     assert txn.get(b"r", b"bad") is None  # the bad write was not buffered either
     must_commit(txn)
     assert committed_state(client) == {(b"r", b"good"): b"kept"}
 
 
-def test_bad_scan_bounds_raise_before_any_io(counted: tuple[Client, CountingStore]) -> None:
-    client, store = counted
+def test_bad_scan_bounds_raise_before_any_io(counted: tuple[Client, CountingBackend]) -> None:
+    client, backend = counted
     txn = client.begin()
-    before = store.calls
+    before = backend.calls
     bad: Any = 1
     with pytest.raises(TypeError):
         txn.scan(bad)
@@ -156,7 +170,7 @@ def test_bad_scan_bounds_raise_before_any_io(counted: tuple[Client, CountingStor
         txn.scan(None, bad)
     with pytest.raises(ValueError):
         txn.scan(columns=[b""])
-    assert store.calls == before
+    assert backend.calls == before
 
 
 def test_inverted_scan_range_raises_value_error(client: Client) -> None:
@@ -165,15 +179,15 @@ def test_inverted_scan_range_raises_value_error(client: Client) -> None:
         list(txn.scan(b"c", b"a"))
 
 
-def test_bad_scan_range_raises_before_any_io(counted: tuple[Client, CountingStore]) -> None:
-    client, store = counted
+def test_bad_scan_range_raises_before_any_io(counted: tuple[Client, CountingBackend]) -> None:
+    client, backend = counted
     txn = client.begin()
-    before = store.calls
+    before = backend.calls
     with pytest.raises(ValueError):
         txn.scan(b"c", b"a")  # inverted
     with pytest.raises(ValueError):
         txn.scan(b"x" * (LIMITS.max_row_bytes + 1))
-    assert store.calls == before
+    assert backend.calls == before
 
 
 def test_limits_are_inclusive(client: Client) -> None:
@@ -247,12 +261,16 @@ class FailingOracle:
         return getattr(self.inner, name)
 
 
-def test_commit_failing_before_the_commit_point_leaves_no_locks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
+def test_commit_failing_before_the_commit_point_leaves_no_locks(tmp_path: Path,
+                                                                 one_phase: bool) -> None:
+    """The commit step's commit_ts request fails after every cell was locked: whichever
+    path the commit took, its locks are undone at once, not left to expire."""
     store = LocalStore(tmp_path / "data")
     oracle = FailingOracle(Oracle(store))
     clock = FakeClock()
-    with Client(store, oracle, clock=clock, limits=store.limits, owned=[oracle.inner, store]) \
-            as client:
+    backend = LocalBackend(store, oracle, clock=clock)  # type: ignore[arg-type]
+    with Client(backend, clock=clock, one_phase=one_phase) as client:
         load(client, {(b"a", b"c"): b"old", (b"b", b"c"): b"old"})
         txn = client.begin()
         txn.set(b"a", b"c", b"new")
@@ -268,6 +286,7 @@ def test_commit_failing_before_the_commit_point_leaves_no_locks(tmp_path: Path) 
             (b"a", b"c"): b"old", (b"b", b"c"): b"old"}
         assert clock.now_ms() == before, \
             f"the reader waited {clock.now_ms() - before} ms for locks of a failed commit"
+        assert lock_cells(client) == [], "locks of the failed commit left behind"
 
 
 # --- lifecycle -------------------------------------------------------------------------------
@@ -670,23 +689,23 @@ def test_start_ts_follows_commits_across_server_restart(tmp_path: Path) -> None:
                 (b"r", b"c"): b"%d" % (i - 1) if i else None,
                 (b"s", b"c"): b"%d" % (i - 1) if i else None}
             txn.set(b"r", b"c", b"%d" % i)
-            txn.set(b"s", b"c", b"%d" % i)  # a secondary, committed in the background
+            txn.set(b"s", b"c", b"%d" % i)  # a secondary, in another row
             last = must_commit(txn)
 
 
 def test_get_many_system_reads_system_cells_in_one_call(
-        counted: tuple[Client, CountingStore]) -> None:
-    client, store = counted
+        counted: tuple[Client, CountingBackend]) -> None:
+    client, backend = counted
     with client.transaction() as txn:
         txn.set_system(b"a", b"state", b"1")
         txn.set_system(b"b", b"state", b"2")
         txn.set(b"a", b"state", b"user")  # a user cell of the same name is another cell
     txn = client.begin()
     txn.set_system(b"b", b"state", b"own")  # own writes win, as with get_many
-    before = store.reads
+    before = backend.counts["read"]
     got = txn.get_many_system([(b"a", b"state"), (b"b", b"state"), (b"c", b"state")])
     assert got == {(b"a", b"state"): b"1", (b"b", b"state"): b"own", (b"c", b"state"): None}
-    assert store.reads - before == 1
+    assert backend.counts["read"] - before == 1
     assert txn.get_many([(b"a", b"state")]) == {(b"a", b"state"): b"user"}
     assert got[(b"a", b"state")] == txn.get_system(b"a", b"state")
     with pytest.raises(ValueError):
@@ -695,20 +714,53 @@ def test_get_many_system_reads_system_cells_in_one_call(
 
 @pytest.mark.parametrize("lazy", [False, True])
 def test_get_many_of_more_rows_than_one_store_call_takes(
-        client: Client, lazy: bool) -> None:
+        counted: tuple[Client, CountingBackend], lazy: bool) -> None:
     """A read of more rows than the store's batch limit is cut into calls of one snapshot."""
-    rows = client.ctx.limits.max_batch_rows // 2 + 700  # two reads per row: three calls
+    client, backend = counted
+    per_call = client.limits.max_batch_rows // 2  # two store reads per row
+    rows = per_call + 700
     keys = [(b"many%06d" % i, b"c") for i in range(rows)]
     with client.transaction() as txn:
         for i, (row, column) in enumerate(keys):
             if i % 3:
                 txn.set(row, column, b"%d" % i)
     txn = client.begin(lazy=lazy)
+    before = backend.counts["read"]
     got = txn.get_many(keys)
+    assert backend.counts["read"] - before == 2, "one read call per batch of rows"
     assert got == {key: (b"%d" % i if i % 3 else None) for i, key in enumerate(keys)}
     with client.transaction() as later:  # a commit after the snapshot is not seen
         later.set(*keys[1], b"later")
     assert txn.get_many(keys)[keys[1]] == b"1"
+
+
+@pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
+def test_steps_cut_their_store_calls_to_the_batch_limit(tmp_path: Path, one_phase: bool
+                                                        ) -> None:
+    """Limits too tight for the unchecked view put a checking store under the steps: with a
+    batch limit of 64 rows, a transaction of 300 rows is prewritten, committed, read
+    (get_many and scan) and, left with its secondaries locked, rolled forward by readers,
+    every store call within the limit (the store refuses any other)."""
+    limits = Limits(max_batch_rows=64, max_value_bytes=8_000)
+    store = LocalStore(tmp_path / "d", limits=limits)
+    assert not _local._requests_fit(store)
+    with Client(LocalBackend(store, Oracle(store)), one_phase=one_phase) as client:
+        client.register_observed_columns([b"c"])  # notifications in the commit's write too
+        keys = [(b"r%04d" % i, b"c") for i in range(300)]
+        with client.transaction() as txn:
+            for i, key in enumerate(keys):
+                txn.set(*key, b"%d" % i)
+        reader = client.begin()
+        assert reader.get_many(keys) == {key: b"%d" % i for i, key in enumerate(keys)}
+        assert snapshot(reader) == {key: b"%d" % i for i, key in enumerate(keys)}
+        _, commit_ts = commit_primary_only(client, {key: b"x" for key in keys})
+        assert len(lock_cells(client)) == len(keys) - 1
+        assert client.begin().get_many(keys) == {key: b"x" for key in keys}
+        assert lock_cells(client) == []
+        notes = {(row, cell.column, cell.ts) for table, row, cell in raw_cells(client)
+                 if table == layout.notify_table(client.table)}
+        assert {(row, column) for row, column, ts in notes if ts == commit_ts} == set(keys)
+        assert len(notes) == 2 * len(keys), "one notification per commit of each cell"
 
 
 def test_embedded_protocol_skips_store_checks_but_the_client_store_keeps_them(
@@ -716,7 +768,8 @@ def test_embedded_protocol_skips_store_checks_but_the_client_store_keeps_them(
     """The transaction protocol's requests (built from cells Transaction checked) go to the
     LocalStore's unchecked view; the store users reach through the client still checks."""
     with Client.embedded(tmp_path / "d") as client:
-        assert isinstance(client.ctx.store, UncheckedStore)
+        assert isinstance(client.backend, LocalBackend)
+        assert isinstance(client.backend.ctx.store, UncheckedStore)
         assert isinstance(client.store, LocalStore)
         with pytest.raises(InvalidArgument, match="row must not be empty"):
             client.store.put(b"t", b"", b"c", 1, b"v")
@@ -725,12 +778,26 @@ def test_embedded_protocol_skips_store_checks_but_the_client_store_keeps_them(
         assert client.begin().get(b"r", b"c") == b"v"
 
 
-def test_protocol_store_is_checked_when_limits_could_be_exceeded() -> None:
+def test_protocol_store_is_checked_when_limits_could_be_exceeded(tmp_path: Path) -> None:
     """A lock record carries the primary's row and column: with a value limit too small for
-    the largest one, the protocol's requests are checked by the store after all."""
-    assert client_module._requests_fit(DEFAULT_LIMITS)
+    the largest one, the protocol's requests are checked by the store after all, so an
+    oversize lock is refused whole instead of written."""
+    with LocalStore(tmp_path / "default") as store:
+        assert _local._requests_fit(store)
     tight = Limits(max_value_bytes=DEFAULT_LIMITS.max_row_bytes)
-    assert not client_module._requests_fit(tight)
+    store = LocalStore(tmp_path / "tight", limits=tight)
+    assert not _local._requests_fit(store)
+    # Two-phase: a lock record is what could outgrow the limit (one phase writes none).
+    with Client(LocalBackend(store, Oracle(store)), one_phase=False) as client:
+        assert isinstance(client.backend, LocalBackend) and client.backend.ctx.store is store
+        with client.transaction() as txn:
+            txn.set(b"r", b"c", b"v")
+        txn = client.begin()
+        txn.set(b"r" * tight.max_row_bytes, b"c", b"v")  # its lock outgrows the value limit
+        with pytest.raises(LimitExceeded):
+            txn.commit()
+        assert committed_state(client) == {(b"r", b"c"): b"v"}
+        assert lock_cells(client) == []
 
 
 @pytest.mark.parametrize("table", [b"", b"t" * 300, "t"])
@@ -743,21 +810,22 @@ def test_a_bad_table_name_is_refused_and_releases_the_directory(tmp_path: Path,
             txn.set(b"r", b"c", b"v")
 
 
+@pytest.mark.parametrize("client_kind", ALL_KINDS)
 def test_a_row_with_more_cells_than_one_part_commits_whole(client: Client) -> None:
     """A row's cells are prewritten in parts of CELLS_PER_PART (store items per row are
     bounded); the parts commit together with the transaction's other rows."""
-    n = 2 * committer.CELLS_PER_PART + 50
+    n = 2 * _driver.CELLS_PER_PART + 50
     with client.transaction() as txn:
         for i in range(n):
             txn.set(b"wide", b"c%04d" % i, b"%d" % i)
         txn.set(b"narrow", b"c", b"n")
-    plan = committer.plan(client.ctx, 1, {(b"wide", b"c%04d" % i): (records.PUT, b"v")
-                                          for i in range(n)} | {(b"a", b"c"): (records.PUT, b"v")},
-                          set())
-    assert [(row, len(cells)) for row, cells in plan.parts] == [
-        (b"a", 1), (b"wide", committer.CELLS_PER_PART), (b"wide", committer.CELLS_PER_PART),
+    parts = _driver.plan({(b"wide", b"c%04d" % i): (records.PUT, b"v") for i in range(n)}
+                         | {(b"a", b"c"): (records.PUT, b"v")})
+    assert [(row, len(cells)) for row, cells in parts] == [
+        (b"a", 1), (b"wide", _driver.CELLS_PER_PART), (b"wide", _driver.CELLS_PER_PART),
         (b"wide", 50)]
     txn = client.begin()
     assert {c: v for _, c, v in txn.scan(b"wide", b"wide\x00")} == {
         b"c%04d" % i: b"%d" % i for i in range(n)}
     assert txn.get(b"narrow", b"c") == b"n"
+    assert lock_cells(client) == []

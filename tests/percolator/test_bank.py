@@ -28,6 +28,7 @@ import pytest
 from percolator import Client, CommitConflict, Transaction
 
 from .txn_fixtures import (  # noqa: F401  (fixtures)
+    ALL_KINDS,
     client_fixture,
     client_kind_fixture,
     draw_seed,
@@ -178,6 +179,7 @@ def finish(reader: Reader, tally: Tally) -> None:
 THREADS = 4
 
 
+@pytest.mark.parametrize("client_kind", ALL_KINDS)  # one-phase commits, and two-phase
 def test_bank_threads(client: Client, client_kind: str) -> None:
     seed = draw_seed(f"test_bank_threads[{client_kind}]")
     open_accounts(client)
@@ -214,10 +216,11 @@ PROCESSES = 3
 THREADS_PER_PROCESS = 2
 
 
-def process_main(address: str, table: bytes, seed: int, index: int, seconds: float) -> Tally:
+def process_main(address: str, table: bytes, seed: int, index: int, seconds: float,
+                 one_phase: bool) -> Tally:
     """One transfer process: its own remote client and threads; returns their tally."""
     tally = Tally()
-    with Client.connect(address, table=table) as client:
+    with Client.connect(address, table=table, one_phase=one_phase) as client:
         deadline = time.monotonic() + seconds
         results: list[Tally] = [Tally() for _ in range(THREADS_PER_PROCESS)]
 
@@ -237,9 +240,10 @@ def process_main(address: str, table: bytes, seed: int, index: int, seconds: flo
     return tally
 
 
-def test_bank_processes(server: str) -> None:
-    seed = draw_seed("test_bank_processes")
-    table = b"bank_processes_%d" % seed
+@pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
+def test_bank_processes(server: str, one_phase: bool) -> None:
+    seed = draw_seed(f"test_bank_processes[{'one' if one_phase else 'two'}-phase]")
+    table = b"bank_processes_%d_%d" % (seed, one_phase)
     with Client.connect(server, table=table) as client:
         open_accounts(client)
         reader = Reader(client)
@@ -247,7 +251,8 @@ def test_bank_processes(server: str) -> None:
         reader.start()
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(PROCESSES) as pool:
-            pending = [pool.apply_async(process_main, (server, table, seed, i, DURATION))
+            pending = [pool.apply_async(process_main,
+                                        (server, table, seed, i, DURATION, one_phase))
                        for i in range(PROCESSES)]
             tally = Tally()
             try:
@@ -256,7 +261,9 @@ def test_bank_processes(server: str) -> None:
             finally:
                 reader.stop.set()
         finish(reader, tally)
-        report("bank processes [remote]", seed, tally, reader, time.monotonic() - started)
+        mode = "one-phase" if one_phase else "two-phase"
+        report(f"bank processes [remote, {mode}]", seed, tally, reader,
+               time.monotonic() - started)
         check_final(client, tally)
 
 

@@ -10,6 +10,10 @@ commit, so the same conflict shows up at commit: the second committer of a cell
 gets CommitConflict (first-committer-wins) and none of its writes become visible.
 Every anomaly below is prevented except G2 (write skew), which snapshot isolation
 allows by design.
+
+Every test runs against both commit paths: one phase (the default: a transaction that
+fits one step is prewritten and committed by it) and two phases (``one_phase=False``:
+prewrite calls, then the commit step).
 """
 
 from __future__ import annotations
@@ -19,23 +23,34 @@ from pathlib import Path
 
 import pytest
 
-from percolator import Client, CommitConflict
+from bigtable_lite import Limits, LocalStore
+from percolator import Client, CommitConflict, _driver
+from percolator._local import LocalBackend
 from percolator.clock import FakeClock
+from percolator.oracle import Oracle
 
 from .txn_fixtures import (  # noqa: F401  (fixtures)
-    SecondaryLosingStore,
+    ALL_KINDS,
     client_fixture,
-    client_kind_fixture,
+    commit_primary_only,
     committed_state,
+    counting_client,
     load,
     lock_cells,
-    losing_client,
     must_commit,
     must_conflict,
+    open_client,
     raw_cells,
     server_fixture,
     snapshot,
 )
+
+
+@pytest.fixture(params=ALL_KINDS, name="client_kind")
+def client_kind_fixture(request: pytest.FixtureRequest) -> str:
+    """Embedded and remote, each committing in one phase and in two."""
+    return str(request.param)
+
 
 V = b"value"
 X = (b"1", V)
@@ -395,8 +410,9 @@ def test_scan_merges_buffered_writes_and_deletes(client: Client) -> None:
 
 
 def test_transaction_begun_after_commit_returned_sees_it(client: Client) -> None:
-    """Every cell of a commit, the primary and the secondaries (committed in the
-    background by a remote client), is visible to a transaction begun after commit()."""
+    """Every cell of a commit, the primary and the secondaries (committed by the commit
+    step, or settled after it before commit() returns), is visible to a transaction
+    begun after commit()."""
     rows = [b"r%02d" % i for i in range(20)]
     for round_ in range(5):
         txn = client.begin()
@@ -427,16 +443,20 @@ def test_transaction_begun_before_commit_does_not_see_it(client: Client) -> None
     assert snapshot(before) == {}
 
 
-def test_read_only_commit_is_free(db: Client) -> None:
-    txn = db.begin()
-    assert txn.get(*X) == b"10"
-    assert values(snapshot(txn)) == {b"1": b"10", b"2": b"20"}
-    served = db.oracle.stats().timestamps_served
-    stored = raw_cells(db)
-    assert txn.commit() == txn.start_ts
-    assert txn.commit_ts == txn.start_ts
-    assert db.oracle.stats().timestamps_served == served  # no commit_ts taken
-    assert raw_cells(db) == stored  # nothing written
+def test_read_only_commit_is_free(client_kind: str, request: pytest.FixtureRequest,
+                                  tmp_path: Path) -> None:
+    client, backend = counting_client(client_kind, request, tmp_path)
+    with client:
+        load(client, {X: b"10", Y: b"20"})
+        txn = client.begin()
+        assert txn.get(*X) == b"10"
+        assert values(snapshot(txn)) == {b"1": b"10", b"2": b"20"}
+        calls = backend.calls
+        stored = raw_cells(client)
+        assert txn.commit() == txn.start_ts
+        assert txn.commit_ts == txn.start_ts
+        assert backend.calls == calls, backend.counts  # no commit_ts taken, no step run
+        assert raw_cells(client) == stored  # nothing written
 
 
 def test_read_only_transactions_never_conflict(db: Client) -> None:
@@ -463,43 +483,43 @@ def test_commit_conflict_names_the_cell(db: Client) -> None:
 
 
 @pytest.fixture
-def lossy(tmp_path: Path) -> Iterator[tuple[Client, SecondaryLosingStore]]:
-    """Embedded, over a store that can lose a commit's secondaries; a fake clock, so a
-    reader that waited for a lock's TTL instead of resolving it shows up as fake time."""
-    c, store = losing_client(tmp_path / "data", clock=FakeClock())
-    with c:
-        yield c, store
+def lossy(client_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Client]:
+    """A client with a fake clock, so a reader that waited for a lock's TTL instead of
+    resolving it shows up as fake time (embedded, that clock also judges lock expiry)."""
+    with open_client(client_kind, request, tmp_path, clock=FakeClock()) as c:
+        yield c
 
 
 NEW = {(b"a", b"c"): b"new-a",          # the primary
-       (b"a", b"d"): b"new-a2",         # the primary's row: committed with it
+       (b"a", b"d"): b"new-a2",         # in the primary's row
        (b"b", b"c"): b"L" * 300,        # a secondary in the data column
        (b"c", b"c"): b"",               # an empty value
        (b"d", b"c"): None}              # a delete
 OLD = {(b"a", b"c"): b"old-a", (b"d", b"c"): b"old-d", (b"e", b"c"): b"old-e"}
 
 
+LEFT_LOCKED = {"other rows": [(b"a", b"d")],  # committed with the primary, in its row
+               "all but the primary": []}
+
+
+@pytest.mark.parametrize("left", sorted(LEFT_LOCKED))
 @pytest.mark.parametrize("resolver", ["scan", "get", "get_many", "write", "concurrent read",
                                       "concurrent write"])
 def test_secondaries_lost_after_the_commit_point_are_rolled_forward(
-        lossy: tuple[Client, SecondaryLosingStore], resolver: str) -> None:
+        lossy: Client, resolver: str, left: str) -> None:
     """Once the primary is committed the transaction is, whatever became of its secondaries:
     whoever meets one of their locks first rolls it forward, and every later snapshot
-    sees the whole transaction."""
-    client, store = lossy
+    sees the whole transaction.  The writer here died right after its commit point: the
+    commit step committed its primary (and the cells ``left`` names) alone."""
+    client = lossy
     clock = client.clock
     load(client, OLD)
-    txn = client.begin()
-    for (row, column), value in NEW.items():
-        if value is None:
-            txn.delete(row, column)
-        else:
-            txn.set(row, column, value)
+    start_ts = client.timestamp()
     concurrent = client.begin()  # its snapshot holds the locks, not the commit
-    store.lose_next = True
-    commit_ts = must_commit(txn)
-    assert not store.lose_next, "the secondaries were not lost: the test proves nothing"
-    assert {row for _, row, _ in lock_cells(client)} == {b"b", b"c", b"d"}
+    _, commit_ts = commit_primary_only(client, NEW, start_ts=start_ts, keys=LEFT_LOCKED[left])
+    assert {(row, cell.column[1:]) for _, row, cell in lock_cells(client)} == \
+        set(NEW) - {(b"a", b"c"), *LEFT_LOCKED[left]}, \
+        "the secondaries are not locked: the test proves nothing"
     after = {**OLD, **{k: v for k, v in NEW.items() if v is not None}}
     del after[(b"d", b"c")]
     waited = clock.now_ms()
@@ -512,14 +532,28 @@ def test_secondaries_lost_after_the_commit_point_are_rolled_forward(
             assert reader.get(*key) == value
     elif resolver == "get_many":
         assert client.begin().get_many(list(NEW)) == NEW
-    elif resolver == "write":
+    elif resolver == "write" and left == "other rows":
         writer = client.begin()
         for (row, column) in NEW:
             writer.set(row, column, b"newer")
         assert must_commit(writer) > commit_ts
         after = {**after, **{key: b"newer" for key in NEW}}
+    elif resolver == "write":
+        # A lock left in the primary's row fails the writer's primary part in a call that
+        # locks its other rows: the prewrite rolls the lock forward, then gives up rather
+        # than retry its primary (see the prewrite step); the next attempt commits.
+        for attempt in range(2):
+            writer = client.begin()
+            for (row, column) in NEW:
+                writer.set(row, column, b"newer")
+            try:
+                assert writer.commit() > commit_ts
+                break
+            except CommitConflict:
+                assert attempt == 0, "the lock was not rolled forward by the first attempt"
+        after = {**after, **{key: b"newer" for key in NEW}}
     elif resolver == "concurrent read":
-        assert txn.start_ts < concurrent.start_ts < commit_ts
+        assert start_ts < concurrent.start_ts < commit_ts
         assert snapshot(concurrent) == OLD
         assert concurrent.get_many(list(NEW)) == {key: OLD.get(key) for key in NEW}
     else:
@@ -542,10 +576,35 @@ def big_writes(txn_id: bytes) -> dict[tuple[bytes, bytes], bytes]:
     return cells
 
 
-@pytest.mark.parametrize("conflict_at", [(b"a", b"c0000"), (b"a", b"c1199"), (b"r299", b"c")],
-                         ids=["primary", "primary-row-last-part", "last-row"])
+CONFLICTS = pytest.mark.parametrize(
+    "conflict_at", [(b"a", b"c0000"), (b"a", b"c1199"), (b"r299", b"c")],
+    ids=["primary", "primary-row-last-part", "last-row"])
+
+
+@CONFLICTS
 def test_large_transaction_is_all_or_nothing(client: Client,
                                              conflict_at: tuple[bytes, bytes]) -> None:
+    check_all_or_nothing(client, conflict_at)
+
+
+@CONFLICTS
+@pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
+def test_transaction_of_several_prewrite_calls_is_all_or_nothing(
+        tmp_path: Path, conflict_at: tuple[bytes, bytes], one_phase: bool) -> None:
+    """With a batch limit of 64 rows the same commit takes ten prewrite calls (two-phase
+    whatever the client asks): a conflict in any call undoes what the earlier calls
+    locked, at once (the fake clock shows any wait for their TTL)."""
+    store = LocalStore(tmp_path / "d", limits=Limits(max_batch_rows=64, max_value_bytes=8_000))
+    clock = FakeClock()
+    backend = LocalBackend(store, Oracle(store), clock=clock)
+    with Client(backend, clock=clock, one_phase=one_phase) as client:
+        assert len(_driver.calls(_driver.plan({k: (b"P", v) for k, v in big_writes(b"").items()}),
+                                 client.limits)) == 10
+        check_all_or_nothing(client, conflict_at)
+        assert clock.now_ms() == 1_000_000, "a reader waited for the locks of a failed commit"
+
+
+def check_all_or_nothing(client: Client, conflict_at: tuple[bytes, bytes]) -> None:
     first = big_writes(b"T1-")
     load(client, first)
     before = client.begin()

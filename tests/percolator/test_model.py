@@ -16,7 +16,9 @@ locks exist only inside its own ``commit()`` call and are gone (committed or rol
 back) before the next step: at every step the model's rule is exact.
 
 Steps of up to three open transactions (begin, get, get_many, set, delete, scan,
-commit, rollback) run on a small key space, so conflicts are common.  The model keeps
+commit, rollback) run on a small key space, so conflicts are common.  Each transaction
+commits in one phase (the default) or in two (a second client with
+``one_phase=False`` over the same backend), drawn at its begin.  The model keeps
 its own sequence numbers; the real start_ts and commit_ts are only checked to grow.
 Each example gets an empty table of its own in one embedded store (opening a store
 per example would cost an oracle fsync each).
@@ -45,6 +47,7 @@ from hypothesis.stateful import (
 
 from bigtable_lite import LocalStore
 from percolator import Client, CommitConflict, Transaction
+from percolator._local import LocalBackend
 from percolator.oracle import Oracle
 
 from .txn_fixtures import draw_seed
@@ -68,6 +71,7 @@ picks = st.integers(0, MAX_OPEN - 1)
 class ModelTxn:
     start: int | None  # None: begun lazily, no snapshot taken yet
     writes: dict[Key, bytes | None] = field(default_factory=dict)
+    mode: str = "one-phase"  # how the real transaction commits: "one-phase" or "two-phase"
 
 
 class Model:
@@ -142,8 +146,10 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.client = Client(self.store, self.oracle, table=b"model%d" % next(self.tables),
-                             limits=self.store.limits)
+        backend = LocalBackend(self.store, self.oracle, owned=False)
+        table = b"model%d" % next(self.tables)
+        self.client = Client(backend, table=table)
+        self.two_phase = Client(backend, table=table, one_phase=False)
         self.model = Model()
         self.open: list[tuple[Transaction, ModelTxn]] = []
         self.last_ts = 0
@@ -154,6 +160,7 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
                 txn.rollback()
             self.check_committed_state()
         finally:
+            self.two_phase.close()
             self.client.close()  # leaves the shared store and oracle open
 
     def pick(self, i: int) -> tuple[Transaction, ModelTxn]:
@@ -178,23 +185,30 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
             assert self.model.commit(m)
             self.last_ts = txn.commit()
 
+    def client_for(self, two_phase: bool) -> Client:
+        return self.two_phase if two_phase else self.client
+
     @precondition(lambda self: len(self.open) < MAX_OPEN)
-    @rule()
-    def begin(self) -> None:
+    @rule(two_phase=st.booleans())
+    def begin(self, two_phase: bool) -> None:
         self.seen["begin"] += 1
-        txn = self.client.begin()
+        txn = self.client_for(two_phase).begin()
         assert txn.start_ts > self.last_ts
         self.last_ts = txn.start_ts
-        self.open.append((txn, self.model.begin()))
+        m = self.model.begin()
+        m.mode = "two-phase" if two_phase else "one-phase"
+        self.open.append((txn, m))
         note(f"T{txn.start_ts} = begin()")
 
     @precondition(lambda self: len(self.open) < MAX_OPEN)
-    @rule()
-    def begin_lazy(self) -> None:
+    @rule(two_phase=st.booleans())
+    def begin_lazy(self, two_phase: bool) -> None:
         """A snapshot taken by the first read (Client.begin(lazy=True), Client.run)."""
         self.seen["lazy begin"] += 1
-        txn = self.client.begin(lazy=True)
-        self.open.append((txn, self.model.begin(lazy=True)))
+        txn = self.client_for(two_phase).begin(lazy=True)
+        m = self.model.begin(lazy=True)
+        m.mode = "two-phase" if two_phase else "one-phase"
+        self.open.append((txn, m))
         note(f"T{len(self.open)} = begin(lazy=True)")
 
     def check_snapshot_taken(self, txn: Transaction, m: ModelTxn, started: bool) -> None:
@@ -276,6 +290,7 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
             note(f"T{txn.start_ts}.commit() -> conflict")
             assert not expected, f"T{txn.start_ts} conflicted; the model commits it"
             self.seen["commit conflict"] += 1
+            self.seen[f"{m.mode} commit conflict"] += 1
             return
         note(f"T{txn.start_ts}.commit() -> {commit_ts}")
         assert expected, f"T{txn.start_ts} committed at {commit_ts}; the model says conflict"
@@ -284,6 +299,7 @@ class SnapshotIsolationMachine(RuleBasedStateMachine):
             assert commit_ts > self.last_ts
             self.last_ts = commit_ts
             self.seen["commit"] += 1
+            self.seen[f"{m.mode} commit"] += 1
         else:
             assert commit_ts == txn.start_ts
             self.seen["read-only commit"] += 1
@@ -321,6 +337,8 @@ def test_snapshot_isolation_model(tmp_path: Path) -> None:
     print(f"exercised: {dict(seen)}")
     # The interesting cases must have come up, or the run proved little.
     for case in ("commit", "commit conflict", "read-only commit", "lazy snapshot",
+                 "one-phase commit", "two-phase commit", "one-phase commit conflict",
+                 "two-phase commit conflict",
                  "scan over a buffered delete of a committed cell"):
         assert seen[case] > 0, f"no {case!r} in any example"
 

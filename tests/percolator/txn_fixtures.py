@@ -8,7 +8,9 @@ Import the fixtures into a test module to use them::
 
 ``client`` is parametrised over an embedded client (its own data directory per test)
 and a remote client of a real server on ``127.0.0.1`` port 0 (one server per test
-module, one table per test, so tests never see each other's cells).  The server is a
+module, one table per test, so tests never see each other's cells); a module that
+overrides ``client_kind`` with ``ALL_KINDS`` also gets both forced into two-phase
+commit (``one_phase=False``).  The server is a
 :class:`percolator.node.Node` in this process, or a ``percolator serve`` subprocess
 (``PERCOLATOR_TEST_SERVER=subprocess``, or where the node module is not available).
 
@@ -18,23 +20,31 @@ or draws a seed, and the caller prints it so a failure can be replayed.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import itertools
 import os
 import random
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bigtable_lite import ALL_TIME, Cell, LocalStore, Put, ScanRequest, Unavailable
-from percolator import Client, CommitConflict, Transaction, layout
-from percolator.oracle import Oracle
+from bigtable_lite import ALL_TIME, Cell, ScanRequest
+from percolator import Client, CommitConflict, Transaction, _driver, layout, records
+from percolator._backend import Backend, CommitRequest, Part, PrewriteRequest
+from percolator._local import LocalBackend
+from percolator._node_client import NodeClient
 
 CLIENT_KINDS = ("embedded", "remote")
+TWO_PHASE_SUFFIX = "-2pc"
+TWO_PHASE_KINDS = tuple(kind + TWO_PHASE_SUFFIX for kind in CLIENT_KINDS)
+ALL_KINDS = CLIENT_KINDS + TWO_PHASE_KINDS
+"""Client kinds: embedded or remote, committing in one phase when a transaction fits one
+step (the default) or always in two (``-2pc``, ``one_phase=False``)."""
 SEED_ENV = "PERCOLATOR_TEST_SEED"
 SERVER_ENV = "PERCOLATOR_TEST_SERVER"
 
@@ -84,96 +94,111 @@ def client_kind_fixture(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def open_client(kind: str, request: pytest.FixtureRequest, tmp_path: Path, *,
+                wrap: Callable[[Backend], Backend] | None = None, **kwargs: Any) -> Client:
+    """A client of ``kind`` (one of ``ALL_KINDS``) on a fresh key space: embedded on
+    ``tmp_path / "data"``, or remote on the module's server with a table of its own.
+    ``wrap``: a Backend around the real one (e.g. :class:`CountingBackend`)."""
+    assert kind in ALL_KINDS, kind
+    kwargs.setdefault("one_phase", not kind.endswith(TWO_PHASE_SUFFIX))
+    backend: Backend
+    if kind.startswith("embedded"):
+        backend = LocalBackend.open(os.fspath(tmp_path / "data"), clock=kwargs.get("clock"))
+    else:
+        backend = NodeClient(request.getfixturevalue("server"))
+        kwargs.setdefault("table", unique_table(request))
+    try:
+        return Client(wrap(backend) if wrap is not None else backend, **kwargs)
+    except BaseException:
+        backend.close()
+        raise
+
+
 @pytest.fixture(name="client")
 def client_fixture(client_kind: str, request: pytest.FixtureRequest, tmp_path: Path
                    ) -> Iterator[Client]:
     """A fresh, empty key space behind an embedded or a remote client."""
-    if client_kind == "embedded":
-        c = Client.embedded(tmp_path / "data")
-    else:
-        address = request.getfixturevalue("server")
-        c = Client.connect(address, table=unique_table(request))
-    with c:
+    with open_client(client_kind, request, tmp_path) as c:
         yield c
 
 
-# --- an embedded client whose store calls are counted ---------------------------------------
+# --- a backend whose calls are counted ----------------------------------------------------
 
 
-class CountingStore:
-    """Delegates to a TabletStore and counts its calls (to prove "no I/O happened")."""
+class CountingBackend:
+    """Delegates to a Backend and counts its calls per verb (to prove "no I/O happened").
 
-    def __init__(self, inner: LocalStore) -> None:
+    Every call of the transaction code (timestamps too) is a call of its backend: for a
+    remote client one command to the node, for an embedded one a step on its store.
+    """
+
+    VERBS = frozenset({"timestamps", "read", "scan", "prewrite", "commit", "commit_one_phase",
+                       "resolve", "rollback", "heartbeat", "check_txn_status",
+                       "register_observed", "observed_columns"})
+    WRITES = ("prewrite", "commit", "commit_one_phase", "resolve", "rollback", "heartbeat")
+
+    def __init__(self, inner: Backend) -> None:
         self.inner = inner
-        self.reads = 0
-        self.scans = 0
-        self.mutations = 0
+        self.limits = inner.limits
+        self.counts: collections.Counter[str] = collections.Counter()
 
     @property
     def calls(self) -> int:
-        return self.reads + self.scans + self.mutations
+        return sum(self.counts.values())
 
-    def read_rows(self, reads: Sequence[Any]) -> Any:
-        self.reads += 1
-        return self.inner.read_rows(reads)
+    @property
+    def reads(self) -> int:
+        return self.counts["read"] + self.counts["scan"]
 
-    def scan(self, request: ScanRequest) -> Any:
-        self.scans += 1
-        return self.inner.scan(request)
-
-    def mutate_rows(self, mutations: Sequence[Any], *, sync: bool = False) -> Any:
-        self.mutations += 1
-        return self.inner.mutate_rows(mutations, sync=sync)
-
-    def mutate_guarded(self, mutations: Sequence[Any], *, sync: bool = False) -> Any:
-        self.mutations += 1
-        return self.inner.mutate_guarded(mutations, sync=sync)
+    @property
+    def mutations(self) -> int:
+        return sum(self.counts[verb] for verb in self.WRITES)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        attr = getattr(self.inner, name)
+        if name not in self.VERBS:
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.counts[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
 
 
-class SecondaryLosingStore(CountingStore):
-    """Loses the next batch of secondary commits when ``lose_next`` is set, as if the
-    writer died right after its commit point: readers must roll the locks forward.
-
-    The secondaries' batch is the second batch of commits (every row puts a write
-    record) after ``lose_next`` was set: the commit step sends the primary's first."""
-
-    lose_next = False
-    _primary_passed = False
-
-    # Not offered: the client then sends the primary's commit and the secondaries' apart
-    # (as over gRPC), and the second can be lost.
-    mutate_guarded = None  # type: ignore[assignment]
-
-    def mutate_rows(self, mutations: Sequence[Any], *, sync: bool = False) -> Any:
-        if self.lose_next and mutations and all(
-                any(isinstance(x, Put) and x.column.startswith(layout.WRITE)
-                    for x in m.mutations) for m in mutations):
-            if self._primary_passed:
-                self.lose_next = self._primary_passed = False
-                raise Unavailable("secondary commits lost (test)")
-            self._primary_passed = True
-        return super().mutate_rows(mutations, sync=sync)
+def counting_client(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                    **kwargs: Any) -> tuple[Client, CountingBackend]:
+    """A client of ``kind`` whose every backend call is counted."""
+    client = open_client(kind, request, tmp_path, wrap=CountingBackend, **kwargs)
+    assert isinstance(client.backend, CountingBackend)
+    return client, client.backend
 
 
-def _client_over(store: CountingStore, **kwargs: Any) -> Client:
-    oracle = Oracle(store.inner)
-    return Client(store, oracle, limits=store.inner.limits, owned=[oracle, store.inner], **kwargs)
+# --- driving the protocol's steps by hand -----------------------------------------------------
 
 
-def counting_client(path: str | os.PathLike[str], **kwargs: Any) -> tuple[Client, CountingStore]:
-    """An embedded client whose every store call (not the oracle's) is counted."""
-    store = CountingStore(LocalStore(path))
-    return _client_over(store, **kwargs), store
+def parts_of(cells: Mapping[tuple[bytes, bytes], bytes | None]) -> list[Part]:
+    """The cells as a transaction's commit cuts them (None: a delete), primary first."""
+    return _driver.plan({key: (records.PUT, value) if value is not None
+                         else (records.DELETE, None) for key, value in cells.items()})
 
 
-def losing_client(path: str | os.PathLike[str], **kwargs: Any
-                  ) -> tuple[Client, SecondaryLosingStore]:
-    """An embedded client over a :class:`SecondaryLosingStore`."""
-    store = SecondaryLosingStore(LocalStore(path))
-    return _client_over(store, **kwargs), store
+def commit_primary_only(client: Client, cells: Mapping[tuple[bytes, bytes], bytes | None],
+                        start_ts: int | None = None, ttl_ms: int = 60_000,
+                        keys: Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, int]:
+    """Prewrite ``cells`` as one transaction, then commit its primary (the smallest key)
+    and ``keys`` alone: a writer that died right after its commit point.  Every other
+    cell is left locked for readers to roll forward.  Returns (start_ts, commit_ts)."""
+    backend = client.backend
+    if start_ts is None:
+        start_ts = backend.timestamps(1)
+    parts = parts_of(cells)
+    primary = (parts[0][0], parts[0][1][0].column)
+    conflict = backend.prewrite(PrewriteRequest(client.table, start_ts, primary, ttl_ms, parts))
+    assert conflict is None, conflict
+    outcome = backend.commit(CommitRequest(client.table, start_ts, primary, keys=list(keys)))
+    assert outcome.committed and outcome.commit_ts > start_ts, outcome
+    return start_ts, outcome.commit_ts
 
 
 def lock_cells(client: Client) -> list[tuple[bytes, bytes, Cell]]:
