@@ -8,13 +8,15 @@ running beside them are in test_gc_suites.py, crashes in test_gc_crash.py.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bigtable_lite import Put, RowMutation
-from percolator import Client, CommitConflict, SnapshotTooOld, Transaction, layout
+from percolator import Client, CommitConflict, SnapshotTooOld, Transaction, _gc, layout
 from percolator._backend import (
     COMMITTED,
     ROLLED_BACK,
@@ -483,3 +485,47 @@ def test_a_long_running_reader_pins_the_safe_point_under_background_gc(
         client.close()
         if node is not None:
             node.stop()
+
+
+def test_a_paced_chunk_pauses_for_its_duty_and_a_compaction_does_not() -> None:
+    """The background's rate limit: after each chunk a pause of (1/duty - 1) times the
+    chunk's CPU, so GC takes at most ``duty`` of the process's time."""
+    pacer = _gc._Pacer(0.25, threading.Event())
+    began = time.monotonic()
+    with pacer.chunk():
+        cpu = time.thread_time()
+        while time.thread_time() - cpu < 0.02:  # 20 ms of work
+            pass
+    assert time.monotonic() - began >= 4 * 0.02  # the work, then 3x it paused
+    assert pacer.worked >= 0.02
+    with pacer.chunk(compaction=True):  # LevelDB's thread: counted, never paused for
+        threading.Event().wait(0.01)
+    assert pacer.worked >= 0.03
+
+
+def test_background_passes_compact_what_they_removed_once_worth_it_and_when_quiet(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_gc, "COMPACT_MIN", 10)
+    clock = FakeClock()
+    with Client.embedded(tmp_path / "d", clock=clock, gc_life_time=0,
+                         gc_interval=None) as client:
+        collector = client.backend.collector  # type: ignore[attr-defined]
+
+        def rewrite(times: int) -> GcPass:
+            for i in range(times):
+                with client.transaction() as t:
+                    t.set(b"a", b"c", b"%d" % i)
+            clock.advance(1.1)
+            return collector.run_pass(paced=True)  # type: ignore[no-any-return]
+
+        first = rewrite(50)  # never compacted: due once COMPACT_MIN were removed
+        assert first.removed == 49 and first.compactions >= 1, first
+        assert collector.uncompacted == 0
+        second = rewrite(50)  # compacted under COMPACT_EVERY ago: left for later
+        assert second.removed == 50 and collector.uncompacted == 50, second
+        monkeypatch.setattr(_gc, "COMPACT_EVERY", 0.0)
+        clock.advance(1.1)
+        quiet = collector.run_pass(paced=True)  # removes nothing: compacts the rest
+        assert quiet.removed == 0 and quiet.compactions >= 1, quiet
+        assert collector.uncompacted == 0
+        assert client.run(lambda txn: txn.get(b"a", b"c")) == b"49"
