@@ -35,7 +35,16 @@ from tests.procs import ServerProcess
 
 from . import test_bank as bank
 from .gc_helpers import AGGRESSIVE, CollectingBackend
-from .test_crash import must_see_all_or_none, must_write_again
+from .test_crash import (
+    WAIT,
+    acked_of,
+    must_hold_stream,
+    must_see_all_or_none,
+    must_write_again,
+    stream,
+    wait_for_acks,
+    write_again,
+)
 from .test_isolation import (  # noqa: F401 - the Hermitage cases, collected here too
     db,
     test_g0_conflict_on_a_secondary_undoes_the_locked_primary,
@@ -164,7 +173,8 @@ def test_bank_processes_with_gc_beside(tmp_path: Path) -> None:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(bank.PROCESSES) as pool:
             pending = [pool.apply_async(bank.process_main,
-                                        (server.address, table, seed, i, bank.DURATION))
+                                        (server.address, table, seed, i, bank.DURATION,
+                                         True))
                        for i in range(bank.PROCESSES)]
             tally = bank.Tally()
             try:
@@ -254,35 +264,17 @@ def test_node_killed_mid_stream_with_gc_beside_loses_no_acknowledged_commit(
         tmp_path: Path) -> None:
     data = tmp_path / "data"
     server = ServerProcess(data, *SERVE_AGGRESSIVE).start()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    child = subprocess.Popen([sys.executable, str(CRASH_CHILD), "stream",
-                              "tcp:" + server.address, "100000"], env=env,
-                             stdout=subprocess.PIPE, text=True)
-    acked = -1
-    assert child.stdout is not None
     try:
-        for line in child.stdout:
-            acked = int(line.split()[1])
-            if acked >= 300:
-                server.kill()  # kill -9 while the client keeps committing and GC collects
-                break
-        rest, _ = child.communicate(timeout=120)
-        for line in rest.splitlines():
-            if line.startswith("acked "):
-                acked = max(acked, int(line.split()[1]))
+        writer = stream("tcp:" + server.address, "one-phase", "stream", "--threads", "2")
+        wait_for_acks(writer, 300)
+        server.kill()  # kill -9 while the client keeps committing and GC collects
+        assert writer.wait(WAIT) == 1, writer.stderr_text()  # it fails once the node is gone
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=30)
-    assert acked >= 300
+        server.kill()
+    acked = acked_of(writer)  # every line, those printed after the kill too
+    assert len(acked) >= 300
     with ServerProcess(data, *SERVE_AGGRESSIVE) as server2, \
             Client.connect(server2.address) as client:
-        txn = client.begin()
-        rows = {r: v for r, _, v in txn.scan(b"stream-", b"stream-\xff", columns=[b"v"])}
-        for i in range(acked + 1):
-            assert rows.get(b"stream-%06d" % i) == b"%d" % i, f"acknowledged commit {i} lost"
-        mirror = {c: v for _, c, v in txn.scan(b"stream-mirror", b"stream-mirror\x00")}
-        for row, value in rows.items():
-            assert mirror.get(b"v" + row[len(b"stream-"):]) == value
-        assert len(mirror) == len(rows)
+        must_hold_stream(client, "stream", acked)
+        write_again(client, "stream")
         assert client.gc_status().last_pass is not None
