@@ -116,16 +116,17 @@ class LocalBackend:
         return self.safe_point.timestamps(check_count(count) if count != 1 else 1, client)
 
     def read(self, table: bytes, start_ts: int | None, keys: Sequence[Key],
-             client: bytes = b"") -> ReadResult:
+             client: bytes = b"", *, budget: int | None = None) -> ReadResult:
         """A fresh read (``start_ts`` None) takes its timestamp and pins it for remote
-        ``client``, in one step with the hand-out."""
+        ``client``, in one step with the hand-out.  ``budget``: bytes of values to gather
+        at most (a node's reply), see ``read.read``."""
         safe_point = self.safe_point
         if start_ts is None:
             start_ts, token = safe_point.fresh(client)
         else:
             token = safe_point.enter(start_ts)
         try:
-            return read.read(self.ctx, table, start_ts, keys)
+            return read.read(self.ctx, table, start_ts, keys, budget=budget)
         finally:
             safe_point.exit(token)
 
