@@ -35,7 +35,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from bigtable_lite import TabletStore
+from bigtable_lite import MAX_TS, TabletStore
 
 from . import _gc_table as gc_table
 from ._gc_table import Sample
@@ -220,7 +220,9 @@ class SafePoint:
         samples = self._samples
         if samples and now_ms < samples[-1][0]:
             return  # the wall clock went back: keep the samples in order
-        samples.append((now_ms, self._oracle.peek()))
+        # An exhausted oracle's next timestamp (2**64) is past every timestamp and its
+        # encoding: MAX_TS is a lower bound as good.
+        samples.append((now_ms, min(self._oracle.peek(), MAX_TS)))
         horizon = now_ms - self.life_ms
         while len(samples) > 1 and samples[1][0] <= horizon:
             samples.popleft()  # the newest sample at or before the horizon is enough
