@@ -31,7 +31,7 @@ from typing import Self
 from bigtable_lite import Put, RowMutation, StorageError
 from percolator import Client, CommitConflict
 from percolator.clock import Clock
-from percolator.errors import CommitUndetermined, LockWaitTimeout, OracleError
+from percolator.errors import CommitUndetermined, LockWaitTimeout, OracleError, SnapshotTooOld
 from percolator.failpoints import FailpointError
 from percolator.layout import notify_table
 
@@ -67,7 +67,8 @@ def is_transient(exc: BaseException) -> bool:
     """Setbacks that are not the observer's fault: retried, never counted towards parking."""
     if isinstance(exc, StorageError):
         return not isinstance(exc, ValueError)  # InvalidArgument/LimitExceeded: a bad write
-    return isinstance(exc, (LockWaitTimeout, CommitUndetermined, OracleError, FailpointError))
+    return isinstance(exc, (LockWaitTimeout, CommitUndetermined, OracleError, FailpointError,
+                            SnapshotTooOld))  # the snapshot was collected: a new one
 
 
 def new_worker_id() -> str:

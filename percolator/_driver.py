@@ -44,7 +44,7 @@ from ._backend import (
     keys_of,
 )
 from ._context import TxnContext
-from .errors import CommitConflict, CommitUndetermined
+from .errors import CommitConflict, CommitUndetermined, SnapshotTooOld
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,12 @@ def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
             last = again
             s.clock.sleep(0.05 * (2 ** attempt))
             continue
+        except SnapshotTooOld as too_old:
+            # Below the safe point GC decided the transaction itself and may have removed
+            # its commit record since: its fate can no longer be read.
+            raise CommitUndetermined(
+                f"commit of transaction {start_ts} was sent but its outcome is unknown ({exc});"
+                f" it can no longer be read: {too_old}") from exc
         except Exception as again:
             last = again
             break
@@ -255,7 +261,8 @@ def decide(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> Commi
     still undecided: its primary is rolled back if still locked (so it can never commit
     later), then its fate is read there, and ``keys`` (its other cells) are rolled
     forward or back to match.  For a lost commit reply, and for the Transactions
-    service's retry of a commit whose transaction the node no longer holds."""
+    service's retry of a commit whose transaction the node no longer holds.
+    SnapshotTooOld below the GC safe point: the fate can no longer be read there."""
     s.backend.rollback(s.table, start_ts, primary, [])  # a no-op once decided
     status = s.backend.check_txn_status(s.table, primary, start_ts)
     if status.state != COMMITTED:
@@ -275,6 +282,9 @@ def _abort(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> None:
     except StorageError as exc:
         log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
                     " TTL", start_ts, exc)
+    except SnapshotTooOld:  # GC rolls locks below the safe point back, whatever their TTL
+        log.info("rollback of transaction %d left to garbage collection (below the safe"
+                 " point)", start_ts)
 
 
 def _conflict_error(start_ts: int, c: Conflict) -> CommitConflict:

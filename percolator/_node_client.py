@@ -65,13 +65,15 @@ from ._backend import (
     ScanRequest,
     TxnStatus,
 )
-from ._node_codec import COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
+from ._gc_table import GcPass
+from ._node_codec import CLIENT_ID_TAG, COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
+from ._snapshots import ActiveSnapshots, Reporter
 from ._status import command_error
 from ._transport.batcher import Batcher, Command
-from ._transport.framing import frame
+from ._transport.framing import field, frame
 from ._transport.stream_slots import REFUSED
 from ._transport.streams import StreamedCalls
-from .errors import OracleError
+from .errors import OracleError, SnapshotTooOld
 from .oracle import OracleStats, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
@@ -91,7 +93,8 @@ _RESULT_OF = {"get_timestamps": "get_timestamps", "read": "read", "scan": "scan"
               "check_txn_status": "check_txn_status",
               "register_observed": "register_observed",
               "observed_columns": "observed_columns", "read_rows": "read_rows",
-              "mutate_rows": "mutate_rows"}
+              "mutate_rows": "mutate_rows", "report_snapshots": "report_snapshots",
+              "collect_garbage": "collect_garbage"}
 
 
 _EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
@@ -145,10 +148,19 @@ class NodeClient:
             self._send, max_in_flight=max_in_flight, max_commands=max_commands,
             batch_bound=self._calls.bound)
         self._lock = threading.Lock()
+        self._closing = False
         self._closed = False
         self._served = 0        # timestamps returned to callers
         self._stamp_calls = 0   # timestamp commands sent
         self._store = _RawStore(self)
+        # GC: this process's id on every batch, its running transactions, their reports,
+        # and the node's safe point as last heard (only ever lower than the node's own).
+        self.client_id = os.urandom(16)
+        self._client_field = field(CLIENT_ID_TAG, self.client_id)
+        self.snapshots = ActiveSnapshots()
+        self.safe_point = 0
+        self._reporter = Reporter(self.snapshots, self.report_snapshots,
+                                  safe_point=lambda: self.safe_point)
 
     # --- the batch ------------------------------------------------------------------------
 
@@ -157,7 +169,7 @@ class NodeClient:
         try:
             if self._closed:
                 raise StoreClosed("NodeClient is closed")
-            reply = self._calls.call(b"".join([c.data for c in batch]))
+            reply = self._calls.call(self._client_field + b"".join([c.data for c in batch]))
             results = reply.results
             if len(results) != len(batch):
                 raise StorageError(f"protocol error: node answered {len(results)} results for"
@@ -225,14 +237,30 @@ class NodeClient:
         if reply.count != count or first < 1 or first + count - 1 > MAX_TS:
             raise OracleError(f"oracle answered {reply.count} timestamps from {first} to a"
                               f" request for {count}")
+        self.snapshots.saw(first + count - 1)
+        self._reporter.kick()
+        self._learn(reply.safe_point)
         with self._lock:
             self._served += count
             self._stamp_calls += 1
         return first
 
+    def _learn(self, safe_point: int) -> None:
+        if safe_point > self.safe_point:
+            self.safe_point = safe_point  # an int: only ever raised
+
+    def _check(self, start_ts: int) -> None:
+        """SnapshotTooOld at once if ``start_ts`` is below the safe point last heard (the
+        node would refuse it: its safe point is at least that)."""
+        if start_ts < self.safe_point:
+            raise SnapshotTooOld.below(start_ts, self.safe_point)
+
     def read(self, table: bytes, start_ts: int | None, keys: Sequence[Key]) -> ReadResult:
+        if start_ts is not None:
+            self._check(start_ts)
         reply = self._submit("read", codec.read_request(table, start_ts, keys))
         assert isinstance(reply, pb.ReadResponse)
+        self._learn(reply.safe_point)
         result, unread = codec.read_read(keys, reply)
         while unread:  # past the reply's byte budget: the rest at the same start_ts
             more = self._submit("read", codec.read_request(table, result.start_ts, unread))
@@ -243,27 +271,33 @@ class NodeClient:
         if start_ts is None:
             if not 0 < result.start_ts <= MAX_TS:
                 raise OracleError(f"node answered a fresh read at timestamp {result.start_ts}")
+            self.snapshots.saw(result.start_ts)
+            self._reporter.kick()
             with self._lock:
                 self._served += 1
                 self._stamp_calls += 1
         return result
 
     def scan(self, request: ScanRequest) -> ScanChunk:
+        self._check(request.start_ts)
         reply = self._submit("scan", codec.scan_request(request))
         assert isinstance(reply, pb.ScanResponse)
         return codec.read_scan(reply)
 
     def prewrite(self, request: PrewriteRequest) -> Conflict | None:
+        self._check(request.start_ts)
         reply = self._submit("prewrite", codec.prewrite_request(request))
         assert isinstance(reply, pb.PrewriteResponse)
         return codec.read_prewrite(reply)
 
     def commit(self, request: CommitRequest) -> CommitOutcome:
+        self._check(request.start_ts)
         reply = self._submit("commit", codec.commit_request(request))
         assert isinstance(reply, pb.CommitResponse)
         return codec.read_commit(reply)
 
     def commit_one_phase(self, request: OnePhaseRequest) -> CommitOutcome | Conflict:
+        self._check(request.start_ts)
         reply = self._submit("one_phase", codec.one_phase_request(request))
         assert isinstance(reply, pb.OnePhaseResponse)
         return codec.read_one_phase(reply)
@@ -303,6 +337,21 @@ class NodeClient:
         assert isinstance(reply, pb.ObservedColumnsResponse)
         return frozenset(reply.columns)
 
+    def report_snapshots(self, oldest: int | None, seen: int) -> int:
+        """Report this process's running transactions (``Reporter``); returns the lease
+        in ms."""
+        reply = self._submit("report_snapshots", codec.report_request(oldest, seen))
+        assert isinstance(reply, pb.ReportSnapshotsResponse)
+        safe_point, lease_ms = codec.read_report(reply)
+        self._learn(safe_point)
+        return lease_ms
+
+    def collect_garbage(self) -> GcPass:
+        """One GC pass at the node, now."""
+        reply = self._submit("collect_garbage", pb.CollectGarbageRequest())
+        assert isinstance(reply, pb.GcPass)
+        return codec.read_gc_pass(reply)
+
     # --- figures --------------------------------------------------------------------------
 
     def stats(self) -> OracleStats:
@@ -326,8 +375,11 @@ class NodeClient:
     def close(self) -> None:
         """Refuse new calls; close the channel if this client opened it.  Idempotent."""
         with self._lock:
-            if self._closed:
+            if self._closing:
                 return
+            self._closing = True
+        self._reporter.close()  # releases what this client held at the node
+        with self._lock:
             self._closed = True
         self._calls.close()
         self.remote.close()

@@ -7,10 +7,11 @@ above it gets PERMISSION_DENIED as its own result, and the rest of its batch run
 ==========  ==========================================================================
 role        commands
 ==========  ==========================================================================
-``read``    get_timestamps, read, scan, observed_columns, check_txn_status, read_rows
+``read``    get_timestamps, read, scan, observed_columns, check_txn_status, read_rows,
+            report_snapshots (a reader's snapshots hold garbage collection back)
 ``write``   + prewrite, commit, one_phase, resolve, rollback, heartbeat,
             register_observed; mutate_rows of the observers' side tables only
-``admin``   + mutate_rows of any table
+``admin``   + mutate_rows of any table; collect_garbage (a pass now: an operator's)
 ==========  ==========================================================================
 
 Why raw writes are the admin's: they reach around the protocol.  A raw write can
@@ -41,6 +42,8 @@ COMMAND_ROLES: dict[str, Role] = {
     "prewrite": Role.WRITE, "commit": Role.WRITE, "one_phase": Role.WRITE,
     "resolve": Role.WRITE, "rollback": Role.WRITE, "heartbeat": Role.WRITE,
     "register_observed": Role.WRITE, "mutate_rows": Role.WRITE,  # + check_raw_writes
+    # A reader holds snapshots: its reports keep GC below them.  A pass is an operator's.
+    "report_snapshots": Role.READ, "collect_garbage": Role.ADMIN,
 }
 """The least role of each command (mutate_rows: and its tables, :func:`check_raw_writes`)."""
 

@@ -53,7 +53,7 @@ from ._backend import CommitRequest
 from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
 from ._node_roles import check_command, check_raw_writes
-from ._status import status_for
+from ._status import error_name, status_for
 from ._transport.framing import frame
 from ._transport.stream_slots import StreamSlots
 from .oracle import MAX_COUNT, check_count
@@ -89,7 +89,7 @@ def _failed(exc: BaseException) -> bytes:
     """The framed error result for ``exc``."""
     code, message = status_for(exc)
     store_status.log_failure(log, f"{SERVICE_NAME} command", code, message, exc)
-    return _error_result(code, message, store_status.error_name(exc))
+    return _error_result(code, message, error_name(exc))
 
 
 _TOO_LARGE = _error_result(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -110,12 +110,14 @@ class NodeService:
         # Room left for framing and for the results that are not reads.
         self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
         self._budget = backend.limits.max_message_bytes // 4  # one read's values
-        self._steps: dict[str, Callable[[Any], Message]] = {
+        # Each step takes its message and the batch's client_id.
+        self._steps: dict[str, Callable[[Any, bytes], Message]] = {
             "read": self._read, "scan": self._scan, "prewrite": self._prewrite,
             "one_phase": self._one_phase, "resolve": self._resolve,
             "rollback": self._rollback, "heartbeat": self._heartbeat,
             "check_txn_status": self._status, "register_observed": self._register,
-            "observed_columns": self._observed,
+            "observed_columns": self._observed, "report_snapshots": self._report,
+            "collect_garbage": self._collect_garbage,
         }
 
     # --- one batch ------------------------------------------------------------------------
@@ -128,6 +130,7 @@ class NodeService:
         carries no field unknown to this node (else each command is checked for some).
         ``role``: the caller's (``_node_roles``); a command above it is refused alone.
         """
+        client = codec.parse_client_id(request.client_id)
         results: list[bytes] = [b""] * len(request.commands)
         stamps: list[tuple[int, int]] = []
         commits: list[tuple[int, CommitRequest]] = []
@@ -161,19 +164,21 @@ class NodeService:
                         reply = None  # it might fit alone
                     results[i] = _TOO_LARGE if reply is None else _result(kind, reply)
                 else:
-                    results[i] = _result(kind, self._steps[kind](msg))
+                    results[i] = _result(kind, self._steps[kind](msg, client))
             except Exception as exc:  # noqa: BLE001 - the command's own error result
                 results[i] = _failed(exc)
             gathered += len(results[i])
         if stamps:
-            self._timestamps(stamps, results)
+            self._timestamps(stamps, results, client)
         if commits:
             self._commit(commits, results)
         self._fit(request, results)
         return b"".join(results)
 
-    def _timestamps(self, stamps: list[tuple[int, int]], results: list[bytes]) -> None:
-        """One oracle call per MAX_COUNT timestamps; each command a contiguous range."""
+    def _timestamps(self, stamps: list[tuple[int, int]], results: list[bytes], client: bytes
+                    ) -> None:
+        """One oracle call per MAX_COUNT timestamps; each command a contiguous range, with
+        the safe point; pinned for ``client`` (``SafePoint.timestamps``)."""
         groups: list[list[tuple[int, int]]] = [[]]
         total = 0
         for item in stamps:
@@ -184,13 +189,15 @@ class NodeService:
             total += item[1]
         for group in groups:
             try:
-                first = self._backend.timestamps(sum([count for _, count in group]))
+                first = self._backend.timestamps(sum([count for _, count in group]), client)
             except Exception as exc:  # noqa: BLE001 - every command of the call fails with it
                 for i, _ in group:
                     results[i] = _failed(exc)
                 continue
+            safe_point = self._backend.safe_point.value
             for i, count in group:
-                reply = oracle_pb2.GetTimestampsResponse(first=first, count=count)
+                reply = oracle_pb2.GetTimestampsResponse(first=first, count=count,
+                                                         safe_point=safe_point)
                 results[i] = _result("get_timestamps", reply)
                 first += count
 
@@ -227,46 +234,49 @@ class NodeService:
 
     # --- the steps ------------------------------------------------------------------------
 
-    def _read(self, msg: pb.ReadRequest) -> pb.ReadResponse:
+    def _read(self, msg: pb.ReadRequest, client: bytes) -> pb.ReadResponse:
         table, start_ts, keys = codec.parse_read(msg, self._limits)
         budget = self._budget
-        return codec.read_result(keys, self._backend.read(table, start_ts, keys, budget=budget),
-                                 budget)
+        backend = self._backend
+        result = backend.read(table, start_ts, keys, client, budget=budget)
+        return codec.read_result(keys, result, budget, backend.safe_point.value)
 
-    def _scan(self, msg: pb.ScanRequest) -> pb.ScanResponse:
+    def _scan(self, msg: pb.ScanRequest, client: bytes) -> pb.ScanResponse:
         return codec.scan_result(self._backend.scan(codec.parse_scan(msg, self._limits)))
 
-    def _prewrite(self, msg: pb.PrewriteRequest) -> pb.PrewriteResponse:
+    def _prewrite(self, msg: pb.PrewriteRequest, client: bytes) -> pb.PrewriteResponse:
         return codec.prewrite_result(
             self._backend.prewrite(codec.parse_prewrite(msg, self._limits)))
 
-    def _one_phase(self, msg: pb.OnePhaseRequest) -> pb.OnePhaseResponse:
+    def _one_phase(self, msg: pb.OnePhaseRequest, client: bytes) -> pb.OnePhaseResponse:
         return codec.one_phase_result(
             self._backend.commit_one_phase(codec.parse_one_phase(msg, self._limits)))
 
-    def _resolve(self, msg: pb.ResolveRequest) -> pb.ResolveResponse:
+    def _resolve(self, msg: pb.ResolveRequest, client: bytes) -> pb.ResolveResponse:
         table, start_ts, keys = codec.parse_resolve(msg, self._limits)
         return pb.ResolveResponse(still_locked=self._backend.resolve(table, start_ts, keys))
 
-    def _rollback(self, msg: pb.RollbackRequest) -> pb.RollbackResponse:
+    def _rollback(self, msg: pb.RollbackRequest, client: bytes) -> pb.RollbackResponse:
         table, start_ts, primary, keys = codec.parse_rollback(msg, self._limits)
         self._backend.rollback(table, start_ts, primary, keys)
         return pb.RollbackResponse()
 
-    def _heartbeat(self, msg: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+    def _heartbeat(self, msg: pb.HeartbeatRequest, client: bytes) -> pb.HeartbeatResponse:
         table, start_ts, primary, ttl_ms = codec.parse_heartbeat(msg, self._limits)
         return pb.HeartbeatResponse(held=self._backend.heartbeat(table, start_ts, primary,
                                                                  ttl_ms))
 
-    def _status(self, msg: pb.CheckTxnStatusRequest) -> pb.TxnStatus:
+    def _status(self, msg: pb.CheckTxnStatusRequest, client: bytes) -> pb.TxnStatus:
         table, primary, start_ts = codec.parse_status(msg, self._limits)
         return codec.status_result(self._backend.check_txn_status(table, primary, start_ts))
 
-    def _register(self, msg: pb.RegisterObservedRequest) -> pb.RegisterObservedResponse:
+    def _register(self, msg: pb.RegisterObservedRequest, client: bytes
+                  ) -> pb.RegisterObservedResponse:
         table, columns = codec.parse_register(msg, self._limits)
         return pb.RegisterObservedResponse(ts=self._backend.register_observed(table, columns))
 
-    def _observed(self, msg: pb.ObservedColumnsRequest) -> pb.ObservedColumnsResponse:
+    def _observed(self, msg: pb.ObservedColumnsRequest, client: bytes
+                  ) -> pb.ObservedColumnsResponse:
         table = codec.parse_table(msg.table, self._limits)
         return pb.ObservedColumnsResponse(
             columns=sorted(self._backend.observed_columns(table)))
@@ -283,6 +293,16 @@ class NodeService:
         check_raw_writes(rows, role)
         return wire.mutate_response_to_pb(
             self._backend.local_store.mutate_rows(rows, sync=bool(msg.sync)))
+
+    def _report(self, msg: pb.ReportSnapshotsRequest, client: bytes
+                ) -> pb.ReportSnapshotsResponse:
+        client_id, oldest, seen = codec.parse_report(msg, client)
+        safe_point = self._backend.report_snapshots(client_id, oldest, seen)
+        return pb.ReportSnapshotsResponse(safe_point=safe_point,
+                                          lease_ms=self._backend.safe_point.lease_ms)
+
+    def _collect_garbage(self, msg: pb.CollectGarbageRequest, client: bytes) -> pb.GcPass:
+        return codec.gc_pass_result(self._backend.collect_garbage())
 
     # --- gRPC -----------------------------------------------------------------------------
 
@@ -366,7 +386,7 @@ def _parse(raw: bytes, limits: Limits) -> tuple[pb.BatchRequest, bool]:
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     code, message = status_for(exc)
     store_status.log_failure(log, SERVICE_NAME, code, message, exc)
-    name = store_status.error_name(exc)
+    name = error_name(exc)
     if name:
         context.set_trailing_metadata(((store_status.ERROR_KEY, name),))
     context.abort(code, message)

@@ -33,8 +33,10 @@ from bigtable_lite.server import (
 )
 
 from . import oracle_service
+from ._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from ._local import LocalBackend
 from ._node_service import NodeService
+from ._safe_point import DEFAULT_CLIENT_LEASE
 from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
 from ._txn_service import TransactionsService
 from .clock import Clock
@@ -72,26 +74,35 @@ class Node:
     not a loopback address and ``policy`` has no TLS and tokens, unless it says
     ``insecure``); :meth:`start` begins serving.  ``clock`` judges the expiry of every
     lock written at this node (default: the system clock; its clients' clocks never do),
-    and of the Transactions service's transactions.  ``max_transactions``: transactions
-    the Transactions service holds open at once; ``txn_lock_wait``: seconds one of its
-    reads waits for a live lock before it answers UNAVAILABLE (a server thread waits
-    meanwhile).
+    and of the Transactions service's transactions, and the GC life time and client
+    leases.  ``max_transactions``: transactions the Transactions service holds open at
+    once; ``txn_lock_wait``: seconds one of its reads waits for a live lock before it
+    answers UNAVAILABLE (a server thread waits meanwhile).  Garbage collection runs every
+    ``gc_interval`` seconds (None: only on request), keeping every snapshot of the last
+    ``gc_life_time`` seconds and of every running transaction of its clients readable
+    (``gc_client_lease``: how long a client's report of its transactions holds).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
                  clock: Clock | None = None, policy: ServerPolicy = ServerPolicy(),
                  max_transactions: int = DEFAULT_MAX_OPEN,
-                 txn_lock_wait: float = DEFAULT_LOCK_WAIT) -> None:
+                 txn_lock_wait: float = DEFAULT_LOCK_WAIT,
+                 gc_life_time: float = DEFAULT_GC_LIFE_TIME,
+                 gc_interval: float | None = DEFAULT_GC_INTERVAL,
+                 gc_client_lease: float = DEFAULT_CLIENT_LEASE) -> None:
         batch, timestamp, tablet, transaction = stream_shares(max_workers)
         check_exposure(listen, policy)  # before the data directory is touched
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
-            self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
+            self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False,
+                                        gc_life_time=gc_life_time, gc_interval=gc_interval,
+                                        client_lease=gc_client_lease)
             self.batches = NodeService(self.backend, max_streams=batch)
             self.timestamps = oracle_service.OracleServicer(
-                self.oracle, max_streams=timestamp)
+                self.oracle, max_streams=timestamp,
+                safe_point=lambda: self.backend.safe_point.value)
             self.transactions = TransactionsService(self.backend, Sessions(
                 self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
                 max_streams=transaction)
@@ -102,6 +113,9 @@ class Node:
                        self.transactions.registration()],
                 policy=replace(policy, tablet_streams=tablet))
         except BaseException:
+            backend = getattr(self, "backend", None)
+            if backend is not None:
+                backend.close()
             self.store.close()
             raise
         self.host = listen.rpartition(":")[0]
@@ -134,6 +148,7 @@ class Node:
                 stop_server(self.server, grace)
             finally:
                 self.transactions.sessions.close()
+                self.backend.close()  # its garbage collector
                 self.oracle.close()
                 self.store.close()
 

@@ -1,7 +1,8 @@
-"""Show observer workers' counters, pending and parked notifications, and the oracle's figures.
+"""Show observer workers' counters, pending and parked notifications, the oracle's figures and GC.
 
 `percolator status` shows what the observers' workers report, pending and parked
-notifications, and, of a node (``--connect``), its timestamp oracle's own figures.
+notifications, the store's garbage collection (its safe point, its last pass and what
+that removed) and, of a node (``--connect``), its timestamp oracle's own figures.
 Reads only the store (workers persist their counters in ``<table>.workers``), so it
 works while workers run elsewhere; ``--json`` prints the same as one JSON object.
 """
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from bigtable_lite import StorageError
 from observers import cluster_status, format_status
+from percolator import GcStatus
 from percolator.commands.client_args import add_target_arguments, open_channel, open_client
 from percolator.oracle import OracleStats
 from percolator.oracle_client import RemoteOracle
@@ -44,15 +48,25 @@ def format_oracle(figures: OracleStats | str) -> str:
             f" {figures.persisted_high_water:,}")
 
 
+def format_gc(gc: GcStatus) -> str:
+    if gc.last_pass is None:
+        return f"gc: safe point {gc.safe_point:,}, no pass recorded yet"
+    done = gc.last_pass
+    when = datetime.fromtimestamp(done.started_ms / 1000).isoformat(sep=" ",
+                                                                    timespec="seconds")
+    return f"gc: safe point {gc.safe_point:,}; last pass {when}: {done.describe()}"
+
+
 def run(args: argparse.Namespace) -> int:
     client = open_client(args)
     try:
         status = cluster_status(client)
+        gc = client.gc_status()
     finally:
         client.close()
     oracle = oracle_figures(args) if args.connect else None
     if not args.json:
-        text = format_status(status)
+        text = f"{format_gc(gc)}\n{format_status(status)}"
         print(text if oracle is None else f"{format_oracle(oracle)}\n{text}", flush=True)
         return 0
     out: dict[str, Any] = {
@@ -74,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
             {"timestamps_served": oracle.timestamps_served, "requests": oracle.requests,
              "mean_batch_size": oracle.mean_batch_size,
              "persisted_high_water": oracle.persisted_high_water}),
+        "gc": {"safe_point": gc.safe_point,
+               "tables": [t.decode("utf-8", "backslashreplace") for t in gc.tables],
+               "last_pass": None if gc.last_pass is None else
+               {**asdict(gc.last_pass), "removed": gc.last_pass.removed}},
     }
     print(json.dumps(out, sort_keys=True), flush=True)
     return 0

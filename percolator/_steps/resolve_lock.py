@@ -50,9 +50,12 @@ class FoundLock:
                           lock.primary_column)
 
 
-def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock]
-                  ) -> list[FoundLock]:
-    """Roll forward or back every lock whose transaction is decided; return the rest."""
+def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock], *,
+                  force: bool = False) -> list[FoundLock]:
+    """Roll forward or back every lock whose transaction is decided; return the rest.
+
+    ``force`` (garbage collection, below the safe point): a live primary lock is rolled
+    back whatever its expiry, so every lock given is settled."""
     by_txn: dict[tuple[bytes, bytes, int], list[FoundLock]] = {}
     for found in locks:
         lock = found.lock
@@ -61,7 +64,7 @@ def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock]
     fixes: list[RowMutation] = []
     alive: list[FoundLock] = []
     for (prow, pcol, start_ts), group in by_txn.items():
-        status = ctx.statuses.status(ctx, table, prow, pcol, start_ts)
+        status = ctx.statuses.status(ctx, table, prow, pcol, start_ts, force=force)
         if not status.final:
             alive.extend(group)
         elif status.state == COMMITTED:

@@ -30,6 +30,17 @@ def positive_float(value: str) -> float:
     return f
 
 
+def non_negative_float(value: str) -> float:
+    """A number >= 0."""
+    try:
+        f = float(value)
+    except ValueError:
+        f = -1.0
+    if not f >= 0 or f == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {value!r}")
+    return f
+
+
 def _host_port(value: str, what: str, *, port_zero: bool) -> str:
     host, sep, port = value.rpartition(":")
     example = "127.0.0.1:7070"

@@ -26,6 +26,7 @@ from bigtable_lite.datadir import is_store
 from bigtable_lite.remote import channel_options
 
 from .._client import DEFAULT_LOCK_TTL, Client
+from .._gc import DEFAULT_GC_LIFE_TIME
 from ..cli import CommandError
 from ..layout import DEFAULT_TABLE
 from .arg_types import node_address
@@ -98,18 +99,20 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
 
 
 def open_client(args: argparse.Namespace, *, lock_ttl: float | None = None,
-                create: bool = False) -> Client:
-    """A client of ``--connect``'s node or of ``--data-dir`` (which must hold a store unless
-    ``create``)."""
+                create: bool = False, gc_life_time: float = DEFAULT_GC_LIFE_TIME,
+                timeout: float = 30.0) -> Client:
+    """A client of ``--connect``'s node (each call bounded by ``timeout`` seconds) or of
+    ``--data-dir`` (which must hold a store unless ``create``; its garbage collection
+    runs in the background with ``gc_life_time``)."""
     table = str(args.table).encode()
     ttl = DEFAULT_LOCK_TTL if lock_ttl is None else lock_ttl
     if args.connect:
         try:
-            return Client.connect(args.connect, table=table, lock_ttl=ttl,
+            return Client.connect(args.connect, table=table, lock_ttl=ttl, timeout=timeout,
                                   **credentials_from(args))
         except ValueError as exc:  # a token that would travel in the clear
             raise CommandError(str(exc)) from exc
     if not create and not is_store(args.data_dir):
         raise CommandError(f"{args.data_dir} is not a data directory (no store in it);"
                            " check --data-dir, or --connect to a node")
-    return Client.embedded(args.data_dir, table=table, lock_ttl=ttl)
+    return Client.embedded(args.data_dir, table=table, lock_ttl=ttl, gc_life_time=gc_life_time)

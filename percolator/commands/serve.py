@@ -24,10 +24,12 @@ from bigtable_lite.credentials import ServerTLS
 from bigtable_lite.engine import SYNC_MODES, SyncMode
 from bigtable_lite.server import DEFAULT_STREAM_IDLE, InsecureListen, ServerPolicy
 
+from .._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
+from .._safe_point import DEFAULT_CLIENT_LEASE
 from ..cli import CommandError
 from ..node import DEFAULT_GRACE, MIN_WORKERS, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
-from .arg_types import listen_address, positive_float, positive_int
+from .arg_types import listen_address, non_negative_float, positive_float, positive_int
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -50,6 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " skips at most this many (default %(default)s)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
+    parser.add_argument("--gc-life-time", type=non_negative_float, default=DEFAULT_GC_LIFE_TIME,
+                        metavar="SECONDS", help="garbage collection keeps every snapshot of the"
+                        " last SECONDS readable, and every running transaction's"
+                        " (default %(default)s)")
+    parser.add_argument("--gc-interval", type=positive_float, default=DEFAULT_GC_INTERVAL,
+                        metavar="SECONDS", help="seconds between garbage-collection passes"
+                        " (default %(default)s)")
+    parser.add_argument("--gc-client-lease", type=positive_float,
+                        default=DEFAULT_CLIENT_LEASE, metavar="SECONDS",
+                        help="how long a client's report of its running transactions holds"
+                        " garbage collection back; a killed client's holds end after it"
+                        " (default %(default)s)")
     security = parser.add_argument_group("security")
     security.add_argument("--tls-cert", type=Path, metavar="FILE",
                           help="PEM certificate (chain) to serve TLS with; reloaded when the"
@@ -105,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
         sync: SyncMode = args.sync
         try:
             node = Node(args.data_dir, args.listen, sync, max_workers=args.workers,
-                        oracle_block_size=args.oracle_block, policy=policy)
+                        oracle_block_size=args.oracle_block, policy=policy,
+                        gc_life_time=args.gc_life_time, gc_interval=args.gc_interval,
+                        gc_client_lease=args.gc_client_lease)
         except InsecureListen as exc:
             raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
                                " --insecure)") from exc

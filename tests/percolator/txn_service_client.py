@@ -108,17 +108,22 @@ class ServiceClient:
         return ServiceTxn(self, reply.txn_id, table, _values(reply.values))
 
     def run(self, fn: Callable[[ServiceTxn], T], *, reads: Iterable[Key] = (),
-            max_attempts: int = 50) -> T:
-        """fn(txn) then commit, again in a new transaction on ABORTED (a conflict)."""
+            max_attempts: int = 50, ttl_ms: int = 0) -> T:
+        """fn(txn) then commit, again in a new transaction on ABORTED (a conflict) or
+        FAILED_PRECONDITION named SnapshotTooOld (its snapshot fell below the GC safe
+        point)."""
         cells = list(reads)
         for attempt in range(max_attempts):
-            txn = self.begin(cells)
+            txn = self.begin(cells, ttl_ms=ttl_ms)
             result = fn(txn)
             try:
                 txn.commit()
                 return result
             except ServiceError as exc:
-                if exc.code != grpc.StatusCode.ABORTED or attempt + 1 == max_attempts:
+                again = exc.code == grpc.StatusCode.ABORTED or (
+                    exc.code == grpc.StatusCode.FAILED_PRECONDITION
+                    and exc.trailers.get("bigtable-lite-error") == "SnapshotTooOld")
+                if not again or attempt + 1 == max_attempts:
                     raise
             time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
         raise AssertionError("unreachable")
