@@ -227,10 +227,11 @@ def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
     restarting -- the decided outcome (:func:`decide`), never a guess.  Committed: that
     is the answer.  Not committed (rolled back now, so it never will): ``exc`` itself,
     unless it was ``Unavailable`` (then the outcome says so).  Raises CommitUndetermined
-    if the fate cannot be learned.  A command the node refused for the caller's role
-    (PermissionDenied, Unauthenticated: checked before it runs) is that error at once."""
-    if isinstance(exc, (PermissionDenied, Unauthenticated)):
-        raise exc  # the node refused the command before running it: nothing to decide
+    if the fate cannot be learned.  A command refused before it ran (PermissionDenied,
+    Unauthenticated for the caller's role; SnapshotTooOld below the GC safe point) is
+    that error at once."""
+    if isinstance(exc, (PermissionDenied, Unauthenticated, SnapshotTooOld)):
+        raise exc  # refused before the step ran (role; below the safe point): nothing to decide
     last: Exception = exc
     for attempt in range(5):
         try:
