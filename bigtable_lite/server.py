@@ -32,13 +32,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from ._local import LocalStore
+from ._model import Limits
+from ._service import DEFAULT_MAX_REPLY_BYTES, ROLES, SERVICE_NAME, TabletService
 from .auth import Role, TokenTable
 from .credentials import ServerTLS, is_loopback, split_host
 from .guard import Gate, Guard, IdleWatch, StreamPool
-from .local import LocalStore
-from .model import Limits
 from .reflection import SourcePool, source_descriptors
-from .service import DEFAULT_MAX_REPLY_BYTES, ROLES, SERVICE_NAME, TabletService
 
 __all__ = ["DEFAULT_STREAM_IDLE", "HEALTH_STREAMS", "REFLECTION_STREAMS", "InsecureListen",
            "ServerPolicy", "ServiceRegistration", "build_server", "check_exposure",

@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from bigtable_lite import Limits, TabletStore
-from bigtable_lite.engine import SyncMode
+from bigtable_lite import Limits, SyncMode, TabletStore
 from bigtable_lite.validation import check_key
 
 from . import layout

@@ -40,6 +40,7 @@ from bigtable_lite import (
     RowRead,
     StorageError,
     StoreClosed,
+    StoreOps,
     TabletInfo,
     TabletStore,
     Unavailable,
@@ -49,7 +50,6 @@ from bigtable_lite import ScanRequest as StoreScan
 from bigtable_lite.credentials import connect_channel
 from bigtable_lite.remote import RemoteStore, channel_options, open_channel
 from bigtable_lite.status import error_from_rpc
-from bigtable_lite.store import StoreOps
 from bigtable_lite.validation import check_batch, check_reads
 
 from . import _node_codec as codec

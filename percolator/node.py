@@ -21,8 +21,7 @@ from typing import Self
 
 import grpc
 
-from bigtable_lite import LocalStore
-from bigtable_lite.engine import SyncMode
+from bigtable_lite import LocalStore, SyncMode
 from bigtable_lite.server import (
     HEALTH_STREAMS,
     REFLECTION_STREAMS,

@@ -36,8 +36,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from bigtable_lite import DataCorruption
-from bigtable_lite.model import fast_init
+from bigtable_lite import DataCorruption, fast_init
 
 INLINE_VALUE_MAX = 255
 

@@ -265,7 +265,7 @@ def test_the_node_logs_one_line_per_failed_request(tmp_path: Path) -> None:
         output = "".join(server.output)
     failed = [line for line in output.splitlines() if "failed:" in line]
     assert len(failed) == 2, output
-    assert all(" WARNING bigtable_lite.service: bigtable_lite.v1.TabletService/ReadRows"
+    assert all(" WARNING bigtable_lite._service: bigtable_lite.v1.TabletService/ReadRows"
                " failed: INVALID_ARGUMENT: " in line for line in failed), failed
     # Bytes that do not decode: one line per method and cause (any client could send them
     # by the million).

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from bigtable_lite import (
     MAX_TS,
+    Condition,
     DeleteVersion,
     InvalidArgument,
     NoValuePrefixAt,
@@ -37,7 +38,6 @@ from bigtable_lite import (
     TimeRange,
     ValuePrefixAt,
 )
-from bigtable_lite.model import Condition
 
 from .. import layout, records
 from .._backend import COMMITTED, LOCKED, ROLLED_BACK_STATUS, TxnStatus

@@ -20,9 +20,8 @@ from typing import TypedDict
 
 import grpc
 
-from bigtable_lite import DEFAULT_LIMITS
+from bigtable_lite import DEFAULT_LIMITS, is_store
 from bigtable_lite.credentials import connect_channel
-from bigtable_lite.datadir import is_store
 from bigtable_lite.remote import channel_options
 
 from .._client import DEFAULT_LOCK_TTL, Client

@@ -19,9 +19,9 @@ import signal
 import sys
 from pathlib import Path
 
+from bigtable_lite import SYNC_MODES, SyncMode
 from bigtable_lite.auth import TokenTable
 from bigtable_lite.credentials import ServerTLS
-from bigtable_lite.engine import SYNC_MODES, SyncMode
 from bigtable_lite.server import DEFAULT_STREAM_IDLE, InsecureListen, ServerPolicy
 
 from .._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME

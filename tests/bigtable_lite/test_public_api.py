@@ -15,6 +15,8 @@ PUBLIC = {
     "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
     "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unauthenticated", "Unavailable",
     "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
+    # for the layers above: sync modes, the data-directory check, fast value types
+    "SYNC_MODES", "SyncMode", "fast_init", "is_store",
 }
 
 

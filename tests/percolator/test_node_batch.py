@@ -50,9 +50,9 @@ from bigtable_lite import (
     WrongTablet,
     wire,
 )
+from bigtable_lite._store import StoreOps
 from bigtable_lite.auth import Role
 from bigtable_lite.server import build_server
-from bigtable_lite.store import StoreOps
 from percolator import Client, records
 from percolator._backend import (
     LOCKED,

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from ._leveldb import plyvel
 from .errors import DataCorruption, StoreClosed, StoreLocked
-from .leveldb import plyvel
 
 LEVELDB_DIR = "leveldb"
 OWNER_FILE = "OWNER"
