@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bigtable_lite import ALL_TIME, ScanRequest  # noqa: E402
-from bigtable_lite.encoding import after_table, table_prefix  # noqa: E402
+from bigtable_lite._encoding import after_table, table_prefix  # noqa: E402
 from observers import Worker  # noqa: E402
 from observers.citations.counting import make_observers  # noqa: E402
 from observers.citations.edits import commit_edit  # noqa: E402

@@ -24,6 +24,8 @@ PERCOLATOR_EXPORTS = {
     "COMMITTED", "LOCKED", "ROLLED_BACK", "Client", "CommitConflict", "CommitUndetermined",
     "LockWaitTimeout", "OracleError", "PercolatorError", "Transaction", "TransactionError",
     "TxnStatus",
+    # garbage collection: the error of a collected snapshot, what a pass did, the state
+    "SnapshotTooOld", "GcPass", "GcStatus",
 }
 
 
