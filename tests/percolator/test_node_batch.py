@@ -185,6 +185,10 @@ class FakeOracle:
         first, self.next = self.next, self.next + count
         return first
 
+    def timestamp_if_ready(self, wait: float) -> int | None:
+        """Failing: not ready (the caller then asks ``get_timestamp``, which fails)."""
+        return None if self.error is not None else self.get_timestamp()
+
     def peek(self) -> int:
         """The first timestamp the next request will get (the GC safe point's clock)."""
         return self.next
