@@ -69,10 +69,12 @@ def _split_listen(listen: str) -> tuple[str, int]:
 
 
 def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegistration] = (),
-                 max_workers: int = 32) -> tuple[grpc.Server, int]:
+                 max_workers: int = 32, interceptors: Sequence[grpc.ServerInterceptor] = ()
+                 ) -> tuple[grpc.Server, int]:
     """grpc.Server with TabletService for store, the extra services, gRPC health checking
     (all services SERVING) and server reflection; bound to listen ("HOST:PORT", port 0 =
-    pick); returns (server, bound_port); not yet started.
+    pick); returns (server, bound_port); not yet started.  ``interceptors`` see every
+    call of every service (e.g. the node's RPC metrics).
 
     Raises ValueError for a malformed address and OSError if the port cannot be bound.
     """
@@ -81,7 +83,8 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
         raise ValueError("max_workers must be at least 1")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix="tablet-rpc"),
-                         options=server_options(store.limits))
+                         options=server_options(store.limits),
+                         interceptors=list(interceptors) or None)
     TabletService(store).add_to_server(server)
     for registration in extra:
         registration.add(server)

@@ -22,8 +22,9 @@ reads and writes as commands of the same batches, scans and tablets through a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from typing import Self
+from typing import Any, Self
 
 import grpc
 from google.protobuf.message import Message
@@ -70,6 +71,8 @@ from ._transport.framing import frame
 from ._transport.stream_slots import REFUSED
 from ._transport.streams import StreamedCalls
 from .errors import OracleError
+from .metrics import CLIENT_BATCH_COMMANDS as _BATCH_COMMANDS
+from .metrics import CLIENT_BATCH_SECONDS, Children
 from .oracle import OracleStats, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
@@ -92,6 +95,8 @@ _RESULT_OF = {"get_timestamps": "get_timestamps", "read": "read", "scan": "scan"
               "mutate_rows": "mutate_rows"}
 
 
+_BATCH_SECONDS: Children[Any] = Children(CLIENT_BATCH_SECONDS)
+_BATCH_OK = _BATCH_SECONDS("OK")
 _EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 _READS = frozenset(("read", "scan", "read_rows"))  # no side effects: re-sent alone if too large
 
@@ -141,15 +146,21 @@ class NodeClient:
 
     def _send(self, batch: list[Command[pb.Result]]) -> None:
         """Send one batch; settles every command of it (raises nothing but BaseException)."""
+        began = time.perf_counter()
+        _BATCH_COMMANDS.observe(len(batch))
         try:
             if self._closed:
                 raise StoreClosed("NodeClient is closed")
             reply = self._calls.call(b"".join([c.data for c in batch]))
+            _BATCH_OK.observe(time.perf_counter() - began)
             results = reply.results
             if len(results) != len(batch):
                 raise StorageError(f"protocol error: node answered {len(results)} results for"
                                    f" {len(batch)} commands")
         except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            _BATCH_SECONDS(code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+                           ).observe(time.perf_counter() - began)
             self._fail(batch, error_from_rpc(exc))
             return
         except StorageError as exc:

@@ -26,6 +26,7 @@ side effects).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -42,9 +43,11 @@ from . import _node_codec as codec
 from ._backend import CommitRequest
 from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
+from ._node_metrics import CommandMetrics, outcome_of
 from ._status import status_for
 from ._transport.framing import frame
 from ._transport.stream_slots import StreamSlots
+from .metrics import ORACLE_BATCH
 from .oracle import MAX_COUNT, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
@@ -95,6 +98,7 @@ class NodeService:
         # Room left for framing and for the results that are not reads.
         self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
         self._budget = backend.limits.max_message_bytes // 4  # one read's values
+        self.metrics = CommandMetrics()
         self._steps: dict[str, Callable[[Any], Message]] = {
             "read": self._read, "scan": self._scan, "prewrite": self._prewrite,
             "one_phase": self._one_phase, "resolve": self._resolve,
@@ -115,8 +119,12 @@ class NodeService:
         results: list[bytes] = [b""] * len(request.commands)
         stamps: list[tuple[int, int]] = []
         commits: list[tuple[int, CommitRequest]] = []
+        metrics = self.metrics
+        metrics.batch(len(results))
+        clock = time.perf_counter
         for i, command in enumerate(request.commands):
             kind = command.WhichOneof("kind")
+            began = clock()
             try:
                 if kind is None:
                     raise InvalidArgument(UNKNOWN_COMMAND)
@@ -128,9 +136,12 @@ class NodeService:
                 elif kind == "commit":
                     commits.append((i, codec.parse_commit(msg, self._limits)))
                 else:
-                    results[i] = _result(kind, self._steps[kind](msg))
+                    reply = self._steps[kind](msg)
+                    results[i] = _result(kind, reply)
+                    metrics.done(kind, outcome_of(kind, reply), clock() - began)
             except Exception as exc:  # noqa: BLE001 - the command's own error result
                 results[i] = _failed(exc)
+                metrics.failed(kind, exc, clock() - began)
         if stamps:
             self._timestamps(stamps, results)
         if commits:
@@ -149,30 +160,44 @@ class NodeService:
             groups[-1].append(item)
             total += item[1]
         for group in groups:
+            began = time.perf_counter()
+            total = sum([count for _, count in group])
+            ORACLE_BATCH.observe(total)
             try:
-                first = self._backend.timestamps(sum([count for _, count in group]))
+                first = self._backend.timestamps(total)
             except Exception as exc:  # noqa: BLE001 - every command of the call fails with it
                 for i, _ in group:
                     results[i] = _failed(exc)
+                    self.metrics.failed("get_timestamps", exc, time.perf_counter() - began)
                 continue
+            seconds = time.perf_counter() - began
             for i, count in group:
                 reply = oracle_pb2.GetTimestampsResponse(first=first, count=count)
                 results[i] = _result("get_timestamps", reply)
+                self.metrics.done("get_timestamps", "ok", seconds)
                 first += count
 
     def _commit(self, commits: list[tuple[int, CommitRequest]], results: list[bytes]) -> None:
         """Every commit step at once: one oracle call per MAX_COUNT of them."""
         for start in range(0, len(commits), MAX_COUNT):
             group = commits[start:start + MAX_COUNT]
+            began = time.perf_counter()
             try:
                 outcomes = self._backend.commit_many([request for _, request in group])
             except Exception as exc:  # noqa: BLE001 - every command of the group fails with it
                 for i, _ in group:
                     results[i] = _failed(exc)
+                    self.metrics.failed("commit", exc, time.perf_counter() - began)
                 continue
+            seconds = time.perf_counter() - began
             for (i, _), outcome in zip(group, outcomes):
-                results[i] = _failed(outcome) if isinstance(outcome, InvalidArgument) else \
-                    _result("commit", codec.commit_result(outcome))
+                if isinstance(outcome, InvalidArgument):
+                    results[i] = _failed(outcome)
+                    self.metrics.failed("commit", outcome, seconds)
+                    continue
+                results[i] = _result("commit", codec.commit_result(outcome))
+                self.metrics.done("commit", "ok" if outcome.committed else "rolled_back",
+                                  seconds)
 
     def _fit(self, request: pb.BatchRequest, results: list[bytes]) -> None:
         """Refuse the largest read results (RESOURCE_EXHAUSTED) until the reply fits the

@@ -4,7 +4,10 @@ A node owns a data directory (a :class:`~bigtable_lite.LocalStore`), the durable
 timestamp :class:`~percolator.oracle.Oracle` persisted in that store, and one gRPC server
 hosting both services, the transaction protocol's steps as batched commands
 (``percolator.v1.Node``, run by a :class:`~percolator._local.LocalBackend`: see
-``percolator/_node_service.py``), health checking and reflection.  Shutdown order matters:
+``percolator/_node_service.py``), health checking and reflection.  Every call is counted
+and timed (``percolator.metrics_rpc``); ``metrics_listen`` serves the metrics to
+Prometheus (``percolator.metrics_endpoint``), with the oracle's figures and the data
+directory's size read when scraped.  Shutdown order matters:
 stop taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
@@ -14,11 +17,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from typing import Self
 
 import grpc
+from prometheus_client.metrics_core import Metric
 
 from bigtable_lite import LocalStore
+from bigtable_lite.datadir import disk_bytes
 from bigtable_lite.engine import SyncMode
 from bigtable_lite.server import build_server, stop_server
 
@@ -26,6 +32,9 @@ from . import oracle_service
 from ._local import LocalBackend
 from ._node_service import NodeService
 from .clock import Clock
+from .metrics import oracle_families, store_families
+from .metrics_endpoint import MetricsEndpoint
+from .metrics_rpc import RpcMetrics
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
 __all__ = ["DEFAULT_GRACE", "Node"]
@@ -40,12 +49,15 @@ class Node:
     Constructing a node opens the store (``StoreLocked`` if another process owns
     ``data_dir``) and binds the port (``OSError`` if taken); :meth:`start` begins serving.
     ``clock`` judges the expiry of every lock written at this node (default: the system
-    clock; its clients' clocks never do).
+    clock; its clients' clocks never do).  ``metrics_listen`` ("HOST:PORT"): serve
+    ``/metrics`` there from :meth:`start` (``metrics_address`` is where).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, metrics_listen: str | None = None) -> None:
+        self.metrics = None if metrics_listen is None else MetricsEndpoint(
+            metrics_listen, [self._scraped])
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
@@ -58,7 +70,8 @@ class Node:
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
-                extra=[self.timestamps.registration(), self.batches.registration()])
+                extra=[self.timestamps.registration(), self.batches.registration()],
+                interceptors=[RpcMetrics()])
         except BaseException:
             self.store.close()
             raise
@@ -71,9 +84,23 @@ class Node:
         """``HOST:PORT`` with the real port, also when 0 was asked for."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        """``HOST:PORT`` of the metrics endpoint once started ("" without one)."""
+        return self.metrics.address if self.metrics is not None else ""
+
     def start(self) -> Self:
+        """Serve calls (and metrics, if asked); OSError if the metrics address is taken."""
+        if self.metrics is not None:
+            self.metrics.start()
         self.server.start()
         return self
+
+    def _scraped(self) -> Iterable[Metric]:
+        stats = self.oracle.stats()
+        yield from oracle_families(stats.timestamps_served, stats.requests,
+                                   stats.persisted_high_water)
+        yield from store_families(disk_bytes(self.store.path))
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), close oracle and store.
@@ -89,6 +116,8 @@ class Node:
                 self.timestamps.stop_streams()
                 stop_server(self.server, grace)
             finally:
+                if self.metrics is not None:
+                    self.metrics.stop()
                 self.oracle.close()
                 self.store.close()
 

@@ -42,6 +42,7 @@ from bigtable_lite.server import ServiceRegistration
 from ._status import error_for, error_from_rpc, status_for
 from ._transport.stream_slots import REFUSED, StreamSlots
 from .errors import OracleError
+from .metrics import ORACLE_BATCH
 from .oracle import TimestampSource
 from .v1 import oracle_pb2
 
@@ -100,6 +101,7 @@ class OracleServicer:
             first = self._oracle.get_timestamps(count)
         except Exception as exc:  # noqa: BLE001 -- every error becomes a status, once, here
             _abort(context, exc)
+        ORACLE_BATCH.observe(count)
         return oracle_pb2.GetTimestampsResponse(first=first, count=count)
 
     def StreamTimestamps(self, requests: Iterator[oracle_pb2.GetTimestampsRequest],
@@ -118,6 +120,7 @@ class OracleServicer:
                     first = get(count)
                 except Exception as exc:  # noqa: BLE001 -- as above; it ends the stream
                     _abort(context, exc)
+                ORACLE_BATCH.observe(count)
                 yield response(first=first, count=count)
                 if slots.stopping:  # end between requests: every request read was answered
                     return

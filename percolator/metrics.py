@@ -1,0 +1,242 @@
+"""Metrics: every Prometheus metric a percolator process exports, defined here and only here.
+
+Two kinds, both in Prometheus naming (``percolator_`` prefix, base units, ``_total``
+for counters), after TiKV's ``tikv_grpc_msg_duration_seconds`` and Fluo's per-observer
+``tx_collisions``:
+
+* **counted where it happens** -- counters and histograms in the default registry of
+  ``prometheus_client``, updated by the code they measure (gRPC calls, the node's batched
+  commands, commits, lock resolutions, observer runs).  The process-wide default
+  registry, so a program embedding a client exports them with its own metrics;
+* **read when scraped** -- figures a part already keeps (the oracle's counters, the
+  data directory's size, a worker's pending notifications, garbage collection): each
+  provider yields them through the ``*_families`` functions below, so nothing on the
+  hot path counts them twice and their names are still defined here.
+
+An endpoint (``percolator.metrics_endpoint``, ``--metrics-listen``) serves both.
+``docs/operations.md`` lists every metric; ``tests/test_metrics.py`` checks that list,
+the Grafana dashboard beside it, and a real node's and worker's scrape against
+:data:`NAMES`.
+
+Cost: a counter increment is one lock and an addition (~0.5 us), a histogram
+observation a few more; labelled children are bound once (:class:`Children`), never
+looked up per event.  bench/HISTORY.md has the cost measured on bench_txn.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Generic, TypeVar
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+__all__ = [
+    "COMMAND_SECONDS", "COMMANDS", "Children", "GRPC_MSG_SECONDS", "GRPC_REQUESTS",
+    "GRPC_STREAMS", "LOCK_RESOLUTIONS", "NAMES", "NODE_BATCH_COMMANDS", "OBSERVER_COLLISIONS",
+    "OBSERVER_FAILURES", "OBSERVER_PARKED", "OBSERVER_PROCESSED", "OBSERVER_SECONDS",
+    "ORACLE_BATCH", "TXN_COMMIT_SECONDS", "CLIENT_BATCH_COMMANDS", "CLIENT_BATCH_SECONDS",
+    "gc_families", "observer_pending_family", "oracle_families", "store_families",
+]
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds: 100 us (an embedded step) to 30 s (a lock wait)."""
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
+"""Items per batch."""
+
+
+# --- gRPC, at the server (percolator.metrics_rpc) ---------------------------------------
+
+GRPC_REQUESTS = Counter(
+    "percolator_grpc_requests_total",
+    "gRPC calls the server finished, by service, method and status code.",
+    ["service", "method", "code"])
+GRPC_MSG_SECONDS = Histogram(
+    "percolator_grpc_msg_duration_seconds",
+    "Seconds the server took per answer: a unary call; each message of a stream (since"
+    " the request it answers or the previous message); a stream's failure.",
+    ["service", "method", "code"], buckets=LATENCY_BUCKETS)
+GRPC_STREAMS = Gauge(
+    "percolator_grpc_streams_open",
+    "Streaming calls open at the server (each holds a server thread).",
+    ["service", "method"])
+
+# --- the node's batched commands (percolator._node_service) -------------------------------
+
+COMMANDS = Counter(
+    "percolator_node_commands_total",
+    "Batched commands the node executed, by kind and outcome (ok, conflict, rolled_back,"
+    " or the status code of a failed command).",
+    ["kind", "outcome"])
+COMMAND_SECONDS = Histogram(
+    "percolator_node_command_duration_seconds",
+    "Seconds the node took per batched command, by kind (merged commands: their group's).",
+    ["kind"], buckets=LATENCY_BUCKETS)
+NODE_BATCH_COMMANDS = Histogram(
+    "percolator_node_batch_commands",
+    "Commands per batch the node received.", buckets=SIZE_BUCKETS)
+
+# --- a client's batches to a node (percolator._node_client) -------------------------------
+
+CLIENT_BATCH_SECONDS = Histogram(
+    "percolator_client_batch_duration_seconds",
+    "Seconds from sending a batch to a node to its reply, by status code.",
+    ["code"], buckets=LATENCY_BUCKETS)
+CLIENT_BATCH_COMMANDS = Histogram(
+    "percolator_client_batch_commands",
+    "Commands per batch this client sent to a node.", buckets=SIZE_BUCKETS)
+
+# --- transactions (percolator._driver: where the client runs) -----------------------------
+
+TXN_COMMIT_SECONDS = Histogram(
+    "percolator_txn_commit_duration_seconds",
+    "Seconds a transaction's commit took, by path (one_phase, two_phase) and outcome"
+    " (committed, conflict, undetermined, error); its _count counts commits.",
+    ["path", "outcome"], buckets=LATENCY_BUCKETS)
+
+# --- lock resolution (percolator._steps.resolve_lock: where the steps run) -------------------
+
+LOCK_RESOLUTIONS = Counter(
+    "percolator_lock_resolutions_total",
+    "Locks of other transactions met by reads and prewrites, by what became of them:"
+    " rolled_forward (owner committed), rolled_back (owner rolled back or expired), live"
+    " (owner alive: left to wait on).",
+    ["result"])
+
+# --- the oracle --------------------------------------------------------------------------
+
+ORACLE_BATCH = Histogram(
+    "percolator_oracle_batch_size",
+    "Timestamps per oracle request a node served: the timestamp commands of one batch"
+    " (merged), a TimestampOracle request.", buckets=SIZE_BUCKETS)
+
+# --- observers (observers.worker: per observer, in the worker's process) -------------------
+
+OBSERVER_PROCESSED = Counter(
+    "percolator_observer_notifications_processed_total",
+    "Notified cells whose observer ran and committed.", ["observer"])
+OBSERVER_COLLISIONS = Counter(
+    "percolator_observer_collisions_total",
+    "Observer transactions that lost a write-write conflict and were retried (Fluo's"
+    " tx_collisions).", ["observer"])
+OBSERVER_FAILURES = Counter(
+    "percolator_observer_failures_total",
+    "Observer runs that raised (retried with backoff, parked after the last).",
+    ["observer"])
+OBSERVER_PARKED = Counter(
+    "percolator_observer_notifications_parked_total",
+    "Notified cells parked after their observer kept failing.", ["observer"])
+OBSERVER_SECONDS = Histogram(
+    "percolator_observer_duration_seconds",
+    "Seconds per observer transaction: the observer's run and its commit.",
+    ["observer"], buckets=LATENCY_BUCKETS)
+
+
+# --- read when scraped ---------------------------------------------------------------------
+
+_SCRAPED: dict[str, str] = {
+    "percolator_oracle_timestamps": "counter",
+    "percolator_oracle_requests": "counter",
+    "percolator_oracle_persisted_high_water": "gauge",
+    "percolator_store_disk_bytes": "gauge",
+    "percolator_observer_notifications_pending": "gauge",
+    "percolator_gc_safe_point": "gauge",
+    "percolator_gc_passes": "counter",
+    "percolator_gc_removed_versions": "counter",
+    "percolator_gc_locks_resolved": "counter",
+}
+
+
+def oracle_families(timestamps: int, requests: int, persisted_high_water: int
+                    ) -> list[Metric]:
+    """The oracle's own figures since the process opened it (``Oracle.stats()``)."""
+    return [
+        CounterMetricFamily("percolator_oracle_timestamps",
+                            "Timestamps the oracle handed out.", value=timestamps),
+        CounterMetricFamily("percolator_oracle_requests",
+                            "Requests to the oracle (one per batch of timestamps).",
+                            value=requests),
+        GaugeMetricFamily("percolator_oracle_persisted_high_water",
+                          "Highest timestamp the oracle may have handed out, persisted"
+                          " (a restart starts above it).", value=persisted_high_water),
+    ]
+
+
+def store_families(disk_bytes: int) -> list[Metric]:
+    """The data directory's LevelDB files."""
+    return [GaugeMetricFamily("percolator_store_disk_bytes",
+                              "Bytes of the data directory's LevelDB files on disk.",
+                              value=disk_bytes)]
+
+
+def observer_pending_family(pending: Mapping[str, int]) -> Metric:
+    """Notified cells waiting for each observer (as its worker last counted them)."""
+    family = GaugeMetricFamily("percolator_observer_notifications_pending",
+                               "Notified cells pending for the observer.",
+                               labels=["observer"])
+    for name, count in sorted(pending.items()):
+        family.add_metric([name], count)
+    return family
+
+
+def gc_families(safe_point: int, passes: int, removed: int, locks_resolved: int
+                ) -> list[Metric]:
+    """Garbage collection's figures (the node's collector)."""
+    return [
+        GaugeMetricFamily("percolator_gc_safe_point",
+                          "Timestamp below which snapshots are no longer readable.",
+                          value=safe_point),
+        CounterMetricFamily("percolator_gc_passes", "Garbage-collection passes finished.",
+                            value=passes),
+        CounterMetricFamily("percolator_gc_removed_versions",
+                            "Versions garbage collection removed.", value=removed),
+        CounterMetricFamily("percolator_gc_locks_resolved",
+                            "Locks below the safe point garbage collection settled.",
+                            value=locks_resolved),
+    ]
+
+
+def _exported(metric: Counter | Gauge | Histogram) -> str:
+    name: str = metric._name  # without _total: prometheus_client adds it on export
+    return f"{name}_total" if isinstance(metric, Counter) else name
+
+
+_COUNTED: tuple[Counter | Gauge | Histogram, ...] = (
+    GRPC_REQUESTS, GRPC_MSG_SECONDS, GRPC_STREAMS, COMMANDS, COMMAND_SECONDS,
+    NODE_BATCH_COMMANDS, CLIENT_BATCH_SECONDS, CLIENT_BATCH_COMMANDS, TXN_COMMIT_SECONDS,
+    LOCK_RESOLUTIONS, ORACLE_BATCH, OBSERVER_PROCESSED, OBSERVER_COLLISIONS,
+    OBSERVER_FAILURES, OBSERVER_PARKED, OBSERVER_SECONDS)
+
+NAMES: frozenset[str] = frozenset(
+    [_exported(m) for m in _COUNTED]
+    + [f"{name}_total" if kind == "counter" else name for name, kind in _SCRAPED.items()])
+"""Every metric name a percolator process may export (histograms without their
+``_bucket``/``_sum``/``_count`` suffixes)."""
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, bound once per label values and kept (a lookup
+    through ``labels()`` costs more than the increment itself)."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, *labels: str) -> M:
+        child = self._children.get(labels)
+        if child is None:
+            with self._lock:
+                child = self._children.get(labels)
+                if child is None:
+                    child = self._metric.labels(*labels)
+                    self._children[labels] = child
+        return child
+
+
+Provider = Callable[[], Iterable[Metric]]
+"""What a part gives an endpoint: its scraped families, computed when asked."""
