@@ -249,6 +249,11 @@ class Backend(Protocol):
     def observed_columns(self, table: bytes) -> frozenset[bytes]:
         ...
 
+    def now_ms(self) -> int:
+        """The backend's clock (the node's, for a remote client), which judges lock expiry:
+        what a lock's ``expires_at_ms`` is compared with."""
+        ...
+
     def close(self) -> None:
         ...
 

@@ -130,6 +130,9 @@ class LocalBackend:
     def observed_columns(self, table: bytes) -> frozenset[bytes]:
         return self.ctx.observed.of(table)
 
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
     def close(self) -> None:
         if self._owned:
             self.oracle.close()

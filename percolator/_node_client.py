@@ -92,7 +92,7 @@ _RESULT_OF = {"get_timestamps": "get_timestamps", "read": "read", "scan": "scan"
               "check_txn_status": "check_txn_status",
               "register_observed": "register_observed",
               "observed_columns": "observed_columns", "read_rows": "read_rows",
-              "mutate_rows": "mutate_rows"}
+              "mutate_rows": "mutate_rows", "clock": "clock"}
 
 
 _BATCH_SECONDS: Children[Any] = Children(CLIENT_BATCH_SECONDS)
@@ -299,6 +299,11 @@ class NodeClient:
         reply = self._submit("observed_columns", pb.ObservedColumnsRequest(table=table))
         assert isinstance(reply, pb.ObservedColumnsResponse)
         return frozenset(reply.columns)
+
+    def now_ms(self) -> int:
+        reply = self._submit("clock", pb.ClockRequest())
+        assert isinstance(reply, pb.ClockResponse)
+        return int(reply.now_ms)
 
     # --- figures --------------------------------------------------------------------------
 

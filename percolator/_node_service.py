@@ -105,7 +105,7 @@ class NodeService:
             "rollback": self._rollback, "heartbeat": self._heartbeat,
             "check_txn_status": self._status, "register_observed": self._register,
             "observed_columns": self._observed, "read_rows": self._read_rows,
-            "mutate_rows": self._mutate_rows,
+            "mutate_rows": self._mutate_rows, "clock": self._clock,
         }
 
     # --- one batch ------------------------------------------------------------------------
@@ -259,6 +259,9 @@ class NodeService:
         table = codec.parse_table(msg.table, self._limits)
         return pb.ObservedColumnsResponse(
             columns=sorted(self._backend.observed_columns(table)))
+
+    def _clock(self, msg: pb.ClockRequest) -> pb.ClockResponse:
+        return pb.ClockResponse(now_ms=self._backend.now_ms())
 
     def _read_rows(self, msg: Any) -> Message:
         reads = wire.read_request_from_pb(msg)

@@ -22,7 +22,7 @@ class BatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows")
+    __slots__ = ("get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows", "clock")
     GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
     SCAN_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class Command(_message.Message):
     OBSERVED_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     READ_ROWS_FIELD_NUMBER: _ClassVar[int]
     MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     get_timestamps: _oracle_pb2.GetTimestampsRequest
     read: ReadRequest
     scan: ScanRequest
@@ -51,10 +52,11 @@ class Command(_message.Message):
     observed_columns: ObservedColumnsRequest
     read_rows: _tablet_pb2.ReadRowsRequest
     mutate_rows: _tablet_pb2.MutateRowsRequest
-    def __init__(self, get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ..., read: _Optional[_Union[ReadRequest, _Mapping]] = ..., scan: _Optional[_Union[ScanRequest, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseRequest, _Mapping]] = ..., resolve: _Optional[_Union[ResolveRequest, _Mapping]] = ..., rollback: _Optional[_Union[RollbackRequest, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., check_txn_status: _Optional[_Union[CheckTxnStatusRequest, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedRequest, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsRequest, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ...) -> None: ...
+    clock: ClockRequest
+    def __init__(self, get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ..., read: _Optional[_Union[ReadRequest, _Mapping]] = ..., scan: _Optional[_Union[ScanRequest, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseRequest, _Mapping]] = ..., resolve: _Optional[_Union[ResolveRequest, _Mapping]] = ..., rollback: _Optional[_Union[RollbackRequest, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., check_txn_status: _Optional[_Union[CheckTxnStatusRequest, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedRequest, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsRequest, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ..., clock: _Optional[_Union[ClockRequest, _Mapping]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("error", "get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows")
+    __slots__ = ("error", "get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows", "clock")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +72,7 @@ class Result(_message.Message):
     OBSERVED_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     READ_ROWS_FIELD_NUMBER: _ClassVar[int]
     MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     error: CommandError
     get_timestamps: _oracle_pb2.GetTimestampsResponse
     read: ReadResponse
@@ -85,7 +88,8 @@ class Result(_message.Message):
     observed_columns: ObservedColumnsResponse
     read_rows: _tablet_pb2.ReadRowsResponse
     mutate_rows: _tablet_pb2.MutateRowsResponse
-    def __init__(self, error: _Optional[_Union[CommandError, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., read: _Optional[_Union[ReadResponse, _Mapping]] = ..., scan: _Optional[_Union[ScanResponse, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseResponse, _Mapping]] = ..., resolve: _Optional[_Union[ResolveResponse, _Mapping]] = ..., rollback: _Optional[_Union[RollbackResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., check_txn_status: _Optional[_Union[TxnStatus, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedResponse, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsResponse, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ...) -> None: ...
+    clock: ClockResponse
+    def __init__(self, error: _Optional[_Union[CommandError, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., read: _Optional[_Union[ReadResponse, _Mapping]] = ..., scan: _Optional[_Union[ScanResponse, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseResponse, _Mapping]] = ..., resolve: _Optional[_Union[ResolveResponse, _Mapping]] = ..., rollback: _Optional[_Union[RollbackResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., check_txn_status: _Optional[_Union[TxnStatus, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedResponse, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsResponse, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ..., clock: _Optional[_Union[ClockResponse, _Mapping]] = ...) -> None: ...
 
 class CommandError(_message.Message):
     __slots__ = ("code", "message", "error")
@@ -402,3 +406,13 @@ class ObservedColumnsResponse(_message.Message):
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     columns: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, columns: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ClockRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClockResponse(_message.Message):
+    __slots__ = ("now_ms",)
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    now_ms: int
+    def __init__(self, now_ms: _Optional[int] = ...) -> None: ...
