@@ -34,7 +34,7 @@ def test_server_api() -> None:
     assert set(server.__all__) == {"ServiceRegistration", "build_server", "server_options",
                                    "set_not_serving", "stop_server"}
     params = inspect.signature(server.build_server).parameters
-    assert list(params) == ["store", "listen", "extra", "max_workers"]
+    assert list(params) == ["store", "listen", "extra", "max_workers", "interceptors"]
     assert params["extra"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["max_workers"].default == 32
     assert [f for f in server.ServiceRegistration.__dataclass_fields__] == ["name", "add"]

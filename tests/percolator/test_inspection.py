@@ -25,12 +25,13 @@ from bigtable_lite import DataCorruption, Put, RowMutation
 from observers.layout import ack_column, encode_ack
 from percolator import Client, cli, layout, records
 from percolator._backend import CellWrite, PrewriteRequest
+from percolator.clock import FakeClock
 from percolator.commands.byte_text import parse, show
 from percolator.inspection import cell_records, list_locks, raw_rows
 from tests.observers.observer_fixtures import eventually
 from tests.procs import REPO, ServerProcess
 
-from .steps import must_commit, must_prewrite, new_txn
+from .steps import must_commit, must_prewrite, new_txn, running_node
 
 WAIT = 60.0
 TABLE = layout.DEFAULT_TABLE
@@ -373,3 +374,20 @@ def test_bytes_are_shown_as_text_where_they_are_text(data: bytes, text: str) -> 
 def test_a_stray_backslash_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="backslash"):
         parse(text)
+
+
+# --- the node's clock ---------------------------------------------------------------------------
+
+
+def test_a_locks_ttl_left_is_judged_by_the_nodes_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with running_node(tmp_path / "node", clock) as node, Client.connect(node.address) as client:
+        assert client.backend.now_ms() == clock.now_ms()
+        clock.advance(5.0)
+        assert client.backend.now_ms() == clock.now_ms()  # not this process's clock
+        txn = new_txn(client.backend, TABLE, {(b"r", b"c"): b"v"})
+        must_prewrite(client.backend, txn, ttl_ms=2_000)
+        [info] = list_locks(client.store, TABLE)
+        assert info.owner == "locked" and info.ttl_left_ms(client.backend.now_ms()) == 2_000
+        clock.advance(3.0)
+        assert info.ttl_left_ms(client.backend.now_ms()) == -1_000

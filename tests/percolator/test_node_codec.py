@@ -93,6 +93,7 @@ BASES: dict[str, Callable[[], Message]] = {
     "read_rows": lambda: wire.read_request_to_pb([RowRead(T, b"r")]),
     "mutate_rows": lambda: wire.mutate_request_to_pb(
         [RowMutation(T, b"r", (Put(b"c", 1, b"v"),))], False),
+    "clock": lambda: pb.ClockRequest(),
 }
 
 
@@ -266,6 +267,7 @@ CASES: list[Case] = [
     Case("mutate_rows", "an unknown field in a row", nested_unknown(
         "rows", wire.mutate_request_to_pb([RowMutation(T, b"s", (Put(b"c", 1, b"v"),))],
                                           False).rows[0]), IA),
+    unknown_top("clock"),
 ]
 
 
