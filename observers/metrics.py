@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from percolator.layout import notify_table
+from percolator.metric_types import CounterChild, HistogramChild
 from percolator.metrics import (
     OBSERVER_COLLISIONS,
     OBSERVER_FAILURES,
@@ -38,11 +39,11 @@ class _One:
     __slots__ = ("processed", "collisions", "failures", "parked", "seconds")
 
     def __init__(self, name: str) -> None:
-        self.processed: Any = OBSERVER_PROCESSED.labels(name)
-        self.collisions: Any = OBSERVER_COLLISIONS.labels(name)
-        self.failures: Any = OBSERVER_FAILURES.labels(name)
-        self.parked: Any = OBSERVER_PARKED.labels(name)
-        self.seconds: Any = OBSERVER_SECONDS.labels(name)
+        self.processed: CounterChild = OBSERVER_PROCESSED.labels(name)
+        self.collisions: CounterChild = OBSERVER_COLLISIONS.labels(name)
+        self.failures: CounterChild = OBSERVER_FAILURES.labels(name)
+        self.parked: CounterChild = OBSERVER_PARKED.labels(name)
+        self.seconds: HistogramChild = OBSERVER_SECONDS.labels(name)
 
 
 class ObserverMetrics:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Self
+from typing import Self
 
 import grpc
 from google.protobuf.message import Message
@@ -71,8 +71,7 @@ from ._transport.framing import frame
 from ._transport.stream_slots import REFUSED
 from ._transport.streams import StreamedCalls
 from .errors import OracleError
-from .metrics import CLIENT_BATCH_COMMANDS as _BATCH_COMMANDS
-from .metrics import CLIENT_BATCH_SECONDS, Children
+from .metrics import CLIENT_BATCH_COMMANDS, CLIENT_BATCH_SECONDS
 from .oracle import OracleStats, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
@@ -95,8 +94,8 @@ _RESULT_OF = {"get_timestamps": "get_timestamps", "read": "read", "scan": "scan"
               "mutate_rows": "mutate_rows", "clock": "clock"}
 
 
-_BATCH_SECONDS: Children[Any] = Children(CLIENT_BATCH_SECONDS)
-_BATCH_OK = _BATCH_SECONDS("OK")
+_BATCH_COMMANDS = CLIENT_BATCH_COMMANDS.labels()
+_BATCH_OK = CLIENT_BATCH_SECONDS.labels("OK")
 _EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 _READS = frozenset(("read", "scan", "read_rows"))  # no side effects: re-sent alone if too large
 
@@ -159,8 +158,9 @@ class NodeClient:
                                    f" {len(batch)} commands")
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
-            _BATCH_SECONDS(code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-                           ).observe(time.perf_counter() - began)
+            CLIENT_BATCH_SECONDS.labels(
+                code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+            ).observe(time.perf_counter() - began)
             self._fail(batch, error_from_rpc(exc))
             return
         except StorageError as exc:

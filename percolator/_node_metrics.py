@@ -4,18 +4,15 @@ Outcomes (label ``outcome`` of ``percolator_node_commands_total``): ``ok``;
 ``conflict`` (a prewrite or one-phase commit that wrote nothing: a write conflict, a
 live lock, its transaction rolled back); ``rolled_back`` (a commit or one-phase commit
 whose primary's lock was gone); or the status code of a command that failed
-(``INVALID_ARGUMENT``, ``DATA_LOSS``, ...).  Children are bound per (kind, outcome) as
-they first occur (:class:`~percolator.metrics.Children`).
+(``INVALID_ARGUMENT``, ``DATA_LOSS``, ...).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf.message import Message
 
 from ._status import status_for
-from .metrics import COMMAND_SECONDS, COMMANDS, NODE_BATCH_COMMANDS, Children
+from .metrics import COMMAND_SECONDS, COMMANDS, NODE_BATCH_COMMANDS
 
 __all__ = ["CommandMetrics", "outcome_of"]
 
@@ -44,15 +41,14 @@ class CommandMetrics:
     """Counts and times one node's commands.  Thread-safe."""
 
     def __init__(self) -> None:
-        self._commands: Children[Any] = Children(COMMANDS)
-        self._seconds: Children[Any] = Children(COMMAND_SECONDS)
+        self._batch = NODE_BATCH_COMMANDS.labels()
 
     def batch(self, commands: int) -> None:
-        NODE_BATCH_COMMANDS.observe(commands)
+        self._batch.observe(commands)
 
     def done(self, kind: str, outcome: str, seconds: float) -> None:
-        self._commands(kind, outcome).inc()
-        self._seconds(kind).observe(seconds)
+        COMMANDS.labels(kind, outcome).inc()
+        COMMAND_SECONDS.labels(kind).observe(seconds)
 
     def failed(self, kind: str | None, exc: BaseException, seconds: float) -> None:
         kind = kind or UNKNOWN_KIND

@@ -62,6 +62,7 @@ its worker threads."""
 
 _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for size
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
+_ORACLE_BATCH = ORACLE_BATCH.labels()
 
 
 def _has_unknown_fields(msg: Message) -> bool:
@@ -162,7 +163,7 @@ class NodeService:
         for group in groups:
             began = time.perf_counter()
             total = sum([count for _, count in group])
-            ORACLE_BATCH.observe(total)
+            _ORACLE_BATCH.observe(total)
             try:
                 first = self._backend.timestamps(total)
             except Exception as exc:  # noqa: BLE001 - every command of the call fails with it

@@ -4,10 +4,11 @@ Two kinds, both in Prometheus naming (``percolator_`` prefix, base units, ``_tot
 for counters), after TiKV's ``tikv_grpc_msg_duration_seconds`` and Fluo's per-observer
 ``tx_collisions``:
 
-* **counted where it happens** -- counters and histograms in the default registry of
-  ``prometheus_client``, updated by the code they measure (gRPC calls, the node's batched
-  commands, commits, lock resolutions, observer runs).  The process-wide default
-  registry, so a program embedding a client exports them with its own metrics;
+* **counted where it happens** -- counters, gauges and histograms updated by the code
+  they measure (gRPC calls, the node's batched commands, commits, lock resolutions,
+  observer runs), of the cheap types of ``percolator.metric_types``, registered in
+  ``prometheus_client``'s default registry: a program embedding a client exports them
+  with its own metrics;
 * **read when scraped** -- figures a part already keeps (the oracle's counters, the
   data directory's size, a worker's pending notifications, garbage collection): each
   provider yields them through the ``*_families`` functions below, so nothing on the
@@ -18,29 +19,27 @@ An endpoint (``percolator.metrics_endpoint``, ``--metrics-listen``) serves both.
 the Grafana dashboard beside it, and a real node's and worker's scrape against
 :data:`NAMES`.
 
-Cost: a counter increment is one lock and an addition (~0.5 us), a histogram
-observation a few more; labelled children are bound once (:class:`Children`), never
-looked up per event.  bench/HISTORY.md has the cost measured on bench_txn.py.
+Cost: an update is one lock and an addition (``metric_types``); hot paths bind their
+labelled children once.  bench/README.md has the cost, measured by
+bench/bench_metrics.py.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .metric_types import Family, counter, gauge, histogram
+
 __all__ = [
-    "COMMAND_SECONDS", "COMMANDS", "Children", "GRPC_MSG_SECONDS", "GRPC_REQUESTS",
+    "COMMAND_SECONDS", "COMMANDS", "GRPC_MSG_SECONDS", "GRPC_REQUESTS",
     "GRPC_STREAMS", "LOCK_RESOLUTIONS", "NAMES", "NODE_BATCH_COMMANDS", "OBSERVER_COLLISIONS",
     "OBSERVER_FAILURES", "OBSERVER_PARKED", "OBSERVER_PROCESSED", "OBSERVER_SECONDS",
     "ORACLE_BATCH", "TXN_COMMIT_SECONDS", "CLIENT_BATCH_COMMANDS", "CLIENT_BATCH_SECONDS",
     "gc_families", "observer_pending_family", "oracle_families", "store_families",
 ]
-
-M = TypeVar("M", Counter, Gauge, Histogram)
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -51,48 +50,48 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 
 # --- gRPC, at the server (percolator.metrics_rpc) ---------------------------------------
 
-GRPC_REQUESTS = Counter(
+GRPC_REQUESTS = counter(
     "percolator_grpc_requests_total",
     "gRPC calls the server finished, by service, method and status code.",
     ["service", "method", "code"])
-GRPC_MSG_SECONDS = Histogram(
+GRPC_MSG_SECONDS = histogram(
     "percolator_grpc_msg_duration_seconds",
     "Seconds the server took per answer: a unary call; each message of a stream (since"
     " the request it answers or the previous message); a stream's failure.",
     ["service", "method", "code"], buckets=LATENCY_BUCKETS)
-GRPC_STREAMS = Gauge(
+GRPC_STREAMS = gauge(
     "percolator_grpc_streams_open",
     "Streaming calls open at the server (each holds a server thread).",
     ["service", "method"])
 
 # --- the node's batched commands (percolator._node_service) -------------------------------
 
-COMMANDS = Counter(
+COMMANDS = counter(
     "percolator_node_commands_total",
     "Batched commands the node executed, by kind and outcome (ok, conflict, rolled_back,"
     " or the status code of a failed command).",
     ["kind", "outcome"])
-COMMAND_SECONDS = Histogram(
+COMMAND_SECONDS = histogram(
     "percolator_node_command_duration_seconds",
     "Seconds the node took per batched command, by kind (merged commands: their group's).",
     ["kind"], buckets=LATENCY_BUCKETS)
-NODE_BATCH_COMMANDS = Histogram(
+NODE_BATCH_COMMANDS = histogram(
     "percolator_node_batch_commands",
     "Commands per batch the node received.", buckets=SIZE_BUCKETS)
 
 # --- a client's batches to a node (percolator._node_client) -------------------------------
 
-CLIENT_BATCH_SECONDS = Histogram(
+CLIENT_BATCH_SECONDS = histogram(
     "percolator_client_batch_duration_seconds",
     "Seconds from sending a batch to a node to its reply, by status code.",
     ["code"], buckets=LATENCY_BUCKETS)
-CLIENT_BATCH_COMMANDS = Histogram(
+CLIENT_BATCH_COMMANDS = histogram(
     "percolator_client_batch_commands",
     "Commands per batch this client sent to a node.", buckets=SIZE_BUCKETS)
 
 # --- transactions (percolator._driver: where the client runs) -----------------------------
 
-TXN_COMMIT_SECONDS = Histogram(
+TXN_COMMIT_SECONDS = histogram(
     "percolator_txn_commit_duration_seconds",
     "Seconds a transaction's commit took, by path (one_phase, two_phase) and outcome"
     " (committed, conflict, undetermined, error); its _count counts commits.",
@@ -100,7 +99,7 @@ TXN_COMMIT_SECONDS = Histogram(
 
 # --- lock resolution (percolator._steps.resolve_lock: where the steps run) -------------------
 
-LOCK_RESOLUTIONS = Counter(
+LOCK_RESOLUTIONS = counter(
     "percolator_lock_resolutions_total",
     "Locks of other transactions met by reads and prewrites, by what became of them:"
     " rolled_forward (owner committed), rolled_back (owner rolled back or expired), live"
@@ -109,28 +108,28 @@ LOCK_RESOLUTIONS = Counter(
 
 # --- the oracle --------------------------------------------------------------------------
 
-ORACLE_BATCH = Histogram(
+ORACLE_BATCH = histogram(
     "percolator_oracle_batch_size",
     "Timestamps per oracle request a node served: the timestamp commands of one batch"
     " (merged), a TimestampOracle request.", buckets=SIZE_BUCKETS)
 
 # --- observers (observers.worker: per observer, in the worker's process) -------------------
 
-OBSERVER_PROCESSED = Counter(
+OBSERVER_PROCESSED = counter(
     "percolator_observer_notifications_processed_total",
     "Notified cells whose observer ran and committed.", ["observer"])
-OBSERVER_COLLISIONS = Counter(
+OBSERVER_COLLISIONS = counter(
     "percolator_observer_collisions_total",
     "Observer transactions that lost a write-write conflict and were retried (Fluo's"
     " tx_collisions).", ["observer"])
-OBSERVER_FAILURES = Counter(
+OBSERVER_FAILURES = counter(
     "percolator_observer_failures_total",
     "Observer runs that raised (retried with backoff, parked after the last).",
     ["observer"])
-OBSERVER_PARKED = Counter(
+OBSERVER_PARKED = counter(
     "percolator_observer_notifications_parked_total",
     "Notified cells parked after their observer kept failing.", ["observer"])
-OBSERVER_SECONDS = Histogram(
+OBSERVER_SECONDS = histogram(
     "percolator_observer_duration_seconds",
     "Seconds per observer transaction: the observer's run and its commit.",
     ["observer"], buckets=LATENCY_BUCKETS)
@@ -200,42 +199,17 @@ def gc_families(safe_point: int, passes: int, removed: int, locks_resolved: int
     ]
 
 
-def _exported(metric: Counter | Gauge | Histogram) -> str:
-    name: str = metric._name  # without _total: prometheus_client adds it on export
-    return f"{name}_total" if isinstance(metric, Counter) else name
-
-
-_COUNTED: tuple[Counter | Gauge | Histogram, ...] = (
+_COUNTED: tuple[Family[Any], ...] = (
     GRPC_REQUESTS, GRPC_MSG_SECONDS, GRPC_STREAMS, COMMANDS, COMMAND_SECONDS,
     NODE_BATCH_COMMANDS, CLIENT_BATCH_SECONDS, CLIENT_BATCH_COMMANDS, TXN_COMMIT_SECONDS,
     LOCK_RESOLUTIONS, ORACLE_BATCH, OBSERVER_PROCESSED, OBSERVER_COLLISIONS,
     OBSERVER_FAILURES, OBSERVER_PARKED, OBSERVER_SECONDS)
 
 NAMES: frozenset[str] = frozenset(
-    [_exported(m) for m in _COUNTED]
+    [m.name for m in _COUNTED]
     + [f"{name}_total" if kind == "counter" else name for name, kind in _SCRAPED.items()])
 """Every metric name a percolator process may export (histograms without their
 ``_bucket``/``_sum``/``_count`` suffixes)."""
-
-
-class Children(Generic[M]):
-    """A labelled metric's children, bound once per label values and kept (a lookup
-    through ``labels()`` costs more than the increment itself)."""
-
-    def __init__(self, metric: M) -> None:
-        self._metric: M = metric
-        self._children: dict[tuple[str, ...], M] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, *labels: str) -> M:
-        child = self._children.get(labels)
-        if child is None:
-            with self._lock:
-                child = self._children.get(labels)
-                if child is None:
-                    child = self._metric.labels(*labels)
-                    self._children[labels] = child
-        return child
 
 
 Provider = Callable[[], Iterable[Metric]]

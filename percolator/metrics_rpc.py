@@ -23,7 +23,8 @@ from typing import Any
 
 import grpc
 
-from .metrics import GRPC_MSG_SECONDS, GRPC_REQUESTS, GRPC_STREAMS, Children
+from .metric_types import CounterChild, GaugeChild, HistogramChild
+from .metrics import GRPC_MSG_SECONDS, GRPC_REQUESTS, GRPC_STREAMS
 
 __all__ = ["RpcMetrics"]
 
@@ -56,38 +57,32 @@ def _end_code(context: grpc.ServicerContext) -> str:
 class _Method:
     """Bound metric children of one method."""
 
-    __slots__ = ("service", "method", "_requests", "_seconds", "ok_requests", "ok_seconds",
-                 "streams")
+    __slots__ = ("service", "method", "ok_requests", "ok_seconds", "streams")
 
-    def __init__(self, requests: Children[Any], seconds: Children[Any], streams: Children[Any],
-                 full: str) -> None:
+    def __init__(self, full: str) -> None:
         self.service, self.method = _split(full)
-        self._requests = requests
-        self._seconds = seconds
-        self.ok_requests = requests(self.service, self.method, _OK)
-        self.ok_seconds = seconds(self.service, self.method, _OK)
-        self.streams = streams(self.service, self.method)
+        self.ok_requests: CounterChild = GRPC_REQUESTS.labels(self.service, self.method, _OK)
+        self.ok_seconds: HistogramChild = GRPC_MSG_SECONDS.labels(self.service, self.method,
+                                                                  _OK)
+        self.streams: GaugeChild = GRPC_STREAMS.labels(self.service, self.method)
 
     def ended(self, code: str) -> None:
         if code == _OK:
             self.ok_requests.inc()
         else:
-            self._requests(self.service, self.method, code).inc()
+            GRPC_REQUESTS.labels(self.service, self.method, code).inc()
 
     def answered(self, code: str, seconds: float) -> None:
         if code == _OK:
             self.ok_seconds.observe(seconds)
         else:
-            self._seconds(self.service, self.method, code).observe(seconds)
+            GRPC_MSG_SECONDS.labels(self.service, self.method, code).observe(seconds)
 
 
 class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Counts and times every call of the server it is given to.  Thread-safe."""
 
     def __init__(self) -> None:
-        self._requests: Children[Any] = Children(GRPC_REQUESTS)
-        self._seconds: Children[Any] = Children(GRPC_MSG_SECONDS)
-        self._streams: Children[Any] = Children(GRPC_STREAMS)
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation: Callable[[Any], grpc.RpcMethodHandler | None],
@@ -99,8 +94,7 @@ class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyp
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = self._wrap(handler, _Method(self._requests, self._seconds, self._streams,
-                                              method))
+        wrapped = self._wrap(handler, _Method(method))
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 

@@ -47,6 +47,7 @@ from .oracle import TimestampSource
 from .v1 import oracle_pb2
 
 log = logging.getLogger(__name__)
+_BATCH = ORACLE_BATCH.labels()
 
 __all__ = ["DEFAULT_MAX_STREAMS", "SERVICE_NAME", "STREAM_KEY", "STREAM_REFUSED",
            "OracleServicer", "add_to_server", "error_from_rpc", "method_path",
@@ -101,7 +102,7 @@ class OracleServicer:
             first = self._oracle.get_timestamps(count)
         except Exception as exc:  # noqa: BLE001 -- every error becomes a status, once, here
             _abort(context, exc)
-        ORACLE_BATCH.observe(count)
+        _BATCH.observe(count)
         return oracle_pb2.GetTimestampsResponse(first=first, count=count)
 
     def StreamTimestamps(self, requests: Iterator[oracle_pb2.GetTimestampsRequest],
@@ -120,7 +121,7 @@ class OracleServicer:
                     first = get(count)
                 except Exception as exc:  # noqa: BLE001 -- as above; it ends the stream
                     _abort(context, exc)
-                ORACLE_BATCH.observe(count)
+                _BATCH.observe(count)
                 yield response(first=first, count=count)
                 if slots.stopping:  # end between requests: every request read was answered
                     return
