@@ -190,9 +190,9 @@ def remote(tmp: Path, seconds: float, rounds: int, figures: Figures) -> None:
                         ("transfer (8 threads)", lambda c: transfers(c, seconds, 8))):
                     before = node_cpu(proc.pid)
                     n, wall, cpu = run(clients[mode])
-                    node = node_cpu(proc.pid) - before
+                    used = node_cpu(proc.pid) - before
                     figures.add(f"remote {name}, txn/s", mode, n / wall)
-                    figures.add(f"remote {name}, node CPU us/txn", mode, node / n * 1e6)
+                    figures.add(f"remote {name}, node CPU us/txn", mode, used / n * 1e6)
                     figures.add(f"remote {name}, client CPU us/txn", mode, cpu / n * 1e6)
         for client in clients.values():
             client.close()
