@@ -185,11 +185,13 @@ def remote(tmp: Path, seconds: float, rounds: int, figures: Figures) -> None:
             proc = nodes[mode].proc
             assert proc is not None
             with _switch(mode):
-                for name, run in (
-                        ("single-row write (1 thread)", lambda c: single_rows(c, seconds)),
-                        ("transfer (8 threads)", lambda c: transfers(c, seconds, 8))):
+                loads: list[tuple[str, Callable[[], Sample]]] = [
+                    ("single-row write (1 thread)",
+                     lambda: single_rows(clients[mode], seconds)),
+                    ("transfer (8 threads)", lambda: transfers(clients[mode], seconds, 8))]
+                for name, run in loads:
                     before = node_cpu(proc.pid)
-                    n, wall, cpu = run(clients[mode])
+                    n, wall, cpu = run()
                     used = node_cpu(proc.pid) - before
                     figures.add(f"remote {name}, txn/s", mode, n / wall)
                     figures.add(f"remote {name}, node CPU us/txn", mode, used / n * 1e6)
