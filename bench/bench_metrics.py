@@ -2,12 +2,16 @@
 and with them turned off, in alternating rounds of one run.
 
 The reference is the same code with every metric update a no-op: the counters',
-gauges' and histograms' update methods replaced (in this process, and in a reference
-node process started for the purpose) and the node's RPC interceptor passing calls
-straight through -- what a build without metrics would run, but for a few clock reads.
+gauges' and histograms' update methods replaced (in a reference node process and in
+this process, for its clients) and the node's RPC interceptor passing calls straight
+through -- what a build without metrics would run, but for a few clock reads.
+
 Two nodes run side by side for the whole run, one counting and one the reference; the
-rounds alternate between them (on, off, off, on, ...), so the machine's load drifts over
-both alike.  It prints, as medians of the rounds with the ratio on/off:
+rounds alternate between them (on, off, off, on, ...), short, so the machine's load
+drifts over both alike.  (Driving both at once from two client processes was tried:
+on a loaded machine the scheduler favoured one pair by up to 8x with both counting.)
+It prints, as medians of the rounds with the ratio on/off, and beside each the ratio of
+the reference's odd rounds to its even ones -- the noise floor of that figure:
 
 * remote: transactions per second against each node (its throughput: single-row
   writes from 1 thread, two-row transfers from 8), and CPU per transaction of the
@@ -147,7 +151,20 @@ class Figures:
               " off = every update a no-op (the reference)")
         for name, modes in self.samples.items():
             on, off = statistics.median(modes["on"]), statistics.median(modes["off"])
-            print(f"  {name:52s} on {on:9.1f}  off {off:9.1f}  on/off {on / off:5.3f}")
+            ref = modes["off"]
+            floor = statistics.median(ref[1::2]) / statistics.median(ref[0::2]) \
+                if len(ref) > 1 else float("nan")
+            print(f"  {name:52s} on {on:9.1f}  off {off:9.1f}  on/off {on / off:5.3f}"
+                  f"  (off/off {floor:5.3f}; on {_spread(modes['on'])},"
+                  f" off {_spread(ref)})")
+
+
+def _spread(samples: list[float]) -> str:
+    """The middle half of the samples: how much the machine moved them."""
+    if len(samples) < 4:
+        return f"{min(samples):.1f}-{max(samples):.1f}"
+    q1, _, q3 = statistics.quantiles(samples, n=4)
+    return f"IQR {q1:.1f}-{q3:.1f}"
 
 
 def _rounds(rounds: int) -> Iterator[tuple[int, str]]:
@@ -173,7 +190,8 @@ def embedded(tmp: Path, seconds: float, rounds: int, figures: Figures) -> None:
 
 
 def remote(tmp: Path, seconds: float, rounds: int, figures: Figures) -> None:
-    """Both nodes up for the whole run; each round runs the loads against one of them."""
+    """Both nodes up for the whole run; each round runs the loads against one of them
+    (their clients in this process, counting or not with their node)."""
     nodes = {mode: _node(tmp / f"node-{mode}", mode) for mode in ("on", "off")}
     try:
         clients = {mode: Client.connect(node.address) for mode, node in nodes.items()}
@@ -261,8 +279,8 @@ def main() -> None:
         _callgrind_child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=0.5, help="per load and round")
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--skip-remote", action="store_true")
     parser.add_argument("--callgrind", action="store_true")
     args = parser.parse_args()
@@ -272,6 +290,7 @@ def main() -> None:
         if not args.skip_remote:
             remote(tmp, args.seconds, args.rounds, figures)
         embedded(tmp, args.seconds, args.rounds, figures)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
         figures.report(args.rounds)
         if args.callgrind:
             counts = callgrind(tmp)

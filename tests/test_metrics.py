@@ -35,6 +35,7 @@ from tests.observers import sum_observers
 from tests.observers.observer_fixtures import eventually, write_cells
 from tests.observers.worker_procs import SUM_OBSERVERS, WorkerProcess
 from tests.percolator.steps import must_prewrite, new_txn
+from tests.percolator.txn_service_client import ServiceClient, ServiceError
 from tests.procs import REPO, ServerProcess, percolator_command
 
 WAIT = 60.0
@@ -213,6 +214,51 @@ def test_commits_are_counted_by_path_and_outcome(tmp_path: Path) -> None:
     assert {key: after[key] - before[key] for key in before if after[key] != before[key]} == {
         ("one_phase", "committed"): 2, ("one_phase", "conflict"): 1,
         ("two_phase", "committed"): 1, ("one_phase", "undetermined"): 1}
+
+
+def test_the_transactions_service_calls_and_commits_are_counted(node: ServerProcess) -> None:
+    """Issue 17's service at a node: each unary call and each message of a Stream is
+    counted and timed like the Node's; its transactions' commits are counted in the node."""
+    url = metrics_url(node.output)
+    service = "percolator.v1.Transactions"
+    with ServiceClient(node.address) as svc:
+        for i in range(2):
+            txn = svc.begin([(b"x", b"c")])
+            txn.set(b"x", b"c", b"%d" % i)
+            txn.commit()
+        loser = svc.begin([(b"x", b"c")])
+        winner = svc.begin()
+        winner.set(b"x", b"c", b"won")
+        winner.commit()
+        loser.set(b"x", b"c", b"lost")
+        with pytest.raises(ServiceError) as aborted:
+            loser.commit()
+        assert aborted.value.code == grpc.StatusCode.ABORTED
+        assert svc.begin().get(b"x", b"c") == b"won"
+    with ServiceClient(node.address, stream=True) as streamed:
+        txn = streamed.begin([(b"y", b"c")])
+        txn.set(b"y", b"c", b"1")
+        txn.commit()
+        assert streamed.stream  # not refused: Begin and Commit were messages of one Stream
+        open_streams = value(scrape(url), "percolator_grpc_streams_open", service=service,
+                             method="Stream")
+        assert open_streams == 1
+
+        streamed.end_stream()  # the node ends it with OK once the requests are done
+    got = scrape(url)
+    ours_only(got)
+    calls = {(dict(labels)["method"], dict(labels)["code"]): v
+             for (name, labels), v in got.items()
+             if name == "percolator_grpc_requests_total" and ("service", service) in labels}
+    assert calls == {("Begin", "OK"): 5, ("Commit", "OK"): 3, ("Commit", "ABORTED"): 1,
+                     ("Get", "OK"): 1, ("Stream", "OK"): 1}
+    assert value(got, "percolator_grpc_msg_duration_seconds_count", service=service,
+                 method="Stream", code="OK") == 2  # an answer per message
+    assert value(got, "percolator_grpc_streams_open", service=service, method="Stream") == 0
+    assert value(got, "percolator_txn_commit_duration_seconds_count", path="one_phase",
+                 outcome="committed") == 4
+    assert value(got, "percolator_txn_commit_duration_seconds_count", path="one_phase",
+                 outcome="conflict") == 1
 
 
 def _opened(path: Path) -> tuple[LocalStore, Oracle]:
