@@ -10,7 +10,7 @@ for counters), after TiKV's ``tikv_grpc_msg_duration_seconds`` and Fluo's per-ob
   ``prometheus_client``'s default registry: a program embedding a client exports them
   with its own metrics;
 * **read when scraped** -- figures a part already keeps (the oracle's counters, the
-  data directory's size, a worker's pending notifications, garbage collection): each
+  data directory's size, a worker's pending notifications): each
   provider yields them through the ``*_families`` functions below, so nothing on the
   hot path counts them twice and their names are still defined here.
 
@@ -38,7 +38,7 @@ __all__ = [
     "GRPC_STREAMS", "LOCK_RESOLUTIONS", "NAMES", "NODE_BATCH_COMMANDS", "OBSERVER_COLLISIONS",
     "OBSERVER_FAILURES", "OBSERVER_PARKED", "OBSERVER_PROCESSED", "OBSERVER_SECONDS",
     "ORACLE_BATCH", "TXN_COMMIT_SECONDS", "CLIENT_BATCH_COMMANDS", "CLIENT_BATCH_SECONDS",
-    "gc_families", "observer_pending_family", "oracle_families", "store_families",
+    "observer_pending_family", "oracle_families", "store_families",
 ]
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -143,10 +143,6 @@ _SCRAPED: dict[str, str] = {
     "percolator_oracle_persisted_high_water": "gauge",
     "percolator_store_disk_bytes": "gauge",
     "percolator_observer_notifications_pending": "gauge",
-    "percolator_gc_safe_point": "gauge",
-    "percolator_gc_passes": "counter",
-    "percolator_gc_removed_versions": "counter",
-    "percolator_gc_locks_resolved": "counter",
 }
 
 
@@ -180,23 +176,6 @@ def observer_pending_family(pending: Mapping[str, int]) -> Metric:
     for name, count in sorted(pending.items()):
         family.add_metric([name], count)
     return family
-
-
-def gc_families(safe_point: int, passes: int, removed: int, locks_resolved: int
-                ) -> list[Metric]:
-    """Garbage collection's figures (the node's collector)."""
-    return [
-        GaugeMetricFamily("percolator_gc_safe_point",
-                          "Timestamp below which snapshots are no longer readable.",
-                          value=safe_point),
-        CounterMetricFamily("percolator_gc_passes", "Garbage-collection passes finished.",
-                            value=passes),
-        CounterMetricFamily("percolator_gc_removed_versions",
-                            "Versions garbage collection removed.", value=removed),
-        CounterMetricFamily("percolator_gc_locks_resolved",
-                            "Locks below the safe point garbage collection settled.",
-                            value=locks_resolved),
-    ]
 
 
 _COUNTED: tuple[Family[Any], ...] = (
