@@ -250,18 +250,42 @@ def test_compact_help_tells_the_truth(capsys: pytest.CaptureFixture[str]) -> Non
 # --- the node's log: one line per failed request ------------------------------------------
 
 
-def test_the_node_logs_one_line_per_failed_request(tmp_path: Path) -> None:
+# Undecodable bytes to a method of each service the node decodes itself, and the logger and
+# name its one line carries.
+FAILING_CALLS = [
+    ("/bigtable_lite.v1.TabletService/ReadRows", "unary",
+     "bigtable_lite.service: bigtable_lite.v1.TabletService/ReadRows"),
+    ("/percolator.v1.Node/Batch", "unary", "percolator._node_service: percolator.v1.Node"),
+    # The oracle's requests are decoded by gRPC: INTERNAL and gRPC's traceback.  The
+    # server's guard of issue 16 (branch secure) refuses undecodable requests of every
+    # method in one line; strict, so these fail once it is merged and can be unmarked.
+    pytest.param("/percolator.v1.TimestampOracle/GetTimestamps", "unary",
+                 "percolator.oracle_service: percolator.v1.TimestampOracle",
+                 marks=pytest.mark.xfail(strict=True, reason="decoded by gRPC (issue 16)")),
+    pytest.param("/percolator.v1.TimestampOracle/StreamTimestamps", "stream",
+                 "percolator.oracle_service: percolator.v1.TimestampOracle",
+                 marks=pytest.mark.xfail(strict=True, reason="decoded by gRPC (issue 16)")),
+]
+
+
+@pytest.mark.parametrize(("method", "shape", "logged"), FAILING_CALLS,
+                         ids=["ReadRows", "Batch", "GetTimestamps", "StreamTimestamps"])
+def test_the_node_logs_one_line_per_failed_request(tmp_path: Path, method: str, shape: str,
+                                                   logged: str) -> None:
     with ServerProcess(tmp_path / "data") as server:
         with grpc.insecure_channel(server.address) as channel:
-            read = channel.unary_unary("/bigtable_lite.v1.TabletService/ReadRows")
             for _ in range(2):
                 with pytest.raises(grpc.RpcError) as info:
-                    read(b"\xff\xff\xff", timeout=WAIT)
+                    if shape == "unary":
+                        channel.unary_unary(method)(b"\xff\xff\xff", timeout=WAIT)
+                    else:
+                        list(channel.stream_stream(method)(iter([b"\xff\xff\xff"]),
+                                                           timeout=WAIT))
                 assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert server.terminate() == 0
         output = "".join(server.output)
     failed = [line for line in output.splitlines() if "failed:" in line]
     assert len(failed) == 2, output
-    assert all(" WARNING bigtable_lite.service: bigtable_lite.v1.TabletService/ReadRows"
-               " failed: INVALID_ARGUMENT: " in line for line in failed), failed
+    assert all(f" WARNING {logged} failed: INVALID_ARGUMENT: " in line for line in failed), \
+        failed
     assert "Traceback" not in output
