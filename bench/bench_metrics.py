@@ -17,8 +17,9 @@ the reference's odd rounds to its even ones -- the noise floor of that figure:
   writes from 1 thread, two-row transfers from 8), and CPU per transaction of the
   node process and of this (client) process;
 * embedded: CPU per transaction of this process;
-* ``--callgrind``: instructions per embedded single-row write, which do not move with
-  the machine's load (valgrind must be installed).
+* ``--callgrind``: instructions per single-row write, embedded and at a node (the
+  node process under callgrind), which do not move with the machine's load (valgrind
+  must be installed; it takes minutes).
 
 Usage: python bench/bench_metrics.py [--seconds S] [--rounds N] [--skip-remote] [--callgrind]
 """
@@ -221,19 +222,43 @@ def remote(tmp: Path, seconds: float, rounds: int, figures: Figures) -> None:
             node.terminate()
 
 
-def _node(data: Path, mode: str) -> ServerProcess:
+def _node(data: Path, mode: str, trace: Path | None = None) -> ServerProcess:
     """A node counting metrics (``percolator serve``), or the reference node: this file's
-    serve_without_metrics in its place."""
-    node = ServerProcess(data, env={"PYTHONPATH": str(ROOT)})
+    serve_without_metrics in its place; under callgrind if ``trace`` is given."""
+    prefix = [] if trace is None else [
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={trace}"]
     if mode == "on":
-        return node.start()
+        command = [*prefix, sys.executable, "-m", "percolator"]
+    else:
+        command = [*prefix, sys.executable, "-c", "import sys; from bench.bench_metrics"
+                   " import serve_without_metrics as s; sys.exit(s(sys.argv[2:]))"]
 
-    def reference(*args: str) -> list[str]:
-        return [sys.executable, "-c", "import sys; from bench.bench_metrics import"
-                " serve_without_metrics as s; sys.exit(s(sys.argv[1:]))", *args[1:]]
+    def started(*args: str) -> list[str]:
+        return [*command, *args]
 
-    with mock.patch.object(procs, "percolator_command", reference):
-        return node.start()
+    node = ServerProcess(data, env={"PYTHONPATH": str(ROOT)})
+    with mock.patch.object(procs, "percolator_command", started):
+        return node.start(timeout=30.0 if trace is None else 900.0)
+
+
+def node_callgrind(tmp: Path, n: int = 500) -> dict[str, float]:
+    """Instructions of the node per remote single-row write: a node under callgrind
+    serving 100 + N and 100 + 0 transactions, (difference) / N, each mode."""
+    out: dict[str, float] = {}
+    for mode in ("on", "off"):
+        totals = []
+        for count in (0, n):
+            trace = tmp / f"node-callgrind-{mode}-{count}.out"
+            node = _node(tmp / f"node-cg-{mode}-{count}", mode, trace)
+            try:
+                with _switch(mode), Client.connect(node.address) as client:
+                    single_rows_counted(client, 100)  # warm: caches, first-use paths
+                    single_rows_counted(client, count)
+            finally:
+                node.terminate(timeout=900.0)
+            totals.append(_total(trace))
+        out[mode] = (totals[1] - totals[0]) / n
+    return out
 
 
 def callgrind(tmp: Path) -> dict[str, float]:
@@ -293,10 +318,11 @@ def main() -> None:
         print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
         figures.report(args.rounds)
         if args.callgrind:
-            counts = callgrind(tmp)
-            print(f"  {'embedded single-row write, instructions/txn':52s}"
-                  f" on {counts['on']:9,.0f}  off {counts['off']:9,.0f}"
-                  f"  on/off {counts['on'] / counts['off']:5.3f}")
+            for name, counts in (
+                    ("embedded single-row write, instructions/txn", callgrind(tmp)),
+                    ("remote single-row write, node instructions/txn", node_callgrind(tmp))):
+                print(f"  {name:52s} on {counts['on']:9,.0f}  off {counts['off']:9,.0f}"
+                      f"  on/off {counts['on'] / counts['off']:5.3f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
