@@ -354,6 +354,43 @@ def test_locks_lists_owners_and_resolves_through_the_protocol(node: ServerProces
         assert client.begin().get("z", "c") == b"live"
 
 
+def test_locks_and_scan_of_another_table_at_a_data_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``locks --table`` and ``scan TABLE`` with ``--data-dir``: the same protocol, run in
+    the command's process."""
+    data, other = tmp_path / "data", b"other"
+    with Client.embedded(data, table=other) as client:
+        with client.transaction() as txn:
+            txn.set("a", "c", "kept")
+        backend = client.backend
+        stranded = new_txn(backend, other, {(b"s1", b"c"): b"lost", (b"s2", b"c"): b"lost"})
+        must_prewrite(backend, stranded, ttl_ms=1)
+        live = new_txn(backend, other, {(b"z", b"c"): b"live"})
+        must_prewrite(backend, live, ttl_ms=3_600_000)
+        expired_at = backend.now_ms() + 2
+        eventually(lambda: backend.now_ms() > expired_at, "the stranded locks expire")
+    where = ("--data-dir", str(data))
+
+    def locks(*args: str) -> list[dict[str, Any]]:
+        return json_lines(ok(in_process(capsys, monkeypatch, "locks", "--table", "other",
+                                        "--json", *args, *where)))
+
+    assert ok(in_process(capsys, monkeypatch, "locks", "--json", *where)) == ""  # default table
+    assert sorted((r["row"], r["start_ts"]) for r in locks()) == [
+        ("s1", stranded.start_ts), ("s2", stranded.start_ts), ("z", live.start_ts)]
+    assert sorted(r["row"] for r in locks("--older-than", "0")) == ["s1", "s2"]
+    resolved = locks("--older-than", "0", "--resolve")
+    assert {r["resolved"]: r["outcome"] for r in resolved if "resolved" in r} == {
+        stranded.start_ts: "rolled back"}
+    assert [r["row"] for r in locks()] == ["z"]
+    before_live = str(live.start_ts - 1)  # a snapshot the live lock does not hold up
+    scanned = json_lines(ok(in_process(capsys, monkeypatch, "scan", "other", "--json",
+                                       "--at", before_live, *where)))
+    assert [(r["row"], r["column"], r["value"]) for r in scanned] == [("a", "c", "kept")]
+    assert ok(in_process(capsys, monkeypatch, "scan", "--json", *where)) == ""
+
+
 # --- text of bytes ------------------------------------------------------------------------------
 
 
