@@ -241,7 +241,7 @@ def _node(data: Path, mode: str, trace: Path | None = None) -> ServerProcess:
         return node.start(timeout=30.0 if trace is None else 900.0)
 
 
-def node_callgrind(tmp: Path, n: int = 500) -> dict[str, float]:
+def node_callgrind(tmp: Path, n: int = 400) -> dict[str, float]:
     """Instructions of the node per remote single-row write: a node under callgrind
     serving 100 + N and 100 + 0 transactions, (difference) / N, each mode."""
     out: dict[str, float] = {}
