@@ -17,7 +17,7 @@ from typing import Any
 from bigtable_lite import StorageError
 from observers import cluster_status, format_status
 from percolator.commands.arg_types import positive_float
-from percolator.commands.client_args import add_target_arguments, open_client
+from percolator.commands.client_args import add_target_arguments, open_channel, open_client
 from percolator.commands.watch import DEFAULT_INTERVAL, capture, watch
 from percolator.oracle import OracleStats
 from percolator.oracle_client import RemoteOracle
@@ -31,13 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f" {DEFAULT_INTERVAL:g}) until Ctrl-C")
 
 
-def oracle_figures(address: str) -> OracleStats | str:
+def oracle_figures(args: argparse.Namespace) -> OracleStats | str:
     """The node's oracle figures since it started, or why they could not be read."""
+    channel = open_channel(args)
     try:
-        with RemoteOracle(address) as oracle:
+        with RemoteOracle(channel) as oracle:
             return oracle.server_stats()
     except StorageError as exc:
         return str(exc)
+    finally:
+        channel.close()
 
 
 def format_oracle(figures: OracleStats | str) -> str:
@@ -62,7 +65,7 @@ def report(args: argparse.Namespace) -> int:
         status = cluster_status(client)
     finally:
         client.close()
-    oracle = oracle_figures(args.connect) if args.connect else None
+    oracle = oracle_figures(args) if args.connect else None
     if not args.json:
         text = format_status(status)
         print(text if oracle is None else f"{format_oracle(oracle)}\n{text}", flush=True)
