@@ -11,7 +11,7 @@ environment variable is read once, at import) after importing this package.
 
 from typing import TYPE_CHECKING
 
-from ._datadir import is_store
+from ._datadir import disk_bytes, is_store
 from ._encoding import MAX_TS
 from ._engine import SYNC_MODES, SyncMode
 from ._local import LocalStore, UncheckedStore
@@ -64,7 +64,8 @@ __all__ = [
     "NoVersionIn", "PermissionDenied", "Put", "RemoteStore", "ReplyTooLarge", "Row",
     "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
     "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unauthenticated", "Unavailable",
-    "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet", "fast_init", "is_store",
+    "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet", "disk_bytes", "fast_init",
+    "is_store",
 ]
 
 

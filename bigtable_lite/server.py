@@ -178,13 +178,15 @@ def _serve(server: grpc.Server, guard: Guard, registration: ServiceRegistration,
 
 
 def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegistration] = (),
-                 max_workers: int = 32, policy: ServerPolicy = ServerPolicy()
+                 max_workers: int = 32, policy: ServerPolicy = ServerPolicy(),
+                 interceptors: Sequence[grpc.ServerInterceptor] = ()
                  ) -> tuple[grpc.Server, int]:
     """grpc.Server with TabletService for store, the extra services, gRPC health checking
     (all services SERVING) and server reflection (with the contracts' comments), every
     method behind the guard of ``policy`` (``bigtable_lite.guard``); bound to listen
     ("HOST:PORT", port 0 = pick), with TLS if the policy has it; returns (server,
-    bound_port); not yet started.
+    bound_port); not yet started.  ``interceptors`` see every call of every service
+    before its guard (e.g. the node's RPC metrics: refused calls count too).
 
     Health needs no token; reflection needs ``read`` (it lists the services, which is
     little, but its streams hold threads, so strangers get none).
@@ -199,7 +201,7 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
     credentials = policy.tls.credentials() if policy.tls is not None else None
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix="tablet-rpc"),
-                         options=server_options(store.limits))
+                         options=server_options(store.limits), interceptors=list(interceptors))
     guard = Guard(policy.tokens, IdleWatch(policy.stream_idle_timeout))
     limit = store.limits.max_message_bytes
     tablet = TabletService(store, max_reply_bytes=policy.max_reply_bytes)

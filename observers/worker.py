@@ -42,6 +42,7 @@ from .deleter import Deleter, Item
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
 from .layout import STATS_COLUMN, ParkInfo, workers_table
 from .membership import DEFAULT_HEARTBEAT, DEFAULT_LEASE_TTL, Membership, forget_gone_workers
+from .metrics import ObserverMetrics
 from .notifications import PendingCell, Range
 from .processing import (
     CellResult,
@@ -123,6 +124,7 @@ class Worker:
                                      self.clock, ttl=lease_ttl, threads=threads)
         self.compaction = CompactionPolicy(client.store, self.table, compact_every)
         self.counters = Counters()
+        self.metrics = ObserverMetrics(self.registry)
         self.deleter = Deleter(client.store, self.table, self._deleted)
         client.register_observed_columns(self.columns)
 
@@ -406,6 +408,8 @@ class Worker:
             self._setback(f"batch of {len(cells)} cells of {column!r}: {exc!r}")
             if isinstance(exc, CommitConflict) or is_transient(exc):
                 self.counters.add("conflicts" if isinstance(exc, CommitConflict) else "retries")
+                if isinstance(exc, CommitConflict):
+                    self.metrics.collision(column)
                 self._requeue(cells)
                 return True
             log.info("worker %s: a batch of %d cells of %r failed (%r); running them one"
@@ -436,6 +440,7 @@ class Worker:
             return
         except CommitConflict as exc:
             self.counters.add("conflicts")
+            self.metrics.collision(cell.column)
             self.retry.retry_later(key, f"conflict: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 -- an observer may raise anything
@@ -456,6 +461,7 @@ class Worker:
         decision = result.decision
         if result.outcome is Outcome.PROCESSED:
             self.counters.add("processed")
+            self.metrics.processed(cell.column, None if timed else result.observer_seconds)
             if not timed:  # once per transaction
                 self.counters.latency(result.observer_seconds)
                 self.batch_limits.grow(cell.column)
@@ -479,6 +485,7 @@ class Worker:
         error = f"{obs.name}: {''.join(traceback.format_exception_only(exc)).strip()}"
         failures = self.retry.failed(cell.key, error)
         self.counters.add("failures")
+        self.metrics.failure(cell.column)
         log.warning("worker %s: observer %s failed on (%r, %r), failure %d of %d: %s",
                     self.id, obs.name, cell.row, cell.column, failures,
                     self.retry.max_failures, exc)
@@ -492,6 +499,7 @@ class Worker:
         self._work.note_done(cell.row, cell.column, [ts for ts, _ in cell.versions])
         self.retry.forget(cell.key)
         self.counters.add("parked")
+        self.metrics.parked(cell.column)
         log.error("worker %s: parked notification of (%r, %r) after %d failures: %s",
                   self.id, cell.row, cell.column, failures, error)
 

@@ -262,6 +262,11 @@ class Backend(Protocol):
         """One garbage-collection pass of the backend's store, now."""
         ...
 
+    def now_ms(self) -> int:
+        """The backend's clock (the node's, for a remote client), which judges lock expiry:
+        what a lock's ``expires_at_ms`` is compared with."""
+        ...
+
     def close(self) -> None:
         ...
 

@@ -21,11 +21,14 @@ Why this order:
   broken stream, the step's own error after its commit point -- is not a guess: the
   driver rolls the primary back if it is still locked (so it can never commit later),
   then reads its fate, and answers that (or CommitUndetermined if it cannot be read).
+
+Every commit is timed by path and outcome (``percolator_txn_commit_duration_seconds``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 
 from bigtable_lite import Limits, PermissionDenied, StorageError, Unauthenticated, Unavailable
@@ -45,6 +48,7 @@ from ._backend import (
 )
 from ._context import TxnContext
 from .errors import CommitConflict, CommitUndetermined, SnapshotTooOld
+from .metrics import TXN_COMMIT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +117,42 @@ def calls(parts: Sequence[Part], limits: Limits) -> list[list[Part]]:
     return groups
 
 
+ONE_PHASE = "one_phase"
+TWO_PHASE = "two_phase"
+_OUTCOMES = ("committed", "conflict", "undetermined", "error")
+# Bound once: percolator_txn_commit_duration_seconds by (path, outcome).
+_TIMED = {(path, outcome): TXN_COMMIT_SECONDS.labels(path, outcome)
+          for path in (ONE_PHASE, TWO_PHASE) for outcome in _OUTCOMES}
+
+
 def commit(s: TxnContext, start_ts: int, writes: Writes, weak: set[Key]) -> int:
     """Commit the transaction; return commit_ts.  Raises CommitConflict or
     CommitUndetermined."""
+    began = time.perf_counter()
     parts = plan(writes, _bytes_per_call(s.limits)) if writes else []
     groups = calls(parts, s.limits)
-    if s.one_phase and len(groups) == 1 or not parts:
-        return _one_phase(s, start_ts, parts, sorted(weak))
+    path = ONE_PHASE if s.one_phase and len(groups) == 1 or not parts else TWO_PHASE
+    outcome = "error"
+    try:
+        if path == ONE_PHASE:
+            commit_ts = _one_phase(s, start_ts, parts, sorted(weak))
+        else:
+            commit_ts = _two_phase(s, start_ts, parts, groups, weak)
+        outcome = "committed"
+        return commit_ts
+    except CommitConflict:
+        outcome = "conflict"
+        raise
+    except CommitUndetermined:
+        outcome = "undetermined"
+        raise
+    finally:
+        _TIMED[(path, outcome)].observe(time.perf_counter() - began)
+
+
+def _two_phase(s: TxnContext, start_ts: int, parts: list[Part], groups: list[list[Part]],
+               weak: set[Key]) -> int:
+    """Prewrite calls, then the commit step (see the module's docstring)."""
     primary = primary_of(parts)
     s.keeper.hold(s.table, primary, start_ts)
     locked: list[Key] = []

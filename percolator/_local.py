@@ -216,6 +216,9 @@ class LocalBackend:
         self.safe_point.report(client, oldest, seen)
         return self.safe_point.value
 
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
     def collect_garbage(self) -> GcPass:
         """One GC pass now, unpaced."""
         return self.collector.run_pass()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Self
 
@@ -74,6 +75,7 @@ from ._transport.framing import field, frame
 from ._transport.stream_slots import REFUSED
 from ._transport.streams import StreamedCalls
 from .errors import OracleError, SnapshotTooOld
+from .metrics import CLIENT_BATCH_COMMANDS, CLIENT_BATCH_SECONDS
 from .oracle import OracleStats, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
@@ -94,9 +96,12 @@ _RESULT_OF = {"get_timestamps": "get_timestamps", "read": "read", "scan": "scan"
               "register_observed": "register_observed",
               "observed_columns": "observed_columns", "read_rows": "read_rows",
               "mutate_rows": "mutate_rows", "report_snapshots": "report_snapshots",
-              "collect_garbage": "collect_garbage"}
+              "collect_garbage": "collect_garbage",
+              "clock": "clock"}
 
 
+_BATCH_COMMANDS = CLIENT_BATCH_COMMANDS.labels()
+_BATCH_OK = CLIENT_BATCH_SECONDS.labels("OK")
 _EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 _READS = frozenset(("read", "scan", "read_rows"))  # no side effects: re-sent alone if too large
 
@@ -166,15 +171,22 @@ class NodeClient:
 
     def _send(self, batch: list[Command[pb.Result]]) -> None:
         """Send one batch; settles every command of it (raises nothing but BaseException)."""
+        began = time.perf_counter()
+        _BATCH_COMMANDS.observe(len(batch))
         try:
             if self._closed:
                 raise StoreClosed("NodeClient is closed")
             reply = self._calls.call(self._client_field + b"".join([c.data for c in batch]))
+            _BATCH_OK.observe(time.perf_counter() - began)
             results = reply.results
             if len(results) != len(batch):
                 raise StorageError(f"protocol error: node answered {len(results)} results for"
                                    f" {len(batch)} commands")
         except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            CLIENT_BATCH_SECONDS.labels(
+                code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+            ).observe(time.perf_counter() - began)
             self._fail(batch, error_from_rpc(exc))
             return
         except StorageError as exc:
@@ -351,6 +363,11 @@ class NodeClient:
         reply = self._submit("collect_garbage", pb.CollectGarbageRequest())
         assert isinstance(reply, pb.GcPass)
         return codec.read_gc_pass(reply)
+
+    def now_ms(self) -> int:
+        reply = self._submit("clock", pb.ClockRequest())
+        assert isinstance(reply, pb.ClockResponse)
+        return int(reply.now_ms)
 
     # --- figures --------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ __all__ = ["COMMAND_ROLES", "check_command", "check_raw_writes"]
 COMMAND_ROLES: dict[str, Role] = {
     "get_timestamps": Role.READ, "read": Role.READ, "scan": Role.READ,
     "observed_columns": Role.READ, "check_txn_status": Role.READ, "read_rows": Role.READ,
+    "clock": Role.READ,
     "prewrite": Role.WRITE, "commit": Role.WRITE, "one_phase": Role.WRITE,
     "resolve": Role.WRITE, "rollback": Role.WRITE, "heartbeat": Role.WRITE,
     "register_observed": Role.WRITE, "mutate_rows": Role.WRITE,  # + check_raw_writes

@@ -34,6 +34,7 @@ would not fit, the largest read results are answered RESOURCE_EXHAUSTED the same
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -52,10 +53,12 @@ from . import _node_codec as codec
 from ._backend import CommitRequest
 from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
+from ._node_metrics import CommandMetrics, outcome_of
 from ._node_roles import check_command, check_raw_writes
 from ._status import error_name, status_for
 from ._transport.framing import frame
 from ._transport.stream_slots import StreamSlots
+from .metrics import ORACLE_BATCH
 from .oracle import MAX_COUNT, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
@@ -70,6 +73,7 @@ its worker threads."""
 
 _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for size
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
+_ORACLE_BATCH = ORACLE_BATCH.labels()
 
 
 def _has_unknown_fields(msg: Message) -> bool:
@@ -110,6 +114,7 @@ class NodeService:
         # Room left for framing and for the results that are not reads.
         self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
         self._budget = backend.limits.max_message_bytes // 4  # one read's values
+        self.metrics = CommandMetrics()
         # Each step takes its message and the batch's client_id.
         self._steps: dict[str, Callable[[Any, bytes], Message]] = {
             "read": self._read, "scan": self._scan, "prewrite": self._prewrite,
@@ -117,7 +122,7 @@ class NodeService:
             "rollback": self._rollback, "heartbeat": self._heartbeat,
             "check_txn_status": self._status, "register_observed": self._register,
             "observed_columns": self._observed, "report_snapshots": self._report,
-            "collect_garbage": self._collect_garbage,
+            "collect_garbage": self._collect_garbage, "clock": self._clock,
         }
 
     # --- one batch ------------------------------------------------------------------------
@@ -136,11 +141,15 @@ class NodeService:
         commits: list[tuple[int, CommitRequest]] = []
         checked = role is not Role.ADMIN
         gathered = 0  # bytes of the results so far
+        metrics = self.metrics
+        metrics.batch(len(results))
+        clock = time.perf_counter
         for i, command in enumerate(request.commands):
             kind = command.WhichOneof("kind")
             if kind in _READ_RESULTS and gathered >= self._reply_limit:
                 results[i] = _TOO_LARGE  # not read: its client sends it again alone
                 continue
+            began = clock()
             try:
                 if kind is None:
                     raise InvalidArgument(UNKNOWN_COMMAND)
@@ -155,6 +164,7 @@ class NodeService:
                     commits.append((i, codec.parse_commit(msg, self._limits)))
                 elif kind == "mutate_rows":
                     results[i] = _result(kind, self._mutate_rows(msg, role))
+                    metrics.done(kind, "ok", clock() - began)
                 elif kind == "read_rows":
                     try:
                         reply = self._read_rows(msg, self._reply_limit - gathered)
@@ -162,11 +172,18 @@ class NodeService:
                         if not gathered:
                             raise  # too large for a batch of its own too
                         reply = None  # it might fit alone
-                    results[i] = _TOO_LARGE if reply is None else _result(kind, reply)
+                    if reply is None:
+                        results[i] = _TOO_LARGE
+                    else:
+                        results[i] = _result(kind, reply)
+                        metrics.done(kind, "ok", clock() - began)
                 else:
-                    results[i] = _result(kind, self._steps[kind](msg, client))
+                    reply = self._steps[kind](msg, client)
+                    results[i] = _result(kind, reply)
+                    metrics.done(kind, outcome_of(kind, reply), clock() - began)
             except Exception as exc:  # noqa: BLE001 - the command's own error result
                 results[i] = _failed(exc)
+                metrics.failed(kind, exc, clock() - began)
             gathered += len(results[i])
         if stamps:
             self._timestamps(stamps, results, client)
@@ -188,17 +205,23 @@ class NodeService:
             groups[-1].append(item)
             total += item[1]
         for group in groups:
+            began = time.perf_counter()
+            total = sum([count for _, count in group])
+            _ORACLE_BATCH.observe(total)
             try:
-                first = self._backend.timestamps(sum([count for _, count in group]), client)
+                first = self._backend.timestamps(total, client)
             except Exception as exc:  # noqa: BLE001 - every command of the call fails with it
                 for i, _ in group:
                     results[i] = _failed(exc)
+                    self.metrics.failed("get_timestamps", exc, time.perf_counter() - began)
                 continue
             safe_point = self._backend.safe_point.value
+            seconds = time.perf_counter() - began
             for i, count in group:
                 reply = oracle_pb2.GetTimestampsResponse(first=first, count=count,
                                                          safe_point=safe_point)
                 results[i] = _result("get_timestamps", reply)
+                self.metrics.done("get_timestamps", "ok", seconds)
                 first += count
 
     def _commit(self, commits: list[tuple[int, CommitRequest]], results: list[bytes]) -> None:
@@ -206,15 +229,23 @@ class NodeService:
         answered with its own transaction's outcome or error."""
         for start in range(0, len(commits), MAX_COUNT):
             group = commits[start:start + MAX_COUNT]
+            began = time.perf_counter()
             try:
                 outcomes = self._backend.commit_many([request for _, request in group])
             except Exception as exc:  # noqa: BLE001 - every command of the group fails with it
                 for i, _ in group:
                     results[i] = _failed(exc)
+                    self.metrics.failed("commit", exc, time.perf_counter() - began)
                 continue
+            seconds = time.perf_counter() - began
             for (i, _), outcome in zip(group, outcomes):
-                results[i] = _failed(outcome) if isinstance(outcome, Exception) else \
-                    _result("commit", codec.commit_result(outcome))
+                if isinstance(outcome, Exception):
+                    results[i] = _failed(outcome)
+                    self.metrics.failed("commit", outcome, seconds)
+                    continue
+                results[i] = _result("commit", codec.commit_result(outcome))
+                self.metrics.done("commit", "ok" if outcome.committed else "rolled_back",
+                                  seconds)
 
     def _fit(self, request: pb.BatchRequest, results: list[bytes]) -> None:
         """Refuse the largest read results (RESOURCE_EXHAUSTED) until the reply fits the
@@ -280,6 +311,9 @@ class NodeService:
         table = codec.parse_table(msg.table, self._limits)
         return pb.ObservedColumnsResponse(
             columns=sorted(self._backend.observed_columns(table)))
+
+    def _clock(self, msg: pb.ClockRequest, client: bytes) -> pb.ClockResponse:
+        return pb.ClockResponse(now_ms=self._backend.now_ms())
 
     def _read_rows(self, msg: Any, budget: int) -> Message:
         reads = wire.read_request_from_pb(msg)

@@ -6,7 +6,10 @@ hosting both services, the transaction protocol's steps as batched commands
 (``percolator.v1.Node``, run by a :class:`~percolator._local.LocalBackend`: see
 ``percolator/_node_service.py``), whole transactions for callers in any language
 (``percolator.v1.Transactions``, run by the same backend: ``percolator/_txn_service.py``),
-health checking and reflection.  Shutdown order matters:
+health checking and reflection.  Every call of every service is counted and timed
+(``percolator.metrics_rpc``); ``metrics_listen`` serves the metrics to Prometheus
+(``percolator.metrics_endpoint``), with the oracle's figures and the data directory's
+size read when scraped.  Shutdown order matters:
 stop taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
@@ -16,12 +19,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Self
 
 import grpc
+from prometheus_client.metrics_core import Metric
 
-from bigtable_lite import LocalStore, SyncMode
+from bigtable_lite import LocalStore, SyncMode, disk_bytes
 from bigtable_lite.server import (
     HEALTH_STREAMS,
     REFLECTION_STREAMS,
@@ -39,6 +44,9 @@ from ._safe_point import DEFAULT_CLIENT_LEASE
 from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
 from ._txn_service import TransactionsService
 from .clock import Clock
+from .metrics import oracle_families, store_families
+from .metrics_endpoint import MetricsEndpoint
+from .metrics_rpc import RpcMetrics
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
 __all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "Node", "stream_shares"]
@@ -80,6 +88,8 @@ class Node:
     ``gc_interval`` seconds (None: only on request), keeping every snapshot of the last
     ``gc_life_time`` seconds and of every running transaction of its clients readable
     (``gc_client_lease``: how long a client's report of its transactions holds).
+    ``metrics_listen`` ("HOST:PORT"): serve ``/metrics`` there from :meth:`start`
+    (``metrics_address`` is where).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
@@ -89,9 +99,12 @@ class Node:
                  txn_lock_wait: float = DEFAULT_LOCK_WAIT,
                  gc_life_time: float = DEFAULT_GC_LIFE_TIME,
                  gc_interval: float | None = DEFAULT_GC_INTERVAL,
-                 gc_client_lease: float = DEFAULT_CLIENT_LEASE) -> None:
+                 gc_client_lease: float = DEFAULT_CLIENT_LEASE,
+                 metrics_listen: str | None = None) -> None:
         batch, timestamp, tablet, transaction = stream_shares(max_workers)
         check_exposure(listen, policy)  # before the data directory is touched
+        self.metrics = None if metrics_listen is None else MetricsEndpoint(
+            metrics_listen, [self._scraped])
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
@@ -110,7 +123,8 @@ class Node:
                 self.store, listen, max_workers=max_workers,
                 extra=[self.timestamps.registration(), self.batches.registration(),
                        self.transactions.registration()],
-                policy=replace(policy, tablet_streams=tablet))
+                policy=replace(policy, tablet_streams=tablet),
+                interceptors=[RpcMetrics()])
         except BaseException:
             backend = getattr(self, "backend", None)
             if backend is not None:
@@ -126,10 +140,24 @@ class Node:
         """``HOST:PORT`` with the real port, also when 0 was asked for."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        """``HOST:PORT`` of the metrics endpoint once started ("" without one)."""
+        return self.metrics.address if self.metrics is not None else ""
+
     def start(self) -> Self:
+        """Serve calls (and metrics, if asked); OSError if the metrics address is taken."""
+        if self.metrics is not None:
+            self.metrics.start()
         self.server.start()
         self.transactions.sessions.start()
         return self
+
+    def _scraped(self) -> Iterable[Metric]:
+        stats = self.oracle.stats()
+        yield from oracle_families(stats.timestamps_served, stats.requests,
+                                   stats.persisted_high_water)
+        yield from store_families(disk_bytes(self.store.path))
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), close oracle and store.
@@ -146,6 +174,8 @@ class Node:
                 self.transactions.stop_streams()
                 stop_server(self.server, grace)
             finally:
+                if self.metrics is not None:
+                    self.metrics.stop()
                 self.transactions.sessions.close()
                 self.backend.close()  # its garbage collector
                 self.oracle.close()

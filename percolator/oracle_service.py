@@ -48,10 +48,12 @@ from bigtable_lite.server import ServiceRegistration
 from ._status import error_for, error_from_rpc, error_name, status_for
 from ._transport.stream_slots import REFUSED, StreamSlots
 from .errors import OracleError
+from .metrics import ORACLE_BATCH
 from .oracle import TimestampSource
 from .v1 import oracle_pb2
 
 log = logging.getLogger(__name__)
+_BATCH = ORACLE_BATCH.labels()
 
 __all__ = ["DEFAULT_MAX_STREAMS", "MAX_REQUEST_BYTES", "ROLES", "SERVICE_NAME", "STREAM_KEY",
            "STREAM_REFUSED", "OracleServicer", "add_to_server", "error_from_rpc",
@@ -117,6 +119,7 @@ class OracleServicer:
             first = self._oracle.get_timestamps(count)
         except Exception as exc:  # noqa: BLE001 -- every error becomes a status, once, here
             _abort(context, exc)
+        _BATCH.observe(count)
         return oracle_pb2.GetTimestampsResponse(first=first, count=count,
                                                 safe_point=self._safe_point())
 
@@ -136,6 +139,7 @@ class OracleServicer:
                     first = get(count)
                 except Exception as exc:  # noqa: BLE001 -- as above; it ends the stream
                     _abort(context, exc)
+                _BATCH.observe(count)
                 yield response(first=first, count=count, safe_point=self._safe_point())
                 if slots.stopping:  # end between requests: every request read was answered
                     return

@@ -154,6 +154,11 @@ def test_log_level_is_global(tmp_path: Path, where: str) -> None:
     ["notifications", "compact"],
     ["citations", "verify"],
     ["worker", "--observers", "observers.citations:OBSERVERS", "--until-idle"],
+    ["scan"],
+    ["scan", "--raw"],
+    ["get", "r", "c"],
+    ["locks"],
+    ["locks", "--resolve"],
 ])
 @pytest.mark.parametrize("exists", [False, True])
 def test_a_mistyped_data_dir_is_refused_not_created(tmp_path: Path, command: list[str],

@@ -5,6 +5,8 @@ notifications, the store's garbage collection (its safe point, its last pass and
 that removed) and, of a node (``--connect``), its timestamp oracle's own figures.
 Reads only the store (workers persist their counters in ``<table>.workers``), so it
 works while workers run elsewhere; ``--json`` prints the same as one JSON object.
+``--watch [SECONDS]`` refreshes it in place, like ``top``, until Ctrl-C
+(``percolator.commands.watch``; with ``--json``, one object per line per refresh).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 from bigtable_lite import StorageError
 from observers import cluster_status, format_status
 from percolator import GcStatus
+from percolator.commands.arg_types import positive_float
 from percolator.commands.client_args import add_target_arguments, open_channel, open_client
+from percolator.commands.watch import DEFAULT_INTERVAL, capture, watch
 from percolator.oracle import OracleStats
 from percolator.oracle_client import RemoteOracle
 
@@ -26,6 +30,9 @@ from percolator.oracle_client import RemoteOracle
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--watch", type=positive_float, nargs="?", const=DEFAULT_INTERVAL,
+                        default=None, metavar="SECONDS", help="refresh every SECONDS (default"
+                        f" {DEFAULT_INTERVAL:g}) until Ctrl-C")
 
 
 def oracle_figures(args: argparse.Namespace) -> OracleStats | str:
@@ -58,6 +65,14 @@ def format_gc(gc: GcStatus) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.watch is None:
+        return report(args)
+    where = args.connect or args.data_dir
+    return watch(lambda: capture(lambda: report(args)), args.watch,
+                 title=f"percolator status ({where})")
+
+
+def report(args: argparse.Namespace) -> int:
     client = open_client(args)
     try:
         status = cluster_status(client)

@@ -7,7 +7,8 @@ also rolls back a primary whose lock expired on this step's clock).  Every lock 
 committed transaction is then rolled forward -- its write record from the lock itself,
 and its notification if its column is observed (read after the commit_ts it rolls
 forward to, as in the commit step) -- and every lock of a rolled-back one erased, in
-one batched store call.  Locks of live, undecided transactions are returned.
+one batched store call.  Locks of live, undecided transactions are returned.  Each lock
+met is counted by what became of it (``percolator_lock_resolutions_total``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 from bigtable_lite import RowMutation
 
 from .._backend import COMMITTED, Key, LockedCell
+from ..metrics import LOCK_RESOLUTIONS
 from ..records import Lock
 from .batches import settle_in_calls
 from .commit import commit_cells, read_locks
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
     from .context import StepContext
 
 __all__ = ["FoundLock", "resolve", "resolve_locks"]
+
+_ROLLED_FORWARD = LOCK_RESOLUTIONS.labels("rolled_forward")
+_ROLLED_BACK = LOCK_RESOLUTIONS.labels("rolled_back")
+_LIVE = LOCK_RESOLUTIONS.labels("live")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +69,13 @@ def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock], *,
                           []).append(found)
     fixes: list[RowMutation] = []
     alive: list[FoundLock] = []
+    forward = back = 0
     for (prow, pcol, start_ts), group in by_txn.items():
         status = ctx.statuses.status(ctx, table, prow, pcol, start_ts, force=force)
         if not status.final:
             alive.extend(group)
         elif status.state == COMMITTED:
+            forward += len(group)
             observed = ctx.observed.of(table)  # after the commit_ts: see ``notify``
             # Notifications first: a roll-forward cut into several store calls never
             # commits a cell and loses its notification.
@@ -77,10 +85,17 @@ def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock], *,
                 fixes.append(commit_cells(table, found.row, [(found.column, found.lock)],
                                           start_ts, status.commit_ts))
         else:
+            back += len(group)
             fixes += [rollback_secondary(table, f.row, [f.column], start_ts) for f in group
                       if (f.row, f.column) != (prow, pcol)]
     if fixes:
         settle_in_calls(ctx.store, ctx.limits, fixes)
+    if forward:
+        _ROLLED_FORWARD.inc(forward)
+    if back:
+        _ROLLED_BACK.inc(back)
+    if alive:
+        _LIVE.inc(len(alive))
     return alive
 
 

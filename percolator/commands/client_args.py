@@ -26,17 +26,21 @@ from bigtable_lite.remote import channel_options
 
 from .._client import DEFAULT_LOCK_TTL, Client
 from .._gc import DEFAULT_GC_LIFE_TIME
+from .._transaction import Transaction
 from ..cli import CommandError
 from ..layout import DEFAULT_TABLE
-from .arg_types import node_address
+from .arg_types import node_address, positive_int
 
 TOKEN_ENV = "PERCOLATOR_TOKEN"
 
 
-def add_target_arguments(parser: argparse.ArgumentParser, *, create: bool = False) -> None:
+def add_target_arguments(parser: argparse.ArgumentParser, *, create: bool = False,
+                         table_option: bool = True) -> None:
     """``--connect`` or ``--data-dir`` (required, one of them), and ``--table``.
 
     ``create``: the command may create a new data directory (it writes data of its own).
+    ``table_option`` False: the command names the table otherwise (it must set
+    ``args.table`` itself, e.g. as a positional argument).
     """
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--connect", type=node_address, metavar="HOST:PORT",
@@ -44,8 +48,9 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, create: bool = Fals
     where.add_argument("--data-dir", metavar="DIR",
                        help="open the data directory in this process (no server may own it;"
                        + (" created if missing)" if create else " it must exist)"))
-    parser.add_argument("--table", default=DEFAULT_TABLE.decode(), metavar="NAME",
-                        help="Percolator table (default %(default)s)")
+    if table_option:
+        parser.add_argument("--table", default=DEFAULT_TABLE.decode(), metavar="NAME",
+                            help="Percolator table (default %(default)s)")
     security = parser.add_argument_group("security (with --connect)")
     token = security.add_mutually_exclusive_group()
     token.add_argument("--token", metavar="TOKEN",
@@ -95,6 +100,28 @@ def open_channel(args: argparse.Namespace) -> grpc.Channel:
                                **credentials_from(args))
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+
+
+def add_snapshot_argument(parser: argparse.ArgumentParser) -> None:
+    """``--at TS``: read the snapshot at timestamp TS instead of a fresh one."""
+    parser.add_argument("--at", type=positive_int, default=None, metavar="TS",
+                        help="read the snapshot at timestamp TS (default: a fresh one);"
+                        " not above the oracle's newest timestamp")
+
+
+def snapshot(client: Client, at: int | None) -> Transaction:
+    """A transaction reading the snapshot at ``at`` (a fresh timestamp if None).
+
+    A snapshot above every timestamp handed out is refused: a transaction could still
+    commit below it, so reading it twice could give two answers.
+    """
+    if at is None:
+        return client.begin()
+    newest = client.timestamp()
+    if at > newest:
+        raise CommandError(f"--at {at} is above the newest timestamp, {newest}: that snapshot"
+                           " is not fixed yet")
+    return Transaction(client.ctx, at)
 
 
 def open_client(args: argparse.Namespace, *, lock_ttl: float | None = None,

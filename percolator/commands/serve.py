@@ -2,7 +2,9 @@
 
 `percolator serve` runs until SIGTERM or SIGINT, then shuts down gracefully.  It
 prints ``percolator serve: listening on HOST:PORT`` (the real port when 0 was given) on
-stdout, flushed, once the server accepts calls: scripts and tests wait for it.
+stdout, flushed, once the server accepts calls: scripts and tests wait for it.  With
+``--metrics-listen``, a line ``percolator serve: metrics on http://HOST:PORT/metrics``
+comes before it (docs/operations.md lists the metrics).
 
 Security (``bigtable_lite.auth``, ``bigtable_lite.credentials``): ``--tls-cert`` and
 ``--tls-key`` serve TLS (files replaced on disk are served to new connections, no
@@ -50,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracle-block", type=positive_int, default=DEFAULT_BLOCK_SIZE,
                         metavar="N", help="timestamps the oracle reserves per fsync; a crash"
                         " skips at most this many (default %(default)s)")
+    parser.add_argument("--metrics-listen", type=listen_address, default=None,
+                        metavar="HOST:PORT", help="serve Prometheus metrics at"
+                        " http://HOST:PORT/metrics (default: off; port 0 picks one)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
     parser.add_argument("--gc-life-time", type=non_negative_float, default=DEFAULT_GC_LIFE_TIME,
@@ -121,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
             node = Node(args.data_dir, args.listen, sync, max_workers=args.workers,
                         oracle_block_size=args.oracle_block, policy=policy,
                         gc_life_time=args.gc_life_time, gc_interval=args.gc_interval,
-                        gc_client_lease=args.gc_client_lease)
+                        gc_client_lease=args.gc_client_lease,
+                        metrics_listen=args.metrics_listen)
         except InsecureListen as exc:
             raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
                                " --insecure)") from exc
@@ -129,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from exc
         try:
             node.start()
+            if node.metrics is not None:
+                print(f"percolator serve: metrics on {node.metrics.url}", flush=True)
             print(f"percolator serve: listening on {node.address}"
                   f" (data dir {args.data_dir}, sync {sync}, {_describe(policy)})", flush=True)
             received = signal.sigwait(_STOP_SIGNALS)

@@ -24,7 +24,7 @@ class BatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows", "report_snapshots", "collect_garbage")
+    __slots__ = ("get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows", "report_snapshots", "collect_garbage", "clock")
     GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
     SCAN_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class Command(_message.Message):
     MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
     REPORT_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     COLLECT_GARBAGE_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     get_timestamps: _oracle_pb2.GetTimestampsRequest
     read: ReadRequest
     scan: ScanRequest
@@ -57,10 +58,11 @@ class Command(_message.Message):
     mutate_rows: _tablet_pb2.MutateRowsRequest
     report_snapshots: ReportSnapshotsRequest
     collect_garbage: CollectGarbageRequest
-    def __init__(self, get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ..., read: _Optional[_Union[ReadRequest, _Mapping]] = ..., scan: _Optional[_Union[ScanRequest, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseRequest, _Mapping]] = ..., resolve: _Optional[_Union[ResolveRequest, _Mapping]] = ..., rollback: _Optional[_Union[RollbackRequest, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., check_txn_status: _Optional[_Union[CheckTxnStatusRequest, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedRequest, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsRequest, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ..., report_snapshots: _Optional[_Union[ReportSnapshotsRequest, _Mapping]] = ..., collect_garbage: _Optional[_Union[CollectGarbageRequest, _Mapping]] = ...) -> None: ...
+    clock: ClockRequest
+    def __init__(self, get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ..., read: _Optional[_Union[ReadRequest, _Mapping]] = ..., scan: _Optional[_Union[ScanRequest, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseRequest, _Mapping]] = ..., resolve: _Optional[_Union[ResolveRequest, _Mapping]] = ..., rollback: _Optional[_Union[RollbackRequest, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., check_txn_status: _Optional[_Union[CheckTxnStatusRequest, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedRequest, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsRequest, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ..., report_snapshots: _Optional[_Union[ReportSnapshotsRequest, _Mapping]] = ..., collect_garbage: _Optional[_Union[CollectGarbageRequest, _Mapping]] = ..., clock: _Optional[_Union[ClockRequest, _Mapping]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("error", "get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows", "report_snapshots", "collect_garbage")
+    __slots__ = ("error", "get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows", "report_snapshots", "collect_garbage", "clock")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +80,7 @@ class Result(_message.Message):
     MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
     REPORT_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     COLLECT_GARBAGE_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     error: CommandError
     get_timestamps: _oracle_pb2.GetTimestampsResponse
     read: ReadResponse
@@ -95,7 +98,8 @@ class Result(_message.Message):
     mutate_rows: _tablet_pb2.MutateRowsResponse
     report_snapshots: ReportSnapshotsResponse
     collect_garbage: GcPass
-    def __init__(self, error: _Optional[_Union[CommandError, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., read: _Optional[_Union[ReadResponse, _Mapping]] = ..., scan: _Optional[_Union[ScanResponse, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseResponse, _Mapping]] = ..., resolve: _Optional[_Union[ResolveResponse, _Mapping]] = ..., rollback: _Optional[_Union[RollbackResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., check_txn_status: _Optional[_Union[TxnStatus, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedResponse, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsResponse, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ..., report_snapshots: _Optional[_Union[ReportSnapshotsResponse, _Mapping]] = ..., collect_garbage: _Optional[_Union[GcPass, _Mapping]] = ...) -> None: ...
+    clock: ClockResponse
+    def __init__(self, error: _Optional[_Union[CommandError, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., read: _Optional[_Union[ReadResponse, _Mapping]] = ..., scan: _Optional[_Union[ScanResponse, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseResponse, _Mapping]] = ..., resolve: _Optional[_Union[ResolveResponse, _Mapping]] = ..., rollback: _Optional[_Union[RollbackResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., check_txn_status: _Optional[_Union[TxnStatus, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedResponse, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsResponse, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ..., report_snapshots: _Optional[_Union[ReportSnapshotsResponse, _Mapping]] = ..., collect_garbage: _Optional[_Union[GcPass, _Mapping]] = ..., clock: _Optional[_Union[ClockResponse, _Mapping]] = ...) -> None: ...
 
 class CommandError(_message.Message):
     __slots__ = ("code", "message", "error")
@@ -466,3 +470,13 @@ class GcPass(_message.Message):
     skipped: str
     held_by: str
     def __init__(self, safe_point: _Optional[int] = ..., started_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., work_seconds: _Optional[float] = ..., tables: _Optional[int] = ..., rows: _Optional[int] = ..., versions_scanned: _Optional[int] = ..., locks_resolved: _Optional[int] = ..., write_records: _Optional[int] = ..., data: _Optional[int] = ..., rollback_markers: _Optional[int] = ..., compactions: _Optional[int] = ..., skipped: _Optional[str] = ..., held_by: _Optional[str] = ...) -> None: ...
+
+class ClockRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClockResponse(_message.Message):
+    __slots__ = ("now_ms",)
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    now_ms: int
+    def __init__(self, now_ms: _Optional[int] = ...) -> None: ...

@@ -95,6 +95,7 @@ BASES: dict[str, Callable[[], Message]] = {
         [RowMutation(T, b"r", (Put(b"c", 1, b"v"),))], False),
     "report_snapshots": lambda: pb.ReportSnapshotsRequest(oldest_start_ts=S, seen_ts=S),
     "collect_garbage": lambda: pb.CollectGarbageRequest(),
+    "clock": lambda: pb.ClockRequest(),
 }
 
 
@@ -271,6 +272,7 @@ CASES: list[Case] = [
     Case("report_snapshots", "oldest_start_ts 0", setting(oldest_start_ts=0), IA),
     unknown_top("report_snapshots"),
     unknown_top("collect_garbage"),
+    unknown_top("clock"),
 ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -127,6 +128,29 @@ class ServiceClient:
                     raise
             time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
         raise AssertionError("unreachable")
+
+    def end_stream(self) -> None:
+        """Half-close the Stream and wait until the node ends it (bounded by the timeout)."""
+        if self._responses is None:
+            return
+        self._requests.put(None)
+        responses, self._responses = self._responses, None
+        failed: list[grpc.RpcError] = []
+
+        def drain() -> None:
+            try:
+                for _ in responses:
+                    pass
+            except grpc.RpcError as exc:
+                failed.append(exc)
+
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
+        drainer.join(self.timeout)
+        if drainer.is_alive():
+            raise TimeoutError(f"the node did not end the Stream in {self.timeout}s")
+        if failed:
+            raise _error(failed[0]) from None
 
     def close(self) -> None:
         self._requests.put(None)
