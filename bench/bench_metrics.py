@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_txn import ACCOUNTS, transfer
 from percolator import Client
+from percolator._metrics_rpc import RpcMetrics
 from percolator.metric_types import CounterChild, GaugeChild, HistogramChild
-from percolator.metrics_rpc import RpcMetrics
 from tests import procs
 from tests.procs import ServerProcess
 

@@ -48,7 +48,7 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 """Items per batch."""
 
 
-# --- gRPC, at the server (percolator.metrics_rpc) ---------------------------------------
+# --- gRPC, at the server (percolator._metrics_rpc) ---------------------------------------
 
 GRPC_REQUESTS = counter(
     "percolator_grpc_requests_total",

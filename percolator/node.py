@@ -7,7 +7,7 @@ hosting both services, the transaction protocol's steps as batched commands
 ``percolator/_node_service.py``), whole transactions for callers in any language
 (``percolator.v1.Transactions``, run by the same backend: ``percolator/_txn_service.py``),
 health checking and reflection.  Every call of every service is counted and timed
-(``percolator.metrics_rpc``); ``metrics_listen`` serves the metrics to Prometheus
+(``percolator._metrics_rpc``); ``metrics_listen`` serves the metrics to Prometheus
 (``percolator.metrics_endpoint``), with the oracle's figures and the data directory's
 size read when scraped.  Shutdown order matters:
 stop taking calls and let in-flight ones finish, then close the oracle, then close
@@ -39,6 +39,7 @@ from bigtable_lite.server import (
 from . import oracle_service
 from ._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from ._local import LocalBackend
+from ._metrics_rpc import RpcMetrics
 from ._node_service import NodeService
 from ._safe_point import DEFAULT_CLIENT_LEASE
 from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
@@ -46,7 +47,6 @@ from ._txn_service import TransactionsService
 from .clock import Clock
 from .metrics import oracle_families, store_families
 from .metrics_endpoint import MetricsEndpoint
-from .metrics_rpc import RpcMetrics
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
 __all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "Node", "stream_shares"]

@@ -17,6 +17,8 @@ PUBLIC_MODULES = {
     "percolator": {
         "cli", "clock", "commands", "errors", "failpoints", "layout", "node", "oracle",
         "oracle_client", "oracle_service", "records", "v1",
+        # metrics: their definitions, types and endpoint, for the workers' own
+        "metric_types", "metrics", "metrics_endpoint",
     },
 }
 

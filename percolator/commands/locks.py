@@ -1,6 +1,6 @@
 """List the table's locks with their owners' status, and resolve the stranded ones.
 
-`percolator locks` lists every cell's lock (``percolator.inspection.list_locks``): the
+`percolator locks` lists every cell's lock (``percolator._inspection.list_locks``): the
 owner's start_ts, put or delete, its primary, when it expires by the backend's clock
 (the node's) or how long ago it expired, and what the owner's primary records:
 committed (the lock awaits its roll-forward), rolled back, locked (undecided), no
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from .._backend import COMMITTED, LOCKED, Key
 from .._client import Client
-from ..inspection import LockInfo, list_locks
+from .._inspection import LockInfo, list_locks
 from .arg_types import non_negative_int
 from .byte_text import show
 from .client_args import add_target_arguments, open_client

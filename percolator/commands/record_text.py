@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any
 
 from .. import records
-from ..inspection import DATA_KIND, ROLLBACK_KIND, LockInfo, Record
+from .._inspection import DATA_KIND, ROLLBACK_KIND, LockInfo, Record
 from ..layout import SYSTEM_PREFIX
 from .byte_text import show
 

@@ -22,9 +22,9 @@ import sys
 
 from bigtable_lite import TabletStore
 
+from .._inspection import LOCK_KIND, NOTIFY_KIND, WRITE_KIND, Record, cell_records
+from .._inspection import repair_mutations as mutations_for
 from ..cli import CommandError
-from ..inspection import LOCK_KIND, NOTIFY_KIND, WRITE_KIND, Record, cell_records
-from ..inspection import repair_mutations as mutations_for
 from .byte_text import argument, show
 from .client_args import add_target_arguments, open_client
 from .record_text import record_text

@@ -2,7 +2,7 @@
 
 `percolator scan [TABLE]` prints what a transaction's scan sees (``row  column  value``),
 at a fresh snapshot or ``--at TS``.  With ``--raw`` it prints every version of every
-record of each cell instead, decoded (``percolator.inspection``): the lock slot
+record of each cell instead, decoded (``percolator._inspection``): the lock slot
 (owner's start_ts, put or delete, its primary, the TTL left by the backend's clock, an
 inlined value), write records (commit_ts, start_ts, the value or where it is), data
 versions, rollback markers, notifications, and the system cells of the layers above
@@ -22,8 +22,8 @@ import argparse
 import json
 
 from .._client import Client
+from .._inspection import raw_rows
 from ..cli import CommandError
-from ..inspection import raw_rows
 from ..layout import DEFAULT_TABLE
 from .arg_types import positive_int
 from .byte_text import argument, show

@@ -25,9 +25,9 @@ from bigtable_lite import DataCorruption, Put, RowMutation
 from observers.layout import ack_column, encode_ack
 from percolator import Client, cli, layout, records
 from percolator._backend import CellWrite, PrewriteRequest
+from percolator._inspection import cell_records, list_locks, raw_rows
 from percolator.clock import FakeClock
 from percolator.commands.byte_text import parse, show
-from percolator.inspection import cell_records, list_locks, raw_rows
 from tests.observers.observer_fixtures import eventually
 from tests.procs import REPO, ServerProcess
 
