@@ -12,7 +12,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bigtable_lite import Limits, TabletStore
 from bigtable_lite.engine import SyncMode
@@ -26,6 +26,9 @@ from ._transaction import Transaction
 from .clock import Clock, SystemClock
 from .errors import CommitConflict, TransactionError
 from .layout import DEFAULT_TABLE
+
+if TYPE_CHECKING:
+    from ._node_client import Transport
 
 __all__ = ["DEFAULT_LOCK_TTL", "Client"]
 
@@ -82,12 +85,17 @@ class Client:
     @classmethod
     def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,
                 timeout: float = 30.0, clock: Clock | None = None,
-                table: bytes = DEFAULT_TABLE, one_phase: bool = True) -> Client:
-        """A running ``percolator serve`` node at ``HOST:PORT``: every thread's steps share
-        batched calls (:class:`~percolator._node_client.NodeClient`)."""
+                table: bytes = DEFAULT_TABLE, one_phase: bool = True,
+                transport: Transport = "auto") -> Client:
+        """A running ``percolator serve`` node at ``HOST:PORT`` (its gRPC address): every
+        thread's steps share batched calls (:class:`~percolator._node_client.NodeClient`).
+
+        ``transport``: "auto" sends them over the node's native transport when it serves
+        one (it says where, over gRPC), else over gRPC; "native" or "grpc" only that.
+        """
         from ._node_client import NodeClient
 
-        node = NodeClient(address, timeout=timeout)
+        node = NodeClient(address, timeout=timeout, transport=transport)
         try:
             return cls(node, table=table, lock_ttl=lock_ttl, clock=clock, one_phase=one_phase)
         except BaseException:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Self
+from typing import Literal, Self
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from bigtable_lite import (
     DEFAULT_LIMITS,
@@ -65,8 +65,11 @@ from ._backend import (
 )
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
 from ._status import command_error
+from ._transport import native_client
 from ._transport.batcher import Batcher, Command
 from ._transport.framing import frame
+from ._transport.native_client import NativeCalls
+from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import REFUSED
 from ._transport.streams import StreamedCalls
 from .errors import OracleError
@@ -74,7 +77,14 @@ from .oracle import OracleStats, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
 
-__all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "NodeClient"]
+__all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "TRANSPORTS", "NodeClient",
+           "Transport"]
+
+Transport = Literal["auto", "native", "grpc"]
+TRANSPORTS: tuple[Transport, ...] = ("auto", "native", "grpc")
+"""How batches travel: the node's native transport when it serves one, else gRPC
+("auto"); only native ("native": Unavailable while there is no native connection); only
+gRPC ("grpc")."""
 
 DEFAULT_MAX_IN_FLIGHT = 1
 """Batches one client keeps on the wire at once.  With one, 8 threads settle into two
@@ -111,9 +121,15 @@ class NodeClient:
 
     def __init__(self, target: str | grpc.Channel, *, timeout: float = 30.0,
                  limits: Limits = DEFAULT_LIMITS, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 max_commands: int = DEFAULT_MAX_COMMANDS) -> None:
+                 max_commands: int = DEFAULT_MAX_COMMANDS, transport: Transport = "auto"
+                 ) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not"
+                             f" {transport!r}")
+        if transport == "native" and not isinstance(target, str):
+            raise ValueError("the native transport needs the node's address, not a channel")
         self._channel, self._owns_channel = open_channel(target, limits)
         self.limits = limits
         self.timeout = timeout
@@ -128,9 +144,19 @@ class NodeClient:
                 f"/{SERVICE_NAME}/Batch", request_serializer=_identity,
                 response_deserializer=pb.BatchResponse.FromString, _registered_method=True),
             timeout=timeout, trailer_key=STREAM_KEY, refusal=REFUSED)
+        self._describe = self._channel.unary_unary(
+            f"/{SERVICE_NAME}/Describe",
+            request_serializer=pb.DescribeRequest.SerializeToString,
+            response_deserializer=pb.NodeDescription.FromString, _registered_method=True)
+        self._native: NativeCalls | None = None
+        if transport != "grpc" and isinstance(target, str):
+            self._native = NativeCalls(
+                target.rpartition(":")[0], self._native_port, timeout=timeout,
+                max_frame=limits.max_message_bytes, required=transport == "native")
         self._batcher: Batcher[pb.Result] = Batcher(
             self._send, max_in_flight=max_in_flight, max_commands=max_commands,
-            batch_bound=self._calls.bound)
+            batch_bound=max(self._calls.bound, self._native.bound if self._native else 0.0)
+            + self._calls.bound)
         self._lock = threading.Lock()
         self._closed = False
         self._served = 0        # timestamps returned to callers
@@ -139,12 +165,23 @@ class NodeClient:
 
     # --- the batch ------------------------------------------------------------------------
 
+    def _native_port(self) -> int:
+        """The node's native port (0: none), asked over gRPC."""
+        try:
+            reply = self._describe(pb.DescribeRequest(),
+                                   timeout=min(self.timeout, native_client.CONNECT_TIMEOUT))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return int(reply.native_port) if reply.native_version == NATIVE_VERSION else 0
+
     def _send(self, batch: list[Command[pb.Result]]) -> None:
         """Send one batch; settles every command of it (raises nothing but BaseException)."""
         try:
             if self._closed:
                 raise StoreClosed("NodeClient is closed")
-            reply = self._calls.call(b"".join([c.data for c in batch]))
+            data = b"".join([c.data for c in batch])
+            raw = self._native.call(data) if self._native is not None else None
+            reply = self._calls.call(data) if raw is None else pb.BatchResponse.FromString(raw)
             results = reply.results
             if len(results) != len(batch):
                 raise StorageError(f"protocol error: node answered {len(results)} results for"
@@ -154,6 +191,9 @@ class NodeClient:
             return
         except StorageError as exc:
             self._fail(batch, exc)
+            return
+        except DecodeError as exc:
+            self._fail(batch, StorageError(f"protocol error: node's reply undecodable ({exc})"))
             return
         except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
             self._fail(batch, StoreClosed(f"NodeClient is closed ({exc})") if self._closed
@@ -297,10 +337,12 @@ class NodeClient:
             return OracleStats(self._served, self._stamp_calls)
 
     def batch_stats(self) -> dict[str, float]:
-        """Batches sent, commands per batch, streams opened for back-to-back batches."""
+        """Batches sent, commands per batch, gRPC streams and native connections opened."""
         b = self._batcher
         return {"batches": b.calls, "batch_mean_commands": b.commands / b.calls if b.calls
-                else 0.0, "streams_opened": self._calls.streams_opened}
+                else 0.0, "streams_opened": self._calls.streams_opened,
+                "native_connections": self._native.connections_opened if self._native
+                else 0}
 
     @property
     def queued(self) -> int:
@@ -315,6 +357,8 @@ class NodeClient:
             if self._closed:
                 return
             self._closed = True
+        if self._native is not None:
+            self._native.close()
         self._calls.close()
         self.remote.close()
         if self._owns_channel:

@@ -26,6 +26,7 @@ side effects).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -44,6 +45,7 @@ from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
 from ._status import status_for
 from ._transport.framing import frame
+from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import StreamSlots
 from .oracle import MAX_COUNT, check_count
 from .v1 import node_pb2 as pb
@@ -92,6 +94,7 @@ class NodeService:
         self._backend = backend
         self._limits = backend.limits
         self._streams = StreamSlots(max_streams, STREAM_KEY)
+        self.native_port = 0  # where the node serves the native transport (0: it does not)
         # Room left for framing and for the results that are not reads.
         self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
         self._budget = backend.limits.max_message_bytes // 4  # one read's values
@@ -246,14 +249,32 @@ class NodeService:
         return wire.mutate_response_to_pb(
             self._backend.local_store.mutate_rows(rows, sync=bool(msg.sync)))
 
+    def execute_raw(self, raw: bytes) -> bytes:
+        """The serialized BatchResponse to the serialized BatchRequest ``raw``; raises
+        InvalidArgument if ``raw`` is not one."""
+        request, known = _parse(raw)
+        return self.execute(request, known=known)
+
+    # --- the native transport -------------------------------------------------------------
+
+    def open_native(self, hello: pb.NativeHello, tls: ssl.SSLSocket | None
+                    ) -> Callable[[bytes], bytes]:
+        """Admit a native connection (``_transport.native_server``): the executor of its
+        batches."""
+        return self.execute_raw
+
     # --- gRPC -----------------------------------------------------------------------------
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            request, known = _parse(raw)
-            return self.execute(request, known=known)
+            return self.execute_raw(raw)
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
             _abort(context, exc)
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext
+                 ) -> pb.NodeDescription:
+        return pb.NodeDescription(native_port=self.native_port,
+                                  native_version=NATIVE_VERSION if self.native_port else 0)
 
     def BatchStream(self, requests: Iterator[bytes], context: grpc.ServicerContext
                     ) -> Iterator[bytes]:
@@ -264,8 +285,7 @@ class NodeService:
         try:
             for raw in requests:
                 try:
-                    request, known = _parse(raw)
-                    reply = self.execute(request, known=known)
+                    reply = self.execute_raw(raw)
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
                 yield reply
@@ -284,7 +304,10 @@ class NodeService:
 
     def add_to_server(self, server: grpc.Server) -> None:
         handlers = {"Batch": grpc.unary_unary_rpc_method_handler(self.Batch),
-                    "BatchStream": grpc.stream_stream_rpc_method_handler(self.BatchStream)}
+                    "BatchStream": grpc.stream_stream_rpc_method_handler(self.BatchStream),
+                    "Describe": grpc.unary_unary_rpc_method_handler(
+                        self.Describe, request_deserializer=pb.DescribeRequest.FromString,
+                        response_serializer=pb.NodeDescription.SerializeToString)}
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         server.add_registered_method_handlers(SERVICE_NAME, handlers)

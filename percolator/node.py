@@ -12,6 +12,7 @@ its oracle restarts above every timestamp it handed out.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Self
@@ -25,13 +26,36 @@ from bigtable_lite.server import build_server, stop_server
 from . import oracle_service
 from ._local import LocalBackend
 from ._node_service import NodeService
+from ._transport.native_server import DEFAULT_MAX_CONNECTIONS, NativeServer
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
-__all__ = ["DEFAULT_GRACE", "Node"]
+__all__ = ["DEFAULT_GRACE", "NATIVE_AUTO", "NATIVE_OFF", "Node", "native_address"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 10.0
 """Seconds in-flight calls get to finish when a node stops."""
+NATIVE_AUTO = "auto"
+"""The native transport on the gRPC host, at the gRPC port + 1 (any free port when the
+gRPC port is picked: clients ask the node where it is)."""
+NATIVE_OFF = "off"
+AFTER_GRPC = -1  # native_address's port: the gRPC port + 1
+
+
+def native_address(listen: str, native_listen: str | None) -> tuple[str, int] | None:
+    """Where to serve the native transport: (host, port; AFTER_GRPC or 0 for a free one),
+    or None for nowhere.  ``native_listen``: "HOST:PORT", "auto", "off" or None (off)."""
+    if native_listen is None or native_listen == NATIVE_OFF:
+        return None
+    if native_listen == NATIVE_AUTO:
+        host, _, port = listen.rpartition(":")
+        return host, 0 if port == "0" else AFTER_GRPC
+    host, sep, port = native_listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("native listen address must be HOST:PORT (port 0 = pick one), auto"
+                         f" or off, not {native_listen!r}")
+    return host, int(port)
 
 
 class Node:
@@ -45,8 +69,11 @@ class Node:
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, native_listen: str | None = NATIVE_AUTO,
+                 max_native_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        native_at = native_address(listen, native_listen)  # ValueError before anything
         self.store = LocalStore(data_dir, sync=sync)
+        self.native: NativeServer | None = None
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
             # Each open stream holds a worker thread: batch streams may take half of
@@ -59,7 +86,19 @@ class Node:
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
                 extra=[self.timestamps.registration(), self.batches.registration()])
+            if native_at is not None:
+                host, port = native_at
+                if port == AFTER_GRPC:
+                    port = self.port + 1
+                self.native = NativeServer(
+                    host, port, self.batches.open_native,
+                    max_frame=self.store.limits.max_message_bytes,
+                    max_connections=max_native_connections)
+                self.batches.native_port = self.native.port
         except BaseException:
+            if self.native is not None:
+                self.native.stop()
+                self.native.join(0)
             self.store.close()
             raise
         self.host = listen.rpartition(":")[0]
@@ -71,8 +110,15 @@ class Node:
         """``HOST:PORT`` with the real port, also when 0 was asked for."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def native_address(self) -> str | None:
+        """``HOST:PORT`` of the native transport, None if this node serves none."""
+        return None if self.native is None else f"{self.host}:{self.native.port}"
+
     def start(self) -> Self:
         self.server.start()
+        if self.native is not None:
+            self.native.start()
         return self
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
@@ -85,9 +131,13 @@ class Node:
                 return
             self._stopped = True
             try:
+                if self.native is not None:  # connections end after their batch
+                    self.native.stop()
                 self.batches.stop_streams()  # open streams end after their batch or request
                 self.timestamps.stop_streams()
                 stop_server(self.server, grace)
+                if self.native is not None and not self.native.join(grace):
+                    log.warning("native connections still executing after %.1f s", grace)
             finally:
                 self.oracle.close()
                 self.store.close()

@@ -55,3 +55,10 @@ def listen_address(value: str) -> str:
 def node_address(value: str) -> str:
     """HOST:PORT of a running node, with a numeric port from 1 to 65535."""
     return _host_port(value, "of a `percolator serve` node", port_zero=False)
+
+
+def native_listen_address(value: str) -> str:
+    """``auto``, ``off``, or HOST:PORT to serve the native transport on (0 = pick one)."""
+    if value in ("auto", "off"):
+        return value
+    return _host_port(value, "for the native transport (or auto, or off)", port_zero=True)

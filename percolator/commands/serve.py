@@ -13,9 +13,10 @@ import sys
 
 from bigtable_lite.engine import SYNC_MODES, SyncMode
 
-from ..node import DEFAULT_GRACE, Node
+from .._transport.native_server import DEFAULT_MAX_CONNECTIONS
+from ..node import DEFAULT_GRACE, NATIVE_AUTO, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
-from .arg_types import listen_address, positive_int
+from .arg_types import listen_address, native_listen_address, positive_int
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -26,6 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", type=listen_address, default="127.0.0.1:7070",
                         metavar="HOST:PORT", help="address to serve on; port 0 picks a free one"
                         " (default %(default)s)")
+    parser.add_argument("--native-listen", type=native_listen_address, default=NATIVE_AUTO,
+                        metavar="HOST:PORT|auto|off",
+                        help="where to serve the native transport, the Python client's fast"
+                        " path to the same batches (clients find it by asking the node over"
+                        " gRPC); auto: the --listen host at its port + 1, or a free port"
+                        " when that is 0; off: gRPC only (default %(default)s)")
+    parser.add_argument("--native-connections", type=positive_int,
+                        default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                        help="most native connections open at once, a thread each, apart"
+                        " from the gRPC workers; more clients use gRPC (default %(default)s)")
     parser.add_argument("--sync", choices=SYNC_MODES, default="none",
                         help="fsync every write (always) or rely on the OS (none: survives"
                         " kill -9, not power loss); the oracle fsyncs its blocks either way"
@@ -47,11 +58,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         sync: SyncMode = args.sync
         node = Node(args.data_dir, args.listen, sync, max_workers=args.workers,
-                    oracle_block_size=args.oracle_block)
+                    oracle_block_size=args.oracle_block, native_listen=args.native_listen,
+                    max_native_connections=args.native_connections)
         try:
             node.start()
+            native = node.native_address
             print(f"percolator serve: listening on {node.address}"
-                  f" (data dir {args.data_dir}, sync {sync})", flush=True)
+                  f" (native {native if native else 'off'}; data dir {args.data_dir},"
+                  f" sync {sync})", flush=True)
             received = signal.sigwait(_STOP_SIGNALS)
             print(f"percolator serve: {signal.Signals(received).name}, shutting down",
                   flush=True)
