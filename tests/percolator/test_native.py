@@ -169,7 +169,8 @@ def test_each_transport_gives_the_same_results(node: Node, transport: str) -> No
     table = b"same-" + transport.encode()
     with Client.connect(node.address, table=table, transport=transport) as client:  # type: ignore[arg-type]
         for i in range(20):
-            client.run(lambda txn, i=i: txn.set(b"r%02d" % i, b"c", b"%d" % i))
+            with client.transaction() as txn:
+                txn.set(b"r%02d" % i, b"c", b"%d" % i)
         txn = client.begin()
         assert [(r, v) for r, _, v in txn.scan()] == [(b"r%02d" % i, b"%d" % i)
                                                        for i in range(20)]
