@@ -153,7 +153,7 @@ class NodeClient:
             self._native = NativeCalls(
                 target.rpartition(":")[0], self._native_port, timeout=timeout,
                 max_frame=limits.max_message_bytes, required=transport == "native")
-        self._batcher: Batcher[pb.Result] = Batcher(
+        self._batcher: Batcher[bytes, pb.Result] = Batcher(
             self._send, max_in_flight=max_in_flight, max_commands=max_commands,
             batch_bound=max(self._calls.bound, self._native.bound if self._native else 0.0)
             + self._calls.bound)
@@ -174,7 +174,7 @@ class NodeClient:
             raise error_from_rpc(exc) from None
         return int(reply.native_port) if reply.native_version == NATIVE_VERSION else 0
 
-    def _send(self, batch: list[Command[pb.Result]]) -> None:
+    def _send(self, batch: list[Command[bytes, pb.Result]]) -> None:
         """Send one batch; settles every command of it (raises nothing but BaseException)."""
         try:
             if self._closed:
@@ -202,7 +202,7 @@ class NodeClient:
         for c, result in zip(batch, results):
             c.result = result
 
-    def _fail(self, batch: list[Command[pb.Result]], exc: StorageError) -> None:
+    def _fail(self, batch: list[Command[bytes, pb.Result]], exc: StorageError) -> None:
         if self._closed and isinstance(exc, Unavailable):  # the channel closed under it
             exc = StoreClosed(f"NodeClient is closed ({exc})")
         for c in batch:  # each caller raises its own exception object
@@ -227,7 +227,7 @@ class NodeClient:
         reply: Message = getattr(result, got)
         return reply
 
-    def _run(self, command: Command[pb.Result], *, alone: bool) -> pb.Result:
+    def _run(self, command: Command[bytes, pb.Result], *, alone: bool) -> pb.Result:
         if alone:
             self._send([command])  # a batch of one, so every batch fits a message
         else:

@@ -477,8 +477,8 @@ def test_a_node_killed_mid_batch_and_restarted(tmp_path: Path) -> None:
         try:
             wait_until(lambda: all(len(a) >= 2 for a in acked), "commits acknowledged")
             server.kill()
-            wait_until(lambda: len(unknown) >= 3, "the commits in flight fail")
-            assert any(isinstance(e, CommitUndetermined) for e in unknown), unknown[:3]
+            wait_until(lambda: any(isinstance(e, CommitUndetermined) for e in unknown),
+                       "a commit in flight is reported undetermined")
             restarted = ServerProcess(tmp_path / "data", *args).start()
             try:
                 stats = client.backend.batch_stats  # type: ignore[attr-defined]
