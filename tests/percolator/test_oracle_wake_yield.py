@@ -1,5 +1,6 @@
-"""The yield after a wake-up (the batcher's chain, the oracle client's streams): on while yields are cheap, off while they
-switch away (the CPU shared with other runnable work), and back on when cheap again."""
+"""The yield after a wake-up (the batcher's chain, the oracle client's stream): on while
+yields are cheap, off while they switch away (the CPU shared with other runnable work),
+and back on when cheap again."""
 
 from __future__ import annotations
 
