@@ -30,6 +30,7 @@ from ._backend import (
     ScanRequest,
     TxnStatus,
 )
+from ._pins import SnapshotPins
 from ._steps import StepContext, one_phase, prewrite, read, resolve_lock, rollback
 from ._steps import commit as commit_step
 from ._steps import heartbeat as heartbeat_step
@@ -63,6 +64,7 @@ class LocalBackend:
         steps_store = store.unchecked() if _requests_fit(store) else store
         self.ctx = StepContext(steps_store, oracle, self.clock, store.limits, StatusCache(),
                                ObservedColumns(steps_store), one_phase.CommitLatches())
+        self.pins = SnapshotPins()
 
     @classmethod
     def open(cls, path: str, *, sync: str = "none", clock: Clock | None = None
@@ -129,6 +131,17 @@ class LocalBackend:
 
     def observed_columns(self, table: bytes) -> frozenset[bytes]:
         return self.ctx.observed.of(table)
+
+    # --- snapshots held open at this backend (the Transactions service's) -----------------
+
+    def pin(self, start_ts: int) -> None:
+        """Keep the versions a snapshot at ``start_ts`` reads: garbage collection's safe
+        point stays at or below the oldest pinned start_ts (:attr:`pins`) until
+        :meth:`unpin`."""
+        self.pins.pin(start_ts)
+
+    def unpin(self, start_ts: int) -> None:
+        self.pins.unpin(start_ts)
 
     def close(self) -> None:
         if self._owned:

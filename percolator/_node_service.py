@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 
 from bigtable_lite import InvalidArgument, RowMutation, wire
 from bigtable_lite import status as store_status
+from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
 
@@ -315,7 +316,7 @@ class NodeService:
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add)
+        return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
 
 
 assert set(COMMAND_TAGS) == {f.name for f in pb.Command.DESCRIPTOR.fields}

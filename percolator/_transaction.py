@@ -139,7 +139,8 @@ class Transaction:
                 f = locked[0]
                 raise LockWaitTimeout(
                     f"cell ({f.row!r}, {f.column!r}) stayed locked by transaction {f.start_ts}"
-                    f" for {ctx.lock_wait_timeout}s")
+                    f" for {ctx.lock_wait_timeout}s", row=f.row, column=f.column,
+                    lock_start_ts=f.start_ts)
             ctx.clock.sleep(delay)
             delay = min(delay * 2, 0.05)
             result = ctx.backend.read(ctx.table, self._start_ts,

@@ -4,7 +4,9 @@ A node owns a data directory (a :class:`~bigtable_lite.LocalStore`), the durable
 timestamp :class:`~percolator.oracle.Oracle` persisted in that store, and one gRPC server
 hosting both services, the transaction protocol's steps as batched commands
 (``percolator.v1.Node``, run by a :class:`~percolator._local.LocalBackend`: see
-``percolator/_node_service.py``), health checking and reflection.  Shutdown order matters:
+``percolator/_node_service.py``), whole transactions for callers in any language
+(``percolator.v1.Transactions``, run by the same backend: ``percolator/_txn_service.py``),
+health checking and reflection.  Shutdown order matters:
 stop taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
@@ -26,7 +28,9 @@ from bigtable_lite.server import build_server, stop_server
 from . import oracle_service
 from ._local import LocalBackend
 from ._node_service import NodeService
+from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
 from ._transport.native_server import DEFAULT_MAX_CONNECTIONS, NativeServer
+from ._txn_service import TransactionsService
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
@@ -64,12 +68,17 @@ class Node:
     Constructing a node opens the store (``StoreLocked`` if another process owns
     ``data_dir``) and binds the port (``OSError`` if taken); :meth:`start` begins serving.
     ``clock`` judges the expiry of every lock written at this node (default: the system
-    clock; its clients' clocks never do).
+    clock; its clients' clocks never do), and of the Transactions service's transactions.
+    ``max_transactions``: transactions the Transactions service holds open at once;
+    ``txn_lock_wait``: seconds one of its reads waits for a live lock before it answers
+    UNAVAILABLE (a server thread waits meanwhile).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
-                 clock: Clock | None = None, native_listen: str | None = NATIVE_AUTO,
+                 clock: Clock | None = None, max_transactions: int = DEFAULT_MAX_OPEN,
+                 txn_lock_wait: float = DEFAULT_LOCK_WAIT,
+                 native_listen: str | None = NATIVE_AUTO,
                  max_native_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         native_at = native_address(listen, native_listen)  # ValueError before anything
         self.store = LocalStore(data_dir, sync=sync)
@@ -77,15 +86,20 @@ class Node:
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
             # Each open stream holds a worker thread: batch streams may take half of
-            # them, timestamp streams a quarter, which leaves a quarter for calls.
+            # them, timestamp streams a quarter, transaction streams an eighth, which
+            # leaves an eighth for calls.
             self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
             self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
             self.timestamps = oracle_service.OracleServicer(
                 self.oracle, max_streams=max_workers // 4)
+            self.transactions = TransactionsService(self.backend, Sessions(
+                self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
+                max_streams=max(1, max_workers // 8))
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
-                extra=[self.timestamps.registration(), self.batches.registration()])
+                extra=[self.timestamps.registration(), self.batches.registration(),
+                       self.transactions.registration()])
             if native_at is not None:
                 host, port = native_at
                 if port == AFTER_GRPC:
@@ -117,6 +131,7 @@ class Node:
 
     def start(self) -> Self:
         self.server.start()
+        self.transactions.sessions.start()
         if self.native is not None:
             self.native.start()
         return self
@@ -135,10 +150,12 @@ class Node:
                     self.native.stop()
                 self.batches.stop_streams()  # open streams end after their batch or request
                 self.timestamps.stop_streams()
+                self.transactions.stop_streams()
                 stop_server(self.server, grace)
                 if self.native is not None and not self.native.join(grace):
                     log.warning("native connections still executing after %.1f s", grace)
             finally:
+                self.transactions.sessions.close()
                 self.oracle.close()
                 self.store.close()
 
