@@ -45,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from percolator import Client, CommitConflict, Transaction
+from percolator._node_client import Transport
 from tests.percolator.txn_service_client import ServiceClient, ServiceTxn
 from tests.procs import ServerProcess
 
@@ -205,11 +206,13 @@ def pick(rng: random.Random) -> tuple[int, int, int]:
     return a, b, rng.randint(1, 10)
 
 
-def ours_loop(target: str, prefix: str, rng: random.Random,
+def ours_loop(target: tuple[str, Transport], prefix: str, rng: random.Random,
               ready: Callable[[], float]) -> tuple[int, int]:
-    """Transfers with the public API only; returns (committed, failed attempts)."""
+    """Transfers with the public API only, over the given transport; returns (committed,
+    failed attempts)."""
     attempts = 0
-    with Client.connect(target) as client:
+    address, transport = target
+    with Client.connect(address, transport=transport) as client:
         def transfer(txn: Transaction, a: int, b: int, amount: int) -> None:
             nonlocal attempts
             attempts += 1
@@ -362,14 +365,14 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
 
 def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
              connect: str | None, node_pid: int | None, kind: str = "ours",
-             stream: bool = False) -> Run:
+             stream: bool = False, transport: Transport = "native") -> Run:
     """One run on a fresh node (or the running one, on rows of its own); checks the total.
-    ``kind``: the native client ("ours") or the Transactions service ("service", by
-    unary calls or on a ``stream``)."""
-    prefix = f"bank{seed}{kind}"
+    ``kind``: the Python client ("ours", its batches over ``transport``) or the
+    Transactions service ("service", by unary calls or on a ``stream``)."""
+    prefix = f"bank{seed}{kind}{transport}"
 
     def target(address: str) -> Any:
-        return (address, stream) if kind == "service" else address
+        return (address, stream) if kind == "service" else (address, transport)
 
     if connect:
         load_ours(connect, prefix)
@@ -416,25 +419,31 @@ def cpu(runs: list[Run]) -> tuple[float, float]:
 def cpu_line(name: str, runs: list[Run]) -> str:
     server, client = cpu(runs)
     failed = statistics.median(r.failed_share for r in runs)
-    return (f"      {name:10s} CPU ms/txn: server {server:5.2f} + clients {client:5.2f}"
+    return (f"      {name:12s} CPU ms/txn: server {server:5.2f} + clients {client:5.2f}"
             f" = {server + client:5.2f}   failed attempts {failed:5.1%}")
 
 
-def report(label: str, results: dict[int, tuple[list[Run], list[Run], list[Run]]]) -> None:
+Results = dict[int, tuple[dict[str, list[Run]], list[Run], list[Run]]]
+"""Per process count: ours per transport, the service, PostgreSQL."""
+
+
+def report(label: str, results: Results) -> None:
     print(f"\n== {label} ==")
-    print(f"  {'procs':>5}  {'ours transfers/s':>24}  {'PostgreSQL':>24}  "
+    print(f"  {'procs':>5}  {'transport':>9}  {'ours transfers/s':>20}  {'PostgreSQL':>20}  "
           f"{'ours/PG (paired range)':>24}  target")
-    for processes, (ours, service, pg) in results.items():
-        line = f"  {processes:5d}  {spread([r.tps for r in ours]):>24}  "
-        if pg:
-            ratios = [o.tps / p.tps for o, p in zip(ours, pg, strict=True)]
-            ratio = statistics.median(r.tps for r in ours) / statistics.median(
-                r.tps for r in pg)
-            goal = 0.8 if processes == 1 else 1.0
-            line += (f"{spread([r.tps for r in pg]):>24}  {ratio:9.2f}x ({min(ratios):.2f}-"
-                     f"{max(ratios):.2f}x)     >= {goal:.1f}x "
-                     f"{'met' if ratio >= goal else 'MISSED'}")
-        print(line)
+    for processes, (by_transport, service, pg) in results.items():
+        ours = next(iter(by_transport.values()))
+        for transport, runs in by_transport.items():
+            line = f"  {processes:5d}  {transport:>9}  {spread([r.tps for r in runs]):>20}  "
+            if pg:
+                ratios = [o.tps / p.tps for o, p in zip(runs, pg, strict=True)]
+                ratio = statistics.median(r.tps for r in runs) / statistics.median(
+                    r.tps for r in pg)
+                goal = 0.8 if processes == 1 else 1.0
+                line += (f"{spread([r.tps for r in pg]):>20}  {ratio:9.2f}x ({min(ratios):.2f}-"
+                         f"{max(ratios):.2f}x)     >= {goal:.1f}x "
+                         f"{'met' if ratio >= goal else 'MISSED'}")
+            print(line)
         if service:
             ratios = [v.tps / o.tps for v, o in zip(service, ours, strict=True)]
             ratio = statistics.median(r.tps for r in service) / statistics.median(
@@ -443,15 +452,17 @@ def report(label: str, results: dict[int, tuple[list[Run], list[Run], list[Run]]
             print(f"         service {spread([r.tps for r in service]):>24}  service/ours"
                   f" {ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)  >= {goal:.2f}x"
                   f" (within 1.2x) {'met' if ratio >= goal else 'MISSED'}")
-        print(cpu_line("ours", ours))
+        for transport, runs in by_transport.items():
+            print(cpu_line(f"ours {transport}", runs))
         if service:
             print(cpu_line("service", service))
         if pg:
             print(cpu_line("PostgreSQL", pg))
-            (o_srv, o_cli), (p_srv, p_cli) = cpu(ours), cpu(pg)
-            print(f"      CPU per transaction, ours/PostgreSQL: "
-                  f"{(o_srv + o_cli) / (p_srv + p_cli):.1f}x (server {o_srv / p_srv:.1f}x,"
-                  f" clients {o_cli / p_cli:.1f}x)")
+            for transport, runs in by_transport.items():
+                (o_srv, o_cli), (p_srv, p_cli) = cpu(runs), cpu(pg)
+                print(f"      CPU per transaction, ours {transport}/PostgreSQL: "
+                      f"{(o_srv + o_cli) / (p_srv + p_cli):.1f}x (server {o_srv / p_srv:.1f}x,"
+                      f" clients {o_cli / p_cli:.1f}x)")
 
 
 def main() -> None:
@@ -467,6 +478,10 @@ def main() -> None:
     parser.add_argument("--service", nargs="?", const="stream", choices=["stream", "unary"],
                         help="also run the transfers through the Transactions service, on a"
                              " Stream call per client (default) or by unary calls")
+    parser.add_argument("--transport", nargs="+", choices=["native", "grpc"],
+                        default=["native", "grpc"],
+                        help="the Python client's transports to measure, each on a node of"
+                             " its own (default: both; the service's ratio is to the first)")
     args = parser.parse_args()
     syncs = ["always", "none"] if args.sync == "both" else [args.sync]
     if args.connect:
@@ -478,20 +493,24 @@ def main() -> None:
     seed = int(time.time()) % 100_000 * 100
     try:
         for sync in syncs:
-            results: dict[int, tuple[list[Run], list[Run], list[Run]]] = {}
+            results: Results = {}
             for processes in args.processes:
-                ours, service, theirs = results.setdefault(processes, ([], [], []))
+                ours, service, theirs = results.setdefault(
+                    processes, ({t: [] for t in args.transport}, [], []))
                 for rep in range(args.reps):
                     seed += 100
-                    ours.append(run_ours(sync, processes, args.seconds, seed, tmp,
-                                         args.connect, args.node_pid))
+                    for transport in args.transport:
+                        ours[transport].append(run_ours(
+                            sync, processes, args.seconds, seed, tmp, args.connect,
+                            args.node_pid, transport=transport))
                     if args.service:
                         service.append(run_ours(sync, processes, args.seconds, seed, tmp,
                                                 args.connect, args.node_pid, "service",
                                                 args.service == "stream"))
                     if pg is not None:
                         theirs.append(run_postgres(pg, sync, processes, args.seconds, seed))
-                    print(f"  [{sync} x{processes} rep {rep + 1}] ours {ours[-1].tps:,.0f}/s"
+                    print(f"  [{sync} x{processes} rep {rep + 1}] ours "
+                          + ", ".join(f"{t} {runs[-1].tps:,.0f}/s" for t, runs in ours.items())
                           + (f", service {service[-1].tps:,.0f}/s" if args.service else "")
                           + (f", PostgreSQL {theirs[-1].tps:,.0f}/s" if pg else "")
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
