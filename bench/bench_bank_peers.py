@@ -55,6 +55,11 @@ TOTAL = ACCOUNTS * INITIAL
 COLUMN = b"balance"
 PG_SYNC = {"always": "on", "none": "off"}
 TICK = os.sysconf("SC_CLK_TCK")
+SHAPES = {
+    "transfer": "read two accounts, move 1..10 units (two writes) - the default",
+    "read": "read two accounts (a read-only transaction)",
+    "single": "read one account and write its balance back (a single-row transaction)",
+}
 WAIT = 180.0  # bound on every wait for a process (16 spawned clients start slowly on 2 cores)
 
 
@@ -206,20 +211,23 @@ def pick(rng: random.Random) -> tuple[int, int, int]:
     return a, b, rng.randint(1, 10)
 
 
-def ours_loop(target: tuple[str, Transport], prefix: str, rng: random.Random,
+def ours_loop(target: tuple[str, Transport, str], prefix: str, rng: random.Random,
               ready: Callable[[], float]) -> tuple[int, int]:
-    """Transfers with the public API only, over the given transport; returns (committed,
-    failed attempts)."""
+    """The shape's transactions with the public API only, over the given transport;
+    returns (committed, failed attempts)."""
     attempts = 0
-    address, transport = target
+    address, transport, shape = target
     with Client.connect(address, transport=transport) as client:
         def transfer(txn: Transaction, a: int, b: int, amount: int) -> None:
             nonlocal attempts
             attempts += 1
             ka, kb = row(prefix, a), row(prefix, b)
+            if shape == "single":  # one row read and written back
+                txn.set(ka, COLUMN, b"%d" % int(txn.get(ka, COLUMN) or 0))
+                return
             got = txn.get_many([(ka, COLUMN), (kb, COLUMN)])
             va, vb = int(got[(ka, COLUMN)] or 0), int(got[(kb, COLUMN)] or 0)
-            if va >= amount:
+            if va >= amount and shape == "transfer":
                 txn.set(ka, COLUMN, b"%d" % (va - amount))
                 txn.set(kb, COLUMN, b"%d" % (vb + amount))
 
@@ -262,13 +270,15 @@ def service_loop(target: tuple[str, bool], prefix: str, rng: random.Random,
     return committed, attempts - committed
 
 
-def postgres_loop(target: dict[str, Any], prefix: str, rng: random.Random,
+def postgres_loop(target: tuple[dict[str, Any], str], prefix: str, rng: random.Random,
                   ready: Callable[[], float]) -> tuple[int, int]:
-    """The same transfers over psycopg at REPEATABLE READ; updates in id order (no deadlocks)."""
+    """The same transactions over psycopg at REPEATABLE READ; updates in id order (no
+    deadlocks)."""
     import psycopg
     from psycopg.errors import DeadlockDetected, SerializationFailure
     retries = 0
-    with psycopg.connect(**target) as conn:
+    conninfo, shape = target
+    with psycopg.connect(**conninfo) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.execute("SELECT 1")
         conn.commit()
@@ -280,8 +290,13 @@ def postgres_loop(target: dict[str, Any], prefix: str, rng: random.Random,
             while True:
                 try:
                     va = conn.execute(select, (a,)).fetchone()[0]  # type: ignore[index]
+                    if shape == "single":
+                        conn.execute(update, (va, a))
+                        conn.commit()
+                        committed += 1
+                        break
                     vb = conn.execute(select, (b,)).fetchone()[0]  # type: ignore[index]
-                    if va >= amount:
+                    if va >= amount and shape == "transfer":
                         for key, value in sorted([(a, va - amount), (b, vb + amount)]):
                             conn.execute(update, (value, key))
                     conn.commit()
@@ -365,14 +380,15 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
 
 def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
              connect: str | None, node_pid: int | None, kind: str = "ours",
-             stream: bool = False, transport: Transport = "native") -> Run:
+             stream: bool = False, transport: Transport = "native", shape: str = "transfer"
+             ) -> Run:
     """One run on a fresh node (or the running one, on rows of its own); checks the total.
     ``kind``: the Python client ("ours", its batches over ``transport``) or the
     Transactions service ("service", by unary calls or on a ``stream``)."""
     prefix = f"bank{seed}{kind}{transport}"
 
     def target(address: str) -> Any:
-        return (address, stream) if kind == "service" else (address, transport)
+        return (address, stream) if kind == "service" else (address, transport, shape)
 
     if connect:
         load_ours(connect, prefix)
@@ -392,9 +408,10 @@ def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
         shutil.rmtree(data, ignore_errors=True)
 
 
-def run_postgres(pg: Postgres, sync: str, processes: int, seconds: float, seed: int) -> Run:
+def run_postgres(pg: Postgres, sync: str, processes: int, seconds: float, seed: int,
+                 shape: str = "transfer") -> Run:
     load_postgres(pg)
-    run = measure("pg", pg.conninfo(sync), pg.pid, processes, seconds, "", seed)
+    run = measure("pg", (pg.conninfo(sync), shape), pg.pid, processes, seconds, "", seed)
     check("PostgreSQL", total_postgres(pg))
     return run
 
@@ -429,7 +446,7 @@ Results = dict[int, tuple[dict[str, list[Run]], list[Run], list[Run]]]
 
 def report(label: str, results: Results) -> None:
     print(f"\n== {label} ==")
-    print(f"  {'procs':>5}  {'transport':>9}  {'ours transfers/s':>20}  {'PostgreSQL':>20}  "
+    print(f"  {'procs':>5}  {'transport':>9}  {'ours txns/s':>20}  {'PostgreSQL':>20}  "
           f"{'ours/PG (paired range)':>24}  target")
     for processes, (by_transport, service, pg) in results.items():
         ours = next(iter(by_transport.values()))
@@ -478,15 +495,20 @@ def main() -> None:
     parser.add_argument("--service", nargs="?", const="stream", choices=["stream", "unary"],
                         help="also run the transfers through the Transactions service, on a"
                              " Stream call per client (default) or by unary calls")
+    parser.add_argument("--shape", choices=list(SHAPES), default="transfer",
+                        help="; ".join(f"{k}: {v}" for k, v in SHAPES.items()))
     parser.add_argument("--transport", nargs="+", choices=["native", "grpc"],
                         default=["native", "grpc"],
                         help="the Python client's transports to measure, each on a node of"
                              " its own (default: both; the service's ratio is to the first)")
     args = parser.parse_args()
+    if args.service and args.shape != "transfer":
+        parser.error("--service measures transfers only")
     syncs = ["always", "none"] if args.sync == "both" else [args.sync]
     if args.connect:
         syncs = ["connect"]
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
+    print(f"{args.shape} transactions; {os.cpu_count()} cores, load average"
+          f" {os.getloadavg()[0]:.2f}; "
           f"{args.seconds:g} s per run, {args.reps} reps, processes {args.processes}")
     pg = None if args.skip_postgres or args.connect else start_postgres()
     tmp = Path(tempfile.mkdtemp(prefix="bench-bank-"))
@@ -502,13 +524,14 @@ def main() -> None:
                     for transport in args.transport:
                         ours[transport].append(run_ours(
                             sync, processes, args.seconds, seed, tmp, args.connect,
-                            args.node_pid, transport=transport))
+                            args.node_pid, transport=transport, shape=args.shape))
                     if args.service:
                         service.append(run_ours(sync, processes, args.seconds, seed, tmp,
                                                 args.connect, args.node_pid, "service",
                                                 args.service == "stream"))
                     if pg is not None:
-                        theirs.append(run_postgres(pg, sync, processes, args.seconds, seed))
+                        theirs.append(run_postgres(pg, sync, processes, args.seconds, seed,
+                                                   args.shape))
                     print(f"  [{sync} x{processes} rep {rep + 1}] ours "
                           + ", ".join(f"{t} {runs[-1].tps:,.0f}/s" for t, runs in ours.items())
                           + (f", service {service[-1].tps:,.0f}/s" if args.service else "")
@@ -516,6 +539,7 @@ def main() -> None:
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
             label = (f"ours at {args.connect}" if args.connect else
                      f"ours --sync {sync} vs PostgreSQL synchronous_commit={PG_SYNC[sync]}")
+            label += f"; {args.shape}: {SHAPES[args.shape]}"
             report(label, results)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}; totals conserved in every run")
     finally:
