@@ -14,6 +14,7 @@ its oracle restarts above every timestamp it handed out.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
@@ -34,7 +35,8 @@ from ._txn_service import TransactionsService
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
-__all__ = ["DEFAULT_GRACE", "NATIVE_AUTO", "NATIVE_OFF", "Node", "native_address"]
+__all__ = ["DEFAULT_GRACE", "NATIVE_AUTO", "NATIVE_OFF", "NativeNotLoopback", "Node",
+           "is_loopback", "native_address"]
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +44,53 @@ DEFAULT_GRACE = 10.0
 """Seconds in-flight calls get to finish when a node stops."""
 NATIVE_AUTO = "auto"
 """The native transport on the gRPC host, at the gRPC port + 1 (any free port when the
-gRPC port is picked: clients ask the node where it is)."""
+gRPC port is picked: clients ask the node where it is), if that host is a loopback
+address; else none."""
 NATIVE_OFF = "off"
 AFTER_GRPC = -1  # native_address's port: the gRPC port + 1
 
 
+class NativeNotLoopback(ValueError):
+    """Refused: the native transport on an address other hosts can reach."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (brackets of an IPv6 literal allowed) names this machine only:
+    ``localhost``, 127.0.0.0/8 or ::1."""
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def native_address(listen: str, native_listen: str | None) -> tuple[str, int] | None:
     """Where to serve the native transport: (host, port; AFTER_GRPC or 0 for a free one),
-    or None for nowhere.  ``native_listen``: "HOST:PORT", "auto", "off" or None (off)."""
+    or None for nowhere.  ``native_listen``: "HOST:PORT", "auto", "off" or None (off).
+
+    Only ever a loopback address: the native transport checks no caller (no TLS, no
+    tokens, no roles), so it must not be reachable from another host.  "auto" with a
+    ``listen`` beyond loopback serves none (clients use gRPC); an explicit address
+    beyond loopback is refused (NativeNotLoopback).
+    """
     if native_listen is None or native_listen == NATIVE_OFF:
         return None
     if native_listen == NATIVE_AUTO:
         host, _, port = listen.rpartition(":")
+        if not is_loopback(host):
+            return None
         return host, 0 if port == "0" else AFTER_GRPC
     host, sep, port = native_listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError("native listen address must be HOST:PORT (port 0 = pick one), auto"
                          f" or off, not {native_listen!r}")
+    if not is_loopback(host):
+        raise NativeNotLoopback(
+            f"refusing to serve the native transport on {native_listen}: it checks no"
+            " caller (no TLS, no tokens), so it serves on a loopback address only"
+            " (127.0.0.1, ::1, localhost); remote clients use gRPC")
     return host, int(port)
 
 
@@ -71,7 +103,9 @@ class Node:
     clock; its clients' clocks never do), and of the Transactions service's transactions.
     ``max_transactions``: transactions the Transactions service holds open at once;
     ``txn_lock_wait``: seconds one of its reads waits for a live lock before it answers
-    UNAVAILABLE (a server thread waits meanwhile).
+    UNAVAILABLE (a server thread waits meanwhile).  ``native_listen``: where to serve the
+    native transport (:func:`native_address`: loopback only), ``max_native_connections``
+    its connections (a thread each) open at once.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",

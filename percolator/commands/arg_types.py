@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..node import is_loopback
+
 
 def positive_int(value: str) -> int:
     """An integer >= 1."""
@@ -61,4 +63,9 @@ def native_listen_address(value: str) -> str:
     """``auto``, ``off``, or HOST:PORT to serve the native transport on (0 = pick one)."""
     if value in ("auto", "off"):
         return value
-    return _host_port(value, "for the native transport (or auto, or off)", port_zero=True)
+    _host_port(value, "for the native transport (or auto, or off)", port_zero=True)
+    if not is_loopback(value.rpartition(":")[0]):
+        raise argparse.ArgumentTypeError(
+            f"the native transport serves on a loopback address only, not {value!r}: it"
+            " checks no caller (no TLS, no tokens); remote clients use gRPC")
+    return value

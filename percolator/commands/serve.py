@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="HOST:PORT|auto|off",
                         help="where to serve the native transport, the Python client's fast"
                         " path to the same batches (clients find it by asking the node over"
-                        " gRPC); auto: the --listen host at its port + 1, or a free port"
-                        " when that is 0; off: gRPC only (default %(default)s)")
+                        " gRPC), a loopback address only (it checks no caller); auto: the"
+                        " --listen host at its port + 1 (a free port when that is 0) if that"
+                        " host is loopback, else off; off: gRPC only (default %(default)s)")
     parser.add_argument("--native-connections", type=positive_int,
                         default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help="most native connections open at once, a thread each, apart"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -28,7 +29,7 @@ from percolator._node_service import NodeService
 from percolator._transport import native_wire
 from percolator._transport.native_client import NativeCalls
 from percolator._transport.native_server import NativeServer
-from percolator.node import Node
+from percolator.node import AFTER_GRPC, NativeNotLoopback, Node, is_loopback, native_address
 from percolator.oracle import Oracle
 from percolator.v1 import node_pb2, oracle_pb2
 from tests.procs import ServerProcess
@@ -190,6 +191,42 @@ def test_a_node_without_a_native_port_is_reached_over_grpc(tmp_path: Path) -> No
         with Client.connect(node.address, transport="native") as client, \
                 pytest.raises(Unavailable, match="no native transport"):
             client.timestamp()
+
+
+# --- loopback only: the native transport checks no caller ----------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]"])
+def test_loopback_hosts_are_loopback(host: str) -> None:
+    assert is_loopback(host)
+    assert native_address(f"{host}:7070", "auto") == (host, AFTER_GRPC)
+    assert native_address("0.0.0.0:7070", f"{host}:0") == (host, 0)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "10.1.2.3", "192.168.0.1",
+                                  "example.com", "[2001:db8::1]"])
+def test_the_native_transport_is_never_served_beyond_loopback(tmp_path: Path,
+                                                             host: str) -> None:
+    """Another host could reach it, and it checks no caller: "auto" serves none there (the
+    node's clients use gRPC), an explicit address there is refused before anything is
+    touched."""
+    assert not is_loopback(host)
+    assert native_address(f"{host}:7070", "auto") is None
+    with pytest.raises(NativeNotLoopback, match="loopback address only"):
+        native_address("127.0.0.1:7070", f"{host}:7071")
+    with pytest.raises(NativeNotLoopback, match=re.escape(f"on {host}:0")):
+        Node(tmp_path / "data", "127.0.0.1:0", native_listen=f"{host}:0")
+    assert not (tmp_path / "data").exists()  # refused before the store was opened
+
+
+def test_a_node_listening_on_every_address_serves_no_native_port(tmp_path: Path) -> None:
+    with Node(tmp_path / "data", "0.0.0.0:0") as node:
+        assert node.native is None and node.native_address is None
+        with Client.connect(f"127.0.0.1:{node.port}") as client:
+            client.run(lambda txn: txn.set(b"r", b"c", b"v"))
+            assert client.begin().get(b"r", b"c") == b"v"
+            stats = client.backend.batch_stats()  # type: ignore[attr-defined]
+            assert stats["native_connections"] == 0 and stats["streams_opened"] >= 1
 
 
 def test_a_client_beyond_the_nodes_connections_uses_grpc(tmp_path: Path) -> None:
