@@ -71,7 +71,9 @@ def native_address(listen: str, native_listen: str | None) -> tuple[str, int] | 
     or None for nowhere.  ``native_listen``: "HOST:PORT", "auto", "off" or None (off).
 
     Only ever a loopback address: the native transport checks no caller (no TLS, no
-    tokens, no roles), so it must not be reachable from another host.  "auto" with a
+    tokens, no roles), so it must not be reachable from another host; and a node that
+    checks its gRPC callers must apply the same checks to it (``NodeService.open_native``
+    sees the HELLO and the TLS socket for that) or not serve it.  "auto" with a
     ``listen`` beyond loopback serves none (clients use gRPC); an explicit address
     beyond loopback is refused (NativeNotLoopback).
     """
