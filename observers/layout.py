@@ -29,10 +29,10 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-PARKED_SUFFIX = b".parked"
-WORKERS_SUFFIX = b".workers"
+from percolator.layout import PARKED_SUFFIX, WORKERS_SUFFIX
+
 ACK_PREFIX = b"ack:"
 PARKED_NOTE = b"n"  # do not renumber
 PARKED_INFO = b"i"  # do not renumber
@@ -40,6 +40,7 @@ LEASE_COLUMN = b"lease"
 STATS_COLUMN = b"stats"
 
 _U64 = struct.Struct(">Q")
+T = TypeVar("T")
 
 
 def parked_table(table: bytes) -> bytes:
@@ -99,8 +100,10 @@ def encode_park_info(info: ParkInfo) -> bytes:
 
 def decode_park_info(raw: bytes) -> ParkInfo:
     d = _json_object(raw, "park info")
-    return ParkInfo(int(d.get("failures", 0)), str(d.get("error", "")),
-                    int(d.get("parked_at_ms", 0)), str(d.get("worker", "")))
+    return ParkInfo(_field(d, "failures", int, 0, "park info"),
+                    _field(d, "error", str, "", "park info"),
+                    _field(d, "parked_at_ms", int, 0, "park info"),
+                    _field(d, "worker", str, "", "park info"))
 
 
 # --- worker leases ------------------------------------------------------------------------
@@ -125,10 +128,27 @@ def encode_lease(lease: Lease) -> bytes:
 
 
 def decode_lease(worker: str, raw: bytes) -> Lease:
+    """The lease in ``raw``; ValueError for anything but a well-formed one (a row anyone
+    with a write token may write: ``{"expires_ms": null}`` once stopped every worker)."""
     d = _json_object(raw, "lease")
-    return Lease(worker, int(d["expires_ms"]),
-                 frozenset(bytes.fromhex(c) for c in d.get("columns", [])),
-                 str(d.get("host", "")), int(d.get("pid", 0)), int(d.get("threads", 0)))
+    if "expires_ms" not in d:
+        raise ValueError("malformed lease record: no expires_ms")
+    columns = _field(d, "columns", list, [], "lease")
+    if not all(type(c) is str for c in columns):
+        raise ValueError("malformed lease record: columns must be hex strings")
+    return Lease(worker, _field(d, "expires_ms", int, 0, "lease"),
+                 frozenset(bytes.fromhex(c) for c in columns),  # ValueError if not hex
+                 _field(d, "host", str, "", "lease"), _field(d, "pid", int, 0, "lease"),
+                 _field(d, "threads", int, 0, "lease"))
+
+
+def _field(d: dict[str, Any], key: str, kind: type[T], default: T, what: str) -> T:
+    """``d[key]`` if it is a ``kind`` (never a bool for an int), ``default`` if absent;
+    ValueError otherwise."""
+    value = d.get(key, default)
+    if type(value) is not kind:
+        raise ValueError(f"malformed {what} record: {key} is not a {kind.__name__}")
+    return value
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

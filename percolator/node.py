@@ -14,17 +14,25 @@ its oracle restarts above every timestamp it handed out.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import threading
+from dataclasses import replace
 from typing import Self
 
 import grpc
 
 from bigtable_lite import LocalStore
+from bigtable_lite.credentials import is_loopback, split_host
 from bigtable_lite.engine import SyncMode
-from bigtable_lite.server import build_server, stop_server
+from bigtable_lite.server import (
+    HEALTH_STREAMS,
+    REFLECTION_STREAMS,
+    ServerPolicy,
+    build_server,
+    check_exposure,
+    stop_server,
+)
 
 from . import oracle_service
 from ._local import LocalBackend
@@ -35,8 +43,8 @@ from ._txn_service import TransactionsService
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
-__all__ = ["DEFAULT_GRACE", "NATIVE_AUTO", "NATIVE_OFF", "NativeNotLoopback", "Node",
-           "is_loopback", "native_address"]
+__all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "NATIVE_AUTO", "NATIVE_OFF", "NativeRefused", "Node",
+           "native_address", "stream_shares"]
 
 log = logging.getLogger(__name__)
 
@@ -50,92 +58,108 @@ NATIVE_OFF = "off"
 AFTER_GRPC = -1  # native_address's port: the gRPC port + 1
 
 
-class NativeNotLoopback(ValueError):
-    """Refused: the native transport on an address other hosts can reach."""
+class NativeRefused(ValueError):
+    """Refused: the native transport where it would let in callers gRPC keeps out."""
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (brackets of an IPv6 literal allowed) names this machine only:
-    ``localhost``, 127.0.0.0/8 or ::1."""
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def native_address(listen: str, native_listen: str | None) -> tuple[str, int] | None:
+def native_address(listen: str, native_listen: str | None, *, guarded: bool = False
+                   ) -> tuple[str, int] | None:
     """Where to serve the native transport: (host, port; AFTER_GRPC or 0 for a free one),
     or None for nowhere.  ``native_listen``: "HOST:PORT", "auto", "off" or None (off).
 
-    Only ever a loopback address: the native transport checks no caller (no TLS, no
-    tokens, no roles), so it must not be reachable from another host; and a node that
-    checks its gRPC callers must apply the same checks to it (``NodeService.open_native``
-    sees the HELLO and the TLS socket for that) or not serve it.  "auto" with a
-    ``listen`` beyond loopback serves none (clients use gRPC); an explicit address
-    beyond loopback is refused (NativeNotLoopback).
+    The native transport checks no caller (no TLS, no tokens, no roles), so it is served
+    only where gRPC checks none either and no other host can reach it: on a loopback
+    address of a node whose policy has neither tokens nor TLS (``guarded``: it has one).
+    Otherwise "auto" serves none (clients use gRPC, with its guard) and an explicit
+    address is refused (NativeRefused).
     """
     if native_listen is None or native_listen == NATIVE_OFF:
         return None
     if native_listen == NATIVE_AUTO:
         host, _, port = listen.rpartition(":")
-        if not is_loopback(host):
+        if guarded or not is_loopback(split_host(listen)):
             return None
         return host, 0 if port == "0" else AFTER_GRPC
     host, sep, port = native_listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError("native listen address must be HOST:PORT (port 0 = pick one), auto"
                          f" or off, not {native_listen!r}")
-    if not is_loopback(host):
-        raise NativeNotLoopback(
+    if not is_loopback(split_host(native_listen)):
+        raise NativeRefused(
             f"refusing to serve the native transport on {native_listen}: it checks no"
             " caller (no TLS, no tokens), so it serves on a loopback address only"
             " (127.0.0.1, ::1, localhost); remote clients use gRPC")
+    if guarded:
+        raise NativeRefused(
+            "refusing to serve the native transport on a node with tokens or TLS: it"
+            " checks no caller; give --native-listen off (clients use gRPC)")
     return host, int(port)
+
+
+MIN_WORKERS = 10
+"""Fewest gRPC worker threads a node runs with (see :func:`stream_shares`)."""
+
+
+def stream_shares(max_workers: int) -> tuple[int, int, int, int]:
+    """(batch, timestamp, tablet, transaction) streams a node admits at once.
+
+    Each open stream holds a worker thread until it ends, so streams of all kinds
+    together may hold at most what is left after a quarter of the threads (at least
+    two), which stay for unary calls: health checks and small reads always get through.
+    Batch streams may take half of that, timestamp, tablet (scan) and Transactions
+    streams a sixth each (at least one each: hence :data:`MIN_WORKERS`).
+    """
+    if max_workers < MIN_WORKERS:
+        raise ValueError(f"a node needs at least {MIN_WORKERS} worker threads")
+    streams = max_workers - max(2, max_workers // 4) - HEALTH_STREAMS - REFLECTION_STREAMS
+    other = max(1, streams // 6)
+    return max(1, streams // 2), other, other, other
 
 
 class Node:
     """Store + oracle + gRPC server on ``listen`` ("HOST:PORT", port 0 = pick one).
 
     Constructing a node opens the store (``StoreLocked`` if another process owns
-    ``data_dir``) and binds the port (``OSError`` if taken); :meth:`start` begins serving.
-    ``clock`` judges the expiry of every lock written at this node (default: the system
-    clock; its clients' clocks never do), and of the Transactions service's transactions.
-    ``max_transactions``: transactions the Transactions service holds open at once;
-    ``txn_lock_wait``: seconds one of its reads waits for a live lock before it answers
-    UNAVAILABLE (a server thread waits meanwhile).  ``native_listen``: where to serve the
-    native transport (:func:`native_address`: loopback only), ``max_native_connections``
-    its connections (a thread each) open at once.
+    ``data_dir``) and binds the port (``OSError`` if taken; ``InsecureListen`` if it is
+    not a loopback address and ``policy`` has no TLS and tokens, unless it says
+    ``insecure``); :meth:`start` begins serving.  ``clock`` judges the expiry of every
+    lock written at this node (default: the system clock; its clients' clocks never do),
+    and of the Transactions service's transactions.  ``max_transactions``: transactions
+    the Transactions service holds open at once; ``txn_lock_wait``: seconds one of its
+    reads waits for a live lock before it answers UNAVAILABLE (a server thread waits
+    meanwhile).  ``native_listen``: where to serve the native transport
+    (:func:`native_address`: loopback only, and only without tokens and TLS),
+    ``max_native_connections`` its connections (a thread each) open at once.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
-                 clock: Clock | None = None, max_transactions: int = DEFAULT_MAX_OPEN,
+                 clock: Clock | None = None, policy: ServerPolicy = ServerPolicy(),
+                 max_transactions: int = DEFAULT_MAX_OPEN,
                  txn_lock_wait: float = DEFAULT_LOCK_WAIT,
                  native_listen: str | None = NATIVE_AUTO,
                  max_native_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        native_at = native_address(listen, native_listen)  # ValueError before anything
+        batch, timestamp, tablet, transaction = stream_shares(max_workers)
+        check_exposure(listen, policy)  # before the data directory is touched
+        native_at = native_address(listen, native_listen, guarded=policy.tokens is not None
+                                   or policy.tls is not None)  # likewise
         self.store = LocalStore(data_dir, sync=sync)
         self.native: NativeServer | None = None
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
-            # Each open stream holds a worker thread: batch streams may take half of
-            # them, timestamp streams a quarter, transaction streams an eighth, which
-            # leaves an eighth for calls.
             self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
-            self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
+            self.batches = NodeService(self.backend, max_streams=batch)
             self.timestamps = oracle_service.OracleServicer(
-                self.oracle, max_streams=max_workers // 4)
+                self.oracle, max_streams=timestamp)
             self.transactions = TransactionsService(self.backend, Sessions(
                 self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
-                max_streams=max(1, max_workers // 8))
+                max_streams=transaction)
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
                 extra=[self.timestamps.registration(), self.batches.registration(),
-                       self.transactions.registration()])
+                       self.transactions.registration()],
+                policy=replace(policy, tablet_streams=tablet))
             if native_at is not None:
                 host, port = native_at
                 if port == AFTER_GRPC:

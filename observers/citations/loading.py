@@ -3,6 +3,11 @@
 Only ``paper:refs`` is written; the counts are the observers' job.  Papers go in
 transactions of ``batch`` papers (one notification each), which amortises the
 two-phase commit over many rows: loading is bound by the observers, not by the loader.
+
+A loader rides through a node restart: a batch that found the node unreachable, or
+whose commit's outcome was lost with it, is written again with back-off for up to
+``outage`` seconds (writing a paper's refs twice leaves them as once: its observers see
+no change).  It once exited 1 and had to be run again by hand.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from bigtable_lite import Unavailable
+from percolator.errors import CommitUndetermined
+
 from .combine import FOLD, check_target
 from .schema import REFS, encode_refs, row_key
 from .snap import load_snap
@@ -25,6 +33,8 @@ if TYPE_CHECKING:
     from percolator import Client, Transaction
 
 DEFAULT_BATCH = 200
+DEFAULT_OUTAGE = 120.0
+"""Seconds a batch is retried while the node is unreachable (a restart takes seconds)."""
 
 Papers = Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]]
 
@@ -63,12 +73,13 @@ def write_papers(txn: Transaction, rows: Sequence[tuple[bytes, bytes]]) -> None:
 
 def load_graph(client: Client, papers: Papers, *, batch: int = DEFAULT_BATCH,
                progress: bool | None = False, total: int | None = None,
-               desc: str = "loading") -> LoadResult:
+               desc: str = "loading", outage: float = DEFAULT_OUTAGE) -> LoadResult:
     """Write every paper's ``paper:refs`` (a dict or (id, refs) pairs), ``batch`` per transaction.
 
     A paper already in the table gets its refs replaced.  Each batch is retried on
     conflict (``client.run``).  The citation observers' columns are registered first,
-    so the writes leave notifications even if no worker has started yet.  ``progress``
+    so the writes leave notifications even if no worker has started yet; a batch that
+    meets the node down is retried for ``outage`` seconds.  ``progress``
     shows a tqdm bar on stderr (None: if stderr is a terminal).  Bad ids or refs raise
     ValueError/TypeError before their batch is written.
     """
@@ -85,11 +96,26 @@ def load_graph(client: Client, papers: Papers, *, batch: int = DEFAULT_BATCH,
     with tqdm(total=total, unit="papers", desc=desc, disable=not progress, file=sys.stderr,
               smoothing=0.1) as bar:
         while chunk := list(islice(rows, batch)):
-            client.run(lambda txn, chunk=chunk: write_papers(txn, chunk))  # type: ignore[misc]
+            _write(client, chunk, outage)
             n += len(chunk)
             txns += 1
             bar.update(len(chunk))
     return LoadResult(n, txns, time.perf_counter() - began)
+
+
+def _write(client: Client, rows: Sequence[tuple[bytes, bytes]], outage: float) -> None:
+    """One batch in a transaction (again on conflict), again while the node is down."""
+    deadline = time.monotonic() + outage
+    pause = 0.05
+    while True:
+        try:
+            client.run(lambda txn: write_papers(txn, rows))
+            return
+        except (Unavailable, CommitUndetermined):
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)  # back-off while the node restarts
+            pause = min(2 * pause, 1.0)
 
 
 def load_snap_file(client: Client, path: str | os.PathLike[str], *,

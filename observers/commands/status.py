@@ -14,7 +14,7 @@ from typing import Any
 
 from bigtable_lite import StorageError
 from observers import cluster_status, format_status
-from percolator.commands.client_args import add_target_arguments, open_client
+from percolator.commands.client_args import add_target_arguments, open_channel, open_client
 from percolator.oracle import OracleStats
 from percolator.oracle_client import RemoteOracle
 
@@ -24,13 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def oracle_figures(address: str) -> OracleStats | str:
+def oracle_figures(args: argparse.Namespace) -> OracleStats | str:
     """The node's oracle figures since it started, or why they could not be read."""
+    channel = open_channel(args)
     try:
-        with RemoteOracle(address) as oracle:
+        with RemoteOracle(channel) as oracle:
             return oracle.server_stats()
     except StorageError as exc:
         return str(exc)
+    finally:
+        channel.close()
 
 
 def format_oracle(figures: OracleStats | str) -> str:
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         status = cluster_status(client)
     finally:
         client.close()
-    oracle = oracle_figures(args.connect) if args.connect else None
+    oracle = oracle_figures(args) if args.connect else None
     if not args.json:
         text = format_status(status)
         print(text if oracle is None else f"{format_oracle(oracle)}\n{text}", flush=True)

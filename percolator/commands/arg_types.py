@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..node import is_loopback
+from bigtable_lite.credentials import is_loopback, split_host
 
 
 def positive_int(value: str) -> int:
@@ -64,7 +64,7 @@ def native_listen_address(value: str) -> str:
     if value in ("auto", "off"):
         return value
     _host_port(value, "for the native transport (or auto, or off)", port_zero=True)
-    if not is_loopback(value.rpartition(":")[0]):
+    if not is_loopback(split_host(value)):
         raise argparse.ArgumentTypeError(
             f"the native transport serves on a loopback address only, not {value!r}: it"
             " checks no caller (no TLS, no tokens); remote clients use gRPC")
