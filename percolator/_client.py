@@ -12,7 +12,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bigtable_lite import Limits, SyncMode, TabletStore
 from bigtable_lite.validation import check_key
@@ -28,6 +28,9 @@ from ._transaction import Transaction
 from .clock import Clock, SystemClock
 from .errors import CommitConflict, SnapshotTooOld, TransactionError
 from .layout import DEFAULT_TABLE
+
+if TYPE_CHECKING:
+    from ._node_client import Transport
 
 __all__ = ["DEFAULT_LOCK_TTL", "Client"]
 
@@ -94,21 +97,25 @@ class Client:
     def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,
                 timeout: float = 30.0, clock: Clock | None = None,
                 table: bytes = DEFAULT_TABLE, one_phase: bool = True,
-                token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
+                transport: Transport = "auto", token: str | None = None,
+                tls_ca: str | os.PathLike[str] | None = None,
                 tls_cert: str | os.PathLike[str] | None = None,
                 tls_key: str | os.PathLike[str] | None = None) -> Client:
-        """A running ``percolator serve`` node at ``HOST:PORT``: every thread's steps share
-        batched calls (:class:`~percolator._node_client.NodeClient`).
+        """A running ``percolator serve`` node at ``HOST:PORT`` (its gRPC address): every
+        thread's steps share batched calls (:class:`~percolator._node_client.NodeClient`).
 
-        ``token`` is sent on every call; ``tls_ca`` (the CA of the node's certificate)
-        turns TLS on, ``tls_cert`` and ``tls_key`` add a client certificate
+        ``transport``: "auto" sends them over the node's native transport when it serves
+        one (it says where, over gRPC; only on loopback, and only a node without tokens
+        and TLS does), else over gRPC; "native" or "grpc" only that.  ``token`` is sent
+        on every call; ``tls_ca`` (the CA of the node's certificate) turns TLS on,
+        ``tls_cert`` and ``tls_key`` add a client certificate
         (``bigtable_lite.credentials.connect_channel``; ValueError for a token that would
-        travel in the clear to another host).
+        travel in the clear to another host); with any of them batches go over gRPC.
         """
         from ._node_client import NodeClient
 
-        node = NodeClient(address, timeout=timeout, token=token, tls_ca=tls_ca,
-                          tls_cert=tls_cert, tls_key=tls_key)
+        node = NodeClient(address, timeout=timeout, transport=transport, token=token,
+                          tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         try:
             return cls(node, table=table, lock_ttl=lock_ttl, clock=clock, one_phase=one_phase)
         except BaseException:

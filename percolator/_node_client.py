@@ -25,10 +25,10 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Self
+from typing import Literal, Self
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from bigtable_lite import (
     DEFAULT_LIMITS,
@@ -70,8 +70,11 @@ from ._gc_table import GcPass
 from ._node_codec import CLIENT_ID_TAG, COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
 from ._snapshots import ActiveSnapshots, Reporter
 from ._status import command_error
+from ._transport import native_client
 from ._transport.batcher import Batcher, Command
 from ._transport.framing import field, frame
+from ._transport.native_client import NativeCalls
+from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import REFUSED
 from ._transport.streams import StreamedCalls
 from .errors import OracleError, SnapshotTooOld
@@ -80,7 +83,14 @@ from .oracle import OracleStats, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
 
-__all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "NodeClient"]
+__all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "TRANSPORTS", "NodeClient",
+           "Transport"]
+
+Transport = Literal["auto", "native", "grpc"]
+TRANSPORTS: tuple[Transport, ...] = ("auto", "native", "grpc")
+"""How batches travel: the node's native transport when it serves one, else gRPC
+("auto"); only native ("native": Unavailable while there is no native connection); only
+gRPC ("grpc")."""
 
 DEFAULT_MAX_IN_FLIGHT = 1
 """Batches one client keeps on the wire at once.  With one, 8 threads settle into two
@@ -122,17 +132,26 @@ class NodeClient:
 
     def __init__(self, target: str | grpc.Channel, *, timeout: float = 30.0,
                  limits: Limits = DEFAULT_LIMITS, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 max_commands: int = DEFAULT_MAX_COMMANDS, token: str | None = None,
-                 tls_ca: str | os.PathLike[str] | None = None,
+                 max_commands: int = DEFAULT_MAX_COMMANDS, transport: Transport = "auto",
+                 token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
                  tls_cert: str | os.PathLike[str] | None = None,
                  tls_key: str | os.PathLike[str] | None = None) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not"
+                             f" {transport!r}")
+        if transport == "native" and not isinstance(target, str):
+            raise ValueError("the native transport needs the node's address, not a channel")
+        credentials = (token, tls_ca, tls_cert, tls_key) != (None, None, None, None)
+        if transport == "native" and credentials:
+            raise ValueError("the native transport carries no token or TLS: a node that"
+                             " checks its callers is reached over gRPC")
         if isinstance(target, str):
             self._channel = connect_channel(target, channel_options(limits), token=token,
                                             tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
             self._owns_channel = True
-        elif (token, tls_ca, tls_cert, tls_key) != (None, None, None, None):
+        elif credentials:
             raise ValueError("credentials go with an address: a channel has its own")
         else:
             self._channel, self._owns_channel = open_channel(target, limits)
@@ -149,9 +168,19 @@ class NodeClient:
                 f"/{SERVICE_NAME}/Batch", request_serializer=_identity,
                 response_deserializer=pb.BatchResponse.FromString, _registered_method=True),
             timeout=timeout, trailer_key=STREAM_KEY, refusal=REFUSED)
-        self._batcher: Batcher[pb.Result] = Batcher(
+        self._describe = self._channel.unary_unary(
+            f"/{SERVICE_NAME}/Describe",
+            request_serializer=pb.DescribeRequest.SerializeToString,
+            response_deserializer=pb.NodeDescription.FromString, _registered_method=True)
+        self._native: NativeCalls | None = None
+        if transport != "grpc" and isinstance(target, str) and not credentials:
+            self._native = NativeCalls(
+                target.rpartition(":")[0], self._native_port, timeout=timeout,
+                max_frame=limits.max_message_bytes, required=transport == "native")
+        self._batcher: Batcher[bytes, pb.Result] = Batcher(
             self._send, max_in_flight=max_in_flight, max_commands=max_commands,
-            batch_bound=self._calls.bound)
+            batch_bound=max(self._calls.bound, self._native.bound if self._native else 0.0)
+            + self._calls.bound)
         self._lock = threading.Lock()
         self._closing = False
         self._closed = False
@@ -169,14 +198,25 @@ class NodeClient:
 
     # --- the batch ------------------------------------------------------------------------
 
-    def _send(self, batch: list[Command[pb.Result]]) -> None:
+    def _native_port(self) -> int:
+        """The node's native port (0: none), asked over gRPC."""
+        try:
+            reply = self._describe(pb.DescribeRequest(),
+                                   timeout=min(self.timeout, native_client.CONNECT_TIMEOUT))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return int(reply.native_port) if reply.native_version == NATIVE_VERSION else 0
+
+    def _send(self, batch: list[Command[bytes, pb.Result]]) -> None:
         """Send one batch; settles every command of it (raises nothing but BaseException)."""
         began = time.perf_counter()
         _BATCH_COMMANDS.observe(len(batch))
         try:
             if self._closed:
                 raise StoreClosed("NodeClient is closed")
-            reply = self._calls.call(self._client_field + b"".join([c.data for c in batch]))
+            data = self._client_field + b"".join([c.data for c in batch])
+            raw = self._native.call(data) if self._native is not None else None
+            reply = self._calls.call(data) if raw is None else pb.BatchResponse.FromString(raw)
             _BATCH_OK.observe(time.perf_counter() - began)
             results = reply.results
             if len(results) != len(batch):
@@ -192,6 +232,9 @@ class NodeClient:
         except StorageError as exc:
             self._fail(batch, exc)
             return
+        except DecodeError as exc:
+            self._fail(batch, StorageError(f"protocol error: node's reply undecodable ({exc})"))
+            return
         except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
             self._fail(batch, StoreClosed(f"NodeClient is closed ({exc})") if self._closed
                        else StorageError(f"batched call failed: {exc}"))
@@ -199,7 +242,7 @@ class NodeClient:
         for c, result in zip(batch, results):
             c.result = result
 
-    def _fail(self, batch: list[Command[pb.Result]], exc: StorageError) -> None:
+    def _fail(self, batch: list[Command[bytes, pb.Result]], exc: StorageError) -> None:
         if self._closed and isinstance(exc, Unavailable):  # the channel closed under it
             exc = StoreClosed(f"NodeClient is closed ({exc})")
         for c in batch:  # each caller raises its own exception object
@@ -225,7 +268,7 @@ class NodeClient:
         reply: Message = getattr(result, got)
         return reply
 
-    def _run(self, command: Command[pb.Result], *, alone: bool) -> pb.Result:
+    def _run(self, command: Command[bytes, pb.Result], *, alone: bool) -> pb.Result:
         if alone:
             self._send([command])  # a batch of one, so every batch fits a message
         else:
@@ -377,10 +420,12 @@ class NodeClient:
             return OracleStats(self._served, self._stamp_calls)
 
     def batch_stats(self) -> dict[str, float]:
-        """Batches sent, commands per batch, streams opened for back-to-back batches."""
+        """Batches sent, commands per batch, gRPC streams and native connections opened."""
         b = self._batcher
         return {"batches": b.calls, "batch_mean_commands": b.commands / b.calls if b.calls
-                else 0.0, "streams_opened": self._calls.streams_opened}
+                else 0.0, "streams_opened": self._calls.streams_opened,
+                "native_connections": self._native.connections_opened if self._native
+                else 0}
 
     @property
     def queued(self) -> int:
@@ -398,6 +443,8 @@ class NodeClient:
         self._reporter.close()  # releases what this client held at the node
         with self._lock:
             self._closed = True
+        if self._native is not None:
+            self._native.close()
         self._calls.close()
         self.remote.close()
         if self._owns_channel:

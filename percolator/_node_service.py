@@ -34,6 +34,7 @@ would not fit, the largest read results are answered RESOURCE_EXHAUSTED the same
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -57,6 +58,7 @@ from ._node_metrics import CommandMetrics, outcome_of
 from ._node_roles import check_command, check_raw_writes
 from ._status import error_name, status_for
 from ._transport.framing import frame
+from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import StreamSlots
 from .metrics import ORACLE_BATCH
 from .oracle import MAX_COUNT, check_count
@@ -111,6 +113,7 @@ class NodeService:
         self._backend = backend
         self._limits = backend.limits
         self._streams = StreamSlots(max_streams, STREAM_KEY)
+        self.native_port = 0  # where the node serves the native transport (0: it does not)
         # Room left for framing and for the results that are not reads.
         self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
         self._budget = backend.limits.max_message_bytes // 4  # one read's values
@@ -338,14 +341,34 @@ class NodeService:
     def _collect_garbage(self, msg: pb.CollectGarbageRequest, client: bytes) -> pb.GcPass:
         return codec.gc_pass_result(self._backend.collect_garbage())
 
+    def execute_raw(self, raw: bytes, role: Role = Role.ADMIN) -> bytes:
+        """The serialized BatchResponse to the serialized BatchRequest ``raw`` of a caller
+        of ``role``; raises InvalidArgument if ``raw`` is not one."""
+        request, known = _parse(raw, self._limits)
+        return self.execute(request, known=known, role=role)
+
+    # --- the native transport -------------------------------------------------------------
+
+    def open_native(self, hello: pb.NativeHello, tls: ssl.SSLSocket | None
+                    ) -> Callable[[bytes], bytes]:
+        """Admit a native connection (``_transport.native_server``): the executor of its
+        batches.  The node serves the native transport only when it checks no caller
+        (``node.native_address``), so every connection is admin, as every gRPC caller
+        of such a node is."""
+        return self.execute_raw
+
     # --- gRPC -----------------------------------------------------------------------------
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            request, known = _parse(raw, self._limits)
-            return self.execute(request, known=known, role=role_of(context))
+            return self.execute_raw(raw, role_of(context))
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
             _abort(context, exc)
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext
+                 ) -> pb.NodeDescription:
+        return pb.NodeDescription(native_port=self.native_port,
+                                  native_version=NATIVE_VERSION if self.native_port else 0)
 
     def BatchStream(self, requests: Iterator[bytes], context: grpc.ServicerContext
                     ) -> Iterator[bytes]:
@@ -357,8 +380,7 @@ class NodeService:
         try:
             for raw in requests:
                 try:
-                    request, known = _parse(raw, self._limits)
-                    reply = self.execute(request, known=known, role=role)
+                    reply = self.execute_raw(raw, role)
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
                 yield reply
@@ -377,7 +399,10 @@ class NodeService:
 
     def add_to_server(self, server: grpc.Server) -> None:
         handlers = {"Batch": grpc.unary_unary_rpc_method_handler(self.Batch),
-                    "BatchStream": grpc.stream_stream_rpc_method_handler(self.BatchStream)}
+                    "BatchStream": grpc.stream_stream_rpc_method_handler(self.BatchStream),
+                    "Describe": grpc.unary_unary_rpc_method_handler(
+                        self.Describe, request_deserializer=pb.DescribeRequest.FromString,
+                        response_serializer=pb.NodeDescription.SerializeToString)}
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -386,8 +411,10 @@ class NodeService:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
         # read admits a batch; each command is checked against the caller's role here.
+        # Describe (where the native transport is) is a reader's too: any client asks it.
         return ServiceRegistration(SERVICE_NAME, add, {"Batch": Role.READ,
-                                                       "BatchStream": Role.READ},
+                                                       "BatchStream": Role.READ,
+                                                       "Describe": Role.READ},
                                    sources=source_descriptors("percolator.v1"))
 
 

@@ -218,6 +218,14 @@ def test_listen_on_an_impossible_address_says_why(tmp_path: Path) -> None:
                    " '999.1.1.1'")
 
 
+def test_the_native_transport_beyond_loopback_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    done = in_process(capsys, "serve", "--data-dir", str(tmp_path / "data"),
+                      "--native-listen", "0.0.0.0:7071")
+    usage_error(done, "--native-listen", "loopback address only, not '0.0.0.0:7071'")
+    assert not (tmp_path / "data").exists()
+
+
 def test_listen_on_a_busy_port_says_so_and_grpc_keeps_quiet(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "a") as server:
         done = percolator("serve", "--data-dir", str(tmp_path / "b"), "--listen",

@@ -28,10 +28,17 @@ from bigtable_lite.server import DEFAULT_STREAM_IDLE, InsecureListen, ServerPoli
 
 from .._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from .._safe_point import DEFAULT_CLIENT_LEASE
+from .._transport.native_server import DEFAULT_MAX_CONNECTIONS
 from ..cli import CommandError
-from ..node import DEFAULT_GRACE, MIN_WORKERS, Node
+from ..node import DEFAULT_GRACE, MIN_WORKERS, NATIVE_AUTO, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
-from .arg_types import listen_address, non_negative_float, positive_float, positive_int
+from .arg_types import (
+    listen_address,
+    native_listen_address,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -42,6 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", type=listen_address, default="127.0.0.1:7070",
                         metavar="HOST:PORT", help="address to serve on; port 0 picks a free one"
                         " (default %(default)s)")
+    parser.add_argument("--native-listen", type=native_listen_address, default=NATIVE_AUTO,
+                        metavar="HOST:PORT|auto|off",
+                        help="where to serve the native transport, the Python client's fast"
+                        " path to the same batches (clients find it by asking the node over"
+                        " gRPC), a loopback address only, and only without --auth-tokens and"
+                        " TLS (it checks no caller); auto: the --listen host at its port + 1"
+                        " (a free port when that is 0) if that host is loopback and no tokens"
+                        " or TLS are given, else off; off: gRPC only (default %(default)s)")
+    parser.add_argument("--native-connections", type=positive_int,
+                        default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                        help="most native connections open at once, a thread each, apart"
+                        " from the gRPC workers; more clients use gRPC (default %(default)s)")
     parser.add_argument("--sync", choices=SYNC_MODES, default="none",
                         help="fsync every write (always) or rely on the OS (none: survives"
                         " kill -9, not power loss); the oracle fsyncs its blocks either way"
@@ -127,18 +146,22 @@ def run(args: argparse.Namespace) -> int:
                         oracle_block_size=args.oracle_block, policy=policy,
                         gc_life_time=args.gc_life_time, gc_interval=args.gc_interval,
                         gc_client_lease=args.gc_client_lease,
-                        metrics_listen=args.metrics_listen)
+                        metrics_listen=args.metrics_listen,
+                        native_listen=args.native_listen,
+                        max_native_connections=args.native_connections)
         except InsecureListen as exc:
             raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
                                " --insecure)") from exc
-        except ValueError as exc:  # TLS files that are not a certificate and its key
-            raise CommandError(str(exc)) from exc
+        except ValueError as exc:  # TLS files that are not a certificate and its key;
+            raise CommandError(str(exc)) from exc  # NativeRefused
         try:
             node.start()
             if node.metrics is not None:
                 print(f"percolator serve: metrics on {node.metrics.url}", flush=True)
+            native = node.native_address
             print(f"percolator serve: listening on {node.address}"
-                  f" (data dir {args.data_dir}, sync {sync}, {_describe(policy)})", flush=True)
+                  f" (native {native if native else 'off'}; data dir {args.data_dir},"
+                  f" sync {sync}, {_describe(policy)})", flush=True)
             received = signal.sigwait(_STOP_SIGNALS)
             print(f"percolator serve: {signal.Signals(received).name}, shutting down",
                   flush=True)

@@ -9,6 +9,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeDescription(_message.Message):
+    __slots__ = ("native_port", "native_version")
+    NATIVE_PORT_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    native_port: int
+    native_version: int
+    def __init__(self, native_port: _Optional[int] = ..., native_version: _Optional[int] = ...) -> None: ...
+
+class NativeHello(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class NativeWelcome(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
 class BatchRequest(_message.Message):
     __slots__ = ("commands", "client_id")
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
