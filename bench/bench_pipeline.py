@@ -68,6 +68,10 @@ TARGET_GROWTH = 1.2       # CPU per paper, largest N / smallest N
 TARGET_IDLE = 0.02        # node CPU, fraction of a core
 
 
+class RunFailed(Exception):
+    """A run that did not finish, or whose counts are wrong: reported, and the bench exits 1."""
+
+
 # --- the probe: loaded by the worker processes as their observers ---------------------------
 
 class _Tally:
@@ -150,10 +154,10 @@ class Proc:
             try:
                 line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise SystemExit(f"FAILED: {self.name} printed no {pattern.pattern!r} in"
+                raise RunFailed(f"{self.name} printed no {pattern.pattern!r} in"
                                  f" {timeout}s:\n{self.output()}") from None
             if line is None:
-                raise SystemExit(f"FAILED: {self.name} exited ({self.proc.wait()}):\n"
+                raise RunFailed(f"{self.name} exited ({self.proc.wait()}):\n"
                                  f"{self.output()}")
             match = pattern.search(line)
             if match:
@@ -170,7 +174,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(30)
-            raise SystemExit(f"FAILED: {self.name} did not stop in {timeout}s:\n"
+            raise RunFailed(f"{self.name} did not stop in {timeout}s:\n"
                              f"{self.output()}") from None
 
     def kill(self) -> None:
@@ -183,9 +187,12 @@ class Proc:
 
 
 def run_checked(argv: list[str], what: str, timeout: float, env: dict[str, str]) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise RunFailed(f"{what} still running after {timeout}s") from exc
     if done.returncode != 0:
-        raise SystemExit(f"FAILED: {what} exited with {done.returncode}:\n{done.stdout}"
+        raise RunFailed(f"{what} exited with {done.returncode}:\n{done.stdout}"
                          f"{done.stderr}")
     return done.stdout
 
@@ -200,7 +207,7 @@ def wait4(proc: subprocess.Popen[str], timeout: float) -> tuple[int, float]:
             return proc.returncode, usage.ru_utime + usage.ru_stime
         if time.monotonic() > deadline:
             proc.kill()
-            raise SystemExit(f"FAILED: {proc.args!r} still running after {timeout}s")
+            raise RunFailed(f"{proc.args!r} still running after {timeout}s")
         time.sleep(0.05)  # polling a child's exit (os.wait4 with a deadline)
 
 
@@ -282,7 +289,7 @@ class Run:
 
     def add_probe(self, path: Path) -> None:
         if not path.exists():
-            raise SystemExit(f"FAILED: a worker wrote no probe counts ({path})")
+            raise RunFailed(f"a worker wrote no probe counts ({path})")
         for column, n in json.loads(path.read_text()).items():
             self.committed[column] = self.committed.get(column, 0) + n
 
@@ -292,7 +299,7 @@ def verify(target: list[str], env: dict[str, str]) -> str:
                       "percolator citations verify", 900, env)
     first = out.splitlines()[0] if out else ""
     if not first.startswith("verified"):
-        raise SystemExit(f"FAILED: counts differ from the batch recount:\n{out}")
+        raise RunFailed(f"counts differ from the batch recount:\n{out}")
     return first
 
 
@@ -327,12 +334,12 @@ def run_embedded(root: Path, papers: int, args: argparse.Namespace) -> Run:
     profiler.finish()
     pump.join(30)
     if code != 0:
-        raise SystemExit(f"FAILED: embedded worker exited with {code}:\n{''.join(lines)}")
+        raise RunFailed(f"embedded worker exited with {code}:\n{''.join(lines)}")
     run.worker_cpu = cpu
     stats = [STOPPED.search(line) for line in lines]
     found = [m for m in stats if m]
     if not found:
-        raise SystemExit(f"FAILED: the embedded worker printed no stats:\n{''.join(lines)}")
+        raise RunFailed(f"the embedded worker printed no stats:\n{''.join(lines)}")
     run.add_stats(json.loads(found[-1].group(1)))
     run.add_probe(probe)
     run.verified = verify(target, env)
@@ -379,11 +386,11 @@ def run_cluster(root: Path, papers: int, workers: int, args: argparse.Namespace,
             deadline = began + args.timeout
             while pending(client):
                 if time.perf_counter() > deadline:
-                    raise SystemExit(f"FAILED: {workers} workers did not count {papers:,}"
+                    raise RunFailed(f"{workers} workers did not count {papers:,}"
                                      f" papers in {args.timeout:.0f}s")
                 for p in procs:
                     if p.proc.poll() is not None:
-                        raise SystemExit(f"FAILED: {p.name} exited:\n{p.output()}")
+                        raise RunFailed(f"{p.name} exited:\n{p.output()}")
                 time.sleep(POLL)  # polling the notify table, as `citations verify` waits
             run.count_s = time.perf_counter() - began
             run.node_cpu = node.cpu() - node_before
@@ -402,11 +409,11 @@ def run_cluster(root: Path, papers: int, workers: int, args: argparse.Namespace,
         for p in procs:
             code = p.stop()
             if code != 0:
-                raise SystemExit(f"FAILED: {p.name} exited with {code}:\n{p.output()}")
+                raise RunFailed(f"{p.name} exited with {code}:\n{p.output()}")
             m = [STOPPED.search(line) for line in p.lines]
             stats = [x for x in m if x]
             if not stats:
-                raise SystemExit(f"FAILED: {p.name} printed no stats:\n{p.output()}")
+                raise RunFailed(f"{p.name} printed no stats:\n{p.output()}")
             run.add_stats(json.loads(stats[-1].group(1)))
         for probe in probes:
             run.add_probe(probe)
@@ -522,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f" worker, seed {args.seed}; {os.cpu_count()} cores, load average"
           f" {os.getloadavg()[0]:.1f}", flush=True)
     all_runs: dict[int, dict[str, Run]] = {}
+    failed: list[str] = []
     for papers in args.papers:
         print(f"\n== {papers:,} papers, loaded before the workers start ==", flush=True)
         runs: dict[str, Run] = {}
@@ -533,6 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     r = run_cluster(root, papers, int(t), args,
                                     idle=t == "2" and args.idle_seconds > 0)
+            except RunFailed as exc:
+                failed.append(f"{papers:,} papers, {t}: {exc}")
+                print(f"  {t:<10} FAILED: {exc}", flush=True)
+                continue
             finally:
                 if args.keep:
                     print(f"  (data kept in {root})")
@@ -547,6 +559,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = sorted(all_runs)
     if len(sizes) > 1:
         oks += growth(sizes[0], sizes[-1], all_runs)
+    if failed:
+        print(f"\nFAILED: {len(failed)} runs (figures above are of the others):")
+        for line in failed:
+            print("  " + line.splitlines()[0])
+        return 1
     print(f"\nverified: every run's counts equal the batch recount; targets met"
           f" {sum(oks)} of {len(oks)}")
     return 0
