@@ -28,7 +28,7 @@ slower":
   idle cluster (no writes, 2 workers running ~10 s): node CPU < 2% of a core
 
 Usage: python bench/bench_pipeline.py [--papers N [N ...]] [--topologies embedded 1 2 4]
-           [--threads T] [--idle-seconds S] [--timeout S] [--profile DIR] [--keep]
+           [--threads T] [--hot N] [--idle-seconds S] [--timeout S] [--profile DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 PROBE_ENV = "PERCOLATOR_PIPELINE_PROBE"  # where a worker process writes its probe counts
+HOT_ENV = "PERCOLATOR_PIPELINE_HOT"      # --hot, for the worker processes
 PROBE_SPEC = "bench_pipeline:probe_observers"
 TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on (\S+:\d+)")
@@ -100,6 +101,9 @@ def probe_observers() -> list[object]:
     path = os.environ.get(PROBE_ENV)
     if path:
         atexit.register(tally.dump, path)
+    hot = os.environ.get(HOT_ENV)
+    if hot:
+        return list(make_observers(on_commit=tally, hot=int(hot)))
     return list(make_observers(on_commit=tally))
 
 
@@ -109,8 +113,10 @@ def percolator(*args: str) -> list[str]:
     return [sys.executable, "-m", "percolator", *args]
 
 
-def child_env(probe: Path | None = None) -> dict[str, str]:
+def child_env(probe: Path | None = None, hot: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if hot is not None:
+        env[HOT_ENV] = str(hot)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(BENCH_DIR)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     if probe is not None:
@@ -317,7 +323,7 @@ def run_embedded(root: Path, papers: int, args: argparse.Namespace) -> Run:
     env = child_env()
     run = Run(papers, "embedded", load_s=load(target, papers, args.seed, env, args.timeout))
     probe = root / "probe-embedded.json"
-    worker_env = child_env(probe)
+    worker_env = child_env(probe, args.hot)
     began = time.perf_counter()
     proc = subprocess.Popen(
         percolator("worker", *target, "--observers", PROBE_SPEC, "--threads", str(args.threads),
@@ -376,7 +382,7 @@ def run_cluster(root: Path, papers: int, workers: int, args: argparse.Namespace,
             procs = [Proc(f"worker {i + 1}",
                           percolator("worker", *target, "--observers", PROBE_SPEC,
                                      "--threads", str(args.threads)),
-                          child_env(probes[i])) for i in range(workers)]
+                          child_env(probes[i], args.hot)) for i in range(workers)]
             profiler.attach(node.pid, "node")
             for i, p in enumerate(procs):
                 profiler.attach(p.pid, f"worker-{i + 1}")
@@ -513,6 +519,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--idle-seconds", type=float, default=10.0,
                     help="idle measurement after the 2-worker run (0: none)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run, at most")
+    ap.add_argument("--hot", type=int, default=None,
+                    help="the citation counters' combining threshold (default: the library's;"
+                    " 0 combines every update)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="py-spy flame graphs of every process while counting")
@@ -526,7 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"pipeline bench: citations, papers {', '.join(f'{n:,}' for n in args.papers)},"
           f" topologies {' '.join(args.topologies)}, {args.threads} observer threads per"
-          f" worker, seed {args.seed}; {os.cpu_count()} cores, load average"
+          f" worker, seed {args.seed}"
+          f"{'' if args.hot is None else f', combining threshold {args.hot}'};"
+          f" {os.cpu_count()} cores, load average"
           f" {os.getloadavg()[0]:.1f}", flush=True)
     all_runs: dict[int, dict[str, Run]] = {}
     failed: list[str] = []
