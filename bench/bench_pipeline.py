@@ -92,15 +92,22 @@ class _Tally:
         Path(path).write_text(json.dumps(out))
 
 
-def probe_observers() -> list[object]:
-    """The citation observers (``observers.citations.make_observers()``, as OBSERVERS) with a
-    commit hook counting observer transactions; written to $PERCOLATOR_PIPELINE_PROBE at exit."""
-    from observers.citations import make_observers
-
+def probe_hook() -> _Tally:
+    """A commit hook counting this process's observer transactions, written to
+    $PERCOLATOR_PIPELINE_PROBE at exit (for observers given with ``--observers``)."""
     tally = _Tally()
     path = os.environ.get(PROBE_ENV)
     if path:
         atexit.register(tally.dump, path)
+    return tally
+
+
+def probe_observers() -> list[object]:
+    """The citation observers (``observers.citations.make_observers()``, as OBSERVERS) with
+    :func:`probe_hook` as their commit hook."""
+    from observers.citations import make_observers
+
+    tally = probe_hook()
     hot = os.environ.get(HOT_ENV)
     if hot:
         return list(make_observers(on_commit=tally, hot=int(hot)))
@@ -326,7 +333,7 @@ def run_embedded(root: Path, papers: int, args: argparse.Namespace) -> Run:
     worker_env = child_env(probe, args.hot)
     began = time.perf_counter()
     proc = subprocess.Popen(
-        percolator("worker", *target, "--observers", PROBE_SPEC, "--threads", str(args.threads),
+        percolator("worker", *target, "--observers", args.observers, "--threads", str(args.threads),
                    "--until-idle", "--timeout", str(args.timeout)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=worker_env)
     profiler = Profiler(args.profile / f"{papers}-embedded" if args.profile else None)
@@ -380,7 +387,7 @@ def run_cluster(root: Path, papers: int, workers: int, args: argparse.Namespace,
             began = time.perf_counter()
             probes = [root / f"probe-{i}.json" for i in range(workers)]
             procs = [Proc(f"worker {i + 1}",
-                          percolator("worker", *target, "--observers", PROBE_SPEC,
+                          percolator("worker", *target, "--observers", args.observers,
                                      "--threads", str(args.threads)),
                           child_env(probes[i], args.hot)) for i in range(workers)]
             profiler.attach(node.pid, "node")
@@ -522,6 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hot", type=int, default=None,
                     help="the citation counters' combining threshold (default: the library's;"
                     " 0 combines every update)")
+    ap.add_argument("--observers", default=PROBE_SPEC, metavar="SPEC",
+                    help="the workers' observers, pkg.module:name on PYTHONPATH (default: the"
+                    " citation observers; others count their transactions with"
+                    " bench_pipeline.probe_hook() as commit hook)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
                     help="py-spy flame graphs of every process while counting")
