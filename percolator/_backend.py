@@ -28,6 +28,7 @@ from typing import NamedTuple, Protocol
 
 from bigtable_lite import Limits, TabletStore
 
+from ._notify.api import NotificationsBackend
 from .records import Lock
 
 __all__ = [
@@ -185,6 +186,11 @@ class Backend(Protocol):
     """
 
     limits: Limits
+
+    @property
+    def notifications(self) -> NotificationsBackend:
+        """The observers' verbs: registration, the feed of notifications, parking."""
+        ...
 
     @property
     def store(self) -> TabletStore:

@@ -22,6 +22,7 @@ from . import layout
 from ._backend import Backend
 from ._context import TxnContext
 from ._keeper import LockKeeper
+from ._notify.api import NotificationsBackend
 from ._transaction import Transaction
 from .clock import Clock, SystemClock
 from .errors import CommitConflict, TransactionError
@@ -122,6 +123,11 @@ class Client:
     @property
     def observed_columns(self) -> frozenset[bytes]:
         return self.backend.observed_columns(self.table)
+
+    @property
+    def notifications(self) -> NotificationsBackend:
+        """The observers' verbs at the backend (``percolator._notify.api``)."""
+        return self.backend.notifications
 
     # --- transactions ---------------------------------------------------------------------
 

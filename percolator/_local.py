@@ -30,11 +30,12 @@ from ._backend import (
     ScanRequest,
     TxnStatus,
 )
+from ._notify.local import Notifications
 from ._steps import StepContext, one_phase, prewrite, read, resolve_lock, rollback
 from ._steps import commit as commit_step
 from ._steps import heartbeat as heartbeat_step
 from ._steps.check_txn_status import StatusCache
-from ._steps.notify import ObservedColumns
+from ._steps.notify import NotifyLog, ObservedColumns
 from .clock import Clock, SystemClock
 from .oracle import Oracle, check_count
 
@@ -62,7 +63,11 @@ class LocalBackend:
         self._owned = owned
         steps_store = store.unchecked() if _requests_fit(store) else store
         self.ctx = StepContext(steps_store, oracle, self.clock, store.limits, StatusCache(),
-                               ObservedColumns(steps_store), one_phase.CommitLatches())
+                               ObservedColumns(steps_store), one_phase.CommitLatches(),
+                               NotifyLog(oracle))
+        # The observers' verbs (registration, backfill, the feed to workers, parking).
+        self.notifications = Notifications(self.ctx, store)
+        self.notifications.start()
 
     @classmethod
     def open(cls, path: str, *, sync: str = "none", clock: Clock | None = None
@@ -125,12 +130,15 @@ class LocalBackend:
         return self.ctx.statuses.status(self.ctx, table, primary[0], primary[1], start_ts)
 
     def register_observed(self, table: bytes, columns: Sequence[bytes]) -> int:
-        return self.ctx.observed.register(table, columns, self.oracle)
+        for column in columns:
+            self.notifications.register(table, column)
+        return self.oracle.get_timestamp()
 
     def observed_columns(self, table: bytes) -> frozenset[bytes]:
-        return self.ctx.observed.of(table)
+        return frozenset(self.ctx.observed.of(table))
 
     def close(self) -> None:
+        self.notifications.close()
         if self._owned:
             self.oracle.close()
             self._store.close()

@@ -25,6 +25,7 @@ from bigtable_lite.server import build_server, stop_server
 from . import oracle_service
 from ._local import LocalBackend
 from ._node_service import NodeService
+from ._notify.service import NotificationsService
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
@@ -55,10 +56,14 @@ class Node:
             self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
             self.timestamps = oracle_service.OracleServicer(
                 self.oracle, max_streams=max_workers // 4)
+            # Workers' pulls may wait (long polls): at most an eighth of the threads.
+            self.notifications = NotificationsService(
+                self.backend.notifications, self.store.limits, max_polls=max_workers // 8)
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
-                extra=[self.timestamps.registration(), self.batches.registration()])
+                extra=[self.timestamps.registration(), self.batches.registration(),
+                       self.notifications.registration()])
         except BaseException:
             self.store.close()
             raise
@@ -89,6 +94,7 @@ class Node:
                 self.timestamps.stop_streams()
                 stop_server(self.server, grace)
             finally:
+                self.backend.close()  # its background work (backfills); not the store
                 self.oracle.close()
                 self.store.close()
 
