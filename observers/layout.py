@@ -1,4 +1,4 @@
-"""Layout: where the observers layer keeps its state (the one owner of its names and bytes).
+"""Layout: where the observers layer keeps its state in the data (the one owner of its bytes).
 
 Acknowledgements live in the data table, as transactional system cells (so an
 observer's commit and its acknowledgement are one atomic write)::
@@ -8,20 +8,13 @@ observer's commit and its acknowledgement are one atomic write)::
     value   uint64 big-endian: start_ts of the last observer transaction that committed
             for this cell; it saw every change committed below that timestamp
 
-Parked notifications, table ``<table>.parked`` (one row per data row)::
+A park note (why a worker gave up on a cell), kept by the node with the parked entries
+(``percolator._notify.parking``): JSON ``{"failures", "error", "parked_at_ms",
+"worker"}``.
 
-    column  b"n" + data column   ts = the notification's ts (writer's start_ts)
-                                 value = the notification record, unchanged
-    column  b"i" + data column   ts = 0, value = JSON {"failures", "error",
-                                 "parked_at_ms", "worker"}
-
-Workers, table ``<table>.workers`` (one row per worker id)::
-
-    column  b"lease"   ts = 0, JSON {"expires_ms", "columns": [hex], "host", "pid",
-                       "threads"}; deleted by a worker that stops cleanly
-    column  b"stats"   ts = 0, JSON of observers.stats.WorkerStats, rewritten periodically
-
-The kind bytes and JSON keys are persisted: do not rename.
+The notification log, the registrations, the parking table and the workers' reported
+counters are the node's (``percolator._notify``): workers reach them only through the
+notification verbs.  The JSON keys are persisted: do not rename.
 """
 
 from __future__ import annotations
@@ -31,23 +24,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-PARKED_SUFFIX = b".parked"
-WORKERS_SUFFIX = b".workers"
 ACK_PREFIX = b"ack:"
-PARKED_NOTE = b"n"  # do not renumber
-PARKED_INFO = b"i"  # do not renumber
-LEASE_COLUMN = b"lease"
-STATS_COLUMN = b"stats"
 
 _U64 = struct.Struct(">Q")
-
-
-def parked_table(table: bytes) -> bytes:
-    return table + PARKED_SUFFIX
-
-
-def workers_table(table: bytes) -> bytes:
-    return table + WORKERS_SUFFIX
 
 
 # --- acknowledgements ---------------------------------------------------------------------
@@ -71,15 +50,7 @@ def decode_ack(raw: bytes | None) -> int:
     return value
 
 
-# --- parked notifications -------------------------------------------------------------------
-
-def parked_note_column(column: bytes) -> bytes:
-    return PARKED_NOTE + column
-
-
-def parked_info_column(column: bytes) -> bytes:
-    return PARKED_INFO + column
-
+# --- park notes -----------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class ParkInfo:
@@ -98,37 +69,13 @@ def encode_park_info(info: ParkInfo) -> bytes:
 
 
 def decode_park_info(raw: bytes) -> ParkInfo:
+    """ValueError if ``raw`` is not a note."""
     d = _json_object(raw, "park info")
-    return ParkInfo(int(d.get("failures", 0)), str(d.get("error", "")),
-                    int(d.get("parked_at_ms", 0)), str(d.get("worker", "")))
-
-
-# --- worker leases ------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A worker's claim to be alive until ``expires_ms`` (wall clock), observing ``columns``."""
-
-    worker: str
-    expires_ms: int
-    columns: frozenset[bytes]
-    host: str = ""
-    pid: int = 0
-    threads: int = 0
-
-
-def encode_lease(lease: Lease) -> bytes:
-    return json.dumps({"expires_ms": lease.expires_ms,
-                       "columns": sorted(c.hex() for c in lease.columns),
-                       "host": lease.host, "pid": lease.pid, "threads": lease.threads},
-                      sort_keys=True).encode()
-
-
-def decode_lease(worker: str, raw: bytes) -> Lease:
-    d = _json_object(raw, "lease")
-    return Lease(worker, int(d["expires_ms"]),
-                 frozenset(bytes.fromhex(c) for c in d.get("columns", [])),
-                 str(d.get("host", "")), int(d.get("pid", 0)), int(d.get("threads", 0)))
+    try:
+        return ParkInfo(int(d.get("failures", 0)), str(d.get("error", "")),
+                        int(d.get("parked_at_ms", 0)), str(d.get("worker", "")))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"malformed park info: {exc}") from None
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

@@ -150,9 +150,13 @@ class NotificationsBackend(Protocol):
         """A worker stops: its last handled entries, its final counters; its buckets go."""
         ...
 
+    def done(self, table: bytes, refs: Sequence[DoneRef]) -> None:
+        """Delete exactly these handled entries."""
+        ...
+
     def pending(self, table: bytes, columns: Sequence[bytes], cap: int = 1) -> int:
         """Entries of ``columns`` in the log, from a fresh look, counted up to ``cap``
-        (0 exactly when there are none)."""
+        (0 exactly when there are none); a backfill still running counts as one."""
         ...
 
     def park(self, table: bytes, worker: str, refs: Sequence[DoneRef], note: bytes) -> int:

@@ -67,6 +67,9 @@ class RemoteNotifications:
         self._call(self._stub.Leave, pb.LeaveRequest(
             table=table, worker=worker, done=wire.done_to_pb(done), stats=stats))
 
+    def done(self, table: bytes, refs: Sequence[DoneRef]) -> None:
+        self._call(self._stub.Done, pb.DoneRequest(table=table, done=wire.done_to_pb(refs)))
+
     def pending(self, table: bytes, columns: Sequence[bytes], cap: int = 1) -> int:
         reply = self._call(self._stub.Pending,
                            pb.PendingRequest(table=table, columns=columns, cap=cap))
@@ -109,6 +112,7 @@ class _Stub:
         self.Columns = method("Columns", pb.ColumnsResponse)
         self.Pull = method("Pull", pb.PullResponse)
         self.Leave = method("Leave", pb.LeaveResponse)
+        self.Done = method("Done", pb.DoneResponse)
         self.Pending = method("Pending", pb.PendingResponse)
         self.Park = method("Park", pb.ParkResponse)
         self.Parked = method("Parked", pb.ParkedResponse)

@@ -154,6 +154,9 @@ class TableFeed:
 
     def leave(self, worker: str) -> None:
         with self._lock:
+            member = self.assignment.members.get(worker)
+            if member is not None:
+                member.wake.set()  # a pull of it waiting here returns
             self.assignment.leave(worker)
             self.assignment.rebalance(self._clock(), self._wake)
 

@@ -219,9 +219,21 @@ class Notifications:
             self._persist_stats(table, worker, stats)
         feed.leave(worker)
 
+    def done(self, table: bytes, refs: Sequence[DoneRef]) -> None:
+        for ref in refs:
+            try:
+                log.decode_key(ref.log_row)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from None
+        self.feed(table).delete(refs)
+
     def pending(self, table: bytes, columns: Sequence[bytes], cap: int = 1) -> int:
-        """Entries of ``columns`` in the log, counted up to ``cap`` (a fresh scan)."""
-        n = 0
+        """Entries of ``columns`` in the log, counted up to ``cap`` (a fresh scan); a
+        backfill still running counts as one more (its entries are still to come)."""
+        regs = self.ctx.observed.registrations(table)
+        n = sum(1 for c in set(columns) if c in regs and regs[c].backfill == log.PENDING)
+        if n >= cap:
+            return n
         ntable = layout.notify_table(table)
         for column in sorted(set(columns)):
             if not column or len(column) > log.MAX_COLUMN:

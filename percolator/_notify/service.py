@@ -48,6 +48,7 @@ class NotificationsService:
             "Columns": (pb.ColumnsRequest, self._columns),
             "Pull": (pb.PullRequest, self._pull),
             "Leave": (pb.LeaveRequest, self._leave),
+            "Done": (pb.DoneRequest, self._done),
             "Pending": (pb.PendingRequest, self._pending),
             "Park": (pb.ParkRequest, self._park),
             "Parked": (pb.ParkedRequest, self._parked),
@@ -108,6 +109,10 @@ class NotificationsService:
         self._n.leave(self._table(request.table), wire.check_worker(request.worker),
                       wire.parse_done(request.done, self._limits), request.stats)
         return pb.LeaveResponse()
+
+    def _done(self, request: pb.DoneRequest) -> pb.DoneResponse:
+        self._n.done(self._table(request.table), wire.parse_done(request.done, self._limits))
+        return pb.DoneResponse()
 
     def _pending(self, request: pb.PendingRequest) -> pb.PendingResponse:
         columns = [wire.check_column(c) for c in request.columns]

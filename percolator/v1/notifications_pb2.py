@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!percolator/v1/notifications.proto\x12\rpercolator.v1\"\\\n\x0fRegisterRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12\x18\n\x10partition_prefix\x18\x03 \x01(\x0c\x12\x10\n\x08\x62\x61\x63kfill\x18\x04 \x01(\x08\"6\n\x10RegisterResponse\x12\x15\n\rregistered_at\x18\x01 \x01(\x04\x12\x0b\n\x03new\x18\x02 \x01(\x08\"2\n\x11UnregisterRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\"1\n\x12UnregisterResponse\x12\n\n\x02\x61t\x18\x01 \x01(\x04\x12\x0f\n\x07pending\x18\x02 \x01(\x04\"\x1f\n\x0e\x43olumnsRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"\xbc\x01\n\nColumnInfo\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x15\n\rregistered_at\x18\x02 \x01(\x04\x12\x18\n\x10partition_prefix\x18\x03 \x01(\x0c\x12\x18\n\x10\x62\x61\x63kfill_pending\x18\x04 \x01(\x08\x12\x15\n\rbackfill_done\x18\x05 \x01(\x04\x12\x1a\n\x12\x62\x61\x63kfill_estimated\x18\x06 \x01(\x04\x12\x0f\n\x07pending\x18\x07 \x01(\x04\x12\x0f\n\x07workers\x18\x08 \x03(\t\"=\n\x0f\x43olumnsResponse\x12*\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x19.percolator.v1.ColumnInfo\"+\n\tBucketSet\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06\x62itmap\x18\x02 \x01(\x0c\":\n\x06\x43ursor\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\x12\x10\n\x08position\x18\x03 \x01(\x04\"A\n\x07\x43ursors\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\x04\x12(\n\toverrides\x18\x02 \x03(\x0b\x32\x15.percolator.v1.Cursor\"3\n\x06LogRow\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x03(\x0c\x12\x0e\n\x06values\x18\x03 \x03(\x0c\"\xb5\x02\n\x0bPullRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\x0c\x12\x10\n\x08lease_ms\x18\x04 \x01(\r\x12&\n\x04held\x18\x05 \x03(\x0b\x32\x18.percolator.v1.BucketSet\x12*\n\x08released\x18\x06 \x03(\x0b\x32\x18.percolator.v1.BucketSet\x12#\n\x04\x64one\x18\x07 \x03(\x0b\x32\x15.percolator.v1.LogRow\x12\'\n\x07\x63ursors\x18\x08 \x01(\x0b\x32\x16.percolator.v1.Cursors\x12\x0c\n\x04room\x18\t \x01(\r\x12\x0f\n\x07wait_ms\x18\n \x01(\r\x12\x14\n\x0cmember_index\x18\x0b \x01(\x05\x12\r\n\x05stats\x18\x0c \x01(\x0c\"\xd5\x01\n\x0cPullResponse\x12\'\n\x05owned\x18\x01 \x03(\x0b\x32\x18.percolator.v1.BucketSet\x12*\n\x08revoking\x18\x02 \x03(\x0b\x32\x18.percolator.v1.BucketSet\x12\x14\n\x0cmember_index\x18\x03 \x01(\r\x12#\n\x04rows\x18\x04 \x03(\x0b\x32\x15.percolator.v1.LogRow\x12\'\n\x07\x63ursors\x18\x05 \x01(\x0b\x32\x16.percolator.v1.Cursors\x12\x0c\n\x04more\x18\x06 \x01(\x08\"a\n\x0cLeaveRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12#\n\x04\x64one\x18\x03 \x03(\x0b\x32\x15.percolator.v1.LogRow\x12\r\n\x05stats\x18\x04 \x01(\x0c\"\x0f\n\rLeaveResponse\"=\n\x0ePendingRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\x0c\x12\x0b\n\x03\x63\x61p\x18\x03 \x01(\x04\"\"\n\x0fPendingResponse\x12\x0f\n\x07pending\x18\x01 \x01(\x04\"b\n\x0bParkRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12&\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x15.percolator.v1.LogRow\x12\x0c\n\x04note\x18\x04 \x01(\x0c\"\x1d\n\x0cParkResponse\x12\r\n\x05moved\x18\x01 \x01(\r\"-\n\rParkedRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\r\"/\n\x0bParkedEntry\x12\x10\n\x08position\x18\x01 \x01(\x04\x12\x0e\n\x06record\x18\x02 \x01(\x0c\"d\n\nParkedCell\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12+\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x1a.percolator.v1.ParkedEntry\x12\x0c\n\x04note\x18\x04 \x01(\x0c\":\n\x0eParkedResponse\x12(\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x19.percolator.v1.ParkedCell\"&\n\x07\x43\x65llRef\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\"R\n\rReplayRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12%\n\x05\x63\x65lls\x18\x03 \x03(\x0b\x32\x16.percolator.v1.CellRef\"\x1f\n\x0eReplayResponse\x12\r\n\x05moved\x18\x01 \x01(\r\"\x1f\n\x0eMembersRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"p\n\nMemberInfo\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x14\n\x0cmember_index\x18\x03 \x01(\x05\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\x0c\x12\r\n\x05owned\x18\x05 \x01(\r\x12\r\n\x05stats\x18\x06 \x01(\x0c\"=\n\x0fMembersResponse\x12*\n\x07members\x18\x01 \x03(\x0b\x32\x19.percolator.v1.MemberInfo\"\x1f\n\x0e\x43ompactRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"\x11\n\x0f\x43ompactResponse2\xab\x06\n\rNotifications\x12K\n\x08Register\x12\x1e.percolator.v1.RegisterRequest\x1a\x1f.percolator.v1.RegisterResponse\x12Q\n\nUnregister\x12 .percolator.v1.UnregisterRequest\x1a!.percolator.v1.UnregisterResponse\x12H\n\x07\x43olumns\x12\x1d.percolator.v1.ColumnsRequest\x1a\x1e.percolator.v1.ColumnsResponse\x12?\n\x04Pull\x12\x1a.percolator.v1.PullRequest\x1a\x1b.percolator.v1.PullResponse\x12\x42\n\x05Leave\x12\x1b.percolator.v1.LeaveRequest\x1a\x1c.percolator.v1.LeaveResponse\x12H\n\x07Pending\x12\x1d.percolator.v1.PendingRequest\x1a\x1e.percolator.v1.PendingResponse\x12?\n\x04Park\x12\x1a.percolator.v1.ParkRequest\x1a\x1b.percolator.v1.ParkResponse\x12\x45\n\x06Parked\x12\x1c.percolator.v1.ParkedRequest\x1a\x1d.percolator.v1.ParkedResponse\x12\x45\n\x06Replay\x12\x1c.percolator.v1.ReplayRequest\x1a\x1d.percolator.v1.ReplayResponse\x12H\n\x07Members\x12\x1d.percolator.v1.MembersRequest\x1a\x1e.percolator.v1.MembersResponse\x12H\n\x07\x43ompact\x12\x1d.percolator.v1.CompactRequest\x1a\x1e.percolator.v1.CompactResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!percolator/v1/notifications.proto\x12\rpercolator.v1\"\\\n\x0fRegisterRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12\x18\n\x10partition_prefix\x18\x03 \x01(\x0c\x12\x10\n\x08\x62\x61\x63kfill\x18\x04 \x01(\x08\"6\n\x10RegisterResponse\x12\x15\n\rregistered_at\x18\x01 \x01(\x04\x12\x0b\n\x03new\x18\x02 \x01(\x08\"2\n\x11UnregisterRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\"1\n\x12UnregisterResponse\x12\n\n\x02\x61t\x18\x01 \x01(\x04\x12\x0f\n\x07pending\x18\x02 \x01(\x04\"\x1f\n\x0e\x43olumnsRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"\xbc\x01\n\nColumnInfo\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x15\n\rregistered_at\x18\x02 \x01(\x04\x12\x18\n\x10partition_prefix\x18\x03 \x01(\x0c\x12\x18\n\x10\x62\x61\x63kfill_pending\x18\x04 \x01(\x08\x12\x15\n\rbackfill_done\x18\x05 \x01(\x04\x12\x1a\n\x12\x62\x61\x63kfill_estimated\x18\x06 \x01(\x04\x12\x0f\n\x07pending\x18\x07 \x01(\x04\x12\x0f\n\x07workers\x18\x08 \x03(\t\"=\n\x0f\x43olumnsResponse\x12*\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x19.percolator.v1.ColumnInfo\"+\n\tBucketSet\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06\x62itmap\x18\x02 \x01(\x0c\":\n\x06\x43ursor\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\x0c\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\r\x12\x10\n\x08position\x18\x03 \x01(\x04\"A\n\x07\x43ursors\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\x04\x12(\n\toverrides\x18\x02 \x03(\x0b\x32\x15.percolator.v1.Cursor\"3\n\x06LogRow\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x03(\x0c\x12\x0e\n\x06values\x18\x03 \x03(\x0c\"\xb5\x02\n\x0bPullRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\x0c\x12\x10\n\x08lease_ms\x18\x04 \x01(\r\x12&\n\x04held\x18\x05 \x03(\x0b\x32\x18.percolator.v1.BucketSet\x12*\n\x08released\x18\x06 \x03(\x0b\x32\x18.percolator.v1.BucketSet\x12#\n\x04\x64one\x18\x07 \x03(\x0b\x32\x15.percolator.v1.LogRow\x12\'\n\x07\x63ursors\x18\x08 \x01(\x0b\x32\x16.percolator.v1.Cursors\x12\x0c\n\x04room\x18\t \x01(\r\x12\x0f\n\x07wait_ms\x18\n \x01(\r\x12\x14\n\x0cmember_index\x18\x0b \x01(\x05\x12\r\n\x05stats\x18\x0c \x01(\x0c\"\xd5\x01\n\x0cPullResponse\x12\'\n\x05owned\x18\x01 \x03(\x0b\x32\x18.percolator.v1.BucketSet\x12*\n\x08revoking\x18\x02 \x03(\x0b\x32\x18.percolator.v1.BucketSet\x12\x14\n\x0cmember_index\x18\x03 \x01(\r\x12#\n\x04rows\x18\x04 \x03(\x0b\x32\x15.percolator.v1.LogRow\x12\'\n\x07\x63ursors\x18\x05 \x01(\x0b\x32\x16.percolator.v1.Cursors\x12\x0c\n\x04more\x18\x06 \x01(\x08\"a\n\x0cLeaveRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12#\n\x04\x64one\x18\x03 \x03(\x0b\x32\x15.percolator.v1.LogRow\x12\r\n\x05stats\x18\x04 \x01(\x0c\"\x0f\n\rLeaveResponse\"A\n\x0b\x44oneRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12#\n\x04\x64one\x18\x02 \x03(\x0b\x32\x15.percolator.v1.LogRow\"\x0e\n\x0c\x44oneResponse\"=\n\x0ePendingRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\x0c\x12\x0b\n\x03\x63\x61p\x18\x03 \x01(\x04\"\"\n\x0fPendingResponse\x12\x0f\n\x07pending\x18\x01 \x01(\x04\"b\n\x0bParkRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12&\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x15.percolator.v1.LogRow\x12\x0c\n\x04note\x18\x04 \x01(\x0c\"\x1d\n\x0cParkResponse\x12\r\n\x05moved\x18\x01 \x01(\r\"-\n\rParkedRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\r\n\x05limit\x18\x02 \x01(\r\"/\n\x0bParkedEntry\x12\x10\n\x08position\x18\x01 \x01(\x04\x12\x0e\n\x06record\x18\x02 \x01(\x0c\"d\n\nParkedCell\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12+\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x1a.percolator.v1.ParkedEntry\x12\x0c\n\x04note\x18\x04 \x01(\x0c\":\n\x0eParkedResponse\x12(\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x19.percolator.v1.ParkedCell\"&\n\x07\x43\x65llRef\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\"R\n\rReplayRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12%\n\x05\x63\x65lls\x18\x03 \x03(\x0b\x32\x16.percolator.v1.CellRef\"\x1f\n\x0eReplayResponse\x12\r\n\x05moved\x18\x01 \x01(\r\"\x1f\n\x0eMembersRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"p\n\nMemberInfo\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x14\n\x0cmember_index\x18\x03 \x01(\x05\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\x0c\x12\r\n\x05owned\x18\x05 \x01(\r\x12\r\n\x05stats\x18\x06 \x01(\x0c\"=\n\x0fMembersResponse\x12*\n\x07members\x18\x01 \x03(\x0b\x32\x19.percolator.v1.MemberInfo\"\x1f\n\x0e\x43ompactRequest\x12\r\n\x05table\x18\x01 \x01(\x0c\"\x11\n\x0f\x43ompactResponse2\xec\x06\n\rNotifications\x12K\n\x08Register\x12\x1e.percolator.v1.RegisterRequest\x1a\x1f.percolator.v1.RegisterResponse\x12Q\n\nUnregister\x12 .percolator.v1.UnregisterRequest\x1a!.percolator.v1.UnregisterResponse\x12H\n\x07\x43olumns\x12\x1d.percolator.v1.ColumnsRequest\x1a\x1e.percolator.v1.ColumnsResponse\x12?\n\x04Pull\x12\x1a.percolator.v1.PullRequest\x1a\x1b.percolator.v1.PullResponse\x12\x42\n\x05Leave\x12\x1b.percolator.v1.LeaveRequest\x1a\x1c.percolator.v1.LeaveResponse\x12?\n\x04\x44one\x12\x1a.percolator.v1.DoneRequest\x1a\x1b.percolator.v1.DoneResponse\x12H\n\x07Pending\x12\x1d.percolator.v1.PendingRequest\x1a\x1e.percolator.v1.PendingResponse\x12?\n\x04Park\x12\x1a.percolator.v1.ParkRequest\x1a\x1b.percolator.v1.ParkResponse\x12\x45\n\x06Parked\x12\x1c.percolator.v1.ParkedRequest\x1a\x1d.percolator.v1.ParkedResponse\x12\x45\n\x06Replay\x12\x1c.percolator.v1.ReplayRequest\x1a\x1d.percolator.v1.ReplayResponse\x12H\n\x07Members\x12\x1d.percolator.v1.MembersRequest\x1a\x1e.percolator.v1.MembersResponse\x12H\n\x07\x43ompact\x12\x1d.percolator.v1.CompactRequest\x1a\x1e.percolator.v1.CompactResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,38 +61,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEAVEREQUEST']._serialized_end=1442
   _globals['_LEAVERESPONSE']._serialized_start=1444
   _globals['_LEAVERESPONSE']._serialized_end=1459
-  _globals['_PENDINGREQUEST']._serialized_start=1461
-  _globals['_PENDINGREQUEST']._serialized_end=1522
-  _globals['_PENDINGRESPONSE']._serialized_start=1524
-  _globals['_PENDINGRESPONSE']._serialized_end=1558
-  _globals['_PARKREQUEST']._serialized_start=1560
-  _globals['_PARKREQUEST']._serialized_end=1658
-  _globals['_PARKRESPONSE']._serialized_start=1660
-  _globals['_PARKRESPONSE']._serialized_end=1689
-  _globals['_PARKEDREQUEST']._serialized_start=1691
-  _globals['_PARKEDREQUEST']._serialized_end=1736
-  _globals['_PARKEDENTRY']._serialized_start=1738
-  _globals['_PARKEDENTRY']._serialized_end=1785
-  _globals['_PARKEDCELL']._serialized_start=1787
-  _globals['_PARKEDCELL']._serialized_end=1887
-  _globals['_PARKEDRESPONSE']._serialized_start=1889
-  _globals['_PARKEDRESPONSE']._serialized_end=1947
-  _globals['_CELLREF']._serialized_start=1949
-  _globals['_CELLREF']._serialized_end=1987
-  _globals['_REPLAYREQUEST']._serialized_start=1989
-  _globals['_REPLAYREQUEST']._serialized_end=2071
-  _globals['_REPLAYRESPONSE']._serialized_start=2073
-  _globals['_REPLAYRESPONSE']._serialized_end=2104
-  _globals['_MEMBERSREQUEST']._serialized_start=2106
-  _globals['_MEMBERSREQUEST']._serialized_end=2137
-  _globals['_MEMBERINFO']._serialized_start=2139
-  _globals['_MEMBERINFO']._serialized_end=2251
-  _globals['_MEMBERSRESPONSE']._serialized_start=2253
-  _globals['_MEMBERSRESPONSE']._serialized_end=2314
-  _globals['_COMPACTREQUEST']._serialized_start=2316
-  _globals['_COMPACTREQUEST']._serialized_end=2347
-  _globals['_COMPACTRESPONSE']._serialized_start=2349
-  _globals['_COMPACTRESPONSE']._serialized_end=2366
-  _globals['_NOTIFICATIONS']._serialized_start=2369
-  _globals['_NOTIFICATIONS']._serialized_end=3180
+  _globals['_DONEREQUEST']._serialized_start=1461
+  _globals['_DONEREQUEST']._serialized_end=1526
+  _globals['_DONERESPONSE']._serialized_start=1528
+  _globals['_DONERESPONSE']._serialized_end=1542
+  _globals['_PENDINGREQUEST']._serialized_start=1544
+  _globals['_PENDINGREQUEST']._serialized_end=1605
+  _globals['_PENDINGRESPONSE']._serialized_start=1607
+  _globals['_PENDINGRESPONSE']._serialized_end=1641
+  _globals['_PARKREQUEST']._serialized_start=1643
+  _globals['_PARKREQUEST']._serialized_end=1741
+  _globals['_PARKRESPONSE']._serialized_start=1743
+  _globals['_PARKRESPONSE']._serialized_end=1772
+  _globals['_PARKEDREQUEST']._serialized_start=1774
+  _globals['_PARKEDREQUEST']._serialized_end=1819
+  _globals['_PARKEDENTRY']._serialized_start=1821
+  _globals['_PARKEDENTRY']._serialized_end=1868
+  _globals['_PARKEDCELL']._serialized_start=1870
+  _globals['_PARKEDCELL']._serialized_end=1970
+  _globals['_PARKEDRESPONSE']._serialized_start=1972
+  _globals['_PARKEDRESPONSE']._serialized_end=2030
+  _globals['_CELLREF']._serialized_start=2032
+  _globals['_CELLREF']._serialized_end=2070
+  _globals['_REPLAYREQUEST']._serialized_start=2072
+  _globals['_REPLAYREQUEST']._serialized_end=2154
+  _globals['_REPLAYRESPONSE']._serialized_start=2156
+  _globals['_REPLAYRESPONSE']._serialized_end=2187
+  _globals['_MEMBERSREQUEST']._serialized_start=2189
+  _globals['_MEMBERSREQUEST']._serialized_end=2220
+  _globals['_MEMBERINFO']._serialized_start=2222
+  _globals['_MEMBERINFO']._serialized_end=2334
+  _globals['_MEMBERSRESPONSE']._serialized_start=2336
+  _globals['_MEMBERSRESPONSE']._serialized_end=2397
+  _globals['_COMPACTREQUEST']._serialized_start=2399
+  _globals['_COMPACTREQUEST']._serialized_end=2430
+  _globals['_COMPACTRESPONSE']._serialized_start=2432
+  _globals['_COMPACTRESPONSE']._serialized_end=2449
+  _globals['_NOTIFICATIONS']._serialized_start=2452
+  _globals['_NOTIFICATIONS']._serialized_end=3328
 # @@protoc_insertion_point(module_scope)

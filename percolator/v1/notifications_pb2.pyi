@@ -170,6 +170,18 @@ class LeaveResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class DoneRequest(_message.Message):
+    __slots__ = ("table", "done")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    table: bytes
+    done: _containers.RepeatedCompositeFieldContainer[LogRow]
+    def __init__(self, table: _Optional[bytes] = ..., done: _Optional[_Iterable[_Union[LogRow, _Mapping]]] = ...) -> None: ...
+
+class DoneResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class PendingRequest(_message.Message):
     __slots__ = ("table", "columns", "cap")
     TABLE_FIELD_NUMBER: _ClassVar[int]

@@ -60,6 +60,11 @@ class NotificationsStub(object):
                 request_serializer=percolator_dot_v1_dot_notifications__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=percolator_dot_v1_dot_notifications__pb2.LeaveResponse.FromString,
                 _registered_method=True)
+        self.Done = channel.unary_unary(
+                '/percolator.v1.Notifications/Done',
+                request_serializer=percolator_dot_v1_dot_notifications__pb2.DoneRequest.SerializeToString,
+                response_deserializer=percolator_dot_v1_dot_notifications__pb2.DoneResponse.FromString,
+                _registered_method=True)
         self.Pending = channel.unary_unary(
                 '/percolator.v1.Notifications/Pending',
                 request_serializer=percolator_dot_v1_dot_notifications__pb2.PendingRequest.SerializeToString,
@@ -133,6 +138,13 @@ class NotificationsServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Done(self, request, context):
+        """Delete handled entries (a worker hands them back with its pulls; this is for tools).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Pending(self, request, context):
         """Entries of the log at the time of the call (0 exactly when there are none), up to `cap`.
         """
@@ -201,6 +213,11 @@ def add_NotificationsServicer_to_server(servicer, server):
                     servicer.Leave,
                     request_deserializer=percolator_dot_v1_dot_notifications__pb2.LeaveRequest.FromString,
                     response_serializer=percolator_dot_v1_dot_notifications__pb2.LeaveResponse.SerializeToString,
+            ),
+            'Done': grpc.unary_unary_rpc_method_handler(
+                    servicer.Done,
+                    request_deserializer=percolator_dot_v1_dot_notifications__pb2.DoneRequest.FromString,
+                    response_serializer=percolator_dot_v1_dot_notifications__pb2.DoneResponse.SerializeToString,
             ),
             'Pending': grpc.unary_unary_rpc_method_handler(
                     servicer.Pending,
@@ -369,6 +386,33 @@ class Notifications(object):
             '/percolator.v1.Notifications/Leave',
             percolator_dot_v1_dot_notifications__pb2.LeaveRequest.SerializeToString,
             percolator_dot_v1_dot_notifications__pb2.LeaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Done(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percolator.v1.Notifications/Done',
+            percolator_dot_v1_dot_notifications__pb2.DoneRequest.SerializeToString,
+            percolator_dot_v1_dot_notifications__pb2.DoneResponse.FromString,
             options,
             channel_credentials,
             insecure,
