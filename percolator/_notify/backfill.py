@@ -12,11 +12,11 @@ table in chunks of :data:`CHUNK_ROWS` rows that have the column:
    back if decided or expired) and read the chunk again; a live one is waited for.
    A lock of a later transaction is left alone: it commits above R and leaves its own
    entry;
-3. one atomic write: a BACKFILL entry per cell with a write record (change_ts = that
-   record's commit_ts, the newest: at least the cell's last commit below R), at a
-   fresh log position, **and** the registration's progress (rows done, the next row),
-   conditional on the registration being the same (an unregistered column's backfill
-   stops).
+3. one atomic write: a BACKFILL entry per cell whose newest write record is below R
+   (change_ts = its commit_ts; a cell written again above R has that commit's entry,
+   and its observer then sees the older change too), at a fresh log position, **and**
+   the registration's progress (rows done, the next row), conditional on the
+   registration being the same (an unregistered column's backfill stops).
 
 Every commit below R took its commit_ts before R, so before the chunk was read: its
 locks were in place (two-phase) or its rows latched (one-phase), and steps 1 and 2
@@ -155,7 +155,8 @@ class Backfill:
             for row in rows:
                 for cell in row.cells:
                     if cell.column == names.write:
-                        changes.append((row.row, cell.ts))
+                        if cell.ts < self.reg.registered_at:  # else its commit left an entry
+                            changes.append((row.row, cell.ts))
                     else:
                         lock = records.decode_lock(cell.value)
                         if lock.start_ts <= self.reg.registered_at:

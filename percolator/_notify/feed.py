@@ -39,29 +39,35 @@ __all__ = ["MAX_REPLY_BYTES", "TableFeed"]
 
 MAX_REPLY_BYTES = 8 << 20
 """Bytes of entries in one reply at most (more stay for the next pull)."""
+REINDEX = 30.0
+"""Seconds between scans of the whole log that look for entries not written by the node."""
 _DELETES_PER_CALL = 5_000
 
 _log = logging.getLogger(__name__)
 
 
 class TableFeed:
-    """The feed of one table (thread-safe).  ``on_deleted(n)``: entries were deleted (the
-    owner compacts the log after many)."""
+    """The feed of one table (thread-safe).  ``on_deleted(n)``: entries were deleted;
+    ``on_idle()``: a pull found nothing (the owner compacts the log after many deletes,
+    or after a burst once idle)."""
 
     def __init__(self, table: bytes, store: TabletStore, tracker: Tracker, *,
                  on_deleted: Callable[[int], None] = lambda n: None,
+                 on_idle: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.table = table
         self.log_table = layout.notify_table(table)
         self._store = store
         self._tracker = tracker
         self._on_deleted = on_deleted
+        self._on_idle = on_idle
         self._clock = clock
         self._lock = threading.Lock()
         self.assignment = Assignment()
         self._last: dict[tuple[bytes, int], int] = {}  # highest position written per bucket
         self.pending: dict[bytes, int] = {}  # entries per column, approximately
         self._skipped_rows = 0
+        self._indexed_at = clock()
 
     def build_index(self) -> None:
         """Learn the highest position of every bucket and the entries per column from one
@@ -82,7 +88,17 @@ class TableFeed:
                 if position > self._last.get(key, 0):
                     self._last[key] = position
             for column, n in pending.items():
-                self.pending[column] = self.pending.get(column, 0) + n
+                self.pending[column] = max(self.pending.get(column, 0), n)
+            self._indexed_at = self._clock()
+
+    def _refresh(self) -> None:
+        """Scan the log again, at most every REINDEX seconds, when a pull found nothing:
+        entries written behind the node's back (a raw write) are found so, not lost."""
+        with self._lock:
+            if self._clock() - self._indexed_at < REINDEX:
+                return
+            self._indexed_at = self._clock()
+        self.build_index()
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -183,16 +199,21 @@ class TableFeed:
         deadline = time.monotonic() + request.wait_ms / 1000.0
         while True:
             member.wake.clear()
+            # Resolved first: every write at or below it told ``written`` before it left
+            # the in-flight set, so the positions read next cover it (the other order
+            # could skip a bucket on an older position, then pass its entry).
+            resolved = self._tracker.resolved()
             with self._lock:
                 owned, revoking = self.assignment.owned(request.worker)
                 index = member.index
                 wanted = {key: self._last.get(key, 0) for key in _keys(owned)}
-            resolved = self._tracker.resolved()
             rows, cursors, more = self._read(owned, request, resolved, wanted)
             remaining = deadline - time.monotonic()
             settled = owned == request.held and not revoking
             if rows or more or not settled or request.room <= 0 or remaining <= 0:
                 return PullReply(owned, revoking, index, tuple(rows), cursors, more)
+            self._refresh()
+            self._on_idle()
             lagging = max((p for p in wanted.values() if p > resolved), default=0)
             if lagging:  # written, not resolved yet: an older write is still in flight
                 self._tracker.wait_past(lagging, min(remaining, 0.05))

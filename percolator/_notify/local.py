@@ -46,7 +46,12 @@ __all__ = ["COMPACT_EVERY", "Notifications", "WORKERS_SUFFIX", "check_json"]
 
 COMPACT_EVERY = 100_000
 """Deletes of a table's log entries between two compactions of the log."""
+IDLE_COMPACT_MIN = 5_000
+"""Deletes since the last compaction that make an idle table's log compacted (a burst of
+tombstones slows down the next checks for pending entries)."""
 WORKERS_SUFFIX = b".workers"
+FORGET_AFTER = 3600.0
+"""Seconds after its last report that a gone worker's counters are dropped."""
 STATS_COLUMN = b"stats"
 MAX_JSON = 64 * 1024
 
@@ -63,6 +68,13 @@ def check_json(raw: bytes, what: str) -> None:
         raise InvalidArgument(f"{what} is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what} is not a JSON object")
+
+
+def _updated_ms(stats: bytes) -> int:
+    """When a worker's reported counters were taken (its ``updated_ms``; 0 if absent)."""
+    check_json(stats, "worker stats")
+    updated = json.loads(stats).get("updated_ms", 0)
+    return updated if isinstance(updated, int) else 0
 
 
 def _check_column(column: bytes) -> None:
@@ -84,6 +96,8 @@ class Notifications:
         self._lock = threading.Lock()
         self._deleted: dict[bytes, int] = {}
         self._compacting: set[bytes] = set()
+        self.compact_every = COMPACT_EVERY
+        self.compactions = 0  # done in the background, since this process started
         self._closed = False
         ctx.log.listen(self._written)
 
@@ -133,7 +147,8 @@ class Notifications:
         found = self._feeds.get(table)
         if found is None:
             found = TableFeed(table, self.ctx.store, self.ctx.log.tracker,
-                              on_deleted=lambda n: self._note_deleted(table, n))
+                              on_deleted=lambda n: self._note_deleted(table, n),
+                              on_idle=lambda: self._note_deleted(table, 0, idle=True))
             self._feeds[table] = found  # writes from now on reach it, then the scan
             found.build_index()
         return found
@@ -143,10 +158,13 @@ class Notifications:
         if feed is not None:
             feed.written(mutations)
 
-    def _note_deleted(self, table: bytes, n: int) -> None:
+    def _note_deleted(self, table: bytes, n: int, *, idle: bool = False) -> None:
+        """``n`` entries of ``table`` were deleted (``idle``: a pull found nothing to do):
+        compact in the background after many, or after a burst once idle."""
         with self._lock:
             total = self._deleted[table] = self._deleted.get(table, 0) + n
-            if total < COMPACT_EVERY or table in self._compacting or self._closed:
+            enough = IDLE_COMPACT_MIN if idle else self.compact_every
+            if total < enough or table in self._compacting or self._closed:
                 return
             self._deleted[table] = 0
             self._compacting.add(table)
@@ -156,6 +174,7 @@ class Notifications:
     def _compact_in_background(self, table: bytes) -> None:
         try:
             self.compact(table)
+            self.compactions += 1
         except Exception:  # noqa: BLE001 -- a failed compaction only costs read speed
             _log.exception("compaction of the notification log of %r failed", table)
         finally:
@@ -275,18 +294,26 @@ class Notifications:
         return len(found)
 
     def members(self, table: bytes) -> list[MemberInfo]:
+        """Live workers and every worker's last counters; a worker not heard of for
+        :data:`FORGET_AFTER` seconds is forgotten."""
         out: dict[str, MemberInfo] = {}
+        live = self.feed(table).live()
+        alive = {m.worker for m, _ in live}
+        now_ms = self.ctx.clock.now_ms()
         for row in self.ctx.store.scan(ScanRequest(table + WORKERS_SUFFIX,
                                                    columns=(STATS_COLUMN,), max_versions=1)):
             worker = row.row.decode("utf-8", "replace")
             stats = row.cells[0].value if row.cells else b""
             try:
-                check_json(stats, "worker stats")
+                updated = _updated_ms(stats)
             except InvalidArgument as exc:
                 _log.warning("table %r: stats row of worker %r skipped: %s", table, worker, exc)
                 continue
+            if worker not in alive and now_ms - updated > FORGET_AFTER * 1000:
+                self.forget_worker(table, worker)
+                continue
             out[worker] = MemberInfo(worker, False, -1, (), 0, stats)
-        for m, owned in self.feed(table).live():
+        for m, owned in live:
             old = out.get(m.worker)
             out[m.worker] = MemberInfo(m.worker, True, m.index, tuple(sorted(m.columns)), owned,
                                        m.stats or (old.stats if old is not None else b""))
@@ -297,8 +324,8 @@ class Notifications:
 
     def forget_worker(self, table: bytes, worker: str) -> None:
         """Drop a worker's reported counters (an operator's clean-up)."""
-        self.ctx.store.mutate_rows([RowMutation(table + WORKERS_SUFFIX, worker.encode(),
-                                                (DeleteVersion(STATS_COLUMN, 0),))])
+        self.ctx.store.mutate_rows([RowMutation(table + WORKERS_SUFFIX, worker.encode(
+            "utf-8", "surrogatepass"), (DeleteVersion(STATS_COLUMN, 0),))])
 
     def _persist_stats(self, table: bytes, worker: str, stats: bytes) -> None:
         self.ctx.store.mutate_rows([RowMutation(table + WORKERS_SUFFIX, worker.encode(),

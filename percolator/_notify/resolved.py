@@ -15,7 +15,7 @@ its write is done; every later one is above it.  A reader of a bucket up to
 entry that is written afterwards -- also when the entry announces an old change (a
 secondary rolled forward by a reader long after its commit): such an entry gets a fresh
 position, not its change's commit_ts.  After a restart the tracker starts at a fresh
-timestamp, above every position written before.
+timestamp (taken when first needed), above every position written before.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Tracker:
         self._advanced = threading.Condition(self._lock)
         self._waiters = 0
         self._in_flight: dict[int, int] = {}  # first position -> count
-        self._last = oracle.get_timestamp()
+        self._last: int | None = None  # taken when first needed (starting takes none)
 
     @contextmanager
     def allocate(self, count: int = 1) -> Iterator[int]:
@@ -61,7 +61,11 @@ class Tracker:
             return self._resolved()
 
     def _resolved(self) -> int:
-        return min(self._in_flight) - 1 if self._in_flight else self._last
+        if self._in_flight:
+            return min(self._in_flight) - 1
+        if self._last is None:  # above every position written before this process
+            self._last = self._oracle.get_timestamp()
+        return self._last
 
     def wait_past(self, position: int, timeout: float) -> bool:
         """Wait (at most ``timeout`` seconds) until ``resolved() >= position``."""
