@@ -103,10 +103,13 @@ class Feed:
             if fingerprint != self._last_stats:
                 stats = fresh
         o = self.ownership
+        # A bucket released is not held: if it comes straight back (its new owner left
+        # meanwhile), the node reads it from its start -- its cells were dropped here.
+        held = {c: b - released.get(c, frozenset()) for c, b in o.owned.items()}
         request = PullRequest(
-            self.worker, tuple(sorted(o.prefixes)), int(o.lease * 1000), dict(o.owned),
-            released, tuple(done_refs(done)), o.cursors, self.queue.room(),
-            int(wait * 1000), o.member_index, stats)
+            self.worker, tuple(sorted(o.prefixes)), int(o.lease * 1000),
+            {c: b for c, b in held.items() if b}, released, tuple(done_refs(done)),
+            o.cursors, self.queue.room(), int(wait * 1000), o.member_index, stats)
         return request, done, fingerprint
 
     def _unsent_again(self, request: PullRequest, done: list[Entry]) -> None:

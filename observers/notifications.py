@@ -35,16 +35,28 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class PendingCell:
-    """A cell with the entries a worker holds for it."""
+    """A cell with the entries a worker holds for it.  Its entries are usually in one
+    bucket, but not always: an entry written before its column's partition prefix was
+    registered (or changed) sits in the bucket of the row as it was then."""
 
     row: bytes
     column: bytes
-    bucket: int
     entries: tuple[Entry, ...]
 
     @property
     def key(self) -> tuple[bytes, bytes]:
         return self.row, self.column
+
+    @property
+    def buckets(self) -> frozenset[int]:
+        return frozenset(e.bucket for e in self.entries)
+
+    def without(self, buckets: frozenset[int]) -> PendingCell | None:
+        """This cell without its entries in ``buckets`` (None if nothing is left)."""
+        kept = tuple(e for e in self.entries if e.bucket not in buckets)
+        if len(kept) == len(self.entries):
+            return self
+        return PendingCell(self.row, self.column, kept) if kept else None
 
     @property
     def max_change_ts(self) -> int:
@@ -58,14 +70,12 @@ class PendingCell:
         """This cell with ``entries`` added (an entry already held is not repeated)."""
         have = {(e.log_row, e.row) for e in self.entries}
         more = tuple(e for e in entries if (e.log_row, e.row) not in have)
-        return self if not more else PendingCell(self.row, self.column, self.bucket,
-                                                 self.entries + more)
+        return self if not more else PendingCell(self.row, self.column, self.entries + more)
 
 
 def cells_of(rows: Sequence[LogRow]) -> list[PendingCell]:
     """The cells of pulled log rows, in the order their first entries came."""
     cells: dict[tuple[bytes, bytes], list[Entry]] = {}
-    buckets: dict[tuple[bytes, bytes], int] = {}
     for lrow in rows:
         column, bucket, _ = log.decode_key(lrow.key)
         for row, value in lrow.cells:
@@ -76,9 +86,7 @@ def cells_of(rows: Sequence[LogRow]) -> list[PendingCell]:
             key = (row, column)
             cells.setdefault(key, []).append(Entry(lrow.key, row, column, bucket, change_ts,
                                                    kind))
-            buckets[key] = bucket
-    return [PendingCell(row, column, buckets[(row, column)], tuple(entries))
-            for (row, column), entries in cells.items()]
+    return [PendingCell(row, column, tuple(entries)) for (row, column), entries in cells.items()]
 
 
 def done_refs(entries: Iterable[Entry]) -> list[DoneRef]:

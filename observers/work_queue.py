@@ -8,9 +8,11 @@ saw); entries of a cell backing off (the retry book) wait until it is due.  Noth
 ever read from the node twice, so nothing held here may be forgotten except by
 :meth:`drop` (its buckets went to another worker, who reads them from their start).
 
-A cell is taken only while its bucket is this worker's (``owns``: the assignment, and
-the worker's fencing of itself when it could not renew its lease); a cell of a bucket
-no longer owned is dropped at take (Fluo checks ownership as late).
+Entries are taken only while their bucket is this worker's (``owns``, from the
+assignment); those of a bucket no longer owned are dropped at take (Fluo checks
+ownership as late), and nothing is taken while the worker fenced itself (``may_run``).
+A cell's entries may sit in different buckets (written under an older partition
+prefix): every decision about buckets is made per entry.
 
 One lock guards it all, with conditions so each wake-up reaches only who can act:
 processors (``_work``), and whoever waits for cells to finish (``finished``).
@@ -62,7 +64,7 @@ class WorkQueue:
         self._queued: dict[Key, PendingCell] = {}
         self._delayed: dict[Key, PendingCell] = {}   # backing off: queued when due
         self._later: dict[Key, PendingCell] = {}     # arrived while the cell ran
-        self._inflight: dict[Key, int] = {}          # -> bucket
+        self._inflight: dict[Key, frozenset[int]] = {}  # -> buckets of its entries
         self._batching: set[bytes] = set()  # columns with a batch in flight
         self.started = 0             # cells taken by processors, ever (under the lock)
 
@@ -91,28 +93,34 @@ class WorkQueue:
             self._later.clear()
 
     def drop(self, buckets: Buckets) -> int:
-        """Forget the cells held of these buckets (no longer this worker's); in-flight
-        ones finish.  How many were dropped."""
+        """Forget the entries held of these buckets (no longer this worker's); in-flight
+        cells finish.  How many entries were dropped."""
         if not buckets:
             return 0
         with self.lock:
             n = 0
             for held in (self._queued, self._delayed, self._later):
-                gone = [k for k, c in held.items() if c.bucket in buckets.get(c.column, ())]
-                for k in gone:
-                    del held[k]
-                n += len(gone)
-            if n:
-                self._queue = deque(k for k in self._queue if k in self._queued)
+                for key, cell in list(held.items()):
+                    going = buckets.get(cell.column)
+                    if not going or not cell.buckets & going:
+                        continue
+                    kept = cell.without(going)
+                    n += len(cell.entries) - (len(kept.entries) if kept else 0)
+                    if kept is None:
+                        del held[key]
+                    else:
+                        held[key] = kept
+            self._queue = deque(k for k in self._queue if k in self._queued)
             self.finished.notify_all()
             return n
 
     def busy(self, buckets: Buckets) -> Buckets:
         """Those of ``buckets`` with a cell in flight (the caller holds ``lock``)."""
         out: dict[bytes, frozenset[int]] = {}
-        for (_, column), bucket in self._inflight.items():
-            if bucket in buckets.get(column, ()):
-                out[column] = out.get(column, frozenset()) | {bucket}
+        for (_, column), running in self._inflight.items():
+            both = running & buckets.get(column, frozenset())
+            if both:
+                out[column] = out.get(column, frozenset()) | both
         return out
 
     # --- for the feed -----------------------------------------------------------------------
@@ -175,7 +183,7 @@ class WorkQueue:
             key = self._queue.popleft()
             first = self._queued.pop(key)
             cells = [first]
-            self._inflight[key] = first.bucket
+            self._inflight[key] = first.buckets
             limit = self._batch_limits.limit(key[1])
             state = self._retry.state
             queue = self._queue
@@ -187,24 +195,33 @@ class WorkQueue:
                 while len(cells) < limit and queue and queue[0][1] == key[1] \
                         and state(queue[0]) is None:
                     nxt = queue.popleft()
-                    cell = self._queued.pop(nxt)
-                    if not owns(cell.column, cell.bucket):
+                    cell = self._owned_part(self._queued.pop(nxt))
+                    if cell is None:
                         continue
                     cells.append(cell)
-                    self._inflight[nxt] = cell.bucket
+                    self._inflight[nxt] = cell.buckets
             self.started += len(cells)
         self._on_change()
         return cells, batching
 
+    def _owned_part(self, cell: PendingCell) -> PendingCell | None:
+        """``cell`` with only the entries of buckets this worker owns (None: none)."""
+        owns = self._owns
+        foreign = frozenset(b for b in cell.buckets if not owns(cell.column, b))
+        return cell.without(foreign) if foreign else cell
+
     def _drop_foreign(self) -> None:
-        """Drop queued cells at the head whose bucket is not this worker's (any more)."""
+        """Drop the entries of the cell at the head whose bucket is not this worker's (any
+        more), and the cell if none is left."""
         queue = self._queue
         while queue:
-            cell = self._queued[queue[0]]
-            if self._owns(cell.column, cell.bucket):
+            key = queue[0]
+            cell = self._owned_part(self._queued[key])
+            if cell is not None:
+                self._queued[key] = cell
                 return
             queue.popleft()
-            del self._queued[cell.key]
+            del self._queued[key]
 
     def _may_take(self) -> bool:
         """Work is queued and its column is not being batched by another processor (the

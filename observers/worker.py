@@ -32,8 +32,7 @@ from typing import Self
 from bigtable_lite import StorageError
 from percolator import Client, CommitConflict
 from percolator.clock import Clock
-from percolator.errors import CommitUndetermined, LockWaitTimeout, OracleError
-from percolator.failpoints import FailpointError
+from percolator.errors import OracleError
 
 from .batch_limits import BatchLimits
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
@@ -43,7 +42,7 @@ from .notifications import PendingCell, done_refs
 from .ownership import Ownership
 from .processing import CellResult, MalformedNotification, Outcome, process_cell, process_cells
 from .registry import Observer, ObserverRegistry
-from .retry import DEFAULT_BACKOFF, Backoff, RetryBook
+from .retry import DEFAULT_BACKOFF, OUTAGE_BACKOFF, Backoff, RetryBook, is_transient
 from .stats import Counters, WorkerStats, percentile
 from .work_queue import WorkQueue
 
@@ -51,13 +50,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_TTL = 10.0
 DEFAULT_HEARTBEAT = 1.0
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Setbacks that are not the observer's fault: retried, never counted towards parking."""
-    if isinstance(exc, StorageError):
-        return not isinstance(exc, ValueError)  # InvalidArgument/LimitExceeded: a bad write
-    return isinstance(exc, (LockWaitTimeout, CommitUndetermined, OracleError, FailpointError))
 
 
 def new_worker_id() -> str:
@@ -124,6 +116,7 @@ class Worker:
         self._failed: BaseException | None = None
         self.last_error = ""
         self._started_ms = 0
+        self._outages = 0  # batches in a row that met a transient error
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -303,13 +296,18 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 -- an observer may raise anything
             self._setback(f"batch of {len(cells)} cells of {column!r}: {exc!r}")
             if isinstance(exc, CommitConflict) or is_transient(exc):
-                self.counters.add("conflicts" if isinstance(exc, CommitConflict) else "retries")
+                conflict = isinstance(exc, CommitConflict)
+                self.counters.add("conflicts" if conflict else "retries")
                 self.batch_limits.shrink(column, len(cells))
                 self._work.requeue(cells)
+                if not conflict:  # the node away (restarting?): do not spin on it
+                    self._outages += 1
+                    self._stopping.wait(OUTAGE_BACKOFF.delay(self._outages))
                 return True, []
             log.info("worker %s: a batch of %d cells of %r failed (%r); running them one"
                      " at a time", self.id, len(cells), column, exc)
             return False, [c for cell in cells for c in self._handle_one(cell)]
+        self._outages = 0
         self.counters.add("batches")
         timed = False
         for cell, result in zip(cells, results):

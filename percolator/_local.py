@@ -67,7 +67,6 @@ class LocalBackend:
                                NotifyLog(oracle))
         # The observers' verbs (registration, backfill, the feed to workers, parking).
         self.notifications = Notifications(self.ctx, store)
-        self.notifications.start()
 
     @classmethod
     def open(cls, path: str, *, sync: str = "none", clock: Clock | None = None

@@ -6,9 +6,10 @@ counters, and compaction of the log.  Every verb checks what it is given, so the
 can serve it to any client (``percolator._notify.wire`` decodes, this checks meaning);
 system rows it reads back are checked too, and a bad one is logged and skipped.
 
-Background work: one thread per pending backfill (resumed when the data directory is
-opened again), and a compaction of a table's log after :data:`COMPACT_EVERY` deletes
-(every processed entry leaves a LevelDB tombstone; docs/observers.md).
+Background work: one thread per pending backfill (resumed, after a restart, when the
+table's notifications are first used: a worker's pull, a status), and a compaction of a
+table's log after :data:`COMPACT_EVERY` deletes (every processed entry leaves a LevelDB
+tombstone; docs/observers.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bigtable_lite import (
     Put,
     RowMutation,
     ScanRequest,
+    StoreClosed,
 )
 
 from .. import layout
@@ -103,15 +105,6 @@ class Notifications:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Resume the backfills left pending (in every table of the store)."""
-        tables = {t.table for t in self._store.list_tablets()}
-        for config in sorted(t for t in tables if t.endswith(layout.CONFIG_SUFFIX)):
-            table = config[:-len(layout.CONFIG_SUFFIX)]
-            for reg in self.ctx.observed.registrations(table).values():
-                if reg.backfill == log.PENDING:
-                    self._start_backfill(table, reg)
-
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -121,10 +114,10 @@ class Notifications:
 
     def _start_backfill(self, table: bytes, reg: log.Registration) -> None:
         key = (table, reg.column)
+        feed = self.feed(table)
         with self._lock:
             if self._closed or key in self._backfills:
                 return
-            feed = self._feed_locked(table)
             backfill = self._backfills[key] = Backfill(
                 self.ctx, table, reg, pending=lambda: feed.pending.get(reg.column, 0),
                 on_done=lambda: self._backfill_done(key))
@@ -137,11 +130,19 @@ class Notifications:
     # --- feeds ----------------------------------------------------------------------------
 
     def feed(self, table: bytes) -> TableFeed:
+        """The table's feed; made (and the table's pending backfills resumed) on first use."""
         found = self._feeds.get(table)
         if found is not None:
             return found
         with self._lock:
-            return self._feed_locked(table)
+            found = self._feeds.get(table)
+            if found is not None:
+                return found
+            found = self._feed_locked(table)
+        for reg in self.ctx.observed.registrations(table).values():
+            if reg.backfill == log.PENDING:
+                self._start_backfill(table, reg)
+        return found
 
     def _feed_locked(self, table: bytes) -> TableFeed:
         found = self._feeds.get(table)
@@ -175,6 +176,8 @@ class Notifications:
         try:
             self.compact(table)
             self.compactions += 1
+        except StoreClosed:
+            pass  # closed meanwhile: the next start compacts when it is due
         except Exception:  # noqa: BLE001 -- a failed compaction only costs read speed
             _log.exception("compaction of the notification log of %r failed", table)
         finally:
@@ -249,6 +252,7 @@ class Notifications:
     def pending(self, table: bytes, columns: Sequence[bytes], cap: int = 1) -> int:
         """Entries of ``columns`` in the log, counted up to ``cap`` (a fresh scan); a
         backfill still running counts as one more (its entries are still to come)."""
+        self.feed(table)  # resumes its backfills
         regs = self.ctx.observed.registrations(table)
         n = sum(1 for c in set(columns) if c in regs and regs[c].backfill == log.PENDING)
         if n >= cap:

@@ -48,7 +48,7 @@ def pending_cells(client: Client) -> list[PendingCell]:
 def pending(client: Client, row: bytes, column: bytes = COL) -> PendingCell:
     """The cell's entries (none: a cell without entries)."""
     found = [c for c in pending_cells(client) if c.key == (row, column)]
-    return found[0] if found else PendingCell(row, column, 0, ())
+    return found[0] if found else PendingCell(row, column, ())
 
 
 def must_have_no_notification(client: Client, row: bytes, column: bytes = COL) -> None:
@@ -389,7 +389,7 @@ def test_cells_of_groups_entries_by_cell(embedded: Client) -> None:
     assert [(c.column, len(c.entries)) for c in cells] == [(b"other", 1), (COL, 2)]
     first, second = cells[1].entries
     assert first.change_ts < second.change_ts, "in log order: oldest first"
-    assert {c.bucket for c in cells} == {log.bucket_of(b"r")}
+    assert {b for c in cells for b in c.buckets} == {log.bucket_of(b"r")}
 
 
 # --- several cells in one observer transaction (Observer.max_batch) -------------------------

@@ -20,7 +20,7 @@ A, B = b"col:a", b"col:b"  # A's observer takes batches of up to 3 cells, B's on
 
 
 def cell(row: bytes, column: bytes = A, *changes: int, bucket: int = 0) -> PendingCell:
-    return PendingCell(row, column, bucket, tuple(
+    return PendingCell(row, column, tuple(
         Entry(b"log%d" % ts, row, column, bucket, ts) for ts in (changes or (10,))))
 
 
@@ -142,6 +142,21 @@ def test_cells_of_buckets_no_longer_owned_are_dropped() -> None:
     assert queue.drop({B: frozenset({2})}) == 1, "revoked: dropped at once"
     assert take(queue) == ([b"r0"], False), "bucket 1, lost meanwhile, dropped when reached"
     assert held(queue) == (0, 1)
+
+
+def test_entries_of_one_cell_in_several_buckets_are_dropped_one_by_one() -> None:
+    """Entries written under an older partition prefix sit in another bucket: a cell's
+    entries are dropped, and taken, by their own buckets."""
+    mine = {0, 1}
+    queue, _, _ = new_queue(owns=lambda column, bucket: bucket in mine)
+    old, new = cell(b"r", B, 10, bucket=0), cell(b"r", B, 11, bucket=1)
+    queue.offer([old, new])
+    assert queue.drop({B: frozenset({0})}) == 1
+    mine.discard(0)
+    taken = queue.take()
+    assert taken is not None and [e.change_ts for e in taken[0][0].entries] == [11]
+    queue.offer([cell(b"r", B, 12, bucket=0)])  # arrives while r runs: held beside it
+    assert queue.drop({B: frozenset({0})}) == 1, "dropped from beside the running cell too"
 
 
 def test_nothing_is_taken_while_fenced() -> None:
