@@ -191,7 +191,6 @@ class WorkQueue:
                 and queue[0][1] == key[1]
             if batching:
                 self._batching.add(key[1])
-                owns = self._owns
                 while len(cells) < limit and queue and queue[0][1] == key[1] \
                         and state(queue[0]) is None:
                     nxt = queue.popleft()

@@ -41,8 +41,9 @@ running transaction of this process is updating t
 its counter is below ``hot`` (a paper cited by thousands is contended by its own
 worker's writers at any rate worth the name; the claim comes after a writer's snapshot,
 so two writers of one process can still collide on it), and, optionally, this process
-did not update it less than ``burst`` seconds ago.  **The slot** is the worker's own (its member index picks a group of
-:data:`SLOTS_PER_MEMBER` slots, the in-process writer one of them), so slots collide
+did not update it less than ``burst`` seconds ago.  **The slot** is the worker's own
+(its member index picks a group of :data:`SLOTS_PER_MEMBER` slots, the in-process
+writer one of them), so slots collide
 neither across workers (while there are at most 32 / 16 of them; more share, which only
 costs a retry) nor between the running writers of one worker.  Correctness never
 depends on any of it: both paths keep the invariant.
