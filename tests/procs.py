@@ -34,13 +34,17 @@ class ServerProcess:
         self.port = 0
         self.output: list[str] = []
 
-    def start(self, timeout: float = START_TIMEOUT) -> ServerProcess:
+    def start(self, timeout: float = START_TIMEOUT, *, same_port: bool = False
+              ) -> ServerProcess:
+        """Start; ``same_port``: on the port of the previous start (a restart clients
+        reconnect to)."""
         env = dict(os.environ)
         env.update(self.env or {})
         self.output = []
+        listen = f"127.0.0.1:{self.port if same_port else 0}"
         self.proc = subprocess.Popen(
             percolator_command("serve", "--data-dir", str(self.data_dir),
-                               "--listen", "127.0.0.1:0", *self.extra_args),
+                               "--listen", listen, *self.extra_args),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         lines: queue.Queue[str | None] = queue.Queue()

@@ -264,6 +264,10 @@ class Notifications:
             scan = ScanRequest(ntable, log.column_prefix(column), log.column_end(column),
                                limit=max(1, cap - n))
             for row in self.ctx.store.scan(scan):
+                try:
+                    log.decode_key(row.row)
+                except ValueError:
+                    continue  # not a log row (written behind the node's back): never pending
                 n += len(row.cells)
                 if n >= cap:
                     return n
