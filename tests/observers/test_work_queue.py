@@ -180,3 +180,28 @@ def test_room_and_stopping() -> None:
     assert queue.room() == 1
     stopping.set()
     assert queue.take() is None
+
+
+def test_a_released_bucket_is_not_claimed_by_the_pull_that_releases_it() -> None:
+    """If the node hands the bucket straight back (its new owner left meanwhile), it must
+    read it from its start: this worker dropped the bucket's cells when it released it."""
+    import dataclasses
+
+    from observers.feed import Feed
+    from observers.ownership import Ownership
+    from observers.stats import Counters
+    from percolator.notifications import Cursors, PullReply
+
+    queue, _, stopping = new_queue()
+    ownership = Ownership({B: b""}, lease=10.0)
+    reply = PullReply({B: frozenset({1, 2})}, {B: frozenset({2})}, 0, (), Cursors(9, {}))
+    ownership.apply(reply, 0.0)
+    feed = Feed(None, b"t", "w", ownership, queue, Counters(),  # type: ignore[arg-type]
+                heartbeat=1.0, stats=lambda: (b"", b""), stats_interval=60.0,
+                stopping=stopping)
+    queue.offer([cell(b"r1", B, bucket=1), cell(b"r2", B, bucket=2)])
+    feed._release_idle(ownership.revoking)  # noqa: SLF001 -- the step under test
+    request, _, _ = feed._request(0.0)  # noqa: SLF001
+    assert request.released == {B: frozenset({2})}
+    assert request.held == {B: frozenset({1})}, "released: not held"
+    assert held(queue) == (1, 0) and dataclasses.replace(request, released={}).held
