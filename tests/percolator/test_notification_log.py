@@ -21,7 +21,7 @@ from percolator._notify import log
 from percolator._notify.assignment import Assignment
 from percolator._notify.backfill import Backfill
 from percolator._notify.resolved import Tracker
-from percolator.notifications import BUCKETS, Cursors, PullReply, PullRequest
+from percolator.notifications import BUCKETS, PullReply, PullRequest
 from percolator.oracle import Oracle
 from tests.percolator.steps import log_entries
 from tests.percolator.txn_fixtures import parts_of
