@@ -12,6 +12,13 @@ Prints per configuration transfers/s (median and range), the ratio ours/PostgreS
 the targets (issue "Remote transactions at least as fast as PostgreSQL": >= 1.0x at 4 and
 16 processes, >= 0.8x at 1), failed attempts, and CPU per transaction on each side (server:
 the node process, or the postmaster with its backends; clients: the client processes).
+
+``--service`` adds a third client, interleaved with the two: the same transfers through
+the node's Transactions service (``percolator.v1.Transactions``: Begin reading both
+accounts, then Commit the two writes; retried on ABORTED), by the small Python client of
+the service in tests/percolator/txn_service_client.py, as a service in another language
+would call it; its transfers/s is printed as a ratio to the native client's (target:
+within 1.2x, i.e. >= 0.83x, issue 17).
 Set-up and options: bench/README.md.
 """
 
@@ -38,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from percolator import Client, CommitConflict, Transaction
+from tests.percolator.txn_service_client import ServiceClient, ServiceTxn
 from tests.procs import ServerProcess
 
 ACCOUNTS = 1000
@@ -224,6 +232,33 @@ def ours_loop(target: str, prefix: str, rng: random.Random,
     return committed, attempts - committed
 
 
+def service_loop(target: tuple[str, bool], prefix: str, rng: random.Random,
+                 ready: Callable[[], float]) -> tuple[int, int]:
+    """Transfers through the Transactions service: Begin reads both accounts, Commit writes
+    them (the node runs the protocol), by unary calls or on one Stream; returns
+    (committed, failed attempts)."""
+    attempts = 0
+    address, stream = target
+    with ServiceClient(address, stream=stream) as client:
+        client.begin([(row(prefix, 0), COLUMN)]).rollback()  # connected and warm
+        committed, deadline = 0, ready()
+        while time.perf_counter() < deadline:
+            a, b, amount = pick(rng)
+            ka, kb = row(prefix, a), row(prefix, b)
+
+            def transfer(txn: ServiceTxn) -> None:
+                nonlocal attempts
+                attempts += 1
+                va, vb = int(txn.values[(ka, COLUMN)] or 0), int(txn.values[(kb, COLUMN)] or 0)
+                if va >= amount:
+                    txn.set(ka, COLUMN, b"%d" % (va - amount))
+                    txn.set(kb, COLUMN, b"%d" % (vb + amount))
+
+            client.run(transfer, reads=[(ka, COLUMN), (kb, COLUMN)], max_attempts=1000)
+            committed += 1
+    return committed, attempts - committed
+
+
 def postgres_loop(target: dict[str, Any], prefix: str, rng: random.Random,
                   ready: Callable[[], float]) -> tuple[int, int]:
     """The same transfers over psycopg at REPEATABLE READ; updates in id order (no deadlocks)."""
@@ -255,7 +290,8 @@ def postgres_loop(target: dict[str, Any], prefix: str, rng: random.Random,
     return committed, retries
 
 
-LOOPS: dict[str, Callable[..., tuple[int, int]]] = {"ours": ours_loop, "pg": postgres_loop}
+LOOPS: dict[str, Callable[..., tuple[int, int]]] = {
+    "ours": ours_loop, "service": service_loop, "pg": postgres_loop}
 
 
 def client_process(kind: str, target: Any, prefix: str, seed: int, seconds: float,
@@ -325,21 +361,29 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
 
 
 def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
-             connect: str | None, node_pid: int | None) -> Run:
-    """One run on a fresh node (or the running one, on rows of its own); checks the total."""
-    prefix = f"bank{seed}"
+             connect: str | None, node_pid: int | None, kind: str = "ours",
+             stream: bool = False) -> Run:
+    """One run on a fresh node (or the running one, on rows of its own); checks the total.
+    ``kind``: the native client ("ours") or the Transactions service ("service", by
+    unary calls or on a ``stream``)."""
+    prefix = f"bank{seed}{kind}"
+
+    def target(address: str) -> Any:
+        return (address, stream) if kind == "service" else address
+
     if connect:
         load_ours(connect, prefix)
-        run = measure("ours", connect, node_pid, processes, seconds, prefix, seed)
-        check("ours", total_ours(connect, prefix))
+        run = measure(kind, target(connect), node_pid, processes, seconds, prefix, seed)
+        check(kind, total_ours(connect, prefix))
         return run
     data = Path(tempfile.mkdtemp(prefix="node-", dir=tmp))
     try:
         with ServerProcess(data, "--sync", sync) as node:
             assert node.proc is not None
             load_ours(node.address, prefix)
-            run = measure("ours", node.address, node.proc.pid, processes, seconds, prefix, seed)
-            check("ours", total_ours(node.address, prefix))
+            run = measure(kind, target(node.address), node.proc.pid, processes, seconds,
+                          prefix, seed)
+            check(kind, total_ours(node.address, prefix))
         return run
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -376,11 +420,11 @@ def cpu_line(name: str, runs: list[Run]) -> str:
             f" = {server + client:5.2f}   failed attempts {failed:5.1%}")
 
 
-def report(label: str, results: dict[int, tuple[list[Run], list[Run]]]) -> None:
+def report(label: str, results: dict[int, tuple[list[Run], list[Run], list[Run]]]) -> None:
     print(f"\n== {label} ==")
     print(f"  {'procs':>5}  {'ours transfers/s':>24}  {'PostgreSQL':>24}  "
           f"{'ours/PG (paired range)':>24}  target")
-    for processes, (ours, pg) in results.items():
+    for processes, (ours, service, pg) in results.items():
         line = f"  {processes:5d}  {spread([r.tps for r in ours]):>24}  "
         if pg:
             ratios = [o.tps / p.tps for o, p in zip(ours, pg, strict=True)]
@@ -391,7 +435,17 @@ def report(label: str, results: dict[int, tuple[list[Run], list[Run]]]) -> None:
                      f"{max(ratios):.2f}x)     >= {goal:.1f}x "
                      f"{'met' if ratio >= goal else 'MISSED'}")
         print(line)
+        if service:
+            ratios = [v.tps / o.tps for v, o in zip(service, ours, strict=True)]
+            ratio = statistics.median(r.tps for r in service) / statistics.median(
+                r.tps for r in ours)
+            goal = 1 / 1.2
+            print(f"         service {spread([r.tps for r in service]):>24}  service/ours"
+                  f" {ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)  >= {goal:.2f}x"
+                  f" (within 1.2x) {'met' if ratio >= goal else 'MISSED'}")
         print(cpu_line("ours", ours))
+        if service:
+            print(cpu_line("service", service))
         if pg:
             print(cpu_line("PostgreSQL", pg))
             (o_srv, o_cli), (p_srv, p_cli) = cpu(ours), cpu(pg)
@@ -410,6 +464,9 @@ def main() -> None:
     parser.add_argument("--connect", metavar="HOST:PORT",
                         help="clients only, against this running node (no PostgreSQL)")
     parser.add_argument("--node-pid", type=int, help="with --connect: the node's pid, for CPU")
+    parser.add_argument("--service", nargs="?", const="stream", choices=["stream", "unary"],
+                        help="also run the transfers through the Transactions service, on a"
+                             " Stream call per client (default) or by unary calls")
     args = parser.parse_args()
     syncs = ["always", "none"] if args.sync == "both" else [args.sync]
     if args.connect:
@@ -421,16 +478,21 @@ def main() -> None:
     seed = int(time.time()) % 100_000 * 100
     try:
         for sync in syncs:
-            results: dict[int, tuple[list[Run], list[Run]]] = {}
+            results: dict[int, tuple[list[Run], list[Run], list[Run]]] = {}
             for processes in args.processes:
-                ours, theirs = results.setdefault(processes, ([], []))
+                ours, service, theirs = results.setdefault(processes, ([], [], []))
                 for rep in range(args.reps):
                     seed += 100
                     ours.append(run_ours(sync, processes, args.seconds, seed, tmp,
                                          args.connect, args.node_pid))
+                    if args.service:
+                        service.append(run_ours(sync, processes, args.seconds, seed, tmp,
+                                                args.connect, args.node_pid, "service",
+                                                args.service == "stream"))
                     if pg is not None:
                         theirs.append(run_postgres(pg, sync, processes, args.seconds, seed))
                     print(f"  [{sync} x{processes} rep {rep + 1}] ours {ours[-1].tps:,.0f}/s"
+                          + (f", service {service[-1].tps:,.0f}/s" if args.service else "")
                           + (f", PostgreSQL {theirs[-1].tps:,.0f}/s" if pg else "")
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
             label = (f"ours at {args.connect}" if args.connect else

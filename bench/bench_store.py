@@ -1,6 +1,7 @@
 """Benchmark of the tablet store: raw plyvel, in-process LocalStore, and gRPC on loopback.
 
 Usage: python bench/bench_store.py [--seconds S] [--compare-servers] [--sync-cost]
+                                   [--checksum-cost] [--skip-remote]
 
 Prints rates (ops/s; rows/s for batches) and each as a ratio to raw plyvel, with the
 targets from the issue next to the figures.  The gRPC server runs in a subprocess (as
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -26,10 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
-import plyvel
 
 from bigtable_lite import LocalStore, NoVersionIn, Put, RemoteStore, RowMutation
 from bigtable_lite.encoding import cell_key
+from bigtable_lite.leveldb import plyvel
 from bigtable_lite.server import build_server
 
 VALUE = b"v" * 32
@@ -286,6 +288,59 @@ def sync_cost(root: Path, seconds: float) -> None:
         print(f"  {mode:<7} 1 thread {one:>9,.0f} puts/s   8 threads {eight:>9,.0f} puts/s")
 
 
+# --- optional: cost of verifying checksums on reads ----------------------------------------
+
+
+CHECKSUM_KEYS = 200_000
+
+
+def checksum_cost(root: Path, seconds: float) -> None:
+    """Reads of data in table files, with and without LevelDB's block checksums verified.
+
+    The store verifies on every read (docs/storage.md); LevelDB checks a block when it
+    loads it from its file, not when the block cache or the memtable serves it.  So the
+    worst case is timed here: data compacted into tables, a 1 MiB block cache, random
+    lookups (almost every one loads a block) and a full scan, as raw plyvel calls.
+    """
+    print("checksums: raw plyvel on table files, 1 MiB block cache, verified vs not")
+    path = root / "checksums"
+    db = plyvel.DB(str(path), create_if_missing=True)
+    keys = [cell_key(b"bench", b"row%08d" % i, b"col", 7) for i in range(CHECKSUM_KEYS)]
+    with db.write_batch() as wb:
+        for k in keys:
+            wb.put(k, VALUE)
+    db.compact_range()
+    db.close()
+    db = plyvel.DB(str(path), lru_cache_size=1 << 20)
+    order = list(range(CHECKSUM_KEYS))
+    random.Random(16).shuffle(order)
+    shuffled = [keys[i] for i in order]
+
+    def gets(verify: bool) -> Callable[[float], float]:
+        def run(secs: float) -> float:
+            get = db.get
+            return timed(lambda i: get(shuffled[i % CHECKSUM_KEYS], verify_checksums=verify),
+                         secs, 0, 100)[0]
+        return run
+
+    def scan(verify: bool) -> Callable[[float], float]:
+        def run(secs: float) -> float:
+            def one(_: int) -> None:
+                it = db.raw_iterator(verify_checksums=verify)
+                it.seek_to_first()
+                while it.valid():
+                    it.value()
+                    it.next()
+                it.close()
+            return timed(one, secs, 0, 1)[0] * CHECKSUM_KEYS
+        return run
+
+    for name, make, unit in (("random get", gets, "ops/s"), ("full scan", scan, "keys/s")):
+        rate, ratio = paired(make(True), make(False), seconds)
+        print(f"  {name:<42} {rate:>10,.0f} {unit:<7} {ratio:6.1%} of unverified", flush=True)
+    db.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.5,
@@ -294,6 +349,8 @@ def main() -> None:
                         "concurrent batched figure (1 = skip)")
     parser.add_argument("--compare-servers", action="store_true")
     parser.add_argument("--sync-cost", action="store_true")
+    parser.add_argument("--checksum-cost", action="store_true")
+    parser.add_argument("--skip-remote", action="store_true", help="in-process figures only")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--serve-echo", choices=("sync", "aio"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -310,15 +367,18 @@ def main() -> None:
         bench_raw(raw, args.seconds)
         with LocalStore(root / "local") as local:
             bench_store(local, "in-process LocalStore", raw, args.seconds, 1)
-        proc, port = start_child("--serve", str(root / "served"))
-        try:
-            with RemoteStore(f"127.0.0.1:{port}") as remote:
-                bench_store(remote, "gRPC RemoteStore on loopback (server in a subprocess)", raw,
-                            args.seconds, args.threads)
-        finally:
-            stop_child(proc)
+        if not args.skip_remote:
+            proc, port = start_child("--serve", str(root / "served"))
+            try:
+                with RemoteStore(f"127.0.0.1:{port}") as remote:
+                    bench_store(remote, "gRPC RemoteStore on loopback (server in a subprocess)",
+                                raw, args.seconds, args.threads)
+            finally:
+                stop_child(proc)
         if args.sync_cost:
             sync_cost(root, args.seconds)
+        if args.checksum_cost:
+            checksum_cost(root, args.seconds)
     if args.compare_servers:
         compare_servers(args.seconds)
 

@@ -22,10 +22,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import plyvel
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bigtable_lite.leveldb import plyvel  # noqa: E402
 from percolator import Client, CommitConflict, Transaction  # noqa: E402
 from tests.procs import ServerProcess  # noqa: E402
 

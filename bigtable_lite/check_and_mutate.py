@@ -13,12 +13,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-import plyvel
-
 from .conditions import first_failure
 from .datadir import DataDir
 from .encoding import KeyCache, version_key
 from .errors import InvalidArgument, StoreClosed
+from .leveldb import plyvel
 from .model import (
     APPLIED,
     NOT_ATTEMPTED,
@@ -122,6 +121,8 @@ class Mutator:
                     shared.pop().close()
                 for i in stripes:
                     locks[i].release()
+        except plyvel.CorruptionError as exc:
+            raise self._dir.corrupt(exc) from exc
         finally:
             self._dir.exit()
 
@@ -187,6 +188,8 @@ class Mutator:
             finally:
                 for i in stripes:
                     locks[i].release()
+        except plyvel.CorruptionError as exc:
+            raise self._dir.corrupt(exc) from exc
         finally:
             self._dir.exit()
 
@@ -236,6 +239,8 @@ class Mutator:
                     self._stage(m, rpfx, wb)
                     wb.write()
                 return APPLIED
+        except plyvel.CorruptionError as exc:
+            raise datadir.corrupt(exc) from exc
         finally:
             inflight.pop()  # datadir.exit(), inline
             if datadir.closed:
@@ -253,7 +258,7 @@ class Mutator:
             else:
                 assert type(mut) is DeleteRange
                 last = version_key(cpfx, mut.min_ts)
-                it = self._db.raw_iterator()
+                it = self._db.raw_iterator(verify_checksums=True)
                 try:
                     it.seek(version_key(cpfx, mut.max_ts))
                     while it.valid():

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import plyvel
-
 from .encoding import Escaped, decode_ts_at, version_key
+from .leveldb import plyvel
 from .model import (
     Cell,
     Condition,
@@ -41,12 +40,12 @@ def first_failure(db: plyvel.DB, columns: Escaped, conditions: Sequence[Conditio
             if type(cond) is NoVersionIn:
                 ts = cond.max_ts
                 if cond.min_ts == ts:  # one version: a lookup
-                    value = db.get(version_key(cpfx, ts))
+                    value = db.get(version_key(cpfx, ts), verify_checksums=True)
                     if value is not None:
                         return MutationResult(False, index, Cell(column, ts, value))
                 else:
                     if it is None:
-                        it = db.raw_iterator()
+                        it = db.raw_iterator(verify_checksums=True)
                         if shared is not None:
                             shared.append(it)
                     it.seek(version_key(cpfx, ts))
@@ -57,18 +56,18 @@ def first_failure(db: plyvel.DB, columns: Escaped, conditions: Sequence[Conditio
                             if ts >= cond.min_ts:
                                 return MutationResult(False, index, Cell(column, ts, it.value()))
             elif type(cond) is ValuePrefixAt:
-                value = db.get(version_key(cpfx, cond.ts))
+                value = db.get(version_key(cpfx, cond.ts), verify_checksums=True)
                 if value is None:
                     return MutationResult(False, index, None)
                 if not value.startswith(cond.value_prefix):
                     return MutationResult(False, index, Cell(column, cond.ts, value))
             elif type(cond) is NoValuePrefixAt:
-                value = db.get(version_key(cpfx, cond.ts))
+                value = db.get(version_key(cpfx, cond.ts), verify_checksums=True)
                 if value is not None and value.startswith(cond.value_prefix):
                     return MutationResult(False, index, Cell(column, cond.ts, value))
             else:
                 assert type(cond) is VersionAt
-                value = db.get(version_key(cpfx, cond.ts))
+                value = db.get(version_key(cpfx, cond.ts), verify_checksums=True)
                 if value is None:
                     return MutationResult(False, index, None)
                 if cond.value is not None and value != cond.value:

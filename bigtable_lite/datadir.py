@@ -16,12 +16,13 @@ import fcntl
 import os
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-import plyvel
-
 from .errors import DataCorruption, StoreClosed, StoreLocked
+from .leveldb import plyvel
 
 LEVELDB_DIR = "leveldb"
 OWNER_FILE = "OWNER"
@@ -52,16 +53,7 @@ class DataDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self._owner = _take_ownership(self.path)
         try:
-            self.db = plyvel.DB(
-                str(self.path / LEVELDB_DIR),
-                create_if_missing=True,
-                paranoid_checks=True,
-                lru_cache_size=cache_bytes,
-                write_buffer_size=write_buffer_bytes,
-            )
-        except plyvel.CorruptionError as exc:
-            self._owner.close()
-            raise DataCorruption(f"LevelDB in {self.path} is corrupt: {exc}") from exc
+            self.db = _open_leveldb(self.path / LEVELDB_DIR, cache_bytes, write_buffer_bytes)
         except BaseException:
             self._owner.close()
             raise
@@ -103,6 +95,21 @@ class DataDir:
             self.db.close()
         self._owner.close()
 
+    @contextmanager
+    def call(self) -> Iterator[plyvel.DB]:
+        """The database for one call: in flight (:meth:`enter`), corruption translated."""
+        self.enter()
+        try:
+            yield self.db
+        except plyvel.CorruptionError as exc:
+            raise self.corrupt(exc) from exc
+        finally:
+            self.exit()
+
+    def corrupt(self, exc: plyvel.CorruptionError) -> DataCorruption:
+        """The error for corruption LevelDB detected (a checksum, a block, a file)."""
+        return DataCorruption(f"LevelDB in {self.path} reports corruption: {exc}")
+
     def release_snapshot(self, snapshot: plyvel.Snapshot) -> None:
         """Release a snapshot whose reader may outlive the store (an abandoned scan).
 
@@ -121,6 +128,47 @@ class DataDir:
                 snapshot.close()
             finally:
                 self.exit()
+
+
+def _open_leveldb(path: Path, cache_bytes: int, write_buffer_bytes: int) -> plyvel.DB:
+    """Open the database, creating it only in a new or empty directory.
+
+    Why: LevelDB's ``create_if_missing`` treats a directory without ``CURRENT`` as
+    new: it starts an empty database there and deletes the table and log files it does
+    not know, so a lost ``CURRENT`` would silently lose every cell (and the oracle's
+    high-water mark with them).  Such a directory is refused instead.  A ``CURRENT``
+    that does not name a readable manifest is reported by LevelDB as corruption.
+    ``paranoid_checks``: corruption found while opening or compacting is an error, never
+    skipped.
+    """
+    current = path / "CURRENT"
+    found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    data = [name for name in found if name not in _NOT_DATA]
+    if data:
+        if not current.is_file():
+            raise DataCorruption(
+                f"{path} holds LevelDB files ({_some(data)}) but no CURRENT file: refusing"
+                " to open it, which would start an empty database and delete them. Restore"
+                " CURRENT (one line naming the newest MANIFEST-* file) or move the"
+                " directory away")
+    try:
+        db: plyvel.DB = plyvel.DB(
+            str(path),
+            create_if_missing=not data,
+            paranoid_checks=True,
+            lru_cache_size=cache_bytes,
+            write_buffer_size=write_buffer_bytes,
+        )
+    except plyvel.CorruptionError as exc:
+        raise DataCorruption(f"LevelDB in {path} is corrupt: {exc}") from exc
+    return db
+
+
+_NOT_DATA = frozenset({"LOCK", "LOG", "LOG.old"})  # LevelDB's lock and its text logs
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _take_ownership(path: Path) -> IO[str]:

@@ -110,7 +110,14 @@ def after_row(row_pfx: bytes) -> bytes:
 
 
 def after_table(table_pfx: bytes) -> bytes:
+    """Smallest key above every key of the table ``table_pfx``."""
     return table_pfx[:-2] + _AFTER_TERM
+
+
+def before_table(table_pfx: bytes) -> bytes:
+    """A key just below every key of the table ``table_pfx`` (its prefix without the last
+    terminator byte), and no cell key of any table: a compaction's sentinel."""
+    return table_pfx[:-1]
 
 
 def decode_cell_key(key: bytes) -> tuple[bytes, bytes, bytes, int]:
@@ -166,7 +173,8 @@ class KeyCache:
         self.columns = Escaped(escape, self.MAX_COLUMNS)
 
     def row_prefix(self, table: bytes, row: bytes) -> bytes:
-        return self.tables[table] + escape(row)
+        # escape(row), inline: one Python call fewer per row a read or write touches.
+        return self.tables[table] + row.replace(b"\x00", _ESC_ZERO) + _TERM
 
 
 def meta_key(name: bytes) -> bytes:

@@ -10,7 +10,7 @@ The hierarchy, closed and small (each maps to exactly one gRPC status code in
     ├── StoreLocked                               another process owns the data directory
     ├── StoreClosed                               the store was closed
     ├── Unavailable                               the server could not be reached
-    └── DataCorruption                            bytes on disk do not decode
+    └── DataCorruption                            stored bytes are damaged or lost
 
 Expected outcomes ("condition not met") are *results*, never exceptions.
 """
@@ -47,4 +47,5 @@ class Unavailable(StorageError):
 
 
 class DataCorruption(StorageError):
-    """Stored bytes could not be decoded."""
+    """Stored bytes are damaged or lost: a checksum does not match, a record does not
+    decode, or the data directory lost the file that names its database."""

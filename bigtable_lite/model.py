@@ -223,7 +223,8 @@ class MutationResult:
 
 APPLIED = MutationResult(True)
 NOT_ATTEMPTED = MutationResult(False)
-"""A row left alone because the first row of its call did not apply (``mutate_guarded``)."""
+"""A row left alone because another row of its call did not apply: the first row
+(``mutate_guarded``), or any row (``mutate_atomic``)."""
 
 
 @fast_init

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import plyvel
-
 from .datadir import DataDir
 from .encoding import (
     KeyCache,
@@ -19,17 +17,17 @@ from .encoding import (
     after_versions,
     decode_ts_at,
     encode_ts,
-    escape,
     escape_prefix,
+    row_prefix,
     table_prefix,
     unescape_at,
     version_key,
 )
 from .errors import DataCorruption, StoreClosed
+from .leveldb import plyvel
 from .model import Cell, Row, RowRead, ScanRequest
 
-SCAN_CHUNK_ROWS = 256
-"""Rows a scan reads per visit to LevelDB, so close() is never blocked long."""
+_SCAN_CHUNK_ROWS = 256  # rows a scan reads per visit to LevelDB: close() is never blocked long
 
 
 class Reader:
@@ -73,7 +71,8 @@ class Reader:
                         column = columns[0]
                         escaped = escaped_columns[column]
                         if tr.min_ts == tr.max_ts:
-                            value = source.get(version_key(rpfx + escaped, tr.min_ts))
+                            value = source.get(version_key(rpfx + escaped, tr.min_ts),
+                                               verify_checksums=True)
                             out.append([] if value is None else [Cell(column, tr.min_ts, value)])
                             continue
                         wanted = [(column, escaped)]
@@ -85,7 +84,7 @@ class Reader:
                     else:
                         wanted = []
                     if it is None:
-                        it = source.raw_iterator()
+                        it = source.raw_iterator(verify_checksums=True)
                     out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
                                          tr.min_ts, tr.max_ts, r.max_versions))
                 return out
@@ -94,6 +93,8 @@ class Reader:
                     it.close()
                 if snapshot is not None:
                     snapshot.close()
+        except plyvel.CorruptionError as exc:
+            raise self._dir.corrupt(exc) from exc
         finally:
             self._dir.exit()
 
@@ -110,8 +111,8 @@ class Reader:
         blocked long."""
         tpfx = table_prefix(s.table)
         wanted = self._wanted(s.columns) if s.columns else []
-        stop = tpfx + escape(s.end_row) if s.end_row is not None else after_table(tpfx)
-        position = tpfx + escape(s.start_row) if s.start_row is not None else tpfx
+        stop = row_prefix(tpfx, s.end_row) if s.end_row is not None else after_table(tpfx)
+        position = row_prefix(tpfx, s.start_row) if s.start_row is not None else tpfx
         remaining = s.limit if s.limit else -1
         datadir = self._dir
         datadir.enter()
@@ -124,7 +125,7 @@ class Reader:
                 chunk: list[Row] = []
                 datadir.enter()
                 try:
-                    it = snapshot.raw_iterator()
+                    it = snapshot.raw_iterator(verify_checksums=True)
                     try:
                         position = _scan_chunk(it, s, wanted, tpfx, position, stop, remaining,
                                                chunk)
@@ -132,6 +133,8 @@ class Reader:
                         it.close()
                 except RuntimeError as exc:  # plyvel: database closed under the snapshot
                     raise StoreClosed(str(exc)) from exc
+                except plyvel.CorruptionError as exc:
+                    raise datadir.corrupt(exc) from exc
                 finally:
                     datadir.exit()
                 yield from chunk
@@ -158,7 +161,7 @@ def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
     cells: list[Cell] = []
     its = encode_ts(ts)
     for column, escaped in wanted:
-        value = source.get(rpfx + escaped + its)
+        value = source.get(rpfx + escaped + its, verify_checksums=True)
         if value is not None:
             cells.append(Cell(column, ts, value))
     return cells
@@ -235,7 +238,7 @@ def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes
     width = len(tpfx)
     tr = s.time_range
     it.seek(position)
-    while len(chunk) < SCAN_CHUNK_ROWS and len(chunk) != remaining:
+    while len(chunk) < _SCAN_CHUNK_ROWS and len(chunk) != remaining:
         if not it.valid():
             return b""
         key = it.key()

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .local import LocalStore
 from .model import Limits
+from .reflection import SourcePool, source_descriptors
 from .service import SERVICE_NAME, TabletService
 
 __all__ = ["ServiceRegistration", "build_server", "server_options", "set_not_serving",
@@ -39,6 +40,9 @@ class ServiceRegistration:
 
     name: str  # full service name, e.g. "percolator.v1.TimestampOracle"
     add: Callable[[grpc.Server], None]      # adds the servicer to the server
+    # Its contract's descriptors with comments, for reflection (serialized
+    # FileDescriptorSets: ``reflection.source_descriptors(package)``).
+    sources: Sequence[bytes] = ()
 
 
 # Health servicer of each server we built, so set_not_serving needs only the server.
@@ -71,8 +75,8 @@ def _split_listen(listen: str) -> tuple[str, int]:
 def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegistration] = (),
                  max_workers: int = 32) -> tuple[grpc.Server, int]:
     """grpc.Server with TabletService for store, the extra services, gRPC health checking
-    (all services SERVING) and server reflection; bound to listen ("HOST:PORT", port 0 =
-    pick); returns (server, bound_port); not yet started.
+    (all services SERVING) and server reflection (with the contracts' comments); bound to
+    listen ("HOST:PORT", port 0 = pick); returns (server, bound_port); not yet started.
 
     Raises ValueError for a malformed address and OSError if the port cannot be bound.
     """
@@ -92,8 +96,11 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
     for name in ["", *names]:  # "" is the whole server, by the health protocol
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     _HEALTH[server] = health_servicer
+    sources = [*source_descriptors("bigtable_lite.v1"),
+               *(data for r in extra for data in r.sources)]
     reflection.enable_server_reflection(
-        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server,
+        pool=SourcePool(sources))
 
     try:
         port = server.add_insecure_port(listen)

@@ -92,11 +92,14 @@ def log_failure(log: logging.Logger, what: str, code: grpc.StatusCode, message: 
                 exc: BaseException) -> None:
     """Log a request the server failed: one line, and a traceback only for INTERNAL.
 
-    Every other code is the caller's mistake or an expected refusal (a closed store, a
-    corrupt record), which the code and message say in full; INTERNAL is a bug here.
+    Every other code is the caller's mistake or an expected refusal (a closed store),
+    which the code and message say in full; INTERNAL is a bug here; DATA_LOSS (damaged
+    data) is logged as an error.
     """
     if code is Code.INTERNAL:
         log.error("%s failed: %s", what, message, exc_info=exc)
+    elif code is Code.DATA_LOSS:  # the operator must hear of damaged data, not only clients
+        log.error("%s failed: stored data is damaged: %s", what, message)
     else:
         log.warning("%s failed: %s: %s", what, code.name, message)
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 import bisect
 import threading
 
-from .encoding import after_table, decode_bytes_list, encode_bytes_list, escape, table_prefix
+from .encoding import (
+    after_table,
+    decode_bytes_list,
+    encode_bytes_list,
+    row_prefix,
+    table_prefix,
+)
 from .engine import Engine
 from .errors import DataCorruption, InvalidArgument
 from .model import TabletInfo
@@ -72,7 +78,7 @@ class TabletMap:
             tpfx = table_prefix(t)
             for i, start in enumerate(bounds):
                 end = bounds[i + 1] if i + 1 < len(bounds) else None
-                lo = tpfx + escape(start) if start else tpfx
-                hi = tpfx + escape(end) if end is not None else after_table(tpfx)
+                lo = row_prefix(tpfx, start) if start else tpfx
+                hi = row_prefix(tpfx, end) if end is not None else after_table(tpfx)
                 out.append(TabletInfo(t, start, end, self._engine.approximate_size(lo, hi)))
         return out

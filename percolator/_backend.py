@@ -106,11 +106,14 @@ class ScanRequest(NamedTuple):
 
 class ScanChunk(NamedTuple):
     """Live cells of up to ``limit`` rows, ascending; ``resume`` is where the next chunk
-    starts (None: the range is done).  ``locked`` cells are not in ``cells``: read them."""
+    starts (None: the range is done).  ``locked`` cells are not in ``cells``: read them;
+    nor are ``unread`` ones, past the chunk's byte budget (its last row larger than a
+    reply): read them too."""
 
     cells: list[tuple[bytes, bytes, bytes]]
     locked: list[LockedCell]
     resume: bytes | None
+    unread: Sequence[Key] = ()
 
 
 @dataclass(frozen=True, slots=True)

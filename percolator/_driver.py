@@ -46,44 +46,64 @@ from .errors import CommitConflict, CommitUndetermined
 
 log = logging.getLogger(__name__)
 
-__all__ = ["commit", "plan"]
+__all__ = ["commit", "decide", "plan", "primary_of"]
 
 CELLS_PER_PART = 200
 """Cells of one row locked by one row mutation (2-3 conditions and 1-2 mutations per cell,
 well inside the store's items per row)."""
 _BYTES_PER_CALL = 16 << 20
-"""Bytes of values per step call, well below the default 64 MiB message limit."""
+"""Bytes of values per step call, well below the default 64 MiB message limit (a
+quarter of a smaller one)."""
 
 
 Writes = dict[Key, tuple[bytes, bytes | None]]
 
 
-def plan(writes: Writes) -> list[Part]:
-    """The writes as parts (rows cut to CELLS_PER_PART cells), the primary (the smallest
-    key) first in the first part."""
+def _bytes_per_call(limits: Limits) -> int:
+    """Bytes of writes one step call carries: a request always fits a message."""
+    return min(_BYTES_PER_CALL, limits.max_message_bytes // 4)
+
+
+def plan(writes: Writes, max_bytes: int = _BYTES_PER_CALL) -> list[Part]:
+    """The writes as parts (rows cut to CELLS_PER_PART cells, and to ``max_bytes`` of
+    writes), the primary (the smallest key) first in the first part."""
     if len(writes) == 1:
         (row, column), (op, value) = next(iter(writes.items()))
         return [(row, [CellWrite(column, op, value)])]
     parts: list[Part] = []
     part_row = None
     cells: list[CellWrite] = []
+    size = 0
     for (row, column), (op, value) in sorted(writes.items()):
-        if row != part_row or len(cells) == CELLS_PER_PART:
+        weight = _weight(row, column, value)
+        if row != part_row or len(cells) == CELLS_PER_PART or size + weight > max_bytes:
             cells = []
             parts.append((row, cells))
             part_row = row
+            size = 0
         cells.append(CellWrite(column, op, value))
+        size += weight
     return parts
+
+
+def primary_of(parts: Sequence[Part]) -> Key:
+    """The primary cell of a plan: the first part's first cell."""
+    return parts[0][0], parts[0][1][0].column
+
+
+def _weight(row: bytes, column: bytes, value: bytes | None) -> int:
+    return len(value or b"") + len(column) + len(row)
 
 
 def calls(parts: Sequence[Part], limits: Limits) -> list[list[Part]]:
     """Parts grouped into step calls within the store's rows and bytes per call."""
     max_rows = max(1, limits.max_batch_rows // 2)
+    max_bytes = _bytes_per_call(limits)
     groups: list[list[Part]] = [[]]
     size = 0
     for part in parts:
-        weight = 64 + sum(len(c.value or b"") + len(c.column) + len(part[0]) for c in part[1])
-        if groups[-1] and (len(groups[-1]) >= max_rows or size + weight > _BYTES_PER_CALL):
+        weight = 64 + sum(_weight(part[0], c.column, c.value) for c in part[1])
+        if groups[-1] and (len(groups[-1]) >= max_rows or size + weight > max_bytes):
             groups.append([])
             size = 0
         groups[-1].append(part)
@@ -94,11 +114,11 @@ def calls(parts: Sequence[Part], limits: Limits) -> list[list[Part]]:
 def commit(s: TxnContext, start_ts: int, writes: Writes, weak: set[Key]) -> int:
     """Commit the transaction; return commit_ts.  Raises CommitConflict or
     CommitUndetermined."""
-    parts = plan(writes) if writes else []
+    parts = plan(writes, _bytes_per_call(s.limits)) if writes else []
     groups = calls(parts, s.limits)
     if s.one_phase and len(groups) == 1 or not parts:
         return _one_phase(s, start_ts, parts, sorted(weak))
-    primary = (parts[0][0], parts[0][1][0].column)
+    primary = primary_of(parts)
     s.keeper.hold(s.table, primary, start_ts)
     locked: list[Key] = []
     try:
@@ -129,13 +149,14 @@ def _one_phase(s: TxnContext, start_ts: int, parts: list[Part], weak: list[Key])
         if not parts:
             raise CommitUndetermined(f"notifications of transaction {start_ts} were sent but"
                                      f" their outcome is unknown: {exc}") from exc
-        primary = (parts[0][0], parts[0][1][0].column)
-        outcome = _learn_outcome(s, start_ts, primary, keys_of(parts), exc)
+        outcome = _learn_outcome(s, start_ts, primary_of(parts), keys_of(parts), exc)
     if isinstance(outcome, Conflict):
         raise _conflict_error(start_ts, outcome)
     if not outcome.committed:
+        prow, pcol = primary_of(parts) if parts else (b"", b"")
         raise CommitConflict(f"transaction {start_ts} was rolled back by another client"
-                             " before its commit")
+                             " before its commit", row=prow, column=pcol,
+                             reason=Conflict.ROLLED_BACK)
     return outcome.commit_ts
 
 
@@ -151,7 +172,8 @@ def _commit(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
     if not outcome.committed:
         prow, pcol = primary
         raise CommitConflict(f"transaction {start_ts} was rolled back by another client"
-                             " before its commit (its lock TTL expired)", row=prow, column=pcol)
+                             " before its commit (its lock TTL expired)", row=prow, column=pcol,
+                             reason=Conflict.ROLLED_BACK)
     if rest:
         _settle(s, start_ts, rest)
     return outcome.commit_ts
@@ -175,20 +197,26 @@ def _settle(s: TxnContext, start_ts: int, keys: list[Key]) -> None:
 
 def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
                    exc: Unavailable) -> CommitOutcome:
-    """After a lost commit reply: the decided outcome, deciding it (rolling the primary
-    back) if it is still undecided.  Raises CommitUndetermined if the store cannot be
-    reached."""
+    """After a lost commit reply: the decided outcome (:func:`decide`).  Raises
+    CommitUndetermined if the store cannot be reached."""
     for attempt in range(5):
         try:
-            s.backend.rollback(s.table, start_ts, primary, [])  # a no-op once decided
-            status = s.backend.check_txn_status(s.table, primary, start_ts)
-            break
+            return decide(s, start_ts, primary, keys)
         except Unavailable:
             s.clock.sleep(0.05 * (2 ** attempt))
-    else:
-        raise CommitUndetermined(
-            f"commit of transaction {start_ts} was sent but its outcome is unknown: {exc}"
-        ) from exc
+    raise CommitUndetermined(
+        f"commit of transaction {start_ts} was sent but its outcome is unknown: {exc}"
+    ) from exc
+
+
+def decide(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> CommitOutcome:
+    """The outcome of a transaction no driver is committing any more, deciding it if it is
+    still undecided: its primary is rolled back if still locked (so it can never commit
+    later), then its fate is read there, and ``keys`` (its other cells) are rolled
+    forward or back to match.  For a lost commit reply, and for the Transactions
+    service's retry of a commit whose transaction the node no longer holds."""
+    s.backend.rollback(s.table, start_ts, primary, [])  # a no-op once decided
+    status = s.backend.check_txn_status(s.table, primary, start_ts)
     if status.state != COMMITTED:
         _abort(s, start_ts, primary, keys)
         return CommitOutcome(False)
@@ -218,4 +246,5 @@ def _conflict_error(start_ts: int, c: Conflict) -> CommitConflict:
     else:
         message = (f"transaction {start_ts} was rolled back by another client (its lock TTL"
                    " expired)")
-    return CommitConflict(message, row=c.row, column=c.column)
+    return CommitConflict(message, row=c.row, column=c.column, reason=c.reason,
+                          commit_ts=c.commit_ts, lock_start_ts=c.lock_start_ts)

@@ -31,6 +31,7 @@ from ._backend import (
     TxnStatus,
 )
 from ._notify.local import Notifications
+from ._pins import SnapshotPins
 from ._steps import StepContext, one_phase, prewrite, read, resolve_lock, rollback
 from ._steps import commit as commit_step
 from ._steps import heartbeat as heartbeat_step
@@ -67,6 +68,7 @@ class LocalBackend:
                                NotifyLog(oracle))
         # The observers' verbs (registration, backfill, the feed to workers, parking).
         self.notifications = Notifications(self.ctx, store)
+        self.pins = SnapshotPins()
 
     @classmethod
     def open(cls, path: str, *, sync: str = "none", clock: Clock | None = None
@@ -135,6 +137,17 @@ class LocalBackend:
 
     def observed_columns(self, table: bytes) -> frozenset[bytes]:
         return frozenset(self.ctx.observed.of(table))
+
+    # --- snapshots held open at this backend (the Transactions service's) -----------------
+
+    def pin(self, start_ts: int) -> None:
+        """Keep the versions a snapshot at ``start_ts`` reads: garbage collection's safe
+        point stays at or below the oldest pinned start_ts (:attr:`pins`) until
+        :meth:`unpin`."""
+        self.pins.pin(start_ts)
+
+    def unpin(self, start_ts: int) -> None:
+        self.pins.unpin(start_ts)
 
     def close(self) -> None:
         self.notifications.close()

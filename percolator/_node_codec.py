@@ -287,7 +287,7 @@ def parse_scan(msg: pb.ScanRequest, limits: Limits) -> ScanRequest:
 def scan_result(chunk: ScanChunk) -> pb.ScanResponse:
     msg = pb.ScanResponse(cells=[pb.ScanCell(row=r, column=c, value=v)
                                  for r, c, v in chunk.cells],
-                          locked=_locked_to_pb(chunk.locked))
+                          locked=_locked_to_pb(chunk.locked), unread=rows_of(chunk.unread))
     if chunk.resume is not None:
         msg.resume_row = chunk.resume
     return msg
@@ -295,7 +295,8 @@ def scan_result(chunk: ScanChunk) -> pb.ScanResponse:
 
 def read_scan(msg: pb.ScanResponse) -> ScanChunk:
     return ScanChunk([(c.row, c.column, c.value) for c in msg.cells], _locked(msg.locked),
-                     msg.resume_row if msg.HasField("resume_row") else None)
+                     msg.resume_row if msg.HasField("resume_row") else None,
+                     key_list(msg.unread))
 
 
 # --- prewrite ------------------------------------------------------------------------------

@@ -9,12 +9,15 @@ sent), so the node may run them in any order; it merges where that saves work:
 * every timestamp command: one ``oracle.get_timestamps(total)``, split into one
   contiguous range per command, taken after the batch arrived (so each caller's
   timestamps are above every timestamp handed out before it asked);
-* every commit step: one oracle call for all their commit_ts (``LocalBackend.commit_many``);
-* every raw point read: one store read (one snapshot).
+* every commit step: one oracle call for all their commit_ts (``LocalBackend.commit_many``).
+
+The other commands run one by one, in batch order, before those (so a later command
+sees an earlier one's write to a shared row); a fresh read takes its own timestamp.
 
 One bad command fails only itself: each is decoded and checked on its own
-(``percolator._node_codec``: the node trusts no client) and answered with its own
-error result, whose code comes from the tables of ``percolator._status``.  A batch's
+(``percolator._node_codec``: the node trusts no client; a field it does not know, at
+any depth, fails its command) and answered with its own error result, whose code
+comes from the tables of ``percolator._status``.  A batch's
 reply must fit the message limit: if it would not, the largest read results are
 answered RESOURCE_EXHAUSTED and their clients send them again alone (reads have no
 side effects).
@@ -32,6 +35,7 @@ from google.protobuf.message import Message
 
 from bigtable_lite import InvalidArgument, RowMutation, wire
 from bigtable_lite import status as store_status
+from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
 
@@ -58,10 +62,12 @@ _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for s
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
 
 
-def _check_known(msg: Message) -> None:
-    """Refuse fields this node does not know: it must not half-understand a step."""
-    if len(unknown_fields.UnknownFieldSet(msg)):
-        raise InvalidArgument(f"command has fields unknown to {msg.DESCRIPTOR.full_name}")
+def _has_unknown_fields(msg: Message) -> bool:
+    """Whether ``msg`` carries, at any depth, a field this node does not know (it must not
+    half-understand a step); discards them."""
+    size = msg.ByteSize()
+    msg.DiscardUnknownFields()  # recursive: the size drops iff some field was unknown
+    return msg.ByteSize() != size
 
 
 def _error_result(code: grpc.StatusCode, message: str, name: str = "") -> bytes:
@@ -101,10 +107,11 @@ class NodeService:
 
     # --- one batch ------------------------------------------------------------------------
 
-    def execute(self, request: pb.BatchRequest) -> bytes:
+    def execute(self, request: pb.BatchRequest, *, known: bool = False) -> bytes:
         """The serialized BatchResponse: a result for every command, in order.
 
-        Never raises for a command: its failure is its result.
+        Never raises for a command: its failure is its result.  ``known``: the request
+        carries no field unknown to this node (else each command is checked for some).
         """
         results: list[bytes] = [b""] * len(request.commands)
         stamps: list[tuple[int, int]] = []
@@ -114,8 +121,9 @@ class NodeService:
             try:
                 if kind is None:
                     raise InvalidArgument(UNKNOWN_COMMAND)
+                if not known and _has_unknown_fields(command):
+                    raise InvalidArgument(f"{kind} command has fields unknown to this node")
                 msg = getattr(command, kind)
-                _check_known(msg)
                 if kind == "get_timestamps":
                     stamps.append((i, check_count(msg.count)))
                 elif kind == "commit":
@@ -243,7 +251,8 @@ class NodeService:
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            return self.execute(_parse(raw))
+            request, known = _parse(raw)
+            return self.execute(request, known=known)
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
             _abort(context, exc)
 
@@ -256,7 +265,8 @@ class NodeService:
         try:
             for raw in requests:
                 try:
-                    reply = self.execute(_parse(raw))
+                    request, known = _parse(raw)
+                    reply = self.execute(request, known=known)
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
                 yield reply
@@ -283,17 +293,26 @@ class NodeService:
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add)
+        return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
 
 
 assert set(COMMAND_TAGS) == {f.name for f in pb.Command.DESCRIPTOR.fields}
 
 
-def _parse(raw: bytes) -> pb.BatchRequest:
+def _parse(raw: bytes) -> tuple[pb.BatchRequest, bool]:
+    """The request, and whether it carries no field unknown to this node.
+
+    Fast path (any canonical encoding, as ours): with the unknown fields discarded, the
+    request serializes to exactly ``raw``'s length (a canonical encoding is never longer
+    than another of the same fields) -- else the commands are checked one by one.
+    """
     request = pb.BatchRequest.FromString(raw)
     if len(unknown_fields.UnknownFieldSet(request)):
         raise InvalidArgument("request has fields unknown to percolator.v1.BatchRequest")
-    return request
+    request.DiscardUnknownFields()
+    if request.ByteSize() == len(raw):
+        return request, True
+    return pb.BatchRequest.FromString(raw), False
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:

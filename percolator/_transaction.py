@@ -139,7 +139,8 @@ class Transaction:
                 f = locked[0]
                 raise LockWaitTimeout(
                     f"cell ({f.row!r}, {f.column!r}) stayed locked by transaction {f.start_ts}"
-                    f" for {ctx.lock_wait_timeout}s")
+                    f" for {ctx.lock_wait_timeout}s", row=f.row, column=f.column,
+                    lock_start_ts=f.start_ts)
             ctx.clock.sleep(delay)
             delay = min(delay * 2, 0.05)
             result = ctx.backend.read(ctx.table, self._start_ts,
@@ -217,10 +218,14 @@ class Transaction:
         while True:
             chunk = ctx.backend.scan(request)
             cells = chunk.cells
+            later: dict[Key, bytes | None] = {}
+            if chunk.unread:  # past the chunk's byte budget: read (in bounded replies)
+                later.update(self._read(list(chunk.unread)))
             if chunk.locked:  # held by live transactions: wait, then merge them in order
-                waited = self._wait_for_locks(chunk.locked)
+                later.update(self._wait_for_locks(chunk.locked))
+            if later:
                 cells = sorted(cells + [(row, column, value)
-                                        for (row, column), value in waited.items()
+                                        for (row, column), value in later.items()
                                         if value is not None])
             yield from cells
             if chunk.resume is None:

@@ -6,7 +6,11 @@
     ├── TransactionError            misuse of a transaction, or it could not commit
     │   ├── CommitConflict          write-write conflict: retry in a new transaction
     │   ├── CommitUndetermined      the primary's commit reply was lost: outcome unknown
-    │   └── LockWaitTimeout         a lock stayed unresolved past the read's deadline
+    │   ├── LockWaitTimeout         a lock stayed unresolved past the read's deadline
+    │   ├── TransactionNotFound     (Transactions service) no open transaction has this id
+    │   ├── TransactionBusy         (Transactions service) another call on it ran too long
+    │   ├── TooManyTransactions     (Transactions service) the node holds its most open
+    │   └── WrongTransactionState   (Transactions service) the call does not fit its state
     └── OracleError                 the timestamp oracle failed
         ├── OracleExhausted         no timestamps left below 2**64 (percolator.oracle)
         └── OracleConflict          two oracles on one store (percolator.oracle)
@@ -31,12 +35,20 @@ class CommitConflict(TransactionError):
 
     Nothing of this transaction is visible; re-run it in a fresh transaction
     (``Client.run`` does so).
+
+    ``row``, ``column``: the cell in the way (where known); ``reason``: one of
+    ``percolator._backend.Conflict``'s (``write_conflict``, ``locked``, ``rolled_back``),
+    with the conflicting write's ``commit_ts`` or the live lock's ``lock_start_ts``.
     """
 
-    def __init__(self, message: str, *, row: bytes = b"", column: bytes = b"") -> None:
+    def __init__(self, message: str, *, row: bytes = b"", column: bytes = b"",
+                 reason: str = "", commit_ts: int = 0, lock_start_ts: int = 0) -> None:
         super().__init__(message)
         self.row = row
         self.column = column
+        self.reason = reason
+        self.commit_ts = commit_ts
+        self.lock_start_ts = lock_start_ts
 
 
 class CommitUndetermined(TransactionError):
@@ -47,7 +59,34 @@ class CommitUndetermined(TransactionError):
 
 
 class LockWaitTimeout(TransactionError):
-    """A read met a lock whose owner stayed alive and undecided past the wait limit."""
+    """A read met a lock whose owner stayed alive and undecided past the wait limit.
+
+    ``row``, ``column``: the cell; ``lock_start_ts``: its owner's start_ts.
+    """
+
+    def __init__(self, message: str, *, row: bytes = b"", column: bytes = b"",
+                 lock_start_ts: int = 0) -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column
+        self.lock_start_ts = lock_start_ts
+
+
+class TransactionNotFound(TransactionError):
+    """No open transaction of the Transactions service has this id (never begun, expired,
+    rolled back, or forgotten by a node restart)."""
+
+
+class TransactionBusy(TransactionError):
+    """Another call on the same transaction held it longer than a call waits for it."""
+
+
+class TooManyTransactions(TransactionError):
+    """The node holds as many open transactions of the Transactions service as it may."""
+
+
+class WrongTransactionState(TransactionError):
+    """The call does not fit the transaction's state (e.g. a read after its commit)."""
 
 
 class OracleError(PercolatorError):

@@ -4,7 +4,9 @@ A node owns a data directory (a :class:`~bigtable_lite.LocalStore`), the durable
 timestamp :class:`~percolator.oracle.Oracle` persisted in that store, and one gRPC server
 hosting both services, the transaction protocol's steps as batched commands
 (``percolator.v1.Node``, run by a :class:`~percolator._local.LocalBackend`: see
-``percolator/_node_service.py``), health checking and reflection.  Shutdown order matters:
+``percolator/_node_service.py``), whole transactions for callers in any language
+(``percolator.v1.Transactions``, run by the same backend: ``percolator/_txn_service.py``),
+health checking and reflection.  Shutdown order matters:
 stop taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
@@ -26,6 +28,8 @@ from . import oracle_service
 from ._local import LocalBackend
 from ._node_service import NodeService
 from ._notify.service import NotificationsService
+from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
+from ._txn_service import TransactionsService
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
@@ -41,29 +45,37 @@ class Node:
     Constructing a node opens the store (``StoreLocked`` if another process owns
     ``data_dir``) and binds the port (``OSError`` if taken); :meth:`start` begins serving.
     ``clock`` judges the expiry of every lock written at this node (default: the system
-    clock; its clients' clocks never do).
+    clock; its clients' clocks never do), and of the Transactions service's transactions.
+    ``max_transactions``: transactions the Transactions service holds open at once;
+    ``txn_lock_wait``: seconds one of its reads waits for a live lock before it answers
+    UNAVAILABLE (a server thread waits meanwhile).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, max_transactions: int = DEFAULT_MAX_OPEN,
+                 txn_lock_wait: float = DEFAULT_LOCK_WAIT) -> None:
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
-            # Each open stream holds a worker thread: batch streams may take half of
-            # them, timestamp streams a quarter, which leaves a quarter for calls.
+            # Each open stream or waiting long poll holds a worker thread: batch streams
+            # may take half of them, timestamp streams a quarter, transaction streams an
+            # eighth and workers' pulls an eighth; only with every kind at its bound at
+            # once would a call wait for a thread (a pull past its bound never waits).
             self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
             self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
             self.timestamps = oracle_service.OracleServicer(
                 self.oracle, max_streams=max_workers // 4)
-            # Workers' pulls may wait (long polls): at most an eighth of the threads.
             self.notifications = NotificationsService(
                 self.backend.notifications, self.store.limits, max_polls=max_workers // 8)
+            self.transactions = TransactionsService(self.backend, Sessions(
+                self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
+                max_streams=max(1, max_workers // 8))
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
                 extra=[self.timestamps.registration(), self.batches.registration(),
-                       self.notifications.registration()])
+                       self.notifications.registration(), self.transactions.registration()])
         except BaseException:
             self.store.close()
             raise
@@ -78,6 +90,7 @@ class Node:
 
     def start(self) -> Self:
         self.server.start()
+        self.transactions.sessions.start()
         return self
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
@@ -92,8 +105,10 @@ class Node:
             try:
                 self.batches.stop_streams()  # open streams end after their batch or request
                 self.timestamps.stop_streams()
+                self.transactions.stop_streams()
                 stop_server(self.server, grace)
             finally:
+                self.transactions.sessions.close()
                 self.backend.close()  # its background work (backfills); not the store
                 self.oracle.close()
                 self.store.close()

@@ -37,6 +37,7 @@ from typing import NoReturn
 import grpc
 
 from bigtable_lite import status
+from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 
 from ._status import error_for, error_from_rpc, status_for
@@ -164,7 +165,7 @@ class OracleServicer:
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add)
+        return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
 
 
 def add_to_server(oracle: TimestampSource, server: grpc.Server, *,

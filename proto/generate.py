@@ -3,7 +3,11 @@
 Usage: python proto/generate.py [OUTPUT_ROOT]   (default: the repository root)
 
 The generated modules land beside the packages they belong to, e.g.
-proto/bigtable_lite/v1/tablet.proto -> bigtable_lite/v1/tablet_pb2.py.
+proto/bigtable_lite/v1/tablet.proto -> bigtable_lite/v1/tablet_pb2.py, with
+tablet_source.binpb: the file's descriptor *with* its comments (protoc
+--include_source_info), which the generated Python modules do not carry; server
+reflection serves it (bigtable_lite/reflection.py), so tools such as grpcurl show
+the contracts' comments.
 tests/test_proto_generated.py regenerates into a temporary directory and fails if
 the committed files differ.
 """
@@ -30,6 +34,7 @@ def generate(out_root: Path) -> list[Path]:
     outputs: list[Path] = []
     for proto in proto_files():
         rel = proto.relative_to(PROTO_ROOT)
+        (out_root / rel.parent).mkdir(parents=True, exist_ok=True)
         args = [
             "protoc",
             f"-I{PROTO_ROOT}",
@@ -37,6 +42,8 @@ def generate(out_root: Path) -> list[Path]:
             f"--python_out={out_root}",
             f"--pyi_out={out_root}",
             f"--grpc_python_out={out_root}",
+            "--include_source_info",
+            f"--descriptor_set_out={out_root / rel.parent / f'{rel.stem}_source.binpb'}",
             str(proto),
         ]
         if protoc.main(args) != 0:
@@ -47,7 +54,8 @@ def generate(out_root: Path) -> list[Path]:
             init.write_text('"""Generated protobuf/gRPC code (see proto/generate.py)."""\n')
         stem = rel.stem
         outputs += [package_dir / f"{stem}_pb2.py", package_dir / f"{stem}_pb2.pyi",
-                    package_dir / f"{stem}_pb2_grpc.py", init]
+                    package_dir / f"{stem}_pb2_grpc.py", package_dir / f"{stem}_source.binpb",
+                    init]
     return outputs
 
 

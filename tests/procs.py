@@ -142,3 +142,51 @@ class LineProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=timeout)
+
+
+class JsonLinesProcess:
+    """Any program whose stdout is JSON lines (a Node.js script, a Python child), read on a
+    thread; :meth:`next` waits (bounded) for the next object."""
+
+    def __init__(self, argv: Sequence[str], *, cwd: str | os.PathLike[str] = REPO) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("PERCOLATOR_FAILPOINTS", None)
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(self.argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next(self, timeout: float) -> dict[str, object]:
+        """The next JSON object printed; RuntimeError (with stderr) if the process ended."""
+        import json
+
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"{self.argv}: no line in {timeout}s") from None
+        if line is None:
+            code = self.proc.wait(timeout=timeout)
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"{self.argv} exited {code} without a line: {err}")
+        value = json.loads(line)
+        assert isinstance(value, dict), line
+        return value
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return code
+
+    def kill(self, timeout: float = 60.0) -> None:
+        """kill -9: no cleanup at all."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=timeout)

@@ -97,7 +97,11 @@ def test_commands_come_from_their_packages() -> None:
 
 def test_version_comes_from_the_package_metadata() -> None:
     done = percolator("--version")
-    [dist] = set(importlib.metadata.packages_distributions()["percolator"])
+    # The distribution that provides the package (a checkout may also hold stale
+    # metadata of an earlier name: the installed one is the one with the entry point).
+    [dist] = {d.metadata["Name"] for d in importlib.metadata.distributions()
+              if any(ep.name == "percolator" and ep.group == "console_scripts"
+                     for ep in d.entry_points)}
     assert done.returncode == 0 and done.stdout == (
         f"percolator {importlib.metadata.version(dist)}\n"), done.stderr
 

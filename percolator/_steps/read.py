@@ -166,31 +166,42 @@ def scan(ctx: StepContext, request: ScanRequest) -> ScanChunk:
         scan_request = StoreScan(table, start_row, end_row, (), (LOCK, WRITE),
                                  TimeRange(0, start_ts), 1, limit)
     found: dict[Key, records.Write] = {}
+    unread: list[Key] = []
     locks: list[FoundLock] = []
     rows = 0
     size = 0
     budget = ctx.limits.max_message_bytes // 4
+    largest = ctx.limits.max_value_bytes
     last = b""
     more = False
     for row in ctx.store.scan(scan_request):  # lock slots are at ts 0: inside the range
-        if size > budget:  # the chunk is full by bytes: the next one starts here
+        if size >= budget or unread:  # the chunk is full by bytes: the next one starts here
             more = True
             break
         rows += 1
         last = row.row
         for cell in row.cells:
             kind, column = cell.column[:1], cell.column[1:]
+            if not include_system and layout.is_system(column):
+                continue
             if kind == WRITE:
-                write = found[(row.row, column)] = records.decode_write(cell.value)
+                write = records.decode_write(cell.value)
                 # A value not inlined is fetched below: counted at its largest.
-                size += len(write.value) if write.value is not None else \
-                    ctx.limits.max_value_bytes
-            elif include_system or not layout.is_system(column):
+                weight = len(write.value) if write.value is not None else \
+                    0 if write.kind == records.DELETE else largest
+                if size and size + weight > budget:  # within a row larger than a reply
+                    unread.append((row.row, column))
+                    continue
+                found[(row.row, column)] = write
+                size += weight
+            else:
                 lock = records.decode_lock(cell.value)
                 if lock.start_ts <= start_ts:
                     locks.append(FoundLock(row.row, column, lock))
+    held: set[Key] = set()
     for f in locks:
         found.pop((f.row, f.column), None)
+        held.add((f.row, f.column))
     values = _values(ctx, table, found)
     locked_cells = []
     if locks:  # settled where decided, read again; the rest reported
@@ -198,6 +209,7 @@ def scan(ctx: StepContext, request: ScanRequest) -> ScanChunk:
         values.update(result.values)
         locked_cells = result.locked
     cells = [(row, column, value) for (row, column), value in sorted(values.items())
-             if value is not None and (include_system or not layout.is_system(column))]
+             if value is not None]
     more = more or bool(limit) and rows >= limit
-    return ScanChunk(cells, locked_cells, last + b"\x00" if more else None)
+    return ScanChunk(cells, locked_cells, last + b"\x00" if more else None,
+                     [key for key in unread if key not in held])

@@ -65,8 +65,8 @@ def rollback(ctx: StepContext, table: bytes, start_ts: int, primary: Key,
     for row, column in keys:
         if (row, column) != primary:
             by_row.setdefault(row, []).append(column)
-    if by_row:
-        per = CELLS_PER_ROW_MUTATION  # a row's cells in row mutations within its item limit
+    if by_row:  # a row's cells cut as a commit's are: 3 items each, within items per row
         settle_in_calls(ctx.store, ctx.limits, [
-            rollback_secondary(table, row, columns[i:i + per], start_ts)
-            for row, columns in by_row.items() for i in range(0, len(columns), per)])
+            rollback_secondary(table, row, columns[i:i + CELLS_PER_ROW_MUTATION], start_ts)
+            for row, columns in by_row.items()
+            for i in range(0, len(columns), CELLS_PER_ROW_MUTATION)])

@@ -174,14 +174,16 @@ class ScanRequest(_message.Message):
     def __init__(self, table: _Optional[bytes] = ..., start_ts: _Optional[int] = ..., start_row: _Optional[bytes] = ..., end_row: _Optional[bytes] = ..., columns: _Optional[_Iterable[bytes]] = ..., include_system: bool = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ScanResponse(_message.Message):
-    __slots__ = ("cells", "locked", "resume_row")
+    __slots__ = ("cells", "locked", "resume_row", "unread")
     CELLS_FIELD_NUMBER: _ClassVar[int]
     LOCKED_FIELD_NUMBER: _ClassVar[int]
     RESUME_ROW_FIELD_NUMBER: _ClassVar[int]
+    UNREAD_FIELD_NUMBER: _ClassVar[int]
     cells: _containers.RepeatedCompositeFieldContainer[ScanCell]
     locked: _containers.RepeatedCompositeFieldContainer[LockedCell]
     resume_row: bytes
-    def __init__(self, cells: _Optional[_Iterable[_Union[ScanCell, _Mapping]]] = ..., locked: _Optional[_Iterable[_Union[LockedCell, _Mapping]]] = ..., resume_row: _Optional[bytes] = ...) -> None: ...
+    unread: _containers.RepeatedCompositeFieldContainer[RowColumns]
+    def __init__(self, cells: _Optional[_Iterable[_Union[ScanCell, _Mapping]]] = ..., locked: _Optional[_Iterable[_Union[LockedCell, _Mapping]]] = ..., resume_row: _Optional[bytes] = ..., unread: _Optional[_Iterable[_Union[RowColumns, _Mapping]]] = ...) -> None: ...
 
 class ScanCell(_message.Message):
     __slots__ = ("row", "column", "value")

@@ -56,7 +56,7 @@ class NodeServicer(object):
 
         Commands of one batch are concurrent (their callers were all waiting when it was
         sent): the node may run them in any order and merges those of a kind where it can
-        (one oracle call for every timestamp, one store read for every raw read).  A
+        (one oracle call for every timestamp, one for every commit step's commit_ts).  A
         command that fails gets an error result (the status code it would have failed with
         as a call of its own); the others are unaffected.  The call itself fails only when
         the batch cannot be read (INVALID_ARGUMENT), the node is shutting down

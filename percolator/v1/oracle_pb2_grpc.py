@@ -80,7 +80,7 @@ class TimestampOracleServicer(object):
         without a response was not served.  A server with its share of streams open
         refuses more with RESOURCE_EXHAUSTED and the trailer
         `percolator-oracle-stream: refused` before reading any request; clients then use
-        GetTimestamps, as they do against a server without this method (UNIMPLEMENTED).
+        GetTimestamps for a while.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

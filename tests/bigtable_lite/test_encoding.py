@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from bigtable_lite.encoding import (
     MAX_TS,
+    Escaped,
+    KeyCache,
     after_row,
     after_table,
     after_versions,
@@ -16,6 +18,7 @@ from bigtable_lite.encoding import (
     decode_bytes_list,
     decode_cell_key,
     decode_ts,
+    decode_ts_at,
     encode_bytes_list,
     encode_ts,
     escape,
@@ -23,6 +26,7 @@ from bigtable_lite.encoding import (
     row_prefix,
     table_prefix,
     unescape_at,
+    version_key,
 )
 
 # Bytes drawn mostly from the awkward values: the escape byte, the terminator's second
@@ -108,6 +112,26 @@ def test_escape_prefix_is_a_prefix_of_every_extension(a: bytes, suffix: bytes) -
 def test_timestamps_invert(a: int, b: int) -> None:
     assert decode_ts(encode_ts(a)) == a
     assert (encode_ts(a) < encode_ts(b)) == (a > b)
+
+
+@EXAMPLES
+@given(KEY)
+def test_the_engine_builds_keys_as_cell_key(k: tuple[bytes, bytes, bytes, int]) -> None:
+    """The engine's way: a cached row prefix, a cached escaped column, version_key."""
+    table, row, column, ts = k
+    keys = KeyCache()
+    cpfx = keys.row_prefix(table, row) + keys.columns[column]
+    key = version_key(cpfx, ts)
+    assert key == cell_key(table, row, column, ts)
+    assert decode_ts_at(key, len(cpfx)) == ts
+
+
+def test_the_escape_cache_is_bounded() -> None:
+    cache = Escaped(escape, 3)
+    names = [b"a\x00%d" % i for i in range(10)]
+    assert [cache[n] for n in names] == [escape(n) for n in names]
+    assert len(cache) == 3
+    assert [cache[n] for n in names] == [escape(n) for n in names]  # past the bound: computed
 
 
 @EXAMPLES

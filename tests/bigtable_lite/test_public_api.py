@@ -37,7 +37,8 @@ def test_server_api() -> None:
     assert list(params) == ["store", "listen", "extra", "max_workers"]
     assert params["extra"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["max_workers"].default == 32
-    assert [f for f in server.ServiceRegistration.__dataclass_fields__] == ["name", "add"]
+    assert [f for f in server.ServiceRegistration.__dataclass_fields__] == ["name", "add",
+                                                                           "sources"]
     remote = inspect.signature(bigtable_lite.RemoteStore).parameters
     assert list(remote) == ["address", "timeout", "limits"] and remote["timeout"].default == 30.0
 

@@ -7,6 +7,7 @@ be exactly what it was.
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from bigtable_lite import (
     Cell,
+    DataCorruption,
     LimitExceeded,
     Limits,
     Put,
@@ -215,6 +217,19 @@ def test_unexpected_errors_are_internal_with_a_message(served: Served, remote_st
     with pytest.raises(StorageError, match="INTERNAL.*disk on fire") as info:
         remote_store.get(T, b"r", b"c")
     assert type(info.value) is StorageError
+
+
+def test_corruption_is_data_loss_and_logged(served: Served, remote_store: RemoteStore,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    def damaged(*args: object) -> None:
+        raise DataCorruption("checksum mismatch in 000005.ldb")
+
+    monkeypatch.setattr(served.store, "read_rows", damaged)
+    with caplog.at_level(logging.ERROR, logger="bigtable_lite.service"):
+        with pytest.raises(DataCorruption, match="DATA_LOSS.*checksum mismatch"):
+            remote_store.get(T, b"r", b"c")
+    assert any("checksum mismatch" in r.getMessage() for r in caplog.records)
 
 
 def test_closed_store_behind_the_server_is_unavailable(served: Served,

@@ -1,31 +1,33 @@
 """The commit step at the node: one command takes commit_ts, commits the primary, then the
-secondaries (percolator.commit, Node's ``commit`` command).
+secondaries it names (``percolator._steps.commit``, the Node's ``commit`` command); the
+commit steps of one batch take their commit_ts from one oracle call.
 
 Servers are real (127.0.0.1 port 0); where commands must meet in one batch, the node's
-first read is held until the others are queued (see test_node_batch).
+first batch is held until the others are queued (see test_node_batch).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from percolator.commit import CommitOutcome, CommitRequest, check_commit_request
-from percolator.committer import CommitPlan
-from percolator.node_client import NodeClient
-from percolator.node_service import commit_request_to_pb
-from percolator.txn_status import ROLLED_BACK, check_txn_status
 
-from bigtable_lite import ALL_TIME, Cell, LimitExceeded, Limits, RowRead, ScanRequest
-from percolator import Client, CommitConflict, committer, layout, records
+from bigtable_lite import ALL_TIME, Cell, RowRead, ScanRequest
+from percolator import Client, CommitConflict, failpoints, layout, records
+from percolator._backend import ROLLED_BACK, CommitOutcome, CommitRequest
+from percolator._node_client import NodeClient
+from percolator.clock import FakeClock
 from percolator.oracle import OracleExhausted
 from percolator.v1 import node_pb2
 
+from .steps import Txn, must_locked, must_prewrite, must_see, must_status, new_txn
 from .test_node_batch import (
     WAIT,
     FakeOracle,
-    hold_first_read_then,
+    Served,
+    hold_first_then,
     must_fail,
     read_command,
     send,
@@ -35,48 +37,46 @@ from .test_node_batch import (
 TABLE = b"t"
 
 
-def connect(client: NodeClient) -> Client:
-    """A transaction client over ``client``, committing through its commit command."""
-    return Client(client, client, table=TABLE, commits=client)
+def connect(served: Served, *, one_phase: bool = True) -> Client:
+    """A transaction client of the served node."""
+    return Client(NodeClient(served.address, timeout=WAIT), table=TABLE, one_phase=one_phase)
 
 
-def prewritten(client: Client, rows: list[bytes], value: bytes = b"v") -> CommitPlan:
-    """A transaction whose every row is locked: ready for its commit step."""
-    start_ts = client.oracle.get_timestamp()
-    writes = {(row, b"c"): (records.PUT, value) for row in rows}
-    plan = committer.plan(client.ctx, start_ts, writes, set())
-    locked: list[int] = []
-    committer.lock_parts(client.ctx, plan, list(range(len(plan.parts))), locked)
-    assert len(locked) == len(plan.parts)
-    return plan
+def node_of(client: Client) -> NodeClient:
+    assert isinstance(client.backend, NodeClient)
+    return client.backend
 
 
-def write_records(store: NodeClient, row: bytes) -> list[Cell]:
-    return store.read_rows([RowRead(TABLE, row, (layout.write_column(b"c"),))])[0]
+def write_records(served: Served, row: bytes, column: bytes = b"c") -> list[Cell]:
+    return served.store.read_rows([RowRead(TABLE, row, (layout.write_column(column),))])[0]
 
 
-def locks_left(store: NodeClient) -> list[tuple[bytes, Cell]]:
-    return [(r.row, cell) for r in store.scan(ScanRequest(TABLE, None, None, (), (), ALL_TIME, 0))
-            for cell in r.cells if cell.column.startswith(layout.LOCK)]
+def locks_left(served: Served) -> list[tuple[bytes, Cell]]:
+    return [(r.row, cell) for r in served.store.scan(
+        ScanRequest(TABLE, None, None, (), (layout.LOCK,), ALL_TIME, 0)) for cell in r.cells]
 
 
-def test_a_transaction_commits_by_one_command_at_the_node(tmp_path: Path) -> None:
-    with serve(tmp_path / "data") as served, NodeClient(served.address, timeout=WAIT) as node, \
-            connect(node) as client:
+@pytest.mark.parametrize("one_phase", [False, True], ids=["two-phase", "one-phase"])
+def test_a_transaction_commits_by_one_command_at_the_node(tmp_path: Path,
+                                                          one_phase: bool) -> None:
+    with serve(tmp_path / "data") as served, connect(served, one_phase=one_phase) as client:
         txn = client.begin()
         for row in (b"a", b"b", b"c"):
             txn.set(row, b"c", b"x" * 300 if row == b"b" else b"v-" + row)  # b: data column
         commit_ts = txn.commit()
         assert commit_ts > txn.start_ts
-        kinds = [kind for batch in served.service.batches for kind in batch]
-        assert kinds.count("commit") == 1
-        assert kinds.count("get_timestamps") == 1, "commit_ts came with the commit command"
+        kinds = served.service.kinds()
+        assert kinds.count("get_timestamps") == 1, "commit_ts came with the commit step"
+        if one_phase:
+            assert kinds == ["get_timestamps", "one_phase"]
+        else:
+            assert kinds == ["get_timestamps", "prewrite", "commit"]
         # The primary and both secondaries are committed at the node, at commit_ts.
         for row in (b"a", b"b", b"c"):
-            (write,) = write_records(node, row)
+            (write,) = write_records(served, row)
             assert write.ts == commit_ts
             assert records.decode_write(write.value).start_ts == txn.start_ts
-        assert locks_left(node) == []
+        assert locks_left(served) == []
         reader = client.begin()
         assert reader.get_many([(r, b"c") for r in (b"a", b"b", b"c")]) == {
             (b"a", b"c"): b"v-a", (b"b", b"c"): b"x" * 300, (b"c", b"c"): b"v-c"}
@@ -85,43 +85,94 @@ def test_a_transaction_commits_by_one_command_at_the_node(tmp_path: Path) -> Non
 def test_commits_of_one_batch_share_one_oracle_call(tmp_path: Path) -> None:
     oracle = FakeOracle()
     with serve(tmp_path / "data", oracle=oracle) as served, \
-            NodeClient(served.address, timeout=WAIT) as node, connect(node) as client:
-        plans = [prewritten(client, [b"p%d" % i, b"s%d" % i]) for i in range(3)]
-        requests = [committer.commit_request(client.ctx, p) for p in plans]
-        before = oracle.next
-        results = hold_first_read_then(served, node, lambda: node.read_rows(
-            [RowRead(TABLE, b"none")]), {f"c{i}": (lambda r=r: node.commit(r))
-                                         for i, r in enumerate(requests)})
+            NodeClient(served.address, timeout=WAIT) as node:
+        txns = [new_txn(node, TABLE, [(b"p%d" % i, b"c"), (b"s%d" % i, b"c")], b"v%d" % i)
+                for i in range(3)]
+        for txn in txns:
+            must_prewrite(node, txn)
+        before, calls = oracle.next, oracle.calls
+        results = hold_first_then(served, node, lambda: node.store.read_rows(
+            [RowRead(TABLE, b"none")]), {
+            f"c{i}": (lambda t=t: node.commit(CommitRequest(  # type: ignore[misc]
+                TABLE, t.start_ts, t.primary, t.secondaries))) for i, t in enumerate(txns)})
         assert served.service.batches[-1] == ["commit"] * 3
         outcomes = [results[f"c{i}"] for i in range(3)]
         assert all(type(o) is CommitOutcome and o.committed for o in outcomes), outcomes
         # One contiguous range, one commit_ts each, taken after the batch arrived.
         assert sorted(o.commit_ts for o in outcomes) == [before, before + 1, before + 2]
-        assert oracle.next == before + 3
-        for plan, outcome in zip(plans, outcomes):
-            for row, _ in plan.parts:
-                assert [c.ts for c in write_records(node, row)] == [outcome.commit_ts]
-        assert locks_left(node) == []
+        assert oracle.next == before + 3 and oracle.calls == calls + 1
+        for txn, outcome in zip(txns, outcomes):
+            for row, _ in txn.keys:
+                assert [c.ts for c in write_records(served, row)] == [outcome.commit_ts]
+            must_see(node, TABLE, txn.primary, txn.writes[txn.primary])
+        assert locks_left(served) == []
 
 
 def test_the_commit_of_a_rolled_back_primary_is_refused(tmp_path: Path) -> None:
-    with serve(tmp_path / "data") as served, NodeClient(served.address, timeout=WAIT) as node, \
-            connect(node) as client:
-        plan = prewritten(client, [b"a", b"b"])
-        status = check_txn_status(node, TABLE, *plan.primary, plan.start_ts, now_ms=2**63)
-        assert status.state == ROLLED_BACK  # another client rolled the expired primary back
-        outcome = node.commit(committer.commit_request(client.ctx, plan))
+    clock = FakeClock()
+    with serve(tmp_path / "data", clock=clock) as served, \
+            NodeClient(served.address, timeout=WAIT) as node:
+        txn = new_txn(node, TABLE, [(b"a", b"c"), (b"b", b"c")])
+        must_prewrite(node, txn, ttl_ms=1_000)
+        clock.advance(2.0)  # the lock expired, by the node's clock
+        must_status(node, txn, ROLLED_BACK)  # another client rolled the primary back
+        outcome = node.commit(CommitRequest(TABLE, txn.start_ts, txn.primary,
+                                            txn.secondaries))
         assert outcome == CommitOutcome(False)
-        assert write_records(node, b"a") == [] and write_records(node, b"b") == [], \
+        assert write_records(served, b"a") == [] and write_records(served, b"b") == [], \
             "secondaries of a refused commit stay uncommitted"
+        must_locked(node, txn, (b"b", b"c"))  # left to readers (or its owner) to roll back
+        must_see(node, TABLE, (b"b", b"c"), None)  # a reader rolls it back
+        assert locks_left(served) == []
+
+
+@pytest.fixture
+def between_prewrite_and_commit(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Runs the callables put in the list at the client's ``commit.after_prewrite``."""
+    todo: list[object] = []
+    hit = failpoints.hit
+
+    def hook(name: str) -> None:
+        if name == "commit.after_prewrite":
+            while todo:
+                action = todo.pop(0)
+                assert callable(action)
+                action()
+        hit(name)
+
+    monkeypatch.setattr(failpoints, "hit", hook)
+    yield todo
+
+
+def test_a_client_whose_primary_was_rolled_back_meanwhile_gets_a_conflict(
+        tmp_path: Path, between_prewrite_and_commit: list[object]) -> None:
+    clock = FakeClock()
+    with serve(tmp_path / "data", clock=clock) as served, \
+            connect(served, one_phase=False) as client:
+        txn = client.begin()
+        txn.set(b"a", b"c", b"v")
+        txn.set(b"b", b"c", b"v")
+
+        def expire_and_roll_back() -> None:
+            clock.advance(60.0)  # past the lock TTL (no heartbeat beats a stopped clock)
+            status = client.backend.check_txn_status(TABLE, (b"a", b"c"), txn.start_ts)
+            assert status.state == ROLLED_BACK
+
+        between_prewrite_and_commit.append(expire_and_roll_back)
         with pytest.raises(CommitConflict):
-            committer.commit(client.ctx, plan)
+            txn.commit()
+        assert not between_prewrite_and_commit, "the hook ran"
+        assert locks_left(served) == [], "the client rolled back what it locked"
+        assert client.begin().get_many([(b"a", b"c"), (b"b", b"c")]) == {
+            (b"a", b"c"): None, (b"b", b"c"): None}
 
 
-def test_an_oracle_failure_fails_the_commit_and_the_client_rolls_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("one_phase", [False, True], ids=["two-phase", "one-phase"])
+def test_an_oracle_failure_fails_the_commit_and_nothing_stays_locked(
+        tmp_path: Path, one_phase: bool) -> None:
     oracle = FakeOracle()
     with serve(tmp_path / "data", oracle=oracle) as served, \
-            NodeClient(served.address, timeout=WAIT) as node, connect(node) as client:
+            connect(served, one_phase=one_phase) as client:
         txn = client.begin()
         txn.set(b"a", b"c", b"v")
         txn.set(b"b", b"c", b"v")
@@ -129,69 +180,77 @@ def test_an_oracle_failure_fails_the_commit_and_the_client_rolls_back(tmp_path: 
         with pytest.raises(OracleExhausted):
             txn.commit()
         oracle.error = None
-        assert locks_left(node) == [], "the failed commit's locks are rolled back"
+        assert locks_left(served) == [], "the failed commit's locks are rolled back"
+        assert write_records(served, b"a") == [] and write_records(served, b"b") == []
         assert client.begin().get(b"a", b"c") is None
         with client.transaction() as again:
             again.set(b"a", b"c", b"w")
         assert client.begin().get(b"a", b"c") == b"w"
 
 
+def commit_pb(table: bytes = TABLE, start_ts: int = 5, primary: tuple[bytes, bytes] = (b"a", b"c"),
+              secondaries: list[tuple[bytes, bytes]] | None = None) -> node_pb2.Command:
+    return node_pb2.Command(commit=node_pb2.CommitRequest(
+        table=table, start_ts=start_ts, primary=node_pb2.Key(row=primary[0], column=primary[1]),
+        secondaries=[node_pb2.RowColumns(row=r, columns=[c])
+                     for r, c in (secondaries or [(b"b", b"c")])]))
+
+
 @pytest.mark.parametrize("transport", ["unary", "stream"])
 def test_a_malformed_commit_fails_alone_with_invalid_argument(tmp_path: Path,
                                                               transport: str) -> None:
-    good = CommitRequest(TABLE, 5, b"c", ((b"a", ((b"c", records.PUT, b"v"),)),))
     bad = [
-        CommitRequest(TABLE, 5, b"c", ()),                                  # no rows
-        CommitRequest(TABLE, 0, b"c", good.rows),                           # start_ts 0
-        CommitRequest(TABLE, 5, b"other", good.rows),                       # primary not there
-        CommitRequest(TABLE, 5, b"c", ((b"a", ()),)),                       # a row without cells
-        CommitRequest(b"", 5, b"c", good.rows),                             # no table
+        (commit_pb(table=b""), "InvalidArgument"),                       # no table
+        (commit_pb(start_ts=0), "InvalidArgument"),                      # start_ts 0
+        (commit_pb(primary=(b"", b"c")), "InvalidArgument"),             # no primary row
+        (commit_pb(primary=(b"a", b"")), "InvalidArgument"),             # no primary column
+        (commit_pb(secondaries=[(b"b", b"c" * 5000)]), "LimitExceeded"),  # oversize column
     ]
-    with serve(tmp_path / "data") as served, grpc.insecure_channel(served.address) as channel:
-        commands = [node_pb2.Command(commit=commit_request_to_pb(r)) for r in bad]
+    with serve(tmp_path / "data") as served, NodeClient(served.address) as node, \
+            grpc.insecure_channel(served.address) as channel:
+        txn = new_txn(node, TABLE, [(b"a", b"c"), (b"b", b"c")])
+        must_prewrite(node, txn)
+        good = commit_pb(start_ts=txn.start_ts)
         reply = send(channel, transport, node_pb2.BatchRequest(
-            commands=[*commands, read_command(TABLE, b"a"),
-                      node_pb2.Command(commit=commit_request_to_pb(good))]))
-        for result in reply.results[:len(bad)]:
-            must_fail(result, grpc.StatusCode.INVALID_ARGUMENT, "InvalidArgument")
+            commands=[*[c for c, _ in bad], read_command(TABLE, b"a"), good,
+                      commit_pb(start_ts=txn.start_ts + 1)]))
+        for result, (_, name) in zip(reply.results, bad):
+            must_fail(result, grpc.StatusCode.INVALID_ARGUMENT, name)
         assert reply.results[len(bad)].WhichOneof("kind") == "read_rows"
-        # The well-formed one ran: nothing was locked at start_ts 5, so it did not commit.
-        last = reply.results[len(bad) + 1]
-        assert last.WhichOneof("kind") == "commit" and not last.commit.committed
+        committed = reply.results[len(bad) + 1]
+        assert committed.WhichOneof("kind") == "commit" and committed.commit.committed
+        # Nothing was locked at start_ts + 1: that transaction cannot commit.
+        other = reply.results[len(bad) + 2]
+        assert other.WhichOneof("kind") == "commit" and not other.commit.committed
+        must_see(node, TABLE, (b"b", b"c"), b"v")
 
 
-def test_a_commit_row_is_refused_past_three_store_items_per_cell() -> None:
-    """A secondary's cell costs its commit three items of a row mutation (the write record,
-    the lock erased, the check of its slot): a row part must stay within the limit."""
-    limits = Limits(max_items_per_row=30)
-    cells = tuple((b"c%02d" % i, records.PUT, b"v") for i in range(10))
-    check_commit_request(CommitRequest(TABLE, 5, b"c00", ((b"a", cells),)), limits)
-    with pytest.raises(LimitExceeded, match="the limit is 10"):
-        check_commit_request(CommitRequest(TABLE, 5, b"c00", (
-            (b"a", cells + ((b"c10", records.PUT, b"v"),)),)), limits)
-
-
-def test_a_node_before_the_commit_command_is_committed_to_step_by_step(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with serve(tmp_path / "data") as served, NodeClient(served.address, timeout=WAIT) as node, \
-            connect(node) as client:
-        execute = served.service.execute
-
-        def before_commits(request: node_pb2.BatchRequest) -> bytes:
-            """As a node that predates the command: it finds no kind it knows in one."""
-            for command in request.commands:
-                if command.WhichOneof("kind") == "commit":
-                    command.ClearField("commit")
-            return execute(request)
-
-        monkeypatch.setattr(served.service, "execute", before_commits)
-        for value in (b"one", b"two"):
-            with client.transaction() as txn:
-                txn.set(b"a", b"c", value)
-                txn.set(b"b", b"c", value)
-        kinds = [kind for batch in served.service.batches for kind in batch]
-        # Recorded after the node dropped what it does not know: a command of no kind.
-        assert kinds.count("None") == 1, "tried once, then the steps are sent one by one"
-        assert client.begin().get_many([(b"a", b"c"), (b"b", b"c")]) == {
-            (b"a", b"c"): b"two", (b"b", b"c"): b"two"}
-        assert locks_left(node) == []
+def test_a_transaction_of_many_cells_in_one_row_stays_within_the_stores_row_limits(
+        tmp_path: Path) -> None:
+    """450 cells of one row (long values: a data column each) locked, committed, rolled
+    back and rolled forward through the node, whose steps here write through the checked
+    store: every row mutation a step builds must be within the store's items per row."""
+    with serve(tmp_path / "data") as served, connect(served, one_phase=False) as client:
+        served.backend.ctx.store = served.store  # checked: refuses an oversize row mutation
+        node = node_of(client)
+        value = b"x" * 300
+        cells = {(b"row", b"c%03d" % i): value for i in range(450)}
+        cells[(b"other", b"c")] = value
+        # Committed by the client's driver: prewrites, then the commit step.
+        with client.transaction() as txn:
+            for (row, column), v in cells.items():
+                txn.set(row, column, v)
+        assert client.begin().get_many(list(cells)) == cells
+        assert locks_left(served) == []
+        # Rolled back by its owner after locking every cell.
+        doomed = new_txn(node, TABLE, cells)
+        must_prewrite(node, doomed)
+        node.rollback(TABLE, doomed.start_ts, doomed.primary, doomed.keys)
+        assert locks_left(served) == []
+        # Rolled forward cell by cell by a reader, after a commit step that named none.
+        late = Txn(TABLE, node.timestamps(1), {k: b"late" for k in cells})
+        must_prewrite(node, late)
+        outcome = node.commit(CommitRequest(TABLE, late.start_ts, late.primary, []))
+        assert outcome.committed
+        assert client.begin().get_many(list(cells)) == {k: b"late" for k in cells}
+        assert locks_left(served) == []

@@ -18,6 +18,7 @@ import pytest
 
 from bigtable_lite import InvalidArgument, StorageError, StoreClosed, Unavailable
 from percolator import failpoints, oracle_client
+from percolator._transport import streams as transport_streams
 from percolator.node import Node
 from percolator.oracle import (
     MAX_COUNT,
@@ -158,27 +159,16 @@ class Fake:
     source: RecordingSource
     address: str
     calls: MethodLog
-    servicer: OracleServicer | None
+    servicer: OracleServicer
 
 
 @contextmanager
-def serve_fake(*, max_streams: int = 8, without_stream: bool = False) -> Iterator[Fake]:
-    """A RecordingSource behind a real gRPC server; ``without_stream`` serves only the
-    unary methods (as a server from before StreamTimestamps)."""
+def serve_fake(*, max_streams: int = 8) -> Iterator[Fake]:
+    """A RecordingSource behind a real gRPC server."""
     source = RecordingSource(itertools.count())
     calls = MethodLog()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=[calls])
-    servicer: OracleServicer | None = None
-    if without_stream:
-        old = OracleServicer(source)
-        handler = grpc.unary_unary_rpc_method_handler(
-            old.GetTimestamps,
-            request_deserializer=oracle_pb2.GetTimestampsRequest.FromString,
-            response_serializer=oracle_pb2.GetTimestampsResponse.SerializeToString)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "percolator.v1.TimestampOracle", {"GetTimestamps": handler}),))
-    else:
-        servicer = add_to_server(source, server, max_streams=max_streams)
+    servicer = add_to_server(source, server, max_streams=max_streams)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -517,7 +507,7 @@ def test_timestamp_passed_between_clients_out_of_band(node: Node) -> None:
 @pytest.fixture
 def no_idle_end(monkeypatch: pytest.MonkeyPatch) -> None:
     """Streams stay open until closed, however slowly the test runs."""
-    monkeypatch.setattr(oracle_client, "_STREAM_IDLE", 4 * WAIT)
+    monkeypatch.setattr(transport_streams, "IDLE", 4 * WAIT)
 
 
 def test_requests_travel_on_one_stream(no_idle_end: None) -> None:
@@ -534,17 +524,9 @@ def test_streams_false_sends_calls() -> None:
         assert f.calls.methods == [GET] * 3 and c.streams_opened == 0
 
 
-def test_server_without_the_stream_gets_calls_for_good() -> None:
-    """An older server answers UNIMPLEMENTED, having served nothing: the request is sent
-    as a call, and so is every later one."""
-    with serve_fake(without_stream=True) as f, RemoteOracle(f.address, timeout=WAIT) as c:
-        assert [c.get_timestamp() for _ in range(3)] == [1, 2, 3]
-        assert f.calls.methods == [STREAM, GET, GET, GET] and c.streams_opened == 1
-
-
 def test_refused_stream_is_answered_before_any_request_and_calls_are_used(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(oracle_client, "_STREAM_BACKOFF", 4 * WAIT)
+    monkeypatch.setattr(transport_streams, "BACKOFF", 4 * WAIT)
     with serve_fake(max_streams=0) as f:
         with grpc.insecure_channel(f.address) as channel:
             call = channel.stream_stream(
@@ -566,7 +548,6 @@ def test_refused_stream_is_answered_before_any_request_and_calls_are_used(
 def test_idle_stream_is_closed_and_a_new_one_opened_when_needed() -> None:
     """An open stream holds a server thread: the client half-closes it once idle."""
     with serve_fake() as f, RemoteOracle(f.address, timeout=WAIT) as c:
-        assert f.servicer is not None
         servicer = f.servicer
         assert c.get_timestamp() == 1
         assert c.streams_opened == 1
@@ -577,7 +558,6 @@ def test_idle_stream_is_closed_and_a_new_one_opened_when_needed() -> None:
 
 def test_closing_the_client_ends_its_stream(no_idle_end: None) -> None:
     with serve_fake() as f:
-        assert f.servicer is not None
         servicer = f.servicer
         with RemoteOracle(f.address, timeout=WAIT) as c:
             c.get_timestamp()

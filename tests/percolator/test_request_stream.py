@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from percolator.request_stream import RequestStream, StreamEnded
+
+from bigtable_lite import Unavailable
+from percolator._transport import request_stream
+from percolator._transport.request_stream import RequestStream, StreamEnded
 
 WAIT = 10.0  # bound of every wait in these tests
 
@@ -124,3 +127,32 @@ def test_a_stream_the_server_ended_reports_the_unanswered_requests() -> None:
     assert stream.reply(first) == ("re", 1)
     with pytest.raises(StreamEnded):
         stream.reply(second)
+
+
+def test_a_reader_whose_turn_never_comes_gives_up_at_the_streams_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ticket 1's reader waits for ticket 0's to read first; nobody does: it gets
+    Unavailable once the stream's deadline (and a margin) passed, not a wait for ever."""
+    monkeypatch.setattr(request_stream, "_TURN_MARGIN", 0.05)
+    stream: RequestStream[int, Any] = RequestStream(Method(), life=0.05, timeout=0.05,
+                                                    idle=WAIT)
+    first, second = stream.put(1), stream.put(2)
+    assert first == 0 and second == 1
+    with pytest.raises(Unavailable):
+        stream.reply(second)
+    stream.end()
+
+
+def test_the_woken_reader_calls_after_wake() -> None:
+    """Each reader handed its response, and gRPC's thread handed each request, calls
+    ``after_wake`` (where the oracle client yields the CPU)."""
+    woken: list[str] = []
+    stream: RequestStream[int, Any] = RequestStream(
+        Method(), life=WAIT, timeout=WAIT, idle=WAIT,
+        after_wake=lambda: woken.append(threading.current_thread().name))
+    tickets = [stream.put(i) for i in range(3)]
+    assert [stream.reply(t) for t in tickets if t is not None] == [("re", i) for i in range(3)]
+    stream.end()
+    me = threading.current_thread().name
+    assert woken.count(me) == 3
+    assert len(woken) >= 6, "and the request thread, once per request"

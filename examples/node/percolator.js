@@ -1,0 +1,261 @@
+// A small client of percolator's Transactions service (percolator.v1.Transactions) for
+// Node.js: @grpc/grpc-js and @grpc/proto-loader over the repository's proto/ files.
+//
+// The node runs the whole transaction protocol (lock resolution, waits for live locks,
+// two-phase or one-phase commit, heartbeats, notifications); a client only begins,
+// reads, and sends its writes with Commit.  See docs/grpc.md.
+//
+//   const { Client } = require('./percolator');
+//   const client = new Client('127.0.0.1:7070');
+//   await client.run(async (txn) => {
+//     const a = Number(await txn.get('alice', 'balance'));
+//     txn.set('alice', 'balance', String(a - 10));
+//   });
+'use strict';
+
+const path = require('path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
+
+const PROTO_DIR = process.env.PERCOLATOR_PROTO_DIR || path.join(__dirname, '..', '..', 'proto');
+
+const definition = protoLoader.loadSync('percolator/v1/transactions.proto', {
+  includeDirs: [PROTO_DIR],
+  longs: String, // uint64 (txn_id, commit_ts) as decimal strings: exact beyond 2**53
+  enums: String,
+  defaults: true, // absent fields as their defaults (found: false, value: <empty>)
+  oneofs: true, // a Stream response names its result: reply.result === 'commit', ...
+});
+const v1 = grpc.loadPackageDefinition(definition).percolator.v1;
+
+// Conflicts travel as gRPC's rich error details: a google.rpc.Status in the
+// `grpc-status-details-bin` trailer whose details hold a percolator.v1.Conflict.
+// google.rpc.Status is three fields (googleapis' google/rpc/status.proto), declared here.
+const errorTypes = protobuf.Root.fromJSON({
+  nested: {
+    google: {
+      nested: {
+        protobuf: { nested: { Any: { fields: { type_url: { type: 'string', id: 1 }, value: { type: 'bytes', id: 2 } } } } },
+        rpc: {
+          nested: {
+            Status: {
+              fields: {
+                code: { type: 'int32', id: 1 },
+                message: { type: 'string', id: 2 },
+                details: { rule: 'repeated', type: 'google.protobuf.Any', id: 3 },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+});
+errorTypes.resolvePath = (origin, target) => path.join(PROTO_DIR, target);
+errorTypes.loadSync('percolator/v1/node.proto');
+const Status = errorTypes.lookupType('google.rpc.Status');
+const Conflict = errorTypes.lookupType('percolator.v1.Conflict');
+const CONFLICT_URL = 'type.googleapis.com/percolator.v1.Conflict';
+
+/** The Conflict in a failed call's status details (ABORTED, or UNAVAILABLE on a live
+ *  lock), as {reason, row, column, commitTs, lockStartTs}; null if it has none. */
+function conflictOf(err) {
+  if (err && err.conflict !== undefined) return err.conflict; // a Stream's error
+  const raw = err && err.metadata ? err.metadata.get('grpc-status-details-bin') : [];
+  if (!raw || raw.length === 0) return null;
+  const status = Status.decode(raw[0]);
+  for (const detail of status.details) {
+    if (detail.type_url === CONFLICT_URL) {
+      const c = Conflict.toObject(Conflict.decode(detail.value), { enums: String, longs: String });
+      return {
+        reason: c.reason,
+        row: Buffer.from(c.row || []),
+        column: Buffer.from(c.column || []),
+        commitTs: c.commitTs || '0',
+        lockStartTs: c.lockStartTs || '0',
+      };
+    }
+  }
+  return null;
+}
+
+const bytes = (x) => (Buffer.isBuffer(x) ? x : Buffer.from(String(x), 'utf8'));
+const key = (row, column) => ({ row: bytes(row), column: bytes(column) });
+const keyString = (row, column) => `${bytes(row).toString('hex')}/${bytes(column).toString('hex')}`;
+
+function promised(stub, method, request, deadlineSeconds) {
+  return new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + deadlineSeconds * 1000);
+    stub[method](request, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
+  });
+}
+
+const STREAM_FIELDS = {
+  Begin: 'begin', Get: 'get', BatchGet: 'batchGet', Scan: 'scan', Commit: 'commit', Rollback: 'rollback',
+};
+
+class Client {
+  /** @param {string} address HOST:PORT of a `percolator serve` node
+   *  @param {object} options  stream: send every call as a message of one Stream call
+   *  (cheaper for the node and for this process while there is work; falls back to
+   *  unary calls if the node refuses the stream) */
+  constructor(address, { deadlineSeconds = 30, table = '', stream = false } = {}) {
+    this.stub = new v1.Transactions(address, grpc.credentials.createInsecure());
+    this.deadlineSeconds = deadlineSeconds;
+    this.table = bytes(table);
+    this.stream = stream;
+    this.open = null; // the Stream call, while open
+    this.waiting = []; // its requests not answered yet, in order: {method, request, resolve, reject}
+  }
+
+  call(method, request) {
+    if (this.stream) return this.onStream(method, request);
+    return promised(this.stub, method, request, this.deadlineSeconds);
+  }
+
+  onStream(method, request) {
+    if (!this.open) this.openStream();
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ method, request, resolve, reject });
+      this.open.write({ [STREAM_FIELDS[method]]: request });
+    });
+  }
+
+  openStream() {
+    const call = this.stub.Stream();
+    this.open = call;
+    call.on('data', (reply) => {
+      const w = this.waiting.shift();
+      if (reply.result !== 'error') {
+        w.resolve(reply[reply.result]);
+        return;
+      }
+      const e = reply.error;
+      const err = new Error(`${e.code} ${e.message}`);
+      Object.assign(err, { code: e.code, details: e.message, error: e.error, conflict: e.conflict && {
+        reason: e.conflict.reason, row: Buffer.from(e.conflict.row), column: Buffer.from(e.conflict.column),
+        commitTs: e.conflict.commitTs, lockStartTs: e.conflict.lockStartTs } });
+      w.reject(err);
+    });
+    call.on('error', (err) => {
+      const pending = this.waiting;
+      this.waiting = [];
+      this.open = null;
+      const refused = err.code === grpc.status.RESOURCE_EXHAUSTED
+        && (err.metadata.get('percolator-txn-stream')[0] === 'refused');
+      if (refused) this.stream = false; // none of them was executed: send them as calls
+      for (const w of pending) {
+        if (refused) this.call(w.method, w.request).then(w.resolve, w.reject);
+        else w.reject(err);
+      }
+    });
+    call.on('end', () => { this.open = null; });
+  }
+
+  /** A new transaction at a fresh snapshot; `reads` ([[row, column], ...]) are read in the
+   *  same round trip (txn.value(row, column) returns them). */
+  async begin({ reads = [], ttlMs = 0 } = {}) {
+    const reply = await this.call('Begin', {
+      ttlMs, table: this.table, reads: reads.map(([r, c]) => key(r, c)),
+    });
+    return new Transaction(this, reply.txnId, reply.values);
+  }
+
+  /** fn(txn), then commit; run again in a new transaction while the commit is ABORTED (a
+   *  conflict: nothing was written).  Resolves to fn's result. */
+  async run(fn, { reads = [], maxAttempts = 50 } = {}) {
+    for (let attempt = 1; ; attempt++) {
+      const txn = await this.begin({ reads });
+      const result = await fn(txn);
+      try {
+        await txn.commit();
+        return result;
+      } catch (err) {
+        if (err.code !== grpc.status.ABORTED || attempt >= maxAttempts) throw err;
+      }
+      await new Promise((r) => setTimeout(r, Math.random() * 2 * 2 ** Math.min(attempt, 6)));
+    }
+  }
+
+  close() {
+    if (this.open) this.open.end();
+    this.stub.close();
+  }
+}
+
+class Transaction {
+  constructor(client, txnId, values) {
+    this.client = client;
+    this.txnId = txnId; // a decimal string: the transaction's start_ts
+    this.begun = new Map(values.map((v) => [keyString(v.row, v.column), v.found ? v.value : null]));
+    this.writes = new Map();
+    this.weak = [];
+  }
+
+  /** A value read by begin({reads}): a Buffer, or null when absent. */
+  value(row, column) {
+    return this.begun.get(keyString(row, column));
+  }
+
+  async get(row, column) {
+    const reply = await this.client.call('Get', { txnId: this.txnId, ...key(row, column) });
+    return reply.value.found ? reply.value.value : null;
+  }
+
+  /** Values of [[row, column], ...], in order (a Buffer, or null when absent). */
+  async batchGet(cells) {
+    const reply = await this.client.call('BatchGet', {
+      txnId: this.txnId, cells: cells.map(([r, c]) => key(r, c)),
+    });
+    return reply.values.map((v) => (v.found ? v.value : null));
+  }
+
+  /** Live cells {row, column, value} of [startRow, endRow), page by page. */
+  async *scan({ startRow = '', endRow = '', columns = [], pageSize = 0 } = {}) {
+    const request = {
+      txnId: this.txnId, startRow: bytes(startRow), endRow: bytes(endRow),
+      columns: columns.map(bytes), limit: pageSize,
+    };
+    for (;;) {
+      const reply = await this.client.call('Scan', request);
+      yield* reply.cells;
+      if (!reply.next) return;
+      request.after = reply.next;
+    }
+  }
+
+  set(row, column, value) {
+    this.writes.set(keyString(row, column), { ...key(row, column), value: bytes(value) });
+  }
+
+  delete(row, column) {
+    this.writes.set(keyString(row, column), { ...key(row, column), delete: true });
+  }
+
+  /** Run the observers of (row, column) after the commit without writing it. */
+  notify(row, column) {
+    this.weak.push(key(row, column));
+  }
+
+  commitRequest() {
+    return {
+      txnId: this.txnId, table: this.client.table, writes: [...this.writes.values()],
+      notify: this.weak,
+    };
+  }
+
+  /** Commit the writes; resolves to commit_ts (a decimal string).  Rejected with ABORTED
+   *  on a conflict (conflictOf(err) names the cell); UNAVAILABLE: send the same Commit
+   *  again (answered by the first one's outcome, never committed twice). */
+  async commit() {
+    const reply = await this.client.call('Commit', this.commitRequest());
+    return reply.commitTs;
+  }
+
+  async rollback() {
+    await this.client.call('Rollback', { txnId: this.txnId });
+  }
+}
+
+module.exports = { Client, Transaction, conflictOf, grpc, status: grpc.status };

@@ -1,0 +1,375 @@
+"""Sessions: the transactions a node holds open for callers of the Transactions service.
+
+A caller in any language begins a transaction, reads at its snapshot, and commits its
+write set in one call; between calls the node holds the transaction for it.  A session
+is a real :class:`~percolator.Transaction` of a :class:`~percolator.Client` whose
+backend is the node's own :class:`~percolator._local.LocalBackend`, so its reads
+(settling locks met, bounded waits for live ones) and its commit (the driver: one
+phase, or prewrites, heartbeats and the commit step; rollback markers; notifications)
+are the Python client's code, run at the node.
+
+A session's id is its transaction's start_ts::
+
+    ACTIVE --Commit--> COMMITTED (commit_ts) | ABORTED (the conflict)
+       |   --Rollback--> ROLLED_BACK
+       |   --ttl without a call--> forgotten (expired)
+
+* Calls on one session take turns (its lock); a call waits ``busy_wait`` seconds at
+  most for the one before it (TransactionBusy: retry it).
+* An open session pins its snapshot (``LocalBackend.pin``) until it ends, so garbage
+  collection keeps what the snapshot reads.
+* A finished session's outcome is kept ``retain_ms`` after it finished: a Commit
+  retried after a lost reply gets the first one's answer (with a different write set:
+  WrongTransactionState), never a second commit.
+* A Commit of an id the node does not hold (expired, forgotten, or begun before a
+  node restart) is answered from the data: ``_driver.decide`` decides the
+  transaction's fate through the primary its write set names (rolling it back if it is
+  undecided, so it can never commit later); committed: its commit_ts, else
+  TransactionNotFound.  A session whose commit failed without an outcome (the store
+  closing) is dropped, so its retry goes that way too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from bigtable_lite import LimitExceeded
+
+from . import _driver, records
+from ._backend import Key, keys_of
+from ._client import DEFAULT_LOCK_TTL, Client
+from ._local import LocalBackend
+from ._transaction import Transaction
+from .errors import (
+    CommitConflict,
+    TooManyTransactions,
+    TransactionBusy,
+    TransactionNotFound,
+    WrongTransactionState,
+)
+
+__all__ = ["Session", "Sessions", "Write"]
+
+log = logging.getLogger(__name__)
+
+ACTIVE = "active"
+COMMITTED = "committed"
+ABORTED = "aborted"
+ROLLED_BACK = "rolled back"
+EXPIRED = "expired"
+
+DEFAULT_TTL_MS = 10_000
+MAX_TTL_MS = 3_600_000
+DEFAULT_LOCK_WAIT = 1.0
+"""Seconds a read waits for a live transaction's lock before it answers (a server
+thread waits meanwhile)."""
+DEFAULT_BUSY_WAIT = 5.0
+DEFAULT_RETAIN_MS = 60_000
+DEFAULT_MAX_OPEN = 10_000
+MAX_TABLES = 64
+"""Distinct tables the service keeps a Client for."""
+
+Write = tuple[Key, bytes | None]
+"""One cell of a write set: its value, or None to delete it."""
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    txn_id: int
+    table: bytes
+    txn: Transaction | None  # None once it ended
+    ttl_ms: int
+    expires_ms: int  # ACTIVE: when it expires; ended: when its outcome is forgotten
+    state: str = ACTIVE
+    commit_ts: int = 0
+    conflict: CommitConflict | None = None
+    digest: bytes = b""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def digest_of(writes: Sequence[Write], weak: Sequence[Key]) -> bytes:
+    """A write set's fingerprint, independent of the order of its cells."""
+    h = hashlib.blake2b(digest_size=16)
+    for (row, column), value in sorted(writes, key=lambda w: w[0]):
+        for part in (row, column, b"" if value is None else b"P" + value):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+        h.update(b"D" if value is None else b"V")
+    h.update(b"|")
+    for row, column in sorted(weak):
+        for part in (row, column):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+    return h.digest()
+
+
+def _copy(exc: CommitConflict) -> CommitConflict:
+    return CommitConflict(str(exc), row=exc.row, column=exc.column, reason=exc.reason,
+                          commit_ts=exc.commit_ts, lock_start_ts=exc.lock_start_ts)
+
+
+class Sessions:
+    """The open transactions of one node's Transactions service.  Thread-safe."""
+
+    def __init__(self, backend: LocalBackend, *, max_open: int = DEFAULT_MAX_OPEN,
+                 lock_wait: float = DEFAULT_LOCK_WAIT, busy_wait: float = DEFAULT_BUSY_WAIT,
+                 retain_ms: int = DEFAULT_RETAIN_MS, lock_ttl: float = DEFAULT_LOCK_TTL
+                 ) -> None:
+        self._backend = backend
+        self._clock = backend.clock
+        self.max_open = max_open
+        self.lock_wait = lock_wait
+        self.busy_wait = busy_wait
+        self.retain_ms = retain_ms
+        self._lock_ttl = lock_ttl
+        self._clients: dict[bytes, Client] = {}
+        self._sessions: dict[int, Session] = {}
+        self._expiry: list[tuple[int, int]] = []  # (expires_ms, txn_id): one per session
+        self._open = 0  # ACTIVE sessions, and begins under way
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def client(self, table: bytes) -> Client:
+        """The Client of ``table``'s sessions (a real one, over the node's backend)."""
+        with self._lock:
+            client = self._clients.get(table)
+            if client is None:
+                if len(self._clients) >= MAX_TABLES:
+                    raise LimitExceeded(f"transactions on at most {MAX_TABLES} tables")
+                client = Client(self._backend, table=table, lock_ttl=self._lock_ttl,
+                                lock_wait_timeout=self.lock_wait, clock=self._clock)
+                self._clients[table] = client
+            return client
+
+    def start(self, interval: float = 1.0) -> None:
+        """Expire sessions every ``interval`` seconds in a daemon thread (calls also do)."""
+        def run() -> None:
+            while not self._stop.wait(interval):
+                self.sweep()
+
+        self._reaper = threading.Thread(target=run, daemon=True, name="percolator-sessions")
+        self._reaper.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reaper is not None:
+            self._reaper.join(timeout=10)
+        with self._lock:
+            clients = list(self._clients.values())
+        for client in clients:  # stops their heartbeats; the node's backend is not theirs
+            client.close()
+
+    @property
+    def open(self) -> int:
+        """Sessions open (ACTIVE)."""
+        with self._lock:
+            return self._open
+
+    # --- begin and reads --------------------------------------------------------------------
+
+    def begin(self, table: bytes, ttl_ms: int, reads: Sequence[Key]
+              ) -> tuple[Session, dict[Key, bytes | None]]:
+        """A new session at a fresh snapshot, and ``reads`` read at it."""
+        client = self.client(table)
+        self.sweep()
+        with self._lock:
+            if self._open >= self.max_open:
+                raise TooManyTransactions(f"the node holds {self._open} open transactions, its"
+                                          " most; commit or roll back some, or retry later")
+            self._open += 1
+        try:
+            txn = client.begin()
+            self._backend.pin(txn.start_ts)  # before any read at it
+            try:
+                values = txn.get_many(reads) if reads else {}
+            except BaseException:
+                self._backend.unpin(txn.start_ts)
+                raise
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+            raise
+        session = Session(txn.start_ts, table, txn, ttl_ms, self._clock.now_ms() + ttl_ms)
+        with self._lock:
+            self._sessions[session.txn_id] = session
+            heapq.heappush(self._expiry, (session.expires_ms, session.txn_id))
+        return session, values
+
+    @contextmanager
+    def active(self, txn_id: int) -> Iterator[Transaction]:
+        """The open transaction ``txn_id``, for one call (calls on it take turns)."""
+        session = self._take(txn_id)
+        try:
+            if session.state is not ACTIVE or session.txn is None:
+                raise WrongTransactionState(f"transaction {txn_id} is {session.state}")
+            try:
+                yield session.txn
+            finally:  # every call, answered or failed, starts the TTL again
+                session.expires_ms = self._clock.now_ms() + session.ttl_ms
+        finally:
+            session.lock.release()
+
+    def _take(self, txn_id: int) -> Session:
+        """The session ``txn_id``, its lock held; TransactionNotFound if it is not held
+        (or expired: then it is expired now)."""
+        with self._lock:
+            session = self._sessions.get(txn_id)
+        if session is None:
+            raise TransactionNotFound(f"no open transaction {txn_id} (never begun, expired,"
+                                      " or the node restarted)")
+        if not session.lock.acquire(timeout=self.busy_wait):
+            raise TransactionBusy(f"transaction {txn_id} is busy with another call for over"
+                                  f" {self.busy_wait:g}s; retry")
+        if session.state is ACTIVE and session.expires_ms <= self._clock.now_ms():
+            self._end(session, EXPIRED)
+        if session.state is EXPIRED:
+            session.lock.release()
+            raise TransactionNotFound(f"transaction {txn_id} expired (no call for"
+                                      f" {session.ttl_ms} ms)")
+        return session
+
+    # --- commit and rollback ----------------------------------------------------------------
+
+    def commit(self, txn_id: int, table: bytes, writes: Sequence[Write], weak: Sequence[Key]
+               ) -> int:
+        """Commit the write set of ``txn_id``; its commit_ts.  CommitConflict: nothing
+        written.  A retry answers the first commit's outcome."""
+        digest = digest_of(writes, weak)
+        try:
+            session = self._take(txn_id)
+        except TransactionNotFound:
+            return self._commit_unknown(txn_id, table, writes)
+        try:
+            if session.state is not ACTIVE:
+                return self._answer(session, digest)
+            return self._commit(session, writes, weak, digest)
+        finally:
+            session.lock.release()
+
+    def _commit(self, session: Session, writes: Sequence[Write], weak: Sequence[Key],
+                digest: bytes) -> int:
+        txn = session.txn
+        assert txn is not None
+        try:
+            for (row, column), value in writes:
+                if value is None:
+                    txn.delete(row, column)
+                else:
+                    txn.set(row, column, value)
+            for row, column in weak:
+                txn.notify(row, column)
+        except (ValueError, TypeError):  # nothing written: the transaction stays open
+            session.txn = Transaction(self.client(session.table).ctx, session.txn_id)
+            raise
+        session.digest = digest
+        try:
+            commit_ts = txn.commit()
+        except CommitConflict as exc:
+            session.conflict = _copy(exc)  # not its traceback: its frames hold the write set
+            self._end(session, ABORTED)
+            raise
+        except Exception:
+            # No outcome here (the store failed or is closing): a retry decides it from
+            # the data, through the unknown-transaction path.
+            self._end(session, EXPIRED)
+            raise
+        session.commit_ts = commit_ts
+        self._end(session, COMMITTED)
+        return commit_ts
+
+    def _answer(self, session: Session, digest: bytes) -> int:
+        """A second Commit of an ended session: the first one's outcome."""
+        if session.state is ROLLED_BACK:
+            raise WrongTransactionState(f"transaction {session.txn_id} was rolled back")
+        if digest != session.digest:
+            raise WrongTransactionState(
+                f"transaction {session.txn_id} was already committed with another write set"
+                if session.state is COMMITTED else
+                f"transaction {session.txn_id} already failed to commit another write set")
+        if session.conflict is not None:
+            raise _copy(session.conflict)
+        return session.commit_ts
+
+    def _commit_unknown(self, txn_id: int, table: bytes, writes: Sequence[Write]) -> int:
+        """A Commit of a transaction the node does not hold, answered from the data."""
+        if not writes or txn_id >= self._backend.timestamps(1):
+            raise TransactionNotFound(f"no open transaction {txn_id}")
+        client = self.client(table)
+        parts = _driver.plan({key: (records.PUT if value is not None else records.DELETE, value)
+                              for key, value in writes})
+        outcome = _driver.decide(client.ctx, txn_id, _driver.primary_of(parts), keys_of(parts))
+        if outcome.committed:
+            return outcome.commit_ts
+        raise TransactionNotFound(f"no open transaction {txn_id}, and it did not commit (it"
+                                  " expired, or the node restarted): it never will")
+
+    def rollback(self, txn_id: int) -> None:
+        """End ``txn_id`` without writing (idempotent)."""
+        session = self._take(txn_id)
+        try:
+            if session.state is COMMITTED:
+                raise WrongTransactionState(f"transaction {txn_id} is committed at"
+                                            f" {session.commit_ts}")
+            if session.state is ACTIVE:
+                self._end(session, ROLLED_BACK)
+        finally:
+            session.lock.release()
+
+    # --- ending and expiry ------------------------------------------------------------------
+
+    def _end(self, session: Session, state: str) -> None:
+        """ACTIVE -> ``state`` (its lock held): unpin, keep the outcome ``retain_ms``."""
+        assert session.state is ACTIVE
+        session.state = state
+        session.txn = None
+        self._backend.unpin(session.txn_id)
+        with self._lock:
+            self._open -= 1
+            if state is EXPIRED:  # nothing to answer: forgotten at once
+                self._sessions.pop(session.txn_id, None)
+            else:
+                session.expires_ms = self._clock.now_ms() + self.retain_ms
+
+    def sweep(self) -> int:
+        """Expire sessions idle past their TTL and forget outcomes past ``retain_ms``;
+        how many went."""
+        now = self._clock.now_ms()
+        gone = 0
+        while True:
+            with self._lock:
+                if not self._expiry or self._expiry[0][0] > now:
+                    return gone
+                _, txn_id = heapq.heappop(self._expiry)
+                session = self._sessions.get(txn_id)
+                if session is None:
+                    continue
+                if session.expires_ms > now:  # used since: its entry moves on
+                    heapq.heappush(self._expiry, (session.expires_ms, txn_id))
+                    continue
+                if not session.lock.acquire(blocking=False):  # in a call now
+                    heapq.heappush(self._expiry, (now + session.ttl_ms, txn_id))
+                    continue
+                if session.expires_ms > now:  # a call ended between the check and the lock
+                    session.lock.release()
+                    heapq.heappush(self._expiry, (session.expires_ms, txn_id))
+                    continue
+                if session.state is not ACTIVE:
+                    del self._sessions[txn_id]
+                    session.lock.release()
+                    gone += 1
+                    continue
+            try:
+                self._end(session, EXPIRED)
+                log.info("transaction %d expired (no call for %d ms)", txn_id, session.ttl_ms)
+                gone += 1
+            finally:
+                session.lock.release()
