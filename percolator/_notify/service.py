@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError, Message
 
 from bigtable_lite import InvalidArgument, Limits
 from bigtable_lite import status as store_status
+from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 
 from .._status import status_for
@@ -150,7 +151,7 @@ class NotificationsService:
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add)
+        return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
