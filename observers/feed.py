@@ -66,6 +66,11 @@ class Feed:
         self._lock = threading.Lock()
         self._done: list[Entry] = []
         self._released: Buckets = {}
+        # Revoked buckets whose queued cells were dropped here; if the node cancels the
+        # revocation (the assignment changed back before they were released), they are
+        # read again from their start (``_reread``): the cursor is past the dropped cells.
+        self._dropped: Buckets = {}
+        self._reread: Buckets = {}
         self._event = threading.Event()
         self._last_stats = b""
         self._stats_at = float("-inf")
@@ -105,7 +110,9 @@ class Feed:
         o = self.ownership
         # A bucket released is not held: if it comes straight back (its new owner left
         # meanwhile), the node reads it from its start -- its cells were dropped here.
-        held = {c: b - released.get(c, frozenset()) for c, b in o.owned.items()}
+        # So is one whose revocation was cancelled after its cells were dropped.
+        held = {c: b - released.get(c, frozenset()) - self._reread.get(c, frozenset())
+                for c, b in o.owned.items()}
         request = PullRequest(
             self.worker, tuple(sorted(o.prefixes)), int(o.lease * 1000),
             {c: b for c, b in held.items() if b}, released, tuple(done_refs(done)),
@@ -151,6 +158,10 @@ class Feed:
                 self._stats_at = sent
             if request.released:
                 self.ownership.release(request.released)
+                self._dropped = _minus(self._dropped, request.released)
+            sent_unheld = {c: b - request.held.get(c, frozenset())
+                           for c, b in self._reread.items()}
+            self._reread = _minus(self._reread, sent_unheld)  # read from their start now
             quick = self._apply(reply, sent)
             if reply.more or self.unsent:
                 continue
@@ -174,6 +185,7 @@ class Feed:
         lost = self.ownership.apply(reply, sent)
         if lost:
             self.queue.drop(lost)
+        self._note_cancelled(reply)
         cells = cells_of(reply.rows)
         if cells:
             self.counters.add("found", self.queue.offer(cells))
@@ -182,10 +194,26 @@ class Feed:
             self._release_idle(reply.revoking)
         return before == reply.owned and not reply.revoking
 
+    def _note_cancelled(self, reply: PullReply) -> None:
+        """Buckets whose cells were dropped for a revocation the node has since cancelled
+        (still owned, no longer revoking) are to be read again from their start; those
+        no longer owned are forgotten (if granted again, they are read from the start)."""
+        dropped: Buckets = {}
+        for column, buckets in self._dropped.items():
+            owned = buckets & reply.owned.get(column, frozenset())
+            back = owned - reply.revoking.get(column, frozenset())
+            if back:
+                self._reread[column] = self._reread.get(column, frozenset()) | back
+            if owned - back:
+                dropped[column] = owned - back
+        self._dropped = dropped
+
     def _release_idle(self, revoking: Buckets) -> None:
         """Drop the queued cells of revoked buckets; those with no cell running are
         released with the next pull (the others once their cells finish)."""
         self.queue.drop(revoking)
+        for column, buckets in revoking.items():
+            self._dropped[column] = self._dropped.get(column, frozenset()) | buckets
         with self.queue.lock:
             busy = self.queue.busy(revoking)
         free = {c: b - busy.get(c, frozenset()) for c, b in revoking.items()}
@@ -218,3 +246,8 @@ class Feed:
                 log.warning("worker %s: could not leave (%s)%s", self.worker, exc,
                             "; its lease expires by itself" if attempt == 2 else "")
                 time.sleep(0.1)
+
+
+def _minus(a: Buckets, b: Buckets) -> Buckets:
+    out = {c: x - b.get(c, frozenset()) for c, x in a.items()}
+    return {c: x for c, x in out.items() if x}

@@ -205,3 +205,33 @@ def test_a_released_bucket_is_not_claimed_by_the_pull_that_releases_it() -> None
     assert request.released == {B: frozenset({2})}
     assert request.held == {B: frozenset({1})}, "released: not held"
     assert held(queue) == (1, 0) and dataclasses.replace(request, released={}).held
+
+
+def test_a_bucket_whose_revocation_is_cancelled_is_read_again_from_its_start() -> None:
+    """The node revokes a bucket, this worker drops its queued cells (one still runs, so
+    it is not released yet), then the node cancels the revocation (the assignment
+    changed back): the worker's cursor is past the dropped cells, so its next pull must
+    not claim the bucket, and the node reads it from its start."""
+    from observers.feed import Feed
+    from observers.ownership import Ownership
+    from observers.stats import Counters
+    from percolator.notifications import Cursors, PullReply
+
+    queue, _, stopping = new_queue()
+    ownership = Ownership({B: b""}, lease=10.0)
+    feed = Feed(None, b"t", "w", ownership, queue, Counters(),  # type: ignore[arg-type]
+                heartbeat=1.0, stats=lambda: (b"", b""), stats_interval=60.0,
+                stopping=stopping)
+    both = {B: frozenset({1, 2})}
+    feed._apply(PullReply(both, {}, 0, (), Cursors(9, {})), 0.0)  # noqa: SLF001
+    queue.offer([cell(b"r1", B, bucket=2)])
+    assert take(queue) == ([b"r1"], False), "r1 runs"
+    queue.offer([cell(b"r2", B, bucket=2)])
+    feed._apply(PullReply(both, {B: frozenset({2})}, 0, (), Cursors(9, {})),  # noqa: SLF001
+                0.0)
+    assert held(queue) == (0, 1), "r2 dropped; r1 still running"
+    request, _, _ = feed._request(0.0)  # noqa: SLF001
+    assert request.released == {} and request.held == both, "not released while r1 runs"
+    feed._apply(PullReply(both, {}, 0, (), Cursors(10, {})), 0.0)  # noqa: SLF001 -- cancelled
+    request, _, _ = feed._request(0.0)  # noqa: SLF001
+    assert request.held == {B: frozenset({1})}, "bucket 2 is read again from its start"
