@@ -80,7 +80,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on (\S+:\d+)")
 STOPPED = re.compile(r"percolator worker: (?:stopped|idle); (\{.*\})")
 START_TIMEOUT = 60.0
-POLL = 0.1  # seconds between probes of the notify table (as `citations verify` waits)
+POLL = 0.1  # seconds between probes of the pending count (as `citations verify` waits)
 
 TARGET_SCALE = 1.0        # K workers / 1 worker, papers/s
 TARGET_VS_EMBEDDED = 0.5  # 2 workers / embedded, papers/s
@@ -380,11 +380,11 @@ def run_embedded(root: Path, papers: int, args: argparse.Namespace) -> Run:
 
 
 def pending(client: object) -> bool:
+    """Whether a citation notification is pending (or a backfill of their columns runs):
+    the node's count, stopped at the first."""
     from observers.citations import FOLD, REFS
-    from observers.notifications import has_pending
-    from percolator.layout import notify_table
 
-    return has_pending(client.store, notify_table(client.table), [REFS, FOLD])  # type: ignore[attr-defined]
+    return client.notifications.pending(client.table, [REFS, FOLD], 1) > 0  # type: ignore[attr-defined]
 
 
 def run_cluster(root: Path, papers: int, workers: int, args: argparse.Namespace,
@@ -424,7 +424,7 @@ def run_cluster(root: Path, papers: int, workers: int, args: argparse.Namespace,
                 for p in procs:
                     if p.proc.poll() is not None:
                         raise RunFailed(f"{p.name} exited:\n{p.output()}")
-                time.sleep(POLL)  # polling the notify table, as `citations verify` waits
+                time.sleep(POLL)  # polling the node's pending count, as `citations verify` waits
             run.count_s = time.perf_counter() - began
             run.node_cpu = node.cpu() - node_before
             worker_cpu = [p.cpu() for p in procs]

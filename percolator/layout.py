@@ -20,10 +20,10 @@ tombstone that the next "newest lock at or below start_ts" seek walked until a
 compaction dropped it (5-21 us per seek in a transfer loop, docs/storage.md); at one
 timestamp a lock is found with a point lookup, which sees only the newest entry.
 
-Notifications for observers live in a second table, ``<table>.notify`` (row, column,
-ts = the commit_ts of the change, value a ``records.Notification``), so workers scan
-only pending work, never the data (Percolator keeps them in a separate locality group
-for the same reason).
+Notifications for observers live in a second table, ``<table>.notify``: the
+notification log, keyed (column, bucket, position), whose bytes ``percolator._notify.log``
+owns; workers read only pending work of their buckets, never the data (Percolator
+keeps notifications in a separate locality group for the same reason).
 
 User columns starting with ``SYSTEM_PREFIX`` are reserved for the system (e.g. the
 observers' acknowledgement cells); they are transactional like any other column but
