@@ -295,3 +295,56 @@ def test_backfill_queues_only_cells_whose_last_commit_is_below_the_registration(
         assert kinds == {(b"old", log.BACKFILL), (b"both", log.WRITE), (b"new", log.WRITE)}
         [old] = [e for e in log_entries(client) if e.row == b"old"]
         assert old.change_ts < registered.at < old.position
+
+
+@pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
+def test_a_commit_racing_the_registration_is_seen_either_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_phase: bool) -> None:
+    """A commit is held at the failpoint between its commit_ts and its commit point while
+    its column is registered: the two-phase commit step has read the observed set already
+    (without the column) and commits below R, so the backfill (which waits for its lock)
+    must announce it; the one-phase commit reads the set after its commit_ts, finds the
+    column and is tried again above R, with its own entry.  Either way exactly the
+    change's commit_ts is announced."""
+    from percolator._steps import commit as commit_step
+    from percolator._steps import one_phase as one_phase_step
+
+    reached, go = threading.Event(), threading.Event()
+    module = one_phase_step if one_phase else commit_step
+    real_hit = module.failpoints.hit
+
+    def hold(name: str) -> None:
+        if name == "commit.before_commit_primary":
+            reached.set()
+            assert go.wait(30)
+        real_hit(name)
+
+    monkeypatch.setattr(module.failpoints, "hit", hold)
+    with Client.embedded(tmp_path / "d", one_phase=one_phase) as client:
+        committed: list[int] = []
+
+        def write() -> None:
+            txn = client.begin()
+            txn.set(b"r", b"x", b"1")
+            committed.append(txn.commit())
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert reached.wait(30)
+        monkeypatch.setattr(module.failpoints, "hit", real_hit)
+        registered = client.notifications.register(client.table, b"x")
+        go.set()
+        writer.join(30)
+        assert not writer.is_alive()
+        deadline = time.monotonic() + 30
+        while client.notifications.columns(client.table)[0].backfill_pending:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        [commit_ts] = committed
+        entries = [e for e in log_entries(client) if e.row == b"r"]
+        assert entries and {e.change_ts for e in entries} == {commit_ts}
+        kinds = {e.kind for e in entries}
+        if one_phase:  # it found the column observed after its commit_ts: tried again
+            assert commit_ts > registered.at and kinds == {log.WRITE}
+        else:  # decided without the column, committed below R: the backfill's
+            assert commit_ts < registered.at and kinds == {log.BACKFILL}
