@@ -79,8 +79,7 @@ def clients(mode: str) -> Iterator[tuple[Client, Callable[[], Client], str]]:
         if mode == "embedded":
             writer = Client.embedded(path)
             try:
-                yield writer, lambda: Client(writer.store, writer.oracle,
-                                             limits=writer.ctx.limits), ""
+                yield writer, lambda: Client(writer.backend), ""  # the same steps, not owned
             finally:
                 writer.close()
         else:
