@@ -7,5 +7,11 @@ COPY pyproject.toml README.md ./
 COPY bigtable_lite ./bigtable_lite
 COPY percolator ./percolator
 COPY observers ./observers
-RUN pip install --no-cache-dir .
+# [tls]: `percolator dev-secrets` makes the demo's certificates with cryptography.
+RUN pip install --no-cache-dir '.[tls]' \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin percolator \
+    && mkdir -p /data /secrets \
+    && chown percolator:percolator /data /secrets
+# Not root: named volumes mounted on /data and /secrets start out owned by this user.
+USER percolator
 ENTRYPOINT ["percolator"]

@@ -16,9 +16,12 @@ from .errors import (
     DataCorruption,
     InvalidArgument,
     LimitExceeded,
+    PermissionDenied,
+    ReplyTooLarge,
     StorageError,
     StoreClosed,
     StoreLocked,
+    Unauthenticated,
     Unavailable,
     WrongTablet,
 )
@@ -55,9 +58,10 @@ __all__ = [
     "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "NOT_ATTEMPTED", "Cell", "Condition",
     "DataCorruption", "DeleteRange", "DeleteVersion", "InvalidArgument",
     "LimitExceeded", "Limits", "LocalStore", "Mutation", "MutationResult", "NoValuePrefixAt",
-    "NoVersionIn", "Put", "RemoteStore", "Row", "RowMutation", "RowRead", "ScanRequest",
-    "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo", "TabletStore",
-    "TimeRange", "Unavailable", "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
+    "NoVersionIn", "PermissionDenied", "Put", "RemoteStore", "ReplyTooLarge", "Row",
+    "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
+    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unauthenticated", "Unavailable",
+    "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
 ]
 
 

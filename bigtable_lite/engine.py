@@ -16,13 +16,14 @@ under concurrency this is fsync per *group* of writes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 from .check_and_mutate import Mutator
 from .datadir import DataDir
 from .encoding import KeyCache, after_table, before_table, meta_key, table_prefix
+from .leveldb import plyvel
 from .model import Cell, MutationResult, Row, RowMutation, RowRead, ScanRequest
 from .reads import Reader
 
@@ -68,8 +69,13 @@ class Engine:
 
     # --- reads and writes (see reads.py and check_and_mutate.py) --------------------------
 
-    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
-        return self._reader.read_rows(reads)
+    def read_rows(self, reads: Sequence[RowRead], *, max_bytes: int | None = None,
+                  snapshot: plyvel.Snapshot | None = None) -> list[list[Cell]]:
+        return self._reader.read_rows(reads, max_bytes=max_bytes, snapshot=snapshot)
+
+    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int
+                         ) -> Generator[list[list[Cell]], None, None]:
+        return self._reader.read_rows_chunks(reads, chunk_bytes)
 
     def scan(self, s: ScanRequest) -> Iterator[Row]:
         return self._reader.scan(s)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Self
 
 from .engine import Engine, SyncMode
@@ -44,9 +44,20 @@ class LocalStore(StoreOps):
     def path(self) -> str:
         return str(self.engine.path)
 
-    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
+    def read_rows(self, reads: Sequence[RowRead], *, max_bytes: int | None = None
+                  ) -> list[list[Cell]]:
+        """``max_bytes``: refuse (:class:`~bigtable_lite.errors.ReplyTooLarge`) as soon as
+        the rows gathered exceed it, instead of gathering them all (a server's budget for
+        one reply)."""
         check_reads(reads, self.limits)
-        return self.engine.read_rows(reads)
+        return self.engine.read_rows(reads, max_bytes=max_bytes)
+
+    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int
+                         ) -> Generator[list[list[Cell]], None, None]:
+        """read_rows, one snapshot, the results in pieces of about ``chunk_bytes`` gathered
+        one at a time (for a stream of a large result)."""
+        check_reads(reads, self.limits)
+        return self.engine.read_rows_chunks(reads, chunk_bytes)
 
     def scan(self, request: ScanRequest) -> Iterator[Row]:
         check_scan(request, self.limits)

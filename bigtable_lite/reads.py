@@ -7,7 +7,7 @@ an exact timestamp, one lookup).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
 from .datadir import DataDir
 from .encoding import (
@@ -23,11 +23,28 @@ from .encoding import (
     unescape_at,
     version_key,
 )
-from .errors import DataCorruption, StoreClosed
+from .errors import DataCorruption, ReplyTooLarge, StoreClosed
 from .leveldb import plyvel
 from .model import Cell, Row, RowRead, ScanRequest
 
 _SCAN_CHUNK_ROWS = 256  # rows a scan reads per visit to LevelDB: close() is never blocked long
+
+CELL_OVERHEAD = 16
+"""Bytes counted per cell beside its column and value (its ts and field tags, roughly)."""
+
+
+def cells_bytes(cells: Sequence[Cell]) -> int:
+    """The size of cells as budgets count it: columns, values and a little per cell."""
+    return sum([len(c.column) + len(c.value) + CELL_OVERHEAD for c in cells])
+
+
+def _spend(budget: int, cells: Sequence[Cell], max_bytes: int | None) -> int:
+    """The budget left after ``cells``; ReplyTooLarge if they overdraw it."""
+    budget -= cells_bytes(cells)
+    if budget < 0:
+        raise ReplyTooLarge(f"the reply would exceed the server's budget of {max_bytes}"
+                            " bytes for one message; read fewer rows at once or stream them")
+    return budget
 
 
 class Reader:
@@ -38,30 +55,39 @@ class Reader:
         self._db = datadir.db
         self._keys = keys
 
-    def read_rows(self, reads: Sequence[RowRead]) -> list[list[Cell]]:
-        """Read rows from one consistent snapshot.
+    def read_rows(self, reads: Sequence[RowRead], *, max_bytes: int | None = None,
+                  snapshot: plyvel.Snapshot | None = None) -> list[list[Cell]]:
+        """Read rows from one consistent snapshot (``snapshot``: that one; see
+        :meth:`read_rows_chunks`).
 
         A read of exact columns at one timestamp is a point lookup per column; other
         reads share one iterator.  Why: a seek steps over every deleted version after
         its target until a compaction drops them (a cell whose versions are written and
         deleted over and over collects thousands), a lookup does not.  Lookups and the
         iterator read from one explicit snapshot; without lookups the iterator alone is one.
+
+        ``max_bytes``: raise :class:`ReplyTooLarge` as soon as the rows gathered exceed
+        this many bytes (counted as :func:`cells_bytes` does), checked after each read,
+        so a request for many large cells never holds more than the budget plus one row.
         """
         self._dir.enter()
         try:
-            snapshot = None
-            for r in reads:
+            pinned, snapshot = snapshot, None
+            for r in reads if pinned is None else ():
                 if r.columns and r.time_range.min_ts == r.time_range.max_ts:
                     snapshot = self._db.snapshot()
                     break
-            source = self._db if snapshot is None else snapshot
+            source = pinned if pinned is not None else self._db if snapshot is None else snapshot
+            budget = -1 if max_bytes is None else max_bytes
             it = None
             try:
-                out = []
+                out: list[list[Cell]] = []
                 table = row = rpfx = b""
                 keys = self._keys
                 escaped_columns = keys.columns
                 for r in reads:
+                    if budget >= 0 and out:
+                        budget = _spend(budget, out[-1], max_bytes)
                     if r.row is not row or r.table is not table:  # reads of one row follow
                         table, row = r.table, r.row               # each other (e.g. a lock
                         rpfx = keys.row_prefix(table, row)        # slot, then the writes)
@@ -87,6 +113,8 @@ class Reader:
                         it = source.raw_iterator(verify_checksums=True)
                     out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
                                          tr.min_ts, tr.max_ts, r.max_versions))
+                if budget >= 0 and out:
+                    _spend(budget, out[-1], max_bytes)
                 return out
             finally:
                 if it is not None:
@@ -97,6 +125,36 @@ class Reader:
             raise self._dir.corrupt(exc) from exc
         finally:
             self._dir.exit()
+
+    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int
+                         ) -> Generator[list[list[Cell]], None, None]:
+        """:meth:`read_rows` from one snapshot, the results in pieces of about
+        ``chunk_bytes`` (a single larger row goes alone), each gathered when asked for:
+        a stream of a large result holds one piece at a time, never the whole."""
+        datadir = self._dir
+        datadir.enter()
+        try:
+            snapshot = self._db.snapshot()
+        finally:
+            datadir.exit()
+        try:
+            chunk: list[list[Cell]] = []
+            size = 0
+            for r in reads:
+                try:
+                    cells = self.read_rows((r,), snapshot=snapshot)[0]
+                except RuntimeError as exc:  # plyvel: database closed under the snapshot
+                    raise StoreClosed(str(exc)) from exc
+                n = cells_bytes(cells)
+                if chunk and size + n > chunk_bytes:
+                    yield chunk
+                    chunk, size = [], 0
+                chunk.append(cells)
+                size += n
+            if chunk:
+                yield chunk
+        finally:
+            datadir.release_snapshot(snapshot)
 
     def _wanted(self, columns: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
         """(column, escaped column) of each distinct column, ascending: what a read selects."""

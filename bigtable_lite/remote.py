@@ -5,11 +5,14 @@ in-process store, so caller mistakes raise ValueError/TypeError before any I/O. 
 grpc.RpcError is translated at this boundary by ``bigtable_lite.status``; none leaks.
 
 A mutation that fails with :class:`Unavailable` (deadline, lost connection) has an
-unknown outcome: it may have been applied.
+unknown outcome: it may have been applied.  A stream the server refused because all its
+stream slots were taken is tried again, with back-off, within the call's timeout.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
@@ -30,12 +33,15 @@ from .model import (
     TabletInfo,
 )
 from .service import SERVICE_NAME
-from .status import error_from_rpc
+from .status import error_from_rpc, stream_refused
 from .store import StoreOps
 from .v1 import tablet_pb2 as pb
 from .validation import check_batch, check_key, check_reads, check_scan
 
 __all__ = ["RemoteStore", "channel_options", "open_channel"]
+
+_FIRST_PAUSE = 0.005  # seconds before a refused stream is tried again; doubled each time
+_LAST_PAUSE = 0.25
 
 
 def channel_options(limits: Limits) -> list[tuple[str, int]]:
@@ -140,14 +146,8 @@ class RemoteStore(StoreOps):
     def _read_rows_streamed(self, request: pb.ReadRowsRequest) -> list[list[Cell]]:
         """The same read, its reply in several messages (still one snapshot on the server)."""
         rows: list[list[Cell]] = []
-        call = self._read_rows_stream(request, timeout=self.timeout)
-        try:
-            for resp in call:
-                rows += wire.read_response_from_pb(resp)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
-        finally:
-            call.cancel()
+        for resp in self._responses(self._read_rows_stream, request):
+            rows += wire.read_response_from_pb(resp)
         return rows
 
     def scan(self, request: ScanRequest) -> Iterator[Row]:
@@ -157,17 +157,35 @@ class RemoteStore(StoreOps):
         return self._stream_scan(wire.scan_request_to_pb(request))
 
     def _stream_scan(self, msg: pb.ScanRequest) -> Iterator[Row]:
-        try:
-            call = self._scan(msg, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
-        try:
-            for resp in call:
-                yield from wire.scan_response_from_pb(resp)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
-        finally:
-            call.cancel()  # the consumer may stop early; free the server's snapshot now
+        for resp in self._responses(self._scan, msg):
+            yield from wire.scan_response_from_pb(resp)
+
+    def _responses(self, method: Any, request: Any) -> Iterator[Any]:
+        """The replies of a streaming call, all within ``timeout``.
+
+        A call the server refused for want of a stream slot (nothing read, nothing sent)
+        is made again after a growing, jittered pause, until the timeout.
+        """
+        deadline = time.monotonic() + self.timeout
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                call = method(request, timeout=max(deadline - time.monotonic(), 0.001))
+            except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
+                raise StoreClosed("RemoteStore is closed") from exc
+            received = False
+            try:
+                for resp in call:
+                    received = True
+                    yield resp
+                return
+            except grpc.RpcError as exc:
+                if received or not stream_refused(exc) or time.monotonic() + pause > deadline:
+                    raise error_from_rpc(exc) from exc
+            finally:
+                call.cancel()  # the consumer may stop early; free the server's snapshot now
+            time.sleep(random.uniform(pause / 2, pause))  # back-off: every slot was taken
+            pause = min(pause * 2, _LAST_PAUSE)
 
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:

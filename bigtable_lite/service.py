@@ -9,22 +9,31 @@ deserializer).  Order inside every handler: parse -> convert (``wire``) -> valid
 
 Expected outcomes (a condition that did not hold) are fields of the reply; a status
 code means the call itself failed.
+
+Bounds: a ReadRows reply gathers at most ``max_reply_bytes`` (checked after each read,
+:class:`~bigtable_lite.errors.ReplyTooLarge` beyond it: 1,500 reads of one 1 MiB cell in a
+24 KB request once took a node to 9 GB); ``RemoteStore`` then reads the same through
+ReadRowsStream, whose pieces are gathered one at a time from one snapshot, as Scan's are.
+:data:`ROLES` is the least role each method needs (``bigtable_lite.auth``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf import unknown_fields
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from . import wire
+from .auth import Role
 from .errors import InvalidArgument
+from .guard import note_undecodable
 from .local import LocalStore
-from .model import Cell, Row
+from .model import Row
+from .reads import cells_bytes
 from .status import ERROR_KEY, error_name, log_failure, status_for
 from .v1 import tablet_pb2 as pb
 
@@ -37,7 +46,15 @@ CHUNK_BYTES = 1 << 20
 bytes, or a quarter of the message size limit if that is smaller (a single larger row
 still goes alone, up to the limit)."""
 
-_CELL_OVERHEAD = 16  # ts and field tags, roughly, per cell
+DEFAULT_MAX_REPLY_BYTES = 16 << 20
+"""Most bytes of rows one ReadRows reply gathers (cells counted as ``cells_bytes`` does)."""
+
+ROLES: dict[str, Role | None] = {
+    "ReadRows": Role.READ, "ReadRowsStream": Role.READ, "Scan": Role.READ,
+    "ListTablets": Role.READ, "MutateRows": Role.ADMIN, "SplitTablet": Role.ADMIN,
+    "CompactTable": Role.ADMIN,
+}
+"""The least role each method needs: raw writes reach around the transaction protocol."""
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +76,10 @@ def _parse(cls: type[M], raw: bytes) -> M:
 
 def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> NoReturn:
     code, message = status_for(exc)
-    log_failure(log, f"{SERVICE_NAME}/{method}", code, message, exc)
+    if isinstance(exc, DecodeError):
+        note_undecodable(method, exc)  # once per cause: any client could fill the log
+    else:
+        log_failure(log, method.removeprefix("/"), code, message, exc)
     name = error_name(exc)
     if name:
         context.set_trailing_metadata(((ERROR_KEY, name),))
@@ -72,26 +92,26 @@ def _serialize(msg: Message) -> bytes:
     return data
 
 
-def _cells_bytes(cells: Sequence[Cell]) -> int:
-    return sum([len(c.column) + len(c.value) + _CELL_OVERHEAD for c in cells])
+def _unary(name: str, handler: Callable[[bytes], bytes]) -> grpc.RpcMethodHandler:
+    method = f"/{SERVICE_NAME}/{name}"
 
-
-def _unary(handler: Callable[[bytes], bytes]) -> grpc.RpcMethodHandler:
     def call(raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             return handler(raw)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, here, once
-            _abort(context, exc, handler.__name__)
+            _abort(context, exc, method)
 
     return grpc.unary_unary_rpc_method_handler(call)
 
 
-def _stream(handler: Callable[[bytes], Iterator[bytes]]) -> grpc.RpcMethodHandler:
+def _stream(name: str, handler: Callable[[bytes], Iterator[bytes]]) -> grpc.RpcMethodHandler:
+    method = f"/{SERVICE_NAME}/{name}"
+
     def call(raw: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
             yield from handler(raw)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status, here, once
-            _abort(context, exc, handler.__name__)
+            _abort(context, exc, method)
 
     return grpc.unary_stream_rpc_method_handler(call)
 
@@ -103,28 +123,27 @@ class TabletService:
     wraps them so a failure becomes a status (``bigtable_lite.status``).
     """
 
-    def __init__(self, store: LocalStore) -> None:
+    def __init__(self, store: LocalStore, *,
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
+        if max_reply_bytes < 1:
+            raise ValueError("max_reply_bytes must be positive")
         self._store = store
         self._chunk_bytes = min(CHUNK_BYTES, store.limits.max_message_bytes // 4)
+        self._max_reply = min(max_reply_bytes, store.limits.max_message_bytes)
 
     def ReadRows(self, raw: bytes) -> bytes:
         reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
-        return _serialize(wire.read_response_to_pb(self._store.read_rows(reads)))
+        rows = self._store.read_rows(reads, max_bytes=self._max_reply)
+        return _serialize(wire.read_response_to_pb(rows))
 
     def ReadRowsStream(self, raw: bytes) -> Iterator[bytes]:
         reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
-        chunk: list[list[Cell]] = []
-        size = 0
-        for cells in self._store.read_rows(reads):  # one snapshot, then sent in pieces
-            n = _cells_bytes(cells)
-            if chunk and size + n > self._chunk_bytes:
+        chunks = self._store.read_rows_chunks(reads, self._chunk_bytes)  # one snapshot
+        try:
+            for chunk in chunks:
                 yield _serialize(wire.read_response_to_pb(chunk))
-                chunk = []
-                size = 0
-            chunk.append(cells)
-            size += n
-        if chunk:
-            yield _serialize(wire.read_response_to_pb(chunk))
+        finally:
+            chunks.close()  # release the snapshot now, also when the client went away
 
     def Scan(self, raw: bytes) -> Iterator[bytes]:
         request = wire.scan_request_from_pb(_parse(pb.ScanRequest, raw))
@@ -133,7 +152,7 @@ class TabletService:
             chunk: list[Row] = []
             size = 0
             for row in rows:
-                n = len(row.row) + _cells_bytes(row.cells)
+                n = len(row.row) + cells_bytes(row.cells)
                 if chunk and size + n > self._chunk_bytes:  # never grow past the chunk size
                     yield _serialize(wire.scan_response_to_pb(chunk))
                     chunk = []
@@ -176,13 +195,13 @@ class TabletService:
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """Handlers by method name, on raw bytes (no grpc-level (de)serialisers)."""
         return {
-            "ReadRows": _unary(self.ReadRows),
-            "ReadRowsStream": _stream(self.ReadRowsStream),
-            "Scan": _stream(self.Scan),
-            "MutateRows": _unary(self.MutateRows),
-            "ListTablets": _unary(self.ListTablets),
-            "SplitTablet": _unary(self.SplitTablet),
-            "CompactTable": _unary(self.CompactTable),
+            "ReadRows": _unary("ReadRows", self.ReadRows),
+            "ReadRowsStream": _stream("ReadRowsStream", self.ReadRowsStream),
+            "Scan": _stream("Scan", self.Scan),
+            "MutateRows": _unary("MutateRows", self.MutateRows),
+            "ListTablets": _unary("ListTablets", self.ListTablets),
+            "SplitTablet": _unary("SplitTablet", self.SplitTablet),
+            "CompactTable": _unary("CompactTable", self.CompactTable),
         }
 
     def add_to_server(self, server: grpc.Server) -> None:

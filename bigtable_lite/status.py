@@ -13,7 +13,11 @@ InvalidArgument            INVALID_ARGUMENT        InvalidArgument
 LimitExceeded              INVALID_ARGUMENT        LimitExceeded
 ValueError, TypeError      INVALID_ARGUMENT        InvalidArgument
 DecodeError (bad bytes)    INVALID_ARGUMENT        InvalidArgument
+ReplyTooLarge              RESOURCE_EXHAUSTED      ReplyTooLarge
 (message over size limit)  RESOURCE_EXHAUSTED      LimitExceeded
+(no stream slot free)      RESOURCE_EXHAUSTED      LimitExceeded
+Unauthenticated            UNAUTHENTICATED         Unauthenticated
+PermissionDenied           PERMISSION_DENIED       PermissionDenied
 WrongTablet                FAILED_PRECONDITION     WrongTablet
 StoreClosed, Unavailable   UNAVAILABLE             Unavailable
 (deadline passed)          DEADLINE_EXCEEDED       Unavailable
@@ -39,19 +43,29 @@ from .errors import (
     DataCorruption,
     InvalidArgument,
     LimitExceeded,
+    PermissionDenied,
+    ReplyTooLarge,
     StorageError,
     StoreClosed,
+    Unauthenticated,
     Unavailable,
     WrongTablet,
 )
 
 ERROR_KEY = "bigtable-lite-error"
 """Trailing metadata key naming the server-side error class."""
+STREAM_KEY = "bigtable-lite-stream"
+"""Trailing metadata key of a streaming call refused for want of a stream slot (its value is
+:data:`STREAM_REFUSED`): nothing was read or sent, so the client may try again later."""
+STREAM_REFUSED = "refused"
 
 Code = grpc.StatusCode
 
 # Server -> wire.  First match wins, so subclasses come before their bases.
 TO_STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (ReplyTooLarge, Code.RESOURCE_EXHAUSTED),
+    (Unauthenticated, Code.UNAUTHENTICATED),
+    (PermissionDenied, Code.PERMISSION_DENIED),
     (LimitExceeded, Code.INVALID_ARGUMENT),
     (InvalidArgument, Code.INVALID_ARGUMENT),
     (WrongTablet, Code.FAILED_PRECONDITION),
@@ -72,11 +86,14 @@ FROM_STATUS: dict[grpc.StatusCode, type[StorageError]] = {
     Code.DEADLINE_EXCEEDED: Unavailable,
     Code.CANCELLED: Unavailable,
     Code.DATA_LOSS: DataCorruption,
+    Code.UNAUTHENTICATED: Unauthenticated,
+    Code.PERMISSION_DENIED: PermissionDenied,
 }
 
 # Where a code is shared, the class named in the metadata picks among these.
 REFINE: dict[tuple[grpc.StatusCode, str], type[StorageError]] = {
     (Code.INVALID_ARGUMENT, "LimitExceeded"): LimitExceeded,
+    (Code.RESOURCE_EXHAUSTED, "ReplyTooLarge"): ReplyTooLarge,
 }
 
 
@@ -118,6 +135,13 @@ def error_for(code: grpc.StatusCode | None, details: str | None,
             cls = REFINE.get((code, value), cls)
     name = code.name if code is not None else "UNKNOWN"
     return cls(f"{name}: {details or 'no details'}")
+
+
+def stream_refused(exc: grpc.RpcError) -> bool:
+    """Whether a streaming call failed because every stream slot was taken (try again)."""
+    if not isinstance(exc, grpc.Call) or exc.code() is not Code.RESOURCE_EXHAUSTED:
+        return False
+    return (STREAM_KEY, STREAM_REFUSED) in tuple(exc.trailing_metadata() or ())
 
 
 def error_from_rpc(exc: grpc.RpcError) -> StorageError:

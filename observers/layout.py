@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 ACK_PREFIX = b"ack:"
 
 _U64 = struct.Struct(">Q")
+T = TypeVar("T")
 
 
 # --- acknowledgements ---------------------------------------------------------------------
@@ -71,11 +72,19 @@ def encode_park_info(info: ParkInfo) -> bytes:
 def decode_park_info(raw: bytes) -> ParkInfo:
     """ValueError if ``raw`` is not a note."""
     d = _json_object(raw, "park info")
-    try:
-        return ParkInfo(int(d.get("failures", 0)), str(d.get("error", "")),
-                        int(d.get("parked_at_ms", 0)), str(d.get("worker", "")))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"malformed park info: {exc}") from None
+    return ParkInfo(_field(d, "failures", int, 0, "park info"),
+                    _field(d, "error", str, "", "park info"),
+                    _field(d, "parked_at_ms", int, 0, "park info"),
+                    _field(d, "worker", str, "", "park info"))
+
+
+def _field(d: dict[str, Any], key: str, kind: type[T], default: T, what: str) -> T:
+    """``d[key]`` if it is a ``kind`` (never a bool for an int), ``default`` if absent;
+    ValueError otherwise."""
+    value = d.get(key, default)
+    if type(value) is not kind:
+        raise ValueError(f"malformed {what} record: {key} is not a {kind.__name__}")
+    return value
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

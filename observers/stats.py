@@ -46,6 +46,9 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[index]
 
 
+_KINDS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerStats:
     """One worker's counters at one moment."""
@@ -82,12 +85,23 @@ class WorkerStats:
 
     @classmethod
     def from_json(cls, raw: bytes) -> WorkerStats:
-        """Decode; unknown keys (from newer workers) are ignored, missing ones default."""
-        d = json.loads(raw)
+        """Decode; unknown keys (from newer workers) are ignored, missing ones default.
+        ValueError for a value of the wrong type (a row anyone with a write token may
+        write: it must not stop a worker or ``percolator status``)."""
+        d = json.loads(raw)  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         if not isinstance(d, dict):
             raise ValueError("malformed worker stats: not an object")
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        values = {}
+        for f in fields(cls):
+            if f.name in d:
+                value = d[f.name]
+                kind = _KINDS[str(f.type)]
+                if type(value) not in kind:
+                    raise ValueError(f"malformed worker stats: {f.name} is not a {f.type}")
+                values[f.name] = value
+        if "worker" not in values:
+            raise ValueError("malformed worker stats: no worker")
+        return cls(**values)
 
 
 class Counters:

@@ -108,7 +108,8 @@ class ScanChunk(NamedTuple):
     """Live cells of up to ``limit`` rows, ascending; ``resume`` is where the next chunk
     starts (None: the range is done).  ``locked`` cells are not in ``cells``: read them;
     nor are ``unread`` ones, past the chunk's byte budget (its last row larger than a
-    reply): read them too."""
+    reply, or cells whose locks the scan settled and had no room left to read): read
+    them too."""
 
     cells: list[tuple[bytes, bytes, bytes]]
     locked: list[LockedCell]

@@ -51,6 +51,9 @@ class Client:
         limits = backend.limits
         for name in (table, layout.notify_table(table), layout.config_table(table)):
             check_key(name, "table", limits.max_table_bytes)
+        reserved = layout.reserved_table(table)
+        if reserved is not None:
+            raise ValueError(f"table {table!r} cannot hold transactions: {reserved}")
         self.backend = backend
         self.table = table
         self.clock = clock or SystemClock()
@@ -83,12 +86,22 @@ class Client:
     @classmethod
     def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,
                 timeout: float = 30.0, clock: Clock | None = None,
-                table: bytes = DEFAULT_TABLE, one_phase: bool = True) -> Client:
+                table: bytes = DEFAULT_TABLE, one_phase: bool = True,
+                token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
+                tls_cert: str | os.PathLike[str] | None = None,
+                tls_key: str | os.PathLike[str] | None = None) -> Client:
         """A running ``percolator serve`` node at ``HOST:PORT``: every thread's steps share
-        batched calls (:class:`~percolator._node_client.NodeClient`)."""
+        batched calls (:class:`~percolator._node_client.NodeClient`).
+
+        ``token`` is sent on every call; ``tls_ca`` (the CA of the node's certificate)
+        turns TLS on, ``tls_cert`` and ``tls_key`` add a client certificate
+        (``bigtable_lite.credentials.connect_channel``; ValueError for a token that would
+        travel in the clear to another host).
+        """
         from ._node_client import NodeClient
 
-        node = NodeClient(address, timeout=timeout)
+        node = NodeClient(address, timeout=timeout, token=token, tls_ca=tls_ca,
+                          tls_cert=tls_cert, tls_key=tls_key)
         try:
             return cls(node, table=table, lock_ttl=lock_ttl, clock=clock, one_phase=one_phase)
         except BaseException:

@@ -94,8 +94,10 @@ class LocalBackend:
             return self.oracle.get_timestamp()
         return self.oracle.get_timestamps(check_count(count))
 
-    def read(self, table: bytes, start_ts: int | None, keys: Sequence[Key]) -> ReadResult:
-        return read.read(self.ctx, table, start_ts, keys)
+    def read(self, table: bytes, start_ts: int | None, keys: Sequence[Key], *,
+             budget: int | None = None) -> ReadResult:
+        """``budget``: bytes of values to gather at most (a node's reply), see ``read.read``."""
+        return read.read(self.ctx, table, start_ts, keys, budget=budget)
 
     def scan(self, request: ScanRequest) -> ScanChunk:
         return read.scan(self.ctx, request)

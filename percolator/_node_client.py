@@ -21,6 +21,7 @@ reads and writes as commands of the same batches, scans and tablets through a
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Self
@@ -45,7 +46,8 @@ from bigtable_lite import (
     wire,
 )
 from bigtable_lite import ScanRequest as StoreScan
-from bigtable_lite.remote import RemoteStore, open_channel
+from bigtable_lite.credentials import connect_channel
+from bigtable_lite.remote import RemoteStore, channel_options, open_channel
 from bigtable_lite.status import error_from_rpc
 from bigtable_lite.store import StoreOps
 from bigtable_lite.validation import check_batch, check_reads
@@ -104,18 +106,29 @@ def _identity(data: bytes) -> bytes:
 class NodeClient:
     """A :class:`~percolator._backend.Backend` of one node, over ``Node.BatchStream``.
 
-    ``target`` is "HOST:PORT" (the client owns the channel it opens) or a channel (left
-    open on :meth:`close`).  ``timeout`` bounds every call: a batch fails
-    (``Unavailable``) at most 1.5 timeouts after it was sent (a stream's deadline).
-    ``limits`` should match the node's.
+    ``target`` is "HOST:PORT" (the client owns the channel it opens, with the
+    credentials given: ``bigtable_lite.credentials.connect_channel``) or a channel (left
+    open on :meth:`close`; made with its credentials already).  ``timeout`` bounds every
+    call: a batch fails (``Unavailable``) at most 1.5 timeouts after it was sent (a
+    stream's deadline).  ``limits`` should match the node's.
     """
 
     def __init__(self, target: str | grpc.Channel, *, timeout: float = 30.0,
                  limits: Limits = DEFAULT_LIMITS, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 max_commands: int = DEFAULT_MAX_COMMANDS) -> None:
+                 max_commands: int = DEFAULT_MAX_COMMANDS, token: str | None = None,
+                 tls_ca: str | os.PathLike[str] | None = None,
+                 tls_cert: str | os.PathLike[str] | None = None,
+                 tls_key: str | os.PathLike[str] | None = None) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
-        self._channel, self._owns_channel = open_channel(target, limits)
+        if isinstance(target, str):
+            self._channel = connect_channel(target, channel_options(limits), token=token,
+                                            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+            self._owns_channel = True
+        elif (token, tls_ca, tls_cert, tls_key) != (None, None, None, None):
+            raise ValueError("credentials go with an address: a channel has its own")
+        else:
+            self._channel, self._owns_channel = open_channel(target, limits)
         self.limits = limits
         self.timeout = timeout
         # A command larger than this goes alone, so a full batch always fits a message.
@@ -172,12 +185,13 @@ class NodeClient:
             c.error = type(exc)(*exc.args)
             c.error.__cause__ = exc.__cause__
 
-    def _submit(self, kind: str, request: Message) -> Message:
-        """The result of one command of ``kind``; its error raised."""
+    def _submit(self, kind: str, request: Message, *, alone: bool = False) -> Message:
+        """The result of one command of ``kind``; its error raised.  ``alone``: in a
+        batch of its own (also when it is too large to share one)."""
         if self._closed:
             raise StoreClosed("NodeClient is closed")
         data = frame(ENTRY_TAG, COMMAND_TAGS[kind], request.SerializeToString())
-        result = self._run(Command(data), alone=len(data) > self._alone_bytes)
+        result = self._run(Command(data), alone=alone or len(data) > self._alone_bytes)
         got = result.WhichOneof("kind")
         if got == "error" and result.error.code == _EXHAUSTED and kind in _READS:
             result = self._run(Command(data), alone=True)  # its reply did not fit a batch's
@@ -347,10 +361,10 @@ class _RawStore(StoreOps):
 
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:
-        if sync:  # an fsync would hold up every command of a batch
-            return self._node.remote.mutate_rows(mutations, sync=True)
         check_batch(mutations, self.limits)
-        reply = self._node._submit("mutate_rows", wire.mutate_request_to_pb(mutations, False))
+        # Alone when synced: an fsync would hold up every other command of a batch.
+        reply = self._node._submit("mutate_rows", wire.mutate_request_to_pb(mutations, sync),
+                                   alone=sync)
         out = wire.mutate_response_from_pb(reply)  # type: ignore[arg-type]
         if len(out) != len(mutations):
             raise StorageError(f"protocol error: {len(out)} results for {len(mutations)} rows")

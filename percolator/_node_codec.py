@@ -36,6 +36,7 @@ from ._backend import (
     TxnStatus,
 )
 from ._transport.framing import tags
+from .layout import reserved_table
 from .v1 import node_pb2 as pb
 
 __all__ = [
@@ -93,7 +94,12 @@ def key_list(rows: Iterable[pb.RowColumns]) -> list[Key]:
 
 
 def _check_table(table: bytes, limits: Limits) -> None:
+    """A Percolator table: a system or side table is not one (its rows would be
+    overwritten by the columns a step derives: see ``layout.reserved_table``)."""
     check_key(table, "table", limits.max_table_bytes)
+    reserved = reserved_table(table)
+    if reserved is not None:
+        raise InvalidArgument(f"table {table!r} cannot hold transactions: {reserved}")
 
 
 def parse_table(table: bytes, limits: Limits) -> bytes:
@@ -222,7 +228,9 @@ def parse_read(msg: pb.ReadRequest, limits: Limits
 
 def read_result(keys: Sequence[Key], result: ReadResult, budget: int) -> pb.ReadResponse:
     """Values in request order, the locked cells left out (listed in ``locked``); values
-    past ``budget`` bytes left out too (``truncated``: the client reads them again)."""
+    past ``budget`` bytes left out too, and from the first one the read did not gather
+    (a budgeted read: ``LocalBackend.read``) on (``truncated``: the client reads them
+    again)."""
     values = result.values
     reply = pb.ReadResponse(start_ts=result.start_ts, locked=_locked_to_pb(result.locked))
     add = reply.values.add
@@ -231,6 +239,9 @@ def read_result(keys: Sequence[Key], result: ReadResult, budget: int) -> pb.Read
     for key in keys:
         if key in held:
             continue
+        if key not in values:
+            reply.truncated = True
+            break
         value = values[key]
         if value is None:
             add()

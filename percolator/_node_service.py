@@ -17,10 +17,18 @@ sees an earlier one's write to a shared row); a fresh read takes its own timesta
 One bad command fails only itself: each is decoded and checked on its own
 (``percolator._node_codec``: the node trusts no client; a field it does not know, at
 any depth, fails its command) and answered with its own error result, whose code
-comes from the tables of ``percolator._status``.  A batch's
-reply must fit the message limit: if it would not, the largest read results are
-answered RESOURCE_EXHAUSTED and their clients send them again alone (reads have no
-side effects).
+comes from the tables of ``percolator._status``.  The caller's role is checked per
+command (``percolator._node_roles``): a command above it is PERMISSION_DENIED alone.
+
+A batch's reply is budgeted while it is gathered, not after: once its results reach
+the message limit, the reads after them are not run but answered RESOURCE_EXHAUSTED,
+and their clients send them again alone (reads have no side effects; the other
+commands always run).  A ``read`` or ``scan`` gathers at most a quarter of the limit
+(the values past it are left for the client to read again, a scan chunk ends there), a
+raw ``read_rows`` at most what is left of the limit (beyond it: refused, its client
+reads alone), so one batch holds at most about the limit plus one read: 1,500 reads of
+a 1 MiB cell in one 24 KB request once took a node to gigabytes.  If the reply still
+would not fit, the largest read results are answered RESOURCE_EXHAUSTED the same way.
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ import grpc
 from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
-from bigtable_lite import InvalidArgument, RowMutation, wire
+from bigtable_lite import InvalidArgument, ReplyTooLarge, RowMutation, wire
 from bigtable_lite import status as store_status
+from bigtable_lite.auth import Role, role_of
 from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
@@ -43,6 +52,7 @@ from . import _node_codec as codec
 from ._backend import CommitRequest
 from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
+from ._node_roles import check_command
 from ._status import status_for
 from ._transport.framing import frame
 from ._transport.stream_slots import StreamSlots
@@ -82,6 +92,10 @@ def _failed(exc: BaseException) -> bytes:
     return _error_result(code, message, store_status.error_name(exc))
 
 
+_TOO_LARGE = _error_result(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           "read reply too large to share a batch; read alone")
+
+
 def _result(kind: str, msg: Message) -> bytes:
     return frame(ENTRY_TAG, RESULT_TAGS[kind], msg.SerializeToString())
 
@@ -101,26 +115,34 @@ class NodeService:
             "one_phase": self._one_phase, "resolve": self._resolve,
             "rollback": self._rollback, "heartbeat": self._heartbeat,
             "check_txn_status": self._status, "register_observed": self._register,
-            "observed_columns": self._observed, "read_rows": self._read_rows,
-            "mutate_rows": self._mutate_rows,
+            "observed_columns": self._observed,
         }
 
     # --- one batch ------------------------------------------------------------------------
 
-    def execute(self, request: pb.BatchRequest, *, known: bool = False) -> bytes:
+    def execute(self, request: pb.BatchRequest, *, known: bool = False,
+                role: Role = Role.ADMIN) -> bytes:
         """The serialized BatchResponse: a result for every command, in order.
 
         Never raises for a command: its failure is its result.  ``known``: the request
         carries no field unknown to this node (else each command is checked for some).
+        ``role``: the caller's (``_node_roles``); a command above it is refused alone.
         """
         results: list[bytes] = [b""] * len(request.commands)
         stamps: list[tuple[int, int]] = []
         commits: list[tuple[int, CommitRequest]] = []
+        checked = role is not Role.ADMIN
+        gathered = 0  # bytes of the results so far
         for i, command in enumerate(request.commands):
             kind = command.WhichOneof("kind")
+            if kind in _READ_RESULTS and gathered >= self._reply_limit:
+                results[i] = _TOO_LARGE  # not read: its client sends it again alone
+                continue
             try:
                 if kind is None:
                     raise InvalidArgument(UNKNOWN_COMMAND)
+                if checked:
+                    check_command(kind, role)
                 if not known and _has_unknown_fields(command):
                     raise InvalidArgument(f"{kind} command has fields unknown to this node")
                 msg = getattr(command, kind)
@@ -128,10 +150,21 @@ class NodeService:
                     stamps.append((i, check_count(msg.count)))
                 elif kind == "commit":
                     commits.append((i, codec.parse_commit(msg, self._limits)))
+                elif kind == "mutate_rows":
+                    results[i] = _result(kind, self._mutate_rows(msg))
+                elif kind == "read_rows":
+                    try:
+                        reply = self._read_rows(msg, self._reply_limit - gathered)
+                    except ReplyTooLarge:
+                        if not gathered:
+                            raise  # too large for a batch of its own too
+                        reply = None  # it might fit alone
+                    results[i] = _TOO_LARGE if reply is None else _result(kind, reply)
                 else:
                     results[i] = _result(kind, self._steps[kind](msg))
             except Exception as exc:  # noqa: BLE001 - the command's own error result
                 results[i] = _failed(exc)
+            gathered += len(results[i])
         if stamps:
             self._timestamps(stamps, results)
         if commits:
@@ -186,8 +219,7 @@ class NodeService:
                  _READ_RESULTS]
         for i in sorted(reads, key=lambda i: len(results[i]), reverse=True):
             total -= len(results[i])
-            results[i] = _error_result(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                       "read reply too large to share a batch; read alone")
+            results[i] = _TOO_LARGE
             total += len(results[i])
             if total <= self._reply_limit:
                 return
@@ -196,7 +228,9 @@ class NodeService:
 
     def _read(self, msg: pb.ReadRequest) -> pb.ReadResponse:
         table, start_ts, keys = codec.parse_read(msg, self._limits)
-        return codec.read_result(keys, self._backend.read(table, start_ts, keys), self._budget)
+        budget = self._budget
+        return codec.read_result(keys, self._backend.read(table, start_ts, keys, budget=budget),
+                                 budget)
 
     def _scan(self, msg: pb.ScanRequest) -> pb.ScanResponse:
         return codec.scan_result(self._backend.scan(codec.parse_scan(msg, self._limits)))
@@ -236,10 +270,11 @@ class NodeService:
         return pb.ObservedColumnsResponse(
             columns=sorted(self._backend.observed_columns(table)))
 
-    def _read_rows(self, msg: Any) -> Message:
+    def _read_rows(self, msg: Any, budget: int) -> Message:
         reads = wire.read_request_from_pb(msg)
         check_reads(reads, self._limits)
-        return wire.read_response_to_pb(self._backend.local_store.read_rows(reads))
+        return wire.read_response_to_pb(
+            self._backend.local_store.read_rows(reads, max_bytes=budget))
 
     def _mutate_rows(self, msg: Any) -> Message:
         rows: list[RowMutation] = wire.mutate_request_from_pb(msg)
@@ -252,7 +287,7 @@ class NodeService:
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             request, known = _parse(raw)
-            return self.execute(request, known=known)
+            return self.execute(request, known=known, role=role_of(context))
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
             _abort(context, exc)
 
@@ -262,11 +297,12 @@ class NodeService:
         slots = self._streams
         slots.admit(context, "no batch stream free (or the node is stopping): send batches by"
                     " Batch")
+        role = role_of(context)
         try:
             for raw in requests:
                 try:
                     request, known = _parse(raw)
-                    reply = self.execute(request, known=known)
+                    reply = self.execute(request, known=known, role=role)
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
                 yield reply
@@ -293,7 +329,10 @@ class NodeService:
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
+        # read admits a batch; each command is checked against the caller's role here.
+        return ServiceRegistration(SERVICE_NAME, add, {"Batch": Role.READ,
+                                                       "BatchStream": Role.READ},
+                                   sources=source_descriptors("percolator.v1"))
 
 
 assert set(COMMAND_TAGS) == {f.name for f in pb.Command.DESCRIPTOR.fields}

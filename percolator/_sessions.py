@@ -14,6 +14,10 @@ A session's id is its transaction's start_ts::
        |   --Rollback--> ROLLED_BACK
        |   --ttl without a call--> forgotten (expired)
 
+* A session is its caller's (``owner``: who began it, ``bigtable_lite.auth.caller_of``;
+  one caller on a node without tokens): another caller's calls on it are answered as
+  for an id the node does not hold, and never take its turn, so a caller with a token
+  to read cannot end, commit or hold up a writer's transaction by guessing its id.
 * Calls on one session take turns (its lock); a call waits ``busy_wait`` seconds at
   most for the one before it (TransactionBusy: retry it).
 * An open session pins its snapshot (``LocalBackend.pin``) until it ends, so garbage
@@ -35,7 +39,7 @@ import hashlib
 import heapq
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -90,6 +94,7 @@ class Session:
     commit_ts: int = 0
     conflict: CommitConflict | None = None
     digest: bytes = b""
+    owner: bytes = b""  # who began it (``bigtable_lite.auth.caller_of``)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -176,9 +181,11 @@ class Sessions:
 
     # --- begin and reads --------------------------------------------------------------------
 
-    def begin(self, table: bytes, ttl_ms: int, reads: Sequence[Key]
-              ) -> tuple[Session, dict[Key, bytes | None]]:
-        """A new session at a fresh snapshot, and ``reads`` read at it."""
+    def begin(self, table: bytes, ttl_ms: int,
+              read: Callable[[Transaction], dict[Key, bytes | None]] | None = None, *,
+              owner: bytes = b"") -> tuple[Session, dict[Key, bytes | None]]:
+        """A new session at a fresh snapshot, and what ``read`` reads at it with its
+        transaction (the caller's first reads, bounded as the caller's replies are)."""
         client = self.client(table)
         self.sweep()
         with self._lock:
@@ -190,7 +197,7 @@ class Sessions:
             txn = client.begin()
             self._backend.pin(txn.start_ts)  # before any read at it
             try:
-                values = txn.get_many(reads) if reads else {}
+                values = read(txn) if read is not None else {}
             except BaseException:
                 self._backend.unpin(txn.start_ts)
                 raise
@@ -198,16 +205,18 @@ class Sessions:
             with self._lock:
                 self._open -= 1
             raise
-        session = Session(txn.start_ts, table, txn, ttl_ms, self._clock.now_ms() + ttl_ms)
+        session = Session(txn.start_ts, table, txn, ttl_ms, self._clock.now_ms() + ttl_ms,
+                          owner=owner)
         with self._lock:
             self._sessions[session.txn_id] = session
             heapq.heappush(self._expiry, (session.expires_ms, session.txn_id))
         return session, values
 
     @contextmanager
-    def active(self, txn_id: int) -> Iterator[Transaction]:
-        """The open transaction ``txn_id``, for one call (calls on it take turns)."""
-        session = self._take(txn_id)
+    def active(self, txn_id: int, owner: bytes = b"") -> Iterator[Transaction]:
+        """The open transaction ``txn_id`` of ``owner``, for one call (calls on it take
+        turns)."""
+        session = self._take(txn_id, owner)
         try:
             if session.state is not ACTIVE or session.txn is None:
                 raise WrongTransactionState(f"transaction {txn_id} is {session.state}")
@@ -218,12 +227,12 @@ class Sessions:
         finally:
             session.lock.release()
 
-    def _take(self, txn_id: int) -> Session:
-        """The session ``txn_id``, its lock held; TransactionNotFound if it is not held
-        (or expired: then it is expired now)."""
+    def _take(self, txn_id: int, owner: bytes) -> Session:
+        """The session ``txn_id`` of ``owner``, its lock held; TransactionNotFound if it is
+        not held (or expired: then it is expired now), or is another caller's."""
         with self._lock:
             session = self._sessions.get(txn_id)
-        if session is None:
+        if session is None or session.owner != owner:
             raise TransactionNotFound(f"no open transaction {txn_id} (never begun, expired,"
                                       " or the node restarted)")
         if not session.lock.acquire(timeout=self.busy_wait):
@@ -239,14 +248,18 @@ class Sessions:
 
     # --- commit and rollback ----------------------------------------------------------------
 
-    def commit(self, txn_id: int, table: bytes, writes: Sequence[Write], weak: Sequence[Key]
-               ) -> int:
-        """Commit the write set of ``txn_id``; its commit_ts.  CommitConflict: nothing
-        written.  A retry answers the first commit's outcome."""
+    def commit(self, txn_id: int, table: bytes, writes: Sequence[Write], weak: Sequence[Key],
+               owner: bytes = b"") -> int:
+        """Commit the write set of ``txn_id`` (``owner``'s); its commit_ts.  CommitConflict:
+        nothing written.  A retry answers the first commit's outcome."""
         digest = digest_of(writes, weak)
         try:
-            session = self._take(txn_id)
+            session = self._take(txn_id, owner)
         except TransactionNotFound:
+            with self._lock:
+                held = txn_id in self._sessions
+            if held:  # another caller's, open: not this caller's to decide
+                raise
             return self._commit_unknown(txn_id, table, writes)
         try:
             if session.state is not ACTIVE:
@@ -312,9 +325,9 @@ class Sessions:
         raise TransactionNotFound(f"no open transaction {txn_id}, and it did not commit (it"
                                   " expired, or the node restarted): it never will")
 
-    def rollback(self, txn_id: int) -> None:
-        """End ``txn_id`` without writing (idempotent)."""
-        session = self._take(txn_id)
+    def rollback(self, txn_id: int, owner: bytes = b"") -> None:
+        """End ``txn_id`` (``owner``'s) without writing (idempotent)."""
+        session = self._take(txn_id, owner)
         try:
             if session.state is COMMITTED:
                 raise WrongTransactionState(f"transaction {txn_id} is committed at"

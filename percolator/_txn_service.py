@@ -15,6 +15,17 @@ Go's ``status.FromError``, Java's ``StatusProto``, or protobufjs in Node.js) hol
 ``percolator.v1.Conflict`` (reason, row, column, the conflicting commit_ts or lock);
 a read that waited out the bound on a live lock comes back UNAVAILABLE with a Conflict
 of reason LOCKED.  A limit also sets the ``bigtable-lite-error: LimitExceeded`` trailer.
+
+Roles (``bigtable_lite.auth``; issue 16): Begin, Get, BatchGet, Scan and Rollback need
+``read`` (a reader holds a snapshot and ends it), Commit needs ``write``.  ``Stream``
+is admitted with ``read`` and each of its requests is checked against the caller's
+role here, as the node's batch streams are: a Commit sent by a reader is answered
+PERMISSION_DENIED alone and the stream goes on.  A transaction is its caller's (the
+token that began it: ``_sessions``).  The server's guard bounds each request to the
+message limit and cancels a stream whose caller reads nothing; the service admits its
+streams itself (``max_streams``).  A reply carries at most a quarter of the
+message limit of values, gathered no further than that: a BatchGet naming 1,000 cells
+of 4 MiB is refused after reading about 16 MiB, not 4 GiB.
 """
 
 from __future__ import annotations
@@ -29,8 +40,9 @@ from google.protobuf import any_pb2, unknown_fields
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from bigtable_lite import InvalidArgument, LimitExceeded
+from bigtable_lite import InvalidArgument, LimitExceeded, PermissionDenied, ReplyTooLarge
 from bigtable_lite import status as store_status
+from bigtable_lite.auth import Role, caller_of, role_of
 from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 
@@ -38,13 +50,14 @@ from ._backend import Conflict, Key
 from ._local import LocalBackend
 from ._sessions import DEFAULT_TTL_MS, MAX_TTL_MS, Sessions, Write
 from ._status import service_status_for
+from ._transaction import Transaction
 from ._transport.stream_slots import StreamSlots
 from .errors import CommitConflict, LockWaitTimeout
 from .layout import DEFAULT_TABLE
 from .v1 import node_pb2
 from .v1 import transactions_pb2 as pb
 
-__all__ = ["MAX_READ_CELLS", "MAX_SCAN_CELLS", "SERVICE_NAME", "TransactionsService"]
+__all__ = ["MAX_READ_CELLS", "MAX_SCAN_CELLS", "ROLES", "SERVICE_NAME", "TransactionsService"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +70,10 @@ DETAILS_KEY = "grpc-status-details-bin"
 STREAM_KEY = "percolator-txn-stream"
 """Trailer of a refused Stream call (value ``_transport.stream_slots.REFUSED``)."""
 DEFAULT_MAX_STREAMS = 4
+ROLES: dict[str, Role] = {"Begin": Role.READ, "Get": Role.READ, "BatchGet": Role.READ,
+                          "Scan": Role.READ, "Rollback": Role.READ, "Commit": Role.WRITE,
+                          "Stream": Role.READ}
+"""The least role of each method; each request of a Stream needs its method's."""
 
 _REASONS = {Conflict.WRITE_CONFLICT: node_pb2.Conflict.WRITE_CONFLICT,
             Conflict.LOCKED: node_pb2.Conflict.LOCKED,
@@ -73,7 +90,7 @@ class TransactionsService:
         # Reply bytes a read may fill (room left for keys and framing).
         self._budget = backend.limits.max_message_bytes // 4
         self._streams = StreamSlots(max_streams, STREAM_KEY)
-        self._methods: dict[str, tuple[type[Message], Callable[[Any], Message]]] = {
+        self._methods: dict[str, tuple[type[Message], Callable[[Any, bytes], Message]]] = {
             "Begin": (pb.TxnBeginRequest, self._begin),
             "Get": (pb.TxnGetRequest, self._get),
             "BatchGet": (pb.TxnBatchGetRequest, self._batch_get),
@@ -86,42 +103,68 @@ class TransactionsService:
 
     # --- decoded ----------------------------------------------------------------------------
 
-    def _begin(self, msg: pb.TxnBeginRequest) -> pb.TxnBeginResponse:
+    def _begin(self, msg: pb.TxnBeginRequest, caller: bytes) -> pb.TxnBeginResponse:
         ttl_ms = msg.ttl_ms or DEFAULT_TTL_MS
         if ttl_ms > MAX_TTL_MS:
             raise LimitExceeded(f"ttl_ms {ttl_ms} is over the limit {MAX_TTL_MS}")
         reads = _keys(msg.reads, "reads", MAX_READ_CELLS)
-        session, values = self.sessions.begin(msg.table or DEFAULT_TABLE, ttl_ms, reads)
+        session, values = self.sessions.begin(msg.table or DEFAULT_TABLE, ttl_ms,
+                                              lambda txn: self._read(txn, reads), owner=caller)
         return pb.TxnBeginResponse(txn_id=session.txn_id, ttl_ms=ttl_ms,
                                    values=self._values(reads, values))
 
-    def _get(self, msg: pb.TxnGetRequest) -> pb.TxnGetResponse:
+    def _get(self, msg: pb.TxnGetRequest, caller: bytes) -> pb.TxnGetResponse:
         key = (msg.row, msg.column)
-        with self.sessions.active(_txn_id(msg.txn_id)) as txn:
+        with self.sessions.active(_txn_id(msg.txn_id), caller) as txn:
             value = txn.get(*key)
         return pb.TxnGetResponse(value=self._values([key], {key: value})[0])
 
-    def _batch_get(self, msg: pb.TxnBatchGetRequest) -> pb.TxnBatchGetResponse:
+    def _batch_get(self, msg: pb.TxnBatchGetRequest, caller: bytes) -> pb.TxnBatchGetResponse:
         keys = _keys(msg.cells, "cells", MAX_READ_CELLS)
-        with self.sessions.active(_txn_id(msg.txn_id)) as txn:
-            values = txn.get_many(keys)
+        with self.sessions.active(_txn_id(msg.txn_id), caller) as txn:
+            values = self._read(txn, keys)
         return pb.TxnBatchGetResponse(values=self._values(keys, values))
+
+    def _read(self, txn: Transaction, keys: Sequence[Key]) -> dict[Key, bytes | None]:
+        """Values of ``keys`` (each cell once), gathered no further than the reply's budget:
+        each read asks for no more cells than what is left of it could hold at their
+        largest, so what is held stays within the budget plus one value."""
+        cells = list(dict.fromkeys(keys))
+        largest = self._limits.max_value_bytes
+        values: dict[Key, bytes | None] = {}
+        size = 0
+        start = 0
+        while start < len(cells):
+            if size > self._budget:
+                raise self._too_large(size)
+            count = max(1, (self._budget - size) // largest)
+            part = txn.get_many(cells[start:start + count])
+            size += sum([len(row) + len(column) + len(value or b"")
+                         for (row, column), value in part.items()])
+            values.update(part)
+            start += count
+        return values
 
     def _values(self, keys: Sequence[Key], values: dict[Key, bytes | None]
                 ) -> list[pb.TxnValue]:
+        """The reply's values in request order (a cell named twice is sent twice): refused
+        as soon as they outgrow the budget, before they are copied further."""
         out = []
         size = 0
         for row, column in keys:
             value = values[(row, column)]
             size += len(row) + len(column) + len(value or b"")
+            if size > self._budget:
+                raise self._too_large(size)
             out.append(pb.TxnValue(row=row, column=column, found=value is not None,
                                    value=value or b""))
-        if size > self._budget:
-            raise LimitExceeded(f"the values read are {size} bytes, over the {self._budget}"
-                                " a reply may carry: read fewer cells per call")
         return out
 
-    def _scan(self, msg: pb.TxnScanRequest) -> pb.TxnScanResponse:
+    def _too_large(self, size: int) -> ReplyTooLarge:
+        return ReplyTooLarge(f"the values read are over {size - 1} bytes, over the"
+                             f" {self._budget} a reply may carry: read fewer cells per call")
+
+    def _scan(self, msg: pb.TxnScanRequest, caller: bytes) -> pb.TxnScanResponse:
         limit = msg.limit or DEFAULT_SCAN_CELLS
         if limit > MAX_SCAN_CELLS:
             raise LimitExceeded(f"limit {limit} is over {MAX_SCAN_CELLS} cells per page")
@@ -136,7 +179,7 @@ class TransactionsService:
                 start = after[0]
         reply = pb.TxnScanResponse()
         size = 0
-        with self.sessions.active(_txn_id(msg.txn_id)) as txn:
+        with self.sessions.active(_txn_id(msg.txn_id), caller) as txn:
             cells = txn.scan(start, msg.end_row or None,
                              list(msg.columns) if msg.columns else None)
             for row, column, value in cells:
@@ -149,7 +192,7 @@ class TransactionsService:
                     break
         return reply
 
-    def _commit(self, msg: pb.TxnCommitRequest) -> pb.TxnCommitResponse:
+    def _commit(self, msg: pb.TxnCommitRequest, caller: bytes) -> pb.TxnCommitResponse:
         writes: list[Write] = []
         seen: set[Key] = set()
         for w in msg.writes:
@@ -163,11 +206,11 @@ class TransactionsService:
             writes.append((key, None if w.delete else w.value))
         weak = _keys(msg.notify, "notify", None)
         commit_ts = self.sessions.commit(_txn_id(msg.txn_id), msg.table or DEFAULT_TABLE,
-                                         writes, weak)
+                                         writes, weak, caller)
         return pb.TxnCommitResponse(commit_ts=commit_ts)
 
-    def _rollback(self, msg: pb.TxnRollbackRequest) -> pb.TxnRollbackResponse:
-        self.sessions.rollback(_txn_id(msg.txn_id))
+    def _rollback(self, msg: pb.TxnRollbackRequest, caller: bytes) -> pb.TxnRollbackResponse:
+        self.sessions.rollback(_txn_id(msg.txn_id), caller)
         return pb.TxnRollbackResponse()
 
     # --- serving ----------------------------------------------------------------------------
@@ -180,25 +223,31 @@ class TransactionsService:
         slots = self._streams
         slots.admit(context, "no transaction stream free (or the node is stopping): use the"
                     " unary methods")
+        role, caller = role_of(context), caller_of(context)
         try:
             for raw in requests:
-                yield self._stream_one(raw).SerializeToString()
+                yield self._stream_one(raw, role, caller).SerializeToString()
                 if slots.stopping:  # end between requests: every request read was answered
                     return
         finally:
             slots.release()
 
-    def _stream_one(self, raw: bytes) -> pb.TxnStreamResponse:
+    def _stream_one(self, raw: bytes, role: Role, caller: bytes) -> pb.TxnStreamResponse:
         try:
             request = pb.TxnStreamRequest.FromString(raw)
             _check_known(request)
             kind = request.WhichOneof("call")
             if kind is None:
                 raise InvalidArgument("request has no call set (one unknown to this node?)")
+            method = kind_method(kind)
+            needed = ROLES[method]
+            if role < needed:
+                raise PermissionDenied(f"{method} needs the {needed.label} role; the call's"
+                                       f" token has {role.label}")
             msg = getattr(request, kind)
             _check_known(msg)
             reply = pb.TxnStreamResponse()
-            getattr(reply, kind).CopyFrom(self._methods[kind_method(kind)][1](msg))
+            getattr(reply, kind).CopyFrom(self._methods[method][1](msg, caller))
             return reply
         except Exception as exc:  # noqa: BLE001 - the request's failure is its response
             code, message = _status_of(exc)
@@ -217,7 +266,7 @@ class TransactionsService:
 
         Requests arrive as bytes and are decoded here: bytes that are no request are
         the caller's mistake (INVALID_ARGUMENT), not a failure of the node."""
-        assert set(self._methods) | {"Stream"} == set(
+        assert set(self._methods) | {"Stream"} == set(ROLES) == set(
             pb.DESCRIPTOR.services_by_name["Transactions"].methods_by_name)
         handlers = {name: grpc.unary_unary_rpc_method_handler(
             _handler(kind, method), response_serializer=_serialize)
@@ -229,7 +278,8 @@ class TransactionsService:
                 (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
             server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
-        return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
+        return ServiceRegistration(SERVICE_NAME, add, ROLES,
+                                   sources=source_descriptors("percolator.v1"))
 
 
 def kind_method(kind: str) -> str:
@@ -241,13 +291,13 @@ def _serialize(msg: Message) -> bytes:
     return msg.SerializeToString()
 
 
-def _handler(kind: type[Message], method: Callable[[Any], Message]
+def _handler(kind: type[Message], method: Callable[[Any, bytes], Message]
              ) -> Callable[[bytes, grpc.ServicerContext], Message]:
     def handle(raw: bytes, context: grpc.ServicerContext) -> Message:
         try:
             request = kind.FromString(raw)
             _check_known(request)
-            return method(request)
+            return method(request, caller_of(context))
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes its status, here
             _abort(context, exc)
 

@@ -28,6 +28,15 @@ keeps notifications in a separate locality group for the same reason).
 User columns starting with ``SYSTEM_PREFIX`` are reserved for the system (e.g. the
 observers' acknowledgement cells); they are transactional like any other column but
 hidden from scans that do not ask for them.
+
+Table names: a table beside a Percolator table is named ``<table>`` + a suffix, and
+system tables (the oracle's ``_oracle``) start with ``SYSTEM_TABLE_PREFIX``; none of
+these is a Percolator table (:func:`reserved_table`).  Why it matters: transactions
+write columns derived from the user's (``l`` + column, ...), so a transaction "on" the
+config table could overwrite the observed-column registry.  ``SIDE_SUFFIXES`` are the
+tables the node's notification service keeps beside a table (``percolator._notify``:
+the workers' reported counters, parked notifications); only ``admin`` clients write
+any table raw (``percolator._node_roles``).
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ LOCK_SLOT_TS = 0  # the version of every lock column: do not change
 DEFAULT_TABLE = b"percolator"
 NOTIFY_SUFFIX = b".notify"
 CONFIG_SUFFIX = b".config"
+WORKERS_SUFFIX = b".workers"  # observer workers' reported counters
+PARKED_SUFFIX = b".parked"    # observers: notifications that failed too often
+SIDE_SUFFIXES = (WORKERS_SUFFIX, PARKED_SUFFIX)
+SYSTEM_TABLE_PREFIX = b"_"
 OBSERVED_ROW = b"observed_columns"  # in the config table: one store column per observed column
 SYSTEM_PREFIX = b"\x00"
 
@@ -56,6 +69,16 @@ def notify_table(table: bytes) -> bytes:
 def config_table(table: bytes) -> bytes:
     """Small, rarely written settings every client reads, e.g. the observed columns."""
     return table + CONFIG_SUFFIX
+
+
+def reserved_table(table: bytes) -> str | None:
+    """Why ``table`` cannot be a Percolator table (None: it can)."""
+    if table.startswith(SYSTEM_TABLE_PREFIX):
+        return f"tables starting with {SYSTEM_TABLE_PREFIX!r} are the system's"
+    for suffix in (NOTIFY_SUFFIX, CONFIG_SUFFIX, *SIDE_SUFFIXES):
+        if table.endswith(suffix):
+            return f"tables ending in {suffix!r} are kept beside a Percolator table"
+    return None
 
 
 def data_column(column: bytes) -> bytes:

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 from typing import Self
 
 import grpc
 
 from bigtable_lite import LocalStore
 from bigtable_lite.engine import SyncMode
-from bigtable_lite.server import build_server, stop_server
+from bigtable_lite.server import (
+    HEALTH_STREAMS,
+    REFLECTION_STREAMS,
+    ServerPolicy,
+    build_server,
+    check_exposure,
+    stop_server,
+)
 
 from . import oracle_service
 from ._local import LocalBackend
@@ -33,49 +41,72 @@ from ._txn_service import TransactionsService
 from .clock import Clock
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
-__all__ = ["DEFAULT_GRACE", "Node"]
+__all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "Node", "stream_shares"]
 
 DEFAULT_GRACE = 10.0
 """Seconds in-flight calls get to finish when a node stops."""
+MIN_WORKERS = 10
+"""Fewest gRPC worker threads a node runs with (see :func:`stream_shares`)."""
+
+
+def stream_shares(max_workers: int) -> tuple[int, int, int, int, int]:
+    """(batch, timestamp, tablet, transaction, poll) calls a node holds open at once.
+
+    Each open stream, and each Notifications Pull waiting in its long poll, holds a
+    worker thread until it ends, so together they may hold at most what is left after
+    a quarter of the threads (at least two), which stay for unary calls: health checks,
+    small reads and a Pull that is answered at once always get through.  Long polls take
+    a quarter of that (one per observer worker; a Pull beyond it is answered at once and
+    its worker backs off), timestamp, tablet (scan) and Transactions streams an eighth
+    each, batch streams the rest (at least one each: hence :data:`MIN_WORKERS`).
+    """
+    if max_workers < MIN_WORKERS:
+        raise ValueError(f"a node needs at least {MIN_WORKERS} worker threads")
+    streams = max_workers - max(2, max_workers // 4) - HEALTH_STREAMS - REFLECTION_STREAMS
+    other = max(1, streams // 8)
+    polls = max(1, streams // 4)
+    return max(1, streams - 3 * other - polls), other, other, other, polls
 
 
 class Node:
     """Store + oracle + gRPC server on ``listen`` ("HOST:PORT", port 0 = pick one).
 
     Constructing a node opens the store (``StoreLocked`` if another process owns
-    ``data_dir``) and binds the port (``OSError`` if taken); :meth:`start` begins serving.
-    ``clock`` judges the expiry of every lock written at this node (default: the system
-    clock; its clients' clocks never do), and of the Transactions service's transactions.
-    ``max_transactions``: transactions the Transactions service holds open at once;
-    ``txn_lock_wait``: seconds one of its reads waits for a live lock before it answers
-    UNAVAILABLE (a server thread waits meanwhile).
+    ``data_dir``) and binds the port (``OSError`` if taken; ``InsecureListen`` if it is
+    not a loopback address and ``policy`` has no TLS and tokens, unless it says
+    ``insecure``); :meth:`start` begins serving.  ``clock`` judges the expiry of every
+    lock written at this node (default: the system clock; its clients' clocks never do),
+    and of the Transactions service's transactions.  ``max_transactions``: transactions
+    the Transactions service holds open at once; ``txn_lock_wait``: seconds one of its
+    reads waits for a live lock before it answers UNAVAILABLE (a server thread waits
+    meanwhile).
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
-                 clock: Clock | None = None, max_transactions: int = DEFAULT_MAX_OPEN,
+                 clock: Clock | None = None, policy: ServerPolicy = ServerPolicy(),
+                 max_transactions: int = DEFAULT_MAX_OPEN,
                  txn_lock_wait: float = DEFAULT_LOCK_WAIT) -> None:
+        batch, timestamp, tablet, transaction, polls = stream_shares(max_workers)
+        check_exposure(listen, policy)  # before the data directory is touched
         self.store = LocalStore(data_dir, sync=sync)
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
-            # Each open stream or waiting long poll holds a worker thread: batch streams
-            # may take half of them, timestamp streams a quarter, transaction streams an
-            # eighth and workers' pulls an eighth; only with every kind at its bound at
-            # once would a call wait for a thread (a pull past its bound never waits).
             self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
-            self.batches = NodeService(self.backend, max_streams=max(1, max_workers // 2))
+            self.batches = NodeService(self.backend, max_streams=batch)
             self.timestamps = oracle_service.OracleServicer(
-                self.oracle, max_streams=max_workers // 4)
+                self.oracle, max_streams=timestamp)
             self.notifications = NotificationsService(
-                self.backend.notifications, self.store.limits, max_polls=max_workers // 8)
+                self.backend.notifications, self.store.limits, max_polls=polls)
             self.transactions = TransactionsService(self.backend, Sessions(
                 self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
-                max_streams=max(1, max_workers // 8))
+                max_streams=transaction)
             self.server: grpc.Server
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
                 extra=[self.timestamps.registration(), self.batches.registration(),
-                       self.notifications.registration(), self.transactions.registration()])
+                       self.notifications.registration(), self.transactions.registration()],
+                policy=replace(policy, tablet_streams=tablet))
         except BaseException:
             self.store.close()
             raise

@@ -9,6 +9,10 @@ open stream holds a server thread, so at most ``max_streams`` are open at once; 
 are refused before any request is read (``RESOURCE_EXHAUSTED`` and the trailer
 :data:`STREAM_KEY`: :data:`STREAM_REFUSED`) and their clients send calls instead.
 
+Callers need the ``read`` role (:data:`ROLES`); requests over :data:`MAX_REQUEST_BYTES` or
+that do not decode are refused by the server's guard (``bigtable_lite.guard``:
+RESOURCE_EXHAUSTED, INVALID_ARGUMENT) before they reach the servicer.
+
 Errors are translated here, once per direction: the servicer turns exceptions into
 status codes (a stream's error ends it), :func:`error_from_rpc` turns a client's
 ``grpc.RpcError`` back into the same exceptions.  The oracle's own errors have codes
@@ -37,6 +41,7 @@ from typing import NoReturn
 import grpc
 
 from bigtable_lite import status
+from bigtable_lite.auth import Role
 from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 
@@ -48,9 +53,9 @@ from .v1 import oracle_pb2
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_STREAMS", "SERVICE_NAME", "STREAM_KEY", "STREAM_REFUSED",
-           "OracleServicer", "add_to_server", "error_from_rpc", "method_path",
-           "oracle_error_for", "registration", "status_for", "stream_refused"]
+__all__ = ["DEFAULT_MAX_STREAMS", "MAX_REQUEST_BYTES", "ROLES", "SERVICE_NAME", "STREAM_KEY",
+           "STREAM_REFUSED", "OracleServicer", "add_to_server", "error_from_rpc",
+           "method_path", "oracle_error_for", "registration", "status_for", "stream_refused"]
 
 SERVICE_NAME: str = oracle_pb2.DESCRIPTOR.services_by_name["TimestampOracle"].full_name
 
@@ -59,6 +64,11 @@ DEFAULT_MAX_STREAMS = 8
 STREAM_KEY = "percolator-oracle-stream"
 """Trailer of a refused ``StreamTimestamps`` call; the value is :data:`STREAM_REFUSED`."""
 STREAM_REFUSED = REFUSED
+ROLES: dict[str, Role | None] = {
+    "GetTimestamps": Role.READ, "StreamTimestamps": Role.READ, "GetOracleStats": Role.READ}
+"""The least role of each method (``bigtable_lite.auth``)."""
+MAX_REQUEST_BYTES = 1024
+"""Budget of one request message: a count is a few bytes."""
 
 def oracle_error_for(code: grpc.StatusCode | None, details: str | None) -> Exception | None:
     """The oracle's own exception for a failed call's status, or None if it is not one."""
@@ -163,9 +173,15 @@ class OracleServicer:
         server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
     def registration(self) -> ServiceRegistration:
-        """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
+        """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``.
+
+        Every method needs the ``read`` role (a reader takes timestamps for its
+        snapshots); requests are a count, so one over :data:`MAX_REQUEST_BYTES` is
+        refused before it is decoded; streams are admitted here (``max_streams``).
+        """
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
+        return ServiceRegistration(SERVICE_NAME, add, ROLES, MAX_REQUEST_BYTES,
+                                   sources=source_descriptors("percolator.v1"))
 
 
 def add_to_server(oracle: TimestampSource, server: grpc.Server, *,

@@ -22,13 +22,15 @@ def percolator_command(*args: str) -> list[str]:
 
 
 class ServerProcess:
-    """`percolator serve` on 127.0.0.1 port 0 in a subprocess; learns its port from stdout."""
+    """`percolator serve` on ``listen`` (127.0.0.1 port 0) in a subprocess; learns its port
+    from stdout (``address`` is always 127.0.0.1:PORT)."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *extra_args: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> None:
         self.data_dir = Path(data_dir)
         self.extra_args: Sequence[str] = extra_args
         self.env = env
+        self.listen = listen
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.port = 0
@@ -36,12 +38,13 @@ class ServerProcess:
 
     def start(self, timeout: float = START_TIMEOUT, *, same_port: bool = False
               ) -> ServerProcess:
-        """Start; ``same_port``: on the port of the previous start (a restart clients
-        reconnect to)."""
+        """Start on ``listen``; ``same_port``: on the port of the previous start (a
+        restart clients reconnect to)."""
         env = dict(os.environ)
         env.update(self.env or {})
         self.output = []
-        listen = f"127.0.0.1:{self.port if same_port else 0}"
+        listen = (f"{self.listen.rpartition(':')[0]}:{self.port}" if same_port and self.port
+                  else self.listen)
         self.proc = subprocess.Popen(
             percolator_command("serve", "--data-dir", str(self.data_dir),
                                "--listen", listen, *self.extra_args),
@@ -70,6 +73,14 @@ class ServerProcess:
                 self.port = int(match.group(2))
                 self.address = f"127.0.0.1:{self.port}"
                 return self
+
+    def peak_rss_bytes(self) -> int:
+        """The most memory the server has held resident so far (VmHWM from /proc)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc/PID/status")
 
     def kill(self) -> None:
         """kill -9: no cleanup at all."""

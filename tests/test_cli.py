@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bigtable_lite.v1 import tablet_pb2
 from percolator import Client, cli
 from tests.procs import REPO, ServerProcess
 
@@ -207,7 +208,7 @@ def test_connect_needs_host_and_port(address: str, says: str,
 
 def test_listen_on_an_impossible_address_says_why(tmp_path: Path) -> None:
     done = percolator("serve", "--data-dir", str(tmp_path / "data"), "--listen",
-                      "999.1.1.1:70")
+                      "999.1.1.1:70", "--insecure")
     one_error_line(done, "serve", "cannot listen on 999.1.1.1:70: cannot resolve host"
                    " '999.1.1.1'")
 
@@ -251,12 +252,14 @@ def test_compact_help_tells_the_truth(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_the_node_logs_one_line_per_failed_request(tmp_path: Path) -> None:
+    inverted = tablet_pb2.ReadRowsRequest(reads=[tablet_pb2.RowRead(
+        table=b"t", row=b"r", time_range=tablet_pb2.TimeRange(min_ts=5, max_ts=4))])
     with ServerProcess(tmp_path / "data") as server:
         with grpc.insecure_channel(server.address) as channel:
             read = channel.unary_unary("/bigtable_lite.v1.TabletService/ReadRows")
-            for _ in range(2):
+            for request in (inverted.SerializeToString(), b"\xff\xff\xff") * 2:
                 with pytest.raises(grpc.RpcError) as info:
-                    read(b"\xff\xff\xff", timeout=WAIT)
+                    read(request, timeout=WAIT)
                 assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert server.terminate() == 0
         output = "".join(server.output)
@@ -264,4 +267,8 @@ def test_the_node_logs_one_line_per_failed_request(tmp_path: Path) -> None:
     assert len(failed) == 2, output
     assert all(" WARNING bigtable_lite.service: bigtable_lite.v1.TabletService/ReadRows"
                " failed: INVALID_ARGUMENT: " in line for line in failed), failed
+    # Bytes that do not decode: one line per method and cause (any client could send them
+    # by the million).
+    undecodable = [line for line in output.splitlines() if "undecodable request" in line]
+    assert len(undecodable) == 1 and "(logged once)" in undecodable[0], output
     assert "Traceback" not in output

@@ -6,13 +6,22 @@ and the local launcher cannot drift apart.
 
 Each service is a ``percolator`` subcommand line with placeholders:
 ``{data}`` the data root, ``{listen}`` the node's listen address, ``{node}`` the
-address clients dial.
+address clients dial, ``{secrets}`` the directory of the dev certificates and tokens,
+``{host}`` the name clients reach the node by (in its certificate).
+
+Security is on as in production: the first service makes a CA, the node's certificate
+and a token per role (``percolator dev-secrets``, kept across restarts); the node serves
+TLS and requires tokens; every client trusts the CA and sends a token.  Workers, the
+loader and the verifier hold the ``write`` token: registering columns, pulling, parking
+and reporting counters are the node's notification verbs (docs/security.md), and no
+client writes anything raw.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+NODE = "node"
 NODE_PORT = 7070
 DEMO_PAPERS = 20_000
 
@@ -29,15 +38,25 @@ class Service:
         return [arg.format(**values) for arg in self.args]
 
 
+def _client(role: str) -> tuple[str, ...]:
+    return ("--connect", "{node}", "--tls-ca", "{secrets}/ca.pem",
+            "--token-file", f"{{secrets}}/{role}.token")
+
+
 TOPOLOGY: tuple[Service, ...] = (
-    Service("node", ("serve", "--data-dir", "{data}/node", "--listen", "{listen}")),
-    Service("worker", ("worker", "--connect", "{node}", "--observers",
+    Service("secrets", ("dev-secrets", "--dir", "{secrets}", "--host", "{host}"),
+            oneshot=True),
+    Service(NODE, ("serve", "--data-dir", "{data}/node", "--listen", "{listen}",
+                   "--tls-cert", "{secrets}/node.pem", "--tls-key", "{secrets}/node.key",
+                   "--auth-tokens", "{secrets}/tokens"),
+            depends_on=("secrets",)),
+    Service("worker", ("worker", *_client("write"), "--observers",
                        "observers.citations:OBSERVERS", "--threads", "4"),
-            replicas=2, depends_on=("node",)),
+            replicas=2, depends_on=(NODE,)),
     Service("loader", ("citations", "load", "--generate", str(DEMO_PAPERS), "--seed", "1",
-                       "--connect", "{node}"),
-            oneshot=True, depends_on=("node", "worker")),
-    Service("verify", ("citations", "verify", "--connect", "{node}"),
+                       *_client("write")),
+            oneshot=True, depends_on=(NODE, "worker")),
+    Service("verify", ("citations", "verify", *_client("write")),
             oneshot=True, depends_on=("loader",)),
 )
 

@@ -3,8 +3,11 @@
 Only ``paper:refs`` is written; the counts are the observers' job.  Papers go in
 transactions of ``batch`` papers (one notification each), which amortises the
 two-phase commit over many rows: loading is bound by the observers, not by the loader.
-A batch that meets a node restart (unreachable, or its commit undecided) is written
-again once the node is back: writing the same refs twice changes no count.
+
+A loader rides through a node restart: a batch that found the node unreachable, or
+whose commit's outcome was lost with it, is written again with back-off for up to
+``outage`` seconds (writing a paper's refs twice leaves them as once: its observers see
+no change).  It once exited 1 and had to be run again by hand.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 from bigtable_lite import StorageError
 from observers import cluster_status, format_status
 from observers.status import status_json
-from percolator.commands.client_args import add_target_arguments, open_client
+from percolator.commands.client_args import add_target_arguments, open_channel, open_client
 from percolator.oracle import OracleStats
 from percolator.oracle_client import RemoteOracle
 
@@ -27,13 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def oracle_figures(address: str) -> OracleStats | str:
+def oracle_figures(args: argparse.Namespace) -> OracleStats | str:
     """The node's oracle figures since it started, or why they could not be read."""
+    channel = open_channel(args)
     try:
-        with RemoteOracle(address) as oracle:
+        with RemoteOracle(channel) as oracle:
             return oracle.server_stats()
     except StorageError as exc:
         return str(exc)
+    finally:
+        channel.close()
 
 
 def format_oracle(figures: OracleStats | str) -> str:
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         status = cluster_status(client)
     finally:
         client.close()
-    oracle = oracle_figures(args.connect) if args.connect else None
+    oracle = oracle_figures(args) if args.connect else None
     if not args.json:
         text = format_status(status)
         print(text if oracle is None else f"{format_oracle(oracle)}\n{text}", flush=True)

@@ -44,14 +44,13 @@ from .api import (
 from .backfill import Backfill
 from .feed import TableFeed
 
-__all__ = ["COMPACT_EVERY", "Notifications", "WORKERS_SUFFIX", "check_json"]
+__all__ = ["COMPACT_EVERY", "Notifications", "check_json"]
 
 COMPACT_EVERY = 100_000
 """Deletes of a table's log entries between two compactions of the log."""
 IDLE_COMPACT_MIN = 5_000
 """Deletes since the last compaction that make an idle table's log compacted (a burst of
 tombstones slows down the next checks for pending entries)."""
-WORKERS_SUFFIX = b".workers"
 FORGET_AFTER = 3600.0
 """Seconds after its last report that a gone worker's counters are dropped."""
 STATS_COLUMN = b"stats"
@@ -308,7 +307,7 @@ class Notifications:
         live = self.feed(table).live()
         alive = {m.worker for m, _ in live}
         now_ms = self.ctx.clock.now_ms()
-        for row in self.ctx.store.scan(ScanRequest(table + WORKERS_SUFFIX,
+        for row in self.ctx.store.scan(ScanRequest(table + layout.WORKERS_SUFFIX,
                                                    columns=(STATS_COLUMN,), max_versions=1)):
             worker = row.row.decode("utf-8", "replace")
             stats = row.cells[0].value if row.cells else b""
@@ -332,9 +331,9 @@ class Notifications:
 
     def forget_worker(self, table: bytes, worker: str) -> None:
         """Drop a worker's reported counters (an operator's clean-up)."""
-        self.ctx.store.mutate_rows([RowMutation(table + WORKERS_SUFFIX, worker.encode(
+        self.ctx.store.mutate_rows([RowMutation(table + layout.WORKERS_SUFFIX, worker.encode(
             "utf-8", "surrogatepass"), (DeleteVersion(STATS_COLUMN, 0),))])
 
     def _persist_stats(self, table: bytes, worker: str, stats: bytes) -> None:
-        self.ctx.store.mutate_rows([RowMutation(table + WORKERS_SUFFIX, worker.encode(),
+        self.ctx.store.mutate_rows([RowMutation(table + layout.WORKERS_SUFFIX, worker.encode(),
                                                 (Put(STATS_COLUMN, 0, stats),))])

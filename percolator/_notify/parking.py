@@ -33,13 +33,12 @@ from .api import DoneRef, ParkedCell
 
 __all__ = ["PARKED_INFO", "PARKED_NOTE", "park", "parked", "parked_table", "replay_rows"]
 
-PARKED_SUFFIX = b".parked"
 PARKED_NOTE = b"n"
 PARKED_INFO = b"i"
 
 
 def parked_table(table: bytes) -> bytes:
-    return table + PARKED_SUFFIX
+    return table + layout.PARKED_SUFFIX
 
 
 def park(store: TabletStore, table: bytes, refs: Sequence[DoneRef], note: bytes) -> int:

@@ -5,6 +5,13 @@ Each call is decoded and checked (``wire``) and run by the node's
 transaction layer's tables (``percolator._status``).  A Pull may wait (a long poll) and
 so hold a server thread: at most ``max_polls`` wait at once, further pulls are answered
 at once (their workers back off), so calls always find a thread.
+
+Behind the node's guard (``bigtable_lite.guard``; docs/security.md) with :data:`ROLES`:
+the workers' verbs need ``write``, what ``percolator status`` reads needs ``read``, and
+what changes the cluster for everyone (unregistering a column, compacting the log) is
+the ``admin``'s.  The service has no streams; its long polls are bounded by
+``max_polls`` (the node's share, ``percolator.node.stream_shares``), and a reply is
+bounded in bytes: a Pull by the feed, a Parked listing here (:data:`MAX_REPLY_BYTES`).
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import grpc
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError, Message
 
-from bigtable_lite import InvalidArgument, Limits
+from bigtable_lite import InvalidArgument, Limits, ReplyTooLarge
 from bigtable_lite import status as store_status
+from bigtable_lite.auth import Role
 from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 
@@ -29,9 +37,25 @@ from ..v1 import notifications_pb2 as pb
 from . import wire
 from .local import Notifications
 
-__all__ = ["NotificationsService", "SERVICE_NAME"]
+__all__ = ["MAX_REPLY_BYTES", "NotificationsService", "ROLES", "SERVICE_NAME"]
 
 SERVICE_NAME = "percolator.v1.Notifications"
+
+ROLES: dict[str, Role | None] = {
+    # An observer worker's verbs (and a loader's registration of the columns it writes):
+    # registering is idempotent and only adds notifications.
+    "Register": Role.WRITE, "Pull": Role.WRITE, "Leave": Role.WRITE, "Done": Role.WRITE,
+    "Park": Role.WRITE, "Replay": Role.WRITE,
+    # What `percolator status` and `notifications list` read.
+    "Columns": Role.READ, "Pending": Role.READ, "Members": Role.READ, "Parked": Role.READ,
+    # Unregistering stops notifications for every worker of the column; compacting
+    # rewrites the whole log (the node compacts by itself): operators' acts.
+    "Unregister": Role.ADMIN, "Compact": Role.ADMIN,
+}
+"""The least role of each method (docs/security.md says why)."""
+
+MAX_REPLY_BYTES = 8 << 20
+"""The most bytes of parked notifications one Parked reply carries (ask with a limit)."""
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +150,16 @@ class NotificationsService:
         return pb.ParkResponse(moved=moved)
 
     def _parked(self, request: pb.ParkedRequest) -> pb.ParkedResponse:
-        cells = self._n.parked(self._table(request.table), request.limit)
-        return pb.ParkedResponse(cells=[wire.parked_to_pb(c) for c in cells])
+        reply = pb.ParkedResponse()
+        size = 0
+        for cell in self._n.parked(self._table(request.table), request.limit):
+            item = wire.parked_to_pb(cell)
+            size += item.ByteSize()
+            if size > MAX_REPLY_BYTES:
+                raise ReplyTooLarge(f"parked notifications beyond the {MAX_REPLY_BYTES} bytes"
+                                    " a reply may carry: list fewer (a limit) at once")
+            reply.cells.append(item)
+        return reply
 
     def _replay(self, request: pb.ReplayRequest) -> pb.ReplayResponse:
         cells = None if request.all else [(c.row, c.column) for c in request.cells]
@@ -151,7 +183,11 @@ class NotificationsService:
     def registration(self) -> ServiceRegistration:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
-        return ServiceRegistration(SERVICE_NAME, add, source_descriptors("percolator.v1"))
+        assert set(ROLES) == set(self._methods)
+        # Requests: the server's message limit (a Done or Pull hands back many handled
+        # keys at once; wire bounds their count and each key's size).
+        return ServiceRegistration(SERVICE_NAME, add, ROLES,
+                                   sources=source_descriptors("percolator.v1"))
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:

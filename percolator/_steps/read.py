@@ -38,27 +38,33 @@ __all__ = ["read", "scan"]
 _SLOT = TimeRange(LOCK_SLOT_TS, LOCK_SLOT_TS)
 
 
-def read(ctx: StepContext, table: bytes, start_ts: int | None, keys: Sequence[Key]
-         ) -> ReadResult:
-    """Values of ``keys`` at ``start_ts`` (a fresh timestamp if None)."""
+def read(ctx: StepContext, table: bytes, start_ts: int | None, keys: Sequence[Key], *,
+         budget: int | None = None) -> ReadResult:
+    """Values of ``keys`` at ``start_ts`` (a fresh timestamp if None).
+
+    ``budget``: stop fetching values kept outside their write records once they add up
+    to this many bytes (a node's reply: ``keys`` may name 10,000 cells of 4 MiB).  They
+    are fetched in request order, at least one, so the keys then missing from ``values``
+    come after the first one not locked: the caller reads them again.
+    """
     if start_ts is None:
         start_ts = ctx.oracle.get_timestamp()
     keys = list(dict.fromkeys(keys)) if len(keys) > 1 else keys
     ctx.latches.wait_rows(table, [row for row, _ in keys])
     values: dict[Key, bytes | None] = {}
-    locks = _read_into(ctx, table, start_ts, keys, values)
+    locks = _read_into(ctx, table, start_ts, keys, values, budget)
     alive: list[FoundLock] = []
     if locks:
         alive = resolve_locks(ctx, table, locks)
-        held = {(f.row, f.column) for f in alive}
-        again = [(f.row, f.column) for f in locks if (f.row, f.column) not in held]
+        settled = {(f.row, f.column) for f in locks} - {(f.row, f.column) for f in alive}
+        again = [key for key in keys if key in settled]  # in request order (``budget``)
         if again:  # settled just now: read once more (a new lock is reported as it is)
-            alive += _read_into(ctx, table, start_ts, again, values)
+            alive += _read_into(ctx, table, start_ts, again, values, budget)
     return ReadResult(start_ts, values, [f.locked_cell() for f in alive])
 
 
 def _read_into(ctx: StepContext, table: bytes, start_ts: int, keys: Sequence[Key],
-               values: dict[Key, bytes | None]) -> list[FoundLock]:
+               values: dict[Key, bytes | None], budget: int | None) -> list[FoundLock]:
     """Values of the unlocked cells into ``values``; the locks met (start_ts at or below)."""
     by_row: dict[bytes, list[bytes]] = {}
     for row, column in keys:
@@ -110,7 +116,11 @@ def _read_into(ctx: StepContext, table: bytes, start_ts: int, keys: Sequence[Key
             else:
                 fetch[(row, col)] = write  # in the data column at the writer's start_ts
     if fetch:
-        values.update(_values(ctx, table, fetch))
+        if budget is not None:  # fetched in request order, as far as the budget goes
+            values.update(_values_within(ctx, table, [(k, fetch[k]) for k in keys if k in fetch],
+                                         budget))
+        else:
+            values.update(_values(ctx, table, fetch))
     return locks
 
 
@@ -150,6 +160,24 @@ def _values(ctx: StepContext, table: bytes, found: dict[Key, records.Write]
             if not cells:
                 raise DataCorruption(f"data of cell {key!r} written at {ts} is missing")
             out[key] = cells[0].value
+    return out
+
+
+def _values_within(ctx: StepContext, table: bytes, found: list[tuple[Key, records.Write]],
+                   budget: int) -> dict[Key, bytes | None]:
+    """:func:`_values` of a prefix of ``found``: at least one, the rest while they fit
+    ``budget`` bytes; each store call asks for no more values than the budget left could
+    hold at their largest, so what is gathered stays within the budget plus one value."""
+    out: dict[Key, bytes | None] = {}
+    largest = ctx.limits.max_value_bytes
+    size = 0
+    start = 0
+    while start < len(found) and (size < budget or not out):
+        count = max(1, min((budget - size) // largest, len(found) - start))
+        chunk = _values(ctx, table, dict(found[start:start + count]))
+        out.update(chunk)
+        size += sum([len(v) for v in chunk.values() if v is not None])
+        start += count
     return out
 
 
@@ -204,12 +232,15 @@ def scan(ctx: StepContext, request: ScanRequest) -> ScanChunk:
         held.add((f.row, f.column))
     values = _values(ctx, table, found)
     locked_cells = []
-    if locks:  # settled where decided, read again; the rest reported
-        result = read(ctx, table, start_ts, [(f.row, f.column) for f in locks])
+    unread = [key for key in unread if key not in held]
+    if locks:  # settled where decided, read again within what is left; the rest reported
+        keys = [(f.row, f.column) for f in locks]
+        result = read(ctx, table, start_ts, keys, budget=max(budget - size, 1))
         values.update(result.values)
         locked_cells = result.locked
+        still = {(c.row, c.column) for c in locked_cells}
+        unread += [key for key in keys if key not in result.values and key not in still]
     cells = [(row, column, value) for (row, column), value in sorted(values.items())
              if value is not None]
     more = more or bool(limit) and rows >= limit
-    return ScanChunk(cells, locked_cells, last + b"\x00" if more else None,
-                     [key for key in unread if key not in held])
+    return ScanChunk(cells, locked_cells, last + b"\x00" if more else None, unread)

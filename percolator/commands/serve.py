@@ -3,6 +3,13 @@
 `percolator serve` runs until SIGTERM or SIGINT, then shuts down gracefully.  It
 prints ``percolator serve: listening on HOST:PORT`` (the real port when 0 was given) on
 stdout, flushed, once the server accepts calls: scripts and tests wait for it.
+
+Security (``bigtable_lite.auth``, ``bigtable_lite.credentials``): ``--tls-cert`` and
+``--tls-key`` serve TLS (files replaced on disk are served to new connections, no
+restart), ``--tls-client-ca`` requires client certificates signed by that CA, and
+``--auth-tokens`` requires a token of the right role on every call but health checks.
+Like Redis's protected mode, a node refuses to listen beyond loopback without both
+unless ``--insecure`` is given.
 """
 
 from __future__ import annotations
@@ -10,12 +17,17 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
+from bigtable_lite.auth import TokenTable
+from bigtable_lite.credentials import ServerTLS
 from bigtable_lite.engine import SYNC_MODES, SyncMode
+from bigtable_lite.server import DEFAULT_STREAM_IDLE, InsecureListen, ServerPolicy
 
-from ..node import DEFAULT_GRACE, Node
+from ..cli import CommandError
+from ..node import DEFAULT_GRACE, MIN_WORKERS, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
-from .arg_types import listen_address, positive_int
+from .arg_types import listen_address, positive_float, positive_int
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -31,27 +43,78 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " kill -9, not power loss); the oracle fsyncs its blocks either way"
                         " (default %(default)s)")
     parser.add_argument("--workers", type=positive_int, default=32, metavar="N",
-                        help="gRPC worker threads (default %(default)s)")
+                        help=f"gRPC worker threads, at least {MIN_WORKERS} (default"
+                        " %(default)s)")
     parser.add_argument("--oracle-block", type=positive_int, default=DEFAULT_BLOCK_SIZE,
                         metavar="N", help="timestamps the oracle reserves per fsync; a crash"
                         " skips at most this many (default %(default)s)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
+    security = parser.add_argument_group("security")
+    security.add_argument("--tls-cert", type=Path, metavar="FILE",
+                          help="PEM certificate (chain) to serve TLS with; reloaded when the"
+                          " file changes")
+    security.add_argument("--tls-key", type=Path, metavar="FILE",
+                          help="PEM private key of --tls-cert")
+    security.add_argument("--tls-client-ca", type=Path, metavar="FILE",
+                          help="require client certificates signed by this PEM CA (mutual TLS)")
+    security.add_argument("--auth-tokens", type=Path, metavar="FILE",
+                          help="require tokens: one 'TOKEN ROLE' per line, roles read, write,"
+                          " admin; '#' comments")
+    security.add_argument("--insecure", action="store_true",
+                          help="allow a non-loopback --listen without TLS and tokens")
+    security.add_argument("--stream-idle-timeout", type=positive_float,
+                          default=DEFAULT_STREAM_IDLE, metavar="SECONDS",
+                          help="cancel a stream whose client reads nothing this long"
+                          " (default %(default)s)")
+
+
+def policy_from(args: argparse.Namespace) -> ServerPolicy:
+    """The server policy the arguments ask for; CommandError for unusable files."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CommandError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise CommandError("--tls-client-ca needs --tls-cert and --tls-key")
+    try:
+        tokens = None if args.auth_tokens is None else TokenTable.load(args.auth_tokens)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--auth-tokens: {exc}") from exc
+    tls = None
+    if args.tls_cert is not None:
+        tls = ServerTLS(args.tls_cert, args.tls_key, args.tls_client_ca)
+    return ServerPolicy(tokens=tokens, tls=tls, insecure=args.insecure,
+                        stream_idle_timeout=args.stream_idle_timeout)
+
+
+def _describe(policy: ServerPolicy) -> str:
+    tls = ("mutual TLS" if policy.tls and policy.tls.client_ca else "TLS" if policy.tls
+           else "no TLS")
+    tokens = f"{len(policy.tokens)} tokens" if policy.tokens else "no tokens"
+    return f"{tls}, {tokens}"
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.workers < MIN_WORKERS:
+        raise CommandError(f"--workers must be at least {MIN_WORKERS}")
+    policy = policy_from(args)
     # Block the stop signals before any thread starts, so every thread (gRPC's too)
     # inherits the mask and the main thread takes them synchronously with sigwait:
     # no handler runs in the middle of start-up or shutdown.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         sync: SyncMode = args.sync
-        node = Node(args.data_dir, args.listen, sync, max_workers=args.workers,
-                    oracle_block_size=args.oracle_block)
+        try:
+            node = Node(args.data_dir, args.listen, sync, max_workers=args.workers,
+                        oracle_block_size=args.oracle_block, policy=policy)
+        except InsecureListen as exc:
+            raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
+                               " --insecure)") from exc
+        except ValueError as exc:  # TLS files that are not a certificate and its key
+            raise CommandError(str(exc)) from exc
         try:
             node.start()
             print(f"percolator serve: listening on {node.address}"
-                  f" (data dir {args.data_dir}, sync {sync})", flush=True)
+                  f" (data dir {args.data_dir}, sync {sync}, {_describe(policy)})", flush=True)
             received = signal.sigwait(_STOP_SIGNALS)
             print(f"percolator serve: {signal.Signals(received).name}, shutting down",
                   flush=True)

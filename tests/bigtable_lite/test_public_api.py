@@ -11,9 +11,10 @@ PUBLIC = {
     "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "NOT_ATTEMPTED", "Cell", "Condition",
     "DataCorruption", "DeleteRange", "DeleteVersion", "InvalidArgument",
     "LimitExceeded", "Limits", "LocalStore", "Mutation", "MutationResult", "NoValuePrefixAt",
-    "NoVersionIn", "Put", "RemoteStore", "Row", "RowMutation", "RowRead", "ScanRequest",
-    "StorageError", "StoreClosed", "StoreLocked", "StoreOps", "TabletInfo", "TabletStore",
-    "TimeRange", "Unavailable", "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
+    "NoVersionIn", "PermissionDenied", "Put", "RemoteStore", "ReplyTooLarge", "Row",
+    "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
+    "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unauthenticated", "Unavailable",
+    "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
 }
 
 
@@ -31,14 +32,17 @@ def test_both_stores_implement_the_interface() -> None:
 
 
 def test_server_api() -> None:
-    assert set(server.__all__) == {"ServiceRegistration", "build_server", "server_options",
-                                   "set_not_serving", "stop_server"}
+    assert set(server.__all__) == {"DEFAULT_STREAM_IDLE", "HEALTH_STREAMS", "InsecureListen",
+                                   "REFLECTION_STREAMS", "ServerPolicy",
+                                   "ServiceRegistration", "build_server", "check_exposure",
+                                   "server_options", "set_not_serving", "stop_server"}
     params = inspect.signature(server.build_server).parameters
-    assert list(params) == ["store", "listen", "extra", "max_workers"]
+    assert list(params) == ["store", "listen", "extra", "max_workers", "policy"]
     assert params["extra"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert params["policy"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["max_workers"].default == 32
-    assert [f for f in server.ServiceRegistration.__dataclass_fields__] == ["name", "add",
-                                                                           "sources"]
+    assert [f for f in server.ServiceRegistration.__dataclass_fields__] == [
+        "name", "add", "roles", "max_request_bytes", "streams", "sources"]
     remote = inspect.signature(bigtable_lite.RemoteStore).parameters
     assert list(remote) == ["address", "timeout", "limits"] and remote["timeout"].default == 30.0
 

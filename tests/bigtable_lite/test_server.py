@@ -36,7 +36,13 @@ from bigtable_lite import (
     StoreClosed,
     Unavailable,
 )
-from bigtable_lite.server import ServiceRegistration, build_server, set_not_serving, stop_server
+from bigtable_lite.server import (
+    ServerPolicy,
+    ServiceRegistration,
+    build_server,
+    set_not_serving,
+    stop_server,
+)
 from bigtable_lite.service import SERVICE_NAME
 from bigtable_lite.status import ERROR_KEY
 from bigtable_lite.v1 import tablet_pb2 as pb
@@ -122,9 +128,9 @@ def test_extra_services_are_hosted_health_checked_and_listed(tmp_path: Path) -> 
     name = "test.v1.Echo"
 
     def add(server: grpc.Server) -> None:
-        handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req[::-1])
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(name, {"Call": handler}),))
+        handlers = {"Call": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req[::-1])}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+        server.add_registered_method_handlers(name, handlers)
 
     from bigtable_lite import LocalStore
 
@@ -156,7 +162,7 @@ def test_busy_port_is_a_clear_error(served: Served) -> None:
 def test_an_address_that_cannot_be_bound_says_why(served: Served, listen: str,
                                                   reason: str) -> None:
     with pytest.raises(OSError, match=f"cannot listen on {listen}: .*{reason}"):
-        build_server(served.store, listen)
+        build_server(served.store, listen, policy=ServerPolicy(insecure=True))
 
 
 @pytest.mark.parametrize("listen", ["", "localhost", "127.0.0.1:http", "127.0.0.1:70000", ":80"])
@@ -210,7 +216,7 @@ def test_server_limits_apply_when_the_client_is_laxer(tmp_path: Path) -> None:
 
 def test_unexpected_errors_are_internal_with_a_message(served: Served, remote_store: RemoteStore,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(served.store, "read_rows", broken)
@@ -222,7 +228,7 @@ def test_unexpected_errors_are_internal_with_a_message(served: Served, remote_st
 def test_corruption_is_data_loss_and_logged(served: Served, remote_store: RemoteStore,
                                             monkeypatch: pytest.MonkeyPatch,
                                             caplog: pytest.LogCaptureFixture) -> None:
-    def damaged(*args: object) -> None:
+    def damaged(*args: object, **kwargs: object) -> None:
         raise DataCorruption("checksum mismatch in 000005.ldb")
 
     monkeypatch.setattr(served.store, "read_rows", damaged)

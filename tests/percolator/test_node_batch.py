@@ -50,6 +50,7 @@ from bigtable_lite import (
     WrongTablet,
     wire,
 )
+from bigtable_lite.auth import Role
 from bigtable_lite.server import build_server
 from bigtable_lite.store import StoreOps
 from percolator import Client, records
@@ -74,6 +75,7 @@ from percolator.node import Node
 from percolator.oracle import MAX_COUNT, Oracle, OracleConflict, OracleExhausted, OracleStats
 from percolator.oracle_service import registration as oracle_registration
 from percolator.v1 import node_pb2, oracle_pb2
+from tests.percolator.steps import must_commit, must_prewrite, new_txn
 
 WAIT = 30.0  # bound of every wait in these tests
 Code = grpc.StatusCode
@@ -143,13 +145,14 @@ class RecordingService(NodeService):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def execute(self, request: node_pb2.BatchRequest, *, known: bool = False) -> bytes:
+    def execute(self, request: node_pb2.BatchRequest, *, known: bool = False,
+                role: Role = Role.ADMIN) -> bytes:
         if self.hold_next:
             self.hold_next = False
             self.entered.set()
             assert self.release.wait(WAIT)
         self.batches.append([str(c.WhichOneof("kind")) for c in request.commands])
-        return super().execute(request, known=known)
+        return super().execute(request, known=known, role=role)
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         self.methods.append("Batch")
@@ -644,6 +647,64 @@ def test_a_reply_too_large_to_share_a_batch_is_read_alone(tmp_path: Path) -> Non
         assert results["old"].values == {(b"s2", b"c"): None}
 
 
+def test_a_batch_gathers_reads_only_up_to_its_reply_budget(tmp_path: Path) -> None:
+    """The budget holds while the reply is gathered: one read command of many large
+    values fetches them only up to its budget (the rest is read again by the client), and
+    the reads after a full reply are not run at all (their clients read them alone)."""
+    limits = Limits(max_message_bytes=1 << 20, max_value_bytes=100_000)
+    budget = limits.max_message_bytes // 4
+    keys = [(b"r%02d" % i, b"c") for i in range(40)]
+    values = {key: bytes([i]) * 90_000 for i, key in enumerate(keys)}  # 3.6 MB in all
+    with serve(tmp_path / "data", limits=limits) as served, \
+            NodeClient(served.address, timeout=WAIT, limits=limits) as client:
+        commit_values(client, b"t", dict(list(values.items())[:10]))
+        commit_values(client, b"t", dict(list(values.items())[10:20]))
+        commit_values(client, b"t", dict(list(values.items())[20:30]))
+        commit_values(client, b"t", dict(list(values.items())[30:]))
+        at = client.timestamps(1)
+        fetched: list[int] = []
+        store = served.service._backend.ctx.store
+        read_rows = store.read_rows
+
+        def counting(reads: Sequence[RowRead]) -> list[list[Cell]]:
+            rows = read_rows(reads)
+            fetched.append(sum([len(c.value) for row in rows for c in row
+                                if c.column.startswith(b"d")]))
+            return rows
+
+        store.read_rows = counting  # type: ignore[method-assign]
+        result = served.service._backend.read(b"t", at, keys, budget=budget)
+        assert list(result.values) == keys[:len(result.values)]  # a prefix, in request order
+        assert 0 < len(result.values) < len(keys)
+        assert sum(fetched) <= budget + limits.max_value_bytes, fetched
+        # A batch: its reads stop once the reply holds about the message limit.
+        fetched.clear()
+        with grpc.insecure_channel(served.address, options=[
+                ("grpc.max_receive_message_length", 4 << 20)]) as ch:
+            reply = send(ch, "unary", node_pb2.BatchRequest(commands=[
+                step_read_command(b"t", at, [key]) for key in keys]))
+        answered = [r for r in reply.results if r.WhichOneof("kind") == "read"]
+        assert 0 < len(answered) < len(keys)
+        for r in reply.results:
+            if r.WhichOneof("kind") != "read":
+                must_fail(r, Code.RESOURCE_EXHAUSTED)
+        assert sum([r.ByteSize() for r in reply.results]) <= limits.max_message_bytes
+        assert sum(fetched) <= limits.max_message_bytes + limits.max_value_bytes, fetched
+        store.read_rows = read_rows  # type: ignore[method-assign]
+        # The client reads everything: the rest again at the same start_ts, or alone.
+        assert client.read(b"t", at, keys).values == values
+
+        def reader(key: tuple[bytes, bytes]) -> Callable[[], bytes | None]:
+            return lambda: client.read(b"t", at, [key]).values[key]
+
+        before = len(served.service.batches)
+        results = hold_first_then(served, client, lambda: client.timestamps(1),
+                                  {str(i): reader(key) for i, key in enumerate(keys)})
+        assert [results[str(i)] for i in range(len(keys))] == list(values.values())
+        _, shared, *alone = served.service.batches[before:]
+        assert len(shared) == len(keys) and alone and all(len(b) == 1 for b in alone)
+
+
 MIB = 1 << 20
 
 
@@ -732,6 +793,28 @@ def test_a_row_larger_than_a_message_is_scanned(tmp_path: Path) -> None:
         assert chunk.resume is None
         assert {(row, column): value for row, column, value in embedded.begin().scan()} == \
             values
+
+
+def test_a_scan_reads_the_cells_it_settles_within_its_budget(tmp_path: Path) -> None:
+    """Locks weigh nothing while a scan walks its rows, so one chunk may meet many of a
+    decided transaction's locks: the cells it settles are read within what is left of
+    its byte budget, the rest listed unread (six locked values of 1 MiB, a 1 MiB budget:
+    once every one of them was gathered into a chunk twice the reply's budget)."""
+    limits = Limits(max_message_bytes=4 * MIB, max_value_bytes=MIB)
+    big = {(b"r%d" % i, b"c"): bytes([65 + i]) * MIB for i in range(6)}
+    store = LocalStore(tmp_path / "embedded", limits=limits)
+    with Client(LocalBackend(store, Oracle(store)), table=b"t") as embedded:
+        backend = embedded.backend
+        txn = new_txn(backend, b"t", {(b"a", b"c"): b"p", **big})
+        must_prewrite(backend, txn)
+        must_commit(backend, txn, keys=[])  # the primary only: the secondaries stay locked
+        chunk = backend.scan(TxnScan(b"t", embedded.timestamp(), None, None, None, False, 10))
+        assert chunk.resume is None and chunk.locked == []
+        assert [(r, c) for r, c, _ in chunk.cells] == [(b"a", b"c"), (b"r0", b"c")]
+        assert list(chunk.unread) == sorted(big)[1:]
+        assert sum([len(v) for _, _, v in chunk.cells]) <= limits.max_message_bytes // 4 + 1
+        assert {(r, c): v for r, c, v in embedded.begin().scan()} == {(b"a", b"c"): b"p",
+                                                                      **big}
 
 
 # --- NodeClient: streams and calls -----------------------------------------------------------
@@ -954,12 +1037,13 @@ def test_node_stop_ends_busy_streams_between_batches(tmp_path: Path,
     """Clients commit while the node stops: stop does not wait out the grace period, and no
     batch is half-executed -- every commit acknowledged is stored, and every commit that
     failed left nothing (its batch was not executed: the stream ended before it)."""
-    node = Node(tmp_path / "data", "127.0.0.1:0", max_workers=8).start()
+    node = Node(tmp_path / "data", "127.0.0.1:0", max_workers=10).start()
     executed: list[list[tuple[bytes, bytes]]] = []  # the rows of every batch run
     execute = node.batches.execute
 
-    def recording(request: node_pb2.BatchRequest, *, known: bool = False) -> bytes:
-        reply = execute(request, known=known)
+    def recording(request: node_pb2.BatchRequest, *, known: bool = False,
+                  role: Role = Role.ADMIN) -> bytes:
+        reply = execute(request, known=known, role=role)
         executed.append([(c.one_phase.rows[0].row, c.one_phase.rows[0].cells[0].value)
                          for c in request.commands if c.WhichOneof("kind") == "one_phase"])
         return reply

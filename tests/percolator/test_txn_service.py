@@ -369,8 +369,8 @@ def test_reflection_serves_the_service_with_its_comments_and_health_says_serving
 
 def test_a_stream_answers_in_order_survives_bad_requests_and_is_admitted_up_to_its_limit(
         tmp_path: Path) -> None:
-    with Node(tmp_path / "n", "127.0.0.1:0", max_workers=8) as node, \
-            grpc.insecure_channel(node.address) as channel:  # one stream slot (8 // 8)
+    with Node(tmp_path / "n", "127.0.0.1:0", max_workers=10) as node, \
+            grpc.insecure_channel(node.address) as channel:  # one stream slot (stream_shares)
         raw = channel.stream_stream("/percolator.v1.Transactions/Stream")
         sent: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         replies = raw(iter(sent.get, None), timeout=60)

@@ -56,8 +56,10 @@ CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class ServiceClient:
-    def __init__(self, address: str, *, timeout: float = 30.0, stream: bool = False) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, *, timeout: float = 30.0, stream: bool = False,
+                 channel: grpc.Channel | None = None) -> None:
+        """``channel``: one to use (and close) instead of a plain one to ``address``."""
+        self.channel = grpc.insecure_channel(address) if channel is None else channel
         self.stub = transactions_pb2_grpc.TransactionsStub(  # type: ignore[no-untyped-call]
             self.channel)
         self.timeout = timeout

@@ -1,11 +1,13 @@
 """Run the demo cluster of docker-compose.yml as local processes.
 
-`percolator cluster` starts the node, then the workers, then each one-shot service in
-order (load, verify), all on 127.0.0.1; prints where the node listens; with
-``--keep-running`` it then serves until Ctrl-C, otherwise it stops everything once the
-one-shots are done and exits with the first non-zero status among them.  It starts on
-a new or empty data directory; on one that holds data only with ``--reuse`` (the
-loader then loads on top of it).
+`percolator cluster` runs the services in the order of the topology: the dev secrets,
+the node, the workers, then each one-shot in turn (load, verify), all on 127.0.0.1,
+with TLS and tokens as in docker-compose.yml (the secrets live in ``DATA_DIR/secrets``);
+prints where the node listens; with ``--keep-running`` it then serves until Ctrl-C,
+otherwise it stops everything once the one-shots are done and exits with the first
+non-zero status among them.  It starts on a new or empty data directory; on one that
+holds data only with ``--reuse`` (the loader then loads on top of it, and the secrets
+made at the first start are kept).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from percolator.cli import CommandError
 
-from ..cluster import DEMO_PAPERS, TOPOLOGY, Service
+from ..cluster import DEMO_PAPERS, NODE, TOPOLOGY, Service
 
 log = logging.getLogger(__name__)
 
@@ -82,36 +84,39 @@ def _start_node(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
 
 def run(args: argparse.Namespace) -> int:
     root = data_root(args.data_dir, args.reuse)
-    values = {"data": str(root), "listen": "127.0.0.1:0", "node": ""}
-    running: list[subprocess.Popen[str]] = []
+    values = {"data": str(root), "listen": "127.0.0.1:0", "node": "",
+              "secrets": str(root / "secrets"), "host": "127.0.0.1"}
+    node: subprocess.Popen[str] | None = None
+    running: list[subprocess.Popen[str]] = []  # workers
     status = 0
     try:
-        node, address = _start_node(_command(TOPOLOGY[0], values, args.papers, args.log_level))
-        running.append(node)
-        values["node"] = address
-        print(f"percolator cluster: node listening on {address}", flush=True)
-        for s in TOPOLOGY[1:]:
+        for s in TOPOLOGY:
             argv = _command(s, values, args.papers, args.log_level)
-            if not s.oneshot:
+            if s.name == NODE:
+                node, address = _start_node(argv)
+                values["node"] = address
+                print(f"percolator cluster: node listening on {address}", flush=True)
+            elif not s.oneshot:
                 for i in range(s.replicas):
                     running.append(subprocess.Popen(argv, text=True))
                     print(f"percolator cluster: started {s.name} {i + 1}/{s.replicas}",
                           flush=True)
-                continue
-            print(f"percolator cluster: running {s.name}: {' '.join(argv[5:])}", flush=True)
-            code = subprocess.run(argv, timeout=_ONESHOT_TIMEOUT).returncode
-            if code != 0:
-                log.error("%s exited with status %d; stopping the cluster", s.name, code)
-                status = status or code
-                break
-        if args.keep_running and status == 0:
+            else:
+                print(f"percolator cluster: running {s.name}: {' '.join(argv[5:])}",
+                      flush=True)
+                code = subprocess.run(argv, timeout=_ONESHOT_TIMEOUT).returncode
+                if code != 0:
+                    log.error("%s exited with status %d; stopping the cluster", s.name, code)
+                    status = status or code
+                    break
+        if args.keep_running and status == 0 and node is not None:
             print("percolator cluster: up; Ctrl-C to stop", flush=True)
             node.wait()
     except KeyboardInterrupt:
         pass
     finally:
         # Workers first (they finish in-flight work against a live node), then the node.
-        for group in (running[1:], running[:1]):
+        for group in (running, [node] if node is not None else []):
             for proc in group:
                 if proc.poll() is None:
                     proc.terminate()

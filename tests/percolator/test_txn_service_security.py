@@ -1,0 +1,268 @@
+"""The Transactions service behind the guard (issue 16): tokens, roles, TLS, reply budgets.
+
+Callers use the service's contract only (``txn_service_client``), over channels that
+carry a token (``connect_channel``).  Nodes are real, in-process on 127.0.0.1 port 0,
+with a token table; one is a ``percolator serve`` process, whose memory is read from
+/proc during the attack on the reply budget.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bigtable_lite import DEFAULT_LIMITS
+from bigtable_lite.auth import Role, TokenTable
+from bigtable_lite.credentials import ServerTLS, connect_channel
+from bigtable_lite.server import ServerPolicy
+from percolator import Client
+from percolator._txn_service import ROLES, SERVICE_NAME
+from percolator.node import Node
+from percolator.v1 import node_pb2
+from percolator.v1 import transactions_pb2 as pb
+from tests.certs import CA
+from tests.procs import ServerProcess
+
+from .txn_service_client import ServiceClient, ServiceError
+
+WAIT = 30.0
+MiB = 1 << 20
+Code = grpc.StatusCode
+TOKENS = {role: f"{role.label}-token-{os.urandom(8).hex()}" for role in Role}
+CELL = (b"acct", b"balance")
+
+
+OTHER_WRITER = f"write-token-{os.urandom(8).hex()}"
+"""A second caller with the write role."""
+
+
+def token_policy(**kwargs: object) -> ServerPolicy:
+    tokens = {t: role for role, t in TOKENS.items()} | {OTHER_WRITER: Role.WRITE}
+    return ServerPolicy(tokens=TokenTable(tokens), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(),
+              txn_lock_wait=0.3) as n:
+        yield n
+
+
+def service(address: str, role: Role | None, *, stream: bool = False,
+            token: str | None = None, **tls: Path) -> ServiceClient:
+    token = token or (None if role is None else TOKENS[role])
+    channel = connect_channel(address, token=token, **tls)  # type: ignore[arg-type]
+    return ServiceClient(address, timeout=WAIT, stream=stream, channel=channel)
+
+
+def native(node: Node, role: Role) -> Client:
+    return Client.connect(node.address, token=TOKENS[role], timeout=WAIT)
+
+
+def must_fail(code: grpc.StatusCode, fn: object, *args: object) -> ServiceError:
+    assert callable(fn)
+    with pytest.raises(ServiceError) as info:
+        fn(*args)
+    assert info.value.code == code, info.value
+    return info.value
+
+
+def test_every_method_has_a_declared_role() -> None:
+    """Commit alone writes; a method the contract adds without a role here is admin-only
+    (the guard's default), so the service's own check keeps this list complete."""
+    methods = set(pb.DESCRIPTOR.services_by_name["Transactions"].methods_by_name)
+    assert set(ROLES) == methods
+    assert {m for m, role in ROLES.items() if role > Role.READ} == {"Commit"}
+
+
+def test_without_a_valid_token_every_method_is_unauthenticated(node: Node) -> None:
+    requests = {"Begin": pb.TxnBeginRequest(), "Get": pb.TxnGetRequest(txn_id=1),
+                "BatchGet": pb.TxnBatchGetRequest(txn_id=1),
+                "Scan": pb.TxnScanRequest(txn_id=1), "Commit": pb.TxnCommitRequest(txn_id=1),
+                "Rollback": pb.TxnRollbackRequest(txn_id=1)}
+    assert set(requests) | {"Stream"} == set(ROLES)
+    for token in (None, "not-a-token-of-this-node-at-all"):
+        with connect_channel(node.address, token=token) as channel:
+            for method, request in requests.items():
+                call = channel.unary_unary(f"/{SERVICE_NAME}/{method}")
+                with pytest.raises(grpc.RpcError) as info:
+                    call(request.SerializeToString(), timeout=WAIT)
+                assert info.value.code() == Code.UNAUTHENTICATED, (method, info.value)
+            stream = channel.stream_stream(f"/{SERVICE_NAME}/Stream")
+            begin = pb.TxnStreamRequest(begin=pb.TxnBeginRequest()).SerializeToString()
+            with pytest.raises(grpc.RpcError) as info:
+                list(stream(iter([begin]), timeout=WAIT))
+            assert info.value.code() == Code.UNAUTHENTICATED
+    assert node.transactions.sessions.open == 0, "nothing was begun"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_a_read_token_reads_and_ends_its_transactions_but_cannot_commit(
+        node: Node, stream: bool) -> None:
+    with native(node, Role.WRITE) as writer:
+        with writer.transaction() as txn:
+            txn.set(*CELL, b"100")
+    with service(node.address, Role.READ, stream=stream) as reader:
+        held = reader.begin([CELL])
+        assert held.values == {CELL: b"100"}
+        assert held.get(*CELL) == b"100"
+        assert held.batch_get([CELL]) == {CELL: b"100"}
+        assert list(held.scan()) == [(*CELL, b"100")]
+        held.set(*CELL, b"1000000")
+        refused = must_fail(Code.PERMISSION_DENIED, held.commit)
+        assert "Commit needs the write role" in refused.details
+        assert held.get(*CELL) == b"100", "the refused commit changed nothing, the stream goes on"
+        held.rollback()
+        assert node.transactions.sessions.open == 0
+    with native(node, Role.READ) as check:
+        assert check.begin().get(*CELL) == b"100"
+    with service(node.address, Role.WRITE, stream=stream) as writer_svc:
+        held = writer_svc.begin([CELL])
+        held.set(*CELL, b"90")
+        assert held.commit() > held.txn_id
+    with native(node, Role.READ) as check:
+        assert check.begin().get(*CELL) == b"90"
+
+
+def test_a_stream_checks_each_request_against_the_callers_role(node: Node) -> None:
+    """A Commit on a reader's stream is answered PERMISSION_DENIED as that request's
+    result, in order, between answered reads: the stream is neither ended nor trusted."""
+    with connect_channel(node.address, token=TOKENS[Role.READ]) as channel:
+        sent: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        replies = channel.stream_stream(f"/{SERVICE_NAME}/Stream")(iter(sent.get, None),
+                                                                  timeout=WAIT)
+
+        def ask(request: pb.TxnStreamRequest) -> pb.TxnStreamResponse:
+            sent.put(request.SerializeToString())
+            return pb.TxnStreamResponse.FromString(next(replies))
+
+        begun = ask(pb.TxnStreamRequest(begin=pb.TxnBeginRequest()))
+        txn_id = begun.begin.txn_id
+        assert txn_id > 0
+        commit = ask(pb.TxnStreamRequest(commit=pb.TxnCommitRequest(
+            txn_id=txn_id, writes=[pb.TxnWrite(row=CELL[0], column=CELL[1], value=b"x")])))
+        assert commit.WhichOneof("result") == "error"
+        assert commit.error.code == Code.PERMISSION_DENIED.value[0]
+        got = ask(pb.TxnStreamRequest(get=pb.TxnGetRequest(txn_id=txn_id, row=CELL[0],
+                                                          column=CELL[1])))
+        assert got.WhichOneof("result") == "get" and not got.get.value.found
+        ended = ask(pb.TxnStreamRequest(rollback=pb.TxnRollbackRequest(txn_id=txn_id)))
+        assert ended.WhichOneof("result") == "rollback"
+        sent.put(None)
+        assert list(replies) == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_a_transaction_is_its_callers_alone(node: Node, stream: bool) -> None:
+    """Ids are timestamps, easy to guess: another caller's calls on an open transaction
+    are answered NOT_FOUND, as for an id the node does not hold -- a reader cannot end
+    or hold up a writer's transaction, another writer cannot commit into it or decide
+    it -- and the owner's transaction is untouched and commits."""
+    with service(node.address, Role.WRITE) as owner:
+        txn = owner.begin([CELL])
+        txn.set(*CELL, b"mine")
+        with service(node.address, Role.READ, stream=stream) as reader, \
+                service(node.address, None, token=OTHER_WRITER, stream=stream) as writer:
+            for caller in (reader, writer):
+                must_fail(Code.NOT_FOUND, caller.call, "Get", pb.TxnGetRequest(
+                    txn_id=txn.txn_id, row=CELL[0], column=CELL[1]))
+                must_fail(Code.NOT_FOUND, caller.call, "BatchGet", pb.TxnBatchGetRequest(
+                    txn_id=txn.txn_id, cells=[node_pb2.Key(row=CELL[0], column=CELL[1])]))
+                must_fail(Code.NOT_FOUND, caller.call, "Scan",
+                          pb.TxnScanRequest(txn_id=txn.txn_id))
+                must_fail(Code.NOT_FOUND, caller.call, "Rollback",
+                          pb.TxnRollbackRequest(txn_id=txn.txn_id))
+            forged = pb.TxnCommitRequest(txn_id=txn.txn_id, writes=[
+                pb.TxnWrite(row=CELL[0], column=CELL[1], value=b"theirs")])
+            must_fail(Code.NOT_FOUND, writer.call, "Commit", forged)
+        assert node.transactions.sessions.open == 1
+        committed = txn.commit()
+    with native(node, Role.READ) as check:
+        reader_txn = check.begin()
+        assert reader_txn.get(*CELL) == b"mine" and reader_txn.start_ts > committed
+
+
+def test_transactions_over_tls_and_mutual_tls(tmp_path: Path) -> None:
+    """The service speaks TLS on the node's port like every other: a caller trusting the
+    node's CA commits; a plain-text caller gets no answer; with mutual TLS a caller
+    without a client certificate is refused in the handshake."""
+    ca, clients = CA("node CA"), CA("client CA")
+    cert, key = ca.issue("node", server=True).write(tmp_path, "node")
+    ca_file = ca.write(tmp_path / "ca.pem")
+    client_cert, client_key = clients.issue("caller", server=False).write(tmp_path, "caller")
+    tls = ServerTLS(cert, key, clients.write(tmp_path / "clients.pem"))
+    with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(tls=tls)) as node:
+        with service(node.address, Role.WRITE, tls_ca=ca_file, tls_cert=client_cert,
+                     tls_key=client_key) as caller:
+            txn = caller.begin()
+            txn.set(*CELL, b"7")
+            committed = txn.commit()
+            assert caller.begin([CELL]).values == {CELL: b"7"}
+        with ServiceClient(node.address, timeout=5) as plain:
+            assert must_fail(Code.UNAVAILABLE, plain.begin).code == Code.UNAVAILABLE
+        with service(node.address, Role.WRITE, tls_ca=ca_file) as no_cert:
+            must_fail(Code.UNAVAILABLE, no_cert.begin)
+        with Client.connect(node.address, token=TOKENS[Role.READ], tls_ca=ca_file,
+                            tls_cert=client_cert, tls_key=client_key, timeout=WAIT) as check:
+            reader = check.begin()
+            assert reader.get(*CELL) == b"7" and reader.start_ts > committed
+
+
+def test_a_batch_get_gathers_values_only_up_to_the_reply_budget(node: Node,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """Forty cells of 1 MiB named in one BatchGet (and Begin): refused RESOURCE_EXHAUSTED
+    after reading about a reply's budget (a quarter of the message limit) plus one value,
+    not all 40 MiB; the cells are read in smaller calls."""
+    keys = [(b"r%02d" % i, b"c") for i in range(40)]
+    with native(node, Role.WRITE) as writer:
+        for start in range(0, 40, 8):
+            with writer.transaction() as txn:
+                for key in keys[start:start + 8]:
+                    txn.set(*key, os.urandom(MiB))
+    gathered: list[int] = []
+    read = node.backend.read
+
+    def counting(*args: object, **kwargs: object) -> object:
+        result = read(*args, **kwargs)  # type: ignore[arg-type]
+        gathered.append(sum([len(v or b"") for v in result.values.values()]))
+        return result
+
+    monkeypatch.setattr(node.backend, "read", counting)
+    budget = DEFAULT_LIMITS.max_message_bytes // 4
+    with service(node.address, Role.READ) as reader:
+        for attempt in (lambda: reader.begin(keys), lambda: reader.begin().batch_get(keys)):
+            gathered.clear()
+            refused = must_fail(Code.RESOURCE_EXHAUSTED, attempt)
+            assert "a reply may carry" in refused.details
+            assert 0 < sum(gathered) <= budget + DEFAULT_LIMITS.max_value_bytes, gathered
+        held = reader.begin()
+        assert all(len(held.batch_get(keys[i:i + 3])) == len(keys[i:i + 3])  # a 4 MiB channel
+                   for i in range(0, 40, 3))
+
+
+def test_a_batch_get_naming_one_large_cell_1000_times_is_refused_in_bounded_memory(
+        tmp_path: Path) -> None:
+    """The issue's 1,500 reads of a 1 MiB cell, through the Transactions service (1,000
+    names a call): one read of the cell, and the reply refused before it holds a
+    gigabyte of copies (the node's memory measured during the attack)."""
+    with ServerProcess(tmp_path / "data") as server:
+        with Client.connect(server.address, timeout=WAIT) as client:
+            with client.transaction() as txn:
+                txn.set(*CELL, os.urandom(MiB))
+        cells = [node_pb2.Key(row=CELL[0], column=CELL[1])] * 1000
+        before = server.peak_rss_bytes()
+        with ServiceClient(server.address, timeout=WAIT) as caller:
+            held = caller.begin()
+            for request in (lambda: caller.call("Begin", pb.TxnBeginRequest(reads=cells)),
+                            lambda: caller.call("BatchGet", pb.TxnBatchGetRequest(
+                                txn_id=held.txn_id, cells=cells))):
+                must_fail(Code.RESOURCE_EXHAUSTED, request)
+            assert held.batch_get([CELL] * 3)[CELL] is not None
+        peak = server.peak_rss_bytes()
+        assert peak - before < 300 * MiB, (before, peak)
