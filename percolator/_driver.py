@@ -17,16 +17,18 @@ Why this order:
   write, never after it (a commit cannot be acknowledged and its notifications lost).
   Secondaries that did not fit the commit step are settled through the primary
   (``resolve``), as any reader would roll them forward after a crash.
-* A lost reply of the commit step is not a guess: the driver rolls the primary back if
-  it is still locked (so it can never commit later), then reads its fate.
+* A commit step that fails after it was sent -- any error: a lost reply, a deadline, a
+  broken stream, the step's own error after its commit point -- is not a guess: the
+  driver rolls the primary back if it is still locked (so it can never commit later),
+  then reads its fate, and answers that (or CommitUndetermined if it cannot be read).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from bigtable_lite import Limits, StorageError, Unavailable
+from bigtable_lite import Limits, PermissionDenied, StorageError, Unauthenticated, Unavailable
 
 from . import failpoints
 from ._backend import (
@@ -150,10 +152,12 @@ def commit(s: TxnContext, start_ts: int, writes: Writes, weak: set[Key]) -> int:
 def _one_phase(s: TxnContext, start_ts: int, parts: list[Part], weak: list[Key]) -> int:
     try:
         outcome = s.backend.commit_one_phase(OnePhaseRequest(s.table, start_ts, parts, weak))
-    except Unavailable as exc:
+    except Exception as exc:
         if not parts:
-            raise CommitUndetermined(f"notifications of transaction {start_ts} were sent but"
-                                     f" their outcome is unknown: {exc}") from exc
+            if isinstance(exc, Unavailable):
+                raise CommitUndetermined(f"notifications of transaction {start_ts} were sent"
+                                         f" but their outcome is unknown: {exc}") from exc
+            raise
         outcome = _learn_outcome(s, start_ts, primary_of(parts), keys_of(parts), exc)
     if isinstance(outcome, Conflict):
         raise _conflict_error(start_ts, outcome)
@@ -169,10 +173,10 @@ def _commit(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
             weak: list[Key]) -> int:
     """The commit step; then the secondaries it did not carry, through the primary."""
     others = [k for k in keys if k != primary]
-    first, rest = _fit(others, s.limits)
+    first, rest = _fit(others, weak, s.limits)
     try:
         outcome = s.backend.commit(CommitRequest(s.table, start_ts, primary, first, weak))
-    except Unavailable as exc:
+    except Exception as exc:
         outcome = _learn_outcome(s, start_ts, primary, keys, exc)
     if not outcome.committed:
         prow, pcol = primary
@@ -184,34 +188,71 @@ def _commit(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
     return outcome.commit_ts
 
 
-def _fit(keys: list[Key], limits: Limits) -> tuple[list[Key], list[Key]]:
-    """The secondaries one commit step carries (as many keys as a store call has rows)."""
-    return keys[:limits.max_batch_rows], keys[limits.max_batch_rows:]
+def _key_chunks(keys: Sequence[Key], limits: Limits, max_keys: int, spent: int = 0
+                ) -> Iterator[list[Key]]:
+    """``keys`` in slices of at most ``max_keys`` keys and of a step call's bytes (less
+    ``spent`` in the first), so a request naming them always fits a message."""
+    max_bytes = _bytes_per_call(limits)
+    chunk: list[Key] = []
+    size = spent
+    for key in keys:
+        weight = len(key[0]) + len(key[1]) + 16
+        if chunk and (len(chunk) >= max_keys or size + weight > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(key)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _fit(keys: list[Key], weak: Sequence[Key], limits: Limits
+         ) -> tuple[list[Key], list[Key]]:
+    """The secondaries one commit step carries (as many keys as a store call has rows,
+    within a call's bytes beside the notifications it carries too), and the rest."""
+    spent = sum(len(row) + len(column) + 16 for row, column in weak)
+    first = next(_key_chunks(keys, limits, limits.max_batch_rows, spent), [])
+    return first, keys[len(first):]
 
 
 def _settle(s: TxnContext, start_ts: int, keys: list[Key]) -> None:
     """Roll the remaining secondaries forward (idempotent; a failure is left to readers)."""
-    step = max(1, s.limits.max_batch_rows // 2)
     try:
-        for i in range(0, len(keys), step):
-            s.backend.resolve(s.table, start_ts, keys[i:i + step])
+        for chunk in _key_chunks(keys, s.limits, max(1, s.limits.max_batch_rows // 2)):
+            s.backend.resolve(s.table, start_ts, chunk)
     except StorageError as exc:
         log.warning("%d secondaries of transaction %d not committed (%s); readers will roll"
                     " them forward", len(keys), start_ts, exc)
 
 
 def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
-                   exc: Unavailable) -> CommitOutcome:
-    """After a lost commit reply: the decided outcome (:func:`decide`).  Raises
-    CommitUndetermined if the store cannot be reached."""
+                   exc: Exception) -> CommitOutcome:
+    """After a commit step sent that failed with ``exc`` -- any error: a lost reply, a
+    deadline, a broken stream, the step's own error after its commit point, the node
+    restarting -- the decided outcome (:func:`decide`), never a guess.  Committed: that
+    is the answer.  Not committed (rolled back now, so it never will): ``exc`` itself,
+    unless it was ``Unavailable`` (then the outcome says so).  Raises CommitUndetermined
+    if the fate cannot be learned.  A command the node refused for the caller's role
+    (PermissionDenied, Unauthenticated: checked before it runs) is that error at once."""
+    if isinstance(exc, (PermissionDenied, Unauthenticated)):
+        raise exc  # the node refused the command before running it: nothing to decide
+    last: Exception = exc
     for attempt in range(5):
         try:
-            return decide(s, start_ts, primary, keys)
-        except Unavailable:
+            outcome = decide(s, start_ts, primary, keys)
+        except Unavailable as again:
+            last = again
             s.clock.sleep(0.05 * (2 ** attempt))
+            continue
+        except Exception as again:
+            last = again
+            break
+        if outcome.committed or isinstance(exc, Unavailable):
+            return outcome
+        raise exc
     raise CommitUndetermined(
         f"commit of transaction {start_ts} was sent but its outcome is unknown: {exc}"
-    ) from exc
+        f" (learning it failed: {last})") from exc
 
 
 def decide(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> CommitOutcome:
@@ -232,10 +273,10 @@ def decide(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> Commi
 def _abort(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> None:
     """Undo a transaction that did not reach its commit point (best effort: TTLs cover
     the rest)."""
-    step = max(1, s.limits.max_batch_rows // 2)
+    chunks = list(_key_chunks(keys, s.limits, max(1, s.limits.max_batch_rows // 2))) or [[]]
     try:
-        for i in range(0, max(1, len(keys)), step):
-            s.backend.rollback(s.table, start_ts, primary, keys[i:i + step])
+        for chunk in chunks:  # the first rolls the primary back, even with no other key
+            s.backend.rollback(s.table, start_ts, primary, chunk)
     except StorageError as exc:
         log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
                     " TTL", start_ts, exc)

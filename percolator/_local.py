@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bigtable_lite import InvalidArgument, LocalStore, TabletStore
+from bigtable_lite import LocalStore, TabletStore
 
 from . import records
 from ._backend import (
@@ -107,14 +107,14 @@ class LocalBackend:
 
     def commit(self, request: CommitRequest) -> CommitOutcome:
         outcome = commit_step.commit(self.ctx, [request])[0]
-        if isinstance(outcome, InvalidArgument):
+        if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
     def commit_many(self, requests: Sequence[CommitRequest]
-                    ) -> list[CommitOutcome | InvalidArgument]:
-        """The commit steps of independent transactions, with one oracle call (a request
-        naming a primary that is not its transaction's gets its own error)."""
+                    ) -> list[CommitOutcome | Exception]:
+        """The commit steps of independent transactions, with one oracle call (each its
+        own outcome or error: ``commit.commit``)."""
         return commit_step.commit(self.ctx, requests)
 
     def commit_one_phase(self, request: OnePhaseRequest) -> CommitOutcome | Conflict:

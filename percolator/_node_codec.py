@@ -110,6 +110,7 @@ def parse_table(table: bytes, limits: Limits) -> bytes:
 def parse_register(msg: pb.RegisterObservedRequest, limits: Limits
                    ) -> tuple[bytes, list[bytes]]:
     _check_table(msg.table, limits)
+    _check_count(len(msg.columns), "columns to register", limits)
     columns = list(msg.columns)
     if not columns:
         raise InvalidArgument("register at least one column")
@@ -132,11 +133,18 @@ def _check_cell(row: bytes, column: bytes, limits: Limits) -> None:
     check_key(column, "column", limits.max_column_bytes - 1)
 
 
+def _check_count(count: int, what: str, limits: Limits) -> None:
+    """At most ``limits.max_batch_rows`` of ``what``, checked before any is looked at:
+    a message of 64 MiB holds millions of tiny entries, and reading them all to refuse
+    them held a server thread for tens of seconds."""
+    if count > limits.max_batch_rows:
+        raise LimitExceeded(f"{what}: {count}; the limit is {limits.max_batch_rows}")
+
+
 def _checked_keys(rows: Sequence[pb.RowColumns], limits: Limits, what: str) -> list[Key]:
+    _check_count(len(rows), f"rows of {what}", limits)
+    _check_count(sum([len(r.columns) for r in rows]), f"cells of {what}", limits)
     keys = key_list(rows)
-    if len(keys) > limits.max_batch_rows:
-        raise LimitExceeded(f"{what} names {len(keys)} cells; the limit is"
-                            f" {limits.max_batch_rows}")
     for row, column in keys:
         _check_cell(row, column, limits)
     return keys
@@ -158,6 +166,8 @@ def _writes_to_pb(parts: Sequence[Part]) -> list[pb.RowWrites]:
 
 def _parts(rows: Sequence[pb.RowWrites], limits: Limits) -> list[Part]:
     """Checked writes as parts of at most CELLS_PER_PART cells (order kept)."""
+    _check_count(len(rows), "rows of writes", limits)
+    _check_count(sum([len(r.cells) for r in rows]), "cells of writes", limits)
     parts: list[Part] = []
     seen: set[Key] = set()
     for r in rows:
@@ -287,6 +297,7 @@ def parse_scan(msg: pb.ScanRequest, limits: Limits) -> ScanRequest:
     for bound in (start, end):
         if bound is not None:  # a resume row may be one byte past the longest row
             check_key(bound, "row bound", limits.max_row_bytes + 1)
+    _check_count(len(msg.columns), "columns of a scan", limits)
     for column in msg.columns:
         check_key(column, "column", limits.max_column_bytes - 1)
     if not 0 < msg.limit <= limits.max_batch_rows:

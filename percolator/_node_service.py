@@ -41,7 +41,7 @@ import grpc
 from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
-from bigtable_lite import InvalidArgument, ReplyTooLarge, RowMutation, wire
+from bigtable_lite import InvalidArgument, LimitExceeded, Limits, ReplyTooLarge, RowMutation, wire
 from bigtable_lite import status as store_status
 from bigtable_lite.auth import Role, role_of
 from bigtable_lite.reflection import source_descriptors
@@ -195,7 +195,8 @@ class NodeService:
                 first += count
 
     def _commit(self, commits: list[tuple[int, CommitRequest]], results: list[bytes]) -> None:
-        """Every commit step at once: one oracle call per MAX_COUNT of them."""
+        """Every commit step at once: one oracle call per MAX_COUNT of them; each command
+        answered with its own transaction's outcome or error."""
         for start in range(0, len(commits), MAX_COUNT):
             group = commits[start:start + MAX_COUNT]
             try:
@@ -205,7 +206,7 @@ class NodeService:
                     results[i] = _failed(exc)
                 continue
             for (i, _), outcome in zip(group, outcomes):
-                results[i] = _failed(outcome) if isinstance(outcome, InvalidArgument) else \
+                results[i] = _failed(outcome) if isinstance(outcome, Exception) else \
                     _result("commit", codec.commit_result(outcome))
 
     def _fit(self, request: pb.BatchRequest, results: list[bytes]) -> None:
@@ -286,7 +287,7 @@ class NodeService:
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            request, known = _parse(raw)
+            request, known = _parse(raw, self._limits)
             return self.execute(request, known=known, role=role_of(context))
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
             _abort(context, exc)
@@ -301,7 +302,7 @@ class NodeService:
         try:
             for raw in requests:
                 try:
-                    request, known = _parse(raw)
+                    request, known = _parse(raw, self._limits)
                     reply = self.execute(request, known=known, role=role)
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
@@ -338,14 +339,21 @@ class NodeService:
 assert set(COMMAND_TAGS) == {f.name for f in pb.Command.DESCRIPTOR.fields}
 
 
-def _parse(raw: bytes) -> tuple[pb.BatchRequest, bool]:
+def _parse(raw: bytes, limits: Limits) -> tuple[pb.BatchRequest, bool]:
     """The request, and whether it carries no field unknown to this node.
+
+    At most ``limits.max_batch_rows`` commands (clients send a few hundred): the message
+    limit alone let one call of a million cheap commands hold a server thread for
+    minutes.
 
     Fast path (any canonical encoding, as ours): with the unknown fields discarded, the
     request serializes to exactly ``raw``'s length (a canonical encoding is never longer
     than another of the same fields) -- else the commands are checked one by one.
     """
     request = pb.BatchRequest.FromString(raw)
+    if len(request.commands) > limits.max_batch_rows:
+        raise LimitExceeded(f"a batch of {len(request.commands)} commands; the limit is"
+                            f" {limits.max_batch_rows}")
     if len(unknown_fields.UnknownFieldSet(request)):
         raise InvalidArgument("request has fields unknown to percolator.v1.BatchRequest")
     request.DiscardUnknownFields()

@@ -175,6 +175,26 @@ class Oracle:
             self._requests += 1
             return ts
 
+    def timestamp_if_ready(self, wait: float) -> int | None:
+        """A timestamp, or None if one needs a new mark persisted or the oracle's lock is
+        not free within ``wait`` seconds.
+
+        Why: a caller holding store row locks (a one-phase commit) must not wait for the
+        oracle: persisting a mark writes the oracle's row, whose store lock may be one the
+        caller holds.  None tells it to release them and take a timestamp first.
+        """
+        if not self._lock.acquire(timeout=wait):
+            return None
+        try:
+            ts = self._next
+            if ts > self._limit:
+                return None
+            self._next = ts + 1
+            self._requests += 1
+            return ts
+        finally:
+            self._lock.release()
+
     def get_timestamps(self, count: int) -> int:
         check_count(count)
         with self._lock:

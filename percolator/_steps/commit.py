@@ -29,6 +29,7 @@ reply) answers its commit.  A request whose primary is not its transaction's pri
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,8 @@ from .notify import entries
 
 if TYPE_CHECKING:
     from .context import StepContext
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CELLS_PER_ROW_MUTATION", "commit", "commit_cells", "read_locks"]
 
@@ -149,11 +152,15 @@ def _mutations(request: CommitRequest, locks: dict[Key, Lock], commit_ts: int,
 
 
 def commit(ctx: StepContext, requests: Sequence[CommitRequest]
-           ) -> list[CommitOutcome | InvalidArgument]:
-    """The commit step of independent transactions (one oracle call for all of them);
-    a request naming a primary that is not its transaction's gets its error."""
+           ) -> list[CommitOutcome | Exception]:
+    """The commit step of independent transactions (one oracle call for all of them).
+
+    Each request gets its own outcome or error (a primary that is not its transaction's:
+    InvalidArgument; its write failing: that error), so one failing transaction never
+    answers for another that committed before it.  An error raised for all of them
+    (before any commit point) committed none of them."""
     locks = [read_locks(ctx, r.table, [r.primary, *r.keys], r.start_ts) for r in requests]
-    outcomes: list[CommitOutcome | InvalidArgument | None] = [None] * len(requests)
+    outcomes: list[CommitOutcome | Exception | None] = [None] * len(requests)
     todo = []
     for i, (request, found) in enumerate(zip(requests, locks)):
         lock = found.get(request.primary)
@@ -169,7 +176,10 @@ def commit(ctx: StepContext, requests: Sequence[CommitRequest]
     if todo:  # commit_ts is the position of the commits' log entries: in flight till written
         with ctx.log.allocate(len(todo)) as first_ts:
             for n, i in enumerate(todo):
-                outcomes[i] = _commit_one(ctx, requests[i], locks[i], first_ts + n)
+                try:
+                    outcomes[i] = _commit_one(ctx, requests[i], locks[i], first_ts + n)
+                except Exception as exc:  # noqa: BLE001 - this transaction's answer alone
+                    outcomes[i] = exc
     return [o if o is not None else NOT_COMMITTED for o in outcomes]
 
 
@@ -187,10 +197,16 @@ def _commit_one(ctx: StepContext, request: CommitRequest, locks: dict[Key, Lock]
         ctx.statuses.remember(request.table, prow, pcol, request.start_ts,
                               TxnStatus(COMMITTED, commit_ts))
         failpoints.hit("commit.after_commit_primary")
-        if not all(result.applied for result in results):  # a cell settled already: the rest
-            settle_in_calls(ctx.store, ctx.limits, batch[1:n], results[1:])
-        if n < len(batch):  # did not fit the commit point's write: in order, in calls
-            settle_in_calls(ctx.store, ctx.limits, batch[n:])
+        try:
+            if not all(result.applied for result in results):  # a cell settled already
+                settle_in_calls(ctx.store, ctx.limits, batch[1:n], results[1:])
+            if n < len(batch):  # did not fit the commit point's write: in order, in calls
+                settle_in_calls(ctx.store, ctx.limits, batch[n:])
+        except Exception as exc:  # noqa: BLE001 - committed: its answer, whatever the rest did
+            # Past the commit point the transaction is committed, and must be answered so;
+            # the secondaries left locked are rolled forward by whoever meets them.
+            log.warning("secondaries of transaction %d (committed at %d) left locked (%r);"
+                        " readers roll them forward", request.start_ts, commit_ts, exc)
     finally:
         ctx.log.written(request.table, batch[1:1 + logged])
     failpoints.hit("commit.after_commit_secondary")

@@ -9,7 +9,7 @@ from typing import Protocol
 from bigtable_lite import Limits, MutationResult, RowMutation, TabletStore
 
 from ..clock import Clock
-from ..oracle import TimestampSource
+from ..oracle import Oracle
 from .check_txn_status import StatusCache
 from .notify import NotifyLog, ObservedColumns
 from .one_phase import CommitLatches
@@ -34,7 +34,7 @@ class StepStore(TabletStore, Protocol):
 class StepContext:
     # The data, already validated at the entry (requests are well-formed by construction).
     store: StepStore
-    oracle: TimestampSource
+    oracle: Oracle
     # Judges lock expiry: a lock's TTL becomes an expiry on this clock when it is written.
     clock: Clock
     limits: Limits

@@ -1,20 +1,32 @@
 """One-phase commit: prewrite and commit in one atomic write (TiKV's 1PC).
 
 When every cell of a transaction lives in one store (today always), nothing needs a
-lock that outlives the step: under the rows' locks (``mutate_atomic``), every cell is
-checked as a prewrite would check it -- no write record after start_ts, an empty lock
-slot, and on the primary (the first cell) no rollback marker at start_ts (a client
-that lost the reply seals it: a delayed request then fails) -- then commit_ts is
-taken, and the write records, long values and notifications go to the store in one
-WriteBatch; or, if any check fails, nothing.  A lock in the way is handed to
-``resolve_lock`` and the commit tried again (a few times); a live one is a conflict.
+lock that outlives the step: its rows are latched, then under the rows' locks
+(``mutate_atomic``) every cell is checked as a prewrite would check it -- no write
+record after start_ts, an empty lock slot, and on the primary (the first cell) no
+rollback marker at start_ts (a client that lost the reply seals it: a delayed request
+then fails) -- commit_ts is taken, and the write records, long values and notifications
+go to the store in one WriteBatch; or, if any check fails, nothing.  A lock in the way
+is handed to ``resolve_lock`` and the commit tried again (a few times); a live one is a
+conflict.
+
+Why commit_ts is taken under the rows' locks only if the oracle is ready: the oracle
+persists its high-water mark with a store write of its own row, under the oracle's
+lock, and the store's row locks are stripes; a commit waiting for the oracle while
+holding its rows' stripes would deadlock (with itself, or with the thread persisting
+the mark, and with it every timestamp) whenever a row shares the oracle row's stripe.
+So under the locks the step waits at most ``ORACLE_WAIT`` for a timestamp that needs no
+write; otherwise it writes nothing, releases the locks, takes commit_ts, and checks and
+writes again under them.  Both orders are safe (below); taking commit_ts last keeps the
+latches short, which hot rows' readers wait on.
 
 Why a reader cannot miss such a commit: a reader at T > commit_ts took T after
 commit_ts was taken, and the commit's rows are latched (:class:`CommitLatches`) before
 commit_ts is taken and released only after the write; a reader waits for the latches
 of the rows it reads after taking T and before reading, so it reads after the write.
-Why a concurrent two-phase transaction cannot disagree: its prewrite of one of these
-cells takes the same row lock, before the check (which then meets its lock) or after
+Why a concurrent two-phase transaction W cannot disagree: its prewrite of one of these
+cells takes the same row lock, before the check (which then meets its lock: W's
+commit_ts, if W commits, is then checked as a write record after start_ts) or after
 the write (its own check then meets the write record above its start_ts, if it began
 before commit_ts).  Why notifications are right: they are decided after commit_ts was
 taken (``notify``), and their rows are among the rows locked for the write.
@@ -34,7 +46,6 @@ from typing import TYPE_CHECKING
 from bigtable_lite import (
     MAX_TS,
     NOT_ATTEMPTED,
-    InvalidArgument,
     Mutation,
     NoVersionIn,
     Put,
@@ -124,6 +135,16 @@ class CommitLatches:
                 raise Unavailable("timed out waiting for a commit in progress in the range read")
 
 
+ORACLE_WAIT = 0.001
+"""Seconds a commit holding its rows' store locks waits for the oracle's lock (see
+:class:`_OracleBusy`)."""
+
+
+class _OracleBusy(Exception):
+    """commit_ts could not be taken under the rows' store locks (the oracle must persist a
+    mark, or its lock is busy): the step releases them and takes commit_ts first."""
+
+
 class _Undeclared(Exception):
     """A notify row the write must touch was not among its locked rows (a column became
     observed during the step): the step is tried again with it declared."""
@@ -201,14 +222,17 @@ def _attempt(ctx: StepContext, request: OnePhaseRequest, position: int | None
         planned = entries(table, ctx.observed.of(table), keys_of(parts), position, 0, weak)
         declared = {m.row for m in planned}
         checks += [RowMutation(ntable, row, ()) for row in sorted(declared)]
-    held: list[tuple[bytes, bytes]] = []
-    stamp: list[int] = []
-    notes: list[RowMutation] = []
+    stamp: list[int] = []  # commit_ts, once taken
+    notes: list[RowMutation] = []  # the log entries written, once decided
+    held = ctx.latches.hold(table, [row for row, _ in parts])  # before commit_ts
 
     def finish() -> list[RowMutation]:
-        held.extend(ctx.latches.hold(table, [row for row, _ in parts]))  # before commit_ts
-        commit_ts = ctx.oracle.get_timestamp()
-        stamp.append(commit_ts)
+        if not stamp:  # under the rows' locks: only if the oracle needs no write now
+            ts = ctx.oracle.timestamp_if_ready(ORACLE_WAIT)
+            if ts is None:
+                raise _OracleBusy()
+            stamp.append(ts)
+        commit_ts = stamp[0]
         failpoints.hit("commit.before_commit_primary")
         observed = ctx.observed.of(table)  # after commit_ts: see ``notify``
         if position is not None or observed:
@@ -224,10 +248,13 @@ def _attempt(ctx: StepContext, request: OnePhaseRequest, position: int | None
         return out + notes
 
     try:
-        results = ctx.store.mutate_atomic(checks, finish)
+        try:
+            results = ctx.store.mutate_atomic(checks, finish)
+        except _OracleBusy:  # nothing written: take commit_ts first, then check and write
+            stamp.append(ctx.oracle.get_timestamp())
+            results = ctx.store.mutate_atomic(checks, finish)
     finally:
-        if held:
-            ctx.latches.release(held)
+        ctx.latches.release(held)
         if notes:
             ctx.log.written(table, notes)
     if stamp and all(r.applied for r in results):
@@ -257,7 +284,7 @@ def _chained(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcome | Conf
     keys = keys_of(parts)
     try:
         outcome = commit(ctx, [CommitRequest(table, start_ts, primary, keys, weak)])[0]
-        if isinstance(outcome, InvalidArgument):  # never: the prewrite just locked the primary
+        if isinstance(outcome, Exception):  # its write failed (or, never: not its primary)
             raise outcome
         return outcome
     except Exception:

@@ -81,7 +81,7 @@ def prewrite(ctx: StepContext, request: PrewriteRequest) -> Conflict | None:
             return None
         primary_failed = failed[0][0] == 0 and (parts[0][0], parts[0][1][0].column) == primary
         conflict = _retry_or_conflict(ctx, table, parts, failed,
-                                      primary_failed and len(batch) > 1)
+                                      primary_failed and len(failed) < len(batch))
         if conflict is not None:
             break
         todo = [i for i, _ in failed]

@@ -59,8 +59,9 @@ class NodeServicer(object):
         (one oracle call for every timestamp, one for every commit step's commit_ts).  A
         command that fails gets an error result (the status code it would have failed with
         as a call of its own); the others are unaffected.  The call itself fails only when
-        the batch cannot be read (INVALID_ARGUMENT), the node is shutting down
-        (UNAVAILABLE), or on a transport failure.
+        the batch cannot be read or holds more than 10,000 commands (INVALID_ARGUMENT, the
+        latter with the trailer `bigtable-lite-error: LimitExceeded`), the node is shutting
+        down (UNAVAILABLE), or on a transport failure.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -200,3 +200,31 @@ def test_many_threads_get_unique_increasing_timestamps(store: LocalStore) -> Non
     for out in per_thread:
         must_increase(out)
     assert max(everything) == len(everything)  # no gaps within one process lifetime
+
+
+def test_a_timestamp_if_ready_never_persists_nor_waits_long(store: LocalStore) -> None:
+    """What a one-phase commit may ask while holding store row locks (see one_phase)."""
+    oracle = Oracle(store, block_size=2)
+    assert oracle.timestamp_if_ready(0.0) is None  # the first block is not yet persisted
+    first = oracle.get_timestamp()  # persists a mark covering first + 2
+    assert oracle.timestamp_if_ready(0.0) == first + 1
+    assert oracle.timestamp_if_ready(0.0) == first + 2
+    assert oracle.timestamp_if_ready(0.0) is None  # the next needs a new mark
+    assert oracle.get_timestamp() == first + 3  # ...which the plain call persists
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_the_lock() -> None:
+        with oracle._lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold_the_lock)
+    thread.start()
+    try:
+        assert held.wait(10)
+        assert oracle.timestamp_if_ready(0.01) is None  # busy: gives up, does not wait
+    finally:
+        release.set()
+        thread.join(10)
+    assert oracle.timestamp_if_ready(0.0) == first + 4

@@ -1,0 +1,1 @@
+"""Property-based fuzzing of every RPC a `percolator serve` node serves (issue 16)."""
