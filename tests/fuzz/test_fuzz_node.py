@@ -5,11 +5,11 @@ One ``percolator serve`` subprocess (security off, the default) serves the modul
 hypothesis state machine interleaves, step by step:
 
 * **fuzzed calls** to every method the node serves (TabletService, Node ``Batch`` with
-  every command kind and ``BatchStream``, TimestampOracle, Transactions, health,
-  reflection), valid and malformed, built at the wire level (``wire.py``) from names and
-  timestamps the node holds (``pools.py``), each checked against its contract
-  (``calls.check_outcome``: a documented status code, never UNKNOWN or INTERNAL; replies
-  of the right kind);
+  every command kind and ``BatchStream``, TimestampOracle, Transactions,
+  Notifications, health, reflection), valid and malformed, built at the wire level
+  (``wire.py``) from names and timestamps the node holds (``pools.py``), each checked
+  against its contract (``calls.check_outcome``: a documented status code, never UNKNOWN
+  or INTERNAL; replies of the right kind);
 * **the bank's transactions** (``bank.py``): transfers begun in one step and committed in
   a later one (Python client, one- and two-phase; Transactions service), transfers left
   prewritten for the fuzz to commit, roll back, resolve or keep alive, and the owner's
