@@ -361,9 +361,13 @@ class NodeFuzz(RuleBasedStateMachine):
 
 
 def lock_cells(node: NodeUnderFuzz) -> Iterator[tuple[bytes, bytes, bytes, bytes]]:
-    """(table, row, lock column, value) of every lock slot of every table."""
+    """(table, row, lock column, value) of every lock slot of every table that can hold
+    transactions (a side table's cells only look like locks: a registration of column
+    ``lc`` in ``<table>.config`` is stored in column ``lc`` at version 0)."""
     store = node.bank.backend.store
     for table in sorted({t.table for t in store.list_tablets()}):
+        if layout.reserved_table(table) is not None:
+            continue
         for row in store.scan(ScanRequest(table, None, None, (), (layout.LOCK,), ALL_TIME, 0)):
             for cell in row.cells:
                 if cell.ts == layout.LOCK_SLOT_TS:
