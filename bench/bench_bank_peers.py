@@ -45,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from percolator import Client, CommitConflict, Transaction
+from percolator._node_client import Transport
 from tests.percolator.txn_service_client import ServiceClient, ServiceTxn
 from tests.procs import ServerProcess
 
@@ -54,6 +55,11 @@ TOTAL = ACCOUNTS * INITIAL
 COLUMN = b"balance"
 PG_SYNC = {"always": "on", "none": "off"}
 TICK = os.sysconf("SC_CLK_TCK")
+SHAPES = {
+    "transfer": "read two accounts, move 1..10 units (two writes) - the default",
+    "read": "read two accounts (a read-only transaction)",
+    "single": "read one account and write its balance back (a single-row transaction)",
+}
 WAIT = 180.0  # bound on every wait for a process (16 spawned clients start slowly on 2 cores)
 
 
@@ -205,18 +211,23 @@ def pick(rng: random.Random) -> tuple[int, int, int]:
     return a, b, rng.randint(1, 10)
 
 
-def ours_loop(target: str, prefix: str, rng: random.Random,
+def ours_loop(target: tuple[str, Transport, str], prefix: str, rng: random.Random,
               ready: Callable[[], float]) -> tuple[int, int]:
-    """Transfers with the public API only; returns (committed, failed attempts)."""
+    """The shape's transactions with the public API only, over the given transport;
+    returns (committed, failed attempts)."""
     attempts = 0
-    with Client.connect(target) as client:
+    address, transport, shape = target
+    with Client.connect(address, transport=transport) as client:
         def transfer(txn: Transaction, a: int, b: int, amount: int) -> None:
             nonlocal attempts
             attempts += 1
             ka, kb = row(prefix, a), row(prefix, b)
+            if shape == "single":  # one row read and written back
+                txn.set(ka, COLUMN, b"%d" % int(txn.get(ka, COLUMN) or 0))
+                return
             got = txn.get_many([(ka, COLUMN), (kb, COLUMN)])
             va, vb = int(got[(ka, COLUMN)] or 0), int(got[(kb, COLUMN)] or 0)
-            if va >= amount:
+            if va >= amount and shape == "transfer":
                 txn.set(ka, COLUMN, b"%d" % (va - amount))
                 txn.set(kb, COLUMN, b"%d" % (vb + amount))
 
@@ -259,13 +270,15 @@ def service_loop(target: tuple[str, bool], prefix: str, rng: random.Random,
     return committed, attempts - committed
 
 
-def postgres_loop(target: dict[str, Any], prefix: str, rng: random.Random,
+def postgres_loop(target: tuple[dict[str, Any], str], prefix: str, rng: random.Random,
                   ready: Callable[[], float]) -> tuple[int, int]:
-    """The same transfers over psycopg at REPEATABLE READ; updates in id order (no deadlocks)."""
+    """The same transactions over psycopg at REPEATABLE READ; updates in id order (no
+    deadlocks)."""
     import psycopg
     from psycopg.errors import DeadlockDetected, SerializationFailure
     retries = 0
-    with psycopg.connect(**target) as conn:
+    conninfo, shape = target
+    with psycopg.connect(**conninfo) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.execute("SELECT 1")
         conn.commit()
@@ -277,8 +290,13 @@ def postgres_loop(target: dict[str, Any], prefix: str, rng: random.Random,
             while True:
                 try:
                     va = conn.execute(select, (a,)).fetchone()[0]  # type: ignore[index]
+                    if shape == "single":
+                        conn.execute(update, (va, a))
+                        conn.commit()
+                        committed += 1
+                        break
                     vb = conn.execute(select, (b,)).fetchone()[0]  # type: ignore[index]
-                    if va >= amount:
+                    if va >= amount and shape == "transfer":
                         for key, value in sorted([(a, va - amount), (b, vb + amount)]):
                             conn.execute(update, (value, key))
                     conn.commit()
@@ -362,14 +380,15 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
 
 def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
              connect: str | None, node_pid: int | None, kind: str = "ours",
-             stream: bool = False) -> Run:
+             stream: bool = False, transport: Transport = "native", shape: str = "transfer"
+             ) -> Run:
     """One run on a fresh node (or the running one, on rows of its own); checks the total.
-    ``kind``: the native client ("ours") or the Transactions service ("service", by
-    unary calls or on a ``stream``)."""
-    prefix = f"bank{seed}{kind}"
+    ``kind``: the Python client ("ours", its batches over ``transport``) or the
+    Transactions service ("service", by unary calls or on a ``stream``)."""
+    prefix = f"bank{seed}{kind}{transport}"
 
     def target(address: str) -> Any:
-        return (address, stream) if kind == "service" else address
+        return (address, stream) if kind == "service" else (address, transport, shape)
 
     if connect:
         load_ours(connect, prefix)
@@ -389,9 +408,10 @@ def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
         shutil.rmtree(data, ignore_errors=True)
 
 
-def run_postgres(pg: Postgres, sync: str, processes: int, seconds: float, seed: int) -> Run:
+def run_postgres(pg: Postgres, sync: str, processes: int, seconds: float, seed: int,
+                 shape: str = "transfer") -> Run:
     load_postgres(pg)
-    run = measure("pg", pg.conninfo(sync), pg.pid, processes, seconds, "", seed)
+    run = measure("pg", (pg.conninfo(sync), shape), pg.pid, processes, seconds, "", seed)
     check("PostgreSQL", total_postgres(pg))
     return run
 
@@ -416,25 +436,31 @@ def cpu(runs: list[Run]) -> tuple[float, float]:
 def cpu_line(name: str, runs: list[Run]) -> str:
     server, client = cpu(runs)
     failed = statistics.median(r.failed_share for r in runs)
-    return (f"      {name:10s} CPU ms/txn: server {server:5.2f} + clients {client:5.2f}"
+    return (f"      {name:12s} CPU ms/txn: server {server:5.2f} + clients {client:5.2f}"
             f" = {server + client:5.2f}   failed attempts {failed:5.1%}")
 
 
-def report(label: str, results: dict[int, tuple[list[Run], list[Run], list[Run]]]) -> None:
+Results = dict[int, tuple[dict[str, list[Run]], list[Run], list[Run]]]
+"""Per process count: ours per transport, the service, PostgreSQL."""
+
+
+def report(label: str, results: Results) -> None:
     print(f"\n== {label} ==")
-    print(f"  {'procs':>5}  {'ours transfers/s':>24}  {'PostgreSQL':>24}  "
+    print(f"  {'procs':>5}  {'transport':>9}  {'ours txns/s':>20}  {'PostgreSQL':>20}  "
           f"{'ours/PG (paired range)':>24}  target")
-    for processes, (ours, service, pg) in results.items():
-        line = f"  {processes:5d}  {spread([r.tps for r in ours]):>24}  "
-        if pg:
-            ratios = [o.tps / p.tps for o, p in zip(ours, pg, strict=True)]
-            ratio = statistics.median(r.tps for r in ours) / statistics.median(
-                r.tps for r in pg)
-            goal = 0.8 if processes == 1 else 1.0
-            line += (f"{spread([r.tps for r in pg]):>24}  {ratio:9.2f}x ({min(ratios):.2f}-"
-                     f"{max(ratios):.2f}x)     >= {goal:.1f}x "
-                     f"{'met' if ratio >= goal else 'MISSED'}")
-        print(line)
+    for processes, (by_transport, service, pg) in results.items():
+        ours = next(iter(by_transport.values()))
+        for transport, runs in by_transport.items():
+            line = f"  {processes:5d}  {transport:>9}  {spread([r.tps for r in runs]):>20}  "
+            if pg:
+                ratios = [o.tps / p.tps for o, p in zip(runs, pg, strict=True)]
+                ratio = statistics.median(r.tps for r in runs) / statistics.median(
+                    r.tps for r in pg)
+                goal = 0.8 if processes == 1 else 1.0
+                line += (f"{spread([r.tps for r in pg]):>20}  {ratio:9.2f}x ({min(ratios):.2f}-"
+                         f"{max(ratios):.2f}x)     >= {goal:.1f}x "
+                         f"{'met' if ratio >= goal else 'MISSED'}")
+            print(line)
         if service:
             ratios = [v.tps / o.tps for v, o in zip(service, ours, strict=True)]
             ratio = statistics.median(r.tps for r in service) / statistics.median(
@@ -443,15 +469,17 @@ def report(label: str, results: dict[int, tuple[list[Run], list[Run], list[Run]]
             print(f"         service {spread([r.tps for r in service]):>24}  service/ours"
                   f" {ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)  >= {goal:.2f}x"
                   f" (within 1.2x) {'met' if ratio >= goal else 'MISSED'}")
-        print(cpu_line("ours", ours))
+        for transport, runs in by_transport.items():
+            print(cpu_line(f"ours {transport}", runs))
         if service:
             print(cpu_line("service", service))
         if pg:
             print(cpu_line("PostgreSQL", pg))
-            (o_srv, o_cli), (p_srv, p_cli) = cpu(ours), cpu(pg)
-            print(f"      CPU per transaction, ours/PostgreSQL: "
-                  f"{(o_srv + o_cli) / (p_srv + p_cli):.1f}x (server {o_srv / p_srv:.1f}x,"
-                  f" clients {o_cli / p_cli:.1f}x)")
+            for transport, runs in by_transport.items():
+                (o_srv, o_cli), (p_srv, p_cli) = cpu(runs), cpu(pg)
+                print(f"      CPU per transaction, ours {transport}/PostgreSQL: "
+                      f"{(o_srv + o_cli) / (p_srv + p_cli):.1f}x (server {o_srv / p_srv:.1f}x,"
+                      f" clients {o_cli / p_cli:.1f}x)")
 
 
 def main() -> None:
@@ -467,36 +495,51 @@ def main() -> None:
     parser.add_argument("--service", nargs="?", const="stream", choices=["stream", "unary"],
                         help="also run the transfers through the Transactions service, on a"
                              " Stream call per client (default) or by unary calls")
+    parser.add_argument("--shape", choices=list(SHAPES), default="transfer",
+                        help="; ".join(f"{k}: {v}" for k, v in SHAPES.items()))
+    parser.add_argument("--transport", nargs="+", choices=["native", "grpc"],
+                        default=["native", "grpc"],
+                        help="the Python client's transports to measure, each on a node of"
+                             " its own (default: both; the service's ratio is to the first)")
     args = parser.parse_args()
+    if args.service and args.shape != "transfer":
+        parser.error("--service measures transfers only")
     syncs = ["always", "none"] if args.sync == "both" else [args.sync]
     if args.connect:
         syncs = ["connect"]
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
+    print(f"{args.shape} transactions; {os.cpu_count()} cores, load average"
+          f" {os.getloadavg()[0]:.2f}; "
           f"{args.seconds:g} s per run, {args.reps} reps, processes {args.processes}")
     pg = None if args.skip_postgres or args.connect else start_postgres()
     tmp = Path(tempfile.mkdtemp(prefix="bench-bank-"))
     seed = int(time.time()) % 100_000 * 100
     try:
         for sync in syncs:
-            results: dict[int, tuple[list[Run], list[Run], list[Run]]] = {}
+            results: Results = {}
             for processes in args.processes:
-                ours, service, theirs = results.setdefault(processes, ([], [], []))
+                ours, service, theirs = results.setdefault(
+                    processes, ({t: [] for t in args.transport}, [], []))
                 for rep in range(args.reps):
                     seed += 100
-                    ours.append(run_ours(sync, processes, args.seconds, seed, tmp,
-                                         args.connect, args.node_pid))
+                    for transport in args.transport:
+                        ours[transport].append(run_ours(
+                            sync, processes, args.seconds, seed, tmp, args.connect,
+                            args.node_pid, transport=transport, shape=args.shape))
                     if args.service:
                         service.append(run_ours(sync, processes, args.seconds, seed, tmp,
                                                 args.connect, args.node_pid, "service",
                                                 args.service == "stream"))
                     if pg is not None:
-                        theirs.append(run_postgres(pg, sync, processes, args.seconds, seed))
-                    print(f"  [{sync} x{processes} rep {rep + 1}] ours {ours[-1].tps:,.0f}/s"
+                        theirs.append(run_postgres(pg, sync, processes, args.seconds, seed,
+                                                   args.shape))
+                    print(f"  [{sync} x{processes} rep {rep + 1}] ours "
+                          + ", ".join(f"{t} {runs[-1].tps:,.0f}/s" for t, runs in ours.items())
                           + (f", service {service[-1].tps:,.0f}/s" if args.service else "")
                           + (f", PostgreSQL {theirs[-1].tps:,.0f}/s" if pg else "")
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
             label = (f"ours at {args.connect}" if args.connect else
                      f"ours --sync {sync} vs PostgreSQL synchronous_commit={PG_SYNC[sync]}")
+            label += f"; {args.shape}: {SHAPES[args.shape]}"
             report(label, results)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}; totals conserved in every run")
     finally:

@@ -2,6 +2,9 @@
 
 Usage: python bench/bench_oracle.py [--seconds S] [--process-threads N] [--no-calls]
 
+Rows "native": the timestamps a remote ``Client`` takes, ``get_timestamps`` commands of
+the node client's batches over the node's native transport (percolator/_transport/).
+
 Prints timestamps per second, requests per timestamp and the mean batch size (timestamps
 per request) for: the in-process oracle; 1, 16 and 64 requesting threads in one client
 process; 4 client processes; each over one ``StreamTimestamps`` stream per client (the
@@ -42,7 +45,8 @@ sys.path.insert(0, str(REPO))
 import grpc
 
 from bigtable_lite import LocalStore
-from percolator.oracle import Oracle
+from percolator._node_client import NodeClient
+from percolator.oracle import Oracle, OracleStats
 from percolator.oracle_client import RemoteOracle
 
 TARGET_GRPC_64 = 100_000
@@ -147,11 +151,40 @@ def bench_wake_ring(threads: int, seconds: float, yielding: bool = False) -> Fig
 # --- gRPC, threads in this process ------------------------------------------------------
 
 
-def bench_threads(address: str, threads: int, seconds: float, streams: bool,
+class NativeSource:
+    """Timestamps as ``Client.connect`` takes them: ``get_timestamps`` commands of the node
+    client's batches, over the node's native transport.  ``stats()``: (timestamps,
+    batches), like RemoteOracle's (timestamps, requests)."""
+
+    def __init__(self, address: str) -> None:
+        self._client = NodeClient(address, transport="native")
+
+    def get_timestamp(self) -> int:
+        return self._client.timestamps(1)
+
+    def stats(self) -> OracleStats:
+        return OracleStats(self._client.stats().timestamps_served,
+                           int(self._client.batch_stats()["batches"]))
+
+    def __enter__(self) -> NativeSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
+
+
+def open_source(address: str, how: str) -> RemoteOracle | NativeSource:
+    """``how``: "stream" or "calls" (the oracle's gRPC client), "native"."""
+    if how == "native":
+        return NativeSource(address)
+    return RemoteOracle(address, streams=how == "stream")
+
+
+def bench_threads(address: str, threads: int, seconds: float, how: str,
                   server_cpu: Callable[[], float] = lambda: 0.0) -> Figure:
     """``threads`` threads calling get_timestamp() on one client; counted after a warm-up."""
     stop = threading.Event()
-    with RemoteOracle(address, streams=streams) as client:
+    with open_source(address, how) as client:
         client.get_timestamp()
 
         def run() -> None:
@@ -177,22 +210,22 @@ def bench_threads(address: str, threads: int, seconds: float, streams: bool,
                   after.requests - before.requests, t1 - t0, cpu1 - cpu0, srv1 - srv0)
 
 
-def client_process_main(address: str, threads: int, seconds: float, streams: bool) -> None:
+def client_process_main(address: str, threads: int, seconds: float, how: str) -> None:
     """Child mode: wait for "go" on stdin, measure, print one JSON line."""
-    RemoteOracle(address).close()  # import and connect before the start signal
+    with open_source(address, how) as client:  # import and connect before the start signal
+        client.get_timestamp()
     print("ready", flush=True)
     sys.stdin.readline()
-    f = bench_threads(address, threads, seconds, streams)
+    f = bench_threads(address, threads, seconds, how)
     print(json.dumps({"timestamps": f.timestamps, "rpcs": f.rpcs, "seconds": f.seconds,
                       "cpu": f.cpu_seconds}), flush=True)
 
 
-def bench_processes(address: str, processes: int, threads: int, seconds: float, streams: bool,
+def bench_processes(address: str, processes: int, threads: int, seconds: float, how: str,
                     server_cpu: Callable[[], float]) -> Figure:
     """``processes`` client processes, started together; each measures as bench_threads
     does, and the server's CPU is taken over the same schedule."""
-    command = [sys.executable, __file__, "--client", address, str(threads), str(seconds),
-               "stream" if streams else "calls"]
+    command = [sys.executable, __file__, "--client", address, str(threads), str(seconds), how]
     children = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True) for _ in range(processes)]
     try:
@@ -275,7 +308,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.client:
         client_process_main(args.client[0], int(args.client[1]), float(args.client[2]),
-                            args.client[3] == "stream")
+                            args.client[3])
         return
 
     print(f"timestamp oracle benchmark: {os.cpu_count()} CPUs, Python "
@@ -291,21 +324,22 @@ def main() -> None:
     n = args.process_threads
     server = Server()
     try:
-        for streams in (True, False) if not args.no_calls else (True,):
-            how = "stream" if streams else "calls"
+        for how in ("stream", "native") if args.no_calls else ("stream", "calls", "native"):
+            name = "native" if how == "native" else f"gRPC {how}"
             for threads in (1, 16, 64):
-                figure = bench_threads(server.address, threads, args.seconds, streams,
+                figure = bench_threads(server.address, threads, args.seconds, how,
                                        server.cpu_seconds)
-                print(row(f"gRPC {how}, 1 process x {threads} threads", figure,
+                print(row(f"{name}, 1 process x {threads} threads", figure,
                           TARGET_GRPC_64 if threads == 64 else None), flush=True)
-            figure = bench_processes(server.address, 4, n, args.seconds, streams,
+            figure = bench_processes(server.address, 4, n, args.seconds, how,
                                      server.cpu_seconds)
-            print(row(f"gRPC {how}, 4 processes x {n} threads", figure,
+            print(row(f"{name}, 4 processes x {n} threads", figure,
                       TARGET_GRPC_64 if 4 * n >= 64 else None), flush=True)
     finally:
         server.stop()
-    print("requests/ts: GetTimestamps calls or stream messages per timestamp.  CPU: CPU time"
-          " of the client process(es), of the server, / wall time (100% = one core).")
+    print("requests/ts: GetTimestamps calls, stream messages or native batches per"
+          " timestamp.  CPU: CPU time of the client process(es), of the server, / wall"
+          " time (100% = one core).")
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 
 from bigtable_lite import DEFAULT_LIMITS, LocalStore, Put, RemoteStore, RowMutation, RowRead
+from bigtable_lite._service import TabletService
 from bigtable_lite.auth import Role, TokenTable, bearer
 from bigtable_lite.credentials import ServerTLS, connect_channel
 from bigtable_lite.remote import channel_options
 from bigtable_lite.server import ServerPolicy, build_server, server_options
-from bigtable_lite.service import TabletService
 
 MODES = ("unguarded", "guard", "guard + tokens", "guard + tokens + TLS")
 TOKEN = "bench-token-0123456789abcdef"

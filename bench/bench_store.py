@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 
 from bigtable_lite import LocalStore, NoVersionIn, Put, RemoteStore, RowMutation
-from bigtable_lite.encoding import cell_key
-from bigtable_lite.leveldb import plyvel
+from bigtable_lite._encoding import cell_key
+from bigtable_lite._leveldb import plyvel
 from bigtable_lite.server import build_server
 
 VALUE = b"v" * 32

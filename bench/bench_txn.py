@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bigtable_lite.leveldb import plyvel  # noqa: E402
+from bigtable_lite._leveldb import plyvel  # noqa: E402
 from percolator import Client, CommitConflict, Transaction  # noqa: E402
 from tests.procs import ServerProcess  # noqa: E402
 

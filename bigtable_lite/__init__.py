@@ -11,22 +11,11 @@ environment variable is read once, at import) after importing this package.
 
 from typing import TYPE_CHECKING
 
-from .encoding import MAX_TS
-from .errors import (
-    DataCorruption,
-    InvalidArgument,
-    LimitExceeded,
-    PermissionDenied,
-    ReplyTooLarge,
-    StorageError,
-    StoreClosed,
-    StoreLocked,
-    Unauthenticated,
-    Unavailable,
-    WrongTablet,
-)
-from .local import LocalStore, UncheckedStore
-from .model import (
+from ._datadir import disk_bytes, is_store
+from ._encoding import MAX_TS
+from ._engine import SYNC_MODES, SyncMode
+from ._local import LocalStore, UncheckedStore
+from ._model import (
     ALL_TIME,
     DEFAULT_LIMITS,
     NOT_ATTEMPTED,
@@ -48,20 +37,35 @@ from .model import (
     TimeRange,
     ValuePrefixAt,
     VersionAt,
+    fast_init,
 )
-from .store import StoreOps, TabletStore
+from ._store import StoreOps, TabletStore
+from .errors import (
+    DataCorruption,
+    InvalidArgument,
+    LimitExceeded,
+    PermissionDenied,
+    ReplyTooLarge,
+    StorageError,
+    StoreClosed,
+    StoreLocked,
+    Unauthenticated,
+    Unavailable,
+    WrongTablet,
+)
 
 if TYPE_CHECKING:
     from .remote import RemoteStore
 
 __all__ = [
-    "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "NOT_ATTEMPTED", "Cell", "Condition",
-    "DataCorruption", "DeleteRange", "DeleteVersion", "InvalidArgument",
+    "ALL_TIME", "DEFAULT_LIMITS", "MAX_TS", "NOT_ATTEMPTED", "SYNC_MODES", "SyncMode", "Cell",
+    "Condition", "DataCorruption", "DeleteRange", "DeleteVersion", "InvalidArgument",
     "LimitExceeded", "Limits", "LocalStore", "Mutation", "MutationResult", "NoValuePrefixAt",
     "NoVersionIn", "PermissionDenied", "Put", "RemoteStore", "ReplyTooLarge", "Row",
     "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
     "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unauthenticated", "Unavailable",
-    "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
+    "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet", "disk_bytes", "fast_init",
+    "is_store",
 ]
 
 

@@ -20,8 +20,7 @@ import grpc
 import grpc.experimental  # not imported by `import grpc`; channel_options needs it
 
 from . import wire
-from .errors import LimitExceeded, StorageError, StoreClosed
-from .model import (
+from ._model import (
     DEFAULT_LIMITS,
     Cell,
     Limits,
@@ -32,9 +31,10 @@ from .model import (
     ScanRequest,
     TabletInfo,
 )
-from .service import SERVICE_NAME
+from ._service import SERVICE_NAME
+from ._store import StoreOps
+from .errors import LimitExceeded, StorageError, StoreClosed
 from .status import error_from_rpc, stream_refused
-from .store import StoreOps
 from .v1 import tablet_pb2 as pb
 from .validation import check_batch, check_key, check_reads, check_scan
 

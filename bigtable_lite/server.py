@@ -32,13 +32,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from ._local import LocalStore
+from ._model import Limits
+from ._service import DEFAULT_MAX_REPLY_BYTES, ROLES, SERVICE_NAME, TabletService
 from .auth import Role, TokenTable
 from .credentials import ServerTLS, is_loopback, split_host
 from .guard import Gate, Guard, IdleWatch, StreamPool
-from .local import LocalStore
-from .model import Limits
 from .reflection import SourcePool, source_descriptors
-from .service import DEFAULT_MAX_REPLY_BYTES, ROLES, SERVICE_NAME, TabletService
 
 __all__ = ["DEFAULT_STREAM_IDLE", "HEALTH_STREAMS", "REFLECTION_STREAMS", "InsecureListen",
            "ServerPolicy", "ServiceRegistration", "build_server", "check_exposure",
@@ -178,13 +178,15 @@ def _serve(server: grpc.Server, guard: Guard, registration: ServiceRegistration,
 
 
 def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegistration] = (),
-                 max_workers: int = 32, policy: ServerPolicy = ServerPolicy()
+                 max_workers: int = 32, policy: ServerPolicy = ServerPolicy(),
+                 interceptors: Sequence[grpc.ServerInterceptor] = ()
                  ) -> tuple[grpc.Server, int]:
     """grpc.Server with TabletService for store, the extra services, gRPC health checking
     (all services SERVING) and server reflection (with the contracts' comments), every
     method behind the guard of ``policy`` (``bigtable_lite.guard``); bound to listen
     ("HOST:PORT", port 0 = pick), with TLS if the policy has it; returns (server,
-    bound_port); not yet started.
+    bound_port); not yet started.  ``interceptors`` see every call of every service
+    before its guard (e.g. the node's RPC metrics: refused calls count too).
 
     Health needs no token; reflection needs ``read`` (it lists the services, which is
     little, but its streams hold threads, so strangers get none).
@@ -199,7 +201,7 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
     credentials = policy.tls.credentials() if policy.tls is not None else None
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix="tablet-rpc"),
-                         options=server_options(store.limits))
+                         options=server_options(store.limits), interceptors=list(interceptors))
     guard = Guard(policy.tokens, IdleWatch(policy.stream_idle_timeout))
     limit = store.limits.max_message_bytes
     tablet = TabletService(store, max_reply_bytes=policy.max_reply_bytes)

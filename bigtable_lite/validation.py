@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .encoding import MAX_TS
-from .errors import InvalidArgument, LimitExceeded
-from .model import (
+from ._encoding import MAX_TS
+from ._model import (
     DeleteRange,
     DeleteVersion,
     Limits,
@@ -24,6 +23,7 @@ from .model import (
     ValuePrefixAt,
     VersionAt,
 )
+from .errors import InvalidArgument, LimitExceeded
 
 MAX_VERSIONS = (1 << 32) - 1
 """Largest max_versions (a uint32 on the wire)."""

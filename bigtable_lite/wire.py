@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .encoding import MAX_TS
-from .errors import InvalidArgument
-from .model import (
+from ._encoding import MAX_TS
+from ._model import (
     ALL_TIME,
     APPLIED,
     Cell,
@@ -45,6 +44,7 @@ from .model import (
     ValuePrefixAt,
     VersionAt,
 )
+from .errors import InvalidArgument
 from .v1 import tablet_pb2 as pb
 
 if TYPE_CHECKING:

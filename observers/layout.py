@@ -51,6 +51,18 @@ def decode_ack(raw: bytes | None) -> int:
     return value
 
 
+def describe_system_cell(column: bytes, value: bytes) -> str | None:
+    """What an observers' system cell holds, for ``percolator scan --raw`` (entry point of
+    group ``percolator.system_cells``); None for a cell of another package."""
+    if not column.startswith(ACK_PREFIX):
+        return None
+    observed = column[len(ACK_PREFIX):].decode("utf-8", "backslashreplace")
+    try:
+        return f"ack of {observed}: changes up to observer transaction {decode_ack(value)}"
+    except ValueError as exc:
+        return f"ack of {observed}: {exc}"
+
+
 # --- park notes -----------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from bigtable_lite import StorageError
 from percolator.clock import Clock
-from percolator.errors import CommitUndetermined, LockWaitTimeout, OracleError
+from percolator.errors import CommitUndetermined, LockWaitTimeout, OracleError, SnapshotTooOld
 from percolator.failpoints import FailpointError
 
 T = TypeVar("T")
@@ -119,10 +119,12 @@ class RetryBook:
 
 def is_transient(exc: BaseException) -> bool:
     """Setbacks that are not the caller's fault: a node away or restarting, an undecided
-    commit, a lock waited on too long.  Retried; never counted towards parking."""
+    commit, a lock waited on too long, a snapshot garbage collection took (a new one
+    reads).  Retried; never counted towards parking."""
     if isinstance(exc, StorageError):
         return not isinstance(exc, ValueError)  # InvalidArgument/LimitExceeded: a bad write
-    return isinstance(exc, (LockWaitTimeout, CommitUndetermined, OracleError, FailpointError))
+    return isinstance(exc, (LockWaitTimeout, CommitUndetermined, OracleError, FailpointError,
+                            SnapshotTooOld))
 
 
 OUTAGE_BACKOFF = Backoff(0.05, 2.0, 0.5)

@@ -38,6 +38,7 @@ from .batch_limits import BatchLimits
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
 from .feed import Feed
 from .layout import ParkInfo, encode_park_info
+from .metrics import ObserverMetrics
 from .notifications import PendingCell, done_refs
 from .ownership import Ownership
 from .processing import CellResult, MalformedNotification, Outcome, process_cell, process_cells
@@ -94,6 +95,7 @@ class Worker:
         self.columns = tuple(sorted(self.registry.columns))
         self.retry = RetryBook(self.clock, backoff=backoff, max_failures=max_failures)
         self.counters = Counters()
+        self.metrics = ObserverMetrics(self.registry)
         self.notifications = client.notifications
         for obs in self.registry:
             assert isinstance(obs.column, bytes)
@@ -298,6 +300,8 @@ class Worker:
             if isinstance(exc, CommitConflict) or is_transient(exc):
                 conflict = isinstance(exc, CommitConflict)
                 self.counters.add("conflicts" if conflict else "retries")
+                if conflict:
+                    self.metrics.collision(column)
                 self.batch_limits.shrink(column, len(cells))
                 self._work.requeue(cells)
                 if not conflict:  # the node away (restarting?): do not spin on it
@@ -325,6 +329,7 @@ class Worker:
             return self._park(cell, str(exc), 1)
         except CommitConflict as exc:
             self.counters.add("conflicts")
+            self.metrics.collision(cell.column)
             self.retry.retry_later(key, f"conflict: {exc}")
             return [cell]
         except Exception as exc:  # noqa: BLE001 -- an observer may raise anything
@@ -343,6 +348,7 @@ class Worker:
         recorded already (a batch is one sample)."""
         if result.outcome is Outcome.PROCESSED:
             self.counters.add("processed")
+            self.metrics.processed(cell.column, None if timed else result.observer_seconds)
             if not timed:  # once per transaction
                 self.counters.latency(result.observer_seconds)
                 self.batch_limits.grow(cell.column)
@@ -359,6 +365,7 @@ class Worker:
         error = f"{obs.name}: {''.join(traceback.format_exception_only(exc)).strip()}"
         failures = self.retry.failed(cell.key, error)
         self.counters.add("failures")
+        self.metrics.failure(cell.column)
         log.warning("worker %s: observer %s failed on (%r, %r), failure %d of %d: %s",
                     self.id, obs.name, cell.row, cell.column, failures,
                     self.retry.max_failures, exc)
@@ -372,6 +379,7 @@ class Worker:
                                 encode_park_info(info))
         self.retry.forget(cell.key)
         self.counters.add("parked")
+        self.metrics.parked(cell.column)
         log.error("worker %s: parked notification of (%r, %r) after %d failures: %s",
                   self.id, cell.row, cell.column, failures, error)
         return []

@@ -7,6 +7,7 @@
 
 from ._backend import COMMITTED, LOCKED, ROLLED_BACK, TxnStatus
 from ._client import Client
+from ._gc_table import GcPass, GcStatus
 from ._transaction import Transaction
 from .errors import (
     CommitConflict,
@@ -14,11 +15,12 @@ from .errors import (
     LockWaitTimeout,
     OracleError,
     PercolatorError,
+    SnapshotTooOld,
     TransactionError,
 )
 
 __all__ = [
     "COMMITTED", "LOCKED", "ROLLED_BACK", "Client", "CommitConflict", "CommitUndetermined",
-    "LockWaitTimeout", "OracleError", "PercolatorError", "Transaction", "TransactionError",
-    "TxnStatus",
+    "GcPass", "GcStatus", "LockWaitTimeout", "OracleError", "PercolatorError",
+    "SnapshotTooOld", "Transaction", "TransactionError", "TxnStatus",
 ]

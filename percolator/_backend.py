@@ -28,7 +28,9 @@ from typing import NamedTuple, Protocol
 
 from bigtable_lite import Limits, TabletStore
 
+from ._gc_table import GcPass
 from ._notify.api import NotificationsBackend
+from ._snapshots import ActiveSnapshots
 from .records import Lock
 
 __all__ = [
@@ -187,9 +189,15 @@ class Backend(Protocol):
     check_txn_status) raises ``InvalidArgument`` if the lock of that transaction it finds
     there is not its primary's: acting on a secondary as if it were the primary would
     tear the transaction.
+
+    Garbage collection: read, scan, prewrite, commit, one-phase commit, rollback and
+    check_txn_status at a start_ts below the backend's GC safe point raise
+    ``SnapshotTooOld`` before touching anything.  ``snapshots`` is where this process's
+    transactions register their start_ts so the safe point spares them.
     """
 
     limits: Limits
+    snapshots: ActiveSnapshots
 
     @property
     def notifications(self) -> NotificationsBackend:
@@ -254,6 +262,15 @@ class Backend(Protocol):
         ...
 
     def observed_columns(self, table: bytes) -> frozenset[bytes]:
+        ...
+
+    def collect_garbage(self) -> GcPass:
+        """One garbage-collection pass of the backend's store, now."""
+        ...
+
+    def now_ms(self) -> int:
+        """The backend's clock (the node's, for a remote client), which judges lock expiry:
+        what a lock's ``expires_at_ms`` is compared with."""
         ...
 
     def close(self) -> None:

@@ -12,21 +12,26 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from bigtable_lite import Limits, TabletStore
-from bigtable_lite.engine import SyncMode
+from bigtable_lite import Limits, SyncMode, TabletStore
 from bigtable_lite.validation import check_key
 
 from . import layout
 from ._backend import Backend
 from ._context import TxnContext
+from ._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
+from ._gc_table import GcPass, GcStatus
+from ._gc_table import read_status as read_gc_status
 from ._keeper import LockKeeper
 from ._notify.api import NotificationsBackend
 from ._transaction import Transaction
 from .clock import Clock, SystemClock
-from .errors import CommitConflict, TransactionError
+from .errors import CommitConflict, SnapshotTooOld, TransactionError
 from .layout import DEFAULT_TABLE
+
+if TYPE_CHECKING:
+    from ._node_client import Transport
 
 __all__ = ["DEFAULT_LOCK_TTL", "Client"]
 
@@ -70,12 +75,18 @@ class Client:
     @classmethod
     def embedded(cls, path: str | os.PathLike[str], *, sync: SyncMode = "none",
                  lock_ttl: float = DEFAULT_LOCK_TTL, clock: Clock | None = None,
-                 table: bytes = DEFAULT_TABLE, one_phase: bool = True) -> Client:
+                 table: bytes = DEFAULT_TABLE, one_phase: bool = True,
+                 gc_life_time: float = DEFAULT_GC_LIFE_TIME,
+                 gc_interval: float | None = DEFAULT_GC_INTERVAL) -> Client:
         """The protocol in this process, on the data directory ``path``.  ``clock`` paces
-        waits and judges lock expiry (the backend's clock)."""
+        waits and judges lock expiry (the backend's clock).  Garbage collection runs in
+        the background every ``gc_interval`` seconds (None: only when asked,
+        :meth:`collect_garbage`), keeping every snapshot of the last ``gc_life_time``
+        seconds and of every running transaction readable."""
         from ._local import LocalBackend
 
-        backend = LocalBackend.open(os.fspath(path), sync=sync, clock=clock)
+        backend = LocalBackend.open(os.fspath(path), sync=sync, clock=clock,
+                                    gc_life_time=gc_life_time, gc_interval=gc_interval)
         try:
             return cls(backend, table=table, lock_ttl=lock_ttl, clock=clock,
                        one_phase=one_phase)
@@ -87,21 +98,25 @@ class Client:
     def connect(cls, address: str, *, lock_ttl: float = DEFAULT_LOCK_TTL,
                 timeout: float = 30.0, clock: Clock | None = None,
                 table: bytes = DEFAULT_TABLE, one_phase: bool = True,
-                token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
+                transport: Transport = "auto", token: str | None = None,
+                tls_ca: str | os.PathLike[str] | None = None,
                 tls_cert: str | os.PathLike[str] | None = None,
                 tls_key: str | os.PathLike[str] | None = None) -> Client:
-        """A running ``percolator serve`` node at ``HOST:PORT``: every thread's steps share
-        batched calls (:class:`~percolator._node_client.NodeClient`).
+        """A running ``percolator serve`` node at ``HOST:PORT`` (its gRPC address): every
+        thread's steps share batched calls (:class:`~percolator._node_client.NodeClient`).
 
-        ``token`` is sent on every call; ``tls_ca`` (the CA of the node's certificate)
-        turns TLS on, ``tls_cert`` and ``tls_key`` add a client certificate
+        ``transport``: "auto" sends them over the node's native transport when it serves
+        one (it says where, over gRPC; only on loopback, and only a node without tokens
+        and TLS does), else over gRPC; "native" or "grpc" only that.  ``token`` is sent
+        on every call; ``tls_ca`` (the CA of the node's certificate) turns TLS on,
+        ``tls_cert`` and ``tls_key`` add a client certificate
         (``bigtable_lite.credentials.connect_channel``; ValueError for a token that would
-        travel in the clear to another host).
+        travel in the clear to another host); with any of them batches go over gRPC.
         """
         from ._node_client import NodeClient
 
-        node = NodeClient(address, timeout=timeout, token=token, tls_ca=tls_ca,
-                          tls_cert=tls_cert, tls_key=tls_key)
+        node = NodeClient(address, timeout=timeout, transport=transport, token=token,
+                          tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         try:
             return cls(node, table=table, lock_ttl=lock_ttl, clock=clock, one_phase=one_phase)
         except BaseException:
@@ -120,6 +135,16 @@ class Client:
     def timestamp(self) -> int:
         """A fresh timestamp from the backend's oracle."""
         return self.backend.timestamps(1)
+
+    # --- garbage collection ---------------------------------------------------------------
+
+    def collect_garbage(self) -> GcPass:
+        """One garbage-collection pass of the backend's store now (at a node: the node's)."""
+        return self.backend.collect_garbage()
+
+    def gc_status(self) -> GcStatus:
+        """The store's GC safe point, its last pass and the tables it collects."""
+        return read_gc_status(self.backend.store)
 
     # --- observers' hook ------------------------------------------------------------------
 
@@ -153,7 +178,10 @@ class Client:
         """
         if self._closed:
             raise TransactionError("client is closed")
-        return Transaction(self.ctx, None if lazy else self.backend.timestamps(1))
+        txn = Transaction(self.ctx, None)
+        if not lazy:
+            txn.start_ts  # noqa: B018 -- takes the snapshot now, registered (see _snapshots)
+        return txn
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -168,20 +196,27 @@ class Client:
             txn.commit()
 
     def run(self, fn: Callable[[Transaction], T], max_attempts: int = 10) -> T:
-        """fn(txn) in a fresh transaction, re-run from scratch on CommitConflict.
+        """fn(txn) in a fresh transaction, re-run from scratch on CommitConflict (at its
+        commit) or SnapshotTooOld (its snapshot fell below the GC safe point: at a read
+        or at its commit).
 
-        At most ``max_attempts`` runs in all, then the last CommitConflict is re-raised.
+        At most ``max_attempts`` runs in all, then the last of those errors is re-raised.
         Other exceptions propagate at once.  Writes are never replayed: each attempt
         is a new snapshot and a new run of ``fn``, taken by its first read
         (``begin(lazy=True)``).
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        last: CommitConflict | None = None
+        last: CommitConflict | SnapshotTooOld | None = None
         for attempt in range(max_attempts):
             txn = self.begin(lazy=True)
             try:
                 result = fn(txn)
+            except SnapshotTooOld as exc:
+                txn.rollback()
+                last = exc
+                self._back_off(attempt, max_attempts)
+                continue
             except BaseException:
                 txn.rollback()
                 raise
@@ -189,12 +224,15 @@ class Client:
                 if txn.active:
                     txn.commit()
                 return result
-            except CommitConflict as exc:
+            except (CommitConflict, SnapshotTooOld) as exc:
                 last = exc
-                if attempt + 1 < max_attempts:
-                    self.clock.sleep(random.uniform(0, 0.002 * (2 ** min(attempt, 6))))
+                self._back_off(attempt, max_attempts)
         assert last is not None
         raise last
+
+    def _back_off(self, attempt: int, max_attempts: int) -> None:
+        if attempt + 1 < max_attempts:
+            self.clock.sleep(random.uniform(0, 0.002 * (2 ** min(attempt, 6))))
 
     # --- lifecycle ------------------------------------------------------------------------
 

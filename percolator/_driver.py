@@ -21,11 +21,14 @@ Why this order:
   broken stream, the step's own error after its commit point -- is not a guess: the
   driver rolls the primary back if it is still locked (so it can never commit later),
   then reads its fate, and answers that (or CommitUndetermined if it cannot be read).
+
+Every commit is timed by path and outcome (``percolator_txn_commit_duration_seconds``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 
 from bigtable_lite import Limits, PermissionDenied, StorageError, Unauthenticated, Unavailable
@@ -44,7 +47,8 @@ from ._backend import (
     keys_of,
 )
 from ._context import TxnContext
-from .errors import CommitConflict, CommitUndetermined
+from .errors import CommitConflict, CommitUndetermined, SnapshotTooOld
+from .metrics import TXN_COMMIT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +122,42 @@ def calls(parts: Sequence[Part], limits: Limits) -> list[list[Part]]:
     return groups
 
 
+ONE_PHASE = "one_phase"
+TWO_PHASE = "two_phase"
+_OUTCOMES = ("committed", "conflict", "undetermined", "error")
+# Bound once: percolator_txn_commit_duration_seconds by (path, outcome).
+_TIMED = {(path, outcome): TXN_COMMIT_SECONDS.labels(path, outcome)
+          for path in (ONE_PHASE, TWO_PHASE) for outcome in _OUTCOMES}
+
+
 def commit(s: TxnContext, start_ts: int, writes: Writes, weak: set[Key]) -> int:
     """Commit the transaction; return commit_ts.  Raises CommitConflict or
     CommitUndetermined."""
+    began = time.perf_counter()
     parts = plan(writes, _bytes_per_call(s.limits)) if writes else []
     groups = calls(parts, s.limits)
-    if s.one_phase and len(groups) == 1 or not parts:
-        return _one_phase(s, start_ts, parts, sorted(weak))
+    path = ONE_PHASE if s.one_phase and len(groups) == 1 or not parts else TWO_PHASE
+    outcome = "error"
+    try:
+        if path == ONE_PHASE:
+            commit_ts = _one_phase(s, start_ts, parts, sorted(weak))
+        else:
+            commit_ts = _two_phase(s, start_ts, parts, groups, weak)
+        outcome = "committed"
+        return commit_ts
+    except CommitConflict:
+        outcome = "conflict"
+        raise
+    except CommitUndetermined:
+        outcome = "undetermined"
+        raise
+    finally:
+        _TIMED[(path, outcome)].observe(time.perf_counter() - began)
+
+
+def _two_phase(s: TxnContext, start_ts: int, parts: list[Part], groups: list[list[Part]],
+               weak: set[Key]) -> int:
+    """Prewrite calls, then the commit step (see the module's docstring)."""
     primary = primary_of(parts)
     s.keeper.hold(s.table, primary, start_ts)
     locked: list[Key] = []
@@ -232,10 +265,11 @@ def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
     restarting -- the decided outcome (:func:`decide`), never a guess.  Committed: that
     is the answer.  Not committed (rolled back now, so it never will): ``exc`` itself,
     unless it was ``Unavailable`` (then the outcome says so).  Raises CommitUndetermined
-    if the fate cannot be learned.  A command the node refused for the caller's role
-    (PermissionDenied, Unauthenticated: checked before it runs) is that error at once."""
-    if isinstance(exc, (PermissionDenied, Unauthenticated)):
-        raise exc  # the node refused the command before running it: nothing to decide
+    if the fate cannot be learned.  A command refused before it ran (PermissionDenied,
+    Unauthenticated for the caller's role; SnapshotTooOld below the GC safe point) is
+    that error at once."""
+    if isinstance(exc, (PermissionDenied, Unauthenticated, SnapshotTooOld)):
+        raise exc  # refused before the step ran (role; below the safe point): nothing to decide
     last: Exception = exc
     for attempt in range(5):
         try:
@@ -244,6 +278,12 @@ def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
             last = again
             s.clock.sleep(0.05 * (2 ** attempt))
             continue
+        except SnapshotTooOld as too_old:
+            # Below the safe point GC decided the transaction itself and may have removed
+            # its commit record since: its fate can no longer be read.
+            raise CommitUndetermined(
+                f"commit of transaction {start_ts} was sent but its outcome is unknown ({exc});"
+                f" it can no longer be read: {too_old}") from exc
         except Exception as again:
             last = again
             break
@@ -260,7 +300,8 @@ def decide(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> Commi
     still undecided: its primary is rolled back if still locked (so it can never commit
     later), then its fate is read there, and ``keys`` (its other cells) are rolled
     forward or back to match.  For a lost commit reply, and for the Transactions
-    service's retry of a commit whose transaction the node no longer holds."""
+    service's retry of a commit whose transaction the node no longer holds.
+    SnapshotTooOld below the GC safe point: the fate can no longer be read there."""
     s.backend.rollback(s.table, start_ts, primary, [])  # a no-op once decided
     status = s.backend.check_txn_status(s.table, primary, start_ts)
     if status.state != COMMITTED:
@@ -280,6 +321,9 @@ def _abort(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> None:
     except StorageError as exc:
         log.warning("rollback of transaction %d incomplete (%s); its locks expire after the"
                     " TTL", start_ts, exc)
+    except SnapshotTooOld:  # GC rolls locks below the safe point back, whatever their TTL
+        log.info("rollback of transaction %d left to garbage collection (below the safe"
+                 " point)", start_ts)
 
 
 def _conflict_error(start_ts: int, c: Conflict) -> CommitConflict:

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from typing import Self
+from typing import Literal, Self
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from bigtable_lite import (
     DEFAULT_LIMITS,
@@ -40,6 +41,7 @@ from bigtable_lite import (
     RowRead,
     StorageError,
     StoreClosed,
+    StoreOps,
     TabletInfo,
     TabletStore,
     Unavailable,
@@ -49,7 +51,6 @@ from bigtable_lite import ScanRequest as StoreScan
 from bigtable_lite.credentials import connect_channel
 from bigtable_lite.remote import RemoteStore, channel_options, open_channel
 from bigtable_lite.status import error_from_rpc
-from bigtable_lite.store import StoreOps
 from bigtable_lite.validation import check_batch, check_reads
 
 from . import _node_codec as codec
@@ -65,19 +66,32 @@ from ._backend import (
     ScanRequest,
     TxnStatus,
 )
-from ._node_codec import COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
+from ._gc_table import GcPass
+from ._node_codec import CLIENT_ID_TAG, COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
 from ._notify.client import RemoteNotifications
+from ._snapshots import ActiveSnapshots, Reporter
 from ._status import command_error
+from ._transport import native_client
 from ._transport.batcher import Batcher, Command
-from ._transport.framing import frame
+from ._transport.framing import field, frame
+from ._transport.native_client import NativeCalls
+from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import REFUSED
 from ._transport.streams import StreamedCalls
-from .errors import OracleError
+from .errors import OracleError, SnapshotTooOld
+from .metrics import CLIENT_BATCH_COMMANDS, CLIENT_BATCH_SECONDS
 from .oracle import OracleStats, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
 
-__all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "NodeClient"]
+__all__ = ["DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_IN_FLIGHT", "TRANSPORTS", "NodeClient",
+           "Transport"]
+
+Transport = Literal["auto", "native", "grpc"]
+TRANSPORTS: tuple[Transport, ...] = ("auto", "native", "grpc")
+"""How batches travel: the node's native transport when it serves one, else gRPC
+("auto"); only native ("native": Unavailable while there is no native connection); only
+gRPC ("grpc")."""
 
 DEFAULT_MAX_IN_FLIGHT = 1
 """Batches one client keeps on the wire at once.  With one, 8 threads settle into two
@@ -92,9 +106,13 @@ _RESULT_OF = {"get_timestamps": "get_timestamps", "read": "read", "scan": "scan"
               "check_txn_status": "check_txn_status",
               "register_observed": "register_observed",
               "observed_columns": "observed_columns", "read_rows": "read_rows",
-              "mutate_rows": "mutate_rows"}
+              "mutate_rows": "mutate_rows", "report_snapshots": "report_snapshots",
+              "collect_garbage": "collect_garbage",
+              "clock": "clock"}
 
 
+_BATCH_COMMANDS = CLIENT_BATCH_COMMANDS.labels()
+_BATCH_OK = CLIENT_BATCH_SECONDS.labels("OK")
 _EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 _READS = frozenset(("read", "scan", "read_rows"))  # no side effects: re-sent alone if too large
 
@@ -115,17 +133,26 @@ class NodeClient:
 
     def __init__(self, target: str | grpc.Channel, *, timeout: float = 30.0,
                  limits: Limits = DEFAULT_LIMITS, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 max_commands: int = DEFAULT_MAX_COMMANDS, token: str | None = None,
-                 tls_ca: str | os.PathLike[str] | None = None,
+                 max_commands: int = DEFAULT_MAX_COMMANDS, transport: Transport = "auto",
+                 token: str | None = None, tls_ca: str | os.PathLike[str] | None = None,
                  tls_cert: str | os.PathLike[str] | None = None,
                  tls_key: str | os.PathLike[str] | None = None) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not"
+                             f" {transport!r}")
+        if transport == "native" and not isinstance(target, str):
+            raise ValueError("the native transport needs the node's address, not a channel")
+        credentials = (token, tls_ca, tls_cert, tls_key) != (None, None, None, None)
+        if transport == "native" and credentials:
+            raise ValueError("the native transport carries no token or TLS: a node that"
+                             " checks its callers is reached over gRPC")
         if isinstance(target, str):
             self._channel = connect_channel(target, channel_options(limits), token=token,
                                             tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
             self._owns_channel = True
-        elif (token, tls_ca, tls_cert, tls_key) != (None, None, None, None):
+        elif credentials:
             raise ValueError("credentials go with an address: a channel has its own")
         else:
             self._channel, self._owns_channel = open_channel(target, limits)
@@ -144,32 +171,72 @@ class NodeClient:
                 f"/{SERVICE_NAME}/Batch", request_serializer=_identity,
                 response_deserializer=pb.BatchResponse.FromString, _registered_method=True),
             timeout=timeout, trailer_key=STREAM_KEY, refusal=REFUSED)
-        self._batcher: Batcher[pb.Result] = Batcher(
+        self._describe = self._channel.unary_unary(
+            f"/{SERVICE_NAME}/Describe",
+            request_serializer=pb.DescribeRequest.SerializeToString,
+            response_deserializer=pb.NodeDescription.FromString, _registered_method=True)
+        self._native: NativeCalls | None = None
+        if transport != "grpc" and isinstance(target, str) and not credentials:
+            self._native = NativeCalls(
+                target.rpartition(":")[0], self._native_port, timeout=timeout,
+                max_frame=limits.max_message_bytes, required=transport == "native")
+        self._batcher: Batcher[bytes, pb.Result] = Batcher(
             self._send, max_in_flight=max_in_flight, max_commands=max_commands,
-            batch_bound=self._calls.bound)
+            batch_bound=max(self._calls.bound, self._native.bound if self._native else 0.0)
+            + self._calls.bound)
         self._lock = threading.Lock()
+        self._closing = False
         self._closed = False
         self._served = 0        # timestamps returned to callers
         self._stamp_calls = 0   # timestamp commands sent
         self._store = _RawStore(self)
+        # GC: this process's id on every batch, its running transactions, their reports,
+        # and the node's safe point as last heard (only ever lower than the node's own).
+        self.client_id = os.urandom(16)
+        self._client_field = field(CLIENT_ID_TAG, self.client_id)
+        self.snapshots = ActiveSnapshots()
+        self.safe_point = 0
+        self._reporter = Reporter(self.snapshots, self.report_snapshots,
+                                  safe_point=lambda: self.safe_point)
 
     # --- the batch ------------------------------------------------------------------------
 
-    def _send(self, batch: list[Command[pb.Result]]) -> None:
+    def _native_port(self) -> int:
+        """The node's native port (0: none), asked over gRPC."""
+        try:
+            reply = self._describe(pb.DescribeRequest(),
+                                   timeout=min(self.timeout, native_client.CONNECT_TIMEOUT))
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        return int(reply.native_port) if reply.native_version == NATIVE_VERSION else 0
+
+    def _send(self, batch: list[Command[bytes, pb.Result]]) -> None:
         """Send one batch; settles every command of it (raises nothing but BaseException)."""
+        began = time.perf_counter()
+        _BATCH_COMMANDS.observe(len(batch))
         try:
             if self._closed:
                 raise StoreClosed("NodeClient is closed")
-            reply = self._calls.call(b"".join([c.data for c in batch]))
+            data = self._client_field + b"".join([c.data for c in batch])
+            raw = self._native.call(data) if self._native is not None else None
+            reply = self._calls.call(data) if raw is None else pb.BatchResponse.FromString(raw)
+            _BATCH_OK.observe(time.perf_counter() - began)
             results = reply.results
             if len(results) != len(batch):
                 raise StorageError(f"protocol error: node answered {len(results)} results for"
                                    f" {len(batch)} commands")
         except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            CLIENT_BATCH_SECONDS.labels(
+                code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+            ).observe(time.perf_counter() - began)
             self._fail(batch, error_from_rpc(exc))
             return
         except StorageError as exc:
             self._fail(batch, exc)
+            return
+        except DecodeError as exc:
+            self._fail(batch, StorageError(f"protocol error: node's reply undecodable ({exc})"))
             return
         except ValueError as exc:  # grpc: "Cannot invoke RPC on closed channel!"
             self._fail(batch, StoreClosed(f"NodeClient is closed ({exc})") if self._closed
@@ -178,7 +245,7 @@ class NodeClient:
         for c, result in zip(batch, results):
             c.result = result
 
-    def _fail(self, batch: list[Command[pb.Result]], exc: StorageError) -> None:
+    def _fail(self, batch: list[Command[bytes, pb.Result]], exc: StorageError) -> None:
         if self._closed and isinstance(exc, Unavailable):  # the channel closed under it
             exc = StoreClosed(f"NodeClient is closed ({exc})")
         for c in batch:  # each caller raises its own exception object
@@ -204,7 +271,7 @@ class NodeClient:
         reply: Message = getattr(result, got)
         return reply
 
-    def _run(self, command: Command[pb.Result], *, alone: bool) -> pb.Result:
+    def _run(self, command: Command[bytes, pb.Result], *, alone: bool) -> pb.Result:
         if alone:
             self._send([command])  # a batch of one, so every batch fits a message
         else:
@@ -228,14 +295,30 @@ class NodeClient:
         if reply.count != count or first < 1 or first + count - 1 > MAX_TS:
             raise OracleError(f"oracle answered {reply.count} timestamps from {first} to a"
                               f" request for {count}")
+        self.snapshots.saw(first + count - 1)
+        self._reporter.kick()
+        self._learn(reply.safe_point)
         with self._lock:
             self._served += count
             self._stamp_calls += 1
         return first
 
+    def _learn(self, safe_point: int) -> None:
+        if safe_point > self.safe_point:
+            self.safe_point = safe_point  # an int: only ever raised
+
+    def _check(self, start_ts: int) -> None:
+        """SnapshotTooOld at once if ``start_ts`` is below the safe point last heard (the
+        node would refuse it: its safe point is at least that)."""
+        if start_ts < self.safe_point:
+            raise SnapshotTooOld.below(start_ts, self.safe_point)
+
     def read(self, table: bytes, start_ts: int | None, keys: Sequence[Key]) -> ReadResult:
+        if start_ts is not None:
+            self._check(start_ts)
         reply = self._submit("read", codec.read_request(table, start_ts, keys))
         assert isinstance(reply, pb.ReadResponse)
+        self._learn(reply.safe_point)
         result, unread = codec.read_read(keys, reply)
         while unread:  # past the reply's byte budget: the rest at the same start_ts
             more = self._submit("read", codec.read_request(table, result.start_ts, unread))
@@ -246,27 +329,33 @@ class NodeClient:
         if start_ts is None:
             if not 0 < result.start_ts <= MAX_TS:
                 raise OracleError(f"node answered a fresh read at timestamp {result.start_ts}")
+            self.snapshots.saw(result.start_ts)
+            self._reporter.kick()
             with self._lock:
                 self._served += 1
                 self._stamp_calls += 1
         return result
 
     def scan(self, request: ScanRequest) -> ScanChunk:
+        self._check(request.start_ts)
         reply = self._submit("scan", codec.scan_request(request))
         assert isinstance(reply, pb.ScanResponse)
         return codec.read_scan(reply)
 
     def prewrite(self, request: PrewriteRequest) -> Conflict | None:
+        self._check(request.start_ts)
         reply = self._submit("prewrite", codec.prewrite_request(request))
         assert isinstance(reply, pb.PrewriteResponse)
         return codec.read_prewrite(reply)
 
     def commit(self, request: CommitRequest) -> CommitOutcome:
+        self._check(request.start_ts)
         reply = self._submit("commit", codec.commit_request(request))
         assert isinstance(reply, pb.CommitResponse)
         return codec.read_commit(reply)
 
     def commit_one_phase(self, request: OnePhaseRequest) -> CommitOutcome | Conflict:
+        self._check(request.start_ts)
         reply = self._submit("one_phase", codec.one_phase_request(request))
         assert isinstance(reply, pb.OnePhaseResponse)
         return codec.read_one_phase(reply)
@@ -306,6 +395,26 @@ class NodeClient:
         assert isinstance(reply, pb.ObservedColumnsResponse)
         return frozenset(reply.columns)
 
+    def report_snapshots(self, oldest: int | None, seen: int) -> int:
+        """Report this process's running transactions (``Reporter``); returns the lease
+        in ms."""
+        reply = self._submit("report_snapshots", codec.report_request(oldest, seen))
+        assert isinstance(reply, pb.ReportSnapshotsResponse)
+        safe_point, lease_ms = codec.read_report(reply)
+        self._learn(safe_point)
+        return lease_ms
+
+    def collect_garbage(self) -> GcPass:
+        """One GC pass at the node, now."""
+        reply = self._submit("collect_garbage", pb.CollectGarbageRequest())
+        assert isinstance(reply, pb.GcPass)
+        return codec.read_gc_pass(reply)
+
+    def now_ms(self) -> int:
+        reply = self._submit("clock", pb.ClockRequest())
+        assert isinstance(reply, pb.ClockResponse)
+        return int(reply.now_ms)
+
     # --- figures --------------------------------------------------------------------------
 
     def stats(self) -> OracleStats:
@@ -314,10 +423,12 @@ class NodeClient:
             return OracleStats(self._served, self._stamp_calls)
 
     def batch_stats(self) -> dict[str, float]:
-        """Batches sent, commands per batch, streams opened for back-to-back batches."""
+        """Batches sent, commands per batch, gRPC streams and native connections opened."""
         b = self._batcher
         return {"batches": b.calls, "batch_mean_commands": b.commands / b.calls if b.calls
-                else 0.0, "streams_opened": self._calls.streams_opened}
+                else 0.0, "streams_opened": self._calls.streams_opened,
+                "native_connections": self._native.connections_opened if self._native
+                else 0}
 
     @property
     def queued(self) -> int:
@@ -329,9 +440,14 @@ class NodeClient:
     def close(self) -> None:
         """Refuse new calls; close the channel if this client opened it.  Idempotent."""
         with self._lock:
-            if self._closed:
+            if self._closing:
                 return
+            self._closing = True
+        self._reporter.close()  # releases what this client held at the node
+        with self._lock:
             self._closed = True
+        if self._native is not None:
+            self._native.close()
         self._calls.close()
         self.remote.close()
         if self._owns_channel:

@@ -35,19 +35,21 @@ from ._backend import (
     ScanRequest,
     TxnStatus,
 )
+from ._gc_table import GcPass
 from ._transport.framing import tags
 from .layout import reserved_table
 from .v1 import node_pb2 as pb
 
 __all__ = [
-    "CELLS_PER_PART", "COMMAND_TAGS", "ENTRY_TAG", "MAX_TTL_MS", "RESULT_TAGS", "SERVICE_NAME",
-    "STREAM_KEY", "commit_request", "commit_result", "conflict_to_pb", "key_list",
-    "one_phase_request", "one_phase_result", "parse_commit", "parse_heartbeat",
-    "parse_one_phase", "parse_prewrite", "parse_read", "parse_register", "parse_resolve",
-    "parse_rollback", "parse_scan", "parse_status", "parse_table", "prewrite_request",
-    "prewrite_result", "read_commit", "read_one_phase", "read_prewrite", "read_read",
-    "read_request", "read_result", "read_scan", "read_status", "rows_of", "scan_request",
-    "scan_result", "status_result",
+    "CELLS_PER_PART", "CLIENT_ID_TAG", "COMMAND_TAGS", "ENTRY_TAG", "MAX_CLIENT_ID_BYTES",
+    "MAX_TTL_MS", "RESULT_TAGS", "SERVICE_NAME", "STREAM_KEY", "commit_request", "commit_result",
+    "conflict_to_pb", "gc_pass_result", "key_list", "one_phase_request", "one_phase_result",
+    "parse_client_id", "parse_commit", "parse_heartbeat", "parse_one_phase", "parse_prewrite",
+    "parse_read", "parse_register", "parse_report", "parse_resolve", "parse_rollback",
+    "parse_scan", "parse_status", "parse_table", "prewrite_request", "prewrite_result",
+    "read_commit", "read_gc_pass", "read_one_phase", "read_prewrite", "read_read", "read_report",
+    "read_request", "read_result", "read_scan", "read_status", "report_request", "rows_of",
+    "scan_request", "scan_result", "status_result",
 ]
 
 T = TypeVar("T")
@@ -57,6 +59,8 @@ STREAM_KEY = "percolator-batch-stream"
 """Trailer of a refused BatchStream call (value ``_transport.stream_slots.REFUSED``)."""
 ENTRY_TAG = tags(pb.BatchRequest.DESCRIPTOR)["commands"]
 assert ENTRY_TAG == tags(pb.BatchResponse.DESCRIPTOR)["results"]
+CLIENT_ID_TAG = tags(pb.BatchRequest.DESCRIPTOR)["client_id"]
+MAX_CLIENT_ID_BYTES = 64
 COMMAND_TAGS = tags(pb.Command.DESCRIPTOR)
 RESULT_TAGS = tags(pb.Result.DESCRIPTOR)
 
@@ -236,13 +240,15 @@ def parse_read(msg: pb.ReadRequest, limits: Limits
     return msg.table, start_ts, _checked_keys(msg.rows, limits, "a read")
 
 
-def read_result(keys: Sequence[Key], result: ReadResult, budget: int) -> pb.ReadResponse:
+def read_result(keys: Sequence[Key], result: ReadResult, budget: int, safe_point: int = 0
+                ) -> pb.ReadResponse:
     """Values in request order, the locked cells left out (listed in ``locked``); values
     past ``budget`` bytes left out too, and from the first one the read did not gather
     (a budgeted read: ``LocalBackend.read``) on (``truncated``: the client reads them
     again)."""
     values = result.values
-    reply = pb.ReadResponse(start_ts=result.start_ts, locked=_locked_to_pb(result.locked))
+    reply = pb.ReadResponse(start_ts=result.start_ts, locked=_locked_to_pb(result.locked),
+                            safe_point=safe_point)
     add = reply.values.add
     held = {(c.row, c.column) for c in result.locked} if result.locked else ()
     size = 0
@@ -448,3 +454,54 @@ def read_status(msg: pb.TxnStatus) -> TxnStatus:
     if state is None:
         raise InvalidArgument(f"protocol error: transaction state {msg.state}")
     return TxnStatus(state, msg.commit_ts)
+
+
+# --- GC: clients' reports, passes --------------------------------------------------------------
+
+
+def parse_client_id(client_id: bytes) -> bytes:
+    if len(client_id) > MAX_CLIENT_ID_BYTES:
+        raise InvalidArgument(f"client_id is {len(client_id)} bytes; the limit is"
+                              f" {MAX_CLIENT_ID_BYTES}")
+    return client_id
+
+
+def report_request(oldest: int | None, seen: int) -> pb.ReportSnapshotsRequest:
+    msg = pb.ReportSnapshotsRequest(seen_ts=seen)
+    if oldest is not None:
+        msg.oldest_start_ts = oldest
+    return msg
+
+
+def parse_report(msg: pb.ReportSnapshotsRequest, client_id: bytes
+                 ) -> tuple[bytes, int | None, int]:
+    if not client_id:
+        raise InvalidArgument("report_snapshots needs the batch's client_id")
+    oldest = _check_ts(msg.oldest_start_ts, "oldest_start_ts") \
+        if msg.HasField("oldest_start_ts") else None
+    if not 0 <= msg.seen_ts <= MAX_TS:
+        raise InvalidArgument(f"seen_ts {msg.seen_ts} is not a timestamp")
+    return client_id, oldest, msg.seen_ts
+
+
+def read_report(msg: pb.ReportSnapshotsResponse) -> tuple[int, int]:
+    """(safe point, lease ms)."""
+    if not 0 < msg.lease_ms:
+        raise InvalidArgument(f"protocol error: a client lease of {msg.lease_ms} ms")
+    return msg.safe_point, msg.lease_ms
+
+
+def gc_pass_result(done: GcPass) -> pb.GcPass:
+    return pb.GcPass(
+        safe_point=done.safe_point, started_ms=done.started_ms, seconds=done.seconds,
+        work_seconds=done.work_seconds, tables=done.tables, rows=done.rows,
+        versions_scanned=done.versions_scanned, locks_resolved=done.locks_resolved,
+        write_records=done.write_records, data=done.data,
+        rollback_markers=done.rollback_markers, compactions=done.compactions,
+        skipped=done.skipped, held_by=done.held_by)
+
+
+def read_gc_pass(msg: pb.GcPass) -> GcPass:
+    return GcPass(msg.safe_point, msg.started_ms, msg.seconds, msg.work_seconds, msg.tables,
+                  msg.rows, msg.versions_scanned, msg.locks_resolved, msg.write_records,
+                  msg.data, msg.rollback_markers, msg.compactions, msg.skipped, msg.held_by)

@@ -7,10 +7,11 @@ above it gets PERMISSION_DENIED as its own result, and the rest of its batch run
 ==========  ==========================================================================
 role        commands
 ==========  ==========================================================================
-``read``    get_timestamps, read, scan, observed_columns, check_txn_status, read_rows
+``read``    get_timestamps, read, scan, observed_columns, check_txn_status, read_rows,
+            report_snapshots (a reader's snapshots hold garbage collection back)
 ``write``   + prewrite, commit, one_phase, resolve, rollback, heartbeat,
             register_observed
-``admin``   + mutate_rows
+``admin``   + mutate_rows; collect_garbage (a pass now: an operator's)
 ==========  ==========================================================================
 
 Why raw writes are the admin's: they reach around the protocol.  A raw write can
@@ -33,9 +34,12 @@ __all__ = ["COMMAND_ROLES", "check_command"]
 COMMAND_ROLES: dict[str, Role] = {
     "get_timestamps": Role.READ, "read": Role.READ, "scan": Role.READ,
     "observed_columns": Role.READ, "check_txn_status": Role.READ, "read_rows": Role.READ,
+    "clock": Role.READ,
     "prewrite": Role.WRITE, "commit": Role.WRITE, "one_phase": Role.WRITE,
     "resolve": Role.WRITE, "rollback": Role.WRITE, "heartbeat": Role.WRITE,
     "register_observed": Role.WRITE, "mutate_rows": Role.ADMIN,
+    # A reader holds snapshots: its reports keep GC below them.  A pass is an operator's.
+    "report_snapshots": Role.READ, "collect_garbage": Role.ADMIN,
 }
 """The least role of each command."""
 

@@ -34,6 +34,8 @@ would not fit, the largest read results are answered RESOURCE_EXHAUSTED the same
 from __future__ import annotations
 
 import logging
+import ssl
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
@@ -52,10 +54,13 @@ from . import _node_codec as codec
 from ._backend import CommitRequest
 from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
+from ._node_metrics import CommandMetrics, outcome_of
 from ._node_roles import check_command
-from ._status import status_for
+from ._status import error_name, status_for
 from ._transport.framing import frame
+from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import StreamSlots
+from .metrics import ORACLE_BATCH
 from .oracle import MAX_COUNT, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
@@ -70,6 +75,7 @@ its worker threads."""
 
 _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for size
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
+_ORACLE_BATCH = ORACLE_BATCH.labels()
 
 
 def _has_unknown_fields(msg: Message) -> bool:
@@ -89,7 +95,7 @@ def _failed(exc: BaseException) -> bytes:
     """The framed error result for ``exc``."""
     code, message = status_for(exc)
     store_status.log_failure(log, f"{SERVICE_NAME} command", code, message, exc)
-    return _error_result(code, message, store_status.error_name(exc))
+    return _error_result(code, message, error_name(exc))
 
 
 _TOO_LARGE = _error_result(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -107,15 +113,19 @@ class NodeService:
         self._backend = backend
         self._limits = backend.limits
         self._streams = StreamSlots(max_streams, STREAM_KEY)
+        self.native_port = 0  # where the node serves the native transport (0: it does not)
         # Room left for framing and for the results that are not reads.
         self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
         self._budget = backend.limits.max_message_bytes // 4  # one read's values
-        self._steps: dict[str, Callable[[Any], Message]] = {
+        self.metrics = CommandMetrics()
+        # Each step takes its message and the batch's client_id.
+        self._steps: dict[str, Callable[[Any, bytes], Message]] = {
             "read": self._read, "scan": self._scan, "prewrite": self._prewrite,
             "one_phase": self._one_phase, "resolve": self._resolve,
             "rollback": self._rollback, "heartbeat": self._heartbeat,
             "check_txn_status": self._status, "register_observed": self._register,
-            "observed_columns": self._observed,
+            "observed_columns": self._observed, "report_snapshots": self._report,
+            "collect_garbage": self._collect_garbage, "clock": self._clock,
         }
 
     # --- one batch ------------------------------------------------------------------------
@@ -128,16 +138,21 @@ class NodeService:
         carries no field unknown to this node (else each command is checked for some).
         ``role``: the caller's (``_node_roles``); a command above it is refused alone.
         """
+        client = codec.parse_client_id(request.client_id)
         results: list[bytes] = [b""] * len(request.commands)
         stamps: list[tuple[int, int]] = []
         commits: list[tuple[int, CommitRequest]] = []
         checked = role is not Role.ADMIN
         gathered = 0  # bytes of the results so far
+        metrics = self.metrics
+        metrics.batch(len(results))
+        clock = time.perf_counter
         for i, command in enumerate(request.commands):
             kind = command.WhichOneof("kind")
             if kind in _READ_RESULTS and gathered >= self._reply_limit:
                 results[i] = _TOO_LARGE  # not read: its client sends it again alone
                 continue
+            began = clock()
             try:
                 if kind is None:
                     raise InvalidArgument(UNKNOWN_COMMAND)
@@ -152,6 +167,7 @@ class NodeService:
                     commits.append((i, codec.parse_commit(msg, self._limits)))
                 elif kind == "mutate_rows":
                     results[i] = _result(kind, self._mutate_rows(msg))
+                    metrics.done(kind, "ok", clock() - began)
                 elif kind == "read_rows":
                     try:
                         reply = self._read_rows(msg, self._reply_limit - gathered)
@@ -159,21 +175,30 @@ class NodeService:
                         if not gathered:
                             raise  # too large for a batch of its own too
                         reply = None  # it might fit alone
-                    results[i] = _TOO_LARGE if reply is None else _result(kind, reply)
+                    if reply is None:
+                        results[i] = _TOO_LARGE
+                    else:
+                        results[i] = _result(kind, reply)
+                        metrics.done(kind, "ok", clock() - began)
                 else:
-                    results[i] = _result(kind, self._steps[kind](msg))
+                    reply = self._steps[kind](msg, client)
+                    results[i] = _result(kind, reply)
+                    metrics.done(kind, outcome_of(kind, reply), clock() - began)
             except Exception as exc:  # noqa: BLE001 - the command's own error result
                 results[i] = _failed(exc)
+                metrics.failed(kind, exc, clock() - began)
             gathered += len(results[i])
         if stamps:
-            self._timestamps(stamps, results)
+            self._timestamps(stamps, results, client)
         if commits:
             self._commit(commits, results)
         self._fit(request, results)
         return b"".join(results)
 
-    def _timestamps(self, stamps: list[tuple[int, int]], results: list[bytes]) -> None:
-        """One oracle call per MAX_COUNT timestamps; each command a contiguous range."""
+    def _timestamps(self, stamps: list[tuple[int, int]], results: list[bytes], client: bytes
+                    ) -> None:
+        """One oracle call per MAX_COUNT timestamps; each command a contiguous range, with
+        the safe point; pinned for ``client`` (``SafePoint.timestamps``)."""
         groups: list[list[tuple[int, int]]] = [[]]
         total = 0
         for item in stamps:
@@ -183,15 +208,23 @@ class NodeService:
             groups[-1].append(item)
             total += item[1]
         for group in groups:
+            began = time.perf_counter()
+            total = sum([count for _, count in group])
+            _ORACLE_BATCH.observe(total)
             try:
-                first = self._backend.timestamps(sum([count for _, count in group]))
+                first = self._backend.timestamps(total, client)
             except Exception as exc:  # noqa: BLE001 - every command of the call fails with it
                 for i, _ in group:
                     results[i] = _failed(exc)
+                    self.metrics.failed("get_timestamps", exc, time.perf_counter() - began)
                 continue
+            safe_point = self._backend.safe_point.value
+            seconds = time.perf_counter() - began
             for i, count in group:
-                reply = oracle_pb2.GetTimestampsResponse(first=first, count=count)
+                reply = oracle_pb2.GetTimestampsResponse(first=first, count=count,
+                                                         safe_point=safe_point)
                 results[i] = _result("get_timestamps", reply)
+                self.metrics.done("get_timestamps", "ok", seconds)
                 first += count
 
     def _commit(self, commits: list[tuple[int, CommitRequest]], results: list[bytes]) -> None:
@@ -199,15 +232,23 @@ class NodeService:
         answered with its own transaction's outcome or error."""
         for start in range(0, len(commits), MAX_COUNT):
             group = commits[start:start + MAX_COUNT]
+            began = time.perf_counter()
             try:
                 outcomes = self._backend.commit_many([request for _, request in group])
             except Exception as exc:  # noqa: BLE001 - every command of the group fails with it
                 for i, _ in group:
                     results[i] = _failed(exc)
+                    self.metrics.failed("commit", exc, time.perf_counter() - began)
                 continue
+            seconds = time.perf_counter() - began
             for (i, _), outcome in zip(group, outcomes):
-                results[i] = _failed(outcome) if isinstance(outcome, Exception) else \
-                    _result("commit", codec.commit_result(outcome))
+                if isinstance(outcome, Exception):
+                    results[i] = _failed(outcome)
+                    self.metrics.failed("commit", outcome, seconds)
+                    continue
+                results[i] = _result("commit", codec.commit_result(outcome))
+                self.metrics.done("commit", "ok" if outcome.committed else "rolled_back",
+                                  seconds)
 
     def _fit(self, request: pb.BatchRequest, results: list[bytes]) -> None:
         """Refuse the largest read results (RESOURCE_EXHAUSTED) until the reply fits the
@@ -227,49 +268,55 @@ class NodeService:
 
     # --- the steps ------------------------------------------------------------------------
 
-    def _read(self, msg: pb.ReadRequest) -> pb.ReadResponse:
+    def _read(self, msg: pb.ReadRequest, client: bytes) -> pb.ReadResponse:
         table, start_ts, keys = codec.parse_read(msg, self._limits)
         budget = self._budget
-        return codec.read_result(keys, self._backend.read(table, start_ts, keys, budget=budget),
-                                 budget)
+        backend = self._backend
+        result = backend.read(table, start_ts, keys, client, budget=budget)
+        return codec.read_result(keys, result, budget, backend.safe_point.value)
 
-    def _scan(self, msg: pb.ScanRequest) -> pb.ScanResponse:
+    def _scan(self, msg: pb.ScanRequest, client: bytes) -> pb.ScanResponse:
         return codec.scan_result(self._backend.scan(codec.parse_scan(msg, self._limits)))
 
-    def _prewrite(self, msg: pb.PrewriteRequest) -> pb.PrewriteResponse:
+    def _prewrite(self, msg: pb.PrewriteRequest, client: bytes) -> pb.PrewriteResponse:
         return codec.prewrite_result(
             self._backend.prewrite(codec.parse_prewrite(msg, self._limits)))
 
-    def _one_phase(self, msg: pb.OnePhaseRequest) -> pb.OnePhaseResponse:
+    def _one_phase(self, msg: pb.OnePhaseRequest, client: bytes) -> pb.OnePhaseResponse:
         return codec.one_phase_result(
             self._backend.commit_one_phase(codec.parse_one_phase(msg, self._limits)))
 
-    def _resolve(self, msg: pb.ResolveRequest) -> pb.ResolveResponse:
+    def _resolve(self, msg: pb.ResolveRequest, client: bytes) -> pb.ResolveResponse:
         table, start_ts, keys = codec.parse_resolve(msg, self._limits)
         return pb.ResolveResponse(still_locked=self._backend.resolve(table, start_ts, keys))
 
-    def _rollback(self, msg: pb.RollbackRequest) -> pb.RollbackResponse:
+    def _rollback(self, msg: pb.RollbackRequest, client: bytes) -> pb.RollbackResponse:
         table, start_ts, primary, keys = codec.parse_rollback(msg, self._limits)
         self._backend.rollback(table, start_ts, primary, keys)
         return pb.RollbackResponse()
 
-    def _heartbeat(self, msg: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+    def _heartbeat(self, msg: pb.HeartbeatRequest, client: bytes) -> pb.HeartbeatResponse:
         table, start_ts, primary, ttl_ms = codec.parse_heartbeat(msg, self._limits)
         return pb.HeartbeatResponse(held=self._backend.heartbeat(table, start_ts, primary,
                                                                  ttl_ms))
 
-    def _status(self, msg: pb.CheckTxnStatusRequest) -> pb.TxnStatus:
+    def _status(self, msg: pb.CheckTxnStatusRequest, client: bytes) -> pb.TxnStatus:
         table, primary, start_ts = codec.parse_status(msg, self._limits)
         return codec.status_result(self._backend.check_txn_status(table, primary, start_ts))
 
-    def _register(self, msg: pb.RegisterObservedRequest) -> pb.RegisterObservedResponse:
+    def _register(self, msg: pb.RegisterObservedRequest, client: bytes
+                  ) -> pb.RegisterObservedResponse:
         table, columns = codec.parse_register(msg, self._limits)
         return pb.RegisterObservedResponse(ts=self._backend.register_observed(table, columns))
 
-    def _observed(self, msg: pb.ObservedColumnsRequest) -> pb.ObservedColumnsResponse:
+    def _observed(self, msg: pb.ObservedColumnsRequest, client: bytes
+                  ) -> pb.ObservedColumnsResponse:
         table = codec.parse_table(msg.table, self._limits)
         return pb.ObservedColumnsResponse(
             columns=sorted(self._backend.observed_columns(table)))
+
+    def _clock(self, msg: pb.ClockRequest, client: bytes) -> pb.ClockResponse:
+        return pb.ClockResponse(now_ms=self._backend.now_ms())
 
     def _read_rows(self, msg: Any, budget: int) -> Message:
         reads = wire.read_request_from_pb(msg)
@@ -283,14 +330,44 @@ class NodeService:
         return wire.mutate_response_to_pb(
             self._backend.local_store.mutate_rows(rows, sync=bool(msg.sync)))
 
+    def _report(self, msg: pb.ReportSnapshotsRequest, client: bytes
+                ) -> pb.ReportSnapshotsResponse:
+        client_id, oldest, seen = codec.parse_report(msg, client)
+        safe_point = self._backend.report_snapshots(client_id, oldest, seen)
+        return pb.ReportSnapshotsResponse(safe_point=safe_point,
+                                          lease_ms=self._backend.safe_point.lease_ms)
+
+    def _collect_garbage(self, msg: pb.CollectGarbageRequest, client: bytes) -> pb.GcPass:
+        return codec.gc_pass_result(self._backend.collect_garbage())
+
+    def execute_raw(self, raw: bytes, role: Role = Role.ADMIN) -> bytes:
+        """The serialized BatchResponse to the serialized BatchRequest ``raw`` of a caller
+        of ``role``; raises InvalidArgument if ``raw`` is not one."""
+        request, known = _parse(raw, self._limits)
+        return self.execute(request, known=known, role=role)
+
+    # --- the native transport -------------------------------------------------------------
+
+    def open_native(self, hello: pb.NativeHello, tls: ssl.SSLSocket | None
+                    ) -> Callable[[bytes], bytes]:
+        """Admit a native connection (``_transport.native_server``): the executor of its
+        batches.  The node serves the native transport only when it checks no caller
+        (``node.native_address``), so every connection is admin, as every gRPC caller
+        of such a node is."""
+        return self.execute_raw
+
     # --- gRPC -----------------------------------------------------------------------------
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            request, known = _parse(raw, self._limits)
-            return self.execute(request, known=known, role=role_of(context))
+            return self.execute_raw(raw, role_of(context))
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
             _abort(context, exc)
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext
+                 ) -> pb.NodeDescription:
+        return pb.NodeDescription(native_port=self.native_port,
+                                  native_version=NATIVE_VERSION if self.native_port else 0)
 
     def BatchStream(self, requests: Iterator[bytes], context: grpc.ServicerContext
                     ) -> Iterator[bytes]:
@@ -302,8 +379,7 @@ class NodeService:
         try:
             for raw in requests:
                 try:
-                    request, known = _parse(raw, self._limits)
-                    reply = self.execute(request, known=known, role=role)
+                    reply = self.execute_raw(raw, role)
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
                 yield reply
@@ -322,7 +398,10 @@ class NodeService:
 
     def add_to_server(self, server: grpc.Server) -> None:
         handlers = {"Batch": grpc.unary_unary_rpc_method_handler(self.Batch),
-                    "BatchStream": grpc.stream_stream_rpc_method_handler(self.BatchStream)}
+                    "BatchStream": grpc.stream_stream_rpc_method_handler(self.BatchStream),
+                    "Describe": grpc.unary_unary_rpc_method_handler(
+                        self.Describe, request_deserializer=pb.DescribeRequest.FromString,
+                        response_serializer=pb.NodeDescription.SerializeToString)}
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -331,8 +410,10 @@ class NodeService:
         """This service, for ``bigtable_lite.server.build_server(..., extra=[...])``."""
         add: Callable[[grpc.Server], None] = self.add_to_server
         # read admits a batch; each command is checked against the caller's role here.
+        # Describe (where the native transport is) is a reader's too: any client asks it.
         return ServiceRegistration(SERVICE_NAME, add, {"Batch": Role.READ,
-                                                       "BatchStream": Role.READ},
+                                                       "BatchStream": Role.READ,
+                                                       "Describe": Role.READ},
                                    sources=source_descriptors("percolator.v1"))
 
 
@@ -365,7 +446,7 @@ def _parse(raw: bytes, limits: Limits) -> tuple[pb.BatchRequest, bool]:
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     code, message = status_for(exc)
     store_status.log_failure(log, SERVICE_NAME, code, message, exc)
-    name = store_status.error_name(exc)
+    name = error_name(exc)
     if name:
         context.set_trailing_metadata(((store_status.ERROR_KEY, name),))
     context.abort(code, message)

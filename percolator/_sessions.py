@@ -20,8 +20,16 @@ A session's id is its transaction's start_ts::
   to read cannot end, commit or hold up a writer's transaction by guessing its id.
 * Calls on one session take turns (its lock); a call waits ``busy_wait`` seconds at
   most for the one before it (TransactionBusy: retry it).
-* An open session pins its snapshot (``LocalBackend.pin``) until it ends, so garbage
-  collection keeps what the snapshot reads.
+* An open session holds the GC safe point at or below its start_ts until it ends, so
+  garbage collection keeps what its snapshot reads: its Transaction is registered in
+  the backend's running transactions (``LocalBackend.snapshots``, which the safe point
+  reads) like any other of the process, from before its start_ts existed; ending the
+  session (commit, rollback, expiry by its TTL) ends the Transaction, and with it the
+  hold.  An abandoned session so holds the safe point for its TTL at most (plus the
+  reaper's interval).
+* A Commit of a transaction the node no longer holds, whose snapshot is below the safe
+  point now, is refused with ``SnapshotTooOld``: it can never commit, and whether an
+  earlier Commit of it did can no longer be read there.
 * A finished session's outcome is kept ``retain_ms`` after it finished: a Commit
   retried after a lost reply gets the first one's answer (with a different write set:
   WrongTransactionState), never a second commit.
@@ -52,6 +60,7 @@ from ._local import LocalBackend
 from ._transaction import Transaction
 from .errors import (
     CommitConflict,
+    SnapshotTooOld,
     TooManyTransactions,
     TransactionBusy,
     TransactionNotFound,
@@ -195,11 +204,11 @@ class Sessions:
             self._open += 1
         try:
             txn = client.begin()
-            self._backend.pin(txn.start_ts)  # before any read at it
+            txn.start_ts  # noqa: B018 -- takes the snapshot now: registered, so GC spares it
             try:
                 values = read(txn) if read is not None else {}
             except BaseException:
-                self._backend.unpin(txn.start_ts)
+                txn.rollback()
                 raise
         except BaseException:
             with self._lock:
@@ -281,7 +290,9 @@ class Sessions:
             for row, column in weak:
                 txn.notify(row, column)
         except (ValueError, TypeError):  # nothing written: the transaction stays open
+            # (the new Transaction registers before the old one leaves: the hold never lapses)
             session.txn = Transaction(self.client(session.table).ctx, session.txn_id)
+            txn.rollback()
             raise
         session.digest = digest
         try:
@@ -319,7 +330,18 @@ class Sessions:
         client = self.client(table)
         parts = _driver.plan({key: (records.PUT if value is not None else records.DELETE, value)
                               for key, value in writes})
-        outcome = _driver.decide(client.ctx, txn_id, _driver.primary_of(parts), keys_of(parts))
+        try:
+            outcome = _driver.decide(client.ctx, txn_id, _driver.primary_of(parts),
+                                     keys_of(parts))
+        except SnapshotTooOld as exc:
+            # GC settled every lock below the safe point and may have removed the commit
+            # record since: it can never commit now, but whether it did is unknown.
+            raise SnapshotTooOld(
+                f"transaction {txn_id} is no longer held (expired, or the node restarted) and"
+                " its snapshot is below the GC safe point: it can never commit now; if no"
+                " earlier Commit of it was sent, nothing of it was written: run it again with"
+                " a new snapshot (whether an earlier Commit of it committed can no longer be"
+                f" read) [{exc}]") from exc
         if outcome.committed:
             return outcome.commit_ts
         raise TransactionNotFound(f"no open transaction {txn_id}, and it did not commit (it"
@@ -340,11 +362,13 @@ class Sessions:
     # --- ending and expiry ------------------------------------------------------------------
 
     def _end(self, session: Session, state: str) -> None:
-        """ACTIVE -> ``state`` (its lock held): unpin, keep the outcome ``retain_ms``."""
+        """ACTIVE -> ``state`` (its lock held): end its transaction (the safe point may
+        pass it), keep the outcome ``retain_ms``."""
         assert session.state is ACTIVE
         session.state = state
-        session.txn = None
-        self._backend.unpin(session.txn_id)
+        txn, session.txn = session.txn, None
+        if txn is not None:
+            txn.rollback()  # no-op once committed or failed: those ended it already
         with self._lock:
             self._open -= 1
             if state is EXPIRED:  # nothing to answer: forgotten at once

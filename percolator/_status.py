@@ -1,22 +1,30 @@
 """Status mapping of the transaction layer: its errors <-> gRPC status codes, per direction.
 
-The transaction layer's own errors have codes of their own (unambiguous within its
-services); every other error follows the table in ``bigtable_lite.status``:
+The transaction layer's own errors have codes of their own; every other error follows
+the table in ``bigtable_lite.status``:
 
 =========================  ======================  ====================================
 server raises              status code             client raises
 =========================  ======================  ====================================
 OracleExhausted            OUT_OF_RANGE            OracleExhausted
 OracleConflict             FAILED_PRECONDITION     OracleConflict
+SnapshotTooOld             FAILED_PRECONDITION     SnapshotTooOld (named, see below)
 (anything else)            bigtable_lite.status    bigtable_lite.status
 =========================  ======================  ====================================
 
+Where a code is shared, the error's class name travels with it (a command's
+``CommandError.error``, a call's ``bigtable-lite-error`` trailer: :func:`error_name`)
+and picks the class; a FAILED_PRECONDITION without a name is the oracle's
+``OracleConflict``, as before names travelled, and a store error's name (``WrongTablet``)
+keeps it a store error.  No message is ever parsed.
+
 A batched command carries its status in a ``CommandError`` (code, message, the error's
-class name where the code alone is ambiguous), translated by the same tables.
+class name), translated by the same tables.
 
 The Transactions service (``percolator._txn_service``) answers for callers in any
-language, whose retry decisions follow the code alone; its own errors map so, before
-the tables above (server direction only: its clients are foreign):
+language, whose retry decisions follow the code (and, where a code is shared, the
+``bigtable-lite-error`` trailer naming the error's class, :func:`error_name`); its own
+errors map so, before the tables above (server direction only: its clients are foreign):
 
 =========================  ======================  ====================================
 server raises              status code             what the caller does
@@ -28,6 +36,9 @@ CommitUndetermined         UNAVAILABLE             retry the Commit (answered fr
 TransactionNotFound        NOT_FOUND               begin a new transaction
 TooManyTransactions        RESOURCE_EXHAUSTED      retry later
 WrongTransactionState      FAILED_PRECONDITION     (a bug of the caller)
+SnapshotTooOld             FAILED_PRECONDITION     run the transaction again (a new
+                           (named SnapshotTooOld)  snapshot): its snapshot is below the
+                                                   GC safe point
 =========================  ======================  ====================================
 """
 
@@ -41,6 +52,7 @@ from .errors import (
     CommitConflict,
     CommitUndetermined,
     LockWaitTimeout,
+    SnapshotTooOld,
     TooManyTransactions,
     TransactionBusy,
     TransactionNotFound,
@@ -48,13 +60,21 @@ from .errors import (
 )
 from .oracle import OracleConflict, OracleExhausted
 
-__all__ = ["command_error", "error_for", "error_from_rpc", "service_status_for", "status_for"]
+__all__ = ["command_error", "error_for", "error_from_rpc", "error_name", "service_status_for",
+           "status_for"]
 
 _OWN: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (OracleExhausted, grpc.StatusCode.OUT_OF_RANGE),          # past 2**64 - 1
     (OracleConflict, grpc.StatusCode.FAILED_PRECONDITION),    # two oracles on one store
+    (SnapshotTooOld, grpc.StatusCode.FAILED_PRECONDITION),    # start_ts below the safe point
 )
-_OWN_BACK: dict[grpc.StatusCode, type[Exception]] = {code: cls for cls, code in _OWN}
+# A code alone (no class name sent): the error it meant before names travelled.
+_OWN_BY_CODE: dict[grpc.StatusCode, type[Exception]] = {
+    grpc.StatusCode.OUT_OF_RANGE: OracleExhausted,
+    grpc.StatusCode.FAILED_PRECONDITION: OracleConflict,
+}
+_OWN_BY_NAME: dict[tuple[grpc.StatusCode, str], type[Exception]] = {
+    (code, cls.__name__): cls for cls, code in _OWN}
 _SERVICE: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (CommitConflict, grpc.StatusCode.ABORTED),
     (LockWaitTimeout, grpc.StatusCode.UNAVAILABLE),
@@ -71,7 +91,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and details a servicer sends for ``exc``."""
     for cls, code in _OWN:
         if isinstance(exc, cls):
-            return code, str(exc)
+            return code, str(exc)  # SnapshotTooOld's says to restart with a new snapshot
     return status.status_for(exc)
 
 
@@ -83,25 +103,32 @@ def service_status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return status_for(exc)
 
 
-def error_for(code: grpc.StatusCode | None, details: str | None, name: str = "") -> Exception:
-    """The exception a client raises for a failed call or command.
+def error_name(exc: BaseException) -> str:
+    """The class name sent beside ``exc``'s code ("" where the code alone says it)."""
+    for cls, _ in _OWN:
+        if isinstance(exc, cls):
+            return cls.__name__
+    return status.error_name(exc)
 
-    ``name`` is the store error's class a server names (``status.error_name``; our own
-    errors are named by their code alone): a store error whose code is also one of ours
-    (FAILED_PRECONDITION: WrongTablet) stays a store error.
-    """
-    own = _OWN_BACK.get(code) if code is not None and not name else None
-    if own is not None and code is not None:
-        return own(f"{code.name}: {details or 'no details'}")
+
+def error_for(code: grpc.StatusCode | None, details: str | None, name: str = "") -> Exception:
+    """The exception a client raises for a failed call or command."""
+    if code is not None:
+        own = _OWN_BY_NAME.get((code, name)) if name else _OWN_BY_CODE.get(code)
+        if own is not None:
+            return own(f"{code.name}: {details or 'no details'}")
     return status.error_for(code, details, ((status.ERROR_KEY, name),) if name else None)
 
 
 def error_from_rpc(exc: grpc.RpcError) -> Exception:
     """The exception a client raises for a failed RPC of the transaction layer."""
-    if isinstance(exc, grpc.Call) and exc.code() in _OWN_BACK:
+    if isinstance(exc, grpc.Call):
+        code = exc.code()
         names = [value for key, value in exc.trailing_metadata() or ()
                  if key == status.ERROR_KEY and isinstance(value, str)]
-        return error_for(exc.code(), exc.details(), names[0] if names else "")
+        name = names[0] if names else ""
+        if (code, name) in _OWN_BY_NAME or (not name and code in _OWN_BY_CODE):
+            return error_for(code, exc.details(), name)
     return status.error_from_rpc(exc)
 
 

@@ -39,7 +39,8 @@ class Transaction:
     :attr:`start_ts` is first asked for.
     """
 
-    __slots__ = ("_start_ts", "_ctx", "_writes", "_weak", "_state", "commit_ts")
+    __slots__ = ("_start_ts", "_ctx", "_writes", "_weak", "_state", "_token", "commit_ts",
+                 "__weakref__")
 
     def __init__(self, ctx: TxnContext, start_ts: int | None) -> None:
         self._start_ts = start_ts
@@ -48,14 +49,32 @@ class Transaction:
         self._writes: dict[Key, tuple[bytes, bytes | None]] = {}
         self._weak: set[Key] = set()
         self._state = _ACTIVE
+        self._token = 0  # registered in ctx.backend.snapshots while running (GC spares it)
+        if start_ts is not None:
+            self._token = ctx.backend.snapshots.enter(self)
+            ctx.backend.snapshots.started(self._token, start_ts)
 
     @property
     def start_ts(self) -> int:
         """The snapshot's timestamp (a lazy transaction takes it now if no read did yet)."""
         ts = self._start_ts
         if ts is None:
-            ts = self._start_ts = self._ctx.backend.timestamps(1)
+            snapshots = self._ctx.backend.snapshots
+            self._token = snapshots.enter(self)  # before the timestamp exists: see _snapshots
+            try:
+                ts = self._ctx.backend.timestamps(1)
+            except BaseException:
+                self._end()
+                raise
+            snapshots.started(self._token, ts)
+            self._start_ts = ts
         return ts
+
+    def _end(self) -> None:
+        """No longer running: the GC safe point may pass start_ts."""
+        if self._token:
+            self._ctx.backend.snapshots.leave(self._token)
+            self._token = 0
 
     # --- argument checks ------------------------------------------------------------------
 
@@ -118,8 +137,18 @@ class Transaction:
         values: dict[Key, bytes | None] = {}
         locked: list[LockedCell] = []
         for i in range(0, len(keys), per_call):
-            result = ctx.backend.read(ctx.table, self._start_ts, keys[i:i + per_call])
-            self._start_ts = result.start_ts  # a lazy transaction's snapshot, taken now
+            if self._start_ts is None:  # a lazy transaction's snapshot, taken by this read
+                snapshots = ctx.backend.snapshots
+                self._token = snapshots.enter(self)
+                try:
+                    result = ctx.backend.read(ctx.table, None, keys[i:i + per_call])
+                except BaseException:
+                    self._end()
+                    raise
+                snapshots.started(self._token, result.start_ts)
+                self._start_ts = result.start_ts
+            else:
+                result = ctx.backend.read(ctx.table, self._start_ts, keys[i:i + per_call])
             values.update(result.values)
             locked += result.locked
         if locked:
@@ -290,19 +319,23 @@ class Transaction:
         CommitUndetermined (outcome unknown).
         """
         self._check_active()
-        if not self._writes and not self._weak:
+        try:
+            if not self._writes and not self._weak:
+                self._state = _COMMITTED
+                self.commit_ts = self.start_ts
+                return self.start_ts
+            self._state = _FAILED
+            self.commit_ts = _driver.commit(self._ctx, self.start_ts, self._writes, self._weak)
             self._state = _COMMITTED
-            self.commit_ts = self.start_ts
-            return self.start_ts
-        self._state = _FAILED
-        self.commit_ts = _driver.commit(self._ctx, self.start_ts, self._writes, self._weak)
-        self._state = _COMMITTED
-        return self.commit_ts
+            return self.commit_ts
+        finally:
+            self._end()
 
     def rollback(self) -> None:
         """Discard buffered writes (nothing was written to the store before commit)."""
         if self._state is _ACTIVE:
             self._state = _ROLLED_BACK
+            self._end()
 
     @property
     def active(self) -> bool:

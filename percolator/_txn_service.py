@@ -14,7 +14,9 @@ A conflict comes back as ABORTED with a ``google.rpc.Status`` in the standard
 Go's ``status.FromError``, Java's ``StatusProto``, or protobufjs in Node.js) holding a
 ``percolator.v1.Conflict`` (reason, row, column, the conflicting commit_ts or lock);
 a read that waited out the bound on a live lock comes back UNAVAILABLE with a Conflict
-of reason LOCKED.  A limit also sets the ``bigtable-lite-error: LimitExceeded`` trailer.
+of reason LOCKED.  A limit also sets the ``bigtable-lite-error: LimitExceeded`` trailer;
+a snapshot below the GC safe point comes back FAILED_PRECONDITION with
+``bigtable-lite-error: SnapshotTooOld`` (run the transaction again).
 
 Roles (``bigtable_lite.auth``; issue 16): Begin, Get, BatchGet, Scan and Rollback need
 ``read`` (a reader holds a snapshot and ends it), Commit needs ``write``.  ``Stream``
@@ -49,7 +51,7 @@ from bigtable_lite.server import ServiceRegistration
 from ._backend import Conflict, Key
 from ._local import LocalBackend
 from ._sessions import DEFAULT_TTL_MS, MAX_TTL_MS, Sessions, Write
-from ._status import service_status_for
+from ._status import error_name, service_status_for
 from ._transaction import Transaction
 from ._transport.stream_slots import StreamSlots
 from .errors import CommitConflict, LockWaitTimeout
@@ -253,7 +255,7 @@ class TransactionsService:
             code, message = _status_of(exc)
             return pb.TxnStreamResponse(error=pb.TxnError(
                 code=code.value[0], message=message, conflict=_conflict(exc),
-                error=store_status.error_name(exc)))
+                error=error_name(exc)))
 
     def stop_streams(self) -> None:
         """End open streams after their current request and refuse new ones (shutdown)."""
@@ -351,7 +353,7 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
         detail.Pack(conflict)
         rich.details.append(detail)
     trailers: list[tuple[str, str | bytes]] = [(DETAILS_KEY, rich.SerializeToString())]
-    name = store_status.error_name(exc)
+    name = error_name(exc)
     if name:
         trailers.append((store_status.ERROR_KEY, name))
     context.abort_with_status(_Status(code, message, tuple(trailers)))

@@ -7,6 +7,7 @@
     │   ├── CommitConflict          write-write conflict: retry in a new transaction
     │   ├── CommitUndetermined      the primary's commit reply was lost: outcome unknown
     │   ├── LockWaitTimeout         a lock stayed unresolved past the read's deadline
+    │   ├── SnapshotTooOld          start_ts is below the GC safe point: restart the transaction
     │   ├── TransactionNotFound     (Transactions service) no open transaction has this id
     │   ├── TransactionBusy         (Transactions service) another call on it ran too long
     │   ├── TooManyTransactions     (Transactions service) the node holds its most open
@@ -91,3 +92,19 @@ class WrongTransactionState(TransactionError):
 
 class OracleError(PercolatorError):
     """The timestamp oracle could not hand out timestamps."""
+
+
+class SnapshotTooOld(TransactionError):
+    """The transaction's ``start_ts`` is below the store's GC safe point.
+
+    Versions its snapshot needs may have been collected, so the store refuses to read,
+    scan, prewrite or commit at it rather than answer from a partial history.  Nothing
+    of this transaction is visible; restart it with a new snapshot (``Client.run``
+    does so, as on ``CommitConflict``).
+    """
+
+    @classmethod
+    def below(cls, start_ts: int, safe_point: int) -> SnapshotTooOld:
+        return cls(f"start_ts {start_ts} is below the GC safe point {safe_point}: versions"
+                   " it would read may have been collected; restart the transaction with a"
+                   " new snapshot")

@@ -6,7 +6,10 @@ hosting both services, the transaction protocol's steps as batched commands
 (``percolator.v1.Node``, run by a :class:`~percolator._local.LocalBackend`: see
 ``percolator/_node_service.py``), whole transactions for callers in any language
 (``percolator.v1.Transactions``, run by the same backend: ``percolator/_txn_service.py``),
-health checking and reflection.  Shutdown order matters:
+health checking and reflection.  Every call of every service is counted and timed
+(``percolator._metrics_rpc``); ``metrics_listen`` serves the metrics to Prometheus
+(``percolator.metrics_endpoint``), with the oracle's figures and the data directory's
+size read when scraped.  Shutdown order matters:
 stop taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
@@ -14,15 +17,18 @@ its oracle restarts above every timestamp it handed out.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Self
 
 import grpc
+from prometheus_client.metrics_core import Metric
 
-from bigtable_lite import LocalStore
-from bigtable_lite.engine import SyncMode
+from bigtable_lite import LocalStore, SyncMode, disk_bytes
+from bigtable_lite.credentials import is_loopback, split_host
 from bigtable_lite.server import (
     HEALTH_STREAMS,
     REFLECTION_STREAMS,
@@ -33,18 +39,73 @@ from bigtable_lite.server import (
 )
 
 from . import oracle_service
+from ._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from ._local import LocalBackend
+from ._metrics_rpc import RpcMetrics
 from ._node_service import NodeService
 from ._notify.service import NotificationsService
+from ._safe_point import DEFAULT_CLIENT_LEASE
 from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
+from ._transport.native_server import DEFAULT_MAX_CONNECTIONS, NativeServer
 from ._txn_service import TransactionsService
 from .clock import Clock
+from .metrics import oracle_families, store_families
+from .metrics_endpoint import MetricsEndpoint
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
-__all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "Node", "stream_shares"]
+__all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "NATIVE_AUTO", "NATIVE_OFF", "NativeRefused", "Node",
+           "native_address", "stream_shares"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 10.0
 """Seconds in-flight calls get to finish when a node stops."""
+NATIVE_AUTO = "auto"
+"""The native transport on the gRPC host, at the gRPC port + 1 (any free port when the
+gRPC port is picked: clients ask the node where it is), if that host is a loopback
+address; else none."""
+NATIVE_OFF = "off"
+AFTER_GRPC = -1  # native_address's port: the gRPC port + 1
+
+
+class NativeRefused(ValueError):
+    """Refused: the native transport where it would let in callers gRPC keeps out."""
+
+
+def native_address(listen: str, native_listen: str | None, *, guarded: bool = False
+                   ) -> tuple[str, int] | None:
+    """Where to serve the native transport: (host, port; AFTER_GRPC or 0 for a free one),
+    or None for nowhere.  ``native_listen``: "HOST:PORT", "auto", "off" or None (off).
+
+    The native transport checks no caller (no TLS, no tokens, no roles), so it is served
+    only where gRPC checks none either and no other host can reach it: on a loopback
+    address of a node whose policy has neither tokens nor TLS (``guarded``: it has one).
+    Otherwise "auto" serves none (clients use gRPC, with its guard) and an explicit
+    address is refused (NativeRefused).
+    """
+    if native_listen is None or native_listen == NATIVE_OFF:
+        return None
+    if native_listen == NATIVE_AUTO:
+        host, _, port = listen.rpartition(":")
+        if guarded or not is_loopback(split_host(listen)):
+            return None
+        return host, 0 if port == "0" else AFTER_GRPC
+    host, sep, port = native_listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("native listen address must be HOST:PORT (port 0 = pick one), auto"
+                         f" or off, not {native_listen!r}")
+    if not is_loopback(split_host(native_listen)):
+        raise NativeRefused(
+            f"refusing to serve the native transport on {native_listen}: it checks no"
+            " caller (no TLS, no tokens), so it serves on a loopback address only"
+            " (127.0.0.1, ::1, localhost); remote clients use gRPC")
+    if guarded:
+        raise NativeRefused(
+            "refusing to serve the native transport on a node with tokens or TLS: it"
+            " checks no caller; give --native-listen off (clients use gRPC)")
+    return host, int(port)
+
+
 MIN_WORKERS = 10
 """Fewest gRPC worker threads a node runs with (see :func:`stream_shares`)."""
 
@@ -76,26 +137,48 @@ class Node:
     not a loopback address and ``policy`` has no TLS and tokens, unless it says
     ``insecure``); :meth:`start` begins serving.  ``clock`` judges the expiry of every
     lock written at this node (default: the system clock; its clients' clocks never do),
-    and of the Transactions service's transactions.  ``max_transactions``: transactions
-    the Transactions service holds open at once; ``txn_lock_wait``: seconds one of its
-    reads waits for a live lock before it answers UNAVAILABLE (a server thread waits
-    meanwhile).
+    and of the Transactions service's transactions, and the GC life time and client
+    leases.  ``max_transactions``: transactions the Transactions service holds open at
+    once; ``txn_lock_wait``: seconds one of its reads waits for a live lock before it
+    answers UNAVAILABLE (a server thread waits meanwhile).  Garbage collection runs every
+    ``gc_interval`` seconds (None: only on request), keeping every snapshot of the last
+    ``gc_life_time`` seconds and of every running transaction of its clients readable
+    (``gc_client_lease``: how long a client's report of its transactions holds).
+    ``metrics_listen`` ("HOST:PORT"): serve ``/metrics`` there from :meth:`start`
+    (``metrics_address`` is where).
+    ``native_listen``: where to serve the native transport (:func:`native_address`:
+    loopback only, and only without tokens and TLS), ``max_native_connections`` its
+    connections (a thread each) open at once.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
                  clock: Clock | None = None, policy: ServerPolicy = ServerPolicy(),
                  max_transactions: int = DEFAULT_MAX_OPEN,
-                 txn_lock_wait: float = DEFAULT_LOCK_WAIT) -> None:
+                 txn_lock_wait: float = DEFAULT_LOCK_WAIT,
+                 gc_life_time: float = DEFAULT_GC_LIFE_TIME,
+                 gc_interval: float | None = DEFAULT_GC_INTERVAL,
+                 gc_client_lease: float = DEFAULT_CLIENT_LEASE,
+                 metrics_listen: str | None = None,
+                 native_listen: str | None = NATIVE_AUTO,
+                 max_native_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         batch, timestamp, tablet, transaction, polls = stream_shares(max_workers)
         check_exposure(listen, policy)  # before the data directory is touched
+        self.metrics = None if metrics_listen is None else MetricsEndpoint(
+            metrics_listen, [self._scraped])
+        native_at = native_address(listen, native_listen, guarded=policy.tokens is not None
+                                   or policy.tls is not None)  # likewise
         self.store = LocalStore(data_dir, sync=sync)
+        self.native: NativeServer | None = None
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
-            self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False)
+            self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False,
+                                        gc_life_time=gc_life_time, gc_interval=gc_interval,
+                                        client_lease=gc_client_lease)
             self.batches = NodeService(self.backend, max_streams=batch)
             self.timestamps = oracle_service.OracleServicer(
-                self.oracle, max_streams=timestamp)
+                self.oracle, max_streams=timestamp,
+                safe_point=lambda: self.backend.safe_point.value)
             self.notifications = NotificationsService(
                 self.backend.notifications, self.store.limits, max_polls=polls)
             self.transactions = TransactionsService(self.backend, Sessions(
@@ -106,8 +189,24 @@ class Node:
                 self.store, listen, max_workers=max_workers,
                 extra=[self.timestamps.registration(), self.batches.registration(),
                        self.notifications.registration(), self.transactions.registration()],
-                policy=replace(policy, tablet_streams=tablet))
+                policy=replace(policy, tablet_streams=tablet),
+                interceptors=[RpcMetrics()])
+            if native_at is not None:
+                host, port = native_at
+                if port == AFTER_GRPC:
+                    port = self.port + 1
+                self.native = NativeServer(
+                    host, port, self.batches.open_native,
+                    max_frame=self.store.limits.max_message_bytes,
+                    max_connections=max_native_connections)
+                self.batches.native_port = self.native.port
         except BaseException:
+            if self.native is not None:
+                self.native.stop()
+                self.native.join(0)
+            backend = getattr(self, "backend", None)
+            if backend is not None:
+                backend.close()
             self.store.close()
             raise
         self.host = listen.rpartition(":")[0]
@@ -119,10 +218,31 @@ class Node:
         """``HOST:PORT`` with the real port, also when 0 was asked for."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        """``HOST:PORT`` of the metrics endpoint once started ("" without one)."""
+        return self.metrics.address if self.metrics is not None else ""
+
+    @property
+    def native_address(self) -> str | None:
+        """``HOST:PORT`` of the native transport, None if this node serves none."""
+        return None if self.native is None else f"{self.host}:{self.native.port}"
+
     def start(self) -> Self:
+        """Serve calls (and metrics, if asked); OSError if the metrics address is taken."""
+        if self.metrics is not None:
+            self.metrics.start()
         self.server.start()
         self.transactions.sessions.start()
+        if self.native is not None:
+            self.native.start()
         return self
+
+    def _scraped(self) -> Iterable[Metric]:
+        stats = self.oracle.stats()
+        yield from oracle_families(stats.timestamps_served, stats.requests,
+                                   stats.persisted_high_water)
+        yield from store_families(disk_bytes(self.store.path))
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), close oracle and store.
@@ -134,13 +254,19 @@ class Node:
                 return
             self._stopped = True
             try:
+                if self.native is not None:  # connections end after their batch
+                    self.native.stop()
                 self.batches.stop_streams()  # open streams end after their batch or request
                 self.timestamps.stop_streams()
                 self.transactions.stop_streams()
                 stop_server(self.server, grace)
+                if self.native is not None and not self.native.join(grace):
+                    log.warning("native connections still executing after %.1f s", grace)
             finally:
+                if self.metrics is not None:
+                    self.metrics.stop()
                 self.transactions.sessions.close()
-                self.backend.close()  # its background work (backfills); not the store
+                self.backend.close()  # its garbage collector and backfills; not the store
                 self.oracle.close()
                 self.store.close()
 

@@ -210,6 +210,14 @@ class Oracle:
         with self._lock:
             return OracleStats(self._next - self._first, self._requests, self._persisted)
 
+    def peek(self) -> int:
+        """The first timestamp the next request will get (nothing is handed out): every
+        timestamp handed out before this call is below it, every one after at or above.
+        The GC safe point's clock (``percolator._safe_point``).  Without the lock (an int
+        read is atomic): a value read while a request is served is the older one, which
+        is still at or below every timestamp handed out after this call."""
+        return self._next
+
     def close(self) -> None:
         """Refuse further requests; the store stays open.  Idempotent."""
         with self._lock:

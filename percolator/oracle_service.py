@@ -45,13 +45,15 @@ from bigtable_lite.auth import Role
 from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 
-from ._status import error_for, error_from_rpc, status_for
+from ._status import error_for, error_from_rpc, error_name, status_for
 from ._transport.stream_slots import REFUSED, StreamSlots
 from .errors import OracleError
+from .metrics import ORACLE_BATCH
 from .oracle import TimestampSource
 from .v1 import oracle_pb2
 
 log = logging.getLogger(__name__)
+_BATCH = ORACLE_BATCH.labels()
 
 __all__ = ["DEFAULT_MAX_STREAMS", "MAX_REQUEST_BYTES", "ROLES", "SERVICE_NAME", "STREAM_KEY",
            "STREAM_REFUSED", "OracleServicer", "add_to_server", "error_from_rpc",
@@ -70,6 +72,10 @@ ROLES: dict[str, Role | None] = {
 MAX_REQUEST_BYTES = 1024
 """Budget of one request message: a count is a few bytes."""
 
+def _unknown() -> int:
+    return 0  # a standalone oracle knows no GC safe point
+
+
 def oracle_error_for(code: grpc.StatusCode | None, details: str | None) -> Exception | None:
     """The oracle's own exception for a failed call's status, or None if it is not one."""
     error = error_for(code, details)
@@ -86,7 +92,7 @@ def stream_refused(exc: grpc.RpcError) -> bool:
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     code, message = status_for(exc)
     status.log_failure(log, SERVICE_NAME, code, message, exc)
-    name = status.error_name(exc)
+    name = error_name(exc)
     if name:  # lets the client tell errors that share a code apart
         context.set_trailing_metadata(((status.ERROR_KEY, name),))
     context.abort(code, message)
@@ -100,9 +106,11 @@ class OracleServicer:
     """
 
     def __init__(self, oracle: TimestampSource, *,
-                 max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+                 max_streams: int = DEFAULT_MAX_STREAMS,
+                 safe_point: Callable[[], int] | None = None) -> None:
         self._oracle = oracle
         self._streams = StreamSlots(max_streams, STREAM_KEY)
+        self._safe_point = safe_point or _unknown  # the node's GC safe point, handed out
 
     def GetTimestamps(self, request: oracle_pb2.GetTimestampsRequest,
                       context: grpc.ServicerContext) -> oracle_pb2.GetTimestampsResponse:
@@ -111,7 +119,9 @@ class OracleServicer:
             first = self._oracle.get_timestamps(count)
         except Exception as exc:  # noqa: BLE001 -- every error becomes a status, once, here
             _abort(context, exc)
-        return oracle_pb2.GetTimestampsResponse(first=first, count=count)
+        _BATCH.observe(count)
+        return oracle_pb2.GetTimestampsResponse(first=first, count=count,
+                                                safe_point=self._safe_point())
 
     def StreamTimestamps(self, requests: Iterator[oracle_pb2.GetTimestampsRequest],
                          context: grpc.ServicerContext
@@ -129,7 +139,8 @@ class OracleServicer:
                     first = get(count)
                 except Exception as exc:  # noqa: BLE001 -- as above; it ends the stream
                     _abort(context, exc)
-                yield response(first=first, count=count)
+                _BATCH.observe(count)
+                yield response(first=first, count=count, safe_point=self._safe_point())
                 if slots.stopping:  # end between requests: every request read was answered
                     return
         finally:

@@ -36,8 +36,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from bigtable_lite import DataCorruption
-from bigtable_lite.model import fast_init
+from bigtable_lite import DataCorruption, fast_init
 
 INLINE_VALUE_MAX = 255
 
@@ -50,6 +49,7 @@ _LOCK_OWNER = struct.Struct(">BQ")  # version, start_ts: the prefix naming the o
 _LOCK_HEAD = struct.Struct(">BQcBQI")
 _U32 = struct.Struct(">I")
 _WRITE_HEAD = struct.Struct(">cBQ")
+_U64_AT = struct.Struct(">Q")
 _INLINED = 1
 _PRIMARY = 2
 
@@ -152,3 +152,13 @@ def decode_write(raw: bytes) -> Write:
     return Write(kind, start_ts, raw[_WRITE_HEAD.size:] if flags & _INLINED else None)
 
 
+def long_value_ts(raw: bytes) -> int | None:
+    """The start_ts of the long value (``d`` column) the write record ``raw`` points to;
+    None for an inlined put or a delete.  Read in place, without building a Write: garbage
+    collection asks it of every record it removes."""
+    if len(raw) < _WRITE_HEAD.size:
+        raise DataCorruption(f"truncated write record ({len(raw)} bytes)")
+    if raw[:1] != PUT or raw[1] & _INLINED:
+        return None
+    start_ts: int = _U64_AT.unpack_from(raw, 2)[0]
+    return start_ts

@@ -154,6 +154,11 @@ def test_log_level_is_global(tmp_path: Path, where: str) -> None:
     ["notifications", "compact"],
     ["citations", "verify"],
     ["worker", "--observers", "observers.citations:OBSERVERS", "--until-idle"],
+    ["scan"],
+    ["scan", "--raw"],
+    ["get", "r", "c"],
+    ["locks"],
+    ["locks", "--resolve"],
 ])
 @pytest.mark.parametrize("exists", [False, True])
 def test_a_mistyped_data_dir_is_refused_not_created(tmp_path: Path, command: list[str],
@@ -213,6 +218,14 @@ def test_listen_on_an_impossible_address_says_why(tmp_path: Path) -> None:
                    " '999.1.1.1'")
 
 
+def test_the_native_transport_beyond_loopback_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    done = in_process(capsys, "serve", "--data-dir", str(tmp_path / "data"),
+                      "--native-listen", "0.0.0.0:7071")
+    usage_error(done, "--native-listen", "loopback address only, not '0.0.0.0:7071'")
+    assert not (tmp_path / "data").exists()
+
+
 def test_listen_on_a_busy_port_says_so_and_grpc_keeps_quiet(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "a") as server:
         done = percolator("serve", "--data-dir", str(tmp_path / "b"), "--listen",
@@ -265,7 +278,7 @@ def test_the_node_logs_one_line_per_failed_request(tmp_path: Path) -> None:
         output = "".join(server.output)
     failed = [line for line in output.splitlines() if "failed:" in line]
     assert len(failed) == 2, output
-    assert all(" WARNING bigtable_lite.service: bigtable_lite.v1.TabletService/ReadRows"
+    assert all(" WARNING bigtable_lite._service: bigtable_lite.v1.TabletService/ReadRows"
                " failed: INVALID_ARGUMENT: " in line for line in failed), failed
     # Bytes that do not decode: one line per method and cause (any client could send them
     # by the million).

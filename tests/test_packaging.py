@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from bigtable_lite.leveldb import plyvel
+from bigtable_lite._leveldb import plyvel
 
 VALUES = 2000
 VALUE = b"a" * 1000  # Snappy shrinks a run of one byte to a few percent

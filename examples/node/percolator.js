@@ -58,6 +58,14 @@ const Status = errorTypes.lookupType('google.rpc.Status');
 const Conflict = errorTypes.lookupType('percolator.v1.Conflict');
 const CONFLICT_URL = 'type.googleapis.com/percolator.v1.Conflict';
 
+/** The error's class name the node sent beside a shared code (the bigtable-lite-error
+ *  trailer, or a Stream error's `error`), e.g. 'SnapshotTooOld'; '' if none. */
+function errorName(err) {
+  if (err && err.error !== undefined) return err.error || '';
+  const names = err && err.metadata ? err.metadata.get('bigtable-lite-error') : [];
+  return names && names.length ? String(names[0]) : '';
+}
+
 /** The Conflict in a failed call's status details (ABORTED, or UNAVAILABLE on a live
  *  lock), as {reason, row, column, commitTs, lockStartTs}; null if it has none. */
 function conflictOf(err) {
@@ -163,7 +171,8 @@ class Client {
   }
 
   /** fn(txn), then commit; run again in a new transaction while the commit is ABORTED (a
-   *  conflict: nothing was written).  Resolves to fn's result. */
+   *  conflict: nothing was written) or the snapshot fell below the GC safe point
+   *  (FAILED_PRECONDITION named SnapshotTooOld).  Resolves to fn's result. */
   async run(fn, { reads = [], maxAttempts = 50 } = {}) {
     for (let attempt = 1; ; attempt++) {
       const txn = await this.begin({ reads });
@@ -172,7 +181,9 @@ class Client {
         await txn.commit();
         return result;
       } catch (err) {
-        if (err.code !== grpc.status.ABORTED || attempt >= maxAttempts) throw err;
+        const again = err.code === grpc.status.ABORTED
+          || (err.code === grpc.status.FAILED_PRECONDITION && errorName(err) === 'SnapshotTooOld');
+        if (!again || attempt >= maxAttempts) throw err;
       }
       await new Promise((r) => setTimeout(r, Math.random() * 2 * 2 ** Math.min(attempt, 6)));
     }
@@ -258,4 +269,4 @@ class Transaction {
   }
 }
 
-module.exports = { Client, Transaction, conflictOf, grpc, status: grpc.status };
+module.exports = { Client, Transaction, conflictOf, errorName, grpc, status: grpc.status };

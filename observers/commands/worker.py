@@ -8,6 +8,9 @@ surprise.  Prints ``percolator worker: running as ID ...`` on stdout, flushed, o
 works.  ``--until-idle`` processes until no notification is pending, prints the stats
 and exits instead: exit 1 if that takes longer than ``--timeout`` or if a notification
 was parked (its observer kept failing; ``percolator notifications list`` shows it).
+``--metrics-listen HOST:PORT`` serves Prometheus metrics (per observer, and the
+worker's transactions and batches) while it runs, announced by a line
+``percolator worker: metrics on http://HOST:PORT/metrics``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from observers import ObserverRegistry, Worker, WorkerTimeout, load_entry_points
 from observers.errors import ObserverError
 from percolator import Client
 from percolator.cli import CommandError
-from percolator.commands.arg_types import positive_float, positive_int
+from percolator.commands.arg_types import listen_address, positive_float, positive_int
 from percolator.commands.client_args import add_target_arguments, open_client
+from percolator.metrics_endpoint import MetricsEndpoint
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -66,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " parked")
     parser.add_argument("--timeout", type=positive_float, default=600.0, metavar="S",
                         help="with --until-idle: give up after this long (default %(default)s)")
+    parser.add_argument("--metrics-listen", type=listen_address, default=None,
+                        metavar="HOST:PORT", help="serve Prometheus metrics at"
+                        " http://HOST:PORT/metrics (default: off; port 0 picks one)")
 
 
 def _registry(args: argparse.Namespace) -> ObserverRegistry:
@@ -91,6 +98,18 @@ def _worker(client: Client, registry: ObserverRegistry, args: argparse.Namespace
         raise CommandError(str(exc)) from exc
 
 
+def start_metrics(worker: Worker, args: argparse.Namespace) -> MetricsEndpoint | None:
+    """The worker's metrics endpoint, serving, if ``--metrics-listen`` asked for one."""
+    if args.metrics_listen is None:
+        return None
+    client = worker.client
+    endpoint = MetricsEndpoint(args.metrics_listen,
+                               [lambda: worker.metrics.pending(client)])
+    endpoint.start()
+    print(f"percolator worker: metrics on {endpoint.url}", flush=True)
+    return endpoint
+
+
 def describe(worker: Worker) -> str:
     """``2 observers on doc:text, paper:refs`` (column names as text)."""
     count = len(worker.registry)
@@ -107,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         client = open_client(args, lock_ttl=args.lock_ttl)
         try:
             worker = _worker(client, registry, args)
+            metrics = start_metrics(worker, args)
             worker.start()
             try:
                 print(f"percolator worker: running as {worker.id} ({describe(worker)},"
@@ -116,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
                       " in-flight work", flush=True)
             finally:
                 worker.stop()
+                if metrics is not None:
+                    metrics.stop()
             print(f"percolator worker: stopped; {json.dumps(worker.stats().as_dict())}",
                   flush=True)
         finally:
@@ -134,12 +156,16 @@ def _until_idle(args: argparse.Namespace, registry: ObserverRegistry) -> int:
     client = open_client(args, lock_ttl=args.lock_ttl)
     try:
         worker = _worker(client, registry, args)
+        metrics = start_metrics(worker, args)
         print(f"percolator worker: running as {worker.id} ({describe(worker)}) until idle",
               flush=True)
         try:
             stats = worker.run_until_idle(args.timeout)
         except (WorkerTimeout, ObserverError) as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            if metrics is not None:
+                metrics.stop()
     finally:
         client.close()
     print(f"percolator worker: idle; {json.dumps(stats.as_dict())}", flush=True)

@@ -33,8 +33,15 @@ import logging
 import threading
 from collections.abc import Callable
 
-from bigtable_lite import MAX_TS, Put, RowMutation, ScanRequest, StorageError, TimeRange
-from bigtable_lite.model import ValuePrefixAt
+from bigtable_lite import (
+    MAX_TS,
+    Put,
+    RowMutation,
+    ScanRequest,
+    StorageError,
+    TimeRange,
+    ValuePrefixAt,
+)
 
 from .. import failpoints, layout, records
 from .._steps.context import StepContext

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from bigtable_lite import (
     MAX_TS,
+    Condition,
     DeleteVersion,
     InvalidArgument,
     NoValuePrefixAt,
@@ -37,7 +38,6 @@ from bigtable_lite import (
     TimeRange,
     ValuePrefixAt,
 )
-from bigtable_lite.model import Condition
 
 from .. import layout, records
 from .._backend import COMMITTED, LOCKED, ROLLED_BACK_STATUS, TxnStatus
@@ -130,8 +130,12 @@ def read_primary(store: TabletStore, table: bytes, row: bytes, column: bytes,
 
 
 def check_txn_status(ctx: StepContext, table: bytes, row: bytes, column: bytes,
-                     start_ts: int, *, roll_back_expired: bool = True) -> TxnStatus:
-    """The transaction's status; rolls back an expired primary lock, seals a missing one."""
+                     start_ts: int, *, roll_back_expired: bool = True,
+                     force: bool = False) -> TxnStatus:
+    """The transaction's status; rolls back an expired primary lock, seals a missing one.
+
+    ``force``: roll the primary lock back whatever its expiry (garbage collection, for a
+    transaction below the safe point: it can neither read nor commit any more)."""
     store = ctx.store
     for _ in range(16):  # each retry follows a concurrent change of the primary
         status, newest_write_ts = read_primary(store, table, row, column, start_ts)
@@ -139,7 +143,7 @@ def check_txn_status(ctx: StepContext, table: bytes, row: bytes, column: bytes,
             if status.final or not roll_back_expired:
                 return status
             assert status.lock is not None
-            if ctx.clock.now_ms() < status.lock.expires_at_ms:
+            if not force and ctx.clock.now_ms() < status.lock.expires_at_ms:
                 return status
             m = rollback_primary(table, row, column, start_ts)
         else:
@@ -159,7 +163,8 @@ class StatusCache:
         self.checks = 0
 
     def status(self, ctx: StepContext, table: bytes, row: bytes, column: bytes,
-               start_ts: int) -> TxnStatus:
+               start_ts: int, *, force: bool = False) -> TxnStatus:
+        """``force``: see :func:`check_txn_status`."""
         key = (table, row, column, start_ts)
         with self._lock:
             cached = self._cache.get(key)
@@ -167,7 +172,7 @@ class StatusCache:
                 self._cache.move_to_end(key)
                 return cached
         self.checks += 1
-        status = check_txn_status(ctx, table, row, column, start_ts)
+        status = check_txn_status(ctx, table, row, column, start_ts, force=force)
         self.remember(table, row, column, start_ts, status)
         return status
 

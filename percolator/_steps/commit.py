@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from bigtable_lite import (
     Cell,
+    Condition,
     DeleteVersion,
     InvalidArgument,
     Mutation,
@@ -42,8 +43,8 @@ from bigtable_lite import (
     RowMutation,
     RowRead,
     TimeRange,
+    ValuePrefixAt,
 )
-from bigtable_lite.model import Condition, ValuePrefixAt
 
 from .. import failpoints, records
 from .._backend import COMMITTED, CommitOutcome, CommitRequest, Key, TxnStatus

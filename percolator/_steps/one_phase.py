@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 from bigtable_lite import (
     MAX_TS,
     NOT_ATTEMPTED,
+    Condition,
     Mutation,
     NoVersionIn,
     Put,
@@ -53,7 +54,6 @@ from bigtable_lite import (
     StorageError,
     Unavailable,
 )
-from bigtable_lite.model import Condition
 
 from .. import failpoints, layout, records
 from .._backend import (

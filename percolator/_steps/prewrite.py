@@ -21,8 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bigtable_lite import MAX_TS, Mutation, MutationResult, NoVersionIn, Put, RowMutation
-from bigtable_lite.model import Condition
+from bigtable_lite import MAX_TS, Condition, Mutation, MutationResult, NoVersionIn, Put, RowMutation
 
 from .. import records
 from .._backend import CellWrite, Conflict, Key, Part, PrewriteRequest, keys_of

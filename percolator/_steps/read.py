@@ -96,7 +96,10 @@ def _read_into(ctx: StepContext, table: bytes, start_ts: int, keys: Sequence[Key
         i += 2
         locked: set[bytes] = set()
         for cell in slots:
-            lock = records.decode_lock(cell.value)
+            try:
+                lock = records.decode_lock(cell.value)
+            except DataCorruption as exc:
+                raise _damaged(table, row, cell, exc) from exc
             if lock.start_ts <= start_ts:
                 locks.append(FoundLock(row, cell.column[1:], lock))
                 locked.add(cell.column[1:])
@@ -108,7 +111,11 @@ def _read_into(ctx: StepContext, table: bytes, start_ts: int, keys: Sequence[Key
             if record is None:
                 values[(row, col)] = None
                 continue
-            write = decode_write(record)
+            try:
+                write = decode_write(record)
+            except DataCorruption as exc:
+                cell = next(c for c in write_cells if c.column[1:] == col)
+                raise _damaged(table, row, cell, exc) from exc
             if write.kind == records.DELETE:
                 values[(row, col)] = None
             elif write.value is not None:
@@ -122,6 +129,14 @@ def _read_into(ctx: StepContext, table: bytes, start_ts: int, keys: Sequence[Key
         else:
             values.update(_values(ctx, table, fetch))
     return locks
+
+
+def _damaged(table: bytes, row: bytes, cell: Cell, exc: DataCorruption) -> DataCorruption:
+    """``exc`` naming the cell and version whose record it is."""
+    kind = "lock" if cell.column[:1] == LOCK else "write"
+    return DataCorruption(f"{kind} record of cell ({row!r}, {cell.column[1:]!r}) of table"
+                          f" {table!r} at ts {cell.ts}: {exc} (`percolator scan --raw` shows"
+                          " it, `percolator repair` removes it)")
 
 
 def _read_rows(ctx: StepContext, reads: list[RowRead]) -> list[list[Cell]]:
@@ -213,7 +228,10 @@ def scan(ctx: StepContext, request: ScanRequest) -> ScanChunk:
             if not include_system and layout.is_system(column):
                 continue
             if kind == WRITE:
-                write = records.decode_write(cell.value)
+                try:
+                    write = records.decode_write(cell.value)
+                except DataCorruption as exc:
+                    raise _damaged(table, row.row, cell, exc) from exc
                 # A value not inlined is fetched below: counted at its largest.
                 weight = len(write.value) if write.value is not None else \
                     0 if write.kind == records.DELETE else largest
@@ -223,7 +241,10 @@ def scan(ctx: StepContext, request: ScanRequest) -> ScanChunk:
                 found[(row.row, column)] = write
                 size += weight
             else:
-                lock = records.decode_lock(cell.value)
+                try:
+                    lock = records.decode_lock(cell.value)
+                except DataCorruption as exc:
+                    raise _damaged(table, row.row, cell, exc) from exc
                 if lock.start_ts <= start_ts:
                     locks.append(FoundLock(row.row, column, lock))
     held: set[Key] = set()

@@ -8,7 +8,8 @@ committed transaction is then rolled forward -- its write record from the lock i
 and its notification if its column is observed (read after the commit_ts it rolls
 forward to, as in the commit step; at a fresh log position, since readers of the log
 may have passed that commit_ts) -- and every lock of a rolled-back one erased, in
-one batched store call.  Locks of live, undecided transactions are returned.
+one batched store call.  Locks of live, undecided transactions are returned.  Each lock
+met is counted by what became of it (``percolator_lock_resolutions_total``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from bigtable_lite import RowMutation
 
 from .._backend import COMMITTED, Key, LockedCell
+from ..metrics import LOCK_RESOLUTIONS
 from ..records import Lock
 from .batches import settle_in_calls
 from .commit import commit_cells, read_locks
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
     from .context import StepContext
 
 __all__ = ["FoundLock", "resolve", "resolve_locks"]
+
+_ROLLED_FORWARD = LOCK_RESOLUTIONS.labels("rolled_forward")
+_ROLLED_BACK = LOCK_RESOLUTIONS.labels("rolled_back")
+_LIVE = LOCK_RESOLUTIONS.labels("live")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +57,12 @@ class FoundLock:
                           lock.primary_column)
 
 
-def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock]
-                  ) -> list[FoundLock]:
-    """Roll forward or back every lock whose transaction is decided; return the rest."""
+def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock], *,
+                  force: bool = False) -> list[FoundLock]:
+    """Roll forward or back every lock whose transaction is decided; return the rest.
+
+    ``force`` (garbage collection, below the safe point): a live primary lock is rolled
+    back whatever its expiry, so every lock given is settled."""
     by_txn: dict[tuple[bytes, bytes, int], list[FoundLock]] = {}
     for found in locks:
         lock = found.lock
@@ -62,16 +71,19 @@ def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock]
     fixes: list[RowMutation] = []
     forward: list[tuple[list[FoundLock], int]] = []  # committed: (locks, commit_ts)
     alive: list[FoundLock] = []
+    n_forward = back = 0
     for (prow, pcol, start_ts), group in by_txn.items():
-        status = ctx.statuses.status(ctx, table, prow, pcol, start_ts)
+        status = ctx.statuses.status(ctx, table, prow, pcol, start_ts, force=force)
         if not status.final:
             alive.extend(group)
         elif status.state == COMMITTED:
             forward.append((group, status.commit_ts))
+            n_forward += len(group)
             for found in group:
                 fixes.append(commit_cells(table, found.row, [(found.column, found.lock)],
                                           start_ts, status.commit_ts))
         else:
+            back += len(group)
             fixes += [rollback_secondary(table, f.row, [f.column], start_ts) for f in group
                       if (f.row, f.column) != (prow, pcol)]
     observed = ctx.observed.of(table)  # after the commit_ts: see ``notify``
@@ -79,6 +91,12 @@ def resolve_locks(ctx: StepContext, table: bytes, locks: Iterable[FoundLock]
         _roll_forward_notifying(ctx, table, observed, forward, fixes)
     elif fixes:
         settle_in_calls(ctx.store, ctx.limits, fixes)
+    if n_forward:
+        _ROLLED_FORWARD.inc(n_forward)
+    if back:
+        _ROLLED_BACK.inc(back)
+    if alive:
+        _LIVE.inc(len(alive))
     return alive
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bigtable_lite import DeleteVersion, Mutation, RowMutation, ValuePrefixAt
-from bigtable_lite.model import Condition
+from bigtable_lite import Condition, DeleteVersion, Mutation, RowMutation, ValuePrefixAt
 
 from .. import records
 from .._backend import COMMITTED, ROLLED_BACK_STATUS

@@ -32,15 +32,10 @@ def varint(n: int) -> bytes:
 
 
 def tags(message: Any) -> dict[str, bytes]:
-    """The one-byte tag of every message field of ``message`` (a message Descriptor),
-    by field name."""
-    out = {}
-    for f in message.fields:
-        tag = f.number << 3 | _LENGTH_DELIMITED
-        if tag > 0x7F:
-            raise ValueError(f"field {f.full_name} needs a tag of more than one byte")
-        out[f.name] = bytes((tag,))
-    return out
+    """The tag (a varint: one byte up to field 15, two from 16) of every length-delimited
+    field of ``message`` (a message Descriptor), by field name."""
+    return {f.name: varint(f.number << 3 | _LENGTH_DELIMITED) for f in message.fields
+            if f.type in (f.TYPE_MESSAGE, f.TYPE_BYTES, f.TYPE_STRING)}
 
 
 def field(tag: bytes, payload: bytes) -> bytes:

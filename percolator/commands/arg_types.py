@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bigtable_lite.credentials import is_loopback, split_host
+
 
 def positive_int(value: str) -> int:
     """An integer >= 1."""
@@ -27,6 +29,17 @@ def positive_float(value: str) -> float:
         f = 0.0
     if not f > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, not {value!r}")
+    return f
+
+
+def non_negative_float(value: str) -> float:
+    """A number >= 0."""
+    try:
+        f = float(value)
+    except ValueError:
+        f = -1.0
+    if not f >= 0 or f == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {value!r}")
     return f
 
 
@@ -55,3 +68,15 @@ def listen_address(value: str) -> str:
 def node_address(value: str) -> str:
     """HOST:PORT of a running node, with a numeric port from 1 to 65535."""
     return _host_port(value, "of a `percolator serve` node", port_zero=False)
+
+
+def native_listen_address(value: str) -> str:
+    """``auto``, ``off``, or HOST:PORT to serve the native transport on (0 = pick one)."""
+    if value in ("auto", "off"):
+        return value
+    _host_port(value, "for the native transport (or auto, or off)", port_zero=True)
+    if not is_loopback(split_host(value)):
+        raise argparse.ArgumentTypeError(
+            f"the native transport serves on a loopback address only, not {value!r}: it"
+            " checks no caller (no TLS, no tokens); remote clients use gRPC")
+    return value

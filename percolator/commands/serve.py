@@ -2,7 +2,9 @@
 
 `percolator serve` runs until SIGTERM or SIGINT, then shuts down gracefully.  It
 prints ``percolator serve: listening on HOST:PORT`` (the real port when 0 was given) on
-stdout, flushed, once the server accepts calls: scripts and tests wait for it.
+stdout, flushed, once the server accepts calls: scripts and tests wait for it.  With
+``--metrics-listen``, a line ``percolator serve: metrics on http://HOST:PORT/metrics``
+comes before it (docs/operations.md lists the metrics).
 
 Security (``bigtable_lite.auth``, ``bigtable_lite.credentials``): ``--tls-cert`` and
 ``--tls-key`` serve TLS (files replaced on disk are served to new connections, no
@@ -19,15 +21,24 @@ import signal
 import sys
 from pathlib import Path
 
+from bigtable_lite import SYNC_MODES, SyncMode
 from bigtable_lite.auth import TokenTable
 from bigtable_lite.credentials import ServerTLS
-from bigtable_lite.engine import SYNC_MODES, SyncMode
 from bigtable_lite.server import DEFAULT_STREAM_IDLE, InsecureListen, ServerPolicy
 
+from .._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
+from .._safe_point import DEFAULT_CLIENT_LEASE
+from .._transport.native_server import DEFAULT_MAX_CONNECTIONS
 from ..cli import CommandError
-from ..node import DEFAULT_GRACE, MIN_WORKERS, Node
+from ..node import DEFAULT_GRACE, MIN_WORKERS, NATIVE_AUTO, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
-from .arg_types import listen_address, positive_float, positive_int
+from .arg_types import (
+    listen_address,
+    native_listen_address,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -38,6 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", type=listen_address, default="127.0.0.1:7070",
                         metavar="HOST:PORT", help="address to serve on; port 0 picks a free one"
                         " (default %(default)s)")
+    parser.add_argument("--native-listen", type=native_listen_address, default=NATIVE_AUTO,
+                        metavar="HOST:PORT|auto|off",
+                        help="where to serve the native transport, the Python client's fast"
+                        " path to the same batches (clients find it by asking the node over"
+                        " gRPC), a loopback address only, and only without --auth-tokens and"
+                        " TLS (it checks no caller); auto: the --listen host at its port + 1"
+                        " (a free port when that is 0) if that host is loopback and no tokens"
+                        " or TLS are given, else off; off: gRPC only (default %(default)s)")
+    parser.add_argument("--native-connections", type=positive_int,
+                        default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                        help="most native connections open at once, a thread each, apart"
+                        " from the gRPC workers; more clients use gRPC (default %(default)s)")
     parser.add_argument("--sync", choices=SYNC_MODES, default="none",
                         help="fsync every write (always) or rely on the OS (none: survives"
                         " kill -9, not power loss); the oracle fsyncs its blocks either way"
@@ -48,8 +71,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracle-block", type=positive_int, default=DEFAULT_BLOCK_SIZE,
                         metavar="N", help="timestamps the oracle reserves per fsync; a crash"
                         " skips at most this many (default %(default)s)")
+    parser.add_argument("--metrics-listen", type=listen_address, default=None,
+                        metavar="HOST:PORT", help="serve Prometheus metrics at"
+                        " http://HOST:PORT/metrics (default: off; port 0 picks one)")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
+    parser.add_argument("--gc-life-time", type=non_negative_float, default=DEFAULT_GC_LIFE_TIME,
+                        metavar="SECONDS", help="garbage collection keeps every snapshot of the"
+                        " last SECONDS readable, and every running transaction's"
+                        " (default %(default)s)")
+    parser.add_argument("--gc-interval", type=positive_float, default=DEFAULT_GC_INTERVAL,
+                        metavar="SECONDS", help="seconds between garbage-collection passes"
+                        " (default %(default)s)")
+    parser.add_argument("--gc-client-lease", type=positive_float,
+                        default=DEFAULT_CLIENT_LEASE, metavar="SECONDS",
+                        help="how long a client's report of its running transactions holds"
+                        " garbage collection back; a killed client's holds end after it"
+                        " (default %(default)s)")
     security = parser.add_argument_group("security")
     security.add_argument("--tls-cert", type=Path, metavar="FILE",
                           help="PEM certificate (chain) to serve TLS with; reloaded when the"
@@ -105,16 +143,25 @@ def run(args: argparse.Namespace) -> int:
         sync: SyncMode = args.sync
         try:
             node = Node(args.data_dir, args.listen, sync, max_workers=args.workers,
-                        oracle_block_size=args.oracle_block, policy=policy)
+                        oracle_block_size=args.oracle_block, policy=policy,
+                        gc_life_time=args.gc_life_time, gc_interval=args.gc_interval,
+                        gc_client_lease=args.gc_client_lease,
+                        metrics_listen=args.metrics_listen,
+                        native_listen=args.native_listen,
+                        max_native_connections=args.native_connections)
         except InsecureListen as exc:
             raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
                                " --insecure)") from exc
-        except ValueError as exc:  # TLS files that are not a certificate and its key
-            raise CommandError(str(exc)) from exc
+        except ValueError as exc:  # TLS files that are not a certificate and its key;
+            raise CommandError(str(exc)) from exc  # NativeRefused
         try:
             node.start()
+            if node.metrics is not None:
+                print(f"percolator serve: metrics on {node.metrics.url}", flush=True)
+            native = node.native_address
             print(f"percolator serve: listening on {node.address}"
-                  f" (data dir {args.data_dir}, sync {sync}, {_describe(policy)})", flush=True)
+                  f" (native {native if native else 'off'}; data dir {args.data_dir},"
+                  f" sync {sync}, {_describe(policy)})", flush=True)
             received = signal.sigwait(_STOP_SIGNALS)
             print(f"percolator serve: {signal.Signals(received).name}, shutting down",
                   flush=True)

@@ -9,11 +9,37 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeDescription(_message.Message):
+    __slots__ = ("native_port", "native_version")
+    NATIVE_PORT_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    native_port: int
+    native_version: int
+    def __init__(self, native_port: _Optional[int] = ..., native_version: _Optional[int] = ...) -> None: ...
+
+class NativeHello(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class NativeWelcome(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
 class BatchRequest(_message.Message):
-    __slots__ = ("commands",)
+    __slots__ = ("commands", "client_id")
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     commands: _containers.RepeatedCompositeFieldContainer[Command]
-    def __init__(self, commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
+    client_id: bytes
+    def __init__(self, commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ..., client_id: _Optional[bytes] = ...) -> None: ...
 
 class BatchResponse(_message.Message):
     __slots__ = ("results",)
@@ -22,7 +48,7 @@ class BatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows")
+    __slots__ = ("get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows", "report_snapshots", "collect_garbage", "clock")
     GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
     SCAN_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +63,9 @@ class Command(_message.Message):
     OBSERVED_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     READ_ROWS_FIELD_NUMBER: _ClassVar[int]
     MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    COLLECT_GARBAGE_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     get_timestamps: _oracle_pb2.GetTimestampsRequest
     read: ReadRequest
     scan: ScanRequest
@@ -51,10 +80,13 @@ class Command(_message.Message):
     observed_columns: ObservedColumnsRequest
     read_rows: _tablet_pb2.ReadRowsRequest
     mutate_rows: _tablet_pb2.MutateRowsRequest
-    def __init__(self, get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ..., read: _Optional[_Union[ReadRequest, _Mapping]] = ..., scan: _Optional[_Union[ScanRequest, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseRequest, _Mapping]] = ..., resolve: _Optional[_Union[ResolveRequest, _Mapping]] = ..., rollback: _Optional[_Union[RollbackRequest, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., check_txn_status: _Optional[_Union[CheckTxnStatusRequest, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedRequest, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsRequest, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ...) -> None: ...
+    report_snapshots: ReportSnapshotsRequest
+    collect_garbage: CollectGarbageRequest
+    clock: ClockRequest
+    def __init__(self, get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsRequest, _Mapping]] = ..., read: _Optional[_Union[ReadRequest, _Mapping]] = ..., scan: _Optional[_Union[ScanRequest, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseRequest, _Mapping]] = ..., resolve: _Optional[_Union[ResolveRequest, _Mapping]] = ..., rollback: _Optional[_Union[RollbackRequest, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., check_txn_status: _Optional[_Union[CheckTxnStatusRequest, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedRequest, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsRequest, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsRequest, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsRequest, _Mapping]] = ..., report_snapshots: _Optional[_Union[ReportSnapshotsRequest, _Mapping]] = ..., collect_garbage: _Optional[_Union[CollectGarbageRequest, _Mapping]] = ..., clock: _Optional[_Union[ClockRequest, _Mapping]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("error", "get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows")
+    __slots__ = ("error", "get_timestamps", "read", "scan", "prewrite", "commit", "one_phase", "resolve", "rollback", "heartbeat", "check_txn_status", "register_observed", "observed_columns", "read_rows", "mutate_rows", "report_snapshots", "collect_garbage", "clock")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GET_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +102,9 @@ class Result(_message.Message):
     OBSERVED_COLUMNS_FIELD_NUMBER: _ClassVar[int]
     READ_ROWS_FIELD_NUMBER: _ClassVar[int]
     MUTATE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    COLLECT_GARBAGE_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     error: CommandError
     get_timestamps: _oracle_pb2.GetTimestampsResponse
     read: ReadResponse
@@ -85,7 +120,10 @@ class Result(_message.Message):
     observed_columns: ObservedColumnsResponse
     read_rows: _tablet_pb2.ReadRowsResponse
     mutate_rows: _tablet_pb2.MutateRowsResponse
-    def __init__(self, error: _Optional[_Union[CommandError, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., read: _Optional[_Union[ReadResponse, _Mapping]] = ..., scan: _Optional[_Union[ScanResponse, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseResponse, _Mapping]] = ..., resolve: _Optional[_Union[ResolveResponse, _Mapping]] = ..., rollback: _Optional[_Union[RollbackResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., check_txn_status: _Optional[_Union[TxnStatus, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedResponse, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsResponse, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ...) -> None: ...
+    report_snapshots: ReportSnapshotsResponse
+    collect_garbage: GcPass
+    clock: ClockResponse
+    def __init__(self, error: _Optional[_Union[CommandError, _Mapping]] = ..., get_timestamps: _Optional[_Union[_oracle_pb2.GetTimestampsResponse, _Mapping]] = ..., read: _Optional[_Union[ReadResponse, _Mapping]] = ..., scan: _Optional[_Union[ScanResponse, _Mapping]] = ..., prewrite: _Optional[_Union[PrewriteResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., one_phase: _Optional[_Union[OnePhaseResponse, _Mapping]] = ..., resolve: _Optional[_Union[ResolveResponse, _Mapping]] = ..., rollback: _Optional[_Union[RollbackResponse, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatResponse, _Mapping]] = ..., check_txn_status: _Optional[_Union[TxnStatus, _Mapping]] = ..., register_observed: _Optional[_Union[RegisterObservedResponse, _Mapping]] = ..., observed_columns: _Optional[_Union[ObservedColumnsResponse, _Mapping]] = ..., read_rows: _Optional[_Union[_tablet_pb2.ReadRowsResponse, _Mapping]] = ..., mutate_rows: _Optional[_Union[_tablet_pb2.MutateRowsResponse, _Mapping]] = ..., report_snapshots: _Optional[_Union[ReportSnapshotsResponse, _Mapping]] = ..., collect_garbage: _Optional[_Union[GcPass, _Mapping]] = ..., clock: _Optional[_Union[ClockResponse, _Mapping]] = ...) -> None: ...
 
 class CommandError(_message.Message):
     __slots__ = ("code", "message", "error")
@@ -138,16 +176,18 @@ class ReadRequest(_message.Message):
     def __init__(self, table: _Optional[bytes] = ..., start_ts: _Optional[int] = ..., rows: _Optional[_Iterable[_Union[RowColumns, _Mapping]]] = ...) -> None: ...
 
 class ReadResponse(_message.Message):
-    __slots__ = ("start_ts", "values", "locked", "truncated")
+    __slots__ = ("start_ts", "values", "locked", "truncated", "safe_point")
     START_TS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     LOCKED_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
     start_ts: int
     values: _containers.RepeatedCompositeFieldContainer[ReadValue]
     locked: _containers.RepeatedCompositeFieldContainer[LockedCell]
     truncated: bool
-    def __init__(self, start_ts: _Optional[int] = ..., values: _Optional[_Iterable[_Union[ReadValue, _Mapping]]] = ..., locked: _Optional[_Iterable[_Union[LockedCell, _Mapping]]] = ..., truncated: bool = ...) -> None: ...
+    safe_point: int
+    def __init__(self, start_ts: _Optional[int] = ..., values: _Optional[_Iterable[_Union[ReadValue, _Mapping]]] = ..., locked: _Optional[_Iterable[_Union[LockedCell, _Mapping]]] = ..., truncated: bool = ..., safe_point: _Optional[int] = ...) -> None: ...
 
 class ReadValue(_message.Message):
     __slots__ = ("value",)
@@ -402,3 +442,65 @@ class ObservedColumnsResponse(_message.Message):
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     columns: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, columns: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ReportSnapshotsRequest(_message.Message):
+    __slots__ = ("oldest_start_ts", "seen_ts")
+    OLDEST_START_TS_FIELD_NUMBER: _ClassVar[int]
+    SEEN_TS_FIELD_NUMBER: _ClassVar[int]
+    oldest_start_ts: int
+    seen_ts: int
+    def __init__(self, oldest_start_ts: _Optional[int] = ..., seen_ts: _Optional[int] = ...) -> None: ...
+
+class ReportSnapshotsResponse(_message.Message):
+    __slots__ = ("safe_point", "lease_ms")
+    SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    safe_point: int
+    lease_ms: int
+    def __init__(self, safe_point: _Optional[int] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class CollectGarbageRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GcPass(_message.Message):
+    __slots__ = ("safe_point", "started_ms", "seconds", "work_seconds", "tables", "rows", "versions_scanned", "locks_resolved", "write_records", "data", "rollback_markers", "compactions", "skipped", "held_by")
+    SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_MS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WORK_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    LOCKS_RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    WRITE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_MARKERS_FIELD_NUMBER: _ClassVar[int]
+    COMPACTIONS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_FIELD_NUMBER: _ClassVar[int]
+    safe_point: int
+    started_ms: int
+    seconds: float
+    work_seconds: float
+    tables: int
+    rows: int
+    versions_scanned: int
+    locks_resolved: int
+    write_records: int
+    data: int
+    rollback_markers: int
+    compactions: int
+    skipped: str
+    held_by: str
+    def __init__(self, safe_point: _Optional[int] = ..., started_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., work_seconds: _Optional[float] = ..., tables: _Optional[int] = ..., rows: _Optional[int] = ..., versions_scanned: _Optional[int] = ..., locks_resolved: _Optional[int] = ..., write_records: _Optional[int] = ..., data: _Optional[int] = ..., rollback_markers: _Optional[int] = ..., compactions: _Optional[int] = ..., skipped: _Optional[str] = ..., held_by: _Optional[str] = ...) -> None: ...
+
+class ClockRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClockResponse(_message.Message):
+    __slots__ = ("now_ms",)
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    now_ms: int
+    def __init__(self, now_ms: _Optional[int] = ...) -> None: ...

@@ -45,6 +45,11 @@ class NodeStub(object):
                 request_serializer=percolator_dot_v1_dot_node__pb2.BatchRequest.SerializeToString,
                 response_deserializer=percolator_dot_v1_dot_node__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/percolator.v1.Node/Describe',
+                request_serializer=percolator_dot_v1_dot_node__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=percolator_dot_v1_dot_node__pb2.NodeDescription.FromString,
+                _registered_method=True)
 
 
 class NodeServicer(object):
@@ -80,6 +85,14 @@ class NodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """What a client needs to choose its transport: the port of the node's native
+        transport (below), if it serves one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.BatchStream,
                     request_deserializer=percolator_dot_v1_dot_node__pb2.BatchRequest.FromString,
                     response_serializer=percolator_dot_v1_dot_node__pb2.BatchResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=percolator_dot_v1_dot_node__pb2.DescribeRequest.FromString,
+                    response_serializer=percolator_dot_v1_dot_node__pb2.NodeDescription.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -149,6 +167,33 @@ class Node(object):
             '/percolator.v1.Node/BatchStream',
             percolator_dot_v1_dot_node__pb2.BatchRequest.SerializeToString,
             percolator_dot_v1_dot_node__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/percolator.v1.Node/Describe',
+            percolator_dot_v1_dot_node__pb2.DescribeRequest.SerializeToString,
+            percolator_dot_v1_dot_node__pb2.NodeDescription.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apercolator/v1/oracle.proto\x12\rpercolator.v1\"%\n\x14GetTimestampsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"5\n\x15GetTimestampsResponse\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\x17\n\x15GetOracleStatsRequest\"X\n\x0bOracleStats\x12\x19\n\x11timestamps_served\x18\x01 \x01(\x04\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x1c\n\x14persisted_high_water\x18\x03 \x01(\x04\x32\xa4\x02\n\x0fTimestampOracle\x12Z\n\rGetTimestamps\x12#.percolator.v1.GetTimestampsRequest\x1a$.percolator.v1.GetTimestampsResponse\x12\x61\n\x10StreamTimestamps\x12#.percolator.v1.GetTimestampsRequest\x1a$.percolator.v1.GetTimestampsResponse(\x01\x30\x01\x12R\n\x0eGetOracleStats\x12$.percolator.v1.GetOracleStatsRequest\x1a\x1a.percolator.v1.OracleStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apercolator/v1/oracle.proto\x12\rpercolator.v1\"%\n\x14GetTimestampsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"I\n\x15GetTimestampsResponse\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x12\n\nsafe_point\x18\x03 \x01(\x04\"\x17\n\x15GetOracleStatsRequest\"X\n\x0bOracleStats\x12\x19\n\x11timestamps_served\x18\x01 \x01(\x04\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x1c\n\x14persisted_high_water\x18\x03 \x01(\x04\x32\xa4\x02\n\x0fTimestampOracle\x12Z\n\rGetTimestamps\x12#.percolator.v1.GetTimestampsRequest\x1a$.percolator.v1.GetTimestampsResponse\x12\x61\n\x10StreamTimestamps\x12#.percolator.v1.GetTimestampsRequest\x1a$.percolator.v1.GetTimestampsResponse(\x01\x30\x01\x12R\n\x0eGetOracleStats\x12$.percolator.v1.GetOracleStatsRequest\x1a\x1a.percolator.v1.OracleStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTIMESTAMPSREQUEST']._serialized_start=45
   _globals['_GETTIMESTAMPSREQUEST']._serialized_end=82
   _globals['_GETTIMESTAMPSRESPONSE']._serialized_start=84
-  _globals['_GETTIMESTAMPSRESPONSE']._serialized_end=137
-  _globals['_GETORACLESTATSREQUEST']._serialized_start=139
-  _globals['_GETORACLESTATSREQUEST']._serialized_end=162
-  _globals['_ORACLESTATS']._serialized_start=164
-  _globals['_ORACLESTATS']._serialized_end=252
-  _globals['_TIMESTAMPORACLE']._serialized_start=255
-  _globals['_TIMESTAMPORACLE']._serialized_end=547
+  _globals['_GETTIMESTAMPSRESPONSE']._serialized_end=157
+  _globals['_GETORACLESTATSREQUEST']._serialized_start=159
+  _globals['_GETORACLESTATSREQUEST']._serialized_end=182
+  _globals['_ORACLESTATS']._serialized_start=184
+  _globals['_ORACLESTATS']._serialized_end=272
+  _globals['_TIMESTAMPORACLE']._serialized_start=275
+  _globals['_TIMESTAMPORACLE']._serialized_end=567
 # @@protoc_insertion_point(module_scope)

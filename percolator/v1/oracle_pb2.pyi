@@ -11,12 +11,14 @@ class GetTimestampsRequest(_message.Message):
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class GetTimestampsResponse(_message.Message):
-    __slots__ = ("first", "count")
+    __slots__ = ("first", "count", "safe_point")
     FIRST_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    SAFE_POINT_FIELD_NUMBER: _ClassVar[int]
     first: int
     count: int
-    def __init__(self, first: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    safe_point: int
+    def __init__(self, first: _Optional[int] = ..., count: _Optional[int] = ..., safe_point: _Optional[int] = ...) -> None: ...
 
 class GetOracleStatsRequest(_message.Message):
     __slots__ = ()

@@ -31,7 +31,7 @@ from bigtable_lite import (
     UncheckedStore,
     VersionAt,
 )
-from bigtable_lite.model import APPLIED
+from bigtable_lite._model import APPLIED
 
 T = b"t"
 N = b"t.notify"

@@ -30,10 +30,10 @@ from bigtable_lite import (
     ScanRequest,
     Unauthenticated,
 )
+from bigtable_lite._service import SERVICE_NAME
 from bigtable_lite.auth import Role, TokenTable, bearer, parse_tokens, role_of
 from bigtable_lite.credentials import connect_channel
 from bigtable_lite.server import ServerPolicy, ServiceRegistration, build_server, stop_server
-from bigtable_lite.service import SERVICE_NAME
 
 from .conftest import CALL_TIMEOUT
 

@@ -25,9 +25,9 @@ from bigtable_lite import (
     ScanRequest,
     wire,
 )
-from bigtable_lite.reads import cells_bytes
+from bigtable_lite._reads import cells_bytes
+from bigtable_lite._service import SERVICE_NAME
 from bigtable_lite.server import ServerPolicy, build_server, stop_server
-from bigtable_lite.service import SERVICE_NAME
 from bigtable_lite.status import STREAM_KEY, STREAM_REFUSED
 
 from .conftest import CALL_TIMEOUT

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bigtable_lite import DeleteVersion, LocalStore, Put, RemoteStore, RowMutation
-from bigtable_lite.encoding import after_table, table_prefix
+from bigtable_lite._encoding import after_table, table_prefix
 from bigtable_lite.server import build_server, stop_server
 
 CHURNED = b"t.notify"

@@ -23,7 +23,7 @@ from bigtable_lite import (
     StorageError,
     TimeRange,
 )
-from bigtable_lite.datadir import LEVELDB_DIR
+from bigtable_lite._datadir import LEVELDB_DIR
 
 from .conftest import serve, shutdown
 

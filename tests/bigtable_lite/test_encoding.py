@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bigtable_lite.encoding import (
+from bigtable_lite._encoding import (
     MAX_TS,
     Escaped,
     KeyCache,

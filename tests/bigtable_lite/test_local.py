@@ -33,8 +33,8 @@ from bigtable_lite import (
     ValuePrefixAt,
     VersionAt,
 )
-from bigtable_lite.datadir import LEVELDB_DIR, OWNER_FILE
-from bigtable_lite.encoding import encode_bytes_list
+from bigtable_lite._datadir import LEVELDB_DIR, OWNER_FILE
+from bigtable_lite._encoding import encode_bytes_list
 
 T = b"t"
 REPO = Path(__file__).resolve().parents[2]

@@ -15,6 +15,8 @@ PUBLIC = {
     "RowMutation", "RowRead", "ScanRequest", "StorageError", "StoreClosed", "StoreLocked",
     "StoreOps", "TabletInfo", "TabletStore", "TimeRange", "Unauthenticated", "Unavailable",
     "UncheckedStore", "ValuePrefixAt", "VersionAt", "WrongTablet",
+    # for the layers above: sync modes, the data-directory check, fast value types
+    "SYNC_MODES", "SyncMode", "disk_bytes", "fast_init", "is_store",
 }
 
 
@@ -37,7 +39,8 @@ def test_server_api() -> None:
                                    "ServiceRegistration", "build_server", "check_exposure",
                                    "server_options", "set_not_serving", "stop_server"}
     params = inspect.signature(server.build_server).parameters
-    assert list(params) == ["store", "listen", "extra", "max_workers", "policy"]
+    assert list(params) == ["store", "listen", "extra", "max_workers", "policy",
+                            "interceptors"]
     assert params["extra"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["policy"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["max_workers"].default == 32

@@ -36,6 +36,7 @@ from bigtable_lite import (
     StoreClosed,
     Unavailable,
 )
+from bigtable_lite._service import SERVICE_NAME
 from bigtable_lite.server import (
     ServerPolicy,
     ServiceRegistration,
@@ -43,7 +44,6 @@ from bigtable_lite.server import (
     set_not_serving,
     stop_server,
 )
-from bigtable_lite.service import SERVICE_NAME
 from bigtable_lite.status import ERROR_KEY
 from bigtable_lite.v1 import tablet_pb2 as pb
 
@@ -232,7 +232,7 @@ def test_corruption_is_data_loss_and_logged(served: Served, remote_store: Remote
         raise DataCorruption("checksum mismatch in 000005.ldb")
 
     monkeypatch.setattr(served.store, "read_rows", damaged)
-    with caplog.at_level(logging.ERROR, logger="bigtable_lite.service"):
+    with caplog.at_level(logging.ERROR, logger="bigtable_lite._service"):
         with pytest.raises(DataCorruption, match="DATA_LOSS.*checksum mismatch"):
             remote_store.get(T, b"r", b"c")
     assert any("checksum mismatch" in r.getMessage() for r in caplog.records)

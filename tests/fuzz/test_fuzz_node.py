@@ -50,7 +50,7 @@ from hypothesis.stateful import (
 )
 
 from bigtable_lite import DataCorruption, ScanRequest
-from bigtable_lite.model import ALL_TIME
+from bigtable_lite._model import ALL_TIME
 from percolator import layout, records
 from percolator.v1 import node_pb2
 from percolator.v1 import transactions_pb2 as txn_pb2

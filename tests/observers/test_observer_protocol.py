@@ -234,6 +234,10 @@ class HeldOracle:
             assert self.go.wait(30), "never released"
         return self.inner.get_timestamp()  # type: ignore[no-any-return]
 
+    def timestamp_if_ready(self, wait: float) -> int | None:
+        """Armed: not ready, so a one-phase commit asks ``get_timestamp`` (held) instead."""
+        return None if self.armed else self.inner.timestamp_if_ready(wait)  # type: ignore[no-any-return]
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

@@ -258,6 +258,9 @@ class FailingOracle:
             raise OracleError("oracle down (test)")
         return self.inner.get_timestamps(count)
 
+    def timestamp_if_ready(self, wait: float) -> int | None:
+        return None if self.failing else self.inner.timestamp_if_ready(wait)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

@@ -55,7 +55,7 @@ class Wire:
         self.entered[data] = threading.Event()
         return self.hold[data]
 
-    def send(self, batch: list[Command[Any]]) -> None:
+    def send(self, batch: list[Command[Any, Any]]) -> None:
         first = batch[0].data
         with self.lock:
             self.batches.append([c.data for c in batch])
@@ -77,14 +77,20 @@ class Wire:
 class Callers:
     """Callers of one Batcher, each on its own thread, started in order."""
 
-    def __init__(self, b: Batcher[Any]) -> None:
+    def __init__(self, b: Batcher[Any, Any]) -> None:
         self.batcher = b
         self.got: dict[bytes, Any] = {}
         self.threads: dict[bytes, threading.Thread] = {}
 
-    def start(self, data: bytes, *, queued: int | None = None) -> Command[Any]:
-        """Start a caller of ``data``; wait until ``queued`` commands wait for a batch."""
-        command: Command[Any] = Command(data)
+    def start(self, data: bytes, *, queued: int | None = None,
+              after: Callable[[bytes], None] | None = None) -> Command[Any, Any]:
+        """Start a caller of ``data``; wait until ``queued`` commands wait for a batch;
+        ``after(data)`` runs in the caller's thread once it returns."""
+        return self.start_command(Command(data), queued=queued, after=after)
+
+    def start_command(self, command: Command[Any, Any], *, queued: int | None = None,
+                      after: Callable[[bytes], None] | None = None) -> Command[Any, Any]:
+        data = command.data
 
         def run() -> None:
             try:
@@ -92,6 +98,8 @@ class Callers:
                 self.got[data] = command.error if command.error is not None else command.result
             except BaseException as exc:  # noqa: BLE001 -- recorded, asserted by the test
                 self.got[data] = exc
+            if after is not None:
+                after(data)
 
         self.threads[data] = t = threading.Thread(target=run)
         t.start()
@@ -120,8 +128,8 @@ def callers(wire: Wire, *, max_in_flight: int = 1, max_commands: int = 64,
 
 def test_a_lone_caller_goes_at_once() -> None:
     wire = Wire()
-    b: Batcher[Any] = Batcher(wire.send, max_in_flight=1, max_commands=8, batch_bound=WAIT)
-    command: Command[Any] = Command(b"a")
+    b: Batcher[Any, Any] = Batcher(wire.send, max_in_flight=1, max_commands=8, batch_bound=WAIT)
+    command: Command[Any, Any] = Command(b"a")
     b.run(command)
     assert command.result == ("re", b"a") and command.error is None
     assert wire.batches == [[b"a"]] and (b.calls, b.commands, b.queued) == (1, 1, 0)
@@ -205,7 +213,7 @@ def test_a_caller_that_waits_too_long_to_be_sent_gives_up_unsent(
     monkeypatch.setattr(batcher, "_HANDOFF_MARGIN", 0.05)
     wire = Wire()
     release = wire.held(b"a")
-    with callers(wire, batch_bound=0.05) as c:  # a caller waits 2 * 0.05 + 0.05 s
+    with callers(wire, batch_bound=0.05) as c:  # a caller waits 0.05 + 0.05 s
         c.start(b"a")
         assert wire.entered[b"a"].wait(WAIT)
         c.start(b"b")
@@ -217,8 +225,72 @@ def test_a_caller_that_waits_too_long_to_be_sent_gives_up_unsent(
     assert wire.batches == [[b"a"]]
 
 
-@pytest.mark.parametrize("arguments", [{"max_in_flight": 0}, {"max_commands": 0}])
+@pytest.mark.parametrize("arguments", [{"max_in_flight": 0}, {"max_commands": 0},
+                                       {"max_weight": 0}])
 def test_bounds_must_be_positive(arguments: dict[str, int]) -> None:
     settings = {"max_in_flight": 1, "max_commands": 1, **arguments}
     with pytest.raises(ValueError):
-        Batcher(Wire().send, batch_bound=WAIT, **settings)
+        Batcher(Wire().send, batch_bound=WAIT, **settings)  # type: ignore[arg-type]
+
+
+def test_a_batch_never_weighs_more_than_max_weight() -> None:
+    """The oracle's batches: commands weigh what they ask for; a batch takes queued
+    commands in order while they fit, the rest wait for the next."""
+    wire = Wire()
+    release = wire.held(b"a")
+    b: Batcher[Any, Any] = Batcher(wire.send, max_in_flight=1, max_commands=64,
+                                   batch_bound=WAIT, max_weight=10)
+    c = Callers(b)
+    try:
+        c.start(b"a")
+        assert wire.entered[b"a"].wait(WAIT)
+        total = 0
+        for data, weight in ((b"w4", 4), (b"w5", 5), (b"w3", 3), (b"w9", 9), (b"w1", 1)):
+            command: Command[Any, Any] = Command(data, weight)
+            total += weight
+            c.start_command(command, queued=total)
+        with pytest.raises(ValueError):
+            b.run(Command(b"too-heavy", 11))
+        release.set()
+        c.join()
+    finally:
+        release.set()
+    assert wire.batches == [[b"a"], [b"w4", b"w5"], [b"w3"], [b"w9", b"w1"]]
+    assert b.queued == 0
+
+
+def test_callers_of_a_batch_are_woken_in_order_and_the_last_passes_the_turn() -> None:
+    """Each caller woken from a batch wakes the next; the last gives the wire to the
+    next batch, whose sender takes its batch when it runs: so a caller who asks again
+    as soon as it is woken still joins the very next batch."""
+    wire = Wire()
+    release = wire.held(b"a")
+    woken: list[bytes] = []
+    b: Batcher[Any, Any] = Batcher(wire.send, max_in_flight=1, max_commands=64,
+                                   batch_bound=WAIT)
+    c = Callers(b)
+    again: dict[bytes, Any] = {}
+
+    def ask_again(data: bytes) -> None:
+        woken.append(data)
+        if data == b"b":  # b asks again at once: it must go in the batch after [a]'s next
+            again_command: Command[Any, Any] = Command(b"b2")
+            b.run(again_command)
+            again[b"b2"] = again_command.result
+
+    try:
+        c.start(b"a")
+        assert wire.entered[b"a"].wait(WAIT)
+        wire.held(b"b")
+        c.start(b"b", queued=1, after=ask_again)
+        c.start(b"c", queued=2, after=ask_again)
+        c.start(b"d", queued=3, after=ask_again)
+        release.set()  # [a] returns; b sends [b, c, d], held
+        assert wire.entered[b"b"].wait(WAIT)
+        wire.hold[b"b"].set()
+        c.join()
+        wait_until(lambda: b"b2" in again, "b's second command is answered")
+    finally:
+        release.set()
+    assert woken[:3] == [b"b", b"c", b"d"]
+    assert wire.batches == [[b"a"], [b"b", b"c", b"d"], [b"b2"]]

@@ -48,6 +48,7 @@ SURFACE: dict[str, Role | None] = {
     f"/{ORACLE}/GetOracleStats": Role.READ,
     # Admitted with read: each command is checked against the role (test_node_roles.py).
     f"/{NODE}/Batch": Role.READ, f"/{NODE}/BatchStream": Role.READ,
+    f"/{NODE}/Describe": Role.READ,  # where the native transport is (none with tokens)
     f"/{TRANSACTIONS}/Begin": Role.READ, f"/{TRANSACTIONS}/Get": Role.READ,
     f"/{TRANSACTIONS}/BatchGet": Role.READ, f"/{TRANSACTIONS}/Scan": Role.READ,
     f"/{TRANSACTIONS}/Rollback": Role.READ, f"/{TRANSACTIONS}/Commit": Role.WRITE,

@@ -93,6 +93,9 @@ BASES: dict[str, Callable[[], Message]] = {
     "read_rows": lambda: wire.read_request_to_pb([RowRead(T, b"r")]),
     "mutate_rows": lambda: wire.mutate_request_to_pb(
         [RowMutation(T, b"r", (Put(b"c", 1, b"v"),))], False),
+    "report_snapshots": lambda: pb.ReportSnapshotsRequest(oldest_start_ts=S, seen_ts=S),
+    "collect_garbage": lambda: pb.CollectGarbageRequest(),
+    "clock": lambda: pb.ClockRequest(),
 }
 
 
@@ -266,6 +269,10 @@ CASES: list[Case] = [
     Case("mutate_rows", "an unknown field in a row", nested_unknown(
         "rows", wire.mutate_request_to_pb([RowMutation(T, b"s", (Put(b"c", 1, b"v"),))],
                                           False).rows[0]), IA),
+    Case("report_snapshots", "oldest_start_ts 0", setting(oldest_start_ts=0), IA),
+    unknown_top("report_snapshots"),
+    unknown_top("collect_garbage"),
+    unknown_top("clock"),
 ]
 
 
@@ -278,9 +285,15 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         yield n
 
 
-def batch_call(node: Node, *commands: bytes) -> list[pb.Result]:
-    """A Batch call of raw commands (each a serialized ``Command``), built by hand."""
+CLIENT_ID = b"codec-test"
+
+
+def batch_call(node: Node, *commands: bytes, client_id: bytes = CLIENT_ID) -> list[pb.Result]:
+    """A Batch call of raw commands (each a serialized ``Command``), built by hand, from
+    ``client_id`` (empty: an anonymous client)."""
     raw = b"".join(field(ENTRY_TAG, c) for c in commands)
+    if client_id:
+        raw += pb.BatchRequest(client_id=client_id).SerializeToString()
     with grpc.insecure_channel(node.address) as channel:
         call = channel.unary_unary(f"/{SERVICE_NAME}/Batch", request_serializer=None,
                                    response_deserializer=pb.BatchResponse.FromString)
@@ -332,6 +345,17 @@ def test_a_bad_command_is_refused_alone_and_writes_nothing(node: Node, case: Cas
     assert type(raised) is (LimitExceeded if case.error == LE else InvalidArgument)
     assert good.WhichOneof("kind") == "read" and good.read.start_ts == S
     assert everything(node) == before, "a refused command wrote something"
+
+
+def test_a_report_of_an_anonymous_client_is_refused(node: Node) -> None:
+    """Reports hold the safe point for their client: one without a client_id has none."""
+    report = command("report_snapshots", BASES["report_snapshots"]().SerializeToString())
+    bad, good = batch_call(node, report, GOOD, client_id=b"")
+    assert bad.WhichOneof("kind") == "error", bad
+    assert bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], bad.error
+    assert good.WhichOneof("kind") == "read"
+    (fine,) = batch_call(node, report)
+    assert fine.WhichOneof("kind") == "report_snapshots" and fine.report_snapshots.lease_ms > 0
 
 
 def test_an_unknown_field_beside_a_known_kind_is_refused(node: Node) -> None:

@@ -22,9 +22,9 @@ import grpc
 import pytest
 
 from bigtable_lite import MAX_TS, PermissionDenied, Put, RowMutation, RowRead, ScanRequest
+from bigtable_lite._service import SERVICE_NAME as TABLET
 from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.server import ServerPolicy
-from bigtable_lite.service import SERVICE_NAME as TABLET
 from bigtable_lite.v1 import tablet_pb2 as tpb
 from percolator import Client, layout, records
 from percolator._backend import CellWrite, Key, PrewriteRequest

@@ -1,6 +1,6 @@
 """A one-phase commit never waits for the oracle while holding its rows' store locks.
 
-The store's row locks are stripes (``bigtable_lite.check_and_mutate.STRIPES``), and the
+The store's row locks are stripes (``bigtable_lite._check_and_mutate.STRIPES``), and the
 oracle persists its high-water mark with a store write of its own row -- under the
 oracle's lock, taking that row's stripe.  A one-phase commit that took commit_ts while
 holding its rows' stripes would deadlock when its row shares the oracle row's stripe
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bigtable_lite import LocalStore
-from bigtable_lite.check_and_mutate import STRIPES
+from bigtable_lite._check_and_mutate import STRIPES
 from percolator import Client
 from percolator._local import LocalBackend
 from percolator.oracle import _ROW as MARK_ROW

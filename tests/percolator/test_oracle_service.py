@@ -17,7 +17,8 @@ import grpc
 import pytest
 
 from bigtable_lite import InvalidArgument, StorageError, StoreClosed, Unavailable
-from percolator import failpoints, oracle_client
+from percolator import failpoints
+from percolator._transport import batcher
 from percolator._transport import streams as transport_streams
 from percolator.node import Node
 from percolator.oracle import (
@@ -335,7 +336,7 @@ def test_no_caller_gets_a_number_fetched_before_it_asked(fake: tuple[RecordingSo
 
 
 class HeldHandOver:
-    """The failpoint ``oracle_client.before_pass_turn`` held: the last caller of a request,
+    """The failpoint ``batcher.before_pass_turn`` held: the last caller of a request,
     about to give the turn to the next batch, waits there until :meth:`let_go` (as if it
     were not scheduled); later hand-overs pass."""
 
@@ -353,7 +354,7 @@ def held_hand_over(monkeypatch: pytest.MonkeyPatch) -> HeldHandOver:
     hit = failpoints.hit
 
     def hook(name: str) -> None:
-        if name == "oracle_client.before_pass_turn":
+        if name == "batcher.before_pass_turn":
             held.reached.set()
             assert held.go.wait(WAIT)
         hit(name)
@@ -425,7 +426,7 @@ def test_a_late_turn_is_taken_once_the_request_ahead_returned(
     scheduled for a while: the next sender takes the wire itself once its wait for the
     turn is over, since the request ahead has returned; the late hand-over changes nothing."""
     source, address = fake
-    monkeypatch.setattr(oracle_client, "_HANDOFF_MARGIN", 0.2)
+    monkeypatch.setattr(batcher, "_HANDOFF_MARGIN", 0.2)
     source.permits = threading.Semaphore(0)
     with RemoteOracle(address, timeout=1.0) as c:  # a turn is awaited 1.5 + 0.2 s
         callers = Callers(c)

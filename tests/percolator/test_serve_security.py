@@ -30,10 +30,10 @@ from bigtable_lite import (
     Unauthenticated,
     wire,
 )
+from bigtable_lite._service import SERVICE_NAME as TABLET
 from bigtable_lite.credentials import connect_channel
 from bigtable_lite.remote import channel_options
 from bigtable_lite.server import HEALTH_STREAMS, REFLECTION_STREAMS
-from bigtable_lite.service import SERVICE_NAME as TABLET
 from percolator import Client, cli
 from percolator._node_codec import SERVICE_NAME as NODE
 from percolator._txn_service import SERVICE_NAME as TRANSACTIONS
@@ -169,7 +169,8 @@ def test_every_connecting_command_takes_the_security_flags() -> None:
             continue
         parser = cli.build_parser(commands, name)
         required = {"notifications": ["list"], "citations": ["verify"],
-                    "worker": ["--all-installed"], "observers": ["list"]}
+                    "worker": ["--all-installed"], "get": ["r", "c"], "repair": ["r", "c"],
+                    "observers": ["list"]}
         args = parser.parse_args([name, *required.get(name, []),
                                   "--connect", "h:1", "--token", "x", "--tls-ca", "ca.pem",
                                   "--tls-cert", "c.pem", "--tls-key", "k.pem"])

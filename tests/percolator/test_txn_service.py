@@ -206,10 +206,10 @@ def test_concurrent_duplicate_commits_commit_once(svc: ServiceClient, native: Cl
 
 def test_rollback_ends_a_transaction_and_is_idempotent(svc: ServiceClient, node: Node) -> None:
     txn = svc.begin()
-    assert len(node.backend.pins) == 1
+    assert len(node.backend.snapshots) == 1
     txn.rollback()
     txn.rollback()
-    assert len(node.backend.pins) == 0
+    assert len(node.backend.snapshots) == 0
     txn.set(b"a", b"c", b"1")
     must_fail(grpc.StatusCode.FAILED_PRECONDITION, txn.commit)
     assert node.transactions.sessions.open == 0
@@ -234,19 +234,19 @@ def test_an_abandoned_transaction_expires_frees_its_pin_and_can_never_commit(
         sessions = node.transactions.sessions
         idle = svc.begin(ttl_ms=1_000)
         busy = svc.begin(ttl_ms=1_000)
-        assert sessions.open == 2 and len(node.backend.pins) == 2
+        assert sessions.open == 2 and len(node.backend.snapshots) == 2
         clock.advance(0.6)
         busy.get(b"a", b"c")  # a call starts its TTL again
         clock.advance(0.6)
         assert sessions.sweep() == 1
-        assert sessions.open == 1 and node.backend.pins.oldest() == busy.txn_id
+        assert sessions.open == 1 and node.backend.snapshots.oldest() == busy.txn_id
         must_fail(grpc.StatusCode.NOT_FOUND, idle.get, b"a", b"c")
         idle.set(b"late", b"c", b"1")
         must_fail(grpc.StatusCode.NOT_FOUND, idle.commit)
         assert native.begin().get(b"late", b"c") is None
         clock.advance(1.1)  # found expired by the call itself, before any sweep
         must_fail(grpc.StatusCode.NOT_FOUND, busy.get, b"a", b"c")
-        assert sessions.open == 0 and len(node.backend.pins) == 0
+        assert sessions.open == 0 and len(node.backend.snapshots) == 0
 
 
 def test_a_finished_transactions_outcome_is_forgotten_after_it_is_kept(tmp_path: Path) -> None:

@@ -241,11 +241,11 @@ def test_an_abandoned_transaction_expires_and_frees_its_snapshot(node: Node, run
     caller = scenario(runner, "begin-and-hang", node.address, 300)
     try:
         txn_id = int(str(caller.next(WAIT)["begun"]))
-        assert sessions.open == 1 and node.backend.pins.oldest() == txn_id
+        assert sessions.open == 1 and node.backend.snapshots.oldest() == txn_id
     finally:
         caller.kill()
     until(lambda: sessions.open == 0, "the abandoned transaction to expire")
-    assert len(node.backend.pins) == 0
+    assert len(node.backend.snapshots) == 0
     with ServiceClient(node.address) as svc, pytest.raises(ServiceError) as info:
         svc.call("Rollback", pb.TxnRollbackRequest(txn_id=txn_id))
     assert info.value.code == grpc.StatusCode.NOT_FOUND

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -108,20 +109,48 @@ class ServiceClient:
         return ServiceTxn(self, reply.txn_id, table, _values(reply.values))
 
     def run(self, fn: Callable[[ServiceTxn], T], *, reads: Iterable[Key] = (),
-            max_attempts: int = 50) -> T:
-        """fn(txn) then commit, again in a new transaction on ABORTED (a conflict)."""
+            max_attempts: int = 50, ttl_ms: int = 0) -> T:
+        """fn(txn) then commit, again in a new transaction on ABORTED (a conflict) or
+        FAILED_PRECONDITION named SnapshotTooOld (its snapshot fell below the GC safe
+        point)."""
         cells = list(reads)
         for attempt in range(max_attempts):
-            txn = self.begin(cells)
+            txn = self.begin(cells, ttl_ms=ttl_ms)
             result = fn(txn)
             try:
                 txn.commit()
                 return result
             except ServiceError as exc:
-                if exc.code != grpc.StatusCode.ABORTED or attempt + 1 == max_attempts:
+                again = exc.code == grpc.StatusCode.ABORTED or (
+                    exc.code == grpc.StatusCode.FAILED_PRECONDITION
+                    and exc.trailers.get("bigtable-lite-error") == "SnapshotTooOld")
+                if not again or attempt + 1 == max_attempts:
                     raise
             time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
         raise AssertionError("unreachable")
+
+    def end_stream(self) -> None:
+        """Half-close the Stream and wait until the node ends it (bounded by the timeout)."""
+        if self._responses is None:
+            return
+        self._requests.put(None)
+        responses, self._responses = self._responses, None
+        failed: list[grpc.RpcError] = []
+
+        def drain() -> None:
+            try:
+                for _ in responses:
+                    pass
+            except grpc.RpcError as exc:
+                failed.append(exc)
+
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
+        drainer.join(self.timeout)
+        if drainer.is_alive():
+            raise TimeoutError(f"the node did not end the Stream in {self.timeout}s")
+        if failed:
+            raise _error(failed[0]) from None
 
     def close(self) -> None:
         self._requests.put(None)

@@ -11,16 +11,16 @@ from __future__ import annotations
 import bisect
 import threading
 
-from .encoding import (
+from ._encoding import (
     after_table,
     decode_bytes_list,
     encode_bytes_list,
     row_prefix,
     table_prefix,
 )
-from .engine import Engine
+from ._engine import Engine
+from ._model import TabletInfo
 from .errors import DataCorruption, InvalidArgument
-from .model import TabletInfo
 
 _META = b"tablets/"
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .encoding import Escaped, decode_ts_at, version_key
-from .leveldb import plyvel
-from .model import (
+from ._encoding import Escaped, decode_ts_at, version_key
+from ._leveldb import plyvel
+from ._model import (
     Cell,
     Condition,
     MutationResult,

@@ -1,6 +1,6 @@
 """Reads and scans: cells of rows at a time range, from one LevelDB snapshot.
 
-Keys are built and taken apart by ``bigtable_lite.encoding``; versions of a cell are
+Keys are built and taken apart by ``bigtable_lite._encoding``; versions of a cell are
 adjacent and newest first, so "the newest version at or below ts" is one seek (or, at
 an exact timestamp, one lookup).
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 
-from .datadir import DataDir
-from .encoding import (
+from ._datadir import DataDir
+from ._encoding import (
     KeyCache,
     after_row,
     after_table,
@@ -23,9 +23,9 @@ from .encoding import (
     unescape_at,
     version_key,
 )
+from ._leveldb import plyvel
+from ._model import Cell, Row, RowRead, ScanRequest
 from .errors import DataCorruption, ReplyTooLarge, StoreClosed
-from .leveldb import plyvel
-from .model import Cell, Row, RowRead, ScanRequest
 
 _SCAN_CHUNK_ROWS = 256  # rows a scan reads per visit to LevelDB: close() is never blocked long
 

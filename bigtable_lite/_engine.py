@@ -1,7 +1,7 @@
 """Engine: cells on LevelDB, with row-atomic check-and-mutate.
 
 One LevelDB per data directory holds every tablet's cells (key layout in
-``bigtable_lite.encoding``).  The engine puts together the parts, each in its own
+``bigtable_lite._encoding``).  The engine puts together the parts, each in its own
 module: the data directory and its lifecycle (``datadir``), reads and scans
 (``reads``), check-and-mutate (``check_and_mutate``, with its ``conditions``); it keeps
 the metadata keys and compaction.
@@ -20,12 +20,12 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from .check_and_mutate import Mutator
-from .datadir import DataDir
-from .encoding import KeyCache, after_table, before_table, meta_key, table_prefix
-from .leveldb import plyvel
-from .model import Cell, MutationResult, Row, RowMutation, RowRead, ScanRequest
-from .reads import Reader
+from ._check_and_mutate import Mutator
+from ._datadir import DataDir
+from ._encoding import KeyCache, after_table, before_table, meta_key, table_prefix
+from ._leveldb import plyvel
+from ._model import Cell, MutationResult, Row, RowMutation, RowRead, ScanRequest
+from ._reads import Reader
 
 SyncMode = Literal["none", "always"]
 SYNC_MODES: tuple[str, ...] = ("none", "always")

@@ -6,8 +6,8 @@ import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Self
 
-from .engine import Engine, SyncMode
-from .model import (
+from ._engine import Engine, SyncMode
+from ._model import (
     DEFAULT_LIMITS,
     Cell,
     Limits,
@@ -18,8 +18,8 @@ from .model import (
     ScanRequest,
     TabletInfo,
 )
-from .store import StoreOps
-from .tablets import TabletMap
+from ._store import StoreOps
+from ._tablets import TabletMap
 from .validation import check_batch, check_key, check_reads, check_row_mutation, check_scan
 
 

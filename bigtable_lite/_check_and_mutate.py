@@ -13,12 +13,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from .conditions import first_failure
-from .datadir import DataDir
-from .encoding import KeyCache, version_key
-from .errors import InvalidArgument, StoreClosed
-from .leveldb import plyvel
-from .model import (
+from ._conditions import first_failure
+from ._datadir import DataDir
+from ._encoding import KeyCache, version_key
+from ._leveldb import plyvel
+from ._model import (
     APPLIED,
     NOT_ATTEMPTED,
     DeleteRange,
@@ -27,6 +26,7 @@ from .model import (
     Put,
     RowMutation,
 )
+from .errors import InvalidArgument, StoreClosed
 
 STRIPES = 4096  # row lock stripes; a power of two
 _STRIPE_MASK = STRIPES - 1

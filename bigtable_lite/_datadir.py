@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from ._leveldb import plyvel
 from .errors import DataCorruption, StoreClosed, StoreLocked
-from .leveldb import plyvel
 
 LEVELDB_DIR = "leveldb"
 OWNER_FILE = "OWNER"
@@ -36,6 +36,23 @@ def is_store(path: str | os.PathLike[str]) -> bool:
     :class:`DataDir` creates what is missing).
     """
     return (Path(path) / LEVELDB_DIR / _LEVELDB_CURRENT).is_file()
+
+
+def disk_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes of the LevelDB files of the data directory ``path`` (files a compaction
+    removes while they are counted are skipped)."""
+    total = 0
+    try:
+        entries = list(os.scandir(Path(path) / LEVELDB_DIR))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:
+            continue
+    return total
 
 
 class DataDir:

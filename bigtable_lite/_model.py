@@ -1,7 +1,7 @@
 """Value types of the tablet store's data model: cells, reads, conditions, mutations, results.
 
 A table is a sorted map (row, column, ts) -> value.  Rows and columns are bytes
-(the convenience methods of :class:`bigtable_lite.store.StoreOps` also accept str),
+(the convenience methods of :class:`bigtable_lite._store.StoreOps` also accept str),
 timestamps are unsigned 64-bit ints chosen by the caller, versions newest first.
 All time ranges are inclusive on both ends.
 """
@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .encoding import MAX_TS
+from ._encoding import MAX_TS
 
 _T = TypeVar("_T")
 

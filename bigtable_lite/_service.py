@@ -28,12 +28,12 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError, Message
 
 from . import wire
+from ._local import LocalStore
+from ._model import Row
+from ._reads import cells_bytes
 from .auth import Role
 from .errors import InvalidArgument
 from .guard import note_undecodable
-from .local import LocalStore
-from .model import Row
-from .reads import cells_bytes
 from .status import ERROR_KEY, error_name, log_failure, status_for
 from .v1 import tablet_pb2 as pb
 

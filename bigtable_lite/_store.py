@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from .encoding import MAX_TS
-from .model import (
+from ._encoding import MAX_TS
+from ._model import (
     ALL_TIME,
     Cell,
     Condition,

@@ -1,0 +1,326 @@
+"""SafePoint: the GC safe point of one store, and everything that holds it back.
+
+Garbage collection may remove every version no snapshot at or above the safe point S
+can read (docs/protocol.md, "Garbage collection"), so S must stay at or below every
+snapshot still in use.  It is the minimum of:
+
+* the oracle's timestamp ``gc_life_time`` ago: the oracle hands out counters, not
+  times, so the backend keeps samples (wall-clock ms, the oracle's next timestamp),
+  one a second in memory and a few persisted; a snapshot taken within the life time
+  began after the newest sample at least that old, so its start_ts is at or above that
+  sample's timestamp.  After a restart the first sample is (start time, the oracle's
+  next timestamp, i.e. its persisted mark + 1);
+* the start_ts of every step in flight (:meth:`enter`/:meth:`exit`): GC never
+  collects under a running read, prewrite or commit;
+* the start_ts of the running transactions of this process (``ActiveSnapshots``, read
+  directly): an embedded client's, and at a node the transactions its Transactions
+  service holds open for remote callers (each a ``Transaction`` over this backend,
+  registered like any other until its session ends: committed, rolled back, or expired
+  by its TTL);
+* for each remote client (identified by the ``client_id`` of its batches): the oldest
+  start_ts it reported, under a lease (:meth:`report`), and every timestamp handed to
+  it since (:meth:`timestamps`, :meth:`fresh`) that its last report did not cover.  A
+  client that stops reporting (killed) holds nothing once its lease has passed.
+
+S only moves forward, and is persisted (``_gc`` table) before anything below it is
+collected.  A timestamp handed to a remote client is pinned under the lock S is
+computed under, so S can never be computed between the hand-out and the pin.  A step at
+a start_ts below S fails with ``SnapshotTooOld`` before it reads or writes anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from bigtable_lite import MAX_TS, TabletStore
+
+from . import _gc_table as gc_table
+from ._gc_table import Sample
+from ._snapshots import ActiveSnapshots
+from .clock import Clock
+from .errors import SnapshotTooOld
+from .oracle import Oracle
+
+__all__ = ["DEFAULT_CLIENT_LEASE", "SafePoint"]
+
+DEFAULT_CLIENT_LEASE = 30.0
+"""Seconds a remote client's report (and each timestamp handed to it) holds the safe
+point; clients report every third of it."""
+SAMPLE_EVERY_MS = 1000
+HELD_BY = {
+    "life time": "gc_life_time",
+    "no history": "the oracle's history, which does not reach back gc_life_time yet (the"
+                  " store was opened more recently)",
+    "transactions": "a running transaction of this process (at a node: a transaction"
+                    " the Transactions service holds open)",
+    "clients": "a running transaction of a client (or a timestamp handed to it)",
+    "steps": "a step in flight",
+}
+"""What held the safe point back at a pass, for ``GcPass.held_by``."""
+PERSISTED_SAMPLES = 64
+
+
+@dataclass(slots=True)
+class _Client:
+    """What one remote client holds: its reported oldest start_ts, and timestamps handed
+    to it since (ascending, each with its own expiry)."""
+
+    reported: int | None = None
+    reported_until_ms: int = 0
+    pins: deque[tuple[int, int]] = field(default_factory=deque)  # (ts, expires_ms)
+
+    def oldest(self, now_ms: int, at_least: int = 0) -> int | None:
+        """The oldest timestamp held now, ``at_least`` at least.
+
+        A pin below ``at_least`` (the safe point) holds nothing: its snapshot is refused
+        already.  A report below it is taken as ``at_least``: it is the minimum of the
+        client's transactions, and one of them may be a stale transaction the client
+        still keeps; until its next report, which names only what is at or above the
+        safe point it learned from this one's answer, the others may be anywhere above.
+        """
+        pins = self.pins
+        while pins and (pins[0][1] <= now_ms or pins[0][0] < at_least):
+            pins.popleft()
+        found = pins[0][0] if pins else None
+        reported = self.reported
+        if reported is not None and self.reported_until_ms > now_ms:
+            reported = max(reported, at_least)
+            found = reported if found is None else min(found, reported)
+        return found
+
+
+class SafePoint:
+    """The safe point of the store behind one ``LocalBackend`` (thread-safe).
+
+    The steps' side is lock-free (each a single dict operation, atomic under CPython's
+    GIL) and ordered against :meth:`advance` as in Dekker's algorithm: a step registers
+    its start_ts, then reads ``floor``; ``advance`` raises ``floor`` to its candidate,
+    then reads the registered steps.  Either it sees the step (and stays at or below
+    it), or the step sees the raised floor (and is refused).
+    """
+
+    def __init__(self, store: TabletStore, oracle: Oracle, clock: Clock,
+                 local: ActiveSnapshots, *, life_time: float, client_lease: float) -> None:
+        if not life_time >= 0:
+            raise ValueError("gc_life_time must be a number of seconds >= 0")
+        if not client_lease > 0:
+            raise ValueError("the client lease must be positive")
+        self._store = store
+        self._oracle = oracle
+        self._clock = clock
+        self._local = local
+        self.life_ms = int(life_time * 1000)
+        self.lease_ms = int(client_lease * 1000)
+        self._lock = threading.Lock()  # advances, and remote clients' pins
+        self._persist_lock = threading.Lock()
+        self._inflight: dict[int, int] = {}  # token -> start_ts of a step in flight
+        self._tokens = itertools.count(1)
+        self._clients: dict[bytes, _Client] = {}
+        status = gc_table.read_status(store)
+        self.value = status.safe_point  # collected below; only ever raised
+        self.floor = self.value  # steps below it are refused (>= value; see the class)
+        self._persisted = status.safe_point
+        now = clock.now_ms()
+        self._samples: deque[Sample] = deque(
+            s for s in gc_table.read_samples(store) if s[0] <= now)
+        self._add_sample(now)
+
+    # --- the steps' side (hot path) -------------------------------------------------------
+
+    def enter(self, start_ts: int) -> int:
+        """A step at ``start_ts`` begins: SnapshotTooOld if it is below the safe point,
+        else the safe point cannot pass it until :meth:`exit` with the returned token."""
+        token = next(self._tokens)
+        self._inflight[token] = start_ts
+        if start_ts < self.floor:  # read after registering: see the class
+            del self._inflight[token]
+            raise self._too_old(start_ts)
+        return token
+
+    def exit(self, token: int) -> None:
+        del self._inflight[token]
+
+    def check(self, start_ts: int) -> None:
+        """SnapshotTooOld if ``start_ts`` is below the safe point (no registration)."""
+        if start_ts < self.floor:
+            raise self._too_old(start_ts)
+
+    def _too_old(self, start_ts: int) -> SnapshotTooOld:
+        return SnapshotTooOld.below(start_ts, self.floor)
+
+    def timestamps(self, count: int, client: bytes = b"") -> int:
+        """The first of ``count`` fresh timestamps; pinned for ``client`` (if any) until its
+        next report or its lease passes, in one step with the hand-out."""
+        oracle = self._oracle
+        if not client:  # an embedded transaction registered itself before asking
+            return oracle.get_timestamp() if count == 1 else oracle.get_timestamps(count)
+        with self._lock:
+            first = oracle.get_timestamp() if count == 1 else oracle.get_timestamps(count)
+            self._pin(client, first)
+            return first
+
+    def fresh(self, client: bytes = b"") -> tuple[int, int]:
+        """A fresh start_ts for a fresh read, entered as a step in flight (a placeholder
+        first, as ``ActiveSnapshots`` does) and pinned for ``client``: (start_ts, token
+        for :meth:`exit`)."""
+        token = next(self._tokens)
+        self._inflight[token] = self._oracle.peek()  # at or below the timestamp taken next
+        try:
+            if client:
+                with self._lock:
+                    ts = self._oracle.get_timestamp()
+                    self._pin(client, ts)
+            else:
+                ts = self._oracle.get_timestamp()
+        except BaseException:
+            del self._inflight[token]
+            raise
+        self._inflight[token] = ts
+        return ts, token
+
+    def _pin(self, client: bytes, ts: int) -> None:
+        entry = self._clients.get(client)
+        if entry is None:
+            entry = self._clients[client] = _Client()
+        entry.pins.append((ts, self._clock.now_ms() + self.lease_ms))
+
+    # --- remote clients' reports ------------------------------------------------------------
+
+    def report(self, client: bytes, oldest: int | None, seen: int) -> None:
+        """``client``'s running transactions: ``oldest`` start_ts (None: none), accounting
+        for every timestamp it was handed up to ``seen``; holds until the lease passes."""
+        now = self._clock.now_ms()
+        with self._lock:
+            entry = self._clients.get(client)
+            if entry is None:
+                if oldest is None:
+                    return
+                entry = self._clients[client] = _Client()
+            pins = entry.pins
+            while pins and pins[0][0] <= seen:
+                pins.popleft()
+            entry.reported = oldest
+            entry.reported_until_ms = now + self.lease_ms
+            if oldest is None and not pins:
+                del self._clients[client]
+
+    # --- GC's side ------------------------------------------------------------------------
+
+    def sample(self) -> None:
+        """Record (now, the oracle's next timestamp), at most one a second."""
+        now = self._clock.now_ms()
+        with self._lock:
+            if not self._samples or now - self._samples[-1][0] >= SAMPLE_EVERY_MS:
+                self._add_sample(now)
+
+    def _add_sample(self, now_ms: int) -> None:
+        samples = self._samples
+        if samples and now_ms < samples[-1][0]:
+            return  # the wall clock went back: keep the samples in order
+        # An exhausted oracle's next timestamp (2**64) is past every timestamp and its
+        # encoding: MAX_TS is a lower bound as good.
+        samples.append((now_ms, min(self._oracle.peek(), MAX_TS)))
+        horizon = now_ms - self.life_ms
+        while len(samples) > 1 and samples[1][0] <= horizon:
+            samples.popleft()  # the newest sample at or before the horizon is enough
+
+    def _time_bound(self, now_ms: int) -> int | None:
+        """The oracle's timestamp ``life_time`` ago (a lower bound); None if unknown."""
+        horizon = now_ms - self.life_ms
+        found = None
+        for wall, ts in self._samples:
+            if wall > horizon:
+                break
+            found = ts
+        return found
+
+    def _clients_oldest(self, now_ms: int, at_least: int = 0) -> int | None:
+        """The oldest timestamp (at or above ``at_least``) a remote client holds; forgets
+        clients that hold nothing."""
+        found = None
+        for client, entry in list(self._clients.items()):
+            oldest = entry.oldest(now_ms, at_least)
+            if oldest is None:
+                if entry.reported_until_ms <= now_ms and not entry.pins:
+                    del self._clients[client]  # its lease passed: forgotten
+                continue
+            found = oldest if found is None else min(found, oldest)
+        return found
+
+    def holders(self) -> dict[str, int]:
+        """What holds the safe point back now, by kind (for status and tests)."""
+        now = self._clock.now_ms()
+        with self._lock:
+            out: dict[str, int] = {}
+            bound = self._time_bound(now)
+            if bound is not None:
+                out["life_time"] = bound
+            steps = list(self._inflight.values())
+            if steps:
+                out["steps"] = min(steps)
+            local = self._local.oldest()
+            if local is not None:
+                out["transactions"] = local
+            clients = self._clients_oldest(now)
+            if clients is not None:
+                out["clients"] = clients
+            return out
+
+    def advance(self) -> tuple[int, str]:
+        """Raise the safe point as far as nothing holds it, persist it (fsync); return it
+        and what held it (:data:`HELD_BY`).
+
+        Called by the collector before it collects below the returned value."""
+        now = self._clock.now_ms()
+        with self._lock:
+            self._add_sample(now)
+            bound = self._time_bound(now)
+            held = "no history" if bound is None else "life time"
+            if bound is not None:
+                # A holder below the safe point holds nothing any more: its snapshot is
+                # refused already (a transaction kept after its client's lease passed).
+                below = self.value
+                candidate = bound
+                for kind, oldest in (("transactions", self._local.oldest(below)),  # after
+                                     ("clients", self._clients_oldest(now, below))):  # sample
+                    if oldest is not None and oldest < candidate:
+                        candidate, held = oldest, kind
+                if candidate > self.floor:
+                    self.floor = candidate  # first: steps from now on see it ...
+                steps = [ts for ts in list(self._inflight.values()) if ts >= below]
+                if steps and min(steps) < candidate:  # ... then the steps already in
+                    candidate, held = min(steps), "steps"
+                if candidate > self.value:
+                    self.value = candidate
+                self.floor = self.value
+            value = self.value
+            samples = list(self._samples)
+        self._persist(value, samples)
+        return value, HELD_BY[held]
+
+    def save(self) -> None:
+        """Persist the samples (on close: the next owner of the store starts with them)."""
+        with self._lock:
+            self._add_sample(self._clock.now_ms())
+            samples = list(self._samples)
+        self._persist(self.value, samples)
+
+    def _persist(self, value: int, samples: list[Sample]) -> None:
+        with self._persist_lock:
+            batch = [gc_table.samples_mutation(_thin(samples))]
+            if value > self._persisted:
+                batch.insert(0, gc_table.safe_point_mutation(value))
+            self._store.mutate_rows(batch, sync=True)
+            self._persisted = max(self._persisted, value)
+
+
+def _thin(samples: list[Sample]) -> list[Sample]:
+    """At most PERSISTED_SAMPLES of ``samples``, spread over them, the first and last kept."""
+    if len(samples) <= PERSISTED_SAMPLES:
+        return samples
+    step = len(samples) / (PERSISTED_SAMPLES - 1)
+    picked = [samples[int(i * step)] for i in range(PERSISTED_SAMPLES - 1)]
+    return picked + [samples[-1]]

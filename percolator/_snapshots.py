@@ -1,0 +1,201 @@
+"""ActiveSnapshots: the start_ts of one process's running transactions, which GC must spare.
+
+The GC safe point must never pass the start_ts of a running transaction (docs/protocol.md,
+"Garbage collection").  Each backend keeps one registry of its process's transactions:
+
+* a transaction **enters** before it takes its start_ts, with a placeholder at a floor
+  no later timestamp can be below (``floor()``: the embedded oracle's next timestamp;
+  for a remote client, the highest timestamp it has received, :meth:`saw`), then
+  replaces the placeholder by its start_ts once it has it (:meth:`started`), and
+  **leaves** when it commits, rolls back or fails (:meth:`leave`);
+* a transaction dropped without either (an abandoned read-only one) stops counting once
+  nothing references it: entries hold it weakly.
+
+Why a placeholder: the start_ts is handed out by the oracle (at a node, by a batch
+that may return after a later one), and the safe point must account for it from the
+moment it exists.  A placeholder registered before the request was sent is below every
+timestamp the request can return, so between the two the transaction is covered too.
+
+An embedded backend's GC reads :meth:`oldest` directly (``percolator._safe_point``); a
+node's client reports :meth:`report` under a lease (``percolator._node_client``).
+Thread-safe without a lock (each step a single dict operation, atomic under CPython's
+GIL): it is on every transaction's path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+
+from bigtable_lite import StorageError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ActiveSnapshots", "Reporter"]
+
+_PRUNE_MIN = 1024
+"""Entries of dead transactions tolerated before :meth:`ActiveSnapshots.enter` sweeps them."""
+
+
+class ActiveSnapshots:
+    """Registry of running transactions: token -> (weak owner, start_ts or placeholder).
+
+    Lock-free: every method is a few single dict operations, each atomic under
+    CPython's GIL, in an order that keeps :meth:`report` right (see there).
+    """
+
+    def __init__(self, floor: Callable[[], int] | None = None) -> None:
+        self._floor = floor
+        self._entries: dict[int, tuple[weakref.ref[object], int]] = {}
+        self._tokens = itertools.count(1)
+        self._sweep_at = _PRUNE_MIN
+        self.seen = 0  # the highest timestamp received from the backend (:meth:`saw`)
+
+    def enter(self, owner: object) -> int:
+        """Register ``owner`` (a transaction about to take its start_ts); returns its token."""
+        floor = self._floor() if self._floor is not None else self.seen
+        token = next(self._tokens)
+        self._entries[token] = (weakref.ref(owner), floor)
+        if len(self._entries) >= self._sweep_at:
+            self._sweep()
+        return token
+
+    def started(self, token: int, start_ts: int) -> None:
+        """The owner of ``token`` has its start_ts (replaces the placeholder)."""
+        entry = self._entries.get(token)
+        if entry is not None:  # only its owner calls this, and its owner is alive
+            self._entries[token] = (entry[0], start_ts)
+
+    def leave(self, token: int) -> None:
+        self._entries.pop(token, None)
+
+    def saw(self, ts: int) -> None:
+        """A timestamp this process received from the backend (a remote client's floor).
+
+        Racing callers may leave ``seen`` below the highest: a lower floor and a lower
+        ``seen`` in a report are both conservative."""
+        if ts > self.seen:
+            self.seen = ts
+
+    def oldest(self, at_least: int = 0) -> int | None:
+        """The smallest start_ts (or placeholder), at or above ``at_least``, of a live
+        transaction; None if none."""
+        self._sweep()
+        return min((ts for _, ts in list(self._entries.values()) if ts >= at_least),
+                   default=None)
+
+    def report(self, at_least: int = 0) -> tuple[int | None, int]:
+        """(:meth:`oldest` at or above ``at_least``, the safe point the client knows;
+        :attr:`seen`): every timestamp up to ``seen`` that a live transaction holds,
+        and that is not refused already, is accounted for in ``oldest``.
+
+        Why: ``seen`` is read first.  A transaction holding Y <= seen registered its
+        placeholder before its request for Y was sent; Y was handed out no later than
+        ``seen`` itself, which was received before it was read here; so the placeholder
+        (or Y, or the transaction's departure) is in the entries read after."""
+        seen = self.seen
+        return self.oldest(at_least), seen
+
+    def __len__(self) -> int:
+        self._sweep()
+        return len(self._entries)
+
+    def _sweep(self) -> None:
+        """Drop entries whose transaction is gone."""
+        dead = [token for token, (ref, _) in list(self._entries.items()) if ref() is None]
+        for token in dead:
+            self._entries.pop(token, None)
+        self._sweep_at = max(_PRUNE_MIN, 2 * len(self._entries))
+
+
+class Reporter:
+    """A remote client's reports of its running transactions (``ReportSnapshots``).
+
+    A daemon thread sends :meth:`ActiveSnapshots.report` every third of the node's lease
+    (every ``first_interval`` until the node has said it: the first report must come
+    within a lease of the first timestamp, whatever the lease) while the client holds
+    anything -- running transactions, or timestamps received since its last report --
+    and once more, holding nothing, when it falls idle or closes; idle, it sleeps until
+    the client receives a timestamp again (:meth:`kick`).  A transaction below the safe
+    point the client knows is not reported: it is refused already, and holds nothing.
+    ``send(oldest, seen)`` returns the lease in ms.  A report that fails is retried at
+    the next tick; the node refuses whatever the lease no longer covers
+    (``SnapshotTooOld``), so a client that cannot report fails closed.
+    """
+
+    def __init__(self, snapshots: ActiveSnapshots,
+                 send: Callable[[int | None, int], int], *,
+                 safe_point: Callable[[], int] = lambda: 0, first_interval: float = 0.1
+                 ) -> None:
+        self._snapshots = snapshots
+        self._send = send
+        self._safe_point = safe_point  # as the client knows it: what is below is refused
+        self.interval = first_interval
+        self._reported_seen = 0
+        self._holding = False  # the last report held an oldest start_ts
+        self._idle = True  # nothing held, nothing to report: sleeping until kicked
+        self._cond = threading.Condition()
+        self._closed = False
+        self.reports = 0
+        self._thread = threading.Thread(target=self._run, name="percolator-gc-report",
+                                        daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """The client received a timestamp (after :meth:`ActiveSnapshots.saw`): wake the
+        thread if it sleeps idle.  One attribute read when it does not."""
+        if self._idle:
+            with self._cond:
+                self._idle = False
+                self._cond.notify_all()
+
+    def report_now(self) -> None:
+        """Report if anything is held or was received since the last report."""
+        snapshots = self._snapshots
+        oldest, seen = snapshots.report(self._safe_point())
+        if oldest is not None or self._holding or seen > self._reported_seen:
+            lease_ms = self._send(oldest, seen)
+            self.reports += 1
+            self.interval = max(0.01, lease_ms / 3000.0)
+            self._reported_seen = seen
+            self._holding = oldest is not None
+        if oldest is None:
+            # Idle, unless a timestamp arrived meanwhile (its kick saw _idle False: no wake).
+            with self._cond:
+                if snapshots.seen == seen and snapshots.oldest(self._safe_point()) is None:
+                    self._idle = True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._idle and not self._closed:
+                    self._cond.wait()
+                if not self._closed:
+                    self._cond.wait(timeout=self.interval)
+                if self._closed:
+                    return
+            try:
+                self.report_now()
+            except StorageError as exc:
+                log.warning("report of running transactions to the node failed (%s);"
+                            " retrying", exc)
+
+    def close(self) -> None:
+        """Stop; release what the last report held (best effort: the lease covers it)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+        _, seen = self._snapshots.report()
+        if not self._holding and seen <= self._reported_seen:
+            return
+        try:
+            self._send(None, seen)
+        except StorageError as exc:
+            log.info("final report of running transactions failed (%s); the node's lease"
+                     " releases them", exc)

@@ -1,0 +1,298 @@
+"""NativeServer: the node's batches over plain TCP (or TLS) connections, a thread each.
+
+Frames and why: ``percolator._transport.native_wire``.  A connection's thread reads a
+batch, executes it, writes its reply, and reads the next: batches of one connection
+are answered in order, and a client may keep several on the wire (pipelining).
+Connections execute in parallel (LevelDB releases the GIL).
+
+Everything is bounded: at most ``max_connections`` connections (their threads are this
+server's own, apart from gRPC's pool; one more is refused with CLOSE
+RESOURCE_EXHAUSTED and its client uses gRPC meanwhile); a HELLO must arrive within
+``hello_deadline`` of the connect; a connection with no batch for ``idle`` seconds is
+closed; a frame, once begun, must arrive within ``frame_deadline``; a frame longer
+than ``max_frame`` (the message limit), of an unknown kind, or not a message of its
+kind is refused (CLOSE, logged without a traceback) and the connection closed.
+
+Stopping ends connections only between batches: :meth:`stop` wakes the threads
+waiting for a batch, which answer CLOSE UNAVAILABLE (nothing unanswered was executed)
+and close; a thread executing a batch writes its reply first.  :meth:`join` waits
+(bounded) for them, so the store is closed after the last batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from bigtable_lite import status as store_status
+
+from .._status import status_for
+from ..v1 import node_pb2 as pb
+from . import native_wire as wire
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "FRAME_DEADLINE", "HELLO_DEADLINE", "IDLE",
+           "Executor", "NativeServer", "Opener"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONNECTIONS = 64
+"""Most native connections (each holds a thread of this server) open at once."""
+IDLE = 120.0
+"""Seconds a connection may go without a batch before the node closes it."""
+FRAME_DEADLINE = 30.0
+"""Seconds a frame may take to arrive once its first byte has."""
+HELLO_DEADLINE = 10.0
+"""Seconds from connect (and TLS handshake) to the whole HELLO."""
+_HELLO_MAX = 1 << 16
+
+Executor = Callable[[bytes], bytes]
+"""Executes one serialized BatchRequest; its serialized BatchResponse.  Raises for a
+batch that cannot be executed at all (the connection is then closed with its status)."""
+Opener = Callable[[pb.NativeHello, "ssl.SSLSocket | None"], Executor]
+"""Admits a connection by its HELLO (and its TLS socket, for the peer's certificate):
+the executor of its batches, or raises (Unauthenticated, ...) to refuse it."""
+
+_BATCH = frozenset((wire.BATCH,))
+_HELLO = frozenset((wire.HELLO,))
+
+
+class _Close(Exception):
+    """End the connection with a CLOSE frame of this code and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, name: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message, self.name = code, message, name
+
+
+def _close_frame(code: grpc.StatusCode, message: str, name: str = "") -> bytes:
+    return wire.encode(wire.CLOSE, pb.CommandError(
+        code=code.value[0], message=message, error=name).SerializeToString())
+
+
+def _refusal(exc: BaseException) -> _Close:
+    code, message = status_for(exc)
+    store_status.log_failure(log, "native connection", code, message, exc)
+    return _Close(code, message, store_status.error_name(exc))
+
+
+class NativeServer:
+    """Binds ``host:port`` now (``OSError`` if it cannot); :meth:`start` serves."""
+
+    def __init__(self, host: str, port: int, open_connection: Opener, *, max_frame: int,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, idle: float = IDLE,
+                 frame_deadline: float = FRAME_DEADLINE, hello_deadline: float = HELLO_DEADLINE,
+                 tls: Callable[[], ssl.SSLContext] | None = None) -> None:
+        if max_connections < 0:
+            raise ValueError("max_connections must not be negative")
+        self._open_connection = open_connection
+        self._max_frame = max_frame
+        self._max_connections = max_connections
+        self._idle = idle
+        self._frame_deadline = frame_deadline
+        self._hello_deadline = hello_deadline
+        self._tls = tls
+        bind = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            self._listener = socket.create_server((bind, port), backlog=128)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot serve the native transport on {host}:{port}:"
+                          f" {exc.strerror}") from exc
+        self.port: int = self._listener.getsockname()[1]
+        self._wake_r, self._wake_w = os.pipe()
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
+        self._stopping = False
+        self._acceptor = threading.Thread(target=self._accept, name="native-accept",
+                                          daemon=True)
+        self.refused = 0  # connections refused at the cap
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    def start(self) -> NativeServer:
+        self._acceptor.start()
+        return self
+
+    # --- accepting ---------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([self._listener.fileno(), self._wake_r], [], [])
+                if self._stopping:
+                    return
+                if self._wake_r in ready:
+                    continue
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:  # e.g. the peer reset it already, or out of descriptors
+                    continue
+                self._admit(conn)
+        finally:
+            self._listener.close()
+
+    def _admit(self, conn: socket.socket) -> None:
+        with self._lock:
+            admitted = not self._stopping and len(self._connections) < self._max_connections
+            if admitted:
+                self._connections.add(conn)
+                thread = threading.Thread(target=self._serve, args=(conn,),
+                                          name="native-conn", daemon=True)
+                self._threads.add(thread)
+        if admitted:
+            thread.start()
+            return
+        self.refused += 1
+        try:  # a plain peer learns why (a TLS one would need a handshake: it just sees EOF)
+            if self._tls is None:
+                wire.set_send_timeout(conn, 1.0)
+                conn.sendall(_close_frame(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                          "no native connection free (or the node is"
+                                          " stopping): use gRPC"))
+        except OSError:
+            pass  # it left already; nothing was read
+        finally:
+            conn.close()
+
+    # --- one connection ----------------------------------------------------------------
+
+    def _serve(self, raw: socket.socket) -> None:
+        conn: socket.socket = raw
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            wire.set_send_timeout(raw, self._frame_deadline)
+            tls_sock = None
+            if self._tls is not None:
+                raw.settimeout(self._hello_deadline)
+                conn = tls_sock = self._tls().wrap_socket(raw, server_side=True)
+                conn.settimeout(None)
+            reader = wire.FrameReader(conn, max_frame=_HELLO_MAX, wait=self._hello_deadline,
+                                      deadline=self._hello_deadline)
+            execute = self._hello(conn, reader, tls_sock)
+            self._batches(conn, reader, execute)
+        except _Close as close:
+            self._send_close(conn, close)
+        except (OSError, ssl.SSLError, wire.PeerClosed, wire.ReadTimeout) as exc:
+            log.debug("native connection ended: %r", exc)
+        finally:
+            with self._lock:
+                self._connections.discard(raw)
+                self._threads.discard(threading.current_thread())
+            conn.close()
+
+    def _hello(self, conn: socket.socket, reader: wire.FrameReader,
+               tls_sock: ssl.SSLSocket | None) -> Executor:
+        try:
+            _, payload = reader.read(_HELLO)
+            hello = pb.NativeHello.FromString(payload)
+        except (wire.FrameError, DecodeError) as exc:
+            log.warning("native connection refused: not a HELLO (%s)", exc)
+            raise _Close(grpc.StatusCode.INVALID_ARGUMENT,
+                         "not a percolator native HELLO") from None
+        if hello.version != wire.VERSION:
+            raise _Close(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"native version {hello.version} not served (this node speaks"
+                         f" {wire.VERSION})")
+        try:
+            execute = self._open_connection(hello, tls_sock)
+        except Exception as exc:  # noqa: BLE001 - refused: the client is told why
+            raise _refusal(exc) from None
+        conn.sendall(wire.encode(wire.WELCOME, pb.NativeWelcome(
+            version=wire.VERSION).SerializeToString()))
+        return execute
+
+    def _batches(self, conn: socket.socket, reader: wire.FrameReader,
+                 execute: Executor) -> None:
+        reader.configure(max_frame=self._max_frame, wait=self._idle,
+                         deadline=self._frame_deadline)
+        tls = self._tls is not None
+        while True:
+            if self._stopping:
+                raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: batches"
+                             " not answered were not executed")
+            try:
+                if tls and not reader.buffered and not self._wait_tls(conn):
+                    continue  # woken by stop
+                _, payload = reader.read(_BATCH)
+            except wire.ReadTimeout:
+                raise _Close(grpc.StatusCode.UNAVAILABLE, "connection idle (or a frame too"
+                             " slow): closed; batches not answered were not executed"
+                             ) from None
+            except wire.PeerClosed:
+                if self._stopping:  # woken by stop (its read side shut)
+                    continue
+                raise
+            except wire.FrameError as exc:
+                log.warning("native connection closed: %s", exc)
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(
+                    exc, wire.FrameTooLarge) else grpc.StatusCode.INVALID_ARGUMENT
+                raise _Close(code, f"refused: {exc}") from None
+            try:
+                reply = execute(payload)
+            except Exception as exc:  # noqa: BLE001 - the batch's failure closes the connection
+                raise _refusal(exc) from None
+            conn.sendall(wire.encode(wire.REPLY, reply))
+
+    def _wait_tls(self, conn: socket.socket) -> bool:
+        """Wait for a TLS connection's next bytes or for stop (a TLS socket cannot be woken
+        by shutting its read side: that breaks its session): whether bytes came."""
+        if isinstance(conn, ssl.SSLSocket) and conn.pending():
+            return True
+        poller = select.poll()
+        poller.register(conn, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        events = poller.poll(self._idle * 1000)
+        if not events:
+            raise wire.ReadTimeout()
+        return any(fd == conn.fileno() for fd, _ in events)
+
+    def _send_close(self, conn: socket.socket, close: _Close) -> None:
+        try:
+            conn.sendall(_close_frame(close.code, close.message, close.name))
+        except (OSError, ssl.SSLError):
+            pass  # the peer is gone: it learns nothing more either way
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Accept no more connections; end open ones between batches.  Idempotent."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            connections = list(self._connections)
+        os.write(self._wake_w, b"x")  # the acceptor, and TLS connections' waits
+        if self._tls is None:
+            # Wake threads waiting for a batch; a busy one answers its batch, then sees
+            # the stop (batches still unread are dropped with the read side: not executed).
+            for conn in connections:
+                try:
+                    conn.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass  # closed meanwhile
+
+    def join(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds in all) for every connection to end."""
+        deadline = time.monotonic() + timeout
+        self._acceptor.join(timeout)
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            done = not self._threads
+        if done:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return done

@@ -1,0 +1,87 @@
+"""Metrics endpoint: ``/metrics`` over HTTP for Prometheus, on a node or a worker.
+
+Off unless asked for (``--metrics-listen HOST:PORT``).  It serves the process's default
+registry (every metric counted where it happens, ``percolator.metrics``, and
+``prometheus_client``'s process and Python collectors) together with the families its
+owner provides when scraped (a node's oracle and disk size, a worker's pending
+notifications), each endpoint its own: two nodes in one process (tests) never
+register one name twice.  A plain HTTP server on its own daemon thread
+(``prometheus_client.start_http_server``); scrapes never touch the gRPC threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
+
+from .metrics import Provider
+
+__all__ = ["MetricsEndpoint"]
+
+
+class _Provided:
+    """The families of an endpoint's providers, computed at each scrape."""
+
+    def __init__(self, providers: Sequence[Provider]) -> None:
+        self._providers = providers
+
+    def collect(self) -> Iterable[Metric]:
+        for provide in self._providers:
+            yield from provide()
+
+
+class _Forward:
+    """The process's default registry, as one collector of an endpoint's registry."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+class MetricsEndpoint:
+    """``/metrics`` on ``listen`` ("HOST:PORT", port 0 = pick one), once :meth:`start`-ed."""
+
+    def __init__(self, listen: str, providers: Sequence[Provider] = ()) -> None:
+        self.listen = listen
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Forward())
+        self.registry.register(_Provided(tuple(providers)))
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.address = ""
+
+    def start(self) -> MetricsEndpoint:
+        """Bind and serve; OSError (saying where) if the address cannot be bound."""
+        host, port = _split(self.listen)
+        try:
+            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {self.listen}:"
+                          f" {exc.strerror or exc}") from exc
+        bound = self._server.server_port
+        self.address = f"{self.listen.rpartition(':')[0]}:{bound}"
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}/metrics"
+
+    def stop(self) -> None:
+        """Stop serving and release the port.  Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)

@@ -1,0 +1,199 @@
+"""Garbage collection as users and other layers meet it: the error, its status code, the
+safe point handed out with timestamps, the registry of running transactions, and the
+commands (`percolator gc`, `percolator serve --gc-*`, `percolator status`)."""
+
+from __future__ import annotations
+
+import gc as python_gc
+import json
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+
+import percolator
+from bigtable_lite import WrongTablet
+from percolator import Client, SnapshotTooOld, Transaction, TransactionError
+from percolator._snapshots import ActiveSnapshots, Reporter
+from percolator._status import command_error, error_for, error_name, status_for
+from percolator._transport.framing import tags
+from percolator.oracle import OracleConflict
+from percolator.oracle_client import RemoteOracle
+from percolator.v1 import node_pb2
+from tests.procs import ServerProcess
+from tests.test_cli import in_process, one_error_line, usage_error
+
+from .gc_helpers import eventually, gc_node, settle_reports
+
+Code = grpc.StatusCode
+
+
+def test_snapshot_too_old_is_a_public_transaction_error() -> None:
+    assert "SnapshotTooOld" in percolator.__all__
+    assert issubclass(SnapshotTooOld, TransactionError)
+    assert "restart the transaction with a new snapshot" in str(SnapshotTooOld.below(3, 7))
+
+
+def test_snapshot_too_old_maps_to_failed_precondition_and_back_by_name() -> None:
+    exc = SnapshotTooOld.below(3, 7)
+    code, message = status_for(exc)
+    assert code is Code.FAILED_PRECONDITION
+    assert "restart the transaction with a new snapshot" in message
+    assert error_name(exc) == "SnapshotTooOld"
+    back = command_error(code.value[0], message, error_name(exc))
+    assert type(back) is SnapshotTooOld and "below the GC safe point 7" in str(back)
+    # The code alone still means what it meant; other names keep their classes.
+    assert type(error_for(Code.FAILED_PRECONDITION, "m")) is OracleConflict
+    assert type(error_for(Code.FAILED_PRECONDITION, "m", "OracleConflict")) is OracleConflict
+    assert type(error_for(Code.FAILED_PRECONDITION, "m", "WrongTablet")) is WrongTablet
+
+
+def test_command_tags_past_field_15_take_two_bytes() -> None:
+    command = tags(node_pb2.Command.DESCRIPTOR)
+    assert command["report_snapshots"] == bytes((15 << 3 | 2,))
+    assert command["collect_garbage"] == bytes((0x82, 0x01))  # field 16, varint tag
+    wire = node_pb2.Command(collect_garbage=node_pb2.CollectGarbageRequest())
+    assert wire.SerializeToString() == command["collect_garbage"] + b"\x00"
+    assert tags(node_pb2.BatchRequest.DESCRIPTOR)["client_id"] == b"\x12"
+
+
+def test_the_safe_point_is_handed_out_with_timestamps_and_fresh_reads(tmp_path: Path) -> None:
+    with gc_node(tmp_path / "node") as node, Client.connect(node.address) as client:
+        for value in (b"1", b"2"):
+            with client.transaction() as txn:
+                txn.set(b"a", b"c", value)
+        settle_reports(client)
+        done = client.collect_garbage()
+        assert done.safe_point > 0
+        backend = client.backend
+        client.timestamp()
+        assert backend.safe_point == done.safe_point  # type: ignore[attr-defined]
+        with RemoteOracle(node.address) as oracle:
+            assert oracle.get_timestamp() > done.safe_point
+        # A reader of an older snapshot is refused by the client itself, which knows the
+        # safe point now (the node would refuse it too).
+        with pytest.raises(SnapshotTooOld):
+            Transaction(client.ctx, done.safe_point - 1).get(b"a", b"c")
+        assert client.run(lambda txn: txn.get(b"a", b"c")) == b"2"
+
+
+def test_a_dropped_transaction_stops_holding_the_safe_point(tmp_path: Path) -> None:
+    with Client.embedded(tmp_path / "d", gc_life_time=0, gc_interval=None) as client:
+        registry = client.backend.snapshots
+        txn = client.begin()
+        assert txn.get(b"a", b"c") is None
+        assert registry.oldest() == txn.start_ts
+        start_ts = txn.start_ts
+        del txn  # never committed nor rolled back
+        python_gc.collect()
+        assert registry.oldest() is None
+        assert client.collect_garbage().safe_point > start_ts
+        committed = client.begin()
+        committed.commit()
+        rolled = client.begin()
+        rolled.rollback()
+        assert len(registry) == 0
+
+
+def test_a_placeholder_holds_until_the_start_ts_is_known() -> None:
+    floor = [10]
+    registry = ActiveSnapshots(lambda: floor[0])
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    token = registry.enter(owner)
+    floor[0] = 50
+    assert registry.oldest() == 10  # below every timestamp the request can return
+    registry.started(token, 12)
+    assert registry.report() == (12, 0)
+    registry.saw(40)
+    assert registry.report() == (12, 40)
+    registry.leave(token)
+    assert registry.oldest() is None
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def test_percolator_gc_prints_what_it_removed(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    with Client.embedded(data, gc_interval=None) as client:
+        for value in (b"1", b"2", b"3"):
+            with client.transaction() as txn:
+                txn.set(b"a", b"c", value)
+    done = in_process(capsys, "gc", "--data-dir", str(data), "--gc-life-time", "0")
+    assert done.returncode == 0, done.stderr
+    assert "removed 2 versions (2 write records" in done.stdout, done.stdout
+    done = in_process(capsys, "gc", "--data-dir", str(data), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["removed"] == 0
+    status = in_process(capsys, "status", "--data-dir", str(data), "--json")
+    assert status.returncode == 0, status.stderr
+    gc = json.loads(status.stdout)["gc"]
+    assert gc["safe_point"] > 0 and gc["tables"] == ["percolator"]
+    assert gc["last_pass"]["removed"] == 0
+    text = in_process(capsys, "status", "--data-dir", str(data))
+    assert text.stdout.startswith("gc: safe point "), text.stdout
+
+
+def test_percolator_gc_at_a_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with ServerProcess(tmp_path / "data", "--gc-life-time", "0", "--gc-interval", "3600"
+                       ) as server:
+        with Client.connect(server.address) as client:
+            for value in (b"1", b"2"):
+                with client.transaction() as txn:
+                    txn.set(b"a", b"c", value)
+        done = in_process(capsys, "gc", "--connect", server.address)
+        assert done.returncode == 0, done.stderr
+        assert "removed 1 versions" in done.stdout, done.stdout
+        status = in_process(capsys, "status", "--connect", server.address)
+        assert "gc: safe point" in status.stdout and "removed 1 versions" in status.stdout
+        refused = in_process(capsys, "gc", "--connect", server.address, "--gc-life-time", "0")
+        one_error_line(refused, "gc", "--gc-life-time applies to --data-dir")
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--gc-life-time", "-1"), ("--gc-life-time", "soon"), ("--gc-interval", "0"),
+    ("--gc-client-lease", "-2"),
+])
+def test_serve_refuses_bad_gc_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       option: str, value: str) -> None:
+    done = in_process(capsys, "serve", "--data-dir", str(tmp_path / "d"), option, value)
+    usage_error(done, option)
+
+
+def test_the_reporter_sleeps_while_idle_and_reports_what_is_held() -> None:
+    registry = ActiveSnapshots()
+    sent: list[tuple[int | None, int]] = []
+
+    def send(oldest: int | None, seen: int) -> int:
+        sent.append((oldest, seen))
+        return 300  # a lease of 0.3 s: reports every 0.1 s
+
+    reporter = Reporter(registry, send)
+    try:
+        threading.Event().wait(0.3)
+        assert sent == []  # nothing held, nothing received: no report
+
+        class Owner:
+            pass
+
+        owner = Owner()
+        token = registry.enter(owner)
+        registry.saw(7)
+        registry.started(token, 7)
+        reporter.kick()
+        eventually(lambda: (7, 7) in sent, "the running transaction was reported")
+        eventually(lambda: sent.count((7, 7)) >= 3, "it is reported again, lease by lease")
+        registry.leave(token)
+        eventually(lambda: sent[-1] == (None, 7), "its end was reported")
+        settled = len(sent)
+        threading.Event().wait(0.3)
+        assert len(sent) == settled  # idle again
+    finally:
+        reporter.close()
+    assert sent[-1] == (None, 7)
