@@ -12,6 +12,7 @@ cluster's, as every worker of the column sees them (capped; dashboards take thei
 from __future__ import annotations
 
 from collections.abc import Iterable
+
 from prometheus_client.metrics_core import Metric
 
 from percolator import Client
