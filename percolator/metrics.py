@@ -38,7 +38,7 @@ __all__ = [
     "GRPC_STREAMS", "LOCK_RESOLUTIONS", "NAMES", "NODE_BATCH_COMMANDS", "OBSERVER_COLLISIONS",
     "OBSERVER_FAILURES", "OBSERVER_PARKED", "OBSERVER_PROCESSED", "OBSERVER_SECONDS",
     "ORACLE_BATCH", "TXN_COMMIT_SECONDS", "CLIENT_BATCH_COMMANDS", "CLIENT_BATCH_SECONDS",
-    "observer_pending_family", "oracle_families", "store_families",
+    "gc_families", "observer_pending_family", "oracle_families", "store_families",
 ]
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -143,6 +143,11 @@ _SCRAPED: dict[str, str] = {
     "percolator_oracle_persisted_high_water": "gauge",
     "percolator_store_disk_bytes": "gauge",
     "percolator_observer_notifications_pending": "gauge",
+    "percolator_gc_safe_point": "gauge",
+    "percolator_gc_passes": "counter",
+    "percolator_gc_versions_removed": "counter",
+    "percolator_gc_locks_resolved": "counter",
+    "percolator_gc_seconds": "counter",
 }
 
 
@@ -166,6 +171,27 @@ def store_families(disk_bytes: int) -> list[Metric]:
     return [GaugeMetricFamily("percolator_store_disk_bytes",
                               "Bytes of the data directory's LevelDB files on disk.",
                               value=disk_bytes)]
+
+
+def gc_families(safe_point: int, passes: int, removed: int, locks_resolved: int,
+                seconds: float) -> list[Metric]:
+    """Garbage collection in this process since it opened the store (``Collector``)."""
+    return [
+        GaugeMetricFamily("percolator_gc_safe_point",
+                          "The GC safe point: snapshots below it may have been collected.",
+                          value=safe_point),
+        CounterMetricFamily("percolator_gc_passes", "Garbage-collection passes run.",
+                            value=passes),
+        CounterMetricFamily("percolator_gc_versions_removed",
+                            "Versions GC removed: write records, long values, rollback"
+                            " markers.", value=removed),
+        CounterMetricFamily("percolator_gc_locks_resolved",
+                            "Locks below the safe point GC rolled forward or back.",
+                            value=locks_resolved),
+        CounterMetricFamily("percolator_gc_seconds",
+                            "Seconds GC passes took, rate-limiting pauses included.",
+                            value=seconds),
+    ]
 
 
 def observer_pending_family(pending: Mapping[str, int]) -> Metric:

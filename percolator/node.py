@@ -49,7 +49,7 @@ from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
 from ._transport.native_server import DEFAULT_MAX_CONNECTIONS, NativeServer
 from ._txn_service import TransactionsService
 from .clock import Clock
-from .metrics import oracle_families, store_families
+from .metrics import gc_families, oracle_families, store_families
 from .metrics_endpoint import MetricsEndpoint
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
@@ -243,6 +243,9 @@ class Node:
         yield from oracle_families(stats.timestamps_served, stats.requests,
                                    stats.persisted_high_water)
         yield from store_families(disk_bytes(self.store.path))
+        gc = self.backend.collector
+        yield from gc_families(self.backend.safe_point.value, gc.passes, gc.removed,
+                               gc.locks_resolved, gc.seconds)
 
     def stop(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), close oracle and store.

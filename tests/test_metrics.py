@@ -96,7 +96,9 @@ def node_fixture(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def test_a_node_exports_its_calls_commands_commits_and_resolutions(node: ServerProcess) -> None:
     url = metrics_url(node.output)
-    with Client.connect(node.address) as client:
+    # gRPC: the per-RPC figures are checked against the batches (the native transport
+    # carries the same batches without gRPC's; its commands are counted alike).
+    with Client.connect(node.address, transport="grpc") as client:
         for i in range(3):
             with client.transaction() as txn:
                 txn.set(b"r%d" % i, b"c", b"v")
@@ -114,10 +116,11 @@ def test_a_node_exports_its_calls_commands_commits_and_resolutions(node: ServerP
         assert client.begin().get(b"q", b"c") is None  # the node's read rolls it back
         with pytest.raises(ValueError):
             backend.read(b"", None, [(b"r", b"c")])  # a command the node refuses
-    with Client.connect(node.address, one_phase=False) as client:
+    with Client.connect(node.address, one_phase=False, transport="grpc") as client:
         with client.transaction() as txn:
             txn.set(b"two", b"c", b"v")
             txn.set(b"two", b"d", b"v")
+        gc_pass = client.backend.collect_garbage()  # as `percolator gc --connect` asks
     with grpc.insecure_channel(node.address) as channel:
         call = channel.unary_unary("/percolator.v1.Node/Batch")
         with pytest.raises(grpc.RpcError) as refused:
@@ -151,6 +154,10 @@ def test_a_node_exports_its_calls_commands_commits_and_resolutions(node: ServerP
     assert value(got, "percolator_oracle_persisted_high_water") >= stamps
     assert value(got, "percolator_oracle_batch_size_sum") > 0
     assert value(got, "percolator_store_disk_bytes") > 0
+    assert value(got, "percolator_gc_passes_total") >= 1
+    assert value(got, "percolator_gc_safe_point") >= gc_pass.safe_point
+    assert value(got, "percolator_gc_versions_removed_total") >= gc_pass.removed
+    assert value(got, "percolator_gc_seconds_total") > 0
     assert value(got, "process_cpu_seconds_total") > 0  # the process collector, too
 
 

@@ -285,7 +285,8 @@ class NativeServer:
     def join(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` seconds in all) for every connection to end."""
         deadline = time.monotonic() + timeout
-        self._acceptor.join(timeout)
+        if self._acceptor.ident is not None:  # started (a node that failed to start: not)
+            self._acceptor.join(timeout)
         with self._lock:
             threads = list(self._threads)
         for thread in threads:

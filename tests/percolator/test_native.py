@@ -421,7 +421,7 @@ AFTER_HELLO = {
     "second-hello": (hello(), Code.INVALID_ARGUMENT),
     "batch-not-protobuf": (native_wire.encode(native_wire.BATCH, b"\x0a\xff\xff\xff\x0f"),
                            Code.INVALID_ARGUMENT),
-    "batch-unknown-field": (native_wire.encode(native_wire.BATCH, b"\x12\x01x"),
+    "batch-unknown-field": (native_wire.encode(native_wire.BATCH, b"\x7a\x01x"),  # field 15
                             Code.INVALID_ARGUMENT),
 }
 
