@@ -1,10 +1,11 @@
 """Batch limits: how many cells of a column a worker puts in one observer transaction now.
 
 An observer's ``max_batch`` is the most.  A batch that lost a conflict, or met a
-setback that is not the observer's fault, most likely collided with another worker's
-transactions on the same cells: its column's limit halves (to at most half the failed
-batch), so the retry collides less, and every commit of the column lets it grow back
-by a quarter.  Per worker and in memory: it decides performance, never correctness.
+setback that is not the observer's fault, most likely collided with other transactions
+on the same cells: its column's limit halves (to at most half the failed batch), so the
+retry collides less, and every commit of the column doubles it again (up to the most):
+one conflict costs one smaller commit, not a long climb back.  Per worker and in memory:
+it decides performance, never correctness.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ class BatchLimits:
                 self._now[column] = max(1, min(self._now[column], failed) // 2)
 
     def grow(self, column: bytes) -> None:
-        """A transaction of ``column`` committed: a quarter more, up to ``max_batch``."""
+        """A transaction of ``column`` committed: twice as many, up to ``max_batch``."""
         now = self._now.get(column)
         if now is not None and now < self._most[column]:
             with self._lock:
                 now = self._now[column]
-                self._now[column] = min(self._most[column], now + max(1, now // 4))
+                self._now[column] = min(self._most[column], 2 * now)

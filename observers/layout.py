@@ -1,4 +1,4 @@
-"""Layout: where the observers layer keeps its state (the one owner of its names and bytes).
+"""Layout: where the observers layer keeps its state in the data (the one owner of its bytes).
 
 Acknowledgements live in the data table, as transactional system cells (so an
 observer's commit and its acknowledgement are one atomic write)::
@@ -8,20 +8,13 @@ observer's commit and its acknowledgement are one atomic write)::
     value   uint64 big-endian: start_ts of the last observer transaction that committed
             for this cell; it saw every change committed below that timestamp
 
-Parked notifications, table ``<table>.parked`` (one row per data row)::
+A park note (why a worker gave up on a cell), kept by the node with the parked entries
+(``percolator._notify.parking``): JSON ``{"failures", "error", "parked_at_ms",
+"worker"}``.
 
-    column  b"n" + data column   ts = the notification's ts (writer's start_ts)
-                                 value = the notification record, unchanged
-    column  b"i" + data column   ts = 0, value = JSON {"failures", "error",
-                                 "parked_at_ms", "worker"}
-
-Workers, table ``<table>.workers`` (one row per worker id)::
-
-    column  b"lease"   ts = 0, JSON {"expires_ms", "columns": [hex], "host", "pid",
-                       "threads"}; deleted by a worker that stops cleanly
-    column  b"stats"   ts = 0, JSON of observers.stats.WorkerStats, rewritten periodically
-
-The kind bytes and JSON keys are persisted: do not rename.
+The notification log, the registrations, the parking table and the workers' reported
+counters are the node's (``percolator._notify``): workers reach them only through the
+notification verbs.  The JSON keys are persisted: do not rename.
 """
 
 from __future__ import annotations
@@ -31,24 +24,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from percolator.layout import PARKED_SUFFIX, WORKERS_SUFFIX
-
 ACK_PREFIX = b"ack:"
-PARKED_NOTE = b"n"  # do not renumber
-PARKED_INFO = b"i"  # do not renumber
-LEASE_COLUMN = b"lease"
-STATS_COLUMN = b"stats"
 
 _U64 = struct.Struct(">Q")
 T = TypeVar("T")
-
-
-def parked_table(table: bytes) -> bytes:
-    return table + PARKED_SUFFIX
-
-
-def workers_table(table: bytes) -> bytes:
-    return table + WORKERS_SUFFIX
 
 
 # --- acknowledgements ---------------------------------------------------------------------
@@ -84,15 +63,7 @@ def describe_system_cell(column: bytes, value: bytes) -> str | None:
         return f"ack of {observed}: {exc}"
 
 
-# --- parked notifications -------------------------------------------------------------------
-
-def parked_note_column(column: bytes) -> bytes:
-    return PARKED_NOTE + column
-
-
-def parked_info_column(column: bytes) -> bytes:
-    return PARKED_INFO + column
-
+# --- park notes -----------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class ParkInfo:
@@ -111,47 +82,12 @@ def encode_park_info(info: ParkInfo) -> bytes:
 
 
 def decode_park_info(raw: bytes) -> ParkInfo:
+    """ValueError if ``raw`` is not a note."""
     d = _json_object(raw, "park info")
     return ParkInfo(_field(d, "failures", int, 0, "park info"),
                     _field(d, "error", str, "", "park info"),
                     _field(d, "parked_at_ms", int, 0, "park info"),
                     _field(d, "worker", str, "", "park info"))
-
-
-# --- worker leases ------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A worker's claim to be alive until ``expires_ms`` (wall clock), observing ``columns``."""
-
-    worker: str
-    expires_ms: int
-    columns: frozenset[bytes]
-    host: str = ""
-    pid: int = 0
-    threads: int = 0
-
-
-def encode_lease(lease: Lease) -> bytes:
-    return json.dumps({"expires_ms": lease.expires_ms,
-                       "columns": sorted(c.hex() for c in lease.columns),
-                       "host": lease.host, "pid": lease.pid, "threads": lease.threads},
-                      sort_keys=True).encode()
-
-
-def decode_lease(worker: str, raw: bytes) -> Lease:
-    """The lease in ``raw``; ValueError for anything but a well-formed one (a row anyone
-    with a write token may write: ``{"expires_ms": null}`` once stopped every worker)."""
-    d = _json_object(raw, "lease")
-    if "expires_ms" not in d:
-        raise ValueError("malformed lease record: no expires_ms")
-    columns = _field(d, "columns", list, [], "lease")
-    if not all(type(c) is str for c in columns):
-        raise ValueError("malformed lease record: columns must be hex strings")
-    return Lease(worker, _field(d, "expires_ms", int, 0, "lease"),
-                 frozenset(bytes.fromhex(c) for c in columns),  # ValueError if not hex
-                 _field(d, "host", str, "", "lease"), _field(d, "pid", int, 0, "lease"),
-                 _field(d, "threads", int, 0, "lease"))
 
 
 def _field(d: dict[str, Any], key: str, kind: type[T], default: T, what: str) -> T:

@@ -4,18 +4,18 @@ The metrics themselves are defined in ``percolator.metrics`` (the one place ever
 metric name lives); this module binds their children per observer once and counts the
 worker's events on them, named by the observer's name (Fluo's per-observer
 ``tx_collisions`` is the model).  Pending notifications are counted when scraped, per
-observed column, from the notify table: the whole cluster's, as every worker of the
-column sees them (capped; dashboards take their ``max``).
+observed column, by the node's notification log (the ``Pending`` verb): the whole
+cluster's, as every worker of the column sees them (capped; dashboards take their
+``max``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from percolator.layout import notify_table
+from percolator import Client
 from percolator.metric_types import CounterChild, HistogramChild
 from percolator.metrics import (
     OBSERVER_COLLISIONS,
@@ -26,13 +26,12 @@ from percolator.metrics import (
     observer_pending_family,
 )
 
-from .notifications import count_pending
 from .registry import ObserverRegistry
 
 __all__ = ["PENDING_CAP", "ObserverMetrics"]
 
 PENDING_CAP = 100_000
-"""Most pending cells a scrape counts per observer (a scan of the notify table)."""
+"""Most pending entries a scrape counts per observer (a count of the node's log)."""
 
 
 class _One:
@@ -70,9 +69,8 @@ class ObserverMetrics:
     def parked(self, column: bytes) -> None:
         self._by_column[column].parked.inc()
 
-    def pending(self, store: Any, table: bytes) -> Iterable[Metric]:
+    def pending(self, client: Client) -> Iterable[Metric]:
         """``percolator_observer_notifications_pending`` of each observer, counted now."""
-        counts = {name: count_pending(store, notify_table(table), [column],
-                                      cap=PENDING_CAP)[0]
+        counts = {name: client.notifications.pending(client.table, [column], PENDING_CAP)
                   for column, name in self._names.items()}
         return [observer_pending_family(counts)]

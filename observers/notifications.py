@@ -1,10 +1,10 @@
-"""Notifications: finding pending ones in the notify table, and deleting exactly those handled.
+"""Notifications as a worker holds them: entries of the node's log, grouped by cell.
 
-A notification is a version of cell (row, column) of ``<table>.notify`` at ts = the
-writer's start_ts whose value (``percolator.records.Notification``) names the
-writer's primary.  Several writes before a worker gets to a cell leave several
-versions; a worker handles them together (coalescing) and then deletes exactly the
-versions it decided, never a range: a version written meanwhile must survive.
+An entry (``percolator._notify.log``) says that cell (row, column) changed at
+``change_ts`` and its observer must run after that.  A cell may have several entries
+(several writes before a worker got to it, a backfill entry beside a live one): a
+worker handles them together (coalescing), then hands back exactly those entries as
+done, and the node deletes exactly them -- an entry written meanwhile stays.
 """
 
 from __future__ import annotations
@@ -12,125 +12,86 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bigtable_lite import (
-    DEFAULT_LIMITS,
-    DeleteVersion,
-    Mutation,
-    Row,
-    RowMutation,
-    ScanRequest,
-    TabletStore,
-)
+from percolator import notifications as log
+from percolator.notifications import DoneRef, LogRow
 
-Version = tuple[int, bytes]  # (ts = writer's start_ts, undecoded notification record)
-_ITEMS_PER_ROW = DEFAULT_LIMITS.max_items_per_row // 2
-_ROWS_PER_CALL = DEFAULT_LIMITS.max_batch_rows // 4
+__all__ = ["MALFORMED", "Entry", "PendingCell", "cells_of", "done_refs"]
+
+MALFORMED = -1
+"""``change_ts`` of an entry whose record does not decode: it is parked, never run."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry of the log: where it is (log row, data row) and what it says."""
+
+    log_row: bytes
+    row: bytes
+    column: bytes
+    bucket: int
+    change_ts: int
+    kind: int = log.WRITE
 
 
 @dataclass(frozen=True, slots=True)
 class PendingCell:
-    """A cell with notification versions, as one scan saw it (versions newest first)."""
+    """A cell with the entries a worker holds for it.  Its entries are usually in one
+    bucket, but not always: an entry written before its column's partition prefix was
+    registered (or changed) sits in the bucket of the row as it was then."""
 
     row: bytes
     column: bytes
-    versions: tuple[Version, ...]
+    entries: tuple[Entry, ...]
 
     @property
     def key(self) -> tuple[bytes, bytes]:
         return self.row, self.column
 
+    @property
+    def buckets(self) -> frozenset[int]:
+        return frozenset(e.bucket for e in self.entries)
 
-@dataclass(frozen=True, slots=True)
-class Range:
-    """Rows [start, end) of the notify table; end None = to the end (one tablet's share)."""
+    def without(self, buckets: frozenset[int]) -> PendingCell | None:
+        """This cell without its entries in ``buckets`` (None if nothing is left)."""
+        kept = tuple(e for e in self.entries if e.bucket not in buckets)
+        if len(kept) == len(self.entries):
+            return self
+        return PendingCell(self.row, self.column, kept) if kept else None
 
-    start: bytes
-    end: bytes | None
+    @property
+    def max_change_ts(self) -> int:
+        return max((e.change_ts for e in self.entries), default=0)
 
+    @property
+    def malformed(self) -> bool:
+        return any(e.change_ts == MALFORMED for e in self.entries)
 
-def cells_of(row: Row) -> list[PendingCell]:
-    """Group a scanned row's cells (column ascending, ts descending) by column."""
-    out: list[PendingCell] = []
-    column: bytes | None = None
-    versions: list[Version] = []
-    for cell in row.cells:
-        if cell.column != column:
-            if column is not None:
-                out.append(PendingCell(row.row, column, tuple(versions)))
-            column = cell.column
-            versions = []
-        versions.append((cell.ts, cell.value))
-    if column is not None:
-        out.append(PendingCell(row.row, column, tuple(versions)))
-    return out
-
-
-def row_after(row: bytes) -> bytes:
-    """The smallest row greater than ``row``."""
-    return row + b"\x00"
+    def merged(self, entries: Iterable[Entry]) -> PendingCell:
+        """This cell with ``entries`` added (an entry already held is not repeated)."""
+        have = {(e.log_row, e.row) for e in self.entries}
+        more = tuple(e for e in entries if (e.log_row, e.row) not in have)
+        return self if not more else PendingCell(self.row, self.column, self.entries + more)
 
 
-def scan_chunk(store: TabletStore, table: bytes, span: Range, start: bytes,
-               columns: Sequence[bytes], limit: int) -> tuple[list[PendingCell], bytes | None]:
-    """Pending cells of up to ``limit`` rows from ``start`` within ``span``; and where to resume
-    (None when the span's end was reached)."""
-    request = ScanRequest(table, start or None, span.end, tuple(sorted(columns)), (),
-                          limit=limit)
-    cells: list[PendingCell] = []
-    rows = 0
-    last = b""
-    for row in store.scan(request):
-        rows += 1
-        last = row.row
-        cells.extend(cells_of(row))
-    if rows < limit or len(last) >= DEFAULT_LIMITS.max_row_bytes:
-        return cells, None  # the end (or a row too long to follow: rescan the span)
-    return cells, row_after(last)
+def cells_of(rows: Sequence[LogRow]) -> list[PendingCell]:
+    """The cells of pulled log rows, in the order their first entries came."""
+    cells: dict[tuple[bytes, bytes], list[Entry]] = {}
+    for lrow in rows:
+        column, bucket, _ = log.decode_key(lrow.key)
+        for row, value in lrow.cells:
+            try:
+                kind, change_ts = log.decode_entry(value)
+            except ValueError:
+                kind, change_ts = 0, MALFORMED
+            key = (row, column)
+            cells.setdefault(key, []).append(Entry(lrow.key, row, column, bucket, change_ts,
+                                                   kind))
+    return [PendingCell(row, column, tuple(entries)) for (row, column), entries in cells.items()]
 
 
-def has_pending(store: TabletStore, table: bytes, columns: Sequence[bytes]) -> bool:
-    """Whether any notification of ``columns`` is in the notify table (one fresh snapshot)."""
-    request = ScanRequest(table, None, None, tuple(sorted(columns)), (), limit=1)
-    return any(True for _ in store.scan(request))
-
-
-def count_pending(store: TabletStore, table: bytes, columns: Iterable[bytes] = (),
-                  cap: int = 1_000_000) -> tuple[int, int]:
-    """(cells, versions) pending in the notify table for ``columns`` (none = any column),
-    counting at most ``cap`` cells."""
-    cells = versions = 0
-    for row in store.scan(ScanRequest(table, None, None, tuple(sorted(columns)))):
-        for cell in cells_of(row):
-            cells += 1
-            versions += len(cell.versions)
-        if cells >= cap:
-            break
-    return cells, versions
-
-
-def row_mutations(table: bytes, row: bytes, mutations: Sequence[Mutation]) -> list[RowMutation]:
-    """``mutations`` of one row as RowMutations within the store's per-row item limit."""
-    step = _ITEMS_PER_ROW
-    return [RowMutation(table, row, tuple(mutations[i:i + step]))
-            for i in range(0, len(mutations), step)]
-
-
-def mutate_all(store: TabletStore, mutations: Sequence[RowMutation], *, sync: bool = False
-               ) -> None:
-    """Apply unconditional mutations in calls within the store's batch limit."""
-    step = _ROWS_PER_CALL
-    for i in range(0, len(mutations), step):
-        store.mutate_rows(mutations[i:i + step], sync=sync)
-
-
-def delete_versions(store: TabletStore, table: bytes,
-                    done: Sequence[tuple[bytes, bytes, Sequence[int]]]) -> None:
-    """Delete exactly the given versions: [(row, column, [ts, ...]), ...]."""
-    mutations = [m for row, column, stamps in done
-                 for m in row_mutations(table, row, [DeleteVersion(column, ts) for ts in stamps])]
-    mutate_all(store, mutations)
-
-
-def spans(store: TabletStore, table: bytes) -> list[Range]:
-    """The notify table's tablets, each scanned as its own span."""
-    return [Range(t.start_row, t.end_row) for t in store.list_tablets(table)] or [Range(b"", None)]
+def done_refs(entries: Iterable[Entry]) -> list[DoneRef]:
+    """Entries as the node names them for deletes and parking: data rows per log row."""
+    by_row: dict[bytes, list[bytes]] = {}
+    for e in entries:
+        by_row.setdefault(e.log_row, []).append(e.row)
+    return [DoneRef(lrow, tuple(rows)) for lrow, rows in by_row.items()]

@@ -26,7 +26,7 @@ target).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from percolator.layout import SYSTEM_PREFIX
 
@@ -36,6 +36,18 @@ if TYPE_CHECKING:
     from percolator import Client, Transaction
 
 ObserverFn = Callable[["Transaction", bytes, bytes], None]
+
+
+class Placement(Protocol):
+    """Where a worker stands among its peers (``Observer.attach``): which cells are its
+    own now, and its small member index (unique among live workers)."""
+
+    member_index: int
+
+    def owns(self, row: bytes, column: bytes) -> bool:
+        """Whether the notifications of (row, column) go to this worker now."""
+        ...
+
 MAX_BATCH_LIMIT = 100_000
 """Upper bound of ``Observer.max_batch`` (a transaction of more cells is a mistake)."""
 
@@ -66,6 +78,9 @@ class Observer:
     column: bytes | str = b""
     max_batch: int = 1
     """Most cells of the column one transaction may handle, via :meth:`process_batch`."""
+    partition_prefix: bytes = b""
+    """Rows starting with it go to the worker that has the same row without it: the
+    citations' fold row of paper *t* (``0x00 "cq/" t``) runs where *t* runs."""
 
     def __init__(self, column: bytes | str | None = None, *, name: str | None = None,
                  max_batch: int | None = None) -> None:
@@ -81,6 +96,10 @@ class Observer:
 
     def setup(self, client: Client) -> None:
         """Called once when a worker starts, before any :meth:`process`."""
+
+    def attach(self, placement: Placement) -> None:
+        """Called when a worker starts, after :meth:`setup`: where it stands among its
+        peers, for observers whose writes depend on it (the default ignores it)."""
 
     def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
         """React to a change of (row, column); everything done through ``txn`` commits atomically

@@ -16,10 +16,20 @@ Time comes from a :class:`~percolator.clock.Clock` so tests move it by hand.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from bigtable_lite import StorageError
 from percolator.clock import Clock
+from percolator.errors import CommitUndetermined, LockWaitTimeout, OracleError, SnapshotTooOld
+from percolator.failpoints import FailpointError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 Key = tuple[bytes, bytes]
 
@@ -43,7 +53,7 @@ class Backoff:
 
 
 DEFAULT_BACKOFF = Backoff()
-RETRY_BACKOFF = Backoff(0.002, 2.0, 1.0)  # conflicts, live writers, transient errors
+RETRY_BACKOFF = Backoff(0.002, 2.0, 0.5)  # conflicts, transient errors: busy again soon
 
 
 @dataclass(slots=True)
@@ -105,3 +115,36 @@ class RetryBook:
 
     def __len__(self) -> int:
         return len(self._cells)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Setbacks that are not the caller's fault: a node away or restarting, an undecided
+    commit, a lock waited on too long, a snapshot garbage collection took (a new one
+    reads).  Retried; never counted towards parking."""
+    if isinstance(exc, StorageError):
+        return not isinstance(exc, ValueError)  # InvalidArgument/LimitExceeded: a bad write
+    return isinstance(exc, (LockWaitTimeout, CommitUndetermined, OracleError, FailpointError,
+                            SnapshotTooOld))
+
+
+OUTAGE_BACKOFF = Backoff(0.05, 2.0, 0.5)
+"""Retries through an outage: at least twice a second once the node is back."""
+
+
+def through_outages(fn: Callable[[], T], *, timeout: float, what: str,
+                    backoff: Backoff = OUTAGE_BACKOFF) -> T:
+    """``fn()``, retried with back-off on transient errors (a node restarting) for at most
+    ``timeout`` seconds; then the last error is raised.  ``fn`` must be safe to repeat
+    (an undecided commit may have landed)."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            attempt += 1
+            if attempt == 1:
+                log.warning("%s: %s; retrying for up to %.0fs", what, exc, timeout)
+            time.sleep(min(backoff.delay(attempt), max(0.0, deadline - time.monotonic())))

@@ -1,22 +1,24 @@
-"""Stats: a worker's counters and observer latency, read from Python and persisted for others.
+"""Stats: a worker's counters and observer latency, read from Python and reported to others.
 
-``Worker.stats()`` returns a :class:`WorkerStats` snapshot.  Every worker also writes
-its snapshot, as JSON, to its row of ``<table>.workers`` (column ``stats``) every
-``stats_interval`` seconds and when it stops, so ``percolator status`` can show
-every worker of a cluster, including ones in other processes.
+``Worker.stats()`` returns a :class:`WorkerStats` snapshot.  Every worker also hands
+its snapshot, as JSON, to the node with a pull when it changed (at most every
+``stats_interval`` seconds) and when it stops; the node keeps it in
+``<table>.workers``, so ``percolator status`` can show every worker of a cluster,
+including ones in other processes.
 
-Counters count cells (one cell may carry several coalesced notification versions):
+Counters count cells (one cell may carry several coalesced entries):
 
-    found       cells taken from the notify table into this worker's queue
+    found       cells newly queued from the entries pulled
     processed   cells whose observer ran and committed
     batches     observer transactions that handled several cells (Observer.max_batch)
     skipped     cells already covered by an earlier observer commit (the ack)
-    dropped     cells whose every writer rolled back: nothing to observe
     conflicts   observer transactions that lost a write-write conflict (retried)
-    retries     other setbacks not counted as failures: live writers, store errors
+    retries     other setbacks not counted as failures: store errors, a node away
     failures    observer runs that raised (retried with backoff)
     parked      cells moved to the parking table after max_failures
-    backlog     cells of this worker's share pending at its last full scan
+    deleted     entries handed back as done
+    backlog     cells held (queued, waiting, in flight)
+    buckets     buckets of its columns the worker owns now
     latency     observer run + commit, milliseconds, one sample per transaction (p50,
                 p99 over the last 10,000)
 """
@@ -31,8 +33,8 @@ from typing import Any
 
 LATENCY_SAMPLES = 10_000
 
-COUNTERS = ("found", "processed", "batches", "skipped", "dropped", "conflicts", "retries",
-            "failures", "parked", "deleted")
+COUNTERS = ("found", "processed", "batches", "skipped", "conflicts", "retries", "failures",
+            "parked", "deleted")
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -58,19 +60,20 @@ class WorkerStats:
     processed: int = 0
     batches: int = 0             # observer transactions of several cells
     skipped: int = 0
-    dropped: int = 0
     conflicts: int = 0
     retries: int = 0
     failures: int = 0
     parked: int = 0
-    deleted: int = 0             # notification versions deleted
+    deleted: int = 0             # entries handed back as done
     backlog: int = 0
     queued: int = 0
     in_flight: int = 0
     backing_off: int = 0         # cells waiting out a backoff
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
-    compactions: int = 0
+    buckets: int = 0             # owned now
+    member_index: int = -1
+    pulls: int = 0
     started_ms: int = 0
     updated_ms: int = 0
 
@@ -108,7 +111,6 @@ class Counters:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self.compactions = 0
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:

@@ -1,18 +1,21 @@
-"""WorkQueue: the notified cells a worker has found and not yet finished.
+"""WorkQueue: the notified cells a worker holds and has not finished.
 
-Scanners offer the cells of their scans; processors take one cell, or a batch of one
-column's cells, and report it done.  A cell is queued or in flight at most once; a
-rescan that finds a queued cell again refreshes its versions (coalescing).  Cells
-backing off (the retry book) or outside the worker's share are not queued.
+The feed offers the cells of the entries it pulled; processors take one cell, or a
+batch of one column's cells, and report it done.  A cell is queued or in flight at
+most once: entries of a queued cell coalesce into it; entries of a cell in flight wait
+beside it and are queued when it is done (their change may be newer than what the run
+saw); entries of a cell backing off (the retry book) wait until it is due.  Nothing is
+ever read from the node twice, so nothing held here may be forgotten except by
+:meth:`drop` (its buckets went to another worker, who reads them from their start).
 
-One lock guards it all, with three conditions so each wake-up reaches only who can
-act: processors (``_work``: work queued), scanners (``_room``: the queue fell to its
-low-water mark, or a processor took a cell), and whoever waits for cells to finish
-(``finished``: the worker's idle detection).
+Entries are taken only while their bucket is this worker's (``owns``, from the
+assignment); those of a bucket no longer owned are dropped at take (Fluo checks
+ownership as late), and nothing is taken while the worker fenced itself (``may_run``).
+A cell's entries may sit in different buckets (written under an older partition
+prefix): every decision about buckets is made per entry.
 
-Versions already handled are remembered briefly (``note_done``), since a scan's
-snapshot may predate their deletion: each is stamped with the scan counter at the time,
-and a scan numbered at or below that stamp ignores the version.
+One lock guards it all, with conditions so each wake-up reaches only who can act:
+processors (``_work``), and whoever waits for cells to finish (``finished``).
 """
 
 from __future__ import annotations
@@ -25,145 +28,142 @@ from .batch_limits import BatchLimits
 from .notifications import PendingCell
 from .retry import RetryBook
 
-__all__ = ["DELETING", "WorkQueue"]
+__all__ = ["WAIT_SLICE", "WorkQueue"]
 
 Key = tuple[bytes, bytes]
+Buckets = dict[bytes, frozenset[int]]
 
 WAIT_SLICE = 0.5  # longest single wait of a thread, so stopping is noticed promptly
-DELETING = 2**63  # scan stamp of a version whose delete is still queued: always ignored
 
 
 class WorkQueue:
-    """The queue between a worker's scanners and its processors (see the module docstring).
+    """The queue between a worker's feed and its processors (see the module docstring).
 
-    ``owns(row, column)``: whether the cell is in this worker's share.  ``stopping``:
-    set when the worker stops; every wait returns (False or None) once it is.
+    ``owns(column, bucket)``: whether the bucket is this worker's now.  ``stopping``:
+    set when the worker stops; every wait returns (None) once it is.  ``on_change``:
+    called (outside the lock) when a cell was taken or finished (the feed has room or
+    entries to hand back).  ``may_run``: False while the worker fenced itself (no cell
+    is taken then).
     """
 
     def __init__(self, size: int, batch_limits: BatchLimits, retry: RetryBook,
-                 owns: Callable[[bytes, bytes], bool], stopping: threading.Event) -> None:
+                 owns: Callable[[bytes, int], bool], stopping: threading.Event, *,
+                 may_run: Callable[[], bool] = lambda: True,
+                 on_change: Callable[[], None] = lambda: None) -> None:
         self.size = size
-        self._low_water = size // 2
         self._batch_limits = batch_limits
         self._retry = retry
         self._owns = owns
+        self._may_run = may_run
         self._stopping = stopping
+        self._on_change = on_change
         self.lock = threading.Lock()
         self.finished = threading.Condition(self.lock)  # a cell finished, or anything else
         self._work = threading.Condition(self.lock)
-        self._room = threading.Condition(self.lock)
         self._queue: deque[Key] = deque()
         self._queued: dict[Key, PendingCell] = {}
+        self._delayed: dict[Key, PendingCell] = {}   # backing off: queued when due
+        self._later: dict[Key, PendingCell] = {}     # arrived while the cell ran
+        self._inflight: dict[Key, frozenset[int]] = {}  # -> buckets of its entries
         self._batching: set[bytes] = set()  # columns with a batch in flight
-        self._inflight: set[Key] = set()
         self.started = 0             # cells taken by processors, ever (under the lock)
-        self._epoch = 0              # scan counter; see offer
-        self._active_scans: set[int] = set()
-        self._done: dict[tuple[bytes, bytes, int], int] = {}
 
     # --- for the worker ---------------------------------------------------------------------
 
     def counts(self) -> tuple[int, int]:
-        """(queued, in flight); the caller holds ``lock``."""
-        return len(self._queue), len(self._inflight)
+        """(held and not running, in flight); the caller holds ``lock``."""
+        return len(self._queue) + len(self._delayed) + len(self._later), len(self._inflight)
+
+    def room(self) -> int:
+        """Cells the feed may still offer."""
+        with self.lock:
+            return max(0, self.size - len(self._queue) - len(self._delayed))
 
     def notify_everyone(self) -> None:
         with self.lock:
             self.finished.notify_all()
             self._work.notify_all()
-            self._room.notify_all()
 
     def clear(self) -> None:
-        """Forget what is queued and deletions still pending (the worker stopped)."""
+        """Forget every cell not in flight (the worker stopped)."""
         with self.lock:
             self._queue.clear()
             self._queued.clear()
-            self._done = {v: d for v, d in self._done.items() if d != DELETING}
+            self._delayed.clear()
+            self._later.clear()
 
-    # --- for scanners -----------------------------------------------------------------------
-
-    def wait_for_room(self) -> bool:
-        """Back-pressure: wait (bounded slices) while the queue is full; False if stopping."""
+    def drop(self, buckets: Buckets) -> int:
+        """Forget the entries held of these buckets (no longer this worker's); in-flight
+        cells finish.  How many entries were dropped."""
+        if not buckets:
+            return 0
         with self.lock:
-            if len(self._queue) >= self.size:
-                while len(self._queue) > self._low_water:
-                    if self._stopping.is_set():
-                        return False
-                    self._room.wait(WAIT_SLICE)
-        return not self._stopping.is_set()
-
-    def wait_for_take(self, taken: int) -> bool:
-        """A new pass waits while the queue holds cells and no processor took any since the
-        last pass ended (``taken``, ``started`` then): a pass re-reads every queued cell,
-        and before this wait the scanners re-read a queue of thousands of cells ten
-        times per cell processed while batches ran.  False if stopping."""
-        with self.lock:
-            while self._queue and self.started == taken:
-                if self._stopping.is_set():
-                    return False
-                self._room.wait(WAIT_SLICE)
-        return not self._stopping.is_set()
-
-    def begin_scan(self) -> int:
-        with self.lock:
-            self._epoch += 1
-            self._active_scans.add(self._epoch)
-            return self._epoch
-
-    def end_scan(self, epoch: int) -> None:
-        with self.lock:
-            self._active_scans.discard(epoch)
-            oldest = min(self._active_scans, default=self._epoch + 1)
-            if self._done:
-                self._done = {v: d for v, d in self._done.items() if d >= oldest}
-
-    def offer(self, cells: list[PendingCell], epoch: int) -> tuple[int, int]:
-        """Queue this worker's share of ``cells`` (from scan ``epoch``); return (newly
-        queued, pending seen).
-
-        A version deleted after the scan's snapshot may still show in it: each deletion
-        is stamped with the scan counter at its completion, and a scan numbered at or
-        below that stamp ignores the version (see note_done).
-        """
-        owns = self._owns
-        due = self._retry.due
-        new = seen = 0
-        with self.lock:
-            done = self._done
-            for cell in cells:
-                if not owns(cell.row, cell.column):
-                    continue
-                versions = cell.versions
-                if done:
-                    versions = tuple(v for v in versions
-                                     if done.get((cell.row, cell.column, v[0]), -1) < epoch)
-                    if not versions:
+            n = 0
+            for held in (self._queued, self._delayed, self._later):
+                for key, cell in list(held.items()):
+                    going = buckets.get(cell.column)
+                    if not going or not cell.buckets & going:
                         continue
-                    cell = PendingCell(cell.row, cell.column, versions)
-                seen += 1
-                key = (cell.row, cell.column)
-                if key in self._queued:
-                    self._queued[key] = cell  # newer versions coalesce into the queued run
-                    continue
-                if key in self._inflight or not due(key):
-                    continue
-                self._queued[key] = cell
-                self._queue.append(key)
-                new += 1
+                    kept = cell.without(going)
+                    n += len(cell.entries) - (len(kept.entries) if kept else 0)
+                    if kept is None:
+                        del held[key]
+                    else:
+                        held[key] = kept
+            self._queue = deque(k for k in self._queue if k in self._queued)
+            self.finished.notify_all()
+            return n
+
+    def busy(self, buckets: Buckets) -> Buckets:
+        """Those of ``buckets`` with a cell in flight (the caller holds ``lock``)."""
+        out: dict[bytes, frozenset[int]] = {}
+        for (_, column), running in self._inflight.items():
+            both = running & buckets.get(column, frozenset())
+            if both:
+                out[column] = out.get(column, frozenset()) | both
+        return out
+
+    # --- for the feed -----------------------------------------------------------------------
+
+    def offer(self, cells: Iterable[PendingCell]) -> int:
+        """Hold ``cells``; how many are newly queued."""
+        due = self._retry.due
+        new = 0
+        with self.lock:
+            for cell in cells:
+                key = cell.key
+                queued = self._queued.get(key)
+                if queued is not None:
+                    self._queued[key] = queued.merged(cell.entries)
+                elif key in self._inflight:
+                    later = self._later.get(key)
+                    self._later[key] = cell if later is None else later.merged(cell.entries)
+                elif key in self._delayed or not due(key):
+                    delayed = self._delayed.get(key)
+                    self._delayed[key] = cell if delayed is None else delayed.merged(
+                        cell.entries)
+                else:
+                    self._queued[key] = cell
+                    self._queue.append(key)
+                    new += 1
             if new:
                 self._work.notify(new)
-        return new, seen
-
-    def note_done(self, row: bytes, column: bytes, stamps: Iterable[int],
-                  mark: int | None = None) -> None:
-        """Versions ``stamps`` of the cell were handled: scans from now on (or numbered at or
-        below ``mark``; ``DELETING``: all) ignore them."""
-        with self.lock:
-            stamp = self._epoch if mark is None else mark
-            for ts in stamps:
-                self._done[(row, column, ts)] = stamp
+        return new
 
     # --- for processors ---------------------------------------------------------------------
+
+    def _release_due(self) -> None:
+        """Queue the delayed cells that are due (the caller holds the lock)."""
+        if not self._delayed:
+            return
+        due = self._retry.due
+        for key in [k for k in self._delayed if due(k)]:
+            cell = self._delayed.pop(key)
+            if key in self._queued:
+                self._queued[key] = self._queued[key].merged(cell.entries)
+            else:
+                self._queued[key] = cell
+                self._queue.append(key)
 
     def take(self) -> tuple[list[PendingCell], bool] | None:
         """Wait (bounded slices) for work; the next queued cell, and the cells of its column
@@ -172,13 +172,18 @@ class WorkQueue:
         batches.  True with the cells if they are a batch of their column (which runs
         alone: see _may_take).  None if stopping."""
         with self.lock:
-            while not self._stopping.is_set() and not self._may_take():
-                self._work.wait(WAIT_SLICE)
-            if self._stopping.is_set():
-                return None
+            while True:
+                self._release_due()
+                self._drop_foreign()
+                if self._stopping.is_set():
+                    return None
+                if self._may_take():
+                    break
+                self._work.wait(0.05 if self._delayed else WAIT_SLICE)
             key = self._queue.popleft()
-            cells = [self._queued.pop(key)]
-            self._inflight.add(key)
+            first = self._queued.pop(key)
+            cells = [first]
+            self._inflight[key] = first.buckets
             limit = self._batch_limits.limit(key[1])
             state = self._retry.state
             queue = self._queue
@@ -189,37 +194,89 @@ class WorkQueue:
                 while len(cells) < limit and queue and queue[0][1] == key[1] \
                         and state(queue[0]) is None:
                     nxt = queue.popleft()
-                    cells.append(self._queued.pop(nxt))
-                    self._inflight.add(nxt)
+                    cell = self._owned_part(self._queued.pop(nxt))
+                    if cell is None:
+                        continue
+                    cells.append(cell)
+                    self._inflight[nxt] = cell.buckets
             self.started += len(cells)
-            self._room.notify_all()  # scanners waiting for room or for a take
-            return cells, batching
+        self._on_change()
+        return cells, batching
+
+    def _owned_part(self, cell: PendingCell) -> PendingCell | None:
+        """``cell`` with only the entries of buckets this worker owns (None: none)."""
+        owns = self._owns
+        foreign = frozenset(b for b in cell.buckets if not owns(cell.column, b))
+        return cell.without(foreign) if foreign else cell
+
+    def _drop_foreign(self) -> None:
+        """Drop the entries of the cell at the head whose bucket is not this worker's (any
+        more), and the cell if none is left."""
+        queue = self._queue
+        while queue:
+            key = queue[0]
+            cell = self._owned_part(self._queued[key])
+            if cell is not None:
+                self._queued[key] = cell
+                return
+            queue.popleft()
+            del self._queued[key]
 
     def _may_take(self) -> bool:
         """Work is queued and its column is not being batched by another processor (the
         caller holds the lock).  Batches of one column run one at a time: two would update
         many of the same cells at once (conflicts, or combining, and in one process a
         contended interpreter lock), while one batch shares the reads and writes."""
-        return bool(self._queue) and self._queue[0][1] not in self._batching
+        return bool(self._queue) and self._queue[0][1] not in self._batching \
+            and self._may_run()
 
-    def done(self, cells: list[PendingCell], batching: bool, requeued: bool) -> None:
+    def done(self, cells: list[PendingCell], batching: bool, requeued: bool,
+             retry: Iterable[PendingCell] = ()) -> None:
         """``cells`` (taken together) are no longer in flight (unless ``requeued``, which
-        took them out already)."""
+        took them out already); those in ``retry`` met a setback and are held until their
+        retry is due; entries that came meanwhile are held again."""
+        again = {cell.key: cell for cell in retry}
         with self.lock:
             for cell in () if requeued else cells:
-                self._inflight.discard(cell.key)
+                self._inflight.pop(cell.key, None)
+                later = self._later.pop(cell.key, None)
+                held = again.get(cell.key)
+                if held is not None and later is not None:
+                    held = held.merged(later.entries)
+                elif held is None:
+                    held = later
+                if held is not None:
+                    self._hold(held)
             if batching:
                 self._batching.discard(cells[0].column)
             self.finished.notify_all()
             self._work.notify_all()
+        self._on_change()
+
+    def _hold(self, cell: PendingCell) -> None:
+        key = cell.key
+        if key in self._queued:
+            self._queued[key] = self._queued[key].merged(cell.entries)
+        elif self._retry.due(key):
+            self._queued[key] = cell
+            self._queue.append(key)
+        else:
+            old = self._delayed.get(key)
+            self._delayed[key] = cell if old is None else old.merged(cell.entries)
 
     def requeue(self, cells: list[PendingCell]) -> None:
         """Put a failed batch back at the front of the queue.  Its cells leave the in-flight
         set here, under the lock, so another processor may take them at once."""
         with self.lock:
             for cell in reversed(cells):
-                self._inflight.discard(cell.key)
-                if cell.key not in self._queued:  # (scans skip cells in flight)
+                self._inflight.pop(cell.key, None)
+                later = self._later.pop(cell.key, None)
+                if later is not None:
+                    cell = cell.merged(later.entries)
+                queued = self._queued.get(cell.key)
+                if queued is not None:
+                    self._queued[cell.key] = queued.merged(cell.entries)
+                else:
                     self._queued[cell.key] = cell
                     self._queue.appendleft(cell.key)
             self._work.notify_all()

@@ -29,6 +29,7 @@ from typing import NamedTuple, Protocol
 from bigtable_lite import Limits, TabletStore
 
 from ._gc_table import GcPass
+from ._notify.api import NotificationsBackend
 from ._snapshots import ActiveSnapshots
 from .records import Lock
 
@@ -197,6 +198,11 @@ class Backend(Protocol):
 
     limits: Limits
     snapshots: ActiveSnapshots
+
+    @property
+    def notifications(self) -> NotificationsBackend:
+        """The observers' verbs: registration, the feed of notifications, parking."""
+        ...
 
     @property
     def store(self) -> TabletStore:

@@ -24,6 +24,7 @@ from ._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from ._gc_table import GcPass, GcStatus
 from ._gc_table import read_status as read_gc_status
 from ._keeper import LockKeeper
+from ._notify.api import NotificationsBackend
 from ._transaction import Transaction
 from .clock import Clock, SystemClock
 from .errors import CommitConflict, SnapshotTooOld, TransactionError
@@ -160,6 +161,11 @@ class Client:
     @property
     def observed_columns(self) -> frozenset[bytes]:
         return self.backend.observed_columns(self.table)
+
+    @property
+    def notifications(self) -> NotificationsBackend:
+        """The observers' verbs at the backend (``percolator._notify.api``)."""
+        return self.backend.notifications
 
     # --- transactions ---------------------------------------------------------------------
 

@@ -102,18 +102,23 @@ def _weight(row: bytes, column: bytes, value: bytes | None) -> int:
 
 
 def calls(parts: Sequence[Part], limits: Limits) -> list[list[Part]]:
-    """Parts grouped into step calls within the store's rows and bytes per call."""
+    """Parts grouped into step calls within the store's rows and bytes per call, and
+    within the cells a node takes in one step (``max_batch_rows``, ``_node_codec``): a
+    transaction of many rows with several cells each fits the rows and not the cells."""
     max_rows = max(1, limits.max_batch_rows // 2)
+    max_cells = limits.max_batch_rows
     max_bytes = _bytes_per_call(limits)
     groups: list[list[Part]] = [[]]
-    size = 0
+    size = cells = 0
     for part in parts:
         weight = 64 + sum(_weight(part[0], c.column, c.value) for c in part[1])
-        if groups[-1] and (len(groups[-1]) >= max_rows or size + weight > max_bytes):
+        if groups[-1] and (len(groups[-1]) >= max_rows or size + weight > max_bytes
+                           or cells + len(part[1]) > max_cells):
             groups.append([])
-            size = 0
+            size = cells = 0
         groups[-1].append(part)
         size += weight
+        cells += len(part[1])
     return groups
 
 

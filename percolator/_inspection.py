@@ -19,7 +19,7 @@ shown (``VersionAt`` with the value).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from bigtable_lite import (
@@ -38,12 +38,13 @@ from bigtable_lite import (
 
 from . import layout, records
 from ._backend import COMMITTED, ROLLED_BACK
+from ._notify import log
 from ._steps.check_txn_status import read_primary
 from .layout import DATA, LOCK, LOCK_SLOT_TS, ROLLBACK, WRITE, notify_table
-from .records import Lock, Notification, Write
+from .records import Lock, Write
 
-__all__ = ["KINDS", "LockInfo", "Record", "cell_records", "decode_cell", "list_locks",
-           "raw_rows", "repair_mutations"]
+__all__ = ["KINDS", "LockInfo", "Notification", "Record", "cell_records", "decode_cell",
+           "decode_entry", "list_locks", "raw_rows", "repair_mutations"]
 
 LOCK_KIND = "lock"
 WRITE_KIND = "write"
@@ -57,12 +58,23 @@ _ORDER = {LOCK_KIND: 0, WRITE_KIND: 1, DATA_KIND: 2, ROLLBACK_KIND: 3, NOTIFY_KI
 
 
 @dataclass(frozen=True, slots=True)
+class Notification:
+    """An entry of the notification log (``percolator._notify.log``): its kind, and its
+    position in the log (the commit that wrote it)."""
+
+    weak: bool       # Transaction.notify: no write
+    backfill: bool   # queued for a cell committed before its column was observed
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """One stored version of a cell's columns, decoded where it decodes.
 
     ``ts`` is the store version: a write record's commit_ts, a data version's or a
-    rollback marker's start_ts, the lock slot's 0, a notification's commit_ts.
-    ``error`` says why ``raw`` does not decode (None: it does).
+    rollback marker's start_ts, the lock slot's 0; a notification's commit_ts (the change
+    it announces; stored at version 0 of its log row ``store_row``, in the store column
+    named by the data row).  ``error`` says why ``raw`` does not decode (None: it does).
     """
 
     table: bytes          # where it is stored (the notify table for notifications)
@@ -76,23 +88,29 @@ class Record:
     write: Write | None = None
     notification: Notification | None = None
     error: str | None = None
+    store_row: bytes = b""  # a notification's log row ("": ``row``)
 
     @property
     def undecodable(self) -> bool:
         return self.error is not None
 
 
-def decode_cell(table: bytes, row: bytes, cell: Cell, *, notify: bool = False) -> Record:
-    """The record stored in ``cell`` of ``table``'s ``row`` (``notify``: a cell of the
-    notify table, whose columns are user columns)."""
-    if notify:
-        try:
-            note = records.decode_notification(cell.value)
-        except ValueError as exc:
-            return Record(table, row, cell.column, NOTIFY_KIND, cell.ts, cell.column,
-                          cell.value, error=str(exc))
-        return Record(table, row, cell.column, NOTIFY_KIND, cell.ts, cell.column, cell.value,
-                      notification=note)
+def decode_entry(table: bytes, log_row: bytes, cell: Cell) -> Record:
+    """The notification stored in ``cell`` of log row ``log_row`` of ``table``'s log."""
+    ntable = notify_table(table)
+    try:
+        column, _, position = log.decode_key(log_row)
+        kind, change_ts = log.decode_entry(cell.value)
+    except ValueError as exc:
+        return Record(ntable, cell.column, log_row, NOTIFY_KIND, cell.ts, cell.column,
+                      cell.value, error=str(exc), store_row=log_row)
+    return Record(ntable, cell.column, column, NOTIFY_KIND, change_ts, cell.column, cell.value,
+                  notification=Notification(kind == log.WEAK, kind == log.BACKFILL, position),
+                  store_row=log_row)
+
+
+def decode_cell(table: bytes, row: bytes, cell: Cell) -> Record:
+    """The record stored in ``cell`` of ``table``'s ``row``."""
     kind = KINDS.get(cell.column[:1])
     if kind is None:
         return Record(table, row, cell.column, UNKNOWN_KIND, cell.ts, cell.column, cell.value,
@@ -110,13 +128,10 @@ def decode_cell(table: bytes, row: bytes, cell: Cell, *, notify: bool = False) -
     return Record(*base)
 
 
-def _decoded_row(table: bytes, row: Row | None, note_row: Row | None) -> list[Record]:
-    out: list[Record] = []
+def _decoded_row(table: bytes, row: Row | None, notes: Sequence[Record]) -> list[Record]:
+    out: list[Record] = list(notes)
     if row is not None:
         out += [decode_cell(table, row.row, cell) for cell in row.cells]
-    if note_row is not None:
-        out += [decode_cell(notify_table(table), note_row.row, cell, notify=True)
-                for cell in note_row.cells]
     out.sort(key=lambda r: (r.column, _ORDER[r.kind], -r.ts))
     return out
 
@@ -127,40 +142,57 @@ def _stored_columns(columns: Sequence[bytes] | None) -> tuple[bytes, ...]:
     return tuple(sorted(kind + column for column in set(columns) for kind in KINDS))
 
 
+def _notifications(store: TabletStore, table: bytes, columns: Sequence[bytes] | None,
+                   keep: Callable[[bytes], bool]) -> dict[bytes, list[Record]]:
+    """The notification log's entries (of ``columns``; None: all) by data row, of the
+    rows ``keep`` accepts.  The log is keyed by column and position, not by row, so this
+    reads the whole log of those columns: what is pending, never what was handled."""
+    ntable = notify_table(table)
+    ranges = ([(log.column_prefix(c), log.column_end(c)) for c in sorted(set(columns))]
+              if columns else [(None, None)])
+    out: dict[bytes, list[Record]] = {}
+    for start, end in ranges:
+        for lrow in store.scan(ScanRequest(ntable, start, end)):
+            for cell in lrow.cells:
+                if keep(cell.column):
+                    out.setdefault(cell.column, []).append(decode_entry(table, lrow.row, cell))
+    return out
+
+
 def raw_rows(store: TabletStore, table: bytes, *, start: bytes | None = None,
              end: bytes | None = None, columns: Sequence[bytes] | None = None,
              limit: int = 0) -> Iterator[tuple[bytes, list[Record]]]:
-    """Every version of every record of rows [start, end) of ``table`` and of its
-    notify table, row by row ascending (``limit`` rows at most, 0: all)."""
+    """Every version of every record of rows [start, end) of ``table`` and their pending
+    notifications, row by row ascending (``limit`` rows at most, 0: all)."""
     request = ScanRequest(table, start, end, _stored_columns(columns), limit=limit)
-    notes = ScanRequest(notify_table(table), start, end, tuple(sorted(set(columns or ()))),
-                        limit=limit)
+    notes = _notifications(store, table, columns, lambda r: (start is None or r >= start)
+                           and (end is None or r < end))
+    note_rows = iter(sorted(notes))
     rows = store.scan(request)
-    note_rows = store.scan(notes)
     row = next(rows, None)
     note = next(note_rows, None)
     shown = 0
     while (row is not None or note is not None) and (not limit or shown < limit):
-        if note is None or row is not None and row.row < note.row:
-            yield row.row, _decoded_row(table, row, None)  # type: ignore[union-attr]
+        if note is None or row is not None and row.row < note:
+            yield row.row, _decoded_row(table, row, ())  # type: ignore[union-attr]
             row = next(rows, None)
-        elif row is None or note.row < row.row:
-            yield note.row, _decoded_row(table, None, note)
+        elif row is None or note < row.row:
+            yield note, _decoded_row(table, None, notes[note])
             note = next(note_rows, None)
         else:
-            yield row.row, _decoded_row(table, row, note)
+            yield row.row, _decoded_row(table, row, notes[note])
             row = next(rows, None)
             note = next(note_rows, None)
         shown += 1
 
 
 def cell_records(store: TabletStore, table: bytes, row: bytes, column: bytes) -> list[Record]:
-    """Every version of every record of cell (row, column), and its notifications."""
+    """Every version of every record of cell (row, column), and its pending notifications."""
     names = layout.columns_of(column)
-    main, notes = store.read_rows([
-        RowRead(table, row, (names.lock, names.write, names.data, names.rollback)),
-        RowRead(notify_table(table), row, (column,))])
-    return _decoded_row(table, Row(row, tuple(main)), Row(row, tuple(notes)))
+    [main] = store.read_rows([
+        RowRead(table, row, (names.lock, names.write, names.data, names.rollback))])
+    notes = _notifications(store, table, [column], lambda r: r == row).get(row, [])
+    return _decoded_row(table, Row(row, tuple(main)), notes)
 
 
 def repair_mutations(found: Iterable[Record]) -> list[RowMutation]:
@@ -169,7 +201,8 @@ def repair_mutations(found: Iterable[Record]) -> list[RowMutation]:
     by_row: dict[tuple[bytes, bytes], list[Record]] = {}
     for record in found:
         if record.undecodable:
-            by_row.setdefault((record.table, record.row), []).append(record)
+            by_row.setdefault((record.table, record.store_row or record.row),
+                              []).append(record)
     return [RowMutation(table, row,
                         tuple(DeleteVersion(r.store_column, r.ts) for r in bad),
                         tuple(VersionAt(r.store_column, r.ts, r.raw) for r in bad))

@@ -37,13 +37,14 @@ from ._backend import (
 )
 from ._gc import DEFAULT_GC_DUTY, DEFAULT_GC_LIFE_TIME, Collector
 from ._gc_table import GcPass
+from ._notify.local import Notifications
 from ._safe_point import DEFAULT_CLIENT_LEASE, SafePoint
 from ._snapshots import ActiveSnapshots
 from ._steps import StepContext, one_phase, prewrite, read, resolve_lock, rollback
 from ._steps import commit as commit_step
 from ._steps import heartbeat as heartbeat_step
 from ._steps.check_txn_status import StatusCache
-from ._steps.notify import ObservedColumns
+from ._steps.notify import NotifyLog, ObservedColumns
 from .clock import Clock, SystemClock
 from .errors import SnapshotTooOld
 from .oracle import Oracle, check_count
@@ -82,13 +83,16 @@ class LocalBackend:
         self._closed = False
         steps_store = store.unchecked() if _requests_fit(store) else store
         self.ctx = StepContext(steps_store, oracle, self.clock, store.limits, StatusCache(),
-                               ObservedColumns(steps_store), one_phase.CommitLatches())
+                               ObservedColumns(steps_store), one_phase.CommitLatches(),
+                               NotifyLog(oracle))
         self.snapshots = ActiveSnapshots(oracle.peek)
         self.safe_point = SafePoint(store, oracle, self.clock, self.snapshots,
                                     life_time=gc_life_time, client_lease=client_lease)
         self.collector = Collector(self.ctx, store, self.safe_point, self.clock,
                                    interval=gc_interval, duty=gc_duty)
         self._gc_tables = self.collector.note_table
+        # The observers' verbs (registration, backfill, the feed to workers, parking).
+        self.notifications = Notifications(self.ctx, store)
 
     @classmethod
     def open(cls, path: str, *, sync: str = "none", clock: Clock | None = None,
@@ -205,10 +209,12 @@ class LocalBackend:
             self.safe_point.exit(token)
 
     def register_observed(self, table: bytes, columns: Sequence[bytes]) -> int:
-        return self.ctx.observed.register(table, columns, self.oracle)
+        for column in columns:
+            self.notifications.register(table, column)
+        return self.oracle.get_timestamp()
 
     def observed_columns(self, table: bytes) -> frozenset[bytes]:
-        return self.ctx.observed.of(table)
+        return frozenset(self.ctx.observed.of(table))
 
     def report_snapshots(self, client: bytes, oldest: int | None, seen: int) -> int:
         """A remote client's running transactions (see ``SafePoint.report``); returns the
@@ -228,6 +234,7 @@ class LocalBackend:
         if self._closed:
             return
         self._closed = True
+        self.notifications.close()
         self.collector.close()
         try:
             self.safe_point.save()  # the oracle's history, for the next owner's GC

@@ -68,6 +68,7 @@ from ._backend import (
 )
 from ._gc_table import GcPass
 from ._node_codec import CLIENT_ID_TAG, COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
+from ._notify.client import RemoteNotifications
 from ._snapshots import ActiveSnapshots, Reporter
 from ._status import command_error
 from ._transport import native_client
@@ -160,6 +161,8 @@ class NodeClient:
         # A command larger than this goes alone, so a full batch always fits a message.
         self._alone_bytes = limits.max_message_bytes // (2 * max_commands)
         self.remote = RemoteStore(self._channel, timeout=timeout, limits=limits)
+        # The node's notification verbs (observers' registration, feed, parking).
+        self.notifications = RemoteNotifications(self._channel, timeout=timeout)
         self._calls: StreamedCalls[bytes, pb.BatchResponse] = StreamedCalls(
             self._channel.stream_stream(
                 f"/{SERVICE_NAME}/BatchStream", request_serializer=_identity,

@@ -55,7 +55,7 @@ from ._backend import CommitRequest
 from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
 from ._node_metrics import CommandMetrics, outcome_of
-from ._node_roles import check_command, check_raw_writes
+from ._node_roles import check_command
 from ._status import error_name, status_for
 from ._transport.framing import frame
 from ._transport.native_wire import VERSION as NATIVE_VERSION
@@ -166,7 +166,7 @@ class NodeService:
                 elif kind == "commit":
                     commits.append((i, codec.parse_commit(msg, self._limits)))
                 elif kind == "mutate_rows":
-                    results[i] = _result(kind, self._mutate_rows(msg, role))
+                    results[i] = _result(kind, self._mutate_rows(msg))
                     metrics.done(kind, "ok", clock() - began)
                 elif kind == "read_rows":
                     try:
@@ -324,10 +324,9 @@ class NodeService:
         return wire.read_response_to_pb(
             self._backend.local_store.read_rows(reads, max_bytes=budget))
 
-    def _mutate_rows(self, msg: Any, role: Role) -> Message:
+    def _mutate_rows(self, msg: Any) -> Message:
         rows: list[RowMutation] = wire.mutate_request_from_pb(msg)
         check_batch(rows, self._limits)
-        check_raw_writes(rows, role)
         return wire.mutate_response_to_pb(
             self._backend.local_store.mutate_rows(rows, sync=bool(msg.sync)))
 

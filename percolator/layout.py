@@ -20,10 +20,10 @@ tombstone that the next "newest lock at or below start_ts" seek walked until a
 compaction dropped it (5-21 us per seek in a transfer loop, docs/storage.md); at one
 timestamp a lock is found with a point lookup, which sees only the newest entry.
 
-Notifications for observers live in a second table, ``<table>.notify`` (row, column,
-ts = the commit_ts of the change, value a ``records.Notification``), so workers scan
-only pending work, never the data (Percolator keeps them in a separate locality group
-for the same reason).
+Notifications for observers live in a second table, ``<table>.notify``: the
+notification log, keyed (column, bucket, position), whose bytes ``percolator._notify.log``
+owns; workers read only pending work of their buckets, never the data (Percolator
+keeps notifications in a separate locality group for the same reason).
 
 User columns starting with ``SYSTEM_PREFIX`` are reserved for the system (e.g. the
 observers' acknowledgement cells); they are transactional like any other column but
@@ -34,9 +34,9 @@ system tables (the oracle's ``_oracle``) start with ``SYSTEM_TABLE_PREFIX``; non
 these is a Percolator table (:func:`reserved_table`).  Why it matters: transactions
 write columns derived from the user's (``l`` + column, ...), so a transaction "on" the
 config table could overwrite the observed-column registry.  ``SIDE_SUFFIXES`` are the
-tables the observers layer keeps beside a table and writes raw (its ``layout`` says
-what they hold); a node lets ``write`` clients write those raw, nothing else
-(``percolator._node_roles``).
+tables the node's notification service keeps beside a table (``percolator._notify``:
+the workers' reported counters, parked notifications); only ``admin`` clients write
+any table raw (``percolator._node_roles``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ LOCK_SLOT_TS = 0  # the version of every lock column: do not change
 DEFAULT_TABLE = b"percolator"
 NOTIFY_SUFFIX = b".notify"
 CONFIG_SUFFIX = b".config"
-WORKERS_SUFFIX = b".workers"  # observers: worker leases and counters
+WORKERS_SUFFIX = b".workers"  # observer workers' reported counters
 PARKED_SUFFIX = b".parked"    # observers: notifications that failed too often
 SIDE_SUFFIXES = (WORKERS_SUFFIX, PARKED_SUFFIX)
 SYSTEM_TABLE_PREFIX = b"_"

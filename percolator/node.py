@@ -43,6 +43,7 @@ from ._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from ._local import LocalBackend
 from ._metrics_rpc import RpcMetrics
 from ._node_service import NodeService
+from ._notify.service import NotificationsService
 from ._safe_point import DEFAULT_CLIENT_LEASE
 from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
 from ._transport.native_server import DEFAULT_MAX_CONNECTIONS, NativeServer
@@ -109,20 +110,23 @@ MIN_WORKERS = 10
 """Fewest gRPC worker threads a node runs with (see :func:`stream_shares`)."""
 
 
-def stream_shares(max_workers: int) -> tuple[int, int, int, int]:
-    """(batch, timestamp, tablet, transaction) streams a node admits at once.
+def stream_shares(max_workers: int) -> tuple[int, int, int, int, int]:
+    """(batch, timestamp, tablet, transaction, poll) calls a node holds open at once.
 
-    Each open stream holds a worker thread until it ends, so streams of all kinds
-    together may hold at most what is left after a quarter of the threads (at least
-    two), which stay for unary calls: health checks and small reads always get through.
-    Batch streams may take half of that, timestamp, tablet (scan) and Transactions
-    streams a sixth each (at least one each: hence :data:`MIN_WORKERS`).
+    Each open stream, and each Notifications Pull waiting in its long poll, holds a
+    worker thread until it ends, so together they may hold at most what is left after
+    a quarter of the threads (at least two), which stay for unary calls: health checks,
+    small reads and a Pull that is answered at once always get through.  Long polls take
+    a quarter of that (one per observer worker; a Pull beyond it is answered at once and
+    its worker backs off), timestamp, tablet (scan) and Transactions streams an eighth
+    each, batch streams the rest (at least one each: hence :data:`MIN_WORKERS`).
     """
     if max_workers < MIN_WORKERS:
         raise ValueError(f"a node needs at least {MIN_WORKERS} worker threads")
     streams = max_workers - max(2, max_workers // 4) - HEALTH_STREAMS - REFLECTION_STREAMS
-    other = max(1, streams // 6)
-    return max(1, streams // 2), other, other, other
+    other = max(1, streams // 8)
+    polls = max(1, streams // 4)
+    return max(1, streams - 3 * other - polls), other, other, other, polls
 
 
 class Node:
@@ -158,7 +162,7 @@ class Node:
                  metrics_listen: str | None = None,
                  native_listen: str | None = NATIVE_AUTO,
                  max_native_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        batch, timestamp, tablet, transaction = stream_shares(max_workers)
+        batch, timestamp, tablet, transaction, polls = stream_shares(max_workers)
         check_exposure(listen, policy)  # before the data directory is touched
         self.metrics = None if metrics_listen is None else MetricsEndpoint(
             metrics_listen, [self._scraped])
@@ -175,6 +179,8 @@ class Node:
             self.timestamps = oracle_service.OracleServicer(
                 self.oracle, max_streams=timestamp,
                 safe_point=lambda: self.backend.safe_point.value)
+            self.notifications = NotificationsService(
+                self.backend.notifications, self.store.limits, max_polls=polls)
             self.transactions = TransactionsService(self.backend, Sessions(
                 self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
                 max_streams=transaction)
@@ -182,7 +188,7 @@ class Node:
             self.server, self.port = build_server(
                 self.store, listen, max_workers=max_workers,
                 extra=[self.timestamps.registration(), self.batches.registration(),
-                       self.transactions.registration()],
+                       self.notifications.registration(), self.transactions.registration()],
                 policy=replace(policy, tablet_streams=tablet),
                 interceptors=[RpcMetrics()])
             if native_at is not None:
@@ -263,7 +269,7 @@ class Node:
                 if self.metrics is not None:
                     self.metrics.stop()
                 self.transactions.sessions.close()
-                self.backend.close()  # its garbage collector
+                self.backend.close()  # its garbage collector and backfills; not the store
                 self.oracle.close()
                 self.store.close()
 

@@ -36,13 +36,18 @@ class ServerProcess:
         self.port = 0
         self.output: list[str] = []
 
-    def start(self, timeout: float = START_TIMEOUT) -> ServerProcess:
+    def start(self, timeout: float = START_TIMEOUT, *, same_port: bool = False
+              ) -> ServerProcess:
+        """Start on ``listen``; ``same_port``: on the port of the previous start (a
+        restart clients reconnect to)."""
         env = dict(os.environ)
         env.update(self.env or {})
         self.output = []
+        listen = (f"{self.listen.rpartition(':')[0]}:{self.port}" if same_port and self.port
+                  else self.listen)
         self.proc = subprocess.Popen(
             percolator_command("serve", "--data-dir", str(self.data_dir),
-                               "--listen", self.listen, *self.extra_args),
+                               "--listen", listen, *self.extra_args),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         lines: queue.Queue[str | None] = queue.Queue()

@@ -19,6 +19,8 @@ PUBLIC_MODULES = {
         "oracle_client", "oracle_service", "records", "v1",
         # metrics: their definitions, types and endpoint, for the workers' own
         "metric_types", "metrics", "metrics_endpoint",
+        # the notification verbs' values and the log's bucket function, for the observers
+        "notifications",
     },
 }
 

@@ -11,10 +11,10 @@ address clients dial, ``{secrets}`` the directory of the dev certificates and to
 
 Security is on as in production: the first service makes a CA, the node's certificate
 and a token per role (``percolator dev-secrets``, kept across restarts); the node serves
-TLS and requires tokens; every client trusts the CA and sends a token.  Workers and the
-loader hold the ``admin`` token for now: they register observed columns (and workers park
-notifications) with raw synced writes, which only admins may make until those are node
-commands (issue 16); the verifier only reads and needs ``write`` (node batches).
+TLS and requires tokens; every client trusts the CA and sends a token.  Workers, the
+loader and the verifier hold the ``write`` token: registering columns, pulling, parking
+and reporting counters are the node's notification verbs (docs/security.md), and no
+client writes anything raw.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ TOPOLOGY: tuple[Service, ...] = (
                    "--tls-cert", "{secrets}/node.pem", "--tls-key", "{secrets}/node.key",
                    "--auth-tokens", "{secrets}/tokens"),
             depends_on=("secrets",)),
-    Service("worker", ("worker", *_client("admin"), "--observers",
+    Service("worker", ("worker", *_client("write"), "--observers",
                        "observers.citations:OBSERVERS", "--threads", "4"),
             replicas=2, depends_on=(NODE,)),
     Service("loader", ("citations", "load", "--generate", str(DEMO_PAPERS), "--seed", "1",
-                       *_client("admin")),
+                       *_client("write")),
             oneshot=True, depends_on=(NODE, "worker")),
     Service("verify", ("citations", "verify", *_client("write")),
             oneshot=True, depends_on=("loader",)),

@@ -27,30 +27,34 @@ Layout, per combined target (the counter cell itself stays in the target's row):
 
 A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
 
-* *cold* t: counter += d directly.  One transaction, no extra hop: the lowest
-  latency, and no conflict unless another writer updates t at the same moment.
-* *hot* t: slot[s] += d, and a weak notification on (QUEUE_PREFIX + t, FOLD), where
-  s is a slot no other running writer of this process holds (:class:`InFlight`), so
-  writers collide only across processes, on the same slot of the same target at the
-  same moment.
+* t is *its own* and *quiet*: counter += d directly.  One transaction, no extra hop:
+  the lowest latency.
+* otherwise: slot[s] += d, and a weak notification on (QUEUE_PREFIX + t, FOLD).
 
-Which targets are hot is a matter of *simultaneity*, not of total citations: two
-writers collide on t only if both update it within one transaction's lifetime.  In a
-bulk load of papers in id order, recent papers -- cited by their successors,
-processed side by side -- are as contended as the classics cited by thousands, while
-in a trickle of single edits nothing is.  So t is hot when another running writer of
-this process is updating it (:class:`~observers.citations.contention.InFlight`), when
-its counter is at least ``hot`` (papers cited by thousands are contended at any rate
-worth the name, also across worker processes), or, optionally, when this process
-updated it less than ``burst`` seconds ago.  Correctness never depends on the
-choice: both paths keep the invariant.
+**Its own**: the worker owns t's bucket of ``FOLD`` (the fold observer registers
+``QUEUE_PREFIX`` as its partition prefix, so the fold row of t is in t's bucket, and
+the workers observing both columns own the same buckets of each: the fold of t runs
+where t's refs run).  So a counter is written directly by one worker only, whichever
+papers cite it: no two workers ever collide on a counter.  **Quiet**: no other
+running transaction of this process is updating t
+(:class:`~observers.citations.contention.InFlight`: a fold of t, or another writer),
+its counter is below ``hot`` (a paper cited by thousands is contended by its own
+worker's writers at any rate worth the name; the claim comes after a writer's snapshot,
+so two writers of one process can still collide on it), and, optionally, this process
+did not update it less than ``burst`` seconds ago.  **The slot** is the worker's own
+(its member index picks a group of :data:`SLOTS_PER_MEMBER` slots, the in-process
+writer one of them), so slots collide
+neither across workers (while there are at most 32 / 16 of them; more share, which only
+costs a retry) nor between the running writers of one worker.  Correctness never
+depends on any of it: both paths keep the invariant.
 
-The fold observer on ``FOLD`` (:meth:`fold`), one transaction per target and run:
-counter += sum(slots) - folded; folded := sum(slots).  It reads the slots and writes
-only ``folded`` and the counter, so it never conflicts with slot writers; the worker
-runs it at most once at a time per target (the observers layer's ack), so folds never
-collide either.  Re-running a fold is a no-op (sum(slots) - folded = 0), and any
-number of pending deltas are folded by one run.
+The fold observer on ``FOLD`` (:meth:`fold_many`), run by t's owner, many targets per
+transaction: counter += sum(slots) - folded; folded := sum(slots).  It reads the slots
+and writes only ``folded`` and the counter, so it never conflicts with slot writers;
+the worker runs it at most once at a time per target (the observers layer's ack), and
+claims its targets in-process while it runs, so direct writers of its own process
+combine instead of colliding with it.  Re-running a fold is a no-op (sum(slots) -
+folded = 0), and any number of pending deltas are folded by one run.
 
 A direct write never takes the counter below 0: if the counter alone cannot absorb a
 decrement (some increments are still in slots), the decrement goes to a slot too --
@@ -71,6 +75,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from observers import Observer
+from observers.registry import Placement
 
 from .contention import DEFAULT_SLOTS, InFlight, RecentTargets
 from .schema import CITED_BY, decode_count, encode_count
@@ -88,8 +93,13 @@ FOLD = b"citations:fold"
 """Observed column of combining rows; only weak notifications ever target it."""
 SLOT_PREFIX = b"slot:"
 FOLDED = b"folded"
-DEFAULT_HOT = 1000
-"""Counters at or above this value are always combined."""
+DEFAULT_HOT: int | None = 1000
+"""Counters at or above this value are always combined: a paper cited by thousands is
+contended by the running writers of its own worker at any rate worth the name."""
+SLOTS_PER_MEMBER = 16
+"""Slots of one worker: its in-process writers spread over them."""
+DEFAULT_FOLD_BATCH = 1024
+"""Targets one fold transaction folds at most."""
 DEFAULT_BURST = 0.0
 """Seconds: a target updated this recently by this process is combined (0: off)."""
 
@@ -159,12 +169,28 @@ class CombiningCounter:
         self.slots = slots
         self.hot = hot
         self.recent = RecentTargets(burst) if burst > 0 else None
-        self.in_flight = InFlight(slots) if track else None
+        self.in_flight = InFlight(min(slots, SLOTS_PER_MEMBER)) if track else None
+        self.placement: Placement | None = None  # the worker's, once it runs (attach)
+        self._slot_columns = tuple(SLOT_PREFIX + b"%02x" % i for i in range(slots))
 
     @property
     def combining(self) -> bool:
         """Whether any update can be combined (False: the naive version)."""
         return self.hot is not None or self.recent is not None or self.in_flight is not None
+
+    def owns(self, target: bytes) -> bool:
+        """Whether this worker may write ``target``'s counter directly (it owns the
+        target's fold bucket; outside a worker, always)."""
+        placement = self.placement
+        return placement is None or placement.owns(combine_row(target), FOLD)
+
+    def _slot(self, source: bytes) -> bytes:
+        """The slot of writer ``source``: the worker's group, the writer's place in it."""
+        if self.in_flight is None:
+            return slot_column(source, self.slots)
+        member = self.placement.member_index if self.placement is not None else 0
+        index = (max(0, member) * SLOTS_PER_MEMBER + self.in_flight.slot(source)) % self.slots
+        return self._slot_columns[index]
 
     def _busy(self, source: bytes, targets: list[bytes]) -> list[bool]:
         busy = [False] * len(targets)
@@ -188,15 +214,16 @@ class CombiningCounter:
         busy = self._busy(source, [t for t, _ in deltas])
         counts = txn.get_many([(target, column) for target, _ in deltas])
         combined: list[tuple[bytes, int]] = []
+        owns = self.owns if self.combining else (lambda target: True)
         for (target, delta), hot_now in zip(deltas, busy):
             n = decode_count(counts[(target, column)])
-            if not hot_now and (self.hot is None or n < self.hot) and n + delta >= 0:
+            if not hot_now and (self.hot is None or n < self.hot) and n + delta >= 0 \
+                    and owns(target):
                 _set_count(txn, target, column, n + delta)
             else:
                 combined.append((target, delta))
         if combined:
-            slot = (slot_column(source, self.slots) if self.in_flight is None
-                    else SLOT_PREFIX + b"%02x" % self.in_flight.slot(source))
+            slot = self._slot(source)
             rows = [combine_row(target) for target, _ in combined]
             current = txn.get_many([(row, slot) for row in rows])
             for row, (_, delta) in zip(rows, combined):
@@ -204,30 +231,39 @@ class CombiningCounter:
                 txn.notify(row, FOLD)
 
     def fold(self, txn: Transaction, row: bytes) -> int:
-        """Add the target's unfolded slot sums to its counter in ``txn``; return the amount.
+        """Add the target's unfolded slot sums to its counter in ``txn``; return the amount."""
+        return self.fold_many(txn, [row])[row]
 
-        Claims the target while running (key: ``row``), so direct writers of this
-        process combine instead of colliding with the fold; call :meth:`done` with
-        ``row`` after the commit.
+    def fold_many(self, txn: Transaction, rows: Sequence[bytes]) -> dict[bytes, int]:
+        """Fold the targets of combining ``rows`` in ``txn`` (two batched reads); the amount
+        added to each.
+
+        Claims the targets while running (key: the first row), so direct writers of this
+        process combine instead of colliding with the fold; call :meth:`done` with that
+        row after the commit.
         """
-        target = target_of(row)
+        targets = [target_of(row) for row in rows]
         if self.in_flight is not None:
-            self.in_flight.claim(row, [target])
-        total = folded = 0
-        for _, column, value in txn.scan(row, row + b"\x00"):
-            if column.startswith(SLOT_PREFIX):
-                total += decode_signed(value)
-            elif column == FOLDED:
-                folded = decode_signed(value)
-        delta = total - folded
-        if delta:
-            n = decode_count(txn.get(target, self.column)) + delta
-            if n < 0:
-                raise ValueError(f"{self.column.decode()} of {target!r} would become {n}:"
-                                 " its counter and slots disagree (corrupt data?)")
-            _set_count(txn, target, self.column, n)
-            txn.set(row, FOLDED, encode_signed(total))
-        return delta
+            self.in_flight.claim(rows[0], targets)
+        wanted = [(row, c) for row in rows for c in (*self._slot_columns, FOLDED)]
+        cells = txn.get_many(wanted)
+        deltas: dict[bytes, int] = {}
+        for row in rows:
+            total = sum(decode_signed(cells[(row, c)]) for c in self._slot_columns)
+            folded = decode_signed(cells[(row, FOLDED)])
+            deltas[row] = total - folded
+            if total != folded:
+                txn.set(row, FOLDED, encode_signed(total))
+        moved = [(row, target) for row, target in zip(rows, targets) if deltas[row]]
+        if moved:
+            counts = txn.get_many([(target, self.column) for _, target in moved])
+            for row, target in moved:
+                n = decode_count(counts[(target, self.column)]) + deltas[row]
+                if n < 0:
+                    raise ValueError(f"{self.column.decode()} of {target!r} would become {n}:"
+                                     " its counter and slots disagree (corrupt data?)")
+                _set_count(txn, target, self.column, n)
+        return deltas
 
 
 def _set_count(txn: Transaction, row: bytes, column: bytes, n: int) -> None:
@@ -249,17 +285,25 @@ def unfolded(txn: Transaction) -> dict[bytes, int]:
 
 
 class FoldObserver(Observer):
-    """Observer of ``FOLD``: folds one target's slots into its counter per run."""
+    """Observer of ``FOLD``: folds the slots of many targets into their counters per
+    transaction, where the targets' own refs run (``partition_prefix``)."""
 
     column = FOLD
+    partition_prefix = QUEUE_PREFIX
 
     def __init__(self, counter: CombiningCounter | None = None, *,
-                 name: str = "citations.fold") -> None:
-        super().__init__(name=name)
+                 name: str = "citations.fold", max_batch: int = DEFAULT_FOLD_BATCH) -> None:
+        super().__init__(name=name, max_batch=max_batch)
         self.counter = counter or CombiningCounter()
+
+    def attach(self, placement: Placement) -> None:
+        self.counter.placement = placement
 
     def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
         self.counter.fold(txn, row)
+
+    def process_batch(self, txn: Transaction, rows: Sequence[bytes], column: bytes) -> None:
+        self.counter.fold_many(txn, rows)
 
     def committed(self, row: bytes, column: bytes, commit_ts: int) -> None:
         self.counter.done(row)

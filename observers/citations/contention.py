@@ -14,8 +14,8 @@ import time
 import zlib
 from collections.abc import Sequence
 
-DEFAULT_SLOTS = 16
-"""Slots per combined target (the combining rows' columns slot:00 .. slot:0f)."""
+DEFAULT_SLOTS = 32
+"""Slots per combined target (the combining rows' columns slot:00 .. slot:1f)."""
 
 
 class InFlight:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from observers import Observer
+from observers.registry import Placement
 
 from .combine import (
     DEFAULT_BURST,
@@ -118,6 +119,9 @@ class RefsObserver(Observer):
         if targets:  # claimed under the first row; its committed() releases them
             self.counter.add_many(
                 txn, [(key, deltas[t]) for t, key in zip(targets, rows_of(targets))], rows[0])
+
+    def attach(self, placement: Placement) -> None:
+        self.counter.placement = placement
 
     def committed(self, row: bytes, column: bytes, commit_ts: int) -> None:
         self.counter.done(row)

@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from bigtable_lite import Unavailable
-from percolator.errors import CommitUndetermined
+from observers.retry import through_outages
 
-from .combine import FOLD, check_target
+from .combine import FOLD, QUEUE_PREFIX, check_target
 from .schema import REFS, encode_refs, row_key
 from .snap import load_snap
 
@@ -33,8 +32,8 @@ if TYPE_CHECKING:
     from percolator import Client, Transaction
 
 DEFAULT_BATCH = 200
-DEFAULT_OUTAGE = 120.0
-"""Seconds a batch is retried while the node is unreachable (a restart takes seconds)."""
+OUTAGE = 300.0
+"""Seconds a load waits for a node that went away (a restart) before it gives up."""
 
 Papers = Mapping[str, Sequence[str]] | Iterable[tuple[str, Sequence[str]]]
 
@@ -71,17 +70,24 @@ def write_papers(txn: Transaction, rows: Sequence[tuple[bytes, bytes]]) -> None:
         txn.set(row, REFS, value)
 
 
+def register(client: Client) -> None:
+    """Observe the citation observers' columns (as their workers do, with the fold's
+    partition prefix), so writes leave notifications before any worker runs."""
+    client.notifications.register(client.table, REFS)
+    client.notifications.register(client.table, FOLD, QUEUE_PREFIX)
+
+
 def load_graph(client: Client, papers: Papers, *, batch: int = DEFAULT_BATCH,
                progress: bool | None = False, total: int | None = None,
-               desc: str = "loading", outage: float = DEFAULT_OUTAGE) -> LoadResult:
+               desc: str = "loading", outage: float = OUTAGE) -> LoadResult:
     """Write every paper's ``paper:refs`` (a dict or (id, refs) pairs), ``batch`` per transaction.
 
     A paper already in the table gets its refs replaced.  Each batch is retried on
-    conflict (``client.run``).  The citation observers' columns are registered first,
-    so the writes leave notifications even if no worker has started yet; a batch that
-    meets the node down is retried for ``outage`` seconds.  ``progress``
-    shows a tqdm bar on stderr (None: if stderr is a terminal).  Bad ids or refs raise
-    ValueError/TypeError before their batch is written.
+    conflict (``client.run``), and through a node restart for up to ``outage`` seconds.
+    The citation observers' columns are registered first, so the writes leave
+    notifications even if no worker has started yet.  ``progress`` shows a tqdm bar on
+    stderr (None: if stderr is a terminal).  Bad ids or refs raise ValueError/TypeError
+    before their batch is written.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
@@ -89,33 +95,21 @@ def load_graph(client: Client, papers: Papers, *, batch: int = DEFAULT_BATCH,
         progress = sys.stderr.isatty()
     if total is None and isinstance(papers, Mapping):
         total = len(papers)
-    client.register_observed_columns([REFS, FOLD])
+    through_outages(lambda: register(client), timeout=outage, what="registering the columns")
     began = time.perf_counter()
     n = txns = 0
     rows = _encoded(_pairs(papers))
     with tqdm(total=total, unit="papers", desc=desc, disable=not progress, file=sys.stderr,
               smoothing=0.1) as bar:
         while chunk := list(islice(rows, batch)):
-            _write(client, chunk, outage)
+            through_outages(
+                lambda chunk=chunk: client.run(  # type: ignore[misc]
+                    lambda txn: write_papers(txn, chunk)),
+                timeout=outage, what=f"writing papers {n + 1}-{n + len(chunk)}")
             n += len(chunk)
             txns += 1
             bar.update(len(chunk))
     return LoadResult(n, txns, time.perf_counter() - began)
-
-
-def _write(client: Client, rows: Sequence[tuple[bytes, bytes]], outage: float) -> None:
-    """One batch in a transaction (again on conflict), again while the node is down."""
-    deadline = time.monotonic() + outage
-    pause = 0.05
-    while True:
-        try:
-            client.run(lambda txn: write_papers(txn, rows))
-            return
-        except (Unavailable, CommitUndetermined):
-            if time.monotonic() + pause > deadline:
-                raise
-            time.sleep(pause)  # back-off while the node restarts
-            pause = min(2 * pause, 1.0)
 
 
 def load_snap_file(client: Client, path: str | os.PathLike[str], *,

@@ -1,9 +1,9 @@
-"""List or replay parked notifications; compact the notify table.
+"""List or replay parked notifications; compact the notification log.
 
 `percolator notifications list` shows the notifications a worker parked after their
-observer kept failing; ``replay`` moves them back into the notify table (all, or one
+observer kept failing; ``replay`` moves them back into the notification log (all, or one
 cell with ``--row``/``--column``), where a running worker processes them as usual;
-``compact`` compacts the notify table of the node or of the data directory.
+``compact`` compacts the notification log of the node or of the data directory.
 """
 
 from __future__ import annotations
@@ -33,16 +33,14 @@ def run(args: argparse.Namespace) -> int:
             parked = list_parked(client)
             for p in parked:
                 why = f"{p.info.failures} failures: {p.info.error}" if p.info else "no note"
-                print(f"({p.row!r}, {p.column!r}) {len(p.versions)} versions -- {why}")
+                print(f"({p.row!r}, {p.column!r}) {len(p.entries)} entries -- {why}")
             print(f"{len(parked)} parked cells", flush=True)
         elif args.action == "replay":
             cells = None if args.row is None else [(args.row.encode(), args.column.encode())]
             print(f"replayed {replay_parked(client, cells)} cells", flush=True)
         else:
-            if not compact_notifications(client):
-                raise CommandError("this store cannot compact on request; LevelDB compacts"
-                                   " by itself")
-            print("compacted the notify table", flush=True)
+            compact_notifications(client)
+            print("compacted the notification log", flush=True)
     finally:
         client.close()
     return 0

@@ -1,11 +1,12 @@
 """Show observer workers' counters, pending and parked notifications, the oracle's figures and GC.
 
-`percolator status` shows what the observers' workers report, pending and parked
-notifications, the store's garbage collection (its safe point, its last pass and what
-that removed) and, of a node (``--connect``), its timestamp oracle's own figures.
-Reads only the store (workers persist their counters in ``<table>.workers``), so it
-works while workers run elsewhere; ``--json`` prints the same as one JSON object.
-``--watch [SECONDS]`` refreshes it in place, like ``top``, until Ctrl-C
+`percolator status` shows the observed columns (backfill progress, pending
+notifications, live workers; columns with pending notifications and no live worker
+are named), every worker's reported counters, parked notifications, the store's
+garbage collection (its safe point, its last pass and what that removed) and, of a
+node (``--connect``), its timestamp oracle's own figures.  Asks the node (or the data
+directory), so it works while workers run elsewhere; ``--json`` prints the same as one
+JSON object.  ``--watch [SECONDS]`` refreshes it in place, like ``top``, until Ctrl-C
 (``percolator.commands.watch``; with ``--json``, one object per line per refresh).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from bigtable_lite import StorageError
 from observers import cluster_status, format_status
+from observers.status import status_json
 from percolator import GcStatus
 from percolator.commands.arg_types import positive_float
 from percolator.commands.client_args import add_target_arguments, open_channel, open_client
@@ -84,29 +86,15 @@ def report(args: argparse.Namespace) -> int:
         text = f"{format_gc(gc)}\n{format_status(status)}"
         print(text if oracle is None else f"{format_oracle(oracle)}\n{text}", flush=True)
         return 0
-    out: dict[str, Any] = {
-        "observed_columns": sorted(c.decode("utf-8", "backslashreplace")
-                                   for c in status.observed_columns),
-        "pending_cells": status.pending_cells,
-        "pending_versions": status.pending_versions,
-        "workers": [{"worker": w.worker, "alive": w.alive,
-                     "stats": w.stats.as_dict() if w.stats else None}
-                    for w in status.workers],
-        "parked": [{"row": p.row.decode("utf-8", "backslashreplace"),
-                    "column": p.column.decode("utf-8", "backslashreplace"),
-                    "versions": len(p.versions),
-                    "failures": p.info.failures if p.info else None,
-                    "error": p.info.error if p.info else None}
-                   for p in status.parked],
-        "oracle": None if oracle is None else (
-            {"error": oracle} if isinstance(oracle, str) else
-            {"timestamps_served": oracle.timestamps_served, "requests": oracle.requests,
-             "mean_batch_size": oracle.mean_batch_size,
-             "persisted_high_water": oracle.persisted_high_water}),
-        "gc": {"safe_point": gc.safe_point,
-               "tables": [t.decode("utf-8", "backslashreplace") for t in gc.tables],
-               "last_pass": None if gc.last_pass is None else
-               {**asdict(gc.last_pass), "removed": gc.last_pass.removed}},
-    }
+    out: dict[str, Any] = status_json(status)
+    out["oracle"] = None if oracle is None else (
+        {"error": oracle} if isinstance(oracle, str) else
+        {"timestamps_served": oracle.timestamps_served, "requests": oracle.requests,
+         "mean_batch_size": oracle.mean_batch_size,
+         "persisted_high_water": oracle.persisted_high_water})
+    out["gc"] = {"safe_point": gc.safe_point,
+                 "tables": [t.decode("utf-8", "backslashreplace") for t in gc.tables],
+                 "last_pass": None if gc.last_pass is None else
+                 {**asdict(gc.last_pass), "removed": gc.last_pass.removed}}
     print(json.dumps(out, sort_keys=True), flush=True)
     return 0

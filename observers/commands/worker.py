@@ -55,14 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-failures", type=positive_int, default=5, metavar="N",
                         help="failed runs of an observer on a cell before its notification"
                         " is parked (default %(default)s)")
-    parser.add_argument("--poll-interval", type=positive_float, default=0.01, metavar="S",
-                        help="seconds between scans of the notify table when idle"
-                        " (default %(default)s)")
-    parser.add_argument("--lease-ttl", type=positive_float, default=5.0, metavar="S",
-                        help="how long others wait before taking over a crashed worker's"
-                        " share (default %(default)s)")
+    parser.add_argument("--lease-ttl", type=positive_float, default=10.0, metavar="S",
+                        help="how long the node waits before giving a silent worker's"
+                        " buckets to others (default %(default)s)")
     parser.add_argument("--heartbeat", type=positive_float, default=1.0, metavar="S",
-                        help="seconds between lease renewals (default %(default)s)")
+                        help="longest time between two pulls while busy, which renew the"
+                        " lease (default %(default)s)")
     parser.add_argument("--lock-ttl", type=positive_float, default=None, metavar="S",
                         help="lock TTL of the observers' transactions")
     parser.add_argument("--worker-id", default=None, metavar="ID",
@@ -94,7 +92,7 @@ def _registry(args: argparse.Namespace) -> ObserverRegistry:
 def _worker(client: Client, registry: ObserverRegistry, args: argparse.Namespace) -> Worker:
     try:
         return Worker(client, registry, threads=args.threads, max_failures=args.max_failures,
-                      poll_interval=args.poll_interval, lease_ttl=args.lease_ttl,
+                      lease_ttl=args.lease_ttl,
                       heartbeat=args.heartbeat, worker_id=args.worker_id)
     except (ObserverError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
@@ -106,7 +104,7 @@ def start_metrics(worker: Worker, args: argparse.Namespace) -> MetricsEndpoint |
         return None
     client = worker.client
     endpoint = MetricsEndpoint(args.metrics_listen,
-                               [lambda: worker.metrics.pending(client.store, client.table)])
+                               [lambda: worker.metrics.pending(client)])
     endpoint.start()
     print(f"percolator worker: metrics on {endpoint.url}", flush=True)
     return endpoint

@@ -30,7 +30,7 @@ reply) answers its commit.  A request whose primary is not its transaction's pri
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from bigtable_lite import (
@@ -52,7 +52,7 @@ from ..layout import LOCK_SLOT_TS, columns_of
 from ..records import Lock
 from .batches import settle_in_calls
 from .check_txn_status import check_primary
-from .notify import notifications
+from .notify import entries
 
 if TYPE_CHECKING:
     from .context import StepContext
@@ -118,10 +118,11 @@ def _read(ctx: StepContext, reads: list[RowRead]) -> list[list[Cell]]:
 
 
 def _mutations(request: CommitRequest, locks: dict[Key, Lock], commit_ts: int,
-               observed: frozenset[bytes]) -> tuple[list[RowMutation], int]:
-    """The commit point first, then notifications and secondaries (see the module); and
-    how many rows at the head must be in the commit point's write (itself, and the
-    notifications of the cells it commits and the weak ones)."""
+               observed: Mapping[bytes, bytes]) -> tuple[list[RowMutation], int, int]:
+    """The commit point first, then notifications and secondaries (see the module); how
+    many rows at the head must be in the commit point's write (itself, and the
+    notifications of the cells it commits and the weak ones); and how many rows after
+    the first are log entries (all at position commit_ts)."""
     table, start_ts, (prow, pcol), keys, weak = request
     primary_row: list[tuple[bytes, Lock]] = []
     others: dict[bytes, list[tuple[bytes, Lock]]] = {}
@@ -139,15 +140,16 @@ def _mutations(request: CommitRequest, locks: dict[Key, Lock], commit_ts: int,
     if observed and weak:  # a weak notification of a cell also written is a strong one
         strong_later = {key for key in later if key[1] in observed}
         weak = [key for key in weak if key not in strong_later]
-    batch += notifications(table, observed, [(prow, c) for c, _ in primary_row], commit_ts,
-                           weak)
+    batch += entries(table, observed, [(prow, c) for c, _ in primary_row], commit_ts,
+                     commit_ts, weak)
     atomic = len(batch)
-    batch += notifications(table, observed, later, commit_ts)
+    batch += entries(table, observed, later, commit_ts, commit_ts)
+    logged = len(batch) - 1
     for row, cells in others.items():
         for i in range(0, len(cells), CELLS_PER_ROW_MUTATION):
             batch.append(commit_cells(table, row, cells[i:i + CELLS_PER_ROW_MUTATION],
                                       start_ts, commit_ts))
-    return batch, atomic
+    return batch, atomic, logged
 
 
 def commit(ctx: StepContext, requests: Sequence[CommitRequest]
@@ -172,40 +174,42 @@ def commit(ctx: StepContext, requests: Sequence[CommitRequest]
             outcomes[i] = exc
             continue
         todo.append(i)
-    if todo:
-        first_ts = ctx.oracle.get_timestamps(len(todo)) if len(todo) > 1 else \
-            ctx.oracle.get_timestamp()
-        for n, i in enumerate(todo):
-            try:
-                outcomes[i] = _commit_one(ctx, requests[i], locks[i], first_ts + n)
-            except Exception as exc:  # noqa: BLE001 - this transaction's answer alone
-                outcomes[i] = exc
+    if todo:  # commit_ts is the position of the commits' log entries: in flight till written
+        with ctx.log.allocate(len(todo)) as first_ts:
+            for n, i in enumerate(todo):
+                try:
+                    outcomes[i] = _commit_one(ctx, requests[i], locks[i], first_ts + n)
+                except Exception as exc:  # noqa: BLE001 - this transaction's answer alone
+                    outcomes[i] = exc
     return [o if o is not None else NOT_COMMITTED for o in outcomes]
 
 
 def _commit_one(ctx: StepContext, request: CommitRequest, locks: dict[Key, Lock],
                 commit_ts: int) -> CommitOutcome:
     observed = ctx.observed.of(request.table)  # after commit_ts: see ``notify``
-    batch, atomic = _mutations(request, locks, commit_ts, observed)
+    batch, atomic, logged = _mutations(request, locks, commit_ts, observed)
     n = max(atomic, min(len(batch), ctx.limits.max_batch_rows))  # the commit point's write
     failpoints.hit("commit.before_commit_primary")  # every lock in place, commit_ts taken
-    results = ctx.store.mutate_guarded(batch[:n])
-    prow, pcol = request.primary
-    if not results[0].applied:
-        return _decided(ctx, request)
-    ctx.statuses.remember(request.table, prow, pcol, request.start_ts,
-                          TxnStatus(COMMITTED, commit_ts))
-    failpoints.hit("commit.after_commit_primary")
     try:
-        if not all(result.applied for result in results):  # a cell settled already: the rest
-            settle_in_calls(ctx.store, ctx.limits, batch[1:n], results[1:])
-        if n < len(batch):  # did not fit the commit point's write: in order, in calls
-            settle_in_calls(ctx.store, ctx.limits, batch[n:])
-    except Exception as exc:  # noqa: BLE001 - committed: its answer, whatever the rest did
-        # Past the commit point the transaction is committed, and must be answered so;
-        # the secondaries left locked are rolled forward by whoever meets them.
-        log.warning("secondaries of transaction %d (committed at %d) left locked (%r);"
-                    " readers roll them forward", request.start_ts, commit_ts, exc)
+        results = ctx.store.mutate_guarded(batch[:n])
+        prow, pcol = request.primary
+        if not results[0].applied:
+            return _decided(ctx, request)
+        ctx.statuses.remember(request.table, prow, pcol, request.start_ts,
+                              TxnStatus(COMMITTED, commit_ts))
+        failpoints.hit("commit.after_commit_primary")
+        try:
+            if not all(result.applied for result in results):  # a cell settled already
+                settle_in_calls(ctx.store, ctx.limits, batch[1:n], results[1:])
+            if n < len(batch):  # did not fit the commit point's write: in order, in calls
+                settle_in_calls(ctx.store, ctx.limits, batch[n:])
+        except Exception as exc:  # noqa: BLE001 - committed: its answer, whatever the rest did
+            # Past the commit point the transaction is committed, and must be answered so;
+            # the secondaries left locked are rolled forward by whoever meets them.
+            log.warning("secondaries of transaction %d (committed at %d) left locked (%r);"
+                        " readers roll them forward", request.start_ts, commit_ts, exc)
+    finally:
+        ctx.log.written(request.table, batch[1:1 + logged])
     failpoints.hit("commit.after_commit_secondary")
     return CommitOutcome(True, commit_ts)
 

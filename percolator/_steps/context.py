@@ -11,7 +11,7 @@ from bigtable_lite import Limits, MutationResult, RowMutation, TabletStore
 from ..clock import Clock
 from ..oracle import Oracle
 from .check_txn_status import StatusCache
-from .notify import ObservedColumns
+from .notify import NotifyLog, ObservedColumns
 from .one_phase import CommitLatches
 
 
@@ -41,3 +41,5 @@ class StepContext:
     statuses: StatusCache
     observed: ObservedColumns
     latches: CommitLatches
+    # Positions of notification-log writes and who hears of them (observers' feed).
+    log: NotifyLog

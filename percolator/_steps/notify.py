@@ -1,113 +1,209 @@
-"""Notify: which committed writes leave notifications, and registering observed columns.
+"""Notify: which committed writes leave notifications, the log entries they leave, and
+registering observed columns.
 
-A notification (``records.Notification`` in ``<table>.notify``, version ts = commit_ts)
-is written in the same atomic write as the write record it announces: by the commit
-step, a one-phase commit, or the roll-forward of a secondary.  Each of them decides
-from :class:`ObservedColumns` *after* its commit_ts was taken; registration updates
-the set *before* it takes its own timestamp R.  The oracle orders the two: a write
-committed at commit_ts > R took its timestamp after R was taken, so after the set
-held the column, and it leaves a notification.  Writes committed below R are the
-backfill's (``observers``): a transactional scan at a snapshot above R sees them all.
-The proof in full is in docs/observers.md.
+A notification is an entry of the notification log ``<table>.notify``
+(``percolator._notify.log``), written in the same atomic write as the write record it
+announces: by the commit step, a one-phase commit, or the roll-forward of a secondary.
+Each of them decides from :class:`ObservedColumns` *after* its commit_ts was taken;
+registration updates the set *before* it takes its own timestamp R.  The oracle orders
+the two: a write committed at commit_ts > R took its timestamp after R was taken, so
+after the set held the column, and it leaves an entry.  Writes committed below R are the
+backfill's (``percolator._notify.backfill``).  The proof in full is in
+docs/observers.md.
+
+Every write of entries takes its log position from :class:`NotifyLog` (the
+resolved-timestamp tracker) and holds it in flight until the write returned, then
+tells the log's listener (the feed that hands entries to workers) which buckets it
+wrote, also when the write failed (an over-estimate only costs a read).
 
 Registrations persist in ``<table>.config``, row ``layout.OBSERVED_ROW``: one store
-column per observed column, at ts 0, value = R as uint64 big-endian (empty: registered
-before R was recorded).
+column per observed column, at ts 0, value = a registration record (``_notify.log``).
+A record that does not decode is logged and read as a column observed with no
+partition prefix and no backfill: a damaged system row must neither stop anything nor
+silently stop notifications.
 """
 
 from __future__ import annotations
 
-import struct
+import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
-from bigtable_lite import DataCorruption, DeleteVersion, Put, RowMutation, RowRead, TabletStore
+from bigtable_lite import DeleteVersion, Put, RowMutation, RowRead, TabletStore
 
-from .. import layout, records
+from .. import layout
+from .._notify import log
+from .._notify.log import Registration
+from .._notify.resolved import Tracker
 from ..oracle import TimestampSource
 
-__all__ = ["ObservedColumns", "notifications"]
+__all__ = ["NotifyLog", "ObservedColumns", "entries"]
 
 Key = tuple[bytes, bytes]
-_U64 = struct.Struct(">Q")
-_STRONG = records.encode_notification(records.Notification())
-_WEAK = records.encode_notification(records.Notification(weak=True))
+Listener = Callable[[bytes, Sequence[RowMutation]], None]
+ITEMS_PER_LOG_ROW = 500
+"""Entries per row mutation of one log row (within the store's items per row)."""
+
+_log = logging.getLogger(__name__)
 
 
 class ObservedColumns:
-    """The observed columns of each table, as the commit steps read them (thread-safe)."""
+    """The observed columns of each table and their registrations, as the steps read
+    them (thread-safe).  :meth:`of` is the commit path's: column -> partition prefix."""
 
     def __init__(self, store: TabletStore) -> None:
         self._store = store
-        self._tables: dict[bytes, frozenset[bytes]] = {}
+        self._prefixes: dict[bytes, Mapping[bytes, bytes]] = {}
+        self._registrations: dict[bytes, dict[bytes, Registration]] = {}
         self._lock = threading.Lock()  # registrations, one at a time
 
-    def of(self, table: bytes) -> frozenset[bytes]:
-        found = self._tables.get(table)
+    def of(self, table: bytes) -> Mapping[bytes, bytes]:
+        """Observed column -> its partition prefix (read-only; replaced, never changed)."""
+        found = self._prefixes.get(table)
         return found if found is not None else self._load(table)
 
-    def registered(self, table: bytes) -> dict[bytes, int]:
-        """Observed column -> the timestamp it was registered at (0: not recorded)."""
-        return {column: ts for column, ts in self._read(table).items()
-                if column in self.of(table)}
+    def registrations(self, table: bytes) -> dict[bytes, Registration]:
+        self.of(table)
+        return dict(self._registrations[table])
 
-    def _read(self, table: bytes) -> dict[bytes, int]:
+    def _read(self, table: bytes) -> dict[bytes, Registration]:
         cells = self._store.read_rows([RowRead(layout.config_table(table),
                                                layout.OBSERVED_ROW, max_versions=1)])[0]
-        out: dict[bytes, int] = {}
+        out: dict[bytes, Registration] = {}
         for cell in cells:
-            if cell.value and len(cell.value) != _U64.size:
-                raise DataCorruption(f"registration of observed column {cell.column!r} is"
-                                     f" {len(cell.value)} bytes, expected 8")
-            out[cell.column] = _U64.unpack(cell.value)[0] if cell.value else 0
+            try:
+                reg = log.decode_registration(cell.column, cell.value)
+            except ValueError as exc:
+                _log.error("table %r: %s; the column stays observed (no partition prefix,"
+                           " no backfill) until it is registered again", table, exc)
+                reg = Registration(cell.column, 0)
+            out[cell.column] = reg
         return out
 
-    def _load(self, table: bytes) -> frozenset[bytes]:
+    def _load(self, table: bytes) -> Mapping[bytes, bytes]:
         with self._lock:
-            found = self._tables.get(table)
+            found = self._prefixes.get(table)
             if found is None:
-                found = self._tables[table] = frozenset(self._read(table))
+                self._install(table, self._read(table))
+                found = self._prefixes[table]
             return found
 
-    def register(self, table: bytes, columns: Sequence[bytes], oracle: TimestampSource) -> int:
-        """Observe ``columns`` from now on; returns R: every commit above R notifies them."""
-        self._load(table)
+    def _install(self, table: bytes, regs: dict[bytes, Registration]) -> None:
+        self._registrations[table] = regs
+        self._prefixes[table] = {c: r.partition_prefix for c, r in regs.items()}
+
+    def register(self, table: bytes, column: bytes, oracle: TimestampSource, *,
+                 partition_prefix: bytes = b"", backfill: bool = True
+                 ) -> tuple[Registration, bool]:
+        """Observe ``column`` from now on: (its registration, whether it is new).
+
+        A new registration's R is taken after the set holds the column (see the module);
+        registering an observed column again changes at most its partition prefix.
+        """
+        self.of(table)
         with self._lock:
-            current = self._tables[table]
-            new = sorted(set(columns) - current)
-            self._tables[table] = current | set(columns)  # before R is taken: see the module
-            ts = oracle.get_timestamp()
-            if new:
+            regs = dict(self._registrations[table])
+            old = regs.get(column)
+            if old is not None and old.partition_prefix == partition_prefix:
+                return old, False
+            if old is not None:  # a new bucket function for new entries; nothing else
+                reg = Registration(column, old.registered_at, partition_prefix, old.backfill,
+                                   old.done, old.estimated, old.cursor)
+            else:
+                reg = Registration(column, 0, partition_prefix)
+            regs[column] = reg
+            self._install(table, regs)  # before R is taken: see the module
+            if old is None:
+                reg = Registration(column, oracle.get_timestamp(), partition_prefix,
+                                   log.PENDING if backfill else log.DONE)
+                regs = dict(regs)
+                regs[column] = reg
+                self._install(table, regs)
+            self._store.mutate_rows([RowMutation(
+                layout.config_table(table), layout.OBSERVED_ROW,
+                (Put(column, 0, log.encode_registration(reg)),))], sync=True)
+            return reg, old is None
+
+    def unregister(self, table: bytes, column: bytes) -> Registration | None:
+        """Stop notifying ``column`` (entries already written stay); its old registration."""
+        self.of(table)
+        with self._lock:
+            regs = dict(self._registrations[table])
+            old = regs.pop(column, None)
+            if old is not None:
                 self._store.mutate_rows([RowMutation(
                     layout.config_table(table), layout.OBSERVED_ROW,
-                    tuple(Put(c, 0, _U64.pack(ts)) for c in new))], sync=True)
-            return ts
+                    (DeleteVersion(column, 0),))], sync=True)
+                self._install(table, regs)
+            return old
 
-    def unregister(self, table: bytes, columns: Sequence[bytes]) -> None:
-        """Stop notifying ``columns`` (notifications already written stay)."""
-        self._load(table)
+    def progressed(self, table: bytes, reg: Registration) -> None:
+        """A backfill persisted ``reg`` (conditional on its registration): mirror it."""
         with self._lock:
-            gone = sorted(set(columns) & self._tables[table])
-            if gone:
-                self._store.mutate_rows([RowMutation(
-                    layout.config_table(table), layout.OBSERVED_ROW,
-                    tuple(DeleteVersion(c, 0) for c in gone))], sync=True)
-            self._tables[table] = self._tables[table] - set(columns)
+            regs = dict(self._registrations.get(table, {}))
+            old = regs.get(reg.column)
+            if old is not None and old.registered_at == reg.registered_at:
+                regs[reg.column] = Registration(
+                    reg.column, reg.registered_at, old.partition_prefix, reg.backfill,
+                    reg.done, reg.estimated, reg.cursor)
+                self._install(table, regs)
 
 
-def notifications(table: bytes, observed: frozenset[bytes], keys: Iterable[Key],
-                  commit_ts: int, weak: Sequence[Key] = ()) -> list[RowMutation]:
-    """The notifications of a change committed at ``commit_ts``: one per written cell of an
-    observed column, and one (weak) per ``weak`` cell not written."""
-    ntable = layout.notify_table(table)
-    out = []
+class NotifyLog:
+    """Positions for log writes (the resolved-timestamp tracker) and who hears of them."""
+
+    def __init__(self, oracle: TimestampSource) -> None:
+        self.tracker = Tracker(oracle)
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    @contextmanager
+    def allocate(self, count: int = 1) -> Iterator[int]:
+        """Fresh positions (the first), in flight until the block ends: write inside it."""
+        with self.tracker.allocate(count) as first:
+            yield first
+
+    def written(self, table: bytes, mutations: Sequence[RowMutation]) -> None:
+        """Entries ``mutations`` of ``table`` were written (or tried): call inside the
+        block of their position, before it ends."""
+        if mutations:
+            for listener in self._listeners:
+                listener(table, mutations)
+
+
+def entries(table: bytes, observed: Mapping[bytes, bytes], keys: Iterable[Key],
+            position: int, change_ts: int, weak: Sequence[Key] = (),
+            kind: int = log.WRITE) -> list[RowMutation]:
+    """The log rows announcing a change committed at ``change_ts``: one entry per written
+    cell of an observed column, one (weak) per ``weak`` cell not written, all at
+    ``position``."""
+    rows: dict[bytes, dict[bytes, bytes]] = {}
     written: set[Key] = set()
     if observed:
-        for row, column in keys:
-            if column in observed:
-                written.add((row, column))
-                out.append(RowMutation(ntable, row, (Put(column, commit_ts, _STRONG),)))
-    for key in weak:
-        if key not in written:
-            out.append(RowMutation(ntable, key[0], (Put(key[1], commit_ts, _WEAK),)))
+        value = log.encode_entry(kind, change_ts)
+        for key in keys:
+            column = key[1]
+            prefix = observed.get(column)
+            if prefix is None:
+                continue
+            written.add(key)
+            lrow = log.log_key(column, log.bucket_of(key[0], prefix), position)
+            rows.setdefault(lrow, {})[key[0]] = value
+    if weak:
+        value = log.encode_entry(log.WEAK, change_ts)
+        for key in weak:
+            row, column = key
+            if key in written or len(column) > log.MAX_COLUMN:
+                continue  # a column that long can never be observed
+            lrow = log.log_key(column, log.bucket_of(row, observed.get(column, b"")), position)
+            rows.setdefault(lrow, {}).setdefault(row, value)
+    ntable = layout.notify_table(table)
+    out = []
+    for lrow, cells in rows.items():
+        puts = [Put(row, 0, value) for row, value in cells.items()]
+        for i in range(0, len(puts), ITEMS_PER_LOG_ROW):
+            out.append(RowMutation(ntable, lrow, tuple(puts[i:i + ITEMS_PER_LOG_ROW])))
     return out

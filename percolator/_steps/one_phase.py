@@ -68,7 +68,7 @@ from ..layout import columns_of
 from ..records import INLINE_VALUE_MAX
 from .batches import mutate_in_calls
 from .commit import commit
-from .notify import notifications
+from .notify import entries
 from .prewrite import MAX_LOCK_RESOLUTIONS, conflict_of, prewrite
 from .resolve_lock import FoundLock, resolve_locks
 from .rollback import rollback
@@ -154,19 +154,23 @@ def commit_one_phase(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcom
     """Commit a transaction in one step (the caller's one hop), or report its conflict."""
     table, start_ts, parts, weak = request
     if not parts:
-        commit_ts = ctx.oracle.get_timestamp()
-        notes = notifications(table, frozenset(), (), commit_ts, weak)
-        if notes:
-            mutate_in_calls(ctx.store, ctx.limits, notes)
+        with ctx.log.allocate() as commit_ts:  # the position of its entries, too
+            notes = entries(table, ctx.observed.of(table), (), commit_ts, commit_ts, weak)
+            try:
+                if notes:
+                    mutate_in_calls(ctx.store, ctx.limits, notes)
+            finally:
+                ctx.log.written(table, notes)
         return CommitOutcome(True, commit_ts)
     if len({row for row, _ in parts}) != len(parts):
         return _chained(ctx, request)
-    notify_rows = bool(weak) or bool(ctx.observed.of(table))
+    observed = ctx.observed.of(table)
+    notify = bool(weak) or any(c.column in observed for _, cells in parts for c in cells)
     for _ in range(MAX_LOCK_RESOLUTIONS + 1):
         try:
-            outcome = _write(ctx, request, notify_rows)
+            outcome = _write(ctx, request, notify)
         except _Undeclared:
-            notify_rows = True
+            notify = True
             continue
         if not isinstance(outcome, list):
             return outcome
@@ -178,9 +182,24 @@ def commit_one_phase(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcom
     return Conflict(Conflict.LOCKED, row, cells[0].column)
 
 
-def _write(ctx: StepContext, request: OnePhaseRequest, notify_rows: bool
+def _write(ctx: StepContext, request: OnePhaseRequest, notify: bool
            ) -> CommitOutcome | Conflict | list[FoundLock]:
-    """One attempt: the outcome, the conflict, or the locks in the way (to resolve)."""
+    """One attempt: the outcome, the conflict, or the locks in the way (to resolve).
+
+    ``notify``: the commit may leave notifications.  Their log rows are at a position
+    taken before the rows are locked (a log row must be listed to be written in the
+    atomic write, and its key holds the position), in flight until the write is done;
+    the entries themselves are decided after commit_ts, as always.  A log row that was
+    not listed (a column became observed meanwhile) fails the attempt with _Undeclared.
+    """
+    if not notify:
+        return _attempt(ctx, request, None)
+    with ctx.log.allocate() as position:
+        return _attempt(ctx, request, position)
+
+
+def _attempt(ctx: StepContext, request: OnePhaseRequest, position: int | None
+             ) -> CommitOutcome | Conflict | list[FoundLock]:
     table, start_ts, parts, weak = request
     prow, pcells = parts[0]
     pcol = pcells[0].column
@@ -198,11 +217,13 @@ def _write(ctx: StepContext, request: OnePhaseRequest, notify_rows: bool
             conditions.append(NoVersionIn(columns_of(pcol).rollback, start_ts, start_ts))
         checks.append(RowMutation(table, row, tuple(mutations), tuple(conditions)))
     declared: set[bytes] = set()
-    if notify_rows:
+    if position is not None:
         ntable = layout.notify_table(table)
-        declared = {row for row, _ in parts} | {row for row, _ in weak}
+        planned = entries(table, ctx.observed.of(table), keys_of(parts), position, 0, weak)
+        declared = {m.row for m in planned}
         checks += [RowMutation(ntable, row, ()) for row in sorted(declared)]
     stamp: list[int] = []  # commit_ts, once taken
+    notes: list[RowMutation] = []  # the log entries written, once decided
     held = ctx.latches.hold(table, [row for row, _ in parts])  # before commit_ts
 
     def finish() -> list[RowMutation]:
@@ -214,8 +235,11 @@ def _write(ctx: StepContext, request: OnePhaseRequest, notify_rows: bool
         commit_ts = stamp[0]
         failpoints.hit("commit.before_commit_primary")
         observed = ctx.observed.of(table)  # after commit_ts: see ``notify``
-        notes = notifications(table, observed, keys_of(parts), commit_ts, weak)
+        if position is not None or observed:
+            notes.extend(entries(table, observed, keys_of(parts), position or 0, commit_ts,
+                                 weak))
         if any(m.row not in declared for m in notes):
+            notes.clear()
             raise _Undeclared()
         out = [RowMutation(table, row, tuple(
             Put(columns_of(c.column).write, commit_ts, records.write_bytes(
@@ -231,7 +255,9 @@ def _write(ctx: StepContext, request: OnePhaseRequest, notify_rows: bool
             results = ctx.store.mutate_atomic(checks, finish)
     finally:
         ctx.latches.release(held)
-    if all(r.applied for r in results):
+        if notes:
+            ctx.log.written(table, notes)
+    if stamp and all(r.applied for r in results):
         failpoints.hit("commit.after_commit_primary")
         failpoints.hit("commit.after_commit_secondary")
         return CommitOutcome(True, stamp[0])

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from bigtable_lite import MAX_TS
 from bigtable_lite.v1 import tablet_pb2
 from percolator.v1 import node_pb2, oracle_pb2
+from percolator.v1 import notifications_pb2 as notify_pb2
 from percolator.v1 import transactions_pb2 as txn_pb2
 
 from .target import CALL_TIMEOUT, PROTECTED_TABLES
@@ -44,6 +45,8 @@ write record (any client may write raw until roles exist) is damaged data to a s
 REFLECTION_CODES = frozenset({Code.NOT_FOUND, Code.INVALID_ARGUMENT, Code.UNIMPLEMENTED})
 """In-band ``error_response`` codes of the reflection service."""
 
+NOTIFY_CODES = frozenset({Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED})
+"""The observers' verbs: bad input, or a Parked listing beyond a reply's budget."""
 TXN_CODES = frozenset({Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.ABORTED,
                        Code.RESOURCE_EXHAUSTED, Code.FAILED_PRECONDITION})
 """transactions.proto's codes; its UNAVAILABLE is allowed only as the answer of a read
@@ -235,6 +238,8 @@ def _catalogue() -> list[Rpc]:
     rpcs += [_rpc(txn_pb2, "Transactions", name, TXN_CODES,
                   check=_check_txn_stream if name == "Stream" else None)
              for name in _methods(txn_pb2, "Transactions")]
+    rpcs += [_rpc(notify_pb2, "Notifications", name, NOTIFY_CODES)
+             for name in _methods(notify_pb2, "Notifications")]
     health = frozenset({Code.INVALID_ARGUMENT, Code.NOT_FOUND})
     rpcs += [_rpc(health_pb2, "Health", "Check", health, check=_check_health),
              _rpc(health_pb2, "Health", "Watch", health, check=_check_health, max_replies=1)]

@@ -5,11 +5,11 @@ One ``percolator serve`` subprocess (security off, the default) serves the modul
 hypothesis state machine interleaves, step by step:
 
 * **fuzzed calls** to every method the node serves (TabletService, Node ``Batch`` with
-  every command kind and ``BatchStream``, TimestampOracle, Transactions, health,
-  reflection), valid and malformed, built at the wire level (``wire.py``) from names and
-  timestamps the node holds (``pools.py``), each checked against its contract
-  (``calls.check_outcome``: a documented status code, never UNKNOWN or INTERNAL; replies
-  of the right kind);
+  every command kind and ``BatchStream``, TimestampOracle, Transactions,
+  Notifications, health, reflection), valid and malformed, built at the wire level
+  (``wire.py``) from names and timestamps the node holds (``pools.py``), each checked
+  against its contract (``calls.check_outcome``: a documented status code, never UNKNOWN
+  or INTERNAL; replies of the right kind);
 * **the bank's transactions** (``bank.py``): transfers begun in one step and committed in
   a later one (Python client, one- and two-phase; Transactions service), transfers left
   prewritten for the fuzz to commit, roll back, resolve or keep alive, and the owner's
@@ -361,9 +361,13 @@ class NodeFuzz(RuleBasedStateMachine):
 
 
 def lock_cells(node: NodeUnderFuzz) -> Iterator[tuple[bytes, bytes, bytes, bytes]]:
-    """(table, row, lock column, value) of every lock slot of every table."""
+    """(table, row, lock column, value) of every lock slot of every table that can hold
+    transactions (a side table's cells only look like locks: a registration of column
+    ``lc`` in ``<table>.config`` is stored in column ``lc`` at version 0)."""
     store = node.bank.backend.store
     for table in sorted({t.table for t in store.list_tablets()}):
+        if layout.reserved_table(table) is not None:
+            continue
         for row in store.scan(ScanRequest(table, None, None, (), (layout.LOCK,), ALL_TIME, 0)):
             for cell in row.cells:
                 if cell.ts == layout.LOCK_SLOT_TS:

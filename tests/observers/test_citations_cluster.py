@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from observers.citations import edit_stream, generate_graph, stored_counts
+from observers.citations import FOLD, REFS, edit_stream, generate_graph, stored_counts
 from observers.citations.edits import ExpectedCounts, commit_edit
 from observers.citations.recount import diff_counts, expected_counts
-from observers.notifications import count_pending
-from percolator import Client, layout
+from percolator import Client
 from percolator.failpoints import FAILPOINT_EXIT_CODE
 from tests.procs import ServerProcess
 
@@ -38,7 +37,7 @@ def cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
 
 
 def pending(client: Client) -> int:
-    return count_pending(client.store, layout.notify_table(client.table))[0]
+    return client.notifications.pending(client.table, [REFS, FOLD], 10**7)
 
 
 def test_cluster_load_crashes_and_verify(tmp_path: Path) -> None:

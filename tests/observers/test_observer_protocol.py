@@ -1,4 +1,4 @@
-"""The per-cell protocol driven step by step: decide, run (or skip), delete exactly the decided.
+"""The per-cell protocol driven step by step: run (or skip), then hand back exactly the entries.
 
 These tests stop between steps to show what a crash there leaves and why the next
 delivery neither loses nor doubles an observer's effect.
@@ -13,44 +13,46 @@ from typing import Any
 
 import pytest
 
-from bigtable_lite import Put, RowMutation, RowRead
+from bigtable_lite import Put, RowMutation
 from observers import Observer, observer
 from observers import layout as olayout
 from observers.notifications import PendingCell, cells_of
 from observers.processing import (
     MalformedNotification,
     Outcome,
-    decide,
     finish,
     process_cell,
     process_cells,
     run_observer,
     run_observer_batch,
 )
-from percolator import Client, CommitConflict, Transaction, failpoints, layout, records
+from percolator import Client, CommitConflict, Transaction, failpoints, layout
 from percolator._backend import CommitOutcome, CommitRequest, PrewriteRequest
 from percolator._local import LocalBackend
+from percolator._notify import log
 from percolator.clock import FakeClock
+from percolator.notifications import LogRow
+from tests.percolator.steps import log_entries
 from tests.percolator.txn_fixtures import parts_of
 
 COL = b"watched"
 
 
+def pending_cells(client: Client) -> list[PendingCell]:
+    """Every cell with entries in the log, as a worker's pulls would hand them over."""
+    rows = [LogRow(r.row, tuple((c.column, c.value) for c in r.cells))
+            for r in client.store.scan_rows(layout.notify_table(client.table))]
+    return sorted(cells_of(rows), key=lambda c: c.key)
+
+
 def pending(client: Client, row: bytes, column: bytes = COL) -> PendingCell:
-    """The cell's notification versions as a scan would hand them to a worker."""
-    cells = client.store.read_rows([RowRead(layout.notify_table(client.table), row,
-                                            (column,))])[0]
-    return PendingCell(row, column, tuple((c.ts, c.value) for c in cells))
+    """The cell's entries (none: a cell without entries)."""
+    found = [c for c in pending_cells(client) if c.key == (row, column)]
+    return found[0] if found else PendingCell(row, column, ())
 
 
 def must_have_no_notification(client: Client, row: bytes, column: bytes = COL) -> None:
-    assert pending(client, row, column).versions == ()
-
-
-def pending_cells(client: Client) -> list[PendingCell]:
-    """Every cell with notification versions, as a worker's scan finds them."""
-    return [cell for row in client.store.scan_rows(layout.notify_table(client.table))
-            for cell in cells_of(row)]
+    assert pending(client, row, column).entries == ()
 
 
 class Counting(Observer):
@@ -99,15 +101,13 @@ def test_committed_write_is_observed_acknowledged_and_deleted(embedded: Client) 
     with embedded.transaction() as txn:
         txn.set(b"r", COL, b"v1")
     cell = pending(embedded, b"r")
-    assert len(cell.versions) == 1
+    assert len(cell.entries) == 1
     obs = Counting()
-    decision = decide(embedded, cell)
-    assert decision.committed and not decision.rolled_back and not decision.locked
-    result = run_observer(embedded, obs, cell, decision)
+    result = run_observer(embedded, obs, cell)
     assert result.outcome is Outcome.PROCESSED
     ack = olayout.decode_ack(embedded.begin().get_system(b"r", olayout.ack_column(COL)))
-    assert ack == result.start_ts > decision.max_commit_ts
-    finish(embedded, cell, decision)
+    assert ack == result.start_ts > cell.max_change_ts
+    finish(embedded, cell)
     must_have_no_notification(embedded, b"r")
     assert runs(embedded, b"r") == 1
 
@@ -121,7 +121,7 @@ def test_crash_between_commit_and_delete_is_a_skip_on_redelivery(embedded: Clien
         process_cell(embedded, obs, pending(embedded, b"r"))
     failpoints.reset()
     cell = pending(embedded, b"r")
-    assert len(cell.versions) == 1, "the notification must outlive the crash"
+    assert len(cell.entries) == 1, "the notification must outlive the crash"
     again = process_cell(embedded, obs, cell)
     assert again.outcome is Outcome.SKIPPED
     must_have_no_notification(embedded, b"r")
@@ -157,7 +157,7 @@ def test_conflicting_writer_leaves_nothing_to_observe(embedded: Client) -> None:
     with pytest.raises(CommitConflict):
         loser.commit()
     [cell] = pending_cells(embedded)
-    assert len(cell.versions) == 1, "the winner's notification only"
+    assert len(cell.entries) == 1, "the winner's notification only"
     seen: list[bytes | None] = []
 
     @observer(COL)
@@ -189,7 +189,9 @@ def test_dead_writer_leaves_nothing_to_observe_before_or_after_its_rollback(
 def test_notifications_are_written_by_the_commit_that_rolls_a_secondary_forward(
         embedded: Client) -> None:
     """A writer that died right after its commit point: the primary's notification came
-    with it; the secondary's comes when a reader rolls it forward, at the same commit_ts."""
+    with it, at log position commit_ts; the secondary's comes when a reader rolls it
+    forward: the same change (commit_ts), at a later position (readers of the log may
+    have passed commit_ts by then)."""
     start_ts = embedded.timestamp()
     cells = {(b"r", COL): b"v", (b"s", COL): b"v"}
     primary = (b"r", COL)
@@ -198,12 +200,13 @@ def test_notifications_are_written_by_the_commit_that_rolls_a_secondary_forward(
                                             parts_of(cells))) is None
     outcome = backend.commit(CommitRequest(embedded.table, start_ts, primary, []))
     assert outcome.committed
-    strong = records.encode_notification(records.Notification())
-    assert [(c.key, c.versions) for c in pending_cells(embedded)] == [
-        (primary, ((outcome.commit_ts, strong),))]
+    commit_ts = outcome.commit_ts
+    assert [(e.row, e.change_ts, e.position) for e in log_entries(embedded)] == [
+        (b"r", commit_ts, commit_ts)]
     assert embedded.begin().get(b"s", COL) == b"v"  # rolled forward
-    assert [(c.key, c.versions) for c in pending_cells(embedded)] == [
-        (primary, ((outcome.commit_ts, strong),)), ((b"s", COL), ((outcome.commit_ts, strong),))]
+    entries = sorted((e.row, e.change_ts, e.position) for e in log_entries(embedded))
+    assert entries[0] == (b"r", commit_ts, commit_ts)
+    assert entries[1][:2] == (b"s", commit_ts) and entries[1][2] > commit_ts
     obs = CountingBatches()
     results = process_cells(embedded, obs, pending_cells(embedded))
     assert [r.outcome for r in results] == [Outcome.PROCESSED] * 2
@@ -300,7 +303,7 @@ def test_two_racing_observer_transactions_commit_once(embedded: Client) -> None:
 
     def run() -> None:
         try:
-            outcomes.append(run_observer(embedded, racing, cell, decide(embedded, cell)).outcome)
+            outcomes.append(run_observer(embedded, racing, cell).outcome)
         except CommitConflict as exc:
             outcomes.append(exc)
 
@@ -312,7 +315,7 @@ def test_two_racing_observer_transactions_commit_once(embedded: Client) -> None:
     assert sorted(type(o).__name__ for o in outcomes) == ["CommitConflict", "Outcome"]
     assert Outcome.PROCESSED in outcomes
     # The loser retries from scratch: it now reads an ack that covers the change.
-    retried = run_observer(embedded, racing, cell, decide(embedded, cell))
+    retried = run_observer(embedded, racing, cell)
     assert retried.outcome is Outcome.SKIPPED and len(calls) == 2
 
 
@@ -332,7 +335,7 @@ def test_notification_written_meanwhile_survives_and_is_then_a_skip(embedded: Cl
     assert process_cell(embedded, mirror, stale).outcome is Outcome.PROCESSED
     assert seen == [b"v2"], "the observer's snapshot includes every change committed before it"
     left = pending(embedded, b"r")
-    assert len(left.versions) == 1 and left.versions[0][0] != stale.versions[0][0]
+    assert len(left.entries) == 1 and left.entries[0].change_ts > stale.entries[0].change_ts
     assert process_cell(embedded, obs, left).outcome is Outcome.SKIPPED
     must_have_no_notification(embedded, b"r")
 
@@ -342,7 +345,7 @@ def test_coalesced_versions_are_one_run(embedded: Client) -> None:
         with embedded.transaction() as txn:
             txn.set(b"r", COL, b"v%d" % i)
     cell = pending(embedded, b"r")
-    assert len(cell.versions) == 5
+    assert len(cell.entries) == 5
     obs = Counting()
     assert process_cell(embedded, obs, cell).outcome is Outcome.PROCESSED
     assert obs.calls == 1
@@ -354,37 +357,43 @@ def test_weak_notification_without_writes_is_unconditional(embedded: Client) -> 
     txn.notify(b"r", COL)
     txn.commit()
     cell = pending(embedded, b"r")
-    decision = decide(embedded, cell)
-    assert decision.committed == ((cell.versions[0][0], cell.versions[0][0]),)
+    [entry] = cell.entries
+    assert entry.kind == log.WEAK and entry.change_ts == entry_position(embedded)
     obs = Counting()
     assert process_cell(embedded, obs, cell).outcome is Outcome.PROCESSED
     assert runs(embedded, b"r") == 1
 
 
-FORMAT_1 = b"\x00" + (1).to_bytes(4, "big") + b"p" + b"c"  # flags, the primary's row, column
-MALFORMED = {"format 1": FORMAT_1, "truncated": b"\x02", "too long": b"\x02\x00\x00",
-             "unknown format": b"\x03\x00", "junk": b"\x01"}
+def entry_position(client: Client) -> int:
+    [entry] = log_entries(client)
+    return entry.position
+
+
+MALFORMED = {"notification record of before": b"\x02\x00", "truncated": b"\x01\x00",
+             "too long": b"\x01" + bytes(9), "unknown kind": b"\x07" + bytes(8), "junk": b"\x01"}
 
 
 @pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_notification_is_reported_not_dropped(embedded: Client, raw: bytes) -> None:
-    embedded.store.mutate_rows([RowMutation(layout.notify_table(embedded.table), b"r",
-                                            (Put(COL, 7, raw),))])
+    key = log.log_key(COL, log.bucket_of(b"r"), embedded.timestamp())
+    embedded.store.mutate_rows([RowMutation(layout.notify_table(embedded.table), key,
+                                            (Put(b"r", 0, raw),))])
     with pytest.raises(MalformedNotification):
         process_cell(embedded, Counting(), pending(embedded, b"r"))
-    assert len(pending(embedded, b"r").versions) == 1
+    assert len(pending(embedded, b"r").entries) == 1
 
 
-def test_cells_of_groups_versions_by_column(embedded: Client) -> None:
+def test_cells_of_groups_entries_by_cell(embedded: Client) -> None:
     with embedded.transaction() as txn:
         txn.set(b"r", COL, b"1")
         txn.notify(b"r", b"other")
     with embedded.transaction() as txn:
         txn.set(b"r", COL, b"2")
-    row = next(iter(embedded.store.scan_rows(layout.notify_table(embedded.table))))
-    cells = cells_of(row)
-    assert [(c.column, len(c.versions)) for c in cells] == [(b"other", 1), (COL, 2)]
-    assert cells[1].versions[0][0] > cells[1].versions[1][0], "newest first"
+    cells = pending_cells(embedded)
+    assert [(c.column, len(c.entries)) for c in cells] == [(b"other", 1), (COL, 2)]
+    first, second = cells[1].entries
+    assert first.change_ts < second.change_ts, "in log order: oldest first"
+    assert {b for c in cells for b in c.buckets} == {log.bucket_of(b"r")}
 
 
 # --- several cells in one observer transaction (Observer.max_batch) -------------------------
@@ -418,12 +427,13 @@ def test_batch_runs_and_acknowledges_every_cell_in_one_transaction(embedded: Cli
     rows = [b"r%d" % i for i in range(5)]
     write_rows(embedded, rows)
     obs = CountingBatches()
-    results = process_cells(embedded, obs, [pending(embedded, r) for r in rows])
+    pending_before = {r: pending(embedded, r) for r in rows}
+    results = process_cells(embedded, obs, list(pending_before.values()))
     assert [r.outcome for r in results] == [Outcome.PROCESSED] * 5
     assert obs.batches == [rows], "one call with every row"
     assert len({(r.start_ts, r.commit_ts) for r in results}) == 1, "one transaction"
     for row, result in zip(rows, results):
-        assert ack_of(embedded, row) == result.start_ts > result.decision.max_commit_ts
+        assert ack_of(embedded, row) == result.start_ts > pending_before[row].max_change_ts
         assert runs(embedded, row) == 1
         must_have_no_notification(embedded, row)
 
@@ -453,7 +463,7 @@ def test_batch_crash_between_commit_and_delete_is_skipped_on_redelivery(
         process_cells(embedded, obs, [pending(embedded, r) for r in rows])
     failpoints.reset()
     cells = [pending(embedded, r) for r in rows]
-    assert all(len(c.versions) == 1 for c in cells), "the notifications outlive the crash"
+    assert all(len(c.entries) == 1 for c in cells), "the notifications outlive the crash"
     again = process_cells(embedded, obs, cells)
     assert [r.outcome for r in again] == [Outcome.SKIPPED] * 3
     assert [runs(embedded, r) for r in rows] == [1, 1, 1] and obs.calls == 3
@@ -493,7 +503,7 @@ def test_failing_batch_writes_nothing(embedded: Client) -> None:
     with pytest.raises(RuntimeError):
         process_cells(embedded, Failing(), cells)
     assert (runs(embedded, b"a"), ack_of(embedded, b"a")) == (0, 0), "a's effect is not kept"
-    assert len(pending(embedded, b"a").versions) == 1
+    assert len(pending(embedded, b"a").entries) == 1
 
 
 def test_batch_racing_a_single_run_commits_each_change_once(embedded: Client) -> None:
@@ -512,9 +522,7 @@ def test_batch_racing_a_single_run_commits_each_change_once(embedded: Client) ->
 
     def run(batch: list[PendingCell]) -> None:
         try:
-            decisions = [decide(embedded, c) for c in batch]
-            outcomes.append([r.outcome for r in run_observer_batch(embedded, obs, batch,
-                                                                   decisions)])
+            outcomes.append([r.outcome for r in run_observer_batch(embedded, obs, batch)])
         except CommitConflict as exc:
             outcomes.append(exc)
 
@@ -525,6 +533,5 @@ def test_batch_racing_a_single_run_commits_each_change_once(embedded: Client) ->
         t.join(30)
     assert sum(isinstance(o, CommitConflict) for o in outcomes) == 1, outcomes
     for _ in range(2):  # the loser, retried: whatever is covered now is skipped
-        decisions = [decide(embedded, c) for c in cells]
-        run_observer_batch(embedded, obs, cells, decisions)
+        run_observer_batch(embedded, obs, cells)
     assert (runs(embedded, b"a"), runs(embedded, b"b")) == (1, 1)

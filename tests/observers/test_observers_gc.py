@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bigtable_lite import ALL_TIME, ScanRequest
+from bigtable_lite import ALL_TIME, RowRead, ScanRequest
 from observers import Worker, observer
 from observers.layout import ack_column
 from percolator import Client, Transaction, layout
@@ -107,3 +107,49 @@ def test_acks_but_the_newest_are_collected_and_each_change_is_observed_once(
                                              ALL_TIME, 0)):
         assert len(row.cells) == 1, (row.row, row.cells)
     assert collector.removed > 0
+
+
+def _log_and_registrations(client: Client) -> tuple[list[tuple[bytes, list[tuple[bytes, bytes]]]],
+                                                     list[tuple[bytes, bytes]]]:
+    """Every row of the notification log and every cell of the registrations, raw."""
+    entries = [(row.row, [(c.column, c.value) for c in row.cells]) for row in
+               client.store.scan(ScanRequest(layout.notify_table(client.table)))]
+    [config] = client.store.read_rows([RowRead(layout.config_table(client.table),
+                                               layout.OBSERVED_ROW)])
+    return entries, [(c.column, c.value) for c in config]
+
+
+def test_gc_leaves_the_entries_no_worker_finished_and_the_registrations(
+        gc_client: tuple[Client, Collector]) -> None:
+    """GC collects versions of the data table only.  The notification log (entries no
+    worker handled yet, in commit order per bucket) and the registrations beside it are
+    the node's notification service's: GC compacts the log, never deletes from it, and
+    every change written before any worker ran is counted once after passes at life
+    time 0 took the older versions of the cells."""
+    client, collector = gc_client
+    client.notifications.register(client.table, sum_observers.VALUE)
+    rows = [b"g%03d" % i for i in range(100)]
+    write_cells(client, {(r, sum_observers.VALUE): b"1" for r in rows})
+    write_cells(client, {(r, sum_observers.VALUE): b"2" for r in rows})  # older versions
+    before = _log_and_registrations(client)
+    assert len(before[0]) > 0 and len(before[1]) == 1
+    pending = client.notifications.pending(client.table, [sum_observers.VALUE], 10**6)
+    assert pending >= len(rows)
+    removed = collector.removed
+    backend = client.backend
+    if isinstance(backend, NodeClient):  # no transaction runs: the safe point may move up
+        backend.report_snapshots(*backend.snapshots.report())
+    client.collect_garbage()
+    client.collect_garbage()
+    assert collector.removed > removed, "GC took none of the cells' older versions"
+    assert _log_and_registrations(client) == before
+    assert client.notifications.pending(client.table, [sum_observers.VALUE], 10**6) == pending
+    worker = Worker(client, sum_observers.OBSERVERS, threads=2)
+    worker.start()
+    try:
+        worker.run_until_idle(timeout=120)
+    finally:
+        worker.stop()
+    assert sum_observers.total(client) == 2 * len(rows)
+    assert set(sum_observers.runs(client, rows).values()) == {1}
+    assert client.notifications.pending(client.table, [sum_observers.VALUE], 10**6) == 0

@@ -44,11 +44,11 @@ def test_piped_json_is_one_object_per_refresh_and_follows_the_data(tmp_path: Pat
         try:
             assert proc.stdout is not None
             first = json.loads(proc.stdout.readline())
-            assert first["pending_cells"] == 0 and first["observed_columns"] == ["watched"]
+            assert first["pending"] == 0 and first["observed_columns"] == ["watched"]
             with client.transaction() as txn:
                 txn.set(b"row", b"watched", b"1")
             deadline = time.monotonic() + WAIT
-            while json.loads(proc.stdout.readline())["pending_cells"] != 1:
+            while json.loads(proc.stdout.readline())["pending"] != 1:
                 assert time.monotonic() < deadline, "no refresh showed the new notification"
             interrupted(proc)
         finally:
@@ -72,7 +72,7 @@ def test_on_a_terminal_each_refresh_replaces_the_last(tmp_path: Path) -> None:
                     seen += os.read(master, 65536).decode(errors="replace")
             frame = seen.split(CLEAR)[2]
             assert frame.startswith(f"every 0.1s: percolator status ({address})"), frame
-            assert "pending notifications: 0 cells" in frame
+            assert "parked notifications: 0 cells" in frame
             interrupted(proc)
         finally:
             os.close(master)

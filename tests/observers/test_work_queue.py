@@ -1,6 +1,8 @@
-"""The work queue between a worker's scanners and processors, on its own: a cell queued
-or in flight once, coalescing, batches of one column at a time, requeue at the front,
-versions already handled hidden from older scans, back-pressure and stopping."""
+"""The work queue between a worker's feed and its processors, on its own: a cell queued
+or in flight once, coalescing, entries arriving while a cell runs kept for after it,
+backing-off cells held until due, batches of one column at a time, requeue at the
+front, cells of buckets no longer owned dropped, no work while fenced, room and
+stopping."""
 
 from __future__ import annotations
 
@@ -8,34 +10,29 @@ import threading
 from collections.abc import Callable
 
 from observers.batch_limits import BatchLimits
-from observers.notifications import PendingCell
+from observers.notifications import Entry, PendingCell
 from observers.registry import Observer
-from observers.retry import RetryBook
-from observers.work_queue import DELETING, WorkQueue
+from observers.retry import Backoff, RetryBook
+from observers.work_queue import WorkQueue
 from percolator.clock import FakeClock
 
 A, B = b"col:a", b"col:b"  # A's observer takes batches of up to 3 cells, B's one at a time
 
 
-def cell(row: bytes, column: bytes = A, *stamps: int) -> PendingCell:
-    return PendingCell(row, column, tuple((ts, b"n") for ts in (stamps or (10,))))
+def cell(row: bytes, column: bytes = A, *changes: int, bucket: int = 0) -> PendingCell:
+    return PendingCell(row, column, tuple(
+        Entry(b"log%d" % ts, row, column, bucket, ts) for ts in (changes or (10,))))
 
 
-def new_queue(size: int = 100, owns: Callable[[bytes, bytes], bool] | None = None
-              ) -> tuple[WorkQueue, RetryBook, threading.Event]:
-    retry = RetryBook(FakeClock())
+def new_queue(size: int = 100, owns: Callable[[bytes, int], bool] | None = None,
+              may_run: Callable[[], bool] = lambda: True,
+              clock: FakeClock | None = None) -> tuple[WorkQueue, RetryBook, threading.Event]:
+    retry = RetryBook(clock or FakeClock(), retry_backoff=Backoff(1.0, 2.0, 10.0))
     stopping = threading.Event()
     limits = BatchLimits([Observer(A, max_batch=3), Observer(B)])
-    queue = WorkQueue(size, limits, retry, owns or (lambda row, column: True), stopping)
+    queue = WorkQueue(size, limits, retry, owns or (lambda column, bucket: True), stopping,
+                      may_run=may_run)
     return queue, retry, stopping
-
-
-def offer(queue: WorkQueue, *cells: PendingCell) -> tuple[int, int]:
-    epoch = queue.begin_scan()
-    try:
-        return queue.offer(list(cells), epoch)
-    finally:
-        queue.end_scan(epoch)
 
 
 def take(queue: WorkQueue) -> tuple[list[bytes], bool]:
@@ -45,28 +42,41 @@ def take(queue: WorkQueue) -> tuple[list[bytes], bool]:
     return [c.row for c in cells], batching
 
 
-def test_a_cell_is_queued_once_and_its_versions_coalesce() -> None:
+def held(queue: WorkQueue) -> tuple[int, int]:
+    with queue.lock:
+        return queue.counts()
+
+
+def test_a_cell_is_queued_once_and_its_entries_coalesce() -> None:
     queue, _, _ = new_queue()
-    assert offer(queue, cell(b"r1", A, 10), cell(b"r2", B)) == (2, 2)
-    assert offer(queue, cell(b"r1", A, 11, 10)) == (0, 1)  # queued already: refreshed
+    assert queue.offer([cell(b"r1", A, 10), cell(b"r2", B)]) == 2
+    assert queue.offer([cell(b"r1", A, 11, 10)]) == 0  # queued already: merged
     taken = queue.take()
     assert taken is not None
     cells, _ = taken
-    assert cells[0].versions == ((11, b"n"), (10, b"n"))
-    assert offer(queue, cell(b"r1", A, 12)) == (0, 1), "in flight: not queued again"
-    queue.done(cells, False, False)
-    assert offer(queue, cell(b"r1", A, 12)) == (1, 1)
+    assert [e.change_ts for e in cells[0].entries] == [10, 11], "each entry once"
+
+
+def test_entries_arriving_while_a_cell_runs_are_queued_after_it() -> None:
+    queue, _, _ = new_queue()
+    queue.offer([cell(b"r", B, 10)])
+    cells, batching = queue.take()  # type: ignore[misc]
+    assert queue.offer([cell(b"r", B, 12)]) == 0, "in flight: held beside it"
+    assert held(queue) == (1, 1)
+    queue.done(cells, batching, False)
+    again = queue.take()
+    assert again is not None and [e.change_ts for e in again[0][0].entries] == [12]
 
 
 def test_a_batch_is_the_head_cell_and_its_columns_cells_behind_it() -> None:
     queue, _, _ = new_queue()
-    offer(queue, *(cell(b"a%d" % i) for i in range(5)), cell(b"b0", B), cell(b"a9"))
+    queue.offer([*(cell(b"a%d" % i) for i in range(5)), cell(b"b0", B), cell(b"a9")])
     assert take(queue) == ([b"a0", b"a1", b"a2"], True)  # A's limit: 3
 
 
 def test_batches_of_one_column_run_one_at_a_time() -> None:
     queue, _, _ = new_queue()
-    offer(queue, *(cell(b"a%d" % i) for i in range(5)))
+    queue.offer([cell(b"a%d" % i) for i in range(5)])
     first = queue.take()
     assert first is not None and first[1]
     second: list[tuple[list[bytes], bool]] = []
@@ -81,68 +91,147 @@ def test_batches_of_one_column_run_one_at_a_time() -> None:
 
 def test_a_cell_with_a_setback_goes_alone() -> None:
     queue, retry, _ = new_queue()
-    retry.retry_later((b"a0", A), "conflict")
-    offer(queue, cell(b"a1"), cell(b"a2"))
+    queue.offer([cell(b"a1"), cell(b"a2")])
     retry.retry_later((b"a1", A), "conflict")  # queued, then set back: not batched
+    retry.retry_later((b"a1", A), "again")
+    retry._cells[(b"a1", A)].due_ms = 0  # noqa: SLF001 -- due, but with a record
     assert take(queue) == ([b"a1"], False)
 
 
-def test_backing_off_and_foreign_cells_are_not_queued() -> None:
-    queue, retry, _ = new_queue(owns=lambda row, column: row != b"theirs")
-    retry.retry_later((b"later", A), "conflict")
-    # Seen: the share's pending cells (the backlog), backing off or not; queued: "mine".
-    assert offer(queue, cell(b"later"), cell(b"theirs"), cell(b"mine")) == (1, 2)
-    with queue.lock:
-        assert queue.counts() == (1, 0)
+def test_a_backing_off_cell_is_held_until_due_then_queued() -> None:
+    clock = FakeClock()
+    queue, retry, _ = new_queue(clock=clock)
+    retry.retry_later((b"later", A), "conflict")  # due in 1 s of the clock
+    assert queue.offer([cell(b"later"), cell(b"now", B)]) == 1
+    assert held(queue) == (2, 0), "held, not forgotten: nothing is read twice"
+    assert take(queue) == ([b"now"], False)
+    clock.advance(1.0)
+    assert take(queue) == ([b"later"], False)
+
+
+def test_a_cell_retried_after_a_setback_keeps_its_entries() -> None:
+    clock = FakeClock()
+    queue, retry, _ = new_queue(clock=clock)
+    queue.offer([cell(b"r", B, 10)])
+    cells, batching = queue.take()  # type: ignore[misc]
+    queue.offer([cell(b"r", B, 11)])
+    retry.retry_later((b"r", B), "conflict")
+    queue.done(cells, batching, False, retry=cells)
+    assert held(queue) == (1, 0)
+    clock.advance(1.0)
+    again = queue.take()
+    assert again is not None and [e.change_ts for e in again[0][0].entries] == [10, 11]
 
 
 def test_a_requeued_batch_goes_back_to_the_front() -> None:
     queue, _, _ = new_queue()
-    offer(queue, cell(b"a0"), cell(b"a1"), cell(b"b0", B))
+    queue.offer([cell(b"a0"), cell(b"a1"), cell(b"b0", B)])
     taken = queue.take()
     assert taken is not None
     cells, batching = taken
     queue.requeue(cells)
     queue.done(cells, batching, True)
-    with queue.lock:
-        assert queue.counts() == (3, 0)
+    assert held(queue) == (3, 0)
     assert take(queue) == ([b"a0", b"a1"], True)
 
 
-def test_handled_versions_are_hidden_from_scans_that_began_before() -> None:
-    queue, _, _ = new_queue()
-    old_scan = queue.begin_scan()
-    queue.note_done(b"r", A, [10])  # handled (deleted) after the old scan's snapshot
-    assert queue.offer([cell(b"r", A, 10)], old_scan) == (0, 0)
-    queue.end_scan(old_scan)
-    assert offer(queue, cell(b"r", A, 11, 10)) == (1, 1)
+def test_cells_of_buckets_no_longer_owned_are_dropped() -> None:
+    mine = {0}
+    queue, _, _ = new_queue(owns=lambda column, bucket: bucket in mine)
+    queue.offer([cell(b"r1", B, bucket=1), cell(b"r0", B, bucket=0), cell(b"r2", B, bucket=2)])
+    assert queue.drop({B: frozenset({2})}) == 1, "revoked: dropped at once"
+    assert take(queue) == ([b"r0"], False), "bucket 1, lost meanwhile, dropped when reached"
+    assert held(queue) == (0, 1)
+
+
+def test_entries_of_one_cell_in_several_buckets_are_dropped_one_by_one() -> None:
+    """Entries written under an older partition prefix sit in another bucket: a cell's
+    entries are dropped, and taken, by their own buckets."""
+    mine = {0, 1}
+    queue, _, _ = new_queue(owns=lambda column, bucket: bucket in mine)
+    old, new = cell(b"r", B, 10, bucket=0), cell(b"r", B, 11, bucket=1)
+    queue.offer([old, new])
+    assert queue.drop({B: frozenset({0})}) == 1
+    mine.discard(0)
     taken = queue.take()
-    assert taken is not None and taken[0][0].versions == ((11, b"n"), (10, b"n")), \
-        "a scan that began after the note sees a version it still holds (not yet deleted)"
+    assert taken is not None and [e.change_ts for e in taken[0][0].entries] == [11]
+    queue.offer([cell(b"r", B, 12, bucket=0)])  # arrives while r runs: held beside it
+    assert queue.drop({B: frozenset({0})}) == 1, "dropped from beside the running cell too"
 
 
-def test_versions_whose_delete_is_queued_are_hidden_from_every_scan() -> None:
-    queue, _, _ = new_queue()
-    queue.note_done(b"r", A, [10], DELETING)
-    assert offer(queue, cell(b"r", A, 10)) == (0, 0)
-    assert offer(queue, cell(b"r", A, 10)) == (0, 0)
-    queue.clear()  # the worker stopped: its queued deletes are gone with it
-    assert offer(queue, cell(b"r", A, 10)) == (1, 1)
+def test_nothing_is_taken_while_fenced() -> None:
+    fenced = [True]
+    queue, _, stopping = new_queue(may_run=lambda: not fenced[0])
+    queue.offer([cell(b"r", B)])
+    result: list[tuple[list[bytes], bool]] = []
+    processor = threading.Thread(target=lambda: result.append(take(queue)))
+    processor.start()
+    processor.join(0.2)
+    assert processor.is_alive() and held(queue) == (1, 0)
+    fenced[0] = False
+    queue.notify_everyone()
+    processor.join(10)
+    assert result == [([b"r"], False)]
 
 
-def test_a_full_queue_holds_scanners_until_it_drains_to_half() -> None:
+def test_room_and_stopping() -> None:
     queue, _, stopping = new_queue(size=4)
-    offer(queue, *(cell(b"b%d" % i, B) for i in range(4)))
-    result: list[bool] = []
-    scanner = threading.Thread(target=lambda: result.append(queue.wait_for_room()))
-    scanner.start()
-    scanner.join(0.2)
-    assert scanner.is_alive(), "waits while the queue is full"
-    for _ in range(2):
-        taken = queue.take()
-        assert taken is not None
-        queue.done(*taken, False)
-    scanner.join(10)
-    assert result == [True]
+    queue.offer([cell(b"b%d" % i, B) for i in range(3)])
+    assert queue.room() == 1
     stopping.set()
-    assert not queue.wait_for_room() and queue.take() is None
+    assert queue.take() is None
+
+
+def test_a_released_bucket_is_not_claimed_by_the_pull_that_releases_it() -> None:
+    """If the node hands the bucket straight back (its new owner left meanwhile), it must
+    read it from its start: this worker dropped the bucket's cells when it released it."""
+    import dataclasses
+
+    from observers.feed import Feed
+    from observers.ownership import Ownership
+    from observers.stats import Counters
+    from percolator.notifications import Cursors, PullReply
+
+    queue, _, stopping = new_queue()
+    ownership = Ownership({B: b""}, lease=10.0)
+    reply = PullReply({B: frozenset({1, 2})}, {B: frozenset({2})}, 0, (), Cursors(9, {}))
+    ownership.apply(reply, 0.0)
+    feed = Feed(None, b"t", "w", ownership, queue, Counters(),  # type: ignore[arg-type]
+                heartbeat=1.0, stats=lambda: (b"", b""), stats_interval=60.0,
+                stopping=stopping)
+    queue.offer([cell(b"r1", B, bucket=1), cell(b"r2", B, bucket=2)])
+    feed._release_idle(ownership.revoking)  # noqa: SLF001 -- the step under test
+    request, _, _ = feed._request(0.0)  # noqa: SLF001
+    assert request.released == {B: frozenset({2})}
+    assert request.held == {B: frozenset({1})}, "released: not held"
+    assert held(queue) == (1, 0) and dataclasses.replace(request, released={}).held
+
+
+def test_a_bucket_whose_revocation_is_cancelled_is_read_again_from_its_start() -> None:
+    """The node revokes a bucket, this worker drops its queued cells (one still runs, so
+    it is not released yet), then the node cancels the revocation (the assignment
+    changed back): the worker's cursor is past the dropped cells, so its next pull must
+    not claim the bucket, and the node reads it from its start."""
+    from observers.feed import Feed
+    from observers.ownership import Ownership
+    from observers.stats import Counters
+    from percolator.notifications import Cursors, PullReply
+
+    queue, _, stopping = new_queue()
+    ownership = Ownership({B: b""}, lease=10.0)
+    feed = Feed(None, b"t", "w", ownership, queue, Counters(),  # type: ignore[arg-type]
+                heartbeat=1.0, stats=lambda: (b"", b""), stats_interval=60.0,
+                stopping=stopping)
+    both = {B: frozenset({1, 2})}
+    feed._apply(PullReply(both, {}, 0, (), Cursors(9, {})), 0.0)  # noqa: SLF001
+    queue.offer([cell(b"r1", B, bucket=2)])
+    assert take(queue) == ([b"r1"], False), "r1 runs"
+    queue.offer([cell(b"r2", B, bucket=2)])
+    feed._apply(PullReply(both, {B: frozenset({2})}, 0, (), Cursors(9, {})),  # noqa: SLF001
+                0.0)
+    assert held(queue) == (0, 1), "r2 dropped; r1 still running"
+    request, _, _ = feed._request(0.0)  # noqa: SLF001
+    assert request.released == {} and request.held == both, "not released while r1 runs"
+    feed._apply(PullReply(both, {}, 0, (), Cursors(10, {})), 0.0)  # noqa: SLF001 -- cancelled
+    request, _, _ = feed._request(0.0)  # noqa: SLF001
+    assert request.held == {B: frozenset({1})}, "bucket 2 is read again from its start"

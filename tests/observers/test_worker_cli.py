@@ -43,12 +43,12 @@ def test_status_and_parked_notifications_of_a_data_directory(tmp_path: Path) -> 
         worker.run_until_idle(timeout=30)
     text = percolator("status", "--data-dir", str(data))
     assert text.returncode == 0, text.stderr
-    assert "pending notifications: 0 cells" in text.stdout
+    assert "fragile: registered at" in text.stdout and "0 pending, 0 live workers" in text.stdout
     assert "parked notifications: 1 cells" in text.stdout
     [line] = [ln for ln in text.stdout.splitlines() if ln.startswith("cli-worker")]
-    state, _found, processed, skipped, conflicts, failures, parked = line.split()[1:8]
-    assert (state, processed, skipped, conflicts, failures, parked) == (
-        "stopped", "1", "0", "0", "2", "1")
+    state, buckets, _found, processed, skipped, conflicts, failures, parked = line.split()[1:9]
+    assert (state, buckets, processed, skipped, conflicts, failures, parked) == (
+        "stopped", "-", "1", "0", "0", "2", "1")
     assert "cannot handle bad" in text.stdout
     as_json = json.loads(percolator("status", "--data-dir", str(data), "--json").stdout)
     assert as_json["workers"][0]["stats"]["processed"] == 1
@@ -60,8 +60,9 @@ def test_status_and_parked_notifications_of_a_data_directory(tmp_path: Path) -> 
     replayed = percolator("notifications", "replay", "--data-dir", str(data), "--row", "bad",
                           "--column", "fragile")
     assert replayed.stdout.strip() == "replayed 1 cells", replayed.stderr
-    assert "pending notifications: 1 cells" in percolator("status", "--data-dir",
-                                                          str(data)).stdout
+    after = percolator("status", "--data-dir", str(data)).stdout
+    assert "1 pending, 0 live workers" in after
+    assert "columns with pending notifications but no live worker: fragile (1 pending)" in after
     compacted = percolator("notifications", "compact", "--data-dir", str(data))
     assert compacted.returncode == 0, compacted.stderr
 

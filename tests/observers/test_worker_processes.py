@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from observers import Worker
-from observers import layout as olayout
-from observers.membership import read_leases
-from observers.notifications import count_pending
-from percolator import Client, layout
+from percolator import Client
 from percolator.failpoints import FAILPOINT_EXIT_CODE
 from tests.procs import ServerProcess
 
@@ -43,7 +40,11 @@ def must_be_exact(client: Client, rows: list[bytes], expected: int) -> None:
 
 
 def pending(client: Client) -> int:
-    return count_pending(client.store, layout.notify_table(client.table))[0]
+    return client.notifications.pending(client.table, [sum_observers.VALUE], 10**7)
+
+
+def alive(client: Client) -> set[str]:
+    return {m.worker for m in client.notifications.members(client.table) if m.alive}
 
 
 def test_two_worker_processes_share_the_work_and_the_sum_is_exact(tmp_path: Path) -> None:
@@ -54,12 +55,10 @@ def test_two_worker_processes_share_the_work_and_the_sum_is_exact(tmp_path: Path
                            "--worker-id", "w2", *FAST) as w2:
             w1.wait_for("running as w1")
             w2.wait_for("running as w2")
-            # Once both leases exist, each worker's next heartbeat shows it the other.
-            eventually(lambda: len(read_leases(client.store, client.table)) == 2, "both leases")
-            first = {le.worker: le.expires_ms for le in read_leases(client.store, client.table)}
-            eventually(lambda: all(le.expires_ms > first[le.worker]
-                                   for le in read_leases(client.store, client.table)),
-                       "both heartbeat again")
+            # Both are members; their buckets are split once each pulled again.
+            eventually(lambda: alive(client) == {"w1", "w2"}, "both are members")
+            eventually(lambda: all(m.owned for m in client.notifications.members(
+                client.table)), "each owns buckets")
             rows, expected = load_values(client, 600, "two processes")
             eventually(lambda: pending(client) == 0 and sum_observers.total(client) == expected,
                        "all processed", timeout=90)
@@ -123,6 +122,4 @@ def test_worker_killed_by_sigkill_mid_work_loses_and_doubles_nothing(tmp_path: P
             must_be_exact(client, rows, expected)
             assert pending(client) == 0
             print(f"the new worker processed {stats.processed}, skipped {stats.skipped}")
-            leases = {le.worker for le in read_leases(client.store, client.table)}
-            assert len(leases) == 1, "the dead worker's lease remains until it is cleaned up"
-            assert olayout.workers_table(client.table)
+            assert alive(client) == set(), "the dead worker's lease expired; the new one left"

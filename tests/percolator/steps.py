@@ -369,3 +369,31 @@ def fake_node_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node
     (``node.backend.clock``), shared by one test module (tests use separate tables)."""
     with running_node(tmp_path_factory.mktemp("node") / "data", FakeClock()) as node:
         yield node
+
+
+# --- the notification log (percolator._notify.log) ------------------------------------------
+
+@dataclass(frozen=True)
+class LoggedEntry:
+    """One entry of the notification log, decoded: cell, when it changed, where it sits."""
+
+    row: bytes
+    column: bytes
+    change_ts: int
+    position: int
+    kind: int
+    bucket: int
+
+
+def log_entries(client: Client) -> list[LoggedEntry]:
+    """Every entry of the client's table's notification log (a raw scan: tests only)."""
+    from bigtable_lite import ScanRequest as _Scan
+    from percolator._notify import log as _log
+
+    out = []
+    for row in client.store.scan(_Scan(layout.notify_table(client.table))):
+        column, bucket, position = _log.decode_key(row.row)
+        for cell in row.cells:
+            kind, change_ts = _log.decode_entry(cell.value)
+            out.append(LoggedEntry(cell.column, column, change_ts, position, kind, bucket))
+    return out

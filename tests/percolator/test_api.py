@@ -33,6 +33,7 @@ from percolator._local import LocalBackend
 from percolator.clock import FakeClock
 from percolator.oracle import Oracle
 
+from .steps import log_entries
 from .txn_fixtures import (  # noqa: F401  (fixtures)
     ALL_KINDS,
     CountingBackend,
@@ -760,8 +761,7 @@ def test_steps_cut_their_store_calls_to_the_batch_limit(tmp_path: Path, one_phas
         assert len(lock_cells(client)) == len(keys) - 1
         assert client.begin().get_many(keys) == {key: b"x" for key in keys}
         assert lock_cells(client) == []
-        notes = {(row, cell.column, cell.ts) for table, row, cell in raw_cells(client)
-                 if table == layout.notify_table(client.table)}
+        notes = {(e.row, e.column, e.change_ts) for e in log_entries(client)}
         assert {(row, column) for row, column, ts in notes if ts == commit_ts} == set(keys)
         assert len(notes) == 2 * len(keys), "one notification per commit of each cell"
 

@@ -35,6 +35,7 @@ TABLET = "bigtable_lite.v1.TabletService"
 ORACLE = "percolator.v1.TimestampOracle"
 NODE = "percolator.v1.Node"
 TRANSACTIONS = "percolator.v1.Transactions"
+NOTIFICATIONS = "percolator.v1.Notifications"
 HEALTH = "grpc.health.v1.Health"
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 
@@ -53,6 +54,11 @@ SURFACE: dict[str, Role | None] = {
     f"/{TRANSACTIONS}/Rollback": Role.READ, f"/{TRANSACTIONS}/Commit": Role.WRITE,
     # Admitted with read: each request is checked (test_txn_service_security.py).
     f"/{TRANSACTIONS}/Stream": Role.READ,
+    # An observer worker's verbs write; status reads; the rest is the operator's.
+    **{f"/{NOTIFICATIONS}/{m}": Role.WRITE
+       for m in ("Register", "Pull", "Leave", "Done", "Park", "Replay")},
+    **{f"/{NOTIFICATIONS}/{m}": Role.READ for m in ("Columns", "Pending", "Members", "Parked")},
+    f"/{NOTIFICATIONS}/Unregister": Role.ADMIN, f"/{NOTIFICATIONS}/Compact": Role.ADMIN,
     f"/{HEALTH}/Check": None, f"/{HEALTH}/Watch": None,  # probes have no token
     f"/{REFLECTION}/ServerReflectionInfo": Role.READ,
 }

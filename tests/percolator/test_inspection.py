@@ -26,6 +26,7 @@ from observers.layout import ack_column, encode_ack
 from percolator import Client, cli, layout, records
 from percolator._backend import CellWrite, PrewriteRequest
 from percolator._inspection import cell_records, list_locks, raw_rows
+from percolator._notify import log as notify_log
 from percolator.clock import FakeClock
 from percolator.commands.byte_text import parse, show
 from tests.observers.observer_fixtures import eventually
@@ -170,7 +171,9 @@ def test_repair_deletes_only_the_undecodable_versions(tmp_path: Path,
         assert between < commits[1]
         client.store.mutate_rows([
             RowMutation(TABLE, b"r", (Put(layout.write_column(b"c"), between, b"?"),)),
-            RowMutation(layout.notify_table(TABLE), b"r", (Put(b"c", between, b"\x09"),))])
+            RowMutation(layout.notify_table(TABLE),  # an entry of the log that is none
+                        notify_log.log_key(b"c", notify_log.bucket_of(b"r"), between),
+                        (Put(b"r", 0, b"\x09"),))])
         good = [r for r in cell_records(client.store, TABLE, b"r", b"c") if not r.undecodable]
         assert client.begin().get("r", "c") == b"v2"  # the newer version hides it
         with pytest.raises(DataCorruption, match="at ts"):  # a snapshot that meets it

@@ -591,7 +591,7 @@ def test_large_transaction_is_all_or_nothing(client: Client,
 @pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
 def test_transaction_of_several_prewrite_calls_is_all_or_nothing(
         tmp_path: Path, conflict_at: tuple[bytes, bytes], one_phase: bool) -> None:
-    """With a batch limit of 64 rows the same commit takes ten prewrite calls (two-phase
+    """With a batch limit of 64 rows the same commit takes 16 prewrite calls (two-phase
     whatever the client asks): a conflict in any call undoes what the earlier calls
     locked, at once (the fake clock shows any wait for their TTL)."""
     store = LocalStore(tmp_path / "d", limits=Limits(max_batch_rows=64, max_value_bytes=8_000))
@@ -599,9 +599,17 @@ def test_transaction_of_several_prewrite_calls_is_all_or_nothing(
     backend = LocalBackend(store, Oracle(store), clock=clock)
     with Client(backend, clock=clock, one_phase=one_phase) as client:
         assert len(_driver.calls(_driver.plan({k: (b"P", v) for k, v in big_writes(b"").items()}),
-                                 client.limits)) == 10
+                                 client.limits)) == 16  # 6 parts of 200 cells, 10 of rows
         check_all_or_nothing(client, conflict_at)
         assert clock.now_ms() == 1_000_000, "a reader waited for the locks of a failed commit"
+
+
+def test_a_transaction_of_more_cells_than_a_step_takes_commits(client: Client) -> None:
+    """3,000 rows of 4 cells: within the rows a step call takes, beyond its cells (10,000,
+    which a node checks): the commit is cut into calls the node accepts."""
+    cells = {(b"m%04d" % i, b"c%d" % j): b"v" for i in range(3000) for j in range(4)}
+    load(client, cells)
+    assert committed_state(client) == cells
 
 
 def check_all_or_nothing(client: Client, conflict_at: tuple[bytes, bytes]) -> None:

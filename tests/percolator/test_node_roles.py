@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bigtable_lite import MAX_TS, Put, RowMutation, RowRead
+from bigtable_lite import MAX_TS, PermissionDenied, Put, RowMutation, RowRead, ScanRequest
 from bigtable_lite._service import SERVICE_NAME as TABLET
 from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.server import ServerPolicy
@@ -29,6 +29,7 @@ from bigtable_lite.v1 import tablet_pb2 as tpb
 from percolator import Client, layout, records
 from percolator._backend import CellWrite, Key, PrewriteRequest
 from percolator._node_codec import SERVICE_NAME as NODE
+from percolator._notify import log as notify_log
 from percolator.errors import PercolatorError
 from percolator.node import Node
 from percolator.oracle import ORACLE_TABLE
@@ -282,46 +283,52 @@ def test_commit_another_clients_transaction_with_different_content(
     assert balance(served, b"dave") == b"999"
 
 
+def log_entries(served: Served) -> list[tuple[bytes, bytes]]:
+    """(log row, data row) of every entry in T's notification log."""
+    return [(row.row, cell.column) for row in served.node.store.scan(
+        ScanRequest(layout.notify_table(T))) for cell in row.cells]
+
+
+def registry(served: Served) -> list[bytes]:
+    [cells] = served.node.store.read_rows([RowRead(layout.config_table(T), layout.OBSERVED_ROW)])
+    return [c.column for c in cells]
+
+
 def test_delete_notifications_or_the_observed_column_registry(
         served: Served, attacker: Attacker, admin: Attacker) -> None:
-    """Wiping a cell's notifications, forging one, unregistering a column, or writing the
-    registry through a transaction on the config table: all refused.  (Deleting one
-    exact notification version stays a write client's right for now: observer workers do
-    it once they handled it; see percolator/_node_roles.py.)"""
+    """Wiping an entry of the notification log, deleting one exactly, forging one,
+    unregistering a column, or writing the registry through a transaction on the config
+    table: all refused.  Workers hand back handled entries with the Done verb."""
     with connect(served, Role.WRITE) as client:
-        client.register_observed_columns([b"balance"])
+        client.notifications.register(T, b"balance")
     committed(served, b"alice", b"100")
     notify, config = layout.notify_table(T), layout.config_table(T)
-    store = served.node.store
-
-    def pending() -> list[int]:
-        [cells] = store.read_rows([RowRead(notify, b"alice", (b"balance",))])
-        return [c.ts for c in cells]
-
-    def registry() -> list[bytes]:
-        [cells] = store.read_rows([RowRead(config, layout.OBSERVED_ROW)])
-        return [c.column for c in cells]
-
-    assert len(pending()) == 1 and registry() == [b"balance"]
-    wipe = [tpb.RowMutation(table=notify, row=b"alice", mutations=[tpb.Mutation(
-        delete_range=tpb.DeleteRange(column=b"balance", min_ts=0, max_ts=MAX_TS))])]
-    forge = [put(notify, b"bob", b"balance", pending()[0],
-                 records.encode_notification(records.Notification()))]
+    [(log_row, data_row)] = log_entries(served)
+    assert data_row == b"alice" and registry(served) == [b"balance"]
+    wipe = [tpb.RowMutation(table=notify, row=log_row, mutations=[tpb.Mutation(
+        delete_range=tpb.DeleteRange(column=data_row, min_ts=0, max_ts=MAX_TS))])]
+    handled = [tpb.RowMutation(table=notify, row=log_row, mutations=[tpb.Mutation(
+        delete_version=tpb.DeleteVersion(column=data_row, ts=0))])]
+    column, bucket, position = notify_log.decode_key(log_row)
+    forge = [put(notify, notify_log.log_key(column, bucket, position + 1), b"bob", 0,
+                 notify_log.encode_entry(notify_log.WRITE, position + 1))]
     unregister = [tpb.RowMutation(table=config, row=layout.OBSERVED_ROW, mutations=[
         tpb.Mutation(delete_version=tpb.DeleteVersion(column=b"balance", ts=0))])]
-    for rows in (wipe, forge, unregister):
+    for rows in (wipe, handled, forge, unregister):
         refused_both_ways(attacker, rows)
     # A transaction "on" the config table would write its lock over the registration.
     prewrite = npb.Command(one_phase=npb.OnePhaseRequest(
-        table=config, start_ts=pending()[0], rows=[npb.RowWrites(
+        table=config, start_ts=position, rows=[npb.RowWrites(
             row=layout.OBSERVED_ROW, cells=[npb.CellWrite(column=b"alance", value=b"x")])]))
     [result] = attacker.batch([prewrite])
     assert command_code(result) is Code.INVALID_ARGUMENT
     assert "cannot hold transactions" in result.error.message
-    assert len(pending()) == 1 and registry() == [b"balance"]
+    with connect(served, Role.WRITE) as client, pytest.raises(PermissionDenied):
+        client.notifications.unregister(T, b"balance")  # the verb: an operator's
+    assert log_entries(served) == [(log_row, data_row)] and registry(served) == [b"balance"]
     for rows in (wipe, unregister):
         assert admin.mutate_rows(rows) is Code.OK
-    assert pending() == [] and registry() == []
+    assert log_entries(served) == [] and registry(served) == []
 
 
 def test_split_the_notify_table_2000_times(served: Served, attacker: Attacker,
@@ -381,7 +388,8 @@ def test_read_role_reads_but_every_write_command_is_refused_alone(served: Served
         for kind, result in zip([*writes, *reads], results):
             if kind in writes:
                 assert command_code(result) is Code.PERMISSION_DENIED, kind
-                assert "needs the write role; the call's token has read" in \
+                needed = "admin" if kind == "mutate_rows" else "write"
+                assert f"needs the {needed} role; the call's token has read" in \
                     result.error.message, kind
             else:
                 assert result.WhichOneof("kind") == kind, (kind, result)
@@ -389,29 +397,19 @@ def test_read_role_reads_but_every_write_command_is_refused_alone(served: Served
     assert balance(served) == b"100"
 
 
-def test_side_tables_take_raw_writes_from_write_clients(served: Served,
-                                                        attacker: Attacker) -> None:
-    """What observer workers write raw until their operations are node commands: leases
-    and counters, parked notifications (synced too), and deletes of exact notification
-    versions they handled."""
-    with connect(served, Role.WRITE) as client:
-        client.register_observed_columns([b"balance"])
-    committed(served, b"alice", b"100")
-    notify = layout.notify_table(T)
-    [cells] = served.node.store.read_rows([RowRead(notify, b"alice")])
-    handled = [tpb.RowMutation(table=notify, row=b"alice", mutations=[tpb.Mutation(
-        delete_version=tpb.DeleteVersion(column=b"balance", ts=cells[0].ts))])]
-    for rows in ([put(T + layout.WORKERS_SUFFIX, b"w1", b"lease", 0, b"{}")],
-                 [put(T + layout.PARKED_SUFFIX, b"alice", b"nbalance", 1, b"x")],
-                 handled):
-        assert attacker.batch_mutate(rows) is Code.OK
-        assert attacker.mutate_rows(rows) is Code.PERMISSION_DENIED  # the tablet service: admin
-    with connect(served, Role.WRITE) as client:  # synced raw writes go through the node too
+def test_side_tables_take_raw_writes_from_admins_only(served: Served, attacker: Attacker,
+                                                     admin: Attacker) -> None:
+    """The workers' reported counters and parked notifications are the node's: a write
+    client reaches them only through the Notifications verbs (a forged parked entry
+    would be replayed into the log, forged counters shown by ``percolator status``)."""
+    for rows in ([put(T + layout.WORKERS_SUFFIX, b"w1", b"stats", 0, b"{}")],
+                 [put(T + layout.PARKED_SUFFIX, b"alice", b"nbalance", 1, b"x")]):
+        refused_both_ways(attacker, rows)
+        assert admin.batch_mutate(rows) is Code.OK
+    with connect(served, Role.WRITE) as client, pytest.raises(PermissionDenied):
         client.store.mutate_rows([RowMutation(T + layout.PARKED_SUFFIX, b"bob",
                                               (Put(b"ibalance", 0, b"{}"),))], sync=True)
-    assert served.node.store.read_rows([RowRead(notify, b"alice")]) == [[]]
-    assert [c.column for c in served.node.store.read_rows(
-        [RowRead(T + layout.PARKED_SUFFIX, b"bob")])[0]] == [b"ibalance"]
+    assert served.node.store.read_rows([RowRead(T + layout.PARKED_SUFFIX, b"bob")]) == [[]]
 
 
 def test_a_batch_stream_is_checked_per_command_too(served: Served) -> None:

@@ -169,7 +169,8 @@ def test_every_connecting_command_takes_the_security_flags() -> None:
             continue
         parser = cli.build_parser(commands, name)
         required = {"notifications": ["list"], "citations": ["verify"],
-                    "worker": ["--all-installed"], "get": ["r", "c"], "repair": ["r", "c"]}
+                    "worker": ["--all-installed"], "get": ["r", "c"], "repair": ["r", "c"],
+                    "observers": ["list"]}
         args = parser.parse_args([name, *required.get(name, []),
                                   "--connect", "h:1", "--token", "x", "--tls-ca", "ca.pem",
                                   "--tls-cert", "c.pem", "--tls-key", "k.pem"])

@@ -16,12 +16,10 @@ import os
 import threading
 import time
 
-from observers.notifications import count_pending, has_pending
 from percolator import Client
 from percolator.cli import CommandError
 from percolator.commands.arg_types import positive_float, positive_int
 from percolator.commands.client_args import add_target_arguments, open_client
-from percolator.layout import notify_table
 
 from .. import FOLD, REFS, SnapFormatError, generate_graph, load_graph, load_snap, verify
 
@@ -106,18 +104,17 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _wait_quiet(client: Client, timeout: float) -> bool:
     """Until no notification of the citation observers is pending (bounded, polled)."""
-    table = notify_table(client.table)
     columns = [REFS, FOLD]
     began = time.monotonic()
     report_at = began + 10.0
     pause = threading.Event()
-    while has_pending(client.store, table, columns):
+    while client.notifications.pending(client.table, columns, 1):
         now = time.monotonic()
         if now >= began + timeout:
             return False
         if now >= report_at:
-            cells, _ = count_pending(client.store, table, columns)
-            print(f"percolator citations: waiting for the workers, {cells:,} notifications"
+            pending = client.notifications.pending(client.table, columns, 10_000_000)
+            print(f"percolator citations: waiting for the workers, {pending:,} notifications"
                   f" pending ({now - began:.0f}s)", flush=True)
             report_at = now + 10.0
         pause.wait(0.1)

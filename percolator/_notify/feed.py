@@ -1,0 +1,276 @@
+"""Feed: the entries of a table's notification log, handed to the workers that own them.
+
+A worker *pulls* (:meth:`TableFeed.pull`): its request renews its lease, deletes the
+entries it handled, releases revoked buckets, and asks for up to ``room`` entries of
+its buckets.  For each bucket it owns the feed reads the log rows after the worker's
+cursor up to the resolved timestamp (``resolved``): nothing at or below it is still to
+be written, so the cursor moves to it and no entry is ever passed.  Nothing is read
+twice in the steady state: a bucket is read only if an entry was written into it after
+the cursor (the feed keeps the highest position written per bucket, learnt from a scan
+of the log when the feed starts and from every write since, ``written``).
+
+If there is nothing to hand out, the pull waits (a long poll, at most ``wait_ms``)
+until a write into one of the worker's buckets wakes it, or an assignment change, or
+the resolved timestamp passes an entry already written.  So an idle worker costs one
+call every few seconds, and a new entry reaches its owner in one wake-up.
+
+Cursors live in the worker (the request carries them, the reply the new ones), so a
+pull whose reply was lost is simply repeated.  A bucket the worker owns but does not
+hold yet (just granted) is read from its start: entries a previous owner took and did
+not finish are still there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from bigtable_lite import DeleteVersion, RowMutation, ScanRequest, TabletStore
+
+from .. import layout
+from . import log
+from .api import Cursors, DoneRef, LogRow, PullReply, PullRequest
+from .assignment import Assignment, Member
+from .resolved import Tracker
+
+__all__ = ["MAX_REPLY_BYTES", "TableFeed"]
+
+MAX_REPLY_BYTES = 8 << 20
+"""Bytes of entries in one reply at most (more stay for the next pull)."""
+REINDEX = 30.0
+"""Seconds between scans of the whole log that look for entries not written by the node."""
+_DELETES_PER_CALL = 5_000
+
+_log = logging.getLogger(__name__)
+
+
+class TableFeed:
+    """The feed of one table (thread-safe).  ``on_deleted(n)``: entries were deleted;
+    ``on_idle()``: a pull found nothing (the owner compacts the log after many deletes,
+    or after a burst once idle)."""
+
+    def __init__(self, table: bytes, store: TabletStore, tracker: Tracker, *,
+                 on_deleted: Callable[[int], None] = lambda n: None,
+                 on_idle: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.table = table
+        self.log_table = layout.notify_table(table)
+        self._store = store
+        self._tracker = tracker
+        self._on_deleted = on_deleted
+        self._on_idle = on_idle
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.assignment = Assignment()
+        self._last: dict[tuple[bytes, int], int] = {}  # highest position written per bucket
+        self.pending: dict[bytes, int] = {}  # entries per column, approximately
+        self._skipped_rows = 0
+        self._indexed_at = clock()
+
+    def build_index(self) -> None:
+        """Learn the highest position of every bucket and the entries per column from one
+        scan of the log (writes meanwhile reach :meth:`written` too)."""
+        last: dict[tuple[bytes, int], int] = {}
+        pending: dict[bytes, int] = {}
+        for row in self._store.scan(ScanRequest(self.log_table)):
+            try:
+                column, bucket, position = log.decode_key(row.row)
+            except ValueError:
+                continue
+            key = (column, bucket)
+            if position > last.get(key, 0):
+                last[key] = position
+            pending[column] = pending.get(column, 0) + len(row.cells)
+        with self._lock:
+            for key, position in last.items():
+                if position > self._last.get(key, 0):
+                    self._last[key] = position
+            for column, n in pending.items():
+                self.pending[column] = max(self.pending.get(column, 0), n)
+            self._indexed_at = self._clock()
+
+    def _refresh(self) -> None:
+        """Scan the log again, at most every REINDEX seconds, when a pull found nothing:
+        entries written behind the node's back (a raw write) are found so, not lost."""
+        with self._lock:
+            if self._clock() - self._indexed_at < REINDEX:
+                return
+            self._indexed_at = self._clock()
+        self.build_index()
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def written(self, mutations: Sequence[RowMutation]) -> None:
+        """Entries were written (or tried) into these log rows: note their buckets' highest
+        positions and wake their owners."""
+        owners: set[str] = set()
+        with self._lock:
+            for m in mutations:
+                try:
+                    column, bucket, position = log.decode_key(m.row)
+                except ValueError:
+                    continue
+                key = (column, bucket)
+                if position > self._last.get(key, 0):
+                    self._last[key] = position
+                self.pending[column] = self.pending.get(column, 0) + len(m.mutations)
+                owner = self.assignment.owner(column, bucket)
+                if owner is not None:
+                    owners.add(owner)
+            members = [self.assignment.members.get(w) for w in owners]
+        for member in members:
+            if member is not None:
+                member.wake.set()
+
+    def delete(self, done: Sequence[DoneRef]) -> int:
+        """Delete exactly the handled entries (never a range: one written meanwhile stays)."""
+        mutations = [RowMutation(self.log_table, ref.log_row,
+                                 tuple(DeleteVersion(row, 0) for row in ref.rows[i:i + 500]))
+                     for ref in done for i in range(0, len(ref.rows), 500)]
+        for i in range(0, len(mutations), _DELETES_PER_CALL):
+            self._store.mutate_rows(mutations[i:i + _DELETES_PER_CALL])
+        n = self.uncount(done)
+        if n:
+            self._on_deleted(n)
+        return n
+
+    def uncount(self, done: Sequence[DoneRef]) -> int:
+        """Entries that left the log (deleted or parked): the pending counts go down."""
+        with self._lock:
+            for ref in done:
+                try:
+                    column = log.decode_key(ref.log_row)[0]
+                except ValueError:
+                    continue
+                self.pending[column] = max(0, self.pending.get(column, 0) - len(ref.rows))
+        return sum(len(ref.rows) for ref in done)
+
+    # --- membership -----------------------------------------------------------------------
+
+    def _wake(self, worker: str) -> None:
+        member = self.assignment.members.get(worker)
+        if member is not None:
+            member.wake.set()
+
+    def _renew(self, request: PullRequest) -> Member:
+        now = self._clock()
+        with self._lock:
+            a = self.assignment
+            a.expire(now)
+            member = a.renew(request.worker, request.columns, request.lease_ms / 1000.0, now,
+                             request.held, request.member_index)
+            if request.released:
+                a.release(request.worker, request.released)
+            a.rebalance(now, self._wake)
+            if request.stats:
+                member.stats = request.stats
+        return member
+
+    def leave(self, worker: str) -> None:
+        with self._lock:
+            member = self.assignment.members.get(worker)
+            if member is not None:
+                member.wake.set()  # a pull of it waiting here returns
+            self.assignment.leave(worker)
+            self.assignment.rebalance(self._clock(), self._wake)
+
+    def live(self) -> list[tuple[Member, int]]:
+        """The live members, each with how many buckets it owns."""
+        with self._lock:
+            self.assignment.expire(self._clock())
+            out = []
+            for member in self.assignment.members.values():
+                owned, _ = self.assignment.owned(member.worker)
+                out.append((member, sum(len(b) for b in owned.values())))
+            return out
+
+    def stats_of(self, worker: str) -> bytes:
+        member = self.assignment.members.get(worker)
+        return member.stats if member is not None else b""
+
+    # --- the pull -------------------------------------------------------------------------
+
+    def pull(self, request: PullRequest) -> PullReply:
+        member = self._renew(request)
+        if request.done:
+            self.delete(request.done)
+        deadline = time.monotonic() + request.wait_ms / 1000.0
+        while True:
+            member.wake.clear()
+            # Resolved first: every write at or below it told ``written`` before it left
+            # the in-flight set, so the positions read next cover it (the other order
+            # could skip a bucket on an older position, then pass its entry).
+            resolved = self._tracker.resolved()
+            with self._lock:
+                owned, revoking = self.assignment.owned(request.worker)
+                index = member.index
+                wanted = {key: self._last.get(key, 0) for key in _keys(owned)}
+            rows, cursors, more = self._read(owned, request, resolved, wanted)
+            remaining = deadline - time.monotonic()
+            settled = owned == request.held and not revoking
+            if rows or more or not settled or request.room <= 0 or remaining <= 0:
+                return PullReply(owned, revoking, index, tuple(rows), cursors, more)
+            self._refresh()
+            self._on_idle()
+            lagging = max((p for p in wanted.values() if p > resolved), default=0)
+            if lagging:  # written, not resolved yet: an older write is still in flight
+                self._tracker.wait_past(lagging, min(remaining, 0.05))
+            else:
+                member.wake.wait(remaining)
+
+    def _read(self, owned: dict[bytes, frozenset[int]], request: PullRequest, resolved: int,
+              last: dict[tuple[bytes, int], int]) -> tuple[list[LogRow], Cursors, bool]:
+        """Log rows after each owned bucket's cursor up to ``resolved``, up to the room."""
+        rows: list[LogRow] = []
+        overrides: dict[tuple[bytes, int], int] = {}
+        room = request.room
+        taken = size = 0
+        more = False
+        held, cursors = request.held, request.cursors
+        for key in _keys(owned):
+            column, bucket = key
+            cursor = cursors.of(column, bucket) if bucket in held.get(column, ()) else 0
+            if last[key] <= cursor:
+                continue  # nothing written after the cursor: it moves to resolved
+            if taken >= room or size >= MAX_REPLY_BYTES:
+                overrides[key] = cursor
+                more = True
+                continue
+            prefix = log.bucket_prefix(column, bucket)
+            scan = ScanRequest(self.log_table, prefix + log.position_bytes(cursor + 1),
+                               prefix + log.position_bytes(resolved + 1),
+                               limit=max(1, room - taken))
+            full = False
+            for row in self._store.scan(scan):
+                try:
+                    c, b, position = log.decode_key(row.row)
+                except ValueError:
+                    self._skip(row.row)
+                    continue
+                if (c, b) != key:
+                    self._skip(row.row)
+                    continue
+                cells = tuple((cell.column, cell.value) for cell in row.cells)
+                rows.append(LogRow(row.row, cells))
+                taken += len(cells)
+                size += sum(len(r) + len(v) for r, v in cells) + len(row.row)
+                cursor = position
+                if taken >= room or size >= MAX_REPLY_BYTES:
+                    full = True
+                    break
+            if full:
+                overrides[key] = cursor
+                more = True
+        return rows, Cursors(resolved, overrides), more
+
+    def _skip(self, key: bytes) -> None:
+        self._skipped_rows += 1
+        if self._skipped_rows <= 10 or self._skipped_rows % 10_000 == 0:
+            _log.error("table %r: log row %r is not a notification-log row; skipped (%d so"
+                       " far)", self.table, key[:80], self._skipped_rows)
+
+
+def _keys(owned: dict[bytes, frozenset[int]]) -> list[tuple[bytes, int]]:
+    return [(column, b) for column in sorted(owned) for b in sorted(owned[column])]
