@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bigtable_lite import DeleteVersion, LocalStore, Put, RowMutation, ScanRequest  # noqa: E402
 from observers import Observer, Worker  # noqa: E402
-from observers.compaction import compact_notifications, compact_notify_table  # noqa: E402
-from observers.stats import percentile  # noqa: E402
+from observers._compaction import compact_notifications, compact_notify_table  # noqa: E402
+from observers._stats import percentile  # noqa: E402
 from percolator import Client, Transaction, layout  # noqa: E402
 from tests.procs import ServerProcess  # noqa: E402
 

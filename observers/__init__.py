@@ -15,7 +15,22 @@ The protocol and its guarantees are in docs/observers.md.  ``observers.citations
 is the example application.
 """
 
-from .compaction import compact_notifications
+from ._compaction import compact_notifications
+from ._layout import ParkInfo
+from ._parking import ParkedNotification, list_parked, replay_parked
+from ._plugins import ENTRY_POINT_GROUP, load_entry_points, load_registry, load_spec
+from ._registry import FunctionObserver, Observer, ObserverRegistry, Placement, observer
+from ._retry import Backoff, through_outages
+from ._stats import WorkerStats
+from ._status import (
+    ClusterStatus,
+    WorkerStatus,
+    cluster_status,
+    format_column,
+    format_status,
+    status_json,
+)
+from ._worker import Worker
 from .errors import (
     ConfigurationError,
     ObserverError,
@@ -24,20 +39,12 @@ from .errors import (
     WorkerFailed,
     WorkerTimeout,
 )
-from .layout import ParkInfo
-from .parking import ParkedNotification, list_parked, replay_parked
-from .plugins import ENTRY_POINT_GROUP, load_entry_points, load_registry, load_spec
-from .registry import FunctionObserver, Observer, ObserverRegistry, observer
-from .retry import Backoff
-from .stats import WorkerStats
-from .status import ClusterStatus, WorkerStatus, cluster_status, format_status
-from .worker import Worker
 
 __all__ = [
     "ENTRY_POINT_GROUP", "Backoff", "ClusterStatus", "ConfigurationError", "FunctionObserver",
-    "Observer", "ObserverError", "ObserverRegistry", "ParkInfo", "ParkedNotification",
+    "Observer", "ObserverError", "ObserverRegistry", "ParkInfo", "ParkedNotification", "Placement",
     "PluginError", "Worker", "WorkerError", "WorkerFailed", "WorkerStats", "WorkerStatus",
     "WorkerTimeout", "cluster_status", "compact_notifications", "format_status",
     "list_parked", "load_entry_points", "load_registry", "load_spec", "observer",
-    "replay_parked",
+    "replay_parked", "format_column", "status_json", "through_outages",
 ]

@@ -11,7 +11,7 @@
 
 Errors of the layers below (``percolator.errors``, ``bigtable_lite.errors``) pass
 through unchanged; an observer's own exceptions never escape a worker: they are
-counted, retried with backoff and finally parked (see ``observers.parking``).
+counted, retried with backoff and finally parked (see ``observers._parking``).
 """
 
 from __future__ import annotations

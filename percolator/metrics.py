@@ -113,7 +113,7 @@ ORACLE_BATCH = histogram(
     "Timestamps per oracle request a node served: the timestamp commands of one batch"
     " (merged), a TimestampOracle request.", buckets=SIZE_BUCKETS)
 
-# --- observers (observers.worker: per observer, in the worker's process) -------------------
+# --- observers (observers._worker: per observer, in the worker's process) -------------------
 
 OBSERVER_PROCESSED = counter(
     "percolator_observer_notifications_processed_total",

@@ -130,13 +130,13 @@ def test_every_module_has_a_layer() -> None:
     assert rank("percolator.commands.serve") == APPLICATION
     assert rank("observers.commands.worker") == APPLICATION
     assert rank("observers.citations.graph") == APPLICATION
-    assert rank("observers.worker") == 2
+    assert rank("observers._worker") == 2
 
 
 # --- the checker itself catches each kind of upward import -------------------------------
 
 
-KNOWN = {"observers", "observers.worker", "observers.citations", "observers.citations.graph",
+KNOWN = {"observers", "observers._worker", "observers.citations", "observers.citations.graph",
          "percolator", "percolator.client", "percolator.commands", "percolator.commands.serve",
          "bigtable_lite", "bigtable_lite._engine"}
 
@@ -152,22 +152,22 @@ def test_checker_sees_top_level_lazy_and_type_checking_imports() -> None:
     assert check("percolator.client", "from observers import Worker")
     assert check("bigtable_lite._engine", "def f():\n    import percolator.client\n")
     assert check("percolator.client", "from typing import TYPE_CHECKING\n"
-                 "if TYPE_CHECKING:\n    from observers.worker import Worker\n")
-    assert check("observers.worker", "try:\n    import observers.citations.graph\n"
+                 "if TYPE_CHECKING:\n    from observers._worker import Worker\n")
+    assert check("observers._worker", "try:\n    import observers.citations.graph\n"
                  "except ImportError:\n    pass\n")
 
 
 def test_checker_resolves_relative_imports_and_submodules() -> None:
-    [found] = check("observers.worker", "from .citations import graph")
-    assert "observers.citations.graph" in found and "observers/worker.py:1" in found
-    assert check("observers.worker", "from . import citations")
+    [found] = check("observers._worker", "from .citations import graph")
+    assert "observers.citations.graph" in found and "observers/_worker.py:1" in found
+    assert check("observers._worker", "from . import citations")
     assert check("observers", "from .citations import graph", package=True)
     assert not check("observers.citations.graph", "from .. import worker")
-    assert not check("observers.worker", "from percolator import client")
+    assert not check("observers._worker", "from percolator import client")
 
 
 def test_checker_keeps_each_package_below_the_next() -> None:
     [found] = check("percolator.commands.serve", "from observers import Worker")
     assert "package percolator" in found
-    assert check("observers.worker", "from percolator.commands import serve")
+    assert check("observers._worker", "from percolator.commands import serve")
     assert not check("observers.citations.graph", "from percolator.commands import serve")

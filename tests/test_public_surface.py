@@ -22,6 +22,8 @@ PUBLIC_MODULES = {
         # the notification verbs' values and the log's bucket function, for the observers
         "notifications",
     },
+    # the package root is the observers' API; citations is the example app, commands the CLI's
+    "observers": {"citations", "commands", "errors"},
 }
 
 PERCOLATOR_EXPORTS = {

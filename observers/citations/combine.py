@@ -74,8 +74,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from observers import Observer
-from observers.registry import Placement
+from observers import Observer, Placement
 
 from .contention import DEFAULT_SLOTS, InFlight, RecentTargets
 from .schema import CITED_BY, decode_count, encode_count

@@ -40,8 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from observers import Observer
-from observers.registry import Placement
+from observers import Observer, Placement
 
 from .combine import (
     DEFAULT_BURST,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from observers.retry import through_outages
+from observers import through_outages
 
 from .combine import FOLD, QUEUE_PREFIX, check_target
 from .schema import REFS, encode_refs, row_key

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from observers.status import format_column
+from observers import format_column
 from percolator.cli import CommandError
 from percolator.commands.client_args import add_target_arguments, open_client
 

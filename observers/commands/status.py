@@ -19,8 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from bigtable_lite import StorageError
-from observers import cluster_status, format_status
-from observers.status import status_json
+from observers import cluster_status, format_status, status_json
 from percolator import GcStatus
 from percolator.commands.arg_types import positive_float
 from percolator.commands.client_args import add_target_arguments, open_channel, open_client

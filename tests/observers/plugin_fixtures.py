@@ -1,4 +1,4 @@
-"""Observers in the shapes a plugin spec may name (see observers.plugins)."""
+"""Observers in the shapes a plugin spec may name (see observers._plugins)."""
 
 from __future__ import annotations
 

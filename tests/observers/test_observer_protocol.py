@@ -15,9 +15,9 @@ import pytest
 
 from bigtable_lite import Put, RowMutation
 from observers import Observer, observer
-from observers import layout as olayout
-from observers.notifications import PendingCell, cells_of
-from observers.processing import (
+from observers import _layout as olayout
+from observers._notifications import PendingCell, cells_of
+from observers._processing import (
     MalformedNotification,
     Outcome,
     finish,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bigtable_lite import Put, RowMutation
 from observers import Worker, cluster_status, format_status, list_parked
-from observers.status import dumps
+from observers._status import dumps
 from percolator import Client, layout
 from percolator._notify import log
 from percolator.notifications import BUCKETS

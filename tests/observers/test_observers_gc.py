@@ -18,7 +18,7 @@ import pytest
 
 from bigtable_lite import ALL_TIME, RowRead, ScanRequest
 from observers import Worker, observer
-from observers.layout import ack_column
+from observers._layout import ack_column
 from percolator import Client, Transaction, layout
 from percolator._gc import Collector
 from percolator._node_client import NodeClient

@@ -9,11 +9,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from observers.batch_limits import BatchLimits
-from observers.notifications import Entry, PendingCell
-from observers.registry import Observer
-from observers.retry import Backoff, RetryBook
-from observers.work_queue import WorkQueue
+from observers._batch_limits import BatchLimits
+from observers._notifications import Entry, PendingCell
+from observers._registry import Observer
+from observers._retry import Backoff, RetryBook
+from observers._work_queue import WorkQueue
 from percolator.clock import FakeClock
 
 A, B = b"col:a", b"col:b"  # A's observer takes batches of up to 3 cells, B's one at a time
@@ -187,9 +187,9 @@ def test_a_released_bucket_is_not_claimed_by_the_pull_that_releases_it() -> None
     read it from its start: this worker dropped the bucket's cells when it released it."""
     import dataclasses
 
-    from observers.feed import Feed
-    from observers.ownership import Ownership
-    from observers.stats import Counters
+    from observers._feed import Feed
+    from observers._ownership import Ownership
+    from observers._stats import Counters
     from percolator.notifications import Cursors, PullReply
 
     queue, _, stopping = new_queue()
@@ -212,9 +212,9 @@ def test_a_bucket_whose_revocation_is_cancelled_is_read_again_from_its_start() -
     it is not released yet), then the node cancels the revocation (the assignment
     changed back): the worker's cursor is past the dropped cells, so its next pull must
     not claim the bucket, and the node reads it from its start."""
-    from observers.feed import Feed
-    from observers.ownership import Ownership
-    from observers.stats import Counters
+    from observers._feed import Feed
+    from observers._ownership import Ownership
+    from observers._stats import Counters
     from percolator.notifications import Cursors, PullReply
 
     queue, _, stopping = new_queue()

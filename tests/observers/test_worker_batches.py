@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from observers import Backoff, Observer, Worker, list_parked
-from observers.batch_limits import BatchLimits
+from observers._batch_limits import BatchLimits
 from percolator import Client, Transaction, failpoints
 
 from .observer_fixtures import client_fixture, read, server_fixture, write_cells  # noqa: F401

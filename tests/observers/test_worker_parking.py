@@ -10,7 +10,7 @@ import pytest
 
 from bigtable_lite import Put, RowMutation
 from observers import Backoff, Worker, list_parked, observer, replay_parked
-from observers.retry import RetryBook
+from observers._retry import RetryBook
 from percolator import Client, Transaction, layout
 from percolator._notify import log
 from percolator.clock import FakeClock

@@ -20,10 +20,10 @@ import pytest
 
 from bigtable_lite import Put, RowMutation
 from observers import Worker, observer
-from observers.layout import decode_park_info
-from observers.parking import list_parked
-from observers.stats import WorkerStats
-from observers.status import cluster_status, format_status
+from observers._layout import decode_park_info
+from observers._parking import list_parked
+from observers._stats import WorkerStats
+from observers._status import cluster_status, format_status
 from percolator import Client, Transaction, layout
 from percolator._notify import log as notify_log
 from percolator._notify.parking import PARKED_INFO, PARKED_NOTE

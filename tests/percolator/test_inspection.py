@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bigtable_lite import DataCorruption, Put, RowMutation
-from observers.layout import ack_column, encode_ack
+from observers._layout import ack_column, encode_ack
 from percolator import Client, cli, layout, records
 from percolator._backend import CellWrite, PrewriteRequest
 from percolator._inspection import cell_records, list_locks, raw_rows

@@ -5,11 +5,11 @@ Threads of one worker::
 
     feed (1)         pulls entries of the buckets the node assigned it (a long poll
                      when idle), hands finished entries back, releases revoked
-                     buckets, renews its lease, reports its counters (observers.feed)
-    processors (N)   take a cell, run the per-cell protocol (observers.processing),
+                     buckets, renews its lease, reports its counters (observers._feed)
+    processors (N)   take a cell, run the per-cell protocol (observers._processing),
                      then count, back off or park
 
-Between them, the work queue (observers.work_queue): a cell is queued or in flight at
+Between them, the work queue (observers._work_queue): a cell is queued or in flight at
 most once per worker; entries of a queued cell coalesce.  Failing cells back off (in
 clock time) and are held until due, so they never hold up others.  Everything the
 worker does to shared state goes through the backend's notification verbs
@@ -34,18 +34,18 @@ from percolator import Client, CommitConflict
 from percolator.clock import Clock
 from percolator.errors import OracleError
 
-from .batch_limits import BatchLimits
+from ._batch_limits import BatchLimits
+from ._feed import Feed
+from ._layout import ParkInfo, encode_park_info
+from ._metrics import ObserverMetrics
+from ._notifications import PendingCell, done_refs
+from ._ownership import Ownership
+from ._processing import CellResult, MalformedNotification, Outcome, process_cell, process_cells
+from ._registry import Observer, ObserverRegistry
+from ._retry import DEFAULT_BACKOFF, OUTAGE_BACKOFF, Backoff, RetryBook, is_transient
+from ._stats import Counters, WorkerStats, percentile
+from ._work_queue import WorkQueue
 from .errors import ConfigurationError, WorkerFailed, WorkerTimeout
-from .feed import Feed
-from .layout import ParkInfo, encode_park_info
-from .metrics import ObserverMetrics
-from .notifications import PendingCell, done_refs
-from .ownership import Ownership
-from .processing import CellResult, MalformedNotification, Outcome, process_cell, process_cells
-from .registry import Observer, ObserverRegistry
-from .retry import DEFAULT_BACKOFF, OUTAGE_BACKOFF, Backoff, RetryBook, is_transient
-from .stats import Counters, WorkerStats, percentile
-from .work_queue import WorkQueue
 
 log = logging.getLogger(__name__)
 

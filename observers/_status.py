@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from percolator import Client
 from percolator.notifications import ColumnInfo
 
-from .parking import ParkedNotification, list_parked
-from .stats import WorkerStats
+from ._parking import ParkedNotification, list_parked
+from ._stats import WorkerStats
 
 __all__ = ["ClusterStatus", "WorkerStatus", "cluster_status", "format_status"]
 

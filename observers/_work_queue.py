@@ -24,9 +24,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from .batch_limits import BatchLimits
-from .notifications import PendingCell
-from .retry import RetryBook
+from ._batch_limits import BatchLimits
+from ._notifications import PendingCell
+from ._retry import RetryBook
 
 __all__ = ["WAIT_SLICE", "WorkQueue"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from .registry import Observer
+from ._registry import Observer
 
 
 class BatchLimits:

@@ -13,8 +13,8 @@ import importlib
 from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 
+from ._registry import Observer, ObserverRegistry
 from .errors import PluginError
-from .registry import Observer, ObserverRegistry
 
 ENTRY_POINT_GROUP = "percolator.observers"
 

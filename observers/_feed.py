@@ -30,10 +30,10 @@ from bigtable_lite import StorageError
 from percolator.errors import PercolatorError
 from percolator.notifications import NotificationsBackend, PullReply, PullRequest
 
-from .notifications import Entry, cells_of, done_refs
-from .ownership import Buckets, Ownership
-from .stats import Counters
-from .work_queue import WorkQueue
+from ._notifications import Entry, cells_of, done_refs
+from ._ownership import Buckets, Ownership
+from ._stats import Counters
+from ._work_queue import WorkQueue
 
 __all__ = ["Feed", "LONG_POLL"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from percolator import Client
 
-from .layout import ParkInfo, decode_park_info
+from ._layout import ParkInfo, decode_park_info
 
 __all__ = ["ParkedNotification", "list_parked", "replay_parked"]
 

@@ -26,7 +26,7 @@ from percolator.metrics import (
     observer_pending_family,
 )
 
-from .registry import ObserverRegistry
+from ._registry import ObserverRegistry
 
 __all__ = ["PENDING_CAP", "ObserverMetrics"]
 

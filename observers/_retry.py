@@ -3,7 +3,7 @@
 Two kinds of setback, kept apart:
 
 * failures -- the observer raised.  Counted per cell; retried after an exponential
-  backoff; after ``max_failures`` the worker parks the cell (observers.parking).
+  backoff; after ``max_failures`` the worker parks the cell (observers._parking).
 * retries -- not the observer's fault: a write-write conflict, a writer still
   alive (its lock undecided), a store or oracle hiccup.  Retried with a short
   backoff, never counted towards parking (a cluster-wide outage must not park

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from percolator import Client
 from percolator.failpoints import hit
 
-from . import layout
-from .notifications import PendingCell, done_refs
-from .registry import Observer
+from . import _layout as layout
+from ._notifications import PendingCell, done_refs
+from ._registry import Observer
 
 __all__ = ["CellResult", "MalformedNotification", "Outcome", "finish", "process_cell",
            "process_cells", "run_observer", "run_observer_batch"]
