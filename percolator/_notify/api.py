@@ -176,3 +176,9 @@ class NotificationsBackend(Protocol):
     def compact(self, table: bytes) -> None:
         """Drop deleted entries of the log from disk."""
         ...
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until the node can be reached; whether it
+        can.  After a failed call, a caller waits here instead of sleeping a back-off, so
+        it calls again as soon as a restarted node takes calls."""
+        ...

@@ -326,6 +326,9 @@ class Notifications:
                                        m.stats or (old.stats if old is not None else b""))
         return [out[w] for w in sorted(out)]
 
+    def wait_ready(self, timeout: float) -> bool:
+        return True  # in this process: nothing to reach
+
     def compact(self, table: bytes) -> None:
         self._store.compact_table(layout.notify_table(table))
 
