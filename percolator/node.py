@@ -45,7 +45,12 @@ from ._metrics_rpc import RpcMetrics
 from ._node_service import NodeService
 from ._notify.service import NotificationsService
 from ._safe_point import DEFAULT_CLIENT_LEASE
-from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
+from ._sessions import (
+    DEFAULT_LOCK_WAIT,
+    DEFAULT_MAX_OPEN,
+    DEFAULT_MAX_OPEN_PER_CALLER,
+    Sessions,
+)
 from ._transport.native_server import DEFAULT_MAX_CONNECTIONS, NativeServer
 from ._txn_service import TransactionsService
 from .clock import Clock
@@ -139,7 +144,7 @@ class Node:
     lock written at this node (default: the system clock; its clients' clocks never do),
     and of the Transactions service's transactions, and the GC life time and client
     leases.  ``max_transactions``: transactions the Transactions service holds open at
-    once; ``txn_lock_wait``: seconds one of its reads waits for a live lock before it
+    once, ``max_transactions_per_token`` of them for one token; ``txn_lock_wait``: seconds one of its reads waits for a live lock before it
     answers UNAVAILABLE (a server thread waits meanwhile).  Garbage collection runs every
     ``gc_interval`` seconds (None: only on request), keeping every snapshot of the last
     ``gc_life_time`` seconds and of every running transaction of its clients readable
@@ -155,6 +160,7 @@ class Node:
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
                  clock: Clock | None = None, policy: ServerPolicy = ServerPolicy(),
                  max_transactions: int = DEFAULT_MAX_OPEN,
+                 max_transactions_per_token: int = DEFAULT_MAX_OPEN_PER_CALLER,
                  txn_lock_wait: float = DEFAULT_LOCK_WAIT,
                  gc_life_time: float = DEFAULT_GC_LIFE_TIME,
                  gc_interval: float | None = DEFAULT_GC_INTERVAL,
@@ -182,7 +188,8 @@ class Node:
             self.notifications = NotificationsService(
                 self.backend.notifications, self.store.limits, max_polls=polls)
             self.transactions = TransactionsService(self.backend, Sessions(
-                self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
+                self.backend, max_open=max_transactions,
+                max_open_per_caller=max_transactions_per_token, lock_wait=txn_lock_wait),
                 max_streams=transaction)
             self.server: grpc.Server
             self.server, self.port = build_server(

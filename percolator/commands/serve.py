@@ -28,6 +28,7 @@ from bigtable_lite.server import DEFAULT_STREAM_IDLE, InsecureListen, ServerPoli
 
 from .._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from .._safe_point import DEFAULT_CLIENT_LEASE
+from .._sessions import DEFAULT_MAX_OPEN, DEFAULT_MAX_OPEN_PER_CALLER
 from .._transport.native_server import DEFAULT_MAX_CONNECTIONS
 from ..cli import CommandError
 from ..node import DEFAULT_GRACE, MIN_WORKERS, NATIVE_AUTO, Node
@@ -88,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a client's report of its running transactions holds"
                         " garbage collection back; a killed client's holds end after it"
                         " (default %(default)s)")
+    parser.add_argument("--max-transactions", type=positive_int, default=DEFAULT_MAX_OPEN,
+                        metavar="N", help="transactions the Transactions service holds open"
+                        " at once (default %(default)s)")
     security = parser.add_argument_group("security")
     security.add_argument("--tls-cert", type=Path, metavar="FILE",
                           help="PEM certificate (chain) to serve TLS with; reloaded when the"
@@ -101,6 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           " admin; '#' comments")
     security.add_argument("--insecure", action="store_true",
                           help="allow a non-loopback --listen without TLS and tokens")
+    security.add_argument("--max-transactions-per-token", type=positive_int,
+                          default=DEFAULT_MAX_OPEN_PER_CALLER, metavar="N",
+                          help="of --max-transactions, how many one token may hold open, so"
+                          " one cannot take them all (with --auth-tokens; default"
+                          " %(default)s)")
     security.add_argument("--stream-idle-timeout", type=positive_float,
                           default=DEFAULT_STREAM_IDLE, metavar="SECONDS",
                           help="cancel a stream whose client reads nothing this long"
@@ -148,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
                         gc_client_lease=args.gc_client_lease,
                         metrics_listen=args.metrics_listen,
                         native_listen=args.native_listen,
-                        max_native_connections=args.native_connections)
+                        max_native_connections=args.native_connections,
+                        max_transactions=args.max_transactions,
+                        max_transactions_per_token=args.max_transactions_per_token)
         except InsecureListen as exc:
             raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
                                " --insecure)") from exc

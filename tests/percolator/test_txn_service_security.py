@@ -187,6 +187,26 @@ def test_a_transaction_is_its_callers_alone(node: Node, stream: bool) -> None:
         assert reader_txn.get(*CELL) == b"mine" and reader_txn.start_ts > committed
 
 
+def test_one_token_cannot_take_every_open_transaction_of_the_node(tmp_path: Path) -> None:
+    """Open transactions are bounded per token as well as per node: a token at its
+    bound is refused RESOURCE_EXHAUSTED naming the bound, and another token still
+    begins; ending one of the first token's lets it begin again."""
+    with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(), max_transactions=10,
+              max_transactions_per_token=3) as node, \
+            service(node.address, Role.WRITE) as greedy, \
+            service(node.address, None, token=OTHER_WRITER) as other:
+        held = [greedy.begin() for _ in range(3)]
+        refused = must_fail(Code.RESOURCE_EXHAUSTED, greedy.begin)
+        assert "--max-transactions-per-token 3" in refused.details, refused.details
+        others = [other.begin() for _ in range(3)]  # not starved by the first token
+        assert node.transactions.sessions.open == 6
+        held.pop().rollback()
+        held.append(greedy.begin())
+        for txn in held + others:
+            txn.rollback()
+        assert node.transactions.sessions.open == 0
+
+
 def test_transactions_over_tls_and_mutual_tls(tmp_path: Path) -> None:
     """The service speaks TLS on the node's port like every other: a caller trusting the
     node's CA commits; a plain-text caller gets no answer; with mutual TLS a caller
