@@ -144,8 +144,9 @@ class Node:
     lock written at this node (default: the system clock; its clients' clocks never do),
     and of the Transactions service's transactions, and the GC life time and client
     leases.  ``max_transactions``: transactions the Transactions service holds open at
-    once, ``max_transactions_per_token`` of them for one token; ``txn_lock_wait``: seconds one of its reads waits for a live lock before it
-    answers UNAVAILABLE (a server thread waits meanwhile).  Garbage collection runs every
+    once, ``max_transactions_per_token`` of them for one token; ``txn_lock_wait``:
+    seconds one of its reads waits for a live lock before it answers UNAVAILABLE (a
+    server thread waits meanwhile).  Garbage collection runs every
     ``gc_interval`` seconds (None: only on request), keeping every snapshot of the last
     ``gc_life_time`` seconds and of every running transaction of its clients readable
     (``gc_client_lease``: how long a client's report of its transactions holds).
