@@ -5,8 +5,16 @@ registry (every metric counted where it happens, ``percolator.metrics``, and
 ``prometheus_client``'s process and Python collectors) together with the families its
 owner provides when scraped (a node's oracle and disk size, a worker's pending
 notifications), each endpoint its own: two nodes in one process (tests) never
-register one name twice.  A plain HTTP server on its own daemon thread
+register one name twice.  An HTTP server on its own daemon thread
 (``prometheus_client.start_http_server``); scrapes never touch the gRPC threads.
+
+Protected mode, as for a node's port (``bigtable_lite.server.check_exposure``): beyond a
+loopback address the endpoint is served only over TLS (``tls``: HTTPS with that
+certificate; with its ``client_ca``, only to scrapers with a client certificate it
+signed), or when ``insecure`` says the network is trusted.  Metrics name tables and
+workers and show what a cluster does and how much; and a scraper cannot tell a plain
+HTTP endpoint from an impostor.  The certificate is loaded when the endpoint starts (a
+rotated one is served after a restart; the node's gRPC port reloads its own).
 """
 
 from __future__ import annotations
@@ -18,9 +26,25 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
+from bigtable_lite.credentials import ServerTLS, is_loopback, split_host
+from bigtable_lite.server import InsecureListen
+
 from .metrics import Provider
 
-__all__ = ["MetricsEndpoint"]
+__all__ = ["InsecureMetrics", "MetricsEndpoint", "check_exposure"]
+
+
+class InsecureMetrics(InsecureListen):
+    """Refused: serving metrics beyond this host over plain HTTP (protected mode)."""
+
+
+def check_exposure(listen: str, tls: ServerTLS | None, *, insecure: bool = False) -> None:
+    """InsecureMetrics for metrics beyond loopback without TLS, unless ``insecure``."""
+    if tls is None and not insecure and not is_loopback(split_host(listen)):
+        raise InsecureMetrics(
+            f"refusing to serve metrics on {listen} over plain HTTP: it is not a loopback"
+            " address, and anyone who can reach it could read what the cluster holds and"
+            " does (tables, workers, rates), from an endpoint a scraper cannot authenticate")
 
 
 class _Provided:
@@ -49,10 +73,15 @@ def _split(listen: str) -> tuple[str, int]:
 
 
 class MetricsEndpoint:
-    """``/metrics`` on ``listen`` ("HOST:PORT", port 0 = pick one), once :meth:`start`-ed."""
+    """``/metrics`` on ``listen`` ("HOST:PORT", port 0 = pick one), once :meth:`start`-ed;
+    over HTTPS with ``tls``.  InsecureMetrics for an address beyond loopback without
+    ``tls``, unless ``insecure`` (see the module docstring)."""
 
-    def __init__(self, listen: str, providers: Sequence[Provider] = ()) -> None:
+    def __init__(self, listen: str, providers: Sequence[Provider] = (), *,
+                 tls: ServerTLS | None = None, insecure: bool = False) -> None:
+        check_exposure(listen, tls, insecure=insecure)
         self.listen = listen
+        self.tls = tls
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Forward())
         self.registry.register(_Provided(tuple(providers)))
@@ -64,7 +93,15 @@ class MetricsEndpoint:
         """Bind and serve; OSError (saying where) if the address cannot be bound."""
         host, port = _split(self.listen)
         try:
-            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+            if self.tls is None:
+                self._server, self._thread = start_http_server(port, host,
+                                                               registry=self.registry)
+            else:
+                ca = self.tls.client_ca
+                self._server, self._thread = start_http_server(
+                    port, host, registry=self.registry, certfile=str(self.tls.cert),
+                    keyfile=str(self.tls.key), client_cafile=None if ca is None else str(ca),
+                    client_auth_required=ca is not None)
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {self.listen}:"
                           f" {exc.strerror or exc}") from exc
@@ -74,7 +111,7 @@ class MetricsEndpoint:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}/metrics"
+        return f"{'http' if self.tls is None else 'https'}://{self.address}/metrics"
 
     def stop(self) -> None:
         """Stop serving and release the port.  Idempotent."""

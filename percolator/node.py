@@ -151,7 +151,8 @@ class Node:
     ``gc_life_time`` seconds and of every running transaction of its clients readable
     (``gc_client_lease``: how long a client's report of its transactions holds).
     ``metrics_listen`` ("HOST:PORT"): serve ``/metrics`` there from :meth:`start`
-    (``metrics_address`` is where).
+    (``metrics_address`` is where), over HTTPS with the policy's TLS; beyond loopback
+    only so, or ``insecure`` (``InsecureMetrics``).
     ``native_listen``: where to serve the native transport (:func:`native_address`:
     loopback only, and only without tokens and TLS), ``max_native_connections`` its
     connections (a thread each) open at once.
@@ -172,7 +173,7 @@ class Node:
         batch, timestamp, tablet, transaction, polls = stream_shares(max_workers)
         check_exposure(listen, policy)  # before the data directory is touched
         self.metrics = None if metrics_listen is None else MetricsEndpoint(
-            metrics_listen, [self._scraped])
+            metrics_listen, [self._scraped], tls=policy.tls, insecure=policy.insecure)
         native_at = native_address(listen, native_listen, guarded=policy.tokens is not None
                                    or policy.tls is not None)  # likewise
         self.store = LocalStore(data_dir, sync=sync)

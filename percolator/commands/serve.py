@@ -4,7 +4,7 @@
 prints ``percolator serve: listening on HOST:PORT`` (the real port when 0 was given) on
 stdout, flushed, once the server accepts calls: scripts and tests wait for it.  With
 ``--metrics-listen``, a line ``percolator serve: metrics on http://HOST:PORT/metrics``
-comes before it (docs/operations.md lists the metrics).
+(``https://`` with TLS) comes before it (docs/operations.md lists the metrics).
 
 Security (``bigtable_lite.auth``, ``bigtable_lite.credentials``): ``--tls-cert`` and
 ``--tls-key`` serve TLS (files replaced on disk are served to new connections, no
@@ -31,6 +31,7 @@ from .._safe_point import DEFAULT_CLIENT_LEASE
 from .._sessions import DEFAULT_MAX_OPEN, DEFAULT_MAX_OPEN_PER_CALLER
 from .._transport.native_server import DEFAULT_MAX_CONNECTIONS
 from ..cli import CommandError
+from ..metrics_endpoint import InsecureMetrics
 from ..node import DEFAULT_GRACE, MIN_WORKERS, NATIVE_AUTO, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
 from .arg_types import (
@@ -74,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " skips at most this many (default %(default)s)")
     parser.add_argument("--metrics-listen", type=listen_address, default=None,
                         metavar="HOST:PORT", help="serve Prometheus metrics at"
-                        " http://HOST:PORT/metrics (default: off; port 0 picks one)")
+                        " http://HOST:PORT/metrics, https:// with --tls-cert (default: off;"
+                        " port 0 picks one); beyond loopback only over TLS or with --insecure")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
     parser.add_argument("--gc-life-time", type=non_negative_float, default=DEFAULT_GC_LIFE_TIME,
@@ -160,6 +162,9 @@ def run(args: argparse.Namespace) -> int:
                         max_native_connections=args.native_connections,
                         max_transactions=args.max_transactions,
                         max_transactions_per_token=args.max_transactions_per_token)
+        except InsecureMetrics as exc:
+            raise CommandError(f"{exc} (give --tls-cert and --tls-key to serve it over HTTPS,"
+                               " or --insecure)") from exc
         except InsecureListen as exc:
             raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
                                " --insecure)") from exc
