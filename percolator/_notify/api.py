@@ -105,6 +105,7 @@ class ColumnInfo:
     backfill_estimated: int
     pending: int  # entries in the log (counted up to a cap)
     workers: tuple[str, ...]  # live workers observing it
+    damaged: str = ""  # why its registration record did not decode ("" : it did)
 
 
 @dataclass(frozen=True, slots=True)

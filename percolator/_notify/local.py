@@ -218,7 +218,7 @@ class Notifications:
             out.append(ColumnInfo(
                 column, reg.registered_at, reg.partition_prefix, reg.backfill == log.PENDING,
                 reg.done, reg.estimated, self.pending(table, [column], 1_000_000),
-                tuple(sorted(m.worker for m in live if column in m.columns))))
+                tuple(sorted(m.worker for m in live if column in m.columns)), reg.damaged))
         return out
 
     def pull(self, table: bytes, request: PullRequest) -> PullReply:

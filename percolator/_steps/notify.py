@@ -18,9 +18,13 @@ wrote, also when the write failed (an over-estimate only costs a read).
 
 Registrations persist in ``<table>.config``, row ``layout.OBSERVED_ROW``: one store
 column per observed column, at ts 0, value = a registration record (``_notify.log``).
-A record that does not decode is logged and read as a column observed with no
-partition prefix and no backfill: a damaged system row must neither stop anything nor
-silently stop notifications.
+A record that does not decode is logged (once, when the table's registrations are
+read) and read as a column observed with no partition prefix and no backfill, marked
+``damaged`` (status shows it): a damaged system row must neither stop anything nor
+silently stop notifications -- skipping it would leave commits to the column without
+entries, changes its observer would never see.  Registering the column again rewrites
+the record (at a new registered_at, with no backfill: its commits were notified all
+along).
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ class ObservedColumns:
             except ValueError as exc:
                 _log.error("table %r: %s; the column stays observed (no partition prefix,"
                            " no backfill) until it is registered again", table, exc)
-                reg = Registration(cell.column, 0)
+                reg = Registration(cell.column, 0, damaged=str(exc))
             out[cell.column] = reg
         return out
 
@@ -105,6 +109,14 @@ class ObservedColumns:
         with self._lock:
             regs = dict(self._registrations[table])
             old = regs.get(column)
+            if old is not None and old.damaged:  # observed all along: rewrite, no backfill
+                reg = Registration(column, oracle.get_timestamp(), partition_prefix)
+                self._persist(table, reg)
+                regs[column] = reg
+                self._install(table, regs)
+                _log.warning("table %r: the registration of %r is written again", table,
+                             column)
+                return reg, False
             if old is not None and old.partition_prefix == partition_prefix:
                 return old, False
             if old is not None:  # a new bucket function for new entries; nothing else
@@ -120,10 +132,13 @@ class ObservedColumns:
                 regs = dict(regs)
                 regs[column] = reg
                 self._install(table, regs)
-            self._store.mutate_rows([RowMutation(
-                layout.config_table(table), layout.OBSERVED_ROW,
-                (Put(column, 0, log.encode_registration(reg)),))], sync=True)
+            self._persist(table, reg)
             return reg, old is None
+
+    def _persist(self, table: bytes, reg: Registration) -> None:
+        self._store.mutate_rows([RowMutation(
+            layout.config_table(table), layout.OBSERVED_ROW,
+            (Put(reg.column, 0, log.encode_registration(reg)),))], sync=True)
 
     def unregister(self, table: bytes, column: bytes) -> Registration | None:
         """Stop notifying ``column`` (entries already written stay); its old registration."""
