@@ -7,12 +7,17 @@
 //
 //   const { Client } = require('./percolator');
 //   const client = new Client('127.0.0.1:7070');
+//   // a node with TLS and tokens (docs/security.md):
+//   //   new Client('node.example:7070', { token, tlsCa: 'ca.pem' })
+//   // and with mutual TLS also tlsCert: 'client.pem', tlsKey: 'client.key'
 //   await client.run(async (txn) => {
 //     const a = Number(await txn.get('alice', 'balance'));
 //     txn.set('alice', 'balance', String(a - 10));
 //   });
 'use strict';
 
+const fs = require('fs');
+const net = require('net');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -103,13 +108,51 @@ const STREAM_FIELDS = {
   Begin: 'begin', Get: 'get', BatchGet: 'batchGet', Scan: 'scan', Commit: 'commit', Rollback: 'rollback',
 };
 
+/** Whether HOST of HOST:PORT is this machine (127.0.0.0/8, ::1, localhost). */
+function isLoopback(address) {
+  const host = address.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  if (host === 'localhost') return true;
+  if (net.isIPv4(host)) return host.startsWith('127.');
+  return net.isIPv6(host) && host === '::1';
+}
+
+/** Channel credentials and interceptors for a node's TLS and token (docs/security.md):
+ *  TLS when tlsCa is given (tlsCert and tlsKey add a client certificate: mutual TLS);
+ *  the token on every call as `authorization: Bearer TOKEN`, sent without TLS only to a
+ *  loopback address (as the Python client: a token never travels in the clear). */
+function security(address, { token = '', tlsCa = '', tlsCert = '', tlsKey = '' }) {
+  if (Boolean(tlsCert) !== Boolean(tlsKey)) throw new Error('tlsCert and tlsKey go together');
+  if (tlsCert && !tlsCa) throw new Error('a client certificate (tlsCert) needs tlsCa');
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  const credentials = tlsCa
+    ? grpc.credentials.createSsl(read(tlsCa), read(tlsKey), read(tlsCert))
+    : grpc.credentials.createInsecure();
+  if (!token) return { credentials, interceptors: [] };
+  if (!tlsCa && !isLoopback(address)) {
+    throw new Error(`a token is sent only over TLS or to this host: give tlsCa to reach ${address}`);
+  }
+  const bearer = (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('authorization', `Bearer ${token}`);
+      next(metadata, listener);
+    },
+  });
+  return { credentials, interceptors: [bearer] };
+}
+
 class Client {
   /** @param {string} address HOST:PORT of a `percolator serve` node
    *  @param {object} options  stream: send every call as a message of one Stream call
    *  (cheaper for the node and for this process while there is work; falls back to
-   *  unary calls if the node refuses the stream) */
-  constructor(address, { deadlineSeconds = 30, table = '', stream = false } = {}) {
-    this.stub = new v1.Transactions(address, grpc.credentials.createInsecure());
+   *  unary calls if the node refuses the stream); token: sent with every call; tlsCa:
+   *  PEM file of the CA that signed the node's certificate (TLS on); tlsCert, tlsKey:
+   *  PEM files of a client certificate and its key (mutual TLS) */
+  constructor(address, {
+    deadlineSeconds = 30, table = '', stream = false, token = '', tlsCa = '', tlsCert = '',
+    tlsKey = '',
+  } = {}) {
+    const { credentials, interceptors } = security(address, { token, tlsCa, tlsCert, tlsKey });
+    this.stub = new v1.Transactions(address, credentials, { interceptors });
     this.deadlineSeconds = deadlineSeconds;
     this.table = bytes(table);
     this.stream = stream;
@@ -269,4 +312,6 @@ class Transaction {
   }
 }
 
-module.exports = { Client, Transaction, conflictOf, errorName, grpc, status: grpc.status };
+module.exports = {
+  Client, Transaction, conflictOf, errorName, isLoopback, grpc, status: grpc.status,
+};

@@ -8,8 +8,11 @@ with a token table; one is a ``percolator serve`` process, whose memory is read 
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from percolator.node import Node
 from percolator.v1 import node_pb2
 from percolator.v1 import transactions_pb2 as pb
 from tests.certs import CA
-from tests.procs import ServerProcess
+from tests.procs import REPO, ServerProcess
 
 from .txn_service_client import ServiceClient, ServiceError
 
@@ -231,6 +234,52 @@ def test_transactions_over_tls_and_mutual_tls(tmp_path: Path) -> None:
                             tls_cert=client_cert, tls_key=client_key, timeout=WAIT) as check:
             reader = check.begin()
             assert reader.get(*CELL) == b"7" and reader.start_ts > committed
+
+
+def test_the_node_js_example_reaches_a_node_with_tokens_and_mutual_tls(tmp_path: Path
+                                                                      ) -> None:
+    """examples/node's bank (its client, percolator.js) on a node with tokens and mutual
+    TLS: --token / PERCOLATOR_TOKEN, --tls-ca, --tls-cert and --tls-key; without a token
+    it is UNAUTHENTICATED, with a read token its writes are PERMISSION_DENIED."""
+    node_js = shutil.which("node")
+    if node_js is None:
+        pytest.skip("node (Node.js) is not installed: this test runs examples/node")
+    if not (REPO / "examples" / "node" / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.fail("examples/node has no node_modules: run `npm ci --prefix examples/node`"
+                    " (.ci/run does) before the tests")
+    ca, clients = CA("node CA"), CA("client CA")
+    cert, key = ca.issue("node", server=True).write(tmp_path, "node")
+    ca_file = ca.write(tmp_path / "ca.pem")
+    client_cert, client_key = clients.issue("bank", server=False).write(tmp_path, "bank")
+    tls = ServerTLS(cert, key, clients.write(tmp_path / "clients.pem"))
+    with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(tls=tls)) as node:
+
+        def bank(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+            env = {k: v for k, v in os.environ.items() if k != "PERCOLATOR_TOKEN"}
+            if token is not None:
+                env["PERCOLATOR_TOKEN"] = token
+            return subprocess.run(
+                [node_js, str(REPO / "examples" / "node" / "bank.js"), node.address, *args,
+                 "--tls-ca", str(ca_file), "--tls-cert", str(client_cert), "--tls-key",
+                 str(client_key)], capture_output=True, text=True, timeout=WAIT, env=env,
+                check=False)
+
+        def answer(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+            assert done.returncode == 0, done.stderr
+            parsed: dict[str, object] = json.loads(done.stdout)
+            return parsed
+
+        assert answer(bank("load", "--token", TOKENS[Role.WRITE]))["loaded"] == 10
+        moved = answer(bank("transfer", "--transfers", "20", "--audit-every", "5",
+                            token=TOKENS[Role.WRITE]))  # the token from the environment
+        assert moved["committed"] == 20 and moved["badAudits"] == 0, moved
+        assert answer(bank("total", "--token", TOKENS[Role.READ])) == {"total": 1000}
+        unauthenticated = bank("total")
+        assert unauthenticated.returncode == 1
+        assert "UNAUTHENTICATED" in unauthenticated.stderr, unauthenticated.stderr
+        denied = bank("load", "--token", TOKENS[Role.READ])
+        assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr, denied.stderr
+        assert answer(bank("total", "--token", TOKENS[Role.READ])) == {"total": 1000}
 
 
 def test_a_batch_get_gathers_values_only_up_to_the_reply_budget(node: Node,
