@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from observers._retry import reconnect_or_back_off
 from percolator import Client
 from tests.procs import ServerProcess
 
 from . import sum_observers
 from .observer_fixtures import eventually, write_cells
 from .worker_procs import SUM_OBSERVERS, WorkerProcess
-
-pytestmark = pytest.mark.slow
 
 BOUND = 2.0
 """Seconds from the port accepting to the probe processed, on a loaded 2-core machine
@@ -51,6 +50,25 @@ def processed(client: Client, row: bytes) -> bool:
     return sum_observers.runs(client, [row])[row] == 1
 
 
+@pytest.mark.parametrize("reachable", [True, False])
+def test_after_a_failure_a_reachable_node_is_backed_off_and_an_unreachable_one_awaited(
+        reachable: bool) -> None:
+    """A node that could be reached all along refused the call: back off the delay.  One
+    that could not: the wait for it to be reachable was the pause; call again at once."""
+    waits: list[float] = []
+    slept: list[float] = []
+
+    def ready(timeout: float) -> bool:
+        waits.append(timeout)
+        return reachable
+
+    reconnect_or_back_off(ready, 0.2, slept.append, 0.5)
+    assert waits == [0.5]
+    assert len(slept) == (1 if reachable else 0)
+    assert all(0 < s <= 0.2 for s in slept)
+
+
+@pytest.mark.slow
 def test_a_worker_processes_again_within_a_second_of_the_node_back(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data").start()
     worker = None
