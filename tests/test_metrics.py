@@ -32,12 +32,12 @@ from percolator.clock import FakeClock
 from percolator.metric_types import CounterChild, Family, HistogramChild, counter
 from percolator.metrics import NAMES
 from percolator.oracle import Oracle
+from tests.certs import CA
 from tests.observers import sum_observers
 from tests.observers.observer_fixtures import eventually, write_cells
 from tests.observers.worker_procs import SUM_OBSERVERS, WorkerProcess
 from tests.percolator.steps import must_prewrite, new_txn
 from tests.percolator.txn_service_client import ServiceClient, ServiceError
-from tests.certs import CA
 from tests.procs import REPO, ServerProcess, percolator_command
 
 WAIT = 60.0
