@@ -24,7 +24,10 @@ read) and read as a column observed with no partition prefix and no backfill, ma
 silently stop notifications -- skipping it would leave commits to the column without
 entries, changes its observer would never see.  Registering the column again rewrites
 the record (at a new registered_at, with no backfill: its commits were notified all
-along).
+along).  A record under a column that cannot be observed (empty, over
+``log.MAX_COLUMN`` bytes, or a system column: only a raw write leaves one) is logged
+and skipped, listed as damaged but never notified: its log entries could not even be
+keyed, so every commit writing the column would fail.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ ITEMS_PER_LOG_ROW = 500
 _log = logging.getLogger(__name__)
 
 
+def _observable(column: bytes) -> bool:
+    """Whether ``column`` can be an observed column (registering checks the same)."""
+    return 0 < len(column) <= log.MAX_COLUMN and not column.startswith(layout.SYSTEM_PREFIX)
+
+
 class ObservedColumns:
     """The observed columns of each table and their registrations, as the steps read
     them (thread-safe).  :meth:`of` is the commit path's: column -> partition prefix."""
@@ -76,6 +84,13 @@ class ObservedColumns:
                                                layout.OBSERVED_ROW, max_versions=1)])[0]
         out: dict[bytes, Registration] = {}
         for cell in cells:
+            if not _observable(cell.column):
+                why = (f"a registration of {cell.column[:64]!r} ({len(cell.column)} bytes),"
+                       f" which is no column to observe (1 to {log.MAX_COLUMN} bytes, not"
+                       " starting with 0x00)")
+                _log.error("table %r: %s; skipped", table, why)
+                out[cell.column] = Registration(cell.column, 0, damaged=why)
+                continue
             try:
                 reg = log.decode_registration(cell.column, cell.value)
             except ValueError as exc:
@@ -95,7 +110,8 @@ class ObservedColumns:
 
     def _install(self, table: bytes, regs: dict[bytes, Registration]) -> None:
         self._registrations[table] = regs
-        self._prefixes[table] = {c: r.partition_prefix for c, r in regs.items()}
+        self._prefixes[table] = {c: r.partition_prefix for c, r in regs.items()
+                                 if _observable(c)}
 
     def register(self, table: bytes, column: bytes, oracle: TimestampSource, *,
                  partition_prefix: bytes = b"", backfill: bool = True
