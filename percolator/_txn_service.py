@@ -53,6 +53,7 @@ from ._local import LocalBackend
 from ._sessions import DEFAULT_TTL_MS, MAX_TTL_MS, Sessions, Write
 from ._status import error_name, service_status_for
 from ._transaction import Transaction
+from ._transport import native_wire
 from ._transport.stream_slots import StreamSlots
 from .errors import CommitConflict, LockWaitTimeout
 from .layout import DEFAULT_TABLE
@@ -256,6 +257,16 @@ class TransactionsService:
             return pb.TxnStreamResponse(error=pb.TxnError(
                 code=code.value[0], message=message, conflict=_conflict(exc),
                 error=error_name(exc)))
+
+    def native_handlers(self, role: Role, caller: bytes) -> dict[int, Callable[[bytes], bytes]]:
+        """The executor of a native connection's TXN frames (``_transport.native_wire``),
+        bound to the connection's ``role`` and ``caller``: each frame is one
+        TxnStreamRequest, answered as on a Stream (a REPLY holding its TxnStreamResponse).
+        The connection's own thread runs it: no stream slot is held."""
+        def execute(raw: bytes) -> bytes:
+            return self._stream_one(raw, role, caller).SerializeToString()
+
+        return {native_wire.TXN: execute}
 
     def stop_streams(self) -> None:
         """End open streams after their current request and refuse new ones (shutdown)."""
