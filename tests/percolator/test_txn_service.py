@@ -42,10 +42,12 @@ def node(tmp_path: Path) -> Iterator[Node]:
         yield n
 
 
-@pytest.fixture(params=["unary", "stream"])
+@pytest.fixture(params=["unary", "stream", "native"])
 def svc(node: Node, request: pytest.FixtureRequest) -> Iterator[ServiceClient]:
-    """A caller of the unary methods, or of the same calls on one Stream."""
-    with ServiceClient(node.address, timeout=30, stream=request.param == "stream") as client:
+    """A caller of the unary methods, of the same calls on one Stream, or in TXN frames of
+    the native transport."""
+    with ServiceClient(node.address, timeout=30, stream=request.param == "stream",
+                       native=request.param == "native") as client:
         yield client
 
 

@@ -3,7 +3,9 @@ examples/node, run by node) and their Python twins (txn_service_child.py, throug
 service's contract only), beside native Python clients, on real nodes.
 
 Each scenario runs from both languages; the Node.js runs skip only where ``node`` is not
-installed (``.ci/run`` installs examples/node's packages from the npm registry).
+installed (``.ci/run`` installs examples/node's packages from the npm registry).  The
+Python twins also run it over the node's native transport ("python-native": the same
+requests in TXN frames, docs/grpc.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ NODE = shutil.which("node")
 EXAMPLES = REPO / "examples" / "node"
 SCENARIOS = REPO / "tests" / "node" / "scenarios.js"
 WAIT = 120.0  # bound of every wait for a process or a condition
-RUNNERS = ["python", "node"]
+RUNNERS = ["python", "python-native", "node"]
 INITIAL = 100
 COLUMN = b"balance"
 
@@ -48,7 +50,8 @@ def need(runner: str) -> None:
 def scenario(runner: str, name: str, address: str, *args: object,
              stream: bool = False) -> JsonLinesProcess:
     """A process running scenario ``name`` against ``address`` in ``runner``'s language
-    (``stream``: its calls on one Stream call; Node.js only)."""
+    (``stream``: its calls on one Stream call; Node.js only; "python-native": Python, in
+    the native transport's TXN frames)."""
     need(runner)
     words = [str(a) for a in args]
     if runner == "node":
@@ -56,8 +59,9 @@ def scenario(runner: str, name: str, address: str, *args: object,
         return JsonLinesProcess([NODE, str(SCENARIOS), *(["--stream"] if stream else []),
                                  name, address, *words])
     assert not stream
-    return JsonLinesProcess([sys.executable, "-m", "tests.percolator.txn_service_child", name,
-                             address, *words])
+    native = ["--native"] if runner == "python-native" else []
+    return JsonLinesProcess([sys.executable, "-m", "tests.percolator.txn_service_child",
+                             *native, name, address, *words])
 
 
 def until(condition: object, what: str, timeout: float = WAIT) -> None:
@@ -108,11 +112,12 @@ def native_transfers(address: str, prefix: str, accounts: int, count: int, seed:
         errors.append(exc)
 
 
-@pytest.mark.parametrize("with_node", [False, True], ids=["python", "python+node"])
+@pytest.mark.parametrize("callers", ["python", "python+native-frames", "python+node"])
 def test_bank_transfers_from_service_and_native_clients_at_once(node: Node,
-                                                                with_node: bool) -> None:
+                                                                callers: str) -> None:
     """Every snapshot sums to the total and every account ends at exactly its start plus
     what each client says it moved (a lost update would break it)."""
+    with_node = callers == "python+node"
     seed = random.randrange(1 << 30)
     print(f"seed {seed}")
     prefix, accounts, per_client = f"bank{seed}", 6, 30
@@ -123,6 +128,9 @@ def test_bank_transfers_from_service_and_native_clients_at_once(node: Node,
     if with_node:
         need("node")
     procs = [scenario("python", "bank", node.address, prefix, accounts, per_client, seed + 1)]
+    if callers == "python+native-frames":
+        procs += [scenario("python-native", "bank", node.address, prefix, accounts, per_client,
+                           seed + k) for k in (2, 3)]
     if with_node:
         procs += [JsonLinesProcess([NODE or "node", str(EXAMPLES / "bank.js"), node.address,
                                     "transfer", "--accounts", str(accounts), "--prefix",

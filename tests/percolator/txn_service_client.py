@@ -101,8 +101,10 @@ class NativeFrames:
 
 class ServiceClient:
     def __init__(self, address: str, *, timeout: float = 30.0, stream: bool = False,
-                 native: bool = False, channel: grpc.Channel | None = None) -> None:
-        """``channel``: one to use (and close) instead of a plain one to ``address``."""
+                 native: bool = False, channel: grpc.Channel | None = None,
+                 frames: NativeFrames | None = None) -> None:
+        """``channel``: one to use (and close) instead of a plain one to ``address``;
+        ``frames``: a native connection to use (and close) instead of the node's."""
         self.channel = grpc.insecure_channel(address) if channel is None else channel
         self.stub = transactions_pb2_grpc.TransactionsStub(  # type: ignore[no-untyped-call]
             self.channel)
@@ -110,8 +112,8 @@ class ServiceClient:
         self.stream = stream
         self._requests: queue.SimpleQueue[pb.TxnStreamRequest | None] = queue.SimpleQueue()
         self._responses: Iterator[pb.TxnStreamResponse] | None = None
-        self.frames: NativeFrames | None = None
-        if native:
+        self.frames = frames
+        if native and frames is None:
             described = node_pb2_grpc.NodeStub(self.channel).Describe(  # type: ignore[no-untyped-call]
                 node_pb2.DescribeRequest(), timeout=timeout)
             if not described.native_port:
