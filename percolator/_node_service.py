@@ -58,8 +58,8 @@ from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STR
 from ._node_metrics import CommandMetrics, outcome_of
 from ._node_roles import check_command
 from ._status import error_name, status_for
-from ._transport.framing import frame
 from ._transport import native_wire
+from ._transport.framing import frame
 from ._transport.native_server import Handlers
 from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import StreamSlots

@@ -2,10 +2,12 @@
 examples/node/bank.js (same scenarios, same JSON lines), for the tests that run the same
 scenarios from Python and from Node.js.
 
-    python -m tests.percolator.txn_service_child [--native] bank ADDRESS PREFIX ACCOUNTS TRANSFERS SEED
-    python -m tests.percolator.txn_service_child [--native] commit-big ADDRESS PREFIX CELLS BYTES
-    python -m tests.percolator.txn_service_child [--native] begin-and-hang ADDRESS TTL_MS
-    python -m tests.percolator.txn_service_child [--native] write ADDRESS ROW COLUMN VALUE
+    python -m tests.percolator.txn_service_child [--native] SCENARIO ADDRESS ARGS...
+
+    bank ADDRESS PREFIX ACCOUNTS TRANSFERS SEED
+    commit-big ADDRESS PREFIX CELLS BYTES
+    begin-and-hang ADDRESS TTL_MS
+    write ADDRESS ROW COLUMN VALUE
 
 ``--native``: every call in TXN frames of the node's native transport, not gRPC.
 """
