@@ -111,6 +111,10 @@ class TransactionsService:
         if ttl_ms > MAX_TTL_MS:
             raise LimitExceeded(f"ttl_ms {ttl_ms} is over the limit {MAX_TTL_MS}")
         reads = _keys(msg.reads, "reads", MAX_READ_CELLS)
+        if msg.read_only:
+            start_ts, values = self.sessions.read_once(msg.table or DEFAULT_TABLE,
+                                                       lambda txn: self._read(txn, reads))
+            return pb.TxnBeginResponse(txn_id=start_ts, values=self._values(reads, values))
         session, values = self.sessions.begin(msg.table or DEFAULT_TABLE, ttl_ms,
                                               lambda txn: self._read(txn, reads), owner=caller)
         return pb.TxnBeginResponse(txn_id=session.txn_id, ttl_ms=ttl_ms,

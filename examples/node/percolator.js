@@ -162,10 +162,11 @@ class Client {
   }
 
   /** A new transaction at a fresh snapshot; `reads` ([[row, column], ...]) are read in the
-   *  same round trip (txn.value(row, column) returns them). */
-  async begin({ reads = [], ttlMs = 0 } = {}) {
+   *  same round trip (txn.value(row, column) returns them).  `readOnly`: the node ends it
+   *  in that call too (a read-only transaction in one message: nothing to commit). */
+  async begin({ reads = [], ttlMs = 0, readOnly = false } = {}) {
     const reply = await this.call('Begin', {
-      ttlMs, table: this.table, reads: reads.map(([r, c]) => key(r, c)),
+      ttlMs, table: this.table, reads: reads.map(([r, c]) => key(r, c)), readOnly,
     });
     return new Transaction(this, reply.txnId, reply.values);
   }

@@ -84,6 +84,25 @@ def test_begin_reads_at_a_snapshot_that_later_commits_do_not_change(
     assert svc.begin([(b"r1", b"c")]).values == {(b"r1", b"c"): b"new"}
 
 
+def test_a_read_only_begin_reads_at_a_snapshot_and_ends_in_one_call(
+        svc: ServiceClient, node: Node, native: Client) -> None:
+    with native.transaction() as t:
+        t.set(b"r1", b"c", b"v1")
+    before = native.backend.timestamps(1)
+    once = svc.begin([(b"r1", b"c"), (b"r2", b"c")], read_only=True)
+    assert once.values == {(b"r1", b"c"): b"v1", (b"r2", b"c"): None}
+    assert once.txn_id > before  # a fresh snapshot
+    assert node.transactions.sessions.open == 0 and len(node.backend.snapshots) == 0
+    must_fail(grpc.StatusCode.NOT_FOUND, once.get, b"r1", b"c")  # nothing held
+    once.set(b"r1", b"c", b"late")
+    must_fail(grpc.StatusCode.NOT_FOUND, once.commit)  # and it can never write
+    assert native.begin().get(b"r1", b"c") == b"v1"
+    err = must_fail(grpc.StatusCode.INVALID_ARGUMENT, svc.call, "Begin", pb.TxnBeginRequest(
+        read_only=True, reads=[node_pb2.Key(row=b"", column=b"c")]))
+    assert err.details
+    assert node.transactions.sessions.open == 0
+
+
 def test_scan_pages_resume_after_the_last_cell_in_and_across_rows(
         svc: ServiceClient, native: Client) -> None:
     cells = {(b"row%02d" % r, b"col%02d" % c): b"%d.%d" % (r, c)

@@ -35,8 +35,8 @@ def account(prefix: str, i: int) -> bytes:
 
 
 def snapshot_total(client: ServiceClient, prefix: str, accounts: int) -> int:
-    txn = client.begin([(account(prefix, i), COLUMN) for i in range(accounts)])
-    txn.rollback()
+    txn = client.begin([(account(prefix, i), COLUMN) for i in range(accounts)],
+                       read_only=True)
     return sum(int(v or 0) for v in txn.values.values())
 
 

@@ -163,10 +163,11 @@ class ServiceClient:
         assert kind == REPLY, kind
         return _result(pb.TxnStreamResponse.FromString(payload), field)
 
-    def begin(self, reads: Iterable[Key] = (), *, ttl_ms: int = 0, table: bytes = b""
-              ) -> ServiceTxn:
+    def begin(self, reads: Iterable[Key] = (), *, ttl_ms: int = 0, table: bytes = b"",
+              read_only: bool = False) -> ServiceTxn:
+        """``read_only``: the node ends the transaction in the same call, after ``reads``."""
         reply = self.call("Begin", pb.TxnBeginRequest(
-            ttl_ms=ttl_ms, table=table,
+            ttl_ms=ttl_ms, table=table, read_only=read_only,
             reads=[node_pb2.Key(row=r, column=c) for r, c in reads]))
         assert isinstance(reply, pb.TxnBeginResponse)
         return ServiceTxn(self, reply.txn_id, table, _values(reply.values))
