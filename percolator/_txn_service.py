@@ -9,6 +9,11 @@ trusts no caller: unknown fields, empty or system columns, cells written twice, 
 -> INVALID_ARGUMENT before anything happens), encodes replies, and maps errors to
 status codes (``_status.service_status_for``).
 
+The same requests arrive over two carriers, answered by the same code: gRPC (unary
+calls, or messages of one ``Stream``) and TXN frames of the node's native transport
+(:meth:`TransactionsService.native_handlers`, bound to the connection's caller when its
+HELLO is admitted), for callers to whom gRPC's cost per message matters.
+
 A conflict comes back as ABORTED with a ``google.rpc.Status`` in the standard
 ``grpc-status-details-bin`` trailer (gRPC's rich error model, read by grpcio-status,
 Go's ``status.FromError``, Java's ``StatusProto``, or protobufjs in Node.js) holding a
