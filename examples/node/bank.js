@@ -3,14 +3,15 @@
 //
 //   node bank.js HOST:PORT load     [--accounts 10] [--prefix bank]
 //   node bank.js HOST:PORT transfer [--accounts 10] [--prefix bank] [--transfers 100]
-//                                   [--seconds 0] [--seed 1] [--audit-every 10] [--stream 1]
+//                                   [--seconds 0] [--seed 1] [--audit-every 10] [--stream 1] [--native 1]
 //   node bank.js HOST:PORT total    [--accounts 10] [--prefix bank]
 //
 // `load` opens every account with 100 units; `transfer` moves 1..10 units between two
 // random accounts per transaction (retried on conflicts), takes a snapshot of all the
 // accounts every --audit-every transfers and checks that it sums to the total, and
 // prints one JSON line: {"committed", "retries", "audits", "badAudits", "moves"};
-// `total` prints the sum of a snapshot.  --stream 1 sends the calls on one Stream call.
+// `total` prints the sum of a snapshot.  --stream 1 sends the calls on one Stream call,
+// --native 1 as TXN frames of the node's native transport.
 'use strict';
 
 const { Client } = require('./percolator');
@@ -20,7 +21,7 @@ const COLUMN = 'balance';
 
 function options(argv) {
   const opts = {
-    accounts: 10, prefix: 'bank', transfers: 100, seconds: 0, seed: 1, auditEvery: 10, stream: 0,
+    accounts: 10, prefix: 'bank', transfers: 100, seconds: 0, seed: 1, auditEvery: 10, stream: 0, native: 0,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, '').replace(/-(\w)/g, (_, c) => c.toUpperCase());
@@ -83,7 +84,7 @@ async function main() {
   const [address, command, ...rest] = process.argv.slice(2);
   if (!address || !command) throw new Error('usage: node bank.js HOST:PORT load|transfer|total [options]');
   const opts = options(rest);
-  const client = new Client(address, { stream: Boolean(opts.stream) });
+  const client = new Client(address, { stream: Boolean(opts.stream), native: Boolean(opts.native) });
   try {
     if (command === 'load') {
       const txn = await client.begin();

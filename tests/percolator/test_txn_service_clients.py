@@ -48,17 +48,17 @@ def need(runner: str) -> None:
 
 
 def scenario(runner: str, name: str, address: str, *args: object,
-             stream: bool = False) -> JsonLinesProcess:
+             calls: str = "unary") -> JsonLinesProcess:
     """A process running scenario ``name`` against ``address`` in ``runner``'s language
-    (``stream``: its calls on one Stream call; Node.js only; "python-native": Python, in
-    the native transport's TXN frames)."""
+    (``calls`` of Node.js: "unary", "stream" on one Stream call, or "native" as TXN frames
+    of the node's native transport; "python-native": Python, in TXN frames)."""
     need(runner)
     words = [str(a) for a in args]
     if runner == "node":
         assert NODE is not None
-        return JsonLinesProcess([NODE, str(SCENARIOS), *(["--stream"] if stream else []),
-                                 name, address, *words])
-    assert not stream
+        return JsonLinesProcess([NODE, str(SCENARIOS), *([] if calls == "unary" else
+                                                         [f"--{calls}"]), name, address, *words])
+    assert calls == "unary"
     native = ["--native"] if runner == "python-native" else []
     return JsonLinesProcess([sys.executable, "-m", "tests.percolator.txn_service_child",
                              *native, name, address, *words])
@@ -135,8 +135,8 @@ def test_bank_transfers_from_service_and_native_clients_at_once(node: Node,
         procs += [JsonLinesProcess([NODE or "node", str(EXAMPLES / "bank.js"), node.address,
                                     "transfer", "--accounts", str(accounts), "--prefix",
                                     prefix, "--transfers", str(per_client), "--seed",
-                                    str(seed + k), "--stream", str(k - 2)])
-                  for k in (2, 3)]  # one by unary calls, one on a Stream
+                                    str(seed + k), *flags])
+                  for k, flags in ((2, []), (3, ["--stream", "1"]), (4, ["--native", "1"]))]
     moves: list[tuple[int, int, int]] = []
     errors: list[BaseException] = []
     natives = [threading.Thread(target=native_transfers, args=(
@@ -269,9 +269,9 @@ def test_node_sees_its_idle_transaction_expire(node: Node) -> None:
 # --- what a Node.js caller sees ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("calls", ["unary", "stream"])
+@pytest.mark.parametrize("calls", ["unary", "stream", "native"])
 def test_wrong_input_from_node_is_invalid_argument(node: Node, calls: str) -> None:
-    caller = scenario("node", "bad-input", node.address, stream=calls == "stream")
+    caller = scenario("node", "bad-input", node.address, calls=calls)
     codes = caller.next(WAIT)
     assert caller.wait(WAIT) == 0
     assert codes.pop("unknownTxn") == "NOT_FOUND"
@@ -280,9 +280,9 @@ def test_wrong_input_from_node_is_invalid_argument(node: Node, calls: str) -> No
     assert len(codes) == 8
 
 
-@pytest.mark.parametrize("calls", ["unary", "stream"])
+@pytest.mark.parametrize("calls", ["unary", "stream", "native"])
 def test_node_reads_the_conflicting_cell_from_the_status_details(node: Node, calls: str) -> None:
-    caller = scenario("node", "conflict", node.address, "hot", "col", stream=calls == "stream")
+    caller = scenario("node", "conflict", node.address, "hot", "col", calls=calls)
     got = caller.next(WAIT)
     assert caller.wait(WAIT) == 0
     assert got["second"] == "ABORTED"
