@@ -228,7 +228,7 @@ class NativeServer:
         kinds = frozenset(handlers)
         while True:
             if self._stopping:
-                raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: batches"
+                raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: requests"
                              " not answered were not executed")
             try:
                 if tls and not reader.buffered and not self._wait_tls(conn):
@@ -236,7 +236,7 @@ class NativeServer:
                 kind, payload = reader.read(kinds)
             except wire.ReadTimeout:
                 raise _Close(grpc.StatusCode.UNAVAILABLE, "connection idle (or a frame too"
-                             " slow): closed; batches not answered were not executed"
+                             " slow): closed; requests not answered were not executed"
                              ) from None
             except wire.PeerClosed:
                 if self._stopping:  # woken by stop (its read side shut)

@@ -417,3 +417,23 @@ def test_a_stream_answers_in_order_survives_bad_requests_and_is_admitted_up_to_i
             assert second.stream is False
         sent.put(None)
         assert list(replies) == []
+
+
+def test_a_stopping_node_ends_native_connections_between_requests(tmp_path: Path) -> None:
+    """Native TXN frames end as batches do: a node stopping answers its idle connections
+    CLOSE UNAVAILABLE, so a request sent after it was not executed (send it again)."""
+    node = Node(tmp_path / "n", "127.0.0.1:0").start()
+    try:
+        svc = ServiceClient(node.address, timeout=30, native=True)
+        txn = svc.begin([OK_CELL])
+        assert node.native is not None and node.native.open_connections == 1
+    finally:
+        node.stop()
+    txn.set(*OK_CELL, b"after the stop")
+    with pytest.raises((ServiceError, OSError)) as info:
+        txn.commit()
+    if isinstance(info.value, ServiceError):  # else the socket was already gone
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE, info.value
+    svc.close()
+    with Node(tmp_path / "n", "127.0.0.1:0") as again, Client.connect(again.address) as check:
+        assert check.begin().get(*OK_CELL) is None
