@@ -73,11 +73,11 @@ __all__ = ["DEFAULT_MAX_STREAMS", "NativeService", "NodeService"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_STREAMS = 16
+"""Most BatchStream calls open at once (each holds a server thread); ``Node`` uses half
+its worker threads."""
 NativeService = Callable[[Role, bytes], Handlers]
 """Another service on the native transport: its executors (by frame kind) for a
 connection of this caller's role and identity."""
-"""Most BatchStream calls open at once (each holds a server thread); ``Node`` uses half
-its worker threads."""
 
 _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for size
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"

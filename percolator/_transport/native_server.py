@@ -249,7 +249,7 @@ class NativeServer:
                 raise _Close(code, f"refused: {exc}") from None
             try:
                 reply = handlers[kind](payload)
-            except Exception as exc:  # noqa: BLE001 - the batch's failure closes the connection
+            except Exception as exc:  # noqa: BLE001 - the request's failure closes the connection
                 raise _refusal(exc) from None
             conn.sendall(wire.encode(wire.REPLY, reply))
 
