@@ -1,4 +1,5 @@
-"""The Transactions service from Python, through its gRPC contract only.
+"""The Transactions service from Python, through its contract only: over gRPC, and in TXN
+frames of the node's native transport (the ``svc`` fixture runs each test both ways).
 
 Callers use ``txn_service_client`` (generated stubs and grpcio-status, none of the native
 client's protocol code); the native client (``Client.connect``) writes beside them and
@@ -24,7 +25,7 @@ from percolator.records import PUT
 from percolator.v1 import node_pb2
 from percolator.v1 import transactions_pb2 as pb
 
-from .txn_service_client import ServiceClient, ServiceError
+from .txn_service_client import REPLY, TXN, NativeFrames, ServiceClient, ServiceError
 
 OK_CELL = (b"a", b"c")
 
@@ -437,3 +438,21 @@ def test_a_stopping_node_ends_native_connections_between_requests(tmp_path: Path
     svc.close()
     with Node(tmp_path / "n", "127.0.0.1:0") as again, Client.connect(again.address) as check:
         assert check.begin().get(*OK_CELL) is None
+
+
+def test_native_frames_that_are_no_request_fail_alone(node: Node) -> None:
+    """A TXN frame whose payload is no request, or names a field this node does not know,
+    is answered INVALID_ARGUMENT like a Stream message, and the connection goes on."""
+    assert node.native is not None
+    frames = NativeFrames("127.0.0.1", node.native.port, 30)
+    try:
+        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        begin = pb.TxnStreamRequest(begin=pb.TxnBeginRequest()).SerializeToString()
+        for payload in (b"\xff\xff", b"", begin + b"\xf8\x01\x01"):
+            kind, reply = frames.exchange(TXN, payload)
+            assert kind == REPLY
+            assert pb.TxnStreamResponse.FromString(reply).error.code == invalid, payload
+        kind, reply = frames.exchange(TXN, begin)
+        assert kind == REPLY and pb.TxnStreamResponse.FromString(reply).begin.txn_id > 0
+    finally:
+        frames.close()
