@@ -1,5 +1,6 @@
 """The Transactions service from Python, through its contract only: over gRPC, and in TXN
-frames of the node's native transport (the ``svc`` fixture runs each test both ways).
+frames of the node's native transport (a test taking the ``svc`` fixture runs by unary
+calls, on one Stream, and in TXN frames).
 
 Callers use ``txn_service_client`` (generated stubs and grpcio-status, none of the native
 client's protocol code); the native client (``Client.connect``) writes beside them and
