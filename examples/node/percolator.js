@@ -143,7 +143,8 @@ class Client {
    *  @param {object} options  stream: send every call as a message of one Stream call
    *  (cheaper for the node and for this process while there is work; falls back to
    *  unary calls if the node refuses the stream); native: send every call as a TXN
-   *  frame of the node's native transport (cheaper still; found by Node.Describe) */
+   *  frame of the node's native transport (cheaper still; found by Node.Describe; by
+   *  gRPC if the node serves none) */
   constructor(address, { deadlineSeconds = 30, table = '', stream = false, native = false } = {}) {
     this.address = address;
     this.stub = new v1.Transactions(address, grpc.credentials.createInsecure());
@@ -165,13 +166,19 @@ class Client {
   async onFrames(method, request) {
     if (!this.socket) this.socket = this.connectNative();
     const socket = await this.socket;
+    if (socket === null) { // the node serves no native transport: gRPC it is
+      this.native = false;
+      this.socket = null;
+      return this.call(method, request);
+    }
     return new Promise((resolve, reject) => {
       this.waiting.push({ method, request, resolve, reject });
       socket.write(frame(TXN, streamMethod.requestSerialize({ [STREAM_FIELDS[method]]: request })));
     });
   }
 
-  /** Ask the node where its native transport is, connect, say HELLO, await WELCOME. */
+  /** Ask the node where its native transport is, connect, say HELLO, await WELCOME;
+   *  null if it serves none. */
   async connectNative() {
     const node = new v1.Node(this.address, grpc.credentials.createInsecure());
     let described;
@@ -180,7 +187,7 @@ class Client {
     } finally {
       node.close();
     }
-    if (!described.nativePort) throw new Error(`the node at ${this.address} serves no native transport`);
+    if (!described.nativePort) return null;
     const host = this.address.slice(0, this.address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
     return new Promise((resolve, reject) => {
       const socket = net.connect(described.nativePort, host);
@@ -283,7 +290,7 @@ class Client {
 
   close() {
     if (this.open) this.open.end();
-    if (this.socket) this.socket.then((socket) => socket.end(), () => {});
+    if (this.socket) this.socket.then((socket) => socket && socket.end(), () => {});
     this.stub.close();
   }
 }
