@@ -13,12 +13,14 @@ the targets (issue "Remote transactions at least as fast as PostgreSQL": >= 1.0x
 16 processes, >= 0.8x at 1), failed attempts, and CPU per transaction on each side (server:
 the node process, or the postmaster with its backends; clients: the client processes).
 
-``--service`` adds a third client, interleaved with the two: the same transfers through
-the node's Transactions service (``percolator.v1.Transactions``: Begin reading both
-accounts, then Commit the two writes; retried on ABORTED), by the small Python client of
-the service in tests/percolator/txn_service_client.py, as a service in another language
-would call it; its transfers/s is printed as a ratio to the native client's (target:
-within 1.2x, i.e. >= 0.83x, issue 17).
+``--service`` adds clients of the node's Transactions service (``percolator.v1.Transactions``),
+interleaved with the others: the same transfers (Begin reading both accounts, then Commit
+the two writes; retried on ABORTED), by the small Python client of the service in
+tests/percolator/txn_service_client.py, as a service in another language would call it,
+over each transport asked for: TXN frames of the native transport ("native"), one gRPC
+Stream per client ("stream"), or unary gRPC calls ("unary"); default native and stream.
+Each one's transfers/s is printed as a ratio to the Python client's (its first
+transport; target: within 1.2x, i.e. >= 0.83x, issue 17).
 Set-up and options: bench/README.md.
 """
 
@@ -243,14 +245,14 @@ def ours_loop(target: tuple[str, Transport, str], prefix: str, rng: random.Rando
     return committed, attempts - committed
 
 
-def service_loop(target: tuple[str, bool], prefix: str, rng: random.Random,
+def service_loop(target: tuple[str, str], prefix: str, rng: random.Random,
                  ready: Callable[[], float]) -> tuple[int, int]:
     """Transfers through the Transactions service: Begin reads both accounts, Commit writes
-    them (the node runs the protocol), by unary calls or on one Stream; returns
-    (committed, failed attempts)."""
+    them (the node runs the protocol), in native TXN frames, on one gRPC Stream or by
+    unary calls; returns (committed, failed attempts)."""
     attempts = 0
-    address, stream = target
-    with ServiceClient(address, stream=stream) as client:
+    address, via = target
+    with ServiceClient(address, stream=via == "stream", native=via == "native") as client:
         client.begin([(row(prefix, 0), COLUMN)]).rollback()  # connected and warm
         committed, deadline = 0, ready()
         while time.perf_counter() < deadline:
@@ -380,15 +382,14 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
 
 def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
              connect: str | None, node_pid: int | None, kind: str = "ours",
-             stream: bool = False, transport: Transport = "native", shape: str = "transfer"
-             ) -> Run:
+             transport: str = "native", shape: str = "transfer") -> Run:
     """One run on a fresh node (or the running one, on rows of its own); checks the total.
     ``kind``: the Python client ("ours", its batches over ``transport``) or the
-    Transactions service ("service", by unary calls or on a ``stream``)."""
+    Transactions service ("service", over ``transport``: native, stream or unary)."""
     prefix = f"bank{seed}{kind}{transport}"
 
     def target(address: str) -> Any:
-        return (address, stream) if kind == "service" else (address, transport, shape)
+        return (address, transport) if kind == "service" else (address, transport, shape)
 
     if connect:
         load_ours(connect, prefix)
@@ -440,8 +441,8 @@ def cpu_line(name: str, runs: list[Run]) -> str:
             f" = {server + client:5.2f}   failed attempts {failed:5.1%}")
 
 
-Results = dict[int, tuple[dict[str, list[Run]], list[Run], list[Run]]]
-"""Per process count: ours per transport, the service, PostgreSQL."""
+Results = dict[int, tuple[dict[str, list[Run]], dict[str, list[Run]], list[Run]]]
+"""Per process count: ours per transport, the service per transport, PostgreSQL."""
 
 
 def report(label: str, results: Results) -> None:
@@ -461,18 +462,19 @@ def report(label: str, results: Results) -> None:
                          f"{max(ratios):.2f}x)     >= {goal:.1f}x "
                          f"{'met' if ratio >= goal else 'MISSED'}")
             print(line)
-        if service:
-            ratios = [v.tps / o.tps for v, o in zip(service, ours, strict=True)]
-            ratio = statistics.median(r.tps for r in service) / statistics.median(
+        first = next(iter(by_transport))
+        for via, runs in service.items():
+            ratios = [v.tps / o.tps for v, o in zip(runs, ours, strict=True)]
+            ratio = statistics.median(r.tps for r in runs) / statistics.median(
                 r.tps for r in ours)
             goal = 1 / 1.2
-            print(f"         service {spread([r.tps for r in service]):>24}  service/ours"
-                  f" {ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)  >= {goal:.2f}x"
+            print(f"  service {via:>7} {spread([r.tps for r in runs]):>20}  service/ours"
+                  f" {first} {ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)  >= {goal:.2f}x"
                   f" (within 1.2x) {'met' if ratio >= goal else 'MISSED'}")
         for transport, runs in by_transport.items():
             print(cpu_line(f"ours {transport}", runs))
-        if service:
-            print(cpu_line("service", service))
+        for via, runs in service.items():
+            print(cpu_line(f"service {via}", runs))
         if pg:
             print(cpu_line("PostgreSQL", pg))
             for transport, runs in by_transport.items():
@@ -492,9 +494,10 @@ def main() -> None:
     parser.add_argument("--connect", metavar="HOST:PORT",
                         help="clients only, against this running node (no PostgreSQL)")
     parser.add_argument("--node-pid", type=int, help="with --connect: the node's pid, for CPU")
-    parser.add_argument("--service", nargs="?", const="stream", choices=["stream", "unary"],
-                        help="also run the transfers through the Transactions service, on a"
-                             " Stream call per client (default) or by unary calls")
+    parser.add_argument("--service", nargs="*", choices=["native", "stream", "unary"],
+                        help="also run the transfers through the Transactions service, over"
+                             " each transport given: native TXN frames, a gRPC Stream per"
+                             " client, unary gRPC calls (none given: native and stream)")
     parser.add_argument("--shape", choices=list(SHAPES), default="transfer",
                         help="; ".join(f"{k}: {v}" for k, v in SHAPES.items()))
     parser.add_argument("--transport", nargs="+", choices=["native", "grpc"],
@@ -502,6 +505,8 @@ def main() -> None:
                         help="the Python client's transports to measure, each on a node of"
                              " its own (default: both; the service's ratio is to the first)")
     args = parser.parse_args()
+    if args.service == []:
+        args.service = ["native", "stream"]
     if args.service and args.shape != "transfer":
         parser.error("--service measures transfers only")
     syncs = ["always", "none"] if args.sync == "both" else [args.sync]
@@ -518,23 +523,25 @@ def main() -> None:
             results: Results = {}
             for processes in args.processes:
                 ours, service, theirs = results.setdefault(
-                    processes, ({t: [] for t in args.transport}, [], []))
+                    processes, ({t: [] for t in args.transport},
+                                {v: [] for v in args.service or ()}, []))
                 for rep in range(args.reps):
                     seed += 100
                     for transport in args.transport:
                         ours[transport].append(run_ours(
                             sync, processes, args.seconds, seed, tmp, args.connect,
                             args.node_pid, transport=transport, shape=args.shape))
-                    if args.service:
-                        service.append(run_ours(sync, processes, args.seconds, seed, tmp,
-                                                args.connect, args.node_pid, "service",
-                                                args.service == "stream"))
+                    for via in args.service or ():
+                        service[via].append(run_ours(sync, processes, args.seconds, seed, tmp,
+                                                     args.connect, args.node_pid, "service",
+                                                     via))
                     if pg is not None:
                         theirs.append(run_postgres(pg, sync, processes, args.seconds, seed,
                                                    args.shape))
                     print(f"  [{sync} x{processes} rep {rep + 1}] ours "
                           + ", ".join(f"{t} {runs[-1].tps:,.0f}/s" for t, runs in ours.items())
-                          + (f", service {service[-1].tps:,.0f}/s" if args.service else "")
+                          + "".join(f", service {v} {runs[-1].tps:,.0f}/s"
+                                    for v, runs in service.items())
                           + (f", PostgreSQL {theirs[-1].tps:,.0f}/s" if pg else "")
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
             label = (f"ours at {args.connect}" if args.connect else

@@ -241,6 +241,17 @@ class Sessions:
             heapq.heappush(self._expiry, (session.expires_ms, session.txn_id))
         return session, values
 
+    def read_once(self, table: bytes, read: Callable[[Transaction], dict[Key, bytes | None]]
+                  ) -> tuple[int, dict[Key, bytes | None]]:
+        """A read-only transaction in one call: ``read`` at a fresh snapshot, which ends
+        with the call (no session is held, so no caller owns it); (start_ts, values)."""
+        txn = self.client(table).begin()
+        try:
+            start_ts = txn.start_ts  # registered from here on: GC spares the snapshot
+            return start_ts, read(txn)
+        finally:
+            txn.rollback()
+
     @contextmanager
     def active(self, txn_id: int, owner: bytes = b"") -> Iterator[Transaction]:
         """The open transaction ``txn_id`` of ``owner``, for one call (calls on it take

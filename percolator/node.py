@@ -17,6 +17,7 @@ its oracle restarts above every timestamp it handed out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -205,7 +206,9 @@ class Node:
                 if port == AFTER_GRPC:
                     port = self.port + 1
                 self.native = NativeServer(
-                    host, port, self.batches.open_native,
+                    host, port, functools.partial(
+                        self.batches.open_native,
+                        services=[self.transactions.native_handlers]),
                     max_frame=self.store.limits.max_message_bytes,
                     max_connections=max_native_connections)
                 self.batches.native_port = self.native.port

@@ -3,7 +3,7 @@
 //
 //   node bank.js HOST:PORT load     [--accounts 10] [--prefix bank]
 //   node bank.js HOST:PORT transfer [--accounts 10] [--prefix bank] [--transfers 100]
-//                                   [--seconds 0] [--seed 1] [--audit-every 10] [--stream 1]
+//                                   [--seconds 0] [--seed 1] [--audit-every 10] [--stream 1] [--native 1]
 //   node bank.js HOST:PORT total    [--accounts 10] [--prefix bank]
 //
 // A node with TLS and tokens (docs/security.md): --token TOKEN (default
@@ -14,7 +14,8 @@
 // random accounts per transaction (retried on conflicts), takes a snapshot of all the
 // accounts every --audit-every transfers and checks that it sums to the total, and
 // prints one JSON line: {"committed", "retries", "audits", "badAudits", "moves"};
-// `total` prints the sum of a snapshot.  --stream 1 sends the calls on one Stream call.
+// `total` prints the sum of a snapshot.  --stream 1 sends the calls on one Stream call,
+// --native 1 as TXN frames of the node's native transport.
 'use strict';
 
 const { Client } = require('./percolator');
@@ -24,7 +25,7 @@ const COLUMN = 'balance';
 
 function options(argv) {
   const opts = {
-    accounts: 10, prefix: 'bank', transfers: 100, seconds: 0, seed: 1, auditEvery: 10, stream: 0,
+    accounts: 10, prefix: 'bank', transfers: 100, seconds: 0, seed: 1, auditEvery: 10, stream: 0, native: 0,
     token: process.env.PERCOLATOR_TOKEN || '', tlsCa: '', tlsCert: '', tlsKey: '',
   };
   const text = new Set(['prefix', 'token', 'tlsCa', 'tlsCert', 'tlsKey']);
@@ -51,8 +52,7 @@ function random(seed) { // mulberry32: seeded, so a failing run can be repeated
 
 async function snapshotTotal(client, opts) {
   const cells = Array.from({ length: opts.accounts }, (_, i) => [account(opts, i), COLUMN]);
-  const txn = await client.begin({ reads: cells });
-  await txn.rollback();
+  const txn = await client.begin({ reads: cells, readOnly: true });  // one message
   return cells.reduce((sum, [row, column]) => sum + Number(txn.value(row, column) || 0), 0);
 }
 
@@ -93,6 +93,7 @@ async function main() {
   const opts = options(rest);
   const client = new Client(address, {
     stream: Boolean(opts.stream),
+    native: Boolean(opts.native),
     token: opts.token,
     tlsCa: opts.tlsCa,
     tlsCert: opts.tlsCert,

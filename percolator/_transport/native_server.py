@@ -1,9 +1,13 @@
-"""NativeServer: the node's batches over plain TCP (or TLS) connections, a thread each.
+"""NativeServer: the node's batches (and Transactions requests) over plain TCP (or TLS)
+connections, a thread each.
 
 Frames and why: ``percolator._transport.native_wire``.  A connection's thread reads a
-batch, executes it, writes its reply, and reads the next: batches of one connection
-are answered in order, and a client may keep several on the wire (pipelining).
-Connections execute in parallel (LevelDB releases the GIL).
+request frame (a batch, or a Transactions request), executes it with the executor of
+its kind, writes its reply, and reads the next: requests of one connection are
+answered in order, and a client may keep several on the wire (pipelining).
+Connections execute in parallel (LevelDB releases the GIL).  Which kinds a connection
+may send, and as whom they run, is decided once, when its HELLO is admitted
+(:data:`Opener`): the executors it returns are bound to the connection's caller.
 
 Everything is bounded: at most ``max_connections`` connections (their threads are this
 server's own, apart from gRPC's pool; one more is refused with CLOSE
@@ -28,7 +32,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -40,7 +44,7 @@ from ..v1 import node_pb2 as pb
 from . import native_wire as wire
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "FRAME_DEADLINE", "HELLO_DEADLINE", "IDLE",
-           "Executor", "NativeServer", "Opener"]
+           "Executor", "Handlers", "NativeServer", "Opener"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +59,17 @@ HELLO_DEADLINE = 10.0
 _HELLO_MAX = 1 << 16
 
 Executor = Callable[[bytes], bytes]
-"""Executes one serialized BatchRequest; its serialized BatchResponse.  Raises for a
-batch that cannot be executed at all (the connection is then closed with its status)."""
-Opener = Callable[[pb.NativeHello, "ssl.SSLSocket | None"], Executor]
+"""Executes one request frame's payload (e.g. a serialized BatchRequest); the payload of
+its REPLY.  Raises for a request that cannot be executed at all (the connection is then
+closed with its status)."""
+Handlers = Mapping[int, Executor]
+"""A connection's executor for each request kind it may send (``native_wire.BATCH``,
+``native_wire.TXN``); a frame of another kind closes the connection."""
+Opener = Callable[[pb.NativeHello, "ssl.SSLSocket | None"], Handlers]
 """Admits a connection by its HELLO (and its TLS socket, for the peer's certificate):
-the executor of its batches, or raises (Unauthenticated, ...) to refuse it."""
+the executors of its requests, bound to its caller, or raises (Unauthenticated, ...) to
+refuse it."""
 
-_BATCH = frozenset((wire.BATCH,))
 _HELLO = frozenset((wire.HELLO,))
 
 
@@ -179,8 +187,8 @@ class NativeServer:
                 conn.settimeout(None)
             reader = wire.FrameReader(conn, max_frame=_HELLO_MAX, wait=self._hello_deadline,
                                       deadline=self._hello_deadline)
-            execute = self._hello(conn, reader, tls_sock)
-            self._batches(conn, reader, execute)
+            handlers = self._hello(conn, reader, tls_sock)
+            self._requests(conn, reader, handlers)
         except _Close as close:
             self._send_close(conn, close)
         except (OSError, ssl.SSLError, wire.PeerClosed, wire.ReadTimeout) as exc:
@@ -192,7 +200,7 @@ class NativeServer:
             conn.close()
 
     def _hello(self, conn: socket.socket, reader: wire.FrameReader,
-               tls_sock: ssl.SSLSocket | None) -> Executor:
+               tls_sock: ssl.SSLSocket | None) -> Handlers:
         try:
             _, payload = reader.read(_HELLO)
             hello = pb.NativeHello.FromString(payload)
@@ -205,29 +213,30 @@ class NativeServer:
                          f"native version {hello.version} not served (this node speaks"
                          f" {wire.VERSION})")
         try:
-            execute = self._open_connection(hello, tls_sock)
+            handlers = self._open_connection(hello, tls_sock)
         except Exception as exc:  # noqa: BLE001 - refused: the client is told why
             raise _refusal(exc) from None
         conn.sendall(wire.encode(wire.WELCOME, pb.NativeWelcome(
             version=wire.VERSION).SerializeToString()))
-        return execute
+        return handlers
 
-    def _batches(self, conn: socket.socket, reader: wire.FrameReader,
-                 execute: Executor) -> None:
+    def _requests(self, conn: socket.socket, reader: wire.FrameReader,
+                  handlers: Handlers) -> None:
         reader.configure(max_frame=self._max_frame, wait=self._idle,
                          deadline=self._frame_deadline)
         tls = self._tls is not None
+        kinds = frozenset(handlers)
         while True:
             if self._stopping:
-                raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: batches"
+                raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: requests"
                              " not answered were not executed")
             try:
                 if tls and not reader.buffered and not self._wait_tls(conn):
                     continue  # woken by stop
-                _, payload = reader.read(_BATCH)
+                kind, payload = reader.read(kinds)
             except wire.ReadTimeout:
                 raise _Close(grpc.StatusCode.UNAVAILABLE, "connection idle (or a frame too"
-                             " slow): closed; batches not answered were not executed"
+                             " slow): closed; requests not answered were not executed"
                              ) from None
             except wire.PeerClosed:
                 if self._stopping:  # woken by stop (its read side shut)
@@ -239,8 +248,8 @@ class NativeServer:
                     exc, wire.FrameTooLarge) else grpc.StatusCode.INVALID_ARGUMENT
                 raise _Close(code, f"refused: {exc}") from None
             try:
-                reply = execute(payload)
-            except Exception as exc:  # noqa: BLE001 - the batch's failure closes the connection
+                reply = handlers[kind](payload)
+            except Exception as exc:  # noqa: BLE001 - the request's failure closes the connection
                 raise _refusal(exc) from None
             conn.sendall(wire.encode(wire.REPLY, reply))
 

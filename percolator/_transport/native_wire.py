@@ -6,10 +6,16 @@ The format (``proto/percolator/v1/node.proto``, "The native transport") is, per 
 bytes      field       meaning
 =========  ==========  ==============================================================
 0..3       length      payload bytes, big-endian; at most the node's message limit
-4          kind        HELLO 1, BATCH 2 (client); WELCOME 3, REPLY 4, CLOSE 5 (node)
-5..        payload     a serialized NativeHello, BatchRequest, NativeWelcome,
-                       BatchResponse or CommandError, by kind
+4          kind        HELLO 1, BATCH 2, TXN 6 (client); WELCOME 3, REPLY 4, CLOSE 5
+                       (node)
+5..        payload     a serialized NativeHello, BatchRequest, TxnStreamRequest,
+                       NativeWelcome, BatchResponse or TxnStreamResponse (a REPLY
+                       answers what it replies to), or CommandError, by kind
 =========  ==========  ==============================================================
+
+TXN frames carry the Transactions service's requests (``percolator._txn_service``),
+answered as on its gRPC ``Stream``: one transport for the node's batches and for
+callers of the service in any language (docs/grpc.md, "The native transport").
 
 Why a socket of our own beside gRPC: gRPC-Python hands every message between
 threads several times (measured ~1.2 ms of client and ~0.85 ms of node CPU per
@@ -27,15 +33,16 @@ import ssl
 import struct
 import time
 
-__all__ = ["BATCH", "CLOSE", "HEADER", "HELLO", "KINDS", "REPLY", "VERSION", "WELCOME",
+__all__ = ["BATCH", "CLOSE", "HEADER", "HELLO", "KINDS", "REPLY", "TXN", "VERSION", "WELCOME",
            "FrameError", "FrameReader", "FrameTooLarge", "PeerClosed", "ReadTimeout", "encode",
            "set_send_timeout"]
 
 VERSION = 1
 """NativeHello.version of this release."""
 
-HELLO, BATCH, WELCOME, REPLY, CLOSE = 1, 2, 3, 4, 5
-KINDS = {HELLO: "HELLO", BATCH: "BATCH", WELCOME: "WELCOME", REPLY: "REPLY", CLOSE: "CLOSE"}
+HELLO, BATCH, WELCOME, REPLY, CLOSE, TXN = 1, 2, 3, 4, 5, 6
+KINDS = {HELLO: "HELLO", BATCH: "BATCH", WELCOME: "WELCOME", REPLY: "REPLY", CLOSE: "CLOSE",
+         TXN: "TXN"}
 HEADER = struct.Struct(">IB")
 _TIMEVAL = struct.Struct("@ll")  # struct timeval, as SO_RCVTIMEO/SO_SNDTIMEO take it
 _CHUNK = 1 << 16  # bytes asked of one recv

@@ -1,4 +1,5 @@
-"""The Transactions service behind the guard (issue 16): tokens, roles, TLS, reply budgets.
+"""The Transactions service behind the guard (issue 16): tokens, roles, TLS, reply budgets,
+and the caller of a native connection's TXN frames.
 
 Callers use the service's contract only (``txn_service_client``), over channels that
 carry a token (``connect_channel``).  Nodes are real, in-process on 127.0.0.1 port 0,
@@ -24,6 +25,7 @@ from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.credentials import ServerTLS, connect_channel
 from bigtable_lite.server import ServerPolicy
 from percolator import Client
+from percolator._transport.native_server import Handlers, NativeServer
 from percolator._txn_service import ROLES, SERVICE_NAME
 from percolator.node import Node
 from percolator.v1 import node_pb2
@@ -31,7 +33,7 @@ from percolator.v1 import transactions_pb2 as pb
 from tests.certs import CA
 from tests.procs import REPO, ServerProcess
 
-from .txn_service_client import ServiceClient, ServiceError
+from .txn_service_client import NativeFrames, ServiceClient, ServiceError
 
 WAIT = 30.0
 MiB = 1 << 20
@@ -335,3 +337,55 @@ def test_a_batch_get_naming_one_large_cell_1000_times_is_refused_in_bounded_memo
             assert held.batch_get([CELL] * 3)[CELL] is not None
         peak = server.peak_rss_bytes()
         assert peak - before < 300 * MiB, (before, peak)
+
+
+def test_native_frames_run_as_their_connections_caller(node: Node) -> None:
+    """On the native transport a connection's TXN frames run as the caller its HELLO was
+    admitted as (the opener binds its identity and role, as for its batches): a
+    transaction is that caller's alone -- another connection's calls on it are NOT_FOUND,
+    another writer cannot commit into it -- and a reader's Commit is PERMISSION_DENIED,
+    the connection going on."""
+    table = token_policy().tokens
+    assert table is not None
+    hellos = iter([TOKENS[Role.WRITE], TOKENS[Role.READ], OTHER_WRITER])
+    admitted: list[bytes] = []
+
+    def admit(hello: node_pb2.NativeHello, tls: object) -> Handlers:
+        identity = table.identify(next(hellos))  # the token a HELLO carries
+        assert identity is not None
+        admitted.append(identity[1])
+        return node.transactions.native_handlers(*identity)
+
+    server = NativeServer("127.0.0.1", 0, admit, max_frame=DEFAULT_LIMITS.max_message_bytes)
+    server.start()
+
+    def connect() -> ServiceClient:
+        return ServiceClient(node.address, timeout=WAIT,
+                             frames=NativeFrames("127.0.0.1", server.port, WAIT))
+
+    try:
+        with connect() as owner, connect() as reader, connect() as writer:
+            assert len(set(admitted)) == 3
+            txn = owner.begin([CELL])
+            txn.set(*CELL, b"mine")
+            for caller in (reader, writer):
+                must_fail(Code.NOT_FOUND, caller.call, "Get", pb.TxnGetRequest(
+                    txn_id=txn.txn_id, row=CELL[0], column=CELL[1]))
+                must_fail(Code.NOT_FOUND, caller.call, "Rollback",
+                          pb.TxnRollbackRequest(txn_id=txn.txn_id))
+            must_fail(Code.NOT_FOUND, writer.call, "Commit", pb.TxnCommitRequest(
+                txn_id=txn.txn_id, writes=[pb.TxnWrite(row=CELL[0], column=CELL[1],
+                                                       value=b"theirs")]))
+            held = reader.begin([CELL])
+            held.set(*CELL, b"the reader's")
+            refused = must_fail(Code.PERMISSION_DENIED, held.commit)
+            assert "Commit needs the write role" in refused.details
+            held.rollback()  # the reader's connection goes on
+            assert node.transactions.sessions.open == 1
+            committed = txn.commit()
+    finally:
+        server.stop()
+        assert server.join(WAIT)
+    with native(node, Role.READ) as check:
+        after = check.begin()
+        assert after.get(*CELL) == b"mine" and after.start_ts > committed
