@@ -33,6 +33,7 @@ would not fit, the largest read results are answered RESOURCE_EXHAUSTED the same
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
@@ -45,7 +46,7 @@ from google.protobuf.message import Message
 
 from bigtable_lite import InvalidArgument, LimitExceeded, Limits, ReplyTooLarge, RowMutation, wire
 from bigtable_lite import status as store_status
-from bigtable_lite.auth import Role, role_of
+from bigtable_lite.auth import Role, TokenTable, role_of
 from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
@@ -57,6 +58,7 @@ from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STR
 from ._node_metrics import CommandMetrics, outcome_of
 from ._node_roles import check_command
 from ._status import error_name, status_for
+from ._transport import native_auth
 from ._transport.framing import frame
 from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import StreamSlots
@@ -109,8 +111,10 @@ def _result(kind: str, msg: Message) -> bytes:
 class NodeService:
     """Executes batches with one node's LocalBackend.  Thread-safe: it is."""
 
-    def __init__(self, backend: LocalBackend, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+    def __init__(self, backend: LocalBackend, *, max_streams: int = DEFAULT_MAX_STREAMS,
+                 tokens: TokenTable | None = None) -> None:
         self._backend = backend
+        self._tokens = tokens  # of native connections (gRPC calls pass the server's guard)
         self._limits = backend.limits
         self._streams = StreamSlots(max_streams, STREAM_KEY)
         self.native_port = 0  # where the node serves the native transport (0: it does not)
@@ -350,11 +354,12 @@ class NodeService:
 
     def open_native(self, hello: pb.NativeHello, tls: ssl.SSLSocket | None
                     ) -> Callable[[bytes], bytes]:
-        """Admit a native connection (``_transport.native_server``): the executor of its
-        batches.  The node serves the native transport only when it checks no caller
-        (``node.native_address``), so every connection is admin, as every gRPC caller
-        of such a node is."""
-        return self.execute_raw
+        """Admit a native connection (``_transport.native_server``; TLS, mutual TLS
+        included, was checked by its handshake): the executor of its batches, each
+        command checked against the role of the HELLO's token as ``Batch`` checks a gRPC
+        caller's.  Unauthenticated without a valid token on a node with tokens."""
+        role = native_auth.admit(self._tokens, hello).role
+        return functools.partial(self.execute_raw, role=role)
 
     # --- gRPC -----------------------------------------------------------------------------
 
