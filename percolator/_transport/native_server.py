@@ -233,6 +233,9 @@ class NativeServer:
         try:
             _, payload = reader.read(_HELLO)
             hello = pb.NativeHello.FromString(payload)
+        except wire.FrameTooLarge as exc:
+            log.warning("native connection refused: %s", exc)
+            raise _Close(grpc.StatusCode.RESOURCE_EXHAUSTED, f"refused: {exc}") from None
         except (wire.FrameError, DecodeError) as exc:
             log.warning("native connection refused: not a HELLO (%s)", exc)
             raise _Close(grpc.StatusCode.INVALID_ARGUMENT,
