@@ -223,6 +223,43 @@ def test_mutual_tls_wants_a_certificate_of_the_client_ca(mutual: Secured,
         assert client.backend.batch_stats()["native_connections"] == 1  # type: ignore[attr-defined]
 
 
+def test_a_certificate_replaced_on_disk_is_served_to_new_native_connections(
+        tmp_path: Path) -> None:
+    """As on the gRPC port (tests/bigtable_lite/test_tls.py): the node's certificate files
+    rotated, new native connections get the new one without a restart, a half-written
+    pair is never served, an open connection keeps its own."""
+    old = CA("old CA")
+    cert, key = old.issue("node", server=True).write(tmp_path, "node")
+    policy = ServerPolicy(tokens=TokenTable({TOKENS[Role.READ]: Role.READ}),
+                          tls=ServerTLS(cert, key))
+    old_ca, new = old.write(tmp_path / "old.pem"), CA("next CA")
+    new_ca = new.write(tmp_path / "new.pem")
+
+    def connect(ca: Path) -> ssl.SSLSocket:
+        context = client_context(tls_ca=ca)
+        assert context is not None
+        raw = socket.create_connection(("127.0.0.1", node.native.port), timeout=WAIT)
+        return welcomed(context.wrap_socket(raw, server_hostname="127.0.0.1"),
+                        TOKENS[Role.READ])
+
+    with Node(tmp_path / "data", "127.0.0.1:0", policy=policy) as node:
+        assert node.native is not None
+        with connect(old_ca) as kept:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                connect(new_ca)
+            issued = new.issue("node", server=True)
+            cert.write_bytes(issued.cert)  # half-way: the new certificate, the old key
+            connect(old_ca).close()  # a mismatched pair is never served
+            key.write_bytes(issued.key)
+            with connect(new_ca) as sock:  # no restart
+                sock.sendall(stamps_batch(1))
+                assert replies(sock, 1)[0].results[0].get_timestamps.count == 1
+            with pytest.raises(ssl.SSLCertVerificationError):
+                connect(old_ca)
+            kept.sendall(stamps_batch(1))  # open connections keep theirs
+            assert replies(kept, 1)[0].results[0].get_timestamps.count == 1
+
+
 # --- bounds ---------------------------------------------------------------------------------
 
 
