@@ -7,11 +7,11 @@ hosting both services, the transaction protocol's steps as batched commands
 ``percolator/_node_service.py``), whole transactions for callers in any language
 (``percolator.v1.Transactions``, run by the same backend: ``percolator/_txn_service.py``),
 health checking and reflection; beside it, the native transport for Python clients
-(``percolator._transport.native_server``), behind the same TLS and tokens.  Every call of every service is counted and timed
-(``percolator._metrics_rpc``); ``metrics_listen`` serves the metrics to Prometheus
-(``percolator.metrics_endpoint``), with the oracle's figures and the data directory's
-size read when scraped.  Shutdown order matters:
-stop taking calls and let in-flight ones finish, then close the oracle, then close
+(``percolator._transport.native_server``), behind the same TLS and tokens.  Every call
+of every service is counted and timed (``percolator._metrics_rpc``); ``metrics_listen``
+serves the metrics to Prometheus (``percolator.metrics_endpoint``), with the oracle's
+figures and the data directory's size read when scraped.  Shutdown order matters: stop
+taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
 """

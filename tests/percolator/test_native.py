@@ -23,12 +23,10 @@ import pytest
 
 from bigtable_lite import (
     LocalStore,
-    PermissionDenied,
     Put,
     RowMutation,
     RowRead,
     StorageError,
-    Unauthenticated,
     Unavailable,
     wire,
 )

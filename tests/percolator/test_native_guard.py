@@ -200,7 +200,7 @@ def test_mutual_tls_wants_a_certificate_of_the_client_ca(mutual: Secured,
         sock.sendall(stamps_batch(1))
         assert replies(sock, 1)[0].results[0].get_timestamps.count == 1
     before = mutual.served()
-    with pytest.raises((ssl.SSLError, ConnectionError)):  # refused in, or right after, the handshake
+    with pytest.raises((ssl.SSLError, ConnectionError)):  # in, or right after, the handshake
         with mutual.tls_socket(cert=False) as sock:
             sock.sendall(hello(TOKENS[Role.ADMIN]) + stamps_batch(1))
             assert read_frame(sock) is None
