@@ -109,7 +109,10 @@ def _result(kind: str, msg: Message) -> bytes:
 
 
 class NodeService:
-    """Executes batches with one node's LocalBackend.  Thread-safe: it is."""
+    """Executes batches with one node's LocalBackend.  Thread-safe: it is.
+
+    ``tokens``: the node's, for the HELLO of native connections (gRPC calls are
+    authenticated by the server's guard before they get here); None: none checked."""
 
     def __init__(self, backend: LocalBackend, *, max_streams: int = DEFAULT_MAX_STREAMS,
                  tokens: TokenTable | None = None) -> None:

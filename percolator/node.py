@@ -119,7 +119,7 @@ class Node:
     """Store + oracle + gRPC server on ``listen`` ("HOST:PORT", port 0 = pick one).
 
     Constructing a node opens the store (``StoreLocked`` if another process owns
-    ``data_dir``) and binds the port (``OSError`` if taken; ``InsecureListen`` if it is
+    ``data_dir``) and binds the ports (``OSError`` if taken; ``InsecureListen`` if one is
     not a loopback address and ``policy`` has no TLS and tokens, unless it says
     ``insecure``); :meth:`start` begins serving.  ``clock`` judges the expiry of every
     lock written at this node (default: the system clock; its clients' clocks never do),

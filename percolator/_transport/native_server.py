@@ -74,6 +74,7 @@ the executor of its batches, which knows the caller's role, or raises (Unauthent
 ...) to refuse it: the client gets CLOSE with the error's code."""
 
 _HELLO = frozenset((wire.HELLO,))
+_NOT_AFTER_HELLO = frozenset((wire.HELLO, wire.WELCOME, wire.REPLY, wire.CLOSE))
 _QUIET = frozenset((grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED))
 
 
@@ -110,7 +111,7 @@ class NativeServer:
                  tls: Callable[[], ssl.SSLContext] | None = None) -> None:
         if max_connections < 0:
             raise ValueError("max_connections must not be negative")
-        if not budgets or wire.HELLO in budgets or any(k not in wire.KINDS for k in budgets):
+        if not budgets or any(k not in wire.KINDS or k in _NOT_AFTER_HELLO for k in budgets):
             raise ValueError("budgets: the client's frame kinds after the HELLO, each with"
                              " its most bytes")
         self._open_connection = open_connection
