@@ -365,3 +365,26 @@ def test_a_secured_nodes_bank_over_the_native_transport_keeps_its_totals(
         bank.check_final(client, tally)
         stats = client.backend.batch_stats()  # type: ignore[attr-defined]
         assert stats["native_connections"] >= 1 and stats["streams_opened"] == 0
+
+
+def test_pipelined_batches_over_tls_from_many_threads(secured: Secured) -> None:
+    """Several batches on the wire at once over one TLS connection (reads and sends of
+    one SSL object never overlap): every thread gets its own timestamps, all distinct."""
+    got: list[list[int]] = [[] for _ in range(8)]
+    with NodeClient(secured.node.address, timeout=WAIT, token=TOKENS[Role.READ],
+                    tls_ca=secured.ca_file, max_in_flight=4) as client:
+
+        def work(i: int) -> None:
+            for _ in range(50):
+                got[i].append(client.timestamps(1))
+
+        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        assert not any(t.is_alive() for t in threads)
+        assert client.batch_stats()["native_connections"] == 1
+    stamps = [s for per in got for s in per]
+    assert len(stamps) == 400 and len(set(stamps)) == 400
+    assert all(per == sorted(per) for per in got)
