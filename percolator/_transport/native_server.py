@@ -258,13 +258,18 @@ class NativeServer:
         reader.configure(max_frame=self._max_frame, wait=self._idle,
                          deadline=self._frame_deadline, budgets=self._budgets)
         kinds = self._kinds
-        tls = self._tls is not None
+        tls = conn if isinstance(conn, ssl.SSLSocket) else None
+        poller = select.poll()  # TLS: one per connection, so a batch costs one poll
+        if tls is not None:
+            poller.register(tls, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
         while True:
             if self._stopping:
                 raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: batches"
                              " not answered were not executed")
             try:
-                if tls and not reader.buffered and not self._wait_tls(conn):
+                if tls is not None and not reader.buffered and not self._wait_tls(
+                        tls, poller):
                     continue  # woken by stop
                 _, payload = reader.read(kinds)
             except wire.ReadTimeout:
@@ -286,14 +291,11 @@ class NativeServer:
                 raise _refusal(exc) from None
             conn.sendall(wire.encode(wire.REPLY, reply))
 
-    def _wait_tls(self, conn: socket.socket) -> bool:
+    def _wait_tls(self, conn: ssl.SSLSocket, poller: select.poll) -> bool:
         """Wait for a TLS connection's next bytes or for stop (a TLS socket cannot be woken
         by shutting its read side: that breaks its session): whether bytes came."""
-        if isinstance(conn, ssl.SSLSocket) and conn.pending():
+        if conn.pending():
             return True
-        poller = select.poll()
-        poller.register(conn, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
         events = poller.poll(self._idle * 1000)
         if not events:
             raise wire.ReadTimeout()

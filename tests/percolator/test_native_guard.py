@@ -388,3 +388,22 @@ def test_pipelined_batches_over_tls_from_many_threads(secured: Secured) -> None:
     stamps = [s for per in got for s in per]
     assert len(stamps) == 400 and len(set(stamps)) == 400
     assert all(per == sorted(per) for per in got)
+
+
+def test_a_stopping_node_ends_idle_tls_connections_with_close(tmp_path: Path) -> None:
+    """A TLS connection waiting for its next batch is woken by stop (its read side cannot
+    be shut without breaking the session) and told CLOSE UNAVAILABLE: nothing unanswered
+    was executed."""
+    s = Secured(tmp_path)
+    try:
+        with welcomed(s.tls_socket(), TOKENS[Role.READ]) as sock:
+            sock.sendall(stamps_batch(1))
+            assert replies(sock, 1)[0].results[0].get_timestamps.count == 1
+            began = time.monotonic()
+            stopper = threading.Thread(target=s.node.stop, daemon=True)
+            stopper.start()
+            assert "stopping" in must_close(sock, Code.UNAVAILABLE)
+            stopper.join(WAIT)
+            assert not stopper.is_alive() and time.monotonic() - began < WAIT / 2
+    finally:
+        s.node.stop()
