@@ -32,6 +32,7 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Mapping
 
 __all__ = ["BATCH", "CLOSE", "HEADER", "HELLO", "KINDS", "REPLY", "TXN", "VERSION", "WELCOME",
            "FrameError", "FrameReader", "FrameTooLarge", "PeerClosed", "ReadTimeout", "encode",
@@ -84,15 +85,18 @@ class FrameReader:
 
     ``wait`` bounds the wait for a frame's first byte; once it has begun, the whole frame
     must arrive within ``deadline`` seconds (a slow peer cannot hold the reader longer).
+    A frame's length is checked on its header, before its body is read: at most
+    ``budgets[kind]`` (``max_frame`` for a kind without a budget of its own).
     Not thread-safe: one reader at a time (the connection's owner sees to it).
     """
 
-    __slots__ = ("_buf", "_deadline", "_max_frame", "_sock", "_timeout", "_wait")
+    __slots__ = ("_budgets", "_buf", "_deadline", "_max_frame", "_sock", "_timeout", "_wait")
 
     def __init__(self, sock: socket.socket, *, max_frame: int, wait: float,
                  deadline: float) -> None:
         self._sock = sock
         self._max_frame = max_frame
+        self._budgets: Mapping[int, int] = {}
         self._wait = wait
         self._deadline = deadline
         self._buf = b""
@@ -104,9 +108,11 @@ class FrameReader:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
             self._timeout = seconds
 
-    def configure(self, *, max_frame: int, wait: float, deadline: float) -> None:
+    def configure(self, *, max_frame: int, wait: float, deadline: float,
+                  budgets: Mapping[int, int] | None = None) -> None:
         """New bounds for the frames after this one (e.g. once the HELLO is read)."""
         self._max_frame, self._wait, self._deadline = max_frame, wait, deadline
+        self._budgets = budgets or {}
 
     def _recv(self) -> bytes:
         try:
@@ -170,9 +176,10 @@ class FrameReader:
     def _check(self, length: int, kind: int, expect: frozenset[int] | None) -> None:
         if kind not in KINDS or (expect is not None and kind not in expect):
             raise FrameError(f"unexpected frame kind {kind}")
-        if length > self._max_frame:
-            raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of"
-                                f" {self._max_frame}")
+        limit = self._budgets.get(kind, self._max_frame)
+        if length > limit:
+            raise FrameTooLarge(f"{KINDS[kind]} frame of {length} bytes exceeds the limit of"
+                                f" {limit}")
 
     @property
     def buffered(self) -> bool:

@@ -55,10 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="HOST:PORT|auto|off",
                         help="where to serve the native transport, the Python client's fast"
                         " path to the same batches (clients find it by asking the node over"
-                        " gRPC), a loopback address only, and only without --auth-tokens and"
-                        " TLS (it checks no caller); auto: the --listen host at its port + 1"
-                        " (a free port when that is 0) if that host is loopback and no tokens"
-                        " or TLS are given, else off; off: gRPC only (default %(default)s)")
+                        " gRPC), guarded as --listen is: the same TLS and tokens, and beyond"
+                        " a loopback address only with both (or --insecure); auto: the"
+                        " --listen host at its port + 1 (a free port when that is 0); off:"
+                        " gRPC only (default %(default)s)")
     parser.add_argument("--native-connections", type=positive_int,
                         default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help="most native connections open at once, a thread each, apart"
@@ -168,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
         except InsecureListen as exc:
             raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
                                " --insecure)") from exc
-        except ValueError as exc:  # TLS files that are not a certificate and its key;
-            raise CommandError(str(exc)) from exc  # NativeRefused
+        except ValueError as exc:  # TLS files that are not a certificate and its key
+            raise CommandError(str(exc)) from exc
         try:
             node.start()
             if node.metrics is not None:

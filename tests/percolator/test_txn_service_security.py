@@ -25,7 +25,6 @@ from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.credentials import ServerTLS, connect_channel
 from bigtable_lite.server import ServerPolicy
 from percolator import Client
-from percolator._transport.native_server import Handlers, NativeServer
 from percolator._txn_service import ROLES, SERVICE_NAME
 from percolator.node import Node
 from percolator.v1 import node_pb2
@@ -340,52 +339,39 @@ def test_a_batch_get_naming_one_large_cell_1000_times_is_refused_in_bounded_memo
 
 
 def test_native_frames_run_as_their_connections_caller(node: Node) -> None:
-    """On the native transport a connection's TXN frames run as the caller its HELLO was
-    admitted as (the opener binds its identity and role, as for its batches): a
+    """On the native transport a connection's TXN frames run as the caller whose token
+    its HELLO carried (the node binds its identity and role, as for its batches): a
     transaction is that caller's alone -- another connection's calls on it are NOT_FOUND,
     another writer cannot commit into it -- and a reader's Commit is PERMISSION_DENIED,
     the connection going on."""
-    table = token_policy().tokens
-    assert table is not None
-    hellos = iter([TOKENS[Role.WRITE], TOKENS[Role.READ], OTHER_WRITER])
-    admitted: list[bytes] = []
+    port = node.native.port if node.native is not None else 0
+    assert port, "a node with tokens serves the native transport on loopback"
 
-    def admit(hello: node_pb2.NativeHello, tls: object) -> Handlers:
-        identity = table.identify(next(hellos))  # the token a HELLO carries
-        assert identity is not None
-        admitted.append(identity[1])
-        return node.transactions.native_handlers(*identity)
-
-    server = NativeServer("127.0.0.1", 0, admit, max_frame=DEFAULT_LIMITS.max_message_bytes)
-    server.start()
-
-    def connect() -> ServiceClient:
+    def connect(token: str) -> ServiceClient:
         return ServiceClient(node.address, timeout=WAIT,
-                             frames=NativeFrames("127.0.0.1", server.port, WAIT))
+                             frames=NativeFrames("127.0.0.1", port, WAIT, token))
 
-    try:
-        with connect() as owner, connect() as reader, connect() as writer:
-            assert len(set(admitted)) == 3
-            txn = owner.begin([CELL])
-            txn.set(*CELL, b"mine")
-            for caller in (reader, writer):
-                must_fail(Code.NOT_FOUND, caller.call, "Get", pb.TxnGetRequest(
-                    txn_id=txn.txn_id, row=CELL[0], column=CELL[1]))
-                must_fail(Code.NOT_FOUND, caller.call, "Rollback",
-                          pb.TxnRollbackRequest(txn_id=txn.txn_id))
-            must_fail(Code.NOT_FOUND, writer.call, "Commit", pb.TxnCommitRequest(
-                txn_id=txn.txn_id, writes=[pb.TxnWrite(row=CELL[0], column=CELL[1],
-                                                       value=b"theirs")]))
-            held = reader.begin([CELL])
-            held.set(*CELL, b"the reader's")
-            refused = must_fail(Code.PERMISSION_DENIED, held.commit)
-            assert "Commit needs the write role" in refused.details
-            held.rollback()  # the reader's connection goes on
-            assert node.transactions.sessions.open == 1
-            committed = txn.commit()
-    finally:
-        server.stop()
-        assert server.join(WAIT)
+    opened = node.native.open_connections if node.native is not None else 0
+    with connect(TOKENS[Role.WRITE]) as owner, connect(TOKENS[Role.READ]) as reader, \
+            connect(OTHER_WRITER) as writer:
+        assert node.native is not None and node.native.open_connections == opened + 3
+        txn = owner.begin([CELL])
+        txn.set(*CELL, b"mine")
+        for caller in (reader, writer):
+            must_fail(Code.NOT_FOUND, caller.call, "Get", pb.TxnGetRequest(
+                txn_id=txn.txn_id, row=CELL[0], column=CELL[1]))
+            must_fail(Code.NOT_FOUND, caller.call, "Rollback",
+                      pb.TxnRollbackRequest(txn_id=txn.txn_id))
+        must_fail(Code.NOT_FOUND, writer.call, "Commit", pb.TxnCommitRequest(
+            txn_id=txn.txn_id, writes=[pb.TxnWrite(row=CELL[0], column=CELL[1],
+                                                   value=b"theirs")]))
+        held = reader.begin([CELL])
+        held.set(*CELL, b"the reader's")
+        refused = must_fail(Code.PERMISSION_DENIED, held.commit)
+        assert "Commit needs the write role" in refused.details
+        held.rollback()  # the reader's connection goes on
+        assert node.transactions.sessions.open == 1
+        committed = txn.commit()
     with native(node, Role.READ) as check:
         after = check.begin()
         assert after.get(*CELL) == b"mine" and after.start_ts > committed

@@ -69,13 +69,13 @@ class NativeFrames:
     """TXN frames on one connection to the node's native transport: a request frame out,
     its REPLY (or the CLOSE that ends the connection) in."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, token: str = "") -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = b""
         try:
             kind, payload = self.exchange(HELLO, node_pb2.NativeHello(
-                version=1).SerializeToString())
+                version=1, token=token).SerializeToString())
             if kind != WELCOME:
                 raise ConnectionError(f"native HELLO answered with frame kind {kind}")
         except BaseException:
