@@ -18,6 +18,7 @@
 
 const fs = require('fs');
 const net = require('net');
+const tls = require('tls');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -123,16 +124,24 @@ function frame(kind, payload) {
   return Buffer.concat([head, payload]);
 }
 
+/** A status code's name (7: PERMISSION_DENIED), as grpc-js names a failed call's. */
+const STATUS_NAMES = Object.fromEntries(Object.entries(grpc.status).map(([name, code]) => [code, name]));
+
+/** An error's message as grpc-js words a failed call's: "7 PERMISSION_DENIED: details". */
+function statusMessage(code, details) {
+  return `${code} ${STATUS_NAMES[code] || 'UNKNOWN'}: ${details}`;
+}
+
 /** The error a CLOSE frame (or any frame but the one expected) stands for. */
 function closedError(kind, payload) {
   if (kind !== CLOSE) return new Error(`unexpected native frame kind ${kind}`);
   const e = CommandError.toObject(CommandError.decode(payload), { defaults: true });
-  return Object.assign(new Error(`${e.code} ${e.message}`), { code: e.code, details: e.message, error: e.error });
+  return Object.assign(new Error(statusMessage(e.code, e.message)), { code: e.code, details: e.message, error: e.error });
 }
 
 /** A Stream's or a TXN frame's failed answer as an Error like a failed call's. */
 function answerError(e) {
-  const err = new Error(`${e.code} ${e.message}`);
+  const err = new Error(statusMessage(e.code, e.message));
   return Object.assign(err, { code: e.code, details: e.message, error: e.error, conflict: e.conflict && {
     reason: e.conflict.reason, row: Buffer.from(e.conflict.row), column: Buffer.from(e.conflict.column),
     commitTs: e.conflict.commitTs, lockStartTs: e.conflict.lockStartTs } });
@@ -174,6 +183,19 @@ function security(address, { token = '', tlsCa = '', tlsCert = '', tlsKey = '' }
   return { credentials, interceptors: [bearer] };
 }
 
+/** Connect to a node's native port with the same TLS as the channel (the node's
+ *  certificate verified against tlsCa and the host dialled; a client certificate for
+ *  mutual TLS), or plain TCP without tlsCa; onReady once the connection can carry the
+ *  HELLO. */
+function nativeSocket(host, port, { tlsCa = '', tlsCert = '', tlsKey = '' }, onReady) {
+  if (!tlsCa) return net.connect(port, host, onReady);
+  const read = (file) => (file ? fs.readFileSync(file) : undefined);
+  return tls.connect({
+    host, port, servername: net.isIP(host) ? '' : host,
+    ca: read(tlsCa), cert: read(tlsCert), key: read(tlsKey),
+  }, onReady);
+}
+
 class Client {
   /** @param {string} address HOST:PORT of a `percolator serve` node
    *  @param {object} options  stream: send every call as a message of one Stream call
@@ -189,6 +211,8 @@ class Client {
   } = {}) {
     this.address = address;
     this.security = security(address, { token, tlsCa, tlsCert, tlsKey });
+    this.tlsFiles = { tlsCa, tlsCert, tlsKey };
+    this.token = token;
     const { credentials, interceptors } = this.security;
     this.stub = new v1.Transactions(address, credentials, { interceptors });
     this.deadlineSeconds = deadlineSeconds;
@@ -234,7 +258,9 @@ class Client {
     if (!described.nativePort) return null;
     const host = this.address.slice(0, this.address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
     return new Promise((resolve, reject) => {
-      const socket = net.connect(described.nativePort, host);
+      const hello = () => socket.write(frame(HELLO, Buffer.from(
+        NativeHello.encode({ version: 1, token: this.token }).finish())));
+      const socket = nativeSocket(host, described.nativePort, this.tlsFiles, hello);
       socket.setNoDelay(true);
       let buffer = Buffer.alloc(0);
       let welcomed = false;
@@ -246,7 +272,6 @@ class Client {
         if (!welcomed) reject(err);
         socket.destroy();
       };
-      socket.on('connect', () => socket.write(frame(HELLO, Buffer.from(NativeHello.encode({ version: 1 }).finish()))));
       socket.on('data', (chunk) => {
         buffer = Buffer.concat([buffer, chunk]);
         while (buffer.length >= 5 && buffer.length >= 5 + buffer.readUInt32BE(0)) {

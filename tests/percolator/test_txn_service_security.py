@@ -237,11 +237,13 @@ def test_transactions_over_tls_and_mutual_tls(tmp_path: Path) -> None:
             assert reader.get(*CELL) == b"7" and reader.start_ts > committed
 
 
-def test_the_node_js_example_reaches_a_node_with_tokens_and_mutual_tls(tmp_path: Path
-                                                                      ) -> None:
+@pytest.mark.parametrize("native", ["0", "1"], ids=["grpc", "native"])
+def test_the_node_js_example_reaches_a_node_with_tokens_and_mutual_tls(tmp_path: Path,
+                                                                      native: str) -> None:
     """examples/node's bank (its client, percolator.js) on a node with tokens and mutual
-    TLS: --token / PERCOLATOR_TOKEN, --tls-ca, --tls-cert and --tls-key; without a token
-    it is UNAUTHENTICATED, with a read token its writes are PERMISSION_DENIED."""
+    TLS, by gRPC and in TXN frames on the native port: --token / PERCOLATOR_TOKEN,
+    --tls-ca, --tls-cert and --tls-key; without a token it is UNAUTHENTICATED, with a
+    read token its writes are PERMISSION_DENIED."""
     node_js = shutil.which("node")
     if node_js is None:
         pytest.skip("node (Node.js) is not installed: this test runs examples/node")
@@ -261,7 +263,7 @@ def test_the_node_js_example_reaches_a_node_with_tokens_and_mutual_tls(tmp_path:
                 env["PERCOLATOR_TOKEN"] = token
             return subprocess.run(
                 [node_js, str(REPO / "examples" / "node" / "bank.js"), node.address, *args,
-                 "--tls-ca", str(ca_file), "--tls-cert", str(client_cert), "--tls-key",
+                 "--native", native, "--tls-ca", str(ca_file), "--tls-cert", str(client_cert), "--tls-key",
                  str(client_key)], capture_output=True, text=True, timeout=WAIT, env=env,
                 check=False)
 
