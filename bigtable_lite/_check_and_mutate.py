@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from ._conditions import first_failure
 from ._datadir import DataDir
 from ._encoding import KeyCache, version_key
-from ._group_commit import GroupCommit, GroupStats, Ops
 from ._leveldb import plyvel
 from ._model import (
     APPLIED,
@@ -46,26 +45,6 @@ class Mutator:
         self._keys = keys
         self._sync = always_sync
         self._row_locks = [threading.Lock() for _ in range(STRIPES)]
-        self._group = GroupCommit(datadir.db)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the writer of synced writes (after writing what is queued)."""
-        self._group.close(timeout)
-
-    def sync_stats(self) -> GroupStats:
-        """Synced writes (fsyncs) so far, and the callers' batches they carried."""
-        return self._group.stats()
-
-    def _batch(self, sync: bool) -> plyvel.WriteBatch | Ops:
-        """Where a write is staged: a WriteBatch, or for a synced write the caller's part
-        of a group commit."""
-        return Ops() if sync else self._db.write_batch()
-
-    def _write(self, batch: plyvel.WriteBatch | Ops) -> None:
-        if type(batch) is Ops:
-            self._group.write(batch.items)
-        else:
-            batch.write()
 
     def mutate(self, mutations: Sequence[RowMutation], *, sync: bool = False
                ) -> list[MutationResult]:
@@ -106,7 +85,7 @@ class Mutator:
                 locks[i].acquire()
             try:
                 results: list[MutationResult] = []
-                wb = self._batch(sync)
+                wb = db.write_batch(sync=sync)
                 staged: set[bytes] = set()
                 # One iterator for the range conditions of every row: created after the
                 # rows' locks were taken, it sees their current state (nobody else may
@@ -114,8 +93,8 @@ class Mutator:
                 shared: list[plyvel.RawIterator] = []
                 for m, rpfx in zip(mutations, prefixes):
                     if rpfx in staged:  # make earlier effects on this row visible first
-                        self._write(wb)
-                        wb = self._batch(sync)
+                        wb.write()
+                        wb = db.write_batch(sync=sync)
                         staged.clear()
                         if shared:
                             shared.pop().close()
@@ -135,7 +114,7 @@ class Mutator:
                         return [result] + [NOT_ATTEMPTED] * (len(mutations) - 1)
                     results.append(result)
                 if staged:
-                    self._write(wb)
+                    wb.write()
                 return results
             finally:
                 if shared:
@@ -189,7 +168,7 @@ class Mutator:
                 if failed is not None:
                     return failed
                 more = finish() if finish is not None else ()
-                wb = self._batch(sync)  # dropped unwritten if this raises
+                wb = self._db.write_batch(sync=sync)  # dropped unwritten if this raises
                 for m, rpfx in zip(mutations, prefixes):
                     if m.mutations:
                         self._stage(m, rpfx, wb)
@@ -204,7 +183,7 @@ class Mutator:
                             " a row of the atomic write (list it to hold its lock)")
                     if m.mutations:
                         self._stage(m, rpfx, wb)
-                self._write(wb)
+                wb.write()
                 return [APPLIED] * len(mutations)
             finally:
                 for i in stripes:
@@ -253,15 +232,12 @@ class Mutator:
                         return failed
                 if len(muts) == 1 and type(muts[0]) is Put:  # no WriteBatch needed
                     put = muts[0]
-                    key = version_key(rpfx + keys.columns[put.column], put.ts)
-                    if sync:
-                        self._group.write(((key, put.value),))
-                    else:
-                        self._db.put(key, put.value)
+                    self._db.put(version_key(rpfx + keys.columns[put.column], put.ts),
+                                 put.value, sync=sync)
                 elif muts:
-                    wb = self._batch(sync)
+                    wb = self._db.write_batch(sync=sync)
                     self._stage(m, rpfx, wb)
-                    self._write(wb)
+                    wb.write()
                 return APPLIED
         except plyvel.CorruptionError as exc:
             raise datadir.corrupt(exc) from exc
@@ -270,7 +246,7 @@ class Mutator:
             if datadir.closed:
                 datadir.wake()
 
-    def _stage(self, m: RowMutation, rpfx: bytes, wb: plyvel.WriteBatch | Ops) -> None:
+    def _stage(self, m: RowMutation, rpfx: bytes, wb: plyvel.WriteBatch) -> None:
         """Add m's mutations to wb (the caller holds the row's lock)."""
         columns = self._keys.columns
         for mut in m.mutations:

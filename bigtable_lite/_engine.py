@@ -61,7 +61,6 @@ class Engine:
     def close(self, timeout: float = 30.0) -> None:
         """Wait (bounded) for in-flight calls, then close LevelDB cleanly and release the
         directory."""
-        self._mutator.close(timeout)
         self._dir.close(timeout)
 
     @property

@@ -189,7 +189,6 @@ def test_sync_is_honoured(tmp_path: Path, mode: str) -> None:
     with LocalStore(tmp_path, sync=mode) as store:  # type: ignore[arg-type]
         spy = SyncSpy(store.engine._mutator._db)  # noqa: SLF001 - the one seam to LevelDB
         store.engine._mutator._db = spy  # type: ignore[assignment]  # noqa: SLF001
-        store.engine._mutator._group._db = spy  # type: ignore[assignment]  # noqa: SLF001
         row = [RowMutation(T, b"a", (Put(b"c", 1, b"x"),))]
         store.mutate_atomic(row)
         store.mutate_atomic(row, lambda: [RowMutation(T, b"a", (Put(b"c", 2, b"y"),))],
