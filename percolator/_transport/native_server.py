@@ -48,6 +48,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from bigtable_lite import status as store_status
+from bigtable_lite.guard import note_refused
 
 from .._status import status_for
 from ..v1 import node_pb2 as pb
@@ -243,10 +244,10 @@ class NativeServer:
             _, payload = reader.read(_HELLO)
             hello = pb.NativeHello.FromString(payload)
         except wire.FrameTooLarge as exc:
-            log.warning("native connection refused: %s", exc)
+            note_refused("native transport", f"connection refused: {exc}")
             raise _Close(grpc.StatusCode.RESOURCE_EXHAUSTED, f"refused: {exc}") from None
         except (wire.FrameError, DecodeError) as exc:
-            log.warning("native connection refused: not a HELLO (%s)", exc)
+            note_refused("native transport", f"connection refused: not a HELLO ({exc})")
             raise _Close(grpc.StatusCode.INVALID_ARGUMENT,
                          "not a percolator native HELLO") from None
         if hello.version != wire.VERSION:
@@ -289,7 +290,7 @@ class NativeServer:
                     continue
                 raise
             except wire.FrameError as exc:
-                log.warning("native connection closed: %s", exc)
+                note_refused("native transport", f"connection closed: {exc}")
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(
                     exc, wire.FrameTooLarge) else grpc.StatusCode.INVALID_ARGUMENT
                 raise _Close(code, f"refused: {exc}") from None

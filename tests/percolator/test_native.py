@@ -560,3 +560,20 @@ def test_a_node_killed_mid_batch_and_restarted(tmp_path: Path) -> None:
             stop.set()
             for t in threads:
                 t.join(WAIT)
+
+
+def test_the_same_garbage_repeated_is_logged_once(node: Node,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A stranger sending the same refused HELLO again and again cannot grow the log:
+    each cause is logged once (as gRPC's undecodable requests are); every connection is
+    still refused."""
+    assert node.native is not None
+    caplog.set_level(logging.DEBUG)
+    length = (1 << 16) + random.Random().randrange(1, 1 << 20)  # a cause of this test's own
+    for _ in range(5):
+        with connect(node.native.port, greet=False) as sock:
+            sock.sendall(native_wire.HEADER.pack(length, native_wire.HELLO))
+            must_close(sock, Code.RESOURCE_EXHAUSTED)
+    warned = [r for r in caplog.records
+              if r.levelno >= logging.WARNING and str(length) in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in caplog.records]
