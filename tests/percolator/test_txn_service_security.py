@@ -263,9 +263,9 @@ def test_the_node_js_example_reaches_a_node_with_tokens_and_mutual_tls(tmp_path:
                 env["PERCOLATOR_TOKEN"] = token
             return subprocess.run(
                 [node_js, str(REPO / "examples" / "node" / "bank.js"), node.address, *args,
-                 "--native", native, "--tls-ca", str(ca_file), "--tls-cert", str(client_cert), "--tls-key",
-                 str(client_key)], capture_output=True, text=True, timeout=WAIT, env=env,
-                check=False)
+                 "--native", native, "--tls-ca", str(ca_file), "--tls-cert", str(client_cert),
+                 "--tls-key", str(client_key)], capture_output=True, text=True, timeout=WAIT,
+                env=env, check=False)
 
         def answer(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
             assert done.returncode == 0, done.stderr
