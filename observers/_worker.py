@@ -106,7 +106,9 @@ class Worker:
         self._work = WorkQueue(self.queue_size, self.batch_limits, self.retry,
                                self.ownership.holds, self._stopping,
                                may_run=lambda: not self.ownership.fenced(),
-                               on_change=lambda: self.feed.poke())
+                               on_change=lambda: self.feed.poke(),
+                               groups={obs.column: b"\x00" + obs.batch_group.encode()  # type: ignore[misc]
+                                       for obs in self.registry if obs.batch_group})
         self.feed = Feed(self.notifications, client.table, self.id, self.ownership,
                          self._work, self.counters, heartbeat=heartbeat,
                          stats=self._stats_json, stats_interval=stats_interval,
