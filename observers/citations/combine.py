@@ -1,5 +1,5 @@
-"""Combining counters: conflict-free increments of hot counters, folded by one transaction
-per target.
+"""Combining counters: conflict-free increments of contended counters and of other
+workers' counters, folded by their owner.
 
 Why: a paper cited by thousands is a hot cell.  If every citing paper's observer
 read-modified-wrote its ``paper:cited_by``, concurrent observer transactions would
@@ -29,6 +29,11 @@ A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
 
 * t is *its own* and *quiet*: counter += d directly.  One transaction, no extra hop:
   the lowest latency.
+* otherwise, if ``mail_min`` (4) or more such updates of the transaction fall in t's
+  bucket: all of them in one **mail** to that bucket (``observers.citations.mail``:
+  one cell, one weak notification, folded by the bucket's owner).  This is the bulk
+  path: a refs batch of 8,192 papers on one of K workers sends (K-1)/K of its updates
+  to the others as at most 255 mails, instead of thousands of slot writes and folds.
 * otherwise: slot[s] += d, and a weak notification on (QUEUE_PREFIX + t, FOLD).
 
 **Its own**: the worker owns t's bucket of ``FOLD`` (the fold observer registers
@@ -49,12 +54,16 @@ costs a retry) nor between the running writers of one worker.  Correctness never
 depends on any of it: both paths keep the invariant.
 
 The fold observer on ``FOLD`` (:meth:`fold_many`), run by t's owner, many targets per
-transaction: counter += sum(slots) - folded; folded := sum(slots).  It reads the slots
-and writes only ``folded`` and the counter, so it never conflicts with slot writers;
-the worker runs it at most once at a time per target (the observers layer's ack), and
-claims its targets in-process while it runs, so direct writers of its own process
-combine instead of colliding with it.  Re-running a fold is a no-op (sum(slots) -
-folded = 0), and any number of pending deltas are folded by one run.
+transaction: counter += sum(slots) - folded; folded := sum(slots); and for a mail row,
+each counter += its delta, and the mail is deleted.  It reads the slots and writes
+only ``folded`` and the counter, so it never conflicts with slot writers (nor with
+senders of mail: every mail row is written by one transaction); the worker runs it at
+most once at a time per row (the observers layer's ack), and claims its targets
+in-process while it runs, so direct writers of its own process combine instead of
+colliding with it.  The refs and fold observers share a batch group
+(:data:`COUNTERS_GROUP`), so their batches, which write the same counters directly,
+never run at once in one worker.  Re-running a fold is a no-op (sum(slots) - folded =
+0; a mail applied is gone), and any number of pending deltas are folded by one run.
 
 A direct write never takes the counter below 0: if the counter alone cannot absorb a
 decrement (some increments are still in slots), the decrement goes to a slot too --
@@ -91,7 +100,8 @@ QUEUE_END = b"\x00cq0"
 RESERVED_ROW_PREFIX = b"\x00"
 """Row keys starting with this byte are not papers."""
 FOLD = b"citations:fold"
-"""Observed column of combining rows; only weak notifications ever target it."""
+"""Observed column of combining rows (slot rows and mail rows); only weak notifications
+ever target it."""
 SLOT_PREFIX = b"slot:"
 FOLDED = b"folded"
 DEFAULT_HOT: int | None = 1000
@@ -226,13 +236,17 @@ class CombiningCounter:
         for target, _ in deltas:
             check_target(target)
         busy = self._busy(source, [t for t, _ in deltas])
-        counts = txn.get_many([(target, column) for target, _ in deltas])
-        combined: list[tuple[bytes, int]] = []
         owns = self.owns if self.combining else (lambda target: True)
+        combined: list[tuple[bytes, int]] = []
+        mine: list[tuple[bytes, int]] = []
         for (target, delta), hot_now in zip(deltas, busy):
+            (combined if hot_now or not owns(target) else mine).append((target, delta))
+        # Only this worker's counters are read: another worker's may be locked by its
+        # running batch, and reading it would wait for that batch to commit.
+        counts = txn.get_many([(target, column) for target, _ in mine])
+        for target, delta in mine:
             n = decode_count(counts[(target, column)])
-            if not hot_now and (self.hot is None or n < self.hot) and n + delta >= 0 \
-                    and owns(target):
+            if (self.hot is None or n < self.hot) and n + delta >= 0:
                 _set_count(txn, target, column, n + delta)
             else:
                 combined.append((target, delta))
