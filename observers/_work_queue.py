@@ -209,10 +209,12 @@ class WorkQueue:
 
     def take(self) -> tuple[list[PendingCell], bool] | None:
         """Wait (bounded slices) for work; the next queued cell, and further cells of its
-        column in order up to the column's batch limit, marked in flight.  A cell with a
-        setback on record goes alone (and is left out of others' batches), so one
-        failing cell does not keep failing batches.  True with the cells if they are a
-        batch of their column (which runs alone in its group: see _next).  None if
+        column in order up to the column's batch limit, marked in flight -- and with them
+        the queued cells of the other columns of its batch group, up to their limits
+        (one transaction for all: the citations' refs and folds then write each counter
+        once).  A cell with a setback on record goes alone (and is left out of others'
+        batches), so one failing cell does not keep failing batches.  True with the
+        cells if they are a batch (which runs alone in its group: see _next).  None if
         stopping."""
         with self.lock:
             while True:
@@ -229,10 +231,17 @@ class WorkQueue:
             self._inflight[key] = first.buckets
             limit = self._batch_limits.limit(column)
             state = self._retry.state
-            batching = limit > 1 and state(key) is None and column in self._queues
+            group = self.group(column)
+            others = [c for c in self._queues if c != column and c in self._groups
+                      and self._groups[c] == group]
+            batching = limit > 1 and state(key) is None and (column in self._queues
+                                                             or bool(others))
             if batching:
-                self._batching.add(self.group(column))
-                cells += self._more(queue, limit - 1)
+                self._batching.add(group)
+                if column in self._queues:
+                    cells += self._more(queue, limit - 1)
+                for other in others:
+                    cells += self._more(self._queues[other], self._batch_limits.limit(other))
             self.started += len(cells)
         self._on_change()
         return cells, batching
