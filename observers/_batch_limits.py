@@ -4,12 +4,8 @@ An observer's ``max_batch`` is the most.  A batch that lost a conflict, or met a
 setback that is not the observer's fault, most likely collided with other transactions
 on the same cells: its column's limit halves (to at most half the failed batch), so the
 retry collides less, and every commit of the column doubles it again (up to the most):
-one conflict costs one smaller commit, not a long climb back.  A worker's first batches
-of a column start at :data:`FIRST_BATCH` cells at most and double the same way (a slow
-start): a batch holds the buckets of its cells until it commits, so when workers start
-together the first one to run must not hold everything for a batch of the most while
-the others wait for their buckets.  Per worker and in memory: it decides performance,
-never correctness.
+one conflict costs one smaller commit, not a long climb back.  Per worker and in memory:
+it decides performance, never correctness.
 """
 
 from __future__ import annotations
@@ -18,9 +14,6 @@ import threading
 from collections.abc import Iterable
 
 from ._registry import Observer
-
-FIRST_BATCH = 1024
-"""Cells of a column's first batch at most (then doubling with each commit)."""
 
 
 class BatchLimits:
@@ -32,7 +25,7 @@ class BatchLimits:
             if obs.max_batch > 1:
                 assert isinstance(obs.column, bytes)
                 self._most[obs.column] = obs.max_batch
-        self._now = {column: min(most, FIRST_BATCH) for column, most in self._most.items()}
+        self._now = dict(self._most)
         self._lock = threading.Lock()
 
     @property

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from observers import Backoff, Observer, Worker, list_parked
-from observers._batch_limits import FIRST_BATCH, BatchLimits
+from observers._batch_limits import BatchLimits
 from percolator import Client, Transaction, failpoints
 
 from .observer_fixtures import client_fixture, read, server_fixture, write_cells  # noqa: F401
@@ -79,16 +79,6 @@ def test_batch_limits_halve_on_a_collision_and_double_back() -> None:
     limits.shrink(b"single", 8)
     limits.grow(b"single")
     assert limits.limit(b"single") == 1 and BatchLimits([]).largest == 1
-
-
-def test_batch_limits_start_slow() -> None:
-    limits = BatchLimits([Runs(max_batch=FIRST_BATCH * 4)])
-    grown = [limits.limit(COL)]
-    for _ in range(3):
-        limits.grow(COL)
-        grown.append(limits.limit(COL))
-    assert grown == [FIRST_BATCH, FIRST_BATCH * 2, FIRST_BATCH * 4, FIRST_BATCH * 4]
-    assert limits.largest == FIRST_BATCH * 4
 
 
 def test_cells_of_a_batch_observer_share_transactions_one_batch_at_a_time(
