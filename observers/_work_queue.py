@@ -124,12 +124,12 @@ class WorkQueue:
                     else:
                         held[key] = kept
             for column, queue in list(self._queues.items()):
-                kept = deque(k for k in queue if k in self._queued)
-                if kept:
-                    self._queues[column] = kept
+                left = deque(k for k in queue if k in self._queued)
+                if left:
+                    self._queues[column] = left
                 else:
                     del self._queues[column]
-            self._order = {k: n for k, n in self._order.items() if k in self._queued}
+            self._order = {k: at for k, at in self._order.items() if k in self._queued}
             self.finished.notify_all()
             return n
 
