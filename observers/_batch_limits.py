@@ -4,36 +4,26 @@ An observer's ``max_batch`` is the most.  A batch that lost a conflict, or met a
 setback that is not the observer's fault, most likely collided with other transactions
 on the same cells: its column's limit halves (to at most half the failed batch), so the
 retry collides less, and every commit of the column doubles it again (up to the most):
-one conflict costs one smaller commit, not a long climb back.
+one conflict costs one smaller commit, not a long climb back.  Per worker and in memory:
+it decides performance, never correctness.
 
-While the worker's buckets are changing (``settling``: workers joining or leaving), a
-batch takes at most :data:`SETTLING_BATCH` cells: a batch holds the buckets of its
-cells until it commits, so a handover waits for the batch in flight.  When workers
-start beside a backlog, the first to pull owns every bucket for a moment; with a batch
-of 8,192 cells it kept 40% of a 20,000-paper load to itself while three other workers
-sat idle once their share was done (4 workers: 20 s of a 30 s run).  Per worker and in
-memory: it decides performance, never correctness.
+Batches stay as large as ``max_batch`` from the start: smaller first batches (a slow
+start, or a cap while workers join) let handovers finish sooner but cost the node more
+per paper than they saved (bench/README.md, bench_pipeline.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from ._registry import Observer
-
-SETTLING_BATCH = 1024
-"""Cells per batch at most while the worker's buckets are changing."""
-SETTLE_SECONDS = 2.0
-"""How long after its buckets last changed a worker's batches stay small."""
 
 
 class BatchLimits:
     """Current cells per transaction of each column whose observer batches (thread-safe)."""
 
-    def __init__(self, observers: Iterable[Observer], *,
-                 settling: Callable[[], bool] = lambda: False) -> None:
-        self._settling = settling
+    def __init__(self, observers: Iterable[Observer]) -> None:
         self._most: dict[bytes, int] = {}
         for obs in observers:
             if obs.max_batch > 1:
@@ -49,8 +39,7 @@ class BatchLimits:
 
     def limit(self, column: bytes) -> int:
         """Cells of ``column`` one transaction may take now (1: no batches)."""
-        now = self._now.get(column, 1)
-        return min(now, SETTLING_BATCH) if now > SETTLING_BATCH and self._settling() else now
+        return self._now.get(column, 1)
 
     def shrink(self, column: bytes, failed: int) -> None:
         """A batch of ``failed`` cells collided: halve, to at most half of it."""

@@ -43,7 +43,6 @@ class Ownership:
         self.cursors = Cursors()
         self.member_index = -1
         self._renewed = float("-inf")
-        self._changed = float("-inf")  # when the owned or revoking buckets last changed
 
     # --- Placement ------------------------------------------------------------------------
 
@@ -64,11 +63,6 @@ class Ownership:
     def fenced(self) -> bool:
         return self._clock() > self._renewed + self.lease / 2
 
-    def settling(self, seconds: float) -> bool:
-        """Whether this worker's buckets changed less than ``seconds`` ago, or some are
-        being revoked (workers are joining or leaving: a handover is under way)."""
-        return bool(self.revoking) or self._clock() - self._changed < seconds
-
     # --- the feed's -----------------------------------------------------------------------
 
     def apply(self, reply: PullReply, sent_at: float) -> Buckets:
@@ -80,8 +74,6 @@ class Ownership:
                 gone = buckets - reply.owned.get(column, frozenset())
                 if gone:
                     lost[column] = gone
-            if self.owned != reply.owned or self.revoking != reply.revoking:
-                self._changed = self._clock()
             self.owned = dict(reply.owned)
             self.revoking = dict(reply.revoking)
             self.cursors = reply.cursors

@@ -34,7 +34,7 @@ from percolator import Client, CommitConflict
 from percolator.clock import Clock
 from percolator.errors import OracleError
 
-from ._batch_limits import SETTLE_SECONDS, BatchLimits
+from ._batch_limits import BatchLimits
 from ._feed import Feed
 from ._layout import ParkInfo, encode_park_info
 from ._metrics import ObserverMetrics
@@ -89,8 +89,7 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self.threads = threads
         self.heartbeat_interval = heartbeat
-        self.batch_limits = BatchLimits(
-            self.registry, settling=lambda: self.ownership.settling(SETTLE_SECONDS))
+        self.batch_limits = BatchLimits(self.registry)
         self.queue_size = queue_size or max(64, 16 * threads, 2 * self.batch_limits.largest)
         self.clock = clock or client.clock
         self.columns = tuple(sorted(self.registry.columns))

@@ -10,10 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from observers import Backoff, Observer, Worker, list_parked
-from observers._batch_limits import SETTLING_BATCH, BatchLimits
-from observers._ownership import Ownership
+from observers._batch_limits import BatchLimits
 from percolator import Client, Transaction, failpoints
-from percolator.notifications import Cursors, PullReply
 
 from .observer_fixtures import client_fixture, read, server_fixture, write_cells  # noqa: F401
 
@@ -81,33 +79,6 @@ def test_batch_limits_halve_on_a_collision_and_double_back() -> None:
     limits.shrink(b"single", 8)
     limits.grow(b"single")
     assert limits.limit(b"single") == 1 and BatchLimits([]).largest == 1
-
-
-def test_batches_stay_small_while_the_buckets_change() -> None:
-    settling = [True]
-    limits = BatchLimits([Runs(max_batch=SETTLING_BATCH * 8), Observer(b"w", max_batch=16)],
-                         settling=lambda: settling[0])
-    assert limits.limit(COL) == SETTLING_BATCH, "a handover waits for a small batch"
-    assert limits.limit(b"w") == 16, "limits below the cap stay"
-    settling[0] = False
-    assert limits.limit(COL) == SETTLING_BATCH * 8
-
-
-def test_a_worker_is_settling_for_a_while_after_its_buckets_changed() -> None:
-    now = [100.0]
-    ownership = Ownership({COL: b""}, 10.0, clock=lambda: now[0])
-    assert not ownership.settling(2.0), "nothing has changed yet"
-
-    def reply(buckets: frozenset[int]) -> PullReply:
-        return PullReply({COL: buckets}, {}, 0, (), Cursors(), False)
-
-    ownership.apply(reply(frozenset({1, 2})), now[0])
-    assert ownership.settling(2.0)
-    now[0] += 2.5
-    ownership.apply(reply(frozenset({1, 2})), now[0])
-    assert not ownership.settling(2.0), "the same buckets again: settled"
-    ownership.apply(reply(frozenset({1})), now[0])
-    assert ownership.settling(2.0), "a bucket went: a handover"
 
 
 def test_cells_of_a_batch_observer_share_transactions_one_batch_at_a_time(
