@@ -13,12 +13,19 @@ the targets (issue "Remote transactions at least as fast as PostgreSQL": >= 1.0x
 16 processes, >= 0.8x at 1), failed attempts, and CPU per transaction on each side (server:
 the node process, or the postmaster with its backends; clients: the client processes).
 
-``--service`` adds a third client, interleaved with the two: the same transfers through
-the node's Transactions service (``percolator.v1.Transactions``: Begin reading both
-accounts, then Commit the two writes; retried on ABORTED), by the small Python client of
-the service in tests/percolator/txn_service_client.py, as a service in another language
-would call it; its transfers/s is printed as a ratio to the native client's (target:
-within 1.2x, i.e. >= 0.83x, issue 17).
+``--service`` adds clients of the node's Transactions service (``percolator.v1.Transactions``),
+interleaved with the others: the same transfers (Begin reading both accounts, then Commit
+the two writes; retried on ABORTED), by the small Python client of the service in
+tests/percolator/txn_service_client.py, as a service in another language would call it,
+over each transport asked for: TXN frames of the native transport ("native"), one gRPC
+Stream per client ("stream"), or unary gRPC calls ("unary"); default native and stream.
+Each one's transfers/s is printed as a ratio to the Python client's (its first
+transport; target: within 1.2x, i.e. >= 0.83x, issue 17).
+
+``--secure`` runs the node as a production deployment does (docker-compose.yml): TLS and
+tokens (``percolator dev-secrets``), every client with a ``write`` token and the CA, over
+either transport (the native port is guarded as the gRPC port is, docs/security.md);
+PostgreSQL then serves TLS too (the same certificate, ``sslmode=require``).
 Set-up and options: bench/README.md.
 """
 
@@ -95,14 +102,19 @@ class Postgres:
     port: int
     bindir: Path
     user: str | None  # run the server as this user (we are root), else as ourselves
+    tls: bool = False  # clients require TLS (the server has a certificate)
 
     @property
     def pid(self) -> int:
         return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
 
     def conninfo(self, sync: str = "always", dbname: str = "bench") -> dict[str, Any]:
-        return {"host": "127.0.0.1", "port": self.port, "user": "postgres", "dbname": dbname,
-                "options": f"-c synchronous_commit={PG_SYNC[sync]}"}
+        conninfo: dict[str, Any] = {
+            "host": "127.0.0.1", "port": self.port, "user": "postgres", "dbname": dbname,
+            "options": f"-c synchronous_commit={PG_SYNC[sync]}"}
+        if self.tls:
+            conninfo["sslmode"] = "require"
+        return conninfo
 
     def ctl(self, *args: str) -> None:
         subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), *args],
@@ -115,8 +127,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_postgres() -> Postgres | None:
-    """initdb into a temporary directory and start it on a free port; None (and why) if not."""
+def start_postgres(secrets: Path | None = None) -> Postgres | None:
+    """initdb into a temporary directory and start it on a free port; None (and why) if not.
+    ``secrets``: serve TLS with the node's certificate there (``--secure``)."""
     try:
         import psycopg
     except ImportError:
@@ -138,13 +151,22 @@ def start_postgres() -> Postgres | None:
     root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     if user:
         shutil.chown(root, user)
-    pg = Postgres(root, free_port(), bindir, user)
+    pg = Postgres(root, free_port(), bindir, user, tls=secrets is not None)
     try:
         subprocess.run([str(bindir / "initdb"), "-D", str(root / "data"), "-U", "postgres",
                         "--auth=trust", "--no-sync"], check=True, capture_output=True,
                        user=user, timeout=WAIT)
+        tls = ""
+        if secrets is not None:  # PostgreSQL wants its key private to the server's user
+            for name in ("node.pem", "node.key"):
+                shutil.copy(secrets / name, root / name)
+                os.chmod(root / name, 0o600)
+                if user:
+                    shutil.chown(root / name, user)
+            tls = (f" -c ssl=on -c ssl_cert_file={root / 'node.pem'}"
+                   f" -c ssl_key_file={root / 'node.key'}")
         pg.ctl("-l", str(root / "log"), "-w", "-t", "60", "-o",
-               f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1", "start")
+               f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1{tls}", "start")
         with psycopg.connect(**pg.conninfo(dbname="postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
             version = conn.execute("SHOW server_version").fetchone()
@@ -172,15 +194,19 @@ def row(prefix: str, i: int) -> bytes:
     return f"{prefix}/acct{i:04d}".encode()
 
 
-def load_ours(address: str, prefix: str) -> None:
-    with Client.connect(address) as client, client.transaction() as txn:
+Credentials = dict[str, str]
+"""Client.connect's token and tls_ca (``--secure``), or empty."""
+
+
+def load_ours(address: str, prefix: str, credentials: Credentials) -> None:
+    with Client.connect(address, **credentials) as client, client.transaction() as txn:
         for i in range(ACCOUNTS):
             txn.set(row(prefix, i), COLUMN, b"%d" % INITIAL)
 
 
-def total_ours(address: str, prefix: str) -> int:
+def total_ours(address: str, prefix: str, credentials: Credentials) -> int:
     cells = [(row(prefix, i), COLUMN) for i in range(ACCOUNTS)]
-    with Client.connect(address) as client:
+    with Client.connect(address, **credentials) as client:
         values = client.run(lambda txn: txn.get_many(cells))
     return sum(int(v or 0) for v in values.values())
 
@@ -211,13 +237,13 @@ def pick(rng: random.Random) -> tuple[int, int, int]:
     return a, b, rng.randint(1, 10)
 
 
-def ours_loop(target: tuple[str, Transport, str], prefix: str, rng: random.Random,
-              ready: Callable[[], float]) -> tuple[int, int]:
+def ours_loop(target: tuple[str, Transport, str, Credentials], prefix: str,
+              rng: random.Random, ready: Callable[[], float]) -> tuple[int, int]:
     """The shape's transactions with the public API only, over the given transport;
     returns (committed, failed attempts)."""
     attempts = 0
-    address, transport, shape = target
-    with Client.connect(address, transport=transport) as client:
+    address, transport, shape, credentials = target
+    with Client.connect(address, transport=transport, **credentials) as client:
         def transfer(txn: Transaction, a: int, b: int, amount: int) -> None:
             nonlocal attempts
             attempts += 1
@@ -243,14 +269,14 @@ def ours_loop(target: tuple[str, Transport, str], prefix: str, rng: random.Rando
     return committed, attempts - committed
 
 
-def service_loop(target: tuple[str, bool], prefix: str, rng: random.Random,
+def service_loop(target: tuple[str, str], prefix: str, rng: random.Random,
                  ready: Callable[[], float]) -> tuple[int, int]:
     """Transfers through the Transactions service: Begin reads both accounts, Commit writes
-    them (the node runs the protocol), by unary calls or on one Stream; returns
-    (committed, failed attempts)."""
+    them (the node runs the protocol), in native TXN frames, on one gRPC Stream or by
+    unary calls; returns (committed, failed attempts)."""
     attempts = 0
-    address, stream = target
-    with ServiceClient(address, stream=stream) as client:
+    address, via = target
+    with ServiceClient(address, stream=via == "stream", native=via == "native") as client:
         client.begin([(row(prefix, 0), COLUMN)]).rollback()  # connected and warm
         committed, deadline = 0, ready()
         while time.perf_counter() < deadline:
@@ -380,29 +406,37 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
 
 def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
              connect: str | None, node_pid: int | None, kind: str = "ours",
-             stream: bool = False, transport: Transport = "native", shape: str = "transfer"
-             ) -> Run:
+             transport: str = "native", shape: str = "transfer",
+             secrets: Path | None = None) -> Run:
     """One run on a fresh node (or the running one, on rows of its own); checks the total.
     ``kind``: the Python client ("ours", its batches over ``transport``) or the
-    Transactions service ("service", by unary calls or on a ``stream``)."""
+    Transactions service ("service", over ``transport``: native, stream or unary).
+    ``secrets``: the node with TLS and tokens, the clients with a write token and the CA."""
     prefix = f"bank{seed}{kind}{transport}"
+    credentials: Credentials = {} if secrets is None else {
+        "token": (secrets / "write.token").read_text().strip(),
+        "tls_ca": str(secrets / "ca.pem")}
+    node_args = () if secrets is None else (
+        "--tls-cert", str(secrets / "node.pem"), "--tls-key", str(secrets / "node.key"),
+        "--auth-tokens", str(secrets / "tokens"))
 
     def target(address: str) -> Any:
-        return (address, stream) if kind == "service" else (address, transport, shape)
+        return ((address, transport) if kind == "service"
+                else (address, transport, shape, credentials))
 
     if connect:
-        load_ours(connect, prefix)
+        load_ours(connect, prefix, credentials)
         run = measure(kind, target(connect), node_pid, processes, seconds, prefix, seed)
-        check(kind, total_ours(connect, prefix))
+        check(kind, total_ours(connect, prefix, credentials))
         return run
     data = Path(tempfile.mkdtemp(prefix="node-", dir=tmp))
     try:
-        with ServerProcess(data, "--sync", sync) as node:
+        with ServerProcess(data, "--sync", sync, *node_args) as node:
             assert node.proc is not None
-            load_ours(node.address, prefix)
+            load_ours(node.address, prefix, credentials)
             run = measure(kind, target(node.address), node.proc.pid, processes, seconds,
                           prefix, seed)
-            check(kind, total_ours(node.address, prefix))
+            check(kind, total_ours(node.address, prefix, credentials))
         return run
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -440,8 +474,8 @@ def cpu_line(name: str, runs: list[Run]) -> str:
             f" = {server + client:5.2f}   failed attempts {failed:5.1%}")
 
 
-Results = dict[int, tuple[dict[str, list[Run]], list[Run], list[Run]]]
-"""Per process count: ours per transport, the service, PostgreSQL."""
+Results = dict[int, tuple[dict[str, list[Run]], dict[str, list[Run]], list[Run]]]
+"""Per process count: ours per transport, the service per transport, PostgreSQL."""
 
 
 def report(label: str, results: Results) -> None:
@@ -461,18 +495,19 @@ def report(label: str, results: Results) -> None:
                          f"{max(ratios):.2f}x)     >= {goal:.1f}x "
                          f"{'met' if ratio >= goal else 'MISSED'}")
             print(line)
-        if service:
-            ratios = [v.tps / o.tps for v, o in zip(service, ours, strict=True)]
-            ratio = statistics.median(r.tps for r in service) / statistics.median(
+        first = next(iter(by_transport))
+        for via, runs in service.items():
+            ratios = [v.tps / o.tps for v, o in zip(runs, ours, strict=True)]
+            ratio = statistics.median(r.tps for r in runs) / statistics.median(
                 r.tps for r in ours)
             goal = 1 / 1.2
-            print(f"         service {spread([r.tps for r in service]):>24}  service/ours"
-                  f" {ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)  >= {goal:.2f}x"
+            print(f"  service {via:>7} {spread([r.tps for r in runs]):>20}  service/ours"
+                  f" {first} {ratio:.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)  >= {goal:.2f}x"
                   f" (within 1.2x) {'met' if ratio >= goal else 'MISSED'}")
         for transport, runs in by_transport.items():
             print(cpu_line(f"ours {transport}", runs))
-        if service:
-            print(cpu_line("service", service))
+        for via, runs in service.items():
+            print(cpu_line(f"service {via}", runs))
         if pg:
             print(cpu_line("PostgreSQL", pg))
             for transport, runs in by_transport.items():
@@ -492,54 +527,73 @@ def main() -> None:
     parser.add_argument("--connect", metavar="HOST:PORT",
                         help="clients only, against this running node (no PostgreSQL)")
     parser.add_argument("--node-pid", type=int, help="with --connect: the node's pid, for CPU")
-    parser.add_argument("--service", nargs="?", const="stream", choices=["stream", "unary"],
-                        help="also run the transfers through the Transactions service, on a"
-                             " Stream call per client (default) or by unary calls")
+    parser.add_argument("--service", nargs="*", choices=["native", "stream", "unary"],
+                        help="also run the transfers through the Transactions service, over"
+                             " each transport given: native TXN frames, a gRPC Stream per"
+                             " client, unary gRPC calls (none given: native and stream)")
     parser.add_argument("--shape", choices=list(SHAPES), default="transfer",
                         help="; ".join(f"{k}: {v}" for k, v in SHAPES.items()))
+    parser.add_argument("--secure", action="store_true",
+                        help="the node with TLS and tokens, clients with a write token and"
+                             " the CA; PostgreSQL with TLS (sslmode=require)")
     parser.add_argument("--transport", nargs="+", choices=["native", "grpc"],
                         default=["native", "grpc"],
                         help="the Python client's transports to measure, each on a node of"
                              " its own (default: both; the service's ratio is to the first)")
     args = parser.parse_args()
+    if args.service == []:
+        args.service = ["native", "stream"]
     if args.service and args.shape != "transfer":
         parser.error("--service measures transfers only")
+    if args.service and args.secure:
+        parser.error("--service measures a node without tokens (its client sends none)")
     syncs = ["always", "none"] if args.sync == "both" else [args.sync]
     if args.connect:
         syncs = ["connect"]
     print(f"{args.shape} transactions; {os.cpu_count()} cores, load average"
           f" {os.getloadavg()[0]:.2f}; "
-          f"{args.seconds:g} s per run, {args.reps} reps, processes {args.processes}")
-    pg = None if args.skip_postgres or args.connect else start_postgres()
+          f"{args.seconds:g} s per run, {args.reps} reps, processes {args.processes}"
+          + ("; secured: TLS and tokens" if args.secure else ""))
     tmp = Path(tempfile.mkdtemp(prefix="bench-bank-"))
+    secrets = None
+    if args.secure:
+        secrets = tmp / "secrets"
+        subprocess.run([sys.executable, "-m", "percolator", "dev-secrets", "--dir",
+                        str(secrets)], check=True, capture_output=True, timeout=WAIT)
+    pg = None if args.skip_postgres or args.connect else start_postgres(secrets)
     seed = int(time.time()) % 100_000 * 100
     try:
         for sync in syncs:
             results: Results = {}
             for processes in args.processes:
                 ours, service, theirs = results.setdefault(
-                    processes, ({t: [] for t in args.transport}, [], []))
+                    processes, ({t: [] for t in args.transport},
+                                {v: [] for v in args.service or ()}, []))
                 for rep in range(args.reps):
                     seed += 100
                     for transport in args.transport:
                         ours[transport].append(run_ours(
                             sync, processes, args.seconds, seed, tmp, args.connect,
-                            args.node_pid, transport=transport, shape=args.shape))
-                    if args.service:
-                        service.append(run_ours(sync, processes, args.seconds, seed, tmp,
-                                                args.connect, args.node_pid, "service",
-                                                args.service == "stream"))
+                            args.node_pid, transport=transport, shape=args.shape,
+                            secrets=secrets))
+                    for via in args.service or ():
+                        service[via].append(run_ours(sync, processes, args.seconds, seed, tmp,
+                                                     args.connect, args.node_pid, "service",
+                                                     via))
                     if pg is not None:
                         theirs.append(run_postgres(pg, sync, processes, args.seconds, seed,
                                                    args.shape))
                     print(f"  [{sync} x{processes} rep {rep + 1}] ours "
                           + ", ".join(f"{t} {runs[-1].tps:,.0f}/s" for t, runs in ours.items())
-                          + (f", service {service[-1].tps:,.0f}/s" if args.service else "")
+                          + "".join(f", service {v} {runs[-1].tps:,.0f}/s"
+                                    for v, runs in service.items())
                           + (f", PostgreSQL {theirs[-1].tps:,.0f}/s" if pg else "")
                           + f"  (load average {os.getloadavg()[0]:.1f})", flush=True)
             label = (f"ours at {args.connect}" if args.connect else
                      f"ours --sync {sync} vs PostgreSQL synchronous_commit={PG_SYNC[sync]}")
             label += f"; {args.shape}: {SHAPES[args.shape]}"
+            if args.secure:
+                label += "; secured (TLS and tokens; PostgreSQL with TLS)"
             report(label, results)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}; totals conserved in every run")
     finally:

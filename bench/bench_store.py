@@ -1,7 +1,7 @@
 """Benchmark of the tablet store: raw plyvel, in-process LocalStore, and gRPC on loopback.
 
 Usage: python bench/bench_store.py [--seconds S] [--compare-servers] [--sync-cost]
-                                   [--checksum-cost] [--skip-remote]
+                                   [--log-fsync-cost] [--checksum-cost] [--skip-remote]
 
 Prints rates (ops/s; rows/s for batches) and each as a ratio to raw plyvel, with the
 targets from the issue next to the figures.  The gRPC server runs in a subprocess (as
@@ -288,6 +288,63 @@ def sync_cost(root: Path, seconds: float) -> None:
         print(f"  {mode:<7} 1 thread {one:>9,.0f} puts/s   8 threads {eight:>9,.0f} puts/s")
 
 
+# --- optional: what one durable write waits for -------------------------------------------
+
+LOG_ROUNDS = 10
+LOG_WRITES = 50  # per kind and round
+
+
+def log_fsync_cost(root: Path) -> None:
+    """The latency of one synced write of ~100 bytes, three ways, interleaved in rounds.
+
+    A synced LevelDB put (what ``sync="always"`` does: append to its log, fdatasync); a
+    plain file appended with write(2) and fdatasync'ed (the same I/O without LevelDB);
+    and a file preallocated with zeros and fsynced once, then overwritten in place and
+    fdatasync'ed (what PostgreSQL does with its WAL segments).  An append changes the
+    file's size, which fdatasync must commit to the file system's journal too; an
+    overwrite of allocated blocks does not.
+    """
+    print("synced ~100-byte write, one writer: latency (median / mean), interleaved rounds")
+    db = plyvel.DB(str(root / "log-cost"), create_if_missing=True)
+    size = LOG_ROUNDS * LOG_WRITES * 128 + 4096
+    appended = os.open(root / "appended", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    overwritten = os.open(root / "overwritten", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(overwritten, bytes(size))
+    os.fsync(overwritten)
+    os.lseek(overwritten, 0, os.SEEK_SET)
+    record = b"x" * 100
+
+    def leveldb(i: int) -> None:
+        db.put(b"k%d" % i, record, sync=True)
+
+    def append(_: int) -> None:
+        os.write(appended, record)
+        os.fdatasync(appended)
+
+    def overwrite(_: int) -> None:
+        os.write(overwritten, record)
+        os.fdatasync(overwritten)
+
+    kinds = {"LevelDB synced put (appends its log)": leveldb,
+             "write(2) appending + fdatasync": append,
+             "write(2) over preallocated zeros + fdatasync": overwrite}
+    took: dict[str, list[float]] = {name: [] for name in kinds}
+    n = 0
+    for _ in range(LOG_ROUNDS):
+        for name, write in kinds.items():
+            for _ in range(LOG_WRITES):
+                began = time.perf_counter()
+                write(n)
+                took[name].append(time.perf_counter() - began)
+                n += 1
+    for name, times in took.items():
+        print(f"  {name:<46} {statistics.median(times) * 1e6:>7,.0f} us"
+              f" / {statistics.mean(times) * 1e6:>7,.0f} us")
+    os.close(appended)
+    os.close(overwritten)
+    db.close()
+
+
 # --- optional: cost of verifying checksums on reads ----------------------------------------
 
 
@@ -350,6 +407,9 @@ def main() -> None:
     parser.add_argument("--compare-servers", action="store_true")
     parser.add_argument("--sync-cost", action="store_true")
     parser.add_argument("--checksum-cost", action="store_true")
+    parser.add_argument("--log-fsync-cost", action="store_true",
+                        help="latency of a synced write: LevelDB's log, a file appended,"
+                             " a preallocated file overwritten")
     parser.add_argument("--skip-remote", action="store_true", help="in-process figures only")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--serve-echo", choices=("sync", "aio"), help=argparse.SUPPRESS)
@@ -377,6 +437,8 @@ def main() -> None:
                 stop_child(proc)
         if args.sync_cost:
             sync_cost(root, args.seconds)
+        if args.log_fsync_cost:
+            log_fsync_cost(root)
         if args.checksum_cost:
             checksum_cost(root, args.seconds)
     if args.compare_servers:

@@ -9,13 +9,15 @@ last loaded, a few ``stat`` calls.  Changed files are loaded and checked (the ke
 match the certificate) before they are served; a pair caught half-written or mismatched
 during a rotation is not served: the previous one stays, with one warning, and is
 replaced as soon as the files are consistent.  Connections already open keep the
-certificate they were made with.
+certificate they were made with.  A server of our own on a socket (the node's native
+transport) gets the same files, checks and reloading as an ``ssl.SSLContext`` per new
+connection (:meth:`ServerTLS.contexts`).
 
 Client: :func:`connect_channel` opens a channel with TLS when a CA or a client
 certificate is given, and sends a token on every call (``authorization: Bearer TOKEN``,
 added by a channel interceptor).  A token never travels in the clear over a network:
 without TLS, :func:`connect_channel` sends one only to a loopback address and refuses any
-other.
+other.  :func:`client_context` is the same TLS for a client's own socket.
 """
 
 from __future__ import annotations
@@ -25,17 +27,17 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import grpc
 
 from .auth import METADATA_KEY
 
-__all__ = ["ServerTLS", "channel_credentials", "connect_channel", "is_loopback",
-           "split_host"]
+__all__ = ["ServerTLS", "channel_credentials", "client_context", "connect_channel",
+           "is_loopback", "split_host"]
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +59,57 @@ class ServerTLS:
         Raises OSError if a file cannot be read and ValueError if the files are not a
         certificate and its key (or the CA file holds no certificate).
         """
-        files = _CertificateFiles(self)
+        files = _CertificateFiles(self, _grpc_configuration)
         return grpc.dynamic_ssl_server_credentials(
             files.initial, files.fetch, require_client_authentication=self.client_ca is not None)
 
+    def contexts(self) -> Callable[[], ssl.SSLContext]:
+        """The context of each new connection of a server of our own (a socket, not gRPC):
+        call it before each handshake.  The same files, checks and reloading as
+        :meth:`credentials` (a client certificate signed by ``client_ca`` is required
+        when one is given); raises as it does."""
+        files = _CertificateFiles(self, _ssl_context)
+        current = files.initial
 
-class _CertificateFiles:
-    """The fetcher of dynamic credentials: a new configuration when the files changed."""
+        def context() -> ssl.SSLContext:
+            nonlocal current
+            fresh = files.fetch()
+            if fresh is not None:
+                current = fresh
+            return current
 
-    def __init__(self, tls: ServerTLS) -> None:
+        return context
+
+
+def _grpc_configuration(tls: ServerTLS, cert: bytes, key: bytes, root: bytes | None
+                        ) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=root)
+
+
+def _ssl_context(tls: ServerTLS, cert: bytes, key: bytes, root: bytes | None
+                 ) -> ssl.SSLContext:
+    """A server context as gRPC's: TLS 1.2 or later, the client's certificate required
+    (and verified against ``client_ca``) for mutual TLS."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert, tls.key)
+    if root is not None:
+        context.load_verify_locations(cadata=root.decode("ascii", "replace"))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+_Config = TypeVar("_Config")
+
+
+class _CertificateFiles(Generic[_Config]):
+    """The files of a ServerTLS, built into a server configuration (gRPC's, or an
+    SSLContext) when they changed and are consistent."""
+
+    def __init__(self, tls: ServerTLS,
+                 build: Callable[[ServerTLS, bytes, bytes, bytes | None], _Config]) -> None:
         self._tls = tls
+        self._build = build
         self._paths = [p for p in (tls.cert, tls.key, tls.client_ca) if p is not None]
         self._lock = threading.Lock()
         self._stamp = self._stat()
@@ -77,7 +120,7 @@ class _CertificateFiles:
         stats = [os.stat(p) for p in self._paths]
         return tuple((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
 
-    def _load(self) -> grpc.ServerCertificateConfiguration:
+    def _load(self) -> _Config:
         tls = self._tls
         cert, key = tls.cert.read_bytes(), tls.key.read_bytes()
         _check_pair(tls.cert, tls.key)
@@ -85,12 +128,16 @@ class _CertificateFiles:
         if tls.client_ca is not None:
             root = tls.client_ca.read_bytes()
             _check_ca(tls.client_ca)
+        try:
+            config = self._build(tls, cert, key, root)
+        except ssl.SSLError as exc:  # replaced between the check and the build
+            raise ValueError(f"{tls.cert} and {tls.key} cannot be loaded: {exc}") from exc
         if (tls.cert.read_bytes(), tls.key.read_bytes()) != (cert, key):
             raise ValueError("the files changed while they were read")
-        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=root)
+        return config
 
-    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """Called by gRPC before each handshake: None keeps the current certificate."""
+    def fetch(self) -> _Config | None:
+        """Called before each handshake: None keeps the current configuration."""
         with self._lock:
             try:
                 stamp = self._stat()
@@ -168,6 +215,25 @@ def channel_credentials(*, tls_ca: str | os.PathLike[str] | None = None,
     return grpc.ssl_channel_credentials(root_certificates=_read(tls_ca),
                                         private_key=_read(tls_key),
                                         certificate_chain=_read(tls_cert))
+
+
+def client_context(*, tls_ca: str | os.PathLike[str] | None = None,
+                   tls_cert: str | os.PathLike[str] | None = None,
+                   tls_key: str | os.PathLike[str] | None = None) -> ssl.SSLContext | None:
+    """The TLS context of a client's own socket (the node's native transport), or None for
+    plain TCP: the same choice and files as :func:`channel_credentials`, so the server is
+    verified against the same CA (the system's when ``tls_ca`` is None) and must name the
+    host dialled, as gRPC's channel checks.  Raises ValueError for a certificate without
+    its key, OSError (``ssl.SSLError`` included) for files that cannot be used."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("a client certificate needs its key: give tls_cert and tls_key")
+    if tls_ca is None and tls_cert is None:
+        return None
+    context = ssl.create_default_context(cafile=tls_ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls_cert is not None:
+        context.load_cert_chain(tls_cert, tls_key)
+    return context
 
 
 class _Token(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc is untyped

@@ -44,7 +44,7 @@ import grpc
 from .auth import Role, TokenTable, grant
 from .status import STREAM_KEY, STREAM_REFUSED
 
-__all__ = ["Gate", "Guard", "IdleWatch", "StreamPool", "note_undecodable"]
+__all__ = ["Gate", "Guard", "IdleWatch", "StreamPool", "note_refused", "note_undecodable"]
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,12 @@ _CAUSES = _Causes()
 def note_undecodable(method: str, exc: BaseException) -> None:
     """Log a request that did not decode, once per method and cause, without a traceback."""
     _CAUSES.note(method, f"undecodable request: {type(exc).__name__}: {exc}")
+
+
+def note_refused(where: str, cause: str) -> None:
+    """Log a refused request or connection once per place and cause, without a
+    traceback: a stranger repeating it cannot grow the log."""
+    _CAUSES.note(where, cause)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:

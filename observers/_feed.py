@@ -13,10 +13,14 @@ idle worker costs the node one call every few seconds, and a new entry is picked
 in one wake-up.  While cells run, the feed pulls without waiting whenever a processor
 finishes or takes cells (at least every ``heartbeat``).
 
-If the node cannot be reached (restarting), the feed retries every 50-250 ms; once
-its last successful pull was sent more than half a lease ago it gives up its buckets
-(the node gives them to others when the lease expires) and claims them again, read
-from their start, when the node is back.
+If a pull fails, the feed waits until the node's channel is connected again (a
+connectivity watch, at most half a second at a time, so it still sees a stop or its
+lease running out) and pulls at once: a restarted node is pulled from within one
+reconnect back-off (0.1-0.5 s) of taking connections.  A pull that failed on a connected
+channel (the node refused it) is tried again after 50-250 ms.  Once its last
+successful pull was sent more than half a lease ago the feed gives up its buckets (the
+node gives them to others when the lease expires) and claims them again, read from
+their start, when the node is back.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from percolator.notifications import NotificationsBackend, PullReply, PullReques
 
 from ._notifications import Entry, cells_of, done_refs
 from ._ownership import Buckets, Ownership
+from ._retry import reconnect_or_back_off
 from ._stats import Counters
 from ._work_queue import WorkQueue
 
@@ -148,7 +153,8 @@ class Feed:
             except (StorageError, PercolatorError) as exc:
                 self._unsent_again(request, done)
                 self.last_error = f"pull: {exc}"
-                self._stopping.wait(retry)
+                reconnect_or_back_off(self.notifications.wait_ready, retry,
+                                      self._stopping.wait)
                 retry = min(_RETRY_MOST, retry * 2)
                 continue
             retry = _RETRY_FIRST

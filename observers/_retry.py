@@ -130,12 +130,32 @@ def is_transient(exc: BaseException) -> bool:
 OUTAGE_BACKOFF = Backoff(0.05, 2.0, 0.5)
 """Retries through an outage: at least twice a second once the node is back."""
 
+READY_WAIT = 0.5
+"""Seconds one wait for a node to be reachable again takes at most (a stop, a lease or a
+deadline is looked at in between)."""
+
+
+def reconnect_or_back_off(ready: Callable[[float], bool], delay: float,
+                          sleep: Callable[[float], object], wait: float = READY_WAIT) -> None:
+    """After a failed call: wait until the node can be reached (``ready``, a connectivity
+    watch, at most ``wait`` seconds), so the call is made again as soon as a restarted
+    node takes connections; if it could be reached all along (it refused the call), sleep
+    out ``delay`` seconds instead."""
+    began = time.monotonic()
+    if ready(wait):
+        left = delay - (time.monotonic() - began)
+        if left > 0:
+            sleep(left)
+
 
 def through_outages(fn: Callable[[], T], *, timeout: float, what: str,
-                    backoff: Backoff = OUTAGE_BACKOFF) -> T:
-    """``fn()``, retried with back-off on transient errors (a node restarting) for at most
-    ``timeout`` seconds; then the last error is raised.  ``fn`` must be safe to repeat
-    (an undecided commit may have landed)."""
+                    backoff: Backoff = OUTAGE_BACKOFF,
+                    ready: Callable[[float], bool] | None = None) -> T:
+    """``fn()``, retried on transient errors (a node restarting) for at most ``timeout``
+    seconds; then the last error is raised.  ``fn`` must be safe to repeat (an undecided
+    commit may have landed).  Between tries: with ``ready`` (``client.notifications.
+    wait_ready``), until the node can be reached again (:func:`reconnect_or_back_off`);
+    without, the back-off's delay."""
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
@@ -147,4 +167,9 @@ def through_outages(fn: Callable[[], T], *, timeout: float, what: str,
             attempt += 1
             if attempt == 1:
                 log.warning("%s: %s; retrying for up to %.0fs", what, exc, timeout)
-            time.sleep(min(backoff.delay(attempt), max(0.0, deadline - time.monotonic())))
+            delay = min(backoff.delay(attempt), max(0.0, deadline - time.monotonic()))
+            if ready is None:
+                time.sleep(delay)
+            else:
+                reconnect_or_back_off(ready, delay, time.sleep, min(
+                    READY_WAIT, max(0.0, deadline - time.monotonic())))

@@ -75,6 +75,9 @@ def _text(column: bytes) -> str:
 
 def format_column(c: ColumnInfo) -> str:
     state = f"registered at {c.registered_at}" if c.registered_at else "not observed"
+    if c.damaged:
+        state = (f"damaged registration ({c.damaged}): observed with no partition prefix and"
+                 " no backfill until registered again")
     line = (f"  {_text(c.column)}: {state}, {c.pending:,} pending, {len(c.workers)} live"
             f" worker{'' if len(c.workers) == 1 else 's'}")
     if c.backfill_pending:
@@ -133,7 +136,8 @@ def status_json(status: ClusterStatus) -> dict[str, object]:
                      "partition_prefix": c.partition_prefix.hex(),
                      "backfill": ({"done": c.backfill_done, "estimated": c.backfill_estimated}
                                   if c.backfill_pending else None),
-                     "pending": c.pending, "workers": list(c.workers)}
+                     "pending": c.pending, "workers": list(c.workers),
+                     "damaged": c.damaged or None}
                     for c in status.columns],
         "observed_columns": sorted(_text(c) for c in status.observed_columns),
         "pending": status.pending,

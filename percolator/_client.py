@@ -106,12 +106,11 @@ class Client:
         thread's steps share batched calls (:class:`~percolator._node_client.NodeClient`).
 
         ``transport``: "auto" sends them over the node's native transport when it serves
-        one (it says where, over gRPC; only on loopback, and only a node without tokens
-        and TLS does), else over gRPC; "native" or "grpc" only that.  ``token`` is sent
-        on every call; ``tls_ca`` (the CA of the node's certificate) turns TLS on,
-        ``tls_cert`` and ``tls_key`` add a client certificate
-        (``bigtable_lite.credentials.connect_channel``; ValueError for a token that would
-        travel in the clear to another host); with any of them batches go over gRPC.
+        one (it says where, over gRPC), else over gRPC; "native" or "grpc" only that.
+        ``token`` is sent on every call (and in the native HELLO); ``tls_ca`` (the CA of
+        the node's certificate) turns TLS on, ``tls_cert`` and ``tls_key`` add a client
+        certificate, on both transports (``bigtable_lite.credentials.connect_channel``;
+        ValueError for a token that would travel in the clear to another host).
         """
         from ._node_client import NodeClient
 

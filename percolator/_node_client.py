@@ -48,7 +48,7 @@ from bigtable_lite import (
     wire,
 )
 from bigtable_lite import ScanRequest as StoreScan
-from bigtable_lite.credentials import connect_channel
+from bigtable_lite.credentials import client_context, connect_channel
 from bigtable_lite.remote import RemoteStore, channel_options, open_channel
 from bigtable_lite.status import error_from_rpc
 from bigtable_lite.validation import check_batch, check_reads
@@ -145,9 +145,6 @@ class NodeClient:
         if transport == "native" and not isinstance(target, str):
             raise ValueError("the native transport needs the node's address, not a channel")
         credentials = (token, tls_ca, tls_cert, tls_key) != (None, None, None, None)
-        if transport == "native" and credentials:
-            raise ValueError("the native transport carries no token or TLS: a node that"
-                             " checks its callers is reached over gRPC")
         if isinstance(target, str):
             self._channel = connect_channel(target, channel_options(limits), token=token,
                                             tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
@@ -176,10 +173,14 @@ class NodeClient:
             request_serializer=pb.DescribeRequest.SerializeToString,
             response_deserializer=pb.NodeDescription.FromString, _registered_method=True)
         self._native: NativeCalls | None = None
-        if transport != "grpc" and isinstance(target, str) and not credentials:
+        if transport != "grpc" and isinstance(target, str):
+            # The same TLS (CA, client certificate, host name checked) and token as the
+            # channel's: connect_channel refused a token bound for another host in clear.
             self._native = NativeCalls(
                 target.rpartition(":")[0], self._native_port, timeout=timeout,
-                max_frame=limits.max_message_bytes, required=transport == "native")
+                max_frame=limits.max_message_bytes, required=transport == "native",
+                tls=client_context(tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key),
+                token=token)
         self._batcher: Batcher[bytes, pb.Result] = Batcher(
             self._send, max_in_flight=max_in_flight, max_commands=max_commands,
             batch_bound=max(self._calls.bound, self._native.bound if self._native else 0.0)

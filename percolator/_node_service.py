@@ -33,10 +33,11 @@ would not fit, the largest read results are answered RESOURCE_EXHAUSTED the same
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -45,7 +46,7 @@ from google.protobuf.message import Message
 
 from bigtable_lite import InvalidArgument, LimitExceeded, Limits, ReplyTooLarge, RowMutation, wire
 from bigtable_lite import status as store_status
-from bigtable_lite.auth import Role, role_of
+from bigtable_lite.auth import Role, TokenTable, role_of
 from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
@@ -57,7 +58,9 @@ from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STR
 from ._node_metrics import CommandMetrics, outcome_of
 from ._node_roles import check_command
 from ._status import error_name, status_for
+from ._transport import native_auth, native_wire
 from ._transport.framing import frame
+from ._transport.native_server import Handlers
 from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import StreamSlots
 from .metrics import ORACLE_BATCH
@@ -65,13 +68,16 @@ from .oracle import MAX_COUNT, check_count
 from .v1 import node_pb2 as pb
 from .v1 import oracle_pb2
 
-__all__ = ["DEFAULT_MAX_STREAMS", "NodeService"]
+__all__ = ["DEFAULT_MAX_STREAMS", "NativeService", "NodeService"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_STREAMS = 16
 """Most BatchStream calls open at once (each holds a server thread); ``Node`` uses half
 its worker threads."""
+NativeService = Callable[[Role, bytes], Handlers]
+"""Another service on the native transport: its executors (by frame kind) for a
+connection of this caller's role and identity."""
 
 _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for size
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
@@ -107,10 +113,15 @@ def _result(kind: str, msg: Message) -> bytes:
 
 
 class NodeService:
-    """Executes batches with one node's LocalBackend.  Thread-safe: it is."""
+    """Executes batches with one node's LocalBackend.  Thread-safe: it is.
 
-    def __init__(self, backend: LocalBackend, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+    ``tokens``: the node's, for the HELLO of native connections (gRPC calls are
+    authenticated by the server's guard before they get here); None: none checked."""
+
+    def __init__(self, backend: LocalBackend, *, max_streams: int = DEFAULT_MAX_STREAMS,
+                 tokens: TokenTable | None = None) -> None:
         self._backend = backend
+        self._tokens = tokens  # of native connections (gRPC calls pass the server's guard)
         self._limits = backend.limits
         self._streams = StreamSlots(max_streams, STREAM_KEY)
         self.native_port = 0  # where the node serves the native transport (0: it does not)
@@ -348,13 +359,20 @@ class NodeService:
 
     # --- the native transport -------------------------------------------------------------
 
-    def open_native(self, hello: pb.NativeHello, tls: ssl.SSLSocket | None
-                    ) -> Callable[[bytes], bytes]:
-        """Admit a native connection (``_transport.native_server``): the executor of its
-        batches.  The node serves the native transport only when it checks no caller
-        (``node.native_address``), so every connection is admin, as every gRPC caller
-        of such a node is."""
-        return self.execute_raw
+    def open_native(self, hello: pb.NativeHello, tls: ssl.SSLSocket | None, *,
+                    services: Sequence[NativeService] = ()) -> Handlers:
+        """Admit a native connection (``_transport.native_server``; TLS, mutual TLS
+        included, was checked by its handshake): the executors of its requests, all bound
+        to the caller and role of the HELLO's token (as ``role_of`` and ``caller_of`` give
+        a gRPC call's): its batches' (each command checked against the role as ``Batch``
+        checks a gRPC caller's), and each of ``services``' (the Transactions service's TXN
+        frames).  Unauthenticated without a valid token on a node with tokens."""
+        admitted = native_auth.admit(self._tokens, hello)
+        handlers: dict[int, Callable[[bytes], bytes]] = {
+            native_wire.BATCH: functools.partial(self.execute_raw, role=admitted.role)}
+        for service in services:
+            handlers.update(service(admitted.role, admitted.caller))
+        return handlers
 
     # --- gRPC -----------------------------------------------------------------------------
 

@@ -18,6 +18,11 @@ A session's id is its transaction's start_ts::
   one caller on a node without tokens): another caller's calls on it are answered as
   for an id the node does not hold, and never take its turn, so a caller with a token
   to read cannot end, commit or hold up a writer's transaction by guessing its id.
+* Open sessions are bounded per node (``max_open``) and per caller
+  (``max_open_per_caller``), so one token cannot take every session of a node from the
+  others; beyond either, Begin is refused ``TooManyTransactions`` (RESOURCE_EXHAUSTED)
+  with the limit in its message.  A node without tokens has one caller: there the node's
+  bound is the only one.
 * Calls on one session take turns (its lock); a call waits ``busy_wait`` seconds at
   most for the one before it (TransactionBusy: retry it).
 * An open session holds the GC safe point at or below its start_ts until it ends, so
@@ -85,6 +90,7 @@ thread waits meanwhile)."""
 DEFAULT_BUSY_WAIT = 5.0
 DEFAULT_RETAIN_MS = 60_000
 DEFAULT_MAX_OPEN = 10_000
+DEFAULT_MAX_OPEN_PER_CALLER = 1_000
 MAX_TABLES = 64
 """Distinct tables the service keeps a Client for."""
 
@@ -132,12 +138,16 @@ class Sessions:
     """The open transactions of one node's Transactions service.  Thread-safe."""
 
     def __init__(self, backend: LocalBackend, *, max_open: int = DEFAULT_MAX_OPEN,
+                 max_open_per_caller: int = DEFAULT_MAX_OPEN_PER_CALLER,
                  lock_wait: float = DEFAULT_LOCK_WAIT, busy_wait: float = DEFAULT_BUSY_WAIT,
                  retain_ms: int = DEFAULT_RETAIN_MS, lock_ttl: float = DEFAULT_LOCK_TTL
                  ) -> None:
         self._backend = backend
         self._clock = backend.clock
+        if max_open < 1 or max_open_per_caller < 1:
+            raise ValueError("max_open and max_open_per_caller must be at least 1")
         self.max_open = max_open
+        self.max_open_per_caller = max_open_per_caller
         self.lock_wait = lock_wait
         self.busy_wait = busy_wait
         self.retain_ms = retain_ms
@@ -146,6 +156,7 @@ class Sessions:
         self._sessions: dict[int, Session] = {}
         self._expiry: list[tuple[int, int]] = []  # (expires_ms, txn_id): one per session
         self._open = 0  # ACTIVE sessions, and begins under way
+        self._open_by: dict[bytes, int] = {}  # the same, per caller (b"": no tokens)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -199,9 +210,18 @@ class Sessions:
         self.sweep()
         with self._lock:
             if self._open >= self.max_open:
-                raise TooManyTransactions(f"the node holds {self._open} open transactions, its"
-                                          " most; commit or roll back some, or retry later")
+                raise TooManyTransactions(
+                    f"the node holds {self._open} open transactions, its most"
+                    f" (--max-transactions {self.max_open}); commit or roll back some, or"
+                    " retry later")
+            mine = self._open_by.get(owner, 0)
+            if owner and mine >= self.max_open_per_caller:
+                raise TooManyTransactions(
+                    f"this token holds {mine} open transactions, the most one token may"
+                    f" (--max-transactions-per-token {self.max_open_per_caller}); commit or"
+                    " roll back some, or retry later")
             self._open += 1
+            self._open_by[owner] = mine + 1
         try:
             txn = client.begin()
             txn.start_ts  # noqa: B018 -- takes the snapshot now: registered, so GC spares it
@@ -212,7 +232,7 @@ class Sessions:
                 raise
         except BaseException:
             with self._lock:
-                self._open -= 1
+                self._closed_one(owner)
             raise
         session = Session(txn.start_ts, table, txn, ttl_ms, self._clock.now_ms() + ttl_ms,
                           owner=owner)
@@ -220,6 +240,17 @@ class Sessions:
             self._sessions[session.txn_id] = session
             heapq.heappush(self._expiry, (session.expires_ms, session.txn_id))
         return session, values
+
+    def read_once(self, table: bytes, read: Callable[[Transaction], dict[Key, bytes | None]]
+                  ) -> tuple[int, dict[Key, bytes | None]]:
+        """A read-only transaction in one call: ``read`` at a fresh snapshot, which ends
+        with the call (no session is held, so no caller owns it); (start_ts, values)."""
+        txn = self.client(table).begin()
+        try:
+            start_ts = txn.start_ts  # registered from here on: GC spares the snapshot
+            return start_ts, read(txn)
+        finally:
+            txn.rollback()
 
     @contextmanager
     def active(self, txn_id: int, owner: bytes = b"") -> Iterator[Transaction]:
@@ -370,11 +401,20 @@ class Sessions:
         if txn is not None:
             txn.rollback()  # no-op once committed or failed: those ended it already
         with self._lock:
-            self._open -= 1
+            self._closed_one(session.owner)
             if state is EXPIRED:  # nothing to answer: forgotten at once
                 self._sessions.pop(session.txn_id, None)
             else:
                 session.expires_ms = self._clock.now_ms() + self.retain_ms
+
+    def _closed_one(self, owner: bytes) -> None:
+        """One session of ``owner`` is no longer open (``_lock`` held)."""
+        self._open -= 1
+        left = self._open_by[owner] - 1
+        if left:
+            self._open_by[owner] = left
+        else:
+            del self._open_by[owner]
 
     def sweep(self) -> int:
         """Expire sessions idle past their TTL and forget outcomes past ``retain_ms``;

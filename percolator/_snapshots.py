@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 
@@ -169,6 +170,7 @@ class Reporter:
                     self._idle = True
 
     def _run(self) -> None:
+        failures, failing_since = 0, 0.0
         while True:
             with self._cond:
                 while self._idle and not self._closed:
@@ -180,8 +182,19 @@ class Reporter:
             try:
                 self.report_now()
             except StorageError as exc:
-                log.warning("report of running transactions to the node failed (%s);"
-                            " retrying", exc)
+                # Once per outage, not once per interval: a node that is down for a
+                # minute would otherwise fill the log with the same line.
+                failing_since = failing_since or time.monotonic()
+                (log.debug if failures else log.warning)(
+                    "report of running transactions to the node failed (%s); retrying"
+                    " every %.1f s", exc, self.interval)
+                failures += 1
+            else:
+                if failures:
+                    log.info("report of running transactions to the node resumed after"
+                             " %d failed attempts (%.1f s)", failures,
+                             time.monotonic() - failing_since)
+                failures, failing_since = 0, 0.0
 
     def close(self) -> None:
         """Stop; release what the last report held (best effort: the lease covers it)."""

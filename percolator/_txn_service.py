@@ -9,6 +9,11 @@ trusts no caller: unknown fields, empty or system columns, cells written twice, 
 -> INVALID_ARGUMENT before anything happens), encodes replies, and maps errors to
 status codes (``_status.service_status_for``).
 
+The same requests arrive over two carriers, answered by the same code: gRPC (unary
+calls, or messages of one ``Stream``) and TXN frames of the node's native transport
+(:meth:`TransactionsService.native_handlers`, bound to the connection's caller when its
+HELLO is admitted), for callers to whom gRPC's cost per message matters.
+
 A conflict comes back as ABORTED with a ``google.rpc.Status`` in the standard
 ``grpc-status-details-bin`` trailer (gRPC's rich error model, read by grpcio-status,
 Go's ``status.FromError``, Java's ``StatusProto``, or protobufjs in Node.js) holding a
@@ -53,6 +58,7 @@ from ._local import LocalBackend
 from ._sessions import DEFAULT_TTL_MS, MAX_TTL_MS, Sessions, Write
 from ._status import error_name, service_status_for
 from ._transaction import Transaction
+from ._transport import native_wire
 from ._transport.stream_slots import StreamSlots
 from .errors import CommitConflict, LockWaitTimeout
 from .layout import DEFAULT_TABLE
@@ -110,6 +116,10 @@ class TransactionsService:
         if ttl_ms > MAX_TTL_MS:
             raise LimitExceeded(f"ttl_ms {ttl_ms} is over the limit {MAX_TTL_MS}")
         reads = _keys(msg.reads, "reads", MAX_READ_CELLS)
+        if msg.read_only:
+            start_ts, values = self.sessions.read_once(msg.table or DEFAULT_TABLE,
+                                                       lambda txn: self._read(txn, reads))
+            return pb.TxnBeginResponse(txn_id=start_ts, values=self._values(reads, values))
         session, values = self.sessions.begin(msg.table or DEFAULT_TABLE, ttl_ms,
                                               lambda txn: self._read(txn, reads), owner=caller)
         return pb.TxnBeginResponse(txn_id=session.txn_id, ttl_ms=ttl_ms,
@@ -256,6 +266,16 @@ class TransactionsService:
             return pb.TxnStreamResponse(error=pb.TxnError(
                 code=code.value[0], message=message, conflict=_conflict(exc),
                 error=error_name(exc)))
+
+    def native_handlers(self, role: Role, caller: bytes) -> dict[int, Callable[[bytes], bytes]]:
+        """The executor of a native connection's TXN frames (``_transport.native_wire``),
+        bound to the connection's ``role`` and ``caller``: each frame is one
+        TxnStreamRequest, answered as on a Stream (a REPLY holding its TxnStreamResponse).
+        The connection's own thread runs it: no stream slot is held."""
+        def execute(raw: bytes) -> bytes:
+            return self._stream_one(raw, role, caller).SerializeToString()
+
+        return {native_wire.TXN: execute}
 
     def stop_streams(self) -> None:
         """End open streams after their current request and refuse new ones (shutdown)."""

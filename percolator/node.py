@@ -6,17 +6,19 @@ hosting both services, the transaction protocol's steps as batched commands
 (``percolator.v1.Node``, run by a :class:`~percolator._local.LocalBackend`: see
 ``percolator/_node_service.py``), whole transactions for callers in any language
 (``percolator.v1.Transactions``, run by the same backend: ``percolator/_txn_service.py``),
-health checking and reflection.  Every call of every service is counted and timed
-(``percolator._metrics_rpc``); ``metrics_listen`` serves the metrics to Prometheus
-(``percolator.metrics_endpoint``), with the oracle's figures and the data directory's
-size read when scraped.  Shutdown order matters:
-stop taking calls and let in-flight ones finish, then close the oracle, then close
+health checking and reflection; beside it, the native transport for Python clients
+(``percolator._transport.native_server``), behind the same TLS and tokens.  Every call
+of every service is counted and timed (``percolator._metrics_rpc``); ``metrics_listen``
+serves the metrics to Prometheus (``percolator.metrics_endpoint``), with the oracle's
+figures and the data directory's size read when scraped.  Shutdown order matters: stop
+taking calls and let in-flight ones finish, then close the oracle, then close
 LevelDB cleanly; a node killed instead (``kill -9``) loses nothing acknowledged, and
 its oracle restarts above every timestamp it handed out.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -28,7 +30,6 @@ import grpc
 from prometheus_client.metrics_core import Metric
 
 from bigtable_lite import LocalStore, SyncMode, disk_bytes
-from bigtable_lite.credentials import is_loopback, split_host
 from bigtable_lite.server import (
     HEALTH_STREAMS,
     REFLECTION_STREAMS,
@@ -45,7 +46,13 @@ from ._metrics_rpc import RpcMetrics
 from ._node_service import NodeService
 from ._notify.service import NotificationsService
 from ._safe_point import DEFAULT_CLIENT_LEASE
-from ._sessions import DEFAULT_LOCK_WAIT, DEFAULT_MAX_OPEN, Sessions
+from ._sessions import (
+    DEFAULT_LOCK_WAIT,
+    DEFAULT_MAX_OPEN,
+    DEFAULT_MAX_OPEN_PER_CALLER,
+    Sessions,
+)
+from ._transport import native_wire
 from ._transport.native_server import DEFAULT_MAX_CONNECTIONS, NativeServer
 from ._txn_service import TransactionsService
 from .clock import Clock
@@ -53,8 +60,8 @@ from .metrics import gc_families, oracle_families, store_families
 from .metrics_endpoint import MetricsEndpoint
 from .oracle import DEFAULT_BLOCK_SIZE, Oracle
 
-__all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "NATIVE_AUTO", "NATIVE_OFF", "NativeRefused", "Node",
-           "native_address", "stream_shares"]
+__all__ = ["DEFAULT_GRACE", "MIN_WORKERS", "NATIVE_AUTO", "NATIVE_OFF", "Node", "native_address",
+           "stream_shares"]
 
 log = logging.getLogger(__name__)
 
@@ -62,47 +69,32 @@ DEFAULT_GRACE = 10.0
 """Seconds in-flight calls get to finish when a node stops."""
 NATIVE_AUTO = "auto"
 """The native transport on the gRPC host, at the gRPC port + 1 (any free port when the
-gRPC port is picked: clients ask the node where it is), if that host is a loopback
-address; else none."""
+gRPC port is picked: clients ask the node where it is)."""
 NATIVE_OFF = "off"
 AFTER_GRPC = -1  # native_address's port: the gRPC port + 1
 
 
-class NativeRefused(ValueError):
-    """Refused: the native transport where it would let in callers gRPC keeps out."""
-
-
-def native_address(listen: str, native_listen: str | None, *, guarded: bool = False
+def native_address(listen: str, native_listen: str | None, policy: ServerPolicy
                    ) -> tuple[str, int] | None:
     """Where to serve the native transport: (host, port; AFTER_GRPC or 0 for a free one),
-    or None for nowhere.  ``native_listen``: "HOST:PORT", "auto", "off" or None (off).
+    or None for nowhere.  ``native_listen``: "HOST:PORT", "auto" (the gRPC host), "off"
+    or None (off).
 
-    The native transport checks no caller (no TLS, no tokens, no roles), so it is served
-    only where gRPC checks none either and no other host can reach it: on a loopback
-    address of a node whose policy has neither tokens nor TLS (``guarded``: it has one).
-    Otherwise "auto" serves none (clients use gRPC, with its guard) and an explicit
-    address is refused (NativeRefused).
+    The native port is guarded as the gRPC port is (the same TLS, tokens and roles), so
+    the same exposure rule holds for it: beyond a loopback address it needs TLS and
+    tokens unless ``policy.insecure`` (InsecureListen, before anything is bound).
     """
     if native_listen is None or native_listen == NATIVE_OFF:
         return None
     if native_listen == NATIVE_AUTO:
         host, _, port = listen.rpartition(":")
-        if guarded or not is_loopback(split_host(listen)):
-            return None
+        check_exposure(listen, policy)
         return host, 0 if port == "0" else AFTER_GRPC
     host, sep, port = native_listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError("native listen address must be HOST:PORT (port 0 = pick one), auto"
                          f" or off, not {native_listen!r}")
-    if not is_loopback(split_host(native_listen)):
-        raise NativeRefused(
-            f"refusing to serve the native transport on {native_listen}: it checks no"
-            " caller (no TLS, no tokens), so it serves on a loopback address only"
-            " (127.0.0.1, ::1, localhost); remote clients use gRPC")
-    if guarded:
-        raise NativeRefused(
-            "refusing to serve the native transport on a node with tokens or TLS: it"
-            " checks no caller; give --native-listen off (clients use gRPC)")
+    check_exposure(native_listen, policy)
     return host, int(port)
 
 
@@ -133,21 +125,23 @@ class Node:
     """Store + oracle + gRPC server on ``listen`` ("HOST:PORT", port 0 = pick one).
 
     Constructing a node opens the store (``StoreLocked`` if another process owns
-    ``data_dir``) and binds the port (``OSError`` if taken; ``InsecureListen`` if it is
+    ``data_dir``) and binds the ports (``OSError`` if taken; ``InsecureListen`` if one is
     not a loopback address and ``policy`` has no TLS and tokens, unless it says
     ``insecure``); :meth:`start` begins serving.  ``clock`` judges the expiry of every
     lock written at this node (default: the system clock; its clients' clocks never do),
     and of the Transactions service's transactions, and the GC life time and client
     leases.  ``max_transactions``: transactions the Transactions service holds open at
-    once; ``txn_lock_wait``: seconds one of its reads waits for a live lock before it
-    answers UNAVAILABLE (a server thread waits meanwhile).  Garbage collection runs every
+    once, ``max_transactions_per_token`` of them for one token; ``txn_lock_wait``:
+    seconds one of its reads waits for a live lock before it answers UNAVAILABLE (a
+    server thread waits meanwhile).  Garbage collection runs every
     ``gc_interval`` seconds (None: only on request), keeping every snapshot of the last
     ``gc_life_time`` seconds and of every running transaction of its clients readable
     (``gc_client_lease``: how long a client's report of its transactions holds).
     ``metrics_listen`` ("HOST:PORT"): serve ``/metrics`` there from :meth:`start`
-    (``metrics_address`` is where).
+    (``metrics_address`` is where), over HTTPS with the policy's TLS; beyond loopback
+    only so, or ``insecure`` (``InsecureMetrics``).
     ``native_listen``: where to serve the native transport (:func:`native_address`:
-    loopback only, and only without tokens and TLS), ``max_native_connections`` its
+    guarded as the gRPC port, by the same ``policy``), ``max_native_connections`` its
     connections (a thread each) open at once.
     """
 
@@ -155,6 +149,7 @@ class Node:
                  *, max_workers: int = 32, oracle_block_size: int = DEFAULT_BLOCK_SIZE,
                  clock: Clock | None = None, policy: ServerPolicy = ServerPolicy(),
                  max_transactions: int = DEFAULT_MAX_OPEN,
+                 max_transactions_per_token: int = DEFAULT_MAX_OPEN_PER_CALLER,
                  txn_lock_wait: float = DEFAULT_LOCK_WAIT,
                  gc_life_time: float = DEFAULT_GC_LIFE_TIME,
                  gc_interval: float | None = DEFAULT_GC_INTERVAL,
@@ -165,9 +160,8 @@ class Node:
         batch, timestamp, tablet, transaction, polls = stream_shares(max_workers)
         check_exposure(listen, policy)  # before the data directory is touched
         self.metrics = None if metrics_listen is None else MetricsEndpoint(
-            metrics_listen, [self._scraped])
-        native_at = native_address(listen, native_listen, guarded=policy.tokens is not None
-                                   or policy.tls is not None)  # likewise
+            metrics_listen, [self._scraped], tls=policy.tls, insecure=policy.insecure)
+        native_at = native_address(listen, native_listen, policy)  # likewise
         self.store = LocalStore(data_dir, sync=sync)
         self.native: NativeServer | None = None
         try:
@@ -175,14 +169,15 @@ class Node:
             self.backend = LocalBackend(self.store, self.oracle, clock=clock, owned=False,
                                         gc_life_time=gc_life_time, gc_interval=gc_interval,
                                         client_lease=gc_client_lease)
-            self.batches = NodeService(self.backend, max_streams=batch)
+            self.batches = NodeService(self.backend, max_streams=batch, tokens=policy.tokens)
             self.timestamps = oracle_service.OracleServicer(
                 self.oracle, max_streams=timestamp,
                 safe_point=lambda: self.backend.safe_point.value)
             self.notifications = NotificationsService(
                 self.backend.notifications, self.store.limits, max_polls=polls)
             self.transactions = TransactionsService(self.backend, Sessions(
-                self.backend, max_open=max_transactions, lock_wait=txn_lock_wait),
+                self.backend, max_open=max_transactions,
+                max_open_per_caller=max_transactions_per_token, lock_wait=txn_lock_wait),
                 max_streams=transaction)
             self.server: grpc.Server
             self.server, self.port = build_server(
@@ -196,9 +191,11 @@ class Node:
                 if port == AFTER_GRPC:
                     port = self.port + 1
                 self.native = NativeServer(
-                    host, port, self.batches.open_native,
-                    max_frame=self.store.limits.max_message_bytes,
-                    max_connections=max_native_connections)
+                    host, port, functools.partial(
+                        self.batches.open_native,
+                        services=[self.transactions.native_handlers]),
+                    budgets=self._native_budgets(), max_connections=max_native_connections,
+                    tls=None if policy.tls is None else policy.tls.contexts())
                 self.batches.native_port = self.native.port
         except BaseException:
             if self.native is not None:
@@ -212,6 +209,12 @@ class Node:
         self.host = listen.rpartition(":")[0]
         self._stop_lock = threading.Lock()
         self._stopped = False
+
+    def _native_budgets(self) -> dict[int, int]:
+        """Each native frame kind's budget: its gRPC service's request budget."""
+        default = self.store.limits.max_message_bytes
+        return {native_wire.BATCH: self.batches.registration().max_request_bytes or default,
+                native_wire.TXN: self.transactions.registration().max_request_bytes or default}
 
     @property
     def address(self) -> str:

@@ -218,12 +218,16 @@ def test_listen_on_an_impossible_address_says_why(tmp_path: Path) -> None:
                    " '999.1.1.1'")
 
 
-def test_the_native_transport_beyond_loopback_is_a_usage_error(
+def test_the_native_transport_beyond_loopback_needs_tls_and_tokens(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     done = in_process(capsys, "serve", "--data-dir", str(tmp_path / "data"),
                       "--native-listen", "0.0.0.0:7071")
-    usage_error(done, "--native-listen", "loopback address only, not '0.0.0.0:7071'")
+    one_error_line(done, "serve", "refusing to serve 0.0.0.0:7071 without TLS and tokens",
+                   "--insecure")
     assert not (tmp_path / "data").exists()
+    done = in_process(capsys, "serve", "--data-dir", str(tmp_path / "data"),
+                      "--native-listen", "0.0.0.0:x")
+    usage_error(done, "--native-listen")
 
 
 def test_listen_on_a_busy_port_says_so_and_grpc_keeps_quiet(tmp_path: Path) -> None:

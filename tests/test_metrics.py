@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import urllib.request
@@ -31,6 +32,7 @@ from percolator.clock import FakeClock
 from percolator.metric_types import CounterChild, Family, HistogramChild, counter
 from percolator.metrics import NAMES
 from percolator.oracle import Oracle
+from tests.certs import CA
 from tests.observers import sum_observers
 from tests.observers.observer_fixtures import eventually, write_cells
 from tests.observers.worker_procs import SUM_OBSERVERS, WorkerProcess
@@ -39,7 +41,7 @@ from tests.percolator.txn_service_client import ServiceClient, ServiceError
 from tests.procs import REPO, ServerProcess, percolator_command
 
 WAIT = 60.0
-METRICS_LINE = re.compile(r"metrics on (http://\S+)")
+METRICS_LINE = re.compile(r"metrics on (https?://\S+)")
 DOCS = REPO / "docs" / "operations.md"
 DASHBOARD = REPO / "docs" / "grafana-dashboard.json"
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum", "_created")
@@ -175,6 +177,86 @@ def test_metrics_are_off_unless_asked_and_a_taken_port_is_one_line(tmp_path: Pat
     assert done.returncode == 1, done
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("percolator serve: error: cannot serve metrics on 127.0.0.1:"), line
+
+
+# --- protected mode: beyond loopback only over TLS ---------------------------------------------
+
+
+def scrape_tls(url: str, ca: Path) -> Samples:
+    """Scrape an HTTPS endpoint whose certificate ``ca`` signed, at 127.0.0.1."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", timeout=WAIT,
+                                context=context) as reply:
+        text = reply.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def refused_line(*args: str) -> str:
+    done = subprocess.run(percolator_command(*args), capture_output=True, text=True,
+                          timeout=WAIT, check=False)
+    assert done.returncode == 1, done
+    [line] = done.stderr.strip().splitlines()
+    return line
+
+
+def test_metrics_beyond_loopback_are_refused_without_tls_and_say_why(tmp_path: Path) -> None:
+    line = refused_line("serve", "--data-dir", str(tmp_path / "n"), "--listen", "127.0.0.1:0",
+                        "--metrics-listen", "0.0.0.0:0")
+    assert line.startswith("percolator serve: error: refusing to serve metrics on 0.0.0.0:0"
+                           " over plain HTTP: it is not a loopback address"), line
+    assert line.endswith("(give --tls-cert and --tls-key to serve it over HTTPS, or"
+                         " --insecure)"), line
+    assert not (tmp_path / "n").exists(), "refused before the data directory is touched"
+    line = refused_line("worker", "--connect", "127.0.0.1:1", "--observers", SUM_OBSERVERS,
+                        "--metrics-listen", "0.0.0.0:0")
+    assert line.startswith("percolator worker: error: refusing to serve metrics on 0.0.0.0:0"
+                           " over plain HTTP"), line
+    assert line.endswith("(give --metrics-tls-cert and --metrics-tls-key, or"
+                         " --metrics-insecure)"), line
+
+
+def test_metrics_beyond_loopback_are_served_over_https_with_the_nodes_certificate(
+        tmp_path: Path) -> None:
+    ca = CA("metrics CA")
+    ca_file = ca.write(tmp_path / "ca.pem")
+    cert, key = ca.issue("node", server=True).write(tmp_path, "node")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{'a' * 32} admin\n")
+    with ServerProcess(tmp_path / "node", "--metrics-listen", "0.0.0.0:0", "--tls-cert",
+                       str(cert), "--tls-key", str(key), "--auth-tokens", str(tokens)) as node:
+        url = metrics_url(node.output)
+        assert url.startswith("https://0.0.0.0:"), url
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port)):  # connected, sending nothing:
+            # its handshake waits in its own thread, not in the one accepting scrapers
+            assert value(scrape_tls(url, ca_file), "process_cpu_seconds_total") > 0
+        with pytest.raises(OSError):  # plain HTTP gets no metrics (reset, or URLError)
+            scrape(url.replace("https://0.0.0.0", "http://127.0.0.1"))
+        assert scrape_tls(url, ca_file), "and the endpoint still serves scrapers over TLS"
+    with ServerProcess(tmp_path / "open", "--metrics-listen", "0.0.0.0:0",
+                       "--insecure") as node:  # a network its operator trusts
+        url = metrics_url(node.output)
+        assert url.startswith("http://0.0.0.0:"), url
+        assert scrape(url.replace("0.0.0.0", "127.0.0.1"))
+
+
+def test_a_workers_metrics_beyond_loopback_are_served_over_https(node: ServerProcess,
+                                                                 tmp_path: Path) -> None:
+    ca = CA("worker metrics CA")
+    ca_file = ca.write(tmp_path / "ca.pem")
+    cert, key = ca.issue("worker", server=True).write(tmp_path, "worker")
+    with WorkerProcess("--connect", node.address, "--observers", SUM_OBSERVERS,
+                       "--metrics-listen", "0.0.0.0:0", "--metrics-tls-cert", str(cert),
+                       "--metrics-tls-key", str(key)) as worker:
+        url = metrics_url([worker.wait_for("metrics on")])
+        assert url.startswith("https://0.0.0.0:"), url
+        worker.wait_for("running as")
+        got = scrape_tls(url, ca_file)
+        assert value(got, "percolator_observer_notifications_pending",
+                     observer="add_value") == 0
+        assert worker.terminate() == 0, worker.stderr()
 
 
 # --- commits, in-process ----------------------------------------------------------------------

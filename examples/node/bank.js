@@ -3,14 +3,19 @@
 //
 //   node bank.js HOST:PORT load     [--accounts 10] [--prefix bank]
 //   node bank.js HOST:PORT transfer [--accounts 10] [--prefix bank] [--transfers 100]
-//                                   [--seconds 0] [--seed 1] [--audit-every 10] [--stream 1]
+//                                   [--seconds 0] [--seed 1] [--audit-every 10] [--stream 1] [--native 1]
 //   node bank.js HOST:PORT total    [--accounts 10] [--prefix bank]
+//
+// A node with TLS and tokens (docs/security.md): --token TOKEN (default
+// $PERCOLATOR_TOKEN), --tls-ca FILE (the CA of the node's certificate), and for mutual
+// TLS --tls-cert FILE --tls-key FILE (a client certificate).
 //
 // `load` opens every account with 100 units; `transfer` moves 1..10 units between two
 // random accounts per transaction (retried on conflicts), takes a snapshot of all the
 // accounts every --audit-every transfers and checks that it sums to the total, and
 // prints one JSON line: {"committed", "retries", "audits", "badAudits", "moves"};
-// `total` prints the sum of a snapshot.  --stream 1 sends the calls on one Stream call.
+// `total` prints the sum of a snapshot.  --stream 1 sends the calls on one Stream call,
+// --native 1 as TXN frames of the node's native transport.
 'use strict';
 
 const { Client } = require('./percolator');
@@ -20,12 +25,15 @@ const COLUMN = 'balance';
 
 function options(argv) {
   const opts = {
-    accounts: 10, prefix: 'bank', transfers: 100, seconds: 0, seed: 1, auditEvery: 10, stream: 0,
+    accounts: 10, prefix: 'bank', transfers: 100, seconds: 0, seed: 1, auditEvery: 10, stream: 0, native: 0,
+    token: process.env.PERCOLATOR_TOKEN || '', tlsCa: '', tlsCert: '', tlsKey: '',
   };
+  const text = new Set(['prefix', 'token', 'tlsCa', 'tlsCert', 'tlsKey']);
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, '').replace(/-(\w)/g, (_, c) => c.toUpperCase());
     if (!(name in opts)) throw new Error(`unknown option ${argv[i]}`);
-    opts[name] = name === 'prefix' ? argv[i + 1] : Number(argv[i + 1]);
+    if (i + 1 >= argv.length) throw new Error(`option ${argv[i]} needs a value`);
+    opts[name] = text.has(name) ? argv[i + 1] : Number(argv[i + 1]);
   }
   return opts;
 }
@@ -44,8 +52,7 @@ function random(seed) { // mulberry32: seeded, so a failing run can be repeated
 
 async function snapshotTotal(client, opts) {
   const cells = Array.from({ length: opts.accounts }, (_, i) => [account(opts, i), COLUMN]);
-  const txn = await client.begin({ reads: cells });
-  await txn.rollback();
+  const txn = await client.begin({ reads: cells, readOnly: true });  // one message
   return cells.reduce((sum, [row, column]) => sum + Number(txn.value(row, column) || 0), 0);
 }
 
@@ -84,7 +91,14 @@ async function main() {
   const [address, command, ...rest] = process.argv.slice(2);
   if (!address || !command) throw new Error('usage: node bank.js HOST:PORT load|transfer|total [options]');
   const opts = options(rest);
-  const client = new Client(address, { stream: Boolean(opts.stream) });
+  const client = new Client(address, {
+    stream: Boolean(opts.stream),
+    native: Boolean(opts.native),
+    token: opts.token,
+    tlsCa: opts.tlsCa,
+    tlsCert: opts.tlsCert,
+    tlsKey: opts.tlsKey,
+  });
   try {
     if (command === 'load') {
       const txn = await client.begin();

@@ -95,7 +95,9 @@ def load_graph(client: Client, papers: Papers, *, batch: int = DEFAULT_BATCH,
         progress = sys.stderr.isatty()
     if total is None and isinstance(papers, Mapping):
         total = len(papers)
-    through_outages(lambda: register(client), timeout=outage, what="registering the columns")
+    ready = client.notifications.wait_ready
+    through_outages(lambda: register(client), timeout=outage, what="registering the columns",
+                    ready=ready)
     began = time.perf_counter()
     n = txns = 0
     rows = _encoded(_pairs(papers))
@@ -105,7 +107,7 @@ def load_graph(client: Client, papers: Papers, *, batch: int = DEFAULT_BATCH,
             through_outages(
                 lambda chunk=chunk: client.run(  # type: ignore[misc]
                     lambda txn: write_papers(txn, chunk)),
-                timeout=outage, what=f"writing papers {n + 1}-{n + len(chunk)}")
+                timeout=outage, what=f"writing papers {n + 1}-{n + len(chunk)}", ready=ready)
             n += len(chunk)
             txns += 1
             bar.update(len(chunk))

@@ -10,7 +10,10 @@ and exits instead: exit 1 if that takes longer than ``--timeout`` or if a notifi
 was parked (its observer kept failing; ``percolator notifications list`` shows it).
 ``--metrics-listen HOST:PORT`` serves Prometheus metrics (per observer, and the
 worker's transactions and batches) while it runs, announced by a line
-``percolator worker: metrics on http://HOST:PORT/metrics``.
+``percolator worker: metrics on http://HOST:PORT/metrics``; over HTTPS with
+``--metrics-tls-cert`` and ``--metrics-tls-key`` (``--metrics-tls-client-ca``: only to
+scrapers with a client certificate).  Beyond a loopback address it is served only over
+TLS or with ``--metrics-insecure`` (``percolator.metrics_endpoint``).
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 
+from bigtable_lite.credentials import ServerTLS
 from observers import ObserverRegistry, Worker, WorkerTimeout, load_entry_points, load_registry
 from observers.errors import ObserverError
 from percolator import Client
 from percolator.cli import CommandError
 from percolator.commands.arg_types import listen_address, positive_float, positive_int
 from percolator.commands.client_args import add_target_arguments, open_client
-from percolator.metrics_endpoint import MetricsEndpoint
+from percolator.metrics_endpoint import InsecureMetrics, MetricsEndpoint, check_exposure
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -70,9 +75,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " parked")
     parser.add_argument("--timeout", type=positive_float, default=600.0, metavar="S",
                         help="with --until-idle: give up after this long (default %(default)s)")
-    parser.add_argument("--metrics-listen", type=listen_address, default=None,
-                        metavar="HOST:PORT", help="serve Prometheus metrics at"
-                        " http://HOST:PORT/metrics (default: off; port 0 picks one)")
+    metrics = parser.add_argument_group("metrics")
+    metrics.add_argument("--metrics-listen", type=listen_address, default=None,
+                         metavar="HOST:PORT", help="serve Prometheus metrics at"
+                         " http://HOST:PORT/metrics, https:// with --metrics-tls-cert"
+                         " (default: off; port 0 picks one); beyond loopback only over TLS"
+                         " or with --metrics-insecure")
+    metrics.add_argument("--metrics-tls-cert", type=Path, metavar="FILE",
+                         help="PEM certificate (chain) to serve the metrics over HTTPS with")
+    metrics.add_argument("--metrics-tls-key", type=Path, metavar="FILE",
+                         help="PEM private key of --metrics-tls-cert")
+    metrics.add_argument("--metrics-tls-client-ca", type=Path, metavar="FILE",
+                         help="serve the metrics only to scrapers with a client certificate"
+                         " signed by this PEM CA")
+    metrics.add_argument("--metrics-insecure", action="store_true",
+                         help="allow a non-loopback --metrics-listen over plain HTTP")
 
 
 def _registry(args: argparse.Namespace) -> ObserverRegistry:
@@ -98,13 +115,33 @@ def _worker(client: Client, registry: ObserverRegistry, args: argparse.Namespace
         raise CommandError(str(exc)) from exc
 
 
+def metrics_tls(args: argparse.Namespace) -> ServerTLS | None:
+    """The metrics endpoint's TLS the arguments ask for; CommandError if they cannot be
+    served (checked before the worker connects)."""
+    cert, key, ca = args.metrics_tls_cert, args.metrics_tls_key, args.metrics_tls_client_ca
+    if (cert is None) != (key is None):
+        raise CommandError("--metrics-tls-cert and --metrics-tls-key go together")
+    if ca is not None and cert is None:
+        raise CommandError("--metrics-tls-client-ca needs --metrics-tls-cert and"
+                           " --metrics-tls-key")
+    tls = None if cert is None else ServerTLS(cert, key, ca)
+    if args.metrics_listen is not None:
+        try:
+            check_exposure(args.metrics_listen, tls, insecure=args.metrics_insecure)
+        except InsecureMetrics as exc:
+            raise CommandError(f"{exc} (give --metrics-tls-cert and --metrics-tls-key, or"
+                               " --metrics-insecure)") from exc
+    return tls
+
+
 def start_metrics(worker: Worker, args: argparse.Namespace) -> MetricsEndpoint | None:
     """The worker's metrics endpoint, serving, if ``--metrics-listen`` asked for one."""
     if args.metrics_listen is None:
         return None
     client = worker.client
     endpoint = MetricsEndpoint(args.metrics_listen,
-                               [lambda: worker.metrics.pending(client)])
+                               [lambda: worker.metrics.pending(client)],
+                               tls=metrics_tls(args), insecure=args.metrics_insecure)
     endpoint.start()
     print(f"percolator worker: metrics on {endpoint.url}", flush=True)
     return endpoint
@@ -118,6 +155,7 @@ def describe(worker: Worker) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    metrics_tls(args)  # refused before anything connects
     registry = _registry(args)
     if args.until_idle:
         return _until_idle(args, registry)

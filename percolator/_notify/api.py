@@ -105,6 +105,7 @@ class ColumnInfo:
     backfill_estimated: int
     pending: int  # entries in the log (counted up to a cap)
     workers: tuple[str, ...]  # live workers observing it
+    damaged: str = ""  # why its registration record did not decode ("" : it did)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,4 +176,10 @@ class NotificationsBackend(Protocol):
 
     def compact(self, table: bytes) -> None:
         """Drop deleted entries of the log from disk."""
+        ...
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until the node can be reached; whether it
+        can.  After a failed call, a caller waits here instead of sleeping a back-off, so
+        it calls again as soon as a restarted node takes calls."""
         ...

@@ -218,7 +218,7 @@ class Notifications:
             out.append(ColumnInfo(
                 column, reg.registered_at, reg.partition_prefix, reg.backfill == log.PENDING,
                 reg.done, reg.estimated, self.pending(table, [column], 1_000_000),
-                tuple(sorted(m.worker for m in live if column in m.columns))))
+                tuple(sorted(m.worker for m in live if column in m.columns)), reg.damaged))
         return out
 
     def pull(self, table: bytes, request: PullRequest) -> PullReply:
@@ -325,6 +325,9 @@ class Notifications:
             out[m.worker] = MemberInfo(m.worker, True, m.index, tuple(sorted(m.columns)), owned,
                                        m.stats or (old.stats if old is not None else b""))
         return [out[w] for w in sorted(out)]
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True  # in this process: nothing to reach
 
     def compact(self, table: bytes) -> None:
         self._store.compact_table(layout.notify_table(table))

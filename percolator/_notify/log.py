@@ -139,6 +139,8 @@ class Registration:
     done: int = 0
     estimated: int = 0
     cursor: bytes = b""
+    damaged: str = ""
+    """Not stored: why the stored record did not decode (this one stands in for it)."""
 
 
 def encode_registration(reg: Registration) -> bytes:

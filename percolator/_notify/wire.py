@@ -171,12 +171,13 @@ def column_info_to_pb(c: ColumnInfo) -> pb.ColumnInfo:
                          partition_prefix=c.partition_prefix,
                          backfill_pending=c.backfill_pending, backfill_done=c.backfill_done,
                          backfill_estimated=c.backfill_estimated, pending=c.pending,
-                         workers=c.workers)
+                         workers=c.workers, damaged=c.damaged)
 
 
 def column_info_from_pb(m: pb.ColumnInfo) -> ColumnInfo:
     return ColumnInfo(m.column, m.registered_at, m.partition_prefix, m.backfill_pending,
-                      m.backfill_done, m.backfill_estimated, m.pending, tuple(m.workers))
+                      m.backfill_done, m.backfill_estimated, m.pending, tuple(m.workers),
+                      m.damaged)
 
 
 def member_to_pb(m: MemberInfo) -> pb.MemberInfo:

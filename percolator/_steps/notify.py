@@ -18,9 +18,16 @@ wrote, also when the write failed (an over-estimate only costs a read).
 
 Registrations persist in ``<table>.config``, row ``layout.OBSERVED_ROW``: one store
 column per observed column, at ts 0, value = a registration record (``_notify.log``).
-A record that does not decode is logged and read as a column observed with no
-partition prefix and no backfill: a damaged system row must neither stop anything nor
-silently stop notifications.
+A record that does not decode is logged (once, when the table's registrations are
+read) and read as a column observed with no partition prefix and no backfill, marked
+``damaged`` (status shows it): a damaged system row must neither stop anything nor
+silently stop notifications -- skipping it would leave commits to the column without
+entries, changes its observer would never see.  Registering the column again rewrites
+the record (at a new registered_at, with no backfill: its commits were notified all
+along).  A record under a column that cannot be observed (empty, over
+``log.MAX_COLUMN`` bytes, or a system column: only a raw write leaves one) is logged
+and skipped, listed as damaged but never notified: its log entries could not even be
+keyed, so every commit writing the column would fail.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ ITEMS_PER_LOG_ROW = 500
 _log = logging.getLogger(__name__)
 
 
+def _observable(column: bytes) -> bool:
+    """Whether ``column`` can be an observed column (registering checks the same)."""
+    return 0 < len(column) <= log.MAX_COLUMN and not column.startswith(layout.SYSTEM_PREFIX)
+
+
 class ObservedColumns:
     """The observed columns of each table and their registrations, as the steps read
     them (thread-safe).  :meth:`of` is the commit path's: column -> partition prefix."""
@@ -72,12 +84,19 @@ class ObservedColumns:
                                                layout.OBSERVED_ROW, max_versions=1)])[0]
         out: dict[bytes, Registration] = {}
         for cell in cells:
+            if not _observable(cell.column):
+                why = (f"a registration of {cell.column[:64]!r} ({len(cell.column)} bytes),"
+                       f" which is no column to observe (1 to {log.MAX_COLUMN} bytes, not"
+                       " starting with 0x00)")
+                _log.error("table %r: %s; skipped", table, why)
+                out[cell.column] = Registration(cell.column, 0, damaged=why)
+                continue
             try:
                 reg = log.decode_registration(cell.column, cell.value)
             except ValueError as exc:
                 _log.error("table %r: %s; the column stays observed (no partition prefix,"
                            " no backfill) until it is registered again", table, exc)
-                reg = Registration(cell.column, 0)
+                reg = Registration(cell.column, 0, damaged=str(exc))
             out[cell.column] = reg
         return out
 
@@ -91,7 +110,8 @@ class ObservedColumns:
 
     def _install(self, table: bytes, regs: dict[bytes, Registration]) -> None:
         self._registrations[table] = regs
-        self._prefixes[table] = {c: r.partition_prefix for c, r in regs.items()}
+        self._prefixes[table] = {c: r.partition_prefix for c, r in regs.items()
+                                 if _observable(c)}
 
     def register(self, table: bytes, column: bytes, oracle: TimestampSource, *,
                  partition_prefix: bytes = b"", backfill: bool = True
@@ -105,6 +125,14 @@ class ObservedColumns:
         with self._lock:
             regs = dict(self._registrations[table])
             old = regs.get(column)
+            if old is not None and old.damaged:  # observed all along: rewrite, no backfill
+                reg = Registration(column, oracle.get_timestamp(), partition_prefix)
+                self._persist(table, reg)
+                regs[column] = reg
+                self._install(table, regs)
+                _log.warning("table %r: the registration of %r is written again", table,
+                             column)
+                return reg, False
             if old is not None and old.partition_prefix == partition_prefix:
                 return old, False
             if old is not None:  # a new bucket function for new entries; nothing else
@@ -120,10 +148,13 @@ class ObservedColumns:
                 regs = dict(regs)
                 regs[column] = reg
                 self._install(table, regs)
-            self._store.mutate_rows([RowMutation(
-                layout.config_table(table), layout.OBSERVED_ROW,
-                (Put(column, 0, log.encode_registration(reg)),))], sync=True)
+            self._persist(table, reg)
             return reg, old is None
+
+    def _persist(self, table: bytes, reg: Registration) -> None:
+        self._store.mutate_rows([RowMutation(
+            layout.config_table(table), layout.OBSERVED_ROW,
+            (Put(reg.column, 0, log.encode_registration(reg)),))], sync=True)
 
     def unregister(self, table: bytes, column: bytes) -> Registration | None:
         """Stop notifying ``column`` (entries already written stay); its old registration."""

@@ -12,9 +12,13 @@ connection (the node closes idle connections); a batch whose connection broke
 otherwise (the node killed, a timeout) has an unknown outcome (``Unavailable``).
 
 Connecting asks the node for its native port (``describe``, over gRPC), connects,
-says HELLO and waits for WELCOME.  A failed attempt is retried after a back-off
-(``BACKOFF_MIN`` doubling to ``BACKOFF_MAX``); meanwhile :meth:`NativeCalls.call`
-answers None and the caller sends by gRPC (``required``: raises ``Unavailable``).
+runs the TLS handshake when the client has TLS (the server verified against the same CA
+and host name as the gRPC channel's: never plain instead), says HELLO with the token
+and waits for WELCOME.  A failed attempt is retried after a back-off (``BACKOFF_MIN``
+doubling to ``BACKOFF_MAX``); meanwhile :meth:`NativeCalls.call` answers None and the
+caller sends by gRPC (``required``: raises ``Unavailable``) -- unless the native port was
+refused for a security reason (its certificate does not verify, the token was refused):
+that is raised to the caller, never hidden behind gRPC.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Callable
 
 import grpc
 
-from bigtable_lite import StorageError, StoreClosed, Unavailable
+from bigtable_lite import PermissionDenied, StorageError, StoreClosed, Unauthenticated, Unavailable
 
 from .._status import command_error
 from ..v1 import node_pb2 as pb
@@ -46,6 +50,8 @@ _TURN_MARGIN = 5.0
 _ANSWERS = frozenset((wire.REPLY, wire.CLOSE))
 _WELCOME = frozenset((wire.WELCOME, wire.CLOSE))
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+_SECURITY = (Unauthenticated, PermissionDenied, ssl.SSLCertVerificationError)
+"""Refusals of the native port raised to the caller, not answered by sending by gRPC."""
 
 
 class NotExecuted(Exception):
@@ -69,6 +75,9 @@ class NativeConnection:
     def __init__(self, sock: socket.socket, reader: wire.FrameReader, timeout: float) -> None:
         self._sock = sock
         self._reader = reader
+        # An SSL object is not for two threads at once: over TLS a reply is read under the
+        # send lock (one batch in flight, the default, never waits for it).
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._turn_wait = 2 * timeout + _TURN_MARGIN
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -116,7 +125,7 @@ class NativeConnection:
                 if self._failure is not None:
                     raise self._failure_for(ticket)
         try:
-            kind, payload = self._reader.read(_ANSWERS)
+            kind, payload = self._next_answer()
         except wire.ReadTimeout:
             raise self._fail(ticket, Unavailable("timed out waiting for the node's reply;"
                                                  " outcome unknown"), unknown=True) from None
@@ -136,6 +145,12 @@ class NativeConnection:
         if last:  # the last batch this connection will answer
             self.close()
         return payload
+
+    def _next_answer(self) -> tuple[int, bytes]:
+        if self._tls:
+            with self._send_lock:
+                return self._reader.read(_ANSWERS)
+        return self._reader.read(_ANSWERS)
 
     def _fail(self, ticket: int, error: BaseException, *, unknown: bool) -> BaseException:
         with self._lock:
@@ -173,14 +188,14 @@ class NativeCalls:
     """``call(batch)`` over a native connection to ``host`` (opened and reopened as
     needed); None when there is none now (send by gRPC).  Thread-safe.
 
-    ``describe()`` returns the node's native port (0: none), asked over gRPC; ``tls``
-    makes the client-side TLS context (None: plain TCP); ``timeout`` bounds a batch.
+    ``describe()`` returns the node's native port (0: none), asked over gRPC; ``tls``:
+    the client's TLS context (None: plain TCP), the server to name ``server_hostname``
+    (default ``host``); ``token`` goes in the HELLO; ``timeout`` bounds a batch.
     """
 
     def __init__(self, host: str, describe: Callable[[], int], *, timeout: float,
-                 max_frame: int, required: bool = False,
-                 tls: Callable[[], ssl.SSLContext | None] | None = None,
-                 server_hostname: str | None = None) -> None:
+                 max_frame: int, required: bool = False, tls: ssl.SSLContext | None = None,
+                 server_hostname: str | None = None, token: str | None = None) -> None:
         self._host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self._describe = describe
         self.timeout = timeout
@@ -189,6 +204,8 @@ class NativeCalls:
         self._required = required
         self._tls = tls
         self._server_hostname = server_hostname or self._host
+        self._hello = wire.encode(wire.HELLO, pb.NativeHello(
+            version=wire.VERSION, token=token or "").SerializeToString())
         self._lock = threading.Lock()
         self._conn: NativeConnection | None = None
         self._port = 0
@@ -245,10 +262,13 @@ class NativeCalls:
             return conn
 
     def _unavailable(self) -> NativeConnection | None:
-        """None (send by gRPC), or, when native is required, the reason raised."""
-        if not self._required:
-            return None
+        """None (send by gRPC), or, when native is required or it was refused for a
+        security reason, the reason raised."""
         error = self._last_error
+        if not self._required and not isinstance(error, _SECURITY):
+            return None
+        if isinstance(error, ssl.SSLCertVerificationError):
+            raise Unavailable(f"the node's native port failed TLS verification: {error}")
         if isinstance(error, StorageError):
             raise type(error)(*error.args)
         raise Unavailable("no native connection to the node" +
@@ -265,14 +285,12 @@ class NativeCalls:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             wire.set_send_timeout(sock, self.timeout)
-            context = self._tls() if self._tls is not None else None
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=self._server_hostname)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self._server_hostname)
             sock.settimeout(None)  # blocking; SO_RCVTIMEO/SO_SNDTIMEO bound each wait
             reader = wire.FrameReader(sock, max_frame=self._max_frame, wait=wait,
                                       deadline=wait)
-            sock.sendall(wire.encode(wire.HELLO, pb.NativeHello(
-                version=wire.VERSION).SerializeToString()))
+            sock.sendall(self._hello)
             kind, payload = reader.read(_WELCOME)
             if kind == wire.CLOSE:
                 refusal = _closed_error(payload)

@@ -1,17 +1,31 @@
-"""NativeServer: the node's batches over plain TCP (or TLS) connections, a thread each.
+"""NativeServer: the node's batches (and Transactions requests) over plain TCP (or TLS)
+connections, a thread each.
 
 Frames and why: ``percolator._transport.native_wire``.  A connection's thread reads a
-batch, executes it, writes its reply, and reads the next: batches of one connection
-are answered in order, and a client may keep several on the wire (pipelining).
-Connections execute in parallel (LevelDB releases the GIL).
+request frame (a batch, or a Transactions request), executes it with the executor of
+its kind, writes its reply, and reads the next: requests of one connection are
+answered in order, and a client may keep several on the wire (pipelining).
+Connections execute in parallel (LevelDB releases the GIL).  Which kinds a connection
+may send, and as whom they run, is decided once, when its HELLO is admitted
+(:data:`Opener`): the executors it returns are bound to the connection's caller.
+
+Who may connect is the opener's to say (``Opener``: the node's batch service checks
+the HELLO's token and hands the caller's role to the executor of the connection's
+frames); this server runs the TLS handshake with a context from ``tls`` (the node's
+``ServerTLS``: a client certificate is required for mutual TLS) before it reads a
+byte of the HELLO, so a client that does not speak TLS to a TLS node gets nothing.
 
 Everything is bounded: at most ``max_connections`` connections (their threads are this
 server's own, apart from gRPC's pool; one more is refused with CLOSE
-RESOURCE_EXHAUSTED and its client uses gRPC meanwhile); a HELLO must arrive within
+RESOURCE_EXHAUSTED and its client uses gRPC meanwhile), of which at most
+``max_handshakes`` not yet admitted (TLS handshake and HELLO: strangers without a
+token cannot hold the slots of admitted clients); a HELLO must arrive within
 ``hello_deadline`` of the connect; a connection with no batch for ``idle`` seconds is
-closed; a frame, once begun, must arrive within ``frame_deadline``; a frame longer
-than ``max_frame`` (the message limit), of an unknown kind, or not a message of its
-kind is refused (CLOSE, logged without a traceback) and the connection closed.
+closed; a frame, once begun, must arrive within ``frame_deadline``; a frame of a kind
+not in ``budgets``, or longer than its kind's budget (checked on its 5-byte header,
+before its body is read: the HELLO 64 KiB, a batch the message limit, as gRPC's
+request budgets), or not a message of its kind is refused (CLOSE, logged without a
+traceback) and the connection closed.
 
 Stopping ends connections only between batches: :meth:`stop` wakes the threads
 waiting for a batch, which answer CLOSE UNAVAILABLE (nothing unanswered was executed)
@@ -28,19 +42,20 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from bigtable_lite import status as store_status
+from bigtable_lite.guard import note_refused
 
 from .._status import status_for
 from ..v1 import node_pb2 as pb
 from . import native_wire as wire
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "FRAME_DEADLINE", "HELLO_DEADLINE", "IDLE",
-           "Executor", "NativeServer", "Opener"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "FRAME_DEADLINE", "HELLO_DEADLINE", "HELLO_MAX", "IDLE",
+           "Executor", "Handlers", "NativeServer", "Opener"]
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +67,24 @@ FRAME_DEADLINE = 30.0
 """Seconds a frame may take to arrive once its first byte has."""
 HELLO_DEADLINE = 10.0
 """Seconds from connect (and TLS handshake) to the whole HELLO."""
-_HELLO_MAX = 1 << 16
+HELLO_MAX = 1 << 16
+"""Bytes of a HELLO at most (a version and a token of at most 256 characters)."""
 
 Executor = Callable[[bytes], bytes]
-"""Executes one serialized BatchRequest; its serialized BatchResponse.  Raises for a
-batch that cannot be executed at all (the connection is then closed with its status)."""
-Opener = Callable[[pb.NativeHello, "ssl.SSLSocket | None"], Executor]
+"""Executes one request frame's payload (e.g. a serialized BatchRequest); the payload of
+its REPLY.  Raises for a request that cannot be executed at all (the connection is then
+closed with its status)."""
+Handlers = Mapping[int, Executor]
+"""A connection's executor for each request kind it may send (``native_wire.BATCH``,
+``native_wire.TXN``); a frame of another kind closes the connection."""
+Opener = Callable[[pb.NativeHello, "ssl.SSLSocket | None"], Handlers]
 """Admits a connection by its HELLO (and its TLS socket, for the peer's certificate):
-the executor of its batches, or raises (Unauthenticated, ...) to refuse it."""
+the executors of its requests, bound to its caller (the role of its token), or raises
+(Unauthenticated, ...) to refuse it: the client gets CLOSE with the error's code."""
 
-_BATCH = frozenset((wire.BATCH,))
 _HELLO = frozenset((wire.HELLO,))
+_NOT_AFTER_HELLO = frozenset((wire.HELLO, wire.WELCOME, wire.REPLY, wire.CLOSE))
+_QUIET = frozenset((grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED))
 
 
 class _Close(Exception):
@@ -80,22 +102,34 @@ def _close_frame(code: grpc.StatusCode, message: str, name: str = "") -> bytes:
 
 def _refusal(exc: BaseException) -> _Close:
     code, message = status_for(exc)
-    store_status.log_failure(log, "native connection", code, message, exc)
+    if code in _QUIET:  # as gRPC's guard: a stranger's attempts do not fill the log
+        log.debug("native connection refused: %s: %s", code.name, message)
+    else:
+        store_status.log_failure(log, "native connection", code, message, exc)
     return _Close(code, message, store_status.error_name(exc))
 
 
 class NativeServer:
     """Binds ``host:port`` now (``OSError`` if it cannot); :meth:`start` serves."""
 
-    def __init__(self, host: str, port: int, open_connection: Opener, *, max_frame: int,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, idle: float = IDLE,
+    def __init__(self, host: str, port: int, open_connection: Opener, *,
+                 budgets: Mapping[int, int],
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_handshakes: int | None = None, idle: float = IDLE,
                  frame_deadline: float = FRAME_DEADLINE, hello_deadline: float = HELLO_DEADLINE,
                  tls: Callable[[], ssl.SSLContext] | None = None) -> None:
         if max_connections < 0:
             raise ValueError("max_connections must not be negative")
+        if not budgets or any(k not in wire.KINDS or k in _NOT_AFTER_HELLO for k in budgets):
+            raise ValueError("budgets: the client's frame kinds after the HELLO, each with"
+                             " its most bytes")
         self._open_connection = open_connection
-        self._max_frame = max_frame
+        self._budgets = dict(budgets)
+        self._kinds = frozenset(budgets)
+        self._max_frame = max(budgets.values())
         self._max_connections = max_connections
+        self._max_handshakes = (max(1, max_connections // 4) if max_handshakes is None
+                                else max_handshakes)
         self._idle = idle
         self._frame_deadline = frame_deadline
         self._hello_deadline = hello_deadline
@@ -111,6 +145,7 @@ class NativeServer:
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
+        self._handshakes = 0  # connections admitted whose HELLO is not answered yet
         self._stopping = False
         self._acceptor = threading.Thread(target=self._accept, name="native-accept",
                                           daemon=True)
@@ -144,8 +179,10 @@ class NativeServer:
 
     def _admit(self, conn: socket.socket) -> None:
         with self._lock:
-            admitted = not self._stopping and len(self._connections) < self._max_connections
+            admitted = (not self._stopping and len(self._connections) < self._max_connections
+                        and self._handshakes < self._max_handshakes)
             if admitted:
+                self._handshakes += 1
                 self._connections.add(conn)
                 thread = threading.Thread(target=self._serve, args=(conn,),
                                           name="native-conn", daemon=True)
@@ -169,35 +206,48 @@ class NativeServer:
 
     def _serve(self, raw: socket.socket) -> None:
         conn: socket.socket = raw
+        handshaking = True
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             wire.set_send_timeout(raw, self._frame_deadline)
             tls_sock = None
-            if self._tls is not None:
+            if self._tls is not None:  # a socket timeout bounds the whole TLS handshake
                 raw.settimeout(self._hello_deadline)
                 conn = tls_sock = self._tls().wrap_socket(raw, server_side=True)
                 conn.settimeout(None)
-            reader = wire.FrameReader(conn, max_frame=_HELLO_MAX, wait=self._hello_deadline,
+            reader = wire.FrameReader(conn, max_frame=HELLO_MAX, wait=self._hello_deadline,
                                       deadline=self._hello_deadline)
-            execute = self._hello(conn, reader, tls_sock)
-            self._batches(conn, reader, execute)
+            handlers = self._hello(conn, reader, tls_sock)
+            handshaking = self._admitted()
+            self._requests(conn, reader, handlers)
         except _Close as close:
             self._send_close(conn, close)
         except (OSError, ssl.SSLError, wire.PeerClosed, wire.ReadTimeout) as exc:
             log.debug("native connection ended: %r", exc)
         finally:
             with self._lock:
+                if handshaking:
+                    self._handshakes -= 1
                 self._connections.discard(raw)
                 self._threads.discard(threading.current_thread())
             conn.close()
 
+    def _admitted(self) -> bool:
+        """The connection passed its HELLO: its handshake slot is free again (False)."""
+        with self._lock:
+            self._handshakes -= 1
+        return False
+
     def _hello(self, conn: socket.socket, reader: wire.FrameReader,
-               tls_sock: ssl.SSLSocket | None) -> Executor:
+               tls_sock: ssl.SSLSocket | None) -> Handlers:
         try:
             _, payload = reader.read(_HELLO)
             hello = pb.NativeHello.FromString(payload)
+        except wire.FrameTooLarge as exc:
+            note_refused("native transport", f"connection refused: {exc}")
+            raise _Close(grpc.StatusCode.RESOURCE_EXHAUSTED, f"refused: {exc}") from None
         except (wire.FrameError, DecodeError) as exc:
-            log.warning("native connection refused: not a HELLO (%s)", exc)
+            note_refused("native transport", f"connection refused: not a HELLO ({exc})")
             raise _Close(grpc.StatusCode.INVALID_ARGUMENT,
                          "not a percolator native HELLO") from None
         if hello.version != wire.VERSION:
@@ -205,53 +255,56 @@ class NativeServer:
                          f"native version {hello.version} not served (this node speaks"
                          f" {wire.VERSION})")
         try:
-            execute = self._open_connection(hello, tls_sock)
+            handlers = self._open_connection(hello, tls_sock)
         except Exception as exc:  # noqa: BLE001 - refused: the client is told why
             raise _refusal(exc) from None
         conn.sendall(wire.encode(wire.WELCOME, pb.NativeWelcome(
             version=wire.VERSION).SerializeToString()))
-        return execute
+        return handlers
 
-    def _batches(self, conn: socket.socket, reader: wire.FrameReader,
-                 execute: Executor) -> None:
+    def _requests(self, conn: socket.socket, reader: wire.FrameReader,
+                  handlers: Handlers) -> None:
         reader.configure(max_frame=self._max_frame, wait=self._idle,
-                         deadline=self._frame_deadline)
-        tls = self._tls is not None
+                         deadline=self._frame_deadline, budgets=self._budgets)
+        kinds = self._kinds & frozenset(handlers)
+        tls = conn if isinstance(conn, ssl.SSLSocket) else None
+        poller = select.poll()  # TLS: one per connection, so a batch costs one poll
+        if tls is not None:
+            poller.register(tls, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
         while True:
             if self._stopping:
-                raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: batches"
+                raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: requests"
                              " not answered were not executed")
             try:
-                if tls and not reader.buffered and not self._wait_tls(conn):
+                if tls is not None and not reader.buffered and not self._wait_tls(
+                        tls, poller):
                     continue  # woken by stop
-                _, payload = reader.read(_BATCH)
+                kind, payload = reader.read(kinds)
             except wire.ReadTimeout:
                 raise _Close(grpc.StatusCode.UNAVAILABLE, "connection idle (or a frame too"
-                             " slow): closed; batches not answered were not executed"
+                             " slow): closed; requests not answered were not executed"
                              ) from None
             except wire.PeerClosed:
                 if self._stopping:  # woken by stop (its read side shut)
                     continue
                 raise
             except wire.FrameError as exc:
-                log.warning("native connection closed: %s", exc)
+                note_refused("native transport", f"connection closed: {exc}")
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(
                     exc, wire.FrameTooLarge) else grpc.StatusCode.INVALID_ARGUMENT
                 raise _Close(code, f"refused: {exc}") from None
             try:
-                reply = execute(payload)
-            except Exception as exc:  # noqa: BLE001 - the batch's failure closes the connection
+                reply = handlers[kind](payload)
+            except Exception as exc:  # noqa: BLE001 - the request's failure closes the connection
                 raise _refusal(exc) from None
             conn.sendall(wire.encode(wire.REPLY, reply))
 
-    def _wait_tls(self, conn: socket.socket) -> bool:
+    def _wait_tls(self, conn: ssl.SSLSocket, poller: select.poll) -> bool:
         """Wait for a TLS connection's next bytes or for stop (a TLS socket cannot be woken
         by shutting its read side: that breaks its session): whether bytes came."""
-        if isinstance(conn, ssl.SSLSocket) and conn.pending():
+        if conn.pending():
             return True
-        poller = select.poll()
-        poller.register(conn, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
         events = poller.poll(self._idle * 1000)
         if not events:
             raise wire.ReadTimeout()

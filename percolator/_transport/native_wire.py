@@ -6,10 +6,16 @@ The format (``proto/percolator/v1/node.proto``, "The native transport") is, per 
 bytes      field       meaning
 =========  ==========  ==============================================================
 0..3       length      payload bytes, big-endian; at most the node's message limit
-4          kind        HELLO 1, BATCH 2 (client); WELCOME 3, REPLY 4, CLOSE 5 (node)
-5..        payload     a serialized NativeHello, BatchRequest, NativeWelcome,
-                       BatchResponse or CommandError, by kind
+4          kind        HELLO 1, BATCH 2, TXN 6 (client); WELCOME 3, REPLY 4, CLOSE 5
+                       (node)
+5..        payload     a serialized NativeHello, BatchRequest, TxnStreamRequest,
+                       NativeWelcome, BatchResponse or TxnStreamResponse (a REPLY
+                       answers what it replies to), or CommandError, by kind
 =========  ==========  ==============================================================
+
+TXN frames carry the Transactions service's requests (``percolator._txn_service``),
+answered as on its gRPC ``Stream``: one transport for the node's batches and for
+callers of the service in any language (docs/grpc.md, "The native transport").
 
 Why a socket of our own beside gRPC: gRPC-Python hands every message between
 threads several times (measured ~1.2 ms of client and ~0.85 ms of node CPU per
@@ -26,16 +32,18 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Mapping
 
-__all__ = ["BATCH", "CLOSE", "HEADER", "HELLO", "KINDS", "REPLY", "VERSION", "WELCOME",
+__all__ = ["BATCH", "CLOSE", "HEADER", "HELLO", "KINDS", "REPLY", "TXN", "VERSION", "WELCOME",
            "FrameError", "FrameReader", "FrameTooLarge", "PeerClosed", "ReadTimeout", "encode",
            "set_send_timeout"]
 
 VERSION = 1
 """NativeHello.version of this release."""
 
-HELLO, BATCH, WELCOME, REPLY, CLOSE = 1, 2, 3, 4, 5
-KINDS = {HELLO: "HELLO", BATCH: "BATCH", WELCOME: "WELCOME", REPLY: "REPLY", CLOSE: "CLOSE"}
+HELLO, BATCH, WELCOME, REPLY, CLOSE, TXN = 1, 2, 3, 4, 5, 6
+KINDS = {HELLO: "HELLO", BATCH: "BATCH", WELCOME: "WELCOME", REPLY: "REPLY", CLOSE: "CLOSE",
+         TXN: "TXN"}
 HEADER = struct.Struct(">IB")
 _TIMEVAL = struct.Struct("@ll")  # struct timeval, as SO_RCVTIMEO/SO_SNDTIMEO take it
 _CHUNK = 1 << 16  # bytes asked of one recv
@@ -77,15 +85,18 @@ class FrameReader:
 
     ``wait`` bounds the wait for a frame's first byte; once it has begun, the whole frame
     must arrive within ``deadline`` seconds (a slow peer cannot hold the reader longer).
+    A frame's length is checked on its header, before its body is read: at most
+    ``budgets[kind]`` (``max_frame`` for a kind without a budget of its own).
     Not thread-safe: one reader at a time (the connection's owner sees to it).
     """
 
-    __slots__ = ("_buf", "_deadline", "_max_frame", "_sock", "_timeout", "_wait")
+    __slots__ = ("_budgets", "_buf", "_deadline", "_max_frame", "_sock", "_timeout", "_wait")
 
     def __init__(self, sock: socket.socket, *, max_frame: int, wait: float,
                  deadline: float) -> None:
         self._sock = sock
         self._max_frame = max_frame
+        self._budgets: Mapping[int, int] = {}
         self._wait = wait
         self._deadline = deadline
         self._buf = b""
@@ -97,9 +108,11 @@ class FrameReader:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
             self._timeout = seconds
 
-    def configure(self, *, max_frame: int, wait: float, deadline: float) -> None:
+    def configure(self, *, max_frame: int, wait: float, deadline: float,
+                  budgets: Mapping[int, int] | None = None) -> None:
         """New bounds for the frames after this one (e.g. once the HELLO is read)."""
         self._max_frame, self._wait, self._deadline = max_frame, wait, deadline
+        self._budgets = budgets or {}
 
     def _recv(self) -> bytes:
         try:
@@ -163,9 +176,10 @@ class FrameReader:
     def _check(self, length: int, kind: int, expect: frozenset[int] | None) -> None:
         if kind not in KINDS or (expect is not None and kind not in expect):
             raise FrameError(f"unexpected frame kind {kind}")
-        if length > self._max_frame:
-            raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of"
-                                f" {self._max_frame}")
+        limit = self._budgets.get(kind, self._max_frame)
+        if length > limit:
+            raise FrameTooLarge(f"{KINDS[kind]} frame of {length} bytes exceeds the limit of"
+                                f" {limit}")
 
     @property
     def buffered(self) -> bool:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from bigtable_lite.credentials import is_loopback, split_host
-
 
 def positive_int(value: str) -> int:
     """An integer >= 1."""
@@ -74,9 +72,4 @@ def native_listen_address(value: str) -> str:
     """``auto``, ``off``, or HOST:PORT to serve the native transport on (0 = pick one)."""
     if value in ("auto", "off"):
         return value
-    _host_port(value, "for the native transport (or auto, or off)", port_zero=True)
-    if not is_loopback(split_host(value)):
-        raise argparse.ArgumentTypeError(
-            f"the native transport serves on a loopback address only, not {value!r}: it"
-            " checks no caller (no TLS, no tokens); remote clients use gRPC")
-    return value
+    return _host_port(value, "for the native transport (or auto, or off)", port_zero=True)

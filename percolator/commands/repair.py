@@ -13,6 +13,12 @@ deleted lock cannot be known.
 
 It writes the raw tablet store (a node's tablet service ``MutateRows``, fsynced: the
 ``admin`` role).
+
+`percolator repair --oracle --data-dir DIR` repairs the timestamp oracle's high-water
+mark when it does not decode (a node then refuses to start, naming it): with every node
+and client of DIR stopped, it shows the stored bytes, finds the highest timestamp of
+any cell in the store, and after a confirmation writes a mark above it by
+``percolator.oracle.RECOVERY_MARGIN`` (why: ``percolator.oracle``).
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bigtable_lite import TabletStore
+from bigtable_lite import LocalStore, StorageError, TabletStore, is_store
 
 from .._inspection import LOCK_KIND, NOTIFY_KIND, WRITE_KIND, Record, cell_records
 from .._inspection import repair_mutations as mutations_for
 from ..cli import CommandError
+from ..oracle import recovered_mark, rewrite_mark, stored_mark
 from .byte_text import argument, show
 from .client_args import add_target_arguments, open_client
 from .record_text import record_text
@@ -38,8 +45,11 @@ _CONSEQUENCE = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("row", type=argument, metavar="ROW")
-    parser.add_argument("column", type=argument, metavar="COLUMN")
+    parser.add_argument("row", type=argument, metavar="ROW", nargs="?")
+    parser.add_argument("column", type=argument, metavar="COLUMN", nargs="?")
+    parser.add_argument("--oracle", action="store_true",
+                        help="instead of a cell, repair the oracle's damaged high-water mark"
+                        " (with --data-dir, every node and client stopped)")
     add_target_arguments(parser)
     parser.add_argument("--yes", action="store_true",
                         help="delete without asking")
@@ -55,6 +65,10 @@ def _confirmed(count: int) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.oracle:
+        return _repair_oracle(args)
+    if args.row is None or args.column is None:
+        raise CommandError("give the cell's ROW and COLUMN, or --oracle")
     client = open_client(args)
     try:
         found = cell_records(client.store, client.table, args.row, args.column)
@@ -85,3 +99,32 @@ def _delete(store: TabletStore, bad: list[Record]) -> None:
         raise CommandError("a record changed since it was read: nothing deleted where it"
                            " did; run the repair again")
     print(f"deleted {len(bad)} record{'' if len(bad) == 1 else 's'}")
+
+
+def _repair_oracle(args: argparse.Namespace) -> int:
+    if args.row is not None:
+        raise CommandError("--oracle repairs the oracle's mark: give no ROW or COLUMN")
+    if args.data_dir is None or not is_store(args.data_dir):
+        raise CommandError("--oracle needs --data-dir DIR, an existing data directory (no"
+                           " node can serve it while its mark is damaged)")
+    try:
+        store = LocalStore(args.data_dir)  # refused while a node or client holds it
+    except StorageError as exc:
+        raise CommandError(str(exc)) from exc
+    with store:
+        raw = stored_mark(store)
+        print(f"oracle high-water mark: {'none' if raw is None else show(raw)}"
+              f" ({'no cell' if raw is None else f'{len(raw)} bytes'})")
+        if raw is not None and len(raw) == 8:
+            print("nothing to repair: the mark decodes")
+            return 0
+        highest, mark = recovered_mark(store)
+        print(f"highest timestamp stored: {highest}; new mark: {mark} (timestamps restart"
+              f" above it)")
+        if not args.yes and not _confirmed(1):
+            raise CommandError("not confirmed: nothing written")
+        if not rewrite_mark(store, mark, raw):
+            raise CommandError("the mark changed since it was read: nothing written; run the"
+                               " repair again")
+        print(f"wrote the oracle's high-water mark {mark}")
+    return 0

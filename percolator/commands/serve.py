@@ -4,7 +4,7 @@
 prints ``percolator serve: listening on HOST:PORT`` (the real port when 0 was given) on
 stdout, flushed, once the server accepts calls: scripts and tests wait for it.  With
 ``--metrics-listen``, a line ``percolator serve: metrics on http://HOST:PORT/metrics``
-comes before it (docs/operations.md lists the metrics).
+(``https://`` with TLS) comes before it (docs/operations.md lists the metrics).
 
 Security (``bigtable_lite.auth``, ``bigtable_lite.credentials``): ``--tls-cert`` and
 ``--tls-key`` serve TLS (files replaced on disk are served to new connections, no
@@ -28,8 +28,10 @@ from bigtable_lite.server import DEFAULT_STREAM_IDLE, InsecureListen, ServerPoli
 
 from .._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from .._safe_point import DEFAULT_CLIENT_LEASE
+from .._sessions import DEFAULT_MAX_OPEN, DEFAULT_MAX_OPEN_PER_CALLER
 from .._transport.native_server import DEFAULT_MAX_CONNECTIONS
 from ..cli import CommandError
+from ..metrics_endpoint import InsecureMetrics
 from ..node import DEFAULT_GRACE, MIN_WORKERS, NATIVE_AUTO, Node
 from ..oracle import DEFAULT_BLOCK_SIZE
 from .arg_types import (
@@ -53,10 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="HOST:PORT|auto|off",
                         help="where to serve the native transport, the Python client's fast"
                         " path to the same batches (clients find it by asking the node over"
-                        " gRPC), a loopback address only, and only without --auth-tokens and"
-                        " TLS (it checks no caller); auto: the --listen host at its port + 1"
-                        " (a free port when that is 0) if that host is loopback and no tokens"
-                        " or TLS are given, else off; off: gRPC only (default %(default)s)")
+                        " gRPC), guarded as --listen is: the same TLS and tokens, and beyond"
+                        " a loopback address only with both (or --insecure); auto: the"
+                        " --listen host at its port + 1 (a free port when that is 0); off:"
+                        " gRPC only (default %(default)s)")
     parser.add_argument("--native-connections", type=positive_int,
                         default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help="most native connections open at once, a thread each, apart"
@@ -73,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " skips at most this many (default %(default)s)")
     parser.add_argument("--metrics-listen", type=listen_address, default=None,
                         metavar="HOST:PORT", help="serve Prometheus metrics at"
-                        " http://HOST:PORT/metrics (default: off; port 0 picks one)")
+                        " http://HOST:PORT/metrics, https:// with --tls-cert (default: off;"
+                        " port 0 picks one); beyond loopback only over TLS or with --insecure")
     parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
     parser.add_argument("--gc-life-time", type=non_negative_float, default=DEFAULT_GC_LIFE_TIME,
@@ -88,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a client's report of its running transactions holds"
                         " garbage collection back; a killed client's holds end after it"
                         " (default %(default)s)")
+    parser.add_argument("--max-transactions", type=positive_int, default=DEFAULT_MAX_OPEN,
+                        metavar="N", help="transactions the Transactions service holds open"
+                        " at once (default %(default)s)")
     security = parser.add_argument_group("security")
     security.add_argument("--tls-cert", type=Path, metavar="FILE",
                           help="PEM certificate (chain) to serve TLS with; reloaded when the"
@@ -101,6 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           " admin; '#' comments")
     security.add_argument("--insecure", action="store_true",
                           help="allow a non-loopback --listen without TLS and tokens")
+    security.add_argument("--max-transactions-per-token", type=positive_int,
+                          default=DEFAULT_MAX_OPEN_PER_CALLER, metavar="N",
+                          help="of --max-transactions, how many one token may hold open, so"
+                          " one cannot take them all (with --auth-tokens; default"
+                          " %(default)s)")
     security.add_argument("--stream-idle-timeout", type=positive_float,
                           default=DEFAULT_STREAM_IDLE, metavar="SECONDS",
                           help="cancel a stream whose client reads nothing this long"
@@ -148,12 +159,17 @@ def run(args: argparse.Namespace) -> int:
                         gc_client_lease=args.gc_client_lease,
                         metrics_listen=args.metrics_listen,
                         native_listen=args.native_listen,
-                        max_native_connections=args.native_connections)
+                        max_native_connections=args.native_connections,
+                        max_transactions=args.max_transactions,
+                        max_transactions_per_token=args.max_transactions_per_token)
+        except InsecureMetrics as exc:
+            raise CommandError(f"{exc} (give --tls-cert and --tls-key to serve it over HTTPS,"
+                               " or --insecure)") from exc
         except InsecureListen as exc:
             raise CommandError(f"{exc} (give --tls-cert, --tls-key and --auth-tokens, or"
                                " --insecure)") from exc
-        except ValueError as exc:  # TLS files that are not a certificate and its key;
-            raise CommandError(str(exc)) from exc  # NativeRefused
+        except ValueError as exc:  # TLS files that are not a certificate and its key
+            raise CommandError(str(exc)) from exc
         try:
             node.start()
             if node.metrics is not None:

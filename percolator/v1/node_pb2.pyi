@@ -22,10 +22,12 @@ class NodeDescription(_message.Message):
     def __init__(self, native_port: _Optional[int] = ..., native_version: _Optional[int] = ...) -> None: ...
 
 class NativeHello(_message.Message):
-    __slots__ = ("version",)
+    __slots__ = ("version", "token")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     version: int
-    def __init__(self, version: _Optional[int] = ...) -> None: ...
+    token: str
+    def __init__(self, version: _Optional[int] = ..., token: _Optional[str] = ...) -> None: ...
 
 class NativeWelcome(_message.Message):
     __slots__ = ("version",)

@@ -49,7 +49,7 @@ class ColumnsRequest(_message.Message):
     def __init__(self, table: _Optional[bytes] = ...) -> None: ...
 
 class ColumnInfo(_message.Message):
-    __slots__ = ("column", "registered_at", "partition_prefix", "backfill_pending", "backfill_done", "backfill_estimated", "pending", "workers")
+    __slots__ = ("column", "registered_at", "partition_prefix", "backfill_pending", "backfill_done", "backfill_estimated", "pending", "workers", "damaged")
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
     PARTITION_PREFIX_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class ColumnInfo(_message.Message):
     BACKFILL_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_FIELD_NUMBER: _ClassVar[int]
     column: bytes
     registered_at: int
     partition_prefix: bytes
@@ -66,7 +67,8 @@ class ColumnInfo(_message.Message):
     backfill_estimated: int
     pending: int
     workers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, column: _Optional[bytes] = ..., registered_at: _Optional[int] = ..., partition_prefix: _Optional[bytes] = ..., backfill_pending: bool = ..., backfill_done: _Optional[int] = ..., backfill_estimated: _Optional[int] = ..., pending: _Optional[int] = ..., workers: _Optional[_Iterable[str]] = ...) -> None: ...
+    damaged: str
+    def __init__(self, column: _Optional[bytes] = ..., registered_at: _Optional[int] = ..., partition_prefix: _Optional[bytes] = ..., backfill_pending: bool = ..., backfill_done: _Optional[int] = ..., backfill_estimated: _Optional[int] = ..., pending: _Optional[int] = ..., workers: _Optional[_Iterable[str]] = ..., damaged: _Optional[str] = ...) -> None: ...
 
 class ColumnsResponse(_message.Message):
     __slots__ = ("columns",)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from percolator.v1 import node_pb2 as percolator_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n percolator/v1/transactions.proto\x12\rpercolator.v1\x1a\x18percolator/v1/node.proto\"\xc9\x02\n\x10TxnStreamRequest\x12/\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x1e.percolator.v1.TxnBeginRequestH\x00\x12+\n\x03get\x18\x02 \x01(\x0b\x32\x1c.percolator.v1.TxnGetRequestH\x00\x12\x36\n\tbatch_get\x18\x03 \x01(\x0b\x32!.percolator.v1.TxnBatchGetRequestH\x00\x12-\n\x04scan\x18\x04 \x01(\x0b\x32\x1d.percolator.v1.TxnScanRequestH\x00\x12\x31\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x1f.percolator.v1.TxnCommitRequestH\x00\x12\x35\n\x08rollback\x18\x06 \x01(\x0b\x32!.percolator.v1.TxnRollbackRequestH\x00\x42\x06\n\x04\x63\x61ll\"\xfc\x02\n\x11TxnStreamResponse\x12\x30\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x1f.percolator.v1.TxnBeginResponseH\x00\x12,\n\x03get\x18\x02 \x01(\x0b\x32\x1d.percolator.v1.TxnGetResponseH\x00\x12\x37\n\tbatch_get\x18\x03 \x01(\x0b\x32\".percolator.v1.TxnBatchGetResponseH\x00\x12.\n\x04scan\x18\x04 \x01(\x0b\x32\x1e.percolator.v1.TxnScanResponseH\x00\x12\x32\n\x06\x63ommit\x18\x05 \x01(\x0b\x32 .percolator.v1.TxnCommitResponseH\x00\x12\x36\n\x08rollback\x18\x06 \x01(\x0b\x32\".percolator.v1.TxnRollbackResponseH\x00\x12(\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x17.percolator.v1.TxnErrorH\x00\x42\x08\n\x06result\"c\n\x08TxnError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12)\n\x08\x63onflict\x18\x03 \x01(\x0b\x32\x17.percolator.v1.Conflict\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"S\n\x0fTxnBeginRequest\x12\x0e\n\x06ttl_ms\x18\x01 \x01(\r\x12!\n\x05reads\x18\x02 \x03(\x0b\x32\x12.percolator.v1.Key\x12\r\n\x05table\x18\x03 \x01(\x0c\"[\n\x10TxnBeginResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\r\x12\'\n\x06values\x18\x03 \x03(\x0b\x32\x17.percolator.v1.TxnValue\"<\n\rTxnGetRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12\x0b\n\x03row\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\x0c\"8\n\x0eTxnGetResponse\x12&\n\x05value\x18\x01 \x01(\x0b\x32\x17.percolator.v1.TxnValue\"E\n\x08TxnValue\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x12\r\n\x05value\x18\x04 \x01(\x0c\"G\n\x12TxnBatchGetRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12!\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32\x12.percolator.v1.Key\">\n\x13TxnBatchGetResponse\x12\'\n\x06values\x18\x01 \x03(\x0b\x32\x17.percolator.v1.TxnValue\"\x87\x01\n\x0eTxnScanRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12\x11\n\tstart_row\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_row\x18\x03 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\x0c\x12\r\n\x05limit\x18\x05 \x01(\r\x12!\n\x05\x61\x66ter\x18\x06 \x01(\x0b\x32\x12.percolator.v1.Key\"[\n\x0fTxnScanResponse\x12&\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x17.percolator.v1.ScanCell\x12 \n\x04next\x18\x02 \x01(\x0b\x32\x12.percolator.v1.Key\"F\n\x08TxnWrite\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x04 \x01(\x08\"~\n\x10TxnCommitRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12\'\n\x06writes\x18\x02 \x03(\x0b\x32\x17.percolator.v1.TxnWrite\x12\"\n\x06notify\x18\x03 \x03(\x0b\x32\x12.percolator.v1.Key\x12\r\n\x05table\x18\x04 \x01(\x0c\"&\n\x11TxnCommitResponse\x12\x11\n\tcommit_ts\x18\x01 \x01(\x04\"$\n\x12TxnRollbackRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\"\x15\n\x13TxnRollbackResponse2\xa7\x04\n\x0cTransactions\x12H\n\x05\x42\x65gin\x12\x1e.percolator.v1.TxnBeginRequest\x1a\x1f.percolator.v1.TxnBeginResponse\x12\x42\n\x03Get\x12\x1c.percolator.v1.TxnGetRequest\x1a\x1d.percolator.v1.TxnGetResponse\x12Q\n\x08\x42\x61tchGet\x12!.percolator.v1.TxnBatchGetRequest\x1a\".percolator.v1.TxnBatchGetResponse\x12\x45\n\x04Scan\x12\x1d.percolator.v1.TxnScanRequest\x1a\x1e.percolator.v1.TxnScanResponse\x12K\n\x06\x43ommit\x12\x1f.percolator.v1.TxnCommitRequest\x1a .percolator.v1.TxnCommitResponse\x12Q\n\x08Rollback\x12!.percolator.v1.TxnRollbackRequest\x1a\".percolator.v1.TxnRollbackResponse\x12O\n\x06Stream\x12\x1f.percolator.v1.TxnStreamRequest\x1a .percolator.v1.TxnStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n percolator/v1/transactions.proto\x12\rpercolator.v1\x1a\x18percolator/v1/node.proto\"\xc9\x02\n\x10TxnStreamRequest\x12/\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x1e.percolator.v1.TxnBeginRequestH\x00\x12+\n\x03get\x18\x02 \x01(\x0b\x32\x1c.percolator.v1.TxnGetRequestH\x00\x12\x36\n\tbatch_get\x18\x03 \x01(\x0b\x32!.percolator.v1.TxnBatchGetRequestH\x00\x12-\n\x04scan\x18\x04 \x01(\x0b\x32\x1d.percolator.v1.TxnScanRequestH\x00\x12\x31\n\x06\x63ommit\x18\x05 \x01(\x0b\x32\x1f.percolator.v1.TxnCommitRequestH\x00\x12\x35\n\x08rollback\x18\x06 \x01(\x0b\x32!.percolator.v1.TxnRollbackRequestH\x00\x42\x06\n\x04\x63\x61ll\"\xfc\x02\n\x11TxnStreamResponse\x12\x30\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32\x1f.percolator.v1.TxnBeginResponseH\x00\x12,\n\x03get\x18\x02 \x01(\x0b\x32\x1d.percolator.v1.TxnGetResponseH\x00\x12\x37\n\tbatch_get\x18\x03 \x01(\x0b\x32\".percolator.v1.TxnBatchGetResponseH\x00\x12.\n\x04scan\x18\x04 \x01(\x0b\x32\x1e.percolator.v1.TxnScanResponseH\x00\x12\x32\n\x06\x63ommit\x18\x05 \x01(\x0b\x32 .percolator.v1.TxnCommitResponseH\x00\x12\x36\n\x08rollback\x18\x06 \x01(\x0b\x32\".percolator.v1.TxnRollbackResponseH\x00\x12(\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x17.percolator.v1.TxnErrorH\x00\x42\x08\n\x06result\"c\n\x08TxnError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12)\n\x08\x63onflict\x18\x03 \x01(\x0b\x32\x17.percolator.v1.Conflict\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"f\n\x0fTxnBeginRequest\x12\x0e\n\x06ttl_ms\x18\x01 \x01(\r\x12!\n\x05reads\x18\x02 \x03(\x0b\x32\x12.percolator.v1.Key\x12\r\n\x05table\x18\x03 \x01(\x0c\x12\x11\n\tread_only\x18\x04 \x01(\x08\"[\n\x10TxnBeginResponse\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12\x0e\n\x06ttl_ms\x18\x02 \x01(\r\x12\'\n\x06values\x18\x03 \x03(\x0b\x32\x17.percolator.v1.TxnValue\"<\n\rTxnGetRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12\x0b\n\x03row\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\x0c\"8\n\x0eTxnGetResponse\x12&\n\x05value\x18\x01 \x01(\x0b\x32\x17.percolator.v1.TxnValue\"E\n\x08TxnValue\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12\r\n\x05\x66ound\x18\x03 \x01(\x08\x12\r\n\x05value\x18\x04 \x01(\x0c\"G\n\x12TxnBatchGetRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12!\n\x05\x63\x65lls\x18\x02 \x03(\x0b\x32\x12.percolator.v1.Key\">\n\x13TxnBatchGetResponse\x12\'\n\x06values\x18\x01 \x03(\x0b\x32\x17.percolator.v1.TxnValue\"\x87\x01\n\x0eTxnScanRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12\x11\n\tstart_row\x18\x02 \x01(\x0c\x12\x0f\n\x07\x65nd_row\x18\x03 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x04 \x03(\x0c\x12\r\n\x05limit\x18\x05 \x01(\r\x12!\n\x05\x61\x66ter\x18\x06 \x01(\x0b\x32\x12.percolator.v1.Key\"[\n\x0fTxnScanResponse\x12&\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x17.percolator.v1.ScanCell\x12 \n\x04next\x18\x02 \x01(\x0b\x32\x12.percolator.v1.Key\"F\n\x08TxnWrite\x12\x0b\n\x03row\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\x0c\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64\x65lete\x18\x04 \x01(\x08\"~\n\x10TxnCommitRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\x12\'\n\x06writes\x18\x02 \x03(\x0b\x32\x17.percolator.v1.TxnWrite\x12\"\n\x06notify\x18\x03 \x03(\x0b\x32\x12.percolator.v1.Key\x12\r\n\x05table\x18\x04 \x01(\x0c\"&\n\x11TxnCommitResponse\x12\x11\n\tcommit_ts\x18\x01 \x01(\x04\"$\n\x12TxnRollbackRequest\x12\x0e\n\x06txn_id\x18\x01 \x01(\x04\"\x15\n\x13TxnRollbackResponse2\xa7\x04\n\x0cTransactions\x12H\n\x05\x42\x65gin\x12\x1e.percolator.v1.TxnBeginRequest\x1a\x1f.percolator.v1.TxnBeginResponse\x12\x42\n\x03Get\x12\x1c.percolator.v1.TxnGetRequest\x1a\x1d.percolator.v1.TxnGetResponse\x12Q\n\x08\x42\x61tchGet\x12!.percolator.v1.TxnBatchGetRequest\x1a\".percolator.v1.TxnBatchGetResponse\x12\x45\n\x04Scan\x12\x1d.percolator.v1.TxnScanRequest\x1a\x1e.percolator.v1.TxnScanResponse\x12K\n\x06\x43ommit\x12\x1f.percolator.v1.TxnCommitRequest\x1a .percolator.v1.TxnCommitResponse\x12Q\n\x08Rollback\x12!.percolator.v1.TxnRollbackRequest\x1a\".percolator.v1.TxnRollbackResponse\x12O\n\x06Stream\x12\x1f.percolator.v1.TxnStreamRequest\x1a .percolator.v1.TxnStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,33 +39,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TXNERROR']._serialized_start=792
   _globals['_TXNERROR']._serialized_end=891
   _globals['_TXNBEGINREQUEST']._serialized_start=893
-  _globals['_TXNBEGINREQUEST']._serialized_end=976
-  _globals['_TXNBEGINRESPONSE']._serialized_start=978
-  _globals['_TXNBEGINRESPONSE']._serialized_end=1069
-  _globals['_TXNGETREQUEST']._serialized_start=1071
-  _globals['_TXNGETREQUEST']._serialized_end=1131
-  _globals['_TXNGETRESPONSE']._serialized_start=1133
-  _globals['_TXNGETRESPONSE']._serialized_end=1189
-  _globals['_TXNVALUE']._serialized_start=1191
-  _globals['_TXNVALUE']._serialized_end=1260
-  _globals['_TXNBATCHGETREQUEST']._serialized_start=1262
-  _globals['_TXNBATCHGETREQUEST']._serialized_end=1333
-  _globals['_TXNBATCHGETRESPONSE']._serialized_start=1335
-  _globals['_TXNBATCHGETRESPONSE']._serialized_end=1397
-  _globals['_TXNSCANREQUEST']._serialized_start=1400
-  _globals['_TXNSCANREQUEST']._serialized_end=1535
-  _globals['_TXNSCANRESPONSE']._serialized_start=1537
-  _globals['_TXNSCANRESPONSE']._serialized_end=1628
-  _globals['_TXNWRITE']._serialized_start=1630
-  _globals['_TXNWRITE']._serialized_end=1700
-  _globals['_TXNCOMMITREQUEST']._serialized_start=1702
-  _globals['_TXNCOMMITREQUEST']._serialized_end=1828
-  _globals['_TXNCOMMITRESPONSE']._serialized_start=1830
-  _globals['_TXNCOMMITRESPONSE']._serialized_end=1868
-  _globals['_TXNROLLBACKREQUEST']._serialized_start=1870
-  _globals['_TXNROLLBACKREQUEST']._serialized_end=1906
-  _globals['_TXNROLLBACKRESPONSE']._serialized_start=1908
-  _globals['_TXNROLLBACKRESPONSE']._serialized_end=1929
-  _globals['_TRANSACTIONS']._serialized_start=1932
-  _globals['_TRANSACTIONS']._serialized_end=2483
+  _globals['_TXNBEGINREQUEST']._serialized_end=995
+  _globals['_TXNBEGINRESPONSE']._serialized_start=997
+  _globals['_TXNBEGINRESPONSE']._serialized_end=1088
+  _globals['_TXNGETREQUEST']._serialized_start=1090
+  _globals['_TXNGETREQUEST']._serialized_end=1150
+  _globals['_TXNGETRESPONSE']._serialized_start=1152
+  _globals['_TXNGETRESPONSE']._serialized_end=1208
+  _globals['_TXNVALUE']._serialized_start=1210
+  _globals['_TXNVALUE']._serialized_end=1279
+  _globals['_TXNBATCHGETREQUEST']._serialized_start=1281
+  _globals['_TXNBATCHGETREQUEST']._serialized_end=1352
+  _globals['_TXNBATCHGETRESPONSE']._serialized_start=1354
+  _globals['_TXNBATCHGETRESPONSE']._serialized_end=1416
+  _globals['_TXNSCANREQUEST']._serialized_start=1419
+  _globals['_TXNSCANREQUEST']._serialized_end=1554
+  _globals['_TXNSCANRESPONSE']._serialized_start=1556
+  _globals['_TXNSCANRESPONSE']._serialized_end=1647
+  _globals['_TXNWRITE']._serialized_start=1649
+  _globals['_TXNWRITE']._serialized_end=1719
+  _globals['_TXNCOMMITREQUEST']._serialized_start=1721
+  _globals['_TXNCOMMITREQUEST']._serialized_end=1847
+  _globals['_TXNCOMMITRESPONSE']._serialized_start=1849
+  _globals['_TXNCOMMITRESPONSE']._serialized_end=1887
+  _globals['_TXNROLLBACKREQUEST']._serialized_start=1889
+  _globals['_TXNROLLBACKREQUEST']._serialized_end=1925
+  _globals['_TXNROLLBACKRESPONSE']._serialized_start=1927
+  _globals['_TXNROLLBACKRESPONSE']._serialized_end=1948
+  _globals['_TRANSACTIONS']._serialized_start=1951
+  _globals['_TRANSACTIONS']._serialized_end=2502
 # @@protoc_insertion_point(module_scope)

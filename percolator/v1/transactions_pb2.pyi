@@ -54,14 +54,16 @@ class TxnError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., conflict: _Optional[_Union[_node_pb2.Conflict, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class TxnBeginRequest(_message.Message):
-    __slots__ = ("ttl_ms", "reads", "table")
+    __slots__ = ("ttl_ms", "reads", "table", "read_only")
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
     READS_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     ttl_ms: int
     reads: _containers.RepeatedCompositeFieldContainer[_node_pb2.Key]
     table: bytes
-    def __init__(self, ttl_ms: _Optional[int] = ..., reads: _Optional[_Iterable[_Union[_node_pb2.Key, _Mapping]]] = ..., table: _Optional[bytes] = ...) -> None: ...
+    read_only: bool
+    def __init__(self, ttl_ms: _Optional[int] = ..., reads: _Optional[_Iterable[_Union[_node_pb2.Key, _Mapping]]] = ..., table: _Optional[bytes] = ..., read_only: bool = ...) -> None: ...
 
 class TxnBeginResponse(_message.Message):
     __slots__ = ("txn_id", "ttl_ms", "values")

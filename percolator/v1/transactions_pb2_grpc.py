@@ -81,6 +81,8 @@ class TransactionsServicer(object):
         commit acknowledged before this call.  The node keeps it open until Commit,
         Rollback, or ttl_ms without a call on it (then it expires: NOT_FOUND).  `reads`
         are read at the snapshot as BatchGet would: the first reads in the same round trip.
+        With `read_only` the node ends the transaction in the same call, after its reads:
+        a read-only transaction in one message (nothing to Commit or Roll back).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

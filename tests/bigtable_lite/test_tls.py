@@ -7,6 +7,7 @@ so each new channel makes a new connection and a new handshake.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ import grpc
 import pytest
 
 from bigtable_lite import Cell, LocalStore, RemoteStore, Unavailable
-from bigtable_lite.credentials import ServerTLS, connect_channel
+from bigtable_lite.credentials import ServerTLS, client_context, connect_channel
 from bigtable_lite.server import ServerPolicy, build_server, stop_server
 from tests.certs import CA
 
@@ -157,3 +158,36 @@ def test_the_old_insecure_channel_still_reaches_a_plain_server(tmp_path: Path) -
                 assert RemoteStore(channel).list_tablets() == []
         finally:
             stop_server(server, grace=1.0)
+
+
+def test_client_context_takes_the_files_and_rules_of_the_channel(tmp_path: Path,
+                                                                 server_ca: CA) -> None:
+    """A client's own socket (the node's native transport) gets the same TLS as its
+    channel: none without files, the server verified and its name checked, a client
+    certificate only with its key."""
+    assert client_context() is None
+    ca = server_ca.write(tmp_path / "ca.pem")
+    context = client_context(tls_ca=ca)
+    assert context is not None
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    cert, key = CA("clients").issue("worker", server=False).write(tmp_path, "worker")
+    with pytest.raises(ValueError, match="needs its key"):
+        client_context(tls_ca=ca, tls_cert=cert)
+    assert client_context(tls_ca=ca, tls_cert=cert, tls_key=key) is not None
+
+
+def test_server_contexts_reload_as_the_credentials_do(tmp_path: Path, server_ca: CA) -> None:
+    """``ServerTLS.contexts``: the same files, checks and reloading as gRPC's credentials;
+    mutual TLS requires a client certificate."""
+    cert, key = server_ca.issue("node", server=True).write(tmp_path, "node")
+    contexts = ServerTLS(cert, key).contexts()
+    first = contexts()
+    assert contexts() is first  # unchanged files: the same context
+    assert first.verify_mode is ssl.CERT_NONE
+    issued = CA("next CA").issue("node", server=True)
+    cert.write_bytes(issued.cert)  # half-way: never served
+    assert contexts() is first
+    key.write_bytes(issued.key)
+    assert contexts() is not first
+    clients = CA("clients").write(tmp_path / "clients.pem")
+    assert ServerTLS(cert, key, clients).contexts()().verify_mode is ssl.CERT_REQUIRED

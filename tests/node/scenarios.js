@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Scenarios of tests/percolator/test_txn_service_clients.py, each run as its own Node.js
 // process with the example client (examples/node/percolator.js).  Each prints JSON lines.
-// A first argument --stream sends every call on one Stream call instead of unary calls.
+// A first argument --stream sends every call on one Stream call instead of unary calls,
+// --native as TXN frames of the node's native transport.
 //
 //   node scenarios.js commit-big HOST:PORT PREFIX CELLS BYTES   prints {"committing"} then commits
 //   node scenarios.js write HOST:PORT ROW COLUMN VALUE           one committed write
@@ -96,10 +97,11 @@ const scenarios = {
 async function main() {
   let argv = process.argv.slice(2);
   const stream = argv[0] === '--stream';
-  if (stream) argv = argv.slice(1);
+  const native = argv[0] === '--native';
+  if (stream || native) argv = argv.slice(1);
   const [name, address, ...args] = argv;
   if (!scenarios[name]) throw new Error(`unknown scenario ${name}`);
-  const client = new Client(address, { stream });
+  const client = new Client(address, { stream, native });
   try {
     await scenarios[name](client, ...args);
   } finally {

@@ -1,6 +1,6 @@
 """A write through the Transactions service to an observed column fires a Python observer:
 the node writes the notification with the commit (from Node.js, and from Python through
-the service's contract)."""
+the service's contract, over gRPC and in native TXN frames)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
         yield n
 
 
-@pytest.mark.parametrize("runner", ["python", "node"])
+@pytest.mark.parametrize("runner", ["python", "python-native", "node"])
 def test_a_service_write_to_an_observed_column_fires_a_python_observer(
         node: Node, runner: str) -> None:
     with Client.connect(node.address) as client:
@@ -39,8 +39,8 @@ def test_a_service_write_to_an_observed_column_fires_a_python_observer(
                     txn = svc.begin()
                     txn.set(b"d1", b"doc:text", b"hello big wide world")
                     txn.commit()
-            else:
-                writer = scenario("node", "write", node.address, "d1", "doc:text",
+            else:  # another process: Node.js, or Python in native TXN frames
+                writer = scenario(runner, "write", node.address, "d1", "doc:text",
                                   "hello big wide world")
                 assert "committed" in writer.next(WAIT)
                 assert writer.wait(WAIT) == 0

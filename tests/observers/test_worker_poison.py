@@ -109,3 +109,41 @@ def test_malformed_counters_and_park_notes_stop_no_worker(client: Client) -> Non
     finally:
         a.stop()
         b.stop()
+
+
+DAMAGED = b"broken"
+"""An observed column whose registration record is damaged (a raw write)."""
+UNOBSERVABLE = b"x" * 300
+"""A registration record under a column no one can observe (over 255 bytes, the most a
+log entry's key holds): commits writing that column once failed, every one of them."""
+
+
+def test_a_damaged_registration_is_logged_once_shown_and_stops_nothing(
+        client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    """A registration record that does not decode is logged once and read as a column
+    observed with no partition prefix and no backfill: commits to it still leave
+    entries (skipping it would lose them), the other columns' workers work on, status
+    shows it as damaged, and registering the column again rewrites the record.  One
+    under a column that cannot be observed is logged once and skipped: commits to that
+    column go on, without entries."""
+    record = notify_log.encode_registration(notify_log.Registration(UNOBSERVABLE, 5))
+    client.store.mutate_rows([RowMutation(layout.config_table(client.table),
+                                          layout.OBSERVED_ROW, (Put(DAMAGED, 0, b"\x07x"),
+                                                                Put(UNOBSERVABLE, 0, record)))])
+    with caplog.at_level("ERROR"):
+        client.register_observed_columns([COL])
+        rows = [b"row%03d" % i for i in range(20)]
+        write_cells(client, {(r, c): b"x" for r in rows for c in (COL, DAMAGED, UNOBSERVABLE)})
+        worker = Worker(client, [mark], threads=2, heartbeat=0.05, worker_id="wd")
+        assert worker.run_until_idle(timeout=60).processed == len(rows)
+        status = cluster_status(client)
+    damaged = [r for r in caplog.records if "registration of" in r.getMessage()]
+    assert len(damaged) == 2, [r.getMessage() for r in damaged]  # once each, not per read
+    [info] = [c for c in status.columns if c.column == DAMAGED]
+    assert info.damaged and info.pending == len(rows), "still observed: its entries kept"
+    [skipped] = [c for c in status.columns if c.column == UNOBSERVABLE]
+    assert skipped.damaged and skipped.pending == 0, "no column to observe: skipped"
+    assert "broken: damaged registration" in format_status(status)
+    client.register_observed_columns([DAMAGED])  # the repair
+    [info] = [c for c in cluster_status(client).columns if c.column == DAMAGED]
+    assert not info.damaged and info.registered_at > 0

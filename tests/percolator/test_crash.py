@@ -288,3 +288,31 @@ def test_client_killed_mid_stream_loses_no_acknowledged_commit(tmp_path: Path, k
     finally:
         if server is not None:
             server.terminate()
+
+
+def test_node_syncing_every_commit_killed_while_group_commits_are_in_flight(
+        tmp_path: Path) -> None:
+    """A node with ``--sync always`` and three client processes of three threads each
+    committing at once, so their synced writes are written in groups (one fsync for
+    several transactions): kill -9 of the node mid-stream loses no acknowledged commit
+    and tears no transaction, in any of the streams."""
+    data = tmp_path / "data"
+    server = ServerProcess(data, "--sync", "always").start()
+    prefixes = ("group0", "group1", "group2")
+    try:
+        writers = [stream("tcp:" + server.address, "one-phase", p, "--threads", "3")
+                   for p in prefixes]
+        for writer in writers:
+            wait_for_acks(writer, 60)
+        server.kill()  # kill -9 while every writer keeps committing
+        for writer in writers:
+            assert writer.wait(WAIT) == 1, writer.stderr_text()
+    finally:
+        server.kill()
+    with ServerProcess(data, "--sync", "always") as server2, \
+            Client.connect(server2.address) as client:
+        for prefix, writer in zip(prefixes, writers):
+            acked = acked_of(writer)
+            assert len(acked) >= 60
+            must_hold_stream(client, prefix, acked)
+        write_again(client, "group0")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc as python_gc
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import grpc
 import pytest
 
 import percolator
-from bigtable_lite import WrongTablet
+from bigtable_lite import StorageError, WrongTablet
 from percolator import Client, SnapshotTooOld, Transaction, TransactionError
 from percolator._snapshots import ActiveSnapshots, Reporter
 from percolator._status import command_error, error_for, error_name, status_for
@@ -197,3 +198,39 @@ def test_the_reporter_sleeps_while_idle_and_reports_what_is_held() -> None:
     finally:
         reporter.close()
     assert sent[-1] == (None, 7)
+
+
+def test_the_reporter_logs_an_outage_once_not_every_attempt(
+        caplog: pytest.LogCaptureFixture) -> None:
+    registry = ActiveSnapshots()
+    down = threading.Event()
+    down.set()
+    attempts: list[int] = []
+
+    def send(oldest: int | None, seen: int) -> int:
+        attempts.append(seen)
+        if down.is_set():
+            raise StorageError("node unavailable")
+        return 300
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    token = registry.enter(owner)
+    registry.saw(7)
+    registry.started(token, 7)
+    caplog.set_level(logging.DEBUG, logger="percolator._snapshots")
+    reporter = Reporter(registry, send, first_interval=0.01)
+    try:
+        reporter.kick()
+        eventually(lambda: len(attempts) >= 20, "the reporter retried through the outage")
+        down.clear()
+        eventually(lambda: any("resumed" in r.getMessage() for r in caplog.records),
+                   "the recovery was logged")
+    finally:
+        registry.leave(token)
+        reporter.close()
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) >= 20
+    assert [r.levelno for r in failed].count(logging.WARNING) == 1

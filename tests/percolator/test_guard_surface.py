@@ -1,4 +1,4 @@
-"""Everything a client can call on a node is behind the guard (issue 16).
+"""Everything a client can call on a node is behind the guard (issue 16), on both ports.
 
 The node itself says what it serves: the test asks its reflection service for every
 service and method on the port, and calls each one as a stranger (no token, a wrong
@@ -6,12 +6,15 @@ token) and with each role's token.  Every method must be in the table below, wit
 least role its service declared; a method added later fails this test until someone
 decides who may call it.  The guard checks the token before it decodes the request, so
 the bytes sent are an empty message: what is measured is only whether the call got
-past authentication and the role check.
+past authentication and the role check.  The native port (the same batches) is called
+the same way: a HELLO without a valid token is closed UNAUTHENTICATED, and a batch of
+every command kind is PERMISSION_DENIED exactly in the commands above the token's role.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import grpc
@@ -25,7 +28,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.credentials import connect_channel
 from bigtable_lite.server import ServerPolicy
+from percolator._node_roles import COMMAND_ROLES
+from percolator._transport import native_wire
 from percolator.node import Node
+from percolator.v1 import node_pb2
 
 WAIT = 30.0
 Code = grpc.StatusCode
@@ -48,7 +54,7 @@ SURFACE: dict[str, Role | None] = {
     f"/{ORACLE}/GetOracleStats": Role.READ,
     # Admitted with read: each command is checked against the role (test_node_roles.py).
     f"/{NODE}/Batch": Role.READ, f"/{NODE}/BatchStream": Role.READ,
-    f"/{NODE}/Describe": Role.READ,  # where the native transport is (none with tokens)
+    f"/{NODE}/Describe": Role.READ,  # where the native transport is (guarded alike: below)
     f"/{TRANSACTIONS}/Begin": Role.READ, f"/{TRANSACTIONS}/Get": Role.READ,
     f"/{TRANSACTIONS}/BatchGet": Role.READ, f"/{TRANSACTIONS}/Scan": Role.READ,
     f"/{TRANSACTIONS}/Rollback": Role.READ, f"/{TRANSACTIONS}/Commit": Role.WRITE,
@@ -139,3 +145,56 @@ def test_each_role_passes_the_guard_exactly_where_it_may(node: Node, role: Role)
                 assert code is Code.PERMISSION_DENIED, (path, code)
             else:
                 assert code not in (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED), (path, code)
+
+
+# --- the native port ----------------------------------------------------------------------
+
+
+COMMANDS = sorted(f.name for f in node_pb2.Command.DESCRIPTOR.oneofs_by_name["kind"].fields)
+
+
+def native_hello(node: Node, token: str | None) -> tuple[socket.socket, int, bytes]:
+    """A connection to the node's native port that said HELLO: (socket, kind, payload)
+    of the node's answer."""
+    assert node.native is not None
+    sock = socket.create_connection(("127.0.0.1", node.native.port), timeout=WAIT)
+    sock.sendall(native_wire.encode(native_wire.HELLO, node_pb2.NativeHello(
+        version=native_wire.VERSION, token=token or "").SerializeToString()))
+    reader = native_wire.FrameReader(sock, max_frame=1 << 26, wait=WAIT, deadline=WAIT)
+    kind, payload = reader.read()
+    return sock, kind, payload
+
+
+def test_every_command_has_a_decided_role() -> None:
+    assert set(COMMANDS) == set(COMMAND_ROLES)
+
+
+@pytest.mark.parametrize("token", [None, "a-token-this-node-never-issued"],
+                         ids=["no-token", "unknown-token"])
+def test_a_stranger_gets_no_native_connection(node: Node, token: str | None) -> None:
+    sock, kind, payload = native_hello(node, token)
+    with sock:
+        assert kind == native_wire.CLOSE, native_wire.KINDS[kind]
+        assert node_pb2.CommandError.FromString(payload).code == \
+            Code.UNAUTHENTICATED.value[0]
+
+
+@pytest.mark.parametrize("role", list(Role), ids=[r.label for r in Role])
+def test_each_role_on_the_native_port_is_denied_exactly_the_commands_above_it(
+        node: Node, role: Role) -> None:
+    sock, kind, _ = native_hello(node, TOKENS[role])
+    with sock:
+        assert kind == native_wire.WELCOME, native_wire.KINDS[kind]
+        batch = node_pb2.BatchRequest(commands=[
+            node_pb2.Command(**{name: getattr(node_pb2.Command(), name).__class__()})
+            for name in COMMANDS])
+        sock.sendall(native_wire.encode(native_wire.BATCH, batch.SerializeToString()))
+        reader = native_wire.FrameReader(sock, max_frame=1 << 26, wait=WAIT, deadline=WAIT)
+        kind, payload = reader.read()
+        assert kind == native_wire.REPLY, native_wire.KINDS[kind]
+    results = node_pb2.BatchResponse.FromString(payload).results
+    denied = {name for name, r in zip(COMMANDS, results)
+              if r.WhichOneof("kind") == "error"
+              and r.error.code == Code.PERMISSION_DENIED.value[0]}
+    assert denied == {name for name in COMMANDS if role < COMMAND_ROLES[name]}
+    assert len(results) == len(COMMANDS)

@@ -23,18 +23,16 @@ import pytest
 
 from bigtable_lite import (
     LocalStore,
-    PermissionDenied,
     Put,
     RowMutation,
     RowRead,
     StorageError,
-    Unauthenticated,
     Unavailable,
     wire,
 )
 from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.credentials import is_loopback, split_host
-from bigtable_lite.server import ServerPolicy
+from bigtable_lite.server import InsecureListen, ServerPolicy
 from percolator import Client, CommitUndetermined, TransactionError
 from percolator._local import LocalBackend
 from percolator._node_client import NodeClient
@@ -42,7 +40,7 @@ from percolator._node_service import NodeService
 from percolator._transport import native_wire
 from percolator._transport.native_client import NativeCalls
 from percolator._transport.native_server import NativeServer
-from percolator.node import AFTER_GRPC, NativeRefused, Node, native_address
+from percolator.node import AFTER_GRPC, Node, native_address
 from percolator.oracle import Oracle
 from percolator.v1 import node_pb2, oracle_pb2
 from tests.procs import ServerProcess
@@ -154,7 +152,8 @@ def native(path: Path, **bounds: float) -> Iterator[Native]:
     try:
         service = NodeService(LocalBackend(store, Oracle(store), owned=False))
         server = NativeServer("127.0.0.1", 0, service.open_native,
-                              max_frame=store.limits.max_message_bytes, **bounds)  # type: ignore[arg-type]
+                              budgets={native_wire.BATCH: store.limits.max_message_bytes},
+                              **bounds)  # type: ignore[arg-type]
         server.start()
         try:
             yield Native(server, service, store)
@@ -206,77 +205,49 @@ def test_a_node_without_a_native_port_is_reached_over_grpc(tmp_path: Path) -> No
             client.timestamp()
 
 
-# --- only where gRPC checks no caller either: loopback, no tokens, no TLS -------------------
+# --- exposed as the gRPC port is: beyond loopback only with TLS and tokens -----------------
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]"])
 def test_loopback_hosts_are_loopback(host: str) -> None:
     assert is_loopback(split_host(f"{host}:7070"))
-    assert native_address(f"{host}:7070", "auto") == (host, AFTER_GRPC)
-    assert native_address("0.0.0.0:7070", f"{host}:0") == (host, 0)
+    assert native_address(f"{host}:7070", "auto", ServerPolicy()) == (host, AFTER_GRPC)
+    assert native_address("0.0.0.0:7070", f"{host}:0", ServerPolicy()) == (host, 0)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "10.1.2.3", "192.168.0.1",
                                   "example.com", "[2001:db8::1]"])
-def test_the_native_transport_is_never_served_beyond_loopback(tmp_path: Path,
-                                                             host: str) -> None:
-    """Another host could reach it, and it checks no caller: "auto" serves none there (the
-    node's clients use gRPC), an explicit address there is refused before anything is
-    touched."""
+def test_the_native_transport_beyond_loopback_needs_tls_and_tokens(tmp_path: Path,
+                                                                  host: str) -> None:
+    """Another host could reach it: as for gRPC's port, TLS and tokens (or insecure), refused
+    before anything is touched."""
     assert not is_loopback(split_host(f"{host}:7070"))
-    assert native_address(f"{host}:7070", "auto") is None
-    with pytest.raises(NativeRefused, match="loopback address only"):
-        native_address("127.0.0.1:7070", f"{host}:7071")
-    with pytest.raises(NativeRefused, match=re.escape(f"on {host}:0")):
+    with pytest.raises(InsecureListen, match=re.escape(f"refusing to serve {host}:7071 without"
+                                                       " TLS and tokens")):
+        native_address("127.0.0.1:7070", f"{host}:7071", ServerPolicy())
+    with pytest.raises(InsecureListen, match="without TLS"):
+        native_address("127.0.0.1:7070", f"{host}:7071", ServerPolicy(tokens=TokenTable(
+            {READ_TOKEN: Role.READ})))
+    assert native_address(f"{host}:7070", "auto", ServerPolicy(insecure=True)) == (
+        host, AFTER_GRPC)
+    assert native_address("127.0.0.1:7070", f"{host}:7071", ServerPolicy(insecure=True)) == (
+        host, 7071)
+    with pytest.raises(InsecureListen, match=re.escape(f"{host}:0")):
         Node(tmp_path / "data", "127.0.0.1:0", native_listen=f"{host}:0")
     assert not (tmp_path / "data").exists()  # refused before the store was opened
 
 
-def test_a_node_listening_on_every_address_serves_no_native_port(tmp_path: Path) -> None:
+def test_a_node_listening_on_every_address_serves_native_there_too(tmp_path: Path) -> None:
     with Node(tmp_path / "data", "0.0.0.0:0", policy=ServerPolicy(insecure=True)) as node:
-        assert node.native is None and node.native_address is None
+        assert node.native is not None and node.native_address is not None
         with Client.connect(f"127.0.0.1:{node.port}") as client:
             client.run(lambda txn: txn.set(b"r", b"c", b"v"))
             assert client.begin().get(b"r", b"c") == b"v"
             stats = client.backend.batch_stats()  # type: ignore[attr-defined]
-            assert stats["native_connections"] == 0 and stats["streams_opened"] >= 1
+            assert stats["native_connections"] == 1 and stats["streams_opened"] == 0
 
 
-READ_TOKEN, WRITE_TOKEN = "read-" + "r" * 24, "write-" + "w" * 24
-
-
-def test_a_node_with_tokens_serves_no_native_port_and_its_guard_holds(tmp_path: Path) -> None:
-    """The native transport checks no token: a node that checks them serves none ("auto"),
-    refuses to be asked for one, and every client reaches it over gRPC's guard: one
-    without a token is refused, a read-only token cannot write."""
-    tokens = TokenTable({READ_TOKEN: Role.READ, WRITE_TOKEN: Role.WRITE})
-    with pytest.raises(NativeRefused, match="tokens or TLS"):
-        Node(tmp_path / "data", "127.0.0.1:0", policy=ServerPolicy(tokens=tokens),
-             native_listen="127.0.0.1:0")
-    assert not (tmp_path / "data").exists()
-    with Node(tmp_path / "data", "127.0.0.1:0", policy=ServerPolicy(tokens=tokens)) as node:
-        assert node.native is None and node.native_address is None
-        with NodeClient(node.address, timeout=WAIT, token=WRITE_TOKEN) as writer:
-            assert writer._native_port() == 0  # Describe: none
-        with pytest.raises(socket.error):  # nothing listens where "auto" would have
-            socket.create_connection(("127.0.0.1", node.port + 1), timeout=WAIT).close()
-        with pytest.raises(ValueError, match="carries no token"):
-            Client.connect(node.address, token=WRITE_TOKEN, transport="native")
-        with Client.connect(node.address, transport="native", timeout=WAIT) as anonymous, \
-                pytest.raises(Unauthenticated):  # not even told where a native port is
-            anonymous.timestamp()
-        with Client.connect(node.address, timeout=WAIT) as anonymous, \
-                pytest.raises(Unauthenticated):
-            anonymous.run(lambda txn: txn.set(b"r", b"c", b"v"))
-        with Client.connect(node.address, token=READ_TOKEN, timeout=WAIT) as reader, \
-                pytest.raises(PermissionDenied):
-            reader.run(lambda txn: txn.set(b"r", b"c", b"v"))
-        with Client.connect(node.address, token=WRITE_TOKEN, timeout=WAIT) as writer:
-            writer.run(lambda txn: txn.set(b"r", b"c", b"w"))
-            stats = writer.backend.batch_stats()  # type: ignore[attr-defined]
-            assert stats["native_connections"] == 0 and stats["streams_opened"] >= 1
-        with Client.connect(node.address, token=READ_TOKEN, timeout=WAIT) as reader:
-            assert reader.begin().get(b"r", b"c") == b"w"
+READ_TOKEN = "read-" + "r" * 24
 
 
 def test_a_client_beyond_the_nodes_connections_uses_grpc(tmp_path: Path) -> None:
@@ -454,7 +425,8 @@ def closed_within(sock: socket.socket, code: grpc.StatusCode, bound: float) -> f
 
 
 def test_a_silent_peer_is_dropped_after_the_hello_deadline(tmp_path: Path) -> None:
-    with native(tmp_path / "data", hello_deadline=0.3, max_connections=2) as n:
+    with native(tmp_path / "data", hello_deadline=0.3, max_connections=2,
+                max_handshakes=2) as n:
         silent = [connect(n.port, greet=False) for _ in range(2)]
         wait_until(lambda: n.server.open_connections == 2, "both are admitted")
         with connect(n.port, greet=False) as third:  # beyond the cap: refused at once
@@ -588,3 +560,20 @@ def test_a_node_killed_mid_batch_and_restarted(tmp_path: Path) -> None:
             stop.set()
             for t in threads:
                 t.join(WAIT)
+
+
+def test_the_same_garbage_repeated_is_logged_once(node: Node,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A stranger sending the same refused HELLO again and again cannot grow the log:
+    each cause is logged once (as gRPC's undecodable requests are); every connection is
+    still refused."""
+    assert node.native is not None
+    caplog.set_level(logging.DEBUG)
+    length = (1 << 16) + random.Random().randrange(1, 1 << 20)  # a cause of this test's own
+    for _ in range(5):
+        with connect(node.native.port, greet=False) as sock:
+            sock.sendall(native_wire.HEADER.pack(length, native_wire.HELLO))
+            must_close(sock, Code.RESOURCE_EXHAUSTED)
+    warned = [r for r in caplog.records
+              if r.levelno >= logging.WARNING and str(length) in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in caplog.records]

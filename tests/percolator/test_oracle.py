@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,21 +15,25 @@ from bigtable_lite import (
     InvalidArgument,
     LocalStore,
     MutationResult,
+    Put,
     RowMutation,
     StoreClosed,
     Unavailable,
 )
+from percolator import Client
 from percolator.errors import OracleError
 from percolator.oracle import (
     FIRST_TIMESTAMP,
     MAX_COUNT,
     ORACLE_TABLE,
+    RECOVERY_MARGIN,
     Oracle,
     OracleConflict,
     OracleExhausted,
     OracleStats,
     TimestampSource,
 )
+from tests.procs import percolator_command
 
 
 @pytest.fixture
@@ -228,3 +233,38 @@ def test_a_timestamp_if_ready_never_persists_nor_waits_long(store: LocalStore) -
         release.set()
         thread.join(10)
     assert oracle.timestamp_if_ready(0.0) == first + 4
+
+
+def test_a_damaged_mark_stops_the_node_with_the_repair_and_the_repair_is_safe(
+        tmp_path: Path) -> None:
+    """A mark that does not decode is never skipped (timestamps could go backwards):
+    `percolator serve` refuses to start, naming the cell and the repair command, and
+    `percolator repair --oracle` restarts the oracle above every timestamp stored."""
+    data = tmp_path / "data"
+    with Client.embedded(data) as client:
+        for i in range(5):
+            with client.transaction() as txn:
+                txn.set(b"r%d" % i, b"c", b"v%d" % i)
+        last = client.timestamp()
+    with LocalStore(data) as store:
+        store.mutate_rows([RowMutation(ORACLE_TABLE, b"high_water", (
+            Put(b"mark", 0, b"\x01\x02\x03"),))], sync=True)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(percolator_command(*args), capture_output=True, text=True,
+                              timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+    refused = cli("serve", "--data-dir", str(data), "--listen", "127.0.0.1:0")
+    assert refused.returncode == 1, refused
+    for named in ("table _oracle, row high_water, column mark", "3 bytes, expected 8",
+                  "percolator repair --oracle --data-dir DIR"):
+        assert named in refused.stderr, refused.stderr
+    not_confirmed = cli("repair", "--oracle", "--data-dir", str(data))
+    assert not_confirmed.returncode == 1 and "nothing written" in not_confirmed.stderr
+    repaired = cli("repair", "--oracle", "--data-dir", str(data), "--yes")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "oracle high-water mark: \\x01\\x02\\x03 (3 bytes)" in repaired.stdout
+    with Client.embedded(data) as client:
+        assert client.timestamp() > RECOVERY_MARGIN > last  # above all it handed out
+        assert client.begin().get(b"r4", b"c") == b"v4"
+    assert "nothing to repair" in cli("repair", "--oracle", "--data-dir", str(data)).stdout

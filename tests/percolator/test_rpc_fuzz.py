@@ -8,12 +8,15 @@ arrives, the node answers with a status a client can act on -- never INTERNAL or
 UNKNOWN, which would mean a bug that the request reached -- logs no traceback, and keeps
 serving: health says SERVING and a transaction commits and reads back afterwards.
 An admin token reaches every handler.  Each method gets a bounded number of examples.
+The native port is fuzzed the same way: HELLOs (a fuzzed token among them) and, after a
+valid one, batches, each answered with frames whose codes a client can act on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 
 import grpc
@@ -29,7 +32,9 @@ from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.credentials import connect_channel
 from bigtable_lite.server import ServerPolicy
 from percolator import Client
+from percolator._transport import native_wire
 from percolator.node import Node
+from percolator.v1 import node_pb2
 
 from .test_guard_surface import SURFACE, served_methods
 
@@ -173,3 +178,84 @@ def test_fuzzed_requests_get_a_status_a_client_can_act_on(node: Node, path: str,
         with client.transaction() as txn:
             txn.set(b"r", b"c", path.encode())
         assert client.begin().get(b"r", b"c") == path.encode()
+
+
+def native_exchange(node: Node, frames: bytes) -> list[tuple[int, bytes]]:
+    """Send ``frames`` on a new connection to the native port; the node's frames until it
+    closes or answers all it was sent (bounded by WAIT)."""
+    assert node.native is not None
+    with socket.create_connection(("127.0.0.1", node.native.port), timeout=WAIT) as sock:
+        sock.sendall(frames)
+        sock.shutdown(socket.SHUT_WR)  # the node answers what it read, then sees EOF
+        reader = native_wire.FrameReader(sock, max_frame=1 << 27, wait=WAIT, deadline=WAIT)
+        answers = []
+        while True:
+            try:
+                kind, payload = reader.read()
+            except native_wire.PeerClosed:
+                return answers
+            answers.append((kind, payload))
+            if kind == native_wire.CLOSE:
+                return answers
+
+
+def must_be_actionable(answers: list[tuple[int, bytes]]) -> set[grpc.StatusCode]:
+    """The codes of the node's CLOSE and of every command's error: none INTERNAL/UNKNOWN."""
+    codes = {code for code in Code}
+    seen: set[grpc.StatusCode] = set()
+    for kind, payload in answers:
+        if kind == native_wire.CLOSE:
+            errors = [node_pb2.CommandError.FromString(payload)]
+        elif kind == native_wire.REPLY:
+            errors = [r.error for r in node_pb2.BatchResponse.FromString(payload).results
+                      if r.WhichOneof("kind") == "error"]
+        else:
+            assert kind == native_wire.WELCOME, kind
+            continue
+        for error in errors:
+            code = next(c for c in codes if c.value[0] == error.code)
+            assert code not in BAD, (code, error.message)
+            seen.add(code)
+    return seen
+
+
+def hello_frame(payload: bytes) -> bytes:
+    return native_wire.encode(native_wire.HELLO, payload)
+
+
+def admin_hello() -> bytes:
+    return hello_frame(node_pb2.NativeHello(version=native_wire.VERSION,
+                                            token=ADMIN).SerializeToString())
+
+
+@pytest.mark.parametrize("what", ["hello", "batch"])
+def test_fuzzed_native_frames_get_codes_a_client_can_act_on(
+        node: Node, what: str, caplog: pytest.LogCaptureFixture) -> None:
+    descriptor = (node_pb2.NativeHello if what == "hello" else node_pb2.BatchRequest).DESCRIPTOR
+    seen: set[grpc.StatusCode] = set()
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(requests(descriptor), st.sampled_from([None, ADMIN, "x" * 20]))
+    def fuzz(raw: bytes, token: str | None) -> None:
+        if what == "hello":
+            if token is not None:  # a real or a wrong token in a fuzzed HELLO
+                raw += node_pb2.NativeHello(token=token).SerializeToString()
+            frames = hello_frame(raw)
+        else:
+            frames = admin_hello() + native_wire.encode(native_wire.BATCH, raw)
+        answers = native_exchange(node, frames)
+        assert answers, "closed without a frame"
+        seen.update(must_be_actionable(answers))
+
+    with caplog.at_level(logging.WARNING):
+        fuzz()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert not tracebacks, [r.getMessage() for r in tracebacks]
+    assert seen, what
+    with Client.connect(node.address, token=ADMIN, table=b"fuzz-native", timeout=WAIT
+                        ) as client:
+        with client.transaction() as txn:
+            txn.set(b"r", b"c", what.encode())
+        assert client.begin().get(b"r", b"c") == what.encode()
+        assert client.backend.batch_stats()["native_connections"] == 1  # type: ignore[attr-defined]

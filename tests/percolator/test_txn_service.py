@@ -1,4 +1,6 @@
-"""The Transactions service from Python, through its gRPC contract only.
+"""The Transactions service from Python, through its contract only: over gRPC, and in TXN
+frames of the node's native transport (a test taking the ``svc`` fixture runs by unary
+calls, on one Stream, and in TXN frames).
 
 Callers use ``txn_service_client`` (generated stubs and grpcio-status, none of the native
 client's protocol code); the native client (``Client.connect``) writes beside them and
@@ -24,7 +26,7 @@ from percolator.records import PUT
 from percolator.v1 import node_pb2
 from percolator.v1 import transactions_pb2 as pb
 
-from .txn_service_client import ServiceClient, ServiceError
+from .txn_service_client import REPLY, TXN, NativeFrames, ServiceClient, ServiceError
 
 OK_CELL = (b"a", b"c")
 
@@ -42,10 +44,12 @@ def node(tmp_path: Path) -> Iterator[Node]:
         yield n
 
 
-@pytest.fixture(params=["unary", "stream"])
+@pytest.fixture(params=["unary", "stream", "native"])
 def svc(node: Node, request: pytest.FixtureRequest) -> Iterator[ServiceClient]:
-    """A caller of the unary methods, or of the same calls on one Stream."""
-    with ServiceClient(node.address, timeout=30, stream=request.param == "stream") as client:
+    """A caller of the unary methods, of the same calls on one Stream, or in TXN frames of
+    the native transport."""
+    with ServiceClient(node.address, timeout=30, stream=request.param == "stream",
+                       native=request.param == "native") as client:
         yield client
 
 
@@ -80,6 +84,25 @@ def test_begin_reads_at_a_snapshot_that_later_commits_do_not_change(
                                                              (b"r1", b"c"): b"old"}
     assert list(txn.scan()) == [(b"r1", b"c", b"old")]
     assert svc.begin([(b"r1", b"c")]).values == {(b"r1", b"c"): b"new"}
+
+
+def test_a_read_only_begin_reads_at_a_snapshot_and_ends_in_one_call(
+        svc: ServiceClient, node: Node, native: Client) -> None:
+    with native.transaction() as t:
+        t.set(b"r1", b"c", b"v1")
+    before = native.backend.timestamps(1)
+    once = svc.begin([(b"r1", b"c"), (b"r2", b"c")], read_only=True)
+    assert once.values == {(b"r1", b"c"): b"v1", (b"r2", b"c"): None}
+    assert once.txn_id > before  # a fresh snapshot
+    assert node.transactions.sessions.open == 0 and len(node.backend.snapshots) == 0
+    must_fail(grpc.StatusCode.NOT_FOUND, once.get, b"r1", b"c")  # nothing held
+    once.set(b"r1", b"c", b"late")
+    must_fail(grpc.StatusCode.NOT_FOUND, once.commit)  # and it can never write
+    assert native.begin().get(b"r1", b"c") == b"v1"
+    err = must_fail(grpc.StatusCode.INVALID_ARGUMENT, svc.call, "Begin", pb.TxnBeginRequest(
+        read_only=True, reads=[node_pb2.Key(row=b"", column=b"c")]))
+    assert err.details
+    assert node.transactions.sessions.open == 0
 
 
 def test_scan_pages_resume_after_the_last_cell_in_and_across_rows(
@@ -396,3 +419,41 @@ def test_a_stream_answers_in_order_survives_bad_requests_and_is_admitted_up_to_i
             assert second.stream is False
         sent.put(None)
         assert list(replies) == []
+
+
+def test_a_stopping_node_ends_native_connections_between_requests(tmp_path: Path) -> None:
+    """Native TXN frames end as batches do: a node stopping answers its idle connections
+    CLOSE UNAVAILABLE, so a request sent after it was not executed (send it again)."""
+    node = Node(tmp_path / "n", "127.0.0.1:0").start()
+    try:
+        svc = ServiceClient(node.address, timeout=30, native=True)
+        txn = svc.begin([OK_CELL])
+        assert node.native is not None and node.native.open_connections == 1
+    finally:
+        node.stop()
+    txn.set(*OK_CELL, b"after the stop")
+    with pytest.raises((ServiceError, OSError)) as info:
+        txn.commit()
+    if isinstance(info.value, ServiceError):  # else the socket was already gone
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE, info.value
+    svc.close()
+    with Node(tmp_path / "n", "127.0.0.1:0") as again, Client.connect(again.address) as check:
+        assert check.begin().get(*OK_CELL) is None
+
+
+def test_native_frames_that_are_no_request_fail_alone(node: Node) -> None:
+    """A TXN frame whose payload is no request, or names a field this node does not know,
+    is answered INVALID_ARGUMENT like a Stream message, and the connection goes on."""
+    assert node.native is not None
+    frames = NativeFrames("127.0.0.1", node.native.port, 30)
+    try:
+        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        begin = pb.TxnStreamRequest(begin=pb.TxnBeginRequest()).SerializeToString()
+        for payload in (b"\xff\xff", b"", begin + b"\xf8\x01\x01"):
+            kind, reply = frames.exchange(TXN, payload)
+            assert kind == REPLY
+            assert pb.TxnStreamResponse.FromString(reply).error.code == invalid, payload
+        kind, reply = frames.exchange(TXN, begin)
+        assert kind == REPLY and pb.TxnStreamResponse.FromString(reply).begin.txn_id > 0
+    finally:
+        frames.close()

@@ -3,7 +3,9 @@ examples/node, run by node) and their Python twins (txn_service_child.py, throug
 service's contract only), beside native Python clients, on real nodes.
 
 Each scenario runs from both languages; the Node.js runs skip only where ``node`` is not
-installed (``.ci/run`` installs examples/node's packages from the npm registry).
+installed (``.ci/run`` installs examples/node's packages from the npm registry).  The
+Python twins also run it over the node's native transport ("python-native": the same
+requests in TXN frames, docs/grpc.md).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ NODE = shutil.which("node")
 EXAMPLES = REPO / "examples" / "node"
 SCENARIOS = REPO / "tests" / "node" / "scenarios.js"
 WAIT = 120.0  # bound of every wait for a process or a condition
-RUNNERS = ["python", "node"]
+RUNNERS = ["python", "python-native", "node"]
 INITIAL = 100
 COLUMN = b"balance"
 
@@ -46,18 +48,20 @@ def need(runner: str) -> None:
 
 
 def scenario(runner: str, name: str, address: str, *args: object,
-             stream: bool = False) -> JsonLinesProcess:
+             calls: str = "unary") -> JsonLinesProcess:
     """A process running scenario ``name`` against ``address`` in ``runner``'s language
-    (``stream``: its calls on one Stream call; Node.js only)."""
+    (``calls`` of Node.js: "unary", "stream" on one Stream call, or "native" as TXN frames
+    of the node's native transport; "python-native": Python, in TXN frames)."""
     need(runner)
     words = [str(a) for a in args]
     if runner == "node":
         assert NODE is not None
-        return JsonLinesProcess([NODE, str(SCENARIOS), *(["--stream"] if stream else []),
-                                 name, address, *words])
-    assert not stream
-    return JsonLinesProcess([sys.executable, "-m", "tests.percolator.txn_service_child", name,
-                             address, *words])
+        return JsonLinesProcess([NODE, str(SCENARIOS), *([] if calls == "unary" else
+                                                         [f"--{calls}"]), name, address, *words])
+    assert calls == "unary"
+    native = ["--native"] if runner == "python-native" else []
+    return JsonLinesProcess([sys.executable, "-m", "tests.percolator.txn_service_child",
+                             *native, name, address, *words])
 
 
 def until(condition: object, what: str, timeout: float = WAIT) -> None:
@@ -108,11 +112,12 @@ def native_transfers(address: str, prefix: str, accounts: int, count: int, seed:
         errors.append(exc)
 
 
-@pytest.mark.parametrize("with_node", [False, True], ids=["python", "python+node"])
+@pytest.mark.parametrize("callers", ["python", "python+native-frames", "python+node"])
 def test_bank_transfers_from_service_and_native_clients_at_once(node: Node,
-                                                                with_node: bool) -> None:
+                                                                callers: str) -> None:
     """Every snapshot sums to the total and every account ends at exactly its start plus
     what each client says it moved (a lost update would break it)."""
+    with_node = callers == "python+node"
     seed = random.randrange(1 << 30)
     print(f"seed {seed}")
     prefix, accounts, per_client = f"bank{seed}", 6, 30
@@ -123,12 +128,15 @@ def test_bank_transfers_from_service_and_native_clients_at_once(node: Node,
     if with_node:
         need("node")
     procs = [scenario("python", "bank", node.address, prefix, accounts, per_client, seed + 1)]
+    if callers == "python+native-frames":
+        procs += [scenario("python-native", "bank", node.address, prefix, accounts, per_client,
+                           seed + k) for k in (2, 3)]
     if with_node:
         procs += [JsonLinesProcess([NODE or "node", str(EXAMPLES / "bank.js"), node.address,
                                     "transfer", "--accounts", str(accounts), "--prefix",
                                     prefix, "--transfers", str(per_client), "--seed",
-                                    str(seed + k), "--stream", str(k - 2)])
-                  for k in (2, 3)]  # one by unary calls, one on a Stream
+                                    str(seed + k), *flags])
+                  for k, flags in ((2, []), (3, ["--stream", "1"]), (4, ["--native", "1"]))]
     moves: list[tuple[int, int, int]] = []
     errors: list[BaseException] = []
     natives = [threading.Thread(target=native_transfers, args=(
@@ -261,9 +269,9 @@ def test_node_sees_its_idle_transaction_expire(node: Node) -> None:
 # --- what a Node.js caller sees ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("calls", ["unary", "stream"])
+@pytest.mark.parametrize("calls", ["unary", "stream", "native"])
 def test_wrong_input_from_node_is_invalid_argument(node: Node, calls: str) -> None:
-    caller = scenario("node", "bad-input", node.address, stream=calls == "stream")
+    caller = scenario("node", "bad-input", node.address, calls=calls)
     codes = caller.next(WAIT)
     assert caller.wait(WAIT) == 0
     assert codes.pop("unknownTxn") == "NOT_FOUND"
@@ -272,9 +280,9 @@ def test_wrong_input_from_node_is_invalid_argument(node: Node, calls: str) -> No
     assert len(codes) == 8
 
 
-@pytest.mark.parametrize("calls", ["unary", "stream"])
+@pytest.mark.parametrize("calls", ["unary", "stream", "native"])
 def test_node_reads_the_conflicting_cell_from_the_status_details(node: Node, calls: str) -> None:
-    caller = scenario("node", "conflict", node.address, "hot", "col", stream=calls == "stream")
+    caller = scenario("node", "conflict", node.address, "hot", "col", calls=calls)
     got = caller.next(WAIT)
     assert caller.wait(WAIT) == 0
     assert got["second"] == "ABORTED"

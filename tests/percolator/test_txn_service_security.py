@@ -1,4 +1,5 @@
-"""The Transactions service behind the guard (issue 16): tokens, roles, TLS, reply budgets.
+"""The Transactions service behind the guard (issue 16): tokens, roles, TLS, reply budgets,
+and the caller of a native connection's TXN frames.
 
 Callers use the service's contract only (``txn_service_client``), over channels that
 carry a token (``connect_channel``).  Nodes are real, in-process on 127.0.0.1 port 0,
@@ -8,8 +9,11 @@ with a token table; one is a ``percolator serve`` process, whose memory is read 
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +30,9 @@ from percolator.node import Node
 from percolator.v1 import node_pb2
 from percolator.v1 import transactions_pb2 as pb
 from tests.certs import CA
-from tests.procs import ServerProcess
+from tests.procs import REPO, ServerProcess
 
-from .txn_service_client import ServiceClient, ServiceError
+from .txn_service_client import NativeFrames, ServiceClient, ServiceError
 
 WAIT = 30.0
 MiB = 1 << 20
@@ -187,6 +191,26 @@ def test_a_transaction_is_its_callers_alone(node: Node, stream: bool) -> None:
         assert reader_txn.get(*CELL) == b"mine" and reader_txn.start_ts > committed
 
 
+def test_one_token_cannot_take_every_open_transaction_of_the_node(tmp_path: Path) -> None:
+    """Open transactions are bounded per token as well as per node: a token at its
+    bound is refused RESOURCE_EXHAUSTED naming the bound, and another token still
+    begins; ending one of the first token's lets it begin again."""
+    with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(), max_transactions=10,
+              max_transactions_per_token=3) as node, \
+            service(node.address, Role.WRITE) as greedy, \
+            service(node.address, None, token=OTHER_WRITER) as other:
+        held = [greedy.begin() for _ in range(3)]
+        refused = must_fail(Code.RESOURCE_EXHAUSTED, greedy.begin)
+        assert "--max-transactions-per-token 3" in refused.details, refused.details
+        others = [other.begin() for _ in range(3)]  # not starved by the first token
+        assert node.transactions.sessions.open == 6
+        held.pop().rollback()
+        held.append(greedy.begin())
+        for txn in held + others:
+            txn.rollback()
+        assert node.transactions.sessions.open == 0
+
+
 def test_transactions_over_tls_and_mutual_tls(tmp_path: Path) -> None:
     """The service speaks TLS on the node's port like every other: a caller trusting the
     node's CA commits; a plain-text caller gets no answer; with mutual TLS a caller
@@ -211,6 +235,54 @@ def test_transactions_over_tls_and_mutual_tls(tmp_path: Path) -> None:
                             tls_cert=client_cert, tls_key=client_key, timeout=WAIT) as check:
             reader = check.begin()
             assert reader.get(*CELL) == b"7" and reader.start_ts > committed
+
+
+@pytest.mark.parametrize("native", ["0", "1"], ids=["grpc", "native"])
+def test_the_node_js_example_reaches_a_node_with_tokens_and_mutual_tls(tmp_path: Path,
+                                                                      native: str) -> None:
+    """examples/node's bank (its client, percolator.js) on a node with tokens and mutual
+    TLS, by gRPC and in TXN frames on the native port: --token / PERCOLATOR_TOKEN,
+    --tls-ca, --tls-cert and --tls-key; without a token it is UNAUTHENTICATED, with a
+    read token its writes are PERMISSION_DENIED."""
+    node_js = shutil.which("node")
+    if node_js is None:
+        pytest.skip("node (Node.js) is not installed: this test runs examples/node")
+    if not (REPO / "examples" / "node" / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.fail("examples/node has no node_modules: run `npm ci --prefix examples/node`"
+                    " (.ci/run does) before the tests")
+    ca, clients = CA("node CA"), CA("client CA")
+    cert, key = ca.issue("node", server=True).write(tmp_path, "node")
+    ca_file = ca.write(tmp_path / "ca.pem")
+    client_cert, client_key = clients.issue("bank", server=False).write(tmp_path, "bank")
+    tls = ServerTLS(cert, key, clients.write(tmp_path / "clients.pem"))
+    with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(tls=tls)) as node:
+
+        def bank(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+            env = {k: v for k, v in os.environ.items() if k != "PERCOLATOR_TOKEN"}
+            if token is not None:
+                env["PERCOLATOR_TOKEN"] = token
+            return subprocess.run(
+                [node_js, str(REPO / "examples" / "node" / "bank.js"), node.address, *args,
+                 "--native", native, "--tls-ca", str(ca_file), "--tls-cert", str(client_cert), "--tls-key",
+                 str(client_key)], capture_output=True, text=True, timeout=WAIT, env=env,
+                check=False)
+
+        def answer(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
+            assert done.returncode == 0, done.stderr
+            parsed: dict[str, object] = json.loads(done.stdout)
+            return parsed
+
+        assert answer(bank("load", "--token", TOKENS[Role.WRITE]))["loaded"] == 10
+        moved = answer(bank("transfer", "--transfers", "20", "--audit-every", "5",
+                            token=TOKENS[Role.WRITE]))  # the token from the environment
+        assert moved["committed"] == 20 and moved["badAudits"] == 0, moved
+        assert answer(bank("total", "--token", TOKENS[Role.READ])) == {"total": 1000}
+        unauthenticated = bank("total")
+        assert unauthenticated.returncode == 1
+        assert "UNAUTHENTICATED" in unauthenticated.stderr, unauthenticated.stderr
+        denied = bank("load", "--token", TOKENS[Role.READ])
+        assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr, denied.stderr
+        assert answer(bank("total", "--token", TOKENS[Role.READ])) == {"total": 1000}
 
 
 def test_a_batch_get_gathers_values_only_up_to_the_reply_budget(node: Node,
@@ -266,3 +338,42 @@ def test_a_batch_get_naming_one_large_cell_1000_times_is_refused_in_bounded_memo
             assert held.batch_get([CELL] * 3)[CELL] is not None
         peak = server.peak_rss_bytes()
         assert peak - before < 300 * MiB, (before, peak)
+
+
+def test_native_frames_run_as_their_connections_caller(node: Node) -> None:
+    """On the native transport a connection's TXN frames run as the caller whose token
+    its HELLO carried (the node binds its identity and role, as for its batches): a
+    transaction is that caller's alone -- another connection's calls on it are NOT_FOUND,
+    another writer cannot commit into it -- and a reader's Commit is PERMISSION_DENIED,
+    the connection going on."""
+    port = node.native.port if node.native is not None else 0
+    assert port, "a node with tokens serves the native transport on loopback"
+
+    def connect(token: str) -> ServiceClient:
+        return ServiceClient(node.address, timeout=WAIT,
+                             frames=NativeFrames("127.0.0.1", port, WAIT, token))
+
+    opened = node.native.open_connections if node.native is not None else 0
+    with connect(TOKENS[Role.WRITE]) as owner, connect(TOKENS[Role.READ]) as reader, \
+            connect(OTHER_WRITER) as writer:
+        assert node.native is not None and node.native.open_connections == opened + 3
+        txn = owner.begin([CELL])
+        txn.set(*CELL, b"mine")
+        for caller in (reader, writer):
+            must_fail(Code.NOT_FOUND, caller.call, "Get", pb.TxnGetRequest(
+                txn_id=txn.txn_id, row=CELL[0], column=CELL[1]))
+            must_fail(Code.NOT_FOUND, caller.call, "Rollback",
+                      pb.TxnRollbackRequest(txn_id=txn.txn_id))
+        must_fail(Code.NOT_FOUND, writer.call, "Commit", pb.TxnCommitRequest(
+            txn_id=txn.txn_id, writes=[pb.TxnWrite(row=CELL[0], column=CELL[1],
+                                                   value=b"theirs")]))
+        held = reader.begin([CELL])
+        held.set(*CELL, b"the reader's")
+        refused = must_fail(Code.PERMISSION_DENIED, held.commit)
+        assert "Commit needs the write role" in refused.details
+        held.rollback()  # the reader's connection goes on
+        assert node.transactions.sessions.open == 1
+        committed = txn.commit()
+    with native(node, Role.READ) as check:
+        after = check.begin()
+        assert after.get(*CELL) == b"mine" and after.start_ts > committed

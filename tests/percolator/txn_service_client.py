@@ -4,13 +4,18 @@ It uses only the generated stubs of ``proto/percolator/v1/transactions.proto`` a
 gRPC's rich error details (grpcio-status): none of the native client's protocol code.
 The tests and bench/bench_bank_peers.py drive the service through it.  ``stream=True``:
 every call travels as a message of one ``Stream`` call (one thread's client), falling
-back to the unary methods if the node refuses the stream.
+back to the unary methods if the node refuses the stream.  ``native=True``: every call
+travels as a TXN frame of the node's native transport (:class:`NativeFrames`, written
+from docs/grpc.md's description of the frames alone, as a caller in another language
+would write it), found with ``Node.Describe``.
 """
 
 from __future__ import annotations
 
 import queue
 import random
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +24,7 @@ from typing import TypeVar
 import grpc
 from grpc_status import rpc_status
 
-from percolator.v1 import node_pb2, transactions_pb2_grpc
+from percolator.v1 import node_pb2, node_pb2_grpc, transactions_pb2_grpc
 from percolator.v1 import transactions_pb2 as pb
 
 T = TypeVar("T")
@@ -56,10 +61,50 @@ STREAM_FIELDS = {"Begin": "begin", "Get": "get", "BatchGet": "batch_get", "Scan"
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+HEADER = struct.Struct(">IB")  # payload length (big-endian), frame kind
+HELLO, WELCOME, REPLY, CLOSE, TXN = 1, 3, 4, 5, 6
+
+
+class NativeFrames:
+    """TXN frames on one connection to the node's native transport: a request frame out,
+    its REPLY (or the CLOSE that ends the connection) in."""
+
+    def __init__(self, host: str, port: int, timeout: float, token: str = "") -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buf = b""
+        try:
+            kind, payload = self.exchange(HELLO, node_pb2.NativeHello(
+                version=1, token=token).SerializeToString())
+            if kind != WELCOME:
+                raise ConnectionError(f"native HELLO answered with frame kind {kind}")
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def exchange(self, kind: int, payload: bytes) -> tuple[int, bytes]:
+        self.sock.sendall(HEADER.pack(len(payload), kind) + payload)
+        buf = self._buf
+        while len(buf) < HEADER.size or len(buf) < HEADER.size + HEADER.unpack_from(buf)[0]:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("the node closed the native connection")
+            buf += chunk
+        length, got = HEADER.unpack_from(buf)
+        end = HEADER.size + length
+        self._buf = buf[end:]
+        return got, buf[HEADER.size:end]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class ServiceClient:
     def __init__(self, address: str, *, timeout: float = 30.0, stream: bool = False,
-                 channel: grpc.Channel | None = None) -> None:
-        """``channel``: one to use (and close) instead of a plain one to ``address``."""
+                 native: bool = False, channel: grpc.Channel | None = None,
+                 frames: NativeFrames | None = None) -> None:
+        """``channel``: one to use (and close) instead of a plain one to ``address``;
+        ``frames``: a native connection to use (and close) instead of the node's."""
         self.channel = grpc.insecure_channel(address) if channel is None else channel
         self.stub = transactions_pb2_grpc.TransactionsStub(  # type: ignore[no-untyped-call]
             self.channel)
@@ -67,8 +112,18 @@ class ServiceClient:
         self.stream = stream
         self._requests: queue.SimpleQueue[pb.TxnStreamRequest | None] = queue.SimpleQueue()
         self._responses: Iterator[pb.TxnStreamResponse] | None = None
+        self.frames = frames
+        if native and frames is None:
+            described = node_pb2_grpc.NodeStub(self.channel).Describe(  # type: ignore[no-untyped-call]
+                node_pb2.DescribeRequest(), timeout=timeout)
+            if not described.native_port:
+                raise ConnectionError(f"the node at {address} serves no native transport")
+            self.frames = NativeFrames(address.rpartition(":")[0].strip("[]"),
+                                       described.native_port, timeout)
 
     def call(self, method: str, request: object) -> object:
+        if self.frames is not None:
+            return self._on_frames(method, request)
         if self.stream:
             return self._on_stream(method, request)
         try:
@@ -93,17 +148,26 @@ class ServiceClient:
                 self.stream = False
                 return self.call(method, request)
             raise _error(exc) from None
-        if reply.WhichOneof("result") == "error":
-            e = reply.error
-            raise ServiceError(CODES[e.code], e.message,
-                               e.conflict if e.HasField("conflict") else None,
-                               {"bigtable-lite-error": e.error} if e.error else {})
-        return getattr(reply, field)
+        return _result(reply, field)
 
-    def begin(self, reads: Iterable[Key] = (), *, ttl_ms: int = 0, table: bytes = b""
-              ) -> ServiceTxn:
+    def _on_frames(self, method: str, request: object) -> object:
+        field = STREAM_FIELDS[method]
+        message = pb.TxnStreamRequest()
+        getattr(message, field).CopyFrom(request)
+        assert self.frames is not None
+        kind, payload = self.frames.exchange(TXN, message.SerializeToString())
+        if kind == CLOSE:
+            e = node_pb2.CommandError.FromString(payload)
+            raise ServiceError(CODES[e.code], e.message, None,
+                               {"bigtable-lite-error": e.error} if e.error else {})
+        assert kind == REPLY, kind
+        return _result(pb.TxnStreamResponse.FromString(payload), field)
+
+    def begin(self, reads: Iterable[Key] = (), *, ttl_ms: int = 0, table: bytes = b"",
+              read_only: bool = False) -> ServiceTxn:
+        """``read_only``: the node ends the transaction in the same call, after ``reads``."""
         reply = self.call("Begin", pb.TxnBeginRequest(
-            ttl_ms=ttl_ms, table=table,
+            ttl_ms=ttl_ms, table=table, read_only=read_only,
             reads=[node_pb2.Key(row=r, column=c) for r, c in reads]))
         assert isinstance(reply, pb.TxnBeginResponse)
         return ServiceTxn(self, reply.txn_id, table, _values(reply.values))
@@ -154,6 +218,8 @@ class ServiceClient:
 
     def close(self) -> None:
         self._requests.put(None)
+        if self.frames is not None:
+            self.frames.close()
         self.channel.close()
 
     def __enter__(self) -> ServiceClient:
@@ -161,6 +227,16 @@ class ServiceClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _result(reply: pb.TxnStreamResponse, field: str) -> object:
+    """The response of a Stream message or TXN frame; its error raised."""
+    if reply.WhichOneof("result") == "error":
+        e = reply.error
+        raise ServiceError(CODES[e.code], e.message,
+                           e.conflict if e.HasField("conflict") else None,
+                           {"bigtable-lite-error": e.error} if e.error else {})
+    return getattr(reply, field)
 
 
 def _values(values: Iterable[pb.TxnValue]) -> dict[Key, bytes | None]:
