@@ -31,7 +31,8 @@ Usage: python bench/bench_pipeline.py [--papers N [N ...]] [--topologies embedde
            [--threads T] [--hot N] [--observers SPEC] [--idle-seconds S] [--timeout S]
            [--profile DIR] [--keep]
 
-Measured (main at 9054f06, 2 cores shared with other jobs, load average 9-38, so rates
+Current figures and their history: bench/README.md ("bench_pipeline.py").  The first
+measurement (main at 9054f06, 2 cores shared with other jobs, load average 9-38, so rates
 vary by 2x between runs; CPU per paper is steadier; every run verified):
 
   20,000 papers        papers/s  observer txns  conflicts      CPU/paper node + workers

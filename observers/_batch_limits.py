@@ -6,6 +6,10 @@ on the same cells: its column's limit halves (to at most half the failed batch),
 retry collides less, and every commit of the column doubles it again (up to the most):
 one conflict costs one smaller commit, not a long climb back.  Per worker and in memory:
 it decides performance, never correctness.
+
+Batches stay as large as ``max_batch`` from the start: smaller first batches (a slow
+start, or a cap while workers join) let handovers finish sooner but cost the node more
+per paper than they saved (bench/README.md, bench_pipeline.py).
 """
 
 from __future__ import annotations

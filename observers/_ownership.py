@@ -47,14 +47,18 @@ class Ownership:
     # --- Placement ------------------------------------------------------------------------
 
     def owns(self, row: bytes, column: bytes) -> bool:
-        """Whether (row, column)'s bucket is this worker's now (False while fenced)."""
+        """Whether (row, column)'s bucket is this worker's now (False while fenced, and
+        while the bucket is being revoked: it is about to be another's)."""
         prefix = self.prefixes.get(column)
         if prefix is None:
             return False
         return self.holds(column, bucket_of(row, prefix)) and not self.fenced()
 
     def holds(self, column: bytes, bucket: int) -> bool:
-        return bucket in self.owned.get(column, ())
+        """Whether cells of the bucket may be taken: owned and not being revoked (its queued
+        cells are dropped, so a batch never holds up a handover the worker knows of)."""
+        return bucket in self.owned.get(column, ()) and \
+            bucket not in self.revoking.get(column, ())
 
     def fenced(self) -> bool:
         return self._clock() > self._renewed + self.lease / 2

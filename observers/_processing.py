@@ -22,10 +22,10 @@ commit and reads ack = S_earlier > Ci, so it skips.  Why at-least-once: an entry
 done only after an O with S > Ci committed (ours now, or the one whose S is the ack).
 A crash between O's commit and step 2 leaves the entries, whose re-delivery is a skip.
 
-Several cells of one column may share one observer transaction
-(:func:`process_cells`, for observers with ``max_batch > 1``): every cell the acks do
-not cover is run and acknowledged in the same O.  The argument above holds per cell,
-since each run of a cell writes that cell's ack.
+Several cells may share one observer transaction (:func:`process_cells`, for
+observers with ``max_batch > 1``; cells of several columns when their observers share
+a batch group): every cell the acks do not cover is run and acknowledged in the same
+O.  The argument above holds per cell, since each run of a cell writes that cell's ack.
 """
 
 from __future__ import annotations
@@ -100,38 +100,58 @@ def finish(client: Client, cell: PendingCell) -> None:
     client.notifications.done(client.table, done_refs(cell.entries))
 
 
-def run_observer_batch(client: Client, obs: Observer, cells: Sequence[PendingCell]
+Observers = Observer | Sequence[Observer]
+"""The observer of the cells' column, or those of a batch group's columns (their
+``process_batch`` runs in this order)."""
+
+
+def _by_column(obs: Observers) -> dict[bytes, Observer]:
+    group = [obs] if isinstance(obs, Observer) else list(obs)
+    out: dict[bytes, Observer] = {}
+    for o in group:
+        assert isinstance(o.column, bytes)
+        out[o.column] = o
+    return out
+
+
+def run_observer_batch(client: Client, obs: Observers, cells: Sequence[PendingCell]
                        ) -> list[CellResult]:
-    """Step 1 for several cells of one column (distinct rows) in one observer transaction.
+    """Step 1 for several cells (distinct cells, of ``obs``'s columns) in one observer
+    transaction.
 
     Each cell is decided as in :func:`run_observer`: its ack is read in the transaction,
-    and the cells whose changes it does not cover go to ``obs.process_batch`` and get
-    ack = S, all committed together.  Exactly-once holds per cell by the same argument:
-    two commits covering one change both wrote that cell's ack.  Exceptions propagate
-    with nothing written (the worker then runs the cells one by one).
+    and the cells whose changes it does not cover go to their observer's
+    ``process_batch`` (one call per column, in the order of ``obs``) and get ack = S,
+    all committed together.  Exactly-once holds per cell by the same argument: two
+    commits covering one change both wrote that cell's ack.  Exceptions propagate with
+    nothing written (the worker then runs the cells one by one).
     """
     for cell in cells:
         _check(cell)
-    column = obs.column
-    assert isinstance(column, bytes) and all(c.column == column for c in cells)
+    observers = _by_column(obs)
+    assert all(c.column in observers for c in cells)
     results: dict[int, CellResult] = {}
     began = time.perf_counter()
     txn = client.begin()
     run: list[int] = []
     commit_ts = wrote = 0
     try:
-        ack_col = layout.ack_column(column)
-        acks = txn.get_many_system([(cell.row, ack_col) for cell in cells])
+        acks = txn.get_many_system([(cell.row, layout.ack_column(cell.column))
+                                    for cell in cells])
         for i, cell in enumerate(cells):
-            if cell.max_change_ts <= layout.decode_ack(acks[(cell.row, ack_col)]):
+            ack = acks[(cell.row, layout.ack_column(cell.column))]
+            if cell.max_change_ts <= layout.decode_ack(ack):
                 results[i] = CellResult(Outcome.SKIPPED, txn.start_ts)
             else:
                 run.append(i)
         if run:
-            obs.process_batch(txn, [cells[i].row for i in run], column)
+            for column, o in observers.items():
+                rows = [cells[i].row for i in run if cells[i].column == column]
+                if rows:
+                    o.process_batch(txn, rows, column)
             new_ack = layout.encode_ack(txn.start_ts)
             for i in run:
-                txn.set_system(cells[i].row, ack_col, new_ack)
+                txn.set_system(cells[i].row, layout.ack_column(cells[i].column), new_ack)
             wrote = txn.writes
             commit_ts = txn.commit()
         else:
@@ -161,9 +181,9 @@ def process_cell(client: Client, obs: Observer, cell: PendingCell, *,
     return result
 
 
-def process_cells(client: Client, obs: Observer, cells: Sequence[PendingCell], *,
+def process_cells(client: Client, obs: Observers, cells: Sequence[PendingCell], *,
                   finish: Finish = finish) -> list[CellResult]:
-    """Both steps for several cells of ``obs``'s column, step 1 in one transaction.
+    """Both steps for several cells of ``obs``'s columns, step 1 in one transaction.
 
     The failpoint ``worker.after_observer`` sits between the commit and the dones, as
     in :func:`process_cell`.

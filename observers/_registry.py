@@ -81,6 +81,10 @@ class Observer:
     partition_prefix: bytes = b""
     """Rows starting with it go to the worker that has the same row without it: the
     citations' fold row of paper *t* (``0x00 "cq/" t``) runs where *t* runs."""
+    batch_group: str = ""
+    """Observers with the same non-empty group never run batches at once in one worker
+    (as batches of one column never do): the citations' refs and fold observers write
+    the same counters, so their batches would collide.  Empty: the column alone."""
 
     def __init__(self, column: bytes | str | None = None, *, name: str | None = None,
                  max_batch: int | None = None) -> None:

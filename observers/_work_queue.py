@@ -14,15 +14,22 @@ ownership as late), and nothing is taken while the worker fenced itself (``may_r
 A cell's entries may sit in different buckets (written under an older partition
 prefix): every decision about buckets is made per entry.
 
+Cells wait in one queue per column, in arrival order; a processor takes from the
+column whose head came first, and a batch takes that column's cells in order, however
+the feed interleaved columns (a pull returns a bucket after another, several columns
+each).  Batches of one *batch group* (an observer's ``batch_group``, by default its
+column) run one at a time per worker.
+
 One lock guards it all, with conditions so each wake-up reaches only who can act:
 processors (``_work``), and whoever waits for cells to finish (``finished``).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from ._batch_limits import BatchLimits
 from ._notifications import PendingCell
@@ -49,8 +56,10 @@ class WorkQueue:
     def __init__(self, size: int, batch_limits: BatchLimits, retry: RetryBook,
                  owns: Callable[[bytes, int], bool], stopping: threading.Event, *,
                  may_run: Callable[[], bool] = lambda: True,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None,
+                 groups: Mapping[bytes, bytes] | None = None) -> None:
         self.size = size
+        self._groups = dict(groups or {})  # column -> batch group (default: the column)
         self._batch_limits = batch_limits
         self._retry = retry
         self._owns = owns
@@ -60,24 +69,27 @@ class WorkQueue:
         self.lock = threading.Lock()
         self.finished = threading.Condition(self.lock)  # a cell finished, or anything else
         self._work = threading.Condition(self.lock)
-        self._queue: deque[Key] = deque()
+        self._queues: dict[bytes, deque[Key]] = {}  # per column, in order
+        self._order: dict[Key, int] = {}  # arrival of each queued cell (requeued: first)
+        self._arrivals = itertools.count(1)
+        self._front = 0  # decreasing: cells put back in front of every other
         self._queued: dict[Key, PendingCell] = {}
         self._delayed: dict[Key, PendingCell] = {}   # backing off: queued when due
         self._later: dict[Key, PendingCell] = {}     # arrived while the cell ran
         self._inflight: dict[Key, frozenset[int]] = {}  # -> buckets of its entries
-        self._batching: set[bytes] = set()  # columns with a batch in flight
+        self._batching: set[bytes] = set()  # batch groups with a batch in flight
         self.started = 0             # cells taken by processors, ever (under the lock)
 
     # --- for the worker ---------------------------------------------------------------------
 
     def counts(self) -> tuple[int, int]:
         """(held and not running, in flight); the caller holds ``lock``."""
-        return len(self._queue) + len(self._delayed) + len(self._later), len(self._inflight)
+        return len(self._queued) + len(self._delayed) + len(self._later), len(self._inflight)
 
     def room(self) -> int:
         """Cells the feed may still offer."""
         with self.lock:
-            return max(0, self.size - len(self._queue) - len(self._delayed))
+            return max(0, self.size - len(self._queued) - len(self._delayed))
 
     def notify_everyone(self) -> None:
         with self.lock:
@@ -87,7 +99,8 @@ class WorkQueue:
     def clear(self) -> None:
         """Forget every cell not in flight (the worker stopped)."""
         with self.lock:
-            self._queue.clear()
+            self._queues.clear()
+            self._order.clear()
             self._queued.clear()
             self._delayed.clear()
             self._later.clear()
@@ -110,7 +123,13 @@ class WorkQueue:
                         del held[key]
                     else:
                         held[key] = kept
-            self._queue = deque(k for k in self._queue if k in self._queued)
+            for column, queue in list(self._queues.items()):
+                left = deque(k for k in queue if k in self._queued)
+                if left:
+                    self._queues[column] = left
+                else:
+                    del self._queues[column]
+            self._order = {k: at for k, at in self._order.items() if k in self._queued}
             self.finished.notify_all()
             return n
 
@@ -143,8 +162,7 @@ class WorkQueue:
                     self._delayed[key] = cell if delayed is None else delayed.merged(
                         cell.entries)
                 else:
-                    self._queued[key] = cell
-                    self._queue.append(key)
+                    self._enqueue(key, cell)
                     new += 1
             if new:
                 self._work.notify(new)
@@ -162,46 +180,94 @@ class WorkQueue:
             if key in self._queued:
                 self._queued[key] = self._queued[key].merged(cell.entries)
             else:
-                self._queued[key] = cell
-                self._queue.append(key)
+                self._enqueue(key, cell)
+
+    def _enqueue(self, key: Key, cell: PendingCell, *, front: bool = False) -> None:
+        """Queue a cell not queued yet (the caller holds the lock)."""
+        self._queued[key] = cell
+        queue = self._queues.get(key[1])
+        if queue is None:
+            queue = self._queues[key[1]] = deque()
+        if front:
+            self._front -= 1
+            self._order[key] = self._front
+            queue.appendleft(key)
+        else:
+            self._order[key] = next(self._arrivals)
+            queue.append(key)
+
+    def _pop(self, queue: deque[Key]) -> tuple[Key, PendingCell]:
+        key = queue.popleft()
+        del self._order[key]
+        if not queue:
+            del self._queues[key[1]]
+        return key, self._queued.pop(key)
+
+    def group(self, column: bytes) -> bytes:
+        """The batch group of ``column``: batches of one group run one at a time."""
+        return self._groups.get(column, column)
 
     def take(self) -> tuple[list[PendingCell], bool] | None:
-        """Wait (bounded slices) for work; the next queued cell, and the cells of its column
-        queued right behind it up to the column's batch limit, marked in flight.  A cell
-        with a setback on record goes alone, so one failing cell does not keep failing
-        batches.  True with the cells if they are a batch of their column (which runs
-        alone: see _may_take).  None if stopping."""
+        """Wait (bounded slices) for work; the next queued cell, and further cells of its
+        column in order up to the column's batch limit, marked in flight -- and with them
+        the queued cells of the other columns of its batch group, up to their limits
+        (one transaction for all: the citations' refs and folds then write each counter
+        once).  A cell with a setback on record goes alone (and is left out of others'
+        batches), so one failing cell does not keep failing batches.  True with the
+        cells if they are a batch (which runs alone in its group: see _next).  None if
+        stopping."""
         with self.lock:
             while True:
                 self._release_due()
-                self._drop_foreign()
                 if self._stopping.is_set():
                     return None
-                if self._may_take():
+                queue = self._next()
+                if queue is not None:
                     break
                 self._work.wait(0.05 if self._delayed else WAIT_SLICE)
-            key = self._queue.popleft()
-            first = self._queued.pop(key)
+            key, first = self._pop(queue)
+            column = key[1]
             cells = [first]
             self._inflight[key] = first.buckets
-            limit = self._batch_limits.limit(key[1])
+            limit = self._batch_limits.limit(column)
             state = self._retry.state
-            queue = self._queue
-            batching = limit > 1 and state(key) is None and bool(queue) \
-                and queue[0][1] == key[1]
+            group = self.group(column)
+            others = [c for c in self._queues if c != column and c in self._groups
+                      and self._groups[c] == group]
+            batching = limit > 1 and state(key) is None and (column in self._queues
+                                                             or bool(others))
             if batching:
-                self._batching.add(key[1])
-                while len(cells) < limit and queue and queue[0][1] == key[1] \
-                        and state(queue[0]) is None:
-                    nxt = queue.popleft()
-                    cell = self._owned_part(self._queued.pop(nxt))
-                    if cell is None:
-                        continue
-                    cells.append(cell)
-                    self._inflight[nxt] = cell.buckets
+                self._batching.add(group)
+                if column in self._queues:
+                    cells += self._more(queue, limit - 1)
+                for other in others:
+                    cells += self._more(self._queues[other], self._batch_limits.limit(other))
             self.started += len(cells)
         self._on_change()
         return cells, batching
+
+    def _more(self, queue: deque[Key], most: int) -> list[PendingCell]:
+        """Up to ``most`` more cells of one column's queue, in order, for a batch: those
+        with a setback on record stay queued, entries of buckets no longer owned are
+        dropped (the caller holds the lock)."""
+        state = self._retry.state
+        cells: list[PendingCell] = []
+        skipped: list[Key] = []
+        while len(cells) < most and queue:
+            key = queue[0]
+            if state(key) is not None:
+                skipped.append(queue.popleft())
+                continue
+            key, cell = self._pop(queue)
+            owned = self._owned_part(cell)
+            if owned is None:
+                continue
+            cells.append(owned)
+            self._inflight[key] = owned.buckets
+        if skipped:
+            queue = self._queues.setdefault(skipped[0][1], queue)
+            queue.extendleft(reversed(skipped))
+        return cells
 
     def _owned_part(self, cell: PendingCell) -> PendingCell | None:
         """``cell`` with only the entries of buckets this worker owns (None: none)."""
@@ -209,26 +275,38 @@ class WorkQueue:
         foreign = frozenset(b for b in cell.buckets if not owns(cell.column, b))
         return cell.without(foreign) if foreign else cell
 
-    def _drop_foreign(self) -> None:
-        """Drop the entries of the cell at the head whose bucket is not this worker's (any
-        more), and the cell if none is left."""
-        queue = self._queue
+    def _next(self) -> deque[Key] | None:
+        """The queue of the column whose head came first, among those whose batch group
+        runs no batch, with the head's foreign entries dropped; None if there is none
+        or the worker fenced itself (the caller holds the lock).  Batches of one group
+        run one at a time: two would update many of the same cells at once (conflicts,
+        or combining, and in one process a contended interpreter lock), while one batch
+        shares the reads and writes."""
+        if not self._queues or not self._may_run():
+            return None
+        best: deque[Key] | None = None
+        best_order = 0
+        for column in list(self._queues):
+            if self.group(column) in self._batching:
+                continue
+            queue = self._drop_foreign(column)
+            if queue is not None and (best is None or self._order[queue[0]] < best_order):
+                best, best_order = queue, self._order[queue[0]]
+        return best
+
+    def _drop_foreign(self, column: bytes) -> deque[Key] | None:
+        """Drop the head cells of ``column`` whose entries are all in buckets no longer
+        this worker's, and the foreign entries of the head; the column's queue, or None
+        if nothing is left in it."""
+        queue = self._queues[column]
         while queue:
             key = queue[0]
             cell = self._owned_part(self._queued[key])
             if cell is not None:
                 self._queued[key] = cell
-                return
-            queue.popleft()
-            del self._queued[key]
-
-    def _may_take(self) -> bool:
-        """Work is queued and its column is not being batched by another processor (the
-        caller holds the lock).  Batches of one column run one at a time: two would update
-        many of the same cells at once (conflicts, or combining, and in one process a
-        contended interpreter lock), while one batch shares the reads and writes."""
-        return bool(self._queue) and self._queue[0][1] not in self._batching \
-            and self._may_run()
+                return queue
+            self._pop(queue)
+        return None
 
     def done(self, cells: list[PendingCell], batching: bool, requeued: bool,
              retry: Iterable[PendingCell] = ()) -> None:
@@ -248,7 +326,7 @@ class WorkQueue:
                 if held is not None:
                     self._hold(held)
             if batching:
-                self._batching.discard(cells[0].column)
+                self._batching.discard(self.group(cells[0].column))
             self.finished.notify_all()
             self._work.notify_all()
         self._on_change()
@@ -258,8 +336,7 @@ class WorkQueue:
         if key in self._queued:
             self._queued[key] = self._queued[key].merged(cell.entries)
         elif self._retry.due(key):
-            self._queued[key] = cell
-            self._queue.append(key)
+            self._enqueue(key, cell)
         else:
             old = self._delayed.get(key)
             self._delayed[key] = cell if old is None else old.merged(cell.entries)
@@ -277,6 +354,5 @@ class WorkQueue:
                 if queued is not None:
                     self._queued[cell.key] = queued.merged(cell.entries)
                 else:
-                    self._queued[cell.key] = cell
-                    self._queue.appendleft(cell.key)
+                    self._enqueue(cell.key, cell, front=True)
             self._work.notify_all()

@@ -106,7 +106,9 @@ class Worker:
         self._work = WorkQueue(self.queue_size, self.batch_limits, self.retry,
                                self.ownership.holds, self._stopping,
                                may_run=lambda: not self.ownership.fenced(),
-                               on_change=lambda: self.feed.poke())
+                               on_change=lambda: self.feed.poke(),
+                               groups={obs.column: b"\x00" + obs.batch_group.encode()  # type: ignore[misc]
+                                       for obs in self.registry if obs.batch_group})
         self.feed = Feed(self.notifications, client.table, self.id, self.ownership,
                          self._work, self.counters, heartbeat=heartbeat,
                          stats=self._stats_json, stats_interval=stats_interval,
@@ -291,10 +293,10 @@ class Worker:
         which finds, counts, retries and parks the failing one.
         """
         column = cells[0].column
-        obs = self.registry.get(column)
-        assert obs is not None, "the feed only asks for observed columns"
+        columns = {cell.column for cell in cells}
+        group = [obs for obs in self.registry if obs.column in columns]  # registry order
         try:
-            results = process_cells(self.client, obs, cells, finish=self._finish)
+            results = process_cells(self.client, group, cells, finish=self._finish)
         except Exception as exc:  # noqa: BLE001 -- an observer may raise anything
             self._setback(f"batch of {len(cells)} cells of {column!r}: {exc!r}")
             if isinstance(exc, CommitConflict) or is_transient(exc):
@@ -302,7 +304,8 @@ class Worker:
                 self.counters.add("conflicts" if conflict else "retries")
                 if conflict:
                     self.metrics.collision(column)
-                self.batch_limits.shrink(column, len(cells))
+                for c in columns:
+                    self.batch_limits.shrink(c, sum(cell.column == c for cell in cells))
                 self._work.requeue(cells)
                 if not conflict:  # the node away (restarting?): do not spin on it
                     self._outages += 1
@@ -314,9 +317,16 @@ class Worker:
         self._outages = 0
         self.counters.add("batches")
         timed = False
+        grown: set[bytes] = set()
         for cell, result in zip(cells, results):
+            obs = self.registry.get(cell.column)
+            assert obs is not None
             self._account(cell, obs, result, timed=timed)
-            timed = timed or result.outcome is Outcome.PROCESSED
+            if result.outcome is Outcome.PROCESSED:
+                if timed and cell.column not in grown:
+                    self.batch_limits.grow(cell.column)
+                timed = True
+                grown.add(cell.column)
         return False, []
 
     def _handle(self, cell: PendingCell) -> list[PendingCell]:

@@ -1,5 +1,5 @@
-"""Combining counters: conflict-free increments of hot counters, folded by one transaction
-per target.
+"""Combining counters: conflict-free increments of contended counters and of other
+workers' counters, folded by their owner.
 
 Why: a paper cited by thousands is a hot cell.  If every citing paper's observer
 read-modified-wrote its ``paper:cited_by``, concurrent observer transactions would
@@ -29,6 +29,11 @@ A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
 
 * t is *its own* and *quiet*: counter += d directly.  One transaction, no extra hop:
   the lowest latency.
+* otherwise, if ``mail_min`` (4) or more such updates of the transaction fall in t's
+  bucket: all of them in one **mail** to that bucket (``observers.citations.mail``:
+  one cell, one weak notification, folded by the bucket's owner).  This is the bulk
+  path: a refs batch of 8,192 papers on one of K workers sends (K-1)/K of its updates
+  to the others as at most 255 mails, instead of thousands of slot writes and folds.
 * otherwise: slot[s] += d, and a weak notification on (QUEUE_PREFIX + t, FOLD).
 
 **Its own**: the worker owns t's bucket of ``FOLD`` (the fold observer registers
@@ -49,12 +54,16 @@ costs a retry) nor between the running writers of one worker.  Correctness never
 depends on any of it: both paths keep the invariant.
 
 The fold observer on ``FOLD`` (:meth:`fold_many`), run by t's owner, many targets per
-transaction: counter += sum(slots) - folded; folded := sum(slots).  It reads the slots
-and writes only ``folded`` and the counter, so it never conflicts with slot writers;
-the worker runs it at most once at a time per target (the observers layer's ack), and
-claims its targets in-process while it runs, so direct writers of its own process
-combine instead of colliding with it.  Re-running a fold is a no-op (sum(slots) -
-folded = 0), and any number of pending deltas are folded by one run.
+transaction: counter += sum(slots) - folded; folded := sum(slots); and for a mail row,
+each counter += its delta, and the mail is deleted.  It reads the slots and writes
+only ``folded`` and the counter, so it never conflicts with slot writers (nor with
+senders of mail: every mail row is written by one transaction); the worker runs it at
+most once at a time per row (the observers layer's ack), and claims its targets
+in-process while it runs, so direct writers of its own process combine instead of
+colliding with it.  The refs and fold observers share a batch group
+(:data:`COUNTERS_GROUP`), so their batches, which write the same counters directly,
+never run at once in one worker.  Re-running a fold is a no-op (sum(slots) - folded =
+0; a mail applied is gone), and any number of pending deltas are folded by one run.
 
 A direct write never takes the counter below 0: if the counter alone cannot absorb a
 decrement (some increments are still in slots), the decrement goes to a slot too --
@@ -75,8 +84,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from observers import Observer, Placement
+from percolator.notifications import bucket_of
 
 from .contention import DEFAULT_SLOTS, InFlight, RecentTargets
+from .mail import DELTAS, MAIL_MIN, decode_mail, encode_mail, is_mail_row, mail_rows
 from .schema import CITED_BY, decode_count, encode_count
 
 if TYPE_CHECKING:
@@ -89,7 +100,8 @@ QUEUE_END = b"\x00cq0"
 RESERVED_ROW_PREFIX = b"\x00"
 """Row keys starting with this byte are not papers."""
 FOLD = b"citations:fold"
-"""Observed column of combining rows; only weak notifications ever target it."""
+"""Observed column of combining rows (slot rows and mail rows); only weak notifications
+ever target it."""
 SLOT_PREFIX = b"slot:"
 FOLDED = b"folded"
 DEFAULT_HOT: int | None = 1000
@@ -97,6 +109,9 @@ DEFAULT_HOT: int | None = 1000
 contended by the running writers of its own worker at any rate worth the name."""
 SLOTS_PER_MEMBER = 16
 """Slots of one worker: its in-process writers spread over them."""
+COUNTERS_GROUP = "citations.counters"
+"""Batch group of the refs and fold observers: both write counters directly, so a worker
+runs their batches one at a time (the observers' ``batch_group``)."""
 DEFAULT_FOLD_BATCH = 1024
 """Targets one fold transaction folds at most."""
 DEFAULT_BURST = 0.0
@@ -151,19 +166,24 @@ class CombiningCounter:
     (``track=True``), or its counter is at least ``hot`` (None: never by count), or this
     process updated it less than ``burst`` seconds ago (0: never by rate).  With
     ``track=False, hot=None, burst=0`` every update is a direct read-modify-write (the
-    naive version); ``hot=0`` combines everything.  Writers call :meth:`done` with
-    their source after committing (the observers' ``committed`` hook).
+    naive version); ``hot=0`` combines everything.  Combined updates of a transaction
+    that share a bucket, ``mail_min`` or more of them, go by mail to the bucket's owner
+    (observers.citations.mail), the others through slots.  Writers call :meth:`done`
+    with their source after committing (the observers' ``committed`` hook).
     """
 
     def __init__(self, column: bytes = CITED_BY, *, slots: int = DEFAULT_SLOTS,
                  hot: int | None = DEFAULT_HOT, burst: float = DEFAULT_BURST,
-                 track: bool = True) -> None:
+                 track: bool = True, mail_min: int = MAIL_MIN) -> None:
         if not 1 <= slots <= 256:
             raise ValueError(f"slots must be in [1, 256], got {slots}")
         if hot is not None and hot < 0:
             raise ValueError(f"hot must be >= 0 or None, got {hot}")
         if burst < 0:
             raise ValueError(f"burst must be >= 0, got {burst}")
+        if mail_min < 1:
+            raise ValueError(f"mail_min must be >= 1, got {mail_min}")
+        self.mail_min = mail_min
         self.column = column
         self.slots = slots
         self.hot = hot
@@ -206,26 +226,55 @@ class CombiningCounter:
 
     def add_many(self, txn: Transaction, deltas: Sequence[tuple[bytes, int]],
                  source: bytes) -> None:
-        """Add each (target, delta) in ``txn``; ``source`` picks the slot (one writer, one slot)."""
+        """Add each (target, delta) in ``txn``; ``source`` picks the slot (one writer, one slot).
+
+        Updates not written directly go by mail where ``mail_min`` or more of them share
+        a bucket (one row per bucket: observers.citations.mail), else through the
+        writer's slot of each target.
+        """
         column = self.column
         for target, _ in deltas:
             check_target(target)
         busy = self._busy(source, [t for t, _ in deltas])
-        counts = txn.get_many([(target, column) for target, _ in deltas])
-        combined: list[tuple[bytes, int]] = []
         owns = self.owns if self.combining else (lambda target: True)
+        combined: list[tuple[bytes, int]] = []
+        mine: list[tuple[bytes, int]] = []
         for (target, delta), hot_now in zip(deltas, busy):
+            (combined if hot_now or not owns(target) else mine).append((target, delta))
+        # Only this worker's counters are read: another worker's may be locked by its
+        # running batch, and reading it would wait for that batch to commit.
+        counts = txn.get_many([(target, column) for target, _ in mine])
+        for target, delta in mine:
             n = decode_count(counts[(target, column)])
-            if not hot_now and (self.hot is None or n < self.hot) and n + delta >= 0 \
-                    and owns(target):
+            if (self.hot is None or n < self.hot) and n + delta >= 0:
                 _set_count(txn, target, column, n + delta)
             else:
                 combined.append((target, delta))
         if combined:
+            self._send(txn, combined, source)
+
+    def _send(self, txn: Transaction, combined: list[tuple[bytes, int]], source: bytes) -> None:
+        """The combined updates: by mail per bucket where enough share one, else slots."""
+        by_bucket: dict[int, dict[bytes, int]] = {}
+        for target, delta in combined:
+            by_bucket.setdefault(bucket_of(target), {})[target] = delta
+        slotted: list[tuple[bytes, int]] = []
+        mail: list[tuple[int, dict[bytes, int]]] = []
+        for bucket, group in by_bucket.items():
+            if len(group) >= self.mail_min:
+                mail.append((bucket, group))
+            else:
+                slotted.extend(group.items())
+        if mail:
+            rows = mail_rows(QUEUE_PREFIX, txn.start_ts)
+            for bucket, group in mail:
+                txn.set(rows[bucket], DELTAS, encode_mail(group))
+                txn.notify(rows[bucket], FOLD)
+        if slotted:
             slot = self._slot(source)
-            rows = [combine_row(target) for target, _ in combined]
-            current = txn.get_many([(row, slot) for row in rows])
-            for row, (_, delta) in zip(rows, combined):
+            slot_rows = [combine_row(target) for target, _ in slotted]
+            current = txn.get_many([(row, slot) for row in slot_rows])
+            for row, (_, delta) in zip(slot_rows, slotted):
                 txn.set(row, slot, encode_signed(decode_signed(current[(row, slot)]) + delta))
                 txn.notify(row, FOLD)
 
@@ -234,35 +283,50 @@ class CombiningCounter:
         return self.fold_many(txn, [row])[row]
 
     def fold_many(self, txn: Transaction, rows: Sequence[bytes]) -> dict[bytes, int]:
-        """Fold the targets of combining ``rows`` in ``txn`` (two batched reads); the amount
-        added to each.
+        """Fold the combining ``rows`` in ``txn`` (slot rows and mail rows, three batched
+        reads); the amount each added.
 
         Claims the targets while running (key: the first row), so direct writers of this
         process combine instead of colliding with the fold; call :meth:`done` with that
         row after the commit.
         """
-        targets = [target_of(row) for row in rows]
-        if self.in_flight is not None:
-            self.in_flight.claim(rows[0], targets)
-        wanted = [(row, c) for row in rows for c in (*self._slot_columns, FOLDED)]
-        cells = txn.get_many(wanted)
-        deltas: dict[bytes, int] = {}
-        for row in rows:
+        slot_rows = [row for row in rows if not is_mail_row(QUEUE_PREFIX, row)]
+        mail = [row for row in rows if is_mail_row(QUEUE_PREFIX, row)]
+        wanted = [(row, c) for row in slot_rows for c in (*self._slot_columns, FOLDED)]
+        cells = txn.get_many(wanted + [(row, DELTAS) for row in mail])
+        amounts: dict[bytes, int] = {}
+        moved: dict[bytes, int] = {}
+        for row in slot_rows:
             total = sum(decode_signed(cells[(row, c)]) for c in self._slot_columns)
             folded = decode_signed(cells[(row, FOLDED)])
-            deltas[row] = total - folded
+            amounts[row] = total - folded
             if total != folded:
                 txn.set(row, FOLDED, encode_signed(total))
-        moved = [(row, target) for row, target in zip(rows, targets) if deltas[row]]
-        if moved:
-            counts = txn.get_many([(target, self.column) for _, target in moved])
-            for row, target in moved:
-                n = decode_count(counts[(target, self.column)]) + deltas[row]
+                target = target_of(row)
+                moved[target] = moved.get(target, 0) + total - folded
+        for row in mail:
+            value = cells[(row, DELTAS)]
+            amounts[row] = 0
+            if value is None:
+                continue  # applied already (a re-delivery)
+            for target, delta in decode_mail(value).items():
+                check_target(target)
+                moved[target] = moved.get(target, 0) + delta
+                amounts[row] += delta
+            txn.delete(row, DELTAS)
+        if self.in_flight is not None and rows:
+            self.in_flight.claim(rows[0], list(moved))
+        targets = [t for t, d in moved.items() if d]
+        if targets:
+            counts = txn.get_many([(target, self.column) for target in targets])
+            for target in targets:
+                n = decode_count(counts[(target, self.column)]) + moved[target]
                 if n < 0:
                     raise ValueError(f"{self.column.decode()} of {target!r} would become {n}:"
-                                     " its counter and slots disagree (corrupt data?)")
+                                     " its counter and combined deltas disagree (corrupt"
+                                     " data?)")
                 _set_count(txn, target, self.column, n)
-        return deltas
+        return amounts
 
 
 def _set_count(txn: Transaction, row: bytes, column: bytes, n: int) -> None:
@@ -273,14 +337,19 @@ def _set_count(txn: Transaction, row: bytes, column: bytes, n: int) -> None:
 
 
 def unfolded(txn: Transaction) -> dict[bytes, int]:
-    """Targets whose slots hold deltas not yet in their counter, in ``txn``'s snapshot."""
+    """Targets with deltas not yet in their counter (in slots or mail), in ``txn``'s
+    snapshot."""
     sums: dict[bytes, int] = {}
     for row, column, value in txn.scan(QUEUE_PREFIX, QUEUE_END):
-        if column.startswith(SLOT_PREFIX):
-            sums[row] = sums.get(row, 0) + decode_signed(value)
+        if is_mail_row(QUEUE_PREFIX, row):
+            if column == DELTAS:
+                for target, delta in decode_mail(value).items():
+                    sums[target] = sums.get(target, 0) + delta
+        elif column.startswith(SLOT_PREFIX):
+            sums[target_of(row)] = sums.get(target_of(row), 0) + decode_signed(value)
         elif column == FOLDED:
-            sums[row] = sums.get(row, 0) - decode_signed(value)
-    return {target_of(row): d for row, d in sums.items() if d}
+            sums[target_of(row)] = sums.get(target_of(row), 0) - decode_signed(value)
+    return {target: d for target, d in sums.items() if d}
 
 
 class FoldObserver(Observer):
@@ -289,6 +358,7 @@ class FoldObserver(Observer):
 
     column = FOLD
     partition_prefix = QUEUE_PREFIX
+    batch_group = COUNTERS_GROUP
 
     def __init__(self, counter: CombiningCounter | None = None, *,
                  name: str = "citations.fold", max_batch: int = DEFAULT_FOLD_BATCH) -> None:

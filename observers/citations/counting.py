@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 from observers import Observer, Placement
 
 from .combine import (
+    COUNTERS_GROUP,
     DEFAULT_BURST,
     DEFAULT_HOT,
     CombiningCounter,
@@ -77,6 +78,7 @@ class RefsObserver(Observer):
 
     column = REFS
     max_batch = DEFAULT_MAX_BATCH
+    batch_group = COUNTERS_GROUP
 
     def __init__(self, counter: CombiningCounter | None = None, *,
                  on_commit: CommitHook | None = None, name: str = "citations.refs",

@@ -4,10 +4,15 @@ The node is the coordinator: every worker talks to it anyway, and it sees every 
 it writes.  A worker is a *member* while its lease lasts (renewed by each of its
 pulls, ``lease_ms`` of the node's monotonic clock).  For each column, the owner of
 bucket *b* should be the live member observing the column with the highest
-rendezvous weight crc32(worker id, b) (Thaler and Ravishankar's highest random
-weight): the split is even within a few buckets, a member joining or leaving moves
-only the buckets it takes or leaves, and two columns observed by the same members get
-the same owners -- the citations' fold of paper *t* runs where *t*'s refs run.
+rendezvous weight blake2b(b, key = worker id) (Thaler and Ravishankar's highest random
+weight) among those not yet at their share, ceil(buckets / members), buckets taken in
+order (rendezvous with bounded loads): the split is even within one bucket, a member
+joining or leaving moves few buckets besides those it takes or leaves, and two columns
+observed by the same members get the same owners -- the citations' fold of paper *t*
+runs where *t*'s refs run.  (The weights were crc32(worker id, b) at first: crc32 is
+linear, so the weights of two workers differ by a constant XOR and the highest one
+follows a few bits of the bucket -- 4 workers always split 256 buckets 128/64/32/32,
+and the one with 128 held up every 4-worker run.)
 
 Ownership moves **revoke before grant**: a bucket whose target changed is marked
 revoking on its owner, who drops its queued cells of it, lets the running ones finish
@@ -24,8 +29,8 @@ the citations use to name their slot columns.
 
 from __future__ import annotations
 
+import hashlib
 import threading
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -52,8 +57,12 @@ class Member:
 
 
 def _weights(worker: str) -> tuple[int, ...]:
-    seed = worker.encode("utf-8", "surrogatepass")
-    return tuple(zlib.crc32(b.to_bytes(2, "big"), zlib.crc32(seed)) for b in range(BUCKETS))
+    """The member's rendezvous weight of every bucket: a keyed hash, so the weights of two
+    members are independent (the order between them is a coin toss per bucket)."""
+    key = hashlib.blake2b(worker.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+    return tuple(int.from_bytes(hashlib.blake2b(b.to_bytes(2, "big"), digest_size=8,
+                                                key=key).digest(), "big")
+                 for b in range(BUCKETS))
 
 
 class Assignment:
@@ -145,9 +154,15 @@ class Assignment:
         if found is None:
             if len(self._targets) > 64:
                 self._targets.clear()
-            found = self._targets[key] = [
-                max(observing, key=lambda m: (m.weights[b], m.worker)).worker
-                for b in range(BUCKETS)]
+            share = -(-BUCKETS // len(observing))
+            load = {m.worker: 0 for m in observing}
+            found = []
+            for b in range(BUCKETS):
+                owner = max((m for m in observing if load[m.worker] < share),
+                            key=lambda m: (m.weights[b], m.worker)).worker
+                load[owner] += 1
+                found.append(owner)
+            self._targets[key] = found
         return found
 
     def rebalance(self, now: float, wake: Callable[[str], None]) -> None:

@@ -25,8 +25,16 @@ from observers.citations.combine import (
     unfolded,
 )
 from observers.citations.contention import InFlight, RecentTargets
+from observers.citations.mail import (
+    DELTAS,
+    decode_mail,
+    encode_mail,
+    is_mail_row,
+    mail_rows,
+)
 from observers.citations.schema import decode_count
 from percolator import Client
+from percolator.notifications import BUCKETS, bucket_of
 
 from .observer_fixtures import draw_seed, read
 
@@ -102,7 +110,8 @@ def test_recent_targets_window() -> None:
 
 
 def test_constructor_checks() -> None:
-    for kwargs in ({"slots": 0}, {"slots": 257}, {"hot": -1}, {"burst": -0.1}):
+    for kwargs in ({"slots": 0}, {"slots": 257}, {"hot": -1}, {"burst": -0.1},
+                   {"mail_min": 0}):
         with pytest.raises(ValueError):
             CombiningCounter(**kwargs)  # type: ignore[arg-type]
     naive = CombiningCounter(hot=None, burst=0.0, track=False)
@@ -137,6 +146,60 @@ def test_fold_adds_unfolded_slots_once(tmp_path: Path) -> None:
             assert unfolded(txn) == {}
 
 
+def test_mail_rows_land_in_their_buckets_and_are_unique_per_sender() -> None:
+    rows = mail_rows(QUEUE_PREFIX, 12345)
+    assert [bucket_of(row, QUEUE_PREFIX) for row in rows] == list(range(BUCKETS))
+    assert all(is_mail_row(QUEUE_PREFIX, r) and QUEUE_PREFIX < r < QUEUE_END for r in rows)
+    assert not set(rows) & set(mail_rows(QUEUE_PREFIX, 12346)), "one sender, its own rows"
+    assert not is_mail_row(QUEUE_PREFIX, combine_row(b"p1"))
+    with pytest.raises(ValueError):
+        mail_rows(QUEUE_PREFIX, 0)
+
+
+def test_mail_round_trips_and_rejects_junk() -> None:
+    deltas = {b"p1": 3, "\u00e9t\u00e9".encode(): -1}
+    assert decode_mail(encode_mail(deltas)) == deltas
+    for bad in (b"", b"[1]", b'{"p": 1.5}', b'{"p": true}', b'{"": 1}', b"\xff"):
+        with pytest.raises(ValueError):
+            decode_mail(bad)
+
+
+class OwnsNothing:
+    """A placement of a worker that owns no counter: every update is another's."""
+
+    member_index = 0
+
+    def owns(self, row: bytes, column: bytes) -> bool:
+        return False
+
+
+def test_updates_of_other_workers_buckets_travel_as_one_mail_per_bucket(tmp_path: Path
+                                                                        ) -> None:
+    counter = CombiningCounter(hot=None, mail_min=2)
+    counter.placement = OwnsNothing()
+    same = [t for t in (b"p%d" % i for i in range(5000)) if bucket_of(t) == 7][:3]
+    alone = next(t for t in (b"q%d" % i for i in range(100)) if bucket_of(t) != 7)
+    with Client.embedded(tmp_path / "d") as client:
+        txn = client.begin()
+        counter.add_many(txn, [(t, 2) for t in same] + [(alone, 1)], b"w")
+        start_ts = txn.start_ts
+        txn.commit()
+        counter.done(b"w")
+        mail = mail_rows(QUEUE_PREFIX, start_ts)[7]
+        cells = read(client, [(mail, DELTAS)])
+        assert decode_mail(cells[(mail, DELTAS)] or b"") == {t: 2 for t in same}
+        with client.transaction() as txn:
+            assert unfolded(txn) == {**{t: 2 for t in same}, alone: 1}
+        folder = CombiningCounter()  # the owner's
+        assert client.run(lambda txn: folder.fold_many(txn, [mail, combine_row(alone)])
+                          ) == {mail: 6, combine_row(alone): 1}
+        assert client.run(lambda txn: folder.fold_many(txn, [mail])) == {mail: 0}, \
+            "a mail is applied once: the fold deletes it"
+        assert [count(client, t) for t in (*same, alone)] == [2, 2, 2, 1]
+        with client.transaction() as txn:
+            assert unfolded(txn) == {}
+
+
 def test_direct_decrement_never_goes_below_zero(tmp_path: Path) -> None:
     with Client.embedded(tmp_path / "d") as client:
         add(client, CombiningCounter(hot=0), [(b"t", 1)], b"a")  # pending in a slot
@@ -161,13 +224,14 @@ def test_fold_of_corrupt_slots_fails_loudly(tmp_path: Path) -> None:
             client.run(lambda txn: counter.fold(txn, combine_row(b"t")))
 
 
-@pytest.mark.parametrize("policy", ["always", "never", "threshold", "burst"])
+@pytest.mark.parametrize("policy", ["always", "never", "threshold", "burst", "mail"])
 def test_any_mix_of_paths_converges_to_the_true_count(tmp_path: Path, policy: str) -> None:
     """Random +-1 updates from many sources through one policy and then another: after the
     folds, every counter equals the sum of its updates."""
     rng = random.Random(draw_seed(f"combine {policy}"))
     kwargs = {"always": {"hot": 0}, "never": {"hot": None, "track": False},
-              "threshold": {"hot": 3}, "burst": {"hot": None, "burst": 10.0}}[policy]
+              "threshold": {"hot": 3}, "burst": {"hot": None, "burst": 10.0},
+              "mail": {"hot": 0, "mail_min": 1}}[policy]
     counter = CombiningCounter(**kwargs)  # type: ignore[arg-type]
     other = CombiningCounter(hot=0)
     truth: dict[bytes, int] = {}

@@ -438,6 +438,47 @@ def test_batch_runs_and_acknowledges_every_cell_in_one_transaction(embedded: Cli
         must_have_no_notification(embedded, row)
 
 
+class Summing(Observer):
+    """Adds its rows' values into one total cell (shared by the group), recording calls."""
+
+    max_batch = 100
+    batch_group = "totals"
+
+    def __init__(self, column: bytes, calls: list[tuple[bytes, list[bytes]]]) -> None:
+        super().__init__(column)
+        self.calls = calls
+
+    def process_batch(self, txn: Transaction, rows: object, column: bytes) -> None:
+        self.calls.append((column, list(rows)))  # type: ignore[call-overload]
+        total = int(txn.get(b"total", b"sum") or b"0")
+        txn.set(b"total", b"sum", b"%d" % (total + len(list(rows))))  # type: ignore[call-overload]
+
+
+def test_batch_of_a_group_runs_each_observer_in_turn_in_one_transaction(
+        embedded: Client) -> None:
+    other = b"watched2"
+    embedded.register_observed_columns([COL, other])
+    with embedded.transaction() as txn:
+        for row in (b"a", b"b"):
+            txn.set(row, COL, b"v")
+        txn.set(b"c", other, b"v")
+    calls: list[tuple[bytes, list[bytes]]] = []
+    group = [Summing(COL, calls), Summing(other, calls)]
+    cells = [pending(embedded, b"c", other), pending(embedded, b"a"), pending(embedded, b"b")]
+    results = process_cells(embedded, group, cells)
+    assert [r.outcome for r in results] == [Outcome.PROCESSED] * 3
+    assert len({r.commit_ts for r in results}) == 1, "one transaction"
+    assert calls == [(COL, [b"a", b"b"]), (other, [b"c"])], "per column, in the group's order"
+    assert embedded.begin().get(b"total", b"sum") == b"3", \
+        "the second observer read the first one's write: the cell is written once"
+    ack = olayout.decode_ack(embedded.begin().get_system(b"c", olayout.ack_column(other)))
+    assert ack == results[0].start_ts, "each cell acknowledged in its own column"
+    again = process_cells(embedded, group, cells)
+    assert [r.outcome for r in again] == [Outcome.SKIPPED] * 3
+    for row, column in ((b"a", COL), (b"b", COL), (b"c", other)):
+        must_have_no_notification(embedded, row, column)
+
+
 def test_batch_skips_the_cells_an_earlier_commit_covers(embedded: Client) -> None:
     write_rows(embedded, [b"a", b"b"])
     obs = CountingBatches()

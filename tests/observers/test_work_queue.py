@@ -74,6 +74,39 @@ def test_a_batch_is_the_head_cell_and_its_columns_cells_behind_it() -> None:
     assert take(queue) == ([b"a0", b"a1", b"a2"], True)  # A's limit: 3
 
 
+def test_a_batch_takes_its_columns_cells_however_the_columns_interleave() -> None:
+    queue, _, _ = new_queue()
+    queue.offer([cell(b"a0"), cell(b"b0", B), cell(b"a1"), cell(b"b1", B), cell(b"a2"),
+                 cell(b"a3")])
+    assert take(queue) == ([b"a0", b"a1", b"a2"], True), "B's cells between do not cut it"
+    assert take(queue) == ([b"b0"], False), "then the oldest head of another column"
+    assert take(queue) == ([b"b1"], False)
+
+
+def test_a_batch_takes_its_groups_cells_and_groups_run_one_batch_at_a_time() -> None:
+    c = b"col:c"
+    retry = RetryBook(FakeClock(), retry_backoff=Backoff(1.0, 2.0, 10.0))
+    limits = BatchLimits([Observer(A, max_batch=3), Observer(B), Observer(c, max_batch=2)])
+    queue = WorkQueue(100, limits, retry, lambda column, bucket: True, threading.Event(),
+                      groups={A: b"\x00g", c: b"\x00g"})
+    queue.offer([cell(b"a0"), cell(b"a1"), cell(b"c0", c), cell(b"c1", c), cell(b"c2", c),
+                 cell(b"b0", B), cell(b"a2"), cell(b"a3")])
+    first = queue.take()
+    assert first is not None and first[1]
+    assert [(x.row, x.column) for x in first[0]] == [
+        (b"a0", A), (b"a1", A), (b"a2", A), (b"c0", c), (b"c1", c)], \
+        "A's cells up to its limit, then C's (same group) up to theirs"
+    assert take(queue) == ([b"b0"], False), "B is in no group: it runs meanwhile"
+    waiting: list[tuple[list[bytes], bool]] = []
+    processor = threading.Thread(target=lambda: waiting.append(take(queue)))
+    processor.start()
+    processor.join(0.2)
+    assert processor.is_alive(), "no batch of the group while one runs"
+    queue.done(*first, False)
+    processor.join(10)
+    assert waiting == [([b"c2", b"a3"], True)], "the oldest head first, its group with it"
+
+
 def test_batches_of_one_column_run_one_at_a_time() -> None:
     queue, _, _ = new_queue()
     queue.offer([cell(b"a%d" % i) for i in range(5)])

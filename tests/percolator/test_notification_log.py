@@ -233,6 +233,27 @@ def test_buckets_are_revoked_before_they_are_granted() -> None:
     assert not revoking(a, "A")
 
 
+def test_buckets_are_split_evenly_and_a_join_moves_few_others() -> None:
+    """4 workers own 64 buckets each (crc32 weights once split them 128/64/32/32); a
+    fifth takes its share and few other buckets move."""
+    for trial in range(3):
+        a = Assignment(handover=0.0)
+        workers = [f"host-{trial}-{i}" for i in range(5)]
+        for w in workers[:4]:
+            a.renew(w, [COL], 10.0, 0.0, {}, -1)
+        a.rebalance(0.0, lambda w: None)
+        assert sorted(len(owned(a, w)) for w in workers[:4]) == [64] * 4
+        before = {b: a.owner(COL, b) for b in range(BUCKETS)}
+        a.renew(workers[4], [COL], 10.0, 1.0, {}, -1)
+        for now in (1.0, 2.0, 3.0):  # revoke, then grant (handover 0: at once)
+            a.rebalance(now, lambda w: None)
+        sizes = sorted(len(owned(a, w)) for w in workers)
+        assert sizes[-1] == -(-BUCKETS // 5) and sizes[0] >= BUCKETS // 5 - 5, sizes
+        assert sum(sizes) == BUCKETS
+        moved = sum(before[b] != a.owner(COL, b) for b in range(BUCKETS))
+        assert moved <= len(owned(a, workers[4])) + 16, "a join moves little besides its share"
+
+
 def test_an_expired_member_loses_its_buckets_at_once_and_claims_are_granted() -> None:
     a = Assignment()
     a.renew("A", [COL], 5.0, 0.0, {}, -1)
