@@ -79,6 +79,7 @@ HOT_ENV = "PERCOLATOR_PIPELINE_HOT"      # --hot, for the worker processes
 PROBE_SPEC = "bench_pipeline:probe_observers"
 TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on (\S+:\d+)")
+FIRST = re.compile(r"first assignment of column (.*)")
 STOPPED = re.compile(r"percolator worker: (?:stopped|idle); (\{.*\})")
 START_TIMEOUT = 60.0
 POLL = 0.1  # seconds between probes of the pending count (as `citations verify` waits)
@@ -295,6 +296,8 @@ class Run:
     processed: int = 0
     found: int = 0
     batches: int = 0
+    first_assignments: list[str] = field(default_factory=list)  # the node's log lines
+    settle_s: float = 0.0             # counting done until settled (idle measurement)
     idle_node: float | None = None    # fraction of a core
     idle_workers: float | None = None
     verified: str = ""
@@ -388,13 +391,47 @@ def pending(client: object) -> bool:
     return client.notifications.pending(client.table, [REFS, FOLD], 1) > 0  # type: ignore[attr-defined]
 
 
+def settled(client: object, workers: int) -> bool:
+    """Whether the cluster is idle as a user would find it: nothing pending (no backfill
+    either), every bucket of the citation columns owned by one of the ``workers`` live
+    workers, and each of them reporting nothing queued, in flight or backing off (the
+    counters it last handed to the node)."""
+    from observers import WorkerStats
+    from observers.citations import FOLD, REFS
+
+    n = client.notifications  # type: ignore[attr-defined]
+    table = client.table  # type: ignore[attr-defined]
+    if n.pending(table, [REFS, FOLD], 1) > 0:
+        return False
+    members = [m for m in n.members(table) if m.alive]
+    if len(members) != workers or sum(m.owned for m in members) != 256 * 2:
+        return False
+    for m in members:
+        if not m.stats:
+            return False
+        stats = WorkerStats.from_json(m.stats)
+        if stats.backlog or stats.queued or stats.in_flight or stats.backing_off:
+            return False
+    return True
+
+
+def settle(client: object, workers: int, timeout: float) -> float:
+    """Wait (bounded) until :func:`settled`; seconds it took."""
+    began = time.perf_counter()
+    while not settled(client, workers):
+        if time.perf_counter() - began > timeout:
+            raise RunFailed(f"the cluster did not settle in {timeout:.0f}s")
+        time.sleep(POLL)  # polling the node's status, as `percolator status` is read
+    return time.perf_counter() - began
+
+
 def run_cluster(root: Path, papers: int, workers: int, args: argparse.Namespace,
                 idle: bool) -> Run:
     from percolator import Client
 
     env = child_env()
     node = Proc("node", percolator("serve", "--data-dir", str(root / "node"),
-                                   "--listen", "127.0.0.1:0"), env)
+                                   "--listen", "127.0.0.1:0", "--log-level", "info"), env)
     procs: list[Proc] = []
     profiler = Profiler(args.profile / f"{papers}-{workers}w" if args.profile else None)
     try:
@@ -431,15 +468,17 @@ def run_cluster(root: Path, papers: int, workers: int, args: argparse.Namespace,
             worker_cpu = [p.cpu() for p in procs]
             run.worker_cpu = sum(worker_cpu)
             profiler.finish()
+            run.first_assignments = [m.group(1) for m in map(FIRST.search, node.lines) if m]
+            if idle:
+                run.settle_s = settle(client, workers, args.timeout)
+                node_before, workers_before = node.cpu(), sum(p.cpu() for p in procs)
+                began = time.perf_counter()
+                time.sleep(args.idle_seconds)  # the measurement window: nothing happens in it
+                wall = time.perf_counter() - began
+                run.idle_node = (node.cpu() - node_before) / wall
+                run.idle_workers = (sum(p.cpu() for p in procs) - workers_before) / wall
         finally:
             client.close()
-        if idle:
-            node_before, workers_before = node.cpu(), sum(p.cpu() for p in procs)
-            began = time.perf_counter()
-            time.sleep(args.idle_seconds)  # the measurement window: nothing happens in it
-            wall = time.perf_counter() - began
-            run.idle_node = (node.cpu() - node_before) / wall
-            run.idle_workers = (sum(p.cpu() for p in procs) - workers_before) / wall
         for p in procs:
             code = p.stop()
             if code != 0:
@@ -479,9 +518,12 @@ def print_run(r: Run) -> None:
           f" lost a conflict: {r.conflicts:,} = {r.conflict_share:.1%}; other retries"
           f" {r.retries:,}); cells found {r.found:,}, processed {r.processed:,}", flush=True)
     print(f"             CPU per paper: {cpu}", flush=True)
+    for line in r.first_assignments:
+        print(f"             first assignment of {line}", flush=True)
     if r.idle_node is not None:
-        print(f"             idle (no writes, workers running): node {r.idle_node:.1%} of a"
-              f" core, workers {r.idle_workers or 0:.1%}", flush=True)
+        print(f"             idle (no writes, workers running; settled {r.settle_s:.1f} s after"
+              f" counting): node {r.idle_node:.1%} of a core, workers {r.idle_workers or 0:.1%}",
+              flush=True)
     print(f"             {r.verified}", flush=True)
 
 

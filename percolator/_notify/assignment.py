@@ -23,6 +23,15 @@ last pull was sent).  A revocation not answered within ``handover`` seconds is f
 effects stay exactly-once by the ack, only work may be repeated.  After a node
 restart, members claim the buckets they hold; a claim of a free bucket is granted.
 
+**The first assignment of a column waits for its workers to join** (``quiet``,
+``most``; as Kafka's ``group.initial.rebalance.delay.ms``): while no bucket of a column
+has an owner, its buckets are granted only once no worker observing it joined for
+``quiet`` seconds, or ``most`` seconds after the first one joined.  Workers started
+together (a cluster, a deployment) join over a second or so -- each process imports,
+connects, registers -- and the first to join would otherwise own every bucket, take a
+batch of all of them and hold the others' share until that batch commits.  The node
+holds it (``FIRST_QUIET``); in one process (embedded) nothing is held.
+
 Each member also gets a small ``index`` (the smallest free, or the one it claims), which
 the citations use to name their slot columns.
 """
@@ -30,16 +39,23 @@ the citations use to name their slot columns.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .log import BUCKETS
 
-__all__ = ["Assignment", "HANDOVER", "MAX_INDEX", "Member"]
+__all__ = ["Assignment", "FIRST_MOST", "FIRST_QUIET", "HANDOVER", "MAX_INDEX", "Member"]
+
+_log = logging.getLogger(__name__)
 
 HANDOVER = 30.0
 """Seconds a revoked bucket may stay with its owner before it is granted anyway."""
+FIRST_QUIET = 0.5
+"""A node's first assignment of a column waits until no worker joined for this long..."""
+FIRST_MOST = 3.0
+"""...or this long after its first worker joined."""
 MAX_INDEX = 1024
 
 Buckets = dict[bytes, frozenset[int]]
@@ -52,6 +68,7 @@ class Member:
     expires: float
     index: int
     weights: tuple[int, ...]
+    joined: float = 0.0
     wake: threading.Event = field(default_factory=threading.Event)
     stats: bytes = b""
 
@@ -69,8 +86,13 @@ class Assignment:
     """Members, owners and revocations of one table.  Not thread-safe: the feed holds its
     lock around every call."""
 
-    def __init__(self, *, handover: float = HANDOVER) -> None:
+    def __init__(self, *, handover: float = HANDOVER, quiet: float = 0.0,
+                 most: float = 0.0) -> None:
         self.handover = handover
+        self.quiet = quiet
+        self.most = most
+        self.holding: dict[bytes, float] = {}
+        """Columns whose first assignment waits, each until when (at the latest)."""
         self.members: dict[str, Member] = {}
         self._owners: dict[bytes, list[str | None]] = {}
         self._revoking: dict[tuple[bytes, int], float] = {}
@@ -90,7 +112,7 @@ class Assignment:
             if not 0 <= index < MAX_INDEX or index in used:
                 index = next(i for i in range(MAX_INDEX + 1) if i not in used)
             member = self.members[worker] = Member(worker, cols, now + lease, index,
-                                                   _weights(worker))
+                                                   _weights(worker), now)
             for column, buckets in held.items():
                 if column in cols:
                     owners = self._owners_of(column)
@@ -168,9 +190,10 @@ class Assignment:
     def rebalance(self, now: float, wake: Callable[[str], None]) -> None:
         """Grant free buckets to their targets, revoke the misplaced ones; wake every member
         whose buckets changed."""
-        if not self._dirty and not self._revoking:
+        if not self._dirty and not self._revoking and not self.holding:
             return
         self._dirty = False
+        self.holding = {}
         columns = {c for m in self.members.values() for c in m.columns} | set(self._owners)
         changed: set[str] = set()
         for column in columns:
@@ -179,6 +202,14 @@ class Assignment:
             owners = self._owners_of(column)
             if not observing:
                 continue
+            until = self._held_until(observing, owners, now)
+            if until is not None:
+                self.holding[column] = until
+                continue
+            if self.quiet > 0 and all(owner is None for owner in owners):
+                _log.info("first assignment of column %r: %d workers, %.2f s after the first"
+                          " joined", column, len(observing),
+                          now - min(m.joined for m in observing))
             target = self._target(observing)
             for b in range(BUCKETS):
                 current, wanted = owners[b], target[b]
@@ -198,6 +229,21 @@ class Assignment:
                         changed.update((current, wanted))
         for worker in changed:
             wake(worker)
+
+    def _held_until(self, observing: list[Member], owners: list[str | None], now: float
+                    ) -> float | None:
+        """Until when a column's first assignment waits (None: not held, or no longer)."""
+        if self.quiet <= 0 or any(owner is not None for owner in owners):
+            return None
+        until = min(max(m.joined for m in observing) + self.quiet,
+                    min(m.joined for m in observing) + self.most)
+        return until if now < until else None
+
+    def hold_left(self, now: float) -> float | None:
+        """Seconds until the next held first assignment may be granted (None: none held)."""
+        if not self.holding:
+            return None
+        return max(0.0, min(self.holding.values()) - now)
 
     # --- queries ----------------------------------------------------------------------
 

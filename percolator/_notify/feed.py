@@ -91,6 +91,10 @@ class TableFeed:
                 self.pending[column] = max(self.pending.get(column, 0), n)
             self._indexed_at = self._clock()
 
+    def hold_first_assignments(self, quiet: float, most: float) -> None:
+        with self._lock:
+            self.assignment.quiet, self.assignment.most = quiet, most
+
     def _refresh(self) -> None:
         """Scan the log again, at most every REINDEX seconds, when a pull found nothing:
         entries written behind the node's back (a raw write) are found so, not lost."""
@@ -193,9 +197,9 @@ class TableFeed:
     # --- the pull -------------------------------------------------------------------------
 
     def pull(self, request: PullRequest) -> PullReply:
-        member = self._renew(request)
-        if request.done:
+        if request.done:  # before the release: a bucket's next owner never reads them
             self.delete(request.done)
+        member = self._renew(request)
         deadline = time.monotonic() + request.wait_ms / 1000.0
         while True:
             member.wake.clear()
@@ -204,6 +208,10 @@ class TableFeed:
             # could skip a bucket on an older position, then pass its entry).
             resolved = self._tracker.resolved()
             with self._lock:
+                held = self.assignment.hold_left(self._clock())
+                if held == 0.0:  # a first assignment was held until now: grant it
+                    self.assignment.rebalance(self._clock(), self._wake)
+                    held = self.assignment.hold_left(self._clock())
                 owned, revoking = self.assignment.owned(request.worker)
                 index = member.index
                 wanted = {key: self._last.get(key, 0) for key in _keys(owned)}
@@ -218,7 +226,7 @@ class TableFeed:
             if lagging:  # written, not resolved yet: an older write is still in flight
                 self._tracker.wait_past(lagging, min(remaining, 0.05))
             else:
-                member.wake.wait(remaining)
+                member.wake.wait(remaining if held is None else min(remaining, held))
 
     def _read(self, owned: dict[bytes, frozenset[int]], request: PullRequest, resolved: int,
               last: dict[tuple[bytes, int], int]) -> tuple[list[LogRow], Cursors, bool]:

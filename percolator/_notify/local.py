@@ -99,6 +99,7 @@ class Notifications:
         self._compacting: set[bytes] = set()
         self.compact_every = COMPACT_EVERY
         self.compactions = 0  # done in the background, since this process started
+        self._first_hold = (0.0, 0.0)
         self._closed = False
         ctx.log.listen(self._written)
 
@@ -128,6 +129,16 @@ class Notifications:
 
     # --- feeds ----------------------------------------------------------------------------
 
+    def hold_first_assignments(self, quiet: float, most: float) -> None:
+        """Hold each column's first assignment of buckets until no worker joined for
+        ``quiet`` seconds, ``most`` at the latest (``Assignment``): a node's workers are
+        processes that join over a second or so."""
+        with self._lock:
+            self._first_hold = (quiet, most)
+            feeds = list(self._feeds.values())
+        for feed in feeds:
+            feed.hold_first_assignments(quiet, most)
+
     def feed(self, table: bytes) -> TableFeed:
         """The table's feed; made (and the table's pending backfills resumed) on first use."""
         found = self._feeds.get(table)
@@ -149,6 +160,7 @@ class Notifications:
             found = TableFeed(table, self.ctx.store, self.ctx.log.tracker,
                               on_deleted=lambda n: self._note_deleted(table, n),
                               on_idle=lambda: self._note_deleted(table, 0, idle=True))
+            found.hold_first_assignments(*self._first_hold)
             self._feeds[table] = found  # writes from now on reach it, then the scan
             found.build_index()
         return found

@@ -35,6 +35,7 @@ from bigtable_lite.server import ServiceRegistration
 from .._status import status_for
 from ..v1 import notifications_pb2 as pb
 from . import wire
+from .assignment import FIRST_MOST, FIRST_QUIET
 from .local import Notifications
 
 __all__ = ["MAX_REPLY_BYTES", "NotificationsService", "ROLES", "SERVICE_NAME"]
@@ -62,9 +63,12 @@ log = logging.getLogger(__name__)
 class NotificationsService:
     """Thread-safe."""
 
-    def __init__(self, notifications: Notifications, limits: Limits, *, max_polls: int = 8
-                 ) -> None:
+    def __init__(self, notifications: Notifications, limits: Limits, *, max_polls: int = 8,
+                 first_assignment: tuple[float, float] = (FIRST_QUIET, FIRST_MOST)) -> None:
         self._n = notifications
+        # Served workers are processes started together that join over a second or so:
+        # each column's first assignment waits for them (``assignment``).
+        notifications.hold_first_assignments(*first_assignment)
         self._limits = limits
         self._polls = threading.BoundedSemaphore(max(1, max_polls))
         self._methods: dict[str, tuple[type[Message], Callable[[Any], Message]]] = {
