@@ -284,6 +284,65 @@ def test_two_columns_observed_by_the_same_workers_are_split_alike() -> None:
         assert mine[COL] == mine[b"d"] and mine[COL]
 
 
+def test_a_first_assignment_waits_until_the_workers_joined() -> None:
+    """Workers joining together get their shares at once: the first to join is not given
+    every bucket (to revoke them while its first batch holds them)."""
+    a = Assignment(quiet=0.5, most=3.0)
+    woken: list[str] = []
+    a.renew("A", [COL], 10.0, 0.0, {}, -1)
+    a.rebalance(0.0, woken.append)
+    assert owned(a, "A") == frozenset() and a.hold_left(0.0) == 0.5 and not woken
+    a.renew("B", [COL], 10.0, 0.3, {}, -1)
+    a.rebalance(0.3, woken.append)
+    a.rebalance(0.7, woken.append)
+    assert owned(a, "A") == owned(a, "B") == frozenset(), "B joined 0.4 s ago: still held"
+    a.rebalance(0.8, woken.append)
+    assert len(owned(a, "A")) == len(owned(a, "B")) == BUCKETS // 2
+    assert not revoking(a, "A") and not revoking(a, "B") and sorted(woken) == ["A", "B"]
+    assert a.hold_left(0.8) is None
+    a.renew("C", [COL], 10.0, 1.0, {}, -1)  # a later joiner: the usual handover, no hold
+    a.rebalance(1.0, woken.append)
+    assert revoking(a, "A") or revoking(a, "B")
+
+
+def test_a_first_assignment_is_held_at_most_so_long() -> None:
+    a = Assignment(quiet=0.5, most=3.0)
+    now = 0.0
+    for i in range(8):  # a worker joins every 0.4 s: never quiet for 0.5 s
+        a.renew(f"w{i}", [COL], 10.0, now, {}, -1)
+        a.rebalance(now, lambda w: None)
+        assert all(not owned(a, f"w{j}") for j in range(i + 1)) or now >= 3.0
+        now += 0.4
+    a.rebalance(3.0, lambda w: None)
+    assert sum(len(owned(a, f"w{j}")) for j in range(8)) == BUCKETS
+
+
+def test_pulls_of_workers_joining_together_get_their_shares_without_a_handover(
+        client: Client) -> None:
+    """Through the feed: a waiting pull returns when the held first assignment is
+    granted, and neither worker is asked to give anything back."""
+    client.notifications.hold_first_assignments(0.5, 3.0)  # as a node does
+    replies: dict[str, PullReply] = {}
+
+    def pull(worker: str) -> None:
+        replies[worker] = client.notifications.pull(client.table, PullRequest(
+            worker, (COL,), 60_000, room=100, wait_ms=10_000))
+
+    began = time.monotonic()
+    first = threading.Thread(target=pull, args=("A",))
+    first.start()
+    time.sleep(0.1)  # B starts a little later, as a second process does
+    second = threading.Thread(target=pull, args=("B",))
+    second.start()
+    first.join(10)
+    second.join(10)
+    elapsed = time.monotonic() - began
+    assert set(replies) == {"A", "B"}
+    assert 0.5 <= elapsed < 5.0, "held until B had been a member for 0.5 s, not the long poll"
+    for reply in replies.values():
+        assert len(reply.owned[COL]) == BUCKETS // 2 and not reply.revoking
+
+
 # --- backfill -----------------------------------------------------------------------------
 
 
