@@ -7,6 +7,12 @@ clock runs until no citation notification is pending; every run ends with
 ``percolator citations verify`` (the batch recount of the same snapshot) and the
 bench fails loudly if any count is wrong.
 
+What a run's time includes, as a user sees a cluster work off its backlog: from
+spawning the worker processes (their start-up: imports, connecting, registering; the
+node's held first assignment) until the node reports nothing pending (probed every
+0.1 s); embedded, from spawning the process until it exits idle (opening the store
+included).  The load before it is not counted.
+
 Topologies, all through the command line, as a user runs them:
   embedded   one ``percolator worker --data-dir D --until-idle`` process (store,
              oracle and observers in one process, no gRPC)
@@ -25,7 +31,10 @@ slower":
   2 workers >= 50% of embedded                           (papers/s)
   observer conflicts < 2% of observer transactions
   CPU per paper at the largest N within 1.2x of the smallest (no growth with backlog)
-  idle cluster (no writes, 2 workers running ~10 s): node CPU < 2% of a core
+  idle cluster (no writes, 2 workers running ~10 s): node CPU < 2% of a core; idle
+  means settled, which the bench waits for (bounded) and prints how long it took:
+  nothing pending, every bucket owned by a live worker, each worker reporting nothing
+  queued, in flight or backing off
 
 Usage: python bench/bench_pipeline.py [--papers N [N ...]] [--topologies embedded 1 2 4]
            [--threads T] [--hot N] [--observers SPEC] [--idle-seconds S] [--timeout S]
