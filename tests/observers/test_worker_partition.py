@@ -5,6 +5,7 @@ lease expires, only after the old owner released them; long-gone workers are for
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from observers import Worker, observer
@@ -77,7 +78,10 @@ def test_a_crashed_workers_buckets_wait_for_its_lease_then_move(client: Client) 
     ghost = PullRequest("ghost", (COL,), lease_ms=1500)
     worker = Worker(client, [mark], threads=2, heartbeat=0.05, lease_ttl=30.0,
                     worker_id="alive")
-    ghost_reply = client.notifications.pull(client.table, ghost)
+    # Its first pull waits for the assignment (a node holds a first one briefly while
+    # workers join).
+    ghost_reply = client.notifications.pull(client.table, replace(ghost, room=1,
+                                                                  wait_ms=10_000))
     theirs = ghost_reply.owned[COL]
     assert len(theirs) == BUCKETS, "alone, it owns them all"
     rows = [b"g%03d" % i for i in range(120)]
