@@ -407,13 +407,14 @@ def settled(client: object, workers: int) -> bool:
     counters it last handed to the node)."""
     from observers import WorkerStats
     from observers.citations import FOLD, REFS
+    from percolator.notifications import BUCKETS
 
     n = client.notifications  # type: ignore[attr-defined]
     table = client.table  # type: ignore[attr-defined]
     if n.pending(table, [REFS, FOLD], 1) > 0:
         return False
     members = [m for m in n.members(table) if m.alive]
-    if len(members) != workers or sum(m.owned for m in members) != 256 * 2:
+    if len(members) != workers or sum(m.owned for m in members) != BUCKETS * 2:
         return False
     for m in members:
         if not m.stats:
