@@ -11,7 +11,10 @@ When the worker has nothing to do, the pull waits at the node (a long poll of up
 :data:`LONG_POLL` seconds) until the node writes an entry into one of its buckets: an
 idle worker costs the node one call every few seconds, and a new entry is picked up
 in one wake-up.  While cells run, the feed pulls without waiting whenever a processor
-finishes or takes cells (at least every ``heartbeat``).
+finishes or takes cells (at least every ``heartbeat``).  A full queue is not pulled
+for more until a processor takes cells: the node would answer at once with nothing
+but "more", and pulling again at once made the feed spin for as long as a backlog
+filled the queue (its cost grew with the backlog).
 
 If a pull fails, the feed waits until the node's channel is connected again (a
 connectivity watch, at most half a second at a time, so it still sees a stop or its
@@ -112,6 +115,8 @@ class Feed:
             fingerprint, fresh = self._stats()
             if fingerprint != self._last_stats:
                 stats = fresh
+            else:  # unchanged: looked at again in an interval, not at every pull
+                self._stats_at = time.monotonic()
         o = self.ownership
         # A bucket released is not held: if it comes straight back (its new owner left
         # meanwhile), the node reads it from its start -- its cells were dropped here.
@@ -169,7 +174,7 @@ class Feed:
                            for c, b in self._reread.items()}
             self._reread = _minus(self._reread, sent_unheld)  # read from their start now
             quick = self._apply(reply, sent)
-            if reply.more or self.unsent:
+            if self.unsent or (reply.more and self.queue.room() > 0):
                 continue
             if idle:
                 if quick and not reply.rows and time.monotonic() - sent < wait / 2:
