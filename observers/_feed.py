@@ -14,9 +14,9 @@ in one wake-up.  While cells run, the feed pulls without waiting whenever a proc
 finishes or takes cells (at least every ``heartbeat``).  A full queue is pulled at
 most every :data:`FULL_POLL` seconds until a processor takes cells: the node answers
 such a pull at once with nothing but "more", and pulling again at once made the feed
-spin for as long as a backlog filled the queue, its cost growing with the backlog
-(embedded, 60,000 papers: 1.22 ms of CPU per paper against 0.34 at 20,000; now 0.59
-against 0.47).  It still pulls, to learn of revocations while the queue is full.
+spin for as long as a backlog filled the queue, its cost per paper growing with the
+backlog (bench/README.md, "bench_pipeline.py").  It still pulls, to learn of
+revocations while the queue is full.
 
 If a pull fails, the feed waits until the node's channel is connected again (a
 connectivity watch, at most half a second at a time, so it still sees a stop or its
