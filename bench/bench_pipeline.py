@@ -17,7 +17,10 @@ Topologies, all through the command line, as a user runs them:
 Printed per run: papers counted per second; observer transactions (committed ones,
 counted by distinct commit_ts through the observers' ``committed`` hook, plus the
 ones that lost a conflict) and conflicts, as a share of them; CPU per paper of the
-node and of the workers (utime + stime from /proc/<pid>/stat); then each figure
+node and of the workers (utime + stime from /proc/<pid>/stat); the refs observer's
+counter updates (distinct targets of its runs) per paper, which grow with the corpus
+at a fixed batch size (docs/citations.md), so the growth is also printed per paper or
+counter update; then each figure
 beside its reference measured in the same run, as a ratio, against the targets of
 the issue "Observers: every committed write is seen, and more workers are never
 slower":
