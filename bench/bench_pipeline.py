@@ -23,7 +23,10 @@ Topologies, all through the command line, as a user runs them:
 Printed per run: papers counted per second; observer transactions (committed ones,
 counted by distinct commit_ts through the observers' ``committed`` hook, plus the
 ones that lost a conflict) and conflicts, as a share of them; CPU per paper of the
-node and of the workers (utime + stime from /proc/<pid>/stat); then each figure
+node and of the workers (utime + stime from /proc/<pid>/stat); the refs observer's
+counter updates (distinct targets of its runs) per paper, which grow with the corpus
+at a fixed batch size (docs/citations.md), so the growth is also printed per paper or
+counter update; then each figure
 beside its reference measured in the same run, as a ratio, against the targets of
 the issue "Observers: every committed write is seen, and more workers are never
 slower":
@@ -85,6 +88,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 
 PROBE_ENV = "PERCOLATOR_PIPELINE_PROBE"  # where a worker process writes its probe counts
 HOT_ENV = "PERCOLATOR_PIPELINE_HOT"      # --hot, for the worker processes
+UPDATES_KEY = "counter updates"          # in a probe's counts: the refs runs' counter updates
 PROBE_SPEC = "bench_pipeline:probe_observers"
 TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on (\S+:\d+)")
@@ -107,11 +111,13 @@ class RunFailed(Exception):
 # --- the probe: loaded by the worker processes as their observers ---------------------------
 
 class _Tally:
-    """Distinct commit_ts of observer transactions, per observed column (this process)."""
+    """Distinct commit_ts of observer transactions, per observed column (this process),
+    and the counter updates of the refs observer's runs (``updates``)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.commits: dict[bytes, set[int]] = {}
+        self.updates = 0
 
     def __call__(self, row: bytes, column: bytes, commit_ts: int) -> None:
         with self.lock:
@@ -119,7 +125,8 @@ class _Tally:
 
     def dump(self, path: str) -> None:
         with self.lock:
-            out = {c.decode(): len(ts) for c, ts in self.commits.items()}
+            out: dict[str, int] = {c.decode(): len(ts) for c, ts in self.commits.items()}
+            out[UPDATES_KEY] = self.updates
         Path(path).write_text(json.dumps(out))
 
 
@@ -135,14 +142,42 @@ def probe_hook() -> _Tally:
 
 def probe_observers() -> list[object]:
     """The citation observers (``observers.citations.make_observers()``, as OBSERVERS) with
-    :func:`probe_hook` as their commit hook."""
-    from observers.citations import make_observers
+    :func:`probe_hook` as their commit hook, counting the counter updates of the refs
+    observer's runs: the distinct targets of each run (a batch sums its papers' deltas
+    per target), the work per paper that grows with the corpus (docs/citations.md)."""
+    from observers.citations import RefsObserver, make_observers
 
     tally = probe_hook()
     hot = os.environ.get(HOT_ENV)
-    if hot:
-        return list(make_observers(on_commit=tally, hot=int(hot)))
-    return list(make_observers(on_commit=tally))
+    observers = list(make_observers(on_commit=tally, hot=int(hot)) if hot else
+                     make_observers(on_commit=tally))
+    for refs in observers:
+        if isinstance(refs, RefsObserver):
+            refs.counter = _CountingCounter(refs.counter, tally)
+    return observers
+
+
+class _CountingCounter:
+    """A refs observer's counter, counting the (target, delta) pairs it is given."""
+
+    def __init__(self, counter: object, tally: _Tally) -> None:
+        self._counter = counter
+        self._tally = tally
+
+    def add_many(self, txn: object, deltas: Sequence[tuple[bytes, int]], source: bytes
+                 ) -> None:
+        with self._tally.lock:
+            self._tally.updates += len(deltas)
+        self._counter.add_many(txn, deltas, source)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._counter, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._counter, name, value)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -307,6 +342,7 @@ class Run:
     batches: int = 0
     first_assignments: list[str] = field(default_factory=list)  # the node's log lines
     settle_s: float = 0.0             # counting done until settled (idle measurement)
+    updates: int = 0         # counter updates of the refs observer's runs (distinct targets)
     idle_node: float | None = None    # fraction of a core
     idle_workers: float | None = None
     verified: str = ""
@@ -337,7 +373,10 @@ class Run:
         if not path.exists():
             raise RunFailed(f"a worker wrote no probe counts ({path})")
         for column, n in json.loads(path.read_text()).items():
-            self.committed[column] = self.committed.get(column, 0) + n
+            if column == UPDATES_KEY:
+                self.updates += n
+            else:
+                self.committed[column] = self.committed.get(column, 0) + n
 
 
 def verify(target: list[str], env: dict[str, str]) -> str:
@@ -530,6 +569,8 @@ def print_run(r: Run) -> None:
     print(f"             CPU per paper: {cpu}", flush=True)
     for line in r.first_assignments:
         print(f"             first assignment of {line}", flush=True)
+    print(f"             counter updates of the refs runs: {r.updates:,} ="
+          f" {r.updates / r.papers:.2f} per paper", flush=True)
     if r.idle_node is not None:
         print(f"             idle (no writes, workers running; settled {r.settle_s:.1f} s after"
               f" counting): node {r.idle_node:.1%} of a core, workers {r.idle_workers or 0:.1%}",
@@ -586,10 +627,23 @@ def growth(small: int, large: int, all_runs: dict[int, dict[str, Run]]) -> list[
         oks.append(ok)
         print(f"  {key:<8}  {a:.2f} / {b:.2f} ms = {a / b:5.2f}x   target <="
               f" {TARGET_GROWTH:.1f}x  {verdict(ok)}")
+        if r.updates and base.updates:
+            # The workload's share of the growth: a batch of 8,192 papers is a smaller
+            # part of a larger corpus, so its papers share fewer targets.  Per unit of
+            # work, a paper (its own cells) or a counter update, which cost about the same
+            # (docs/citations.md), the growth left is what the system adds.
+            cpu_a, cpu_b = r.node_cpu + r.worker_cpu, base.node_cpu + base.worker_cpu
+            ua = cpu_a / (r.papers + r.updates) * 1000
+            ub = cpu_b / (base.papers + base.updates) * 1000
+            print(f"            counter updates per paper {r.updates / r.papers:.2f} /"
+                  f" {base.updates / base.papers:.2f} ="
+                  f" {r.updates / r.papers / (base.updates / base.papers):.2f}x; CPU per"
+                  f" paper or counter update {ua:.3f} / {ub:.3f} ms = {ua / ub:5.2f}x")
     # The observers' work per paper is not constant: a batch of the larger corpus cites
-    # more distinct papers (generated graph, batches of 8,192: 2.1 counter updates per
-    # paper at 20,000 papers, 4.8 at 100,000), so embedded grows too.  Beside the raw
-    # figure, each topology's growth relative to embedded's: what the backlog adds.
+    # more distinct papers (generated graph, batches of 8,192 in bucket order: 2.71
+    # counter updates per paper at 20,000 papers, 6.88 at 100,000; printed above from
+    # the run), so embedded grows too.  Beside the raw figure, each topology's growth
+    # relative to embedded's: what the cluster adds.
     big, small_emb = all_runs[large].get("embedded"), all_runs[small].get("embedded")
     if big is not None and small_emb is not None:
         e = big.per_paper_ms(big.worker_cpu) / small_emb.per_paper_ms(small_emb.worker_cpu)

@@ -11,7 +11,12 @@ When the worker has nothing to do, the pull waits at the node (a long poll of up
 :data:`LONG_POLL` seconds) until the node writes an entry into one of its buckets: an
 idle worker costs the node one call every few seconds, and a new entry is picked up
 in one wake-up.  While cells run, the feed pulls without waiting whenever a processor
-finishes or takes cells (at least every ``heartbeat``).
+finishes or takes cells (at least every ``heartbeat``).  A full queue is pulled at
+most every :data:`FULL_POLL` seconds until a processor takes cells: the node answers
+such a pull at once with nothing but "more", and pulling again at once made the feed
+spin for as long as a backlog filled the queue, its cost per paper growing with the
+backlog (bench/README.md, "bench_pipeline.py").  It still pulls, to learn of
+revocations while the queue is full.
 
 If a pull fails, the feed waits until the node's channel is connected again (a
 connectivity watch, at most half a second at a time, so it still sees a stop or its
@@ -44,6 +49,8 @@ __all__ = ["Feed", "LONG_POLL"]
 
 LONG_POLL = 2.0
 """Seconds an idle worker's pull waits at the node at most."""
+FULL_POLL = 0.05
+"""Seconds between pulls while the work queue is full (no cell taken meanwhile)."""
 _RETRY_FIRST = 0.05
 _RETRY_MOST = 0.25
 
@@ -112,6 +119,8 @@ class Feed:
             fingerprint, fresh = self._stats()
             if fingerprint != self._last_stats:
                 stats = fresh
+            else:  # unchanged: looked at again in an interval, not at every pull
+                self._stats_at = time.monotonic()
         o = self.ownership
         # A bucket released is not held: if it comes straight back (its new owner left
         # meanwhile), the node reads it from its start -- its cells were dropped here.
@@ -169,7 +178,10 @@ class Feed:
                            for c, b in self._reread.items()}
             self._reread = _minus(self._reread, sent_unheld)  # read from their start now
             quick = self._apply(reply, sent)
-            if reply.more or self.unsent:
+            if self.unsent or (reply.more and self.queue.room() > 0):
+                continue
+            if reply.more:  # the queue is full: pull when a processor takes cells
+                self._event.wait(FULL_POLL)
                 continue
             if idle:
                 if quick and not reply.rows and time.monotonic() - sent < wait / 2:

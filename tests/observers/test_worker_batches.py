@@ -6,11 +6,13 @@ applied exactly once through all of it."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from observers import Backoff, Observer, Worker, list_parked
 from observers._batch_limits import BatchLimits
+from observers._feed import FULL_POLL
 from percolator import Client, Transaction, failpoints
 
 from .observer_fixtures import client_fixture, read, server_fixture, write_cells  # noqa: F401
@@ -156,3 +158,40 @@ def test_a_setback_after_a_batch_commit_is_a_skip_on_retry(tmp_path: Path) -> No
         assert stats.failures == 0 and stats.retries >= 1
         assert stats.skipped >= 30, "the retried batch found every change acknowledged"
         assert obs.batches[0] == 30
+
+
+def test_a_full_queue_is_not_pulled_back_to_back(client: Client) -> None:
+    """While a backlog fills the work queue and a batch runs, the feed pulls at most every
+    FULL_POLL: it used to pull again at once for as long as the batch ran (the node
+    answers a full queue with "more" and nothing else), a cost growing with the backlog."""
+    keys = rows(300)
+    entered, release = threading.Event(), threading.Event()
+
+    class Blocking(Runs):
+        def before(self, txn: Transaction, rows: Sequence[bytes]) -> None:
+            entered.set()
+            release.wait(30)
+
+    obs = Blocking(max_batch=40)
+    worker = Worker(client, [obs], threads=1, queue_size=64)
+    write_cells(client, {(r, COL): b"x" for r in keys}, per_txn=100)
+    worker.start()
+    try:
+        assert entered.wait(30), "the first batch never started"
+        deadline = time.monotonic() + 30
+        while worker._work.room() > 0:  # the feed refills the room the batch left
+            assert time.monotonic() < deadline, "the queue never filled"
+            time.sleep(0.01)
+        before = worker.feed.pulls
+        began = time.monotonic()
+        time.sleep(0.5)  # the measurement window: the batch is held, nothing is taken
+        pulls = worker.feed.pulls - before
+        window = time.monotonic() - began
+    finally:
+        release.set()
+    try:
+        worker.run_until_idle(timeout=60)
+    finally:
+        worker.stop()
+    must_have_run_once(client, keys)
+    assert pulls <= window / FULL_POLL + 5, f"{pulls} pulls in {window:.2f} s with a full queue"
