@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--native-listen", type=native_listen_address, default=NATIVE_AUTO,
                         metavar="HOST:PORT|auto|off",
                         help="where to serve the native transport, the Python client's fast"
-                        " path to the same batches (clients find it by asking the node over"
+                        " path to the same batches and the Transactions service's TXN frames"
+                        " (clients find it by asking the node over"
                         " gRPC), guarded as --listen is: the same TLS and tokens, and beyond"
                         " a loopback address only with both (or --insecure); auto: the"
                         " --listen host at its port + 1 (a free port when that is 0); off:"
