@@ -28,7 +28,7 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -64,10 +64,11 @@ class _Quiet(WSGIRequestHandler):
 
 
 class _Server(ThreadingMixIn, WSGIServer):
-    """A thread per connection; with ``context``, its TLS handshake in that thread."""
+    """A thread per connection; with ``context`` (a ``ServerTLS.contexts()``: certificate
+    files reloaded when they change), its TLS handshake in that thread."""
 
     daemon_threads = True
-    context: ssl.SSLContext | None = None
+    context: Callable[[], ssl.SSLContext] | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.context is None:
@@ -75,7 +76,7 @@ class _Server(ThreadingMixIn, WSGIServer):
             return
         request.settimeout(HANDSHAKE_TIMEOUT)
         try:
-            tls = self.context.wrap_socket(request, server_side=True)
+            tls = self.context().wrap_socket(request, server_side=True)
         except OSError:  # ssl.SSLError too: that scraper's failure alone
             return
         try:
@@ -87,15 +88,6 @@ class _Server(ThreadingMixIn, WSGIServer):
         """A scraper that went away or idled out is its own affair: one debug line, not
         socketserver's traceback on stderr."""
         log.debug("metrics connection from %s ended: %s", client_address, sys.exc_info()[1])
-
-
-def _server_context(tls: ServerTLS) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(tls.cert), str(tls.key))
-    if tls.client_ca is not None:
-        context.load_verify_locations(cafile=str(tls.client_ca))
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 def check_exposure(listen: str, tls: ServerTLS | None, *, insecure: bool = False) -> None:
@@ -153,7 +145,7 @@ class MetricsEndpoint:
         """Bind and serve; OSError (saying where) if the address cannot be bound."""
         host, port = _split(self.listen)
         try:
-            context = None if self.tls is None else _server_context(self.tls)
+            context = None if self.tls is None else self.tls.contexts()
             family, _, _, _, sockaddr = socket.getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
 
