@@ -179,15 +179,14 @@ def finish(reader: Reader, tally: Tally) -> None:
 THREADS = 4
 
 
-@pytest.mark.parametrize("client_kind", ALL_KINDS)  # one-phase commits, and two-phase
-def test_bank_threads(client: Client, client_kind: str) -> None:
-    seed = draw_seed(f"test_bank_threads[{client_kind}]")
-    open_accounts(client)
+def run_threads(client: Client, seed: int, seconds: float) -> tuple[Tally, Reader]:
+    """THREADS transfer threads beside a snapshot reader for ``seconds``: their tallies
+    added up and the reader finished (every snapshot checked, no error, something
+    committed).  The final balances are the caller's to check."""
     reader = Reader(client)
     tallies = [Tally() for _ in range(THREADS)]
     stop = threading.Event()
-    started = time.monotonic()
-    deadline = started + DURATION
+    deadline = time.monotonic() + seconds
 
     def work(i: int) -> None:
         tallies[i] = run_transfers(client, seed, i, deadline, stop)
@@ -205,6 +204,15 @@ def test_bank_threads(client: Client, client_kind: str) -> None:
     for t in tallies:
         tally.add(t)
     finish(reader, tally)
+    return tally, reader
+
+
+@pytest.mark.parametrize("client_kind", ALL_KINDS)  # one-phase commits, and two-phase
+def test_bank_threads(client: Client, client_kind: str) -> None:
+    seed = draw_seed(f"test_bank_threads[{client_kind}]")
+    open_accounts(client)
+    started = time.monotonic()
+    tally, reader = run_threads(client, seed, DURATION)
     report(f"bank threads [{client_kind}]", seed, tally, reader, time.monotonic() - started)
     check_final(client, tally)
 

@@ -131,26 +131,8 @@ def test_bank_threads_with_gc_beside(client_kind: str, tmp_path: Path,
     with client:
         passes, removed = collector.passes, collector.removed
         bank.open_accounts(client)
-        reader = bank.Reader(client)
-        tallies = [bank.Tally() for _ in range(bank.THREADS)]
         started = time.monotonic()
-        deadline = started + bank.DURATION
-
-        def work(i: int) -> None:
-            tallies[i] = bank.run_transfers(client, seed, i, deadline)
-
-        workers = [threading.Thread(target=work, args=(i,), daemon=True)
-                   for i in range(bank.THREADS)]
-        reader.start()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(timeout=max(0.0, deadline + bank.JOIN_TIMEOUT - time.monotonic()))
-        assert not any(w.is_alive() for w in workers), "a transfer thread did not finish"
-        tally = bank.Tally()
-        for t in tallies:
-            tally.add(t)
-        bank.finish(reader, tally)
+        tally, reader = bank.run_threads(client, seed, bank.DURATION)
         bank.report(f"bank threads with GC [{client_kind}]", seed, tally, reader,
                     time.monotonic() - started)
         bank.check_final(client, tally)

@@ -343,25 +343,7 @@ def test_a_secured_nodes_bank_over_the_native_transport_keeps_its_totals(
     with Client.connect(secured.node.address, token=TOKENS[Role.WRITE], timeout=WAIT,
                         tls_ca=secured.ca_file, table=b"bank-native-tls") as client:
         bank.open_accounts(client)
-        reader = bank.Reader(client)
-        tallies = [bank.Tally() for _ in range(bank.THREADS)]
-        deadline = time.monotonic() + min(bank.DURATION, 3.0)
-
-        def work(i: int) -> None:
-            tallies[i] = bank.run_transfers(client, seed, i, deadline)
-
-        workers = [threading.Thread(target=work, args=(i,), daemon=True)
-                   for i in range(bank.THREADS)]
-        reader.start()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(timeout=bank.JOIN_TIMEOUT)
-        assert not any(w.is_alive() for w in workers), "a transfer thread did not finish"
-        tally = bank.Tally()
-        for t in tallies:
-            tally.add(t)
-        bank.finish(reader, tally)
+        tally, _ = bank.run_threads(client, seed, min(bank.DURATION, 3.0))
         bank.check_final(client, tally)
         stats = client.backend.batch_stats()  # type: ignore[attr-defined]
         assert stats["native_connections"] >= 1 and stats["streams_opened"] == 0
