@@ -167,6 +167,20 @@ def test_serve_refuses_bad_gc_settings(tmp_path: Path, capsys: pytest.CaptureFix
     usage_error(done, option)
 
 
+class _Owner:
+    """A transaction's stand-in: the registry holds its owner weakly."""
+
+
+def _running(registry: ActiveSnapshots, start_ts: int) -> tuple[_Owner, int]:
+    """A transaction running at ``start_ts`` in ``registry``: its owner (keep it alive)
+    and its token."""
+    owner = _Owner()
+    token = registry.enter(owner)
+    registry.saw(start_ts)
+    registry.started(token, start_ts)
+    return owner, token
+
+
 def test_the_reporter_sleeps_while_idle_and_reports_what_is_held() -> None:
     registry = ActiveSnapshots()
     sent: list[tuple[int | None, int]] = []
@@ -179,14 +193,7 @@ def test_the_reporter_sleeps_while_idle_and_reports_what_is_held() -> None:
     try:
         threading.Event().wait(0.3)
         assert sent == []  # nothing held, nothing received: no report
-
-        class Owner:
-            pass
-
-        owner = Owner()
-        token = registry.enter(owner)
-        registry.saw(7)
-        registry.started(token, 7)
+        owner, token = _running(registry, 7)
         reporter.kick()
         eventually(lambda: (7, 7) in sent, "the running transaction was reported")
         eventually(lambda: sent.count((7, 7)) >= 3, "it is reported again, lease by lease")
@@ -213,13 +220,7 @@ def test_the_reporter_logs_an_outage_once_not_every_attempt(
             raise StorageError("node unavailable")
         return 300
 
-    class Owner:
-        pass
-
-    owner = Owner()
-    token = registry.enter(owner)
-    registry.saw(7)
-    registry.started(token, 7)
+    owner, token = _running(registry, 7)
     caplog.set_level(logging.DEBUG, logger="percolator._snapshots")
     reporter = Reporter(registry, send, first_interval=0.01)
     try:
