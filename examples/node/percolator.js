@@ -159,6 +159,11 @@ function isLoopback(address) {
   return net.isIPv6(host) && host === '::1';
 }
 
+/** A PEM file's bytes, or undefined for no file. */
+function readPem(file) {
+  return file ? fs.readFileSync(file) : undefined;
+}
+
 /** Channel credentials and interceptors for a node's TLS and token (docs/security.md):
  *  TLS when tlsCa is given (tlsCert and tlsKey add a client certificate: mutual TLS);
  *  the token on every call as `authorization: Bearer TOKEN`, sent without TLS only to a
@@ -166,9 +171,8 @@ function isLoopback(address) {
 function security(address, { token = '', tlsCa = '', tlsCert = '', tlsKey = '' }) {
   if (Boolean(tlsCert) !== Boolean(tlsKey)) throw new Error('tlsCert and tlsKey go together');
   if (tlsCert && !tlsCa) throw new Error('a client certificate (tlsCert) needs tlsCa');
-  const read = (file) => (file ? fs.readFileSync(file) : null);
   const credentials = tlsCa
-    ? grpc.credentials.createSsl(read(tlsCa), read(tlsKey), read(tlsCert))
+    ? grpc.credentials.createSsl(readPem(tlsCa), readPem(tlsKey), readPem(tlsCert))
     : grpc.credentials.createInsecure();
   if (!token) return { credentials, interceptors: [] };
   if (!tlsCa && !isLoopback(address)) {
@@ -189,10 +193,9 @@ function security(address, { token = '', tlsCa = '', tlsCert = '', tlsKey = '' }
  *  HELLO. */
 function nativeSocket(host, port, { tlsCa = '', tlsCert = '', tlsKey = '' }, onReady) {
   if (!tlsCa) return net.connect(port, host, onReady);
-  const read = (file) => (file ? fs.readFileSync(file) : undefined);
   return tls.connect({
     host, port, servername: net.isIP(host) ? '' : host,
-    ca: read(tlsCa), cert: read(tlsCert), key: read(tlsKey),
+    ca: readPem(tlsCa), cert: readPem(tlsCert), key: readPem(tlsKey),
   }, onReady);
 }
 
