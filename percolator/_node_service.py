@@ -60,7 +60,7 @@ from ._node_roles import check_command
 from ._status import error_name, status_for
 from ._transport import native_auth, native_wire
 from ._transport.framing import frame
-from ._transport.native_server import Handlers
+from ._transport.native_server import Executor, Handlers, MayWait
 from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import StreamSlots
 from .metrics import ORACLE_BATCH
@@ -80,6 +80,12 @@ NativeService = Callable[[Role, bytes], Handlers]
 connection of this caller's role and identity."""
 
 _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for size
+# Commands a native connection's batch runs on a pool thread, not on the transport's
+# loop (``native_loop``): passes over ranges or the whole store, waits for writers...
+_WAITING = frozenset(("scan", "read_rows", "register_observed", "collect_garbage"))
+# ... and, on a node that fsyncs its writes, every command that may write.
+_WRITING = frozenset(("prewrite", "commit", "one_phase", "rollback", "resolve", "heartbeat",
+                      "check_txn_status", "mutate_rows"))
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
 _ORACLE_BATCH = ORACLE_BATCH.labels()
 
@@ -129,6 +135,7 @@ class NodeService:
         self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
         self._budget = backend.limits.max_message_bytes // 4  # one read's values
         self.metrics = CommandMetrics()
+        self._syncs = backend.local_store.engine.sync == "always"
         # Each step takes its message and the batch's client_id.
         self._steps: dict[str, Callable[[Any, bytes], Message]] = {
             "read": self._read, "scan": self._scan, "prewrite": self._prewrite,
@@ -359,6 +366,25 @@ class NodeService:
 
     # --- the native transport -------------------------------------------------------------
 
+    def _execute_native(self, raw: bytes, on_loop: bool, *, role: Role) -> bytes:
+        """``execute_raw`` for a native connection: on the transport's loop, a batch that
+        may wait (``_may_wait``) is refused with MayWait before any command runs."""
+        request, known = _parse(raw, self._limits)
+        if on_loop and self._may_wait(request):
+            raise MayWait()
+        return self.execute(request, known=known, role=role)
+
+    def _may_wait(self, request: pb.BatchRequest) -> bool:
+        """Whether a command of ``request`` may wait: for an fsync (a write on a node
+        that syncs, or asked to sync), or through a long pass (``_WAITING``)."""
+        for command in request.commands:
+            kind = command.WhichOneof("kind")
+            if kind in _WAITING or (self._syncs and kind in _WRITING):
+                return True
+            if kind == "mutate_rows" and command.mutate_rows.sync:
+                return True
+        return False
+
     def open_native(self, hello: pb.NativeHello, tls: ssl.SSLSocket | None, *,
                     services: Sequence[NativeService] = ()) -> Handlers:
         """Admit a native connection (``_transport.native_server``; TLS, mutual TLS
@@ -368,8 +394,8 @@ class NodeService:
         checks a gRPC caller's), and each of ``services``' (the Transactions service's TXN
         frames).  Unauthenticated without a valid token on a node with tokens."""
         admitted = native_auth.admit(self._tokens, hello)
-        handlers: dict[int, Callable[[bytes], bytes]] = {
-            native_wire.BATCH: functools.partial(self.execute_raw, role=admitted.role)}
+        handlers: dict[int, Executor] = {
+            native_wire.BATCH: functools.partial(self._execute_native, role=admitted.role)}
         for service in services:
             handlers.update(service(admitted.role, admitted.caller))
         return handlers

@@ -59,6 +59,7 @@ from ._sessions import DEFAULT_TTL_MS, MAX_TTL_MS, Sessions, Write
 from ._status import error_name, service_status_for
 from ._transaction import Transaction
 from ._transport import native_wire
+from ._transport.native_server import Executor, MayWait
 from ._transport.stream_slots import StreamSlots
 from .errors import CommitConflict, LockWaitTimeout
 from .layout import DEFAULT_TABLE
@@ -267,12 +268,15 @@ class TransactionsService:
                 code=code.value[0], message=message, conflict=_conflict(exc),
                 error=error_name(exc)))
 
-    def native_handlers(self, role: Role, caller: bytes) -> dict[int, Callable[[bytes], bytes]]:
+    def native_handlers(self, role: Role, caller: bytes) -> dict[int, Executor]:
         """The executor of a native connection's TXN frames (``_transport.native_wire``),
         bound to the connection's ``role`` and ``caller``: each frame is one
         TxnStreamRequest, answered as on a Stream (a REPLY holding its TxnStreamResponse).
-        The connection's own thread runs it: no stream slot is held."""
-        def execute(raw: bytes) -> bytes:
+        It runs on a pool thread of the transport (it may wait for a lock's owner), so no
+        stream slot is held."""
+        def execute(raw: bytes, on_loop: bool) -> bytes:
+            if on_loop:
+                raise MayWait()
             return self._stream_one(raw, role, caller).SerializeToString()
 
         return {native_wire.TXN: execute}

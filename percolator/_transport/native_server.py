@@ -1,13 +1,14 @@
 """NativeServer: the node's batches (and Transactions requests) over plain TCP (or TLS)
-connections, a thread each.
+connections.
 
-Frames and why: ``percolator._transport.native_wire``.  A connection's thread reads a
-request frame (a batch, or a Transactions request), executes it with the executor of
-its kind, writes its reply, and reads the next: requests of one connection are
-answered in order, and a client may keep several on the wire (pipelining).
-Connections execute in parallel (LevelDB releases the GIL).  Which kinds a connection
-may send, and as whom they run, is decided once, when its HELLO is admitted
-(:data:`Opener`): the executors it returns are bound to the connection's caller.
+Frames and why: ``percolator._transport.native_wire``.  A connection is accepted and
+its handshake (TLS, then the HELLO) run by a thread of its own; once admitted it is
+served by the event loop (``native_loop``: one thread reads every connection's request
+frames, executes each with the executor of its kind and writes its reply; requests that
+may wait run on a pool thread).  Requests of one connection are answered in order, and
+a client may keep several on the wire (pipelining).  Which kinds a connection may send,
+and as whom they run, is decided once, when its HELLO is admitted (:data:`Opener`): the
+executors it returns are bound to the connection's caller.
 
 Who may connect is the opener's to say (``Opener``: the node's batch service checks
 the HELLO's token and hands the caller's role to the executor of the connection's
@@ -15,22 +16,21 @@ frames); this server runs the TLS handshake with a context from ``tls`` (the nod
 ``ServerTLS``: a client certificate is required for mutual TLS) before it reads a
 byte of the HELLO, so a client that does not speak TLS to a TLS node gets nothing.
 
-Everything is bounded: at most ``max_connections`` connections (their threads are this
-server's own, apart from gRPC's pool; one more is refused with CLOSE
-RESOURCE_EXHAUSTED and its client uses gRPC meanwhile), of which at most
+Everything is bounded: at most ``max_connections`` connections (one more is refused
+with CLOSE RESOURCE_EXHAUSTED and its client uses gRPC meanwhile), of which at most
 ``max_handshakes`` not yet admitted (TLS handshake and HELLO: strangers without a
 token cannot hold the slots of admitted clients); a HELLO must arrive within
-``hello_deadline`` of the connect; a connection with no batch for ``idle`` seconds is
+``hello_deadline`` of the connect; a connection with no request for ``idle`` seconds is
 closed; a frame, once begun, must arrive within ``frame_deadline``; a frame of a kind
 not in ``budgets``, or longer than its kind's budget (checked on its 5-byte header,
 before its body is read: the HELLO 64 KiB, a batch the message limit, as gRPC's
 request budgets), or not a message of its kind is refused (CLOSE, logged without a
 traceback) and the connection closed.
 
-Stopping ends connections only between batches: :meth:`stop` wakes the threads
-waiting for a batch, which answer CLOSE UNAVAILABLE (nothing unanswered was executed)
-and close; a thread executing a batch writes its reply first.  :meth:`join` waits
-(bounded) for them, so the store is closed after the last batch.
+Stopping ends connections only between requests: :meth:`stop` has the loop answer
+CLOSE UNAVAILABLE (nothing unanswered was executed) and close each connection, a
+request running on a pool thread getting its reply first.  :meth:`join` waits
+(bounded) for them, so the store is closed after the last request.
 """
 
 from __future__ import annotations
@@ -53,14 +53,15 @@ from bigtable_lite.guard import note_refused
 from .._status import status_for
 from ..v1 import node_pb2 as pb
 from . import native_wire as wire
+from .native_loop import Closing, Executor, Handlers, Loop, MayWait
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "FRAME_DEADLINE", "HELLO_DEADLINE", "HELLO_MAX", "IDLE",
-           "Executor", "Handlers", "NativeServer", "Opener"]
+           "Executor", "Handlers", "MayWait", "NativeServer", "Opener"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONNECTIONS = 64
-"""Most native connections (each holds a thread of this server) open at once."""
+"""Most native connections open at once."""
 IDLE = 120.0
 """Seconds a connection may go without a batch before the node closes it."""
 FRAME_DEADLINE = 30.0
@@ -70,13 +71,6 @@ HELLO_DEADLINE = 10.0
 HELLO_MAX = 1 << 16
 """Bytes of a HELLO at most (a version and a token of at most 256 characters)."""
 
-Executor = Callable[[bytes], bytes]
-"""Executes one request frame's payload (e.g. a serialized BatchRequest); the payload of
-its REPLY.  Raises for a request that cannot be executed at all (the connection is then
-closed with its status)."""
-Handlers = Mapping[int, Executor]
-"""A connection's executor for each request kind it may send (``native_wire.BATCH``,
-``native_wire.TXN``); a frame of another kind closes the connection."""
 Opener = Callable[[pb.NativeHello, "ssl.SSLSocket | None"], Handlers]
 """Admits a connection by its HELLO (and its TLS socket, for the peer's certificate):
 the executors of its requests, bound to its caller (the role of its token), or raises
@@ -87,26 +81,13 @@ _NOT_AFTER_HELLO = frozenset((wire.HELLO, wire.WELCOME, wire.REPLY, wire.CLOSE))
 _QUIET = frozenset((grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED))
 
 
-class _Close(Exception):
-    """End the connection with a CLOSE frame of this code and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, name: str = "") -> None:
-        super().__init__(message)
-        self.code, self.message, self.name = code, message, name
-
-
-def _close_frame(code: grpc.StatusCode, message: str, name: str = "") -> bytes:
-    return wire.encode(wire.CLOSE, pb.CommandError(
-        code=code.value[0], message=message, error=name).SerializeToString())
-
-
-def _refusal(exc: BaseException) -> _Close:
+def _refusal(exc: BaseException) -> Closing:
     code, message = status_for(exc)
     if code in _QUIET:  # as gRPC's guard: a stranger's attempts do not fill the log
         log.debug("native connection refused: %s: %s", code.name, message)
     else:
         store_status.log_failure(log, "native connection", code, message, exc)
-    return _Close(code, message, store_status.error_name(exc))
+    return Closing(code, message, store_status.error_name(exc))
 
 
 class NativeServer:
@@ -143,10 +124,12 @@ class NativeServer:
         self.port: int = self._listener.getsockname()[1]
         self._wake_r, self._wake_w = os.pipe()
         self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        self._threads: set[threading.Thread] = set()
-        self._handshakes = 0  # connections admitted whose HELLO is not answered yet
+        self._connections: set[socket.socket] = set()  # handshaking and served
+        self._handshaking: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()  # of handshakes
         self._stopping = False
+        self._loop = Loop(idle=idle, frame_deadline=frame_deadline, max_pool=max_connections,
+                          refusal=_refusal, closed=self._closed)
         self._acceptor = threading.Thread(target=self._accept, name="native-accept",
                                           daemon=True)
         self.refused = 0  # connections refused at the cap
@@ -156,6 +139,7 @@ class NativeServer:
         return len(self._connections)
 
     def start(self) -> NativeServer:
+        self._loop.start()
         self._acceptor.start()
         return self
 
@@ -180,9 +164,9 @@ class NativeServer:
     def _admit(self, conn: socket.socket) -> None:
         with self._lock:
             admitted = (not self._stopping and len(self._connections) < self._max_connections
-                        and self._handshakes < self._max_handshakes)
+                        and len(self._handshaking) < self._max_handshakes)
             if admitted:
-                self._handshakes += 1
+                self._handshaking.add(conn)
                 self._connections.add(conn)
                 thread = threading.Thread(target=self._serve, args=(conn,),
                                           name="native-conn", daemon=True)
@@ -194,9 +178,9 @@ class NativeServer:
         try:  # a plain peer learns why (a TLS one would need a handshake: it just sees EOF)
             if self._tls is None:
                 wire.set_send_timeout(conn, 1.0)
-                conn.sendall(_close_frame(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                          "no native connection free (or the node is"
-                                          " stopping): use gRPC"))
+                conn.sendall(Closing(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                     "no native connection free (or the node is"
+                                     " stopping): use gRPC").frame())
         except OSError:
             pass  # it left already; nothing was read
         finally:
@@ -205,8 +189,9 @@ class NativeServer:
     # --- one connection ----------------------------------------------------------------
 
     def _serve(self, raw: socket.socket) -> None:
+        """The connection's handshake; then the loop serves it."""
         conn: socket.socket = raw
-        handshaking = True
+        served = False
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             wire.set_send_timeout(raw, self._frame_deadline)
@@ -218,25 +203,31 @@ class NativeServer:
             reader = wire.FrameReader(conn, max_frame=HELLO_MAX, wait=self._hello_deadline,
                                       deadline=self._hello_deadline)
             handlers = self._hello(conn, reader, tls_sock)
-            handshaking = self._admitted()
-            self._requests(conn, reader, handlers)
-        except _Close as close:
+            with self._lock:
+                self._handshaking.discard(raw)
+                if not self._stopping:
+                    self._loop.adopt(conn, raw, handlers, self._budgets, reader.take_buffered())
+                    served = True
+            if not served:
+                raise Closing(grpc.StatusCode.UNAVAILABLE, "the node is stopping: requests"
+                              " not answered were not executed")
+        except Closing as close:
             self._send_close(conn, close)
         except (OSError, ssl.SSLError, wire.PeerClosed, wire.ReadTimeout) as exc:
             log.debug("native connection ended: %r", exc)
         finally:
             with self._lock:
-                if handshaking:
-                    self._handshakes -= 1
-                self._connections.discard(raw)
+                self._handshaking.discard(raw)
+                if not served:
+                    self._connections.discard(raw)
                 self._threads.discard(threading.current_thread())
-            conn.close()
+            if not served:
+                conn.close()
 
-    def _admitted(self) -> bool:
-        """The connection passed its HELLO: its handshake slot is free again (False)."""
+    def _closed(self, raw: socket.socket) -> None:
+        """The loop closed a connection it served: its slot is free again."""
         with self._lock:
-            self._handshakes -= 1
-        return False
+            self._connections.discard(raw)
 
     def _hello(self, conn: socket.socket, reader: wire.FrameReader,
                tls_sock: ssl.SSLSocket | None) -> Handlers:
@@ -245,13 +236,13 @@ class NativeServer:
             hello = pb.NativeHello.FromString(payload)
         except wire.FrameTooLarge as exc:
             note_refused("native transport", f"connection refused: {exc}")
-            raise _Close(grpc.StatusCode.RESOURCE_EXHAUSTED, f"refused: {exc}") from None
+            raise Closing(grpc.StatusCode.RESOURCE_EXHAUSTED, f"refused: {exc}") from None
         except (wire.FrameError, DecodeError) as exc:
             note_refused("native transport", f"connection refused: not a HELLO ({exc})")
-            raise _Close(grpc.StatusCode.INVALID_ARGUMENT,
+            raise Closing(grpc.StatusCode.INVALID_ARGUMENT,
                          "not a percolator native HELLO") from None
         if hello.version != wire.VERSION:
-            raise _Close(grpc.StatusCode.FAILED_PRECONDITION,
+            raise Closing(grpc.StatusCode.FAILED_PRECONDITION,
                          f"native version {hello.version} not served (this node speaks"
                          f" {wire.VERSION})")
         try:
@@ -262,74 +253,25 @@ class NativeServer:
             version=wire.VERSION).SerializeToString()))
         return handlers
 
-    def _requests(self, conn: socket.socket, reader: wire.FrameReader,
-                  handlers: Handlers) -> None:
-        reader.configure(max_frame=self._max_frame, wait=self._idle,
-                         deadline=self._frame_deadline, budgets=self._budgets)
-        kinds = self._kinds & frozenset(handlers)
-        tls = conn if isinstance(conn, ssl.SSLSocket) else None
-        poller = select.poll()  # TLS: one per connection, so a batch costs one poll
-        if tls is not None:
-            poller.register(tls, select.POLLIN)
-            poller.register(self._wake_r, select.POLLIN)
-        while True:
-            if self._stopping:
-                raise _Close(grpc.StatusCode.UNAVAILABLE, "the node is stopping: requests"
-                             " not answered were not executed")
-            try:
-                if tls is not None and not reader.buffered and not self._wait_tls(
-                        tls, poller):
-                    continue  # woken by stop
-                kind, payload = reader.read(kinds)
-            except wire.ReadTimeout:
-                raise _Close(grpc.StatusCode.UNAVAILABLE, "connection idle (or a frame too"
-                             " slow): closed; requests not answered were not executed"
-                             ) from None
-            except wire.PeerClosed:
-                if self._stopping:  # woken by stop (its read side shut)
-                    continue
-                raise
-            except wire.FrameError as exc:
-                note_refused("native transport", f"connection closed: {exc}")
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(
-                    exc, wire.FrameTooLarge) else grpc.StatusCode.INVALID_ARGUMENT
-                raise _Close(code, f"refused: {exc}") from None
-            try:
-                reply = handlers[kind](payload)
-            except Exception as exc:  # noqa: BLE001 - the request's failure closes the connection
-                raise _refusal(exc) from None
-            conn.sendall(wire.encode(wire.REPLY, reply))
-
-    def _wait_tls(self, conn: ssl.SSLSocket, poller: select.poll) -> bool:
-        """Wait for a TLS connection's next bytes or for stop (a TLS socket cannot be woken
-        by shutting its read side: that breaks its session): whether bytes came."""
-        if conn.pending():
-            return True
-        events = poller.poll(self._idle * 1000)
-        if not events:
-            raise wire.ReadTimeout()
-        return any(fd == conn.fileno() for fd, _ in events)
-
-    def _send_close(self, conn: socket.socket, close: _Close) -> None:
+    def _send_close(self, conn: socket.socket, close: Closing) -> None:
         try:
-            conn.sendall(_close_frame(close.code, close.message, close.name))
+            conn.sendall(close.frame())
         except (OSError, ssl.SSLError):
             pass  # the peer is gone: it learns nothing more either way
 
     # --- stopping ----------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Accept no more connections; end open ones between batches.  Idempotent."""
+        """Accept no more connections; end open ones between requests.  Idempotent."""
         with self._lock:
             if self._stopping:
                 return
             self._stopping = True
-            connections = list(self._connections)
-        os.write(self._wake_w, b"x")  # the acceptor, and TLS connections' waits
-        if self._tls is None:
-            # Wake threads waiting for a batch; a busy one answers its batch, then sees
-            # the stop (batches still unread are dropped with the read side: not executed).
-            for conn in connections:
+            handshaking = list(self._handshaking)
+        os.write(self._wake_w, b"x")  # the acceptor
+        self._loop.stop()
+        if self._tls is None:  # a HELLO awaited: its thread wakes (a TLS one times out)
+            for conn in handshaking:
                 try:
                     conn.shutdown(socket.SHUT_RD)
                 except OSError:
@@ -346,6 +288,7 @@ class NativeServer:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             done = not self._threads
+        done = self._loop.join(max(0.0, deadline - time.monotonic())) and done
         if done:
             os.close(self._wake_r)
             os.close(self._wake_w)

@@ -181,7 +181,8 @@ class FrameReader:
             raise FrameTooLarge(f"{KINDS[kind]} frame of {length} bytes exceeds the limit of"
                                 f" {limit}")
 
-    @property
-    def buffered(self) -> bool:
-        """Bytes of a next frame have arrived already."""
-        return bool(self._buf)
+    def take_buffered(self) -> bytes:
+        """The bytes of next frames read already (the reader's buffer, now emptied): for
+        whoever reads the connection from now on."""
+        buf, self._buf = self._buf, b""
+        return buf

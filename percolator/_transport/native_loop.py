@@ -1,0 +1,370 @@
+"""The native server's event loop: one thread reads, executes and answers the requests
+of every admitted connection.
+
+Why one thread: with a thread per connection every request cost the node two context
+switches (its connection's thread woken by the request's bytes, then put to sleep in
+``recv`` again) and GIL hand-overs between connections' threads; on the virtual
+machines this runs on a switch costs tens of microseconds of the node's CPU, a third of
+its time per transfer at 4 clients.  The GIL runs one request's Python at a time
+anyway, so one thread waiting in ``epoll`` serves every connection, and while requests
+keep coming it never sleeps: one request's reply is sent and the next connection's
+request is already waiting.
+
+A request that may wait (for an fsync under ``--sync always``, a lock's owner, a whole
+garbage-collection pass; ``Executor``) must not hold the others: its executor, called
+on the loop with ``on_loop=True``, raises :class:`MayWait` before doing anything, and
+the request runs again on a pool thread.  Its connection is left alone meanwhile (its
+next requests wait in the socket, so a connection's requests are still answered in
+order); the reply comes back to the loop, which sends it.
+
+Sockets are non-blocking: a reply the peer does not read waits in its connection's
+buffer (and that connection's next requests with it) while the others are served; a
+frame once begun must arrive within ``frame_deadline``, a connection with no request
+for ``idle`` seconds is closed, as is one whose replies stay unread for
+``frame_deadline``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from bigtable_lite.guard import note_refused
+
+from ..v1 import node_pb2 as pb
+from . import native_wire as wire
+
+__all__ = ["Closing", "Executor", "Handlers", "Loop", "MayWait"]
+
+log = logging.getLogger(__name__)
+
+Executor = Callable[[bytes, bool], bytes]
+"""Executes one request frame's payload (e.g. a serialized BatchRequest): the payload
+of its REPLY.  Its second argument says whether it is called on the loop: then it
+raises :class:`MayWait` for a request that may wait, before doing anything.  Raises
+for a request that cannot be executed at all (the connection is then closed with its
+status)."""
+Handlers = Mapping[int, Executor]
+"""A connection's executor for each request kind it may send (``native_wire.BATCH``,
+``native_wire.TXN``); a frame of another kind closes the connection."""
+
+_CHUNK = 1 << 16  # bytes asked of one recv
+_READABLE = select.EPOLLIN | select.EPOLLRDHUP
+_WRITABLE = select.EPOLLOUT
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_STOPPING = "the node is stopping: requests not answered were not executed"
+_IDLE = ("connection idle (or a frame too slow): closed; requests not answered were not"
+         " executed")
+
+
+class MayWait(Exception):
+    """Raised by an executor called on the loop for a request that may wait: it is run
+    again on a pool thread."""
+
+
+class Closing(Exception):
+    """End a connection with a CLOSE frame of this code and message (``name``: the
+    error's name, for the client to raise the same error)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, name: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message, self.name = code, message, name
+
+    def frame(self) -> bytes:
+        return wire.encode(wire.CLOSE, pb.CommandError(
+            code=self.code.value[0], message=self.message, error=self.name
+        ).SerializeToString())
+
+
+class _Connection:
+    """One admitted connection's state, the loop's alone (a pool thread only executes)."""
+
+    __slots__ = ("began", "budgets", "busy", "closing", "events", "fd", "handlers", "inbox",
+                 "last", "outbox", "raw", "sock", "stuck")
+
+    def __init__(self, sock: socket.socket, raw: socket.socket, handlers: Handlers,
+                 budgets: Mapping[int, int], buffered: bytes, now: float) -> None:
+        self.sock, self.raw, self.fd = sock, raw, sock.fileno()
+        self.handlers = handlers
+        self.budgets = {kind: budgets[kind] for kind in handlers if kind in budgets}
+        self.inbox = buffered  # bytes of frames not executed yet
+        self.outbox = b""  # bytes of replies not sent yet
+        self.began: float | None = now if buffered else None  # a frame's first bytes came
+        self.stuck: float | None = None  # since when replies wait to be sent
+        self.last = now  # the last request (or the HELLO)
+        self.busy = False  # a request of it runs on a pool thread
+        self.closing = False  # a CLOSE is queued: nothing more is read
+        self.events = 0  # what it is registered for in epoll (0: not registered)
+
+
+class Loop:
+    """Serves admitted connections (:meth:`adopt`) on one thread, until :meth:`stop`."""
+
+    def __init__(self, *, idle: float, frame_deadline: float, max_pool: int,
+                 refusal: Callable[[BaseException], Closing],
+                 closed: Callable[[socket.socket], None]) -> None:
+        self._idle = idle
+        self._frame_deadline = frame_deadline
+        self._refusal = refusal
+        self._closed = closed  # told of each connection the loop has closed
+        self._tick = max(0.01, min(idle, frame_deadline, 1.0) / 4)
+        self._epoll = select.epoll()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wake, select.EPOLLIN)
+        self._lock = threading.Lock()  # the hand-over queues below
+        self._adopted: deque[_Connection] = deque()
+        self._done: deque[tuple[_Connection, bytes | None, Closing | None]] = deque()
+        self._connections: dict[int, _Connection] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, max_pool),
+                                        thread_name_prefix="native-exec")
+        self._running = 0  # requests on pool threads
+        self._stopping = False
+        self._next_check = 0.0
+        self._thread = threading.Thread(target=self._run, name="native-loop", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def adopt(self, sock: socket.socket, raw: socket.socket, handlers: Handlers,
+              budgets: Mapping[int, int], buffered: bytes) -> None:
+        """Serve this connection from now on (its HELLO answered; ``buffered``: bytes of
+        its next frames read with the HELLO)."""
+        sock.setblocking(False)
+        conn = _Connection(sock, raw, handlers, budgets, buffered, time.monotonic())
+        with self._lock:
+            self._adopted.append(conn)
+        os.eventfd_write(self._wake, 1)
+
+    def stop(self) -> None:
+        """Answer no more requests: each connection gets its running request's reply (if
+        any), then CLOSE UNAVAILABLE, and is closed."""
+        self._stopping = True
+        os.eventfd_write(self._wake, 1)
+
+    def join(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) for every connection and request to end."""
+        if self._thread.ident is None:
+            self._close_loop()
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                events = self._epoll.poll(self._tick if self._connections else -1)
+                now = time.monotonic()
+                for fd, mask in events:
+                    if fd == self._wake:
+                        self._woken(now)
+                        continue
+                    conn = self._connections.get(fd)
+                    if conn is None:
+                        continue
+                    if mask & _WRITABLE:
+                        self._flush(conn, now)
+                    if mask & ~_WRITABLE and not conn.closing and conn.fd in self._connections:
+                        self._receive(conn, now)
+                if now >= self._next_check:
+                    self._next_check = now + self._tick
+                    self._check_deadlines(now)
+                if self._stopping and not self._connections and not self._running:
+                    return
+        except Exception:  # a bug here must not leave clients hanging on a dead loop
+            log.exception("native transport loop failed: closing its connections")
+            for conn in list(self._connections.values()):
+                self._drop(conn)
+            raise
+        finally:
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        self._pool.shutdown(wait=False)
+        self._epoll.close()
+        os.close(self._wake)
+
+    def _woken(self, now: float) -> None:
+        try:
+            os.eventfd_read(self._wake)
+        except BlockingIOError:
+            pass  # another wake took it: the queues below are read either way
+        with self._lock:
+            adopted, self._adopted = self._adopted, deque()
+            done, self._done = self._done, deque()
+        for conn in adopted:
+            self._connections[conn.fd] = conn
+            self._serve(conn, now)
+        for conn, reply, closing in done:
+            self._running -= 1
+            conn.busy = False
+            if self._connections.get(conn.fd) is not conn:
+                continue  # dropped meanwhile (its descriptor may be another's by now)
+            if closing is not None:
+                self._close(conn, closing, now)
+            else:
+                assert reply is not None
+                conn.outbox += wire.encode(wire.REPLY, reply)
+                self._serve(conn, now)  # its next requests, read meanwhile
+        if self._stopping:
+            for conn in list(self._connections.values()):
+                if not conn.busy and not conn.closing:
+                    self._close(conn, Closing(grpc.StatusCode.UNAVAILABLE, _STOPPING), now)
+
+    # --- one connection ----------------------------------------------------------------
+
+    def _receive(self, conn: _Connection, now: float) -> None:
+        sock = conn.sock
+        try:
+            data = sock.recv(_CHUNK)
+            while isinstance(sock, ssl.SSLSocket) and sock.pending():  # epoll cannot see
+                data += sock.recv(_CHUNK)  # what is decrypted already
+        except _WOULD_BLOCK:
+            return
+        except (OSError, ssl.SSLError) as exc:  # reset, or a broken TLS record
+            log.debug("native connection ended: %r", exc)
+            self._drop(conn)
+            return
+        if not data:
+            log.debug("native connection closed by the peer")
+            self._drop(conn)
+            return
+        if not conn.inbox:
+            conn.began = now
+        conn.inbox += data
+        self._serve(conn, now)
+
+    def _serve(self, conn: _Connection, now: float) -> None:
+        """Execute the whole frames received (in order, until one goes to the pool), then
+        send the replies."""
+        while not conn.busy and not conn.closing and len(conn.inbox) >= 5:
+            if self._stopping:
+                self._close(conn, Closing(grpc.StatusCode.UNAVAILABLE, _STOPPING), now)
+                return
+            inbox = conn.inbox
+            length, kind = wire.HEADER.unpack_from(inbox)
+            budget = conn.budgets.get(kind)
+            if budget is None or length > budget:
+                self._refuse_frame(conn, kind, length, budget, now)
+                return
+            if len(inbox) < 5 + length:
+                break
+            payload = inbox[5:5 + length]
+            conn.inbox = inbox[5 + length:]
+            conn.began = now if conn.inbox else None
+            conn.last = now
+            try:
+                reply = conn.handlers[kind](payload, True)
+            except MayWait:
+                self._to_pool(conn, kind, payload)
+                break
+            except Exception as exc:  # noqa: BLE001 - the request's failure closes the connection
+                self._close(conn, self._refusal(exc), now)
+                return
+            conn.outbox += wire.encode(wire.REPLY, reply)
+        self._flush(conn, now)
+
+    def _refuse_frame(self, conn: _Connection, kind: int, length: int, budget: int | None,
+                      now: float) -> None:
+        if budget is None:
+            reason = f"unexpected frame kind {kind}"
+            code = grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            reason = (f"{wire.KINDS[kind]} frame of {length} bytes exceeds the limit of"
+                      f" {budget}")
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        note_refused("native transport", f"connection closed: {reason}")
+        self._close(conn, Closing(code, f"refused: {reason}"), now)
+
+    def _to_pool(self, conn: _Connection, kind: int, payload: bytes) -> None:
+        conn.busy = True
+        self._running += 1
+        self._register(conn, 0)  # its next requests wait in the socket meanwhile
+        self._pool.submit(self._off_loop, conn, kind, payload)
+
+    def _off_loop(self, conn: _Connection, kind: int, payload: bytes) -> None:
+        reply: bytes | None = None
+        closing: Closing | None = None
+        try:
+            reply = conn.handlers[kind](payload, False)
+        except Exception as exc:  # noqa: BLE001 - the request's failure closes the connection
+            closing = self._refusal(exc)
+        with self._lock:
+            self._done.append((conn, reply, closing))
+        os.eventfd_write(self._wake, 1)
+
+    def _close(self, conn: _Connection, closing: Closing, now: float) -> None:
+        """Queue CLOSE; the connection is closed once it is sent (or cannot be)."""
+        conn.closing = True
+        conn.inbox = b""
+        conn.outbox += closing.frame()
+        self._flush(conn, now)
+
+    def _flush(self, conn: _Connection, now: float) -> None:
+        outbox = conn.outbox
+        while outbox:
+            try:
+                sent = conn.sock.send(outbox)
+            except _WOULD_BLOCK:
+                break
+            except (OSError, ssl.SSLError) as exc:
+                log.debug("native connection ended: %r", exc)
+                self._drop(conn)
+                return
+            outbox = outbox[sent:]
+        conn.outbox = outbox
+        if outbox:
+            if conn.stuck is None:
+                conn.stuck = now
+            self._register(conn, _WRITABLE)
+        elif conn.closing:
+            self._drop(conn)
+        else:
+            conn.stuck = None
+            self._register(conn, 0 if conn.busy else _READABLE)
+
+    def _register(self, conn: _Connection, events: int) -> None:
+        if events == conn.events:
+            return
+        if not events:
+            self._epoll.unregister(conn.fd)
+        elif not conn.events:
+            self._epoll.register(conn.fd, events)
+        else:
+            self._epoll.modify(conn.fd, events)
+        conn.events = events
+
+    def _drop(self, conn: _Connection) -> None:
+        """Close the connection now (a request of it on a pool thread still finishes; its
+        reply is dropped)."""
+        if self._connections.pop(conn.fd, None) is None:
+            return
+        self._register(conn, 0)
+        conn.closing = True
+        try:
+            conn.sock.close()
+        except OSError:
+            pass  # closed already: nothing more to release
+        self._closed(conn.raw)
+
+    def _check_deadlines(self, now: float) -> None:
+        for conn in list(self._connections.values()):
+            if conn.stuck is not None and now - conn.stuck > self._frame_deadline:
+                log.debug("native connection dropped: its replies went unread")
+                self._drop(conn)
+            elif conn.busy or conn.closing:
+                continue
+            elif (conn.began is not None and now - conn.began > self._frame_deadline) or (
+                    not conn.inbox and now - conn.last > self._idle):
+                self._close(conn, Closing(grpc.StatusCode.UNAVAILABLE, _IDLE), now)
