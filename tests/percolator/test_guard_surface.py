@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -81,7 +82,22 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 def served_methods(address: str, token: str = TOKENS[Role.READ]
                    ) -> dict[str, MethodDescriptor]:
-    """Every method of every service the node's reflection lists, by full path."""
+    """Every method of every service the node's reflection lists, by full path.
+
+    The reflection stream of an earlier call holds its slot until the node has seen
+    its cancel: RESOURCE_EXHAUSTED ("try again later") is tried again, as it asks."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return _reflected_methods(address, token)
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED or (
+                    time.monotonic() > deadline):
+                raise
+            time.sleep(0.05)
+
+
+def _reflected_methods(address: str, token: str) -> dict[str, MethodDescriptor]:
     with connect_channel(address, token=token) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         pool = descriptor_pool.DescriptorPool(database)
