@@ -59,6 +59,7 @@ Handlers = Mapping[int, Executor]
 ``native_wire.TXN``); a frame of another kind closes the connection."""
 
 _CHUNK = 1 << 16  # bytes asked of one recv
+_UNSENT = 1 << 20  # replies waiting to be sent: no more requests executed till they go
 _READABLE = select.EPOLLIN | select.EPOLLRDHUP
 _WRITABLE = select.EPOLLOUT
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -174,7 +175,7 @@ class Loop:
                     if conn is None:
                         continue
                     if mask & _WRITABLE:
-                        self._flush(conn, now)
+                        self._serve(conn, now)  # sends, then runs what waited for that
                     if mask & ~_WRITABLE and not conn.closing and conn.fd in self._connections:
                         self._receive(conn, now)
                 if now >= self._next_check:
@@ -246,9 +247,14 @@ class Loop:
         self._serve(conn, now)
 
     def _serve(self, conn: _Connection, now: float) -> None:
-        """Execute the whole frames received (in order, until one goes to the pool), then
-        send the replies."""
+        """Execute the whole frames received (in order, until one goes to the pool or too
+        many replies wait to be sent), then send the replies."""
         while not conn.busy and not conn.closing and len(conn.inbox) >= 5:
+            if len(conn.outbox) >= _UNSENT:
+                self._flush(conn, now)
+                if conn.outbox:  # the peer is slow to read: the rest once it has
+                    return
+                continue
             if self._stopping:
                 self._close(conn, Closing(grpc.StatusCode.UNAVAILABLE, _STOPPING), now)
                 return

@@ -1,0 +1,148 @@
+"""The native server's event loop (``percolator._transport.native_loop``): requests that
+may wait run on a pool thread without holding other connections or their own
+connection's order; a peer that reads no replies holds nobody; stopping answers what
+runs, then closes.  Real sockets against a NativeServer whose executors the tests
+define (what runs where is seen by the executing thread's name)."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import pytest
+
+from bigtable_lite import InvalidArgument
+from percolator._transport import native_wire
+from percolator._transport.native_server import Handlers, MayWait, NativeServer
+from percolator.v1 import node_pb2
+
+from .test_native import WAIT, connect, must_close, read_frame, wait_until
+
+Code = grpc.StatusCode
+
+
+class Executors:
+    """``quick:X`` is answered on the loop; ``wait:X`` waits for ``gate`` on a pool
+    thread; ``fail:X`` fails (InvalidArgument) on a pool thread; ``big:X`` is answered
+    with a MiB.  Each reply says which thread ran it."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.waiting = threading.Event()  # a wait: request is on a pool thread
+
+    def open(self, hello: node_pb2.NativeHello, tls: object) -> Handlers:
+        return {native_wire.BATCH: self.execute}
+
+    def execute(self, payload: bytes, on_loop: bool) -> bytes:
+        verb, _, what = payload.partition(b":")
+        if verb != b"quick" and on_loop:
+            raise MayWait()
+        if verb == b"wait":
+            self.waiting.set()
+            assert self.gate.wait(WAIT)
+        elif verb == b"fail":
+            raise InvalidArgument("failed as asked")
+        elif verb == b"big":
+            return b"x" * (1 << 20)
+        return b"%s:%s:%s" % (verb, what, threading.current_thread().name.encode())
+
+
+@contextmanager
+def server(executors: Executors, **bounds: float) -> Iterator[NativeServer]:
+    native = NativeServer("127.0.0.1", 0, executors.open,  # type: ignore[arg-type]
+                          budgets={native_wire.BATCH: 1 << 20}, **bounds)  # type: ignore[arg-type]
+    native.start()
+    try:
+        yield native
+    finally:
+        executors.gate.set()
+        native.stop()
+        assert native.join(WAIT), "connections outlived stop"
+
+
+def send(sock: socket.socket, *payloads: bytes) -> None:
+    sock.sendall(b"".join(native_wire.encode(native_wire.BATCH, p) for p in payloads))
+
+
+def reply(sock: socket.socket) -> list[bytes]:
+    frame = read_frame(sock)
+    assert frame is not None and frame[0] == native_wire.REPLY, frame
+    return frame[1].split(b":")
+
+
+def test_a_request_that_may_wait_holds_neither_others_nor_its_connections_order() -> None:
+    executors = Executors()
+    with server(executors) as native, connect(native.port) as a, connect(native.port) as b:
+        send(a, b"wait:1", b"quick:2")  # pipelined: 2 must wait behind 1
+        assert executors.waiting.wait(WAIT)
+        send(b, b"quick:3")
+        verb, what, thread = reply(b)
+        assert (verb, what, thread) == (b"quick", b"3", b"native-loop")
+        assert select.select([a], [], [], 0)[0] == [], "answered out of order"
+        executors.gate.set()
+        verb, what, thread = reply(a)
+        assert (verb, what) == (b"wait", b"1") and thread.startswith(b"native-exec")
+        assert reply(a)[:2] == [b"quick", b"2"]
+
+
+def test_a_failure_on_a_pool_thread_closes_its_connection_with_its_status() -> None:
+    executors = Executors()
+    with server(executors) as native, connect(native.port) as a, connect(native.port) as b:
+        send(a, b"fail:1", b"quick:2")
+        assert "failed as asked" in must_close(a, Code.INVALID_ARGUMENT)
+        send(b, b"quick:3")
+        assert reply(b)[:2] == [b"quick", b"3"]
+        wait_until(lambda: native.open_connections == 1, "the failed connection is gone")
+
+
+def test_a_peer_that_reads_no_replies_holds_no_other_connection() -> None:
+    executors = Executors()
+    with server(executors, frame_deadline=0.5) as native, connect(native.port) as a, \
+            connect(native.port) as b:
+        send(a, *[b"big:%d" % i for i in range(64)])  # 64 MiB of replies nobody reads
+        for i in range(20):
+            send(b, b"quick:%d" % i)
+            assert reply(b)[:2] == [b"quick", b"%d" % i]
+        wait_until(lambda: native.open_connections == 1, "the node gave up on the peer")
+        send(b, b"quick:last")
+        assert reply(b)[:2] == [b"quick", b"last"]
+
+
+def test_stopping_answers_the_request_on_a_pool_thread_then_closes() -> None:
+    executors = Executors()
+    native = NativeServer("127.0.0.1", 0, executors.open,  # type: ignore[arg-type]
+                          budgets={native_wire.BATCH: 1 << 20}).start()
+    with connect(native.port) as a:
+        send(a, b"wait:1", b"quick:2")
+        assert executors.waiting.wait(WAIT)
+        native.stop()
+        executors.gate.set()
+        assert reply(a)[:2] == [b"wait", b"1"]  # run already: answered
+        assert "stopping" in must_close(a, Code.UNAVAILABLE)  # 2 was not run
+    assert native.join(WAIT)
+
+
+@pytest.mark.parametrize("payload", [b"quick:1", b"wait:1"])
+def test_a_frame_of_a_kind_without_an_executor_is_refused(payload: bytes) -> None:
+    executors = Executors()
+    executors.gate.set()
+    with server(executors) as native, connect(native.port) as a:
+        send(a, payload)
+        assert reply(a)[:2] == payload.split(b":")
+        a.sendall(native_wire.encode(native_wire.TXN, b"anything"))
+        assert "unexpected frame kind" in must_close(a, Code.INVALID_ARGUMENT)
+
+
+def test_pipelined_replies_beyond_the_unsent_bound_all_arrive_in_order() -> None:
+    """Replies are held back at a bound while the peer reads; none is lost or reordered."""
+    executors = Executors()
+    with server(executors) as native, connect(native.port) as a:
+        send(a, *[p for i in range(8) for p in (b"big:%d" % i, b"quick:%d" % i)])
+        for i in range(8):
+            frame = read_frame(a)
+            assert frame is not None and frame[1] == b"x" * (1 << 20)
+            assert reply(a)[:2] == [b"quick", b"%d" % i]
