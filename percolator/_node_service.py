@@ -60,9 +60,10 @@ from ._node_roles import check_command
 from ._status import error_name, status_for
 from ._transport import native_auth, native_wire
 from ._transport.framing import frame
-from ._transport.native_server import Executor, Handlers, MayWait
+from ._transport.native_server import Executor, Handlers
 from ._transport.native_wire import VERSION as NATIVE_VERSION
 from ._transport.stream_slots import StreamSlots
+from ._waits import MayWait
 from .metrics import ORACLE_BATCH
 from .oracle import MAX_COUNT, check_count
 from .v1 import node_pb2 as pb

@@ -63,6 +63,7 @@ from ._backend import Key, keys_of
 from ._client import DEFAULT_LOCK_TTL, Client
 from ._local import LocalBackend
 from ._transaction import Transaction
+from ._waits import check_may_wait
 from .errors import (
     CommitConflict,
     SnapshotTooOld,
@@ -275,9 +276,11 @@ class Sessions:
         if session is None or session.owner != owner:
             raise TransactionNotFound(f"no open transaction {txn_id} (never begun, expired,"
                                       " or the node restarted)")
-        if not session.lock.acquire(timeout=self.busy_wait):
-            raise TransactionBusy(f"transaction {txn_id} is busy with another call for over"
-                                  f" {self.busy_wait:g}s; retry")
+        if not session.lock.acquire(blocking=False):  # in another call
+            check_may_wait()  # (not on a thread that may not wait for it)
+            if not session.lock.acquire(timeout=self.busy_wait):
+                raise TransactionBusy(f"transaction {txn_id} is busy with another call for"
+                                      f" over {self.busy_wait:g}s; retry")
         if session.state is ACTIVE and session.expires_ms <= self._clock.now_ms():
             self._end(session, EXPIRED)
         if session.state is EXPIRED:

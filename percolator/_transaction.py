@@ -14,6 +14,7 @@ from bigtable_lite.validation import as_bytes
 from . import _driver, records
 from ._backend import Key, LockedCell, ScanRequest
 from ._context import TxnContext
+from ._waits import check_may_wait
 from .errors import LockWaitTimeout, TransactionError
 from .layout import SYSTEM_PREFIX
 
@@ -170,6 +171,7 @@ class Transaction:
                     f"cell ({f.row!r}, {f.column!r}) stayed locked by transaction {f.start_ts}"
                     f" for {ctx.lock_wait_timeout}s", row=f.row, column=f.column,
                     lock_start_ts=f.start_ts)
+            check_may_wait()  # nothing read is kept: the reads run again where they may
             ctx.clock.sleep(delay)
             delay = min(delay * 2, 0.05)
             result = ctx.backend.read(ctx.table, self._start_ts,

@@ -12,8 +12,9 @@ request is already waiting.
 
 A request that may wait (for an fsync under ``--sync always``, a lock's owner, a whole
 garbage-collection pass; ``Executor``) must not hold the others: its executor, called
-on the loop with ``on_loop=True``, raises :class:`MayWait` before doing anything, and
-the request runs again on a pool thread.  Its connection is left alone meanwhile (its
+on the loop with ``on_loop=True``, raises :class:`MayWait` before it has any effect
+(``percolator._waits``: the loop's thread refuses waits), and the request runs again
+on a pool thread.  Its connection is left alone meanwhile (its
 next requests wait in the socket, so a connection's requests are still answered in
 order); the reply comes back to the loop, which sends it.
 
@@ -41,6 +42,7 @@ import grpc
 
 from bigtable_lite.guard import note_refused
 
+from .._waits import MayWait, refuse_waits
 from ..v1 import node_pb2 as pb
 from . import native_wire as wire
 
@@ -66,11 +68,6 @@ _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _STOPPING = "the node is stopping: requests not answered were not executed"
 _IDLE = ("connection idle (or a frame too slow): closed; requests not answered were not"
          " executed")
-
-
-class MayWait(Exception):
-    """Raised by an executor called on the loop for a request that may wait: it is run
-    again on a pool thread."""
 
 
 class Closing(Exception):
@@ -163,6 +160,7 @@ class Loop:
     # --- the loop ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        refuse_waits()
         try:
             while True:
                 events = self._epoll.poll(self._tick if self._connections else -1)
@@ -192,7 +190,7 @@ class Loop:
             self._close_loop()
 
     def _close_loop(self) -> None:
-        self._pool.shutdown(wait=False)
+        self._pool.shutdown(wait=not self._running)  # (none runs, unless the loop failed)
         self._epoll.close()
         os.close(self._wake)
 

@@ -11,16 +11,22 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import pytest
 
 from bigtable_lite import InvalidArgument
+from percolator import Client
+from percolator._backend import CellWrite, PrewriteRequest
+from percolator.node import Node
+from percolator.records import PUT
 from percolator._transport import native_wire
 from percolator._transport.native_server import Handlers, MayWait, NativeServer
 from percolator.v1 import node_pb2
 
 from .test_native import WAIT, connect, must_close, read_frame, wait_until
+from .txn_service_client import ServiceClient
 
 Code = grpc.StatusCode
 
@@ -146,3 +152,47 @@ def test_pipelined_replies_beyond_the_unsent_bound_all_arrive_in_order() -> None
             frame = read_frame(a)
             assert frame is not None and frame[1] == b"x" * (1 << 20)
             assert reply(a)[:2] == [b"quick", b"%d" % i]
+
+
+# --- a node's executors ---------------------------------------------------------------------
+
+
+def pool_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("native-exec")}
+
+
+def test_a_transactions_read_waiting_for_a_lock_holds_no_other_connection(
+        tmp_path: Path) -> None:
+    """A TXN Begin meets a live lock: on the loop it would sleep, so it runs again on a pool
+    thread (and answers once the lock is gone) while other connections are served."""
+    with Node(tmp_path / "n", "127.0.0.1:0", txn_lock_wait=WAIT) as node, \
+            Client.connect(node.address) as owner, Client.connect(node.address) as other, \
+            ServiceClient(node.address, native=True) as svc:
+        earlier = pool_threads()  # other servers' (of earlier tests), leaving
+        start_ts = owner.timestamp()
+        assert owner.backend.prewrite(PrewriteRequest(
+            owner.table, start_ts, (b"k", b"c"), 60_000,
+            [(b"k", [CellWrite(b"c", PUT, b"v")])])) is None
+        began: list[dict[tuple[bytes, bytes], bytes | None]] = []
+        reader = threading.Thread(target=lambda: began.append(svc.begin([(b"k", b"c")]).values))
+        reader.start()
+        wait_until(lambda: bool(pool_threads() - earlier), "the Begin runs on a pool thread")
+        with other.transaction() as txn:  # another connection: served meanwhile
+            txn.set(b"other", b"c", b"1")
+        assert other.begin().get(b"other", b"c") == b"1"
+        assert reader.is_alive() and not began
+        owner.backend.rollback(owner.table, start_ts, (b"k", b"c"), [])
+        reader.join(WAIT)
+        assert began == [{(b"k", b"c"): None}]
+
+
+def test_transactions_that_meet_no_lock_run_on_the_loop(tmp_path: Path) -> None:
+    with Node(tmp_path / "n", "127.0.0.1:0") as node, \
+            ServiceClient(node.address, native=True) as svc:
+        earlier = pool_threads()
+        for n in range(3):
+            txn = svc.begin([(b"acct", b"bal")])
+            txn.set(b"acct", b"bal", b"%d" % n)
+            assert txn.commit() > 0
+        assert svc.begin([(b"acct", b"bal")], read_only=True).values == {(b"acct", b"bal"): b"2"}
+        assert not pool_threads() - earlier
