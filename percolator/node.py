@@ -142,7 +142,7 @@ class Node:
     only so, or ``insecure`` (``InsecureMetrics``).
     ``native_listen``: where to serve the native transport (:func:`native_address`:
     guarded as the gRPC port, by the same ``policy``), ``max_native_connections`` its
-    connections (a thread each) open at once.
+    connections open at once.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str, sync: SyncMode = "none",

@@ -88,17 +88,20 @@ class _Connection:
     """One admitted connection's state, the loop's alone (a pool thread only executes)."""
 
     __slots__ = ("began", "budgets", "busy", "closing", "events", "fd", "handlers", "inbox",
-                 "last", "outbox", "raw", "sock", "stuck")
+                 "last", "outbox", "raw", "sent", "sock", "stuck")
 
     def __init__(self, sock: socket.socket, raw: socket.socket, handlers: Handlers,
                  budgets: Mapping[int, int], buffered: bytes, now: float) -> None:
         self.sock, self.raw, self.fd = sock, raw, sock.fileno()
         self.handlers = handlers
         self.budgets = {kind: budgets[kind] for kind in handlers if kind in budgets}
-        self.inbox = buffered  # bytes of frames not executed yet
-        self.outbox = b""  # bytes of replies not sent yet
+        # Buffers that grow at their end and shrink at their start without copying the
+        # rest (a frame of many MiB arrives in many reads; a reply leaves in many sends).
+        self.inbox = bytearray(buffered)  # bytes of frames not executed yet
+        self.outbox = bytearray()  # replies; outbox[sent:] not sent yet
+        self.sent = 0
         self.began: float | None = now if buffered else None  # a frame's first bytes came
-        self.stuck: float | None = None  # since when replies wait to be sent
+        self.stuck: float | None = None  # replies wait unsent (and unread) since
         self.last = now  # the last request (or the HELLO)
         self.busy = False  # a request of it runs on a pool thread
         self.closing = False  # a CLOSE is queued: nothing more is read
@@ -248,7 +251,7 @@ class Loop:
         """Execute the whole frames received (in order, until one goes to the pool or too
         many replies wait to be sent), then send the replies."""
         while not conn.busy and not conn.closing and len(conn.inbox) >= 5:
-            if len(conn.outbox) >= _UNSENT:
+            if len(conn.outbox) - conn.sent >= _UNSENT:
                 self._flush(conn, now)
                 if conn.outbox:  # the peer is slow to read: the rest once it has
                     return
@@ -264,9 +267,10 @@ class Loop:
                 return
             if len(inbox) < 5 + length:
                 break
-            payload = inbox[5:5 + length]
-            conn.inbox = inbox[5 + length:]
-            conn.began = now if conn.inbox else None
+            with memoryview(inbox) as view:
+                payload = bytes(view[5:5 + length])
+            del inbox[:5 + length]
+            conn.began = now if inbox else None
             conn.last = now
             try:
                 reply = conn.handlers[kind](payload, True)
@@ -311,23 +315,31 @@ class Loop:
     def _close(self, conn: _Connection, closing: Closing, now: float) -> None:
         """Queue CLOSE; the connection is closed once it is sent (or cannot be)."""
         conn.closing = True
-        conn.inbox = b""
+        conn.inbox.clear()
         conn.outbox += closing.frame()
         self._flush(conn, now)
 
     def _flush(self, conn: _Connection, now: float) -> None:
         outbox = conn.outbox
-        while outbox:
+        began = conn.sent
+        while conn.sent < len(outbox):
             try:
-                sent = conn.sock.send(outbox)
+                with memoryview(outbox) as view, view[conn.sent:] as unsent:
+                    conn.sent += conn.sock.send(unsent)
             except _WOULD_BLOCK:
                 break
             except (OSError, ssl.SSLError) as exc:
                 log.debug("native connection ended: %r", exc)
                 self._drop(conn)
                 return
-            outbox = outbox[sent:]
-        conn.outbox = outbox
+        if conn.sent == len(outbox):
+            outbox.clear()
+            conn.sent = 0
+        elif conn.sent > began:  # the peer reads: the deadline counts from now
+            conn.stuck = now
+        elif conn.sent > _UNSENT:
+            del outbox[:conn.sent]
+            conn.sent = 0
         if outbox:
             if conn.stuck is None:
                 conn.stuck = now

@@ -62,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " gRPC only (default %(default)s)")
     parser.add_argument("--native-connections", type=positive_int,
                         default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                        help="most native connections open at once, a thread each, apart"
-                        " from the gRPC workers; more clients use gRPC (default %(default)s)")
+                        help="most native connections open at once (one thread serves them,"
+                        " apart from the gRPC workers); more clients use gRPC (default"
+                        " %(default)s)")
     parser.add_argument("--sync", choices=SYNC_MODES, default="none",
                         help="fsync every write (always) or rely on the OS (none: survives"
                         " kill -9, not power loss); the oracle fsyncs its blocks either way"

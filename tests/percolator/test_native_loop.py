@@ -196,3 +196,15 @@ def test_transactions_that_meet_no_lock_run_on_the_loop(tmp_path: Path) -> None:
             assert txn.commit() > 0
         assert svc.begin([(b"acct", b"bal")], read_only=True).values == {(b"acct", b"bal"): b"2"}
         assert not pool_threads() - earlier
+
+
+def test_a_frame_in_many_reads_and_a_reply_in_many_sends_arrive_whole() -> None:
+    executors = Executors()
+    body = bytes(range(256)) * ((1 << 20) // 256 - 1)
+    with server(executors) as native, connect(native.port) as a:
+        send(a, b"quick:" + body, b"big:1", b"quick:2")
+        verb, *rest = reply(a)
+        assert verb == b"quick" and b":".join(rest).startswith(body)
+        frame = read_frame(a)
+        assert frame is not None and frame[1] == b"x" * (1 << 20)
+        assert reply(a)[:2] == [b"quick", b"2"]
