@@ -62,6 +62,7 @@ Handlers = Mapping[int, Executor]
 
 _CHUNK = 1 << 16  # bytes asked of one recv
 _UNSENT = 1 << 20  # replies waiting to be sent: no more requests executed till they go
+_TURN = 16  # requests of one connection run in a row before the others get a turn
 _READABLE = select.EPOLLIN | select.EPOLLRDHUP
 _WRITABLE = select.EPOLLOUT
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -126,6 +127,7 @@ class Loop:
         self._adopted: deque[_Connection] = deque()
         self._done: deque[tuple[_Connection, bytes | None, Closing | None]] = deque()
         self._connections: dict[int, _Connection] = {}
+        self._ready: list[_Connection] = []  # whole requests wait in their inbox
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_pool),
                                         thread_name_prefix="native-exec")
         self._running = 0  # requests on pool threads
@@ -166,8 +168,13 @@ class Loop:
         refuse_waits()
         try:
             while True:
-                events = self._epoll.poll(self._tick if self._connections else -1)
+                ready, self._ready = self._ready, []
+                timeout = 0 if ready else self._tick if self._connections else -1
+                events = self._epoll.poll(timeout)
                 now = time.monotonic()
+                for waiting in ready:  # whole requests left over from their last turn
+                    if self._connections.get(waiting.fd) is waiting:
+                        self._serve(waiting, now)
                 for fd, mask in events:
                     if fd == self._wake:
                         self._woken(now)
@@ -248,9 +255,15 @@ class Loop:
         self._serve(conn, now)
 
     def _serve(self, conn: _Connection, now: float) -> None:
-        """Execute the whole frames received (in order, until one goes to the pool or too
-        many replies wait to be sent), then send the replies."""
+        """Execute the whole frames received (in order, until one goes to the pool, too
+        many replies wait to be sent, or its turn of ``_TURN`` is over: the rest after the
+        other connections' next turn), then send the replies."""
+        turn = _TURN
         while not conn.busy and not conn.closing and len(conn.inbox) >= 5:
+            if not turn:
+                self._ready.append(conn)  # the others first
+                break
+            turn -= 1
             if len(conn.outbox) - conn.sent >= _UNSENT:
                 self._flush(conn, now)
                 if conn.outbox:  # the peer is slow to read: the rest once it has

@@ -19,10 +19,10 @@ import pytest
 from bigtable_lite import InvalidArgument
 from percolator import Client
 from percolator._backend import CellWrite, PrewriteRequest
-from percolator.node import Node
-from percolator.records import PUT
 from percolator._transport import native_wire
 from percolator._transport.native_server import Handlers, MayWait, NativeServer
+from percolator.node import Node
+from percolator.records import PUT
 from percolator.v1 import node_pb2
 
 from .test_native import WAIT, connect, must_close, read_frame, wait_until
@@ -208,3 +208,12 @@ def test_a_frame_in_many_reads_and_a_reply_in_many_sends_arrive_whole() -> None:
         frame = read_frame(a)
         assert frame is not None and frame[1] == b"x" * (1 << 20)
         assert reply(a)[:2] == [b"quick", b"2"]
+
+
+def test_requests_beyond_a_turn_are_answered_in_order_after_the_others_turns() -> None:
+    executors = Executors()
+    with server(executors) as native, connect(native.port) as a, connect(native.port) as b:
+        send(a, *[b"quick:%d" % i for i in range(100)])
+        send(b, b"quick:b")
+        assert reply(b)[:2] == [b"quick", b"b"]
+        assert [reply(a)[1] for _ in range(100)] == [b"%d" % i for i in range(100)]
