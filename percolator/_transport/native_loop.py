@@ -11,12 +11,13 @@ keep coming it never sleeps: one request's reply is sent and the next connection
 request is already waiting.
 
 A request that may wait (for an fsync under ``--sync always``, a lock's owner, a whole
-garbage-collection pass; ``Executor``) must not hold the others: its executor, called
-on the loop with ``on_loop=True``, raises :class:`MayWait` before it has any effect
-(``percolator._waits``: the loop's thread refuses waits), and the request runs again
-on a pool thread.  Its connection is left alone meanwhile (its
-next requests wait in the socket, so a connection's requests are still answered in
-order); the reply comes back to the loop, which sends it.
+garbage-collection pass; ``Executor``), or a large one (over 64 KiB: its MiBs take tens
+of milliseconds to write), must not hold the others: it runs on a pool thread.  An
+executor called on the loop (``on_loop=True``) raises :class:`MayWait` before it has any
+effect (``percolator._waits``: the loop's thread refuses waits), and the request runs
+again there.  Its connection is left alone meanwhile (its next requests wait, so a
+connection's requests are still answered in order); the reply comes back to the loop,
+which sends it.
 
 Sockets are non-blocking: a reply the peer does not read waits in its connection's
 buffer (and that connection's next requests with it) while the others are served; a
@@ -63,6 +64,8 @@ Handlers = Mapping[int, Executor]
 _CHUNK = 1 << 16  # bytes asked of one recv
 _UNSENT = 1 << 20  # replies waiting to be sent: no more requests executed till they go
 _TURN = 16  # requests of one connection run in a row before the others get a turn
+_LARGE = 1 << 16  # a request frame of more bytes runs on a pool thread (writing MiBs takes
+# tens of milliseconds: the loop would hold every other connection that long)
 _READABLE = select.EPOLLIN | select.EPOLLRDHUP
 _WRITABLE = select.EPOLLOUT
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -286,6 +289,8 @@ class Loop:
             conn.began = now if inbox else None
             conn.last = now
             try:
+                if length > _LARGE:
+                    raise MayWait()
                 reply = conn.handlers[kind](payload, True)
             except MayWait:
                 self._to_pool(conn, kind, payload)

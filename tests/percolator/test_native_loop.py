@@ -205,6 +205,7 @@ def test_a_frame_in_many_reads_and_a_reply_in_many_sends_arrive_whole() -> None:
         send(a, b"quick:" + body, b"big:1", b"quick:2")
         verb, *rest = reply(a)
         assert verb == b"quick" and b":".join(rest).startswith(body)
+        assert rest[-1].startswith(b"native-exec"), "a large request runs off the loop"
         frame = read_frame(a)
         assert frame is not None and frame[1] == b"x" * (1 << 20)
         assert reply(a)[:2] == [b"quick", b"2"]
