@@ -27,13 +27,15 @@ Layout, per combined target (the counter cell itself stays in the target's row):
 
 A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
 
-* t is *its own* and *quiet*: counter += d directly.  One transaction, no extra hop:
-  the lowest latency.
-* otherwise, if ``mail_min`` (4) or more such updates of the transaction fall in t's
-  bucket: all of them in one **mail** to that bucket (``observers.citations.mail``:
-  one cell, one weak notification, folded by the bucket's owner).  This is the bulk
-  path: a refs batch of 8,192 papers on one of K workers sends (K-1)/K of its updates
-  to the others as at most 255 mails, instead of thousands of slot writes and folds.
+* if ``mail_min`` (4) or more updates of the transaction fall in t's bucket: all of
+  them in one **mail** to that bucket (``observers.citations.mail``: one cell, one weak
+  notification, folded by the bucket's owner), whoever owns it -- this worker too.
+  This is the bulk path: a refs batch of 8,192 papers sends its updates as at most 256
+  mails, and the owner's fold gathers the mail of many batches (``FoldObserver.gather``:
+  it waits while refs are queued, up to 30 s or 4,096 rows), so a counter is written
+  once for all of them rather than once per batch.
+* otherwise, t is *its own* and *quiet*: counter += d directly.  One transaction, no
+  extra hop: the lowest latency (single edits).
 * otherwise: slot[s] += d, and a weak notification on (QUEUE_PREFIX + t, FOLD).
 
 **Its own**: the worker owns t's bucket of ``FOLD`` (the fold observer registers
