@@ -32,7 +32,7 @@ A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
   notification, folded by the bucket's owner), whoever owns it -- this worker too.
   This is the bulk path: a refs batch of 8,192 papers sends its updates as at most 256
   mails, and the owner's fold gathers the mail of many batches (``FoldObserver.gather``:
-  it waits while refs are queued, up to 30 s or 4,096 rows), so a counter is written
+  it waits while refs are queued, up to 120 s or 4,096 rows), so a counter is written
   once for all of them rather than once per batch.
 * otherwise, t is *its own* and *quiet*: counter += d directly.  One transaction, no
   extra hop: the lowest latency (single edits).
@@ -117,10 +117,10 @@ runs their batches one at a time (the observers' ``batch_group``)."""
 DEFAULT_FOLD_BATCH = 4096
 """Combining rows (slot rows, mail rows) one fold transaction folds at most: the mail of
 16 refs batches of one worker, which hold ~470 deltas each."""
-FOLD_GATHER = 30.0
+FOLD_GATHER = 120.0
 """Seconds the fold's cells wait while refs are queued (``Observer.gather``): during a
 backlog the mail of many refs batches is folded at once, each counter written once for
-all of them (a bulk load's counts appear when the backlog is done, or every 30 s)."""
+all of them (a bulk load's counts appear when the backlog is done, or every 2 minutes)."""
 DEFAULT_BURST = 0.0
 """Seconds: a target updated this recently by this process is combined (0: off)."""
 
