@@ -654,11 +654,9 @@ def growth(small: int, large: int, all_runs: dict[int, dict[str, Run]]) -> list[
                   f" {base.writes / base.papers:.2f} ="
                   f" {r.writes / r.papers / (base.writes / base.papers):.2f}x; CPU per"
                   f" paper or counter write {ua:.3f} / {ub:.3f} ms = {ua / ub:5.2f}x")
-    # The observers' work per paper is not constant: a batch of the larger corpus cites
-    # more distinct papers (generated graph, batches of 8,192 in bucket order: 2.71
-    # counter updates per paper at 20,000 papers, 6.88 at 100,000; printed above from
-    # the run), so embedded grows too.  Beside the raw figure, each topology's growth
-    # relative to embedded's: what the cluster adds.
+    # Embedded's own growth (a larger store costs more per read; counters written per
+    # paper, printed above, differ between the sizes) is not the cluster's: beside the
+    # raw figure, each topology's growth relative to embedded's, what the cluster adds.
     big, small_emb = all_runs[large].get("embedded"), all_runs[small].get("embedded")
     if big is not None and small_emb is not None:
         e = big.per_paper_ms(big.worker_cpu) / small_emb.per_paper_ms(small_emb.worker_cpu)
