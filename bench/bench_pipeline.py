@@ -24,9 +24,9 @@ Printed per run: papers counted per second; observer transactions (committed one
 counted by distinct commit_ts through the observers' ``committed`` hook, plus the
 ones that lost a conflict) and conflicts, as a share of them; CPU per paper of the
 node and of the workers (utime + stime from /proc/<pid>/stat); the refs observer's
-counter updates (distinct targets of its runs) per paper, which grow with the corpus
-at a fixed batch size (docs/citations.md), so the growth is also printed per paper or
-counter update; then each figure
+counter updates (distinct targets of its runs) per paper and the counters written (by
+refs runs and folds, which gather the mail of many refs batches: docs/citations.md)
+per paper, so the growth is also printed per paper or counter write; then each figure
 beside its reference measured in the same run, as a ratio, against the targets of
 the issue "Observers: every committed write is seen, and more workers are never
 slower":
@@ -89,6 +89,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 PROBE_ENV = "PERCOLATOR_PIPELINE_PROBE"  # where a worker process writes its probe counts
 HOT_ENV = "PERCOLATOR_PIPELINE_HOT"      # --hot, for the worker processes
 UPDATES_KEY = "counter updates"          # in a probe's counts: the refs runs' counter updates
+WRITES_KEY = "counter writes"            # in a probe's counts: counters written (refs, folds)
 PROBE_SPEC = "bench_pipeline:probe_observers"
 TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on (\S+:\d+)")
@@ -118,6 +119,7 @@ class _Tally:
         self.lock = threading.Lock()
         self.commits: dict[bytes, set[int]] = {}
         self.updates = 0
+        self.writes = 0
 
     def __call__(self, row: bytes, column: bytes, commit_ts: int) -> None:
         with self.lock:
@@ -127,6 +129,7 @@ class _Tally:
         with self.lock:
             out: dict[str, int] = {c.decode(): len(ts) for c, ts in self.commits.items()}
             out[UPDATES_KEY] = self.updates
+            out[WRITES_KEY] = self.writes
         Path(path).write_text(json.dumps(out))
 
 
@@ -145,9 +148,17 @@ def probe_observers() -> list[object]:
     :func:`probe_hook` as their commit hook, counting the counter updates of the refs
     observer's runs: the distinct targets of each run (a batch sums its papers' deltas
     per target), the work per paper that grows with the corpus (docs/citations.md)."""
-    from observers.citations import RefsObserver, make_observers
+    from observers.citations import RefsObserver, combine, make_observers
 
     tally = probe_hook()
+    set_count = combine._set_count
+
+    def counted(txn: object, row: bytes, column: bytes, n: int) -> None:
+        with tally.lock:
+            tally.writes += 1
+        set_count(txn, row, column, n)  # type: ignore[arg-type]
+
+    combine._set_count = counted  # type: ignore[assignment]
     hot = os.environ.get(HOT_ENV)
     observers = list(make_observers(on_commit=tally, hot=int(hot)) if hot else
                      make_observers(on_commit=tally))
@@ -343,6 +354,7 @@ class Run:
     first_assignments: list[str] = field(default_factory=list)  # the node's log lines
     settle_s: float = 0.0             # counting done until settled (idle measurement)
     updates: int = 0         # counter updates of the refs observer's runs (distinct targets)
+    writes: int = 0          # counters written, by refs runs and folds
     idle_node: float | None = None    # fraction of a core
     idle_workers: float | None = None
     verified: str = ""
@@ -375,6 +387,8 @@ class Run:
         for column, n in json.loads(path.read_text()).items():
             if column == UPDATES_KEY:
                 self.updates += n
+            elif column == WRITES_KEY:
+                self.writes += n
             else:
                 self.committed[column] = self.committed.get(column, 0) + n
 
@@ -570,7 +584,8 @@ def print_run(r: Run) -> None:
     for line in r.first_assignments:
         print(f"             first assignment of {line}", flush=True)
     print(f"             counter updates of the refs runs: {r.updates:,} ="
-          f" {r.updates / r.papers:.2f} per paper", flush=True)
+          f" {r.updates / r.papers:.2f} per paper; counters written (refs runs and"
+          f" folds): {r.writes:,} = {r.writes / r.papers:.2f} per paper", flush=True)
     if r.idle_node is not None:
         print(f"             idle (no writes, workers running; settled {r.settle_s:.1f} s after"
               f" counting): node {r.idle_node:.1%} of a core, workers {r.idle_workers or 0:.1%}",
@@ -627,23 +642,21 @@ def growth(small: int, large: int, all_runs: dict[int, dict[str, Run]]) -> list[
         oks.append(ok)
         print(f"  {key:<8}  {a:.2f} / {b:.2f} ms = {a / b:5.2f}x   target <="
               f" {TARGET_GROWTH:.1f}x  {verdict(ok)}")
-        if r.updates and base.updates:
-            # The workload's share of the growth: a batch of 8,192 papers is a smaller
-            # part of a larger corpus, so its papers share fewer targets.  Per unit of
-            # work, a paper (its own cells) or a counter update, which cost about the same
-            # (docs/citations.md), the growth left is what the system adds.
+        if r.writes and base.writes:
+            # The workload's share of the growth: a counter write costs about as much as
+            # a paper's own cells (docs/citations.md), and how many counters a paper's
+            # citations write depends on how many papers share a transaction.  Per unit
+            # of work, a paper or a counter write, the growth left is what the system adds.
             cpu_a, cpu_b = r.node_cpu + r.worker_cpu, base.node_cpu + base.worker_cpu
-            ua = cpu_a / (r.papers + r.updates) * 1000
-            ub = cpu_b / (base.papers + base.updates) * 1000
-            print(f"            counter updates per paper {r.updates / r.papers:.2f} /"
-                  f" {base.updates / base.papers:.2f} ="
-                  f" {r.updates / r.papers / (base.updates / base.papers):.2f}x; CPU per"
-                  f" paper or counter update {ua:.3f} / {ub:.3f} ms = {ua / ub:5.2f}x")
-    # The observers' work per paper is not constant: a batch of the larger corpus cites
-    # more distinct papers (generated graph, batches of 8,192 in bucket order: 2.71
-    # counter updates per paper at 20,000 papers, 6.88 at 100,000; printed above from
-    # the run), so embedded grows too.  Beside the raw figure, each topology's growth
-    # relative to embedded's: what the cluster adds.
+            ua = cpu_a / (r.papers + r.writes) * 1000
+            ub = cpu_b / (base.papers + base.writes) * 1000
+            print(f"            counters written per paper {r.writes / r.papers:.2f} /"
+                  f" {base.writes / base.papers:.2f} ="
+                  f" {r.writes / r.papers / (base.writes / base.papers):.2f}x; CPU per"
+                  f" paper or counter write {ua:.3f} / {ub:.3f} ms = {ua / ub:5.2f}x")
+    # Embedded's own growth (a larger store costs more per read; counters written per
+    # paper, printed above, differ between the sizes) is not the cluster's: beside the
+    # raw figure, each topology's growth relative to embedded's, what the cluster adds.
     big, small_emb = all_runs[large].get("embedded"), all_runs[small].get("embedded")
     if big is not None and small_emb is not None:
         e = big.per_paper_ms(big.worker_cpu) / small_emb.per_paper_ms(small_emb.worker_cpu)

@@ -85,6 +85,12 @@ class Observer:
     """Observers with the same non-empty group never run batches at once in one worker
     (as batches of one column never do): the citations' refs and fold observers write
     the same counters, so their batches would collide.  Empty: the column alone."""
+    gather: float = 0.0
+    """Seconds this observer's queued cells may wait while other columns of its batch
+    group have cells queued (a backlog), so that they run in fewer, larger batches; they
+    go at once when ``max_batch`` of them are queued or nothing else of the group is.
+    0: never wait.  The citations' fold gathers the counter mail of many refs batches,
+    so a counter is written once for all of them."""
 
     def __init__(self, column: bytes | str | None = None, *, name: str | None = None,
                  max_batch: int | None = None) -> None:
@@ -97,6 +103,10 @@ class Observer:
         if type(self.max_batch) is not int or not 1 <= self.max_batch <= MAX_BATCH_LIMIT:
             raise ConfigurationError(f"{self.name}: max_batch must be an int in"
                                      f" [1, {MAX_BATCH_LIMIT}], not {self.max_batch!r}")
+        if (isinstance(self.gather, bool) or not isinstance(self.gather, (int, float))
+                or not 0 <= self.gather < float("inf")):
+            raise ConfigurationError(f"{self.name}: gather must be a finite number of"
+                                     f" seconds >= 0, not {self.gather!r}")
 
     def setup(self, client: Client) -> None:
         """Called once when a worker starts, before any :meth:`process`."""

@@ -18,7 +18,11 @@ Cells wait in one queue per column, in arrival order; a processor takes from the
 column whose head came first, and a batch takes that column's cells in order, however
 the feed interleaved columns (a pull returns a bucket after another, several columns
 each).  Batches of one *batch group* (an observer's ``batch_group``, by default its
-column) run one at a time per worker.
+column) run one at a time per worker.  A column that *gathers* (an observer's
+``gather``) is not taken while other columns of its group have cells queued, until it
+has a full batch queued or its queue is ``gather`` seconds old: its cells then go in
+fewer, larger batches (the citations' fold: a counter written once for many refs
+batches).
 
 One lock guards it all, with conditions so each wake-up reaches only who can act:
 processors (``_work``), and whoever waits for cells to finish (``finished``).
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
@@ -57,9 +62,14 @@ class WorkQueue:
                  owns: Callable[[bytes, int], bool], stopping: threading.Event, *,
                  may_run: Callable[[], bool] = lambda: True,
                  on_change: Callable[[], None] = lambda: None,
-                 groups: Mapping[bytes, bytes] | None = None) -> None:
+                 groups: Mapping[bytes, bytes] | None = None,
+                 gather: Mapping[bytes, float] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.size = size
         self._groups = dict(groups or {})  # column -> batch group (default: the column)
+        self._gather = {c: s for c, s in (gather or {}).items() if s > 0}  # column -> seconds
+        self._clock = clock
+        self._since: dict[bytes, float] = {}  # gathering column -> when its queue began
         self._batch_limits = batch_limits
         self._retry = retry
         self._owns = owns
@@ -188,6 +198,8 @@ class WorkQueue:
         queue = self._queues.get(key[1])
         if queue is None:
             queue = self._queues[key[1]] = deque()
+            if key[1] in self._gather:
+                self._since[key[1]] = self._clock()
         if front:
             self._front -= 1
             self._order[key] = self._front
@@ -233,7 +245,7 @@ class WorkQueue:
             state = self._retry.state
             group = self.group(column)
             others = [c for c in self._queues if c != column and c in self._groups
-                      and self._groups[c] == group]
+                      and self._groups[c] == group and not self._gathering(c)]
             batching = limit > 1 and state(key) is None and (column in self._queues
                                                              or bool(others))
             if batching:
@@ -290,9 +302,27 @@ class WorkQueue:
             if self.group(column) in self._batching:
                 continue
             queue = self._drop_foreign(column)
-            if queue is not None and (best is None or self._order[queue[0]] < best_order):
+            if queue is None or (column in self._gather and self._gathering(column)):
+                continue
+            if best is None or self._order[queue[0]] < best_order:
                 best, best_order = queue, self._order[queue[0]]
         return best
+
+    def _gathering(self, column: bytes) -> bool:
+        """Whether ``column``'s queued cells still wait for more: it gathers, has less than
+        a batch queued, its queue is younger than its gather time, and another column of
+        its group has cells queued (else nothing would come sooner than it runs now; the
+        caller holds the lock)."""
+        seconds = self._gather.get(column)
+        queue = self._queues.get(column)
+        if seconds is None or queue is None:
+            return False
+        if len(queue) >= self._batch_limits.limit(column):
+            return False
+        if self._clock() - self._since.get(column, 0.0) >= seconds:
+            return False
+        group = self.group(column)
+        return any(c != column and self.group(c) == group for c in self._queues)
 
     def _drop_foreign(self, column: bytes) -> deque[Key] | None:
         """Drop the head cells of ``column`` whose entries are all in buckets no longer

@@ -108,7 +108,10 @@ class Worker:
                                may_run=lambda: not self.ownership.fenced(),
                                on_change=lambda: self.feed.poke(),
                                groups={obs.column: b"\x00" + obs.batch_group.encode()  # type: ignore[misc]
-                                       for obs in self.registry if obs.batch_group})
+                                       for obs in self.registry if obs.batch_group},
+                               gather={obs.column: float(obs.gather)  # type: ignore[misc]
+                                       for obs in self.registry if obs.gather},
+                               clock=lambda: self.clock.now_ms() / 1000.0)
         self.feed = Feed(self.notifications, client.table, self.id, self.ownership,
                          self._work, self.counters, heartbeat=heartbeat,
                          stats=self._stats_json, stats_interval=stats_interval,

@@ -27,13 +27,15 @@ Layout, per combined target (the counter cell itself stays in the target's row):
 
 A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
 
-* t is *its own* and *quiet*: counter += d directly.  One transaction, no extra hop:
-  the lowest latency.
-* otherwise, if ``mail_min`` (4) or more such updates of the transaction fall in t's
-  bucket: all of them in one **mail** to that bucket (``observers.citations.mail``:
-  one cell, one weak notification, folded by the bucket's owner).  This is the bulk
-  path: a refs batch of 8,192 papers on one of K workers sends (K-1)/K of its updates
-  to the others as at most 255 mails, instead of thousands of slot writes and folds.
+* if ``mail_min`` (4) or more updates of the transaction fall in t's bucket: all of
+  them in one **mail** to that bucket (``observers.citations.mail``: one cell, one weak
+  notification, folded by the bucket's owner), whoever owns it -- this worker too.
+  This is the bulk path: a refs batch of 8,192 papers sends its updates as at most 256
+  mails, and the owner's fold gathers the mail of many batches (``FoldObserver.gather``:
+  it waits while refs are queued, up to 120 s or 4,096 rows), so a counter is written
+  once for all of them rather than once per batch.
+* otherwise, t is *its own* and *quiet*: counter += d directly.  One transaction, no
+  extra hop: the lowest latency (single edits).
 * otherwise: slot[s] += d, and a weak notification on (QUEUE_PREFIX + t, FOLD).
 
 **Its own**: the worker owns t's bucket of ``FOLD`` (the fold observer registers
@@ -112,8 +114,13 @@ SLOTS_PER_MEMBER = 16
 COUNTERS_GROUP = "citations.counters"
 """Batch group of the refs and fold observers: both write counters directly, so a worker
 runs their batches one at a time (the observers' ``batch_group``)."""
-DEFAULT_FOLD_BATCH = 1024
-"""Targets one fold transaction folds at most."""
+DEFAULT_FOLD_BATCH = 4096
+"""Combining rows (slot rows, mail rows) one fold transaction folds at most: the mail of
+16 refs batches of one worker, which hold ~470 deltas each."""
+FOLD_GATHER = 120.0
+"""Seconds the fold's cells wait while refs are queued (``Observer.gather``): during a
+backlog the mail of many refs batches is folded at once, each counter written once for
+all of them (a bulk load's counts appear when the backlog is done, or every 2 minutes)."""
 DEFAULT_BURST = 0.0
 """Seconds: a target updated this recently by this process is combined (0: off)."""
 
@@ -228,19 +235,32 @@ class CombiningCounter:
                  source: bytes) -> None:
         """Add each (target, delta) in ``txn``; ``source`` picks the slot (one writer, one slot).
 
-        Updates not written directly go by mail where ``mail_min`` or more of them share
-        a bucket (one row per bucket: observers.citations.mail), else through the
-        writer's slot of each target.
+        Where ``mail_min`` or more updates share a bucket (a batch's), all of them go by
+        mail to the bucket's owner, this worker's own too (observers.citations.mail):
+        the owner's fold gathers the mail of many batches and writes each counter once.
+        Otherwise this worker's quiet counters are written directly and the rest go
+        through the writer's slot of each target.
         """
         column = self.column
         for target, _ in deltas:
             check_target(target)
         busy = self._busy(source, [t for t, _ in deltas])
-        owns = self.owns if self.combining else (lambda target: True)
+        combining = self.combining
+        owns = self.owns if combining else (lambda target: True)
+        buckets = [bucket_of(target) for target, _ in deltas]
+        per_bucket: dict[int, int] = {}
+        for bucket in buckets:
+            per_bucket[bucket] = per_bucket.get(bucket, 0) + 1
+        mail: dict[int, dict[bytes, int]] = {}
         combined: list[tuple[bytes, int]] = []
         mine: list[tuple[bytes, int]] = []
-        for (target, delta), hot_now in zip(deltas, busy):
-            (combined if hot_now or not owns(target) else mine).append((target, delta))
+        for (target, delta), bucket, hot_now in zip(deltas, buckets, busy):
+            if combining and per_bucket[bucket] >= self.mail_min:
+                mail.setdefault(bucket, {})[target] = delta
+            elif hot_now or not owns(target):
+                combined.append((target, delta))
+            else:
+                mine.append((target, delta))
         # Only this worker's counters are read: another worker's may be locked by its
         # running batch, and reading it would wait for that batch to commit.
         counts = txn.get_many([(target, column) for target, _ in mine])
@@ -250,33 +270,23 @@ class CombiningCounter:
                 _set_count(txn, target, column, n + delta)
             else:
                 combined.append((target, delta))
-        if combined:
-            self._send(txn, combined, source)
-
-    def _send(self, txn: Transaction, combined: list[tuple[bytes, int]], source: bytes) -> None:
-        """The combined updates: by mail per bucket where enough share one, else slots."""
-        by_bucket: dict[int, dict[bytes, int]] = {}
-        for target, delta in combined:
-            by_bucket.setdefault(bucket_of(target), {})[target] = delta
-        slotted: list[tuple[bytes, int]] = []
-        mail: list[tuple[int, dict[bytes, int]]] = []
-        for bucket, group in by_bucket.items():
-            if len(group) >= self.mail_min:
-                mail.append((bucket, group))
-            else:
-                slotted.extend(group.items())
         if mail:
             rows = mail_rows(QUEUE_PREFIX, txn.start_ts)
-            for bucket, group in mail:
+            for bucket, group in mail.items():
                 txn.set(rows[bucket], DELTAS, encode_mail(group))
                 txn.notify(rows[bucket], FOLD)
-        if slotted:
-            slot = self._slot(source)
-            slot_rows = [combine_row(target) for target, _ in slotted]
-            current = txn.get_many([(row, slot) for row in slot_rows])
-            for row, (_, delta) in zip(slot_rows, slotted):
-                txn.set(row, slot, encode_signed(decode_signed(current[(row, slot)]) + delta))
-                txn.notify(row, FOLD)
+        if combined:  # none of them in a mailed bucket
+            self._slot_all(txn, combined, source)
+
+    def _slot_all(self, txn: Transaction, slotted: list[tuple[bytes, int]],
+                  source: bytes) -> None:
+        """Add each update to the writer's slot of its target, with a fold notification."""
+        slot = self._slot(source)
+        slot_rows = [combine_row(target) for target, _ in slotted]
+        current = txn.get_many([(row, slot) for row in slot_rows])
+        for row, (_, delta) in zip(slot_rows, slotted):
+            txn.set(row, slot, encode_signed(decode_signed(current[(row, slot)]) + delta))
+            txn.notify(row, FOLD)
 
     def fold(self, txn: Transaction, row: bytes) -> int:
         """Add the target's unfolded slot sums to its counter in ``txn``; return the amount."""
@@ -359,6 +369,7 @@ class FoldObserver(Observer):
     column = FOLD
     partition_prefix = QUEUE_PREFIX
     batch_group = COUNTERS_GROUP
+    gather = FOLD_GATHER
 
     def __init__(self, counter: CombiningCounter | None = None, *,
                  name: str = "citations.fold", max_batch: int = DEFAULT_FOLD_BATCH) -> None:

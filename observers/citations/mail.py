@@ -8,7 +8,10 @@ run and its acknowledgement: with 2 workers a 20,000-paper load made 33,000 fold
 and cost 3x the CPU per paper of one worker.  Mail sends them per *bucket*: one cell
 holding every delta of one transaction for the targets of one bucket, one notification,
 folded by the bucket's owner -- the worker that writes those counters directly anyway,
-so the fold never collides across workers.
+so the fold never collides across workers.  A batch mails its own buckets too: the
+owner's fold gathers the mail of many batches (``Observer.gather``), so a counter is
+written once for all of them instead of once per batch (at 100,000 papers a batch of
+8,192 covers 8% of the corpus, and its papers share few targets).
 
 Layout, one row per (sending transaction, destination bucket), written once and
 emptied by the fold that applies it::

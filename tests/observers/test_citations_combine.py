@@ -200,6 +200,25 @@ def test_updates_of_other_workers_buckets_travel_as_one_mail_per_bucket(tmp_path
             assert unfolded(txn) == {}
 
 
+def test_a_batchs_own_updates_that_share_a_bucket_go_by_mail_too(tmp_path: Path) -> None:
+    counter = CombiningCounter(hot=None, mail_min=2)  # outside a worker: owns every counter
+    same = [t for t in (b"p%d" % i for i in range(5000)) if bucket_of(t) == 7][:3]
+    alone = next(t for t in (b"q%d" % i for i in range(100)) if bucket_of(t) != 7)
+    with Client.embedded(tmp_path / "d") as client:
+        txn = client.begin()
+        counter.add_many(txn, [(t, 2) for t in same] + [(alone, 1)], b"w")
+        start_ts = txn.start_ts
+        txn.commit()
+        counter.done(b"w")
+        assert [count(client, t) for t in (*same, alone)] == [0, 0, 0, 1], \
+            "the lone update is written directly, the bucket's three are mailed"
+        mail = mail_rows(QUEUE_PREFIX, start_ts)[7]
+        with client.transaction() as txn:
+            assert unfolded(txn) == {t: 2 for t in same}
+        assert client.run(lambda txn: counter.fold_many(txn, [mail])) == {mail: 6}
+        assert [count(client, t) for t in (*same, alone)] == [2, 2, 2, 1]
+
+
 def test_direct_decrement_never_goes_below_zero(tmp_path: Path) -> None:
     with Client.embedded(tmp_path / "d") as client:
         add(client, CombiningCounter(hot=0), [(b"t", 1)], b"a")  # pending in a slot

@@ -72,6 +72,20 @@ def test_max_batch_from_the_class_or_the_constructor_within_bounds() -> None:
             Observer("c", max_batch=bad)  # type: ignore[arg-type]
 
 
+def test_gather_is_a_finite_number_of_seconds() -> None:
+    assert Observer("c").gather == 0.0
+
+    class Gathering(Observer):
+        column = b"c"
+        gather = 2.5
+
+    assert Gathering().gather == 2.5
+    for bad in (-1, float("inf"), float("nan"), True, "1"):
+        Gathering.gather = bad  # type: ignore[assignment]
+        with pytest.raises(ConfigurationError, match="gather"):
+            Gathering()
+
+
 def test_default_process_batch_runs_process_for_each_row() -> None:
     calls: list[bytes] = []
 

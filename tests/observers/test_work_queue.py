@@ -107,6 +107,35 @@ def test_a_batch_takes_its_groups_cells_and_groups_run_one_batch_at_a_time() -> 
     assert waiting == [([b"c2", b"a3"], True)], "the oldest head first, its group with it"
 
 
+def test_a_gathering_column_waits_while_its_group_has_cells_queued() -> None:
+    g = b"col:g"  # gathers for 5 s, batches of up to 3, in A's group
+    clock = FakeClock()
+    retry = RetryBook(clock, retry_backoff=Backoff(1.0, 2.0, 10.0))
+    limits = BatchLimits([Observer(A, max_batch=3), Observer(g, max_batch=3)])
+    queue = WorkQueue(100, limits, retry, lambda column, bucket: True, threading.Event(),
+                      groups={A: b"\x00g", g: b"\x00g"}, gather={g: 5.0},
+                      clock=lambda: clock.now_ms() / 1000.0)
+
+    def run(expected: list[bytes], why: str) -> None:
+        taken = queue.take()
+        assert taken is not None
+        assert [x.row for x in taken[0]] == expected, why
+        queue.done(*taken, False)
+
+    queue.offer([cell(b"g0", g), cell(b"a0"), cell(b"a1")])
+    run([b"a0", b"a1"],
+        "g's head came first, but waits while A has cells queued, and stays out of A's batch")
+    run([b"g0"], "nothing else of the group queued: it runs")
+    queue.offer([cell(b"g1", g), cell(b"g2", g), cell(b"a2"), cell(b"g3", g)])
+    run([b"g1", b"g2", b"g3", b"a2"],
+        "a full batch of g waits no longer (its group's cells come with it)")
+    queue.offer([cell(b"g4", g), cell(b"a3"), cell(b"a4")])
+    run([b"a3", b"a4"], "g4 waits again")
+    queue.offer([cell(b"a5")])
+    clock.advance(5.0)
+    run([b"g4", b"a5"], "after its gather time it goes, first, its group's cells with it")
+
+
 def test_batches_of_one_column_run_one_at_a_time() -> None:
     queue, _, _ = new_queue()
     queue.offer([cell(b"a%d" % i) for i in range(5)])
