@@ -11,8 +11,10 @@ keep coming it never sleeps: one request's reply is sent and the next connection
 request is already waiting.
 
 A request that may wait (for an fsync under ``--sync always``, a lock's owner, a whole
-garbage-collection pass; ``Executor``), or a large one (over 64 KiB: its MiBs take tens
-of milliseconds to write), must not hold the others: it runs on a pool thread.  An
+garbage-collection pass; ``Executor``), or a large one (over 1 MiB: many MiBs take tens
+of milliseconds to write), must not hold the others: it runs on a pool thread.  Only
+those: a pool thread's Python fights the loop for the GIL (4 observer workers whose
+scans ran there cost the node 1.7x one worker's CPU per paper).  An
 executor called on the loop (``on_loop=True``) raises :class:`MayWait` before it has any
 effect (``percolator._waits``: the loop's thread refuses waits), and the request runs
 again there.  Its connection is left alone meanwhile (its next requests wait, so a
@@ -64,8 +66,8 @@ Handlers = Mapping[int, Executor]
 _CHUNK = 1 << 16  # bytes asked of one recv
 _UNSENT = 1 << 20  # replies waiting to be sent: no more requests executed till they go
 _TURN = 16  # requests of one connection run in a row before the others get a turn
-_LARGE = 1 << 16  # a request frame of more bytes runs on a pool thread (writing MiBs takes
-# tens of milliseconds: the loop would hold every other connection that long)
+_LARGE = 1 << 20  # a request frame of more bytes runs on a pool thread (writing many MiBs
+# takes tens of milliseconds: the loop would hold every other connection that long)
 _READABLE = select.EPOLLIN | select.EPOLLRDHUP
 _WRITABLE = select.EPOLLOUT
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)

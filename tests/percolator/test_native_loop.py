@@ -60,7 +60,7 @@ class Executors:
 @contextmanager
 def server(executors: Executors, **bounds: float) -> Iterator[NativeServer]:
     native = NativeServer("127.0.0.1", 0, executors.open,  # type: ignore[arg-type]
-                          budgets={native_wire.BATCH: 1 << 20}, **bounds)  # type: ignore[arg-type]
+                          budgets={native_wire.BATCH: 4 << 20}, **bounds)  # type: ignore[arg-type]
     native.start()
     try:
         yield native
@@ -200,7 +200,7 @@ def test_transactions_that_meet_no_lock_run_on_the_loop(tmp_path: Path) -> None:
 
 def test_a_frame_in_many_reads_and_a_reply_in_many_sends_arrive_whole() -> None:
     executors = Executors()
-    body = bytes(range(256)) * ((1 << 20) // 256 - 1)
+    body = bytes(range(256)) * ((3 << 19) // 256)  # 1.5 MiB: over the loop's 1 MiB
     with server(executors) as native, connect(native.port) as a:
         send(a, b"quick:" + body, b"big:1", b"quick:2")
         verb, *rest = reply(a)
