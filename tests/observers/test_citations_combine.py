@@ -173,19 +173,29 @@ class OwnsNothing:
         return False
 
 
+SAME = [t for t in (b"p%d" % i for i in range(5000)) if bucket_of(t) == 7][:3]
+"""Three targets of one bucket (7): their updates share a mail."""
+ALONE = next(t for t in (b"q%d" % i for i in range(100)) if bucket_of(t) != 7)
+"""A target of another bucket."""
+
+
+def add_shared_and_alone(client: Client, counter: CombiningCounter) -> bytes:
+    """One transaction adds 2 to each of SAME and 1 to ALONE: the row of bucket 7's mail."""
+    txn = client.begin()
+    counter.add_many(txn, [(t, 2) for t in SAME] + [(ALONE, 1)], b"w")
+    start_ts = txn.start_ts
+    txn.commit()
+    counter.done(b"w")
+    return mail_rows(QUEUE_PREFIX, start_ts)[7]
+
+
 def test_updates_of_other_workers_buckets_travel_as_one_mail_per_bucket(tmp_path: Path
                                                                         ) -> None:
     counter = CombiningCounter(hot=None, mail_min=2)
     counter.placement = OwnsNothing()
-    same = [t for t in (b"p%d" % i for i in range(5000)) if bucket_of(t) == 7][:3]
-    alone = next(t for t in (b"q%d" % i for i in range(100)) if bucket_of(t) != 7)
+    same, alone = SAME, ALONE
     with Client.embedded(tmp_path / "d") as client:
-        txn = client.begin()
-        counter.add_many(txn, [(t, 2) for t in same] + [(alone, 1)], b"w")
-        start_ts = txn.start_ts
-        txn.commit()
-        counter.done(b"w")
-        mail = mail_rows(QUEUE_PREFIX, start_ts)[7]
+        mail = add_shared_and_alone(client, counter)
         cells = read(client, [(mail, DELTAS)])
         assert decode_mail(cells[(mail, DELTAS)] or b"") == {t: 2 for t in same}
         with client.transaction() as txn:
@@ -202,17 +212,11 @@ def test_updates_of_other_workers_buckets_travel_as_one_mail_per_bucket(tmp_path
 
 def test_a_batchs_own_updates_that_share_a_bucket_go_by_mail_too(tmp_path: Path) -> None:
     counter = CombiningCounter(hot=None, mail_min=2)  # outside a worker: owns every counter
-    same = [t for t in (b"p%d" % i for i in range(5000)) if bucket_of(t) == 7][:3]
-    alone = next(t for t in (b"q%d" % i for i in range(100)) if bucket_of(t) != 7)
+    same, alone = SAME, ALONE
     with Client.embedded(tmp_path / "d") as client:
-        txn = client.begin()
-        counter.add_many(txn, [(t, 2) for t in same] + [(alone, 1)], b"w")
-        start_ts = txn.start_ts
-        txn.commit()
-        counter.done(b"w")
+        mail = add_shared_and_alone(client, counter)
         assert [count(client, t) for t in (*same, alone)] == [0, 0, 0, 1], \
             "the lone update is written directly, the bucket's three are mailed"
-        mail = mail_rows(QUEUE_PREFIX, start_ts)[7]
         with client.transaction() as txn:
             assert unfolded(txn) == {t: 2 for t in same}
         assert client.run(lambda txn: counter.fold_many(txn, [mail])) == {mail: 6}
