@@ -205,9 +205,12 @@ class Loop:
             self._close_loop()
 
     def _close_loop(self) -> None:
-        self._pool.shutdown(wait=not self._running)  # (none runs, unless the loop failed)
-        self._epoll.close()
-        os.close(self._wake)
+        with self._lock:  # once (the loop's end, or a join of a loop never started)
+            if self._epoll.closed:
+                return
+            self._epoll.close()
+        self._pool.shutdown(wait=True)  # none runs (unless the loop failed): none will
+        os.close(self._wake)  # write to this descriptor once it is another file's
 
     def _woken(self, now: float) -> None:
         try:
