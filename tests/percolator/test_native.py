@@ -49,6 +49,16 @@ WAIT = 30.0
 Code = grpc.StatusCode
 
 
+def run_in_threads(n: int, work: Callable[[int], None]) -> None:
+    """``work(i)`` for i in range(n), each in a thread of its own; all of them finished."""
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in threads)
+
+
 def wait_until(predicate: Callable[[], bool], what: str, bound: float = WAIT) -> None:
     deadline = time.monotonic() + bound
     while not predicate():
@@ -323,12 +333,7 @@ def test_pipelined_batches_from_many_threads_are_answered_to_their_senders(node:
                 count = 1 + (i + n) % 5
                 got[i].append((client.timestamps(count), count))
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT)
-        assert not any(t.is_alive() for t in threads)
+        run_in_threads(16, run)
         assert client.batch_stats()["native_connections"] == 1
     for mine in got:
         assert len(mine) == 60 and all(a[0] < b[0] for a, b in zip(mine, mine[1:]))

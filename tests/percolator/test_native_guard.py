@@ -43,7 +43,14 @@ from percolator.v1 import node_pb2
 from tests.certs import CA
 
 from . import test_bank as bank
-from .test_native import must_close, read_frame, replies, stamps_batch, wait_until
+from .test_native import (
+    must_close,
+    read_frame,
+    replies,
+    run_in_threads,
+    stamps_batch,
+    wait_until,
+)
 
 WAIT = 30.0
 Code = grpc.StatusCode
@@ -360,12 +367,7 @@ def test_pipelined_batches_over_tls_from_many_threads(secured: Secured) -> None:
             for _ in range(50):
                 got[i].append(client.timestamps(1))
 
-        threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT)
-        assert not any(t.is_alive() for t in threads)
+        run_in_threads(8, work)
         assert client.batch_stats()["native_connections"] == 1
     stamps = [s for per in got for s in per]
     assert len(stamps) == 400 and len(set(stamps)) == 400

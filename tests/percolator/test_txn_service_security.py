@@ -68,6 +68,17 @@ def native(node: Node, role: Role) -> Client:
     return Client.connect(node.address, token=TOKENS[role], timeout=WAIT)
 
 
+def mutual_tls(tmp_path: Path, caller: str) -> tuple[ServerTLS, Path, Path, Path]:
+    """A node's TLS requiring client certificates of a client CA: (the node's ServerTLS,
+    the node CA's file, ``caller``'s certificate and key files, issued by the client CA)."""
+    ca, clients = CA("node CA"), CA("client CA")
+    cert, key = ca.issue("node", server=True).write(tmp_path, "node")
+    ca_file = ca.write(tmp_path / "ca.pem")
+    client_cert, client_key = clients.issue(caller, server=False).write(tmp_path, caller)
+    return ServerTLS(cert, key, clients.write(tmp_path / "clients.pem")), ca_file, \
+        client_cert, client_key
+
+
 def must_fail(code: grpc.StatusCode, fn: object, *args: object) -> ServiceError:
     assert callable(fn)
     with pytest.raises(ServiceError) as info:
@@ -215,11 +226,7 @@ def test_transactions_over_tls_and_mutual_tls(tmp_path: Path) -> None:
     """The service speaks TLS on the node's port like every other: a caller trusting the
     node's CA commits; a plain-text caller gets no answer; with mutual TLS a caller
     without a client certificate is refused in the handshake."""
-    ca, clients = CA("node CA"), CA("client CA")
-    cert, key = ca.issue("node", server=True).write(tmp_path, "node")
-    ca_file = ca.write(tmp_path / "ca.pem")
-    client_cert, client_key = clients.issue("caller", server=False).write(tmp_path, "caller")
-    tls = ServerTLS(cert, key, clients.write(tmp_path / "clients.pem"))
+    tls, ca_file, client_cert, client_key = mutual_tls(tmp_path, "caller")
     with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(tls=tls)) as node:
         with service(node.address, Role.WRITE, tls_ca=ca_file, tls_cert=client_cert,
                      tls_key=client_key) as caller:
@@ -250,11 +257,7 @@ def test_the_node_js_example_reaches_a_node_with_tokens_and_mutual_tls(tmp_path:
     if not (REPO / "examples" / "node" / "node_modules" / "@grpc" / "grpc-js").is_dir():
         pytest.fail("examples/node has no node_modules: run `npm ci --prefix examples/node`"
                     " (.ci/run does) before the tests")
-    ca, clients = CA("node CA"), CA("client CA")
-    cert, key = ca.issue("node", server=True).write(tmp_path, "node")
-    ca_file = ca.write(tmp_path / "ca.pem")
-    client_cert, client_key = clients.issue("bank", server=False).write(tmp_path, "bank")
-    tls = ServerTLS(cert, key, clients.write(tmp_path / "clients.pem"))
+    tls, ca_file, client_cert, client_key = mutual_tls(tmp_path, "bank")
     with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(tls=tls)) as node:
 
         def bank(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
