@@ -17,6 +17,7 @@ from ._conditions import first_failure
 from ._datadir import DataDir
 from ._encoding import KeyCache, version_key
 from ._leveldb import plyvel
+from ._log_sync import LogSync
 from ._model import (
     APPLIED,
     NOT_ATTEMPTED,
@@ -36,14 +37,18 @@ class Mutator:
     """Applies row mutations to one open data directory.
 
     ``always_sync``: fsync every write (the store's ``sync="always"``), else only those
-    asked for with ``sync=True``.
+    asked for with ``sync=True``.  ``log_sync``: under ``always_sync``, the writes of its
+    deferring thread skip the fsync, counted there, unless asked for with ``sync=True``
+    (``_log_sync``: that thread answers once the syncer's fsync has covered them).
     """
 
-    def __init__(self, datadir: DataDir, keys: KeyCache, *, always_sync: bool) -> None:
+    def __init__(self, datadir: DataDir, keys: KeyCache, *, always_sync: bool,
+                 log_sync: LogSync | None = None) -> None:
         self._dir = datadir
         self._db = datadir.db
         self._keys = keys
         self._sync = always_sync
+        self._log_sync = log_sync if always_sync else None
         self._row_locks = [threading.Lock() for _ in range(STRIPES)]
 
     def mutate(self, mutations: Sequence[RowMutation], *, sync: bool = False
@@ -53,10 +58,14 @@ class Mutator:
         Rows of one call share one WriteBatch; a row repeated in the call is applied
         after the earlier one, so its conditions see the earlier effects.
         """
-        sync = sync or self._sync
         if len(mutations) == 1:
             return [self.mutate_row(mutations[0], sync=sync)]
-        return self._mutate(mutations, False, sync)
+        deferred = self._deferred(sync)
+        try:
+            return self._mutate(mutations, False, sync or (self._sync and deferred is None))
+        finally:
+            if deferred is not None:
+                deferred.done += 1
 
     def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
                        ) -> list[MutationResult]:
@@ -66,10 +75,26 @@ class Mutator:
         the commits of its other rows in one write, never the others without it.  If the
         first row fails, the others get :data:`NOT_ATTEMPTED` and nothing is written.
         """
-        sync = sync or self._sync
         if len(mutations) == 1:
             return [self.mutate_row(mutations[0], sync=sync)]
-        return self._mutate(mutations, True, sync)
+        deferred = self._deferred(sync)
+        try:
+            return self._mutate(mutations, True, sync or (self._sync and deferred is None))
+        finally:
+            if deferred is not None:
+                deferred.done += 1
+
+    def _deferred(self, sync: bool) -> LogSync | None:
+        """The log sync that counts this write, if it skips its fsync: a write the store's
+        mode (not the caller) asks to sync, on the deferring thread.  Counted as issued
+        here, before it is written (a reader that sees it must then wait for it); the
+        caller counts it ``done`` once written."""
+        log_sync = self._log_sync
+        if sync or log_sync is None or not log_sync.defers():
+            return None
+        log_sync.check()
+        log_sync.issued += 1
+        return log_sync
 
     def _mutate(self, mutations: Sequence[RowMutation], guarded: bool, sync: bool
                 ) -> list[MutationResult]:
@@ -151,12 +176,23 @@ class Mutator:
         * If ``finish()`` raises, or returns something refused, nothing is written, every
           lock is released, and the exception propagates.
         """
-        sync = sync or self._sync
         row_prefix = self._keys.row_prefix
         prefixes = [row_prefix(m.table, m.row) for m in mutations]
         declared = set(prefixes)
         if len(declared) != len(prefixes):
             raise InvalidArgument("a row appears more than once in an atomic write")
+        deferred = self._deferred(sync)
+        try:
+            return self._atomic(mutations, finish, prefixes, declared,
+                                sync or (self._sync and deferred is None))
+        finally:
+            if deferred is not None:
+                deferred.done += 1
+
+    def _atomic(self, mutations: Sequence[RowMutation],
+                finish: Callable[[], Sequence[RowMutation]] | None, prefixes: list[bytes],
+                declared: set[bytes], sync: bool) -> list[MutationResult]:
+        row_prefix = self._keys.row_prefix
         locks = self._row_locks
         stripes = sorted({hash(rpfx) & _STRIPE_MASK for rpfx in prefixes})
         self._dir.enter()
@@ -214,13 +250,14 @@ class Mutator:
 
     def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
         """One row: the common case of the transaction layer, kept short."""
-        sync = sync or self._sync
         keys = self._keys
         rpfx = keys.row_prefix(m.table, m.row)
         lock = self._row_locks[hash(rpfx) & _STRIPE_MASK]  # the row's key prefix names it
         muts = m.mutations
         datadir = self._dir
         inflight = datadir.inflight
+        deferred = self._deferred(sync) if self._log_sync is not None else None
+        sync = sync or (self._sync and deferred is None)
         inflight.append(None)  # datadir.enter(), inline on this hot path
         try:
             if datadir.closed:
@@ -245,6 +282,8 @@ class Mutator:
             inflight.pop()  # datadir.exit(), inline
             if datadir.closed:
                 datadir.wake()
+            if deferred is not None:
+                deferred.done += 1
 
     def _stage(self, m: RowMutation, rpfx: bytes, wb: plyvel.WriteBatch) -> None:
         """Add m's mutations to wb (the caller holds the row's lock)."""

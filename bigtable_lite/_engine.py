@@ -10,7 +10,9 @@ Durability: LevelDB appends each WriteBatch to its log with write(2) before the
 call returns, so an acknowledged mutation survives ``kill -9`` of the process in
 every mode.  ``sync="always"`` also fsyncs the log before acknowledging (surviving
 power loss); LevelDB's writer queue lets concurrent writers share one fsync, so
-under concurrency this is fsync per *group* of writes.
+under concurrency this is fsync per *group* of writes.  One thread that must not wait
+(the node's event loop) may defer its fsyncs instead (``log_sync``, ``_log_sync``): it
+answers its requests once the syncer thread's next fsync has covered them.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from pathlib import Path
 from typing import Literal
 
 from ._check_and_mutate import Mutator
-from ._datadir import DataDir
+from ._datadir import LEVELDB_DIR, DataDir
 from ._encoding import KeyCache, after_table, before_table, meta_key, table_prefix
 from ._leveldb import plyvel
+from ._log_sync import LogSync
 from ._model import Cell, MutationResult, Row, RowMutation, RowRead, ScanRequest
 from ._reads import Reader
 
@@ -50,7 +53,11 @@ class Engine:
         self.sync = sync
         keys = KeyCache()
         self._reader = Reader(self._dir, keys)
-        self._mutator = Mutator(self._dir, keys, always_sync=sync == "always")
+        # Under "always": the fsyncs a deferring thread's writes share (None otherwise).
+        self.log_sync: LogSync | None = (LogSync(self._dir.path / LEVELDB_DIR)
+                                         if sync == "always" else None)
+        self._mutator = Mutator(self._dir, keys, always_sync=sync == "always",
+                                log_sync=self.log_sync)
         # The per-row paths without a frame of their own (~400 instructions a call):
         # the parts' bound methods, with the signatures of the methods below.
         self.read_rows = self._reader.read_rows  # type: ignore[method-assign]
@@ -61,6 +68,8 @@ class Engine:
     def close(self, timeout: float = 30.0) -> None:
         """Wait (bounded) for in-flight calls, then close LevelDB cleanly and release the
         directory."""
+        if self.log_sync is not None:
+            self.log_sync.close()
         self._dir.close(timeout)
 
     @property

@@ -42,6 +42,7 @@ from typing import Any, NoReturn
 import grpc
 
 from .auth import Role, TokenTable, grant
+from .errors import StorageError
 from .status import STREAM_KEY, STREAM_REFUSED
 
 __all__ = ["Gate", "Guard", "IdleWatch", "StreamPool", "note_refused", "note_undecodable"]
@@ -212,9 +213,23 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
 class Guard:
     """Wraps method handlers; one per server (``tokens`` None: no authentication)."""
 
-    def __init__(self, tokens: TokenTable | None, watch: IdleWatch) -> None:
+    def __init__(self, tokens: TokenTable | None, watch: IdleWatch,
+                 settle: Callable[[], None] | None = None) -> None:
         self.tokens = tokens
         self.watch = watch
+        # Before each reply: wait until what the call may have read is durable (the
+        # store's deferred writes, ``bigtable_lite._log_sync``); None: nothing to wait for.
+        self._settle = settle
+
+    def settled(self, context: grpc.ServicerContext) -> None:
+        """Return once the reply about to be sent reveals nothing a power loss could take
+        back (UNAVAILABLE if the store's log cannot be synced)."""
+        if self._settle is None:
+            return
+        try:
+            self._settle()
+        except StorageError as exc:
+            _abort(context, Code.UNAVAILABLE, str(exc))
 
     def wrap(self, handler: grpc.RpcMethodHandler, gate: Gate) -> grpc.RpcMethodHandler:
         """The handler behind the gate: same kind, same response serializer, raw requests."""
@@ -241,7 +256,9 @@ class Guard:
 
             def stream_unary(raw: Iterator[bytes], context: grpc.ServicerContext) -> Any:
                 admit(context)
-                return inner(requests(raw, context), context)
+                reply = inner(requests(raw, context), context)
+                self.settled(context)
+                return reply
 
             return grpc.stream_unary_rpc_method_handler(
                 stream_unary, response_serializer=serializer)
@@ -256,7 +273,9 @@ class Guard:
 
         def unary_unary(raw: bytes, context: grpc.ServicerContext) -> Any:
             admit(context)
-            return inner(decode(raw, context), context)
+            reply = inner(decode(raw, context), context)
+            self.settled(context)
+            return reply
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serializer)
 
@@ -295,6 +314,7 @@ class Guard:
         watched = self.watch.add(context, gate.method)
         try:
             for response in start():
+                self.settled(context)
                 watched.since = time.monotonic()
                 yield response  # returns once grpc has handed it to the transport
                 watched.since = 0.0

@@ -202,7 +202,9 @@ def build_server(store: LocalStore, listen: str, *, extra: Sequence[ServiceRegis
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix="tablet-rpc"),
                          options=server_options(store.limits), interceptors=list(interceptors))
-    guard = Guard(policy.tokens, IdleWatch(policy.stream_idle_timeout))
+    log_sync = store.engine.log_sync
+    guard = Guard(policy.tokens, IdleWatch(policy.stream_idle_timeout),
+                  settle=None if log_sync is None else log_sync.settle)
     limit = store.limits.max_message_bytes
     tablet = TabletService(store, max_reply_bytes=policy.max_reply_bytes)
     streams = policy.tablet_streams or max(1, max_workers // 4)

@@ -85,10 +85,9 @@ _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for s
 # loop (``native_loop``): a pass over the whole store, a wait for writers...  (Reads of
 # ranges stay on the loop, bounded by their reply budget: on pool threads the workers'
 # scans fought the loop for the GIL, 4 workers costing the node 1.7x one's CPU a paper.)
+# (Writes stay on the loop on a node that fsyncs them, too: the loop's writes share the
+# fsyncs of ``bigtable_lite._log_sync``, and their replies wait for them there.)
 _WAITING = frozenset(("register_observed", "collect_garbage"))
-# ... and, on a node that fsyncs its writes, every command that may write.
-_WRITING = frozenset(("prewrite", "commit", "one_phase", "rollback", "resolve", "heartbeat",
-                      "check_txn_status", "mutate_rows"))
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
 _ORACLE_BATCH = ORACLE_BATCH.labels()
 
@@ -138,7 +137,6 @@ class NodeService:
         self._reply_limit = backend.limits.max_message_bytes - (1 << 16)
         self._budget = backend.limits.max_message_bytes // 4  # one read's values
         self.metrics = CommandMetrics()
-        self._syncs = backend.local_store.engine.sync == "always"
         # Each step takes its message and the batch's client_id.
         self._steps: dict[str, Callable[[Any, bytes], Message]] = {
             "read": self._read, "scan": self._scan, "prewrite": self._prewrite,
@@ -378,11 +376,11 @@ class NodeService:
         return self.execute(request, known=known, role=role)
 
     def _may_wait(self, request: pb.BatchRequest) -> bool:
-        """Whether a command of ``request`` may wait: for an fsync (a write on a node
-        that syncs, or asked to sync), or through a long pass (``_WAITING``)."""
+        """Whether a command of ``request`` may wait: for an fsync it asks for itself, or
+        through a long pass (``_WAITING``)."""
         for command in request.commands:
             kind = command.WhichOneof("kind")
-            if kind in _WAITING or (self._syncs and kind in _WRITING):
+            if kind in _WAITING:
                 return True
             if kind == "mutate_rows" and command.mutate_rows.sync:
                 return True

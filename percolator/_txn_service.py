@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, unknown_fields
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from bigtable_lite import InvalidArgument, LimitExceeded, PermissionDenied, ReplyTooLarge
@@ -80,7 +80,6 @@ DETAILS_KEY = "grpc-status-details-bin"
 STREAM_KEY = "percolator-txn-stream"
 """Trailer of a refused Stream call (value ``_transport.stream_slots.REFUSED``)."""
 DEFAULT_MAX_STREAMS = 4
-_WRITING_CALLS = frozenset(("commit", "rollback"))  # TxnStreamRequest calls that write
 ROLES: dict[str, Role] = {"Begin": Role.READ, "Get": Role.READ, "BatchGet": Role.READ,
                           "Scan": Role.READ, "Rollback": Role.READ, "Commit": Role.WRITE,
                           "Stream": Role.READ}
@@ -97,7 +96,6 @@ class TransactionsService:
     def __init__(self, backend: LocalBackend, sessions: Sessions | None = None, *,
                  max_streams: int = DEFAULT_MAX_STREAMS) -> None:
         self._limits = backend.limits
-        self._syncs = backend.local_store.engine.sync == "always"
         self.sessions = sessions or Sessions(backend)
         # Reply bytes a read may fill (room left for keys and framing).
         self._budget = backend.limits.max_message_bytes // 4
@@ -278,11 +276,9 @@ class TransactionsService:
         bound to the connection's ``role`` and ``caller``: each frame is one
         TxnStreamRequest, answered as on a Stream (a REPLY holding its TxnStreamResponse);
         no stream slot is held.  On the transport's loop a request that would wait (for a
-        lock's owner, a busy session: ``percolator._waits``; an fsync, on a node that
-        syncs its writes) goes to a pool thread before it has any effect."""
+        lock's owner, a busy session: ``percolator._waits``) goes to a pool thread before
+        it has any effect."""
         def execute(raw: bytes, on_loop: bool) -> bytes:
-            if on_loop and self._syncs and _writes(raw):
-                raise MayWait()
             return self._stream_one(raw, role, caller).SerializeToString()
 
         return {native_wire.TXN: execute}
@@ -335,14 +331,6 @@ def _handler(kind: type[Message], method: Callable[[Any, bytes], Message]
 
     return handle
 
-
-def _writes(raw: bytes) -> bool:
-    """Whether the TxnStreamRequest ``raw`` writes (a Commit or a Rollback); one that does
-    not decode is answered by the request's own checks."""
-    try:
-        return pb.TxnStreamRequest.FromString(raw).WhichOneof("call") in _WRITING_CALLS
-    except DecodeError:
-        return False
 
 
 def _txn_id(txn_id: int) -> int:

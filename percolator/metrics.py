@@ -166,11 +166,23 @@ def oracle_families(timestamps: int, requests: int, persisted_high_water: int
     ]
 
 
-def store_families(disk_bytes: int) -> list[Metric]:
-    """The data directory's LevelDB files."""
-    return [GaugeMetricFamily("percolator_store_disk_bytes",
-                              "Bytes of the data directory's LevelDB files on disk.",
-                              value=disk_bytes)]
+def store_families(disk_bytes: int, log_syncs: tuple[int, int] | None = None
+                   ) -> list[Metric]:
+    """The data directory's LevelDB files; under ``--sync always``, ``log_syncs``: the
+    fsyncs of the log that the event loop's writes shared, and those writes."""
+    families: list[Metric] = [GaugeMetricFamily(
+        "percolator_store_disk_bytes", "Bytes of the data directory's LevelDB files on disk.",
+        value=disk_bytes)]
+    if log_syncs is not None:
+        families += [
+            CounterMetricFamily("percolator_store_log_syncs",
+                                "fsync passes over the log shared by deferred writes.",
+                                value=log_syncs[0]),
+            CounterMetricFamily("percolator_store_deferred_writes",
+                                "Writes of the event loop that skipped their own fsync"
+                                " (answered once a shared one covered them).",
+                                value=log_syncs[1])]
+    return families
 
 
 def gc_families(safe_point: int, passes: int, removed: int, locks_resolved: int,

@@ -39,7 +39,7 @@ from bigtable_lite.server import (
     stop_server,
 )
 
-from . import oracle_service
+from . import failpoints, oracle_service
 from ._gc import DEFAULT_GC_INTERVAL, DEFAULT_GC_LIFE_TIME
 from ._local import LocalBackend
 from ._metrics_rpc import RpcMetrics
@@ -163,6 +163,9 @@ class Node:
             metrics_listen, [self._scraped], tls=policy.tls, insecure=policy.insecure)
         native_at = native_address(listen, native_listen, policy)  # likewise
         self.store = LocalStore(data_dir, sync=sync)
+        log_sync = self.store.engine.log_sync  # under --sync always: the loop's fsyncs
+        if log_sync is not None:
+            log_sync.before_fsync = functools.partial(failpoints.hit, "log_sync.before_fsync")
         self.native: NativeServer | None = None
         try:
             self.oracle = Oracle(self.store, block_size=oracle_block_size)
@@ -195,7 +198,8 @@ class Node:
                         self.batches.open_native,
                         services=[self.transactions.native_handlers]),
                     budgets=self._native_budgets(), max_connections=max_native_connections,
-                    tls=None if policy.tls is None else policy.tls.contexts())
+                    tls=None if policy.tls is None else policy.tls.contexts(),
+                    durability=log_sync)
                 self.batches.native_port = self.native.port
         except BaseException:
             if self.native is not None:
@@ -245,7 +249,9 @@ class Node:
         stats = self.oracle.stats()
         yield from oracle_families(stats.timestamps_served, stats.requests,
                                    stats.persisted_high_water)
-        yield from store_families(disk_bytes(self.store.path))
+        log_sync = self.store.engine.log_sync
+        yield from store_families(disk_bytes(self.store.path), None if log_sync is None
+                                  else (log_sync.passes, log_sync.done))
         gc = self.backend.collector
         yield from gc_families(self.backend.safe_point.value, gc.passes, gc.removed,
                                gc.locks_resolved, gc.seconds)

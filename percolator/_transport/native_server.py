@@ -53,7 +53,7 @@ from bigtable_lite.guard import note_refused
 from .._status import status_for
 from ..v1 import node_pb2 as pb
 from . import native_wire as wire
-from .native_loop import Closing, Executor, Handlers, Loop, MayWait
+from .native_loop import Closing, Durability, Executor, Handlers, Loop, MayWait
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "FRAME_DEADLINE", "HELLO_DEADLINE", "HELLO_MAX", "IDLE",
            "Executor", "Handlers", "MayWait", "NativeServer", "Opener"]
@@ -98,7 +98,8 @@ class NativeServer:
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_handshakes: int | None = None, idle: float = IDLE,
                  frame_deadline: float = FRAME_DEADLINE, hello_deadline: float = HELLO_DEADLINE,
-                 tls: Callable[[], ssl.SSLContext] | None = None) -> None:
+                 tls: Callable[[], ssl.SSLContext] | None = None,
+                 durability: Durability | None = None) -> None:
         if max_connections < 0:
             raise ValueError("max_connections must not be negative")
         if not budgets or any(k not in wire.KINDS or k in _NOT_AFTER_HELLO for k in budgets):
@@ -129,7 +130,7 @@ class NativeServer:
         self._threads: set[threading.Thread] = set()  # of handshakes
         self._stopping = False
         self._loop = Loop(idle=idle, frame_deadline=frame_deadline, max_pool=max_connections,
-                          refusal=_refusal, closed=self._closed)
+                          refusal=_refusal, closed=self._closed, durability=durability)
         self._acceptor = threading.Thread(target=self._accept, name="native-accept",
                                           daemon=True)
         self.refused = 0  # connections refused at the cap

@@ -156,6 +156,27 @@ def test_node_killed_at_commit_step_failpoint(tmp_path: Path, mode: str, failpoi
         must_write_again(client)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_node_syncing_every_commit_killed_before_the_fsync_of_its_write(
+        tmp_path: Path, mode: str) -> None:
+    """Under ``--sync always`` the node's event loop writes without its own fsync and
+    answers once a pass over the log has covered the write: killed just before that
+    pass, the node has acknowledged nothing (the client cannot learn the outcome), and
+    after a restart readers find the transaction whole or gone."""
+    data = tmp_path / "data"
+    with ServerProcess(data, "--sync", "always", env={
+            "PERCOLATOR_FAILPOINTS": "log_sync.before_fsync=exit"}) as server:
+        done = once("tcp:" + server.address, mode)
+        assert server.proc is not None and server.proc.wait(timeout=WAIT) == FAILPOINT_EXIT_CODE
+    assert done.proc.returncode != 0 and not any("committed" in x for x in done.stdout)
+    with ServerProcess(data, "--sync", "always") as server, Client.connect(
+            server.address, lock_ttl=LOCK_TTL) as client:
+        txn = client.begin()
+        values = set(txn.get_many([(r, b"v") for r in ROWS]).values())
+        assert values in ({None}, {b"new-" + r for r in ROWS}), values
+        must_write_again(client)
+
+
 # --- streams of transactions, killed mid-way -------------------------------------------------
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bigtable_lite import InvalidArgument
+from bigtable_lite import InvalidArgument, StorageError
+from bigtable_lite._log_sync import LogSync
 from percolator import Client
 from percolator._backend import CellWrite, PrewriteRequest
 from percolator._transport import native_wire
@@ -32,21 +33,28 @@ Code = grpc.StatusCode
 
 
 class Executors:
-    """``quick:X`` is answered on the loop; ``wait:X`` waits for ``gate`` on a pool
-    thread; ``fail:X`` fails (InvalidArgument) on a pool thread; ``big:X`` is answered
-    with a MiB.  Each reply says which thread ran it."""
+    """``quick:X`` is answered on the loop; ``write:X`` too, after a write that skips its
+    fsync (counted in ``durability``, its count in the reply); ``wait:X`` waits for
+    ``gate`` on a pool thread; ``fail:X`` fails (InvalidArgument) on a pool thread;
+    ``big:X`` is answered with a MiB.  Each reply says which thread ran it."""
 
-    def __init__(self) -> None:
+    def __init__(self, durability: LogSync | None = None) -> None:
         self.gate = threading.Event()
         self.waiting = threading.Event()  # a wait: request is on a pool thread
+        self.durability = durability
 
     def open(self, hello: node_pb2.NativeHello, tls: object) -> Handlers:
         return {native_wire.BATCH: self.execute}
 
     def execute(self, payload: bytes, on_loop: bool) -> bytes:
         verb, _, what = payload.partition(b":")
-        if verb != b"quick" and on_loop:
+        if verb not in (b"quick", b"write") and on_loop:
             raise MayWait()
+        if verb == b"write":
+            assert self.durability is not None and self.durability.defers()
+            self.durability.issued += 1  # as the store's Mutator counts a deferred write
+            self.durability.done += 1
+            return b"write:%s:%d" % (what, self.durability.done)
         if verb == b"wait":
             self.waiting.set()
             assert self.gate.wait(WAIT)
@@ -218,3 +226,87 @@ def test_requests_beyond_a_turn_are_answered_in_order_after_the_others_turns() -
         send(b, b"quick:b")
         assert reply(b)[:2] == [b"quick", b"b"]
         assert [reply(a)[1] for _ in range(100)] == [b"%d" % i for i in range(100)]
+
+
+class HeldPass:
+    """``before_fsync`` of a LogSync: each pass waits for ``go`` (``entered`` set first);
+    ``fail``: the pass raises instead."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.go = threading.Event()
+        self.fail = False
+
+    def __call__(self) -> None:
+        self.entered.set()
+        assert self.go.wait(WAIT)
+        if self.fail:
+            raise OSError(5, "Input/output error")
+
+
+def test_a_reply_waits_for_the_fsync_that_covers_the_writes_before_it(
+        tmp_path: Path) -> None:
+    """Under ``--sync always`` the loop's writes skip their fsync: their replies, and any
+    reply computed after them, are sent only once the loop's pass over the log is over."""
+    durability = LogSync(tmp_path)
+    held = HeldPass()
+    durability.before_fsync = held
+    executors = Executors(durability)
+    with server(executors, durability=durability) as native, connect(native.port) as a, \
+            connect(native.port) as b:
+        send(a, b"write:1")
+        assert held.entered.wait(WAIT), "no pass over the log after a deferred write"
+        send(b, b"quick:2")  # read after the write: waits for the same fsync, or the next
+        assert select.select([a, b], [], [], 0.2)[0] == [], "answered before the fsync"
+        held.go.set()
+        verb, what, count = reply(a)
+        assert (verb, what, count) == (b"write", b"1", b"1")
+        assert durability.durable >= 1
+        assert reply(b)[:2] == [b"quick", b"2"]
+        passes = durability.passes
+        send(b, b"quick:3")  # nothing waits for an fsync now: none is made
+        assert reply(b)[:2] == [b"quick", b"3"]
+        assert durability.passes == passes
+
+
+def test_writes_of_one_turn_share_one_fsync(tmp_path: Path) -> None:
+    durability = LogSync(tmp_path)
+    held = HeldPass()
+    durability.before_fsync = held
+    executors = Executors(durability)
+    with server(executors, durability=durability) as native, connect(native.port) as a:
+        send(a, b"write:0")
+        assert held.entered.wait(WAIT)  # the loop is in its first pass: the next queue up
+        send(a, *[b"write:%d" % i for i in range(1, 11)])
+        with connect(native.port) as b:
+            send(b, b"write:b")
+            held.go.set()
+            assert reply(a)[:2] == [b"write", b"0"]
+            for i in range(1, 11):
+                assert reply(a)[:2] == [b"write", b"%d" % i]
+            assert reply(b)[:2] == [b"write", b"b"]
+    assert durability.done == 12
+    assert durability.passes <= 3, "one fsync per write: no group commit"
+
+
+def test_a_failed_fsync_closes_every_connection_with_its_replies_unsent(
+        tmp_path: Path) -> None:
+    durability = LogSync(tmp_path)
+    held = HeldPass()
+    held.fail = True
+    durability.before_fsync = held
+    executors = Executors(durability)
+    with server(executors, durability=durability) as native, connect(native.port) as a, \
+            connect(native.port) as b:
+        send(b, b"quick:1")
+        assert reply(b)[:2] == [b"quick", b"1"]
+        send(a, b"write:1")
+        assert held.entered.wait(WAIT)
+        held.go.set()
+        assert "could not fsync" in must_close(a, Code.UNAVAILABLE)
+        assert "could not fsync" in must_close(b, Code.UNAVAILABLE)
+        with connect(native.port) as c:  # and every later connection
+            assert "could not fsync" in must_close(c, Code.UNAVAILABLE)
+    assert durability.failed is not None
+    with pytest.raises(StorageError, match="could not be synced"):
+        durability.settle()
