@@ -142,6 +142,8 @@ _SCRAPED: dict[str, str] = {
     "percolator_oracle_requests": "counter",
     "percolator_oracle_persisted_high_water": "gauge",
     "percolator_store_disk_bytes": "gauge",
+    "percolator_store_log_syncs": "counter",
+    "percolator_store_deferred_writes": "counter",
     "percolator_observer_notifications_pending": "gauge",
     "percolator_gc_safe_point": "gauge",
     "percolator_gc_passes": "counter",

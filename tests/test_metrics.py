@@ -163,6 +163,21 @@ def test_a_node_exports_its_calls_commands_commits_and_resolutions(node: ServerP
     assert value(got, "process_cpu_seconds_total") > 0  # the process collector, too
 
 
+def test_a_node_that_fsyncs_counts_the_passes_its_loop_shared(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "node", "--sync", "always", "--metrics-listen",
+                       "127.0.0.1:0") as node:
+        url = metrics_url(node.output)
+        with Client.connect(node.address) as client:  # the native transport: the loop
+            for i in range(5):
+                with client.transaction() as txn:
+                    txn.set(b"row%d" % i, b"v", b"x")
+        got = scrape(url)
+    writes = value(got, "percolator_store_deferred_writes_total")
+    passes = value(got, "percolator_store_log_syncs_total")
+    assert writes >= 5 and 1 <= passes <= writes
+    assert value(got, "percolator_store_disk_bytes") > 0
+
+
 def test_metrics_are_off_unless_asked_and_a_taken_port_is_one_line(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "quiet") as quiet:
         assert not any(METRICS_LINE.search(line) for line in quiet.output)
