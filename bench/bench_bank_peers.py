@@ -22,6 +22,13 @@ Stream per client ("stream"), or unary gRPC calls ("unary"); default native and 
 Each one's transfers/s is printed as a ratio to the Python client's (its first
 transport; target: within 1.2x, i.e. >= 0.83x, issue 17).
 
+The node runs in a session of its own (``setsid``), as under a service manager; so do
+PostgreSQL's backends, each of which calls ``setsid``.  With the kernel's autogroup
+scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) a session is a scheduling
+group: the clients' processes then share the CPU with each server's group, not with the
+single thread of the node's event loop one-to-one.  ``--shared-session`` starts the node
+in the bench's session instead, as every run before 2026-12-07 did.
+
 ``--secure`` runs the node as a production deployment does (docker-compose.yml): TLS and
 tokens (``percolator dev-secrets``), every client with a ``write`` token and the CA, over
 either transport (the native port is guarded as the gRPC port is, docs/security.md);
@@ -67,6 +74,7 @@ SHAPES = {
     "read": "read two accounts (a read-only transaction)",
     "single": "read one account and write its balance back (a single-row transaction)",
 }
+OWN_SESSION = True  # the node in a session of its own (``--shared-session``: not)
 WAIT = 180.0  # bound on every wait for a process (16 spawned clients start slowly on 2 cores)
 
 
@@ -431,7 +439,7 @@ def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
         return run
     data = Path(tempfile.mkdtemp(prefix="node-", dir=tmp))
     try:
-        with ServerProcess(data, "--sync", sync, *node_args) as node:
+        with ServerProcess(data, "--sync", sync, *node_args, session=OWN_SESSION) as node:
             assert node.proc is not None
             load_ours(node.address, prefix, credentials)
             run = measure(kind, target(node.address), node.proc.pid, processes, seconds,
@@ -524,6 +532,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--sync", choices=["both", "always", "none"], default="both")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--shared-session", action="store_true",
+                        help="start the node in this bench's session (default: its own,"
+                             " as PostgreSQL's backends run in theirs)")
     parser.add_argument("--connect", metavar="HOST:PORT",
                         help="clients only, against this running node (no PostgreSQL)")
     parser.add_argument("--node-pid", type=int, help="with --connect: the node's pid, for CPU")
@@ -541,6 +552,8 @@ def main() -> None:
                         help="the Python client's transports to measure, each on a node of"
                              " its own (default: both; the service's ratio is to the first)")
     args = parser.parse_args()
+    global OWN_SESSION
+    OWN_SESSION = not args.shared_session
     if args.service == []:
         args.service = ["native", "stream"]
     if args.service and args.shape != "transfer":
@@ -553,7 +566,9 @@ def main() -> None:
     print(f"{args.shape} transactions; {os.cpu_count()} cores, load average"
           f" {os.getloadavg()[0]:.2f}; "
           f"{args.seconds:g} s per run, {args.reps} reps, processes {args.processes}"
-          + ("; secured: TLS and tokens" if args.secure else ""))
+          + ("; secured: TLS and tokens" if args.secure else "")
+          + ("" if args.connect else "; the node in a session of its own" if OWN_SESSION
+             else "; the node in the bench's session"))
     tmp = Path(tempfile.mkdtemp(prefix="bench-bank-"))
     secrets = None
     if args.secure:

@@ -26,8 +26,12 @@ class ServerProcess:
     from stdout (``address`` is always 127.0.0.1:PORT)."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *extra_args: str,
-                 env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> None:
+                 env: dict[str, str] | None = None, listen: str = "127.0.0.1:0",
+                 session: bool = False) -> None:
+        """``session``: start it in a session of its own, as a service manager would (with
+        the kernel's autogroup scheduling, then also a scheduling group of its own)."""
         self.data_dir = Path(data_dir)
+        self.session = session
         self.extra_args: Sequence[str] = extra_args
         self.env = env
         self.listen = listen
@@ -49,6 +53,7 @@ class ServerProcess:
             percolator_command("serve", "--data-dir", str(self.data_dir),
                                "--listen", listen, *self.extra_args),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=self.session,
         )
         lines: queue.Queue[str | None] = queue.Queue()
 
