@@ -238,8 +238,9 @@ class Loop:
                         self._serve(conn, now)  # sends, then runs what waited for that
                     if mask & ~_WRITABLE and not conn.closing and conn.fd in self._connections:
                         self._receive(conn, now)
-                if self._holding:  # every ready request served: one fsync for their replies
-                    self._release(now)
+                if self._holding or (durability is not None and durability.failed is not None
+                                     and self._failed is None):
+                    self._release(now)  # every ready request served: one fsync for them
                 if now >= self._next_check:
                     self._next_check = now + self._tick
                     self._check_deadlines(now)
@@ -390,7 +391,8 @@ class Loop:
         durability = self._durability
         assert durability is not None
         try:
-            durability.sync_now()
+            if durability.pending():  # (else another thread's pass has covered them)
+                durability.sync_now()
         except StorageError:
             pass  # failed: below
         if durability.failed is not None:

@@ -22,10 +22,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from percolator import Client, CommitConflict, Transaction
+from tests.procs import ServerProcess
 
 from .txn_fixtures import (  # noqa: F401  (fixtures)
     ALL_KINDS,
@@ -250,7 +252,21 @@ def process_main(address: str, table: bytes, seed: int, index: int, seconds: flo
 
 @pytest.mark.parametrize("one_phase", [True, False], ids=["one-phase", "two-phase"])
 def test_bank_processes(server: str, one_phase: bool) -> None:
-    seed = draw_seed(f"test_bank_processes[{'one' if one_phase else 'two'}-phase]")
+    bank_processes(server, one_phase, f"test_bank_processes[{'one' if one_phase else 'two'}"
+                   "-phase]", "remote")
+
+
+def test_bank_processes_on_a_node_that_fsyncs(tmp_path: Path) -> None:
+    """``--sync always``: the node's loop writes without its own fsync and answers after a
+    shared one (docs/storage.md, "Durability"); with several processes committing and
+    reading at once, no reply may come early or reveal a wrong state."""
+    with ServerProcess(tmp_path / "data", "--sync", "always") as node:
+        bank_processes(node.address, True, "test_bank_processes_on_a_node_that_fsyncs",
+                       "remote, --sync always")
+
+
+def bank_processes(server: str, one_phase: bool, name: str, where: str) -> None:
+    seed = draw_seed(name)
     table = b"bank_processes_%d_%d" % (seed, one_phase)
     with Client.connect(server, table=table) as client:
         open_accounts(client)
@@ -270,7 +286,7 @@ def test_bank_processes(server: str, one_phase: bool) -> None:
                 reader.stop.set()
         finish(reader, tally)
         mode = "one-phase" if one_phase else "two-phase"
-        report(f"bank processes [remote, {mode}]", seed, tally, reader,
+        report(f"bank processes [{where}, {mode}]", seed, tally, reader,
                time.monotonic() - started)
         check_final(client, tally)
 

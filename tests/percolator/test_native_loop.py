@@ -310,3 +310,23 @@ def test_a_failed_fsync_closes_every_connection_with_its_replies_unsent(
     assert durability.failed is not None
     with pytest.raises(StorageError, match="could not be synced"):
         durability.settle()
+
+
+def test_a_fsync_failed_by_another_thread_closes_the_loops_connections(
+        tmp_path: Path) -> None:
+    """A gRPC thread's pass (``settle``) fails: the loop answers nothing more either."""
+    durability = LogSync(tmp_path)
+    held = HeldPass()
+    held.fail = True
+    held.go.set()
+    durability.before_fsync = held
+    executors = Executors(durability)
+    with server(executors, durability=durability) as native, connect(native.port) as a:
+        send(a, b"quick:1")
+        assert reply(a)[:2] == [b"quick", b"1"]
+        durability.issued += 1  # as if the loop had written without its fsync
+        durability.done += 1
+        with pytest.raises(StorageError, match="could not be synced"):
+            durability.settle()  # another thread about to answer what it read
+        send(a, b"quick:2")
+        assert "could not fsync" in must_close(a, Code.UNAVAILABLE)
