@@ -64,6 +64,7 @@ class LogSync:
         self._begun = 0  # passes begun
         self._ended = 0  # the number (by _begun) of the last pass that ended
         self.passes = 0  # passes made (a metric)
+        self._closed = False  # the store closed: its last pass is made
         # Called before each pass (the node hooks its failpoint here).
         self.before_fsync: Callable[[], None] = lambda: None
 
@@ -96,7 +97,7 @@ class LogSync:
         ticket = self._begun
         with self._lock:
             self.check()
-            if self._ended > ticket:
+            if self._ended > ticket or self._closed:
                 return
             self._begun += 1
             number = self._begun
@@ -136,6 +137,7 @@ class LogSync:
                 self.sync_now()
         finally:
             with self._lock:
+                self._closed = True
                 for fd in self._fds.values():
                     os.close(fd)
                 self._fds.clear()

@@ -75,7 +75,6 @@ Handlers = Mapping[int, Executor]
 ``native_wire.TXN``); a frame of another kind closes the connection."""
 
 
-
 class Durability(Protocol):
     """The store's deferred fsyncs (``bigtable_lite._log_sync.LogSync``): the loop's writes
     skip their fsync, and what it answers waits until ``durable`` covers them."""
