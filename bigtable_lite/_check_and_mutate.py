@@ -60,12 +60,7 @@ class Mutator:
         """
         if len(mutations) == 1:
             return [self.mutate_row(mutations[0], sync=sync)]
-        deferred = self._deferred(sync)
-        try:
-            return self._mutate(mutations, False, sync or (self._sync and deferred is None))
-        finally:
-            if deferred is not None:
-                deferred.done += 1
+        return self._mutate_counted(mutations, False, sync)
 
     def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
                        ) -> list[MutationResult]:
@@ -77,9 +72,14 @@ class Mutator:
         """
         if len(mutations) == 1:
             return [self.mutate_row(mutations[0], sync=sync)]
+        return self._mutate_counted(mutations, True, sync)
+
+    def _mutate_counted(self, mutations: Sequence[RowMutation], guarded: bool, sync: bool
+                        ) -> list[MutationResult]:
+        """:meth:`_mutate`, its fsync skipped and counted if it is deferred."""
         deferred = self._deferred(sync)
         try:
-            return self._mutate(mutations, True, sync or (self._sync and deferred is None))
+            return self._mutate(mutations, guarded, sync or (self._sync and deferred is None))
         finally:
             if deferred is not None:
                 deferred.done += 1

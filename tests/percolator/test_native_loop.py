@@ -25,6 +25,7 @@ from percolator._transport.native_server import Handlers, MayWait, NativeServer
 from percolator.node import Node
 from percolator.records import PUT
 from percolator.v1 import node_pb2
+from tests.bigtable_lite.test_log_sync import HeldPass
 
 from .test_native import WAIT, connect, must_close, read_frame, wait_until
 from .txn_service_client import ServiceClient
@@ -228,22 +229,6 @@ def test_requests_beyond_a_turn_are_answered_in_order_after_the_others_turns() -
         assert [reply(a)[1] for _ in range(100)] == [b"%d" % i for i in range(100)]
 
 
-class HeldPass:
-    """``before_fsync`` of a LogSync: each pass waits for ``go`` (``entered`` set first);
-    ``fail``: the pass raises instead."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.go = threading.Event()
-        self.fail = False
-
-    def __call__(self) -> None:
-        self.entered.set()
-        assert self.go.wait(WAIT)
-        if self.fail:
-            raise OSError(5, "Input/output error")
-
-
 def test_a_reply_waits_for_the_fsync_that_covers_the_writes_before_it(
         tmp_path: Path) -> None:
     """Under ``--sync always`` the loop's writes skip their fsync: their replies, and any
@@ -292,8 +277,7 @@ def test_writes_of_one_turn_share_one_fsync(tmp_path: Path) -> None:
 def test_a_failed_fsync_closes_every_connection_with_its_replies_unsent(
         tmp_path: Path) -> None:
     durability = LogSync(tmp_path)
-    held = HeldPass()
-    held.fail = True
+    held = HeldPass(fail=True)
     durability.before_fsync = held
     executors = Executors(durability)
     with server(executors, durability=durability) as native, connect(native.port) as a, \
@@ -316,8 +300,7 @@ def test_a_fsync_failed_by_another_thread_closes_the_loops_connections(
         tmp_path: Path) -> None:
     """A gRPC thread's pass (``settle``) fails: the loop answers nothing more either."""
     durability = LogSync(tmp_path)
-    held = HeldPass()
-    held.fail = True
+    held = HeldPass(fail=True)
     held.go.set()
     durability.before_fsync = held
     executors = Executors(durability)
