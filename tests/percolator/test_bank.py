@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from percolator import Client, CommitConflict, Transaction
+from percolator._node_client import Transport
 from tests.procs import ServerProcess
 
 from .txn_fixtures import (  # noqa: F401  (fixtures)
@@ -227,10 +228,11 @@ THREADS_PER_PROCESS = 2
 
 
 def process_main(address: str, table: bytes, seed: int, index: int, seconds: float,
-                 one_phase: bool) -> Tally:
+                 one_phase: bool, transport: Transport = "auto") -> Tally:
     """One transfer process: its own remote client and threads; returns their tally."""
     tally = Tally()
-    with Client.connect(address, table=table, one_phase=one_phase) as client:
+    with Client.connect(address, table=table, one_phase=one_phase,
+                        transport=transport) as client:
         deadline = time.monotonic() + seconds
         results: list[Tally] = [Tally() for _ in range(THREADS_PER_PROCESS)]
 
@@ -258,14 +260,18 @@ def test_bank_processes(server: str, one_phase: bool) -> None:
 
 def test_bank_processes_on_a_node_that_fsyncs(tmp_path: Path) -> None:
     """``--sync always``: the node's loop writes without its own fsync and answers after a
-    shared one (docs/storage.md, "Durability"); with several processes committing and
-    reading at once, no reply may come early or reveal a wrong state."""
+    shared one, and a gRPC reply after a pass over what it read (docs/storage.md,
+    "Durability"); with processes committing and reading at once over both transports,
+    no reply may come early or reveal a wrong state."""
     with ServerProcess(tmp_path / "data", "--sync", "always") as node:
         bank_processes(node.address, True, "test_bank_processes_on_a_node_that_fsyncs",
-                       "remote, --sync always")
+                       "remote, --sync always, one process by gRPC", grpc_processes=1)
 
 
-def bank_processes(server: str, one_phase: bool, name: str, where: str) -> None:
+def bank_processes(server: str, one_phase: bool, name: str, where: str, *,
+                   grpc_processes: int = 0) -> None:
+    """PROCESSES transfer processes (the first ``grpc_processes`` of them by gRPC, the
+    others by the native transport) and a snapshot reader, for DURATION seconds."""
     seed = draw_seed(name)
     table = b"bank_processes_%d_%d" % (seed, one_phase)
     with Client.connect(server, table=table) as client:
@@ -276,7 +282,8 @@ def bank_processes(server: str, one_phase: bool, name: str, where: str) -> None:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(PROCESSES) as pool:
             pending = [pool.apply_async(process_main,
-                                        (server, table, seed, i, DURATION, one_phase))
+                                        (server, table, seed, i, DURATION, one_phase,
+                                         "grpc" if i < grpc_processes else "auto"))
                        for i in range(PROCESSES)]
             tally = Tally()
             try:
