@@ -12,7 +12,8 @@ every mode.  ``sync="always"`` also fsyncs the log before acknowledging (survivi
 power loss); LevelDB's writer queue lets concurrent writers share one fsync, so
 under concurrency this is fsync per *group* of writes.  One thread that must not wait
 (the node's event loop) may defer its fsyncs instead (``log_sync``, ``_log_sync``): it
-answers its requests once the syncer thread's next fsync has covered them.
+answers its requests once a pass over the log, which it makes at the end of its turn,
+has covered them.
 """
 
 from __future__ import annotations

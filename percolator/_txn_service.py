@@ -332,7 +332,6 @@ def _handler(kind: type[Message], method: Callable[[Any, bytes], Message]
     return handle
 
 
-
 def _txn_id(txn_id: int) -> int:
     if not txn_id:
         raise InvalidArgument("txn_id is missing (Begin returns one)")
