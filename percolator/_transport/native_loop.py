@@ -10,8 +10,8 @@ anyway, so one thread waiting in ``epoll`` serves every connection, and while re
 keep coming it never sleeps: one request's reply is sent and the next connection's
 request is already waiting.
 
-A request that may wait (for an fsync under ``--sync always``, a lock's owner, a whole
-garbage-collection pass; ``Executor``), or a large one (over 1 MiB: many MiBs take tens
+A request that may wait (for a lock's owner, a whole garbage-collection pass, an fsync
+it asks for itself; ``Executor``), or a large one (over 1 MiB: many MiBs take tens
 of milliseconds to write), must not hold the others: it runs on a pool thread.  Only
 those: a pool thread's Python fights the loop for the GIL (4 observer workers whose
 scans ran there cost the node 1.7x one worker's CPU per paper).  An
