@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import multiprocessing as mp
 import os
 import pwd
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -51,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +77,7 @@ SHAPES = {
     "read": "read two accounts (a read-only transaction)",
     "single": "read one account and write its balance back (a single-row transaction)",
 }
+METRICS_LINE = re.compile(r"metrics on (http://\S+)")  # the node's, when it serves them
 OWN_SESSION = True  # the node in a session of its own (``--shared-session``: not)
 WAIT = 180.0  # bound on every wait for a process (16 spawned clients start slowly on 2 cores)
 
@@ -376,10 +380,12 @@ class Run:
     failed_share: float  # failed attempts / all attempts
     server_ms: float  # server CPU per committed transaction, ms
     client_ms: float  # client processes' CPU per committed transaction, ms
+    fsyncs: float = float("nan")  # the node's passes over its log per committed transaction
 
 
 def measure(kind: str, target: Any, server_pid: int | None, processes: int, seconds: float,
-            prefix: str, seed: int) -> Run:
+            prefix: str, seed: int, passes: Callable[[], float] | None = None) -> Run:
+    """``passes``: the node's fsync passes so far (its metrics), for ``Run.fsyncs``."""
     ctx = mp.get_context("spawn")
     ready, results = ctx.Queue(), ctx.Queue()
     start, release = ctx.Event(), ctx.Event()
@@ -392,9 +398,11 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
         for _ in procs:
             ready.get(timeout=WAIT)
         cpu0 = tree_cpu(server_pid) if server_pid else 0.0
+        passes0 = passes() if passes else float("nan")
         start.set()
         got = [results.get(timeout=seconds + WAIT) for _ in procs]
         cpu1 = tree_cpu(server_pid) if server_pid else 0.0
+        passes1 = passes() if passes else float("nan")
     finally:
         start.set()
         release.set()
@@ -409,7 +417,20 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
         raise RuntimeError(f"{kind}: no transaction committed")
     return Run(tps=sum(g[0] / g[2] for g in got), failed_share=failed / (committed + failed),
                server_ms=1000 * (cpu1 - cpu0) / committed if server_pid else float("nan"),
-               client_ms=1000 * sum(g[3] for g in got) / committed)
+               client_ms=1000 * sum(g[3] for g in got) / committed,
+               fsyncs=(passes1 - passes0) / committed)
+
+
+def log_syncs(url: str) -> Callable[[], float]:
+    """The node's ``percolator_store_log_syncs_total``, read from its metrics at ``url``."""
+    def read() -> float:
+        with urllib.request.urlopen(url, timeout=WAIT) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith("percolator_store_log_syncs_total "):
+                    return float(line.split()[1])
+        return float("nan")  # not a node that defers its fsyncs (--sync none)
+
+    return read
 
 
 def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
@@ -439,11 +460,14 @@ def run_ours(sync: str, processes: int, seconds: float, seed: int, tmp: Path,
         return run
     data = Path(tempfile.mkdtemp(prefix="node-", dir=tmp))
     try:
-        with ServerProcess(data, "--sync", sync, *node_args, session=OWN_SESSION) as node:
+        metrics = ("--metrics-listen", "127.0.0.1:0") if secrets is None else ()
+        with ServerProcess(data, "--sync", sync, *node_args, *metrics,
+                           session=OWN_SESSION) as node:
             assert node.proc is not None
+            urls = [m.group(1) for m in map(METRICS_LINE.search, node.output) if m]
             load_ours(node.address, prefix, credentials)
             run = measure(kind, target(node.address), node.proc.pid, processes, seconds,
-                          prefix, seed)
+                          prefix, seed, log_syncs(urls[0]) if urls else None)
             check(kind, total_ours(node.address, prefix, credentials))
         return run
     finally:
@@ -478,8 +502,10 @@ def cpu(runs: list[Run]) -> tuple[float, float]:
 def cpu_line(name: str, runs: list[Run]) -> str:
     server, client = cpu(runs)
     failed = statistics.median(r.failed_share for r in runs)
+    fsyncs = statistics.median(r.fsyncs for r in runs)
     return (f"      {name:12s} CPU ms/txn: server {server:5.2f} + clients {client:5.2f}"
-            f" = {server + client:5.2f}   failed attempts {failed:5.1%}")
+            f" = {server + client:5.2f}   failed attempts {failed:5.1%}"
+            + ("" if math.isnan(fsyncs) else f"   node fsyncs/txn {fsyncs:4.2f}"))
 
 
 Results = dict[int, tuple[dict[str, list[Run]], dict[str, list[Run]], list[Run]]]
