@@ -397,8 +397,8 @@ def measure(kind: str, target: Any, server_pid: int | None, processes: int, seco
     try:
         for _ in procs:
             ready.get(timeout=WAIT)
+        passes0 = passes() if passes else float("nan")  # (its scrape outside the CPU)
         cpu0 = tree_cpu(server_pid) if server_pid else 0.0
-        passes0 = passes() if passes else float("nan")
         start.set()
         got = [results.get(timeout=seconds + WAIT) for _ in procs]
         cpu1 = tree_cpu(server_pid) if server_pid else 0.0
