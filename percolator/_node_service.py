@@ -82,11 +82,11 @@ connection of this caller's role and identity."""
 
 _READ_RESULTS = frozenset(("read", "scan", "read_rows"))  # may be refused for size
 # Commands a native connection's batch runs on a pool thread, not on the transport's
-# loop (``native_loop``): a pass over the whole store, a wait for writers...  (Reads of
-# ranges stay on the loop, bounded by their reply budget: on pool threads the workers'
-# scans fought the loop for the GIL, 4 workers costing the node 1.7x one's CPU a paper.)
-# (Writes stay on the loop on a node that fsyncs them, too: the loop's writes share the
-# fsyncs of ``bigtable_lite._log_sync``, and their replies wait for them there.)
+# loop (``native_loop``): a pass over the whole store, a wait for writers...  Reads of
+# ranges stay on the loop, bounded by their reply budget (on pool threads the workers'
+# scans fought the loop for the GIL, 4 workers costing the node 1.7x one's CPU a paper),
+# and so do writes on a node that fsyncs them (the loop's writes share the fsyncs of
+# ``bigtable_lite._log_sync``, and their replies wait for them there).
 _WAITING = frozenset(("register_observed", "collect_garbage"))
 UNKNOWN_COMMAND = "command has no kind set (a kind unknown to this node?)"
 _ORACLE_BATCH = ORACLE_BATCH.labels()
