@@ -63,7 +63,7 @@ from .errors import OracleError
 __all__ = [
     "DEFAULT_BLOCK_SIZE", "FIRST_TIMESTAMP", "MAX_COUNT", "ORACLE_TABLE", "RECOVERY_MARGIN",
     "Oracle", "OracleConflict", "OracleExhausted", "OracleStats", "TimestampSource",
-    "check_count", "recovered_mark", "rewrite_mark", "stored_mark",
+    "check_count", "decode_mark", "recovered_mark", "rewrite_mark", "stored_mark",
 ]
 
 MAX_COUNT = 1 << 16
@@ -172,7 +172,7 @@ class Oracle:
         self._lock = threading.Lock()
         self._closed = False
         self._raw = self._read_mark()
-        self._persisted = _U64.unpack(self._raw)[0] if self._raw is not None else 0
+        self._persisted = decode_mark(self._raw) or 0
         # Start strictly above the persisted mark: everything at or below it may have
         # been handed out before a crash.
         self._next = max(self._persisted + 1, FIRST_TIMESTAMP)
@@ -293,6 +293,11 @@ def stored_mark(store: TabletStore) -> bytes | None:
     """The persisted mark's bytes as stored (None: there is none), undecoded."""
     cells = store.read_rows([RowRead(ORACLE_TABLE, _ROW, (_COLUMN,), max_versions=1)])[0]
     return cells[0].value if cells else None
+
+
+def decode_mark(raw: bytes | None) -> int | None:
+    """The timestamp a stored mark's bytes hold (None: there are none, or not 8)."""
+    return None if raw is None or len(raw) != _U64.size else int(_U64.unpack(raw)[0])
 
 
 def recovered_mark(store: TabletStore) -> tuple[int, int]:

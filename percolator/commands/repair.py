@@ -15,10 +15,12 @@ It writes the raw tablet store (a node's tablet service ``MutateRows``, fsynced:
 ``admin`` role).
 
 `percolator repair --oracle --data-dir DIR` repairs the timestamp oracle's high-water
-mark when it does not decode (a node then refuses to start, naming it): with every node
-and client of DIR stopped, it shows the stored bytes, finds the highest timestamp of
-any cell in the store, and after a confirmation writes a mark above it by
-``percolator.oracle.RECOVERY_MARGIN`` (why: ``percolator.oracle``).
+mark when it does not decode (a node then refuses to start, naming it), or decodes to a
+timestamp below one stored in a cell (damage a node cannot see without reading the whole
+store: it would hand out timestamps again).  With every node and client of DIR stopped,
+it shows the stored bytes, finds the highest timestamp of any cell in the store, and
+after a confirmation writes a mark above it by ``percolator.oracle.RECOVERY_MARGIN``
+(why: ``percolator.oracle``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from bigtable_lite import LocalStore, StorageError, TabletStore, is_store
 from .._inspection import LOCK_KIND, NOTIFY_KIND, WRITE_KIND, Record, cell_records
 from .._inspection import repair_mutations as mutations_for
 from ..cli import CommandError
-from ..oracle import recovered_mark, rewrite_mark, stored_mark
+from ..oracle import decode_mark, recovered_mark, rewrite_mark, stored_mark
 from .byte_text import argument, show
 from .client_args import add_target_arguments, open_client
 from .record_text import record_text
@@ -115,10 +117,15 @@ def _repair_oracle(args: argparse.Namespace) -> int:
         raw = stored_mark(store)
         print(f"oracle high-water mark: {'none' if raw is None else show(raw)}"
               f" ({'no cell' if raw is None else f'{len(raw)} bytes'})")
-        if raw is not None and len(raw) == 8:
-            print("nothing to repair: the mark decodes")
-            return 0
         highest, mark = recovered_mark(store)
+        decoded = decode_mark(raw)
+        if decoded is not None and decoded >= highest:
+            print(f"nothing to repair: the mark decodes ({decoded}) and is at or above every"
+                  f" timestamp stored (the highest: {highest})")
+            return 0
+        if decoded is not None:  # bytes of the right size, but damaged all the same
+            print(f"the mark decodes ({decoded}) but is below timestamp {highest}, stored in"
+                  " the store: the oracle would hand out timestamps already used")
         print(f"highest timestamp stored: {highest}; new mark: {mark} (timestamps restart"
               f" above it)")
         if not args.yes and not _confirmed(1):

@@ -32,6 +32,7 @@ from percolator.oracle import (
     OracleExhausted,
     OracleStats,
     TimestampSource,
+    stored_mark,
 )
 from tests.procs import percolator_command
 
@@ -268,3 +269,37 @@ def test_a_damaged_mark_stops_the_node_with_the_repair_and_the_repair_is_safe(
         assert client.timestamp() > RECOVERY_MARGIN > last  # above all it handed out
         assert client.begin().get(b"r4", b"c") == b"v4"
     assert "nothing to repair" in cli("repair", "--oracle", "--data-dir", str(data)).stdout
+
+
+def test_repair_raises_a_mark_that_decodes_below_a_stored_timestamp(tmp_path: Path) -> None:
+    """Eight bytes, but below the timestamps of the cells (a damaged disk, a raw write):
+    the oracle would hand out timestamps again.  `repair --oracle` says so and writes the
+    recovered mark; a sound mark is left alone."""
+    data = tmp_path / "data"
+    with Client.embedded(data) as client:
+        for i in range(5):
+            with client.transaction() as txn:
+                txn.set(b"r%d" % i, b"c", b"v%d" % i)
+        last = client.timestamp()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(percolator_command(*args), capture_output=True, text=True,
+                              timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+    sound = cli("repair", "--oracle", "--data-dir", str(data))
+    assert sound.returncode == 0, sound.stderr
+    assert "nothing to repair: the mark decodes" in sound.stdout
+    with LocalStore(data) as store:
+        sound_mark = stored_mark(store)
+        store.mutate_rows([RowMutation(ORACLE_TABLE, b"high_water", (
+            Put(b"mark", 0, (2).to_bytes(8, "big")),))], sync=True)
+    assert sound_mark is not None and int.from_bytes(sound_mark, "big") >= last
+
+    not_confirmed = cli("repair", "--oracle", "--data-dir", str(data))
+    assert not_confirmed.returncode == 1 and "nothing written" in not_confirmed.stderr
+    assert "the mark decodes (2) but is below timestamp" in not_confirmed.stdout
+    repaired = cli("repair", "--oracle", "--data-dir", str(data), "--yes")
+    assert repaired.returncode == 0, repaired.stderr
+    with Client.embedded(data) as client:
+        assert client.timestamp() > RECOVERY_MARGIN > last
+        assert client.begin().get(b"r4", b"c") == b"v4"
