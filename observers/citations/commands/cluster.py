@@ -8,6 +8,14 @@ otherwise it stops everything once the one-shots are done and exits with the fir
 non-zero status among them.  It starts on a new or empty data directory; on one that
 holds data only with ``--reuse`` (the loader then loads on top of it, and the secrets
 made at the first start are kept).
+
+Each service runs in a session of its own, as each runs in a container of its own under
+compose.  Why: with the kernel's autogroup scheduling a session is a scheduling group,
+so the node's one busy thread gets its share of the CPU against the workers' group, not
+one thread's share among all of theirs; and Ctrl-C reaches this launcher alone, which
+stops the workers first (their in-flight work ends against a live node), then the
+node.  SIGTERM and SIGHUP (a closed terminal) stop the cluster the same way: no service
+outlives its launcher, short of a ``kill -9`` of it.
 """
 
 from __future__ import annotations
@@ -15,10 +23,14 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from percolator.cli import CommandError
 
@@ -61,7 +73,8 @@ def data_root(path: str, reuse: bool) -> Path:
 
 
 def _start_node(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=None, text=True,
+                            start_new_session=True)
     found: list[str] = []
     ready = threading.Event()
 
@@ -82,7 +95,31 @@ def _start_node(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
     return proc, found[0]
 
 
+class _Stop(Exception):
+    """SIGTERM or SIGHUP: stop the cluster as Ctrl-C does."""
+
+
+@contextmanager
+def _signals_stop() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`_Stop` in the main thread meanwhile (by default
+    they end this process at once, leaving its services running)."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(args: argparse.Namespace) -> int:
+    with _signals_stop():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     root = data_root(args.data_dir, args.reuse)
     values = {"data": str(root), "listen": "127.0.0.1:0", "node": "",
               "secrets": str(root / "secrets"), "host": "127.0.0.1"}
@@ -98,13 +135,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"percolator cluster: node listening on {address}", flush=True)
             elif not s.oneshot:
                 for i in range(s.replicas):
-                    running.append(subprocess.Popen(argv, text=True))
+                    running.append(subprocess.Popen(argv, text=True,
+                                                    start_new_session=True))
                     print(f"percolator cluster: started {s.name} {i + 1}/{s.replicas}",
                           flush=True)
             else:
                 print(f"percolator cluster: running {s.name}: {' '.join(argv[5:])}",
                       flush=True)
-                code = subprocess.run(argv, timeout=_ONESHOT_TIMEOUT).returncode
+                code = subprocess.run(argv, timeout=_ONESHOT_TIMEOUT,
+                                      start_new_session=True).returncode
                 if code != 0:
                     log.error("%s exited with status %d; stopping the cluster", s.name, code)
                     status = status or code
@@ -114,14 +153,36 @@ def run(args: argparse.Namespace) -> int:
             node.wait()
     except KeyboardInterrupt:
         pass
+    except _Stop as stop:
+        print(f"percolator cluster: {stop}: stopping", flush=True)
     finally:
-        # Workers first (they finish in-flight work against a live node), then the node.
-        for group in (running, [node] if node is not None else []):
+        # Workers first (they finish in-flight work against a live node), then the node;
+        # a one-shot running now was stopped already: the signal ended its ``run``.
+        _stop_in_order([running, [node] if node is not None else []])
+    return status
+
+
+def _stop_in_order(groups: list[list[subprocess.Popen[str]]]) -> None:
+    """Terminate each group and wait for it before the next, whatever signal comes."""
+    with _deferred_signals():
+        for group in groups:
             for proc in group:
                 if proc.poll() is None:
                     proc.terminate()
             _reap(group)
-    return status
+
+
+@contextmanager
+def _deferred_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP are ignored meanwhile: a second Ctrl-C must not leave
+    the node running while the workers stop."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _reap(procs: list[subprocess.Popen[str]]) -> None:
