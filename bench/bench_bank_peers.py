@@ -57,7 +57,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -206,8 +206,11 @@ def row(prefix: str, i: int) -> bytes:
     return f"{prefix}/acct{i:04d}".encode()
 
 
-Credentials = dict[str, str]
-"""Client.connect's token and tls_ca (``--secure``), or empty."""
+class Credentials(TypedDict, total=False):
+    """Client.connect's token and tls_ca (``--secure``), or empty."""
+
+    token: str
+    tls_ca: str
 
 
 def load_ours(address: str, prefix: str, credentials: Credentials) -> None:

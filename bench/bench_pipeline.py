@@ -82,9 +82,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
+
+if TYPE_CHECKING:  # annotations only: the functions import what they run, where they run it
+    from observers import Observer
+    from observers.citations import CombiningCounter
+    from percolator import Client, Transaction
 
 PROBE_ENV = "PERCOLATOR_PIPELINE_PROBE"  # where a worker process writes its probe counts
 HOT_ENV = "PERCOLATOR_PIPELINE_HOT"      # --hot, for the worker processes
@@ -143,7 +149,7 @@ def probe_hook() -> _Tally:
     return tally
 
 
-def probe_observers() -> list[object]:
+def probe_observers() -> list[Observer]:
     """The citation observers (``observers.citations.make_observers()``, as OBSERVERS) with
     :func:`probe_hook` as their commit hook, counting the counter updates of the refs
     observer's runs: the distinct targets of each run (a batch sums its papers' deltas
@@ -153,33 +159,34 @@ def probe_observers() -> list[object]:
     tally = probe_hook()
     set_count = combine._set_count
 
-    def counted(txn: object, row: bytes, column: bytes, n: int) -> None:
+    def counted(txn: Transaction, row: bytes, column: bytes, n: int) -> None:
         with tally.lock:
             tally.writes += 1
-        set_count(txn, row, column, n)  # type: ignore[arg-type]
+        set_count(txn, row, column, n)
 
-    combine._set_count = counted  # type: ignore[assignment]
+    combine._set_count = counted
     hot = os.environ.get(HOT_ENV)
     observers = list(make_observers(on_commit=tally, hot=int(hot)) if hot else
                      make_observers(on_commit=tally))
     for refs in observers:
         if isinstance(refs, RefsObserver):
-            refs.counter = _CountingCounter(refs.counter, tally)
+            # a stand-in forwarding every attribute to the CombiningCounter it wraps
+            refs.counter = _CountingCounter(refs.counter, tally)  # type: ignore[assignment]
     return observers
 
 
 class _CountingCounter:
     """A refs observer's counter, counting the (target, delta) pairs it is given."""
 
-    def __init__(self, counter: object, tally: _Tally) -> None:
+    def __init__(self, counter: CombiningCounter, tally: _Tally) -> None:
         self._counter = counter
         self._tally = tally
 
-    def add_many(self, txn: object, deltas: Sequence[tuple[bytes, int]], source: bytes
+    def add_many(self, txn: Transaction, deltas: Sequence[tuple[bytes, int]], source: bytes
                  ) -> None:
         with self._tally.lock:
             self._tally.updates += len(deltas)
-        self._counter.add_many(txn, deltas, source)  # type: ignore[attr-defined]
+        self._counter.add_many(txn, deltas, source)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._counter, name)
@@ -445,15 +452,15 @@ def run_embedded(root: Path, papers: int, args: argparse.Namespace) -> Run:
     return run
 
 
-def pending(client: object) -> bool:
+def pending(client: Client) -> bool:
     """Whether a citation notification is pending (or a backfill of their columns runs):
     the node's count, stopped at the first."""
     from observers.citations import FOLD, REFS
 
-    return client.notifications.pending(client.table, [REFS, FOLD], 1) > 0  # type: ignore[attr-defined]
+    return client.notifications.pending(client.table, [REFS, FOLD], 1) > 0
 
 
-def settled(client: object, workers: int) -> bool:
+def settled(client: Client, workers: int) -> bool:
     """Whether the cluster is idle as a user would find it: nothing pending (no backfill
     either), every bucket of the citation columns owned by one of the ``workers`` live
     workers, and each of them reporting nothing queued, in flight or backing off (the
@@ -462,8 +469,8 @@ def settled(client: object, workers: int) -> bool:
     from observers.citations import FOLD, REFS
     from percolator.notifications import BUCKETS
 
-    n = client.notifications  # type: ignore[attr-defined]
-    table = client.table  # type: ignore[attr-defined]
+    n = client.notifications
+    table = client.table
     if n.pending(table, [REFS, FOLD], 1) > 0:
         return False
     members = [m for m in n.members(table) if m.alive]
@@ -478,7 +485,7 @@ def settled(client: object, workers: int) -> bool:
     return True
 
 
-def settle(client: object, workers: int, timeout: float) -> float:
+def settle(client: Client, workers: int, timeout: float) -> float:
     """Wait (bounded) until :func:`settled`; seconds it took."""
     began = time.perf_counter()
     while not settled(client, workers):
