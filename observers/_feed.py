@@ -11,7 +11,10 @@ When the worker has nothing to do, the pull waits at the node (a long poll of up
 :data:`LONG_POLL` seconds) until the node writes an entry into one of its buckets: an
 idle worker costs the node one call every few seconds, and a new entry is picked up
 in one wake-up.  While cells run, the feed pulls without waiting whenever a processor
-finishes or takes cells (at least every ``heartbeat``).  A full queue is pulled at
+finishes or takes cells (at least every ``heartbeat``); the pull that hands back the
+last of them is followed at once by a waiting one (waiting for a ``heartbeat`` instead
+left an entry written meanwhile unseen for up to that long: a trickle of single writes
+took 0.5 s each to be observed).  A full queue is pulled at
 most every :data:`FULL_POLL` seconds until a processor takes cells: the node answers
 such a pull at once with nothing but "more", and pulling again at once made the feed
 spin for as long as a backlog filled the queue, its cost per paper growing with the
@@ -190,6 +193,8 @@ class Feed:
                 else:
                     idle_backoff = 0.1
                 continue
+            if not reply.rows and self._idle():
+                continue  # that pull handed back the last finished cells: wait at the node
             self._event.wait(self.heartbeat)
 
     def _idle(self) -> bool:

@@ -15,7 +15,13 @@ from observers._batch_limits import BatchLimits
 from observers._feed import FULL_POLL
 from percolator import Client, Transaction, failpoints
 
-from .observer_fixtures import client_fixture, read, server_fixture, write_cells  # noqa: F401
+from .observer_fixtures import (  # noqa: F401
+    client_fixture,
+    eventually,
+    read,
+    server_fixture,
+    write_cells,
+)
 
 COL = b"v"
 
@@ -195,3 +201,29 @@ def test_a_full_queue_is_not_pulled_back_to_back(client: Client) -> None:
         worker.stop()
     must_have_run_once(client, keys)
     assert pulls <= window / FULL_POLL + 5, f"{pulls} pulls in {window:.2f} s with a full queue"
+
+
+def test_a_change_after_the_last_cell_is_handed_back_is_seen_at_once(client: Client) -> None:
+    """The pull that hands back a worker's last finished cell is followed by a waiting
+    one (the long poll), not by a wait of ``heartbeat``: a change written then reaches the
+    worker in one wake-up (bench_observers.py's trigger-to-observer latency; it took half
+    a heartbeat on average)."""
+    arrived = {b"first": threading.Event(), b"second": threading.Event()}
+
+    class Seen(Observer):
+        column = COL
+
+        def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
+            txn.set(row, b"runs", b"1")
+            arrived[row].set()
+
+    worker = Worker(client, [Seen()], threads=2, heartbeat=20.0, lease_ttl=60.0).start()
+    try:
+        write_cells(client, {(b"first", COL): b"x"})
+        assert arrived[b"first"].wait(30.0), "the first change was never observed"
+        eventually(lambda: client.notifications.pending(client.table, [COL], 1) == 0,
+                   "the worker handed the first cell back")
+        write_cells(client, {(b"second", COL): b"x"})
+        assert arrived[b"second"].wait(5.0), "seen only after the heartbeat (20 s)"
+    finally:
+        worker.stop()
