@@ -80,6 +80,9 @@ class Mutator:
         deferred = self._deferred(sync)
         try:
             return self._mutate(mutations, guarded, sync or (self._sync and deferred is None))
+        except plyvel.IOError as exc:
+            self._write_failed(exc)
+            raise
         finally:
             if deferred is not None:
                 deferred.done += 1
@@ -88,13 +91,29 @@ class Mutator:
         """The log sync that counts this write, if it skips its fsync: a write the store's
         mode (not the caller) asks to sync, on the deferring thread.  Counted as issued
         here, before it is written (a reader that sees it must then wait for it); the
-        caller counts it ``done`` once written."""
+        caller counts it ``done`` once written.
+
+        Any other write is fsynced by LevelDB, which syncs its newest log file only: if
+        deferred writes wait for a pass, one is made first.  Why: this write may depend
+        on one of them (a secondary rolled forward after its primary's commit was read),
+        still in an older log file after LevelDB started a new one; a power loss must not
+        keep the one without the other."""
         log_sync = self._log_sync
-        if sync or log_sync is None or not log_sync.defers():
+        if log_sync is None:
             return None
-        log_sync.check()
-        log_sync.issued += 1
-        return log_sync
+        if not sync and log_sync.defers():
+            log_sync.check()
+            log_sync.issued += 1
+            return log_sync
+        if log_sync.issued > log_sync.durable or log_sync.failed is not None:
+            log_sync.sync_now()
+        return None
+
+    def _write_failed(self, exc: plyvel.IOError) -> None:
+        """LevelDB reported an I/O error for a write (its fsync, say): under ``always``,
+        nothing deferred may be answered any more (``LogSync.fail``)."""
+        if self._log_sync is not None:
+            self._log_sync.fail(exc)
 
     def _mutate(self, mutations: Sequence[RowMutation], guarded: bool, sync: bool
                 ) -> list[MutationResult]:
@@ -185,6 +204,9 @@ class Mutator:
         try:
             return self._atomic(mutations, finish, prefixes, declared,
                                 sync or (self._sync and deferred is None))
+        except plyvel.IOError as exc:
+            self._write_failed(exc)
+            raise
         finally:
             if deferred is not None:
                 deferred.done += 1
@@ -278,6 +300,9 @@ class Mutator:
                 return APPLIED
         except plyvel.CorruptionError as exc:
             raise datadir.corrupt(exc) from exc
+        except plyvel.IOError as exc:
+            self._write_failed(exc)
+            raise
         finally:
             inflight.pop()  # datadir.exit(), inline
             if datadir.closed:

@@ -16,7 +16,7 @@ import fcntl
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -100,17 +100,24 @@ class DataDir:
         with self._state:
             self._state.notify_all()
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 30.0,
+              before_db_close: Callable[[], None] | None = None) -> None:
         """Wait (bounded) for in-flight calls, then close LevelDB cleanly and release the
-        directory."""
+        directory.  ``before_db_close``: called once the calls are done, before LevelDB
+        closes (the last fsync pass of deferred writes); LevelDB and the directory are
+        released even if it raises."""
         with self._state:
             if self.closed:
                 return
             self.closed = True
             self._state.wait_for(lambda: not self.inflight, timeout=timeout)
-        with self._closing:
-            self.db.close()
-        self._owner.close()
+        try:
+            if before_db_close is not None:
+                before_db_close()
+        finally:
+            with self._closing:
+                self.db.close()
+            self._owner.close()
 
     @contextmanager
     def call(self) -> Iterator[plyvel.DB]:

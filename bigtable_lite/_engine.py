@@ -67,11 +67,10 @@ class Engine:
         self.mutate_guarded = self._mutator.mutate_guarded  # type: ignore[method-assign]
 
     def close(self, timeout: float = 30.0) -> None:
-        """Wait (bounded) for in-flight calls, then close LevelDB cleanly and release the
-        directory."""
-        if self.log_sync is not None:
-            self.log_sync.close()
-        self._dir.close(timeout)
+        """Wait (bounded) for in-flight calls, make the deferred writes durable (the last
+        pass), then close LevelDB cleanly and release the directory."""
+        self._dir.close(timeout, before_db_close=None if self.log_sync is None
+                        else self.log_sync.close)
 
     @property
     def closed(self) -> bool:

@@ -16,7 +16,9 @@ Nothing a deferred write changed may be seen outside the process before it is du
 once ``durable`` has reached the ``issued`` it saw after executing it
 (:meth:`pending`).  Other threads' answers wait the same way (:meth:`settle`, called
 by the gRPC guard before each reply): they fsync themselves, unless a pass that began
-after they asked has ended.  Their own writes keep their fsync inside LevelDB.
+after they asked has ended.  Their own writes keep their fsync inside LevelDB, after a
+pass if deferred writes wait for one: LevelDB fsyncs only its newest log file, and such
+a write may depend on a deferred one (it read it) still in an older file.
 
 Why the log files are fsynced here instead of through an empty write with
 ``sync=True``: that write would queue in LevelDB's writer queue, and the deferring
@@ -36,7 +38,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import Unavailable
+from .errors import StoreClosed, Unavailable
 
 __all__ = ["LogSync"]
 
@@ -97,7 +99,13 @@ class LogSync:
         ticket = self._begun
         with self._lock:
             self.check()
-            if self._ended > ticket or self._closed:
+            if self._ended > ticket:
+                return
+            if self._closed:  # after the last pass: a write still in flight then is lost
+                if self.issued > self.durable:
+                    self.failed = StoreClosed("the store closed before these writes were"
+                                              " synced")
+                    self.check()
                 return
             self._begun += 1
             number = self._begun
@@ -123,6 +131,16 @@ class LogSync:
         if self.defers():
             raise RuntimeError("the deferring thread answers after its own passes")
         self.sync_now()
+
+    def fail(self, exc: Exception) -> None:
+        """A write reported an I/O error (LevelDB's own fsync, on any thread): a later
+        pass through other descriptors might not be told of the lost pages, so nothing
+        deferred may be answered any more."""
+        with self._lock:
+            if self.failed is None:
+                log.critical("a write to the store in %s failed: %s; refusing writes",
+                             self._dir, exc)
+                self.failed = exc
 
     def check(self) -> None:
         """Raise Unavailable if a pass failed (nothing deferred since may be trusted)."""

@@ -36,6 +36,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -229,7 +230,21 @@ class Guard:
         try:
             self._settle()
         except StorageError as exc:
+            # Replaces an error the handler gave (its details, in trailing metadata, too:
+            # a client checks that they name the status they come with).
+            context.set_trailing_metadata(())
             _abort(context, Code.UNAVAILABLE, str(exc))
+
+    @contextmanager
+    def _settling(self, context: grpc.ServicerContext) -> Iterator[None]:
+        """:meth:`settled` once the handler returns, and once it fails: an error reveals as
+        much as a reply ("transaction 7 is committed at 9")."""
+        try:
+            yield
+        except Exception:
+            self.settled(context)  # UNAVAILABLE instead, if the log cannot be synced
+            raise
+        self.settled(context)
 
     def wrap(self, handler: grpc.RpcMethodHandler, gate: Gate) -> grpc.RpcMethodHandler:
         """The handler behind the gate: same kind, same response serializer, raw requests."""
@@ -256,9 +271,8 @@ class Guard:
 
             def stream_unary(raw: Iterator[bytes], context: grpc.ServicerContext) -> Any:
                 admit(context)
-                reply = inner(requests(raw, context), context)
-                self.settled(context)
-                return reply
+                with self._settling(context):
+                    return inner(requests(raw, context), context)
 
             return grpc.stream_unary_rpc_method_handler(
                 stream_unary, response_serializer=serializer)
@@ -273,9 +287,9 @@ class Guard:
 
         def unary_unary(raw: bytes, context: grpc.ServicerContext) -> Any:
             admit(context)
-            reply = inner(decode(raw, context), context)
-            self.settled(context)
-            return reply
+            request = decode(raw, context)
+            with self._settling(context):
+                return inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serializer)
 
@@ -313,11 +327,12 @@ class Guard:
                    f"{pool.what}: all {pool.limit} stream slots are taken; try again later")
         watched = self.watch.add(context, gate.method)
         try:
-            for response in start():
-                self.settled(context)
-                watched.since = time.monotonic()
-                yield response  # returns once grpc has handed it to the transport
-                watched.since = 0.0
+            with self._settling(context):  # the stream's end: its status or its error
+                for response in start():
+                    self.settled(context)
+                    watched.since = time.monotonic()
+                    yield response  # returns once grpc has handed it to the transport
+                    watched.since = 0.0
         finally:
             self.watch.remove(watched)
             if pool is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bigtable_lite import Cell, LocalStore, Put, RowMutation, Unavailable
+from bigtable_lite import Cell, LocalStore, Put, RowMutation, Unavailable, _engine
 from bigtable_lite._datadir import LEVELDB_DIR
 from bigtable_lite._leveldb import plyvel
 from bigtable_lite.remote import RemoteStore
@@ -62,23 +62,30 @@ def test_the_deferring_threads_writes_skip_their_fsync_until_a_pass(
         store.mutate_rows([put(b"a", 1)])  # one row: one put
         store.mutate_rows([put(b"a", 2), put(b"b", 2)])  # a batch
         store.mutate_atomic([put(b"c", 3)], lambda: [put(b"c", 4)])
-        store.mutate_rows([put(b"d", 5)], sync=True)  # asked for: synced at once
-        assert spy.syncs == [False, False, False, True]
+        assert spy.syncs == [False, False, False]
         assert (log_sync.issued, log_sync.done, log_sync.durable) == (3, 3, 0)
         assert log_sync.pending() == 3
+        passes = log_sync.passes
+        # Another thread's write is synced by LevelDB, in its newest log only: it may
+        # depend on a deferred write (it could have read it), so a pass comes first.
         other: list[bool] = []
         thread = threading.Thread(target=lambda: other.append(
             store.mutate_rows([put(b"e", 6)])[0].applied))
         thread.start()
         thread.join(WAIT)
-        assert other == [True] and spy.syncs[-1] is True  # other threads: LevelDB syncs
-        assert log_sync.issued == 3
-        log_sync.sync_now()
-        assert log_sync.durable == 3 and log_sync.pending() == 0
+        assert other == [True] and spy.syncs[-1] is True
+        assert (log_sync.issued, log_sync.durable, log_sync.passes) == (3, 3, passes + 1)
+        store.mutate_rows([put(b"d", 5)])  # deferred again
+        assert (log_sync.issued, log_sync.durable) == (4, 3) and spy.syncs[-1] is False
+        store.mutate_rows([put(b"d", 6)], sync=True)  # asked for: a pass, then synced
+        assert spy.syncs[-1] is True and log_sync.issued == 4
+        assert (log_sync.durable, log_sync.passes) == (4, passes + 2)
+        store.mutate_rows([put(b"d", 7)], sync=True)  # nothing deferred waits: no pass
+        assert log_sync.passes == passes + 2 and log_sync.pending() == 0
     finally:
         log_sync.stop_deferring()
     store.mutate_rows([put(b"f", 7)])
-    assert spy.syncs[-1] is True and log_sync.issued == 3
+    assert spy.syncs[-1] is True and log_sync.issued == 4
 
 
 def test_a_pass_fsyncs_every_log_file(store: LocalStore, monkeypatch: pytest.MonkeyPatch
@@ -182,3 +189,107 @@ def test_a_failed_pass_refuses_what_would_need_one(tmp_path: Path) -> None:
             log_sync.settle()  # no longer the deferring thread: a gRPC reply, refused too
     with LocalStore(tmp_path / "data", sync="always") as again:  # opens; nothing lost
         assert again.read_row(T, b"a")[-1] == Cell(b"c", 1, b"durable")
+
+
+def test_a_write_leveldb_syncs_in_a_new_log_waits_for_a_deferred_one_in_the_old(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LevelDB fsyncs only its newest log.  A deferred write P, then enough writes that
+    LevelDB starts a new log: another thread's write S (which may depend on P: a
+    secondary rolled forward after its primary's commit was read) makes a pass first,
+    and if the pass fails S is refused, never durable without P."""
+    monkeypatch.setattr(_engine, "WRITE_BUFFER_BYTES", 1 << 20)
+    with LocalStore(tmp_path / "data", sync="always") as store:
+        log_sync = store.engine.log_sync
+        assert log_sync is not None
+        leveldb = store.engine.path / LEVELDB_DIR
+
+        def logs() -> list[str]:
+            return sorted(name for name in os.listdir(leveldb) if name.endswith(".log"))
+
+        log_sync.defer_here()
+        try:
+            store.mutate_rows([put(b"P", 1, b"primary")])
+            first = logs()
+            filler = 0
+            while logs() == first:
+                store.mutate_rows([put(b"f%d" % filler, 1, b"x" * 4000)])
+                filler += 1
+                assert filler < 10_000, "LevelDB never started a new log"
+        finally:
+            log_sync.stop_deferring()
+        held = HeldPass(fail=True)
+        held.go.set()
+        log_sync.before_fsync = held
+        refused: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                store.mutate_rows([put(b"S", 1, b"secondary")])
+            except Unavailable as exc:
+                refused.append(exc)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(WAIT)
+        assert held.entered.is_set() and len(refused) == 1, "S was written before a pass"
+        assert store.read_row(T, b"S") == []
+
+
+def test_an_io_error_of_a_write_stops_every_deferred_answer(store: LocalStore) -> None:
+    """LevelDB's own fsync failed (a write on any thread): the lost pages might not be
+    reported to a later pass through other descriptors, so nothing deferred is answered
+    any more."""
+    log_sync = store.engine.log_sync
+    assert log_sync is not None
+
+    class Failing(SyncSpy):
+        def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+            raise plyvel.IOError("IO error: fsync: Input/output error")
+
+    store.engine._mutator._db = Failing(store.engine._mutator._db)  # type: ignore[assignment]  # noqa: SLF001
+    with pytest.raises(plyvel.IOError):
+        store.mutate_rows([put(b"a", 1)])
+    with pytest.raises(Unavailable, match="could not be synced"):
+        log_sync.settle()
+    log_sync.defer_here()
+    try:
+        with pytest.raises(Unavailable, match="could not be synced"):
+            store.mutate_rows([put(b"b", 1)])
+    finally:
+        log_sync.stop_deferring()
+
+
+def test_the_last_pass_comes_after_the_writes_in_flight_and_none_after_it(
+        tmp_path: Path) -> None:
+    """Closing waits for the writes in flight, then makes the last pass; a deferred
+    write after it is refused (its answer must never go), and a failed last pass still
+    releases LevelDB and the directory."""
+    store = LocalStore(tmp_path / "data", sync="always")
+    log_sync = store.engine.log_sync
+    assert log_sync is not None
+    log_sync.defer_here()
+    try:
+        store.mutate_rows([put(b"a", 1)])
+        log_sync.close()  # as the store's close does, once the calls are done
+        assert log_sync.durable == 1
+        store.mutate_rows([put(b"a", 2)])  # in flight past the last pass
+        with pytest.raises(Unavailable, match="closed before these writes were synced"):
+            log_sync.sync_now()
+    finally:
+        log_sync.stop_deferring()
+        store.close()
+    store = LocalStore(tmp_path / "data", sync="always")
+    log_sync = store.engine.log_sync
+    assert log_sync is not None
+    held = HeldPass(fail=True)
+    held.go.set()
+    log_sync.before_fsync = held
+    log_sync.defer_here()
+    try:
+        store.mutate_rows([put(b"b", 3)])
+    finally:
+        log_sync.stop_deferring()
+    with pytest.raises(Unavailable, match="could not be synced"):
+        store.close()
+    with LocalStore(tmp_path / "data", sync="always") as again:  # released: it opens
+        assert again.read_row(T, b"a")[0] == Cell(b"c", 2, b"v")

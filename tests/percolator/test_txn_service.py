@@ -25,6 +25,7 @@ from percolator.node import Node
 from percolator.records import PUT
 from percolator.v1 import node_pb2
 from percolator.v1 import transactions_pb2 as pb
+from tests.bigtable_lite.test_log_sync import HeldPass
 
 from .txn_service_client import REPLY, TXN, NativeFrames, ServiceClient, ServiceError
 
@@ -457,3 +458,45 @@ def test_native_frames_that_are_no_request_fail_alone(node: Node) -> None:
         assert kind == REPLY and pb.TxnStreamResponse.FromString(reply).begin.txn_id > 0
     finally:
         frames.close()
+
+
+@pytest.mark.parametrize("fsync_fails", [False, True])
+def test_an_error_that_reveals_a_deferred_commit_waits_for_its_fsync(
+        tmp_path: Path, fsync_fails: bool) -> None:
+    """Under ``--sync always`` a commit on the native loop is answered once fsynced; an
+    error of another call that reveals it ("transaction N is committed") waits for the
+    same fsync, and is UNAVAILABLE if the fsync failed, as a reply would be."""
+    with Node(tmp_path / "node", "127.0.0.1:0", sync="always", native_listen=None,
+              gc_interval=None) as node, ServiceClient(node.address, timeout=30) as svc:
+        log_sync = node.store.engine.log_sync
+        assert log_sync is not None
+        txn = svc.begin()
+        held = HeldPass(fail=fsync_fails)
+        log_sync.before_fsync = held
+        log_sync.defer_here()  # this thread plays the native loop: its commit is deferred
+        try:
+            node.transactions.sessions.commit(txn.txn_id, b"", [((b"a", b"c"), b"1")], [])
+        finally:
+            log_sync.stop_deferring()
+        answered: queue.Queue[ServiceError | None] = queue.Queue()
+
+        def rollback() -> None:
+            try:
+                txn.rollback()
+                answered.put(None)
+            except ServiceError as exc:
+                answered.put(exc)
+
+        thread = threading.Thread(target=rollback)
+        thread.start()
+        assert held.entered.wait(30), "the error was answered without a pass"
+        assert answered.empty(), "the commit was revealed before it was durable"
+        held.go.set()
+        thread.join(30)
+        error = answered.get(timeout=30)
+        assert error is not None
+        if fsync_fails:
+            assert error.code == grpc.StatusCode.UNAVAILABLE, error
+        else:
+            assert error.code == grpc.StatusCode.FAILED_PRECONDITION, error
+            assert "committed" in str(error) and log_sync.pending() == 0
