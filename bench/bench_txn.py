@@ -177,7 +177,7 @@ def main() -> None:
         if not args.skip_remote:
             with ServerProcess(tmp / "remote") as server, Client.connect(server.address) as client:
                 remote = measure(client, args.seconds)
-                batching: dict[str, float] = getattr(client.store, "batch_stats", lambda: {})()
+                batching: dict[str, float] = getattr(client.backend, "batch_stats", lambda: {})()
             report("remote (loopback, server in its own process)", remote, puts, rmws)
             print(f"  batched commands: {batching}")
             r8 = remote["two-row transfers/s (8 threads)"]
