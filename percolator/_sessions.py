@@ -17,7 +17,9 @@ A session's id is its transaction's start_ts::
 * A session is its caller's (``owner``: who began it, ``bigtable_lite.auth.caller_of``;
   one caller on a node without tokens): another caller's calls on it are answered as
   for an id the node does not hold, and never take its turn, so a caller with a token
-  to read cannot end, commit or hold up a writer's transaction by guessing its id.
+  to read cannot end, commit or hold up a writer's transaction by guessing its id.  A
+  session is held from its snapshot on, while Begin's first reads still run (an id not
+  held is answered from the data, which would roll it back).
 * Open sessions are bounded per node (``max_open``) and per caller
   (``max_open_per_caller``), so one token cannot take every session of a node from the
   others; beyond either, Begin is refused ``TooManyTransactions`` (RESOURCE_EXHAUSTED)
@@ -56,13 +58,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from bigtable_lite import LimitExceeded
-
 from . import _driver, records
 from ._backend import Key, keys_of
 from ._client import DEFAULT_LOCK_TTL, Client
 from ._local import LocalBackend
-from ._transaction import Transaction
+from ._transaction import Transaction, checked_key, checked_value
 from ._waits import check_may_wait
 from .errors import (
     CommitConflict,
@@ -93,7 +93,8 @@ DEFAULT_RETAIN_MS = 60_000
 DEFAULT_MAX_OPEN = 10_000
 DEFAULT_MAX_OPEN_PER_CALLER = 1_000
 MAX_TABLES = 64
-"""Distinct tables the service keeps a Client for."""
+"""Distinct tables with open transactions at once (a Client each, kept while in use; one
+in use by nobody gives way to a new table: any caller may name tables)."""
 
 Write = tuple[Key, bytes | None]
 """One cell of a write set: its value, or None to delete it."""
@@ -153,7 +154,8 @@ class Sessions:
         self.busy_wait = busy_wait
         self.retain_ms = retain_ms
         self._lock_ttl = lock_ttl
-        self._clients: dict[bytes, Client] = {}
+        self._clients: dict[bytes, Client] = {}  # least recently used first
+        self._users: dict[bytes, int] = {}  # per table: open sessions and calls under way
         self._sessions: dict[int, Session] = {}
         self._expiry: list[tuple[int, int]] = []  # (expires_ms, txn_id): one per session
         self._open = 0  # ACTIVE sessions, and begins under way
@@ -164,17 +166,45 @@ class Sessions:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def client(self, table: bytes) -> Client:
-        """The Client of ``table``'s sessions (a real one, over the node's backend)."""
+    def _use(self, table: bytes) -> Client:
+        """The Client of ``table``'s transactions (a real one, over the node's backend),
+        in use until :meth:`_unuse`.  At most MAX_TABLES are kept: a new table's replaces
+        the least recently used one in use by nobody (any caller may name tables, so none
+        is kept for good), or TooManyTransactions if every one is in use."""
+        evicted: Client | None = None
         with self._lock:
-            client = self._clients.get(table)
+            client = self._clients.pop(table, None)
             if client is None:
                 if len(self._clients) >= MAX_TABLES:
-                    raise LimitExceeded(f"transactions on at most {MAX_TABLES} tables")
+                    idle = next((t for t in self._clients if not self._users.get(t)), None)
+                    if idle is None:
+                        raise TooManyTransactions(
+                            f"transactions are open on {MAX_TABLES} tables, the most at once;"
+                            " commit or roll back some, or retry later")
+                    evicted = self._clients.pop(idle)
                 client = Client(self._backend, table=table, lock_ttl=self._lock_ttl,
                                 lock_wait_timeout=self.lock_wait, clock=self._clock)
-                self._clients[table] = client
-            return client
+            self._clients[table] = client  # the most recently used
+            self._users[table] = self._users.get(table, 0) + 1
+        if evicted is not None:
+            evicted.close()  # nobody's: none of its transactions is open
+        return client
+
+    def _unuse(self, table: bytes) -> None:
+        with self._lock:
+            left = self._users[table] - 1
+            if left:
+                self._users[table] = left
+            else:
+                del self._users[table]
+
+    @contextmanager
+    def _using(self, table: bytes) -> Iterator[Client]:
+        client = self._use(table)
+        try:
+            yield client
+        finally:
+            self._unuse(table)
 
     def start(self, interval: float = 1.0) -> None:
         """Expire sessions every ``interval`` seconds in a daemon thread (calls also do)."""
@@ -207,7 +237,6 @@ class Sessions:
               owner: bytes = b"") -> tuple[Session, dict[Key, bytes | None]]:
         """A new session at a fresh snapshot, and what ``read`` reads at it with its
         transaction (the caller's first reads, bounded as the caller's replies are)."""
-        client = self.client(table)
         self.sweep()
         with self._lock:
             if self._open >= self.max_open:
@@ -224,34 +253,51 @@ class Sessions:
             self._open += 1
             self._open_by[owner] = mine + 1
         try:
+            client = self._use(table)  # until the session ends (``_end``)
+        except BaseException:
+            with self._lock:
+                self._closed_one(owner)
+            raise
+        try:
             txn = client.begin()
             txn.start_ts  # noqa: B018 -- takes the snapshot now: registered, so GC spares it
+            # Held (its lock taken) before the first reads, which may wait for locks: its id
+            # is a timestamp, easily guessed, and an id not held is answered from the data
+            # (``_commit_unknown``), so another caller could roll it back meanwhile.
+            session = Session(txn.start_ts, table, txn, ttl_ms,
+                              self._clock.now_ms() + ttl_ms, owner=owner)
+            session.lock.acquire()
+            with self._lock:
+                self._sessions[session.txn_id] = session
+                heapq.heappush(self._expiry, (session.expires_ms, session.txn_id))
             try:
                 values = read(txn) if read is not None else {}
             except BaseException:
+                with self._lock:  # never begun, as far as anyone may learn
+                    self._sessions.pop(session.txn_id, None)
+                session.lock.release()
                 txn.rollback()
                 raise
         except BaseException:
             with self._lock:
                 self._closed_one(owner)
+            self._unuse(table)
             raise
-        session = Session(txn.start_ts, table, txn, ttl_ms, self._clock.now_ms() + ttl_ms,
-                          owner=owner)
-        with self._lock:
-            self._sessions[session.txn_id] = session
-            heapq.heappush(self._expiry, (session.expires_ms, session.txn_id))
+        session.expires_ms = self._clock.now_ms() + ttl_ms  # its TTL from the call's end
+        session.lock.release()
         return session, values
 
     def read_once(self, table: bytes, read: Callable[[Transaction], dict[Key, bytes | None]]
                   ) -> tuple[int, dict[Key, bytes | None]]:
         """A read-only transaction in one call: ``read`` at a fresh snapshot, which ends
         with the call (no session is held, so no caller owns it); (start_ts, values)."""
-        txn = self.client(table).begin()
-        try:
-            start_ts = txn.start_ts  # registered from here on: GC spares the snapshot
-            return start_ts, read(txn)
-        finally:
-            txn.rollback()
+        with self._using(table) as client:
+            txn = client.begin()
+            try:
+                start_ts = txn.start_ts  # registered from here on: GC spares the snapshot
+                return start_ts, read(txn)
+            finally:
+                txn.rollback()
 
     @contextmanager
     def active(self, txn_id: int, owner: bytes = b"") -> Iterator[Transaction]:
@@ -303,7 +349,7 @@ class Sessions:
                 held = txn_id in self._sessions
             if held:  # another caller's, open: not this caller's to decide
                 raise
-            return self._commit_unknown(txn_id, table, writes)
+            return self._commit_unknown(txn_id, table, writes, weak)
         try:
             if session.state is not ACTIVE:
                 return self._answer(session, digest)
@@ -325,7 +371,9 @@ class Sessions:
                 txn.notify(row, column)
         except (ValueError, TypeError):  # nothing written: the transaction stays open
             # (the new Transaction registers before the old one leaves: the hold never lapses)
-            session.txn = Transaction(self.client(session.table).ctx, session.txn_id)
+            with self._lock:  # its table's Client: in use while the session is open
+                ctx = self._clients[session.table].ctx
+            session.txn = Transaction(ctx, session.txn_id)
             txn.rollback()
             raise
         session.digest = digest
@@ -357,11 +405,24 @@ class Sessions:
             raise _copy(session.conflict)
         return session.commit_ts
 
-    def _commit_unknown(self, txn_id: int, table: bytes, writes: Sequence[Write]) -> int:
-        """A Commit of a transaction the node does not hold, answered from the data."""
+    def _commit_unknown(self, txn_id: int, table: bytes, writes: Sequence[Write],
+                        weak: Sequence[Key]) -> int:
+        """A Commit of a transaction the node does not hold, answered from the data (its
+        cells checked first, as a held transaction's are: the answer may write a rollback
+        record at the primary's cell)."""
+        limits = self._backend.limits
+        for (row, column), value in writes:
+            checked_key(row, column, limits)
+            if value is not None:
+                checked_value(value, limits)
+        for row, column in weak:
+            checked_key(row, column, limits)
         if not writes or txn_id >= self._backend.timestamps(1):
             raise TransactionNotFound(f"no open transaction {txn_id}")
-        client = self.client(table)
+        with self._using(table) as client:
+            return self._decide(client, txn_id, writes)
+
+    def _decide(self, client: Client, txn_id: int, writes: Sequence[Write]) -> int:
         parts = _driver.plan({key: (records.PUT if value is not None else records.DELETE, value)
                               for key, value in writes})
         try:
@@ -409,6 +470,7 @@ class Sessions:
                 self._sessions.pop(session.txn_id, None)
             else:
                 session.expires_ms = self._clock.now_ms() + self.retain_ms
+        self._unuse(session.table)
 
     def _closed_one(self, owner: bytes) -> None:
         """One session of ``owner`` is no longer open (``_lock`` held)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+from bigtable_lite import Limits
 from bigtable_lite.validation import as_bytes
 
 from . import _driver, records
@@ -18,7 +19,7 @@ from ._waits import check_may_wait
 from .errors import LockWaitTimeout, TransactionError
 from .layout import SYSTEM_PREFIX
 
-__all__ = ["Transaction"]
+__all__ = ["Transaction", "checked_key", "checked_value"]
 
 _SCAN_CHUNK_ROWS = 128
 
@@ -26,6 +27,40 @@ _ACTIVE = "active"
 _COMMITTED = "committed"
 _ROLLED_BACK = "rolled back"
 _FAILED = "failed"
+
+
+def checked_key(row: bytes | str, column: bytes | str, limits: Limits,
+                system: bool = False) -> Key:
+    """A cell's key as a transaction takes it (str as UTF-8), or ValueError/TypeError
+    naming what is wrong: an empty or over-long row or column, or a reserved column
+    (``system``: the caller's own, reserved, columns are allowed)."""
+    r = row if type(row) is bytes else as_bytes(row, "row")
+    c = column if type(column) is bytes else as_bytes(column, "column")
+    if not r:
+        raise ValueError("row must not be empty")
+    if not c:
+        raise ValueError("column must not be empty")
+    if len(r) > limits.max_row_bytes:
+        raise ValueError(f"row is {len(r)} bytes; the limit is {limits.max_row_bytes}")
+    if len(c) >= limits.max_column_bytes:
+        raise ValueError(f"column is {len(c)} bytes; the limit is"
+                         f" {limits.max_column_bytes - 1}")
+    if not system and c.startswith(SYSTEM_PREFIX):
+        raise ValueError("columns starting with 0x00 are reserved for the system")
+    return r, c
+
+
+def checked_value(value: bytes | str, limits: Limits) -> bytes:
+    """A value as a transaction takes it (str as UTF-8), or ValueError/TypeError."""
+    if type(value) is bytes:
+        v = value
+    elif type(value) is str:
+        v = value.encode("utf-8")
+    else:
+        raise TypeError(f"value must be bytes or str, not {type(value).__name__}")
+    if len(v) > limits.max_value_bytes:
+        raise ValueError(f"value is {len(v)} bytes; the limit is {limits.max_value_bytes}")
+    return v
 
 
 class Transaction:
@@ -90,32 +125,10 @@ class Transaction:
                 and 0 < len(column) < limits.max_column_bytes
                 and column[:1] != SYSTEM_PREFIX):
             return row, column  # the common case in one test; else the precise error below
-        r = row if type(row) is bytes else as_bytes(row, "row")
-        c = column if type(column) is bytes else as_bytes(column, "column")
-        if not r:
-            raise ValueError("row must not be empty")
-        if not c:
-            raise ValueError("column must not be empty")
-        if len(r) > limits.max_row_bytes:
-            raise ValueError(f"row is {len(r)} bytes; the limit is {limits.max_row_bytes}")
-        if len(c) >= limits.max_column_bytes:
-            raise ValueError(f"column is {len(c)} bytes; the limit is"
-                             f" {limits.max_column_bytes - 1}")
-        if not system and c.startswith(SYSTEM_PREFIX):
-            raise ValueError("columns starting with 0x00 are reserved for the system")
-        return r, c
+        return checked_key(row, column, limits, system)
 
     def _value(self, value: bytes | str) -> bytes:
-        if type(value) is bytes:
-            v = value
-        elif type(value) is str:
-            v = value.encode("utf-8")
-        else:
-            raise TypeError(f"value must be bytes or str, not {type(value).__name__}")
-        if len(v) > self._ctx.limits.max_value_bytes:
-            raise ValueError(f"value is {len(v)} bytes; the limit is"
-                             f" {self._ctx.limits.max_value_bytes}")
-        return v
+        return checked_value(value, self._ctx.limits)
 
     # --- reads ----------------------------------------------------------------------------
 

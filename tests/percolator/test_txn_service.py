@@ -18,8 +18,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bigtable_lite import ScanRequest
 from percolator import Client, failpoints
 from percolator._backend import CellWrite, PrewriteRequest
+from percolator._sessions import MAX_TABLES
 from percolator.clock import FakeClock
 from percolator.node import Node
 from percolator.records import PUT
@@ -500,3 +502,37 @@ def test_an_error_that_reveals_a_deferred_commit_waits_for_its_fsync(
         else:
             assert error.code == grpc.StatusCode.FAILED_PRECONDITION, error
             assert "committed" in str(error) and log_sync.pending() == 0
+
+
+def test_a_commit_of_an_id_no_longer_held_checks_its_cells_first(
+        svc: ServiceClient, node: Node) -> None:
+    """An id the node does not hold is answered from the data, which may write a
+    rollback record at the primary's cell: bad cells are refused INVALID_ARGUMENT first,
+    as a held transaction's are, and nothing is written."""
+    gone = svc.begin(read_only=True).txn_id  # ended in its call: not held
+    too_long = b"r" * (node.backend.limits.max_row_bytes + 1)
+    for row, column in ((b"", b"c"), (b"r", b"\x00ack"), (too_long, b"c")):
+        must_fail(grpc.StatusCode.INVALID_ARGUMENT, svc.call, "Commit", pb.TxnCommitRequest(
+            txn_id=gone, writes=[pb.TxnWrite(row=row, column=column, value=b"v")]))
+    must_fail(grpc.StatusCode.INVALID_ARGUMENT, svc.call, "Commit", pb.TxnCommitRequest(
+        txn_id=gone, writes=[pb.TxnWrite(row=b"r", column=b"c", value=b"v")],
+        notify=[node_pb2.Key(row=b"", column=b"c")]))
+    assert list(node.store.scan(ScanRequest(b"percolator"))) == []
+
+
+def test_tables_of_ended_transactions_leave_room_for_others(svc: ServiceClient) -> None:
+    """Any caller may name tables; the node keeps transactions' state for MAX_TABLES at
+    once, and one nobody uses gives way to a new one (else junk names used once would
+    refuse every later table until a restart)."""
+    for i in range(MAX_TABLES + 3):
+        svc.begin([(b"r", b"c")], table=b"junk%d" % i, read_only=True)
+    txn = svc.begin([(b"r", b"c")])  # the default table, never used before
+    txn.set(b"r", b"c", b"1")
+    assert txn.commit() > txn.txn_id
+    held = [svc.begin(table=b"held%d" % i) for i in range(MAX_TABLES)]
+    err = must_fail(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: svc.begin(table=b"one-more"))
+    assert f"{MAX_TABLES} tables" in str(err)
+    held[0].rollback()  # its table is in use by nobody now
+    svc.begin(table=b"one-more").rollback()
+    for txn in held[1:]:
+        txn.rollback()

@@ -14,6 +14,8 @@ import os
 import queue
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,14 +27,16 @@ from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.credentials import ServerTLS, connect_channel
 from bigtable_lite.server import ServerPolicy
 from percolator import Client
+from percolator._backend import CellWrite, PrewriteRequest
 from percolator._txn_service import ROLES, SERVICE_NAME
 from percolator.node import Node
+from percolator.records import PUT
 from percolator.v1 import node_pb2
 from percolator.v1 import transactions_pb2 as pb
 from tests.certs import CA
 from tests.procs import REPO, ServerProcess
 
-from .txn_service_client import NativeFrames, ServiceClient, ServiceError
+from .txn_service_client import NativeFrames, ServiceClient, ServiceError, ServiceTxn
 
 WAIT = 30.0
 MiB = 1 << 20
@@ -380,3 +384,38 @@ def test_native_frames_run_as_their_connections_caller(node: Node) -> None:
     with native(node, Role.READ) as check:
         after = check.begin()
         assert after.get(*CELL) == b"mine" and after.start_ts > committed
+
+
+def test_another_token_cannot_end_a_transaction_whose_begin_is_still_reading(
+        tmp_path: Path) -> None:
+    """Ids are timestamps, easily guessed.  While a Begin waits on a lock for its first
+    read, another token's Commit naming the id must find it held (NOT_FOUND, deciding
+    nothing), not answer it from the data, which would roll it back under its owner."""
+    with Node(tmp_path / "node", "127.0.0.1:0", policy=token_policy(),
+              txn_lock_wait=WAIT) as node:
+        backend = node.backend
+        lock_ts = backend.timestamps(1)
+        assert backend.prewrite(PrewriteRequest(b"percolator", lock_ts, CELL, 60_000, [
+            (CELL[0], [CellWrite(CELL[1], PUT, b"locked")])])) is None
+        owner, other = service(node.address, Role.WRITE), service(
+            node.address, None, token=OTHER_WRITER)
+        begun: queue.Queue[ServiceTxn] = queue.Queue()
+        reader = threading.Thread(target=lambda: begun.put(owner.begin([CELL])))
+        reader.start()
+        try:
+            deadline = time.monotonic() + WAIT
+            while not len(backend.snapshots):  # its snapshot is taken: it reads, and waits
+                assert time.monotonic() < deadline, "the Begin never took its snapshot"
+                threading.Event().wait(0.005)
+            for guess in range(lock_ts + 1, lock_ts + 4):
+                err = must_fail(Code.NOT_FOUND, other.call, "Commit", pb.TxnCommitRequest(
+                    txn_id=guess, writes=[pb.TxnWrite(row=b"x", column=b"y", value=b"z")]))
+                assert "no open transaction" in str(err)
+        finally:
+            backend.rollback(b"percolator", lock_ts, CELL, [])  # the Begin reads on
+            reader.join(WAIT)
+        txn = begun.get(timeout=WAIT)
+        txn.set(b"x", b"y", b"mine")
+        assert txn.commit() > txn.txn_id
+        owner.close()
+        other.close()
