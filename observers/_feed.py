@@ -11,15 +11,16 @@ When the worker has nothing to do, the pull waits at the node (a long poll of up
 :data:`LONG_POLL` seconds) until the node writes an entry into one of its buckets: an
 idle worker costs the node one call every few seconds, and a new entry is picked up
 in one wake-up.  While cells run, the feed pulls without waiting whenever a processor
-finishes or takes cells (at least every ``heartbeat``); the pull that hands back the
-last of them is followed at once by a waiting one (waiting for a ``heartbeat`` instead
-left an entry written meanwhile unseen for up to that long: a trickle of single writes
-took 0.5 s each to be observed).  A full queue is pulled at
-most every :data:`FULL_POLL` seconds until a processor takes cells: the node answers
-such a pull at once with nothing but "more", and pulling again at once made the feed
-spin for as long as a backlog filled the queue, its cost per paper growing with the
-backlog (bench/README.md, "bench_pipeline.py").  It still pulls, to learn of
-revocations while the queue is full.
+finishes or takes cells (at least every ``heartbeat``), and the pull that hands back
+the last of them is followed at once by a waiting one.  Cells backing off after a
+failure or a conflict do not count as running: meanwhile the feed waits at the node,
+at most until the first of them is due.  (Waiting a heartbeat instead held every other
+change back up to that long: a trickle of single writes took 0.5 s each to be
+observed.)  A full queue is pulled at most every :data:`FULL_POLL` seconds until a
+processor takes cells: the node answers such a pull at once with nothing but "more",
+and pulling again at once made the feed spin for as long as a backlog filled the
+queue, its cost per paper growing with the backlog (bench/README.md,
+"bench_pipeline.py").  It still pulls, to learn of revocations while the queue is full.
 
 If a pull fails, the feed waits until the node's channel is connected again (a
 connectivity watch, at most half a second at a time, so it still sees a stop or its
@@ -155,8 +156,11 @@ class Feed:
                             self.last_error or "no error", sum(len(b) for b in lost.values()),
                             dropped)
             self.check_revoked()
-            idle = self._idle()
-            wait = min(LONG_POLL, o.lease / 4) if idle else 0.0
+            idle, due = self._idle_due()
+            # A cell backing off is taken once due: the next pull (with its handing back)
+            # need not come before; the floor keeps a cell due now from a spin of pulls.
+            wait = min(LONG_POLL, o.lease / 4, LONG_POLL if due is None else max(
+                FULL_POLL, due)) if idle else 0.0
             self._event.clear()
             request, done, fingerprint = self._request(wait)
             sent = time.monotonic()
@@ -198,9 +202,15 @@ class Feed:
             self._event.wait(self.heartbeat)
 
     def _idle(self) -> bool:
+        return self._idle_due()[0]
+
+    def _idle_due(self) -> tuple[bool, float | None]:
+        """Whether nothing is queued, running or unsent here (cells backing off wait in
+        the work queue: they do not keep the feed from waiting at the node), and when the
+        first cell backing off is due."""
         with self.queue.lock:
-            busy = any(self.queue.counts())
-        return not busy and not self.unsent and not self.ownership.revoking
+            busy, due = self.queue.waiting()
+        return not busy and not self.unsent and not self.ownership.revoking, due
 
     def _apply(self, reply: PullReply, sent: float) -> bool:
         """Take a reply; True if nothing about this worker's buckets changed."""

@@ -83,6 +83,10 @@ class RetryBook:
         state = self._cells.get(key)
         return state is None or self.clock.now_ms() >= state.due_ms
 
+    def due_ms(self, key: Key) -> int:
+        state = self._cells.get(key)
+        return 0 if state is None else state.due_ms
+
     def failed(self, key: Key, error: str) -> int:
         """Record an observer failure; return the cell's failure count so far."""
         with self._lock:

@@ -96,6 +96,16 @@ class WorkQueue:
         """(held and not running, in flight); the caller holds ``lock``."""
         return len(self._queued) + len(self._delayed) + len(self._later), len(self._inflight)
 
+    def waiting(self) -> tuple[int, float | None]:
+        """(cells queued, in flight or arrived while running; seconds until the first
+        cell backing off is due, None if none is); the caller holds ``lock``."""
+        if not self._delayed:
+            return len(self._queued) + len(self._later) + len(self._inflight), None
+        now = self._retry.clock.now_ms()
+        due = min((self._retry.due_ms(k) for k in self._delayed), default=now)
+        return (len(self._queued) + len(self._later) + len(self._inflight),
+                max(0.0, (due - now) / 1000.0))
+
     def room(self) -> int:
         """Cells the feed may still offer."""
         with self.lock:
@@ -131,6 +141,8 @@ class WorkQueue:
                     n += len(cell.entries) - (len(kept.entries) if kept else 0)
                     if kept is None:
                         del held[key]
+                        if key not in self._inflight:  # its next owner keeps its own book
+                            self._retry.forget(key)
                     else:
                         held[key] = kept
             for column, queue in list(self._queues.items()):

@@ -297,3 +297,14 @@ def test_a_bucket_whose_revocation_is_cancelled_is_read_again_from_its_start() -
     feed._apply(PullReply(both, {}, 0, (), Cursors(10, {})), 0.0)  # noqa: SLF001 -- cancelled
     request, _, _ = feed._request(0.0)  # noqa: SLF001
     assert request.held == {B: frozenset({1})}, "bucket 2 is read again from its start"
+
+
+def test_a_dropped_cell_leaves_no_retry_record_behind() -> None:
+    """A cell that failed and whose bucket went to another worker: its backoff record
+    goes with it (else `percolator status` counts it backing off for good)."""
+    queue, retry, _ = new_queue()
+    queue.offer([cell(b"r1", B, bucket=1)])
+    retry.failed((b"r1", B), "it failed once")
+    assert len(retry) == 1
+    assert queue.drop({B: frozenset({1})}) == 1
+    assert len(retry) == 0

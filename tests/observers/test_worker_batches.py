@@ -227,3 +227,33 @@ def test_a_change_after_the_last_cell_is_handed_back_is_seen_at_once(client: Cli
         assert arrived[b"second"].wait(5.0), "seen only after the heartbeat (20 s)"
     finally:
         worker.stop()
+
+
+def test_a_cell_backing_off_does_not_hold_back_the_others(client: Client) -> None:
+    """A failing cell waits out its backoff in the worker's queue; meanwhile the feed
+    waits at the node as an idle one does (at most until that cell is due), so another
+    change is seen in one wake-up, not after a heartbeat."""
+    arrived = threading.Event()
+    tried = threading.Event()
+
+    class Failing(Observer):
+        column = COL
+
+        def process(self, txn: Transaction, row: bytes, column: bytes) -> None:
+            if row == b"bad":
+                tried.set()
+                raise RuntimeError("this cell always fails")
+            arrived.set()
+
+    worker = Worker(client, [Failing()], threads=2, heartbeat=20.0, lease_ttl=60.0,
+                    max_failures=1000, backoff=Backoff(15.0, 1.0, 15.0)).start()
+    try:
+        write_cells(client, {(b"bad", COL): b"x"})
+        assert tried.wait(30.0), "the failing cell never ran"
+        eventually(lambda: worker.stats().backing_off == 1, "the cell backs off")
+        pulls = worker.feed.pulls
+        eventually(lambda: worker.feed.pulls > pulls, "a pull after the failure")
+        write_cells(client, {(b"good", COL): b"x"})
+        assert arrived.wait(5.0), "held back by the cell backing off (until a heartbeat)"
+    finally:
+        worker.stop()
