@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from bigtable_lite import Row, ScanRequest
 from percolator import Client
 from percolator._backend import CommitRequest, PrewriteRequest
 from percolator._local import LocalBackend
 from percolator._notify import log
 from percolator._notify.assignment import Assignment
 from percolator._notify.backfill import Backfill
+from percolator._notify.feed import REINDEX
 from percolator._notify.resolved import Tracker
 from percolator.notifications import BUCKETS, PullReply, PullRequest
 from percolator.oracle import Oracle
@@ -431,3 +433,37 @@ def test_a_commit_racing_the_registration_is_seen_either_way(
             # committed transaction forward, that roll-forward's: a repeat, harmless)
             assert commit_ts < registered.at and log.BACKFILL in kinds
             assert kinds <= {log.BACKFILL, log.WRITE}
+
+
+def test_an_idle_pulls_rescan_reads_its_own_columns_not_the_whole_log(client: Client) -> None:
+    """The rescan for entries written behind the node's back (every REINDEX seconds, by
+    a pull that found nothing) reads the puller's columns: a backlog of another column,
+    observed by nobody yet, is not read by every idle worker of the table."""
+    other = b"o"
+    client.notifications.register(client.table, other, backfill=False)
+    with client.transaction() as txn:
+        for i in range(50):
+            txn.set(b"r%02d" % i, other, b"v")
+    reader = Reader(client)
+    for _ in range(5):  # until it holds what it owns
+        if reader.pull().owned == reader.request.held and reader.request.held:
+            break
+    feed = client.notifications.feed(client.table)  # type: ignore[attr-defined]
+    scans: list[ScanRequest] = []
+    store = feed._store  # noqa: SLF001 - the one seam to the store
+
+    class Spy:
+        def scan(self, request: ScanRequest) -> Iterator[Row]:
+            scans.append(request)
+            return store.scan(request)  # type: ignore[no-any-return]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+    feed._store = Spy()  # noqa: SLF001
+    feed._indexed_at -= REINDEX  # noqa: SLF001 - a rescan is due
+    assert not reader.pull(wait_ms=50).rows
+    rescans = [s for s in scans if s.start_row in (None, b"") or
+               s.start_row == log.column_prefix(COL)]
+    assert rescans and all(s.start_row == log.column_prefix(COL) and
+                           s.end_row == log.column_end(COL) for s in rescans), scans
