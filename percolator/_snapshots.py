@@ -50,7 +50,8 @@ class ActiveSnapshots:
 
     def __init__(self, floor: Callable[[], int] | None = None) -> None:
         self._floor = floor
-        self._entries: dict[int, tuple[weakref.ref[object], int]] = {}
+        # token -> (its transaction, its start_ts or a placeholder, whether a placeholder)
+        self._entries: dict[int, tuple[weakref.ref[object], int, bool]] = {}
         self._tokens = itertools.count(1)
         self._sweep_at = _PRUNE_MIN
         self.seen = 0  # the highest timestamp received from the backend (:meth:`saw`)
@@ -59,7 +60,7 @@ class ActiveSnapshots:
         """Register ``owner`` (a transaction about to take its start_ts); returns its token."""
         floor = self._floor() if self._floor is not None else self.seen
         token = next(self._tokens)
-        self._entries[token] = (weakref.ref(owner), floor)
+        self._entries[token] = (weakref.ref(owner), floor, True)
         if len(self._entries) >= self._sweep_at:
             self._sweep()
         return token
@@ -68,7 +69,7 @@ class ActiveSnapshots:
         """The owner of ``token`` has its start_ts (replaces the placeholder)."""
         entry = self._entries.get(token)
         if entry is not None:  # only its owner calls this, and its owner is alive
-            self._entries[token] = (entry[0], start_ts)
+            self._entries[token] = (entry[0], start_ts, False)
 
     def leave(self, token: int) -> None:
         self._entries.pop(token, None)
@@ -82,11 +83,17 @@ class ActiveSnapshots:
             self.seen = ts
 
     def oldest(self, at_least: int = 0) -> int | None:
-        """The smallest start_ts (or placeholder), at or above ``at_least``, of a live
-        transaction; None if none."""
+        """The smallest start_ts, at or above ``at_least``, of a live transaction, or a
+        placeholder (raised to ``at_least``); None if none.
+
+        A start_ts below ``at_least`` is refused already and holds nothing; a placeholder
+        below it does hold: its transaction's start_ts is still to come (the placeholder
+        is ``seen``, which may lag behind the safe point the client knows), and must be
+        reported, or the safe point could pass it."""
         self._sweep()
-        return min((ts for _, ts in list(self._entries.values()) if ts >= at_least),
-                   default=None)
+        return min((ts if ts >= at_least else at_least
+                    for _, ts, placeholder in list(self._entries.values())
+                    if placeholder or ts >= at_least), default=None)
 
     def report(self, at_least: int = 0) -> tuple[int | None, int]:
         """(:meth:`oldest` at or above ``at_least``, the safe point the client knows;
@@ -106,7 +113,7 @@ class ActiveSnapshots:
 
     def _sweep(self) -> None:
         """Drop entries whose transaction is gone."""
-        dead = [token for token, (ref, _) in list(self._entries.items()) if ref() is None]
+        dead = [token for token, (ref, _, _) in list(self._entries.items()) if ref() is None]
         for token in dead:
             self._entries.pop(token, None)
         self._sweep_at = max(_PRUNE_MIN, 2 * len(self._entries))

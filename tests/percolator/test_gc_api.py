@@ -116,6 +116,29 @@ def test_a_placeholder_holds_until_the_start_ts_is_known() -> None:
     assert registry.oldest() is None
 
 
+def test_a_placeholder_below_the_known_safe_point_is_still_reported() -> None:
+    """A client that received no timestamp for a while: its new transaction's
+    placeholder (``seen``) lies below the safe point it has learnt since.  A report taken
+    before the start_ts is recorded must still hold for it (at the safe point), or the
+    node drops the client's hold and the safe point may pass the start_ts to come; a
+    start_ts below the safe point holds nothing (it is refused already)."""
+    registry = ActiveSnapshots()
+    registry.saw(5)
+
+    class Owner:
+        pass
+
+    owner, stale = Owner(), Owner()
+    old = registry.enter(stale)
+    registry.started(old, 3)  # below the safe point below: refused, holds nothing
+    token = registry.enter(owner)  # placeholder 5
+    assert registry.report(at_least=20) == (20, 5)
+    registry.started(token, 25)
+    assert registry.report(at_least=20) == (25, 5)
+    registry.leave(token)
+    assert registry.report(at_least=20) == (None, 5)
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
