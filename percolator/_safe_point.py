@@ -185,14 +185,15 @@ class SafePoint:
         entry = self._clients.get(client)
         if entry is None:
             entry = self._clients[client] = _Client()
-        entry.pins.append((ts, self._clock.now_ms() + self.lease_ms))
+        entry.pins.append((ts, self._clock.monotonic_ms() + self.lease_ms))
 
     # --- remote clients' reports ------------------------------------------------------------
 
     def report(self, client: bytes, oldest: int | None, seen: int) -> None:
         """``client``'s running transactions: ``oldest`` start_ts (None: none), accounting
-        for every timestamp it was handed up to ``seen``; holds until the lease passes."""
-        now = self._clock.now_ms()
+        for every timestamp it was handed up to ``seen``; holds until the lease passes
+        (on the monotonic clock: a step of the wall clock must not end every lease)."""
+        now = self._clock.monotonic_ms()
         with self._lock:
             entry = self._clients.get(client)
             if entry is None:
@@ -264,7 +265,7 @@ class SafePoint:
             local = self._local.oldest()
             if local is not None:
                 out["transactions"] = local
-            clients = self._clients_oldest(now)
+            clients = self._clients_oldest(self._clock.monotonic_ms())
             if clients is not None:
                 out["clients"] = clients
             return out
@@ -274,7 +275,7 @@ class SafePoint:
         and what held it (:data:`HELD_BY`).
 
         Called by the collector before it collects below the returned value."""
-        now = self._clock.now_ms()
+        now, leases = self._clock.now_ms(), self._clock.monotonic_ms()
         with self._lock:
             self._add_sample(now)
             bound = self._time_bound(now)
@@ -284,8 +285,9 @@ class SafePoint:
                 # refused already (a transaction kept after its client's lease passed).
                 below = self.value
                 candidate = bound
-                for kind, oldest in (("transactions", self._local.oldest(below)),  # after
-                                     ("clients", self._clients_oldest(now, below))):  # sample
+                # (the holders are read after the sample)
+                for kind, oldest in (("transactions", self._local.oldest(below)),
+                                     ("clients", self._clients_oldest(leases, below))):
                     if oldest is not None and oldest < candidate:
                         candidate, held = oldest, kind
                 if candidate > self.floor:

@@ -1,4 +1,5 @@
-"""Wall clock for lock TTLs, behind a seam so tests expire locks without sleeping."""
+"""Wall clock for lock TTLs (and a monotonic one for leases), behind a seam so tests expire
+locks without sleeping."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ class Clock(Protocol):
         """Milliseconds since the epoch."""
         ...
 
+    def monotonic_ms(self) -> int:
+        """Milliseconds of a clock that never jumps (durations: leases), from any origin."""
+        ...
+
     def sleep(self, seconds: float) -> None:
         ...
 
@@ -19,6 +24,9 @@ class Clock(Protocol):
 class SystemClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
+
+    def monotonic_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -34,6 +42,10 @@ class FakeClock:
     def now_ms(self) -> int:
         with self._lock:
             return self._now
+
+    def monotonic_ms(self) -> int:
+        """The same counter: :meth:`advance` moves both."""
+        return self.now_ms()
 
     def advance(self, seconds: float) -> None:
         with self._lock:

@@ -16,9 +16,11 @@ import pytest
 import percolator
 from bigtable_lite import StorageError, WrongTablet
 from percolator import Client, SnapshotTooOld, Transaction, TransactionError
+from percolator._local import LocalBackend
 from percolator._snapshots import ActiveSnapshots, Reporter
 from percolator._status import command_error, error_for, error_name, status_for
 from percolator._transport.framing import tags
+from percolator.clock import FakeClock
 from percolator.oracle import OracleConflict
 from percolator.oracle_client import RemoteOracle
 from percolator.v1 import node_pb2
@@ -258,3 +260,32 @@ def test_the_reporter_logs_an_outage_once_not_every_attempt(
     failed = [r for r in caplog.records if "failed" in r.getMessage()]
     assert len(failed) >= 20
     assert [r.levelno for r in failed].count(logging.WARNING) == 1
+
+
+def test_a_step_of_the_wall_clock_does_not_end_the_clients_leases(tmp_path: Path) -> None:
+    """Leases run on the monotonic clock: an NTP step or a resumed VM (the wall clock a
+    minute ahead, a second passed) leaves a reporting client's transaction held."""
+
+    class SteppedClock(FakeClock):
+        step_ms = 0
+
+        def now_ms(self) -> int:
+            return super().now_ms() + self.step_ms
+
+        def monotonic_ms(self) -> int:
+            return FakeClock.now_ms(self)
+
+    clock = SteppedClock()
+    backend = LocalBackend.open(str(tmp_path / "data"), clock=clock, gc_life_time=0.0)
+    try:
+        start_ts = backend.timestamps(1, b"client")
+        backend.report_snapshots(b"client", start_ts, start_ts)
+        backend.timestamps(5)  # others move the oracle on
+        clock.step_ms = 60_000 + backend.safe_point.lease_ms
+        clock.advance(1)
+        assert backend.collect_garbage().safe_point <= start_ts
+        assert backend.safe_point.holders()["clients"] == start_ts
+        clock.advance(backend.safe_point.lease_ms / 1000 + 1)  # the lease does pass
+        assert backend.collect_garbage().safe_point > start_ts
+    finally:
+        backend.close()
