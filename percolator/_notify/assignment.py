@@ -71,6 +71,8 @@ class Member:
     joined: float = 0.0
     wake: threading.Event = field(default_factory=threading.Event)
     stats: bytes = b""
+    # The first bucket its last pull had no room for: the next pull reads from there.
+    resume: tuple[bytes, int] | None = None
 
 
 def _weights(worker: str) -> tuple[int, ...]:

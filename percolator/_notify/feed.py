@@ -22,6 +22,7 @@ not finish are still there.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -222,7 +223,7 @@ class TableFeed:
                 owned, revoking = self.assignment.owned(request.worker)
                 index = member.index
                 wanted = {key: self._last.get(key, 0) for key in _keys(owned)}
-            rows, cursors, more = self._read(owned, request, resolved, wanted)
+            rows, cursors, more = self._read(owned, request, resolved, wanted, member)
             remaining = deadline - time.monotonic()
             settled = owned == request.held and not revoking
             if rows or more or not settled or request.room <= 0 or remaining <= 0:
@@ -236,15 +237,25 @@ class TableFeed:
                 member.wake.wait(remaining if held is None else min(remaining, held))
 
     def _read(self, owned: dict[bytes, frozenset[int]], request: PullRequest, resolved: int,
-              last: dict[tuple[bytes, int], int]) -> tuple[list[LogRow], Cursors, bool]:
-        """Log rows after each owned bucket's cursor up to ``resolved``, up to the room."""
+              last: dict[tuple[bytes, int], int], member: Member
+              ) -> tuple[list[LogRow], Cursors, bool]:
+        """Log rows after each owned bucket's cursor up to ``resolved``, up to the room.
+
+        The buckets are read in turn from the first one the member's last pull had no
+        room for: in a fixed order, buckets early in it that keep receiving entries took
+        all the room, and a later bucket's entries waited for as long as that lasted."""
         rows: list[LogRow] = []
         overrides: dict[tuple[bytes, int], int] = {}
         room = request.room
         taken = size = 0
         more = False
         held, cursors = request.held, request.cursors
-        for key in _keys(owned):
+        keys = _keys(owned)
+        if member.resume is not None:
+            start = bisect.bisect_left(keys, member.resume)
+            keys = keys[start:] + keys[:start]
+        member.resume = None
+        for key in keys:
             column, bucket = key
             cursor = cursors.of(column, bucket) if bucket in held.get(column, ()) else 0
             if last[key] <= cursor:
@@ -252,6 +263,8 @@ class TableFeed:
             if taken >= room or size >= MAX_REPLY_BYTES:
                 overrides[key] = cursor
                 more = True
+                if member.resume is None:
+                    member.resume = key
                 continue
             prefix = log.bucket_prefix(column, bucket)
             scan = ScanRequest(self.log_table, prefix + log.position_bytes(cursor + 1),
@@ -275,7 +288,7 @@ class TableFeed:
                 if taken >= room or size >= MAX_REPLY_BYTES:
                     full = True
                     break
-            if full:
+            if full:  # its rest after the buckets that got nothing (read from there)
                 overrides[key] = cursor
                 more = True
         return rows, Cursors(resolved, overrides), more

@@ -6,6 +6,7 @@ backfill's choices."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -467,3 +468,27 @@ def test_an_idle_pulls_rescan_reads_its_own_columns_not_the_whole_log(client: Cl
                s.start_row == log.column_prefix(COL)]
     assert rescans and all(s.start_row == log.column_prefix(COL) and
                            s.end_row == log.column_end(COL) for s in rescans), scans
+
+
+def test_a_bucket_late_in_the_order_is_not_starved_by_busy_early_ones(client: Client) -> None:
+    """A pull with room for less than what waits reads from where the last one ran out
+    of room: an entry of a late bucket is handed out within two pulls, though an early
+    bucket gets a new entry before each."""
+
+    def row_in(bucket: int, tag: str) -> bytes:
+        return next(r for r in (f"{tag}-{i}".encode() for i in itertools.count())
+                    if log.bucket_of(r) == bucket)
+
+    reply = client.notifications.pull(client.table, PullRequest("w", (COL,), 60_000, room=0))
+    held, cursors = reply.owned, reply.cursors
+    with client.transaction() as txn:
+        txn.set(row_in(200, "late"), COL, b"x")
+    handed: list[bytes] = []
+    for turn in range(2):
+        with client.transaction() as txn:  # a new entry in an early bucket every turn
+            txn.set(row_in(3, f"early{turn}"), COL, b"x")
+        reply = client.notifications.pull(client.table, PullRequest(
+            "w", (COL,), 60_000, held, cursors=cursors, room=1))
+        held, cursors = reply.owned, reply.cursors
+        handed += [row for log_row in reply.rows for row, _ in log_row.cells]
+    assert any(row.startswith(b"late") for row in handed), handed
