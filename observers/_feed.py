@@ -90,7 +90,6 @@ class Feed:
         self._event = threading.Event()
         self._last_stats = b""
         self._stats_at = float("-inf")
-        self.caught_up = False  # the last pull found nothing more to hand out
         self.pulls = 0
         self.last_error = ""
 
@@ -222,7 +221,6 @@ class Feed:
         cells = cells_of(reply.rows)
         if cells:
             self.counters.add("found", self.queue.offer(cells))
-        self.caught_up = not reply.more and not reply.rows
         if reply.revoking:
             self._release_idle(reply.revoking)
         return before == reply.owned and not reply.revoking
