@@ -227,9 +227,10 @@ class Mutator:
                     return failed
                 more = finish() if finish is not None else ()
                 wb = self._db.write_batch(sync=sync)  # dropped unwritten if this raises
+                staged: dict[bytes, set[int]] = {}  # a row's mutations may follow in ``more``
                 for m, rpfx in zip(mutations, prefixes):
                     if m.mutations:
-                        self._stage(m, rpfx, wb)
+                        self._stage(m, rpfx, wb, staged)
                 for m in more:
                     if m.conditions:
                         raise InvalidArgument("finish() returned a row mutation with"
@@ -240,7 +241,7 @@ class Mutator:
                             f"finish() wrote row {m.row!r} of table {m.table!r}, which is not"
                             " a row of the atomic write (list it to hold its lock)")
                     if m.mutations:
-                        self._stage(m, rpfx, wb)
+                        self._stage(m, rpfx, wb, staged)
                 wb.write()
                 return [APPLIED] * len(mutations)
             finally:
@@ -310,15 +311,24 @@ class Mutator:
             if deferred is not None:
                 deferred.done += 1
 
-    def _stage(self, m: RowMutation, rpfx: bytes, wb: plyvel.WriteBatch) -> None:
-        """Add m's mutations to wb (the caller holds the row's lock)."""
+    def _stage(self, m: RowMutation, rpfx: bytes, wb: plyvel.WriteBatch,
+               staged: dict[bytes, set[int]] | None = None) -> None:
+        """Add m's mutations to wb, in order (the caller holds the row's lock).
+
+        ``staged``: the versions put into wb so far, by column prefix, when several row
+        mutations of one row share wb (an atomic write's ``finish``).  A DeleteRange
+        finds the stored versions with an iterator, which cannot see those: they are
+        deleted from this record, as a DeleteVersion after a Put deletes it."""
         columns = self._keys.columns
+        puts: dict[bytes, set[int]] = {} if staged is None else staged
         for mut in m.mutations:
             cpfx = rpfx + columns[mut.column]
             if type(mut) is Put:
                 wb.put(version_key(cpfx, mut.ts), mut.value)
+                puts.setdefault(cpfx, set()).add(mut.ts)
             elif type(mut) is DeleteVersion:
                 wb.delete(version_key(cpfx, mut.ts))
+                puts.get(cpfx, set()).discard(mut.ts)
             else:
                 assert type(mut) is DeleteRange
                 last = version_key(cpfx, mut.min_ts)
@@ -333,3 +343,8 @@ class Mutator:
                         it.next()
                 finally:
                     it.close()
+                staged_here = puts.get(cpfx)
+                if staged_here:
+                    for ts in [t for t in staged_here if mut.min_ts <= t <= mut.max_ts]:
+                        wb.delete(version_key(cpfx, ts))
+                        staged_here.discard(ts)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from ._leveldb import plyvel
-from .errors import DataCorruption, StoreClosed, StoreLocked
+from .errors import DataCorruption, StorageError, StoreClosed, StoreLocked
 
 LEVELDB_DIR = "leveldb"
 OWNER_FILE = "OWNER"
@@ -110,7 +110,13 @@ class DataDir:
             if self.closed:
                 return
             self.closed = True
-            self._state.wait_for(lambda: not self.inflight, timeout=timeout)
+            if not self._state.wait_for(lambda: not self.inflight, timeout=timeout):
+                # Closing LevelDB under a running call frees what it uses: the process
+                # crashes (a scan of a large table that matches nothing runs for long).
+                raise StorageError(
+                    f"{len(self.inflight)} calls on {self.path} still run after {timeout:g}s:"
+                    " LevelDB is left open (no new call is accepted); it closes with the"
+                    " process")
         try:
             if before_db_close is not None:
                 before_db_close()

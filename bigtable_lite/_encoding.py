@@ -25,6 +25,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from .errors import DataCorruption
+
 MAX_TS = (1 << 64) - 1
 
 CELL_PREFIX = b"\x01"  # do not renumber
@@ -69,7 +71,12 @@ def decode_ts(raw: bytes) -> int:
 
 
 def decode_ts_at(key: bytes, pos: int) -> int:
-    """The timestamp encoded at ``pos`` of ``key`` (just after its column prefix)."""
+    """The timestamp encoded at ``pos`` of ``key`` (just after its column prefix, which
+    the caller found the key under); DataCorruption if the key does not end with exactly
+    one (written behind the store's back, or damaged): never served as a version."""
+    if len(key) - pos != TS_WIDTH:
+        raise DataCorruption(f"undecodable key {key!r}: its timestamp field is"
+                             f" {len(key) - pos} bytes, not {TS_WIDTH}")
     inverted: int = _unpack_ts_from(key, pos)[0]
     return MAX_TS - inverted
 
@@ -191,14 +198,21 @@ def encode_bytes_list(items: list[bytes]) -> bytes:
 
 
 def decode_bytes_list(raw: bytes) -> list[bytes]:
-    (count,) = struct.unpack_from(">I", raw, 0)
-    pos = 4
-    items = []
-    for _ in range(count):
-        (length,) = struct.unpack_from(">I", raw, pos)
-        pos += 4
-        items.append(raw[pos : pos + length])
-        pos += length
+    """Inverse of :func:`encode_bytes_list`; ValueError if ``raw`` is not one (short or
+    with trailing bytes)."""
+    try:
+        (count,) = struct.unpack_from(">I", raw, 0)
+        pos = 4
+        items = []
+        for _ in range(count):
+            (length,) = struct.unpack_from(">I", raw, pos)
+            pos += 4
+            if pos + length > len(raw):
+                raise ValueError("encoded list shorter than its lengths say")
+            items.append(raw[pos : pos + length])
+            pos += length
+    except struct.error as exc:
+        raise ValueError(f"encoded list cut short: {exc}") from None
     if pos != len(raw):
         raise ValueError("trailing bytes in encoded list")
     return items

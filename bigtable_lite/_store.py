@@ -75,6 +75,8 @@ class StoreOps:
     def read_row(self, table: bytes | str, row: bytes | str, *,
                  columns: Iterable[bytes | str] = (), column_prefixes: Iterable[bytes | str] = (),
                  time_range: TimeRange = ALL_TIME, max_versions: int = 0) -> list[Cell]:
+        _not_one_name(columns, "columns")
+        _not_one_name(column_prefixes, "column_prefixes")
         read = RowRead(as_bytes(table, "table"), as_bytes(row, "row"),
                        tuple([as_bytes(c, "column") for c in columns]),
                        tuple([as_bytes(p, "column prefix") for p in column_prefixes]),
@@ -112,6 +114,8 @@ class StoreOps:
                   end_row: bytes | str | None = None, *, columns: Iterable[bytes | str] = (),
                   column_prefixes: Iterable[bytes | str] = (), time_range: TimeRange = ALL_TIME,
                   max_versions: int = 0, limit: int = 0) -> Iterator[Row]:
+        _not_one_name(columns, "columns")
+        _not_one_name(column_prefixes, "column_prefixes")
         return self.scan(ScanRequest(
             as_bytes(table, "table"),
             None if start_row is None else as_bytes(start_row, "start_row"),
@@ -119,3 +123,10 @@ class StoreOps:
             tuple(as_bytes(c, "column") for c in columns),
             tuple(as_bytes(p, "column prefix") for p in column_prefixes),
             time_range, max_versions, limit))
+
+
+def _not_one_name(names: object, what: str) -> None:
+    """TypeError for one name where a list of names is asked for: a str or bytes is
+    iterable too, and "name" would read the columns n, a, m and e."""
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"{what} must be a list of names, not one {type(names).__name__}")

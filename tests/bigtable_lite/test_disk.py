@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bigtable_lite import (
+    ALL_TIME,
     Cell,
     DataCorruption,
     LocalStore,
@@ -24,6 +25,9 @@ from bigtable_lite import (
     TimeRange,
 )
 from bigtable_lite._datadir import LEVELDB_DIR
+from bigtable_lite._encoding import cell_key, column_prefix, meta_key, row_prefix, table_prefix
+from bigtable_lite._leveldb import plyvel
+from bigtable_lite.remote import RemoteStore
 
 from .conftest import serve, shutdown
 
@@ -173,3 +177,44 @@ def test_a_new_or_empty_directory_opens(tmp_path: Path, leftovers: list[str] | N
         store.put(T, b"r", b"c", 1, b"v")
     with LocalStore(tmp_path) as store:
         assert store.get(T, b"r", b"c") == Cell(b"c", 1, b"v")
+
+
+@pytest.mark.parametrize("damage", ["short", "long"])
+def test_a_key_with_a_damaged_timestamp_is_data_corruption_never_a_version(
+        tmp_path: Path, damage: str) -> None:
+    """A cell key whose timestamp field is not 8 bytes (written behind the store's back,
+    or damaged): every read and condition that meets it fails DataCorruption (DATA_LOSS
+    over gRPC), never a bare error, never a version served."""
+    path = tmp_path / "data"
+    with LocalStore(path) as store:
+        store.mutate_rows([RowMutation(T, b"r", (Put(b"x", 1, b"ok"),))])
+    cpfx = column_prefix(row_prefix(table_prefix(T), b"r"), b"c")
+    key = cpfx + b"\x00\x00\x01" if damage == "short" else cell_key(T, b"r", b"c", 7) + b"\x00"
+    db = plyvel.DB(str(path / LEVELDB_DIR))
+    db.put(key, b"junk")
+    db.close()
+    served = serve(path)
+    try:
+        with RemoteStore(f"127.0.0.1:{served.port}") as remote:
+            for store in (served.store, remote):
+                for read in (
+                        lambda: store.read_rows([RowRead(T, b"r", (b"c",), (), ALL_TIME, 1)]),
+                        lambda: store.read_row(T, b"r", columns=[b"c"]),
+                        lambda: list(store.scan_rows(T)),
+                        lambda: store.mutate_rows([RowMutation(T, b"r", (Put(b"y", 1, b"v"),),
+                                                               (NoVersionIn(b"c"),))])):
+                    with pytest.raises(DataCorruption, match="undecodable key"):
+                        read()
+    finally:
+        shutdown(served)
+
+
+def test_truncated_tablet_metadata_is_data_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    with LocalStore(path) as store:
+        store.mutate_rows([RowMutation(T, b"r", (Put(b"x", 1, b"ok"),))])
+    db = plyvel.DB(str(path / LEVELDB_DIR))
+    db.put(meta_key(b"tablets/" + T), b"\x00\x00")
+    db.close()
+    with pytest.raises(DataCorruption, match="tablet metadata"):
+        LocalStore(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,8 @@ from bigtable_lite import (
     RowMutation,
     RowRead,
     ScanRequest,
+    StorageError,
+    StoreClosed,
     TabletInfo,
     TabletStore,
     TimeRange,
@@ -597,3 +600,49 @@ def test_bytes_subclasses_are_converted_by_the_convenience_methods(store: Store)
     assert cell == Cell(b"c", 1, b"v") and type(cell.column) is bytes
     with pytest.raises(TypeError):  # the primitives take exactly bytes
         store.mutate_rows([RowMutation(T, Subclass(b"r"), (Put(b"c", 1, b"v"),))])
+
+
+def test_a_delete_range_deletes_a_put_made_before_it_in_the_same_write(store: Store) -> None:
+    """Mutations apply in order: a DeleteRange after a Put of its range deletes it, as a
+    DeleteVersion does, also when the Put came in an earlier row mutation of one atomic
+    write (its ``finish``)."""
+    assert store.mutate_rows([RowMutation(T, b"r1", (
+        Put(b"c", 5, b"v"), DeleteRange(b"c")))])[0].applied
+    assert store.read_row(T, b"r1") == []
+    assert store.mutate_rows([RowMutation(T, b"r2", (
+        Put(b"c", 5, b"v"), Put(b"c", 9, b"w"), DeleteRange(b"c", 6, 10)))])[0].applied
+    assert store.read_row(T, b"r2") == [Cell(b"c", 5, b"v")]
+    if isinstance(store, LocalStore):  # the atomic write's finish is in-process only
+        store.mutate_atomic([RowMutation(T, b"r3", (Put(b"c", 7, b"w"),))],
+                            lambda: [RowMutation(T, b"r3", (DeleteRange(b"c"),))])
+        assert store.read_row(T, b"r3") == []
+
+
+def test_one_column_name_where_a_list_is_asked_for_is_refused(store: Store) -> None:
+    """A str is iterable too: "name" would read the columns n, a, m and e."""
+    must_put(store, b"r", b"a", 1, b"not the name")
+    for call in (lambda: store.read_row(T, b"r", columns="name"),  # type: ignore[arg-type]
+                 lambda: store.read_row(T, b"r", column_prefixes=b"na"),  # type: ignore[arg-type]
+                 lambda: list(store.scan_rows(T, columns="name"))):  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="list of names"):
+            call()
+
+
+def test_closing_under_a_call_that_outlasts_the_wait_leaves_leveldb_open(
+        tmp_path: Path) -> None:
+    """Closing LevelDB under a running call crashes the process (it frees what the call
+    uses): a close whose wait ends with a call still running says so and closes nothing;
+    no new call is accepted."""
+    store = LocalStore(tmp_path / "data")
+    must_put(store, b"r", b"c", 1, b"v")
+    datadir = store.engine._dir  # noqa: SLF001 - a call in flight, held by the test
+    datadir.enter()
+    try:
+        with pytest.raises(StorageError, match="1 calls .* still run after 0.05s"):
+            store.engine.close(timeout=0.05)
+        assert not datadir.db.closed
+        assert datadir.db.get(b"anything") is None  # usable by the call in flight
+        with pytest.raises(StoreClosed):
+            store.read_row(T, b"r")
+    finally:
+        datadir.exit()
