@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from bigtable_lite import PermissionDenied, StorageError, StoreClosed, Unauthenticated, Unavailable
 
@@ -60,8 +61,12 @@ class NotExecuted(Exception):
 
 
 def _closed_error(payload: bytes) -> StorageError | NotExecuted:
-    """What a CLOSE frame means for the first batch it left unanswered."""
-    err = pb.CommandError.FromString(payload)
+    """What a CLOSE frame means for the first batch it left unanswered.  FrameError if it
+    does not decode (a node, or something posing as one, that breaks the protocol)."""
+    try:
+        err = pb.CommandError.FromString(payload)
+    except DecodeError:
+        raise wire.FrameError("the node's CLOSE frame does not decode") from None
     if err.code == _UNAVAILABLE:
         return NotExecuted(err.message)
     exc = command_error(err.code, err.message, err.error)
@@ -118,12 +123,13 @@ class NativeConnection:
         unknown), or the error the node closed the connection with for it."""
         if self._read != ticket or self._failure is not None:  # else it is our turn
             with self._lock:
-                if not self._turn.wait_for(lambda: self._read == ticket or
-                                           self._failure is not None, self._turn_wait):
-                    self._fail(ticket, Unavailable("timed out waiting for the replies ahead;"
-                                                   " outcome unknown"), unknown=True)
-                if self._failure is not None:
-                    raise self._failure_for(ticket)
+                turn = self._turn.wait_for(lambda: self._read == ticket or
+                                           self._failure is not None, self._turn_wait)
+            if not turn:  # (``_fail`` takes the lock: not while it is held)
+                raise self._fail(ticket, Unavailable("timed out waiting for the replies ahead;"
+                                                     " outcome unknown"), unknown=True)
+            if self._failure is not None:
+                raise self._failure_for(ticket)
         try:
             kind, payload = self._next_answer()
         except wire.ReadTimeout:
@@ -136,7 +142,12 @@ class NativeConnection:
             raise self._fail(ticket, StorageError(f"protocol error: {exc}"),
                              unknown=True) from None
         if kind == wire.CLOSE:
-            raise self._fail(ticket, _closed_error(payload), unknown=False)
+            try:
+                closed = _closed_error(payload)
+            except wire.FrameError as exc:
+                raise self._fail(ticket, StorageError(f"protocol error: {exc}"),
+                                 unknown=True) from None
+            raise self._fail(ticket, closed, unknown=False)
         with self._lock:
             self._read += 1
             last = self._send_failed and self._sent == self._read
@@ -164,8 +175,11 @@ class NativeConnection:
         assert self._failure is not None
         if ticket == self._failed_at:
             return self._failure
-        if ticket < self._failed_at:  # answered before: cannot be asked again
-            return StorageError("protocol error: reply asked for twice")
+        if ticket < self._failed_at:
+            if ticket < self._read:  # answered before: cannot be asked again
+                return StorageError("protocol error: reply asked for twice")
+            # Sent, its reply not read yet when a later batch ended the connection.
+            return Unavailable("connection to the node lost; outcome unknown")
         if self._later_unknown:
             return Unavailable("connection to the node lost; outcome unknown")
         return NotExecuted("the node ended the connection before this batch")
@@ -296,7 +310,10 @@ class NativeCalls:
                 refusal = _closed_error(payload)
                 raise refusal if isinstance(refusal, StorageError) else \
                     Unavailable(f"native connection refused: {refusal}")
-            pb.NativeWelcome.FromString(payload)
+            try:
+                pb.NativeWelcome.FromString(payload)
+            except DecodeError:
+                raise wire.FrameError("the node's WELCOME frame does not decode") from None
             reader.configure(max_frame=self._max_frame, wait=self.timeout,
                              deadline=self.timeout)
         except BaseException:

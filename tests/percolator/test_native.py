@@ -37,7 +37,7 @@ from percolator import Client, CommitUndetermined, TransactionError
 from percolator._local import LocalBackend
 from percolator._node_client import NodeClient
 from percolator._node_service import NodeService
-from percolator._transport import native_wire
+from percolator._transport import native_client, native_wire
 from percolator._transport.native_client import NativeCalls
 from percolator._transport.native_server import NativeServer
 from percolator.node import AFTER_GRPC, Node, native_address
@@ -582,3 +582,92 @@ def test_the_same_garbage_repeated_is_logged_once(node: Node,
     warned = [r for r in caplog.records
               if r.levelno >= logging.WARNING and str(length) in r.getMessage()]
     assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+
+
+class SlowFakeNode:
+    """A fake node answering each connection's batches in order, ``delay`` seconds each
+    (echoing the payload), or with ``close``'s payload as a CLOSE frame instead."""
+
+    def __init__(self, delay: float, close: bytes | None = None) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.delay, self.close_payload = delay, close
+        self.connections = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(WAIT)
+            try:
+                if read_frame(conn) is None:
+                    return
+                conn.sendall(native_wire.encode(native_wire.WELCOME, b""))
+                while (frame := read_frame(conn)) is not None:
+                    if self._stop.wait(self.delay):
+                        return
+                    conn.sendall(native_wire.encode(native_wire.REPLY, frame[1])
+                                 if self.close_payload is None else
+                                 native_wire.encode(native_wire.CLOSE, self.close_payload))
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()
+
+
+def test_batches_that_wait_too_long_for_the_replies_ahead_fail_without_a_hang(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches pipelined on one connection to a slow node: those whose turn does not come
+    within the turn wait fail Unavailable (outcome unknown), as does the one being read
+    when the connection ends; none hangs, none is told a protocol error, and a later
+    batch goes on a new connection."""
+    monkeypatch.setattr(native_client, "_TURN_MARGIN", 0.05)
+    node = SlowFakeNode(delay=0.25)
+    calls = NativeCalls("127.0.0.1", lambda: node.port, timeout=0.3, max_frame=1 << 20,
+                        required=True)
+    outcomes: dict[int, object] = {}
+
+    def send(i: int) -> None:
+        try:
+            outcomes[i] = calls.call(b"batch-%d" % i)
+        except Exception as exc:  # noqa: BLE001 - what each sender is told is the point
+            outcomes[i] = exc
+
+    try:
+        run_in_threads(8, send)
+        assert len(outcomes) == 8, "a sender never returned"
+        failed = [o for o in outcomes.values() if isinstance(o, Exception)]
+        assert failed and all(isinstance(o, Unavailable) for o in failed), outcomes
+        replies = {o for o in outcomes.values() if isinstance(o, bytes)}
+        assert replies <= {b"batch-%d" % i for i in range(8)}
+        node.delay = 0.0
+        opened = node.connections
+        assert calls.call(b"later") == b"later"
+        assert opened >= 1 and node.connections >= 2  # the failed connection was replaced
+    finally:
+        calls.close()
+        node.stop()
+
+
+def test_a_close_frame_that_does_not_decode_fails_the_batch_clearly() -> None:
+    """A node (or something posing as one) breaking the protocol: the batch fails with a
+    protocol error, its outcome unknown, and the next batch does not wait behind it."""
+    node = SlowFakeNode(delay=0.0, close=b"\xff\xff\xff")
+    calls = calls_to(node.port)
+    try:
+        with pytest.raises(StorageError, match="protocol error.*CLOSE frame does not decode"):
+            calls.call(b"batch")
+    finally:
+        calls.close()
+        node.stop()
