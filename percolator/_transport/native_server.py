@@ -193,6 +193,16 @@ class NativeServer:
         """The connection's handshake; then the loop serves it."""
         conn: socket.socket = raw
         served = False
+        # Over TLS a read of the HELLO is one SSL_read, which waits for a whole record, each
+        # raw recv bounded alone: a peer trickling its record a byte at a time would hold
+        # the handshake slot for as long as it likes.  So the connection is shut down if
+        # the handshake and the HELLO are not done within their deadlines.
+        current = [raw]  # the socket to shut: the TLS one once wrapped (raw is detached)
+        overdue = (threading.Timer(2 * self._hello_deadline, _shut, args=(current,))
+                   if self._tls is not None else None)
+        if overdue is not None:
+            overdue.daemon = True
+            overdue.start()
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             wire.set_send_timeout(raw, self._frame_deadline)
@@ -200,10 +210,13 @@ class NativeServer:
             if self._tls is not None:  # a socket timeout bounds the whole TLS handshake
                 raw.settimeout(self._hello_deadline)
                 conn = tls_sock = self._tls().wrap_socket(raw, server_side=True)
+                current[0] = conn
                 conn.settimeout(None)
             reader = wire.FrameReader(conn, max_frame=HELLO_MAX, wait=self._hello_deadline,
                                       deadline=self._hello_deadline)
             handlers = self._hello(conn, reader, tls_sock)
+            if overdue is not None:
+                overdue.cancel()
             with self._lock:
                 self._handshaking.discard(raw)
                 if not self._stopping:
@@ -217,6 +230,8 @@ class NativeServer:
         except (OSError, ssl.SSLError, wire.PeerClosed, wire.ReadTimeout) as exc:
             log.debug("native connection ended: %r", exc)
         finally:
+            if overdue is not None:
+                overdue.cancel()
             with self._lock:
                 self._handshaking.discard(raw)
                 if not served:
@@ -294,3 +309,12 @@ class NativeServer:
             os.close(self._wake_r)
             os.close(self._wake_w)
         return done
+
+
+def _shut(current: list[socket.socket]) -> None:
+    """End a connection whose handshake is overdue: its reader gets an error (the plain
+    socket's shutdown, also under TLS: no close_notify)."""
+    try:
+        socket.socket.shutdown(current[0], socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed meanwhile

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -391,3 +391,61 @@ def test_a_stopping_node_ends_idle_tls_connections_with_close(tmp_path: Path) ->
             assert not stopper.is_alive() and time.monotonic() - began < WAIT / 2
     finally:
         s.node.stop()
+
+
+def test_a_tls_peer_trickling_its_hello_loses_its_handshake_slot_at_the_deadline(
+        tmp_path: Path) -> None:
+    """Over TLS a read of the HELLO waits for a whole TLS record: a peer sending it a
+    byte at a time must still be cut off at the handshake's deadline, so a few of them
+    cannot hold every handshake slot (and the native port) for as long as they like."""
+    ca = CA("trickle CA")
+    cert, key = ca.issue("localhost", server=True).write(tmp_path, "node")
+    deadline = 0.5
+    server = NativeServer("127.0.0.1", 0, lambda hello, tls: {},
+                          budgets={native_wire.BATCH: 1 << 20}, max_connections=4,
+                          max_handshakes=1, hello_deadline=deadline,
+                          tls=ServerTLS(cert, key).contexts()).start()
+    raw = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        context = client_context(tls_ca=ca.write(tmp_path / "ca.pem"))
+        assert context is not None
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        raw.settimeout(WAIT)
+        while True:  # the handshake, done in time
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        raw.sendall(outgoing.read())
+        tls.write(native_wire.encode(native_wire.HELLO, node_pb2.NativeHello(
+            version=native_wire.VERSION).SerializeToString()))
+        record = outgoing.read()
+        began = time.monotonic()
+        cut_off = False
+        for byte in record[:-1]:  # one byte at a time, each within the read's own timeout
+            try:
+                raw.sendall(bytes([byte]))
+            except OSError:
+                cut_off = True
+                break
+            if server.open_connections == 0:
+                cut_off = True
+                break
+            assert time.monotonic() - began < WAIT
+            threading.Event().wait(deadline / 4)
+        assert cut_off, "the whole HELLO trickled in: the slot was held all along"
+        assert time.monotonic() - began < 4 * deadline + 2
+        eventually_true(lambda: server.open_connections == 0)
+    finally:
+        raw.close()
+        server.stop()
+
+
+def eventually_true(condition: Callable[[], bool]) -> None:
+    until = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < until, "timed out"
+        threading.Event().wait(0.01)
