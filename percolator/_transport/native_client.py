@@ -67,7 +67,7 @@ def _closed_error(payload: bytes) -> StorageError | NotExecuted:
         err = pb.CommandError.FromString(payload)
     except DecodeError:
         raise wire.FrameError("the node's CLOSE frame does not decode") from None
-    if err.code == _UNAVAILABLE:
+    if err.code == _UNAVAILABLE and not err.error:  # stopping, idle: nothing more executed
         return NotExecuted(err.message)
     exc = command_error(err.code, err.message, err.error)
     return exc if isinstance(exc, StorageError) else StorageError(str(exc))
@@ -147,7 +147,8 @@ class NativeConnection:
             except wire.FrameError as exc:
                 raise self._fail(ticket, StorageError(f"protocol error: {exc}"),
                                  unknown=True) from None
-            raise self._fail(ticket, closed, unknown=False)
+            # Unavailable (named): the node failed with requests in flight, outcomes unknown.
+            raise self._fail(ticket, closed, unknown=isinstance(closed, Unavailable))
         with self._lock:
             self._read += 1
             last = self._send_failed and self._sent == self._read

@@ -399,7 +399,8 @@ class Loop:
                 self._failed = Closing(
                     grpc.StatusCode.UNAVAILABLE, f"the node could not fsync its log"
                     f" ({durability.failed}): requests not answered may or may not have taken"
-                    " effect; the node answers no more (restart it)")
+                    " effect; the node answers no more (restart it)",
+                    "Unavailable")  # named: not the "not executed" of a stopping node's CLOSE
             self._holding.clear()
             for conn in list(self._connections.values()):
                 if conn.closing and not conn.held:

@@ -671,3 +671,26 @@ def test_a_close_frame_that_does_not_decode_fails_the_batch_clearly() -> None:
     finally:
         calls.close()
         node.stop()
+
+
+def test_a_node_that_failed_its_fsync_leaves_the_outcome_unknown_not_unexecuted() -> None:
+    """A CLOSE UNAVAILABLE without an error name is a stopping (or idle-closing) node's:
+    nothing unanswered was executed, the batch goes again.  The CLOSE of a node whose
+    fsync failed is named: what it had not answered may or may not have taken effect,
+    and the caller is told so, never "not executed"."""
+    failed = node_pb2.CommandError(
+        code=Code.UNAVAILABLE.value[0], error="Unavailable",
+        message="the node could not fsync its log (EIO): requests not answered may or may"
+                " not have taken effect").SerializeToString()
+    stopping = node_pb2.CommandError(code=Code.UNAVAILABLE.value[0],
+                                     message="the node is stopping").SerializeToString()
+    for payload, told in ((failed, "may or may not have taken effect"),
+                          (stopping, "it was not executed")):
+        node = SlowFakeNode(delay=0.0, close=payload)
+        calls = calls_to(node.port)
+        try:
+            with pytest.raises(Unavailable, match=told):
+                calls.call(b"batch")
+        finally:
+            calls.close()
+            node.stop()
