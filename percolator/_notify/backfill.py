@@ -154,7 +154,7 @@ class Backfill:
                                                      (), TimeRange(0, MAX_TS), 1, CHUNK_ROWS)))
         end = first[-1].row + b"\x00" if len(first) >= CHUNK_ROWS else None
         for _ in range(3):
-            self.ctx.latches.wait_range(self.table, start or None, end)
+            self.ctx.latches.wait_range(self.table, start or None, end, self.reg.registered_at)
             rows = self.ctx.store.scan(ScanRequest(self.table, start or None, end, wanted, (),
                                                    TimeRange(0, MAX_TS), 1))
             changes: list[tuple[bytes, int]] = []

@@ -86,49 +86,60 @@ commit (both in this step: only a crash between them leaves them to expire)."""
 
 
 class CommitLatches:
-    """Rows of one-phase commits between taking commit_ts and their write (thread-safe)."""
+    """Rows of one-phase commits between taking commit_ts and their write (thread-safe).
+
+    Each latch carries a lower bound of its commit_ts (the oracle's next timestamp when
+    it was taken): a reader at T waits only for latches below T, whose commit_ts may be
+    below T; one taken after T was handed out commits above T."""
 
     def __init__(self) -> None:
-        self._held: dict[tuple[bytes, bytes], int] = {}
+        self._held: dict[tuple[bytes, bytes], list[int]] = {}
         self._cond = threading.Condition()
 
-    def hold(self, table: bytes, rows: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
-        keys = [(table, row) for row in set(rows)]
+    def hold(self, table: bytes, rows: Iterable[bytes], floor: int
+             ) -> list[tuple[tuple[bytes, bytes], int]]:
+        keys = [((table, row), floor) for row in set(rows)]
         with self._cond:
-            for key in keys:
-                self._held[key] = self._held.get(key, 0) + 1
+            for key, f in keys:
+                self._held.setdefault(key, []).append(f)
         return keys
 
-    def release(self, keys: list[tuple[bytes, bytes]]) -> None:
+    def release(self, keys: list[tuple[tuple[bytes, bytes], int]]) -> None:
         with self._cond:
-            for key in keys:
-                n = self._held[key] - 1
-                if n:
-                    self._held[key] = n
-                else:
+            for key, f in keys:
+                floors = self._held[key]
+                floors.remove(f)
+                if not floors:
                     del self._held[key]
             self._cond.notify_all()
 
-    def wait_rows(self, table: bytes, rows: Iterable[bytes], timeout: float = 60.0) -> None:
-        """Return once none of ``rows`` is latched (at once, and lock-free, when none is);
-        Unavailable after ``timeout`` (never read past a commit in progress)."""
+    def _below(self, key: tuple[bytes, bytes], ts: int) -> bool:
+        return any(f <= ts for f in self._held.get(key, ()))
+
+    def wait_rows(self, table: bytes, rows: Iterable[bytes], ts: int,
+                  timeout: float = 60.0) -> None:
+        """Return once no commit latched on ``rows`` may take a commit_ts at or below
+        ``ts`` (at once, and lock-free, when nothing is latched); Unavailable after
+        ``timeout`` (never read past a commit in progress).  Waiting for every latch of
+        the rows instead starved readers of a row that one-phase writers keep latched."""
         if not self._held:
             return
         rows = list(rows)
         with self._cond:
             if not self._cond.wait_for(
-                    lambda: not any((table, r) in self._held for r in rows), timeout):
+                    lambda: not any(self._below((table, r), ts) for r in rows), timeout):
                 raise Unavailable("timed out waiting for a commit in progress on the rows read")
 
-    def wait_range(self, table: bytes, start: bytes | None, end: bytes | None,
+    def wait_range(self, table: bytes, start: bytes | None, end: bytes | None, ts: int,
                    timeout: float = 60.0) -> None:
-        """Return once no row of ``table`` in [start, end) is latched."""
+        """:meth:`wait_rows` for every row of ``table`` in [start, end)."""
         if not self._held:
             return
 
         def clear() -> bool:
             return not any(t == table and (start is None or r >= start)
-                           and (end is None or r < end) for t, r in self._held)
+                           and (end is None or r < end) and any(f <= ts for f in fs)
+                           for (t, r), fs in self._held.items())
 
         with self._cond:
             if not self._cond.wait_for(clear, timeout):
@@ -224,7 +235,8 @@ def _attempt(ctx: StepContext, request: OnePhaseRequest, position: int | None
         checks += [RowMutation(ntable, row, ()) for row in sorted(declared)]
     stamp: list[int] = []  # commit_ts, once taken
     notes: list[RowMutation] = []  # the log entries written, once decided
-    held = ctx.latches.hold(table, [row for row, _ in parts])  # before commit_ts
+    # Before commit_ts, with a lower bound of it: the oracle's next timestamp now.
+    held = ctx.latches.hold(table, [row for row, _ in parts], ctx.oracle.peek())
 
     def finish() -> list[RowMutation]:
         if not stamp:  # under the rows' locks: only if the oracle needs no write now

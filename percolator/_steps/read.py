@@ -50,7 +50,7 @@ def read(ctx: StepContext, table: bytes, start_ts: int | None, keys: Sequence[Ke
     if start_ts is None:
         start_ts = ctx.oracle.get_timestamp()
     keys = list(dict.fromkeys(keys)) if len(keys) > 1 else keys
-    ctx.latches.wait_rows(table, [row for row, _ in keys])
+    ctx.latches.wait_rows(table, [row for row, _ in keys], start_ts)
     values: dict[Key, bytes | None] = {}
     locks = _read_into(ctx, table, start_ts, keys, values, budget)
     alive: list[FoundLock] = []
@@ -199,7 +199,7 @@ def _values_within(ctx: StepContext, table: bytes, found: list[tuple[Key, record
 def scan(ctx: StepContext, request: ScanRequest) -> ScanChunk:
     """Live cells of up to ``request.limit`` rows from ``start_row``, ascending."""
     table, start_ts, start_row, end_row, columns, include_system, limit = request
-    ctx.latches.wait_range(table, start_row, end_row)
+    ctx.latches.wait_range(table, start_row, end_row, start_ts)
     if columns:
         stored = tuple(c for col in sorted(set(columns))
                        for c in (layout.lock_column(col), layout.write_column(col)))

@@ -106,3 +106,44 @@ def test_a_reader_after_commit_ts_waits_for_the_one_phase_write(
     assert isinstance(commit_ts, int) and commit_ts < ts, results
     assert results["read"] == [((b"a", b"c"), b"new"), ((b"b", b"c"), b"new")], \
         f"a reader at {ts} missed the commit at {commit_ts}"
+
+
+@pytest.mark.parametrize("world", ["embedded", "remote"], indirect=True)
+@pytest.mark.parametrize("how", ["read", "scan"])
+def test_a_reader_does_not_wait_for_a_one_phase_commit_latched_after_its_snapshot(
+        world: tuple[Client, Backend, LocalBackend], how: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit latched after the reader's T was handed out takes a commit_ts above T:
+    the reader does not wait for it (waiting for every latch of its rows starved readers
+    of rows that one-phase writers kept latched, until Unavailable after a minute)."""
+    client, reader, local = world
+    with client.transaction() as txn:
+        txn.set(b"a", b"c", b"old")
+    ts = reader.timestamps(1)  # the reader's snapshot, before the writer begins
+    held, release = threading.Event(), threading.Event()
+    hit = failpoints.hit
+
+    def hook(name: str) -> None:
+        if name == "commit.before_commit_primary" and not held.is_set():
+            held.set()
+            assert release.wait(WAIT)
+        hit(name)
+
+    monkeypatch.setattr(failpoints, "hit", hook)
+    writer = client.begin()
+    writer.set(b"a", b"c", b"new")
+    results: dict[str, Any] = {}
+    thread = start(writer.commit, results, "commit")
+    try:
+        assert held.wait(WAIT), "the one-phase commit reached its write"
+        if how == "read":
+            got = reader.read(TABLE, ts, [(b"a", b"c")])
+            assert dict(got.values) == {(b"a", b"c"): b"old"} and not got.locked
+        else:
+            chunk = reader.scan(ScanRequest(TABLE, ts, None, None, None, False, 100))
+            assert [(r, c, v) for r, c, v in chunk.cells] == [(b"a", b"c", b"old")]
+        assert "commit" not in results, "read before the commit went on: it did not wait"
+    finally:
+        release.set()
+        thread.join(WAIT)
+    assert isinstance(results["commit"], int) and results["commit"] > ts
