@@ -249,11 +249,15 @@ def _fit(keys: list[Key], weak: Sequence[Key], limits: Limits
 
 
 def _settle(s: TxnContext, start_ts: int, keys: list[Key]) -> None:
-    """Roll the remaining secondaries forward (idempotent; a failure is left to readers)."""
+    """Roll the remaining secondaries forward (idempotent; a failure is left to readers).
+
+    After the commit point: whatever fails here (the store, the oracle a notifying
+    roll-forward asks for a log position) must not make the commit raise, or its caller
+    would take a committed transaction for a failed one and may run it again."""
     try:
         for chunk in _key_chunks(keys, s.limits, max(1, s.limits.max_batch_rows // 2)):
             s.backend.resolve(s.table, start_ts, chunk)
-    except StorageError as exc:
+    except Exception as exc:  # noqa: BLE001 - committed: see above
         log.warning("%d secondaries of transaction %d not committed (%s); readers will roll"
                     " them forward", len(keys), start_ts, exc)
 

@@ -832,3 +832,29 @@ def test_a_row_with_more_cells_than_one_part_commits_whole(client: Client) -> No
         b"c%04d" % i: b"%d" % i for i in range(n)}
     assert txn.get(b"narrow", b"c") == b"n"
     assert lock_cells(client) == []
+
+
+def test_a_failure_rolling_secondaries_forward_after_the_commit_point_is_not_the_commits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the commit point (the primary committed), rolling the secondaries the commit
+    step did not carry forward is left to readers if it fails, whatever fails (here the
+    oracle a notifying roll-forward asks for a log position): the commit returns its
+    commit_ts, never an error its caller would take for a failed transaction."""
+    limits = Limits(max_batch_rows=64, max_value_bytes=8_000)
+    store = LocalStore(tmp_path / "d", limits=limits)
+    with Client(LocalBackend(store, Oracle(store)), one_phase=False) as client:
+        keys = [(b"r%04d" % i, b"c") for i in range(200)]  # more than one step carries
+
+        def failing(*args: object, **kwargs: object) -> list[tuple[bytes, bytes]]:
+            raise OracleError("the oracle is unavailable (a stand-in)")
+
+        monkeypatch.setattr(client.backend, "resolve", failing)
+        txn = client.begin()
+        for key in keys:
+            txn.set(*key, b"v")
+        commit_ts = txn.commit()
+        assert commit_ts > txn.start_ts
+        monkeypatch.undo()
+        assert lock_cells(client), "secondaries were left locked, for readers"
+        assert client.begin().get_many(keys) == {key: b"v" for key in keys}
+        assert lock_cells(client) == []
