@@ -41,6 +41,24 @@ class SignallingCondition(threading.Condition):
         return super().wait_for(predicate, timeout)
 
 
+def hold_the_first_commit_at_its_write(monkeypatch: pytest.MonkeyPatch
+                                       ) -> tuple[threading.Event, threading.Event]:
+    """(held, release): the first commit to reach ``commit.before_commit_primary`` (its
+    commit_ts taken, its rows latched, nothing written) sets ``held`` and waits there
+    until ``release`` is set."""
+    held, release = threading.Event(), threading.Event()
+    hit = failpoints.hit
+
+    def hook(name: str) -> None:
+        if name == "commit.before_commit_primary" and not held.is_set():
+            held.set()
+            assert release.wait(WAIT)
+        hit(name)
+
+    monkeypatch.setattr(failpoints, "hit", hook)
+    return held, release
+
+
 @pytest.fixture
 def world(request: pytest.FixtureRequest, tmp_path: Path
           ) -> Iterator[tuple[Client, Backend, LocalBackend]]:
@@ -67,16 +85,7 @@ def test_a_reader_after_commit_ts_waits_for_the_one_phase_write(
         txn.set(b"b", b"c", b"old")
     cond = SignallingCondition()
     monkeypatch.setattr(local.ctx.latches, "_cond", cond)
-    held, release = threading.Event(), threading.Event()
-    hit = failpoints.hit
-
-    def hook(name: str) -> None:
-        if name == "commit.before_commit_primary" and not held.is_set():
-            held.set()
-            assert release.wait(WAIT)
-        hit(name)
-
-    monkeypatch.setattr(failpoints, "hit", hook)
+    held, release = hold_the_first_commit_at_its_write(monkeypatch)
     writer = client.begin()
     writer.set(b"a", b"c", b"new")
     writer.set(b"b", b"c", b"new")
@@ -120,16 +129,7 @@ def test_a_reader_does_not_wait_for_a_one_phase_commit_latched_after_its_snapsho
     with client.transaction() as txn:
         txn.set(b"a", b"c", b"old")
     ts = reader.timestamps(1)  # the reader's snapshot, before the writer begins
-    held, release = threading.Event(), threading.Event()
-    hit = failpoints.hit
-
-    def hook(name: str) -> None:
-        if name == "commit.before_commit_primary" and not held.is_set():
-            held.set()
-            assert release.wait(WAIT)
-        hit(name)
-
-    monkeypatch.setattr(failpoints, "hit", hook)
+    held, release = hold_the_first_commit_at_its_write(monkeypatch)
     writer = client.begin()
     writer.set(b"a", b"c", b"new")
     results: dict[str, Any] = {}

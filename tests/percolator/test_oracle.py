@@ -236,24 +236,31 @@ def test_a_timestamp_if_ready_never_persists_nor_waits_long(store: LocalStore) -
     assert oracle.timestamp_if_ready(0.0) == first + 4
 
 
+def five_commits(data: Path) -> int:
+    """Five transactions committed in a new data directory; a timestamp after them."""
+    with Client.embedded(data) as client:
+        for i in range(5):
+            with client.transaction() as txn:
+                txn.set(b"r%d" % i, b"c", b"v%d" % i)
+        return client.timestamp()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``percolator ARGS`` run to its end, with nothing on stdin (no confirmation)."""
+    return subprocess.run(percolator_command(*args), capture_output=True, text=True,
+                          timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+
 def test_a_damaged_mark_stops_the_node_with_the_repair_and_the_repair_is_safe(
         tmp_path: Path) -> None:
     """A mark that does not decode is never skipped (timestamps could go backwards):
     `percolator serve` refuses to start, naming the cell and the repair command, and
     `percolator repair --oracle` restarts the oracle above every timestamp stored."""
     data = tmp_path / "data"
-    with Client.embedded(data) as client:
-        for i in range(5):
-            with client.transaction() as txn:
-                txn.set(b"r%d" % i, b"c", b"v%d" % i)
-        last = client.timestamp()
+    last = five_commits(data)
     with LocalStore(data) as store:
         store.mutate_rows([RowMutation(ORACLE_TABLE, b"high_water", (
             Put(b"mark", 0, b"\x01\x02\x03"),))], sync=True)
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(percolator_command(*args), capture_output=True, text=True,
-                              timeout=60, check=False, stdin=subprocess.DEVNULL)
 
     refused = cli("serve", "--data-dir", str(data), "--listen", "127.0.0.1:0")
     assert refused.returncode == 1, refused
@@ -276,15 +283,7 @@ def test_repair_raises_a_mark_that_decodes_below_a_stored_timestamp(tmp_path: Pa
     the oracle would hand out timestamps again.  `repair --oracle` says so and writes the
     recovered mark; a sound mark is left alone."""
     data = tmp_path / "data"
-    with Client.embedded(data) as client:
-        for i in range(5):
-            with client.transaction() as txn:
-                txn.set(b"r%d" % i, b"c", b"v%d" % i)
-        last = client.timestamp()
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(percolator_command(*args), capture_output=True, text=True,
-                              timeout=60, check=False, stdin=subprocess.DEVNULL)
+    last = five_commits(data)
 
     sound = cli("repair", "--oracle", "--data-dir", str(data))
     assert sound.returncode == 0, sound.stderr
