@@ -51,8 +51,8 @@ def load_spec(spec: str) -> list[Observer]:
         raise PluginError(f"observer spec must be pkg.module:name, not {spec!r}")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise PluginError(f"cannot import {module_name!r} for {spec!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a plugin's import may raise anything (or not parse)
+        raise PluginError(f"cannot import {module_name!r} for {spec!r}: {exc!r}") from exc
     obj: object = module
     for part in attr.split("."):
         try:

@@ -23,7 +23,11 @@ Layout, per combined target (the counter cell itself stays in the target's row):
     column  "folded"                         value: signed decimal, the sum of all
                                              slots already added to the counter
 
-    invariant, in every snapshot:  true count = counter + sum(slots) - folded
+    column  "owed"                           value: signed decimal <= 0, what a fold
+                                             could not take from the counter
+
+    invariant, in every snapshot:
+        true count = counter + owed + sum(slots) - folded + the target's deltas in mail
 
 A writer adds delta d to target t, in its own transaction (:meth:`add_many`):
 
@@ -71,8 +75,12 @@ A direct write never takes the counter below 0: if the counter alone cannot abso
 decrement (some increments are still in slots), the decrement goes to a slot too --
 in the naive configuration as well, which matters after switching modes on a live
 table.
-The fold's result is the true count of its snapshot, hence never negative; a
-negative one means corrupt data and fails the observer (which the worker parks).
+A fold's result is below 0 when it folds a decrement before the increment it undoes:
+the increment is in a mail whose fold had a setback (the worker folds a cell whose
+batch failed apart from the others), the decrement in the target's slot row.  Then the
+counter is set to 0 and the rest is *owed*, in the target's combining row; every fold
+of the target reads it, and the fold of that mail takes it.  (Failing the fold instead
+parked the slot row after its retries, and the count stayed wrong until a replay.)
 
 Paper ids must not start with ``\\x00``: readers of papers skip ``[QUEUE_PREFIX,
 QUEUE_END)`` (``observers.citations.verify``) and loaders refuse such ids.
@@ -106,6 +114,9 @@ FOLD = b"citations:fold"
 ever target it."""
 SLOT_PREFIX = b"slot:"
 FOLDED = b"folded"
+OWED = b"owed"
+"""Column of a target's combining row: what a fold could not take from the counter (a
+decrement folded before the increment it undoes, still in a mail); <= 0."""
 DEFAULT_HOT: int | None = 1000
 """Counters at or above this value are always combined: a paper cited by thousands is
 contended by the running writers of its own worker at any rate worth the name."""
@@ -328,14 +339,20 @@ class CombiningCounter:
             self.in_flight.claim(rows[0], list(moved))
         targets = [t for t, d in moved.items() if d]
         if targets:
-            counts = txn.get_many([(target, self.column) for target in targets])
+            counts = txn.get_many([(target, self.column) for target in targets] +
+                                  [(combine_row(target), OWED) for target in targets])
             for target in targets:
-                n = decode_count(counts[(target, self.column)]) + moved[target]
-                if n < 0:
-                    raise ValueError(f"{self.column.decode()} of {target!r} would become {n}:"
-                                     " its counter and combined deltas disagree (corrupt"
-                                     " data?)")
-                _set_count(txn, target, self.column, n)
+                owed = decode_signed(counts[(combine_row(target), OWED)])
+                n = decode_count(counts[(target, self.column)]) + owed + moved[target]
+                # Below 0 when a decrement is folded before the increment it undoes (in a
+                # mail whose fold had a setback): the counter stays at 0 and the rest is
+                # owed, taken by the fold of that mail, which reads it too.
+                _set_count(txn, target, self.column, max(n, 0))
+                if min(n, 0) != owed:
+                    if n < 0:
+                        txn.set(combine_row(target), OWED, encode_signed(n))
+                    else:
+                        txn.delete(combine_row(target), OWED)
         return amounts
 
 
@@ -359,6 +376,8 @@ def unfolded(txn: Transaction) -> dict[bytes, int]:
             sums[target_of(row)] = sums.get(target_of(row), 0) + decode_signed(value)
         elif column == FOLDED:
             sums[target_of(row)] = sums.get(target_of(row), 0) - decode_signed(value)
+        elif column == OWED:
+            sums[target_of(row)] = sums.get(target_of(row), 0) + decode_signed(value)
     return {target: d for target, d in sums.items() if d}
 
 

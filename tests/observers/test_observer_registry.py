@@ -146,6 +146,20 @@ def test_bad_plugin_specs_say_why(spec: str, match: str) -> None:
         load_spec(spec)
 
 
+@pytest.mark.parametrize("source,named", [
+    ("raise RuntimeError('no config here')\n", "no config here"),
+    ("def broken(:\n", "SyntaxError"),
+])
+def test_a_plugin_module_that_fails_to_import_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, named: str) -> None:
+    """Whatever the module raises (not only ImportError): a PluginError naming it, which
+    `percolator worker` reports in one line, not a traceback."""
+    (tmp_path / "failing_plugin.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match=f"cannot import 'failing_plugin'.*{named}"):
+        load_spec("failing_plugin:OBSERVERS")
+
+
 def test_entry_points_of_the_group_are_loaded(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     dist = tmp_path / "fake_plugin-1.0.dist-info"
