@@ -61,7 +61,8 @@ from . import failpoints
 from .errors import OracleError
 
 __all__ = [
-    "DEFAULT_BLOCK_SIZE", "FIRST_TIMESTAMP", "MAX_COUNT", "ORACLE_TABLE", "RECOVERY_MARGIN",
+    "DEFAULT_BLOCK_SIZE", "FIRST_TIMESTAMP", "MAX_BLOCK_SIZE", "MAX_COUNT", "ORACLE_TABLE",
+    "RECOVERY_MARGIN",
     "Oracle", "OracleConflict", "OracleExhausted", "OracleStats", "TimestampSource",
     "check_count", "decode_mark", "recovered_mark", "rewrite_mark", "stored_mark",
 ]
@@ -75,6 +76,9 @@ far below this.  Larger counts are refused with ``InvalidArgument`` (gRPC
 ``INVALID_ARGUMENT``)."""
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+MAX_BLOCK_SIZE = 1 << 30
+"""The largest block: a crash skips at most this many timestamps (2**34 crashes use up the
+space).  A block near 2**64 put the mark at its end, and the next start had none left."""
 """Timestamps reserved per fsync: at 1,000,000 timestamps/s about one fsync a second."""
 
 FIRST_TIMESTAMP = 1
@@ -165,8 +169,9 @@ class Oracle:
     """
 
     def __init__(self, store: TabletStore, *, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
-        if type(block_size) is not int or block_size < 1:
-            raise ValueError(f"block_size must be a positive int, not {block_size!r}")
+        if type(block_size) is not int or not 1 <= block_size <= MAX_BLOCK_SIZE:
+            raise ValueError(f"block_size must be an int from 1 to {MAX_BLOCK_SIZE}, not"
+                             f" {block_size!r}")
         self._store = store
         self._block = block_size
         self._lock = threading.Lock()

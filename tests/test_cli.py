@@ -289,3 +289,23 @@ def test_the_node_logs_one_line_per_failed_request(tmp_path: Path) -> None:
     undecodable = [line for line in output.splitlines() if "undecodable request" in line]
     assert len(undecodable) == 1 and "(logged once)" in undecodable[0], output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("args,named", [
+    (["serve", "--data-dir", "d", "--gc-client-lease", "inf"], "--gc-client-lease"),
+    (["serve", "--data-dir", "d", "--grace", "nan"], "--grace"),
+    (["serve", "--data-dir", "d", "--grace", "-1"], "--grace"),
+    (["serve", "--data-dir", "d", "--oracle-block", "99999999999999999999"], "--oracle-block"),
+    (["status", "--data-dir", "d", "--watch", "1e300"], "--watch"),
+    (["worker", "--data-dir", "d", "--observers", "x:y", "--lock-ttl", "inf"], "--lock-ttl"),
+    (["cluster", "--data-dir", "d", "--papers", "0"], "--papers"),
+])
+def test_numbers_out_of_range_are_usage_errors_before_anything_starts(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], named: str
+        ) -> None:
+    """inf, nan, 1e300 seconds (a traceback at the first wait), an oracle block that would
+    put the mark at 2**64 (the directory then has no timestamps left), no papers: refused
+    by the parser, one usage line, nothing started or written."""
+    args = [str(tmp_path / "d") if a == "d" else a for a in args]
+    usage_error(in_process(capsys, *args), f"error: argument {named}")
+    assert not (tmp_path / "d").exists()

@@ -19,25 +19,32 @@ def non_negative_int(value: str) -> int:
     return int(value)
 
 
+MOST_SECONDS = 1e9
+"""The largest number of seconds a flag takes (~31 years): beyond it waits and deadlines
+overflow the clocks' types (inf, 1e300: a traceback at the first wait)."""
+
+
 def positive_float(value: str) -> float:
-    """A number > 0."""
+    """A number of seconds > 0 (at most MOST_SECONDS)."""
     try:
         f = float(value)
     except ValueError:
         f = 0.0
-    if not f > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, not {value!r}")
+    if not 0 < f <= MOST_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number up to {MOST_SECONDS:g}, not {value!r}")
     return f
 
 
 def non_negative_float(value: str) -> float:
-    """A number >= 0."""
+    """A number of seconds >= 0 (at most MOST_SECONDS)."""
     try:
         f = float(value)
     except ValueError:
         f = -1.0
-    if not f >= 0 or f == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {value!r}")
+    if not 0 <= f <= MOST_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number from 0 to {MOST_SECONDS:g}, not {value!r}")
     return f
 
 

@@ -33,7 +33,7 @@ from .._transport.native_server import DEFAULT_MAX_CONNECTIONS
 from ..cli import CommandError
 from ..metrics_endpoint import InsecureMetrics
 from ..node import DEFAULT_GRACE, MIN_WORKERS, NATIVE_AUTO, Node
-from ..oracle import DEFAULT_BLOCK_SIZE
+from ..oracle import DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE
 from .arg_types import (
     listen_address,
     native_listen_address,
@@ -43,6 +43,15 @@ from .arg_types import (
 )
 
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _block_size(value: str) -> int:
+    """``--oracle-block``: from 1 to MAX_BLOCK_SIZE."""
+    n = positive_int(value)
+    if n > MAX_BLOCK_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_BLOCK_SIZE} timestamps a block, not {value!r}")
+    return n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,14 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=32, metavar="N",
                         help=f"gRPC worker threads, at least {MIN_WORKERS} (default"
                         " %(default)s)")
-    parser.add_argument("--oracle-block", type=positive_int, default=DEFAULT_BLOCK_SIZE,
+    parser.add_argument("--oracle-block", type=_block_size, default=DEFAULT_BLOCK_SIZE,
                         metavar="N", help="timestamps the oracle reserves per fsync; a crash"
                         " skips at most this many (default %(default)s)")
     parser.add_argument("--metrics-listen", type=listen_address, default=None,
                         metavar="HOST:PORT", help="serve Prometheus metrics at"
                         " http://HOST:PORT/metrics, https:// with --tls-cert (default: off;"
                         " port 0 picks one); beyond loopback only over TLS or with --insecure")
-    parser.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+    parser.add_argument("--grace", type=non_negative_float, default=DEFAULT_GRACE,
+                        metavar="SECONDS",
                         help="how long in-flight calls may run on shutdown (default %(default)s)")
     parser.add_argument("--gc-life-time", type=non_negative_float, default=DEFAULT_GC_LIFE_TIME,
                         metavar="SECONDS", help="garbage collection keeps every snapshot of the"

@@ -32,6 +32,7 @@ from percolator.oracle import (
     OracleExhausted,
     OracleStats,
     TimestampSource,
+    rewrite_mark,
     stored_mark,
 )
 from tests.procs import percolator_command
@@ -146,7 +147,7 @@ def test_second_oracle_on_one_store_conflicts_instead_of_repeating(store: LocalS
 
 def test_exhaustion_at_the_top_of_the_64_bit_range(tmp_path: Path) -> None:
     with LocalStore(tmp_path / "data") as store:
-        Oracle(store, block_size=MAX_TS - 10).get_timestamp()  # mark = MAX_TS - 9
+        assert rewrite_mark(store, MAX_TS - 9, None)  # as if near the end
     with LocalStore(tmp_path / "data") as store:
         oracle = Oracle(store, block_size=1000)
         assert oracle.get_timestamps(8) == MAX_TS - 8

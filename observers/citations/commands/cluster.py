@@ -33,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 
 from percolator.cli import CommandError
+from percolator.commands.arg_types import positive_int
 
 from ..cluster import DEMO_PAPERS, NODE, TOPOLOGY, Service
 
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="start on a data root that already holds data (the loader loads"
                         " on top of it)")
-    parser.add_argument("--papers", type=int, default=DEMO_PAPERS,
+    parser.add_argument("--papers", type=positive_int, default=DEMO_PAPERS,
                         help="papers the loader generates (default %(default)s)")
     parser.add_argument("--keep-running", action="store_true",
                         help="keep the node and workers up after the one-shots, until Ctrl-C")
