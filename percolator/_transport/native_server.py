@@ -117,8 +117,11 @@ class NativeServer:
         self._hello_deadline = hello_deadline
         self._tls = tls
         bind = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        six = ":" in bind  # an IPv6 address (every one of them, "::", on both families)
         try:
-            self._listener = socket.create_server((bind, port), backlog=128)
+            self._listener = socket.create_server(
+                (bind, port), family=socket.AF_INET6 if six else socket.AF_INET, backlog=128,
+                dualstack_ipv6=bind == "::" and socket.has_dualstack_ipv6())
         except OSError as exc:
             raise OSError(exc.errno, f"cannot serve the native transport on {host}:{port}:"
                           f" {exc.strerror}") from exc

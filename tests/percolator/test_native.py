@@ -257,6 +257,27 @@ def test_a_node_listening_on_every_address_serves_native_there_too(tmp_path: Pat
             assert stats["native_connections"] == 1 and stats["streams_opened"] == 0
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
+def test_a_node_on_an_ipv6_loopback_serves_native_there_too(tmp_path: Path) -> None:
+    """The native port on the gRPC host's family (it was bound IPv4 only: the node
+    refused to start on [::1])."""
+    with Node(tmp_path / "data", "[::1]:0") as node:
+        assert node.native is not None
+        with Client.connect(f"[::1]:{node.port}", transport="native") as client:
+            client.run(lambda txn: txn.set(b"r", b"c", b"v"))
+            assert client.begin().get(b"r", b"c") == b"v"
+            stats = client.backend.batch_stats()  # type: ignore[attr-defined]
+            assert stats["native_connections"] == 1 and stats["streams_opened"] == 0
+
+
 READ_TOKEN = "read-" + "r" * 24
 
 
