@@ -122,7 +122,8 @@ class _Connection:
     """One admitted connection's state, the loop's alone (a pool thread only executes)."""
 
     __slots__ = ("began", "budgets", "busy", "closing", "events", "fd", "handlers", "held",
-                 "held_bytes", "inbox", "last", "outbox", "raw", "sent", "sock", "stuck")
+                 "held_bytes", "inbox", "last", "outbox", "queued", "raw", "sent", "sock",
+                 "stuck")
 
     def __init__(self, sock: socket.socket, raw: socket.socket, handlers: Handlers,
                  budgets: Mapping[int, int], buffered: bytes, now: float) -> None:
@@ -143,6 +144,10 @@ class _Connection:
         self.busy = False  # a request of it runs on a pool thread
         self.closing = False  # a CLOSE is queued: nothing more is read
         self.events = 0  # what it is registered for in epoll (0: not registered)
+        # In the loop's ready list (whole requests wait for its next turn): once, and not
+        # read meanwhile.  Else a connection that kept sending was added once more per
+        # read, got that many turns a pass while the others waited, and its inbox grew.
+        self.queued = False
 
 
 class Loop:
@@ -224,6 +229,7 @@ class Loop:
                 events = self._epoll.poll(timeout)
                 now = time.monotonic()
                 for waiting in ready:  # whole requests left over from their last turn
+                    waiting.queued = False
                     if self._connections.get(waiting.fd) is waiting:
                         self._serve(waiting, now)
                 for fd, mask in events:
@@ -323,7 +329,9 @@ class Loop:
         turn = _TURN
         while not conn.busy and not conn.closing and len(conn.inbox) >= 5:
             if not turn:
-                self._ready.append(conn)  # the others first
+                if not conn.queued:
+                    conn.queued = True
+                    self._ready.append(conn)  # the others first
                 break
             turn -= 1
             if conn.held_bytes >= _UNSENT:
@@ -488,7 +496,7 @@ class Loop:
         else:
             conn.stuck = None
             self._register(conn, 0 if conn.busy or conn.closing or conn.held_bytes >= _UNSENT
-                           else _READABLE)
+                           or conn.queued else _READABLE)
 
     def _register(self, conn: _Connection, events: int) -> None:
         if events == conn.events:

@@ -43,6 +43,7 @@ class Executors:
         self.gate = threading.Event()
         self.waiting = threading.Event()  # a wait: request is on a pool thread
         self.durability = durability
+        self.ran: list[bytes] = []  # the X of each quick:X, in the order they ran
 
     def open(self, hello: node_pb2.NativeHello, tls: object) -> Handlers:
         return {native_wire.BATCH: self.execute}
@@ -63,6 +64,8 @@ class Executors:
             raise InvalidArgument("failed as asked")
         elif verb == b"big":
             return b"x" * (1 << 20)
+        elif verb == b"quick":
+            self.ran.append(what)
         return b"%s:%s:%s" % (verb, what, threading.current_thread().name.encode())
 
 
@@ -313,3 +316,44 @@ def test_a_fsync_failed_by_another_thread_closes_the_loops_connections(
             durability.settle()  # another thread about to answer what it read
         send(a, b"quick:2")
         assert "could not fsync" in must_close(a, Code.UNAVAILABLE)
+
+
+def test_a_connection_that_keeps_sending_gets_a_turn_a_pass_as_the_others() -> None:
+    """A peer sending requests without pause (its replies read): another connection's
+    request runs after at most a few turns of it.  It was queued for another turn once
+    more per read, so the longer it sent the more turns it took each pass (and its
+    inbox grew without bound): a probe's wait grew from 0.2 to 400 ms."""
+    executors = Executors()
+    with server(executors) as native, connect(native.port) as a, connect(native.port) as b:
+        stop = threading.Event()
+
+        def flood() -> None:
+            try:
+                while not stop.is_set():
+                    send(a, *[b"quick:a"] * 64)
+            except OSError:
+                pass  # closed at the end
+
+        def drain() -> None:
+            try:
+                while not stop.is_set() and a.recv(1 << 16):
+                    pass
+            except OSError:
+                pass
+
+        threads = [threading.Thread(target=flood, daemon=True),
+                   threading.Thread(target=drain, daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_until(lambda: len(executors.ran) >= 30_000, "the flood ran a while")
+            before = len(executors.ran)
+            send(b, b"quick:b")
+            assert reply(b)[:2] == [b"quick", b"b"]
+            between = executors.ran.index(b"b", before) - before
+        finally:
+            stop.set()
+            a.shutdown(socket.SHUT_RDWR)
+            for thread in threads:
+                thread.join(WAIT)
+        assert between <= 10 * 16, f"{between} requests of the flooding peer ran first"
