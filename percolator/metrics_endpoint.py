@@ -54,6 +54,10 @@ HANDSHAKE_TIMEOUT = 10.0
 """Seconds a scraper's TLS handshake may take; then its connection is closed."""
 IDLE_TIMEOUT = 30.0
 """Seconds a connection may wait for its request."""
+MAX_CONNECTIONS = 8
+"""Connections served at once; more are closed at once.  Each holds a thread and a file
+descriptor: unbounded, idle connections (no credential needed) took every descriptor of
+the process, and the node's gRPC port stopped answering."""
 
 
 class _Quiet(WSGIRequestHandler):
@@ -69,6 +73,29 @@ class _Server(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     context: Callable[[], ssl.SSLContext] | None = None
+    _slots: threading.BoundedSemaphore | None = None  # MAX_CONNECTIONS (made on first use)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread of its own, if a slot is free; else close it."""
+        if self._slots is None:  # (this runs on the serving thread only)
+            self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        if not self._slots.acquire(blocking=False):
+            log.debug("metrics connection from %s refused: %d served already",
+                      client_address, MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            assert self._slots is not None
+            self._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.context is None:

@@ -14,6 +14,8 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from percolator._local import LocalBackend
 from percolator.clock import FakeClock
 from percolator.metric_types import CounterChild, Family, HistogramChild, counter
 from percolator.metrics import NAMES
+from percolator.metrics_endpoint import MAX_CONNECTIONS, MetricsEndpoint
 from percolator.oracle import Oracle
 from tests.certs import CA
 from tests.observers import sum_observers
@@ -558,3 +561,42 @@ def test_a_family_refuses_wrong_labels_and_a_counter_needs_total() -> None:
         family.labels("only one")
     with pytest.raises(ValueError, match="_total"):
         counter("percolator_test_count", "no _total")
+
+
+def test_idle_connections_to_the_metrics_endpoint_hold_a_bounded_number_of_threads() -> None:
+    """Anyone who reaches the port may connect (a scrape needs no credential): connections
+    beyond MAX_CONNECTIONS are closed at once, so idle ones cannot take every thread and
+    file descriptor of the node; once they go, scrapes are served again."""
+    endpoint = MetricsEndpoint("127.0.0.1:0").start()
+    idle: list[socket.socket] = []
+    try:
+        threads = threading.active_count()
+        for _ in range(4 * MAX_CONNECTIONS):
+            conn = socket.create_connection(
+                ("127.0.0.1", int(endpoint.address.rpartition(":")[2])), timeout=WAIT)
+            conn.sendall(b"G")  # a request begun, never finished
+            idle.append(conn)
+        refused = 0
+        for conn in idle:  # the ones beyond the slots are closed by the endpoint
+            conn.settimeout(0.5)
+            try:
+                refused += conn.recv(1) == b""
+            except TimeoutError:
+                pass  # served: waiting for the rest of its request
+        assert refused == 3 * MAX_CONNECTIONS
+        assert threading.active_count() <= threads + MAX_CONNECTIONS
+    finally:
+        for conn in idle:
+            conn.close()
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:  # the served ones notice their peers left
+            try:
+                with urllib.request.urlopen(endpoint.url, timeout=5) as scrape:
+                    assert b"process_cpu_seconds_total" in scrape.read()
+                break
+            except (OSError, urllib.error.URLError):
+                assert time.monotonic() < deadline, "no scrape served after the idle went"
+                threading.Event().wait(0.1)  # polling, bounded by the deadline
+    finally:
+        endpoint.stop()

@@ -35,6 +35,7 @@ request running on a pool thread getting its reply first.  :meth:`join` waits
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -79,6 +80,9 @@ the executors of its requests, bound to its caller (the role of its token), or r
 _HELLO = frozenset((wire.HELLO,))
 _NOT_AFTER_HELLO = frozenset((wire.HELLO, wire.WELCOME, wire.REPLY, wire.CLOSE))
 _QUIET = frozenset((grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED))
+
+
+_ACCEPT_PAUSE = 0.1  # seconds between attempts to accept while out of descriptors
 
 
 def _refusal(exc: BaseException) -> Closing:
@@ -150,6 +154,7 @@ class NativeServer:
     # --- accepting ---------------------------------------------------------------------
 
     def _accept(self) -> None:
+        starved = False  # the last accept failed for want of descriptors
         try:
             while True:
                 ready, _, _ = select.select([self._listener.fileno(), self._wake_r], [], [])
@@ -159,8 +164,16 @@ class NativeServer:
                     continue
                 try:
                     conn, _ = self._listener.accept()
-                except OSError:  # e.g. the peer reset it already, or out of descriptors
+                except OSError as exc:  # e.g. the peer reset it already
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        # Out of descriptors: the connection stays pending and select says
+                        # so at once; without a pause this thread would spin.
+                        if not starved:  # once until an accept succeeds again
+                            log.warning("native transport cannot accept: %s", exc.strerror)
+                        starved = True
+                        select.select([self._wake_r], [], [], _ACCEPT_PAUSE)
                     continue
+                starved = False
                 self._admit(conn)
         finally:
             self._listener.close()

@@ -7,6 +7,7 @@ misbehaving peers; ``Client``/``NodeClient`` the well-behaved ones.  Every wait 
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import re
@@ -715,3 +716,38 @@ def test_a_node_that_failed_its_fsync_leaves_the_outcome_unknown_not_unexecuted(
         finally:
             calls.close()
             node.stop()
+
+
+def test_out_of_descriptors_the_accept_thread_pauses_instead_of_spinning(
+        tmp_path: Path) -> None:
+    """accept() failing with EMFILE leaves the connection pending, and select reports it
+    at once: the thread pauses between attempts (and says so once), never spins."""
+    service = NodeService(LocalBackend.open(str(tmp_path / "data")))
+    server = NativeServer("127.0.0.1", 0, service.open_native,
+                          budgets={native_wire.BATCH: 1 << 20})
+    real = server._listener  # noqa: SLF001 - the accept under test
+    attempts = 0
+
+    class Starved:
+        def fileno(self) -> int:
+            return real.fileno()
+
+        def accept(self) -> tuple[socket.socket, object]:
+            nonlocal attempts
+            attempts += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        def close(self) -> None:
+            real.close()
+
+    server._listener = Starved()  # type: ignore[assignment]  # noqa: SLF001
+    server.start()
+    pending = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        wait_until(lambda: attempts >= 1, "an accept was tried")
+        threading.Event().wait(0.5)  # the measure: attempts in half a second
+        assert attempts <= 10, f"{attempts} accepts in 0.5 s: the thread spins"
+    finally:
+        pending.close()
+        server.stop()
+        service._backend.close()  # noqa: SLF001
