@@ -207,12 +207,10 @@ def decode_bytes_list(raw: bytes) -> list[bytes]:
         for _ in range(count):
             (length,) = struct.unpack_from(">I", raw, pos)
             pos += 4
-            if pos + length > len(raw):
-                raise ValueError("encoded list shorter than its lengths say")
             items.append(raw[pos : pos + length])
             pos += length
     except struct.error as exc:
         raise ValueError(f"encoded list cut short: {exc}") from None
-    if pos != len(raw):
-        raise ValueError("trailing bytes in encoded list")
+    if pos != len(raw):  # (beyond it: an item cut short)
+        raise ValueError("encoded list cut short or with trailing bytes")
     return items

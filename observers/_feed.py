@@ -156,10 +156,11 @@ class Feed:
                             dropped)
             self.check_revoked()
             idle, due = self._idle_due()
-            # A cell backing off is taken once due: the next pull (with its handing back)
-            # need not come before; the floor keeps a cell due now from a spin of pulls.
-            wait = min(LONG_POLL, o.lease / 4, LONG_POLL if due is None else max(
-                FULL_POLL, due)) if idle else 0.0
+            wait = min(LONG_POLL, o.lease / 4) if idle else 0.0
+            if idle and due is not None:
+                # A cell backing off is taken once due: the next pull (with its handing
+                # back) need not come before; the floor keeps a cell due now from a spin.
+                wait = min(wait, max(FULL_POLL, due))
             self._event.clear()
             request, done, fingerprint = self._request(wait)
             sent = time.monotonic()

@@ -99,12 +99,11 @@ class WorkQueue:
     def waiting(self) -> tuple[int, float | None]:
         """(cells queued, in flight or arrived while running; seconds until the first
         cell backing off is due, None if none is); the caller holds ``lock``."""
+        busy = len(self._queued) + len(self._later) + len(self._inflight)
         if not self._delayed:
-            return len(self._queued) + len(self._later) + len(self._inflight), None
-        now = self._retry.clock.now_ms()
-        due = min((self._retry.due_ms(k) for k in self._delayed), default=now)
-        return (len(self._queued) + len(self._later) + len(self._inflight),
-                max(0.0, (due - now) / 1000.0))
+            return busy, None
+        due = min(self._retry.due_ms(k) for k in self._delayed)
+        return busy, max(0.0, (due - self._retry.clock.now_ms()) / 1000.0)
 
     def room(self) -> int:
         """Cells the feed may still offer."""

@@ -76,10 +76,10 @@ far below this.  Larger counts are refused with ``InvalidArgument`` (gRPC
 ``INVALID_ARGUMENT``)."""
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+"""Timestamps reserved per fsync: at 1,000,000 timestamps/s about one fsync a second."""
 MAX_BLOCK_SIZE = 1 << 30
 """The largest block: a crash skips at most this many timestamps (2**34 crashes use up the
 space).  A block near 2**64 put the mark at its end, and the next start had none left."""
-"""Timestamps reserved per fsync: at 1,000,000 timestamps/s about one fsync a second."""
 
 FIRST_TIMESTAMP = 1
 """Timestamps start at 1; 0 is never handed out, so it can mean "no timestamp"."""

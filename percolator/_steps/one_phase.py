@@ -114,6 +114,7 @@ class CommitLatches:
             self._cond.notify_all()
 
     def _below(self, key: tuple[bytes, bytes], ts: int) -> bool:
+        """Whether a commit latched on ``key`` may take a commit_ts at or below ``ts``."""
         return any(f <= ts for f in self._held.get(key, ()))
 
     def wait_rows(self, table: bytes, rows: Iterable[bytes], ts: int,
@@ -138,8 +139,8 @@ class CommitLatches:
 
         def clear() -> bool:
             return not any(t == table and (start is None or r >= start)
-                           and (end is None or r < end) and any(f <= ts for f in fs)
-                           for (t, r), fs in self._held.items())
+                           and (end is None or r < end) and self._below((t, r), ts)
+                           for t, r in self._held)
 
         with self._cond:
             if not self._cond.wait_for(clear, timeout):

@@ -176,12 +176,11 @@ class NativeConnection:
         assert self._failure is not None
         if ticket == self._failed_at:
             return self._failure
-        if ticket < self._failed_at:
-            if ticket < self._read:  # answered before: cannot be asked again
-                return StorageError("protocol error: reply asked for twice")
-            # Sent, its reply not read yet when a later batch ended the connection.
-            return Unavailable("connection to the node lost; outcome unknown")
-        if self._later_unknown:
+        if ticket < self._read:  # answered before: cannot be asked again
+            return StorageError("protocol error: reply asked for twice")
+        # Sent before the failing batch (its reply not read yet when that one ended the
+        # connection), or after it when the node failed with requests in flight.
+        if ticket < self._failed_at or self._later_unknown:
             return Unavailable("connection to the node lost; outcome unknown")
         return NotExecuted("the node ended the connection before this batch")
 
