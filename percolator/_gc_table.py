@@ -10,20 +10,35 @@ store column at ts 0, rewritten in place::
                               when the oracle's next timestamp was what (oldest first)
     last_pass     stats       the last finished pass, UTF-8 JSON (:class:`GcPass`'s fields)
     tables        <table>     empty: a table holding transactional cells (collected)
+    leases        <client>    uint64 big-endian: the floor of a remote client's lease (its
+                              key: ``_leases.client_key``), at or below every timestamp
+                              the client holds (``percolator._leases``)
 
 The safe point is written with ``sync=True`` before anything below it is collected: a
 node killed mid-pass restarts refusing every snapshot whose versions may be gone.
-Samples and the last pass are hints (losing them makes GC more conservative, or the
-status older); they are written without fsync.  Persisted: never renumber.
+A client's lease floor is written with ``sync=True`` before the client first holds
+anything (a node killed then restarts holding the safe point at it for a lease), then
+with the passes' safe point.  Samples and the last pass are hints (losing them makes
+GC more conservative, or the status older); they are written without fsync.
+Persisted: never renumber.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 
-from bigtable_lite import DataCorruption, Put, RowMutation, RowRead, TabletStore
+from bigtable_lite import (
+    DataCorruption,
+    DeleteRange,
+    Mutation,
+    Put,
+    RowMutation,
+    RowRead,
+    TabletStore,
+)
 
 __all__ = ["GC_TABLE", "GcPass", "GcStatus", "read_status"]
 
@@ -32,6 +47,7 @@ SAFE_POINT_ROW, SAFE_POINT_COLUMN = b"safe_point", b"ts"
 SAMPLES_ROW, SAMPLES_COLUMN = b"samples", b"wall_ts"
 LAST_PASS_ROW, LAST_PASS_COLUMN = b"last_pass", b"stats"
 TABLES_ROW = b"tables"
+LEASES_ROW = b"leases"
 _U64 = struct.Struct(">Q")
 _SAMPLE = struct.Struct(">QQ")
 
@@ -131,6 +147,19 @@ def read_samples(store: TabletStore) -> list[Sample]:
     cells = store.read_rows([RowRead(GC_TABLE, SAMPLES_ROW, (SAMPLES_COLUMN,),
                                      max_versions=1)])[0]
     return decode_samples(cells[0].value) if cells else []
+
+
+def read_leases(store: TabletStore) -> dict[bytes, int]:
+    """The persisted floors of the remote clients' leases: client key -> floor."""
+    cells = store.read_rows([RowRead(GC_TABLE, LEASES_ROW, max_versions=1)])[0]
+    return {cell.column: u64(cell.value, "client lease floor") for cell in cells}
+
+
+def leases_mutation(puts: Mapping[bytes, int], deletes: Iterable[bytes]) -> RowMutation:
+    """Write the floors ``puts`` (client key -> floor), delete the leases ``deletes``."""
+    mutations: list[Mutation] = [Put(key, 0, _U64.pack(floor)) for key, floor in puts.items()]
+    mutations.extend(DeleteRange(key) for key in deletes)
+    return RowMutation(GC_TABLE, LEASES_ROW, tuple(mutations))
 
 
 def safe_point_mutation(safe_point: int) -> RowMutation:

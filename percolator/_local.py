@@ -39,7 +39,7 @@ from ._gc import DEFAULT_GC_DUTY, DEFAULT_GC_LIFE_TIME, Collector
 from ._gc_table import GcPass
 from ._notify.local import Notifications
 from ._safe_point import DEFAULT_CLIENT_LEASE, SafePoint
-from ._snapshots import ActiveSnapshots
+from ._snapshots import ActiveSnapshots, SnapshotReport
 from ._steps import StepContext, one_phase, prewrite, read, resolve_lock, rollback
 from ._steps import commit as commit_step
 from ._steps import heartbeat as heartbeat_step
@@ -216,10 +216,10 @@ class LocalBackend:
     def observed_columns(self, table: bytes) -> frozenset[bytes]:
         return frozenset(self.ctx.observed.of(table))
 
-    def report_snapshots(self, client: bytes, oldest: int | None, seen: int) -> int:
-        """A remote client's running transactions (see ``SafePoint.report``); returns the
-        safe point."""
-        self.safe_point.report(client, oldest, seen)
+    def report_snapshots(self, client: bytes, report: SnapshotReport) -> int:
+        """A remote client's running transactions (see ``SafePoint.report``; ``client``:
+        its lease's key, ``_leases.client_key``); returns the safe point."""
+        self.safe_point.report(client, report.seq, report.oldest, report.seen)
         return self.safe_point.value
 
     def now_ms(self) -> int:

@@ -69,7 +69,7 @@ from ._backend import (
 from ._gc_table import GcPass
 from ._node_codec import CLIENT_ID_TAG, COMMAND_TAGS, ENTRY_TAG, SERVICE_NAME, STREAM_KEY
 from ._notify.client import RemoteNotifications
-from ._snapshots import ActiveSnapshots, Reporter
+from ._snapshots import ActiveSnapshots, Reporter, SnapshotReport
 from ._status import command_error
 from ._transport import native_client
 from ._transport.batcher import Batcher, Command
@@ -396,10 +396,10 @@ class NodeClient:
         assert isinstance(reply, pb.ObservedColumnsResponse)
         return frozenset(reply.columns)
 
-    def report_snapshots(self, oldest: int | None, seen: int) -> int:
+    def report_snapshots(self, report: SnapshotReport) -> int:
         """Report this process's running transactions (``Reporter``); returns the lease
         in ms."""
-        reply = self._submit("report_snapshots", codec.report_request(oldest, seen))
+        reply = self._submit("report_snapshots", codec.report_request(report))
         assert isinstance(reply, pb.ReportSnapshotsResponse)
         safe_point, lease_ms = codec.read_report(reply)
         self._learn(safe_point)

@@ -36,6 +36,7 @@ from ._backend import (
     TxnStatus,
 )
 from ._gc_table import GcPass
+from ._snapshots import SnapshotReport
 from ._transport.framing import tags
 from .layout import reserved_table
 from .v1 import node_pb2 as pb
@@ -466,22 +467,24 @@ def parse_client_id(client_id: bytes) -> bytes:
     return client_id
 
 
-def report_request(oldest: int | None, seen: int) -> pb.ReportSnapshotsRequest:
-    msg = pb.ReportSnapshotsRequest(seen_ts=seen)
-    if oldest is not None:
-        msg.oldest_start_ts = oldest
+def report_request(report: SnapshotReport) -> pb.ReportSnapshotsRequest:
+    msg = pb.ReportSnapshotsRequest(seen_ts=report.seen, seq=report.seq)
+    if report.oldest is not None:
+        msg.oldest_start_ts = report.oldest
     return msg
 
 
 def parse_report(msg: pb.ReportSnapshotsRequest, client_id: bytes
-                 ) -> tuple[bytes, int | None, int]:
+                 ) -> tuple[bytes, SnapshotReport]:
     if not client_id:
         raise InvalidArgument("report_snapshots needs the batch's client_id")
     oldest = _check_ts(msg.oldest_start_ts, "oldest_start_ts") \
         if msg.HasField("oldest_start_ts") else None
     if not 0 <= msg.seen_ts <= MAX_TS:
         raise InvalidArgument(f"seen_ts {msg.seen_ts} is not a timestamp")
-    return client_id, oldest, msg.seen_ts
+    if not msg.seq:
+        raise InvalidArgument("report_snapshots needs its seq (from 1)")
+    return client_id, SnapshotReport(oldest, msg.seen_ts, msg.seq)
 
 
 def read_report(msg: pb.ReportSnapshotsResponse) -> tuple[int, int]:

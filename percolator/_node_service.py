@@ -46,13 +46,14 @@ from google.protobuf.message import Message
 
 from bigtable_lite import InvalidArgument, LimitExceeded, Limits, ReplyTooLarge, RowMutation, wire
 from bigtable_lite import status as store_status
-from bigtable_lite.auth import Role, TokenTable, role_of
+from bigtable_lite.auth import Role, TokenTable, caller_of, role_of
 from bigtable_lite.reflection import source_descriptors
 from bigtable_lite.server import ServiceRegistration
 from bigtable_lite.validation import check_batch, check_reads
 
 from . import _node_codec as codec
 from ._backend import CommitRequest
+from ._leases import client_key
 from ._local import LocalBackend
 from ._node_codec import COMMAND_TAGS, ENTRY_TAG, RESULT_TAGS, SERVICE_NAME, STREAM_KEY
 from ._node_metrics import CommandMetrics, outcome_of
@@ -150,14 +151,16 @@ class NodeService:
     # --- one batch ------------------------------------------------------------------------
 
     def execute(self, request: pb.BatchRequest, *, known: bool = False,
-                role: Role = Role.ADMIN) -> bytes:
+                role: Role = Role.ADMIN, caller: bytes = b"") -> bytes:
         """The serialized BatchResponse: a result for every command, in order.
 
         Never raises for a command: its failure is its result.  ``known``: the request
         carries no field unknown to this node (else each command is checked for some).
         ``role``: the caller's (``_node_roles``); a command above it is refused alone.
+        ``caller``: who (``bigtable_lite.auth.caller_of``): the batch's client_id names
+        a client of its own (``_leases.client_key``), whose GC lease no other can move.
         """
-        client = codec.parse_client_id(request.client_id)
+        client = client_key(caller, codec.parse_client_id(request.client_id))
         results: list[bytes] = [b""] * len(request.commands)
         stamps: list[tuple[int, int]] = []
         commits: list[tuple[int, CommitRequest]] = []
@@ -351,29 +354,30 @@ class NodeService:
 
     def _report(self, msg: pb.ReportSnapshotsRequest, client: bytes
                 ) -> pb.ReportSnapshotsResponse:
-        client_id, oldest, seen = codec.parse_report(msg, client)
-        safe_point = self._backend.report_snapshots(client_id, oldest, seen)
+        client_id, report = codec.parse_report(msg, client)
+        safe_point = self._backend.report_snapshots(client_id, report)
         return pb.ReportSnapshotsResponse(safe_point=safe_point,
                                           lease_ms=self._backend.safe_point.lease_ms)
 
     def _collect_garbage(self, msg: pb.CollectGarbageRequest, client: bytes) -> pb.GcPass:
         return codec.gc_pass_result(self._backend.collect_garbage())
 
-    def execute_raw(self, raw: bytes, role: Role = Role.ADMIN) -> bytes:
-        """The serialized BatchResponse to the serialized BatchRequest ``raw`` of a caller
-        of ``role``; raises InvalidArgument if ``raw`` is not one."""
+    def execute_raw(self, raw: bytes, role: Role = Role.ADMIN, caller: bytes = b"") -> bytes:
+        """The serialized BatchResponse to the serialized BatchRequest ``raw`` of
+        ``caller``, of ``role``; raises InvalidArgument if ``raw`` is not one."""
         request, known = _parse(raw, self._limits)
-        return self.execute(request, known=known, role=role)
+        return self.execute(request, known=known, role=role, caller=caller)
 
     # --- the native transport -------------------------------------------------------------
 
-    def _execute_native(self, raw: bytes, on_loop: bool, *, role: Role) -> bytes:
+    def _execute_native(self, raw: bytes, on_loop: bool, *, role: Role, caller: bytes
+                        ) -> bytes:
         """``execute_raw`` for a native connection: on the transport's loop, a batch that
         may wait (``_may_wait``) is refused with MayWait before any command runs."""
         request, known = _parse(raw, self._limits)
         if on_loop and self._may_wait(request):
             raise MayWait()
-        return self.execute(request, known=known, role=role)
+        return self.execute(request, known=known, role=role, caller=caller)
 
     def _may_wait(self, request: pb.BatchRequest) -> bool:
         """Whether a command of ``request`` may wait: for an fsync it asks for itself, or
@@ -396,7 +400,8 @@ class NodeService:
         frames).  Unauthenticated without a valid token on a node with tokens."""
         admitted = native_auth.admit(self._tokens, hello)
         handlers: dict[int, Executor] = {
-            native_wire.BATCH: functools.partial(self._execute_native, role=admitted.role)}
+            native_wire.BATCH: functools.partial(self._execute_native, role=admitted.role,
+                                                 caller=admitted.caller)}
         for service in services:
             handlers.update(service(admitted.role, admitted.caller))
         return handlers
@@ -405,7 +410,7 @@ class NodeService:
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            return self.execute_raw(raw, role_of(context))
+            return self.execute_raw(raw, role_of(context), caller_of(context))
         except Exception as exc:  # noqa: BLE001 - the call's failure becomes a status, here
             _abort(context, exc)
 
@@ -420,11 +425,11 @@ class NodeService:
         slots = self._streams
         slots.admit(context, "no batch stream free (or the node is stopping): send batches by"
                     " Batch")
-        role = role_of(context)
+        role, caller = role_of(context), caller_of(context)
         try:
             for raw in requests:
                 try:
-                    reply = self.execute_raw(raw, role)
+                    reply = self.execute_raw(raw, role, caller)
                 except Exception as exc:  # noqa: BLE001 - the stream's failure becomes a status
                     _abort(context, exc)
                 yield reply

@@ -17,15 +17,20 @@ snapshot still in use.  It is the minimum of:
   service holds open for remote callers (each a ``Transaction`` over this backend,
   registered like any other until its session ends: committed, rolled back, or expired
   by its TTL);
-* for each remote client (identified by the ``client_id`` of its batches): the oldest
-  start_ts it reported, under a lease (:meth:`report`), and every timestamp handed to
-  it since (:meth:`timestamps`, :meth:`fresh`) that its last report did not cover.  A
-  client that stops reporting (killed) holds nothing once its lease has passed.
+* for each remote client (identified by its caller's principal and the ``client_id``
+  of its batches, ``_leases.client_key``): the oldest start_ts it reported, under a
+  lease (:meth:`report`), and every timestamp handed to it since (:meth:`timestamps`,
+  :meth:`fresh`) that its last report did not cover (``percolator._leases``).  A
+  client that stops reporting (killed) holds nothing once its lease has passed;
+* for each remote client that held anything when the store was last closed or its
+  node killed: the floor of its lease persisted then, until it reports again or one
+  lease has passed since the open (``percolator._leases``).
 
 S only moves forward, and is persisted (``_gc`` table) before anything below it is
 collected.  A timestamp handed to a remote client is pinned under the lock S is
-computed under, so S can never be computed between the hand-out and the pin.  A step at
-a start_ts below S fails with ``SnapshotTooOld`` before it reads or writes anything.
+computed under, so S can never be computed between the hand-out and the pin; a client
+that holds nothing yet has its lease's floor persisted first.  A step at a start_ts
+below S fails with ``SnapshotTooOld`` before it reads or writes anything.
 """
 
 from __future__ import annotations
@@ -33,12 +38,13 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from bigtable_lite import MAX_TS, TabletStore
 
 from . import _gc_table as gc_table
 from ._gc_table import Sample
+from ._leases import ClientLeases
 from ._snapshots import ActiveSnapshots
 from .clock import Clock
 from .errors import SnapshotTooOld
@@ -57,39 +63,12 @@ HELD_BY = {
     "transactions": "a running transaction of this process (at a node: a transaction"
                     " the Transactions service holds open)",
     "clients": "a running transaction of a client (or a timestamp handed to it)",
+    "restored clients": "the lease of a client from before the store was opened (until the"
+                        " client reports again, or one lease after the open)",
     "steps": "a step in flight",
 }
 """What held the safe point back at a pass, for ``GcPass.held_by``."""
 PERSISTED_SAMPLES = 64
-
-
-@dataclass(slots=True)
-class _Client:
-    """What one remote client holds: its reported oldest start_ts, and timestamps handed
-    to it since (ascending, each with its own expiry)."""
-
-    reported: int | None = None
-    reported_until_ms: int = 0
-    pins: deque[tuple[int, int]] = field(default_factory=deque)  # (ts, expires_ms)
-
-    def oldest(self, now_ms: int, at_least: int = 0) -> int | None:
-        """The oldest timestamp held now, ``at_least`` at least.
-
-        A pin below ``at_least`` (the safe point) holds nothing: its snapshot is refused
-        already.  A report below it is taken as ``at_least``: it is the minimum of the
-        client's transactions, and one of them may be a stale transaction the client
-        still keeps; until its next report, which names only what is at or above the
-        safe point it learned from this one's answer, the others may be anywhere above.
-        """
-        pins = self.pins
-        while pins and (pins[0][1] <= now_ms or pins[0][0] < at_least):
-            pins.popleft()
-        found = pins[0][0] if pins else None
-        reported = self.reported
-        if reported is not None and self.reported_until_ms > now_ms:
-            reported = max(reported, at_least)
-            found = reported if found is None else min(found, reported)
-        return found
 
 
 class SafePoint:
@@ -115,10 +94,14 @@ class SafePoint:
         self.life_ms = int(life_time * 1000)
         self.lease_ms = int(client_lease * 1000)
         self._lock = threading.Lock()  # advances, and remote clients' pins
+        # Writes of the _gc table, held from a lease row's computation to its write: a
+        # lease row is written (a client registered) or deleted (by a pass) only under it.
+        # Taken before self._lock, never after.
         self._persist_lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # token -> start_ts of a step in flight
         self._tokens = itertools.count(1)
-        self._clients: dict[bytes, _Client] = {}
+        self._leases = ClientLeases(self.lease_ms, gc_table.read_leases(store),
+                                    clock.monotonic_ms(), min(oracle.peek(), MAX_TS))
         status = gc_table.read_status(store)
         self.value = status.safe_point  # collected below; only ever raised
         self.floor = self.value  # steps below it are refused (>= value; see the class)
@@ -155,12 +138,11 @@ class SafePoint:
         """The first of ``count`` fresh timestamps; pinned for ``client`` (if any) until its
         next report or its lease passes, in one step with the hand-out."""
         oracle = self._oracle
+        take: Callable[[], int] = (
+            oracle.get_timestamp if count == 1 else lambda: oracle.get_timestamps(count))
         if not client:  # an embedded transaction registered itself before asking
-            return oracle.get_timestamp() if count == 1 else oracle.get_timestamps(count)
-        with self._lock:
-            first = oracle.get_timestamp() if count == 1 else oracle.get_timestamps(count)
-            self._pin(client, first)
-            return first
+            return take()
+        return self._hand_out(client, take)
 
     def fresh(self, client: bytes = b"") -> tuple[int, int]:
         """A fresh start_ts for a fresh read, entered as a step in flight (a placeholder
@@ -170,9 +152,7 @@ class SafePoint:
         self._inflight[token] = self._oracle.peek()  # at or below the timestamp taken next
         try:
             if client:
-                with self._lock:
-                    ts = self._oracle.get_timestamp()
-                    self._pin(client, ts)
+                ts = self._hand_out(client, self._oracle.get_timestamp)
             else:
                 ts = self._oracle.get_timestamp()
         except BaseException:
@@ -181,32 +161,57 @@ class SafePoint:
         self._inflight[token] = ts
         return ts, token
 
-    def _pin(self, client: bytes, ts: int) -> None:
-        entry = self._clients.get(client)
-        if entry is None:
-            entry = self._clients[client] = _Client()
-        entry.pins.append((ts, self._clock.monotonic_ms() + self.lease_ms))
+    def _hand_out(self, client: bytes, take: Callable[[], int]) -> int:
+        """``take()`` (a hand-out of timestamps) pinned for ``client`` under the lock; the
+        client's lease floor persisted first if it has none (``_leases``: a client that
+        held nothing until now)."""
+        leases = self._leases
+        with self._lock:
+            if leases.has_row(client):
+                first = take()
+                leases.pin(client, first, self._clock.monotonic_ms())
+                return first
+        with self._persist_lock:  # no pass deletes the row from here to the hand-out
+            self._register(client, None)
+            with self._lock:
+                first = take()
+                leases.pin(client, first, self._clock.monotonic_ms())
+                return first
+
+    def _register(self, client: bytes, oldest: int | None) -> None:
+        """Persist ``client``'s lease floor (fsync) unless it has one: the oracle's next
+        timestamp (below every later hand-out), ``oldest`` if lower.  Called under
+        ``_persist_lock``."""
+        with self._lock:
+            if self._leases.has_row(client):
+                return
+        floor = min(self._oracle.peek(), MAX_TS)
+        if oldest is not None:
+            floor = min(floor, oldest)
+        self._store.mutate_rows([gc_table.leases_mutation({client: floor}, ())], sync=True)
+        with self._lock:
+            self._leases.registered(client, floor)
 
     # --- remote clients' reports ------------------------------------------------------------
 
-    def report(self, client: bytes, oldest: int | None, seen: int) -> None:
-        """``client``'s running transactions: ``oldest`` start_ts (None: none), accounting
-        for every timestamp it was handed up to ``seen``; holds until the lease passes
-        (on the monotonic clock: a step of the wall clock must not end every lease)."""
-        now = self._clock.monotonic_ms()
+    def report(self, client: bytes, seq: int, oldest: int | None, seen: int) -> bool:
+        """``client``'s report number ``seq`` of its running transactions: ``oldest``
+        start_ts (None: none), accounting for every timestamp it was handed up to
+        ``seen``; holds until the lease passes (on the monotonic clock: a step of the wall
+        clock must not end every lease).  False if ignored: a report numbered ``seq`` or
+        later was applied already (``_leases``)."""
+        leases = self._leases
+        if oldest is not None:
+            with self._lock:
+                registered = leases.has_row(client)
+            if not registered:  # (a client whose row a pass deleted, or after a restart)
+                with self._persist_lock:
+                    self._register(client, oldest)
+                    with self._lock:
+                        return leases.report(client, seq, oldest, seen,
+                                             self._clock.monotonic_ms())
         with self._lock:
-            entry = self._clients.get(client)
-            if entry is None:
-                if oldest is None:
-                    return
-                entry = self._clients[client] = _Client()
-            pins = entry.pins
-            while pins and pins[0][0] <= seen:
-                pins.popleft()
-            entry.reported = oldest
-            entry.reported_until_ms = now + self.lease_ms
-            if oldest is None and not pins:
-                del self._clients[client]
+            return leases.report(client, seq, oldest, seen, self._clock.monotonic_ms())
 
     # --- GC's side ------------------------------------------------------------------------
 
@@ -238,19 +243,6 @@ class SafePoint:
             found = ts
         return found
 
-    def _clients_oldest(self, now_ms: int, at_least: int = 0) -> int | None:
-        """The oldest timestamp (at or above ``at_least``) a remote client holds; forgets
-        clients that hold nothing."""
-        found = None
-        for client, entry in list(self._clients.items()):
-            oldest = entry.oldest(now_ms, at_least)
-            if oldest is None:
-                if entry.reported_until_ms <= now_ms and not entry.pins:
-                    del self._clients[client]  # its lease passed: forgotten
-                continue
-            found = oldest if found is None else min(found, oldest)
-        return found
-
     def holders(self) -> dict[str, int]:
         """What holds the safe point back now, by kind (for status and tests)."""
         now = self._clock.now_ms()
@@ -265,58 +257,78 @@ class SafePoint:
             local = self._local.oldest()
             if local is not None:
                 out["transactions"] = local
-            clients = self._clients_oldest(self._clock.monotonic_ms())
+            clients, restored = self._leases.oldest(self._clock.monotonic_ms())
             if clients is not None:
                 out["clients"] = clients
+            if restored is not None:
+                out["restored_clients"] = restored
             return out
 
     def advance(self) -> tuple[int, str]:
-        """Raise the safe point as far as nothing holds it, persist it (fsync); return it
-        and what held it (:data:`HELD_BY`).
+        """Raise the safe point as far as nothing holds it, persist it (fsync) with the
+        clients' lease floors; return it and what held it (:data:`HELD_BY`).
 
         Called by the collector before it collects below the returned value."""
         now, leases = self._clock.now_ms(), self._clock.monotonic_ms()
-        with self._lock:
-            self._add_sample(now)
-            bound = self._time_bound(now)
-            held = "no history" if bound is None else "life time"
-            if bound is not None:
-                # A holder below the safe point holds nothing any more: its snapshot is
-                # refused already (a transaction kept after its client's lease passed).
-                below = self.value
-                candidate = bound
-                # (the holders are read after the sample)
-                for kind, oldest in (("transactions", self._local.oldest(below)),
-                                     ("clients", self._clients_oldest(leases, below))):
-                    if oldest is not None and oldest < candidate:
-                        candidate, held = oldest, kind
-                if candidate > self.floor:
-                    self.floor = candidate  # first: steps from now on see it ...
-                steps = [ts for ts in list(self._inflight.values()) if ts >= below]
-                if steps and min(steps) < candidate:  # ... then the steps already in
-                    candidate, held = min(steps), "steps"
-                if candidate > self.value:
-                    self.value = candidate
-                self.floor = self.value
-            value = self.value
-            samples = list(self._samples)
-        self._persist(value, samples)
+        with self._persist_lock:
+            with self._lock:
+                held = self._raise(now, leases)
+                value = self.value
+                samples = list(self._samples)
+                puts, deletes = self._leases.settle(leases, value)
+            # Under _persist_lock still: a client whose row is deleted here registers
+            # again (its row written) only after this write.
+            self._persist(value, samples, puts, deletes)
         return value, HELD_BY[held]
 
-    def save(self) -> None:
-        """Persist the samples (on close: the next owner of the store starts with them)."""
-        with self._lock:
-            self._add_sample(self._clock.now_ms())
-            samples = list(self._samples)
-        self._persist(self.value, samples)
+    def _raise(self, now: int, leases: int) -> str:
+        """Raise the safe point as far as nothing holds it (under the lock); what held it."""
+        self._add_sample(now)
+        bound = self._time_bound(now)
+        if bound is None:
+            return "no history"
+        held = "life time"
+        # A holder below the safe point holds nothing any more: its snapshot is refused
+        # already (a transaction kept after its client's lease passed).
+        below = self.value
+        candidate = bound
+        # (the holders are read after the sample)
+        clients, restored = self._leases.oldest(leases, below)
+        for kind, oldest in (("transactions", self._local.oldest(below)),
+                             ("clients", clients), ("restored clients", restored)):
+            if oldest is not None and oldest < candidate:
+                candidate, held = oldest, kind
+        if candidate > self.floor:
+            self.floor = candidate  # first: steps from now on see it ...
+        steps = [ts for ts in list(self._inflight.values()) if ts >= below]
+        if steps and min(steps) < candidate:  # ... then the steps already in
+            candidate, held = min(steps), "steps"
+        if candidate > self.value:
+            self.value = candidate
+        self.floor = self.value
+        return held
 
-    def _persist(self, value: int, samples: list[Sample]) -> None:
+    def save(self) -> None:
+        """Persist the samples and the lease floors (on close: the next owner of the
+        store starts with them)."""
         with self._persist_lock:
-            batch = [gc_table.samples_mutation(_thin(samples))]
-            if value > self._persisted:
-                batch.insert(0, gc_table.safe_point_mutation(value))
-            self._store.mutate_rows(batch, sync=True)
-            self._persisted = max(self._persisted, value)
+            with self._lock:
+                self._add_sample(self._clock.now_ms())
+                samples = list(self._samples)
+                value = self.value
+                puts, deletes = self._leases.settle(self._clock.monotonic_ms(), value)
+            self._persist(value, samples, puts, deletes)
+
+    def _persist(self, value: int, samples: list[Sample], puts: dict[bytes, int],
+                 deletes: list[bytes]) -> None:
+        """One synced batch; called under ``_persist_lock``."""
+        batch = [gc_table.samples_mutation(_thin(samples))]
+        if value > self._persisted:
+            batch.insert(0, gc_table.safe_point_mutation(value))
+        if puts or deletes:
+            batch.append(gc_table.leases_mutation(puts, deletes))
+        self._store.mutate_rows(batch, sync=True)
+        self._persisted = max(self._persisted, value)
 
 
 def _thin(samples: list[Sample]) -> list[Sample]:

@@ -17,9 +17,10 @@ moment it exists.  A placeholder registered before the request was sent is below
 timestamp the request can return, so between the two the transaction is covered too.
 
 An embedded backend's GC reads :meth:`oldest` directly (``percolator._safe_point``); a
-node's client reports :meth:`report` under a lease (``percolator._node_client``).
-Thread-safe without a lock (each step a single dict operation, atomic under CPython's
-GIL): it is on every transaction's path.
+node's client reports :meth:`report` under a lease (``percolator._node_client``),
+numbered in the order the reports were read, so the node can tell a late one.
+Thread-safe without a lock on the transactions' path (each step a single dict
+operation, atomic under CPython's GIL); reports take one of their own.
 """
 
 from __future__ import annotations
@@ -30,15 +31,25 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from bigtable_lite import StorageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ActiveSnapshots", "Reporter"]
+__all__ = ["ActiveSnapshots", "Reporter", "SnapshotReport"]
 
 _PRUNE_MIN = 1024
 """Entries of dead transactions tolerated before :meth:`ActiveSnapshots.enter` sweeps them."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotReport:
+    """One report of a client's running transactions (``report_snapshots``)."""
+
+    oldest: int | None  # the oldest start_ts of a running transaction (None: none)
+    seen: int  # the highest timestamp received; every one up to it is accounted for
+    seq: int  # from 1, in the order the reports were read (the node ignores a late one)
 
 
 class ActiveSnapshots:
@@ -55,6 +66,8 @@ class ActiveSnapshots:
         self._tokens = itertools.count(1)
         self._sweep_at = _PRUNE_MIN
         self.seen = 0  # the highest timestamp received from the backend (:meth:`saw`)
+        self._reports = itertools.count(1)
+        self._report_lock = threading.Lock()
 
     def enter(self, owner: object) -> int:
         """Register ``owner`` (a transaction about to take its start_ts); returns its token."""
@@ -95,17 +108,24 @@ class ActiveSnapshots:
                     for _, ts, placeholder in list(self._entries.values())
                     if placeholder or ts >= at_least), default=None)
 
-    def report(self, at_least: int = 0) -> tuple[int | None, int]:
+    def report(self, at_least: int = 0) -> SnapshotReport:
         """(:meth:`oldest` at or above ``at_least``, the safe point the client knows;
-        :attr:`seen`): every timestamp up to ``seen`` that a live transaction holds,
-        and that is not refused already, is accounted for in ``oldest``.
+        :attr:`seen`; the report's number): every timestamp up to ``seen`` that a live
+        transaction holds, and that is not refused already, is accounted for in
+        ``oldest``.
 
         Why: ``seen`` is read first.  A transaction holding Y <= seen registered its
         placeholder before its request for Y was sent; Y was handed out no later than
         ``seen`` itself, which was received before it was read here; so the placeholder
-        (or Y, or the transaction's departure) is in the entries read after."""
-        seen = self.seen
-        return self.oldest(at_least), seen
+        (or Y, or the transaction's departure) is in the entries read after.
+
+        Numbered under a lock, so a later number is a later reading: a report read
+        earlier but delivered after a later one names a state the later one has
+        replaced (a transaction begun between them missing), and the node ignores it."""
+        with self._report_lock:
+            seq = next(self._reports)
+            seen = self.seen
+            return SnapshotReport(self.oldest(at_least), seen, seq)
 
     def __len__(self) -> int:
         self._sweep()
@@ -129,13 +149,13 @@ class Reporter:
     and once more, holding nothing, when it falls idle or closes; idle, it sleeps until
     the client receives a timestamp again (:meth:`kick`).  A transaction below the safe
     point the client knows is not reported: it is refused already, and holds nothing.
-    ``send(oldest, seen)`` returns the lease in ms.  A report that fails is retried at
+    ``send(report)`` returns the lease in ms.  A report that fails is retried at
     the next tick; the node refuses whatever the lease no longer covers
     (``SnapshotTooOld``), so a client that cannot report fails closed.
     """
 
     def __init__(self, snapshots: ActiveSnapshots,
-                 send: Callable[[int | None, int], int], *,
+                 send: Callable[[SnapshotReport], int], *,
                  safe_point: Callable[[], int] = lambda: 0, first_interval: float = 0.1
                  ) -> None:
         self._snapshots = snapshots
@@ -163,9 +183,10 @@ class Reporter:
     def report_now(self) -> None:
         """Report if anything is held or was received since the last report."""
         snapshots = self._snapshots
-        oldest, seen = snapshots.report(self._safe_point())
+        report = snapshots.report(self._safe_point())
+        oldest, seen = report.oldest, report.seen
         if oldest is not None or self._holding or seen > self._reported_seen:
-            lease_ms = self._send(oldest, seen)
+            lease_ms = self._send(report)
             self.reports += 1
             self.interval = max(0.01, lease_ms / 3000.0)
             self._reported_seen = seen
@@ -211,11 +232,11 @@ class Reporter:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=30)
-        _, seen = self._snapshots.report()
-        if not self._holding and seen <= self._reported_seen:
+        report = self._snapshots.report()
+        if not self._holding and report.seen <= self._reported_seen:
             return
         try:
-            self._send(None, seen)
+            self._send(replace(report, oldest=None))
         except StorageError as exc:
             log.info("final report of running transactions failed (%s); the node's lease"
                      " releases them", exc)

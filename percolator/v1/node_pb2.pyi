@@ -446,12 +446,14 @@ class ObservedColumnsResponse(_message.Message):
     def __init__(self, columns: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ReportSnapshotsRequest(_message.Message):
-    __slots__ = ("oldest_start_ts", "seen_ts")
+    __slots__ = ("oldest_start_ts", "seen_ts", "seq")
     OLDEST_START_TS_FIELD_NUMBER: _ClassVar[int]
     SEEN_TS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     oldest_start_ts: int
     seen_ts: int
-    def __init__(self, oldest_start_ts: _Optional[int] = ..., seen_ts: _Optional[int] = ...) -> None: ...
+    seq: int
+    def __init__(self, oldest_start_ts: _Optional[int] = ..., seen_ts: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class ReportSnapshotsResponse(_message.Message):
     __slots__ = ("safe_point", "lease_ms")

@@ -100,7 +100,7 @@ def test_acks_but_the_newest_are_collected_and_each_change_is_observed_once(
     # takes the safe point to the present, and every ack cell keeps its newest version.
     backend = client.backend
     if isinstance(backend, NodeClient):
-        backend.report_snapshots(*backend.snapshots.report())
+        backend.report_snapshots(backend.snapshots.report())
     client.collect_garbage()
     ack = layout.write_column(layout.SYSTEM_PREFIX + ack_column(b"hot"))
     for row in client.store.scan(ScanRequest(client.table, None, None, (ack,), (),
@@ -138,7 +138,7 @@ def test_gc_leaves_the_entries_no_worker_finished_and_the_registrations(
     removed = collector.removed
     backend = client.backend
     if isinstance(backend, NodeClient):  # no transaction runs: the safe point may move up
-        backend.report_snapshots(*backend.snapshots.report())
+        backend.report_snapshots(backend.snapshots.report())
     client.collect_garbage()
     client.collect_garbage()
     assert collector.removed > removed, "GC took none of the cells' older versions"

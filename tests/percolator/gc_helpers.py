@@ -77,7 +77,7 @@ def settle_reports(client: Client) -> None:
     handed to it that it no longer holds); nothing to do embedded."""
     backend = client.backend
     if isinstance(backend, NodeClient):
-        backend.report_snapshots(*backend.snapshots.report(backend.safe_point))
+        backend.report_snapshots(backend.snapshots.report(backend.safe_point))
 
 
 def versions(client: Client, table: bytes | None = None) -> dict[tuple[bytes, bytes],

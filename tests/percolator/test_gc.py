@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -375,7 +376,7 @@ def test_a_transaction_kept_below_the_safe_point_holds_nothing(tmp_path: Path) -
         assert isinstance(backend, NodeClient)
         # A client that does not know the safe point yet reports the stale one as its
         # oldest: that holds the safe point where it is, not below, and not above live.
-        backend.report_snapshots(stale.start_ts, backend.snapshots.seen)
+        backend.report_snapshots(replace(backend.snapshots.report(), oldest=stale.start_ts))
         held = world.local.collect_garbage().safe_point
         assert stale.start_ts < held < live.start_ts
         settle_reports(world.client)  # knowing it, the client reports live alone

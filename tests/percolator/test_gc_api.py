@@ -17,7 +17,7 @@ import percolator
 from bigtable_lite import StorageError, WrongTablet
 from percolator import Client, SnapshotTooOld, Transaction, TransactionError
 from percolator._local import LocalBackend
-from percolator._snapshots import ActiveSnapshots, Reporter
+from percolator._snapshots import ActiveSnapshots, Reporter, SnapshotReport
 from percolator._status import command_error, error_for, error_name, status_for
 from percolator._transport.framing import tags
 from percolator.clock import FakeClock
@@ -99,6 +99,12 @@ def test_a_dropped_transaction_stops_holding_the_safe_point(tmp_path: Path) -> N
         assert len(registry) == 0
 
 
+def said(registry: ActiveSnapshots, at_least: int = 0) -> tuple[int | None, int]:
+    """(oldest, seen) of a report of ``registry`` now."""
+    report = registry.report(at_least)
+    return report.oldest, report.seen
+
+
 def test_a_placeholder_holds_until_the_start_ts_is_known() -> None:
     floor = [10]
     registry = ActiveSnapshots(lambda: floor[0])
@@ -111,9 +117,9 @@ def test_a_placeholder_holds_until_the_start_ts_is_known() -> None:
     floor[0] = 50
     assert registry.oldest() == 10  # below every timestamp the request can return
     registry.started(token, 12)
-    assert registry.report() == (12, 0)
+    assert said(registry) == (12, 0)
     registry.saw(40)
-    assert registry.report() == (12, 40)
+    assert said(registry) == (12, 40)
     registry.leave(token)
     assert registry.oldest() is None
 
@@ -134,11 +140,11 @@ def test_a_placeholder_below_the_known_safe_point_is_still_reported() -> None:
     old = registry.enter(stale)
     registry.started(old, 3)  # below the safe point below: refused, holds nothing
     token = registry.enter(owner)  # placeholder 5
-    assert registry.report(at_least=20) == (20, 5)
+    assert said(registry, 20) == (20, 5)
     registry.started(token, 25)
-    assert registry.report(at_least=20) == (25, 5)
+    assert said(registry, 20) == (25, 5)
     registry.leave(token)
-    assert registry.report(at_least=20) == (None, 5)
+    assert said(registry, 20) == (None, 5)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -210,8 +216,8 @@ def test_the_reporter_sleeps_while_idle_and_reports_what_is_held() -> None:
     registry = ActiveSnapshots()
     sent: list[tuple[int | None, int]] = []
 
-    def send(oldest: int | None, seen: int) -> int:
-        sent.append((oldest, seen))
+    def send(report: SnapshotReport) -> int:
+        sent.append((report.oldest, report.seen))
         return 300  # a lease of 0.3 s: reports every 0.1 s
 
     reporter = Reporter(registry, send)
@@ -239,8 +245,8 @@ def test_the_reporter_logs_an_outage_once_not_every_attempt(
     down.set()
     attempts: list[int] = []
 
-    def send(oldest: int | None, seen: int) -> int:
-        attempts.append(seen)
+    def send(report: SnapshotReport) -> int:
+        attempts.append(report.seen)
         if down.is_set():
             raise StorageError("node unavailable")
         return 300
@@ -279,7 +285,7 @@ def test_a_step_of_the_wall_clock_does_not_end_the_clients_leases(tmp_path: Path
     backend = LocalBackend.open(str(tmp_path / "data"), clock=clock, gc_life_time=0.0)
     try:
         start_ts = backend.timestamps(1, b"client")
-        backend.report_snapshots(b"client", start_ts, start_ts)
+        backend.report_snapshots(b"client", SnapshotReport(start_ts, start_ts, 1))
         backend.timestamps(5)  # others move the oracle on
         clock.step_ms = 60_000 + backend.safe_point.lease_ms
         clock.advance(1)

@@ -147,7 +147,7 @@ class RecordingService(NodeService):
         self.release = threading.Event()
 
     def execute(self, request: node_pb2.BatchRequest, *, known: bool = False,
-                role: Role = Role.ADMIN) -> bytes:
+                role: Role = Role.ADMIN, caller: bytes = b"") -> bytes:
         if self.hold_next:
             self.hold_next = False
             self.entered.set()
@@ -156,7 +156,7 @@ class RecordingService(NodeService):
         reports = kinds.count("report_snapshots")  # a client's GC reports: background
         if reports < len(kinds):
             self.batches.append([k for k in kinds if k != "report_snapshots"])
-        return super().execute(request, known=known, role=role)
+        return super().execute(request, known=known, role=role, caller=caller)
 
     def Batch(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         self.methods.append("Batch")
@@ -1062,8 +1062,8 @@ def test_node_stop_ends_busy_streams_between_batches(tmp_path: Path,
     execute = node.batches.execute
 
     def recording(request: node_pb2.BatchRequest, *, known: bool = False,
-                  role: Role = Role.ADMIN) -> bytes:
-        reply = execute(request, known=known, role=role)
+                  role: Role = Role.ADMIN, caller: bytes = b"") -> bytes:
+        reply = execute(request, known=known, role=role, caller=caller)
         executed.append([(c.one_phase.rows[0].row, c.one_phase.rows[0].cells[0].value)
                          for c in request.commands if c.WhichOneof("kind") == "one_phase"])
         return reply

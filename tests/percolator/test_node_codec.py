@@ -93,7 +93,8 @@ BASES: dict[str, Callable[[], Message]] = {
     "read_rows": lambda: wire.read_request_to_pb([RowRead(T, b"r")]),
     "mutate_rows": lambda: wire.mutate_request_to_pb(
         [RowMutation(T, b"r", (Put(b"c", 1, b"v"),))], False),
-    "report_snapshots": lambda: pb.ReportSnapshotsRequest(oldest_start_ts=S, seen_ts=S),
+    "report_snapshots": lambda: pb.ReportSnapshotsRequest(oldest_start_ts=S, seen_ts=S,
+                                                          seq=1),
     "collect_garbage": lambda: pb.CollectGarbageRequest(),
     "clock": lambda: pb.ClockRequest(),
 }
@@ -270,6 +271,7 @@ CASES: list[Case] = [
         "rows", wire.mutate_request_to_pb([RowMutation(T, b"s", (Put(b"c", 1, b"v"),))],
                                           False).rows[0]), IA),
     Case("report_snapshots", "oldest_start_ts 0", setting(oldest_start_ts=0), IA),
+    Case("report_snapshots", "no seq", setting(seq=0), IA),
     unknown_top("report_snapshots"),
     unknown_top("collect_garbage"),
     unknown_top("clock"),
