@@ -1,0 +1,300 @@
+"""Remote clients' GC leases: kept across a node's restart, in order, and the caller's own.
+
+* A node killed with kill -9 and started again holds the safe point at each lease it
+  had (persisted in the ``_gc`` table), for one lease from its start or until the
+  client reports again: a remote transaction older than gc_life_time reads on.
+* A report delivered after a later one of its client (reordered, sent again) is
+  ignored: it cannot release what the later one holds.
+* On a node with tokens, a caller cannot move the lease of another caller's client,
+  even knowing its client_id; the client's own principal can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bigtable_lite import MAX_TS, LocalStore, RowMutation, Unavailable
+from bigtable_lite.auth import Role, TokenTable
+from bigtable_lite.server import ServerPolicy
+from percolator import Client, SnapshotTooOld, Transaction
+from percolator._gc_table import GC_TABLE, LEASES_ROW, read_leases
+from percolator._local import LocalBackend
+from percolator._node_client import NodeClient
+from percolator._node_codec import CLIENT_ID_TAG
+from percolator._safe_point import HELD_BY
+from percolator._snapshots import SnapshotReport
+from percolator._transport.framing import field
+from percolator.clock import FakeClock
+from percolator.node import Node
+from percolator.oracle import Oracle
+from tests.procs import ServerProcess
+
+from .gc_helpers import eventually, gc_world, settle_reports
+
+KEY = (b"row", b"v")
+HOUR = "3600"
+# Every snapshot older than the present is collectable unless a lease holds it; passes
+# only when the test asks; a lease of 10 minutes: the client reports every 200 s, so
+# none of its reports comes between the restart and the test's pass.
+GC_NOW = ("--gc-life-time", "0", "--gc-interval", HOUR, "--gc-client-lease", "600",
+          "--native-listen", "127.0.0.1:0")
+
+
+def must_read(txn_get: object, expected: bytes) -> None:
+    assert txn_get == expected, txn_get
+
+
+def reachable(backend: NodeClient) -> bool:
+    """Whether a call (one that holds nothing) reaches the node now."""
+    try:
+        backend.now_ms()
+    except Unavailable:
+        return False
+    return True
+
+
+# --- a restart ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pass_before", [False, True], ids=["registered", "after-a-pass"])
+def test_a_remote_snapshot_older_than_the_life_time_survives_a_kill_9_of_the_node(
+        tmp_path: Path, pass_before: bool) -> None:
+    """The node is killed while a remote client holds an old snapshot (its lease's
+    floor persisted when the client first held anything, or rewritten by a pass), and
+    started again: GC passes right after leave the snapshot readable; once the client
+    reports with a timestamp of the new node, its report holds it instead."""
+    server = ServerProcess(tmp_path / "data", *GC_NOW).start()
+    try:
+        with Client.connect(server.address, timeout=30) as client:
+            backend = client.backend
+            assert isinstance(backend, NodeClient)
+            with client.transaction() as txn:
+                txn.set(*KEY, b"old")
+            reader = client.begin()
+            must_read(reader.get(*KEY), b"old")
+            with client.transaction() as txn:
+                txn.set(*KEY, b"new")
+            if pass_before:
+                assert client.collect_garbage().safe_point <= reader.start_ts
+            reporter = backend._reporter
+            eventually(lambda: reporter.reports > 0 and reporter.interval > 100,
+                       "the client reported, and learnt its next report is 200 s away")
+            server.kill()  # kill -9: no final save
+            server.start(same_port=True)
+            eventually(lambda: reachable(backend), "the client reaches the node again")
+            done = client.collect_garbage()
+            assert done.safe_point <= reader.start_ts, done
+            assert done.held_by == HELD_BY["restored clients"], done
+            must_read(reader.get(*KEY), b"old")
+            client.timestamp()  # a timestamp of the new node: the next report names all
+            settle_reports(client)
+            done = client.collect_garbage()
+            assert done.safe_point == reader.start_ts, done
+            assert done.held_by == HELD_BY["clients"], done
+            must_read(reader.get(*KEY), b"old")
+            reader.rollback()
+            settle_reports(client)
+            assert client.collect_garbage().safe_point > reader.start_ts
+            with pytest.raises(SnapshotTooOld):  # released: collected now
+                Transaction(client.ctx, reader.start_ts).get(*KEY)
+            must_read(client.begin().get(*KEY), b"new")
+    finally:
+        server.kill()
+
+
+def _open(path: Path, clock: FakeClock, lease: float = 10.0) -> LocalBackend:
+    """A backend (a node's, as it were) on ``path``: GC passes when asked, life time 0."""
+    store = LocalStore(str(path))
+    return LocalBackend(store, Oracle(store), clock=clock, gc_life_time=0.0,
+                        client_lease=lease)
+
+
+def test_a_restored_lease_holds_for_one_lease_from_the_open_then_is_gone(
+        tmp_path: Path) -> None:
+    """A client that never reports again (it died with the node) holds the safe point
+    one lease after the open, as its lease would have; then its row is deleted, and
+    the next open holds nothing."""
+    clock = FakeClock()
+    path = tmp_path / "data"
+    backend = _open(path, clock)
+    try:
+        start_ts = backend.timestamps(1, b"client")
+        backend.report_snapshots(b"client", SnapshotReport(start_ts, start_ts, 1))
+        backend.timestamps(5)
+    finally:
+        backend.close()
+    clock.advance(3600)  # however long the node was down: a lease from the open
+    backend = _open(path, clock)
+    try:
+        assert read_leases(backend.local_store) == {b"client": start_ts}
+        backend.timestamps(5)
+        assert backend.collect_garbage().safe_point == start_ts
+        clock.advance(9)
+        assert backend.collect_garbage().safe_point == start_ts
+        assert backend.safe_point.holders()["restored_clients"] == start_ts
+        clock.advance(2)
+        assert backend.collect_garbage().safe_point > start_ts
+        assert read_leases(backend.local_store) == {}
+    finally:
+        backend.close()
+    backend = _open(path, clock)
+    try:
+        moved = backend.timestamps(1)
+        assert backend.collect_garbage().safe_point > moved  # nothing held: at once
+    finally:
+        backend.close()
+
+
+def test_only_a_report_read_after_the_open_replaces_the_restored_lease(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "data"
+    backend = _open(path, clock)
+    try:
+        old = backend.timestamps(1, b"client")
+        backend.report_snapshots(b"client", SnapshotReport(old, old, 1))
+    finally:
+        backend.close()
+    backend = _open(path, clock)
+    try:
+        # Read before the client saw the new node: the restored floor still holds (a
+        # transaction it began after the last pass may be missing from an old report).
+        backend.report_snapshots(b"client", SnapshotReport(None, old, 2))
+        assert backend.safe_point.holders()["restored_clients"] == old
+        assert backend.collect_garbage().safe_point == old
+        fresh = backend.timestamps(1, b"client")
+        backend.report_snapshots(b"client", SnapshotReport(fresh, fresh, 3))
+        holders = backend.safe_point.holders()
+        assert "restored_clients" not in holders and holders["clients"] == fresh
+        assert backend.collect_garbage().safe_point == fresh
+    finally:
+        backend.close()
+
+
+def test_lease_rows_are_written_when_a_client_first_holds_and_when_its_floor_moves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write rate is bounded: one fsynced row when a client first holds anything,
+    then at most one per pass, and only when its floor moved (not per hand-out)."""
+    clock = FakeClock()
+    backend = _open(tmp_path / "data", clock)
+    writes: list[list[RowMutation]] = []
+    store = backend.local_store
+    real = store.mutate_rows
+
+    def spy(rows: list[RowMutation], **kwargs: bool) -> object:
+        leases = [r for r in rows if (r.table, r.row) == (GC_TABLE, LEASES_ROW)]
+        if leases:
+            writes.append(leases)
+        return real(rows, **kwargs)
+
+    monkeypatch.setattr(store, "mutate_rows", spy)
+    try:
+        first = backend.timestamps(1, b"client")
+        assert len(writes) == 1  # before the hand-out
+        for _ in range(50):
+            backend.timestamps(1, b"client")
+        backend.report_snapshots(b"client", SnapshotReport(first, first + 50, 1))
+        assert len(writes) == 1
+        backend.collect_garbage()  # the floor is where it was written: nothing to write
+        assert len(writes) == 1
+        backend.report_snapshots(b"client", SnapshotReport(first + 10, first + 50, 2))
+        backend.collect_garbage()
+        backend.collect_garbage()
+        assert len(writes) == 2 and read_leases(store) == {b"client": first + 10}
+        backend.report_snapshots(b"client", SnapshotReport(None, first + 50, 3))
+        backend.collect_garbage()  # holds nothing: its row goes
+        assert len(writes) == 3 and read_leases(store) == {}
+        again = backend.timestamps(1, b"client")  # holds again: written again, first
+        assert len(writes) == 4 and read_leases(store) == {b"client": again}
+    finally:
+        backend.close()
+
+
+# --- order ----------------------------------------------------------------------------
+
+
+def test_a_late_report_cannot_release_what_a_later_one_holds(tmp_path: Path) -> None:
+    """A report read while the client had no transaction, delivered after the report
+    that named the transaction begun since, is ignored; the transaction reads on."""
+    with gc_world("remote", tmp_path / "d", lease=10.0) as world:
+        backend = world.client.backend
+        assert isinstance(backend, NodeClient)
+        backend._reporter.close()  # the test sends the reports, in the order it chooses
+        with world.client.transaction() as t:
+            t.set(*KEY, b"old")
+        settle_reports(world.client)
+        late = backend.snapshots.report(backend.safe_point)  # read now, delivered last
+        assert late.oldest is None
+        txn = world.client.begin()
+        must_read(txn.get(*KEY), b"old")
+        with world.client.transaction() as t:
+            t.set(*KEY, b"new")
+        settle_reports(world.client)  # names txn, and releases its pins
+        backend.report_snapshots(late)  # delivered late: "nothing running"
+        done = world.local.collect_garbage()
+        assert done.safe_point <= txn.start_ts, done
+        must_read(txn.get(*KEY), b"old")
+        txn.rollback()
+        settle_reports(world.client)
+        assert world.local.collect_garbage().safe_point > txn.start_ts
+
+
+# --- whose ----------------------------------------------------------------------------
+
+
+TOKENS = {"alice": "alice-token-0123456789abcdef", "mallory": "mallory-token-0123456789ab"}
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    policy = ServerPolicy(tokens=TokenTable({t: Role.WRITE for t in TOKENS.values()}))
+    with Node(tmp_path / "data", "127.0.0.1:0", policy=policy, gc_life_time=0.0,
+              gc_interval=None) as served:
+        yield served
+
+
+def _posing_as(node: Node, who: str, client_id: bytes, transport: str) -> NodeClient:
+    """A client of ``who``'s token whose batches carry ``client_id`` (another's)."""
+    impostor = NodeClient(node.address, token=TOKENS[who], transport=transport)  # type: ignore[arg-type]
+    impostor._reporter.close()
+    impostor.client_id = client_id
+    impostor._client_field = field(CLIENT_ID_TAG, client_id)
+    return impostor
+
+
+@pytest.mark.parametrize("transport", ["grpc", "native"])
+def test_another_principal_cannot_release_a_clients_lease(node: Node, transport: str
+                                                          ) -> None:
+    """Mallory, knowing alice's client_id, reports for it "nothing running, everything
+    seen": alice's reader stays held.  The same report with alice's token releases it
+    (so the report is a real threat, and only the principal stops it)."""
+    with Client.connect(node.address, token=TOKENS["alice"]) as alice:
+        backend = alice.backend
+        assert isinstance(backend, NodeClient)
+        backend._reporter.close()  # alice's reader is held by its pins alone
+        with alice.transaction() as t:
+            t.set(*KEY, b"old")
+        reader = alice.begin()
+        must_read(reader.get(*KEY), b"old")
+        with alice.transaction() as t:
+            t.set(*KEY, b"new")
+        release = SnapshotReport(None, MAX_TS, 1 << 40)
+        mallory = _posing_as(node, "mallory", backend.client_id, transport)
+        try:
+            mallory.report_snapshots(release)
+        finally:
+            mallory.close()
+        assert node.backend.collect_garbage().safe_point <= reader.start_ts
+        must_read(reader.get(*KEY), b"old")
+        own = _posing_as(node, "alice", backend.client_id, transport)
+        try:
+            own.report_snapshots(replace(release, seq=release.seq + 1))
+        finally:
+            own.close()
+        assert node.backend.collect_garbage().safe_point > reader.start_ts
+        with pytest.raises(SnapshotTooOld):
+            reader.get(*KEY)
