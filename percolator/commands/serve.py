@@ -101,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gc-client-lease", type=positive_float,
                         default=DEFAULT_CLIENT_LEASE, metavar="SECONDS",
                         help="how long a client's report of its running transactions holds"
-                        " garbage collection back; a killed client's holds end after it"
-                        " (default %(default)s)")
+                        " garbage collection back; a killed client's holds end after it,"
+                        " and a restarted node keeps the holds of its clients from before"
+                        " for it, or until they report again (default %(default)s)")
     parser.add_argument("--max-transactions", type=positive_int, default=DEFAULT_MAX_OPEN,
                         metavar="N", help="transactions the Transactions service holds open"
                         " at once (default %(default)s)")
