@@ -83,7 +83,8 @@ class RowRead:
     ``columns`` selects exact columns, ``column_prefixes`` columns starting with any
     prefix; both empty means every column.  ``max_versions`` caps versions per column
     (0 = all in ``time_range``); ``max_versions=1`` with ``TimeRange(0, ts)`` reads the
-    newest version at or below ``ts``.
+    newest version at or below ``ts``.  ``keys_only_prefixes``: as a scan's
+    (:class:`ScanRequest`), cells of those columns with empty values.
     """
 
     table: bytes
@@ -92,6 +93,7 @@ class RowRead:
     column_prefixes: tuple[bytes, ...] = ()
     time_range: TimeRange = ALL_TIME
     max_versions: int = 0
+    keys_only_prefixes: tuple[bytes, ...] = ()
 
 
 @fast_init

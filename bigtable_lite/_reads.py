@@ -99,20 +99,28 @@ class Reader:
                         if tr.min_ts == tr.max_ts:
                             value = source.get(version_key(rpfx + escaped, tr.min_ts),
                                                verify_checksums=True)
-                            out.append([] if value is None else [Cell(column, tr.min_ts, value)])
+                            if value is None:
+                                out.append([])
+                            else:
+                                if r.keys_only_prefixes and \
+                                        column.startswith(r.keys_only_prefixes):
+                                    value = b""
+                                out.append([Cell(column, tr.min_ts, value)])
                             continue
                         wanted = [(column, escaped)]
                     elif columns:
                         wanted = self._wanted(columns)
                         if tr.min_ts == tr.max_ts:
-                            out.append(_get_versions(source, rpfx, wanted, tr.min_ts))
+                            out.append(_get_versions(source, rpfx, wanted, tr.min_ts,
+                                                     r.keys_only_prefixes))
                             continue
                     else:
                         wanted = []
                     if it is None:
                         it = source.raw_iterator(verify_checksums=True)
                     out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
-                                         tr.min_ts, tr.max_ts, r.max_versions, ()))
+                                         tr.min_ts, tr.max_ts, r.max_versions,
+                                         r.keys_only_prefixes))
                 if budget >= 0 and out:
                     _spend(budget, out[-1], max_bytes)
                 return out
@@ -214,14 +222,16 @@ def _normalise_prefixes(prefixes: Sequence[bytes]) -> list[bytes]:
 
 
 def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
-                  wanted: list[tuple[bytes, bytes]], ts: int) -> list[Cell]:
-    """The version at ``ts`` of each wanted (column, escaped column) that has one."""
+                  wanted: list[tuple[bytes, bytes]], ts: int, keys_only: tuple[bytes, ...]
+                  ) -> list[Cell]:
+    """The version at ``ts`` of each wanted (column, escaped column) that has one (empty
+    for columns under ``keys_only``)."""
     cells: list[Cell] = []
     its = encode_ts(ts)
     for column, escaped in wanted:
         value = source.get(rpfx + escaped + its, verify_checksums=True)
         if value is not None:
-            cells.append(Cell(column, ts, value))
+            cells.append(Cell(column, ts, b"" if column.startswith(keys_only) else value))
     return cells
 
 

@@ -193,7 +193,8 @@ def check_read(r: RowRead, limits: Limits) -> None:
     if not (type(row) is bytes and 0 < len(row) <= limits.max_row_bytes):
         check_key(row, "row", limits.max_row_bytes)
     columns, tr, max_versions = r.columns, r.time_range, r.max_versions
-    if (not r.column_prefixes and type(tr) is TimeRange and type(max_versions) is int
+    if (not r.column_prefixes and not r.keys_only_prefixes and type(tr) is TimeRange
+            and type(max_versions) is int
             and 0 <= max_versions <= MAX_VERSIONS):  # the common read: exact columns
         col_limit = limits.max_column_bytes
         for c in columns:
@@ -204,6 +205,7 @@ def check_read(r: RowRead, limits: Limits) -> None:
             if type(min_ts) is int and type(max_ts) is int and 0 <= min_ts <= max_ts <= MAX_TS:
                 return
     _check_filter(columns, r.column_prefixes, tr, max_versions, limits)
+    _check_prefixes(r.keys_only_prefixes, limits.max_column_bytes)
 
 
 def check_reads(reads: Sequence[RowRead], limits: Limits) -> None:

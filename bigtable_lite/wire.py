@@ -104,6 +104,8 @@ def read_request_to_pb(reads: Sequence[RowRead]) -> pb.ReadRowsRequest:
             t.min_ts = tr.min_ts
             t.max_ts = tr.max_ts
         m.max_versions = r.max_versions
+        if r.keys_only_prefixes:
+            m.keys_only_prefixes.extend(r.keys_only_prefixes)
     return req
 
 
@@ -117,8 +119,10 @@ def read_request_from_pb(req: pb.ReadRowsRequest) -> list[RowRead]:
         else:
             tr = ALL_TIME
         prefixes = f.prefixes
+        keys_only = m.keys_only_prefixes
         out.append(RowRead(m.table, m.row, tuple(f.columns),
-                           tuple(prefixes) if prefixes else (), tr, m.max_versions))
+                           tuple(prefixes) if prefixes else (), tr, m.max_versions,
+                           tuple(keys_only) if keys_only else ()))
     return out
 
 
