@@ -10,13 +10,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from bigtable_lite import Put, Row, RowMutation, ScanRequest
-from bigtable_lite._local import UncheckedStore
+from bigtable_lite import Cell, Put, Row, RowMutation, RowRead, ScanRequest
 from percolator import Client, CommitConflict, SnapshotTooOld, Transaction, _gc, layout
 from percolator._backend import (
     COMMITTED,
@@ -131,15 +130,27 @@ def test_a_long_value_goes_with_its_record_and_an_orphan_alone(world: World) -> 
 
 def test_a_pass_reads_which_long_values_exist_not_the_values(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pass rereads every version below the safe point, live ones too: were the long
-    values among them copied out, each pass would hold up to its chunk's rows times their
-    megabytes of values, and read the whole data set again."""
+    """A pass rereads the versions below the safe point of the rows it reads, live ones
+    too: were the long values among them copied out, each pass would hold up to its
+    chunk's rows times their megabytes of values."""
     seen: list[int] = []
-    scan = UncheckedStore.scan  # the transaction layer's store
+    store = world.local.ctx.store  # the protocol steps' store
+    read_rows, scan = store.read_rows, store.scan
 
-    def counting_scan(store: UncheckedStore, request: ScanRequest) -> Iterator[Row]:
-        for row in scan(store, request):
-            seen.extend(len(c.value) for c in row.cells if c.column[:1] == layout.DATA)
+    def note(cells: Iterable[Cell]) -> None:
+        seen.extend(len(c.value) for c in cells if c.column[:1] == layout.DATA)
+
+    def counting_read_rows(reads: Sequence[RowRead]) -> list[list[Cell]]:
+        rows = read_rows(reads)
+        for r, cells in zip(reads, rows):
+            if r.table == world.table:
+                note(cells)
+        return rows
+
+    def counting_scan(request: ScanRequest) -> Iterator[Row]:
+        for row in scan(request):
+            if request.table == world.table:
+                note(row.cells)
             yield row
 
     key = (b"row", b"col")
@@ -147,8 +158,10 @@ def test_a_pass_reads_which_long_values_exist_not_the_values(
         with world.client.transaction() as t:
             t.set(*key, value)
     settle_reports(world.client)
-    monkeypatch.setattr(UncheckedStore, "scan", counting_scan)
+    monkeypatch.setattr(store, "read_rows", counting_read_rows)
+    monkeypatch.setattr(store, "scan", counting_scan)
     done = world.client.collect_garbage()
+    monkeypatch.undo()
     assert (done.write_records, done.data) == (1, 1), done
     assert len(seen) == 2 and not any(seen), seen  # both versions known, no value read
     assert versions(world.client)[(b"row", layout.data_column(b"col"))] == [t.start_ts]
