@@ -434,8 +434,8 @@ class Sessions:
         if not writes:  # nothing in the data to answer from: no primary, no commit record
             raise TransactionNotFound(
                 f"no open transaction {txn_id}; a Commit without writes cannot be answered"
-                " from the data (if an earlier Commit of it notified cells, whether it did is"
-                " unknown: notifying again is harmless)")
+                " from the data: if an earlier Commit of it notified cells, whether it"
+                " committed is unknown")
         if txn_id >= self._backend.timestamps(1):
             raise TransactionNotFound(f"no open transaction {txn_id}")
         with self._using(table) as client:
