@@ -288,6 +288,7 @@ class Sessions:
             except BaseException:
                 with self._lock:  # never begun, as far as anyone may learn
                     self._sessions.pop(session.txn_id, None)
+                    self._compact()
                 session.lock.release()
                 txn.rollback()
                 raise
@@ -495,8 +496,9 @@ class Sessions:
 
     def _compact(self) -> None:
         """Drop the expiry entries of ended sessions once they are most of them (``_lock``
-        held): a session begun with a long TTL and ended at once would leave its entry
-        for that TTL, and a caller doing so fast would grow the heap without bound."""
+        held): a session begun with a long TTL and ended at once (or whose Begin failed)
+        would leave its entry for that TTL, and a caller doing so fast would grow the
+        heap without bound."""
         if len(self._expiry) > 2 * len(self._sessions) + 64:
             self._expiry = [(s.expires_ms, txn_id) for txn_id, s in self._sessions.items()]
             heapq.heapify(self._expiry)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from percolator import Client, failpoints
+from percolator import Client, Transaction, failpoints
 from percolator._local import LocalBackend
 from percolator._sessions import Sessions
 from percolator.clock import FakeClock, SystemClock
@@ -128,7 +128,7 @@ def test_an_outcome_is_kept_retain_ms_whatever_the_transactions_ttl(
         backend: LocalBackend, clock: FakeClock) -> None:
     """A transaction begun with a long TTL and ended at once is forgotten retain_ms
     after it ended, not when the TTL would have passed; and what the sessions keep to
-    expire open ones does not grow with the transactions that ended."""
+    expire open ones does not grow with the transactions that ended (or never began)."""
     sessions = Sessions(backend, retain_ms=1_000)
     try:
         ended = []
@@ -137,6 +137,9 @@ def test_an_outcome_is_kept_retain_ms_whatever_the_transactions_ttl(
             row = b"r%d" % i
             ended.append((session.txn_id, row,
                           sessions.commit(session.txn_id, T, [((row, b"c"), b"1")], [], b"a")))
+        for _ in range(300):  # Begins whose first reads fail (e.g. a reply too large)
+            with pytest.raises(ValueError):
+                sessions.begin(T, 3_600_000, refuse, owner=b"a")
         open_one, _ = sessions.begin(T, 3_600_000, owner=b"a")
         assert len(sessions._expiry) <= 2 * sessions.open + 64  # noqa: SLF001 - its bound
         clock.advance(1.001)
@@ -148,6 +151,10 @@ def test_an_outcome_is_kept_retain_ms_whatever_the_transactions_ttl(
             assert txn.get(row, b"c") == b"1"
     finally:
         sessions.close()
+
+
+def refuse(txn: Transaction) -> dict[Key, bytes | None]:
+    raise ValueError("this read fails")
 
 
 class HeldSleeps(SystemClock):
