@@ -83,7 +83,8 @@ class RowRead:
     ``columns`` selects exact columns, ``column_prefixes`` columns starting with any
     prefix; both empty means every column.  ``max_versions`` caps versions per column
     (0 = all in ``time_range``); ``max_versions=1`` with ``TimeRange(0, ts)`` reads the
-    newest version at or below ``ts``.
+    newest version at or below ``ts``.  ``keys_only_prefixes``: as a scan's
+    (:class:`ScanRequest`), cells of those columns with empty values.
     """
 
     table: bytes
@@ -92,13 +93,19 @@ class RowRead:
     column_prefixes: tuple[bytes, ...] = ()
     time_range: TimeRange = ALL_TIME
     max_versions: int = 0
+    keys_only_prefixes: tuple[bytes, ...] = ()
 
 
 @fast_init
 @dataclass(frozen=True, slots=True)
 class ScanRequest:
     """Scan rows in [start_row, end_row) of a table; None means unbounded; limit counts rows
-    (0 = all)."""
+    (0 = all).
+
+    ``keys_only_prefixes``: the cells of columns under these prefixes come back with empty
+    values, for a caller that needs to know which versions exist, not what they hold (GC
+    over long values): their values are neither copied nor sent.
+    """
 
     table: bytes
     start_row: bytes | None = None
@@ -108,6 +115,7 @@ class ScanRequest:
     time_range: TimeRange = ALL_TIME
     max_versions: int = 0
     limit: int = 0
+    keys_only_prefixes: tuple[bytes, ...] = ()
 
 
 # --- conditions of a check-and-mutate -------------------------------------------------

@@ -99,20 +99,28 @@ class Reader:
                         if tr.min_ts == tr.max_ts:
                             value = source.get(version_key(rpfx + escaped, tr.min_ts),
                                                verify_checksums=True)
-                            out.append([] if value is None else [Cell(column, tr.min_ts, value)])
+                            if value is None:
+                                out.append([])
+                            else:
+                                if r.keys_only_prefixes and \
+                                        column.startswith(r.keys_only_prefixes):
+                                    value = b""
+                                out.append([Cell(column, tr.min_ts, value)])
                             continue
                         wanted = [(column, escaped)]
                     elif columns:
                         wanted = self._wanted(columns)
                         if tr.min_ts == tr.max_ts:
-                            out.append(_get_versions(source, rpfx, wanted, tr.min_ts))
+                            out.append(_get_versions(source, rpfx, wanted, tr.min_ts,
+                                                     r.keys_only_prefixes))
                             continue
                     else:
                         wanted = []
                     if it is None:
                         it = source.raw_iterator(verify_checksums=True)
                     out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
-                                         tr.min_ts, tr.max_ts, r.max_versions))
+                                         tr.min_ts, tr.max_ts, r.max_versions,
+                                         r.keys_only_prefixes))
                 if budget >= 0 and out:
                     _spend(budget, out[-1], max_bytes)
                 return out
@@ -214,20 +222,23 @@ def _normalise_prefixes(prefixes: Sequence[bytes]) -> list[bytes]:
 
 
 def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
-                  wanted: list[tuple[bytes, bytes]], ts: int) -> list[Cell]:
-    """The version at ``ts`` of each wanted (column, escaped column) that has one."""
+                  wanted: list[tuple[bytes, bytes]], ts: int, keys_only: tuple[bytes, ...]
+                  ) -> list[Cell]:
+    """The version at ``ts`` of each wanted (column, escaped column) that has one (empty
+    for columns under ``keys_only``)."""
     cells: list[Cell] = []
     its = encode_ts(ts)
     for column, escaped in wanted:
         value = source.get(rpfx + escaped + its, verify_checksums=True)
         if value is not None:
-            cells.append(Cell(column, ts, value))
+            cells.append(Cell(column, ts, b"" if column.startswith(keys_only) else value))
     return cells
 
 
 def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts: int,
-                      min_ts: int, max_versions: int, cells: list[Cell]) -> None:
-    """Append the versions of one cell within [min_ts, max_ts], newest first."""
+                      min_ts: int, max_versions: int, cells: list[Cell], strip: bool) -> None:
+    """Append the versions of one cell within [min_ts, max_ts], newest first (``strip``:
+    with empty values)."""
     it.seek(version_key(cpfx, max_ts))
     n = 0
     width = len(cpfx)
@@ -238,7 +249,7 @@ def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts
         ts = decode_ts_at(key, width)
         if ts < min_ts:
             return
-        cells.append(Cell(column, ts, it.value()))
+        cells.append(Cell(column, ts, b"" if strip else it.value()))
         n += 1
         if n == max_versions:
             return
@@ -246,8 +257,10 @@ def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts
 
 
 def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, bytes]],
-              prefixes: Sequence[bytes], min_ts: int, max_ts: int, max_versions: int) -> list[Cell]:
-    """The cells of one row: the wanted (column, escaped column)s, else those under prefixes."""
+              prefixes: Sequence[bytes], min_ts: int, max_ts: int, max_versions: int,
+              keys_only: tuple[bytes, ...]) -> list[Cell]:
+    """The cells of one row: the wanted (column, escaped column)s, else those under prefixes;
+    those of columns under ``keys_only`` prefixes with empty values."""
     cells: list[Cell] = []
     if wanted:
         if max_versions == 1:  # the newest version at or below max_ts: one seek each, inline
@@ -265,10 +278,12 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, byt
                 if key.startswith(cpfx):
                     ts = decode_ts_at(key, len(cpfx))
                     if ts >= min_ts:
-                        cells.append(Cell(column, ts, it.value()))
+                        cells.append(Cell(column, ts, b"" if keys_only and
+                                          column.startswith(keys_only) else it.value()))
             return cells
         for column, escaped in wanted:
-            _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions, cells)
+            _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions, cells,
+                              column.startswith(keys_only))
         return cells
     width = len(rpfx)
     for p in _normalise_prefixes(prefixes) if prefixes else [b""]:
@@ -283,7 +298,8 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, byt
             except ValueError as exc:
                 raise DataCorruption(f"undecodable key {key!r}") from exc
             cpfx = key[:end]
-            _collect_versions(it, cpfx, column, max_ts, min_ts, max_versions, cells)
+            _collect_versions(it, cpfx, column, max_ts, min_ts, max_versions, cells,
+                              column.startswith(keys_only))
             it.seek(after_versions(cpfx))
     return cells
 
@@ -308,7 +324,7 @@ def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes
             raise DataCorruption(f"undecodable key {key!r}") from exc
         rpfx = key[:end]
         cells = _read_row(it, rpfx, wanted, s.column_prefixes, tr.min_ts, tr.max_ts,
-                          s.max_versions)
+                          s.max_versions, s.keys_only_prefixes)
         if cells:
             chunk.append(Row(row, tuple(cells)))
         position = after_row(rpfx)

@@ -153,6 +153,14 @@ def check_batch(mutations: Sequence[RowMutation], limits: Limits) -> None:
         check_row_mutation(m, limits)
 
 
+def _check_prefixes(prefixes: Sequence[bytes], col_limit: int) -> None:
+    for p in prefixes:
+        if type(p) is not bytes:
+            raise TypeError(f"column prefix must be bytes, not {type(p).__name__}")
+        if len(p) > col_limit:
+            raise LimitExceeded(f"column prefix is {len(p)} bytes; the limit is {col_limit}")
+
+
 def _check_filter(
     columns: Sequence[bytes], prefixes: Sequence[bytes], time_range: TimeRange, max_versions: int,
     limits: Limits,
@@ -161,11 +169,7 @@ def _check_filter(
     for c in columns:
         if not (type(c) is bytes and 0 < len(c) <= col_limit):
             check_key(c, "column", col_limit)
-    for p in prefixes:
-        if type(p) is not bytes:
-            raise TypeError(f"column prefix must be bytes, not {type(p).__name__}")
-        if len(p) > col_limit:
-            raise LimitExceeded(f"column prefix is {len(p)} bytes; the limit is {col_limit}")
+    _check_prefixes(prefixes, col_limit)
     if columns and prefixes:
         raise InvalidArgument("give exact columns or column prefixes, not both")
     if type(time_range) is not TimeRange:
@@ -189,7 +193,8 @@ def check_read(r: RowRead, limits: Limits) -> None:
     if not (type(row) is bytes and 0 < len(row) <= limits.max_row_bytes):
         check_key(row, "row", limits.max_row_bytes)
     columns, tr, max_versions = r.columns, r.time_range, r.max_versions
-    if (not r.column_prefixes and type(tr) is TimeRange and type(max_versions) is int
+    if (not r.column_prefixes and not r.keys_only_prefixes and type(tr) is TimeRange
+            and type(max_versions) is int
             and 0 <= max_versions <= MAX_VERSIONS):  # the common read: exact columns
         col_limit = limits.max_column_bytes
         for c in columns:
@@ -200,6 +205,7 @@ def check_read(r: RowRead, limits: Limits) -> None:
             if type(min_ts) is int and type(max_ts) is int and 0 <= min_ts <= max_ts <= MAX_TS:
                 return
     _check_filter(columns, r.column_prefixes, tr, max_versions, limits)
+    _check_prefixes(r.keys_only_prefixes, limits.max_column_bytes)
 
 
 def check_reads(reads: Sequence[RowRead], limits: Limits) -> None:
@@ -220,6 +226,7 @@ def check_scan(s: ScanRequest, limits: Limits) -> None:
     if s.start_row is not None and s.end_row is not None and s.start_row > s.end_row:
         raise InvalidArgument("scan range is inverted: start_row > end_row")
     _check_filter(s.columns, s.column_prefixes, s.time_range, s.max_versions, limits)
+    _check_prefixes(s.keys_only_prefixes, limits.max_column_bytes)
     if type(s.limit) is not int:
         raise TypeError(f"limit must be an int, not {type(s.limit).__name__}")
     if not 0 <= s.limit <= MAX_TS:

@@ -104,6 +104,8 @@ def read_request_to_pb(reads: Sequence[RowRead]) -> pb.ReadRowsRequest:
             t.min_ts = tr.min_ts
             t.max_ts = tr.max_ts
         m.max_versions = r.max_versions
+        if r.keys_only_prefixes:
+            m.keys_only_prefixes.extend(r.keys_only_prefixes)
     return req
 
 
@@ -117,8 +119,10 @@ def read_request_from_pb(req: pb.ReadRowsRequest) -> list[RowRead]:
         else:
             tr = ALL_TIME
         prefixes = f.prefixes
+        keys_only = m.keys_only_prefixes
         out.append(RowRead(m.table, m.row, tuple(f.columns),
-                           tuple(prefixes) if prefixes else (), tr, m.max_versions))
+                           tuple(prefixes) if prefixes else (), tr, m.max_versions,
+                           tuple(keys_only) if keys_only else ()))
     return out
 
 
@@ -152,6 +156,8 @@ def scan_request_to_pb(s: ScanRequest) -> pb.ScanRequest:
         _set_time_range(m.time_range, s.time_range)
     m.max_versions = s.max_versions
     m.limit = s.limit
+    if s.keys_only_prefixes:
+        m.keys_only_prefixes.extend(s.keys_only_prefixes)
     return m
 
 
@@ -160,7 +166,7 @@ def scan_request_from_pb(m: pb.ScanRequest) -> ScanRequest:
     return ScanRequest(m.table, m.start_row or None, m.end_row or None, tuple(f.columns),
                        tuple(f.prefixes), _time_range_from_pb(m.HasField("time_range"),
                                                               m.time_range),
-                       m.max_versions, m.limit)
+                       m.max_versions, m.limit, tuple(m.keys_only_prefixes))
 
 
 def scan_response_to_pb(rows: Iterable[Row]) -> pb.ScanResponse:

@@ -47,12 +47,13 @@ from ._backend import (
     keys_of,
 )
 from ._context import TxnContext
+from ._waits import MayWait, check_may_wait
 from .errors import CommitConflict, CommitUndetermined, SnapshotTooOld
 from .metrics import TXN_COMMIT_SECONDS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["commit", "decide", "plan", "primary_of"]
+__all__ = ["commit", "decide", "decide_patiently", "plan", "primary_of"]
 
 CELLS_PER_PART = 200
 """Cells of one row locked by one row mutation (2-3 conditions and 1-2 mutations per cell,
@@ -148,7 +149,7 @@ def commit(s: TxnContext, start_ts: int, writes: Writes, weak: set[Key]) -> int:
     except CommitConflict:
         outcome = "conflict"
         raise
-    except CommitUndetermined:
+    except (CommitUndetermined, MayWait):  # (MayWait: not learned on this thread)
         outcome = "undetermined"
         raise
     finally:
@@ -171,8 +172,10 @@ def _two_phase(s: TxnContext, start_ts: int, parts: list[Part], groups: list[lis
             failpoints.hit("commit.after_prewrite_primary")
         failpoints.hit("commit.after_prewrite")
         return _commit(s, start_ts, primary, locked, sorted(weak))
-    except CommitUndetermined:
-        raise  # the primary's commit may have landed: undoing anything would be a guess
+    except (CommitUndetermined, MayWait):
+        # The primary's commit may have landed: undoing anything would be a guess (on
+        # MayWait the outcome is learned where it may wait: ``decide_patiently``).
+        raise
     except Exception:
         # Anything else before the commit point (a conflict, a store or oracle failure):
         # undo what was locked now, so readers need not wait out the lock TTL.
@@ -266,37 +269,60 @@ def _learn_outcome(s: TxnContext, start_ts: int, primary: Key, keys: list[Key],
                    exc: Exception) -> CommitOutcome:
     """After a commit step sent that failed with ``exc`` -- any error: a lost reply, a
     deadline, a broken stream, the step's own error after its commit point, the node
-    restarting -- the decided outcome (:func:`decide`), never a guess.  Committed: that
-    is the answer.  Not committed (rolled back now, so it never will): ``exc`` itself,
-    unless it was ``Unavailable`` (then the outcome says so).  Raises CommitUndetermined
-    if the fate cannot be learned.  A command refused before it ran (PermissionDenied,
-    Unauthenticated for the caller's role; SnapshotTooOld below the GC safe point) is
-    that error at once."""
+    restarting -- the decided outcome (:func:`decide_patiently`), never a guess.
+    Committed: that is the answer.  Not committed (rolled back now, so it never will):
+    ``exc`` itself, unless it was ``Unavailable`` (then the outcome says so).  Raises
+    CommitUndetermined if the fate cannot be learned.  A command refused before it ran
+    (PermissionDenied, Unauthenticated for the caller's role; SnapshotTooOld below the GC
+    safe point) is that error at once.  MayWait on a thread that may not wait: see
+    :func:`decide_patiently`."""
     if isinstance(exc, (PermissionDenied, Unauthenticated, SnapshotTooOld)):
         raise exc  # refused before the step ran (role; below the safe point): nothing to decide
-    last: Exception = exc
-    for attempt in range(5):
+    try:
+        outcome = decide_patiently(s, start_ts, primary, keys)
+    except MayWait:
+        raise
+    except SnapshotTooOld as too_old:
+        # Below the safe point GC decided the transaction itself and may have removed
+        # its commit record since: its fate can no longer be read.
+        raise CommitUndetermined(
+            f"commit of transaction {start_ts} was sent but its outcome is unknown ({exc});"
+            f" it can no longer be read: {too_old}") from exc
+    except Exception as again:
+        raise CommitUndetermined(
+            f"commit of transaction {start_ts} was sent but its outcome is unknown: {exc}"
+            f" (learning it failed: {again})") from exc
+    if outcome.committed or isinstance(exc, Unavailable):
+        return outcome
+    raise exc
+
+
+DECIDE_ATTEMPTS = 5
+"""Tries of :func:`decide_patiently` while the store is Unavailable (backing off 50 ms,
+doubling: 0.75 s of waits in all)."""
+
+
+def decide_patiently(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]
+                     ) -> CommitOutcome:
+    """:func:`decide`, tried again while the store answers Unavailable (a transient
+    failure: a store closing, a commit in progress too long), backing off; the last
+    Unavailable if it stays so.
+
+    The backoff is a wait, which the native transport's loop thread may not do (it
+    serves every connection: ``percolator._waits``): there the first Unavailable raises
+    MayWait instead, before any sleep.  Deciding has no effect a second run could undo
+    (a rollback of the primary is a no-op once decided), and the Transactions service,
+    the one caller of the driver on that thread, answers a Commit run again from the
+    data: its session ended without an outcome (``Sessions._commit``)."""
+    for attempt in range(DECIDE_ATTEMPTS):
         try:
-            outcome = decide(s, start_ts, primary, keys)
-        except Unavailable as again:
-            last = again
+            return decide(s, start_ts, primary, keys)
+        except Unavailable:
+            if attempt == DECIDE_ATTEMPTS - 1:
+                raise
+            check_may_wait()
             s.clock.sleep(0.05 * (2 ** attempt))
-            continue
-        except SnapshotTooOld as too_old:
-            # Below the safe point GC decided the transaction itself and may have removed
-            # its commit record since: its fate can no longer be read.
-            raise CommitUndetermined(
-                f"commit of transaction {start_ts} was sent but its outcome is unknown ({exc});"
-                f" it can no longer be read: {too_old}") from exc
-        except Exception as again:
-            last = again
-            break
-        if outcome.committed or isinstance(exc, Unavailable):
-            return outcome
-        raise exc
-    raise CommitUndetermined(
-        f"commit of transaction {start_ts} was sent but its outcome is unknown: {exc}"
-        f" (learning it failed: {last})") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def decide(s: TxnContext, start_ts: int, primary: Key, keys: list[Key]) -> CommitOutcome:

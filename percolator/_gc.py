@@ -19,6 +19,8 @@ table at most every COMPACT_EVERY seconds.  Passes run one at a time.
 
 Which tables: those a prewrite or one-phase commit of this backend ever wrote,
 remembered in the ``_gc`` table (``note_table``) -- never a table of another layout.
+Which rows: those written since the passes last read them (``percolator._gc_rows``),
+whole tables only while what they hold is not known (after the process started).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bigtable_lite import LocalStore, StoreClosed
 
 from . import _gc_table as gc_table
 from . import failpoints, layout
+from ._gc_rows import ChangedRows, Taken
 from ._gc_table import GcPass
 from ._safe_point import SafePoint
 from ._steps import StepContext
@@ -70,8 +73,8 @@ class Collector:
     """GC passes over the store of one LocalBackend; thread-safe."""
 
     def __init__(self, ctx: StepContext, store: LocalStore, safe_point: SafePoint,
-                 clock: Clock, *, interval: float | None, duty: float = DEFAULT_GC_DUTY
-                 ) -> None:
+                 clock: Clock, changed: ChangedRows, *, interval: float | None,
+                 duty: float = DEFAULT_GC_DUTY) -> None:
         if interval is not None and not interval > 0:
             raise ValueError("gc_interval must be a positive number of seconds")
         if not 0 < duty <= 1:
@@ -84,7 +87,9 @@ class Collector:
         self.duty = duty
         self.lock_chunk_rows = LOCK_CHUNK_ROWS
         self.chunk_rows = COLLECT_CHUNK_ROWS
-        self._tables = set(gc_table.read_status(store).tables)
+        self._changed = changed  # the rows written since the passes took them
+        self._tables = set(changed.tracked)  # read from the _gc table at open
+        self._versions: dict[bytes, int] = {}  # table -> versions its last whole read saw
         self._tables_lock = threading.Lock()
         self._pass_lock = threading.Lock()
         self._stop = threading.Event()
@@ -110,6 +115,7 @@ class Collector:
         with self._tables_lock:
             if table not in self._tables:
                 self._store.mutate_rows([gc_table.table_mutation(table)], sync=True)
+                self._changed.track(table)
                 self._tables = self._tables | {table}
 
     @property
@@ -152,25 +158,45 @@ class Collector:
                           len(tables), compactions=compactions, held_by=held_by,
                           skipped="the safe point has not moved since the last pass"
                           if safe_point else "no safe point yet")
-        resolved = sum(self._resolve_locks(t, safe_point, pacer) for t in tables)  # first,
-        failpoints.hit("gc.after_resolve_locks")  # in whole tables: see _steps.gc
-        total = gc_step.Collected()
-        compactions = 0
-        for table in tables:
-            collected = self._collect(table, safe_point, pacer)
-            removed = collected.write_records + collected.data + collected.rollback_markers
-            compactions += self._compact(table, collected.versions_scanned, removed, pacer,
-                                         paced)
-            total.add(collected)
+        taken = self._changed.take()
+        try:
+            resolved = sum(self._resolve_locks(t, safe_point, taken.get(t), pacer)  # first,
+                           for t in tables)  # in all tables: see _steps.gc
+            failpoints.hit("gc.after_resolve_locks")
+            total = gc_step.Collected()
+            compactions = 0
+            for table in tables:
+                collected = self._collect(table, safe_point, taken.get(table), pacer)
+                removed = collected.write_records + collected.data + collected.rollback_markers
+                compactions += self._compact(
+                    table, max(collected.versions_scanned, self._versions.get(table, 0)),
+                    removed, pacer, paced)
+                total.add(collected)
+        except BaseException:
+            self._changed.give_back(taken)
+            raise
+        self._changed.keep(taken, safe_point)
         self._collected_below = safe_point
         return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,
                       len(tables), total.rows, total.versions_scanned, resolved,
                       total.write_records, total.data, total.rollback_markers, compactions,
                       held_by=held_by)
 
-    def _resolve_locks(self, table: bytes, safe_point: int, pacer: _Pacer) -> int:
-        """Phase 1 over ``table``: the locks below the safe point settled; how many."""
+    def _resolve_locks(self, table: bytes, safe_point: int, taken: Taken | None,
+                       pacer: _Pacer) -> int:
+        """Phase 1 over ``table`` (whole, or the rows ``taken``): the locks below the safe
+        point settled; how many."""
         resolved = 0
+        if taken is None:
+            return 0
+        if not taken.full_until:
+            rows = sorted(taken.rows)
+            for i in range(0, len(rows), self.lock_chunk_rows):
+                with pacer.chunk():
+                    locks = gc_step.locks_in_rows(self._ctx, table, safe_point,
+                                                  rows[i:i + self.lock_chunk_rows])
+                    resolved += gc_step.resolve_below(self._ctx, table, locks)
+            return resolved
         start: bytes | None = None
         while True:
             with pacer.chunk():
@@ -180,9 +206,20 @@ class Collector:
             if start is None:
                 return resolved
 
-    def _collect(self, table: bytes, safe_point: int, pacer: _Pacer) -> gc_step.Collected:
-        """Phase 2 over ``table``, chunk by chunk."""
+    def _collect(self, table: bytes, safe_point: int, taken: Taken | None, pacer: _Pacer
+                 ) -> gc_step.Collected:
+        """Phase 2 over ``table`` (whole, or the rows ``taken``), chunk by chunk."""
         collected = gc_step.Collected()
+        if taken is None:
+            return collected
+        if not taken.full_until:
+            rows = sorted(taken.rows)
+            for i in range(0, len(rows), self.chunk_rows):
+                with pacer.chunk():
+                    collected.add(gc_step.collect_rows(self._ctx, table, safe_point,
+                                                       rows[i:i + self.chunk_rows]))
+                failpoints.hit("gc.after_collect_chunk")
+            return collected
         start: bytes | None = None
         while True:
             with pacer.chunk():
@@ -191,6 +228,7 @@ class Collector:
             collected.add(chunk)
             failpoints.hit("gc.after_collect_chunk")
             if start is None:
+                self._versions[table] = collected.versions_scanned
                 return collected
 
     def _compact(self, table: bytes, scanned: int, removed: int, pacer: _Pacer,

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from bigtable_lite import LocalStore, StorageError, TabletStore
 
+from . import _gc_table as gc_table
 from . import records
 from ._backend import (
     CommitOutcome,
@@ -36,6 +37,7 @@ from ._backend import (
     TxnStatus,
 )
 from ._gc import DEFAULT_GC_DUTY, DEFAULT_GC_LIFE_TIME, Collector
+from ._gc_rows import ChangedRows, NotingStore
 from ._gc_table import GcPass
 from ._notify.local import Notifications
 from ._safe_point import DEFAULT_CLIENT_LEASE, SafePoint
@@ -81,14 +83,16 @@ class LocalBackend:
         self.clock = clock or SystemClock()
         self._owned = owned
         self._closed = False
-        steps_store = store.unchecked() if _requests_fit(store) else store
+        changed = ChangedRows(gc_table.read_status(store).tables, oracle.peek())
+        steps_store = NotingStore(store.unchecked() if _requests_fit(store) else store,
+                                  changed, oracle.peek)
         self.ctx = StepContext(steps_store, oracle, self.clock, store.limits, StatusCache(),
                                ObservedColumns(steps_store), one_phase.CommitLatches(),
                                NotifyLog(oracle))
         self.snapshots = ActiveSnapshots(oracle.peek)
         self.safe_point = SafePoint(store, oracle, self.clock, self.snapshots,
                                     life_time=gc_life_time, client_lease=client_lease)
-        self.collector = Collector(self.ctx, store, self.safe_point, self.clock,
+        self.collector = Collector(self.ctx, store, self.safe_point, self.clock, changed,
                                    interval=gc_interval, duty=gc_duty)
         self._gc_tables = self.collector.note_table
         # The observers' verbs (registration, backfill, the feed to workers, parking).

@@ -37,15 +37,18 @@ A session's id is its transaction's start_ts::
 * A Commit of a transaction the node no longer holds, whose snapshot is below the safe
   point now, is refused with ``SnapshotTooOld``: it can never commit, and whether an
   earlier Commit of it did can no longer be read there.
-* A finished session's outcome is kept ``retain_ms`` after it finished: a Commit
-  retried after a lost reply gets the first one's answer (with a different write set:
-  WrongTransactionState), never a second commit.
-* A Commit of an id the node does not hold (expired, forgotten, or begun before a
-  node restart) is answered from the data: ``_driver.decide`` decides the
+* A finished session's outcome is kept (:mod:`percolator._outcomes`: ``retain_ms``
+  after it finished, and only the most recent ``max_kept`` in all and
+  ``max_kept_per_caller`` of one caller): a Commit retried after a lost reply gets the
+  first one's answer (with a different write set: WrongTransactionState), never a
+  second commit.
+* A Commit of an id the node does not hold (expired, its outcome forgotten, or begun
+  before a node restart) is answered from the data: ``_driver.decide`` decides the
   transaction's fate through the primary its write set names (rolling it back if it is
   undecided, so it can never commit later); committed: its commit_ts, else
   TransactionNotFound.  A session whose commit failed without an outcome (the store
-  closing) is dropped, so its retry goes that way too.
+  failing or closing; on the native loop, an outcome it may not wait to learn) is
+  dropped, so its retry goes that way too.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from . import _driver, records
 from ._backend import Key, keys_of
 from ._client import DEFAULT_LOCK_TTL, Client
 from ._local import LocalBackend
+from ._outcomes import DEFAULT_MAX_KEPT, DEFAULT_MAX_KEPT_PER_CALLER, DEFAULT_RETAIN_MS, Outcomes
 from ._transaction import Transaction, checked_key, checked_value
 from ._waits import check_may_wait
 from .errors import (
@@ -89,7 +93,6 @@ DEFAULT_LOCK_WAIT = 1.0
 """Seconds a read waits for a live transaction's lock before it answers (a server
 thread waits meanwhile)."""
 DEFAULT_BUSY_WAIT = 5.0
-DEFAULT_RETAIN_MS = 60_000
 DEFAULT_MAX_OPEN = 10_000
 DEFAULT_MAX_OPEN_PER_CALLER = 1_000
 MAX_TABLES = 64
@@ -106,7 +109,7 @@ class Session:
     table: bytes
     txn: Transaction | None  # None once it ended
     ttl_ms: int
-    expires_ms: int  # ACTIVE: when it expires; ended: when its outcome is forgotten
+    expires_ms: int  # while ACTIVE: when it expires
     state: str = ACTIVE
     commit_ts: int = 0
     conflict: CommitConflict | None = None
@@ -142,8 +145,9 @@ class Sessions:
     def __init__(self, backend: LocalBackend, *, max_open: int = DEFAULT_MAX_OPEN,
                  max_open_per_caller: int = DEFAULT_MAX_OPEN_PER_CALLER,
                  lock_wait: float = DEFAULT_LOCK_WAIT, busy_wait: float = DEFAULT_BUSY_WAIT,
-                 retain_ms: int = DEFAULT_RETAIN_MS, lock_ttl: float = DEFAULT_LOCK_TTL
-                 ) -> None:
+                 retain_ms: int = DEFAULT_RETAIN_MS, max_kept: int = DEFAULT_MAX_KEPT,
+                 max_kept_per_caller: int = DEFAULT_MAX_KEPT_PER_CALLER,
+                 lock_ttl: float = DEFAULT_LOCK_TTL) -> None:
         self._backend = backend
         self._clock = backend.clock
         if max_open < 1 or max_open_per_caller < 1:
@@ -152,12 +156,16 @@ class Sessions:
         self.max_open_per_caller = max_open_per_caller
         self.lock_wait = lock_wait
         self.busy_wait = busy_wait
-        self.retain_ms = retain_ms
         self._lock_ttl = lock_ttl
         self._clients: dict[bytes, Client] = {}  # least recently used first
         self._users: dict[bytes, int] = {}  # per table: open sessions and calls under way
-        self._sessions: dict[int, Session] = {}
-        self._expiry: list[tuple[int, int]] = []  # (expires_ms, txn_id): one per session
+        self._sessions: dict[int, Session] = {}  # ACTIVE (begins under way too)
+        # Ended sessions, for their retried calls (the sessions' lock guards it).
+        self.outcomes: Outcomes[Session] = Outcomes(
+            retain_ms=retain_ms, max_kept=max_kept, max_kept_per_caller=max_kept_per_caller)
+        # (expires_ms, txn_id): one per ACTIVE session, at or before its expiry, and
+        # those of ended ones until popped or compacted (``_compact``)
+        self._expiry: list[tuple[int, int]] = []
         self._open = 0  # ACTIVE sessions, and begins under way
         self._open_by: dict[bytes, int] = {}  # the same, per caller (b"": no tokens)
         self._lock = threading.Lock()
@@ -225,6 +233,11 @@ class Sessions:
             client.close()
 
     @property
+    def retain_ms(self) -> int:
+        """Milliseconds an ended session's outcome is kept at most."""
+        return self.outcomes.retain_ms
+
+    @property
     def open(self) -> int:
         """Sessions open (ACTIVE)."""
         with self._lock:
@@ -275,6 +288,7 @@ class Sessions:
             except BaseException:
                 with self._lock:  # never begun, as far as anyone may learn
                     self._sessions.pop(session.txn_id, None)
+                    self._compact()
                 session.lock.release()
                 txn.rollback()
                 raise
@@ -318,10 +332,10 @@ class Sessions:
         """The session ``txn_id`` of ``owner``, its lock held; TransactionNotFound if it is
         not held (or expired: then it is expired now), or is another caller's."""
         with self._lock:
-            session = self._sessions.get(txn_id)
+            session = self._sessions.get(txn_id) or self.outcomes.get(txn_id)
         if session is None or session.owner != owner:
             raise TransactionNotFound(f"no open transaction {txn_id} (never begun, expired,"
-                                      " or the node restarted)")
+                                      " its outcome forgotten, or the node restarted)")
         if not session.lock.acquire(blocking=False):  # in another call
             check_may_wait()  # (not on a thread that may not wait for it)
             if not session.lock.acquire(timeout=self.busy_wait):
@@ -346,7 +360,7 @@ class Sessions:
             session = self._take(txn_id, owner)
         except TransactionNotFound:
             with self._lock:
-                held = txn_id in self._sessions
+                held = txn_id in self._sessions or self.outcomes.get(txn_id) is not None
             if held:  # another caller's, open: not this caller's to decide
                 raise
             return self._commit_unknown(txn_id, table, writes, weak)
@@ -384,8 +398,9 @@ class Sessions:
             self._end(session, ABORTED)
             raise
         except Exception:
-            # No outcome here (the store failed or is closing): a retry decides it from
-            # the data, through the unknown-transaction path.
+            # No outcome here (the store failed or is closing; or MayWait: learning it
+            # would wait, on a thread that may not): a retry decides it from the data,
+            # through the unknown-transaction path (MayWait's runs the call again so).
             self._end(session, EXPIRED)
             raise
         session.commit_ts = commit_ts
@@ -417,7 +432,12 @@ class Sessions:
                 checked_value(value, limits)
         for row, column in weak:
             checked_key(row, column, limits)
-        if not writes or txn_id >= self._backend.timestamps(1):
+        if not writes:  # nothing in the data to answer from: no primary, no commit record
+            raise TransactionNotFound(
+                f"no open transaction {txn_id}; a Commit without writes cannot be answered"
+                " from the data: if an earlier Commit of it notified cells, whether it"
+                " committed is unknown")
+        if txn_id >= self._backend.timestamps(1):
             raise TransactionNotFound(f"no open transaction {txn_id}")
         with self._using(table) as client:
             return self._decide(client, txn_id, writes)
@@ -426,8 +446,8 @@ class Sessions:
         parts = _driver.plan({key: (records.PUT if value is not None else records.DELETE, value)
                               for key, value in writes})
         try:
-            outcome = _driver.decide(client.ctx, txn_id, _driver.primary_of(parts),
-                                     keys_of(parts))
+            outcome = _driver.decide_patiently(client.ctx, txn_id, _driver.primary_of(parts),
+                                               keys_of(parts))
         except SnapshotTooOld as exc:
             # GC settled every lock below the safe point and may have removed the commit
             # record since: it can never commit now, but whether it did is unknown.
@@ -440,7 +460,8 @@ class Sessions:
         if outcome.committed:
             return outcome.commit_ts
         raise TransactionNotFound(f"no open transaction {txn_id}, and it did not commit (it"
-                                  " expired, or the node restarted): it never will")
+                                  " expired, its outcome was forgotten, or the node"
+                                  " restarted): it never will")
 
     def rollback(self, txn_id: int, owner: bytes = b"") -> None:
         """End ``txn_id`` (``owner``'s) without writing (idempotent)."""
@@ -458,19 +479,29 @@ class Sessions:
 
     def _end(self, session: Session, state: str) -> None:
         """ACTIVE -> ``state`` (its lock held): end its transaction (the safe point may
-        pass it), keep the outcome ``retain_ms``."""
+        pass it), keep the outcome (``outcomes``)."""
         assert session.state is ACTIVE
         session.state = state
         txn, session.txn = session.txn, None
         if txn is not None:
             txn.rollback()  # no-op once committed or failed: those ended it already
+        now = self._clock.now_ms()
         with self._lock:
             self._closed_one(session.owner)
-            if state is EXPIRED:  # nothing to answer: forgotten at once
-                self._sessions.pop(session.txn_id, None)
-            else:
-                session.expires_ms = self._clock.now_ms() + self.retain_ms
+            self._sessions.pop(session.txn_id, None)
+            if state is not EXPIRED:  # (expired: nothing to answer, forgotten at once)
+                self.outcomes.keep(session.txn_id, session.owner, session, now)
+            self._compact()
         self._unuse(session.table)
+
+    def _compact(self) -> None:
+        """Drop the expiry entries of ended sessions once they are most of them (``_lock``
+        held): a session begun with a long TTL and ended at once (or whose Begin failed)
+        would leave its entry for that TTL, and a caller doing so fast would grow the
+        heap without bound."""
+        if len(self._expiry) > 2 * len(self._sessions) + 64:
+            self._expiry = [(s.expires_ms, txn_id) for txn_id, s in self._sessions.items()]
+            heapq.heapify(self._expiry)
 
     def _closed_one(self, owner: bytes) -> None:
         """One session of ``owner`` is no longer open (``_lock`` held)."""
@@ -485,14 +516,15 @@ class Sessions:
         """Expire sessions idle past their TTL and forget outcomes past ``retain_ms``;
         how many went."""
         now = self._clock.now_ms()
-        gone = 0
+        with self._lock:
+            gone = self.outcomes.forget_expired(now)
         while True:
             with self._lock:
                 if not self._expiry or self._expiry[0][0] > now:
                     return gone
                 _, txn_id = heapq.heappop(self._expiry)
                 session = self._sessions.get(txn_id)
-                if session is None:
+                if session is None:  # ended: its outcome, if any, is in ``outcomes``
                     continue
                 if session.expires_ms > now:  # used since: its entry moves on
                     heapq.heappush(self._expiry, (session.expires_ms, txn_id))
@@ -503,11 +535,6 @@ class Sessions:
                 if session.expires_ms > now:  # a call ended between the check and the lock
                     session.lock.release()
                     heapq.heappush(self._expiry, (session.expires_ms, txn_id))
-                    continue
-                if session.state is not ACTIVE:
-                    del self._sessions[txn_id]
-                    session.lock.release()
-                    gone += 1
                     continue
             try:
                 self._end(session, EXPIRED)

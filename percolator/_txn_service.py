@@ -277,7 +277,8 @@ class TransactionsService:
         TxnStreamRequest, answered as on a Stream (a REPLY holding its TxnStreamResponse);
         no stream slot is held.  On the transport's loop a request that would wait (for a
         lock's owner, a busy session: ``percolator._waits``) goes to a pool thread before
-        it has any effect."""
+        it has any effect; a Commit whose outcome must be learned after a store failure
+        goes there to learn it (answered from the data: ``Sessions._commit``)."""
         def execute(raw: bytes, on_loop: bool) -> bytes:
             return self._stream_one(raw, role, caller).SerializeToString()
 

@@ -6,6 +6,8 @@ first imported, or in-process with :func:`enable` / :func:`disable` / :func:`res
 Actions:
     exit        os._exit(FAILPOINT_EXIT_CODE) at once: no cleanup, no flush (a crash)
     raise       raise FailpointError
+    unavailable raise bigtable_lite's Unavailable: the store failing as it does for a
+                while (closing, a commit in progress too long), which callers back off from
     sleep(MS)   sleep MS milliseconds, then continue
     off         do nothing
 
@@ -22,10 +24,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from bigtable_lite.errors import Unavailable
+
 ENV_VAR = "PERCOLATOR_FAILPOINTS"
 FAILPOINT_EXIT_CODE = 86
 
-_ACTION = re.compile(r"^(exit|raise|off|sleep\((\d+)\))$")
+_ACTION = re.compile(r"^(exit|raise|unavailable|off|sleep\((\d+)\))$")
 
 
 class FailpointError(RuntimeError):
@@ -45,7 +49,8 @@ _lock = threading.Lock()
 def _parse(action: str) -> _Action:
     match = _ACTION.match(action.strip())
     if not match:
-        raise ValueError(f"unknown failpoint action {action!r}; use exit, raise, sleep(MS) or off")
+        raise ValueError(f"unknown failpoint action {action!r}; use exit, raise, unavailable,"
+                         " sleep(MS) or off")
     if match.group(2) is not None:
         return _Action("sleep", int(match.group(2)))
     return _Action(match.group(1))
@@ -103,6 +108,8 @@ def hit(name: str) -> None:
         os._exit(FAILPOINT_EXIT_CODE)
     if action.kind == "raise":
         raise FailpointError(f"failpoint {name}")
+    if action.kind == "unavailable":
+        raise Unavailable(f"failpoint {name}: the store is unavailable")
     if action.kind == "sleep":
         time.sleep(action.millis / 1000.0)
 

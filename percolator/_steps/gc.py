@@ -31,6 +31,7 @@ next pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,7 +56,8 @@ from .resolve_lock import FoundLock, resolve_locks
 if TYPE_CHECKING:
     from .context import StepContext
 
-__all__ = ["Collected", "collect", "locks_below", "resolve_below", "row_garbage"]
+__all__ = ["Collected", "collect", "collect_rows", "locks_below", "locks_in_rows",
+           "resolve_below", "row_garbage"]
 
 _SLOT = TimeRange(LOCK_SLOT_TS, LOCK_SLOT_TS)
 
@@ -69,6 +71,7 @@ class Collected:
     write_records: int = 0
     data: int = 0
     rollback_markers: int = 0
+    last: bytes = b""  # the last row read
 
     def add(self, other: Collected) -> None:
         self.rows += other.rows
@@ -92,11 +95,27 @@ def locks_below(ctx: StepContext, table: bytes, safe_point: int, start_row: byte
     for row in ctx.store.scan(StoreScan(table, start_row, None, (), (LOCK,), _SLOT, 1, limit)):
         rows += 1
         last = row.row
-        for cell in row.cells:
-            lock = records.decode_lock(cell.value)
-            if lock.start_ts < safe_point:
-                found.append(FoundLock(row.row, cell.column[1:], lock))
+        _locks_below(row.row, row.cells, safe_point, found)
     return found, _resume(rows, limit, last)
+
+
+def locks_in_rows(ctx: StepContext, table: bytes, safe_point: int, rows: Sequence[bytes]
+                  ) -> list[FoundLock]:
+    """The locks of transactions that started below ``safe_point`` in ``rows`` (those
+    written since a pass: ``percolator._gc_rows``)."""
+    found: list[FoundLock] = []
+    reads = [RowRead(table, row, (), (LOCK,), _SLOT, 1) for row in rows]
+    for row, cells in zip(rows, ctx.store.read_rows(reads)):
+        _locks_below(row, cells, safe_point, found)
+    return found
+
+
+def _locks_below(row: bytes, cells: Sequence[Cell], safe_point: int, found: list[FoundLock]
+                 ) -> None:
+    for cell in cells:
+        lock = records.decode_lock(cell.value)
+        if lock.start_ts < safe_point:
+            found.append(FoundLock(row, cell.column[1:], lock))
 
 
 def resolve_below(ctx: StepContext, table: bytes, locks: list[FoundLock]) -> int:
@@ -112,15 +131,33 @@ def collect(ctx: StepContext, table: bytes, safe_point: int, start_row: bytes | 
             limit: int) -> tuple[Collected, bytes | None]:
     """Phase 2 over up to ``limit`` rows from ``start_row``: the garbage of each row
     removed; what was read and removed, and where the next chunk starts (None: done)."""
+    # Versions above S are all kept: not even read.  Long values are read keys only:
+    # which versions exist is all a pass needs of them.
+    rows = ctx.store.scan(StoreScan(table, start_row, None, (), (), TimeRange(0, safe_point),
+                                    0, limit, (DATA,)))
+    done = _collect_rows(ctx, table, safe_point, rows)
+    return done, _resume(done.rows, limit, done.last)
+
+
+def collect_rows(ctx: StepContext, table: bytes, safe_point: int, rows: Sequence[bytes]
+                 ) -> Collected:
+    """Phase 2 over ``rows`` (those written since a pass: ``percolator._gc_rows``)."""
+    below = TimeRange(0, safe_point)
+    reads = [RowRead(table, row, (), (), below, 0, (DATA,)) for row in rows]
+    return _collect_rows(ctx, table, safe_point, (
+        Row(row, tuple(cells)) for row, cells in zip(rows, ctx.store.read_rows(reads))
+        if cells))
+
+
+def _collect_rows(ctx: StepContext, table: bytes, safe_point: int, rows: Iterable[Row]
+                  ) -> Collected:
     done = Collected()
     batch: list[RowMutation] = []
-    last = b""
     max_items = ctx.limits.max_items_per_row
-    below = TimeRange(0, safe_point)  # versions above S are all kept: not even read
     orphans: list[tuple[Row, list[Cell]]] = []
-    for row in ctx.store.scan(StoreScan(table, start_row, None, (), (), below, 0, limit)):
+    for row in rows:
         done.rows += 1
-        last = row.row
+        done.last = row.row
         batch += row_garbage(table, row, safe_point, max_items, done)
         candidates = _unreferenced_values(row, safe_point)
         if candidates:
@@ -129,7 +166,7 @@ def collect(ctx: StepContext, table: bytes, safe_point: int, start_row: bytes | 
         batch += _orphaned_values(ctx, table, orphans, done)
     if batch:
         mutate_in_calls(ctx.store, ctx.limits, batch)
-    return done, _resume(done.rows, limit, last)
+    return done
 
 
 def row_garbage(table: bytes, row: Row, safe_point: int, max_items: int,

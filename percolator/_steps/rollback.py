@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from bigtable_lite import Condition, DeleteVersion, Mutation, RowMutation, ValuePrefixAt
 
-from .. import records
+from .. import failpoints, records
 from .._backend import COMMITTED, ROLLED_BACK_STATUS
 from ..layout import LOCK_SLOT_TS, columns_of
 from .batches import settle_in_calls
@@ -50,6 +50,7 @@ def rollback(ctx: StepContext, table: bytes, start_ts: int, primary: Key,
     """Roll back the primary (sealing it if this transaction never locked it), then the
     other keys.  A transaction found committed is left alone (its owner's commit reply
     was lost; readers roll its other cells forward)."""
+    failpoints.hit("rollback.before_rollback_primary")
     prow, pcol = primary
     lock = read_locks(ctx, table, [primary], start_ts).get(primary)
     if lock is not None:

@@ -116,9 +116,11 @@ class TransactionsServicer(object):
         missed it, atomically across rows, or writes nothing (ABORTED: a conflict).
         Idempotent: a Commit retried with the same txn_id (after a lost reply) is answered
         with the first one's outcome, never committed twice; a Commit the node received
-        runs to its end even if the caller goes away.  After the transaction expired or
-        the node restarted, a retry is answered from the data itself: its commit if it
-        committed, else NOT_FOUND (and it never will commit).
+        runs to its end even if the caller goes away.  After the transaction expired, its
+        outcome was forgotten or the node restarted, a retry is answered from the data
+        itself: its commit if it committed, else NOT_FOUND (and it never will commit).  A
+        Commit with no writes (only notify cells) leaves nothing to answer from: once its
+        outcome is forgotten, a retry is NOT_FOUND whether or not it committed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -772,7 +772,7 @@ def test_embedded_protocol_skips_store_checks_but_the_client_store_keeps_them(
     LocalStore's unchecked view; the store users reach through the client still checks."""
     with Client.embedded(tmp_path / "d") as client:
         assert isinstance(client.backend, LocalBackend)
-        assert isinstance(client.backend.ctx.store, UncheckedStore)
+        assert isinstance(client.backend.ctx.store.inner, UncheckedStore)  # type: ignore[attr-defined]
         assert isinstance(client.store, LocalStore)
         with pytest.raises(InvalidArgument, match="row must not be empty"):
             client.store.put(b"t", b"", b"c", 1, b"v")
@@ -792,7 +792,8 @@ def test_protocol_store_is_checked_when_limits_could_be_exceeded(tmp_path: Path)
     assert not _local._requests_fit(store)
     # Two-phase: a lock record is what could outgrow the limit (one phase writes none).
     with Client(LocalBackend(store, Oracle(store)), one_phase=False) as client:
-        assert isinstance(client.backend, LocalBackend) and client.backend.ctx.store is store
+        assert isinstance(client.backend, LocalBackend)
+        assert client.backend.ctx.store.inner is store  # type: ignore[attr-defined]
         with client.transaction() as txn:
             txn.set(b"r", b"c", b"v")
         txn = client.begin()

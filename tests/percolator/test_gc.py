@@ -10,13 +10,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bigtable_lite import Put, RowMutation
+from bigtable_lite import Cell, Put, Row, RowMutation, RowRead, ScanRequest
 from percolator import Client, CommitConflict, SnapshotTooOld, Transaction, _gc, layout
 from percolator._backend import (
     COMMITTED,
@@ -126,6 +126,46 @@ def test_a_long_value_goes_with_its_record_and_an_orphan_alone(world: World) -> 
     stored = versions(world.client)
     assert first_ts not in stored[(b"row", layout.data_column(b"col"))]
     assert stored[(b"row", layout.data_column(b"col"))] == [t.start_ts]
+    must_see(world.backend, world.table, key, b"y" * 1000)
+
+
+def test_a_pass_reads_which_long_values_exist_not_the_values(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass rereads the versions below the safe point of the rows it reads, live ones
+    too: were the long values among them copied out, each pass would hold up to its
+    chunk's rows times their megabytes of values."""
+    seen: list[int] = []
+    store = world.local.ctx.store  # the protocol steps' store
+    read_rows, scan = store.read_rows, store.scan
+
+    def note(cells: Iterable[Cell]) -> None:
+        seen.extend(len(c.value) for c in cells if c.column[:1] == layout.DATA)
+
+    def counting_read_rows(reads: Sequence[RowRead]) -> list[list[Cell]]:
+        rows = read_rows(reads)
+        for r, cells in zip(reads, rows):
+            if r.table == world.table:
+                note(cells)
+        return rows
+
+    def counting_scan(request: ScanRequest) -> Iterator[Row]:
+        for row in scan(request):
+            if request.table == world.table:
+                note(row.cells)
+            yield row
+
+    key = (b"row", b"col")
+    for value in (b"x" * 1000, b"y" * 1000):
+        with world.client.transaction() as t:
+            t.set(*key, value)
+    settle_reports(world.client)
+    monkeypatch.setattr(store, "read_rows", counting_read_rows)
+    monkeypatch.setattr(store, "scan", counting_scan)
+    done = world.client.collect_garbage()
+    monkeypatch.undo()
+    assert (done.write_records, done.data) == (1, 1), done
+    assert len(seen) == 2 and not any(seen), seen  # both versions known, no value read
+    assert versions(world.client)[(b"row", layout.data_column(b"col"))] == [t.start_ts]
     must_see(world.backend, world.table, key, b"y" * 1000)
 
 

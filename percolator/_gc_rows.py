@@ -1,0 +1,206 @@
+"""ChangedRows: which rows of the transactional tables were written, so that a GC pass
+reads those and not whole tables.
+
+Garbage below a safe point S appears only in a row that holds a version S has passed:
+once a pass has processed a row at a safe point above every timestamp the row holds,
+no later pass finds anything in it to remove or settle until it is written again.  So
+every write notes its rows with the oracle's mark at that moment (:meth:`Oracle.peek`:
+every timestamp handed out before is below it, those in the write included); a pass
+takes the noted rows, processes them, and notes again those whose mark is above its
+safe point (a version between the two becomes garbage later).
+
+What was written before this process started is not known, so each table known at open
+is read whole (``full``) until a pass at a safe point at or above the mark at open has
+finished; likewise a table whose noted rows would pass :data:`MAX_ROWS` (memory: it is
+then read whole until a pass passes the mark of that moment, and its rows are
+forgotten).  A pass that fails gives back what it took.
+
+:class:`NotingStore` is the protocol steps' store (``StepContext.store``): it notes the
+rows of every write to a tracked table after the write, so a pass that read the row
+before the write sees it again next time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from bigtable_lite import (
+    MutationResult,
+    Row,
+    RowMutation,
+    ScanRequest,
+    StoreOps,
+    TabletInfo,
+)
+
+from ._steps.context import StepStore
+
+__all__ = ["MAX_ROWS", "ChangedRows", "NotingStore", "Taken"]
+
+MAX_ROWS = 500_000
+"""Noted rows kept in all (~150 bytes each); a table past it is read whole instead."""
+
+
+@dataclass(slots=True)
+class Taken:
+    """What a pass takes of one table: its noted rows (row -> mark), and whether it must
+    read the table whole (``full_until``: until a pass at a safe point at or above it;
+    0: not)."""
+
+    rows: dict[bytes, int] = field(default_factory=dict)
+    full_until: int = 0
+
+
+class ChangedRows:
+    """The rows written per tracked table since the passes took them; thread-safe."""
+
+    def __init__(self, tables: Iterable[bytes], mark: int, *, max_rows: int = MAX_ROWS
+                 ) -> None:
+        self._lock = threading.Lock()
+        self._max_rows = max_rows
+        self._count = 0
+        self._rows: dict[bytes, dict[bytes, int]] = {}
+        self._full: dict[bytes, int] = {t: mark for t in tables}
+        self.tracked: frozenset[bytes] = frozenset(self._full)
+
+    def track(self, table: bytes) -> None:
+        """``table`` holds transactional cells from now on (it held none before: nothing of
+        it is unknown)."""
+        with self._lock:
+            self.tracked = self.tracked | {table}
+
+    def note(self, mutations: Sequence[RowMutation], mark: int) -> None:
+        """The rows of ``mutations`` in tracked tables were written below ``mark``."""
+        tracked = self.tracked
+        written = [m for m in mutations if m.table in tracked and m.mutations]
+        if written:
+            with self._lock:
+                for m in written:
+                    self._note(m.table, m.row, mark)
+
+    def _note(self, table: bytes, row: bytes, mark: int) -> None:
+        rows = self._rows.get(table)  # a table read whole has no rows noted
+        if rows is not None:
+            known = rows.get(row)
+            if known is not None:  # the common case: a row written again
+                if known < mark:
+                    rows[row] = mark
+                return
+        if table in self._full:
+            self._full[table] = max(self._full[table], mark)
+            return
+        if self._count >= self._max_rows:  # read it whole instead
+            if rows is not None:
+                self._count -= len(rows)
+                del self._rows[table]
+            self._full[table] = mark
+            return
+        if rows is None:
+            rows = self._rows[table] = {}
+        self._count += 1
+        rows[row] = mark
+
+    def take(self) -> dict[bytes, Taken]:
+        """Everything noted, per table; noting starts afresh."""
+        with self._lock:
+            taken = {t: Taken(rows) for t, rows in self._rows.items()}
+            for t, until in self._full.items():
+                taken.setdefault(t, Taken()).full_until = until
+            self._rows, self._full, self._count = {}, {}, 0
+            return taken
+
+    def keep(self, taken: dict[bytes, Taken], safe_point: int) -> None:
+        """After a pass at ``safe_point`` over ``taken``: note again what it leaves for
+        later (rows, and whole tables, marked above the safe point)."""
+        self._give_back(taken, lambda mark: mark > safe_point)
+
+    def give_back(self, taken: dict[bytes, Taken]) -> None:
+        """After a pass that failed: all of ``taken`` is noted again."""
+        self._give_back(taken, lambda mark: True)
+
+    def _give_back(self, taken: dict[bytes, Taken], left: Callable[[int], bool]) -> None:
+        with self._lock:
+            for table, t in taken.items():
+                if t.full_until and left(t.full_until):  # its rows are read with it
+                    self._full[table] = max(self._full.get(table, 0), t.full_until)
+                    self._count -= len(self._rows.pop(table, {}))
+                    continue
+                for row, mark in t.rows.items():
+                    if left(mark):
+                        self._note(table, row, mark)
+
+    @property
+    def noted(self) -> int:
+        """Rows noted now, in all tables."""
+        return self._count
+
+
+class NotingStore(StoreOps):
+    """``store`` whose writes note their rows in ``changed`` (marked by ``mark()``)."""
+
+    def __init__(self, store: StepStore, changed: ChangedRows, mark: Callable[[], int]
+                 ) -> None:
+        self.limits = store.limits  # type: ignore[attr-defined]
+        self.inner = store
+        self._store = store
+        self._changed = changed
+        self._mark = mark
+        self.read_rows = store.read_rows  # type: ignore[method-assign]  # the hot path
+
+    @property
+    def path(self) -> str:
+        return self._store.path  # type: ignore[attr-defined, no-any-return]
+
+    def scan(self, request: ScanRequest) -> Iterator[Row]:
+        return self._store.scan(request)
+
+    def _noted(self, mutations: Sequence[RowMutation]) -> None:
+        self._changed.note(mutations, self._mark())
+
+    def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                    ) -> list[MutationResult]:
+        try:
+            return self._store.mutate_rows(mutations, sync=sync)
+        finally:
+            self._noted(mutations)
+
+    def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
+        try:
+            return self._store.mutate_row(m, sync=sync)  # type: ignore[attr-defined, no-any-return]
+        finally:
+            self._noted((m,))
+
+    def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
+                       ) -> list[MutationResult]:
+        try:
+            return self._store.mutate_guarded(mutations, sync=sync)
+        finally:
+            self._noted(mutations)
+
+    def mutate_atomic(self, mutations: Sequence[RowMutation],
+                      finish: Callable[[], Sequence[RowMutation]] | None = None, *,
+                      sync: bool = False) -> list[MutationResult]:
+        more: list[Sequence[RowMutation]] = []
+        if finish is not None:
+            def finished() -> Sequence[RowMutation]:
+                rows = finish()
+                more.append(rows)
+                return rows
+        try:
+            return self._store.mutate_atomic(mutations, None if finish is None else finished,
+                                             sync=sync)
+        finally:
+            self._noted(mutations)
+            for rows in more:
+                self._noted(rows)
+
+    def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
+        return self._store.list_tablets(table)
+
+    def split_tablet(self, table: bytes, row: bytes) -> list[TabletInfo]:
+        return self._store.split_tablet(table, row)
+
+    def close(self) -> None:
+        """Nothing: the store it wraps is closed by its owner."""
