@@ -216,6 +216,11 @@ class TableFeed:
             # could skip a bucket on an older position, then pass its entry).
             resolved = self._tracker.resolved()
             with self._lock:
+                if self.assignment.members.get(request.worker) is not member:
+                    # It left (or its lease ended) while this pull waited: answer now.  A
+                    # held first assignment kept it waiting otherwise (owned and held
+                    # both empty look settled), up to the hold or the long poll.
+                    return PullReply({}, {}, member.index, (), Cursors(resolved), False)
                 held = self.assignment.hold_left(self._clock())
                 if held == 0.0:  # a first assignment was held until now: grant it
                     self.assignment.rebalance(self._clock(), self._wake)
