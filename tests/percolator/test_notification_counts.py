@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bigtable_lite import Put, Row, RowMutation, ScanRequest
-from percolator import Client
+from percolator import Client, failpoints
 from percolator._backend import CommitRequest, PrewriteRequest
 from percolator._notify import log
 from percolator._notify.feed import REINDEX, TableFeed
@@ -87,23 +87,21 @@ def test_a_commit_whose_primary_was_settled_meanwhile_counts_no_entry(
     """The commit step read its locks, then found its primary settled by another (here
     rolled back, as a reader does with an expired lock) and wrote nothing: its entries
     were counted all the same."""
-    from percolator._steps import commit as commit_step
-
     feed_of(client)  # made: it hears of writes from now on
     be = client.backend
     start_ts = client.timestamp()
     cells = {(b"p", COL): b"v", (b"s", COL): b"v"}
     assert be.prewrite(PrewriteRequest(client.table, start_ts, (b"p", COL), 60_000,
                                        parts_of(cells))) is None
-    real_hit = commit_step.failpoints.hit
+    real_hit = failpoints.hit
 
     def settle_first(name: str) -> None:
         if name == "commit.before_commit_primary":
-            monkeypatch.setattr(commit_step.failpoints, "hit", real_hit)
+            monkeypatch.setattr(failpoints, "hit", real_hit)
             be.rollback(client.table, start_ts, (b"p", COL), sorted(cells))
         real_hit(name)
 
-    monkeypatch.setattr(commit_step.failpoints, "hit", settle_first)
+    monkeypatch.setattr(failpoints, "hit", settle_first)
     outcome = be.commit(CommitRequest(client.table, start_ts, (b"p", COL), [(b"s", COL)]))
     assert not outcome.committed
     assert log_entries(client) == []
@@ -117,7 +115,7 @@ def test_entries_handed_back_twice_are_uncounted_once(client: Client) -> None:
     write(client, rows)
     done = refs_of(client, {b"r0", b"r1"})
     for _ in range(2):
-        client.notifications.pull(client.table, PullRequest("w", (COL,), 60_000, done=done))
+        client.notifications.pull(client.table, PullRequest("w", (COL,), 60_000, done=tuple(done)))
     assert len(log_entries(client)) == 3
     must_count_exactly(client)
 
