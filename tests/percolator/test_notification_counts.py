@@ -4,6 +4,7 @@ and ``pending()`` does not read again what it knows to be empty."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,47 @@ def test_pending_finds_an_entry_written_below_a_floor_once_a_rescan_saw_it(
     feed_of(client).build_index([COL], force=False)
     assert client.notifications.pending(client.table, [COL], 10) == 1
     must_count_exactly(client)
+
+
+# --- a backfill's progress and the registration's prefix ---------------------------------
+
+
+def test_a_backfill_never_writes_an_older_partition_prefix_over_a_newer_one(
+        tmp_path: Path) -> None:
+    """The column is registered again with a new partition prefix while its backfill
+    waits for a live lock in its first chunk: the progress the backfill then writes
+    keeps the new prefix (it wrote back the one it started with, which a restart read:
+    new entries went to the old buckets).  No entry is lost either way: each sits in
+    the bucket its log key names, and every bucket is read by its owner."""
+    data = tmp_path / "data"
+    with Client.embedded(data, lock_ttl=60.0) as client:
+        for i in range(5):
+            write_column(client, b"q/r%d" % i)
+        be = client.backend
+        start_ts = client.timestamp()
+        assert be.prewrite(PrewriteRequest(client.table, start_ts, (b"q/r9", COL), 60_000,
+                                           parts_of({(b"q/r9", COL): b"v"}))) is None
+        client.notifications.register(client.table, COL, partition_prefix=b"p/")
+        client.notifications.register(client.table, COL, partition_prefix=b"q/")
+        be.rollback(client.table, start_ts, (b"q/r9", COL), [(b"q/r9", COL)])
+        wait_for_backfill(client)
+        [info] = client.notifications.columns(client.table)
+        assert info.partition_prefix == b"q/"
+        assert {e.bucket for e in log_entries(client)} == {
+            log.bucket_of(b"q/r%d" % i, b"q/") for i in range(5)}
+    with Client.embedded(data) as client:
+        [info] = client.notifications.columns(client.table)
+        assert info.partition_prefix == b"q/", "a restart reads the prefix registered last"
+        assert client.notifications.pending(client.table, [COL], 100) == 5
+
+
+def write_column(client: Client, row: bytes) -> None:
+    with client.transaction() as txn:
+        txn.set(row, COL, b"v")
+
+
+def wait_for_backfill(client: Client) -> None:
+    deadline = time.monotonic() + 30
+    while any(c.backfill_pending for c in client.notifications.columns(client.table)):
+        assert time.monotonic() < deadline, "the backfill did not finish"
+        time.sleep(0.01)
