@@ -118,7 +118,7 @@ class TableFeed:
                     self._floor[key] = position
         if settled or force:
             self.counts.reset(mark, found, scope)
-        if not settled:
+        if force and not settled:  # applied all the same: the next chance recounts
             self.counts.doubt(found if scope is None else scope)
 
     def hold_first_assignments(self, quiet: float, most: float) -> None:
