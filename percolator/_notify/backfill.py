@@ -16,7 +16,10 @@ table in chunks of :data:`CHUNK_ROWS` rows that have the column:
    (change_ts = its commit_ts; a cell written again above R has that commit's entry,
    and its observer then sees the older change too), at a fresh log position, **and**
    the registration's progress (rows done, the next row), conditional on the
-   registration being the same (an unregistered column's backfill stops).
+   registration being the same (an unregistered column's backfill stops).  It is made
+   under the lock of every write of the registration record (``ObservedColumns.advance``)
+   and carries the partition prefix as it stands then: a progress built from the
+   backfill's own copy put an older prefix back over one registered meanwhile.
 
 Every commit below R took its commit_ts before R, so before the chunk was read: its
 locks were in place (two-phase) or its rows latched (one-phase), and steps 1 and 2
@@ -119,29 +122,37 @@ class Backfill:
             return True
         changes, next_row = found
         with self.ctx.log.allocate() as position:
-            observed = self.ctx.observed.of(self.table)
-            if reg.column not in observed:
-                return False
-            notes = _entries(self.table, reg.column, observed[reg.column], changes, position)
-            done = Registration(reg.column, reg.registered_at, reg.partition_prefix,
-                                log.PENDING if next_row is not None else log.DONE,
-                                reg.done + len(changes), max(reg.estimated, reg.done
-                                                             + len(changes)),
-                                next_row or b"")
-            progress = RowMutation(
-                layout.config_table(self.table), layout.OBSERVED_ROW,
-                (Put(reg.column, 0, log.encode_registration(done)),),
-                (ValuePrefixAt(reg.column, 0, log.registration_owner(reg.registered_at)),))
-            try:
-                results = self.ctx.store.mutate_guarded([progress, *notes])
-            finally:
-                self.ctx.log.written(self.table, notes)
-        if not results[0].applied:
-            return False
+            done = self.ctx.observed.advance(
+                self.table, reg.column, reg.registered_at,
+                lambda current: self._write(current, reg, changes, next_row, position))
+        if done is None:
+            return False  # the registration is gone or was made again: this one is over
         self.reg = done
-        self.ctx.observed.progressed(self.table, done)
         failpoints.hit("backfill.after_chunk")
         return True
+
+    def _write(self, current: Registration, reg: Registration,
+               changes: list[tuple[bytes, int]], next_row: bytes | None, position: int
+               ) -> Registration | None:
+        """The chunk's entries and the progress after it, in one write conditional on the
+        registration (its owner bytes); ``current`` is the registration as it stands (its
+        partition prefix, which a registration since may have changed); the progress if
+        written."""
+        notes = _entries(self.table, reg.column, current.partition_prefix, changes, position)
+        done = Registration(reg.column, reg.registered_at, current.partition_prefix,
+                            log.PENDING if next_row is not None else log.DONE,
+                            reg.done + len(changes),
+                            max(reg.estimated, reg.done + len(changes)), next_row or b"")
+        progress = RowMutation(
+            layout.config_table(self.table), layout.OBSERVED_ROW,
+            (Put(reg.column, 0, log.encode_registration(done)),),
+            (ValuePrefixAt(reg.column, 0, log.registration_owner(reg.registered_at)),))
+        applied = False
+        try:
+            applied = self.ctx.store.mutate_guarded([progress, *notes])[0].applied
+        finally:
+            self.ctx.log.written(self.table, notes, notes if applied else ())
+        return done if applied else None
 
     def _read(self, start: bytes) -> tuple[list[tuple[bytes, int]], bytes | None] | None:
         """(row, commit_ts of its newest write) of the next chunk, and where the next one

@@ -23,17 +23,19 @@ not finish are still there.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from bigtable_lite import DeleteVersion, RowMutation, ScanRequest, TabletStore
+from bigtable_lite import RowMutation, ScanRequest, TabletStore
 
 from .. import layout
 from . import log
 from .api import Cursors, DoneRef, LogRow, PullReply, PullRequest
 from .assignment import Assignment, Member
+from .counts import Counts, count_row, deletes, removed
 from .resolved import Tracker
 
 __all__ = ["MAX_REPLY_BYTES", "TableFeed"]
@@ -42,6 +44,8 @@ MAX_REPLY_BYTES = 8 << 20
 """Bytes of entries in one reply at most (more stay for the next pull)."""
 REINDEX = 30.0
 """Seconds between scans of the whole log that look for entries not written by the node."""
+RECOUNT = 1.0
+"""Seconds between scans of a column whose count may be off (``counts``), at least."""
 _DELETES_PER_CALL = 5_000
 
 _log = logging.getLogger(__name__)
@@ -66,20 +70,35 @@ class TableFeed:
         self._lock = threading.Lock()
         self.assignment = Assignment()
         self._last: dict[tuple[bytes, int], int] = {}  # highest position written per bucket
-        self.pending: dict[bytes, int] = {}  # entries per column, approximately
+        # Per bucket, a position below which it holds no entry (``pending``).
+        self._floor: dict[tuple[bytes, int], int] = {}
+        self.counts = Counts(tracker)
         self._skipped_rows = 0
         self._indexed_at = clock()
 
-    def build_index(self, columns: Iterable[bytes] | None = None) -> None:
+    def build_index(self, columns: Iterable[bytes] | None = None, *,
+                    force: bool = True) -> None:
         """Learn the highest position of every bucket and the entries per column from one
         scan of the log, or of these columns' part of it (writes meanwhile reach
-        :meth:`written` too)."""
-        last: dict[tuple[bytes, int], int] = {}
-        pending: dict[bytes, int] = {}
-        scans = [ScanRequest(self.log_table)] if columns is None else [
-            ScanRequest(self.log_table, log.column_prefix(c), log.column_end(c))
+        :meth:`written` too).  The counts are set from the scan if it was settled
+        (``counts``), or, with ``force`` (the first scan), anyway, marked unsure."""
+        scans = [(ScanRequest(self.log_table), None)] if columns is None else [
+            (ScanRequest(self.log_table, log.column_prefix(c), log.column_end(c)), {c})
             for c in sorted(set(columns)) if c and len(c) <= log.MAX_COLUMN]
-        for row in (row for scan in scans for row in self._store.scan(scan)):
+        for scan, scope in scans:
+            self._index(scan, scope, force)
+        with self._lock:
+            self._indexed_at = self._clock()
+
+    def _index(self, scan: ScanRequest, scope: set[bytes] | None, force: bool) -> None:
+        last: dict[tuple[bytes, int], int] = {}
+        first: dict[tuple[bytes, int], int] = {}
+        found: dict[bytes, int] = {}
+        mark = self.counts.begin()
+        rows = self._store.scan(scan)
+        head = next(rows, None)  # the scan's snapshot is taken by now
+        settled = self.counts.settled(mark)
+        for row in itertools.chain((head,) if head is not None else (), rows):
             try:
                 column, bucket, position = log.decode_key(row.row)
             except ValueError:
@@ -87,14 +106,20 @@ class TableFeed:
             key = (column, bucket)
             if position > last.get(key, 0):
                 last[key] = position
-            pending[column] = pending.get(column, 0) + len(row.cells)
+            if key not in first:
+                first[key] = position
+            count_row(found, row.row, len(row.cells))
         with self._lock:
             for key, position in last.items():
                 if position > self._last.get(key, 0):
                     self._last[key] = position
-            for column, n in pending.items():
-                self.pending[column] = max(self.pending.get(column, 0), n)
-            self._indexed_at = self._clock()
+            for key, position in first.items():  # one written behind the node's back
+                if position < self._floor.get(key, 0):
+                    self._floor[key] = position
+        if settled or force:
+            self.counts.reset(mark, found, scope)
+        if force and not settled:  # applied all the same: the next chance recounts
+            self.counts.doubt(found if scope is None else scope)
 
     def hold_first_assignments(self, quiet: float, most: float) -> None:
         with self._lock:
@@ -102,24 +127,27 @@ class TableFeed:
 
     def _refresh(self, columns: Iterable[bytes]) -> None:
         """Scan the puller's columns' part of the log again, at most every REINDEX
-        seconds, when a pull found nothing: entries written behind the node's back (a raw
-        write) are found so, not lost.  Only those columns: a backlog of another column
-        (one observed by nobody yet) made every idle pull of the table's workers scan it,
-        each taking seconds at 200,000 entries."""
+        seconds (every RECOUNT while their counts are unsure), when a pull found
+        nothing: entries written behind the node's back (a raw write) are found so, not
+        lost.  Only those columns: a backlog of another column (one observed by nobody
+        yet) made every idle pull of the table's workers scan it, each taking seconds
+        at 200,000 entries."""
+        columns = list(columns)
         with self._lock:
-            if self._clock() - self._indexed_at < REINDEX:
+            since = self._clock() - self._indexed_at
+            if since < (REINDEX if self.counts.sure(columns) else RECOUNT):
                 return
             self._indexed_at = self._clock()
-        self.build_index(columns)
+        self.build_index(columns, force=False)
 
     # --- writes ---------------------------------------------------------------------------
 
-    def written(self, mutations: Sequence[RowMutation]) -> None:
+    def written(self, tried: Sequence[RowMutation], landed: Sequence[RowMutation]) -> None:
         """Entries were written (or tried) into these log rows: note their buckets' highest
-        positions and wake their owners."""
+        positions and wake their owners; count those that ``landed``."""
         owners: set[str] = set()
         with self._lock:
-            for m in mutations:
+            for m in tried:
                 try:
                     column, bucket, position = log.decode_key(m.row)
                 except ValueError:
@@ -127,37 +155,79 @@ class TableFeed:
                 key = (column, bucket)
                 if position > self._last.get(key, 0):
                     self._last[key] = position
-                self.pending[column] = self.pending.get(column, 0) + len(m.mutations)
                 owner = self.assignment.owner(column, bucket)
                 if owner is not None:
                     owners.add(owner)
             members = [self.assignment.members.get(w) for w in owners]
+        self.counts.landed(landed)
         for member in members:
             if member is not None:
                 member.wake.set()
 
     def delete(self, done: Sequence[DoneRef]) -> int:
-        """Delete exactly the handled entries (never a range: one written meanwhile stays)."""
-        mutations = [RowMutation(self.log_table, ref.log_row,
-                                 tuple(DeleteVersion(row, 0) for row in ref.rows[i:i + 500]))
-                     for ref in done for i in range(0, len(ref.rows), 500)]
-        for i in range(0, len(mutations), _DELETES_PER_CALL):
-            self._store.mutate_rows(mutations[i:i + _DELETES_PER_CALL])
-        n = self.uncount(done)
+        """Delete exactly the handled entries (never a range: one written meanwhile stays),
+        each conditional on being there: how many were (a repeated pull after a lost
+        reply hands back entries deleted already)."""
+        mutations = deletes(self.log_table, ((ref.log_row, ref.rows) for ref in done))
+        with self.counts.deleting() as gone:
+            for i in range(0, len(mutations), _DELETES_PER_CALL):
+                chunk = mutations[i:i + _DELETES_PER_CALL]
+                for column, k in removed(self._store, chunk,
+                                         self._store.mutate_rows(chunk)).items():
+                    gone[column] = gone.get(column, 0) + k
+            n = sum(gone.values())
         if n:
             self._on_deleted(n)
         return n
 
-    def uncount(self, done: Sequence[DoneRef]) -> int:
-        """Entries that left the log (deleted or parked): the pending counts go down."""
+    def pending(self, columns: Iterable[bytes], cap: int) -> int:
+        """Entries of ``columns`` in the log, counted up to ``cap`` from the store, each
+        bucket read from its floor: below it the bucket holds no entry.
+
+        A read moves the floor to the first entry it found, or, if none, past the
+        resolved timestamp taken before it (every later entry is written above it):
+        the deleted entries below stay behind it, and a bucket with nothing written at
+        or above its floor is not read at all.  Each call scanned every column from its
+        start, stepping over the deleted entries' tombstones until a compaction (the
+        bench asks ten times a second; a worker's every idle pull asked too)."""
+        resolved = self._tracker.resolved()
+        n = 0
+        for column in sorted(set(columns)):
+            if not column or len(column) > log.MAX_COLUMN:
+                continue
+            with self._lock:
+                due = [(b, self._floor.get((column, b), 0)) for b in range(log.BUCKETS)
+                       if self._last.get((column, b), 0) >= self._floor.get((column, b), 0)]
+            for bucket, floor in due:
+                n += self._pending_in(column, bucket, floor, resolved, cap - n)
+                if n >= cap:
+                    return n
+        return n
+
+    def _pending_in(self, column: bytes, bucket: int, floor: int, resolved: int,
+                    cap: int) -> int:
+        """Entries of one bucket from ``floor`` on, up to ``cap``; moves its floor."""
+        prefix = log.bucket_prefix(column, bucket)
+        scan = ScanRequest(self.log_table, prefix + log.position_bytes(floor),
+                           log.bucket_prefix(column, bucket + 1), limit=max(1, cap))
+        n = 0
+        first = resolved + 1
+        for row in self._store.scan(scan):
+            try:
+                c, b, position = log.decode_key(row.row)
+            except ValueError:
+                continue  # not a log row (written behind the node's back): never pending
+            if (c, b) != (column, bucket):
+                continue
+            first = min(first, position)
+            n += len(row.cells)
+            if n >= cap:
+                break
         with self._lock:
-            for ref in done:
-                try:
-                    column = log.decode_key(ref.log_row)[0]
-                except ValueError:
-                    continue
-                self.pending[column] = max(0, self.pending.get(column, 0) - len(ref.rows))
-        return sum(len(ref.rows) for ref in done)
+            key = (column, bucket)
+            if first > self._floor.get(key, 0):
+                self._floor[key] = first
+        return n
 
     # --- membership -----------------------------------------------------------------------
 
@@ -216,6 +286,11 @@ class TableFeed:
             # could skip a bucket on an older position, then pass its entry).
             resolved = self._tracker.resolved()
             with self._lock:
+                if self.assignment.members.get(request.worker) is not member:
+                    # It left (or its lease ended) while this pull waited: answer now.  A
+                    # held first assignment kept it waiting otherwise (owned and held
+                    # both empty look settled), up to the hold or the long poll.
+                    return PullReply({}, {}, member.index, (), Cursors(resolved), False)
                 held = self.assignment.hold_left(self._clock())
                 if held == 0.0:  # a first assignment was held until now: grant it
                     self.assignment.rebalance(self._clock(), self._wake)

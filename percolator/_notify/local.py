@@ -119,7 +119,7 @@ class Notifications:
             if self._closed or key in self._backfills:
                 return
             backfill = self._backfills[key] = Backfill(
-                self.ctx, table, reg, pending=lambda: feed.pending.get(reg.column, 0),
+                self.ctx, table, reg, pending=lambda: feed.counts.of(reg.column),
                 on_done=lambda: self._backfill_done(key))
         backfill.start()
 
@@ -165,10 +165,11 @@ class Notifications:
             found.build_index()
         return found
 
-    def _written(self, table: bytes, mutations: Sequence[RowMutation]) -> None:
+    def _written(self, table: bytes, tried: Sequence[RowMutation],
+                 landed: Sequence[RowMutation]) -> None:
         feed = self._feeds.get(table)
         if feed is not None:
-            feed.written(mutations)
+            feed.written(tried, landed)
 
     def _note_deleted(self, table: bytes, n: int, *, idle: bool = False) -> None:
         """``n`` entries of ``table`` were deleted (``idle``: a pull found nothing to do):
@@ -223,7 +224,7 @@ class Notifications:
         regs = self.ctx.observed.registrations(table)
         feed = self.feed(table)
         live = [m for m, _ in feed.live()]
-        names = set(regs) | {c for c, n in feed.pending.items() if n > 0}
+        names = set(regs) | feed.counts.columns()
         out = []
         for column in sorted(names):
             reg = regs.get(column) or log.Registration(column, 0)
@@ -261,28 +262,15 @@ class Notifications:
         self.feed(table).delete(refs)
 
     def pending(self, table: bytes, columns: Sequence[bytes], cap: int = 1) -> int:
-        """Entries of ``columns`` in the log, counted up to ``cap`` (a fresh scan); a
-        backfill still running counts as one more (its entries are still to come)."""
-        self.feed(table)  # resumes its backfills
+        """Entries of ``columns`` in the log, counted up to ``cap`` from the store (not
+        reading again what is known to be empty: ``TableFeed.pending``); a backfill
+        still running counts as one more (its entries are still to come)."""
+        feed = self.feed(table)  # resumes its backfills
         regs = self.ctx.observed.registrations(table)
         n = sum(1 for c in set(columns) if c in regs and regs[c].backfill == log.PENDING)
         if n >= cap:
             return n
-        ntable = layout.notify_table(table)
-        for column in sorted(set(columns)):
-            if not column or len(column) > log.MAX_COLUMN:
-                continue
-            scan = ScanRequest(ntable, log.column_prefix(column), log.column_end(column),
-                               limit=max(1, cap - n))
-            for row in self.ctx.store.scan(scan):
-                try:
-                    log.decode_key(row.row)
-                except ValueError:
-                    continue  # not a log row (written behind the node's back): never pending
-                n += len(row.cells)
-                if n >= cap:
-                    return n
-        return n
+        return n + feed.pending(columns, cap - n)
 
     def park(self, table: bytes, worker: str, refs: Sequence[DoneRef], note: bytes) -> int:
         check_json(note, "park note")
@@ -291,9 +279,8 @@ class Notifications:
                 log.decode_key(ref.log_row)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
-        moved = parking.park(self.ctx.store, table, refs, note)
-        self.feed(table).uncount(refs)
-        return moved
+        with self.feed(table).counts.deleting() as gone:
+            return parking.park(self.ctx.store, table, refs, note, gone)
 
     def parked(self, table: bytes, limit: int = 0) -> list[ParkedCell]:
         return parking.parked(self.ctx.store, table, limit)
@@ -306,10 +293,12 @@ class Notifications:
         with self.ctx.log.allocate() as position:
             batch = parking.replay_rows(table, found, self.ctx.observed.of(table), position)
             notes = [m for m in batch if m.table == layout.notify_table(table)]
+            landed: list[RowMutation] = []
             try:
                 self.ctx.store.mutate_rows(batch, sync=True)
+                landed = notes
             finally:
-                self.ctx.log.written(table, notes)
+                self.ctx.log.written(table, notes, landed)
         return len(found)
 
     def members(self, table: bytes) -> list[MemberInfo]:

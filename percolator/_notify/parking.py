@@ -30,6 +30,7 @@ from bigtable_lite import (
 from .. import layout
 from . import log
 from .api import DoneRef, ParkedCell
+from .counts import deletes, removed
 
 __all__ = ["PARKED_INFO", "PARKED_NOTE", "park", "parked", "parked_table", "replay_rows"]
 
@@ -41,29 +42,33 @@ def parked_table(table: bytes) -> bytes:
     return table + layout.PARKED_SUFFIX
 
 
-def park(store: TabletStore, table: bytes, refs: Sequence[DoneRef], note: bytes) -> int:
-    """Move the entries ``refs`` of the log to the parking table; how many moved."""
+def park(store: TabletStore, table: bytes, refs: Sequence[DoneRef], note: bytes,
+         gone: dict[bytes, int]) -> int:
+    """Move the entries ``refs`` of the log to the parking table; how many moved.
+    ``gone`` gets the entries removed from the log per column: each log row's delete is
+    conditional on its cells being there (``counts``), so one removed meanwhile by
+    another (a repeated pull) is not counted twice."""
     ntable = layout.notify_table(table)
     reads = [RowRead(ntable, ref.log_row, ref.rows, max_versions=1) for ref in refs]
     found = store.read_rows(reads) if reads else []
     by_row: dict[bytes, list[Mutation]] = {}
-    deletes: list[RowMutation] = []
-    moved = 0
+    moved: list[tuple[bytes, list[bytes]]] = []
     for ref, cells in zip(refs, found):
         column, _, position = log.decode_key(ref.log_row)
         for cell in cells:
             muts = by_row.setdefault(cell.column, [])
             muts.append(Put(PARKED_NOTE + column, position, cell.value))
             muts.append(Put(PARKED_INFO + column, 0, note))
-            moved += 1
         if cells:
-            deletes.append(RowMutation(ntable, ref.log_row,
-                                       tuple(DeleteVersion(c.column, 0) for c in cells)))
+            moved.append((ref.log_row, [c.column for c in cells]))
     ptable = parked_table(table)
-    batch = [RowMutation(ptable, row, tuple(muts)) for row, muts in by_row.items()] + deletes
-    if batch:
-        store.mutate_rows(batch, sync=True)
-    return moved
+    copies = [RowMutation(ptable, row, tuple(muts)) for row, muts in by_row.items()]
+    removals = deletes(ntable, moved)
+    if copies:
+        results = store.mutate_rows(copies + removals, sync=True)
+        for column, n in removed(store, removals, results[len(copies):]).items():
+            gone[column] = gone.get(column, 0) + n
+    return sum(len(rows) for _, rows in moved)
 
 
 def parked(store: TabletStore, table: bytes, limit: int = 0,

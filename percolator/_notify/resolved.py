@@ -39,6 +39,8 @@ class Tracker:
         self._waiters = 0
         self._in_flight: dict[int, int] = {}  # first position -> count
         self._last: int | None = None  # taken when first needed (starting takes none)
+        self.allocations = 0
+        """Allocations made, ever (a recount of the log checks that none began meanwhile)."""
 
     @contextmanager
     def allocate(self, count: int = 1) -> Iterator[int]:
@@ -48,6 +50,7 @@ class Tracker:
                      else self._oracle.get_timestamps(count))
             self._in_flight[first] = count
             self._last = first + count - 1
+            self.allocations += 1
         try:
             yield first
         finally:
@@ -55,6 +58,11 @@ class Tracker:
                 del self._in_flight[first]
                 if self._waiters:
                     self._advanced.notify_all()
+
+    def quiet(self) -> int | None:
+        """:attr:`allocations` if no position is in flight now, else None."""
+        with self._lock:
+            return None if self._in_flight else self.allocations
 
     def resolved(self) -> int:
         with self._lock:

@@ -190,11 +190,13 @@ def _commit_one(ctx: StepContext, request: CommitRequest, locks: dict[Key, Lock]
     batch, atomic, logged = _mutations(request, locks, commit_ts, observed)
     n = max(atomic, min(len(batch), ctx.limits.max_batch_rows))  # the commit point's write
     failpoints.hit("commit.before_commit_primary")  # every lock in place, commit_ts taken
+    landed: Sequence[RowMutation] = ()  # of the log entries, those known written
     try:
         results = ctx.store.mutate_guarded(batch[:n])
         prow, pcol = request.primary
         if not results[0].applied:
-            return _decided(ctx, request)
+            return _decided(ctx, request)  # nothing written, its entries neither
+        landed = batch[1:min(n, 1 + logged)]  # unconditional rows: applied with the primary
         ctx.statuses.remember(request.table, prow, pcol, request.start_ts,
                               TxnStatus(COMMITTED, commit_ts))
         failpoints.hit("commit.after_commit_primary")
@@ -203,13 +205,14 @@ def _commit_one(ctx: StepContext, request: CommitRequest, locks: dict[Key, Lock]
                 settle_in_calls(ctx.store, ctx.limits, batch[1:n], results[1:])
             if n < len(batch):  # did not fit the commit point's write: in order, in calls
                 settle_in_calls(ctx.store, ctx.limits, batch[n:])
+                landed = batch[1:1 + logged]
         except Exception as exc:  # noqa: BLE001 - committed: its answer, whatever the rest did
             # Past the commit point the transaction is committed, and must be answered so;
             # the secondaries left locked are rolled forward by whoever meets them.
             log.warning("secondaries of transaction %d (committed at %d) left locked (%r);"
                         " readers roll them forward", request.start_ts, commit_ts, exc)
     finally:
-        ctx.log.written(request.table, batch[1:1 + logged])
+        ctx.log.written(request.table, batch[1:1 + logged], landed)
     failpoints.hit("commit.after_commit_secondary")
     return CommitOutcome(True, commit_ts)
 

@@ -14,7 +14,9 @@ docs/observers.md.
 Every write of entries takes its log position from :class:`NotifyLog` (the
 resolved-timestamp tracker) and holds it in flight until the write returned, then
 tells the log's listener (the feed that hands entries to workers) which buckets it
-wrote, also when the write failed (an over-estimate only costs a read).
+wrote, also when the write failed (an over-estimate only costs a read), and which
+entries it knows landed (the feed's pending counts: a commit that found its primary
+settled, or a backfill chunk whose registration changed, wrote none).
 
 Registrations persist in ``<table>.config``, row ``layout.OBSERVED_ROW``: one store
 column per observed column, at ts 0, value = a registration record (``_notify.log``).
@@ -48,7 +50,7 @@ from ..oracle import TimestampSource
 __all__ = ["NotifyLog", "ObservedColumns", "entries"]
 
 Key = tuple[bytes, bytes]
-Listener = Callable[[bytes, Sequence[RowMutation]], None]
+Listener = Callable[[bytes, Sequence[RowMutation], Sequence[RowMutation]], None]
 ITEMS_PER_LOG_ROW = 500
 """Entries per row mutation of one log row (within the store's items per row)."""
 
@@ -169,16 +171,30 @@ class ObservedColumns:
                 self._install(table, regs)
             return old
 
-    def progressed(self, table: bytes, reg: Registration) -> None:
-        """A backfill persisted ``reg`` (conditional on its registration): mirror it."""
+    def advance(self, table: bytes, column: bytes, registered_at: int,
+                write: Callable[[Registration], Registration | None]) -> Registration | None:
+        """A backfill's progress: ``write(current)`` persists the next progress of the
+        registration as it stands now and returns it (None: not written), under the lock
+        every other write of the record takes.  None if the registration is gone or was
+        made again (the backfill is over).
+
+        Why under the lock: the record holds the partition prefix beside the progress.
+        A progress write built from the backfill's own copy put back the prefix it
+        started with over one registered since, and a new prefix written from a
+        progress not yet mirrored here put back an older cursor (a chunk queued again
+        after a restart)."""
+        self.of(table)
         with self._lock:
-            regs = dict(self._registrations.get(table, {}))
-            old = regs.get(reg.column)
-            if old is not None and old.registered_at == reg.registered_at:
-                regs[reg.column] = Registration(
-                    reg.column, reg.registered_at, old.partition_prefix, reg.backfill,
-                    reg.done, reg.estimated, reg.cursor)
+            regs = self._registrations.get(table, {})
+            current = regs.get(column)
+            if current is None or current.registered_at != registered_at or current.damaged:
+                return None
+            done = write(current)
+            if done is not None:
+                regs = dict(regs)
+                regs[column] = done
                 self._install(table, regs)
+            return done
 
 
 class NotifyLog:
@@ -197,12 +213,15 @@ class NotifyLog:
         with self.tracker.allocate(count) as first:
             yield first
 
-    def written(self, table: bytes, mutations: Sequence[RowMutation]) -> None:
-        """Entries ``mutations`` of ``table`` were written (or tried): call inside the
-        block of their position, before it ends."""
-        if mutations:
+    def written(self, table: bytes, tried: Sequence[RowMutation],
+                landed: Sequence[RowMutation]) -> None:
+        """Entries ``tried`` of ``table`` were written, or tried (their buckets are read
+        again: an over-estimate only costs a read); ``landed``: those of them known to
+        be in the log now (counted as pending).  Call inside the block of their
+        position, before it ends."""
+        if tried:
             for listener in self._listeners:
-                listener(table, mutations)
+                listener(table, tried, landed)
 
 
 def entries(table: bytes, observed: Mapping[bytes, bytes], keys: Iterable[Key],

@@ -168,11 +168,13 @@ def commit_one_phase(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcom
     if not parts:
         with ctx.log.allocate() as commit_ts:  # the position of its entries, too
             notes = entries(table, ctx.observed.of(table), (), commit_ts, commit_ts, weak)
+            landed: list[RowMutation] = []
             try:
                 if notes:
                     mutate_in_calls(ctx.store, ctx.limits, notes)
+                    landed = notes
             finally:
-                ctx.log.written(table, notes)
+                ctx.log.written(table, notes, landed)
         return CommitOutcome(True, commit_ts)
     if len({row for row, _ in parts}) != len(parts):
         return _chained(ctx, request)
@@ -260,16 +262,18 @@ def _attempt(ctx: StepContext, request: OnePhaseRequest, position: int | None
             for row, cells in parts]
         return out + notes
 
+    landed = False
     try:
         try:
             results = ctx.store.mutate_atomic(checks, finish)
         except _OracleBusy:  # nothing written: take commit_ts first, then check and write
             stamp.append(ctx.oracle.get_timestamp())
             results = ctx.store.mutate_atomic(checks, finish)
+        landed = True  # notes are made by finish(), which only a write that lands calls
     finally:
         ctx.latches.release(held)
         if notes:
-            ctx.log.written(table, notes)
+            ctx.log.written(table, notes, notes if landed else ())
     if stamp and all(r.applied for r in results):
         failpoints.hit("commit.after_commit_primary")
         failpoints.hit("commit.after_commit_secondary")

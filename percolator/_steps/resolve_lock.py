@@ -112,10 +112,12 @@ def _roll_forward_notifying(ctx: StepContext, table: bytes, observed: Mapping[by
         for group, commit_ts in forward:
             notes += entries(table, observed, [(f.row, f.column) for f in group], position,
                              commit_ts)
+        landed: list[RowMutation] = []
         try:
             settle_in_calls(ctx.store, ctx.limits, notes + fixes)
+            landed = notes  # unconditional: written, once the calls returned
         finally:
-            ctx.log.written(table, notes)
+            ctx.log.written(table, notes, landed)
 
 
 def resolve(ctx: StepContext, table: bytes, start_ts: int, keys: Sequence[Key]) -> int:
