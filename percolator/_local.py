@@ -36,7 +36,7 @@ from ._backend import (
     TxnStatus,
 )
 from ._gc import DEFAULT_GC_DUTY, DEFAULT_GC_LIFE_TIME, Collector
-from ._gc_table import GcPass
+from ._gc_table import GcPass, read_samples
 from ._notify.local import Notifications
 from ._safe_point import DEFAULT_CLIENT_LEASE, SafePoint
 from ._snapshots import ActiveSnapshots
@@ -45,7 +45,7 @@ from ._steps import commit as commit_step
 from ._steps import heartbeat as heartbeat_step
 from ._steps.check_txn_status import StatusCache
 from ._steps.notify import NotifyLog, ObservedColumns
-from .clock import Clock, SystemClock
+from .clock import Clock, SteadyClock
 from .errors import SnapshotTooOld
 from .oracle import Oracle, check_count
 
@@ -78,7 +78,10 @@ class LocalBackend:
         self._store = store
         self.oracle = oracle
         self.limits = store.limits
-        self.clock = clock or SystemClock()
+        # Lock expiry on a clock steps of the wall clock cannot move (percolator.clock),
+        # not behind the latest time a GC sample of an earlier life recorded.
+        self.clock = clock or SteadyClock(floor_ms=max(
+            (wall for wall, _ in read_samples(store)), default=0))
         self._owned = owned
         self._closed = False
         steps_store = store.unchecked() if _requests_fit(store) else store

@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from bigtable_lite import Put, RowMutation, RowRead, TimeRange
-from percolator import Client, layout, records
+from percolator import Client, Transaction, layout, records
 from percolator._backend import COMMITTED, ROLLED_BACK
 from percolator._node_client import NodeClient
 from percolator.clock import FakeClock
@@ -69,6 +69,11 @@ def prewrite(table: bytes, start_ts: int, primary: tuple[bytes, bytes],
             column=column, value=b"forged")]) for row, column in cells]))
 
 
+def set_ok(txn: Transaction, keys: list[tuple[bytes, bytes]]) -> None:
+    for row, column in keys:
+        txn.set(row, column, b"ok")
+
+
 def stamp(channel: grpc.Channel, transport: str) -> int:
     reply = send(channel, transport, node_pb2.BatchRequest(commands=[node_pb2.Command(
         get_timestamps={"count": 1})]))
@@ -90,7 +95,7 @@ def test_prewrites_naming_each_other_as_primary_are_refused_and_lock_nothing(
     assert lock_versions(node.backend, table) == []
     # The cells serve as any: a writer writes them, a reader reads them.
     with Client(NodeClient(node.address, timeout=WAIT), table=table) as client:
-        client.run(lambda txn: [txn.set(row, column, b"ok") for row, column in (a, b)])
+        client.run(lambda txn: set_ok(txn, [a, b]))
         assert client.begin().get_many([a, b]) == {a: b"ok", b: b"ok"}
 
 
@@ -170,7 +175,7 @@ def test_locks_naming_each_other_as_primary_are_rolled_back(world: World) -> Non
     assert world.client.begin().get_many([a, b]) == {a: None, b: None}
     assert lock_versions(world.local, world.table) == []
     assert markers(world, a) == [start_ts] and markers(world, b) == [start_ts]
-    world.client.run(lambda txn: [txn.set(row, column, b"ok") for row, column in (a, b)])
+    world.client.run(lambda txn: set_ok(txn, [a, b]))
     assert world.client.begin().get_many([a, b]) == {a: b"ok", b: b"ok"}
 
 
