@@ -98,7 +98,12 @@ class RowRead:
 @dataclass(frozen=True, slots=True)
 class ScanRequest:
     """Scan rows in [start_row, end_row) of a table; None means unbounded; limit counts rows
-    (0 = all)."""
+    (0 = all).
+
+    ``keys_only_prefixes``: the cells of columns under these prefixes come back with empty
+    values, for a caller that needs to know which versions exist, not what they hold (GC
+    over long values): their values are neither copied nor sent.
+    """
 
     table: bytes
     start_row: bytes | None = None
@@ -108,6 +113,7 @@ class ScanRequest:
     time_range: TimeRange = ALL_TIME
     max_versions: int = 0
     limit: int = 0
+    keys_only_prefixes: tuple[bytes, ...] = ()
 
 
 # --- conditions of a check-and-mutate -------------------------------------------------

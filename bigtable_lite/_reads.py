@@ -112,7 +112,7 @@ class Reader:
                     if it is None:
                         it = source.raw_iterator(verify_checksums=True)
                     out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
-                                         tr.min_ts, tr.max_ts, r.max_versions))
+                                         tr.min_ts, tr.max_ts, r.max_versions, ()))
                 if budget >= 0 and out:
                     _spend(budget, out[-1], max_bytes)
                 return out
@@ -226,8 +226,9 @@ def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
 
 
 def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts: int,
-                      min_ts: int, max_versions: int, cells: list[Cell]) -> None:
-    """Append the versions of one cell within [min_ts, max_ts], newest first."""
+                      min_ts: int, max_versions: int, cells: list[Cell], strip: bool) -> None:
+    """Append the versions of one cell within [min_ts, max_ts], newest first (``strip``:
+    with empty values)."""
     it.seek(version_key(cpfx, max_ts))
     n = 0
     width = len(cpfx)
@@ -238,7 +239,7 @@ def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts
         ts = decode_ts_at(key, width)
         if ts < min_ts:
             return
-        cells.append(Cell(column, ts, it.value()))
+        cells.append(Cell(column, ts, b"" if strip else it.value()))
         n += 1
         if n == max_versions:
             return
@@ -246,8 +247,10 @@ def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts
 
 
 def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, bytes]],
-              prefixes: Sequence[bytes], min_ts: int, max_ts: int, max_versions: int) -> list[Cell]:
-    """The cells of one row: the wanted (column, escaped column)s, else those under prefixes."""
+              prefixes: Sequence[bytes], min_ts: int, max_ts: int, max_versions: int,
+              keys_only: tuple[bytes, ...]) -> list[Cell]:
+    """The cells of one row: the wanted (column, escaped column)s, else those under prefixes;
+    those of columns under ``keys_only`` prefixes with empty values."""
     cells: list[Cell] = []
     if wanted:
         if max_versions == 1:  # the newest version at or below max_ts: one seek each, inline
@@ -265,10 +268,12 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, byt
                 if key.startswith(cpfx):
                     ts = decode_ts_at(key, len(cpfx))
                     if ts >= min_ts:
-                        cells.append(Cell(column, ts, it.value()))
+                        cells.append(Cell(column, ts, b"" if keys_only and
+                                          column.startswith(keys_only) else it.value()))
             return cells
         for column, escaped in wanted:
-            _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions, cells)
+            _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions, cells,
+                              column.startswith(keys_only))
         return cells
     width = len(rpfx)
     for p in _normalise_prefixes(prefixes) if prefixes else [b""]:
@@ -283,7 +288,8 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, byt
             except ValueError as exc:
                 raise DataCorruption(f"undecodable key {key!r}") from exc
             cpfx = key[:end]
-            _collect_versions(it, cpfx, column, max_ts, min_ts, max_versions, cells)
+            _collect_versions(it, cpfx, column, max_ts, min_ts, max_versions, cells,
+                              column.startswith(keys_only))
             it.seek(after_versions(cpfx))
     return cells
 
@@ -308,7 +314,7 @@ def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes
             raise DataCorruption(f"undecodable key {key!r}") from exc
         rpfx = key[:end]
         cells = _read_row(it, rpfx, wanted, s.column_prefixes, tr.min_ts, tr.max_ts,
-                          s.max_versions)
+                          s.max_versions, s.keys_only_prefixes)
         if cells:
             chunk.append(Row(row, tuple(cells)))
         position = after_row(rpfx)

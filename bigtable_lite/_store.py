@@ -113,16 +113,19 @@ class StoreOps:
     def scan_rows(self, table: bytes | str, start_row: bytes | str | None = None,
                   end_row: bytes | str | None = None, *, columns: Iterable[bytes | str] = (),
                   column_prefixes: Iterable[bytes | str] = (), time_range: TimeRange = ALL_TIME,
-                  max_versions: int = 0, limit: int = 0) -> Iterator[Row]:
+                  max_versions: int = 0, limit: int = 0,
+                  keys_only_prefixes: Iterable[bytes | str] = ()) -> Iterator[Row]:
         _not_one_name(columns, "columns")
         _not_one_name(column_prefixes, "column_prefixes")
+        _not_one_name(keys_only_prefixes, "keys_only_prefixes")
         return self.scan(ScanRequest(
             as_bytes(table, "table"),
             None if start_row is None else as_bytes(start_row, "start_row"),
             None if end_row is None else as_bytes(end_row, "end_row"),
             tuple(as_bytes(c, "column") for c in columns),
             tuple(as_bytes(p, "column prefix") for p in column_prefixes),
-            time_range, max_versions, limit))
+            time_range, max_versions, limit,
+            tuple(as_bytes(p, "column prefix") for p in keys_only_prefixes)))
 
 
 def _not_one_name(names: object, what: str) -> None:

@@ -153,6 +153,14 @@ def check_batch(mutations: Sequence[RowMutation], limits: Limits) -> None:
         check_row_mutation(m, limits)
 
 
+def _check_prefixes(prefixes: Sequence[bytes], col_limit: int) -> None:
+    for p in prefixes:
+        if type(p) is not bytes:
+            raise TypeError(f"column prefix must be bytes, not {type(p).__name__}")
+        if len(p) > col_limit:
+            raise LimitExceeded(f"column prefix is {len(p)} bytes; the limit is {col_limit}")
+
+
 def _check_filter(
     columns: Sequence[bytes], prefixes: Sequence[bytes], time_range: TimeRange, max_versions: int,
     limits: Limits,
@@ -161,11 +169,7 @@ def _check_filter(
     for c in columns:
         if not (type(c) is bytes and 0 < len(c) <= col_limit):
             check_key(c, "column", col_limit)
-    for p in prefixes:
-        if type(p) is not bytes:
-            raise TypeError(f"column prefix must be bytes, not {type(p).__name__}")
-        if len(p) > col_limit:
-            raise LimitExceeded(f"column prefix is {len(p)} bytes; the limit is {col_limit}")
+    _check_prefixes(prefixes, col_limit)
     if columns and prefixes:
         raise InvalidArgument("give exact columns or column prefixes, not both")
     if type(time_range) is not TimeRange:
@@ -220,6 +224,7 @@ def check_scan(s: ScanRequest, limits: Limits) -> None:
     if s.start_row is not None and s.end_row is not None and s.start_row > s.end_row:
         raise InvalidArgument("scan range is inverted: start_row > end_row")
     _check_filter(s.columns, s.column_prefixes, s.time_range, s.max_versions, limits)
+    _check_prefixes(s.keys_only_prefixes, limits.max_column_bytes)
     if type(s.limit) is not int:
         raise TypeError(f"limit must be an int, not {type(s.limit).__name__}")
     if not 0 <= s.limit <= MAX_TS:

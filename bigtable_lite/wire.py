@@ -152,6 +152,8 @@ def scan_request_to_pb(s: ScanRequest) -> pb.ScanRequest:
         _set_time_range(m.time_range, s.time_range)
     m.max_versions = s.max_versions
     m.limit = s.limit
+    if s.keys_only_prefixes:
+        m.keys_only_prefixes.extend(s.keys_only_prefixes)
     return m
 
 
@@ -160,7 +162,7 @@ def scan_request_from_pb(m: pb.ScanRequest) -> ScanRequest:
     return ScanRequest(m.table, m.start_row or None, m.end_row or None, tuple(f.columns),
                        tuple(f.prefixes), _time_range_from_pb(m.HasField("time_range"),
                                                               m.time_range),
-                       m.max_versions, m.limit)
+                       m.max_versions, m.limit, tuple(m.keys_only_prefixes))
 
 
 def scan_response_to_pb(rows: Iterable[Row]) -> pb.ScanResponse:

@@ -65,7 +65,7 @@ class ReadRowsResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[RowCells, _Mapping]]] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
-    __slots__ = ("table", "start_row", "end_row", "filter", "time_range", "max_versions", "limit")
+    __slots__ = ("table", "start_row", "end_row", "filter", "time_range", "max_versions", "limit", "keys_only_prefixes")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     START_ROW_FIELD_NUMBER: _ClassVar[int]
     END_ROW_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class ScanRequest(_message.Message):
     TIME_RANGE_FIELD_NUMBER: _ClassVar[int]
     MAX_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_ONLY_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     table: bytes
     start_row: bytes
     end_row: bytes
@@ -80,7 +81,8 @@ class ScanRequest(_message.Message):
     time_range: TimeRange
     max_versions: int
     limit: int
-    def __init__(self, table: _Optional[bytes] = ..., start_row: _Optional[bytes] = ..., end_row: _Optional[bytes] = ..., filter: _Optional[_Union[ColumnFilter, _Mapping]] = ..., time_range: _Optional[_Union[TimeRange, _Mapping]] = ..., max_versions: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    keys_only_prefixes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, table: _Optional[bytes] = ..., start_row: _Optional[bytes] = ..., end_row: _Optional[bytes] = ..., filter: _Optional[_Union[ColumnFilter, _Mapping]] = ..., time_range: _Optional[_Union[TimeRange, _Mapping]] = ..., max_versions: _Optional[int] = ..., limit: _Optional[int] = ..., keys_only_prefixes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Row(_message.Message):
     __slots__ = ("row", "cells")

@@ -118,7 +118,9 @@ def collect(ctx: StepContext, table: bytes, safe_point: int, start_row: bytes | 
     max_items = ctx.limits.max_items_per_row
     below = TimeRange(0, safe_point)  # versions above S are all kept: not even read
     orphans: list[tuple[Row, list[Cell]]] = []
-    for row in ctx.store.scan(StoreScan(table, start_row, None, (), (), below, 0, limit)):
+    # Long values are not read: which versions exist is all a pass needs of them.
+    for row in ctx.store.scan(StoreScan(table, start_row, None, (), (), below, 0, limit,
+                                        (DATA,))):
         done.rows += 1
         last = row.row
         batch += row_garbage(table, row, safe_point, max_items, done)

@@ -236,6 +236,31 @@ def test_scan_filters_and_skips_rows_without_selected_cells(store: Store) -> Non
     assert [(r.row, [c.ts for c in r.cells]) for r in newest] == [(b"r1", [5]), (b"r2", [9])]
 
 
+def test_a_scan_returns_keys_only_for_the_columns_asked(store: Store) -> None:
+    """Which versions exist, without their values, for columns under keys_only_prefixes;
+    the other columns whole: over every read path of a scan (all columns, exact columns,
+    the newest version of each)."""
+    must_put(store, b"r", b"big:a", 5, b"B" * 5000)
+    must_put(store, b"r", b"big:a", 7, b"C" * 5000)
+    must_put(store, b"r", b"meta", 5, b"M")
+    keys_only = [(b"big:a", 7, b""), (b"big:a", 5, b""), (b"meta", 5, b"M")]
+    for kwargs, expected in (({}, keys_only),
+                             ({"columns": [b"big:a", b"meta"]}, keys_only),
+                             ({"column_prefixes": [b"big"]}, keys_only[:2]),
+                             ({"max_versions": 1}, [keys_only[0], keys_only[2]]),
+                             ({"columns": [b"big:a", b"meta"], "max_versions": 1},
+                              [keys_only[0], keys_only[2]])):
+        rows = list(store.scan_rows(T, keys_only_prefixes=[b"big:"],
+                                    **kwargs))  # type: ignore[arg-type]
+        assert [(c.column, c.ts, c.value) for c in rows[0].cells] == expected, kwargs
+    whole = list(store.scan_rows(T, keys_only_prefixes=[b"other"]))[0].cells
+    assert [c.value for c in whole] == [b"C" * 5000, b"B" * 5000, b"M"]
+    with pytest.raises(LimitExceeded):
+        list(store.scan_rows(T, keys_only_prefixes=[b"p" * 4097]))
+    with pytest.raises(TypeError, match="list of names"):
+        list(store.scan_rows(T, keys_only_prefixes="big"))  # type: ignore[arg-type]
+
+
 def test_scan_limit_and_many_rows_in_order(store: Store) -> None:
     n = 700  # more than one engine chunk and one ScanResponse
     store.mutate_rows([RowMutation(T, b"row%05d" % i, (Put(b"c", 1, b"v"),)) for i in range(n)])

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bigtable_lite import Put, RowMutation
+from bigtable_lite import Put, Row, RowMutation, ScanRequest
+from bigtable_lite._local import UncheckedStore
 from percolator import Client, CommitConflict, SnapshotTooOld, Transaction, _gc, layout
 from percolator._backend import (
     COMMITTED,
@@ -125,6 +126,32 @@ def test_a_long_value_goes_with_its_record_and_an_orphan_alone(world: World) -> 
     stored = versions(world.client)
     assert first_ts not in stored[(b"row", layout.data_column(b"col"))]
     assert stored[(b"row", layout.data_column(b"col"))] == [t.start_ts]
+    must_see(world.backend, world.table, key, b"y" * 1000)
+
+
+def test_a_pass_reads_which_long_values_exist_not_the_values(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass rereads every version below the safe point, live ones too: were the long
+    values among them copied out, each pass would hold up to its chunk's rows times their
+    megabytes of values, and read the whole data set again."""
+    seen: list[int] = []
+    scan = UncheckedStore.scan  # the transaction layer's store
+
+    def counting_scan(store: UncheckedStore, request: ScanRequest) -> Iterator[Row]:
+        for row in scan(store, request):
+            seen.extend(len(c.value) for c in row.cells if c.column[:1] == layout.DATA)
+            yield row
+
+    key = (b"row", b"col")
+    for value in (b"x" * 1000, b"y" * 1000):
+        with world.client.transaction() as t:
+            t.set(*key, value)
+    settle_reports(world.client)
+    monkeypatch.setattr(UncheckedStore, "scan", counting_scan)
+    done = world.client.collect_garbage()
+    assert (done.write_records, done.data) == (1, 1), done
+    assert len(seen) == 2 and not any(seen), seen  # both versions known, no value read
+    assert versions(world.client)[(b"row", layout.data_column(b"col"))] == [t.start_ts]
     must_see(world.backend, world.table, key, b"y" * 1000)
 
 
