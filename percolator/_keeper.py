@@ -28,7 +28,7 @@ class _Held:
     def __init__(self, table: bytes, primary: Key, refreshed_ms: int) -> None:
         self.table = table
         self.primary = primary
-        self.refreshed_ms = refreshed_ms  # when its lock's TTL started last (our clock)
+        self.refreshed_ms = refreshed_ms  # when its lock's TTL started last (monotonic)
 
 
 class LockKeeper:
@@ -48,7 +48,7 @@ class LockKeeper:
     def hold(self, table: bytes, primary: Key, start_ts: int) -> None:
         """Keep transaction ``start_ts``'s primary lock alive until :meth:`release` (cheap:
         on every two-phase commit's path; call it before the prewrite)."""
-        self._held[start_ts] = _Held(table, primary, self._clock.now_ms())
+        self._held[start_ts] = _Held(table, primary, self._clock.monotonic_ms())
         if self._thread is None:
             with self._cond:
                 if self._thread is None and not self._closed:
@@ -61,7 +61,7 @@ class LockKeeper:
 
     def refresh_due(self) -> None:
         """Refresh every held primary whose last refresh is older than a third of the TTL."""
-        now = self._clock.now_ms()
+        now = self._clock.monotonic_ms()  # a step of the wall clock must not skip refreshes
         for start_ts, h in list(self._held.items()):
             if now - h.refreshed_ms < self.ttl_ms // 3:
                 continue

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 from bigtable_lite import LocalStore, StorageError, TabletStore
 
-from . import _gc_table as gc_table
 from . import records
 from ._backend import (
     CommitOutcome,
@@ -38,7 +37,7 @@ from ._backend import (
 )
 from ._gc import DEFAULT_GC_DUTY, DEFAULT_GC_LIFE_TIME, Collector
 from ._gc_rows import ChangedRows, NotingStore
-from ._gc_table import GcPass
+from ._gc_table import GcPass, read_samples, read_status
 from ._notify.local import Notifications
 from ._safe_point import DEFAULT_CLIENT_LEASE, SafePoint
 from ._snapshots import ActiveSnapshots, SnapshotReport
@@ -47,7 +46,7 @@ from ._steps import commit as commit_step
 from ._steps import heartbeat as heartbeat_step
 from ._steps.check_txn_status import StatusCache
 from ._steps.notify import NotifyLog, ObservedColumns
-from .clock import Clock, SystemClock
+from .clock import Clock, SteadyClock
 from .errors import SnapshotTooOld
 from .oracle import Oracle, check_count
 
@@ -80,10 +79,13 @@ class LocalBackend:
         self._store = store
         self.oracle = oracle
         self.limits = store.limits
-        self.clock = clock or SystemClock()
+        # Lock expiry on a clock steps of the wall clock cannot move (percolator.clock),
+        # not behind the latest time a GC sample of an earlier life recorded.
+        self.clock = clock or SteadyClock(floor_ms=max(
+            (wall for wall, _ in read_samples(store)), default=0))
         self._owned = owned
         self._closed = False
-        changed = ChangedRows(gc_table.read_status(store).tables, oracle.peek())
+        changed = ChangedRows(read_status(store).tables, oracle.peek())
         steps_store = NotingStore(store.unchecked() if _requests_fit(store) else store,
                                   changed, oracle.peek)
         self.ctx = StepContext(steps_store, oracle, self.clock, store.limits, StatusCache(),

@@ -174,11 +174,11 @@ class Transaction:
         decide (or their locks expire by the backend's clock) or lock_wait_timeout passes."""
         ctx = self._ctx
         assert self._start_ts is not None
-        deadline = ctx.clock.now_ms() + int(ctx.lock_wait_timeout * 1000)
+        deadline = ctx.clock.monotonic_ms() + int(ctx.lock_wait_timeout * 1000)
         delay = 0.001
         values: dict[Key, bytes | None] = {}
         while locked:
-            if ctx.clock.now_ms() >= deadline:
+            if ctx.clock.monotonic_ms() >= deadline:
                 f = locked[0]
                 raise LockWaitTimeout(
                     f"cell ({f.row!r}, {f.column!r}) stayed locked by transaction {f.start_ts}"

@@ -1,5 +1,15 @@
-"""Wall clock for lock TTLs (and a monotonic one for leases), behind a seam so tests expire
-locks without sleeping."""
+"""Clocks for lock TTLs (and a monotonic one for leases), behind a seam so tests expire
+locks without sleeping.
+
+Lock expiry is judged on a :class:`SteadyClock`: wall-clock milliseconds read once, then
+moved by the monotonic clock only.  TiKV compares a lock's TTL with the physical part of
+a fresh timestamp of its oracle, which never goes back; our oracle hands out counters
+with no time in them, so there is nothing physical to take from a timestamp, and the
+backend judging every lock keeps a clock of its own that steps of the system's wall
+clock (NTP, an operator, a resumed VM) cannot move: a step forward no longer makes
+live transactions' locks look expired (rolled back under them), nor a step back dead
+ones look alive for as long as the step.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +40,28 @@ class SystemClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+class SteadyClock:
+    """Milliseconds since the epoch as the wall clock said once, at construction (or
+    ``floor_ms``, if later), since then moved by the monotonic clock only.
+
+    ``floor_ms``: the latest time this clock's owner recorded in an earlier life (so a
+    wall clock set back while it was down does not make the locks it left look younger;
+    one set forward does make them older, as any downtime does)."""
+
+    def __init__(self, base: Clock | None = None, floor_ms: int = 0) -> None:
+        self._base = base or SystemClock()
+        self._offset = max(self._base.now_ms(), floor_ms) - self._base.monotonic_ms()
+
+    def now_ms(self) -> int:
+        return self._offset + self._base.monotonic_ms()
+
+    def monotonic_ms(self) -> int:
+        return self._base.monotonic_ms()
+
+    def sleep(self, seconds: float) -> None:
+        self._base.sleep(seconds)
 
 
 class FakeClock:

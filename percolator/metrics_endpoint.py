@@ -7,10 +7,17 @@ owner provides when scraped (a node's oracle and disk size, a worker's pending
 notifications), each endpoint its own: two nodes in one process (tests) never
 register one name twice.  An HTTP server (``prometheus_client.make_wsgi_app`` under
 wsgiref) on its own daemon thread, a thread per connection; scrapes never touch the
-gRPC threads.  Its TLS handshakes run in each connection's thread, bounded by
-:data:`HANDSHAKE_TIMEOUT`: ``prometheus_client.start_http_server`` wraps the listening
-socket instead, so the handshake runs in accept, and one client that connected and sent
-nothing held up every scrape (measured: all of them timed out).
+gRPC threads.  Its TLS handshakes run in each connection's thread:
+``prometheus_client.start_http_server`` wraps the listening socket instead, so the
+handshake runs in accept, and one client that connected and sent nothing held up every
+scrape (measured: all of them timed out).
+
+At most :data:`MAX_CONNECTIONS` connections are served at once, and each has
+:data:`DEADLINE` seconds from its accept for everything -- TLS handshake, request,
+response -- after which its socket is shut down (:class:`_Deadlines`, one thread per
+endpoint).  A timeout per read is not enough: a scraper that dripped its request a
+byte at a time never waited long for any one read, so eight of them held every slot
+for as long as they liked and real scrapes were refused.
 
 Protected mode, as for a node's port (``bigtable_lite.server.check_exposure``): beyond a
 loopback address the endpoint is served only over TLS (``tls``: HTTPS with that
@@ -23,12 +30,15 @@ rotated one is served after a restart; the node's gRPC port reloads its own).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import socket
 import ssl
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -50,18 +60,81 @@ class InsecureMetrics(InsecureListen):
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT = 10.0
-"""Seconds a scraper's TLS handshake may take; then its connection is closed."""
-IDLE_TIMEOUT = 30.0
-"""Seconds a connection may wait for its request."""
+DEADLINE = 10.0
+"""Seconds a connection may last from its accept: TLS handshake, request and response
+(Prometheus' own scrape timeout is 10 s by default).  Then its socket is shut down."""
 MAX_CONNECTIONS = 8
 """Connections served at once; more are closed at once.  Each holds a thread and a file
 descriptor: unbounded, idle connections (no credential needed) took every descriptor of
 the process, and the node's gRPC port stopped answering."""
 
 
+class _Deadlines:
+    """Shuts down each watched connection's socket once its deadline has passed.
+
+    By file descriptor: a TLS connection's socket object is detached when it is wrapped.
+    A connection is forgotten (under the lock the shutdown takes) before its descriptor
+    is closed, so a descriptor reused by a later connection is never shut down."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, float] = {}  # descriptor -> monotonic deadline
+        self._heap: list[tuple[float, int]] = []
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, fd: int, seconds: float) -> Iterator[None]:
+        """Shut ``fd`` down ``seconds`` from now unless the block has ended by then."""
+        due = time.monotonic() + seconds
+        with self._cond:
+            self._due[fd] = due
+            heapq.heappush(self._heap, (due, fd))
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="percolator-metrics-deadlines")
+                self._thread.start()
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._due.pop(fd, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now
+                                      or self._due.get(self._heap[0][1]) != self._heap[0][0]):
+                    due, fd = heapq.heappop(self._heap)
+                    if self._due.get(fd) == due:  # still watched: past its deadline
+                        del self._due[fd]
+                        _shut_down(fd)
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+
+def _shut_down(fd: int) -> None:
+    """Shut the socket of descriptor ``fd`` down (its reader sees the end; its owner
+    closes it)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # the peer already went: nothing to cut
+        pass
+    finally:
+        sock.detach()
+
+
 class _Quiet(WSGIRequestHandler):
-    timeout = IDLE_TIMEOUT
+    timeout = DEADLINE
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 -- the base's name
         """A line per scrape on stderr is noise."""
@@ -73,6 +146,8 @@ class _Server(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     context: Callable[[], ssl.SSLContext] | None = None
+    deadline = DEADLINE
+    deadlines: _Deadlines
     _slots: threading.BoundedSemaphore | None = None  # MAX_CONNECTIONS (made on first use)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -98,18 +173,22 @@ class _Server(ThreadingMixIn, WSGIServer):
             self._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.context is None:
-            super().finish_request(request, client_address)
-            return
-        request.settimeout(HANDSHAKE_TIMEOUT)
+        """Serve one connection within the deadline (see the module docstring)."""
+        tls: ssl.SSLSocket | None = None
         try:
-            tls = self.context().wrap_socket(request, server_side=True)
-        except OSError:  # ssl.SSLError too: that scraper's failure alone
-            return
-        try:
-            super().finish_request(tls, client_address)
+            with self.deadlines.watch(request.fileno(), self.deadline):
+                if self.context is None:
+                    super().finish_request(request, client_address)
+                    return
+                request.settimeout(self.deadline)
+                try:
+                    tls = self.context().wrap_socket(request, server_side=True)
+                except OSError:  # ssl.SSLError too: that scraper's failure alone
+                    return
+                super().finish_request(tls, client_address)
         finally:
-            tls.close()
+            if tls is not None:  # after the watch ended: see _Deadlines
+                tls.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A scraper that went away or idled out is its own affair: one debug line, not
@@ -157,9 +236,13 @@ class MetricsEndpoint:
     ``tls``, unless ``insecure`` (see the module docstring)."""
 
     def __init__(self, listen: str, providers: Sequence[Provider] = (), *,
-                 tls: ServerTLS | None = None, insecure: bool = False) -> None:
+                 tls: ServerTLS | None = None, insecure: bool = False,
+                 deadline: float = DEADLINE) -> None:
         check_exposure(listen, tls, insecure=insecure)
+        if not deadline > 0:
+            raise ValueError("the connection deadline must be positive")
         self.listen = listen
+        self.deadline = deadline
         self.tls = tls
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Forward())
@@ -182,6 +265,8 @@ class MetricsEndpoint:
             server = make_server(str(sockaddr[0]), port, make_wsgi_app(self.registry), Server,
                                  handler_class=_Quiet)
             server.context = context
+            server.deadline = self.deadline
+            server.deadlines = _Deadlines()
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {self.listen}:"
                           f" {exc.strerror or exc}") from exc
@@ -204,5 +289,7 @@ class MetricsEndpoint:
             return
         server.shutdown()
         server.server_close()
+        assert isinstance(server, _Server)
+        server.deadlines.stop()
         if self._thread is not None:
             self._thread.join(timeout=5.0)

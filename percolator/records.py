@@ -7,7 +7,7 @@ Lock (value of ``l<column>`` at ``layout.LOCK_SLOT_TS``, the cell's one lock slo
     1      8     start_ts of the owning transaction, uint64 big-endian
     9      1     op: b"P" put, b"D" delete
     10     1     flags: bit0 value inlined, bit1 this cell is the primary
-    11     8     expires_at_ms, uint64 big-endian (wall clock; heartbeats move it)
+    11     8     expires_at_ms, uint64 big-endian (the backend's SteadyClock; heartbeats move it)
     19     4     primary row length n, uint32 big-endian
     23     n     primary row
     23+n   4     primary column length m

@@ -584,7 +584,8 @@ def test_idle_connections_to_the_metrics_endpoint_hold_a_bounded_number_of_threa
             except TimeoutError:
                 pass  # served: waiting for the rest of its request
         assert refused == 3 * MAX_CONNECTIONS
-        assert threading.active_count() <= threads + MAX_CONNECTIONS
+        # One thread per connection served, and the endpoint's deadline thread.
+        assert threading.active_count() <= threads + MAX_CONNECTIONS + 1
     finally:
         for conn in idle:
             conn.close()
@@ -599,4 +600,67 @@ def test_idle_connections_to_the_metrics_endpoint_hold_a_bounded_number_of_threa
                 assert time.monotonic() < deadline, "no scrape served after the idle went"
                 threading.Event().wait(0.1)  # polling, bounded by the deadline
     finally:
+        endpoint.stop()
+
+
+def test_slow_drip_connections_are_cut_at_the_deadline_and_scrapes_are_served() -> None:
+    """A scraper dripping its request a byte at a time never waits long for one read: each
+    connection gets a deadline for the whole exchange, so MAX_CONNECTIONS drippers cannot
+    hold every slot and refuse real scrapes for as long as they keep dripping."""
+    deadline = 1.0
+    endpoint = MetricsEndpoint("127.0.0.1:0", deadline=deadline).start()
+    port = int(endpoint.address.rpartition(":")[2])
+    drippers: list[socket.socket] = []
+    opened: list[float] = []  # when each connection was made
+    for _ in range(MAX_CONNECTIONS):
+        drippers.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+        opened.append(time.monotonic())
+    cut: dict[int, float] = {}  # dripper -> when the endpoint closed it
+    stop = threading.Event()
+
+    def drip() -> None:
+        request = b"GET /metrics HTTP/1.0\r\n" + b"X-Slow: " + b"x" * 10_000
+        for i in range(len(request)):
+            for n, conn in enumerate(drippers):
+                if n in cut:
+                    continue
+                try:
+                    conn.sendall(request[i:i + 1])
+                    conn.settimeout(0.0)
+                    try:
+                        ended = conn.recv(1) == b""
+                    except BlockingIOError:
+                        ended = False
+                    conn.settimeout(WAIT)
+                except OSError:  # reset by the endpoint
+                    ended = True
+                if ended:
+                    cut[n] = time.monotonic()
+            if stop.wait(0.05) or len(cut) == len(drippers):
+                return
+
+    dripping = threading.Thread(target=drip, daemon=True)
+    dripping.start()
+    try:
+        scraped = None
+        give_up = time.monotonic() + WAIT
+        while scraped is None and time.monotonic() < give_up:
+            try:
+                with urllib.request.urlopen(endpoint.url, timeout=5) as reply:
+                    scraped = reply.read()
+            except (OSError, urllib.error.URLError):  # refused while the slots are held
+                threading.Event().wait(0.1)  # polling, bounded by give_up
+        assert scraped is not None and b"process_cpu_seconds_total" in scraped, \
+            "no scrape served while the drippers dripped"
+        dripping.join(WAIT)
+        assert not dripping.is_alive()
+        assert sorted(cut) == list(range(MAX_CONNECTIONS)), "every dripper is cut"
+        # Each was cut at its deadline: not before, and not much after.
+        lasted = [cut[n] - opened[n] for n in range(MAX_CONNECTIONS)]
+        assert all(deadline - 0.1 <= t <= deadline + 5.0 for t in lasted), lasted
+    finally:
+        stop.set()
+        dripping.join(WAIT)
+        for conn in drippers:
+            conn.close()
         endpoint.stop()

@@ -13,7 +13,15 @@ Every step given a transaction's primary by its caller (this one, commit, rollba
 heartbeat) acts only if the lock it finds there is that primary's own
 (:func:`check_primary`): a secondary taken for the primary -- committed as if it were
 the commit point, or rolled back as if its transaction's fate were decided there --
-would tear the transaction.
+would tear the transaction.  Lock resolution is not told a primary by a caller but
+reads it from a stored lock, and must settle whatever is stored (``strict=False``):
+if the named primary holds a lock of the same start_ts that is not a primary lock of
+that cell (a *stray* lock: a foreign client prewrote cells of one start_ts under
+several primaries), the transaction named by the lock never locked that primary, so
+the primary is sealed as a missing one is -- with the seal conditional on the very
+stray record, which belongs to another primary's transaction and is left alone.
+Refusing instead (InvalidArgument) left such locks unresolvable: two of them naming
+each other wedged their cells for every later reader and writer.
 
 Final statuses never change, so :class:`StatusCache` keeps them.
 """
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from bigtable_lite import (
     MAX_TS,
@@ -37,6 +45,7 @@ from bigtable_lite import (
     TabletStore,
     TimeRange,
     ValuePrefixAt,
+    VersionAt,
 )
 
 from .. import layout, records
@@ -47,8 +56,8 @@ from ..records import Lock
 if TYPE_CHECKING:
     from .context import StepContext
 
-__all__ = ["StatusCache", "check_primary", "check_txn_status", "holds_own_lock",
-           "read_primary", "rollback_primary", "seal_primary"]
+__all__ = ["PrimaryState", "StatusCache", "check_primary", "check_txn_status", "holds_own_lock",
+           "primary_state", "read_primary", "rollback_primary", "seal_primary"]
 
 TxnKey = tuple[bytes, bytes, bytes, int]  # table, primary row, primary column, start_ts
 
@@ -100,45 +109,86 @@ def seal_primary(table: bytes, row: bytes, column: bytes, start_ts: int,
     return RowMutation(table, row, (Put(names.rollback, start_ts, b""),), tuple(conditions))
 
 
-def read_primary(store: TabletStore, table: bytes, row: bytes, column: bytes,
-                 start_ts: int) -> tuple[TxnStatus | None, int]:
-    """The status as stored now (None: no trace), without side effects; and the newest
-    write record's commit_ts at or above start_ts (start_ts - 1 if none), which a seal
-    must find unchanged."""
+class PrimaryState(NamedTuple):
+    """What a primary cell records of one transaction, read in one snapshot."""
+
+    status: TxnStatus | None  # None: no trace of the transaction as this cell's
+    newest_write_ts: int  # the newest write record at or above start_ts, else start_ts - 1
+    stray: bytes | None  # the slot's lock of start_ts when it is not this cell's primary lock
+
+
+def primary_state(store: TabletStore, table: bytes, row: bytes, column: bytes,
+                  start_ts: int) -> PrimaryState:
+    """The transaction's records on its primary cell, without side effects.  A commit
+    record or a rollback marker decides, whatever the slot holds; then the slot's lock,
+    if it is this cell's primary lock of start_ts (a stray one is returned apart)."""
     names = columns_of(column)
     slot, cells = store.read_rows([  # one snapshot
         RowRead(table, row, (names.lock,), (), TimeRange(LOCK_SLOT_TS, LOCK_SLOT_TS), 1),
         RowRead(table, row, (names.write, names.rollback), (), TimeRange(start_ts, MAX_TS), 0)])
-    lock = None
+    lock = stray = None
     if slot:
         found = records.decode_lock(slot[0].value)
         if found.start_ts == start_ts:  # else another transaction's
-            check_primary(found, row, column)
-            lock = found
+            if found.is_primary and (found.primary_row, found.primary_column) == (row, column):
+                lock = found
+            else:
+                stray = slot[0].value
     rolled_back = False
     newest_write_ts = start_ts - 1
     for cell in cells:
         if cell.column[:1] == layout.WRITE:
             if records.decode_write(cell.value).start_ts == start_ts:
-                return TxnStatus(COMMITTED, cell.ts), cell.ts
+                return PrimaryState(TxnStatus(COMMITTED, cell.ts), cell.ts, stray)
             newest_write_ts = max(newest_write_ts, cell.ts)
         else:
             rolled_back = rolled_back or cell.ts == start_ts
     if rolled_back:  # after the writes: a commit record wins over a stray marker
-        return ROLLED_BACK_STATUS, newest_write_ts
-    return (TxnStatus(LOCKED, lock=lock) if lock is not None else None), newest_write_ts
+        return PrimaryState(ROLLED_BACK_STATUS, newest_write_ts, stray)
+    return PrimaryState(TxnStatus(LOCKED, lock=lock) if lock is not None else None,
+                        newest_write_ts, stray)
+
+
+def read_primary(store: TabletStore, table: bytes, row: bytes, column: bytes,
+                 start_ts: int) -> tuple[TxnStatus | None, int]:
+    """The status as stored now (None: no trace), without side effects; and the newest
+    write record's commit_ts at or above start_ts (start_ts - 1 if none), which a seal
+    must find unchanged.  InvalidArgument if the slot holds a lock of start_ts that is
+    not this cell's primary lock (the caller named a primary that is not one)."""
+    state = primary_state(store, table, row, column, start_ts)
+    if state.stray is not None:
+        check_primary(records.decode_lock(state.stray), row, column)
+    return state.status, state.newest_write_ts
+
+
+def seal_stray(table: bytes, row: bytes, column: bytes, start_ts: int, newest_write_ts: int,
+               stray: bytes) -> RowMutation:
+    """Seal a primary whose slot holds a stray lock of start_ts (see the module): as
+    :func:`seal_primary`, but conditional on the slot still holding that very record."""
+    names = columns_of(column)
+    conditions: list[Condition] = [VersionAt(names.lock, LOCK_SLOT_TS, stray)]
+    if newest_write_ts < MAX_TS:
+        conditions.append(NoVersionIn(names.write, newest_write_ts + 1, MAX_TS))
+    return RowMutation(table, row, (Put(names.rollback, start_ts, b""),), tuple(conditions))
 
 
 def check_txn_status(ctx: StepContext, table: bytes, row: bytes, column: bytes,
                      start_ts: int, *, roll_back_expired: bool = True,
-                     force: bool = False) -> TxnStatus:
+                     force: bool = False, strict: bool = True) -> TxnStatus:
     """The transaction's status; rolls back an expired primary lock, seals a missing one.
 
     ``force``: roll the primary lock back whatever its expiry (garbage collection, for a
-    transaction below the safe point: it can neither read nor commit any more)."""
+    transaction below the safe point: it can neither read nor commit any more).
+    ``strict``: InvalidArgument if the cell holds a lock of start_ts that is not its
+    primary lock (a caller named it); else such a primary is sealed (lock resolution:
+    see the module)."""
     store = ctx.store
     for _ in range(16):  # each retry follows a concurrent change of the primary
-        status, newest_write_ts = read_primary(store, table, row, column, start_ts)
+        if strict:
+            status, newest_write_ts = read_primary(store, table, row, column, start_ts)
+            stray = None
+        else:
+            status, newest_write_ts, stray = primary_state(store, table, row, column, start_ts)
         if status is not None:
             if status.final or not roll_back_expired:
                 return status
@@ -146,6 +196,8 @@ def check_txn_status(ctx: StepContext, table: bytes, row: bytes, column: bytes,
             if not force and ctx.clock.now_ms() < status.lock.expires_at_ms:
                 return status
             m = rollback_primary(table, row, column, start_ts)
+        elif stray is not None:
+            m = seal_stray(table, row, column, start_ts, newest_write_ts, stray)
         else:
             m = seal_primary(table, row, column, start_ts, newest_write_ts)
         if store.mutate_rows([m])[0].applied:
@@ -163,8 +215,8 @@ class StatusCache:
         self.checks = 0
 
     def status(self, ctx: StepContext, table: bytes, row: bytes, column: bytes,
-               start_ts: int, *, force: bool = False) -> TxnStatus:
-        """``force``: see :func:`check_txn_status`."""
+               start_ts: int, *, force: bool = False, strict: bool = True) -> TxnStatus:
+        """``force``, ``strict``: see :func:`check_txn_status`."""
         key = (table, row, column, start_ts)
         with self._lock:
             cached = self._cache.get(key)
@@ -172,7 +224,8 @@ class StatusCache:
                 self._cache.move_to_end(key)
                 return cached
         self.checks += 1
-        status = check_txn_status(ctx, table, row, column, start_ts, force=force)
+        status = check_txn_status(ctx, table, row, column, start_ts, force=force,
+                                  strict=strict)
         self.remember(table, row, column, start_ts, status)
         return status
 

@@ -39,8 +39,9 @@ transaction that only notifies, is committed by the chained steps instead:
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from bigtable_lite import (
@@ -61,6 +62,7 @@ from .._backend import (
     CommitRequest,
     Conflict,
     OnePhaseRequest,
+    Part,
     PrewriteRequest,
     keys_of,
 )
@@ -78,11 +80,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CommitLatches", "LOCK_TTL_MS", "commit_one_phase"]
+__all__ = ["CommitLatches", "LOCK_TTL_MS", "chained_ttl_ms", "commit_one_phase"]
 
 LOCK_TTL_MS = 3_000
-"""The TTL of the locks of a chained one-phase commit, held between its prewrite and its
-commit (both in this step: only a crash between them leaves them to expire)."""
+"""The shortest TTL of the locks of a chained one-phase commit (a client's default
+``lock_ttl``), held between its prewrite and its commit: both in this step, which
+nobody heartbeats, so only a crash between them should leave them to expire."""
+TTL_PER_SQRT_MIB_MS = 6_000
+"""The TTL of a chained commit's locks grows with the square root of its size in MiB
+(TiKV sizes its transactions' first TTL so): a request of one message, several MiB of
+cells checked and locked, can take longer than ``LOCK_TTL_MS`` on a loaded store, and a
+reader meeting its expired primary meanwhile rolled it back (a spurious abort)."""
+MAX_CHAINED_TTL_MS = 120_000
+"""The longest TTL of a chained commit's locks: a crash in the step leaves them this long."""
+
+
+def chained_ttl_ms(parts: Sequence[Part]) -> int:
+    """The lock TTL of a chained commit of ``parts`` (see ``TTL_PER_SQRT_MIB_MS``)."""
+    size = sum(len(row) + sum(len(c.column) + len(c.value or b"") for c in cells)
+               for row, cells in parts)
+    ttl = int(TTL_PER_SQRT_MIB_MS * math.sqrt(size / (1 << 20)))
+    return min(MAX_CHAINED_TTL_MS, max(LOCK_TTL_MS, ttl))
 
 
 class CommitLatches:
@@ -295,7 +313,8 @@ def _chained(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcome | Conf
     """The chained steps, for a transaction whose rows do not fit one row mutation each."""
     table, start_ts, parts, weak = request
     primary = (parts[0][0], parts[0][1][0].column)
-    conflict = prewrite(ctx, PrewriteRequest(table, start_ts, primary, LOCK_TTL_MS, parts))
+    ttl_ms = chained_ttl_ms(parts)
+    conflict = prewrite(ctx, PrewriteRequest(table, start_ts, primary, ttl_ms, parts))
     if conflict is not None:
         return conflict
     keys = keys_of(parts)
@@ -306,11 +325,11 @@ def _chained(ctx: StepContext, request: OnePhaseRequest) -> CommitOutcome | Conf
         return outcome
     except Exception:
         # The commit step failed (e.g. the oracle refused commit_ts): undo the locks now
-        # instead of leaving them to block readers for LOCK_TTL_MS.  A no-op if the commit
+        # instead of leaving them to block readers for their TTL.  A no-op if the commit
         # point was passed: rollback leaves a committed primary alone.
         try:
             rollback(ctx, table, start_ts, primary, keys)
         except StorageError as exc:
             log.warning("rollback of transaction %d after a failed commit incomplete (%s);"
-                        " its locks expire after %d ms", start_ts, exc, LOCK_TTL_MS)
+                        " its locks expire after %d ms", start_ts, exc, ttl_ms)
         raise

@@ -13,7 +13,13 @@ step undoes what it locked (``rollback``, which also seals the primary if it was
 locked), so the caller gets all or nothing.  The request's first part holds the
 primary when it is in this request: the store applies a call's rows in order, so every
 other lock points at a primary that already exists (a reader meeting one can always
-learn the transaction's fate from it).
+learn the transaction's fate from it).  A request without its primary must find the
+primary holding its transaction's primary lock (an earlier request locked it), else it
+locks nothing: a rolled-back primary is a conflict; a committed one, none at all, or a
+slot holding another of this start_ts's locks is the caller's mistake, InvalidArgument
+(a lock naming a primary its transaction never locked is only settled by sealing that
+primary, and one written after its transaction committed would be rolled forward to a
+commit_ts taken before it existed).
 """
 
 from __future__ import annotations
@@ -21,13 +27,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bigtable_lite import MAX_TS, Condition, Mutation, MutationResult, NoVersionIn, Put, RowMutation
+from bigtable_lite import (
+    MAX_TS,
+    Condition,
+    InvalidArgument,
+    Mutation,
+    MutationResult,
+    NoVersionIn,
+    Put,
+    RowMutation,
+)
 
 from .. import records
-from .._backend import CellWrite, Conflict, Key, Part, PrewriteRequest, keys_of
+from .._backend import COMMITTED, LOCKED, CellWrite, Conflict, Key, Part, PrewriteRequest, keys_of
 from ..layout import LOCK_SLOT_TS, columns_of
 from ..records import INLINE_VALUE_MAX
 from .batches import mutate_in_calls
+from .check_txn_status import primary_state
 from .resolve_lock import FoundLock, resolve_locks
 from .rollback import rollback
 
@@ -63,6 +79,10 @@ def prewrite_row(table: bytes, row: bytes, cells: Sequence[CellWrite], start_ts:
 
 def prewrite(ctx: StepContext, request: PrewriteRequest) -> Conflict | None:
     table, start_ts, primary, ttl_ms, parts = request
+    if (parts[0][0], parts[0][1][0].column) != primary:
+        refused = _primary_held(ctx, table, start_ts, primary)
+        if refused is not None:
+            return refused
     expires = ctx.clock.now_ms() + ttl_ms
     todo = list(range(len(parts)))
     locked: list[int] = []
@@ -89,6 +109,24 @@ def prewrite(ctx: StepContext, request: PrewriteRequest) -> Conflict | None:
         conflict = Conflict(Conflict.LOCKED, row, cells[0].column)
     rollback(ctx, table, start_ts, primary, keys_of([parts[i] for i in locked]))
     return conflict
+
+
+def _primary_held(ctx: StepContext, table: bytes, start_ts: int, primary: Key
+                  ) -> Conflict | None:
+    """None if the primary holds its transaction's primary lock; a conflict if it was
+    rolled back; InvalidArgument otherwise (see the module)."""
+    prow, pcol = primary
+    status = primary_state(ctx.store, table, prow, pcol, start_ts).status
+    if status is None:
+        raise InvalidArgument(
+            f"the primary ({prow!r}, {pcol!r}) holds no primary lock of transaction"
+            f" {start_ts}: prewrite it first (the first cell of the first request)")
+    if status.state == LOCKED:
+        return None
+    if status.state == COMMITTED:
+        raise InvalidArgument(f"transaction {start_ts} committed at {status.commit_ts}:"
+                              " no cell can be prewritten for it any more")
+    return Conflict(Conflict.ROLLED_BACK, prow, pcol)
 
 
 def _retry_or_conflict(ctx: StepContext, table: bytes, parts: Sequence[Part],

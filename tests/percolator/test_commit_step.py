@@ -16,7 +16,14 @@ import pytest
 
 from bigtable_lite import ALL_TIME, InvalidArgument, ScanRequest
 from percolator import layout
-from percolator._backend import COMMITTED, LOCKED, ROLLED_BACK, CommitRequest, Conflict
+from percolator._backend import (
+    COMMITTED,
+    LOCKED,
+    ROLLED_BACK,
+    CommitRequest,
+    Conflict,
+    PrewriteRequest,
+)
 from percolator._node_codec import SERVICE_NAME
 from percolator.node import Node
 from percolator.v1 import node_pb2 as pb
@@ -259,13 +266,20 @@ def test_a_prewrite_conflicting_on_its_last_cell_locks_nothing_and_seals_the_pri
         must_see(be, table, key, None)
 
 
-def test_a_conflicting_prewrite_of_secondaries_seals_a_primary_never_locked(
-        world: World) -> None:
+def test_a_prewrite_of_secondaries_before_their_primary_is_refused(world: World) -> None:
+    """A request without its primary needs the primary locked first (an earlier request
+    of the transaction): a lock naming a primary never locked can only be settled by
+    sealing that primary (test_forged_prewrites)."""
     be, table = world.backend, world.table
     mine = new_txn(be, table, [A, B, C], b"mine")
+    with pytest.raises(InvalidArgument, match="holds no primary lock"):
+        be.prewrite(PrewriteRequest(table, mine.start_ts, mine.primary, TTL_MS,
+                                    mine.parts([B, C])))
+    assert lock_versions(be, table) == []
     with world.client.transaction() as other:
         other.set(b"c", b"c", b"other")
-    must_prewrite_conflict(be, mine, keys=[B, C], reason=Conflict.WRITE_CONFLICT)
+    # In order, the conflict on C undoes B and rolls the primary back for good.
+    must_prewrite_conflict(be, mine, reason=Conflict.WRITE_CONFLICT)
     must_unlocked(be, table, B)
     must_unlocked(be, table, A)
     must_status(be, mine, ROLLED_BACK)

@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 from bigtable_lite import DataCorruption, Put, RowMutation
 from observers._layout import ack_column, encode_ack
 from percolator import Client, cli, layout, records
-from percolator._backend import CellWrite, PrewriteRequest
+from percolator._backend import CellWrite
 from percolator._inspection import cell_records, list_locks, raw_rows
 from percolator._notify import log as notify_log
+from percolator._steps.prewrite import prewrite_row
 from percolator.clock import FakeClock
 from percolator.commands.byte_text import parse, show
 from tests.observers.observer_fixtures import eventually
@@ -320,9 +321,12 @@ def test_locks_lists_owners_and_resolves_through_the_protocol(node: ServerProces
         must_prewrite(backend, expired, ttl_ms=1)
         live = new_txn(backend, TABLE, {(b"z", b"c"): b"live"})
         must_prewrite(backend, live, ttl_ms=3_600_000)
-        orphan_start = client.timestamp()  # a secondary whose primary was never locked
-        assert backend.prewrite(PrewriteRequest(TABLE, orphan_start, (b"p", b"c"), 1, [
-            (b"y", [CellWrite(b"c", records.PUT, b"orphan")])])) is None
+        # A secondary whose primary was never locked (a prewrite refuses to lock one; a
+        # node that died undoing a failed prewrite leaves one), stored as a prewrite would.
+        orphan_start = client.timestamp()
+        assert client.store.mutate_rows([prewrite_row(
+            TABLE, b"y", [CellWrite(b"c", records.PUT, b"orphan")], orphan_start,
+            (b"p", b"c"), backend.now_ms() + 1)])[0].applied
         expired_at = backend.now_ms() + 2  # every ttl_ms=1 lock expired by the node's clock
         eventually(lambda: backend.now_ms() > expired_at, "the node's clock passes the TTLs")
 
