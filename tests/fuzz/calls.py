@@ -240,11 +240,14 @@ def _catalogue() -> list[Rpc]:
              for name in _methods(txn_pb2, "Transactions")]
     rpcs += [_rpc(notify_pb2, "Notifications", name, NOTIFY_CODES)
              for name in _methods(notify_pb2, "Notifications")]
-    health = frozenset({Code.INVALID_ARGUMENT, Code.NOT_FOUND})
+    # Health and reflection: a request over their 16 KiB budget is RESOURCE_EXHAUSTED
+    # (bigtable_lite.server.SMALL_REQUEST_BYTES), as over any method's budget.
+    health = frozenset({Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.RESOURCE_EXHAUSTED})
     rpcs += [_rpc(health_pb2, "Health", "Check", health, check=_check_health),
              _rpc(health_pb2, "Health", "Watch", health, check=_check_health, max_replies=1)]
     rpcs.append(_rpc(reflection_pb2, "ServerReflection", "ServerReflectionInfo",
-                     frozenset({Code.INVALID_ARGUMENT}), check=_check_reflection))
+                     frozenset({Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED}),
+                     check=_check_reflection))
     return rpcs
 
 
