@@ -30,12 +30,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from bigtable_lite import LocalStore, StoreClosed
 
 from . import _gc_table as gc_table
 from . import failpoints, layout
-from ._gc_rows import ChangedRows, Taken
+from ._gc_rows import ChangedRows, NotingStore, Taken
 from ._gc_table import GcPass
 from ._safe_point import SafePoint
 from ._steps import StepContext
@@ -89,7 +90,10 @@ class Collector:
         self.chunk_rows = COLLECT_CHUNK_ROWS
         self._changed = changed  # the rows written since the passes took them
         self._tables = set(changed.tracked)  # read from the _gc table at open
-        self._versions: dict[bytes, int] = {}  # table -> versions its last whole read saw
+        # Phase 2 removes through the store under the noting one: no row to read again.
+        self._removing = replace(ctx, store=ctx.store.inner) \
+            if isinstance(ctx.store, NotingStore) else ctx
+        self._versions: dict[bytes, int] = {}  # table -> versions it holds, estimated
         self._tables_lock = threading.Lock()
         self._pass_lock = threading.Lock()
         self._stop = threading.Event()
@@ -168,9 +172,9 @@ class Collector:
             for table in tables:
                 collected = self._collect(table, safe_point, taken.get(table), pacer)
                 removed = collected.write_records + collected.data + collected.rollback_markers
-                compactions += self._compact(
-                    table, max(collected.versions_scanned, self._versions.get(table, 0)),
-                    removed, pacer, paced)
+                compactions += self._compact(table, self._estimate(table, taken.get(table),
+                                                                   collected, removed),
+                                             removed, pacer, paced)
                 total.add(collected)
         except BaseException:
             self._changed.give_back(taken)
@@ -182,6 +186,21 @@ class Collector:
                       total.write_records, total.data, total.rollback_markers, compactions,
                       held_by=held_by)
 
+    def _estimate(self, table: bytes, taken: Taken | None, collected: gc_step.Collected,
+                  removed: int) -> int:
+        """Versions ``table`` holds, about: what its last whole read saw, plus the items
+        written since, less what passes removed (a compaction is worth it once removals
+        are a share of the table, not of the few rows a pass read)."""
+        if taken is not None and taken.full_until:
+            estimate = collected.versions_scanned
+        else:
+            estimate = self._versions.get(table, 0) + (taken.written if taken else 0) - removed
+        self._versions[table] = max(estimate, 0)
+        return max(estimate, collected.versions_scanned)
+
+    def _chunk(self, rows: int) -> int:
+        return min(rows, self._ctx.limits.max_batch_rows)
+
     def _resolve_locks(self, table: bytes, safe_point: int, taken: Taken | None,
                        pacer: _Pacer) -> int:
         """Phase 1 over ``table`` (whole, or the rows ``taken``): the locks below the safe
@@ -190,11 +209,10 @@ class Collector:
         if taken is None:
             return 0
         if not taken.full_until:
-            rows = sorted(taken.rows)
-            for i in range(0, len(rows), self.lock_chunk_rows):
+            rows, n = sorted(taken.rows), self._chunk(self.lock_chunk_rows)
+            for i in range(0, len(rows), n):
                 with pacer.chunk():
-                    locks = gc_step.locks_in_rows(self._ctx, table, safe_point,
-                                                  rows[i:i + self.lock_chunk_rows])
+                    locks = gc_step.locks_in_rows(self._ctx, table, safe_point, rows[i:i + n])
                     resolved += gc_step.resolve_below(self._ctx, table, locks)
             return resolved
         start: bytes | None = None
@@ -213,22 +231,21 @@ class Collector:
         if taken is None:
             return collected
         if not taken.full_until:
-            rows = sorted(taken.rows)
-            for i in range(0, len(rows), self.chunk_rows):
+            rows, n = sorted(taken.rows), self._chunk(self.chunk_rows)
+            for i in range(0, len(rows), n):
                 with pacer.chunk():
-                    collected.add(gc_step.collect_rows(self._ctx, table, safe_point,
-                                                       rows[i:i + self.chunk_rows]))
+                    collected.add(gc_step.collect_rows(self._removing, table, safe_point,
+                                                       rows[i:i + n]))
                 failpoints.hit("gc.after_collect_chunk")
             return collected
         start: bytes | None = None
         while True:
             with pacer.chunk():
-                chunk, start = gc_step.collect(self._ctx, table, safe_point, start,
-                                               self.chunk_rows)
+                chunk, start = gc_step.collect(self._removing, table, safe_point, start,
+                                               self._chunk(self.chunk_rows))
             collected.add(chunk)
             failpoints.hit("gc.after_collect_chunk")
             if start is None:
-                self._versions[table] = collected.versions_scanned
                 return collected
 
     def _compact(self, table: bytes, scanned: int, removed: int, pacer: _Pacer,

@@ -10,14 +10,16 @@ takes the noted rows, processes them, and notes again those whose mark is above 
 safe point (a version between the two becomes garbage later).
 
 What was written before this process started is not known, so each table known at open
-is read whole (``full``) until a pass at a safe point at or above the mark at open has
-finished; likewise a table whose noted rows would pass :data:`MAX_ROWS` (memory: it is
-then read whole until a pass passes the mark of that moment, and its rows are
-forgotten).  A pass that fails gives back what it took.
+is read whole (``full_until``) until a pass at a safe point at or above the mark at open
+has finished; its rows are noted meanwhile, and read from then on.  When the noted rows
+would pass :data:`MAX_ROWS` (memory), the table with the most forgets them and is read
+whole until a pass passes the highest mark they had.  A pass that fails gives back what
+it took.
 
 :class:`NotingStore` is the protocol steps' store (``StepContext.store``): it notes the
 rows of every write to a tracked table after the write, so a pass that read the row
-before the write sees it again next time.
+before the write sees it again next time.  A pass's own removals go to the store under
+it (``inner``): deleting versions adds none, so a row they touch needs no second read.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ MAX_ROWS = 500_000
 
 @dataclass(slots=True)
 class Taken:
-    """What a pass takes of one table: its noted rows (row -> mark), and whether it must
-    read the table whole (``full_until``: until a pass at a safe point at or above it;
-    0: not)."""
+    """What a pass takes of one table: its noted rows (row -> mark); whether it must read
+    the table whole (``full_until``: until a pass at a safe point at or above it; 0:
+    not); and how many items were written to it (an estimate of versions added)."""
 
     rows: dict[bytes, int] = field(default_factory=dict)
     full_until: int = 0
+    written: int = 0
 
 
 class ChangedRows:
@@ -63,6 +66,7 @@ class ChangedRows:
         self._count = 0
         self._rows: dict[bytes, dict[bytes, int]] = {}
         self._full: dict[bytes, int] = {t: mark for t in tables}
+        self._written: dict[bytes, int] = {}
         self.tracked: frozenset[bytes] = frozenset(self._full)
 
     def track(self, table: bytes) -> None:
@@ -71,36 +75,43 @@ class ChangedRows:
         with self._lock:
             self.tracked = self.tracked | {table}
 
-    def note(self, mutations: Sequence[RowMutation], mark: int) -> None:
-        """The rows of ``mutations`` in tracked tables were written below ``mark``."""
+    def note(self, mutations: Sequence[RowMutation], mark: Callable[[], int]) -> None:
+        """The rows of ``mutations`` in tracked tables were written (every timestamp in
+        them is below ``mark()``, read under the lock: notes arrive in the order of their
+        marks)."""
         tracked = self.tracked
         written = [m for m in mutations if m.table in tracked and m.mutations]
         if written:
             with self._lock:
+                now = mark()
+                counts = self._written
                 for m in written:
-                    self._note(m.table, m.row, mark)
+                    table = m.table
+                    self._note(table, m.row, now)
+                    counts[table] = counts.get(table, 0) + len(m.mutations)
 
     def _note(self, table: bytes, row: bytes, mark: int) -> None:
-        rows = self._rows.get(table)  # a table read whole has no rows noted
+        rows = self._rows.get(table)
         if rows is not None:
             known = rows.get(row)
             if known is not None:  # the common case: a row written again
                 if known < mark:
                     rows[row] = mark
                 return
-        if table in self._full:
-            self._full[table] = max(self._full[table], mark)
-            return
-        if self._count >= self._max_rows:  # read it whole instead
-            if rows is not None:
-                self._count -= len(rows)
-                del self._rows[table]
-            self._full[table] = mark
-            return
+        if self._count >= self._max_rows and self._rows:
+            self._read_whole(max(self._rows, key=lambda t: len(self._rows[t])))
+            rows = self._rows.get(table)
         if rows is None:
             rows = self._rows[table] = {}
         self._count += 1
         rows[row] = mark
+
+    def _read_whole(self, table: bytes) -> None:
+        """Forget the noted rows of ``table`` (the one with most: memory), which is read
+        whole instead until a pass passes every mark they had."""
+        rows = self._rows.pop(table)
+        self._count -= len(rows)
+        self._full[table] = max(self._full.get(table, 0), max(rows.values()))
 
     def take(self) -> dict[bytes, Taken]:
         """Everything noted, per table; noting starts afresh."""
@@ -108,25 +119,29 @@ class ChangedRows:
             taken = {t: Taken(rows) for t, rows in self._rows.items()}
             for t, until in self._full.items():
                 taken.setdefault(t, Taken()).full_until = until
-            self._rows, self._full, self._count = {}, {}, 0
+            for t, n in self._written.items():
+                taken.setdefault(t, Taken()).written = n
+            self._rows, self._full, self._written, self._count = {}, {}, {}, 0
             return taken
 
     def keep(self, taken: dict[bytes, Taken], safe_point: int) -> None:
         """After a pass at ``safe_point`` over ``taken``: note again what it leaves for
-        later (rows, and whole tables, marked above the safe point)."""
+        later (rows marked above the safe point; a table read whole until a later pass)."""
         self._give_back(taken, lambda mark: mark > safe_point)
 
     def give_back(self, taken: dict[bytes, Taken]) -> None:
         """After a pass that failed: all of ``taken`` is noted again."""
         self._give_back(taken, lambda mark: True)
+        with self._lock:
+            for table, t in taken.items():
+                if t.written:
+                    self._written[table] = self._written.get(table, 0) + t.written
 
     def _give_back(self, taken: dict[bytes, Taken], left: Callable[[int], bool]) -> None:
         with self._lock:
             for table, t in taken.items():
-                if t.full_until and left(t.full_until):  # its rows are read with it
+                if t.full_until and left(t.full_until):
                     self._full[table] = max(self._full.get(table, 0), t.full_until)
-                    self._count -= len(self._rows.pop(table, {}))
-                    continue
                 for row, mark in t.rows.items():
                     if left(mark):
                         self._note(table, row, mark)
@@ -157,7 +172,7 @@ class NotingStore(StoreOps):
         return self._store.scan(request)
 
     def _noted(self, mutations: Sequence[RowMutation]) -> None:
-        self._changed.note(mutations, self._mark())
+        self._changed.note(mutations, self._mark)
 
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:

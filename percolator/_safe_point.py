@@ -30,7 +30,8 @@ S only moves forward, and is persisted (``_gc`` table) before anything below it 
 collected.  A timestamp handed to a remote client is pinned under the lock S is
 computed under, so S can never be computed between the hand-out and the pin; a client
 that holds nothing yet has its lease's floor persisted first.  A step at a start_ts
-below S fails with ``SnapshotTooOld`` before it reads or writes anything.
+below S fails with ``SnapshotTooOld`` before it reads or writes anything; one at a
+timestamp the oracle has not handed out yet, with ``InvalidArgument``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from bigtable_lite import MAX_TS, TabletStore
+from bigtable_lite import MAX_TS, InvalidArgument, TabletStore
 
 from . import _gc_table as gc_table
 from ._gc_table import Sample
@@ -121,6 +122,9 @@ class SafePoint:
         if start_ts < self.floor:  # read after registering: see the class
             del self._inflight[token]
             raise self._too_old(start_ts)
+        if start_ts >= self._oracle.peek():
+            del self._inflight[token]
+            raise self._not_handed_out(start_ts)
         return token
 
     def exit(self, token: int) -> None:
@@ -133,6 +137,13 @@ class SafePoint:
 
     def _too_old(self, start_ts: int) -> SnapshotTooOld:
         return SnapshotTooOld.below(start_ts, self.floor)
+
+    def _not_handed_out(self, start_ts: int) -> InvalidArgument:
+        """A step at a timestamp the oracle has not handed out: its snapshot is not fixed
+        yet (a commit could still land below it), and what it wrote would be marked below
+        its own timestamps for GC (``_gc_rows``), never read again."""
+        return InvalidArgument(f"timestamp {start_ts} was not handed out by this oracle"
+                               f" (the next is {self._oracle.peek()}): take start_ts from it")
 
     def timestamps(self, count: int, client: bytes = b"") -> int:
         """The first of ``count`` fresh timestamps; pinned for ``client`` (if any) until its

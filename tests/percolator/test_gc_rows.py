@@ -16,16 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from bigtable_lite import InvalidArgument, Put, RowMutation
 from percolator import Client, Transaction, failpoints
-from percolator._gc_rows import ChangedRows
+from percolator._backend import PrewriteRequest
+from percolator._gc_rows import ChangedRows, Taken
 from percolator._gc_table import GcPass
 from percolator._local import LocalBackend
 from percolator.clock import FakeClock
 
 from .gc_helpers import garbage, gc_world, settle_reports
-from .steps import KINDS, World
+from .steps import KINDS, World, new_txn
 from .test_gc import CELLS, random_history, read_all
-from .txn_fixtures import draw_seed
+from .txn_fixtures import draw_seed, lock_cells
 
 
 @pytest.fixture(params=KINDS)
@@ -53,8 +55,7 @@ def test_a_pass_reads_the_rows_written_since_the_last_one(world: World) -> None:
     second = world.client.collect_garbage()
     assert (second.rows, second.write_records) == (1, 2), second
     assert garbage(world.client, second.safe_point) == []
-    assert after_a_while(world).rows == 1  # the row the removals wrote: read once more
-    quiet = after_a_while(world)
+    quiet = after_a_while(world)  # the removals noted nothing: they add no versions
     assert quiet.rows == 0 and changed_rows(world).noted == 0, quiet
 
 
@@ -83,7 +84,7 @@ def test_a_row_with_versions_above_the_safe_point_is_read_again_later(world: Wor
     released = world.client.collect_garbage()  # no write since: the row is read again
     assert (released.rows, released.write_records) == (1, 2), released
     assert garbage(world.client, released.safe_point) == []
-    assert after_a_while(world).rows == 1 and after_a_while(world).rows == 0
+    assert after_a_while(world).rows == 0
 
 
 def test_passes_between_random_histories_leave_no_garbage(world: World) -> None:
@@ -109,7 +110,6 @@ def test_passes_between_random_histories_leave_no_garbage(world: World) -> None:
     settle_reports(world.client)
     done = world.client.collect_garbage()
     assert garbage(world.client, done.safe_point) == []
-    after_a_while(world)
     assert after_a_while(world).rows == 0 and changed_rows(world).noted == 0
 
 
@@ -134,8 +134,6 @@ def test_a_reopened_store_is_read_whole_until_a_pass_above_its_open_mark(
         assert (whole.rows, whole.write_records) == (len(rows), len(rows) + 1), whole
         assert garbage(client, whole.safe_point) == []
         client.timestamp()
-        assert client.collect_garbage().rows == len(rows)  # those the removals wrote
-        client.timestamp()
         assert client.collect_garbage().rows == 0  # now known: nothing written since
 
 
@@ -146,12 +144,11 @@ def test_a_table_with_too_many_noted_rows_is_read_whole(world: World) -> None:
         with world.client.transaction() as t:
             for row in rows:
                 t.set(row, b"c", value)
-    assert changed_rows(world).noted == 0  # forgotten: the table is read whole instead
+    assert changed_rows(world).noted <= 5
     settle_reports(world.client)
-    whole = world.client.collect_garbage()
+    whole = world.client.collect_garbage()  # past the bound: the table is read whole
     assert (whole.rows, whole.write_records) == (len(rows), len(rows)), whole
     assert garbage(world.client, whole.safe_point) == []
-    assert after_a_while(world).rows == len(rows)  # those the removals wrote
     assert after_a_while(world).rows == 0
 
 
@@ -172,3 +169,88 @@ def test_a_failed_pass_gives_back_the_rows_it_took(world: World) -> None:
     settle_reports(world.client)
     done = world.client.collect_garbage()
     assert done.rows == len(rows) and garbage(world.client, done.safe_point) == [], done
+
+
+def test_past_the_bound_the_table_with_most_rows_is_read_whole_until_past_its_marks(
+        ) -> None:
+    changed = ChangedRows([], 0, max_rows=4)
+    changed.track(b"big")
+    changed.track(b"small")
+    marks = iter(range(101, 200))
+    for row in (b"a", b"b", b"c"):
+        changed.note([RowMutation(b"big", row, (Put(b"c", 1, b"v"),))], lambda: next(marks))
+    changed.note([RowMutation(b"small", b"x", (Put(b"c", 1, b"v"),))], lambda: next(marks))
+    changed.note([RowMutation(b"small", b"y", (Put(b"c", 1, b"v"),))], lambda: 150)
+    taken = changed.take()
+    assert (taken[b"big"].full_until, taken[b"big"].rows) == (103, {}), taken
+    assert (taken[b"small"].full_until, taken[b"small"].rows) == (0, {b"x": 104, b"y": 150})
+    changed.keep(taken, 104)  # a pass at 104 read "big" whole: it is known from now on
+    assert changed.take()[b"small"] == Taken({b"y": 150})
+
+
+def test_a_table_read_whole_after_a_reopen_is_known_once_a_pass_passes_the_open(
+        tmp_path: Path) -> None:
+    """Written more often than once a life time, the table still leaves the whole reads:
+    the mark they run until is the open's, and the rows written meanwhile are noted."""
+    clock = FakeClock()
+    path = os.fspath(tmp_path / "d")
+    rows = [b"row%03d" % i for i in range(200)]
+    with Client(LocalBackend.open(path, clock=clock, gc_life_time=0.0), clock=clock) as client:
+        with client.transaction() as t:
+            for row in rows:
+                t.set(row, b"c", b"1")
+    with Client(LocalBackend.open(path, clock=clock, gc_life_time=10.0),
+                clock=clock) as client:
+        backend = client.backend
+        assert isinstance(backend, LocalBackend)
+        read: list[int] = []
+        for second in range(30):
+            with client.transaction() as t:
+                t.set(rows[second], b"c", b"%d" % second)
+            clock.advance(1.0)
+            backend.safe_point.sample()
+            done = client.collect_garbage()
+            if not done.skipped:  # (none until the history reaches back a life time)
+                read.append(done.rows)
+        # Whole, then the rows written within a life time (their marks above S).
+        assert read[0] == len(rows) and read[-1] <= 12, read
+        assert garbage(client, backend.collector.last.safe_point) == []
+
+
+def test_a_step_at_a_timestamp_the_oracle_has_not_handed_out_is_refused(world: World
+                                                                        ) -> None:
+    """Its snapshot is not fixed yet, and its writes would be marked below its own
+    timestamps: GC would never read them again (a lock left unsettled below S)."""
+    ahead = world.local.oracle.peek() + 100
+    txn = new_txn(world.backend, world.table, [(b"p", b"c"), (b"s", b"c")], start_ts=ahead)
+    with pytest.raises(InvalidArgument, match="not handed out"):
+        world.backend.prewrite(PrewriteRequest(txn.table, txn.start_ts, txn.primary, 3000,
+                                               txn.parts()))
+    with pytest.raises(InvalidArgument, match="not handed out"):
+        world.backend.read(world.table, ahead, [(b"p", b"c")])
+    assert lock_cells(world.client) == []
+
+
+def test_a_few_hot_rows_do_not_compact_a_large_table(tmp_path: Path) -> None:
+    """A background pass compacts a table once its removals are a share of the table
+    (1/COMPACT_RATIO), not of the few rows the pass read: 1,000 removals in 500 hot rows
+    of a 12,000-row table are not worth rewriting the table."""
+    clock = FakeClock()
+    backend = LocalBackend.open(os.fspath(tmp_path / "d"), clock=clock, gc_life_time=0.0)
+    backend.collector.duty = 1.0  # no pauses: the test's speed only
+    rows = [b"row%06d" % i for i in range(12_000)]
+    with Client(backend, clock=clock) as client:
+        for i in range(0, len(rows), 1000):
+            with client.transaction() as t:
+                for row in rows[i:i + 1000]:
+                    t.set(row, b"c", b"x")
+        client.timestamp()
+        backend.collector.run_pass(paced=True)
+        for value in (b"y", b"z"):
+            with client.transaction() as t:
+                for row in rows[:500]:
+                    t.set(row, b"c", value)
+        client.timestamp()
+        done = backend.collector.run_pass(paced=True)
+        assert (done.rows, done.removed) == (500, 1000), done
+        assert client.table not in backend.collector._compacted, done  # noqa: SLF001

@@ -284,6 +284,7 @@ CASES: list[Case] = [
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     with Node(tmp_path_factory.mktemp("codec") / "data", "127.0.0.1:0") as n:
+        n.backend.oracle.get_timestamps(2 * S)  # S handed out: steps at it are taken
         yield n
 
 

@@ -211,15 +211,16 @@ def test_a_malformed_commit_fails_alone_with_invalid_argument(tmp_path: Path,
         txn = new_txn(node, TABLE, [(b"a", b"c"), (b"b", b"c")])
         must_prewrite(node, txn)
         good = commit_pb(start_ts=txn.start_ts)
+        nothing_locked = node.timestamps(1)
         reply = send(channel, transport, node_pb2.BatchRequest(
             commands=[*[c for c, _ in bad], read_command(TABLE, b"a"), good,
-                      commit_pb(start_ts=txn.start_ts + 1)]))
+                      commit_pb(start_ts=nothing_locked)]))
         for result, (_, name) in zip(reply.results, bad):
             must_fail(result, grpc.StatusCode.INVALID_ARGUMENT, name)
         assert reply.results[len(bad)].WhichOneof("kind") == "read_rows"
         committed = reply.results[len(bad) + 1]
         assert committed.WhichOneof("kind") == "commit" and committed.commit.committed
-        # Nothing was locked at start_ts + 1: that transaction cannot commit.
+        # Nothing was locked at nothing_locked: that transaction cannot commit.
         other = reply.results[len(bad) + 2]
         assert other.WhichOneof("kind") == "commit" and not other.commit.committed
         must_see(node, TABLE, (b"b", b"c"), b"v")
