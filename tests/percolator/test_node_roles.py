@@ -352,7 +352,7 @@ def test_split_the_notify_table_2000_times(served: Served, attacker: Attacker,
 
 
 def test_read_role_reads_but_every_write_command_is_refused_alone(served: Served) -> None:
-    committed(served, b"alice", b"100")
+    start_ts, commit_ts = committed(served, b"alice", b"100")
     with Attacker(served, Role.READ) as reader:
         key = npb.Key(row=b"alice", column=b"balance")
         writes = {
@@ -374,9 +374,10 @@ def test_read_role_reads_but_every_write_command_is_refused_alone(served: Served
             "get_timestamps": oracle_pb2.GetTimestampsRequest(count=1),
             "read": npb.ReadRequest(table=T, rows=[npb.RowColumns(row=b"alice",
                                                                   columns=[b"balance"])]),
-            "scan": npb.ScanRequest(table=T, start_ts=MAX_TS - 1, limit=10),
+            "scan": npb.ScanRequest(table=T, start_ts=commit_ts, limit=10),
             "observed_columns": npb.ObservedColumnsRequest(table=T),
-            "check_txn_status": npb.CheckTxnStatusRequest(table=T, primary=key, start_ts=5),
+            "check_txn_status": npb.CheckTxnStatusRequest(table=T, primary=key,
+                                                          start_ts=start_ts),
             "read_rows": tpb.ReadRowsRequest(reads=[tpb.RowRead(table=T, row=b"alice")]),
         }
         commands = []
