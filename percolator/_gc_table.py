@@ -17,9 +17,10 @@ store column at ts 0, rewritten in place::
 The safe point is written with ``sync=True`` before anything below it is collected: a
 node killed mid-pass restarts refusing every snapshot whose versions may be gone.
 A client's lease floor is written with ``sync=True`` before the client first holds
-anything (a node killed then restarts holding the safe point at it for a lease), then
-with the passes' safe point.  Samples and the last pass are hints (losing them makes
-GC more conservative, or the status older); they are written without fsync.
+anything, or holds below it (a node killed then restarts holding the safe point at it
+for a lease), then with the passes' safe point.  Samples and the last pass are hints
+(losing them makes GC more conservative, or the status older); they are written
+without fsync.
 Persisted: never renumber.
 """
 

@@ -29,7 +29,8 @@ snapshot still in use.  It is the minimum of:
 S only moves forward, and is persisted (``_gc`` table) before anything below it is
 collected.  A timestamp handed to a remote client is pinned under the lock S is
 computed under, so S can never be computed between the hand-out and the pin; a client
-that holds nothing yet has its lease's floor persisted first.  A step at a start_ts
+that holds nothing yet, or would hold below its lease's floor, has the floor persisted
+first.  A step at a start_ts
 below S fails with ``SnapshotTooOld`` before it reads or writes anything.
 """
 
