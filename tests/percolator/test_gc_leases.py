@@ -350,6 +350,61 @@ def test_a_safe_point_constructed_twice_over_one_store_after_a_crash_restores_le
     assert value <= t, (value, held)
 
 
+def test_reports_racing_passes_and_lapses_never_hold_below_the_persisted_floor(
+        world: tuple[LocalStore, Oracle, FakeClock, LocalBackend]) -> None:
+    """Clients take timestamps and report one of their recent ones (some older than a
+    lapse: a transaction that outlived its lease) while passes run, every few of them a
+    lease later: right after each accepted report, the stored floor holds what it
+    holds (checked when no lapse came between)."""
+    store, oracle, clock, backend = world
+    sp = backend.safe_point
+    done = threading.Event()
+    checked: list[int] = []
+    failures: list[str] = []
+
+    def client(name: bytes, seed: int) -> None:
+        c = client_key(b"", name)
+        history: list[int] = []
+        n = 0
+        try:
+            for seq in range(1, 151):
+                ts = sp.timestamps(1, c)
+                history.append(ts)
+                oldest = history[-1 - (seed * seq) % min(len(history), 25)]
+                before = clock.monotonic_ms()
+                assert sp.report(c, seq, oldest, ts)
+                row = read_leases(store).get(c)
+                value = sp.value
+                if clock.monotonic_ms() == before:
+                    n += 1
+                    if row is None or row > max(oldest, value):
+                        failures.append(f"{name!r}: row {row} above {oldest} (at {value})")
+        finally:
+            checked.append(n)
+
+    def passes() -> None:
+        i = 0
+        while not done.is_set():
+            sp.advance()
+            i += 1
+            if i % 3 == 0:
+                clock.advance(LEASE + 1)
+
+    threads = [threading.Thread(target=client, args=(b"c%d" % i, 7 + 2 * i))
+               for i in range(4)]
+    gc = threading.Thread(target=passes)
+    gc.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    done.set()
+    gc.join(120)
+    assert not gc.is_alive() and not any(t.is_alive() for t in threads)
+    assert len(checked) == 4 and sum(checked) > 0, checked
+    assert not failures, failures[:5]
+
+
 # --- many leases, a failed pass ---------------------------------------------------------
 
 
