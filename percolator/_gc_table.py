@@ -17,9 +17,10 @@ store column at ts 0, rewritten in place::
 The safe point is written with ``sync=True`` before anything below it is collected: a
 node killed mid-pass restarts refusing every snapshot whose versions may be gone.
 A client's lease floor is written with ``sync=True`` before the client first holds
-anything (a node killed then restarts holding the safe point at it for a lease), then
-with the passes' safe point.  Samples and the last pass are hints (losing them makes
-GC more conservative, or the status older); they are written without fsync.
+anything, or holds below it (a node killed then restarts holding the safe point at it
+for a lease), then with the passes' safe point.  Samples and the last pass are hints
+(losing them makes GC more conservative, or the status older); they are written
+without fsync.
 Persisted: never renumber.
 """
 
@@ -31,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 
 from bigtable_lite import (
+    DEFAULT_LIMITS,
     DataCorruption,
     DeleteRange,
     Mutation,
@@ -48,6 +50,8 @@ SAMPLES_ROW, SAMPLES_COLUMN = b"samples", b"wall_ts"
 LAST_PASS_ROW, LAST_PASS_COLUMN = b"last_pass", b"stats"
 TABLES_ROW = b"tables"
 LEASES_ROW = b"leases"
+LEASES_PER_MUTATION = DEFAULT_LIMITS.max_items_per_row
+"""Lease puts and deletes in one row mutation (the store's limit of a row mutation)."""
 _U64 = struct.Struct(">Q")
 _SAMPLE = struct.Struct(">QQ")
 
@@ -155,11 +159,15 @@ def read_leases(store: TabletStore) -> dict[bytes, int]:
     return {cell.column: u64(cell.value, "client lease floor") for cell in cells}
 
 
-def leases_mutation(puts: Mapping[bytes, int], deletes: Iterable[bytes]) -> RowMutation:
-    """Write the floors ``puts`` (client key -> floor), delete the leases ``deletes``."""
+def leases_mutations(puts: Mapping[bytes, int], deletes: Iterable[bytes]
+                     ) -> list[RowMutation]:
+    """Write the floors ``puts`` (client key -> floor), delete the leases ``deletes``: row
+    mutations of the leases row, each within a row mutation's limit (one batch applies
+    them in order; each lease is a column of its own, so none depends on another)."""
     mutations: list[Mutation] = [Put(key, 0, _U64.pack(floor)) for key, floor in puts.items()]
     mutations.extend(DeleteRange(key) for key in deletes)
-    return RowMutation(GC_TABLE, LEASES_ROW, tuple(mutations))
+    return [RowMutation(GC_TABLE, LEASES_ROW, tuple(mutations[i:i + LEASES_PER_MUTATION]))
+            for i in range(0, len(mutations), LEASES_PER_MUTATION)]
 
 
 def safe_point_mutation(safe_point: int) -> RowMutation:

@@ -19,9 +19,14 @@ This module keeps both, per client, and three rules about them:
 * **Across a restart**: each client holding anything has a **floor** persisted in the
   ``_gc`` table, at or below everything it holds and will hold until the floor is
   rewritten: written (fsync) when a client first holds anything -- before the
-  timestamp that makes it hold is handed out -- then rewritten by each GC pass where
-  the client's oldest hold moved, and deleted by the pass once the client holds
-  nothing (as PD keeps each service's GC safe point in etcd, under a TTL).  A node
+  timestamp that makes it hold is handed out -- and lowered (fsync) before a report
+  naming an older start_ts holds (one that outlived its lease: the pass raised the
+  floor past it, or deleted the row); rewritten by each GC pass where the client's
+  oldest hold moved, and deleted by the pass once the client holds nothing (as PD
+  keeps each service's GC safe point in etcd, under a TTL).  While a pass writes,
+  the rows it rewrites count at the higher of their old and new floors (those it
+  deletes as none), and a failed write leaves them so, to be written again: the
+  floor is never taken as lower than the store may hold.  A node
   that opens the store holds the safe point at every persisted floor until the
   client reports again with a timestamp of this process, or one lease after the open
   (leases run on the monotonic clock, which starts again at a restart: so a lease
@@ -34,7 +39,7 @@ writes (``percolator._safe_point``).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["ClientLeases", "client_key"]
@@ -58,7 +63,9 @@ class _Client:
     reported_until_ms: int = 0
     pins: deque[tuple[int, int]] = field(default_factory=deque)  # (ts, expires_ms)
     seq: int = 0  # of the last report applied
-    row: int | None = None  # the persisted floor (None: no row)
+    # The persisted floor: a row is stored, at or below it (None: perhaps no row).
+    row: int | None = None
+    unsure: bool = False  # the stored row may differ from ``row`` (a write in flight or failed)
     restored: int | None = None  # the floor persisted before the store was opened
     restored_until_ms: int = 0
 
@@ -108,10 +115,11 @@ class ClientLeases:
     def __len__(self) -> int:
         return len(self._clients)
 
-    def has_row(self, client: bytes) -> bool:
-        """Whether ``client`` has a persisted floor (else one is written before it holds)."""
+    def row(self, client: bytes) -> int | None:
+        """``client``'s persisted floor: a row is stored at or below it; None if there may
+        be none (one is written before the client holds anything)."""
         entry = self._clients.get(client)
-        return entry is not None and entry.row is not None
+        return None if entry is None else entry.row
 
     def registered(self, client: bytes, floor: int) -> None:
         """``client``'s floor ``floor`` is persisted."""
@@ -119,6 +127,7 @@ class ClientLeases:
         if entry is None:
             entry = self._clients[client] = _Client()
         entry.row = floor
+        entry.unsure = False
 
     def pin(self, client: bytes, ts: int, now_ms: int) -> None:
         """``ts`` was handed to ``client`` (which has a row): held until a report covers it,
@@ -163,21 +172,36 @@ class ClientLeases:
 
     def settle(self, now_ms: int, at_least: int) -> tuple[dict[bytes, int], list[bytes]]:
         """The floors to persist now (each client's oldest hold where its row differs)
-        and the rows to delete (clients holding nothing); forgets the clients whose
-        leases have all passed.  The caller writes them before a client whose row is
-        deleted here is handed anything again (``SafePoint``)."""
+        and the rows to delete (clients holding nothing).  Until :meth:`settled`, each
+        such row counts at the higher of its old and new floor (a deleted one as none):
+        the write may land or fail.  The caller writes them before a client whose row
+        is deleted here is handed anything again (``SafePoint``)."""
         puts: dict[bytes, int] = {}
         deletes: list[bytes] = []
-        for key, entry in list(self._clients.items()):
+        for key, entry in self._clients.items():
             mine, theirs = entry.holds(now_ms, at_least)
             floor = theirs if mine is None else mine if theirs is None else min(mine, theirs)
             if floor is not None:
-                if floor != entry.row:
-                    puts[key] = entry.row = floor
-                continue
-            if entry.row is not None:
+                if floor != entry.row or entry.unsure:
+                    puts[key] = floor
+                    entry.row = None if entry.row is None else max(entry.row, floor)
+                    entry.unsure = True
+            elif entry.row is not None or entry.unsure:
                 deletes.append(key)
                 entry.row = None
-            if entry.expired(now_ms):
-                del self._clients[key]  # its lease passed: forgotten
+                entry.unsure = True
         return puts, deletes
+
+    def settled(self, puts: Mapping[bytes, int], deletes: Iterable[bytes], now_ms: int
+                ) -> None:
+        """The rows of :meth:`settle` are written: take their floors as persisted, and
+        forget the clients whose leases have all passed (``now_ms``: settle's)."""
+        clients = self._clients
+        for key, floor in puts.items():
+            entry = clients[key]
+            entry.row, entry.unsure = floor, False
+        for key in deletes:
+            clients[key].unsure = False
+        for key, entry in list(clients.items()):
+            if entry.row is None and not entry.unsure and entry.expired(now_ms):
+                del clients[key]  # its lease passed: forgotten

@@ -29,9 +29,10 @@ snapshot still in use.  It is the minimum of:
 S only moves forward, and is persisted (``_gc`` table) before anything below it is
 collected.  A timestamp handed to a remote client is pinned under the lock S is
 computed under, so S can never be computed between the hand-out and the pin; a client
-that holds nothing yet has its lease's floor persisted first.  A step at a start_ts
-below S fails with ``SnapshotTooOld`` before it reads or writes anything; one at a
-timestamp the oracle has not handed out yet, with ``InvalidArgument``.
+that holds nothing yet, or would hold below its lease's floor, has the floor persisted
+first.  A step at a start_ts below S fails with ``SnapshotTooOld`` before it reads or
+writes anything; one at a timestamp the oracle has not handed out yet, with
+``InvalidArgument``.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class SafePoint:
         held nothing until now)."""
         leases = self._leases
         with self._lock:
-            if leases.has_row(client):
+            if leases.row(client) is not None:  # at or below the oracle's next timestamp
                 first = take()
                 leases.pin(client, first, self._clock.monotonic_ms())
                 return first
@@ -189,17 +190,26 @@ class SafePoint:
                 leases.pin(client, first, self._clock.monotonic_ms())
                 return first
 
+    def _floored(self, client: bytes, oldest: int | None) -> bool:
+        """Whether ``client``'s persisted floor is at or below what it would hold with
+        ``oldest`` (any row will do for None: the hand-outs to come are above it).
+        Called under the lock; a report held below the safe point holds at it."""
+        row = self._leases.row(client)
+        return row is not None and (oldest is None or row <= max(oldest, self.value))
+
     def _register(self, client: bytes, oldest: int | None) -> None:
-        """Persist ``client``'s lease floor (fsync) unless it has one: the oracle's next
-        timestamp (below every later hand-out), ``oldest`` if lower.  Called under
-        ``_persist_lock``."""
+        """Persist ``client``'s lease floor (fsync) unless :meth:`_floored`: the oracle's
+        next timestamp (below every later hand-out), its row and ``oldest`` if lower.
+        Called under ``_persist_lock`` (no pass moves the row meanwhile)."""
         with self._lock:
-            if self._leases.has_row(client):
+            if self._floored(client, oldest):
                 return
+            row = self._leases.row(client)
         floor = min(self._oracle.peek(), MAX_TS)
-        if oldest is not None:
-            floor = min(floor, oldest)
-        self._store.mutate_rows([gc_table.leases_mutation({client: floor}, ())], sync=True)
+        for lower in (row, oldest):
+            if lower is not None:
+                floor = min(floor, lower)
+        self._store.mutate_rows(gc_table.leases_mutations({client: floor}, ()), sync=True)
         with self._lock:
             self._leases.registered(client, floor)
 
@@ -210,19 +220,20 @@ class SafePoint:
         start_ts (None: none), accounting for every timestamp it was handed up to
         ``seen``; holds until the lease passes (on the monotonic clock: a step of the wall
         clock must not end every lease).  False if ignored: a report numbered ``seq`` or
-        later was applied already (``_leases``)."""
+        later was applied already (``_leases``).
+
+        A report that would hold below the client's persisted floor (a client whose row
+        a pass deleted or raised past a transaction that outlived its lease, or none
+        yet) lowers the floor (fsync) first: a node killed after the answer restarts
+        holding what the report held."""
         leases = self._leases
-        if oldest is not None:
+        with self._lock:  # checked and applied in one hold of the lock: no pass between
+            if oldest is None or self._floored(client, oldest):
+                return leases.report(client, seq, oldest, seen, self._clock.monotonic_ms())
+        with self._persist_lock:
+            self._register(client, oldest)
             with self._lock:
-                registered = leases.has_row(client)
-            if not registered:  # (a client whose row a pass deleted, or after a restart)
-                with self._persist_lock:
-                    self._register(client, oldest)
-                    with self._lock:
-                        return leases.report(client, seq, oldest, seen,
-                                             self._clock.monotonic_ms())
-        with self._lock:
-            return leases.report(client, seq, oldest, seen, self._clock.monotonic_ms())
+                return leases.report(client, seq, oldest, seen, self._clock.monotonic_ms())
 
     # --- GC's side ------------------------------------------------------------------------
 
@@ -290,6 +301,8 @@ class SafePoint:
             # Under _persist_lock still: a client whose row is deleted here registers
             # again (its row written) only after this write.
             self._persist(value, samples, puts, deletes)
+            with self._lock:  # written: (if the write failed, settle's view stands)
+                self._leases.settled(puts, deletes, leases)
         return value, HELD_BY[held]
 
     def _raise(self, now: int, leases: int) -> str:
@@ -327,8 +340,11 @@ class SafePoint:
                 self._add_sample(self._clock.now_ms())
                 samples = list(self._samples)
                 value = self.value
-                puts, deletes = self._leases.settle(self._clock.monotonic_ms(), value)
+                leases = self._clock.monotonic_ms()
+                puts, deletes = self._leases.settle(leases, value)
             self._persist(value, samples, puts, deletes)
+            with self._lock:
+                self._leases.settled(puts, deletes, leases)
 
     def _persist(self, value: int, samples: list[Sample], puts: dict[bytes, int],
                  deletes: list[bytes]) -> None:
@@ -336,8 +352,7 @@ class SafePoint:
         batch = [gc_table.samples_mutation(_thin(samples))]
         if value > self._persisted:
             batch.insert(0, gc_table.safe_point_mutation(value))
-        if puts or deletes:
-            batch.append(gc_table.leases_mutation(puts, deletes))
+        batch.extend(gc_table.leases_mutations(puts, deletes))
         self._store.mutate_rows(batch, sync=True)
         self._persisted = max(self._persisted, value)
 

@@ -5,15 +5,22 @@
   client reports again: a remote transaction older than gc_life_time reads on.
 * A report delivered after a later one of its client (reordered, sent again) is
   ignored: it cannot release what the later one holds.
+* A report accepted holds across a kill -9 at once: one naming a start_ts below its
+  client's persisted floor (its lease lapsed meanwhile) lowers the floor first, even
+  racing a pass.
+* A pass settles any number of leases; a pass whose write fails leaves every row to
+  the next one.
 * On a node with tokens, a caller cannot move the lease of another caller's client,
   even knowing its client_id; the client's own principal can.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import TracebackType
 
 import pytest
 
@@ -22,11 +29,12 @@ from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.server import ServerPolicy
 from percolator import Client, SnapshotTooOld, Transaction
 from percolator._gc_table import GC_TABLE, LEASES_ROW, read_leases
+from percolator._leases import client_key
 from percolator._local import LocalBackend
 from percolator._node_client import NodeClient
 from percolator._node_codec import CLIENT_ID_TAG
-from percolator._safe_point import HELD_BY
-from percolator._snapshots import SnapshotReport
+from percolator._safe_point import HELD_BY, SafePoint
+from percolator._snapshots import ActiveSnapshots, SnapshotReport
 from percolator._transport.framing import field
 from percolator.clock import FakeClock
 from percolator.node import Node
@@ -212,6 +220,257 @@ def test_lease_rows_are_written_when_a_client_first_holds_and_when_its_floor_mov
         assert len(writes) == 4 and read_leases(store) == {b"client": again}
     finally:
         backend.close()
+
+
+# --- a report below its floor -----------------------------------------------------------
+
+
+LEASE = 30.0
+
+
+@pytest.fixture()
+def world(tmp_path: Path) -> Iterator[tuple[LocalStore, Oracle, FakeClock, LocalBackend]]:
+    store = LocalStore(str(tmp_path / "data"))
+    oracle = Oracle(store)
+    clock = FakeClock()
+    backend = LocalBackend(store, oracle, clock=clock, owned=False, gc_life_time=0.0,
+                           client_lease=LEASE)
+    try:
+        yield store, oracle, clock, backend
+    finally:
+        backend.close()
+        oracle.close()
+        store.close()
+
+
+class HookedLock:
+    """A lock that runs ``hook`` once, right after the n-th release (on the releasing
+    thread, holding nothing): a deterministic interleaving without sleeps."""
+
+    def __init__(self, release_no: int, hook: Callable[[], object]) -> None:
+        self._lock = threading.Lock()
+        self._n = 0
+        self._at = release_no
+        self._hook: Callable[[], object] | None = hook
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._lock.__exit__(t, v, tb)
+        self._n += 1
+        if self._n == self._at and self._hook is not None:
+            hook, self._hook = self._hook, None
+            hook()
+
+
+class _Owner:
+    """A local transaction's stand-in (ActiveSnapshots holds its owner weakly)."""
+
+
+def _restarted(store: LocalStore, oracle: Oracle, clock: FakeClock) -> SafePoint:
+    """The safe point a node restarted after a kill -9 now would have: built from what
+    the store holds, nothing saved on the way down, no local transaction left."""
+    return SafePoint(store, oracle, clock, ActiveSnapshots(oracle.peek), life_time=0.0,
+                     client_lease=LEASE)
+
+
+def _lapse_with_a_local_holder(backend: LocalBackend, clock: FakeClock, c: bytes
+                               ) -> tuple[int, int, object]:
+    """c holds t (reported); a local transaction holds the safe point below t; c's
+    lease lapses (a pause longer than a lease)."""
+    sp = backend.safe_point
+    owner = _Owner()
+    token = backend.snapshots.enter(owner)
+    local = backend.timestamps(1)
+    backend.snapshots.started(token, local)
+    t = sp.timestamps(1, c)
+    assert sp.report(c, 1, t, t)
+    clock.advance(LEASE + 1)
+    return t, token, owner
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["row-kept", "row-deleted"])
+def test_a_report_racing_a_pass_that_deletes_the_row_holds_across_a_kill_9(
+        world: tuple[LocalStore, Oracle, FakeClock, LocalBackend], deleted: bool) -> None:
+    """c's lease lapsed; c reports t again (still running), and a pass runs right after
+    the report first releases the lock (its row still there: after the report applied;
+    its row deleted by an earlier pass: between the check and the floor's write): the
+    report is accepted, and a node killed with kill -9 right after restarts holding t."""
+    store, oracle, clock, backend = world
+    sp = backend.safe_point
+    c = client_key(b"", b"c")
+    t, token, owner = _lapse_with_a_local_holder(backend, clock, c)
+    if deleted:
+        sp.advance()
+        assert c not in read_leases(store)
+    sp._lock = HookedLock(1, lambda: sp.advance())  # type: ignore[assignment]
+    assert sp.report(c, 2, t, t)  # accepted: c believes t is held for a lease
+    assert sp.value <= t
+    assert read_leases(store)[c] <= t
+    backend.snapshots.leave(token)  # the local transaction ends; then kill -9
+    value, held = _restarted(store, oracle, clock).advance()
+    assert value <= t, f"restarted: safe point {value} passed {t}, held by {held}"
+    del owner
+
+
+def test_a_report_below_the_persisted_floor_lowers_it_before_it_holds(
+        world: tuple[LocalStore, Oracle, FakeClock, LocalBackend]) -> None:
+    """After a lapse, a new hand-out registers c's row at the oracle's next timestamp
+    u > t; c's report naming t (its transaction still running) lowers the row to t
+    (fsync) before it is accepted: a kill -9 right after loses nothing."""
+    store, oracle, clock, backend = world
+    sp = backend.safe_point
+    c = client_key(b"", b"c")
+    t, token, owner = _lapse_with_a_local_holder(backend, clock, c)
+    sp.advance()  # deletes c's row: its lease passed
+    assert c not in read_leases(store)
+    u = sp.timestamps(1, c)  # c begins another transaction: row at u
+    assert read_leases(store)[c] >= u > t
+    assert sp.report(c, 2, t, u)  # c still runs t: accepted
+    assert sp.holders()["clients"] <= t
+    assert read_leases(store)[c] == t
+    backend.snapshots.leave(token)  # the local transaction ends; then kill -9
+    value, held = _restarted(store, oracle, clock).advance()
+    assert value <= t, f"restarted: safe point {value} passed {t}, held by {held}"
+    del owner
+
+
+def test_a_safe_point_constructed_twice_over_one_store_after_a_crash_restores_leases(
+        world: tuple[LocalStore, Oracle, FakeClock, LocalBackend]) -> None:
+    """A floor registered at hand-out is restored by a new SafePoint over the same store
+    without a save (a kill -9), and holds the safe point."""
+    store, oracle, clock, backend = world
+    c = client_key(b"", b"c")
+    t = backend.timestamps(1, c)
+    again = SafePoint(store, oracle, clock, backend.snapshots, life_time=0.0,
+                      client_lease=LEASE)
+    value, held = again.advance()
+    assert value <= t, (value, held)
+
+
+def test_reports_racing_passes_and_lapses_never_hold_below_the_persisted_floor(
+        world: tuple[LocalStore, Oracle, FakeClock, LocalBackend]) -> None:
+    """Clients take timestamps and report one of their recent ones (some older than a
+    lapse: a transaction that outlived its lease) while passes run, every few of them a
+    lease later: right after each accepted report, the stored floor holds what it
+    holds (checked when no lapse came between)."""
+    store, oracle, clock, backend = world
+    sp = backend.safe_point
+    done = threading.Event()
+    checked: list[int] = []
+    failures: list[str] = []
+
+    def client(name: bytes, seed: int) -> None:
+        c = client_key(b"", name)
+        history: list[int] = []
+        n = 0
+        try:
+            for seq in range(1, 151):
+                ts = sp.timestamps(1, c)
+                history.append(ts)
+                oldest = history[-1 - (seed * seq) % min(len(history), 25)]
+                before = clock.monotonic_ms()
+                assert sp.report(c, seq, oldest, ts)
+                row = read_leases(store).get(c)
+                value = sp.value
+                if clock.monotonic_ms() == before:
+                    n += 1
+                    if row is None or row > max(oldest, value):
+                        failures.append(f"{name!r}: row {row} above {oldest} (at {value})")
+        finally:
+            checked.append(n)
+
+    def passes() -> None:
+        i = 0
+        while not done.is_set():
+            sp.advance()
+            i += 1
+            if i % 3 == 0:
+                clock.advance(LEASE + 1)
+
+    threads = [threading.Thread(target=client, args=(b"c%d" % i, 7 + 2 * i))
+               for i in range(4)]
+    gc = threading.Thread(target=passes)
+    gc.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    done.set()
+    gc.join(120)
+    assert not gc.is_alive() and not any(t.is_alive() for t in threads)
+    assert len(checked) == 4 and sum(checked) > 0, checked
+    assert not failures, failures[:5]
+
+
+# --- many leases, a failed pass ---------------------------------------------------------
+
+
+def test_a_pass_settles_more_leases_than_a_row_mutation_holds(
+        world: tuple[LocalStore, Oracle, FakeClock, LocalBackend]) -> None:
+    """The lease rows of a pass are split over row mutations within the store's limit:
+    a pass moves, then deletes, more clients' rows than one row mutation holds."""
+    store, oracle, clock, backend = world
+    n = store.limits.max_items_per_row + 1
+    firsts = [backend.timestamps(1, client_key(b"", b"c%d" % i)) for i in range(n)]
+    assert len(read_leases(store)) == n
+    for i, first in enumerate(firsts):  # each reports a later oldest: every row moves
+        backend.report_snapshots(client_key(b"", b"c%d" % i),
+                                 SnapshotReport(first + 1, first, 1))
+    backend.collect_garbage()
+    assert read_leases(store) == {client_key(b"", b"c%d" % i): first + 1
+                                  for i, first in enumerate(firsts)}
+    clock.advance(LEASE + 1)  # every lease lapses: the pass deletes n rows
+    backend.collect_garbage()
+    assert read_leases(store) == {}
+
+
+def test_a_pass_whose_write_fails_leaves_its_rows_to_the_next_pass(
+        world: tuple[LocalStore, Oracle, FakeClock, LocalBackend],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass's write fails: nothing is forgotten.  The rows it was deleting count as
+    gone (a hand-out to their client registers again, first), the rows it was moving
+    at the higher of their floors (a report below that lowers the row first); the next
+    pass writes the rest."""
+    store, oracle, clock, backend = world
+    owner = _Owner()  # a local transaction holds the safe point below everything
+    token = backend.snapshots.enter(owner)
+    backend.snapshots.started(token, backend.timestamps(1))
+    lapsed, back, held = (client_key(b"", name) for name in (b"lapsed", b"back", b"held"))
+    backend.timestamps(1, lapsed)
+    backend.timestamps(1, back)
+    h = [backend.timestamps(1, held) for _ in range(4)]
+    before = read_leases(store)
+    assert before[held] == h[0]
+    clock.advance(LEASE + 1)  # all three lapse; held reports h[2] its oldest
+    backend.report_snapshots(held, SnapshotReport(h[2], h[3], 1))
+    real = store.mutate_rows
+
+    class Failed(OSError):
+        pass
+
+    def failing(rows: list[RowMutation], **kwargs: bool) -> object:
+        if any((r.table, r.row) == (GC_TABLE, LEASES_ROW) for r in rows):
+            raise Failed("disk full")
+        return real(rows, **kwargs)
+
+    monkeypatch.setattr(store, "mutate_rows", failing)
+    with pytest.raises(Failed):
+        backend.collect_garbage()  # would delete lapsed's and back's rows, move held's
+    monkeypatch.setattr(store, "mutate_rows", real)
+    assert read_leases(store) == before
+    # held reports h[1]: below the floor the failed write may have left (h[2]), so the
+    # floor is lowered (written) before the report holds.
+    backend.report_snapshots(held, SnapshotReport(h[1], h[3], 2))
+    assert read_leases(store)[held] == h[1]
+    again = backend.timestamps(1, back)  # its row may be gone: registered again, first
+    assert read_leases(store)[back] == again
+    backend.collect_garbage()
+    assert read_leases(store) == {held: h[1], back: again}
+    backend.snapshots.leave(token)
+    del owner
 
 
 # --- order ----------------------------------------------------------------------------
