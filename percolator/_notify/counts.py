@@ -54,10 +54,14 @@ def deletes(log_table: bytes, cells: Iterable[tuple[bytes, Sequence[bytes]]]
             ) -> list[RowMutation]:
     """Deletes of these (log row, data rows) entries, each row's conditional on each of
     its cells being there (so that its result says whether it removed them all)."""
-    return [RowMutation(log_table, log_row,
-                        tuple(DeleteVersion(row, 0) for row in rows[i:i + CELLS_PER_DELETE]),
-                        tuple(VersionAt(row, 0) for row in rows[i:i + CELLS_PER_DELETE]))
-            for log_row, rows in cells for i in range(0, len(rows), CELLS_PER_DELETE)]
+    out = []
+    for log_row, named in cells:
+        rows = list(dict.fromkeys(named))  # a row named twice: both its conditions held
+        out += [RowMutation(log_table, log_row,
+                            tuple(DeleteVersion(row, 0) for row in rows[i:i + CELLS_PER_DELETE]),
+                            tuple(VersionAt(row, 0) for row in rows[i:i + CELLS_PER_DELETE]))
+                for i in range(0, len(rows), CELLS_PER_DELETE)]
+    return out
 
 
 def removed(store: TabletStore, mutations: Sequence[RowMutation],
@@ -139,16 +143,19 @@ class Counts:
         try:
             yield out
         finally:
-            with self._lock:
+            with self._lock:  # one section: a recount between the two counted it twice
                 self._deleting -= 1
-            self._apply(out, 1)
+                self._apply_locked(out, 1)
 
     def _apply(self, counts: dict[bytes, int], sign: int) -> None:
         """Add (sign -1) or subtract (sign 1) ``counts``."""
         if counts:
             with self._lock:
-                for column, k in counts.items():
-                    self._n[column] = max(0, self._n.get(column, 0) - sign * k)
+                self._apply_locked(counts, sign)
+
+    def _apply_locked(self, counts: dict[bytes, int], sign: int) -> None:
+        for column, k in counts.items():
+            self._n[column] = max(0, self._n.get(column, 0) - sign * k)
 
     # --- recount --------------------------------------------------------------------------
 
