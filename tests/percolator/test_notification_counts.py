@@ -19,16 +19,9 @@ from percolator._notify.feed import REINDEX, TableFeed
 from percolator.layout import notify_table
 from percolator.notifications import DoneRef, PullRequest
 from tests.percolator.steps import log_entries
+from tests.percolator.test_notification_log import COL
+from tests.percolator.test_notification_log import client_fixture as client_fixture
 from tests.percolator.txn_fixtures import parts_of
-
-COL = b"c"
-
-
-@pytest.fixture(name="client")
-def client_fixture(tmp_path: Path) -> Iterator[Client]:
-    with Client.embedded(tmp_path / "data", lock_ttl=1.0) as client:
-        client.notifications.register(client.table, COL, backfill=False)
-        yield client
 
 
 def feed_of(client: Client) -> TableFeed:
