@@ -82,12 +82,13 @@ class Engine:
                   snapshot: plyvel.Snapshot | None = None) -> list[list[Cell]]:
         return self._reader.read_rows(reads, max_bytes=max_bytes, snapshot=snapshot)
 
-    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int
+    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int,
+                         max_row_bytes: int | None = None
                          ) -> Generator[list[list[Cell]], None, None]:
-        return self._reader.read_rows_chunks(reads, chunk_bytes)
+        return self._reader.read_rows_chunks(reads, chunk_bytes, max_row_bytes)
 
-    def scan(self, s: ScanRequest) -> Iterator[Row]:
-        return self._reader.scan(s)
+    def scan(self, s: ScanRequest, max_row_bytes: int | None = None) -> Iterator[Row]:
+        return self._reader.scan(s, max_row_bytes)
 
     def mutate(self, mutations: Sequence[RowMutation], *, sync: bool = False
                ) -> list[MutationResult]:

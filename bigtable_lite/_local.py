@@ -52,16 +52,21 @@ class LocalStore(StoreOps):
         check_reads(reads, self.limits)
         return self.engine.read_rows(reads, max_bytes=max_bytes)
 
-    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int
+    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int,
+                         max_row_bytes: int | None = None
                          ) -> Generator[list[list[Cell]], None, None]:
         """read_rows, one snapshot, the results in pieces of about ``chunk_bytes`` gathered
-        one at a time (for a stream of a large result)."""
+        one at a time (for a stream of a large result); ``max_row_bytes``: as
+        :meth:`scan`'s."""
         check_reads(reads, self.limits)
-        return self.engine.read_rows_chunks(reads, chunk_bytes)
+        return self.engine.read_rows_chunks(reads, chunk_bytes, max_row_bytes)
 
-    def scan(self, request: ScanRequest) -> Iterator[Row]:
+    def scan(self, request: ScanRequest, max_row_bytes: int | None = None) -> Iterator[Row]:
+        """``max_row_bytes``: ReplyTooLarge for a row with more bytes (counted as budgets
+        count them) in what is read, raised while the row is gathered (a reply carries a
+        row whole: the gRPC service bounds rows by what a message can carry)."""
         check_scan(request, self.limits)
-        return self.engine.scan(request)
+        return self.engine.scan(request, max_row_bytes)
 
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:

@@ -42,9 +42,35 @@ def _spend(budget: int, cells: Sequence[Cell], max_bytes: int | None) -> int:
     """The budget left after ``cells``; ReplyTooLarge if they overdraw it."""
     budget -= cells_bytes(cells)
     if budget < 0:
-        raise ReplyTooLarge(f"the reply would exceed the server's budget of {max_bytes}"
-                            " bytes for one message; read fewer rows at once or stream them")
+        raise _over_budget(max_bytes)
     return budget
+
+
+def _over_budget(max_bytes: int | None) -> ReplyTooLarge:
+    return ReplyTooLarge(f"the reply would exceed the server's budget of {max_bytes}"
+                         " bytes for one message; read fewer rows at once or stream them")
+
+
+def _take(room: int, cell: Cell) -> int:
+    """The room left in a row's budget after ``cell`` (-1: no budget); ReplyTooLarge once
+    it is overdrawn, while the row is gathered, so a row of any size never costs more
+    memory than the budget."""
+    if room < 0:
+        return -1
+    room -= len(cell.column) + len(cell.value) + CELL_OVERHEAD
+    if room < 0:
+        raise _RowOverBudget()
+    return room
+
+
+class _RowOverBudget(ReplyTooLarge):
+    """A row overdrew its budget while gathered (:func:`_take`); the caller says which."""
+
+
+def _row_too_large(table: bytes, row: bytes, max_bytes: int) -> ReplyTooLarge:
+    return ReplyTooLarge(f"row {row!r} of table {table!r} holds more than {max_bytes} bytes"
+                         " in what is read, and a reply carries a row whole; read fewer"
+                         " columns or versions, or a narrower time range")
 
 
 class Reader:
@@ -118,9 +144,12 @@ class Reader:
                         wanted = []
                     if it is None:
                         it = source.raw_iterator(verify_checksums=True)
-                    out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
-                                         tr.min_ts, tr.max_ts, r.max_versions,
-                                         r.keys_only_prefixes))
+                    try:
+                        out.append(_read_row(it, rpfx, wanted, r.column_prefixes,
+                                             tr.min_ts, tr.max_ts, r.max_versions,
+                                             r.keys_only_prefixes, budget))
+                    except _RowOverBudget:
+                        raise _over_budget(max_bytes) from None
                 if budget >= 0 and out:
                     _spend(budget, out[-1], max_bytes)
                 return out
@@ -134,11 +163,13 @@ class Reader:
         finally:
             self._dir.exit()
 
-    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int
+    def read_rows_chunks(self, reads: Sequence[RowRead], chunk_bytes: int,
+                         max_row_bytes: int | None = None
                          ) -> Generator[list[list[Cell]], None, None]:
         """:meth:`read_rows` from one snapshot, the results in pieces of about
-        ``chunk_bytes`` (a single larger row goes alone), each gathered when asked for:
-        a stream of a large result holds one piece at a time, never the whole."""
+        ``chunk_bytes`` (a single larger row goes alone, up to ``max_row_bytes``), each
+        gathered when asked for: a stream of a large result holds one piece at a time,
+        never the whole."""
         datadir = self._dir
         datadir.enter()
         try:
@@ -150,9 +181,12 @@ class Reader:
             size = 0
             for r in reads:
                 try:
-                    cells = self.read_rows((r,), snapshot=snapshot)[0]
+                    cells = self.read_rows((r,), snapshot=snapshot, max_bytes=max_row_bytes)[0]
                 except RuntimeError as exc:  # plyvel: database closed under the snapshot
                     raise StoreClosed(str(exc)) from exc
+                except ReplyTooLarge:
+                    assert max_row_bytes is not None
+                    raise _row_too_large(r.table, r.row, max_row_bytes) from None
                 n = cells_bytes(cells)
                 if chunk and size + n > chunk_bytes:
                     yield chunk
@@ -172,9 +206,12 @@ class Reader:
             return [(column, escaped[column])]
         return [(c, escaped[c]) for c in sorted(set(columns))]
 
-    def scan(self, s: ScanRequest) -> Iterator[Row]:
+    def scan(self, s: ScanRequest, max_row_bytes: int | None = None) -> Iterator[Row]:
         """Rows of [start_row, end_row) from one snapshot, in chunks so close() is never
-        blocked long."""
+        blocked long.  ``max_row_bytes``: ReplyTooLarge for a row larger (counted as
+        :func:`cells_bytes` does), while it is gathered; a chunk then holds about that
+        many bytes at most."""
+        room = -1 if max_row_bytes is None else max_row_bytes
         tpfx = table_prefix(s.table)
         wanted = self._wanted(s.columns) if s.columns else []
         stop = row_prefix(tpfx, s.end_row) if s.end_row is not None else after_table(tpfx)
@@ -194,7 +231,7 @@ class Reader:
                     it = snapshot.raw_iterator(verify_checksums=True)
                     try:
                         position = _scan_chunk(it, s, wanted, tpfx, position, stop, remaining,
-                                               chunk)
+                                               chunk, room)
                     finally:
                         it.close()
                 except RuntimeError as exc:  # plyvel: database closed under the snapshot
@@ -236,31 +273,37 @@ def _get_versions(source: plyvel.DB | plyvel.Snapshot, rpfx: bytes,
 
 
 def _collect_versions(it: plyvel.RawIterator, cpfx: bytes, column: bytes, max_ts: int,
-                      min_ts: int, max_versions: int, cells: list[Cell], strip: bool) -> None:
+                      min_ts: int, max_versions: int, cells: list[Cell], strip: bool,
+                      room: int) -> int:
     """Append the versions of one cell within [min_ts, max_ts], newest first (``strip``:
-    with empty values)."""
+    with empty values); the row's room left (:func:`_take`)."""
     it.seek(version_key(cpfx, max_ts))
     n = 0
     width = len(cpfx)
     while it.valid():
         key = it.key()
         if not key.startswith(cpfx):
-            return
+            return room
         ts = decode_ts_at(key, width)
         if ts < min_ts:
-            return
-        cells.append(Cell(column, ts, b"" if strip else it.value()))
+            return room
+        cell = Cell(column, ts, b"" if strip else it.value())
+        cells.append(cell)
+        if room >= 0:
+            room = _take(room, cell)
         n += 1
         if n == max_versions:
-            return
+            return room
         it.next()
+    return room
 
 
 def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, bytes]],
               prefixes: Sequence[bytes], min_ts: int, max_ts: int, max_versions: int,
-              keys_only: tuple[bytes, ...]) -> list[Cell]:
+              keys_only: tuple[bytes, ...], room: int) -> list[Cell]:
     """The cells of one row: the wanted (column, escaped column)s, else those under prefixes;
-    those of columns under ``keys_only`` prefixes with empty values."""
+    those of columns under ``keys_only`` prefixes with empty values; at most ``room``
+    bytes (:func:`_take`; -1: no bound)."""
     cells: list[Cell] = []
     if wanted:
         if max_versions == 1:  # the newest version at or below max_ts: one seek each, inline
@@ -278,12 +321,15 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, byt
                 if key.startswith(cpfx):
                     ts = decode_ts_at(key, len(cpfx))
                     if ts >= min_ts:
-                        cells.append(Cell(column, ts, b"" if keys_only and
-                                          column.startswith(keys_only) else it.value()))
+                        cell = Cell(column, ts, b"" if keys_only and
+                                    column.startswith(keys_only) else it.value())
+                        cells.append(cell)
+                        if room >= 0:
+                            room = _take(room, cell)
             return cells
         for column, escaped in wanted:
-            _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions, cells,
-                              column.startswith(keys_only))
+            room = _collect_versions(it, rpfx + escaped, column, max_ts, min_ts, max_versions,
+                                     cells, column.startswith(keys_only), room)
         return cells
     width = len(rpfx)
     for p in _normalise_prefixes(prefixes) if prefixes else [b""]:
@@ -298,17 +344,19 @@ def _read_row(it: plyvel.RawIterator, rpfx: bytes, wanted: list[tuple[bytes, byt
             except ValueError as exc:
                 raise DataCorruption(f"undecodable key {key!r}") from exc
             cpfx = key[:end]
-            _collect_versions(it, cpfx, column, max_ts, min_ts, max_versions, cells,
-                              column.startswith(keys_only))
+            room = _collect_versions(it, cpfx, column, max_ts, min_ts, max_versions, cells,
+                                     column.startswith(keys_only), room)
             it.seek(after_versions(cpfx))
     return cells
 
 
 def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes, bytes]],
-                tpfx: bytes, position: bytes, stop: bytes, remaining: int, chunk: list[Row]
-                ) -> bytes:
-    """Read up to a chunk of non-empty rows starting at ``position``; return where to resume
-    (b"" = done)."""
+                tpfx: bytes, position: bytes, stop: bytes, remaining: int, chunk: list[Row],
+                room: int) -> bytes:
+    """Read up to a chunk of non-empty rows starting at ``position``, each within ``room``
+    bytes and the chunk about that too (-1: no bound); return where to resume (b"" =
+    done)."""
+    size = 0
     width = len(tpfx)
     tr = s.time_range
     it.seek(position)
@@ -323,10 +371,17 @@ def _scan_chunk(it: plyvel.RawIterator, s: ScanRequest, wanted: list[tuple[bytes
         except ValueError as exc:
             raise DataCorruption(f"undecodable key {key!r}") from exc
         rpfx = key[:end]
-        cells = _read_row(it, rpfx, wanted, s.column_prefixes, tr.min_ts, tr.max_ts,
-                          s.max_versions, s.keys_only_prefixes)
+        try:
+            cells = _read_row(it, rpfx, wanted, s.column_prefixes, tr.min_ts, tr.max_ts,
+                              s.max_versions, s.keys_only_prefixes, room)
+        except _RowOverBudget:
+            raise _row_too_large(s.table, row, room) from None
         if cells:
             chunk.append(Row(row, tuple(cells)))
         position = after_row(rpfx)
+        if room >= 0 and cells:
+            size += cells_bytes(cells)
+            if size >= room:  # a chunk of rows is about one row's bound at most
+                return position
         it.seek(position)
     return position

@@ -10,10 +10,13 @@ deserializer).  Order inside every handler: parse -> convert (``wire``) -> valid
 Expected outcomes (a condition that did not hold) are fields of the reply; a status
 code means the call itself failed.
 
-Bounds: a ReadRows reply gathers at most ``max_reply_bytes`` (checked after each read,
+Bounds: a ReadRows reply gathers at most ``max_reply_bytes`` (checked as it is gathered,
 :class:`~bigtable_lite.errors.ReplyTooLarge` beyond it: 1,500 reads of one 1 MiB cell in a
 24 KB request once took a node to 9 GB); ``RemoteStore`` then reads the same through
 ReadRowsStream, whose pieces are gathered one at a time from one snapshot, as Scan's are.
+A row goes in one message whole, so ReadRowsStream and Scan refuse a row over 7/8 of the
+message limit (ReplyTooLarge) while it is gathered: an 80 MB row was built whole, ~660 MB
+of the node's memory, before gRPC refused to send it.
 :data:`ROLES` is the least role each method needs (``bigtable_lite.auth``).
 """
 
@@ -130,6 +133,10 @@ class TabletService:
         self._store = store
         self._chunk_bytes = min(CHUNK_BYTES, store.limits.max_message_bytes // 4)
         self._max_reply = min(max_reply_bytes, store.limits.max_message_bytes)
+        # A row goes in one message whole: no larger (with room for the encoding's own
+        # bytes, which the budgets' count underestimates for tiny cells; a row the
+        # encoding still takes over the limit is refused by gRPC, after it was built).
+        self._max_row = store.limits.max_message_bytes * 7 // 8
 
     def ReadRows(self, raw: bytes) -> bytes:
         reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
@@ -138,7 +145,8 @@ class TabletService:
 
     def ReadRowsStream(self, raw: bytes) -> Iterator[bytes]:
         reads = wire.read_request_from_pb(_parse(pb.ReadRowsRequest, raw))
-        chunks = self._store.read_rows_chunks(reads, self._chunk_bytes)  # one snapshot
+        chunks = self._store.read_rows_chunks(reads, self._chunk_bytes,  # one snapshot
+                                              self._max_row)
         try:
             for chunk in chunks:
                 yield _serialize(wire.read_response_to_pb(chunk))
@@ -147,7 +155,7 @@ class TabletService:
 
     def Scan(self, raw: bytes) -> Iterator[bytes]:
         request = wire.scan_request_from_pb(_parse(pb.ScanRequest, raw))
-        rows = self._store.scan(request)
+        rows = self._store.scan(request, self._max_row)
         try:
             chunk: list[Row] = []
             size = 0

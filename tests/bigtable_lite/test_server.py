@@ -29,6 +29,7 @@ from bigtable_lite import (
     Limits,
     Put,
     RemoteStore,
+    ReplyTooLarge,
     Row,
     RowMutation,
     RowRead,
@@ -533,6 +534,30 @@ def test_reads_larger_than_one_message(tmp_path: Path) -> None:
                 served.store.read_row(T, b"huge", columns=[b"a", b"b"])
             with pytest.raises(LimitExceeded):  # one row must still fit in one message
                 remote.read_row(T, b"huge")
+    finally:
+        shutdown(served)
+
+
+def test_a_row_no_message_can_carry_is_refused_while_it_is_gathered(tmp_path: Path) -> None:
+    """A row goes in one reply whole: one over the message limit is refused by name
+    (ReplyTooLarge) as soon as the gathered part passes 7/8 of the limit -- an 80 MB row
+    was built whole, ~660 MB of the server's memory, before gRPC refused to send it.
+    The rows around it are read as before."""
+    limits = Limits(max_value_bytes=100_000, max_message_bytes=256 * 1024)
+    served = serve(tmp_path, limits)
+    try:
+        served.store.mutate_rows([RowMutation(T, row, (Put(b"c", 1, b"v"),))
+                                  for row in (b"a", b"z")])
+        served.store.mutate_rows([RowMutation(T, b"wide", tuple(
+            Put(b"c%02d" % i, 1, b"x" * 50_000) for i in range(8)))])  # 400 KB
+        with served.remote(limits=limits) as remote:
+            for call in (lambda: list(remote.scan_rows(T)),
+                         lambda: remote.read_rows([RowRead(T, b"wide")])):
+                with pytest.raises(ReplyTooLarge, match="row b'wide' of table b't' holds"):
+                    call()
+            assert [r.row for r in remote.scan_rows(T, end_row=b"w")] == [b"a"]
+            assert [r.row for r in remote.scan_rows(T, start_row=b"x")] == [b"z"]
+            assert len(remote.read_row(T, b"wide", columns=[b"c00", b"c01"])) == 2
     finally:
         shutdown(served)
 
