@@ -30,6 +30,7 @@ from percolator.errors import CommitConflict, TransactionNotFound, WrongTransact
 from percolator.layout import DEFAULT_TABLE
 from percolator.node import Node
 
+from .test_txn_service import _no_failpoints as _no_failpoints  # autouse: none left on
 from .txn_service_client import ServiceClient
 
 WAIT = 30.0
@@ -40,13 +41,6 @@ PROMPT = 10.0
 
 Key = tuple[bytes, bytes]
 T = DEFAULT_TABLE
-
-
-@pytest.fixture(autouse=True)
-def _no_failpoints() -> Iterator[None]:
-    failpoints.reset()
-    yield
-    failpoints.reset()
 
 
 @pytest.fixture
