@@ -52,11 +52,9 @@ def _over_budget(max_bytes: int | None) -> ReplyTooLarge:
 
 
 def _take(room: int, cell: Cell) -> int:
-    """The room left in a row's budget after ``cell`` (-1: no budget); ReplyTooLarge once
-    it is overdrawn, while the row is gathered, so a row of any size never costs more
-    memory than the budget."""
-    if room < 0:
-        return -1
+    """The room left in a row's budget (``room`` >= 0: callers skip rows without one)
+    after ``cell``; ReplyTooLarge once it is overdrawn, while the row is gathered, so a
+    row of any size never costs more memory than the budget."""
     room -= len(cell.column) + len(cell.value) + CELL_OVERHEAD
     if room < 0:
         raise _RowOverBudget()

@@ -88,8 +88,9 @@ class Collector:
         self.duty = duty
         self.lock_chunk_rows = LOCK_CHUNK_ROWS
         self.chunk_rows = COLLECT_CHUNK_ROWS
-        self._changed = changed  # the rows written since the passes took them
-        self._tables = set(changed.tracked)  # read from the _gc table at open
+        # The rows written since the passes took them; its tables (``tracked``, read from
+        # the _gc table at open) are the tables collected.
+        self._changed = changed
         # Phase 2 removes through the store under the noting one: no row to read again.
         self._removing = replace(ctx, store=ctx.store.inner) \
             if isinstance(ctx.store, NotingStore) else ctx
@@ -114,17 +115,16 @@ class Collector:
 
     def note_table(self, table: bytes) -> None:
         """``table`` holds transactional cells (called before a step first writes it)."""
-        if table in self._tables:
+        if table in self._changed.tracked:
             return
         with self._tables_lock:
-            if table not in self._tables:
+            if table not in self._changed.tracked:
                 self._store.mutate_rows([gc_table.table_mutation(table)], sync=True)
                 self._changed.track(table)
-                self._tables = self._tables | {table}
 
     @property
     def tables(self) -> frozenset[bytes]:
-        return frozenset(self._tables)
+        return self._changed.tracked
 
     @property
     def uncompacted(self) -> int:
@@ -155,7 +155,7 @@ class Collector:
         began = time.monotonic()
         pacer = _Pacer(self.duty if paced else 1.0, self._stop)
         safe_point, held_by = self.safe_point.advance()
-        tables = sorted(self._tables)
+        tables = sorted(self._changed.tracked)
         if safe_point <= self._collected_below:  # nothing new to collect; still compact
             compactions = sum(self._compact(t, 0, 0, pacer, paced) for t in tables)
             return GcPass(safe_point, started_ms, time.monotonic() - began, pacer.worked,

@@ -130,16 +130,15 @@ class ChangedRows:
         self._give_back(taken, lambda mark: mark > safe_point)
 
     def give_back(self, taken: dict[bytes, Taken]) -> None:
-        """After a pass that failed: all of ``taken`` is noted again."""
-        self._give_back(taken, lambda mark: True)
-        with self._lock:
-            for table, t in taken.items():
-                if t.written:
-                    self._written[table] = self._written.get(table, 0) + t.written
+        """After a pass that failed: all of ``taken`` is noted again, its writes counted."""
+        self._give_back(taken, lambda mark: True, written=True)
 
-    def _give_back(self, taken: dict[bytes, Taken], left: Callable[[int], bool]) -> None:
+    def _give_back(self, taken: dict[bytes, Taken], left: Callable[[int], bool], *,
+                   written: bool = False) -> None:
         with self._lock:
             for table, t in taken.items():
+                if written and t.written:
+                    self._written[table] = self._written.get(table, 0) + t.written
                 if t.full_until and left(t.full_until):
                     self._full[table] = max(self._full.get(table, 0), t.full_until)
                 for row, mark in t.rows.items():
@@ -159,17 +158,16 @@ class NotingStore(StoreOps):
                  ) -> None:
         self.limits = store.limits  # type: ignore[attr-defined]
         self.inner = store
-        self._store = store
         self._changed = changed
         self._mark = mark
         self.read_rows = store.read_rows  # type: ignore[method-assign]  # the hot path
 
     @property
     def path(self) -> str:
-        return self._store.path  # type: ignore[attr-defined, no-any-return]
+        return self.inner.path  # type: ignore[attr-defined, no-any-return]
 
     def scan(self, request: ScanRequest) -> Iterator[Row]:
-        return self._store.scan(request)
+        return self.inner.scan(request)
 
     def _noted(self, mutations: Sequence[RowMutation]) -> None:
         self._changed.note(mutations, self._mark)
@@ -177,20 +175,20 @@ class NotingStore(StoreOps):
     def mutate_rows(self, mutations: Sequence[RowMutation], *, sync: bool = False
                     ) -> list[MutationResult]:
         try:
-            return self._store.mutate_rows(mutations, sync=sync)
+            return self.inner.mutate_rows(mutations, sync=sync)
         finally:
             self._noted(mutations)
 
     def mutate_row(self, m: RowMutation, *, sync: bool = False) -> MutationResult:
         try:
-            return self._store.mutate_row(m, sync=sync)  # type: ignore[attr-defined, no-any-return]
+            return self.inner.mutate_row(m, sync=sync)  # type: ignore[attr-defined, no-any-return]
         finally:
             self._noted((m,))
 
     def mutate_guarded(self, mutations: Sequence[RowMutation], *, sync: bool = False
                        ) -> list[MutationResult]:
         try:
-            return self._store.mutate_guarded(mutations, sync=sync)
+            return self.inner.mutate_guarded(mutations, sync=sync)
         finally:
             self._noted(mutations)
 
@@ -204,7 +202,7 @@ class NotingStore(StoreOps):
                 more.append(rows)
                 return rows
         try:
-            return self._store.mutate_atomic(mutations, None if finish is None else finished,
+            return self.inner.mutate_atomic(mutations, None if finish is None else finished,
                                              sync=sync)
         finally:
             self._noted(mutations)
@@ -212,10 +210,10 @@ class NotingStore(StoreOps):
                 self._noted(rows)
 
     def list_tablets(self, table: bytes | None = None) -> list[TabletInfo]:
-        return self._store.list_tablets(table)
+        return self.inner.list_tablets(table)
 
     def split_tablet(self, table: bytes, row: bytes) -> list[TabletInfo]:
-        return self._store.split_tablet(table, row)
+        return self.inner.split_tablet(table, row)
 
     def close(self) -> None:
         """Nothing: the store it wraps is closed by its owner."""
