@@ -65,10 +65,10 @@ def deletes(log_table: bytes, cells: Iterable[tuple[bytes, Sequence[bytes]]]
 
 
 def removed(store: TabletStore, mutations: Sequence[RowMutation],
-            results: Sequence[MutationResult]) -> dict[bytes, int]:
-    """Entries removed per column by :func:`deletes` ``mutations`` that got ``results``;
-    a row that failed (a cell of it was gone) is deleted again cell by cell."""
-    out: dict[bytes, int] = {}
+            results: Sequence[MutationResult], out: dict[bytes, int]) -> None:
+    """Add to ``out`` the entries removed per column by :func:`deletes` ``mutations``
+    that got ``results``; a row that failed (a cell of it was gone) is deleted again
+    cell by cell."""
     again: list[RowMutation] = []
     for m, result in zip(mutations, results):
         if result.applied:
@@ -80,7 +80,6 @@ def removed(store: TabletStore, mutations: Sequence[RowMutation],
         for m, result in zip(again, store.mutate_rows(again)):
             if result.applied:
                 count_row(out, m.row, 1)
-    return out
 
 
 def count_row(out: dict[bytes, int], log_row: bytes, n: int) -> None:

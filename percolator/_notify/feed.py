@@ -172,9 +172,7 @@ class TableFeed:
         with self.counts.deleting() as gone:
             for i in range(0, len(mutations), _DELETES_PER_CALL):
                 chunk = mutations[i:i + _DELETES_PER_CALL]
-                for column, k in removed(self._store, chunk,
-                                         self._store.mutate_rows(chunk)).items():
-                    gone[column] = gone.get(column, 0) + k
+                removed(self._store, chunk, self._store.mutate_rows(chunk), gone)
             n = sum(gone.values())
         if n:
             self._on_deleted(n)

@@ -66,8 +66,7 @@ def park(store: TabletStore, table: bytes, refs: Sequence[DoneRef], note: bytes,
     removals = deletes(ntable, moved)
     if copies:
         results = store.mutate_rows(copies + removals, sync=True)
-        for column, n in removed(store, removals, results[len(copies):]).items():
-            gone[column] = gone.get(column, 0) + n
+        removed(store, removals, results[len(copies):], gone)
     return sum(len(rows) for _, rows in moved)
 
 
