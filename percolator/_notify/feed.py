@@ -73,6 +73,7 @@ class TableFeed:
         # Per bucket, a position below which it holds no entry (``pending``).
         self._floor: dict[tuple[bytes, int], int] = {}
         self.counts = Counts(tracker)
+        self._writes = 0  # calls of ``written``, ever (``pending`` checks none came meanwhile)
         self._skipped_rows = 0
         self._indexed_at = clock()
 
@@ -147,6 +148,7 @@ class TableFeed:
         positions and wake their owners; count those that ``landed``."""
         owners: set[str] = set()
         with self._lock:
+            self._writes += 1
             for m in tried:
                 try:
                     column, bucket, position = log.decode_key(m.row)
@@ -179,8 +181,34 @@ class TableFeed:
         return n
 
     def pending(self, columns: Iterable[bytes], cap: int) -> int:
-        """Entries of ``columns`` in the log, counted up to ``cap`` from the store, each
-        bucket read from its floor: below it the bucket holds no entry.
+        """Entries of ``columns`` in the log, counted up to ``cap`` from the store, as of
+        one moment.
+
+        Each bucket is read from its floor (:meth:`_walk`), in one scan per bucket, so the
+        walk is no snapshot: an observer chain moved its entry from a bucket not read yet
+        to one read already (deleting the entry it ran for after writing the next), and
+        a walk counted none while one was always there (a worker went idle mid-chain).
+        Such a move writes before it deletes, and every write tells ``written`` once
+        landed: a walk during which ``written`` was not called counts what the log held
+        at its end, except entries of commits still under way, which a reader may order
+        after it.  A walk that was crossed is made again; a second one crossed too,
+        under a steady stream of writes, gives way to one scan of the columns' range
+        (one snapshot, over the deleted entries' tombstones as well)."""
+        wanted = sorted({c for c in columns if c and len(c) <= log.MAX_COLUMN})
+        if not wanted or cap <= 0:
+            return 0
+        for _ in range(2):
+            with self._lock:
+                writes = self._writes
+            n = self._walk(wanted, cap)
+            with self._lock:
+                if n >= cap or self._writes == writes:
+                    return n
+        return self._scan_range(wanted, cap)
+
+    def _walk(self, columns: list[bytes], cap: int) -> int:
+        """Entries of ``columns`` up to ``cap``, each bucket read from its floor: below it
+        the bucket holds no entry.
 
         A read moves the floor to the first entry it found, or, if none, past the
         resolved timestamp taken before it (every later entry is written above it):
@@ -190,9 +218,7 @@ class TableFeed:
         bench asks ten times a second; a worker's every idle pull asked too)."""
         resolved = self._tracker.resolved()
         n = 0
-        for column in sorted(set(columns)):
-            if not column or len(column) > log.MAX_COLUMN:
-                continue
+        for column in columns:
             with self._lock:
                 due = [(b, self._floor.get((column, b), 0)) for b in range(log.BUCKETS)
                        if self._last.get((column, b), 0) >= self._floor.get((column, b), 0)]
@@ -200,6 +226,25 @@ class TableFeed:
                 n += self._pending_in(column, bucket, floor, resolved, cap - n)
                 if n >= cap:
                     return n
+        return n
+
+    def _scan_range(self, columns: list[bytes], cap: int) -> int:
+        """Entries of ``columns`` up to ``cap``, from one scan of the log rows from the
+        first column's to the last's."""
+        scan = ScanRequest(self.log_table, min(log.column_prefix(c) for c in columns),
+                           max(log.column_end(c) for c in columns),
+                           limit=cap if len(columns) == 1 else 0)  # a row holds >= 1 entry
+        wanted = set(columns)
+        n = 0
+        for row in self._store.scan(scan):
+            try:
+                column = log.decode_key(row.row)[0]
+            except ValueError:
+                continue  # not a log row (written behind the node's back): never pending
+            if column in wanted:
+                n += len(row.cells)
+                if n >= cap:
+                    break
         return n
 
     def _pending_in(self, column: bytes, bucket: int, floor: int, resolved: int,

@@ -1,6 +1,6 @@
 """The feed's pending counts under races: a recount between a delete's end and its
 subtraction, an entry named twice in a handback or a parking, a commit in flight while
-pending() moves a bucket's floor."""
+pending() moves a bucket's floor, an entry moving to a bucket pending() read already."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import time
 import pytest
 
 from percolator import Client, failpoints
+from percolator._notify import log
 from percolator._notify.api import DoneRef
 from percolator.notifications import PullRequest
 from tests.percolator.steps import log_entries
 from tests.percolator.test_notification_counts import (
     COL,
+    ScanHook,
     client_fixture,  # noqa: F401 - the fixture
     feed_of,
     must_count_exactly,
@@ -116,4 +118,65 @@ def test_a_commit_in_flight_while_pending_moves_the_floor_is_found_after(
         writer.join(WAIT)
     assert not writer.is_alive()
     assert client.notifications.pending(client.table, [COL], 10) == 1
+    must_count_exactly(client)
+
+
+def _rows_in_two_buckets() -> tuple[bytes, bytes]:
+    """Two rows, the first in a lower bucket of COL than the second."""
+    low, high = b"a", next(b"r%d" % i for i in range(1000)
+                           if log.bucket_of(b"r%d" % i) > log.bucket_of(b"a"))
+    return low, high
+
+
+def test_an_entry_moving_to_a_bucket_read_already_is_found(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pending() reads bucket after bucket, not one snapshot.  An observer chain writes
+    its next entry into a bucket read already and then deletes the entry it ran for from
+    one not read yet: a walk during that counted neither, though one was there all along
+    (a worker went idle mid-chain: Worker.run_until_idle returned with a chain
+    unfinished).  The write tells the feed; the walk is made again."""
+    low, high = _rows_in_two_buckets()
+    write(client, [high])
+    feed = feed_of(client)
+    real = feed._pending_in  # noqa: SLF001 - the seam between two buckets' reads
+    moved: list[int] = []
+
+    def crossed(column: bytes, bucket: int, floor: int, resolved: int, cap: int) -> int:
+        if bucket == log.bucket_of(high) and not moved:
+            moved.append(bucket)
+            write(client, [low])  # the next link, into a bucket read already
+            client.notifications.done(client.table, refs_of(client, {high}))  # then done
+        return real(column, bucket, floor, resolved, cap)
+
+    monkeypatch.setattr(feed, "_pending_in", crossed)
+    assert client.notifications.pending(client.table, [COL], 10) == 1
+    assert moved, "the walk never reached the second bucket"
+    monkeypatch.undo()
+    must_count_exactly(client)
+
+
+def test_walks_crossed_by_every_write_give_way_to_one_scan(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a steady stream of log writes every walk is crossed: after the second,
+    pending() reads the columns' range in one scan, and counts what it holds."""
+    low, high = _rows_in_two_buckets()
+    write(client, [low, high])
+    feed = feed_of(client)
+    hook = ScanHook(feed._store)  # noqa: SLF001 - the one seam to the store
+    feed._store = hook  # noqa: SLF001
+    real = feed._pending_in  # noqa: SLF001
+    walks: list[int] = []
+
+    def crossed(column: bytes, bucket: int, floor: int, resolved: int, cap: int) -> int:
+        if bucket == log.bucket_of(high):
+            walks.append(bucket)
+            feed.written([], [])  # a log write landed meanwhile (of any column)
+        return real(column, bucket, floor, resolved, cap)
+
+    monkeypatch.setattr(feed, "_pending_in", crossed)
+    assert client.notifications.pending(client.table, [COL], 10) == 2
+    assert len(walks) == 2, "one walk per try, two tries"
+    whole = [s for s in hook.scans if s.start_row == log.column_prefix(COL)]
+    assert whole, f"no scan of the column's range: {hook.scans}"
+    monkeypatch.undo()
     must_count_exactly(client)
