@@ -32,6 +32,12 @@ This module keeps both, per client, and three rules about them:
   (leases run on the monotonic clock, which starts again at a restart: so a lease
   from the open, not from the old expiry).  A fresh store has none, and holds nothing.
 
+* **How many**: one principal holds leases for at most :data:`MAX_CLIENTS_PER_PRINCIPAL`
+  clients at once (:meth:`ClientLeases.full`); a new client beyond it is refused before
+  anything is written.  Each client is a persisted row (an fsync to write) and memory
+  until its lease passes, and a caller that made up a new ``client_id`` per call
+  added both without end.  On a node without tokens the bound is the node's.
+
 Not thread-safe: ``SafePoint`` calls it under its lock, and orders the persisted rows'
 writes (``percolator._safe_point``).
 """
@@ -42,7 +48,12 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["ClientLeases", "client_key"]
+__all__ = ["MAX_CLIENTS_PER_PRINCIPAL", "ClientLeases", "client_key", "principal_of"]
+
+MAX_CLIENTS_PER_PRINCIPAL = 10_000
+"""Clients one principal may hold leases for at once (a client is a process: one
+``client_id`` per ``Client``; those of a process that ended count until their lease
+passes)."""
 
 
 def client_key(caller: bytes, client_id: bytes) -> bytes:
@@ -52,6 +63,11 @@ def client_key(caller: bytes, client_id: bytes) -> bytes:
     if not client_id:
         return b""
     return bytes((len(caller),)) + caller + client_id
+
+
+def principal_of(client: bytes) -> bytes:
+    """The principal of a :func:`client_key` (``b""`` for the anonymous key)."""
+    return client[1:1 + client[0]] if client else b""
 
 
 @dataclass(slots=True)
@@ -108,12 +124,35 @@ class ClientLeases:
         (a report that saw it was read after the open)."""
         self.lease_ms = lease_ms
         self._first_ts = first_ts
-        self._clients: dict[bytes, _Client] = {
-            key: _Client(row=floor, restored=floor, restored_until_ms=now_ms + lease_ms)
-            for key, floor in persisted.items()}
+        self._clients: dict[bytes, _Client] = {}
+        self._per_principal: dict[bytes, int] = {}  # clients of each principal
+        for key, floor in persisted.items():
+            self._add(key, _Client(row=floor, restored=floor,
+                                   restored_until_ms=now_ms + lease_ms))
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    def _add(self, key: bytes, entry: _Client) -> _Client:
+        self._clients[key] = entry
+        principal = principal_of(key)
+        self._per_principal[principal] = self._per_principal.get(principal, 0) + 1
+        return entry
+
+    def _forget(self, key: bytes) -> None:
+        del self._clients[key]
+        principal = principal_of(key)
+        left = self._per_principal[principal] - 1
+        if left:
+            self._per_principal[principal] = left
+        else:
+            del self._per_principal[principal]
+
+    def full(self, client: bytes) -> bool:
+        """Whether ``client`` is new and its principal already holds leases for
+        :data:`MAX_CLIENTS_PER_PRINCIPAL` clients."""
+        return client not in self._clients and self._per_principal.get(
+            principal_of(client), 0) >= MAX_CLIENTS_PER_PRINCIPAL
 
     def row(self, client: bytes) -> int | None:
         """``client``'s persisted floor: a row is stored at or below it; None if there may
@@ -125,7 +164,7 @@ class ClientLeases:
         """``client``'s floor ``floor`` is persisted."""
         entry = self._clients.get(client)
         if entry is None:
-            entry = self._clients[client] = _Client()
+            entry = self._add(client, _Client())
         entry.row = floor
         entry.unsure = False
 
@@ -144,7 +183,7 @@ class ClientLeases:
         if entry is None:
             if oldest is None:
                 return True  # holds nothing, and held nothing here
-            entry = self._clients[client] = _Client()
+            entry = self._add(client, _Client())
         if seq <= entry.seq:
             return False
         entry.seq = seq
@@ -204,4 +243,4 @@ class ClientLeases:
             clients[key].unsure = False
         for key, entry in list(clients.items()):
             if entry.row is None and not entry.unsure and entry.expired(now_ms):
-                del clients[key]  # its lease passed: forgotten
+                self._forget(key)  # its lease passed: forgotten

@@ -45,11 +45,12 @@ from collections.abc import Callable
 from bigtable_lite import MAX_TS, InvalidArgument, TabletStore
 
 from . import _gc_table as gc_table
+from . import _leases
 from ._gc_table import Sample
 from ._leases import ClientLeases
 from ._snapshots import ActiveSnapshots
 from .clock import Clock
-from .errors import SnapshotTooOld
+from .errors import SnapshotTooOld, TooManyClients
 from .oracle import Oracle
 
 __all__ = ["DEFAULT_CLIENT_LEASE", "SafePoint"]
@@ -200,10 +201,17 @@ class SafePoint:
     def _register(self, client: bytes, oldest: int | None) -> None:
         """Persist ``client``'s lease floor (fsync) unless :meth:`_floored`: the oracle's
         next timestamp (below every later hand-out), its row and ``oldest`` if lower.
-        Called under ``_persist_lock`` (no pass moves the row meanwhile)."""
+        TooManyClients, before anything is written, for a new client past its
+        principal's bound (``_leases``).  Called under ``_persist_lock`` (no pass moves
+        the row meanwhile)."""
         with self._lock:
             if self._floored(client, oldest):
                 return
+            if self._leases.full(client):
+                raise TooManyClients(
+                    f"refused a new client: its principal holds GC leases for"
+                    f" {_leases.MAX_CLIENTS_PER_PRINCIPAL} clients already (each until its"
+                    f" lease of {self.lease_ms / 1000:g} s passes); retry later")
             row = self._leases.row(client)
         floor = min(self._oracle.peek(), MAX_TS)
         for lower in (row, oldest):

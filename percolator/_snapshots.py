@@ -35,6 +35,8 @@ from dataclasses import dataclass, replace
 
 from bigtable_lite import StorageError
 
+from .errors import TooManyClients
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ActiveSnapshots", "Reporter", "SnapshotReport"]
@@ -150,8 +152,10 @@ class Reporter:
     the client receives a timestamp again (:meth:`kick`).  A transaction below the safe
     point the client knows is not reported: it is refused already, and holds nothing.
     ``send(report)`` returns the lease in ms.  A report that fails is retried at
-    the next tick; the node refuses whatever the lease no longer covers
-    (``SnapshotTooOld``), so a client that cannot report fails closed.
+    the next tick (also one refused ``TooManyClients``: a client forgotten after its
+    lease passed, whose principal filled its clients meanwhile); the node refuses
+    whatever the lease no longer covers (``SnapshotTooOld``), so a client that cannot
+    report fails closed.
     """
 
     def __init__(self, snapshots: ActiveSnapshots,
@@ -209,7 +213,7 @@ class Reporter:
                     return
             try:
                 self.report_now()
-            except StorageError as exc:
+            except (StorageError, TooManyClients) as exc:  # the node's refusals, too
                 # Once per outage, not once per interval: a node that is down for a
                 # minute would otherwise fill the log with the same line.
                 failing_since = failing_since or time.monotonic()
@@ -237,6 +241,6 @@ class Reporter:
             return
         try:
             self._send(replace(report, oldest=None))
-        except StorageError as exc:
+        except (StorageError, TooManyClients) as exc:
             log.info("final report of running transactions failed (%s); the node's lease"
                      " releases them", exc)

@@ -9,6 +9,7 @@ server raises              status code             client raises
 OracleExhausted            OUT_OF_RANGE            OracleExhausted
 OracleConflict             FAILED_PRECONDITION     OracleConflict
 SnapshotTooOld             FAILED_PRECONDITION     SnapshotTooOld (named, see below)
+TooManyClients             RESOURCE_EXHAUSTED      TooManyClients (named)
 (anything else)            bigtable_lite.status    bigtable_lite.status
 =========================  ======================  ====================================
 
@@ -53,6 +54,7 @@ from .errors import (
     CommitUndetermined,
     LockWaitTimeout,
     SnapshotTooOld,
+    TooManyClients,
     TooManyTransactions,
     TransactionBusy,
     TransactionNotFound,
@@ -67,6 +69,7 @@ _OWN: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (OracleExhausted, grpc.StatusCode.OUT_OF_RANGE),          # past 2**64 - 1
     (OracleConflict, grpc.StatusCode.FAILED_PRECONDITION),    # two oracles on one store
     (SnapshotTooOld, grpc.StatusCode.FAILED_PRECONDITION),    # start_ts below the safe point
+    (TooManyClients, grpc.StatusCode.RESOURCE_EXHAUSTED),     # a principal's leases
 )
 # A code alone (no class name sent): the error it meant before names travelled.
 _OWN_BY_CODE: dict[grpc.StatusCode, type[Exception]] = {

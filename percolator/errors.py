@@ -11,6 +11,7 @@
     │   ├── TransactionNotFound     (Transactions service) no open transaction has this id
     │   ├── TransactionBusy         (Transactions service) another call on it ran too long
     │   ├── TooManyTransactions     (Transactions service) the node holds its most open
+    │   ├── TooManyClients          the caller's principal holds GC leases for its most clients
     │   └── WrongTransactionState   (Transactions service) the call does not fit its state
     └── OracleError                 the timestamp oracle failed
         ├── OracleExhausted         no timestamps left below 2**64 (percolator.oracle)
@@ -84,6 +85,13 @@ class TransactionBusy(TransactionError):
 
 class TooManyTransactions(TransactionError):
     """The node holds as many open transactions of the Transactions service as it may."""
+
+
+class TooManyClients(TransactionError):
+    """The caller's principal (its token) holds GC leases for as many clients as it may
+    (``percolator._leases.MAX_CLIENTS_PER_PRINCIPAL``): a new client of it gets no
+    timestamp until the lease of one of its others passes (a client that ended: one
+    lease after its last call).  Retry later."""
 
 
 class WrongTransactionState(TransactionError):

@@ -21,6 +21,7 @@ from percolator._snapshots import ActiveSnapshots, Reporter, SnapshotReport
 from percolator._status import command_error, error_for, error_name, status_for
 from percolator._transport.framing import tags
 from percolator.clock import FakeClock
+from percolator.errors import TooManyClients
 from percolator.oracle import OracleConflict
 from percolator.oracle_client import RemoteOracle
 from percolator.v1 import node_pb2
@@ -266,6 +267,35 @@ def test_the_reporter_logs_an_outage_once_not_every_attempt(
     failed = [r for r in caplog.records if "failed" in r.getMessage()]
     assert len(failed) >= 20
     assert [r.levelno for r in failed].count(logging.WARNING) == 1
+
+
+def test_the_reporter_outlives_a_refusal_of_its_principals_clients() -> None:
+    """A client forgotten after its lease passed, whose principal filled its clients
+    meanwhile, is refused TooManyClients: its reporter retries (the thread died with it
+    once, and the client never reported again)."""
+    registry = ActiveSnapshots()
+    refusing = threading.Event()
+    refusing.set()
+    sent: list[int | None] = []
+    refused: list[int] = []
+
+    def send(report: SnapshotReport) -> int:
+        if refusing.is_set():
+            refused.append(report.seen)
+            raise TooManyClients("refused a new client")
+        sent.append(report.oldest)
+        return 300
+
+    owner, token = _running(registry, 7)
+    reporter = Reporter(registry, send, first_interval=0.01)
+    try:
+        reporter.kick()
+        eventually(lambda: len(refused) >= 3, "the reporter retried")
+        refusing.clear()
+        eventually(lambda: 7 in sent, "the report went through once the node took it")
+    finally:
+        registry.leave(token)
+        reporter.close()
 
 
 def test_a_step_of_the_wall_clock_does_not_end_the_clients_leases(tmp_path: Path) -> None:
