@@ -12,12 +12,14 @@ gRPC threads.  Its TLS handshakes run in each connection's thread:
 handshake runs in accept, and one client that connected and sent nothing held up every
 scrape (measured: all of them timed out).
 
-At most :data:`MAX_CONNECTIONS` connections are served at once, and each has
+At most :data:`MAX_CONNECTIONS` connections are served at once, at most
+:data:`MAX_PER_PEER` of them from one address, and each has
 :data:`DEADLINE` seconds from its accept for everything -- TLS handshake, request,
 response -- after which its socket is shut down (:class:`_Deadlines`, one thread per
 endpoint).  A timeout per read is not enough: a scraper that dripped its request a
 byte at a time never waited long for any one read, so eight of them held every slot
-for as long as they liked and real scrapes were refused.
+for as long as they liked and real scrapes were refused.  Deadlines alone still let one
+host that reconnected as fast as it was cut hold every slot; by address, it holds two.
 
 Protected mode, as for a node's port (``bigtable_lite.server.check_exposure``): beyond a
 loopback address the endpoint is served only over TLS (``tls``: HTTPS with that
@@ -67,6 +69,10 @@ MAX_CONNECTIONS = 8
 """Connections served at once; more are closed at once.  Each holds a thread and a file
 descriptor: unbounded, idle connections (no credential needed) took every descriptor of
 the process, and the node's gRPC port stopped answering."""
+MAX_PER_PEER = 2
+"""Connections served at once from one peer address (of :data:`MAX_CONNECTIONS`): one
+host cannot take every slot, however fast it reconnects.  A scraper needs one at a
+time; Prometheus pairs scrape from two hosts."""
 
 
 class _Deadlines:
@@ -148,29 +154,45 @@ class _Server(ThreadingMixIn, WSGIServer):
     context: Callable[[], ssl.SSLContext] | None = None
     deadline = DEADLINE
     deadlines: _Deadlines
-    _slots: threading.BoundedSemaphore | None = None  # MAX_CONNECTIONS (made on first use)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._served: dict[str, int] = {}  # connections served, per peer address
+        self._served_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve the connection in a thread of its own, if a slot is free; else close it."""
-        if self._slots is None:  # (this runs on the serving thread only)
-            self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        if not self._slots.acquire(blocking=False):
-            log.debug("metrics connection from %s refused: %d served already",
-                      client_address, MAX_CONNECTIONS)
+        """Serve the connection in a thread of its own, if a slot is free (of all, and of
+        its peer's); else close it."""
+        peer = _peer(client_address)
+        with self._served_lock:
+            total, mine = sum(self._served.values()), self._served.get(peer, 0)
+            full = total >= MAX_CONNECTIONS or mine >= MAX_PER_PEER
+            if not full:
+                self._served[peer] = mine + 1
+        if full:
+            log.debug("metrics connection from %s refused: %d served, %d of them from"
+                      " there", client_address, total, mine)
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._release(peer)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            assert self._slots is not None
-            self._slots.release()
+            self._release(_peer(client_address))
+
+    def _release(self, peer: str) -> None:
+        with self._served_lock:
+            left = self._served[peer] - 1
+            if left:
+                self._served[peer] = left
+            else:
+                del self._served[peer]
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Serve one connection within the deadline (see the module docstring)."""
@@ -194,6 +216,11 @@ class _Server(ThreadingMixIn, WSGIServer):
         """A scraper that went away or idled out is its own affair: one debug line, not
         socketserver's traceback on stderr."""
         log.debug("metrics connection from %s ended: %s", client_address, sys.exc_info()[1])
+
+
+def _peer(client_address: Any) -> str:
+    """The peer's address, without its port."""
+    return str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
 
 
 def check_exposure(listen: str, tls: ServerTLS | None, *, insecure: bool = False) -> None:

@@ -33,7 +33,7 @@ from percolator._local import LocalBackend
 from percolator.clock import FakeClock
 from percolator.metric_types import CounterChild, Family, HistogramChild, counter
 from percolator.metrics import NAMES
-from percolator.metrics_endpoint import MAX_CONNECTIONS, MetricsEndpoint
+from percolator.metrics_endpoint import MAX_CONNECTIONS, MAX_PER_PEER, MetricsEndpoint
 from percolator.oracle import Oracle
 from tests.certs import CA
 from tests.observers import sum_observers
@@ -563,17 +563,36 @@ def test_a_family_refuses_wrong_labels_and_a_counter_needs_total() -> None:
         counter("percolator_test_count", "no _total")
 
 
+def _connect_from(host: str, endpoint: MetricsEndpoint) -> socket.socket:
+    """A connection to ``endpoint`` from the loopback address ``host`` (a peer of its own:
+    127.0.0.0/8 is all loopback)."""
+    return socket.create_connection(
+        ("127.0.0.1", int(endpoint.address.rpartition(":")[2])), timeout=WAIT,
+        source_address=(host, 0))
+
+
+def _scrape_from(host: str, endpoint: MetricsEndpoint) -> bytes:
+    """A plain scrape from ``host``: the reply, b"" if the endpoint closed the
+    connection unanswered."""
+    with _connect_from(host, endpoint) as conn:
+        conn.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(1 << 16):
+            reply += chunk
+        return reply
+
+
 def test_idle_connections_to_the_metrics_endpoint_hold_a_bounded_number_of_threads() -> None:
     """Anyone who reaches the port may connect (a scrape needs no credential): connections
     beyond MAX_CONNECTIONS are closed at once, so idle ones cannot take every thread and
-    file descriptor of the node; once they go, scrapes are served again."""
+    file descriptor of the node; once they go, scrapes are served again.  (Each from an
+    address of its own: one address gets MAX_PER_PEER.)"""
     endpoint = MetricsEndpoint("127.0.0.1:0").start()
     idle: list[socket.socket] = []
     try:
         threads = threading.active_count()
-        for _ in range(4 * MAX_CONNECTIONS):
-            conn = socket.create_connection(
-                ("127.0.0.1", int(endpoint.address.rpartition(":")[2])), timeout=WAIT)
+        for n in range(4 * MAX_CONNECTIONS):
+            conn = _connect_from(f"127.0.1.{n + 1}", endpoint)
             conn.sendall(b"G")  # a request begun, never finished
             idle.append(conn)
         refused = 0
@@ -603,6 +622,34 @@ def test_idle_connections_to_the_metrics_endpoint_hold_a_bounded_number_of_threa
         endpoint.stop()
 
 
+def test_one_address_holds_a_few_slots_and_scrapes_from_others_are_served() -> None:
+    """A host that opens connections and sends nothing (reconnecting as fast as each is
+    cut) holds MAX_PER_PEER slots, not every one: a scraper elsewhere is served while it
+    holds them, and the hoarder's own connections beyond its share are closed at once."""
+    endpoint = MetricsEndpoint("127.0.0.1:0").start()
+    hoard: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            conn = _connect_from("127.0.3.1", endpoint)
+            conn.sendall(b"G")  # a request begun, never finished
+            hoard.append(conn)
+        closed = 0
+        for conn in hoard:
+            conn.settimeout(0.5)
+            try:
+                closed += conn.recv(1) == b""
+            except TimeoutError:
+                pass  # served: waiting for the rest of its request
+        assert closed == MAX_CONNECTIONS - MAX_PER_PEER
+        reply = _scrape_from("127.0.3.2", endpoint)
+        assert reply.startswith(b"HTTP/1.0 200") and b"process_cpu_seconds_total" in reply
+        assert _scrape_from("127.0.3.1", endpoint) == b"", "the hoarder's share is full"
+    finally:
+        for conn in hoard:
+            conn.close()
+        endpoint.stop()
+
+
 def test_slow_drip_connections_are_cut_at_the_deadline_and_scrapes_are_served() -> None:
     """A scraper dripping its request a byte at a time never waits long for one read: each
     connection gets a deadline for the whole exchange, so MAX_CONNECTIONS drippers cannot
@@ -612,8 +659,9 @@ def test_slow_drip_connections_are_cut_at_the_deadline_and_scrapes_are_served() 
     port = int(endpoint.address.rpartition(":")[2])
     drippers: list[socket.socket] = []
     opened: list[float] = []  # when each connection was made
-    for _ in range(MAX_CONNECTIONS):
-        drippers.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+    for n in range(MAX_CONNECTIONS):  # from as many addresses: each gets a slot
+        drippers.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT,
+                                                 source_address=(f"127.0.2.{n + 1}", 0)))
         opened.append(time.monotonic())
     cut: dict[int, float] = {}  # dripper -> when the endpoint closed it
     stop = threading.Event()
