@@ -10,8 +10,8 @@
   racing a pass.
 * A pass settles any number of leases; a pass whose write fails leaves every row to
   the next one.
-* On a node with tokens, a caller cannot move the lease of another caller's client,
-  even knowing its client_id; the client's own principal can.
+
+Whose a lease is, and how many a principal may hold: test_gc_lease_principals.py.
 """
 
 from __future__ import annotations
@@ -25,17 +25,13 @@ from types import TracebackType
 import pytest
 
 from bigtable_lite import MAX_TS, LocalStore, RowMutation, Unavailable
-from bigtable_lite.auth import Role, TokenTable
-from bigtable_lite.server import ServerPolicy
 from percolator import Client, SnapshotTooOld, Transaction
 from percolator._gc_table import GC_TABLE, LEASES_ROW, read_leases
 from percolator._leases import client_key
 from percolator._local import LocalBackend
 from percolator._node_client import NodeClient
-from percolator._node_codec import CLIENT_ID_TAG
 from percolator._safe_point import HELD_BY, SafePoint
 from percolator._snapshots import ActiveSnapshots, SnapshotReport
-from percolator._transport.framing import field
 from percolator.clock import FakeClock
 from percolator.node import Node
 from percolator.oracle import Oracle
@@ -500,60 +496,3 @@ def test_a_late_report_cannot_release_what_a_later_one_holds(tmp_path: Path) -> 
         txn.rollback()
         settle_reports(world.client)
         assert world.local.collect_garbage().safe_point > txn.start_ts
-
-
-# --- whose ----------------------------------------------------------------------------
-
-
-TOKENS = {"alice": "alice-token-0123456789abcdef", "mallory": "mallory-token-0123456789ab"}
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    policy = ServerPolicy(tokens=TokenTable({t: Role.WRITE for t in TOKENS.values()}))
-    with Node(tmp_path / "data", "127.0.0.1:0", policy=policy, gc_life_time=0.0,
-              gc_interval=None) as served:
-        yield served
-
-
-def _posing_as(node: Node, who: str, client_id: bytes, transport: str) -> NodeClient:
-    """A client of ``who``'s token whose batches carry ``client_id`` (another's)."""
-    impostor = NodeClient(node.address, token=TOKENS[who], transport=transport)  # type: ignore[arg-type]
-    impostor._reporter.close()
-    impostor.client_id = client_id
-    impostor._client_field = field(CLIENT_ID_TAG, client_id)
-    return impostor
-
-
-@pytest.mark.parametrize("transport", ["grpc", "native"])
-def test_another_principal_cannot_release_a_clients_lease(node: Node, transport: str
-                                                          ) -> None:
-    """Mallory, knowing alice's client_id, reports for it "nothing running, everything
-    seen": alice's reader stays held.  The same report with alice's token releases it
-    (so the report is a real threat, and only the principal stops it)."""
-    with Client.connect(node.address, token=TOKENS["alice"]) as alice:
-        backend = alice.backend
-        assert isinstance(backend, NodeClient)
-        backend._reporter.close()  # alice's reader is held by its pins alone
-        with alice.transaction() as t:
-            t.set(*KEY, b"old")
-        reader = alice.begin()
-        must_read(reader.get(*KEY), b"old")
-        with alice.transaction() as t:
-            t.set(*KEY, b"new")
-        release = SnapshotReport(None, MAX_TS, 1 << 40)
-        mallory = _posing_as(node, "mallory", backend.client_id, transport)
-        try:
-            mallory.report_snapshots(release)
-        finally:
-            mallory.close()
-        assert node.backend.collect_garbage().safe_point <= reader.start_ts
-        must_read(reader.get(*KEY), b"old")
-        own = _posing_as(node, "alice", backend.client_id, transport)
-        try:
-            own.report_snapshots(replace(release, seq=release.seq + 1))
-        finally:
-            own.close()
-        assert node.backend.collect_garbage().safe_point > reader.start_ts
-        with pytest.raises(SnapshotTooOld):
-            reader.get(*KEY)

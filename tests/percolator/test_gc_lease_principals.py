@@ -1,4 +1,7 @@
-"""A principal holds GC leases for a bounded number of clients.
+"""Remote clients' GC leases belong to their caller's principal, a bounded number each.
+
+On a node with tokens, a caller cannot move the lease of another caller's client, even
+knowing its client_id; the client's own principal can.
 
 Each remote client holding anything is a persisted lease row (written with an fsync)
 and memory until its lease passes; a caller that made up a new ``client_id`` per call
@@ -11,17 +14,22 @@ forgot it, its principal may add one again.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from bigtable_lite import MAX_TS
 from bigtable_lite.auth import Role, TokenTable
 from bigtable_lite.server import ServerPolicy
-from percolator import Client
+from percolator import Client, SnapshotTooOld
 from percolator import _leases as leases_module
 from percolator._gc_table import read_leases
 from percolator._leases import ClientLeases, client_key, principal_of
 from percolator._node_client import NodeClient
+from percolator._node_codec import CLIENT_ID_TAG
+from percolator._snapshots import SnapshotReport
+from percolator._transport.framing import field
 from percolator.clock import FakeClock
 from percolator.errors import TooManyClients
 from percolator.node import Node
@@ -29,6 +37,11 @@ from percolator.node import Node
 TOKENS = {"alice": "alice-token-0123456789abcdef", "mallory": "mallory-token-0123456789ab"}
 LEASE = 30.0
 CAP = 2
+KEY = (b"row", b"v")
+
+
+def must_read(value: bytes | None, expected: bytes) -> None:
+    assert value == expected, value
 
 
 @pytest.fixture
@@ -36,7 +49,61 @@ def capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(leases_module, "MAX_CLIENTS_PER_PRINCIPAL", CAP)
 
 
-# --- the book ---------------------------------------------------------------------------
+# --- whose ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    policy = ServerPolicy(tokens=TokenTable({t: Role.WRITE for t in TOKENS.values()}))
+    with Node(tmp_path / "data", "127.0.0.1:0", policy=policy, gc_life_time=0.0,
+              gc_interval=None) as served:
+        yield served
+
+
+def _posing_as(node: Node, who: str, client_id: bytes, transport: str) -> NodeClient:
+    """A client of ``who``'s token whose batches carry ``client_id`` (another's)."""
+    impostor = NodeClient(node.address, token=TOKENS[who], transport=transport)  # type: ignore[arg-type]
+    impostor._reporter.close()
+    impostor.client_id = client_id
+    impostor._client_field = field(CLIENT_ID_TAG, client_id)
+    return impostor
+
+
+@pytest.mark.parametrize("transport", ["grpc", "native"])
+def test_another_principal_cannot_release_a_clients_lease(node: Node, transport: str
+                                                          ) -> None:
+    """Mallory, knowing alice's client_id, reports for it "nothing running, everything
+    seen": alice's reader stays held.  The same report with alice's token releases it
+    (so the report is a real threat, and only the principal stops it)."""
+    with Client.connect(node.address, token=TOKENS["alice"]) as alice:
+        backend = alice.backend
+        assert isinstance(backend, NodeClient)
+        backend._reporter.close()  # alice's reader is held by its pins alone
+        with alice.transaction() as t:
+            t.set(*KEY, b"old")
+        reader = alice.begin()
+        must_read(reader.get(*KEY), b"old")
+        with alice.transaction() as t:
+            t.set(*KEY, b"new")
+        release = SnapshotReport(None, MAX_TS, 1 << 40)
+        mallory = _posing_as(node, "mallory", backend.client_id, transport)
+        try:
+            mallory.report_snapshots(release)
+        finally:
+            mallory.close()
+        assert node.backend.collect_garbage().safe_point <= reader.start_ts
+        must_read(reader.get(*KEY), b"old")
+        own = _posing_as(node, "alice", backend.client_id, transport)
+        try:
+            own.report_snapshots(replace(release, seq=release.seq + 1))
+        finally:
+            own.close()
+        assert node.backend.collect_garbage().safe_point > reader.start_ts
+        with pytest.raises(SnapshotTooOld):
+            reader.get(*KEY)
+
+
+# --- how many: the book ----------------------------------------------------------------
 
 
 def test_the_book_counts_clients_per_principal_restored_ones_too(capped: None) -> None:
@@ -65,7 +132,7 @@ def test_the_anonymous_key_has_the_empty_principal() -> None:
 
 
 @pytest.fixture
-def node(tmp_path: Path, capped: None) -> Iterator[tuple[Node, FakeClock]]:
+def capped_node(tmp_path: Path, capped: None) -> Iterator[tuple[Node, FakeClock]]:
     clock = FakeClock()
     policy = ServerPolicy(tokens=TokenTable({t: Role.WRITE for t in TOKENS.values()}))
     with Node(tmp_path / "data", "127.0.0.1:0", policy=policy, clock=clock,
@@ -84,8 +151,8 @@ def _persisted(node: Node) -> dict[bytes, int]:
 
 @pytest.mark.parametrize("transport", ["grpc", "native"])
 def test_a_principal_past_its_clients_is_refused_until_a_lease_passes(
-        node: tuple[Node, FakeClock], transport: str) -> None:
-    served, clock = node
+        capped_node: tuple[Node, FakeClock], transport: str) -> None:
+    served, clock = capped_node
     opened: list[Client] = []
     try:
         for _ in range(CAP):
