@@ -47,7 +47,6 @@ from bigtable_lite import MAX_TS, InvalidArgument, TabletStore
 from . import _gc_table as gc_table
 from . import _leases
 from ._gc_table import Sample
-from ._leases import ClientLeases
 from ._snapshots import ActiveSnapshots
 from .clock import Clock
 from .errors import SnapshotTooOld, TooManyClients
@@ -103,8 +102,8 @@ class SafePoint:
         self._persist_lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # token -> start_ts of a step in flight
         self._tokens = itertools.count(1)
-        self._leases = ClientLeases(self.lease_ms, gc_table.read_leases(store),
-                                    clock.monotonic_ms(), min(oracle.peek(), MAX_TS))
+        self._leases = _leases.ClientLeases(self.lease_ms, gc_table.read_leases(store),
+                                            clock.monotonic_ms(), min(oracle.peek(), MAX_TS))
         status = gc_table.read_status(store)
         self.value = status.safe_point  # collected below; only ever raised
         self.floor = self.value  # steps below it are refused (>= value; see the class)
