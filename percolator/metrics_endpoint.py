@@ -72,7 +72,7 @@ the process, and the node's gRPC port stopped answering."""
 MAX_PER_PEER = 2
 """Connections served at once from one peer address (of :data:`MAX_CONNECTIONS`): one
 host cannot take every slot, however fast it reconnects.  A scraper needs one at a
-time; Prometheus pairs scrape from two hosts."""
+time."""
 
 
 class _Deadlines:
