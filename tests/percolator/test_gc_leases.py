@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
 import pytest
 
-from bigtable_lite import MAX_TS, LocalStore, RowMutation, Unavailable
+from bigtable_lite import LocalStore, RowMutation, Unavailable
 from percolator import Client, SnapshotTooOld, Transaction
 from percolator._gc_table import GC_TABLE, LEASES_ROW, read_leases
 from percolator._leases import client_key
@@ -33,7 +32,6 @@ from percolator._node_client import NodeClient
 from percolator._safe_point import HELD_BY, SafePoint
 from percolator._snapshots import ActiveSnapshots, SnapshotReport
 from percolator.clock import FakeClock
-from percolator.node import Node
 from percolator.oracle import Oracle
 from tests.procs import ServerProcess
 
