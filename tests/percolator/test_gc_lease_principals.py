@@ -159,7 +159,7 @@ def test_a_principal_past_its_clients_is_refused_until_a_lease_passes(
             client = _client(served, clock, "alice", transport)
             opened.append(client)
             with client.transaction() as txn:
-                txn.set(b"row", b"v", b"x")
+                txn.set(*KEY, b"x")
         rows = _persisted(served)
         assert len(rows) == CAP
         one_more = _client(served, clock, "alice", transport)
@@ -171,13 +171,13 @@ def test_a_principal_past_its_clients_is_refused_until_a_lease_passes(
         mallory = _client(served, clock, "mallory", transport)
         opened.append(mallory)
         with mallory.transaction() as txn:  # another principal: its own bound
-            txn.get(b"row", b"v")
+            txn.get(*KEY)
         # The first client ends; its lease passes, and a pass forgets it: room again.
         opened.pop(0).close()
         clock.advance(LEASE + 1)
         served.backend.collect_garbage()
         with one_more.transaction() as txn:
-            txn.set(b"row", b"v", b"y")
+            txn.set(*KEY, b"y")
     finally:
         for client in opened:
             client.close()
